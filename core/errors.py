@@ -1,0 +1,90 @@
+"""Loom's exception hierarchy.
+
+Every error a user can cause derives from :class:`LoomError` and carries a user-facing
+``message`` (what went wrong, naming the node, input or file) and an optional ``hint``
+(what to do about it). Frontends print ``str(error)``; they never show a traceback for a
+``LoomError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class LoomError(Exception):
+    """Base class of every error Loom reports to a user."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\nhint: {self.hint}"
+
+
+class PluginLoadError(LoomError):
+    """A plugin could not be imported or registered; it is skipped, the rest keep working."""
+
+    def __init__(self, plugin: str, cause: BaseException) -> None:
+        super().__init__(f"plugin {plugin!r} failed to load: {type(cause).__name__}: {cause}")
+        self.plugin = plugin
+        self.cause = cause
+
+
+class DuplicateRegistrationError(LoomError):
+    """Two plugins registered the same id (node class_type, sampler name, ...)."""
+
+
+class NodeDefinitionError(LoomError):
+    """A node class declares itself wrongly; raised at registration, not on first run."""
+
+
+class NodeValidationError(LoomError):
+    """Inputs of one node are invalid. ``problems`` holds ``"<problem> @ $.inputs.<name>"`` lines."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = list(problems)
+
+
+class PromptValidationError(LoomError):
+    """A prompt was rejected; ``error`` and ``node_errors`` are ComfyUI's JSON shapes."""
+
+    def __init__(self, error: dict, node_errors: dict) -> None:
+        text = error.get("message", "invalid prompt")
+        details = error.get("details")
+        super().__init__(f"{text}: {details}" if details else text)
+        self.error = error
+        self.node_errors = node_errors
+
+
+class NodeExecutionError(LoomError):
+    """A node raised while running; the executor wraps the original exception."""
+
+    def __init__(self, node_id: str, class_type: str, cause: BaseException) -> None:
+        super().__init__(
+            f"node {node_id} ({class_type}) failed: {type(cause).__name__}: {cause}"
+        )
+        self.node_id = node_id
+        self.class_type = class_type
+        self.cause = cause
+
+
+class ExecutionInterrupted(LoomError):
+    """Raised inside a run when an interrupt was requested."""
+
+    def __init__(self, message: str = "Processing interrupted") -> None:
+        super().__init__(message)
+
+
+class WorkflowConversionError(LoomError):
+    """A UI-format workflow could not be turned into an API prompt."""
+
+
+class UnknownCheckpointError(LoomError):
+    """No installed model-family plugin recognises a weights file."""
+
+
+class ModelFileError(LoomError):
+    """A model file is missing, truncated, corrupt, or not a safetensors file."""

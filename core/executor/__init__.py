@@ -1,0 +1,1 @@
+"""Prompt validation, scheduling, caching, execution, and the shared queue and history."""

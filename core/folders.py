@@ -1,0 +1,207 @@
+"""Model folders laid out like ComfyUI's, plus ``extra_model_paths.yaml``.
+
+A :class:`FolderKind` says what a folder key holds (``checkpoints``: ``models/checkpoints``,
+files ending ``.safetensors`` ...). :class:`ModelFolders` resolves keys to directories for
+one :class:`~loom.settings.Settings`: first the ``is_default`` entries of extra path configs,
+then the base directory's, then the other extra paths; and lists files recursively with
+``/``-separated relative names, as ComfyUI's ``folder_paths`` does. This module is also the
+built-in plugin that declares ComfyUI's standard folder kinds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import attrs
+import yaml
+
+from loom.errors import LoomError
+from loom.hookspecs import hookimpl
+
+log = logging.getLogger(__name__)
+
+MODEL_EXTENSIONS = frozenset({".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft"})
+
+#: Legacy keys ComfyUI still accepts.
+ALIASES = {"clip": "text_encoders", "unet": "diffusion_models"}
+
+
+@attrs.frozen
+class FolderKind:
+    """A model folder key, its default sub-directories of ``models/`` and its extensions."""
+
+    key: str
+    subdirs: tuple[str, ...]
+    extensions: frozenset[str] = MODEL_EXTENSIONS
+    #: Extra sub-directories of the *output* directory (ComfyUI saves merged models there).
+    output_subdirs: tuple[str, ...] = ()
+
+    def merged(self, other: FolderKind) -> FolderKind:
+        def union(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
+            return a + tuple(x for x in b if x not in a)
+
+        return FolderKind(self.key, union(self.subdirs, other.subdirs),
+                          self.extensions | other.extensions,
+                          union(self.output_subdirs, other.output_subdirs))
+
+
+STANDARD_KINDS: tuple[FolderKind, ...] = (
+    FolderKind("checkpoints", ("checkpoints",), output_subdirs=("checkpoints",)),
+    FolderKind("configs", ("configs",), frozenset({".yaml"})),
+    FolderKind("loras", ("loras",), output_subdirs=("loras",)),
+    FolderKind("vae", ("vae",), output_subdirs=("vae",)),
+    FolderKind("text_encoders", ("text_encoders", "clip"), output_subdirs=("clip",)),
+    FolderKind("diffusion_models", ("unet", "diffusion_models"), output_subdirs=("diffusion_models",)),
+    FolderKind("clip_vision", ("clip_vision",)),
+    FolderKind("style_models", ("style_models",)),
+    FolderKind("embeddings", ("embeddings",)),
+    FolderKind("diffusers", ("diffusers",), frozenset({"folder"})),
+    FolderKind("vae_approx", ("vae_approx",)),
+    FolderKind("controlnet", ("controlnet", "t2i_adapter")),
+    FolderKind("gligen", ("gligen",)),
+    FolderKind("upscale_models", ("upscale_models",)),
+    FolderKind("latent_upscale_models", ("latent_upscale_models",)),
+    FolderKind("hypernetworks", ("hypernetworks",)),
+    FolderKind("photomaker", ("photomaker",)),
+    FolderKind("classifiers", ("classifiers",), frozenset({""})),
+    FolderKind("model_patches", ("model_patches",)),
+    FolderKind("audio_encoders", ("audio_encoders",)),
+    FolderKind("tokenizers", ("tokenizers",), frozenset({"folder"})),
+)
+
+
+@hookimpl
+def register_model_folders(register: Callable[[FolderKind], None]) -> None:
+    for kind in STANDARD_KINDS:
+        register(kind)
+
+
+class ExtraPathsError(LoomError):
+    """An extra_model_paths.yaml file could not be read."""
+
+
+@attrs.frozen
+class ExtraPaths:
+    """Directories one extra_model_paths config adds, per folder key."""
+
+    default: dict[str, list[Path]]
+    other: dict[str, list[Path]]
+
+
+def read_extra_model_paths(config: Path) -> ExtraPaths:
+    """Parse ComfyUI's extra_model_paths.yaml layout.
+
+    Top-level sections (any name) hold an optional ``base_path`` (relative to the yaml
+    file; ``~`` and environment variables expanded), an optional ``is_default``, and
+    ``folder_key: path`` entries whose value may hold several newline-separated paths.
+    """
+    try:
+        data = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ExtraPathsError(f"cannot read extra model paths config {config}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ExtraPathsError(f"{config}: expected sections of folder_key: path entries")
+    result = ExtraPaths({}, {})
+    for section_name, section in data.items():
+        if section is None:
+            continue
+        if not isinstance(section, dict):
+            raise ExtraPathsError(f"{config}: section {section_name!r} must be a mapping")
+        base = section.get("base_path")
+        base_path = _expand(str(base), config.parent) if base else None
+        target = result.default if section.get("is_default") else result.other
+        for key, value in section.items():
+            if key in ("base_path", "is_default") or value is None:
+                continue
+            key = ALIASES.get(key, key)
+            for line in str(value).splitlines():
+                line = line.strip()
+                if not line:
+                    continue
+                path = _expand(line, base_path or config.parent)
+                target.setdefault(key, []).append(path)
+    return result
+
+
+def _expand(value: str, relative_to: Path) -> Path:
+    path = Path(os.path.expandvars(os.path.expanduser(value)))
+    return path if path.is_absolute() else (relative_to / path)
+
+
+class ModelFolders:
+    """Resolves folder keys to directories and lists the model files in them."""
+
+    def __init__(self, models_dir: Path, output_dir: Path, kinds: dict[str, FolderKind],
+                 extra_configs: Iterable[Path] = ()) -> None:
+        self.kinds = kinds
+        self._paths: dict[str, list[Path]] = {}
+        extras = [read_extra_model_paths(Path(c)) for c in extra_configs]
+        for key, kind in kinds.items():
+            paths: list[Path] = []
+            for extra in extras:
+                paths.extend(extra.default.get(key, []))
+            paths.extend(models_dir / sub for sub in kind.subdirs)
+            paths.extend(output_dir / sub for sub in kind.output_subdirs)
+            for extra in extras:
+                paths.extend(extra.other.get(key, []))
+            self._paths[key] = _unique(paths)
+        self.custom_nodes_paths = _unique(
+            [p for extra in extras for p in extra.default.get("custom_nodes", []) + extra.other.get("custom_nodes", [])]
+        )
+
+    def keys(self) -> list[str]:
+        return list(self.kinds)
+
+    def _key(self, key: str) -> str:
+        key = ALIASES.get(key, key)
+        if key not in self.kinds:
+            raise KeyError(key)
+        return key
+
+    def paths(self, key: str) -> list[Path]:
+        """Directories searched for ``key`` (aliases ``clip``/``unet`` accepted), in order."""
+        return list(self._paths[self._key(key)])
+
+    def filenames(self, key: str) -> list[str]:
+        """Model files under ``key``'s directories: sorted, relative, ``/``-separated."""
+        kind = self.kinds[self._key(key)]
+        found: set[str] = set()
+        for root in self._paths[kind.key]:
+            if not root.is_dir():
+                continue
+            if "folder" in kind.extensions:
+                found.update(p.name for p in root.iterdir() if p.is_dir())
+                continue
+            for dirpath, dirnames, files in os.walk(root, followlinks=True):
+                dirnames.sort()
+                rel_dir = Path(dirpath).relative_to(root)
+                for name in files:
+                    if not kind.extensions or "" in kind.extensions or Path(name).suffix.lower() in kind.extensions:
+                        found.add((rel_dir / name).as_posix())
+        return sorted(found)
+
+    def find(self, key: str, filename: str) -> Path | None:
+        """The file a combo value names, confined to ``key``'s directories; None if absent."""
+        relative = Path(filename)
+        if relative.is_absolute() or ".." in relative.parts or "\x00" in filename:
+            return None
+        for root in self._paths[self._key(key)]:
+            candidate = root / relative
+            try:
+                resolved_root = root.resolve()
+                resolved = candidate.resolve()
+            except OSError:
+                continue
+            if resolved.is_relative_to(resolved_root) and resolved.exists():
+                return candidate
+        return None
+
+
+def _unique(paths: Iterable[Path]) -> list[Path]:
+    seen: dict[Path, None] = {}
+    for path in paths:
+        seen.setdefault(path, None)
+    return list(seen)

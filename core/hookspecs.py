@@ -1,0 +1,159 @@
+"""Every hook a Loom plugin can implement.
+
+Registration hooks take a ``register`` callback: the registry calls each plugin's
+implementation with a callback bound to that plugin's name, so whatever it registers is
+attributed to it (``loom plugins`` shows who registered what). Implementations may accept a
+subset of a spec's arguments; specs only ever gain arguments.
+
+All registration hooks are called once, by :func:`loom.registry.collect`, after every plugin
+has loaded. They must stay cheap: declarations only, no weights, no device probing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import click
+
+    from loom.events import ExecutionEvent
+    from loom.executor.queue import PromptQueue
+    from loom.settings import Settings
+
+hookspec = pluggy.HookspecMarker("loom")
+hookimpl = pluggy.HookimplMarker("loom")
+
+
+# --- registration -----------------------------------------------------------------------
+
+
+@hookspec
+def register_nodes(register: Callable[..., None]) -> None:
+    """Register the node classes this plugin provides.
+
+    :param register: ``register(node_class, class_type=None, display_name=None)``. Accepts
+        declarative nodes (``@loom.node`` attrs classes) and classic ComfyUI classes
+        (``INPUT_TYPES``/``RETURN_TYPES``/``FUNCTION``); ``class_type`` is required for
+        classic classes, whose id lives in ``NODE_CLASS_MAPPINGS``.
+
+    Called once by the registry after all plugins load. A class_type registered twice raises
+    :class:`~loom.errors.DuplicateRegistrationError` naming both plugins; a malformed
+    declaration raises :class:`~loom.errors.NodeDefinitionError` at registration.
+    """
+
+
+@hookspec
+def register_model_folders(register: Callable[..., None]) -> None:
+    """Declare model folder kinds (``checkpoints``, ``loras``, ...).
+
+    :param register: ``register(loom.folders.FolderKind(...))``: a key, the default
+        sub-directories under ``models/``, accepted file extensions and legacy aliases.
+
+    Called once by the registry. Core declares ComfyUI's standard folders; a plugin adds the
+    folders only it needs. Declaring an existing key again merges its directories.
+    """
+
+
+@hookspec
+def register_model_families(register: Callable[..., None]) -> None:
+    """Register model families: objects implementing :class:`loom.types.ModelFamily`.
+
+    :param register: ``register(family)``; ``family.name`` must be unique.
+
+    The generic loader nodes (``CheckpointLoaderSimple``, ``UNETLoader``, ``CLIPLoader``,
+    ``VAELoader``, ...) read a safetensors header once and ask every family, in registration
+    order, whether it recognises the state dict; the family with the highest detection
+    score builds and loads the parts. Must not load weights at registration.
+    """
+
+
+@hookspec
+def register_samplers(register: Callable[..., None]) -> None:
+    """Register sampling algorithms by ComfyUI name (``"euler"``, ``"dpmpp_2m"``).
+
+    :param register: ``register(name, sampler)``; ``sampler`` follows the sampler contract
+        documented in :class:`loom.types.Sampler`.
+
+    Called once by the registry. The names populate the ``sampler_name`` combos.
+    """
+
+
+@hookspec
+def register_schedulers(register: Callable[..., None]) -> None:
+    """Register sigma schedules by ComfyUI name (``"normal"``, ``"karras"``).
+
+    :param register: ``register(name, scheduler)``; ``scheduler(model_sampling, steps)``
+        returns the sigma tensor (``steps + 1`` values, last one 0).
+
+    Called once by the registry. The names populate the ``scheduler`` combos.
+    """
+
+
+@hookspec
+def register_weight_adapters(register: Callable[..., None]) -> None:
+    """Register weight-adapter formats (LoRA, LoHa, LoKr, ...).
+
+    :param register: ``register(adapter)``; ``adapter`` implements
+        :class:`loom.types.WeightAdapter`: it recognises its keys in a state dict and turns
+        them into weight patches that :mod:`loom.memory` applies.
+
+    Called once by the registry; adapters are tried in registration order.
+    """
+
+
+@hookspec
+def register_commands(cli: click.Group) -> None:
+    """Add sub-commands to the ``loom`` command line (``loom serve`` comes from loom-http).
+
+    :param cli: the root click group; call ``cli.command()`` / ``cli.add_command()`` on it.
+
+    Called once when the CLI starts, after plugins load. Import heavy modules inside the
+    command function, not at plugin import, so ``loom --help`` stays fast.
+    """
+
+
+# --- execution --------------------------------------------------------------------------
+
+
+@hookspec
+def on_execution_event(event: ExecutionEvent) -> None:
+    """Observe one execution event (ComfyUI's websocket message types and payloads).
+
+    :param event: ``event.type`` is ``execution_start``, ``execution_cached``,
+        ``executing``, ``progress``, ``progress_state``, ``executed``, ``execution_success``,
+        ``execution_error``, ``execution_interrupted`` or ``status``; ``event.data`` is the
+        payload ComfyUI sends; ``event.client_id`` is the client that queued the prompt (or
+        None: broadcast); binary previews carry ``event.preview``.
+
+    Called by the executor's worker thread, synchronously, for every event of every prompt.
+    All implementations are called. An implementation must return quickly and must not
+    raise: hand the event to your own thread or loop (the HTTP plugin does).
+    """
+
+
+@hookspec(firstresult=True)
+def make_prompt_queue(settings: Settings) -> PromptQueue | None:
+    """Supply the prompt queue every frontend shares (for example a distributed backend).
+
+    :param settings: the runtime settings.
+    :return: an object with :class:`loom.executor.queue.PromptQueue`'s interface, or None
+        to leave the choice to another plugin.
+
+    Stops at the first non-None result; without one, core's in-process queue is used.
+    Called once, when the runtime first needs its queue.
+    """
+
+
+def all_hook_names() -> list[str]:
+    """Names of every hookspec in this module (used by the docs and meta-tests)."""
+    return sorted(
+        name
+        for name, value in globals().items()
+        if callable(value) and hasattr(value, "loom_spec")
+    )
+
+
+__all__: list[Any] = ["all_hook_names", "hookimpl", "hookspec"]

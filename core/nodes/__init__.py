@@ -1,0 +1,1 @@
+"""Node declarations: the declarative schema, the classic-class adapter, /object_info."""

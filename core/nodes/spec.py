@@ -1,0 +1,102 @@
+"""The one internal description of a node type, shared by declarative and classic nodes.
+
+Both kinds compile into a :class:`NodeDef`. Its inputs are kept in ComfyUI's
+``INPUT_TYPES()`` shape (``{"required": {name: [TYPE, {options}]}, ...}``) because that is
+what validation checks against and what ``/object_info`` serves; it is produced per call so
+combo lists computed at request time (model filenames) stay live.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+import attrs
+
+if TYPE_CHECKING:
+    from loom.executor.context import RunContext
+    from loom.registry import Registry
+
+InputTypes = dict[str, dict[str, Any]]
+"""``{"required": {name: spec}, "optional": {...}, "hidden": {...}}``; spec = ``[TYPE, {opts}]``."""
+
+SECTIONS = ("required", "optional", "hidden")
+
+
+@attrs.frozen
+class OutputDef:
+    """One output socket."""
+
+    type: str
+    name: str
+    is_list: bool = False
+    tooltip: str | None = None
+
+
+@attrs.frozen
+class NodeOutput:
+    """What running a node produced: one value per output, UI data, or a subgraph.
+
+    ``values`` has one entry per declared output. ``ui`` (e.g. ``{"images": [...]}``) is sent
+    as the ``executed`` event and stored in history. ``expand`` is an API-format graph that
+    runs in the node's place; ``values`` may then hold links (``[node_id, slot]``) into it.
+    """
+
+    values: tuple[Any, ...] = ()
+    ui: Mapping[str, Any] | None = None
+    expand: Mapping[str, Any] | None = None
+
+
+class NodeImpl(Protocol):
+    """How the executor talks to one node type, whichever way it was written."""
+
+    def input_types(self, registry: Registry | None) -> InputTypes:
+        """The node's inputs in ComfyUI's INPUT_TYPES shape, with live combo lists."""
+
+    def create(self) -> Any:
+        """A per-node-id object kept in the objects cache (classic nodes keep state on it)."""
+
+    def fingerprint(self, obj: Any, constants: dict[str, Any]) -> Any:
+        """IS_CHANGED: a value that changes when the output would; None when not defined."""
+
+    def validate(self, obj: Any, inputs: dict[str, Any]) -> bool | str:
+        """VALIDATE_INPUTS: True, or a message describing what is wrong."""
+
+    def check_lazy_status(self, obj: Any, inputs: dict[str, Any]) -> list[str]:
+        """Names of lazy inputs still needed before the node can run."""
+
+    def execute(self, obj: Any, inputs: dict[str, Any], ctx: RunContext) -> NodeOutput:
+        """Run the node once on one set of inputs."""
+
+
+@attrs.frozen
+class NodeDef:
+    """A registered node type. ``impl`` runs it; the rest is its declaration."""
+
+    class_type: str
+    impl: NodeImpl = attrs.field(eq=False, repr=False)
+    outputs: tuple[OutputDef, ...] = ()
+    display_name: str | None = None
+    category: str = "sd"
+    description: str = ""
+    python_module: str = "nodes"
+    output_node: bool = False
+    input_is_list: bool = False
+    not_idempotent: bool = False
+    deprecated: bool = False
+    experimental: bool = False
+    api_node: bool | None = None
+    has_output_tooltips: bool = False
+    has_fingerprint: bool = False
+    has_validate: bool = False
+    has_lazy_check: bool = False
+    #: Input names VALIDATE_INPUTS takes: those skip the standard checks (``input_types`` skips link types).
+    validate_args: frozenset[str] = frozenset()
+    source_class: type | None = attrs.field(default=None, eq=False, repr=False)
+
+    def input_types(self, registry: Registry | None = None) -> InputTypes:
+        return self.impl.input_types(registry)
+
+
+OptionsSource = Callable[["Registry | None"], list[Any]]
+"""A combo list computed when asked: gets the registry (folders, samplers), returns values."""

@@ -1,0 +1,162 @@
+"""Finding and loading plugins.
+
+One :class:`pluggy.PluginManager` per :class:`PluginHost`. Built-in plugins (modules inside
+``loom``) are registered exactly like external ones, which come from the ``loom`` entry-point
+group. A plugin that fails to import or register is logged as a
+:class:`~loom.errors.PluginLoadError` and skipped; the others keep working.
+
+Environment:
+    ``LOOM_PLUGINS``: comma-separated allow-list of plugin names (built-ins always load).
+    ``LOOM_DISABLE_PLUGINS``: comma-separated names never to load.
+    ``LOOM_TRACE_HOOKS=1``: log every hook call at DEBUG.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import time
+from collections.abc import Iterable, Sequence
+from importlib import metadata
+from types import ModuleType
+from typing import Any
+
+import attrs
+import pluggy
+
+from loom import hookspecs
+from loom.errors import PluginLoadError
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "loom"
+
+#: Core's own plugins, registered like external ones.
+BUILTIN_PLUGINS: tuple[str, ...] = (
+    "loom.folders",
+    "loom.nodes.builtin.primitives",
+    "loom.nodes.builtin.image",
+    "loom.nodes.builtin.image_io",
+    "loom.nodes.builtin.latent",
+    "loom.nodes.builtin.mask",
+    "loom.nodes.builtin.conditioning",
+    "loom.nodes.builtin.loaders",
+    "loom.nodes.builtin.models",
+)
+
+
+@attrs.frozen
+class PluginInfo:
+    """What ``loom plugins`` shows about one loaded plugin."""
+
+    name: str
+    module: str
+    version: str | None
+    builtin: bool
+    import_seconds: float
+
+
+def _names_from_env(var: str) -> frozenset[str]:
+    raw = os.environ.get(var, "")
+    return frozenset(part.strip() for part in raw.split(",") if part.strip())
+
+
+class PluginHost:
+    """Owns the plugin manager and records what loaded, what failed and what was disabled."""
+
+    def __init__(
+        self,
+        *,
+        disabled: Iterable[str] = (),
+        allow: Iterable[str] | None = None,
+        entry_points: bool = True,
+        builtins: Sequence[str] = BUILTIN_PLUGINS,
+    ) -> None:
+        self.pm = pluggy.PluginManager("loom")
+        self.pm.add_hookspecs(hookspecs)
+        self.disabled = frozenset(disabled) | _names_from_env("LOOM_DISABLE_PLUGINS")
+        env_allow = _names_from_env("LOOM_PLUGINS")
+        self.allow = frozenset(allow) if allow is not None else (env_allow or None)
+        self._use_entry_points = entry_points
+        self._builtins = tuple(builtins)
+        self.infos: list[PluginInfo] = []
+        self.failures: list[PluginLoadError] = []
+        self._loaded = False
+        if os.environ.get("LOOM_TRACE_HOOKS"):
+            self.pm.add_hookcall_monitoring(_trace_before, _trace_after)
+
+    @property
+    def hook(self) -> Any:
+        return self.pm.hook
+
+    def load(self) -> PluginHost:
+        """Load built-ins and entry-point plugins once; later calls do nothing."""
+        if self._loaded:
+            return self
+        self._loaded = True
+        for module_name in self._builtins:
+            self._load_one(module_name.rsplit(".", 1)[-1], lambda m=module_name: _import(m),
+                           version=None, builtin=True)
+        if self._use_entry_points:
+            for ep in _entry_points():
+                if ep.name in self.disabled:
+                    log.info("plugin %s disabled", ep.name)
+                    continue
+                if self.allow is not None and ep.name not in self.allow:
+                    log.debug("plugin %s not in the allow-list", ep.name)
+                    continue
+                version = ep.dist.version if ep.dist is not None else None
+                self._load_one(ep.name, ep.load, version=version, builtin=False)
+        self.pm.check_pending()
+        return self
+
+    def register(self, plugin: object, name: str, *, version: str | None = None) -> None:
+        """Register an already-imported plugin object (tests, embedding applications)."""
+        self._load_one(name, lambda: plugin, version=version, builtin=False)
+
+    def _load_one(self, name: str, loader: Any, *, version: str | None, builtin: bool) -> None:
+        if builtin and name in self.disabled:
+            log.info("built-in plugin %s disabled", name)
+            return
+        if self.pm.has_plugin(name):
+            self.failures.append(PluginLoadError(name, ValueError("a plugin with this name is already loaded")))
+            log.error("%s", self.failures[-1])
+            return
+        started = time.perf_counter()
+        try:
+            plugin = loader()
+            self.pm.register(plugin, name=name)
+        except Exception as exc:  # a broken plugin must not take the others down
+            error = PluginLoadError(name, exc)
+            error.__cause__ = exc
+            self.failures.append(error)
+            log.error("%s", error, exc_info=exc)
+            return
+        seconds = time.perf_counter() - started
+        module = getattr(plugin, "__name__", type(plugin).__name__)
+        self.infos.append(PluginInfo(name, module, version, builtin, seconds))
+        log.debug("plugin %s %s loaded in %.3f s", name, version or "", seconds)
+
+    def unregister(self, name: str) -> None:
+        plugin = self.pm.get_plugin(name)
+        if plugin is not None:
+            self.pm.unregister(plugin, name=name)
+        self.infos = [info for info in self.infos if info.name != name]
+
+
+def _import(module_name: str) -> ModuleType:
+    return importlib.import_module(module_name)
+
+
+def _entry_points() -> list[metadata.EntryPoint]:
+    # Sorted so load order (and so registration order) does not depend on the filesystem.
+    return sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
+
+
+def _trace_before(hook_name: str, impls: list[Any], kwargs: dict[str, Any]) -> None:
+    log.debug("hook %s -> %s", hook_name, [impl.plugin_name for impl in impls])
+
+
+def _trace_after(outcome: Any, hook_name: str, impls: list[Any], kwargs: dict[str, Any]) -> None:
+    log.debug("hook %s returned %r", hook_name, outcome.get_result() if outcome.exception is None else outcome.exception)

@@ -1,0 +1,89 @@
+"""The runtime: one object holding settings, plugins, registry, folders, cache and queue.
+
+Frontends (the CLI, the HTTP plugin, an embedding application) build one
+:class:`Runtime` and pass it on; there is no module-level state.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from loom.folders import ModelFolders
+from loom.plugins import PluginHost
+from loom.registry import Registry, collect
+from loom.settings import Settings
+
+if TYPE_CHECKING:
+    from loom.executor.queue import PromptQueue
+    from loom.executor.run import Executor
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    """Everything a run needs, built lazily from :class:`~loom.settings.Settings`."""
+
+    def __init__(self, settings: Settings | None = None, host: PluginHost | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        self.host = host or PluginHost(disabled=self.settings.disabled_plugins)
+
+    @cached_property
+    def registry(self) -> Registry:
+        self.host.load()
+        if self.settings.load_custom_nodes:
+            from loom.custom_nodes import register_custom_nodes
+
+            register_custom_nodes(self.host, self.custom_node_dirs())
+        registry = collect(self.host)
+        registry.folders = ModelFolders(
+            self.settings.models_dir, self.settings.output_dir, registry.folder_kinds,
+            self.settings.extra_model_paths,
+        )
+        for failure in [*self.host.failures, *registry.failures]:
+            log.warning("%s", failure)
+        return registry
+
+    @property
+    def folders(self) -> ModelFolders:
+        folders = self.registry.folders
+        assert folders is not None
+        return folders
+
+    def custom_node_dirs(self) -> list[Any]:
+        from loom.folders import read_extra_model_paths
+
+        dirs = [self.settings.custom_nodes_dir]
+        for config in self.settings.extra_model_paths:
+            extra = read_extra_model_paths(config)
+            dirs += extra.default.get("custom_nodes", []) + extra.other.get("custom_nodes", [])
+        return dirs
+
+    @cached_property
+    def memory(self) -> Any:
+        """The memory manager (``loom.memory``), created on first use."""
+        from loom.memory import MemoryManager
+
+        return MemoryManager.from_settings(self.settings)
+
+    @cached_property
+    def executor(self) -> Executor:
+        from loom.executor.run import Executor
+
+        return Executor(self)
+
+    @cached_property
+    def queue(self) -> PromptQueue:
+        from loom.executor.queue import InProcessQueue
+
+        self.registry  # plugins must be loaded before the hook can answer
+        queue = self.host.hook.make_prompt_queue(settings=self.settings)
+        return queue if queue is not None else InProcessQueue()
+
+    def emit(self, event: Any) -> None:
+        """Send an execution event to every ``on_execution_event`` implementation."""
+        try:
+            self.host.hook.on_execution_event(event=event)
+        except Exception:  # an observer's bug must never break a run
+            log.exception("an on_execution_event implementation raised")

@@ -1,0 +1,191 @@
+"""Model sampling math every family shares: noise schedules and how a model's output
+becomes a denoised estimate.
+
+Three parameterisations cover SD1.x/SD2.x/SDXL and Flux:
+
+* :class:`DiscreteEps` — DDPM's discrete schedule (``scaled_linear`` betas, 1000 steps),
+  the network predicts noise ε (SD1.x, SDXL).
+* :class:`DiscreteV` — same schedule, the network predicts ``v`` (SD2.x 768-v).
+* :class:`FlowMatching` — rectified flow with a time ``shift`` (SD3, Flux).
+
+Sigmas follow k-diffusion's convention: ``x_t = x_0 + σ ε`` for the discrete models (inputs
+are scaled by ``1/sqrt(σ²+1)`` before the network), ``x_t = (1-σ) x_0 + σ ε`` for flow.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import attrs
+
+if TYPE_CHECKING:
+    import torch
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+@attrs.define(eq=False)
+class ModelSampling:
+    """Base: maps between sigmas and timesteps and converts network outputs to x0."""
+
+    sigmas: torch.Tensor = attrs.field(init=False, repr=False)
+
+    @property
+    def sigma_min(self) -> torch.Tensor:
+        return self.sigmas[0]
+
+    @property
+    def sigma_max(self) -> torch.Tensor:
+        return self.sigmas[-1]
+
+    def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def sigma(self, timestep: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def percent_to_sigma(self, percent: float) -> float:
+        """Sigma at a fraction of the schedule (0 = start, noisiest; 1 = end)."""
+        if percent <= 0.0:
+            return 999999999.9
+        if percent >= 1.0:
+            return 0.0
+        return float(self.sigma(_torch().tensor(self._percent_to_t(percent))))
+
+    def _percent_to_t(self, percent: float) -> float:
+        return (1.0 - percent) * 999.0
+
+    def calculate_input(self, sigma: torch.Tensor, noisy: torch.Tensor) -> torch.Tensor:
+        """Scale the noisy latent to what the network expects."""
+        sigma = _broadcast(sigma, noisy)
+        return noisy / (sigma**2 + 1.0) ** 0.5
+
+    def calculate_denoised(self, sigma: torch.Tensor, output: torch.Tensor, noisy: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def noise_scaling(self, sigma: torch.Tensor, noise: torch.Tensor, latent: torch.Tensor,
+                      max_denoise: bool = False) -> torch.Tensor:
+        """The starting point of sampling from ``latent`` with ``noise`` at ``sigma``."""
+        sigma = _broadcast(sigma, noise)
+        if max_denoise:
+            return latent + noise * (sigma**2 + 1.0) ** 0.5
+        return latent + noise * sigma
+
+    def inverse_noise_scaling(self, sigma: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        return latent
+
+
+def _broadcast(sigma: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    sigma = sigma.to(like.dtype) if sigma.is_floating_point() else sigma
+    return sigma.reshape(sigma.shape[:1] + (1,) * (like.ndim - 1)) if sigma.ndim else sigma
+
+
+def discrete_sigmas(linear_start: float = 0.00085, linear_end: float = 0.012, timesteps: int = 1000,
+                    schedule: str = "scaled_linear") -> torch.Tensor:
+    """DDPM sigmas ``sqrt((1-ᾱ)/ᾱ)`` for the ``linear`` or ``scaled_linear`` beta schedule."""
+    torch = _torch()
+    if schedule == "scaled_linear":
+        betas = torch.linspace(linear_start**0.5, linear_end**0.5, timesteps, dtype=torch.float64) ** 2
+    elif schedule == "linear":
+        betas = torch.linspace(linear_start, linear_end, timesteps, dtype=torch.float64)
+    else:
+        raise ValueError(f"unknown beta schedule {schedule!r}")
+    alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
+    return (((1 - alphas_cumprod) / alphas_cumprod) ** 0.5).float()
+
+
+@attrs.define(eq=False)
+class DiscreteEps(ModelSampling):
+    """DDPM discrete schedule, ε-prediction: ``x0 = x - σ ε̂``."""
+
+    linear_start: float = 0.00085
+    linear_end: float = 0.012
+    timesteps: int = 1000
+    schedule: str = "scaled_linear"
+
+    def __attrs_post_init__(self) -> None:
+        self.sigmas = discrete_sigmas(self.linear_start, self.linear_end, self.timesteps, self.schedule)
+        self.log_sigmas = self.sigmas.log()
+
+    def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
+        """Nearest-index lookup of ``log σ`` in the table (k-diffusion's ``sigma_to_t``)."""
+        log_sigma = sigma.log()
+        dists = log_sigma.to(self.log_sigmas.device) - self.log_sigmas[:, None]
+        return dists.abs().argmin(dim=0).view(sigma.shape).to(sigma.device)
+
+    def sigma(self, timestep: torch.Tensor) -> torch.Tensor:
+        """Interpolated sigma at a (fractional) timestep."""
+        torch = _torch()
+        t = torch.clamp(timestep.float().to(self.log_sigmas.device), min=0, max=len(self.sigmas) - 1)
+        low = t.floor().long()
+        high = t.ceil().long()
+        w = t.frac()
+        log_sigma = (1 - w) * self.log_sigmas[low] + w * self.log_sigmas[high]
+        return log_sigma.exp().to(timestep.device)
+
+    def calculate_denoised(self, sigma: torch.Tensor, output: torch.Tensor, noisy: torch.Tensor) -> torch.Tensor:
+        return noisy - output * _broadcast(sigma, output)
+
+
+@attrs.define(eq=False)
+class DiscreteV(DiscreteEps):
+    """Discrete schedule, v-prediction (SD2.x 768-v): ``x0 = x/(σ²+1) - v σ/sqrt(σ²+1)``."""
+
+    def calculate_denoised(self, sigma: torch.Tensor, output: torch.Tensor, noisy: torch.Tensor) -> torch.Tensor:
+        sigma = _broadcast(sigma, output)
+        return noisy / (sigma**2 + 1.0) - output * sigma / (sigma**2 + 1.0) ** 0.5
+
+
+def time_shift(shift: float, t: float | torch.Tensor) -> float | torch.Tensor:
+    """Flow-matching time shift ``α t / (1 + (α-1) t)`` (SD3 / Flux)."""
+    return shift * t / (1 + (shift - 1) * t)
+
+
+@attrs.define(eq=False)
+class FlowMatching(ModelSampling):
+    """Rectified flow with shift: ``x_t = (1-σ) x0 + σ ε``, the network predicts ``ε - x0``."""
+
+    shift: float = 1.0
+    multiplier: float = 1000.0
+    timesteps: int = 1000
+
+    def __attrs_post_init__(self) -> None:
+        torch = _torch()
+        ts = torch.arange(1, self.timesteps + 1, dtype=torch.float64) / self.timesteps
+        self.sigmas = time_shift(self.shift, ts).float()
+
+    def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
+        return sigma * self.multiplier
+
+    def sigma(self, timestep: torch.Tensor) -> torch.Tensor:
+        return time_shift(self.shift, timestep / self.multiplier)
+
+    def _percent_to_t(self, percent: float) -> float:
+        return (1.0 - percent) * self.multiplier
+
+    def calculate_input(self, sigma: torch.Tensor, noisy: torch.Tensor) -> torch.Tensor:
+        return noisy
+
+    def calculate_denoised(self, sigma: torch.Tensor, output: torch.Tensor, noisy: torch.Tensor) -> torch.Tensor:
+        return noisy - output * _broadcast(sigma, output)
+
+    def noise_scaling(self, sigma: torch.Tensor, noise: torch.Tensor, latent: torch.Tensor,
+                      max_denoise: bool = False) -> torch.Tensor:
+        sigma = _broadcast(sigma, noise)
+        return sigma * noise + (1.0 - sigma) * latent
+
+    def inverse_noise_scaling(self, sigma: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        return latent / (1.0 - _broadcast(sigma, latent))
+
+
+def flux_shift(image_seq_len: int, base_shift: float = 0.5, max_shift: float = 1.15,
+               base_seq_len: int = 256, max_seq_len: int = 4096) -> float:
+    """Flux's resolution-dependent shift: ``exp(μ)`` with μ linear in the token count."""
+    slope = (max_shift - base_shift) / (max_seq_len - base_seq_len)
+    mu = base_shift + slope * (image_seq_len - base_seq_len)
+    return math.exp(mu)

@@ -1,0 +1,108 @@
+"""Runtime settings: directories, plugins, caching. Built from flags or environment.
+
+Directory meanings follow ComfyUI's flags: ``--base-directory`` (default: the current
+directory) holds ``models/``, ``input/``, ``output/``, ``temp/``, ``user/`` and
+``custom_nodes/``; each can be moved on its own. Every setting also reads an environment
+variable, so a ComfyUI user's layout works unchanged:
+
+=============================  ==========================================
+``LOOM_BASE_DIRECTORY``        base directory
+``LOOM_OUTPUT_DIRECTORY``      output directory
+``LOOM_INPUT_DIRECTORY``       input directory
+``LOOM_TEMP_DIRECTORY``        parent of the ``temp`` directory (as ComfyUI)
+``LOOM_USER_DIRECTORY``        user directory
+``LOOM_EXTRA_MODEL_PATHS_CONFIG``  extra_model_paths.yaml files, ``os.pathsep``-separated
+``LOOM_DISABLE_PLUGINS``       plugin names never to load (comma-separated)
+=============================  ==========================================
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import attrs
+
+CACHE_POLICIES = ("classic", "lru", "ram", "none")
+
+
+def _path(value: str | os.PathLike[str] | None) -> Path | None:
+    return Path(value).expanduser().resolve() if value else None
+
+
+@attrs.frozen
+class Settings:
+    """Where things live and how the engine behaves; immutable once the runtime starts."""
+
+    base_directory: Path = attrs.field(factory=Path.cwd, converter=lambda p: Path(p).expanduser().resolve())
+    output_directory: Path | None = attrs.field(default=None, converter=_path)
+    input_directory: Path | None = attrs.field(default=None, converter=_path)
+    temp_directory: Path | None = attrs.field(default=None, converter=_path)
+    user_directory: Path | None = attrs.field(default=None, converter=_path)
+    extra_model_paths: tuple[Path, ...] = attrs.field(
+        default=(), converter=lambda paths: tuple(Path(p).expanduser().resolve() for p in paths)
+    )
+    disabled_plugins: frozenset[str] = attrs.field(default=frozenset(), converter=frozenset)
+    cache_policy: str = attrs.field(default="classic", validator=attrs.validators.in_(CACHE_POLICIES))
+    cache_size: int = 100
+    cache_ram_headroom_gb: float = 4.0
+    disable_metadata: bool = False
+    load_custom_nodes: bool = True
+
+    @property
+    def models_dir(self) -> Path:
+        return self.base_directory / "models"
+
+    @property
+    def output_dir(self) -> Path:
+        return self.output_directory or self.base_directory / "output"
+
+    @property
+    def input_dir(self) -> Path:
+        return self.input_directory or self.base_directory / "input"
+
+    @property
+    def temp_dir(self) -> Path:
+        # ComfyUI: --temp-directory D puts temp files in D/temp.
+        return (self.temp_directory or self.base_directory) / "temp"
+
+    @property
+    def user_dir(self) -> Path:
+        return self.user_directory or self.base_directory / "user"
+
+    @property
+    def custom_nodes_dir(self) -> Path:
+        return self.base_directory / "custom_nodes"
+
+    def directory(self, kind: str) -> Path:
+        """``input`` / ``output`` / ``temp`` directory by name (as /view's ``type``)."""
+        try:
+            return {"input": self.input_dir, "output": self.output_dir, "temp": self.temp_dir}[kind]
+        except KeyError:
+            raise ValueError(f"unknown directory type {kind!r}") from None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Settings from ``LOOM_*`` variables; keyword arguments that are not None win."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        names = {
+            "base_directory": "LOOM_BASE_DIRECTORY",
+            "output_directory": "LOOM_OUTPUT_DIRECTORY",
+            "input_directory": "LOOM_INPUT_DIRECTORY",
+            "temp_directory": "LOOM_TEMP_DIRECTORY",
+            "user_directory": "LOOM_USER_DIRECTORY",
+        }
+        for field, var in names.items():
+            if env.get(var):
+                values[field] = env[var]
+        if env.get("LOOM_EXTRA_MODEL_PATHS_CONFIG"):
+            values["extra_model_paths"] = [p for p in env["LOOM_EXTRA_MODEL_PATHS_CONFIG"].split(os.pathsep) if p]
+        if env.get("LOOM_DISABLE_PLUGINS"):
+            values["disabled_plugins"] = {p.strip() for p in env["LOOM_DISABLE_PLUGINS"].split(",") if p.strip()}
+        for key, value in overrides.items():
+            if value is None or (isinstance(value, Sequence) and not isinstance(value, str) and not value):
+                continue
+            values[key] = value
+        return cls(**values)  # type: ignore[arg-type]

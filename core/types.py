@@ -1,0 +1,191 @@
+"""The data that flows between nodes, and the protocols model plugins implement.
+
+Socket types (used as annotations on declarative nodes; the string is the wire type):
+
+``Image`` (``IMAGE``)
+    float tensor ``[B, H, W, C]`` in ``[0, 1]``, C = 3 (RGB) or 4, on CPU between nodes.
+``Mask`` (``MASK``)
+    float tensor ``[B, H, W]`` (a ``[H, W]`` mask is accepted and treated as batch 1).
+``Latent`` (``LATENT``)
+    dict with ``samples`` (``[B, C, H, W]``), optional ``noise_mask`` (``[B|1, 1|H, H, W]``)
+    and ``batch_index`` (list of ints: which seed-stream index each item takes).
+``Conditioning`` (``CONDITIONING``)
+    list of ``[tensor, options]`` pairs: the text embedding ``[B, T, D]`` and a dict of
+    options (``pooled_output``, ``area``, ``mask``, ``strength``, ``timestep_start`` ...).
+``Model`` / ``Clip`` / ``Vae`` (``MODEL`` / ``CLIP`` / ``VAE``)
+    handles implementing :class:`ModelLike`, :class:`ClipLike` and :class:`VaeLike`.
+
+Torch is imported lazily: annotations here are ``Annotated[Any, Socket(...)]`` so that
+declaring nodes never imports torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Protocol, runtime_checkable
+
+import attrs
+
+if TYPE_CHECKING:
+    import torch
+
+    from loom.sampling import ModelSampling
+
+
+@attrs.frozen
+class Socket:
+    """Annotation marker naming a node socket's wire type (``"IMAGE"``, ``"MODEL"``)."""
+
+    type: str
+
+
+Image = Annotated[Any, Socket("IMAGE")]
+Mask = Annotated[Any, Socket("MASK")]
+Latent = Annotated[dict, Socket("LATENT")]
+Conditioning = Annotated[list, Socket("CONDITIONING")]
+Model = Annotated[Any, Socket("MODEL")]
+Clip = Annotated[Any, Socket("CLIP")]
+Vae = Annotated[Any, Socket("VAE")]
+Sigmas = Annotated[Any, Socket("SIGMAS")]
+Noise = Annotated[Any, Socket("NOISE")]
+SamplerRef = Annotated[Any, Socket("SAMPLER")]
+Guider = Annotated[Any, Socket("GUIDER")]
+AnyValue = Annotated[Any, Socket("*")]
+
+#: Widget types a plain Python annotation maps to.
+WIDGET_TYPES: Mapping[type, str] = {int: "INT", float: "FLOAT", str: "STRING", bool: "BOOLEAN"}
+
+
+# --- protocols model-family plugins implement ------------------------------------------
+
+
+@runtime_checkable
+class ModelLike(Protocol):
+    """A denoising model handle (the MODEL socket).
+
+    ``clone()`` must be cheap and share weights; patches and options live on the clone.
+    """
+
+    model_sampling: ModelSampling
+    latent_format: LatentFormat
+
+    def clone(self) -> ModelLike: ...
+
+    def apply_model(
+        self, x: torch.Tensor, sigma: torch.Tensor, cond: Mapping[str, Any]
+    ) -> torch.Tensor:
+        """Denoise ``x`` at noise level ``sigma``; returns the denoised estimate x0."""
+        ...
+
+
+@runtime_checkable
+class ClipLike(Protocol):
+    """A text encoder handle (the CLIP socket)."""
+
+    def clone(self) -> ClipLike: ...
+
+    def encode(self, text: str) -> list:
+        """Encode a prompt (with emphasis syntax) into a CONDITIONING list."""
+        ...
+
+    def set_last_layer(self, layer: int) -> None:
+        """Use hidden states of ``layer`` (negative, from the end) — CLIPSetLastLayer."""
+        ...
+
+
+@runtime_checkable
+class VaeLike(Protocol):
+    """An image autoencoder handle (the VAE socket). Images are IMAGE tensors."""
+
+    def encode(self, image: torch.Tensor) -> torch.Tensor: ...
+
+    def decode(self, samples: torch.Tensor) -> torch.Tensor: ...
+
+    def encode_tiled(self, image: torch.Tensor, tile_size: int, overlap: int) -> torch.Tensor: ...
+
+    def decode_tiled(self, samples: torch.Tensor, tile_size: int, overlap: int) -> torch.Tensor: ...
+
+
+@attrs.frozen
+class LatentFormat:
+    """How a family's latents relate to its VAE: channels, scale/shift, preview factors."""
+
+    channels: int = 4
+    scale_factor: float = 1.0
+    shift_factor: float = 0.0
+    downscale: int = 8
+    #: ``[channels][3]`` matrix mapping a latent pixel to RGB for cheap previews.
+    rgb_factors: tuple[tuple[float, float, float], ...] | None = None
+    rgb_bias: tuple[float, float, float] | None = None
+
+
+# --- loading: what the generic loader nodes ask families -------------------------------
+
+
+@attrs.frozen
+class TensorInfo:
+    """One tensor's entry in a safetensors header."""
+
+    dtype: str
+    shape: tuple[int, ...]
+
+
+@attrs.frozen
+class CheckpointHeader:
+    """A safetensors file's header: read once, without loading any tensor."""
+
+    path: Path
+    tensors: Mapping[str, TensorInfo]
+    metadata: Mapping[str, str]
+
+    def keys_with_prefix(self, prefix: str) -> list[str]:
+        return [key for key in self.tensors if key.startswith(prefix)]
+
+    def has(self, *keys: str) -> bool:
+        return all(key in self.tensors for key in keys)
+
+
+@attrs.frozen
+class LoadedParts:
+    """What loading a file produced; parts the file does not hold are None."""
+
+    model: Any = None
+    clip: Any = None
+    vae: Any = None
+
+
+class ModelFamily(Protocol):
+    """A model family plugin's answers for the generic loader nodes.
+
+    ``detect`` scores how sure the family is that the file is its own (0 = not mine);
+    the highest score wins. The ``load_*`` methods build modules on the meta device and
+    assign tensors through :mod:`loom.memory`. A family may leave out a loader it lacks.
+    """
+
+    name: str
+
+    def detect(self, header: CheckpointHeader, part: str) -> float:
+        """Score for ``part`` in ``{"checkpoint", "diffusion_model", "text_encoder", "vae"}``."""
+        ...
+
+    def load(self, header: CheckpointHeader, part: str, options: Mapping[str, Any]) -> LoadedParts:
+        """Load ``part`` of the file (options: ``clip_type``, ``weight_dtype``, ...)."""
+        ...
+
+
+class WeightAdapter(Protocol):
+    """A weight-adapter format (LoRA, LoHa, ...): recognises keys, returns patches."""
+
+    name: str
+
+    def claims(self, keys: set[str]) -> bool: ...
+
+    def patches(self, state_dict: Mapping[str, Any], key_map: Mapping[str, str]) -> Mapping[str, Any]: ...
+
+
+Sampler = Callable[..., Any]
+"""``sampler(denoiser, x, sigmas, *, noise, on_step=None, **options) -> x`` (k-diffusion shape)."""
+
+Scheduler = Callable[..., Any]
+"""``scheduler(model_sampling, steps) -> sigmas`` (``steps + 1`` values ending in 0)."""
