@@ -1,0 +1,399 @@
+"""One prompt's execution: a ready queue over a graph that can grow while it runs.
+
+Nodes are pulled into the run from the outputs upstream, stopping at cached nodes and at
+lazy inputs. A node whose ``check_lazy_status`` asks for more inputs goes back to waiting
+on them; a node that returns a subgraph (expansion) waits on the subgraph's result nodes.
+Every walk is an explicit loop: no recursion over the graph.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from loom.errors import ExecutionInterrupted, LoomError
+from loom.executor.cache import CachedOutput, never_cached, node_signature
+from loom.executor.context import ExecutionBlocker, RunContext
+from loom.executor.graph import Prompt, is_link, link_source, topological_order
+from loom.executor.reporting import ExecutionBlockedError, Reporter
+from loom.nodes.spec import InputTypes, NodeDef, NodeOutput
+
+if TYPE_CHECKING:
+    from loom.executor.run import Executor
+
+
+class DynamicPrompt:
+    """The live graph of a run (ComfyUI's ``DYNPROMPT`` hidden input)."""
+
+    def __init__(self, prompt: Prompt) -> None:
+        self.original = prompt
+        self.nodes: dict[str, dict[str, Any]] = dict(prompt)
+        self.parent: dict[str, str] = {}
+
+    def get_node(self, node_id: str) -> dict[str, Any]:
+        return self.nodes[node_id]
+
+    def has_node(self, node_id: str) -> bool:
+        return node_id in self.nodes
+
+    def all_node_ids(self) -> list[str]:
+        return list(self.nodes)
+
+    def get_original_prompt(self) -> Prompt:
+        return self.original
+
+    def get_parent_node_id(self, node_id: str) -> str | None:
+        return self.parent.get(node_id)
+
+    def get_real_node_id(self, node_id: str) -> str:
+        while node_id in self.parent:
+            node_id = self.parent[node_id]
+        return node_id
+
+    def get_display_node_id(self, node_id: str) -> str:
+        return self.get_real_node_id(node_id)
+
+
+class NodeFailed(Exception):
+    """Internal: a node raised; carries what the error event needs."""
+
+    def __init__(self, node_id: str, class_type: str, cause: BaseException, inputs: Mapping[str, list]) -> None:
+        super().__init__(str(cause))
+        self.node_id = node_id
+        self.class_type = class_type
+        self.cause = cause
+        self.inputs = inputs
+
+
+class PromptRun:
+    """Executes one validated prompt against an executor's caches."""
+
+    def __init__(self, executor: Executor, prompt_id: str, prompt: Prompt, outputs: list[str],
+                 extra_data: Mapping[str, Any], reporter: Reporter) -> None:
+        self.executor = executor
+        self.registry = executor.registry
+        self.prompt_id = prompt_id
+        self.graph = DynamicPrompt(prompt)
+        self.outputs = list(outputs)
+        self.extra_data = extra_data
+        self.reporter = reporter
+        self.signatures: dict[str, bytes] = {}
+        self.results: dict[str, tuple[list[Any], ...]] = {}
+        self.ui: dict[str, dict[str, Any]] = {}
+        self.executed: dict[str, None] = {}  # ordered set: ids finished or reused
+        self.scheduled: set[str] = set()
+        self.blockers: dict[str, set[str]] = {}
+        self.dependents: dict[str, set[str]] = defaultdict(set)
+        self.ready: list[str] = []
+        self.expansions: dict[str, list[NodeOutput]] = {}
+        self.current: str | None = None
+        self._input_types: dict[str, InputTypes] = {}
+
+    # -- signatures ---------------------------------------------------------------------
+
+    def input_types(self, definition: NodeDef) -> InputTypes:
+        found = self._input_types.get(definition.class_type)
+        if found is None:
+            found = self._input_types[definition.class_type] = definition.input_types(self.registry)
+        return found
+
+    def sign(self, node_ids: list[str]) -> None:
+        """Compute signatures upstream-first for ``node_ids`` (whose upstream is signed or listed)."""
+        ordered, cyclic = topological_order(self.graph.nodes, node_ids)
+        for node_id in ordered + cyclic:
+            node = self.graph.nodes[node_id]
+            definition = self.definition(node_id)
+            fingerprint = None
+            if definition.has_fingerprint:
+                fingerprint = self._fingerprint(node_id, definition, node["inputs"])
+            hidden = (self.input_types(definition).get("hidden") or {}).values()
+            keyed_by_id = definition.not_idempotent or "UNIQUE_ID" in hidden
+            self.signatures[node_id] = node_signature(
+                node["class_type"], node["inputs"], self.signatures, fingerprint,
+                node_id if keyed_by_id else None,
+            )
+
+    def _fingerprint(self, node_id: str, definition: NodeDef, inputs: Mapping[str, Any]) -> Any:
+        constants = {k: v for k, v in inputs.items() if not is_link(v)}
+        try:
+            return definition.impl.fingerprint(self.executor.object_for(node_id, definition), constants)
+        except Exception:  # ComfyUI: a raising IS_CHANGED means "always re-run"
+            return never_cached()
+
+    def definition(self, node_id: str) -> NodeDef:
+        class_type = self.graph.nodes[node_id]["class_type"]
+        definition = self.registry.get_node(class_type)
+        if definition is None:
+            raise LoomError(f"node {node_id}: unknown node type {class_type!r}")
+        return definition
+
+    # -- scheduling ---------------------------------------------------------------------
+
+    def require(self, node_ids: list[str]) -> None:
+        """Pull nodes (and their non-lazy upstream) into the run."""
+        stack = list(node_ids)
+        while stack:
+            node_id = stack.pop()
+            if node_id in self.scheduled or node_id in self.results:
+                continue
+            self.scheduled.add(node_id)
+            cached = self.executor.cache.get(self.signatures[node_id])
+            if cached is not None:
+                self._use_cached(node_id, cached)
+                continue
+            definition = self.definition(node_id)
+            lazy = self._lazy_names(definition)
+            deps = {
+                link_source(value)[0]
+                for name, value in self.graph.nodes[node_id]["inputs"].items()
+                if is_link(value) and name not in lazy and link_source(value)[0] not in self.results
+            }
+            self._wait(node_id, deps)
+            stack.extend(deps)
+
+    def _wait(self, node_id: str, deps: set[str]) -> None:
+        self.blockers[node_id] = set(deps)
+        for dep in deps:
+            self.dependents[dep].add(node_id)
+        if not deps:
+            self.ready.append(node_id)
+
+    def _lazy_names(self, definition: NodeDef) -> set[str]:
+        if not definition.has_lazy_check:
+            return set()
+        spec = self.input_types(definition)
+        return {
+            name
+            for section in ("required", "optional")
+            for name, config in (spec.get(section) or {}).items()
+            if isinstance(config, (list, tuple)) and len(config) > 1
+            and isinstance(config[1], dict) and config[1].get("lazy")
+        }
+
+    def _use_cached(self, node_id: str, cached: CachedOutput) -> None:
+        self.results[node_id] = cached.values
+        if cached.ui is not None and self.definition(node_id).output_node:
+            self.ui[node_id] = dict(cached.ui)
+            display = self.graph.get_display_node_id(node_id)
+            self.reporter.executed(node_id, display, cached.ui)
+        self._finish(node_id)
+
+    def _finish(self, node_id: str) -> None:
+        self.executed[node_id] = None
+        for consumer in self.dependents.pop(node_id, ()):
+            waiting = self.blockers.get(consumer)
+            if waiting is None:
+                continue
+            waiting.discard(node_id)
+            if not waiting:
+                self.ready.append(consumer)
+
+    # -- running ------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Run until every output is done; raises NodeFailed or ExecutionInterrupted."""
+        self.require(self.outputs)
+        while self.ready:
+            self.executor.interrupt_flag.check()
+            node_id = self.ready.pop()
+            self.current = node_id
+            del self.blockers[node_id]
+            if node_id in self.expansions:
+                self._resolve_expansion(node_id)
+            else:
+                self._run_node(node_id)
+        self.current = None
+        stuck = [n for n in self.blockers]
+        if stuck:
+            raise LoomError(f"dependency cycle among nodes {', '.join(sorted(stuck))}",
+                            hint="graph.DependencyCycleError")
+
+    def _gather(self, node_id: str, definition: NodeDef) -> tuple[dict[str, list[Any]], ExecutionBlocker | None]:
+        inputs: dict[str, list[Any]] = {}
+        blocker = None
+        for name, value in self.graph.nodes[node_id]["inputs"].items():
+            if is_link(value):
+                source, slot = link_source(value)
+                produced = self.results.get(source)
+                if produced is None:
+                    inputs[name] = [None]  # an unevaluated lazy input
+                    continue
+                values = produced[slot] if slot < len(produced) else [None]
+                for item in values:
+                    if isinstance(item, ExecutionBlocker):
+                        blocker = item
+                inputs[name] = values
+            else:
+                inputs[name] = [value]
+        hidden = self.input_types(definition).get("hidden") or {}
+        for name, kind in hidden.items():
+            kind = kind[0] if isinstance(kind, (list, tuple)) else kind
+            inputs[name] = [self._hidden_value(node_id, kind)]
+        return inputs, blocker
+
+    def _hidden_value(self, node_id: str, kind: str) -> Any:
+        return {
+            "PROMPT": self.graph.original,
+            "EXTRA_PNGINFO": self.extra_data.get("extra_pnginfo"),
+            "UNIQUE_ID": node_id,
+            "DYNPROMPT": self.graph,
+            "AUTH_TOKEN_COMFY_ORG": self.extra_data.get("auth_token_comfy_org"),
+            "API_KEY_COMFY_ORG": self.extra_data.get("api_key_comfy_org"),
+        }.get(kind)
+
+    def _calls(self, definition: NodeDef, inputs: dict[str, list[Any]]) -> list[dict[str, Any]]:
+        """ComfyUI's list mapping: one call per element, shorter lists repeat their last."""
+        if definition.input_is_list:
+            return [inputs]
+        lengths = [len(v) for v in inputs.values() if v]
+        count = max(lengths) if lengths else 1
+        return [{k: v[min(i, len(v) - 1)] for k, v in inputs.items() if v} for i in range(count)]
+
+    def _run_node(self, node_id: str) -> None:
+        definition = self.definition(node_id)
+        inputs, blocker = self._gather(node_id, definition)
+        if blocker is not None:
+            self._block(node_id, definition, blocker, inputs)
+            return
+        obj = self.executor.object_for(node_id, definition)
+        calls = self._calls(definition, inputs)
+        try:
+            if definition.has_lazy_check and self._needs_lazy(node_id, definition, obj, calls):
+                return
+        except Exception as exc:
+            raise NodeFailed(node_id, definition.class_type, exc, inputs) from exc
+        display = self.graph.get_display_node_id(node_id)
+        parent = self.graph.get_parent_node_id(node_id)
+        self.reporter.node_state(node_id, display, parent, display, "running")
+        self.reporter.executing(node_id, display)
+        ctx = RunContext(
+            node_id=node_id, prompt_id=self.prompt_id, prompt=self.graph.original,
+            extra_data=self.extra_data, runtime=self.executor.runtime,
+            interrupt=self.executor.interrupt_flag, display_node_id=display,
+            on_progress=lambda value, total, preview: self._progress(node_id, value, total, preview),
+        )
+        try:
+            produced = [definition.impl.execute(obj, call, ctx) for call in calls]
+        except ExecutionInterrupted:
+            raise
+        except Exception as exc:
+            raise NodeFailed(node_id, definition.class_type, exc, inputs) from exc
+        if any(p.expand for p in produced):
+            self._expand(node_id, produced)
+            return
+        self._store(node_id, definition, produced, inputs)
+
+    def _progress(self, node_id: str, value: int, total: int, preview: Any) -> None:
+        self.reporter.progress(node_id, value, total, preview)
+        display = self.graph.get_display_node_id(node_id)
+        self.reporter.node_state(node_id, display, self.graph.get_parent_node_id(node_id), display,
+                                 "running", value, total)
+
+    def _needs_lazy(self, node_id: str, definition: NodeDef, obj: Any, calls: list[dict[str, Any]]) -> bool:
+        wanted: set[str] = set()
+        for call in calls:
+            wanted.update(definition.impl.check_lazy_status(obj, call))
+        node_inputs = self.graph.nodes[node_id]["inputs"]
+        deps = set()
+        for name in wanted:
+            value = node_inputs.get(name)
+            if is_link(value) and link_source(value)[0] not in self.results:
+                deps.add(link_source(value)[0])
+        if not deps:
+            return False
+        self._wait(node_id, deps)
+        self.require(sorted(deps))
+        return True
+
+    def _block(self, node_id: str, definition: NodeDef, blocker: ExecutionBlocker,
+               inputs: dict[str, list[Any]]) -> None:
+        self.results[node_id] = tuple([blocker] for _ in definition.outputs)
+        if blocker.message is not None:
+            error = ExecutionBlockedError(f"Execution Blocked: {blocker.message}")
+            self.reporter.error(node_id, definition.class_type, error, list(self.executed), inputs,
+                                list(self.results), record=False)
+        self._finish(node_id)
+
+    def _store(self, node_id: str, definition: NodeDef, produced: list[NodeOutput],
+               inputs: Mapping[str, list[Any]]) -> None:
+        values = self._merge_values(node_id, definition, [p.values for p in produced], inputs)
+        self._record(node_id, values, self._merge_ui(produced))
+
+    @staticmethod
+    def _merge_ui(produced: list[NodeOutput]) -> dict[str, Any] | None:
+        """UI dicts of several calls merged key-wise (lists concatenated)."""
+        ui: dict[str, Any] | None = None
+        for part in produced:
+            for key, value in (part.ui or {}).items():
+                ui = ui if ui is not None else {}
+                if isinstance(value, (list, tuple)):
+                    ui[key] = [*ui.get(key, []), *value]
+                else:
+                    ui[key] = value
+        return ui
+
+    def _record(self, node_id: str, values: tuple[list[Any], ...], ui: dict[str, Any] | None) -> None:
+        self.results[node_id] = values
+        display = self.graph.get_display_node_id(node_id)
+        if ui is not None:
+            self.ui[node_id] = ui
+            self.reporter.executed(node_id, display, ui)
+        self.executor.cache.put(self.signatures[node_id], CachedOutput(values, ui))
+        self.reporter.node_state(node_id, display, self.graph.get_parent_node_id(node_id), display, "finished")
+        self._finish(node_id)
+
+    def _merge_values(self, node_id: str, definition: NodeDef, calls: list[tuple[Any, ...]],
+                      inputs: Mapping[str, list[Any]]) -> tuple[list[Any], ...]:
+        merged: list[list[Any]] = [[] for _ in definition.outputs]
+        for values in calls:
+            if len(values) < len(definition.outputs):
+                error = TypeError(f"returned {len(values)} values, but the node declares "
+                                  f"{len(definition.outputs)} outputs")
+                raise NodeFailed(node_id, definition.class_type, error, inputs)
+            for slot, output in enumerate(definition.outputs):
+                if output.is_list:
+                    merged[slot].extend(values[slot])
+                else:
+                    merged[slot].append(values[slot])
+        return tuple(merged)
+
+    # -- expansion ----------------------------------------------------------------------
+
+    def _expand(self, node_id: str, produced: list[NodeOutput]) -> None:
+        added: list[str] = []
+        for part in produced:
+            for new_id, new_node in (part.expand or {}).items():
+                new_id = str(new_id)
+                if new_id in self.graph.nodes:
+                    raise NodeFailed(node_id, self.definition(node_id).class_type,
+                                     ValueError(f"expansion reuses existing node id {new_id}"), {})
+                self.graph.nodes[new_id] = {**new_node, "inputs": dict(new_node.get("inputs", {}))}
+                self.graph.parent[new_id] = node_id
+                added.append(new_id)
+        self.sign(added)
+        self.expansions[node_id] = produced
+        deps = {
+            link_source(v)[0] for part in produced for v in part.values
+            if is_link(v) and link_source(v)[0] not in self.results
+        }
+        extra_outputs = [n for n in added if self.definition(n).output_node]
+        self._wait(node_id, deps)
+        self.require(sorted(deps) + extra_outputs)
+
+    def _resolve_expansion(self, node_id: str) -> None:
+        """The parent's outputs are its expansion's results (links resolved)."""
+        definition = self.definition(node_id)
+        produced = self.expansions.pop(node_id)
+        merged: list[list[Any]] = [[] for _ in definition.outputs]
+        for part in produced:
+            for slot, value in enumerate(part.values[: len(merged)]):
+                if is_link(value):
+                    source, index = link_source(value)
+                    merged[slot].extend(self.results[source][index])
+                elif definition.outputs[slot].is_list:
+                    merged[slot].extend(value)
+                else:
+                    merged[slot].append(value)
+        ui = self._merge_ui(produced)
+        self._record(node_id, tuple(merged), ui)

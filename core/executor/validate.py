@@ -1,0 +1,295 @@
+"""Prompt validation with ComfyUI's error JSON.
+
+Reproduces ComfyUI 0.8's ``validate_prompt``: unknown or missing ``class_type`` rejects
+the whole prompt (``invalid_prompt``); every output node is validated with its whole
+upstream; invalid outputs are dropped and reported in ``node_errors``; the prompt is
+rejected only when no output is valid. Constants are coerced (``"8"`` -> 8 for an INT) and
+written back into the returned copy of the prompt.
+
+Unlike ComfyUI nothing here recurses (a 10,000-node chain validates), and dependency
+cycles are reported at validation time (type ``dependency_cycle``), so nothing runs.
+"""
+
+from __future__ import annotations
+
+import math
+import traceback
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from loom.errors import PromptValidationError
+from loom.executor.graph import Prompt, is_link, link_source, reachable, topological_order
+from loom.nodes.spec import InputTypes, NodeDef
+
+if TYPE_CHECKING:
+    from loom.registry import Registry
+
+MAX_LISTED_OPTIONS = 20
+
+
+@attrs.frozen
+class ValidatedPrompt:
+    """A prompt that passed: the coerced copy, the outputs that will run, and the errors
+    of the outputs that were dropped (ComfyUI returns those with a 200)."""
+
+    prompt: Prompt
+    outputs: list[str]
+    node_errors: dict[str, Any]
+
+
+def _error(kind: str, message: str, details: str = "", **extra: Any) -> dict[str, Any]:
+    return {"type": kind, "message": message, "details": details, "extra_info": extra}
+
+
+def _reject(kind: str, message: str, details: str = "", node_errors: dict | None = None) -> PromptValidationError:
+    return PromptValidationError(_error(kind, message, details), node_errors or {})
+
+
+def type_matches(received: Any, expected: Any) -> bool:
+    """ComfyUI's link type rule: equal, ``*`` on either side, or intersecting unions."""
+    if isinstance(expected, list) or expected == "COMBO":
+        return received == "COMBO" or isinstance(received, list) or received == "*"
+    if not isinstance(received, str) or not isinstance(expected, str):
+        return False
+    if received == expected or received == "*" or expected == "*":
+        return True
+    return bool({t.strip() for t in received.split(",")} & {t.strip() for t in expected.split(",")})
+
+
+class _Checker:
+    """Validates nodes one at a time; caches INPUT_TYPES per class for the pass."""
+
+    def __init__(self, prompt: Prompt, registry: Registry) -> None:
+        self.prompt = prompt
+        self.registry = registry
+        self._input_types: dict[str, InputTypes] = {}
+
+    def input_types(self, definition: NodeDef) -> InputTypes:
+        cached = self._input_types.get(definition.class_type)
+        if cached is None:
+            cached = definition.input_types(self.registry)
+            self._input_types[definition.class_type] = cached
+        return cached
+
+    def output_type(self, source_id: str, slot: int) -> Any:
+        definition = self.registry.get_node(self.prompt[source_id]["class_type"])
+        assert definition is not None
+        if not 0 <= slot < len(definition.outputs):
+            raise IndexError(
+                f"node {source_id} ({definition.class_type}) has {len(definition.outputs)} outputs, "
+                f"no output {slot}"
+            )
+        return definition.outputs[slot].type
+
+    def node_errors(self, node_id: str) -> list[dict[str, Any]]:
+        """Problems of this node's own inputs (not of its upstream)."""
+        node = self.prompt[node_id]
+        definition = self.registry.get_node(node["class_type"])
+        assert definition is not None
+        try:
+            return self._check_inputs(node_id, node, definition)
+        except Exception as exc:  # INPUT_TYPES or VALIDATE_INPUTS of a custom node raised
+            return [_error("exception_during_validation", "Exception when validating node", str(exc),
+                           exception_type=_type_name(exc), traceback=traceback.format_tb(exc.__traceback__))]
+
+    def _check_inputs(self, node_id: str, node: dict[str, Any], definition: NodeDef) -> list[dict[str, Any]]:
+        inputs = node["inputs"]
+        spec = self.input_types(definition)
+        required = spec.get("required") or {}
+        declared = {**required, **(spec.get("optional") or {})}
+        skip = definition.validate_args
+        errors: list[dict[str, Any]] = []
+        constants: dict[str, Any] = {}
+        for name, config in declared.items():
+            config = list(config) if isinstance(config, (list, tuple)) else [config]
+            expected = config[0]
+            options = config[1] if len(config) > 1 and isinstance(config[1], dict) else {}
+            if name not in inputs:
+                if name in required:
+                    errors.append(_error("required_input_missing", "Required input is missing", name,
+                                         input_name=name))
+                continue
+            value = inputs[name]
+            if isinstance(value, list) and not isinstance(value, str):
+                errors.extend(self._check_link(node_id, name, value, config, expected, "input_types" in skip))
+                continue
+            if isinstance(value, dict) and "__value__" in value:
+                value = value["__value__"]
+            problem, value = _coerce(name, value, expected, config)
+            if problem is not None:
+                errors.append(problem)
+                continue
+            inputs[name] = value
+            constants[name] = value
+            if name not in skip:
+                errors.extend(_check_range(name, value, expected, options, config))
+        if definition.has_validate and not errors:
+            errors.extend(self._custom_validation(definition, constants, skip))
+        return errors
+
+    def _check_link(self, node_id: str, name: str, value: list[Any], config: list[Any], expected: Any,
+                    skip_type: bool) -> list[dict[str, Any]]:
+        if not is_link(value):
+            return [_error("bad_linked_input", "Bad linked input, must be a length-2 list of [node_id, slot_index]",
+                           name, input_name=name, input_config=config, received_value=value)]
+        source_id, slot = link_source(value)
+        if source_id not in self.prompt:
+            return [_error("exception_during_inner_validation", "Exception when validating inner node",
+                           f"input '{name}' links to node {source_id}, which is not in the prompt",
+                           input_name=name, input_config=config,
+                           exception_message=f"node {source_id} does not exist", exception_type="KeyError",
+                           traceback=[], linked_node=value)]
+        try:
+            received = self.output_type(source_id, slot)
+        except IndexError as exc:
+            return [_error("exception_during_inner_validation", "Exception when validating inner node",
+                           str(exc), input_name=name, input_config=config, exception_message=str(exc),
+                           exception_type="IndexError", traceback=[], linked_node=value)]
+        if not skip_type and not type_matches(received, expected):
+            shown = expected if isinstance(expected, str) else "COMBO"
+            return [_error("return_type_mismatch", "Return type mismatch between linked nodes",
+                           f"{name}, received_type({received}) mismatch input_type({shown})",
+                           input_name=name, input_config=config, received_type=received, linked_node=value)]
+        return []
+
+    def _custom_validation(self, definition: NodeDef, constants: dict[str, Any],
+                           accepted: frozenset[str]) -> list[dict[str, Any]]:
+        arguments = dict(constants)
+        if "input_types" in accepted:
+            arguments["input_types"] = {}
+        result = definition.impl.validate(None, arguments)
+        if result is True:
+            return []
+        last = next(reversed(arguments), "") if arguments else ""
+        details = f"{last}" if result is False else f"{last} - {result}"
+        return [_error("custom_validation_failed", "Custom validation failed for node", details,
+                       input_name=last)]
+
+
+def _type_name(exc: BaseException) -> str:
+    module = type(exc).__module__
+    name = type(exc).__qualname__
+    return name if module == "builtins" else f"{module}.{name}"
+
+
+_CONVERTERS = {"INT": int, "FLOAT": float, "STRING": str, "BOOLEAN": bool}
+
+
+def _coerce(name: str, value: Any, expected: Any, config: list[Any]) -> tuple[dict | None, Any]:
+    if not isinstance(expected, str) or expected not in _CONVERTERS:
+        return None, value
+    try:
+        if expected == "INT" and isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{value} is not a finite number")
+        if expected == "FLOAT" and isinstance(value, str) and value.strip().lower() in ("nan", "inf", "-inf", "infinity", "-infinity"):
+            raise ValueError(f"{value!r} is not a finite number")
+        if expected in ("INT", "FLOAT") and isinstance(value, (dict, list)):
+            raise TypeError(f"expected a number, got {type(value).__name__}")
+        converted = _CONVERTERS[expected](value)
+        if expected == "FLOAT" and math.isnan(converted):
+            raise ValueError("NaN is not a valid FLOAT value")
+    except (TypeError, ValueError, OverflowError) as exc:
+        return _error("invalid_input_type", f"Failed to convert an input value to a {expected} value",
+                      f"{name}, {value}, {exc}", input_name=name, input_config=config,
+                      received_value=value, exception_message=str(exc)), value
+    return None, converted
+
+
+def _check_range(name: str, value: Any, expected: Any, options: Mapping[str, Any],
+                 config: list[Any]) -> list[dict[str, Any]]:
+    errors = []
+    if expected in ("INT", "FLOAT"):
+        low, high = options.get("min"), options.get("max")
+        if low is not None and value < low:
+            errors.append(_error("value_smaller_than_min", f"Value {value} smaller than min of {low}", name,
+                                 input_name=name, input_config=config, received_value=value))
+        if high is not None and value > high:
+            errors.append(_error("value_bigger_than_max", f"Value {value} bigger than max of {high}", name,
+                                 input_name=name, input_config=config, received_value=value))
+    choices = expected if isinstance(expected, list) else (options.get("options") if expected == "COMBO" else None)
+    if isinstance(choices, (list, tuple)) and value not in choices:
+        listed = f"(list of length {len(choices)})" if len(choices) > MAX_LISTED_OPTIONS else str(list(choices))
+        shown_config = None if len(choices) > MAX_LISTED_OPTIONS else config
+        errors.append(_error("value_not_in_list", "Value not in list", f"{name}: '{value}' not in {listed}",
+                             input_name=name, input_config=shown_config, received_value=value))
+    return errors
+
+
+def _check_shape(prompt: Any, registry: Registry) -> Prompt:
+    if not isinstance(prompt, dict):
+        raise _reject("invalid_prompt", "Prompt must be a JSON object of node id -> node",
+                      f"got {type(prompt).__name__}")
+    checked: Prompt = {}
+    for raw_id, node in prompt.items():
+        node_id = str(raw_id)
+        if not isinstance(node, dict) or "class_type" not in node:
+            raise _reject("invalid_prompt",
+                          "Cannot execute because a node is missing the class_type property.",
+                          f"Node ID '#{node_id}'")
+        class_type = node["class_type"]
+        if not isinstance(class_type, str) or registry.get_node(class_type) is None:
+            raise _reject("invalid_prompt", f"Cannot execute because node {class_type} does not exist.",
+                          f"Node ID '#{node_id}'")
+        inputs = node.get("inputs", {})
+        if not isinstance(inputs, dict):
+            raise _reject("invalid_prompt", f"Node {node_id} ({class_type}): 'inputs' must be an object",
+                          f"Node ID '#{node_id}'")
+        checked[node_id] = {**node, "inputs": dict(inputs)}
+    return checked
+
+
+def validate_prompt(prompt: Any, registry: Registry, partial_targets: Iterable[str] | None = None) -> ValidatedPrompt:
+    """Validate an API prompt; raise :class:`PromptValidationError` when nothing can run."""
+    checked = _check_shape(prompt, registry)
+    targets = None if partial_targets is None else {str(t) for t in partial_targets}
+    outputs = [
+        node_id for node_id, node in checked.items()
+        if registry.nodes[node["class_type"]].output_node and (targets is None or node_id in targets)
+    ]
+    if not outputs:
+        raise _reject("prompt_no_outputs", "Prompt has no outputs")
+
+    nodes = reachable(checked, outputs)
+    ordered, cyclic = topological_order(checked, nodes)
+    checker = _Checker(checked, registry)
+    own_errors: dict[str, list[dict[str, Any]]] = {}
+    valid: dict[str, bool] = {}
+    for node_id in ordered:  # upstream first, so validity propagates in one pass
+        own_errors[node_id] = checker.node_errors(node_id)
+        upstream_ok = all(valid.get(s, False) for s in _sources(checked[node_id]) if s in checked)
+        valid[node_id] = not own_errors[node_id] and upstream_ok
+    for node_id in cyclic:
+        own_errors[node_id] = [_error("dependency_cycle", "Dependency cycle detected",
+                                      f"node {node_id} ({checked[node_id]['class_type']}) depends on itself "
+                                      f"through nodes {', '.join(cyclic)}")]
+
+    good: list[str] = []
+    output_errors: list[str] = []
+    node_errors: dict[str, Any] = {}
+    seen: dict[str, None] = {}
+    for output_id in outputs:
+        for node_id in reachable(checked, [output_id], known=seen):
+            seen[node_id] = None
+        if valid.get(output_id, False):
+            good.append(output_id)
+            continue
+        for error in own_errors.get(output_id, []):
+            output_errors.append(f"{error['message']}: {error['details']}")
+        # ComfyUI appends each failing output to every failing node validated so far.
+        for node_id in seen:
+            if own_errors.get(node_id):
+                entry = node_errors.setdefault(node_id, {
+                    "errors": own_errors[node_id], "dependent_outputs": [],
+                    "class_type": checked[node_id]["class_type"],
+                })
+                entry["dependent_outputs"].append(output_id)
+    if not good:
+        raise _reject("prompt_outputs_failed_validation", "Prompt outputs failed validation",
+                      "\n".join(output_errors), node_errors)
+    return ValidatedPrompt(checked, good, node_errors)
+
+
+def _sources(node: dict[str, Any]) -> list[str]:
+    return [link_source(v)[0] for v in node["inputs"].values() if is_link(v)]
