@@ -312,7 +312,7 @@ class PromptRun:
         if blocker.message is not None:
             error = ExecutionBlockedError(f"Execution Blocked: {blocker.message}")
             self.reporter.error(node_id, definition.class_type, error, list(self.executed), inputs,
-                                list(self.results), record=False)
+                                list(self.results), record=False, exception_type="ExecutionBlocked")
         self._finish(node_id)
 
     def _store(self, node_id: str, definition: NodeDef, produced: list[NodeOutput],

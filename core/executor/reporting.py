@@ -96,12 +96,13 @@ class Reporter:
         self.send("execution_success", {"prompt_id": self.prompt_id, "timestamp": now_ms()}, record=True)
 
     def error(self, node_id: str | None, node_type: str | None, exc: BaseException, executed: list[str],
-              inputs: Mapping[str, list[Any]], outputs: list[str], *, record: bool = True) -> dict[str, Any]:
-        cause = exc.__cause__ if exc.__cause__ is not None and not isinstance(exc, ExecutionBlockedError) else exc
+              inputs: Mapping[str, list[Any]], outputs: list[str], *, record: bool = True,
+              exception_type: str | None = None) -> dict[str, Any]:
+        cause = exc
         data = {
             "prompt_id": self.prompt_id, "node_id": node_id, "node_type": node_type,
             "executed": list(executed), "exception_message": str(cause),
-            "exception_type": type_name(cause),
+            "exception_type": exception_type or type_name(cause),
             "traceback": traceback.format_tb(cause.__traceback__),
             "current_inputs": {name: [format_value(v) for v in values] for name, values in inputs.items()},
             "current_outputs": list(outputs), "timestamp": now_ms(),
@@ -118,6 +119,3 @@ class Reporter:
 
 class ExecutionBlockedError(Exception):
     """A consumer of an ExecutionBlocker output (reported as ``ExecutionBlocked``)."""
-
-
-ExecutionBlockedError.__qualname__ = "ExecutionBlocked"

@@ -1,0 +1,216 @@
+"""Execution semantics (comfy-compat.md section 8) with classic stub nodes."""
+
+from __future__ import annotations
+
+import sys
+
+from loom.executor.run import Executor
+
+
+def run(executor, prompt, events=None):
+    return executor.run_prompt(prompt, prompt_id="p1", on_event=(events.append if events is not None else None))
+
+
+IMAGE_GRAPH = {
+    "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 48, "batch_size": 1, "color": 0}},
+    "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+    "3": {"class_type": "Show", "inputs": {"value": ["2", 0]}},
+    "4": {"class_type": "SaveImage", "inputs": {"filename_prefix": "compat_test", "images": ["2", 0]}},
+}
+
+
+def test_events_follow_comfyui_order(executor):
+    events = []
+    result = run(executor, IMAGE_GRAPH, events)
+    assert result.status_str == "success" and result.completed
+    kinds = [(e.type, e.data.get("node")) for e in events]
+    assert kinds[:2] == [("execution_start", None), ("execution_cached", None)]
+    assert kinds[-1] == ("execution_success", None)
+    executing = [node for kind, node in kinds if kind == "executing"]
+    assert executing[:2] == ["1", "2"] and sorted(executing[2:]) == ["3", "4"]
+    executed = {e.data["node"]: e.data["output"] for e in events if e.type == "executed"}
+    assert executed["4"]["images"][0]["filename"] == "compat_test_00001_.png"
+    assert set(result.outputs) == {"3", "4"}
+    assert [m[0] for m in result.messages] == ["execution_start", "execution_cached", "execution_success"]
+    assert result.meta["4"] == {"node_id": "4", "display_node": "4", "parent_node": None, "real_node_id": "4"}
+
+
+def test_fully_cached_rerun_reemits_outputs_without_executing(executor, calls):
+    run(executor, IMAGE_GRAPH)
+    calls.clear()
+    events = []
+    result = run(executor, IMAGE_GRAPH, events)
+    assert calls == []
+    cached = next(e for e in events if e.type == "execution_cached")
+    assert cached.data["nodes"] == ["1", "2", "3", "4"]
+    assert not [e for e in events if e.type == "executing"]
+    assert {e.data["node"] for e in events if e.type == "executed"} == {"3", "4"}
+    assert set(result.outputs) == {"3", "4"}
+
+
+def test_changing_a_constant_reruns_only_downstream(executor, calls):
+    prompt = {"1": {"class_type": "Const", "inputs": {"value": 2}},
+              "2": {"class_type": "Add", "inputs": {"a": ["1", 0], "b": 1}},
+              "3": {"class_type": "Add", "inputs": {"a": ["2", 0], "b": 10}},
+              "4": {"class_type": "Show", "inputs": {"value": ["3", 0]}}}
+    run(executor, prompt)
+    calls.clear()
+    prompt["3"]["inputs"]["b"] = 20
+    result = run(executor, prompt)
+    assert calls == ["Add:3+20", "Show:23"]
+    assert result.outputs["4"] == {"text": ["23"]}
+
+
+def test_cache_is_content_keyed_across_node_ids(executor, calls):
+    run(executor, {"1": {"class_type": "Const", "inputs": {"value": 5}}, "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}}})
+    calls.clear()
+    run(executor, {"10:1": {"class_type": "Const", "inputs": {"value": 5}}, "10:2": {"class_type": "Show", "inputs": {"value": ["10:1", 0]}}})
+    assert calls == []
+
+
+def test_is_changed(executor, calls):
+    prompt = {"1": {"class_type": "Changing", "inputs": {"token": 2}}, "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}}}
+    run(executor, prompt)
+    prompt["1"]["inputs"]["token"] = 3  # IS_CHANGED is token // 2: same fingerprint, new input -> reruns anyway
+    calls.clear()
+    run(executor, prompt)
+    assert "Changing:3" in calls
+    calls.clear()
+    run(executor, prompt)
+    assert calls == []
+    prompt["1"]["inputs"]["token"] = -1  # IS_CHANGED raises -> never cached
+    run(executor, prompt)
+    calls.clear()
+    run(executor, prompt)
+    assert calls == ["Changing:-1", "Show:-1"]
+
+
+def test_lazy_inputs_skip_the_unused_branch(executor, calls):
+    prompt = {"1": {"class_type": "Const", "inputs": {"value": 1}},
+              "2": {"class_type": "Const", "inputs": {"value": 2}},
+              "3": {"class_type": "Switch", "inputs": {"use_a": False, "a": ["1", 0], "b": ["2", 0]}},
+              "4": {"class_type": "Show", "inputs": {"value": ["3", 0]}}}
+    result = run(executor, prompt)
+    assert result.outputs["4"] == {"text": ["2"]}
+    assert "Const:1" not in calls and "Const:2" in calls
+
+
+def test_list_mapping(executor):
+    prompt = {"1": {"class_type": "MakeList", "inputs": {"count": 4}},
+              "2": {"class_type": "Add", "inputs": {"a": ["1", 0], "b": 10}},
+              "3": {"class_type": "SumList", "inputs": {"values": ["2", 0]}},
+              "4": {"class_type": "Show", "inputs": {"value": ["3", 0]}},
+              "5": {"class_type": "Show", "inputs": {"value": ["2", 0]}}}
+    result = run(executor, prompt)
+    assert result.outputs["4"] == {"text": ["46"]}  # 10+11+12+13
+    assert result.outputs["5"] == {"text": ["10", "11", "12", "13"]}  # one call per element, UI merged
+    assert result.values["2"] == ([10, 11, 12, 13],)
+
+
+def test_node_expansion_runs_the_subgraph_in_place(executor):
+    prompt = {"1": {"class_type": "Const", "inputs": {"value": 21}},
+              "2": {"class_type": "Doubler", "inputs": {"x": ["1", 0]}},
+              "3": {"class_type": "Show", "inputs": {"value": ["2", 0]}}}
+    events = []
+    result = run(executor, prompt, events)
+    assert result.status_str == "success", result.error
+    assert result.outputs["3"] == {"text": ["42"]}
+    assert "2.0.0.2" in result.values
+    assert [e.data["display_node"] for e in events if e.type == "executing" and e.data["node"] == "2.0.0.2"] == ["2"]
+
+
+def test_node_exception_becomes_execution_error_and_engine_stays_usable(executor):
+    prompt = {"1": {"class_type": "Const", "inputs": {"value": 3}},
+              "2": {"class_type": "Boom", "inputs": {"value": ["1", 0]}},
+              "3": {"class_type": "Show", "inputs": {"value": ["2", 0]}},
+              "4": {"class_type": "Show", "inputs": {"value": ["1", 0]}}}
+    events = []
+    result = run(executor, prompt, events)
+    assert result.status_str == "error" and not result.completed
+    error = result.error
+    assert error["node_id"] == "2" and error["node_type"] == "Boom"
+    assert error["exception_type"] == "ValueError" and error["exception_message"] == "boom on 3"
+    assert any("raise ValueError" in line for line in error["traceback"])
+    assert error["current_inputs"] == {"value": ["3"]}
+    assert "1" in error["executed"]
+    assert result.messages[-1][0] == "execution_error"
+    assert not [e for e in events if e.type == "execution_success"]
+    assert run(executor, IMAGE_GRAPH).status_str == "success"
+
+
+def test_internal_executor_error_ends_the_prompt_not_the_executor(executor, monkeypatch):
+    from loom.executor import execution
+
+    def broken(self, node_id, definition):
+        raise RuntimeError("executor bug")
+
+    monkeypatch.setattr(execution.PromptRun, "_gather", broken)
+    result = run(executor, IMAGE_GRAPH)
+    assert result.status_str == "error" and result.error["exception_message"] == "executor bug"
+    monkeypatch.undo()
+    assert run(executor, IMAGE_GRAPH).status_str == "success"
+
+
+def test_interrupt_stops_the_run_and_the_next_prompt_runs(executor):
+    prompt = {"1": {"class_type": "SlowSteps", "inputs": {"steps": 5, "stop_at": 2}}}
+    events = []
+    result = run(executor, prompt, events)
+    assert result.interrupted and result.status_str == "error" and not result.completed
+    assert result.messages[-1][0] == "execution_interrupted"
+    assert result.messages[-1][1]["node_id"] == "1"
+    assert [e.data["value"] for e in events if e.type == "progress"] == [1]
+    prompt["1"]["inputs"]["stop_at"] = 0
+    assert run(executor, prompt).status_str == "success"
+
+
+def test_execution_blocker(executor, calls):
+    silent = {"1": {"class_type": "Const", "inputs": {"value": 1}},
+              "2": {"class_type": "Block", "inputs": {"value": ["1", 0], "message": ""}},
+              "3": {"class_type": "Show", "inputs": {"value": ["2", 0]}},
+              "4": {"class_type": "Show", "inputs": {"value": ["1", 0]}}}
+    result = run(executor, silent)
+    assert result.status_str == "success" and "3" not in result.outputs and "4" in result.outputs
+    loud = {**silent, "2": {"class_type": "Block", "inputs": {"value": ["1", 0], "message": "no"}}}
+    events = []
+    result = run(Executor(registry=executor.registry), loud, events)
+    blocked = [e.data for e in events if e.type == "execution_error"]
+    assert blocked and blocked[0]["exception_type"] == "ExecutionBlocked"
+    assert blocked[0]["exception_message"] == "Execution Blocked: no"
+    assert result.status_str == "success"
+
+
+def test_ten_thousand_deep_chain_runs_and_requeues_from_cache(executor):
+    n = 10_000
+    prompt = {"0": {"class_type": "Const", "inputs": {"value": 0}}}
+    for i in range(1, n):
+        prompt[str(i)] = {"class_type": "Add", "inputs": {"a": [str(i - 1), 0], "b": 1}}
+    prompt["out"] = {"class_type": "Show", "inputs": {"value": [str(n - 1), 0]}}
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(300)
+    try:
+        assert run(executor, prompt).outputs["out"] == {"text": [str(n - 1)]}
+        assert run(executor, prompt).outputs["out"] == {"text": [str(n - 1)]}
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+def test_cache_policies(registry, calls):
+    from loom.executor.cache import OutputCache
+
+    prompt_a = {"1": {"class_type": "Const", "inputs": {"value": 1}}, "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}}}
+    prompt_b = {"1": {"class_type": "Const", "inputs": {"value": 2}}, "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}}}
+
+    def reruns(policy, size=100):
+        executor = Executor(registry=registry)
+        executor.cache = OutputCache(policy, size)
+        run(executor, prompt_a)
+        run(executor, prompt_b)
+        calls.clear()
+        run(executor, prompt_a)
+        return list(calls)
+
+    assert reruns("classic") == ["Const:1", "Show:1"]  # switching workflows evicts
+    assert reruns("lru", 10) == []
+    assert reruns("lru", 2) == ["Const:1", "Show:1"]
+    assert reruns("none") == ["Const:1", "Show:1"]
+    assert reruns("ram") == []
