@@ -108,8 +108,23 @@ class PluginHost:
                     continue
                 version = ep.dist.version if ep.dist is not None else None
                 self._load_one(ep.name, ep.load, version=version, builtin=False)
-        self.pm.check_pending()
+        self._drop_invalid_hookimpls()
         return self
+
+    def _drop_invalid_hookimpls(self) -> None:
+        """``check_pending``, but a plugin implementing an unknown hook is reported and
+        unregistered instead of stopping every other plugin from loading."""
+        while True:
+            try:
+                self.pm.check_pending()
+                return
+            except pluggy.PluginValidationError as exc:
+                name = self.pm.get_name(exc.plugin) or repr(exc.plugin)
+                error = PluginLoadError(name, exc)
+                error.__cause__ = exc
+                self.failures.append(error)
+                log.error("%s", error)
+                self.unregister(name)
 
     def register(self, plugin: object, name: str, *, version: str | None = None) -> None:
         """Register an already-imported plugin object (tests, embedding applications)."""

@@ -20,6 +20,7 @@ from loom.nodes.spec import NodeDef
 if TYPE_CHECKING:
     from loom.folders import FolderKind, ModelFolders
     from loom.plugins import PluginHost
+    from loom.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ class Registry:
         self.failures: list[LoomError] = []
         #: Set by the runtime: live model folder listings for combos (``folders.filenames``).
         self.folders: ModelFolders | None = None
+        #: Set by the runtime: directories and options, for combos and validation hooks.
+        self.settings: Settings | None = None
 
     # -- adding ---------------------------------------------------------------------
 
@@ -121,8 +124,8 @@ def collect(host: PluginHost, registry: Registry | None = None) -> Registry:
     ]
     for hook_name, add in hooks:
         caller = getattr(host.hook, hook_name)
-        # pluggy calls last-registered first; reverse so built-ins register before plugins.
-        for impl in reversed(caller.get_hookimpls()):
+        # get_hookimpls() lists implementations in registration order: built-ins first.
+        for impl in caller.get_hookimpls():
             register = _bound(impl.plugin_name, add, registry)
             try:
                 impl.function(register=register)

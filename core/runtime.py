@@ -37,6 +37,7 @@ class Runtime:
 
             register_custom_nodes(self.host, self.custom_node_dirs())
         registry = collect(self.host)
+        registry.settings = self.settings
         registry.folders = ModelFolders(
             self.settings.models_dir, self.settings.output_dir, registry.folder_kinds,
             self.settings.extra_model_paths,
@@ -77,13 +78,18 @@ class Runtime:
     def queue(self) -> PromptQueue:
         from loom.executor.queue import InProcessQueue
 
-        self.registry  # plugins must be loaded before the hook can answer
+        _ = self.registry  # plugins must be loaded before the hook can answer
         queue = self.host.hook.make_prompt_queue(settings=self.settings)
         return queue if queue is not None else InProcessQueue()
 
     def emit(self, event: Any) -> None:
-        """Send an execution event to every ``on_execution_event`` implementation."""
-        try:
-            self.host.hook.on_execution_event(event=event)
-        except Exception:  # an observer's bug must never break a run
-            log.exception("an on_execution_event implementation raised")
+        """Send an execution event to every ``on_execution_event`` implementation.
+
+        Each implementation is called on its own, so one raising observer neither breaks the
+        run nor keeps the event from the others.
+        """
+        for impl in self.host.hook.on_execution_event.get_hookimpls():
+            try:
+                impl.function(event=event)
+            except Exception:  # an observer's bug must never break a run
+                log.exception("on_execution_event of plugin %s raised", impl.plugin_name)

@@ -96,7 +96,12 @@ class ClipLike(Protocol):
 
 @runtime_checkable
 class VaeLike(Protocol):
-    """An image autoencoder handle (the VAE socket). Images are IMAGE tensors."""
+    """An image autoencoder handle (the VAE socket). Images are IMAGE tensors.
+
+    ``tile_size`` and ``overlap`` of the tiled methods are in pixels (image space) for both
+    directions, as the ``VAEDecodeTiled`` / ``VAEEncodeTiled`` widgets give them; the VAE
+    converts them to latent units itself.
+    """
 
     def encode(self, image: torch.Tensor) -> torch.Tensor: ...
 
@@ -170,7 +175,12 @@ class ModelFamily(Protocol):
         ...
 
     def load(self, header: CheckpointHeader, part: str, options: Mapping[str, Any]) -> LoadedParts:
-        """Load ``part`` of the file (options: ``clip_type``, ``weight_dtype``, ...)."""
+        """Load ``part`` of the file (options: ``clip_type``, ``weight_dtype``, ...).
+
+        ``options["extra_headers"]`` (a tuple of headers) are more files to combine into
+        the same part, e.g. the second file of ``DualCLIPLoader``; the family scored each
+        of them above 0 for ``part``.
+        """
         ...
 
 

@@ -117,7 +117,8 @@ class PromptRun:
     def _fingerprint(self, node_id: str, definition: NodeDef, inputs: Mapping[str, Any]) -> Any:
         constants = {k: v for k, v in inputs.items() if not is_link(v)}
         try:
-            return definition.impl.fingerprint(self.executor.object_for(node_id, definition), constants)
+            obj = self.executor.object_for(node_id, definition)
+            return definition.impl.fingerprint(obj, constants, self.registry)
         except Exception:  # ComfyUI: a raising IS_CHANGED means "always re-run"
             return never_cached()
 

@@ -159,7 +159,7 @@ class _Checker:
         arguments = dict(constants)
         if "input_types" in accepted:
             arguments["input_types"] = {}
-        result = definition.impl.validate(None, arguments)
+        result = definition.impl.validate(None, arguments, self.registry)
         if result is True:
             return []
         last = next(reversed(arguments), "") if arguments else ""

@@ -21,7 +21,7 @@ def is_classic(cls: Any) -> bool:
     return isinstance(cls, type) and hasattr(cls, "INPUT_TYPES") and hasattr(cls, "RETURN_TYPES")
 
 
-def _accepted_args(func: Any) -> frozenset[str] | None:
+def accepted_args(func: Any) -> frozenset[str] | None:
     """Names a function accepts, or None when it takes ``**kwargs`` (accepts everything)."""
     params = inspect.signature(func).parameters.values()
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
@@ -43,18 +43,18 @@ class ClassicImpl:
         return self.cls()
 
     def _call_with(self, func: Any, inputs: dict[str, Any]) -> Any:
-        accepted = _accepted_args(func)
+        accepted = accepted_args(func)
         if accepted is None:
             return func(**inputs)
         return func(**{name: value for name, value in inputs.items() if name in accepted})
 
-    def fingerprint(self, obj: Any, constants: dict[str, Any]) -> Any:
+    def fingerprint(self, obj: Any, constants: dict[str, Any], registry: Any = None) -> Any:
         method = getattr(self.cls, "IS_CHANGED", None)
         if method is None:
             return None
         return self._call_with(method, constants)
 
-    def validate(self, obj: Any, inputs: dict[str, Any]) -> bool | str:
+    def validate(self, obj: Any, inputs: dict[str, Any], registry: Any = None) -> bool | str:
         method = getattr(self.cls, "VALIDATE_INPUTS", None)
         return True if method is None else self._call_with(method, inputs)
 
@@ -111,7 +111,7 @@ def compile_classic(
     validate = getattr(cls, "VALIDATE_INPUTS", None)
     validate_args = frozenset()
     if validate is not None:
-        validate_args = _accepted_args(validate) or frozenset()
+        validate_args = accepted_args(validate) or frozenset()
     return NodeDef(
         class_type=class_type,
         impl=ClassicImpl(cls),

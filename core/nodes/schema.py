@@ -27,6 +27,7 @@ from typing import Any, get_args, get_origin
 import attrs
 
 from loom.errors import NodeDefinitionError
+from loom.nodes.compat import accepted_args
 from loom.nodes.spec import InputTypes, NodeDef, NodeOutput, OutputDef
 from loom.types import WIDGET_TYPES, Socket
 
@@ -45,7 +46,7 @@ class InputMeta:
     section: str = "required"
 
 
-class ui:  # noqa: N801 - used as a namespace: ui.int(...), ui.combo(...)
+class ui:
     """Field helpers that attach widget options to node inputs."""
 
     @staticmethod
@@ -245,13 +246,13 @@ class DeclarativeImpl:
     def create(self) -> None:
         return None
 
-    def fingerprint(self, obj: Any, constants: dict[str, Any]) -> Any:
+    def fingerprint(self, obj: Any, constants: dict[str, Any], registry: Any = None) -> Any:
         method = getattr(self.cls, "fingerprint", None)
-        return method(**constants) if method is not None else None
+        return _call_accepting(method, {**constants, "registry": registry}) if method is not None else None
 
-    def validate(self, obj: Any, inputs: dict[str, Any]) -> bool | str:
+    def validate(self, obj: Any, inputs: dict[str, Any], registry: Any = None) -> bool | str:
         method = getattr(self.cls, "validate_inputs", None)
-        return method(**inputs) if method is not None else True
+        return _call_accepting(method, {**inputs, "registry": registry}) if method is not None else True
 
     def check_lazy_status(self, obj: Any, inputs: dict[str, Any]) -> list[str]:
         method = getattr(self.cls, "check_lazy_status", None)
@@ -271,6 +272,16 @@ class DeclarativeImpl:
         if self.multi_output:
             return NodeOutput(values=attrs.astuple(result, recurse=False))
         return NodeOutput(values=(result,))
+
+
+def _call_accepting(method: Callable[..., Any], inputs: dict[str, Any]) -> Any:
+    """Call a hook with the inputs it names (all of them if it takes ``**kwargs``).
+
+    ``fingerprint`` and ``validate_inputs`` may also name ``registry`` to see the runtime
+    (``registry.settings`` for directories, ``registry.folders`` for model files).
+    """
+    accepted = accepted_args(method)
+    return method(**(inputs if accepted is None else {k: v for k, v in inputs.items() if k in accepted}))
 
 
 def compile_declarative(cls: type, *, python_module: str | None = None) -> NodeDef:
@@ -307,6 +318,9 @@ def compile_declarative(cls: type, *, python_module: str | None = None) -> NodeD
         has_output_tooltips=any(o.tooltip for o in outputs),
         has_fingerprint=hasattr(cls, "fingerprint"), has_validate=hasattr(cls, "validate_inputs"),
         has_lazy_check=has_lazy, source_class=cls,
+        # As VALIDATE_INPUTS: the inputs validate_inputs names skip the standard checks.
+        validate_args=((accepted_args(cls.validate_inputs) or frozenset()) - {"registry"})
+        if hasattr(cls, "validate_inputs") else frozenset(),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from executor_stub_nodes import StubNodes
 
 import loom
 from loom.errors import PromptValidationError
@@ -13,8 +14,6 @@ from loom.executor.service import PromptService
 from loom.plugins import PluginHost
 from loom.runtime import Runtime
 from loom.settings import Settings
-
-from executor_stub_nodes import StubNodes
 
 
 def item(number, prompt_id, secret=False):

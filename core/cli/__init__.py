@@ -1,0 +1,1 @@
+"""The ``loom`` command line (plugins add commands through ``register_commands``)."""

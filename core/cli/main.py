@@ -1,0 +1,104 @@
+"""``loom``: run, validate and convert workflows; inspect nodes and plugins.
+
+Directory flags follow ComfyUI's names and meanings; each also reads a ``LOOM_*``
+environment variable (see :mod:`loom.settings`). Plugins add sub-commands through the
+``register_commands`` hook (``loom serve`` comes from loom-http).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+
+from loom.plugins import PluginHost
+from loom.settings import Settings
+
+
+class LoomGroup(click.Group):
+    """The root group; keeps the plugin host so commands share it."""
+
+    host: PluginHost | None = None
+
+
+@click.group(cls=LoomGroup)
+@click.option("--base-directory", type=click.Path(file_okay=False, path_type=Path), envvar="LOOM_BASE_DIRECTORY",
+              help="Holds models/, input/, output/, temp/, user/, custom_nodes/ (default: current directory).")
+@click.option("--output-directory", type=click.Path(file_okay=False, path_type=Path), envvar="LOOM_OUTPUT_DIRECTORY")
+@click.option("--input-directory", type=click.Path(file_okay=False, path_type=Path), envvar="LOOM_INPUT_DIRECTORY")
+@click.option("--temp-directory", type=click.Path(file_okay=False, path_type=Path), envvar="LOOM_TEMP_DIRECTORY",
+              help="Temp files go in DIR/temp, as in ComfyUI.")
+@click.option("--user-directory", type=click.Path(file_okay=False, path_type=Path), envvar="LOOM_USER_DIRECTORY")
+@click.option("--extra-model-paths-config", "extra_model_paths", multiple=True,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="An extra_model_paths.yaml (ComfyUI layout); repeatable. Env: LOOM_EXTRA_MODEL_PATHS_CONFIG.")
+@click.option("--disable-plugin", "disabled", multiple=True, help="Do not load this plugin (repeatable).")
+@click.option("--cache", "cache_policy", type=click.Choice(["classic", "lru", "ram", "none"]), default=None,
+              help="Output caching policy between prompts (ComfyUI's --cache-* flags).")
+@click.option("--disable-metadata", is_flag=True, default=False, help="Do not write the prompt/workflow into PNGs.")
+@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+@click.version_option(package_name="loom-core", prog_name="loom")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, disabled: Sequence[str], **directories: object) -> None:
+    """Loom runs ComfyUI workflows: a node-graph engine for diffusion models."""
+    logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
+                        format="%(levelname)s %(name)s: %(message)s")
+    settings = Settings.from_env(disabled_plugins=set(disabled) or None, **directories)
+    ctx.obj = _RuntimeFactory(settings, LoomGroup.host)
+
+
+class _RuntimeFactory:
+    """Builds the runtime on first use, so `loom --help` never loads models or nodes."""
+
+    def __init__(self, settings: Settings, host: PluginHost | None) -> None:
+        self.settings = settings
+        self.host = host
+        self._runtime = None
+
+    def runtime(self):
+        if self._runtime is None:
+            from loom.runtime import Runtime
+
+            self._runtime = Runtime(self.settings, host=self.host)
+        return self._runtime
+
+
+def _preparse_disabled(argv: Sequence[str]) -> set[str]:
+    disabled = set()
+    for i, arg in enumerate(argv):
+        if arg == "--disable-plugin" and i + 1 < len(argv):
+            disabled.add(argv[i + 1])
+        elif arg.startswith("--disable-plugin="):
+            disabled.add(arg.split("=", 1)[1])
+    return disabled
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``loom`` script."""
+    from loom.cli import commands
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    host = PluginHost(disabled=_preparse_disabled(args))
+    host.load()
+    LoomGroup.host = host
+    commands.add_core_commands(cli)
+    try:
+        host.hook.register_commands(cli=cli)
+    except Exception as exc:
+        click.echo(f"warning: a plugin failed to add its commands: {exc}", err=True)
+    try:
+        result = cli.main(args=args, prog_name="loom", standalone_mode=False)
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.Abort:
+        click.echo("aborted", err=True)
+        return 1
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,234 @@
+"""The generic loader nodes: ComfyUI's ``CheckpointLoaderSimple``, ``UNETLoader``, ``CLIPLoader``,
+``DualCLIPLoader`` and ``VAELoader``.
+
+None of them knows a model family. Each resolves the chosen file in its model folder,
+reads the safetensors header (:mod:`loom.checkpoint`), asks the registered families which
+one recognises the file, and lets that family load the part. Combo lists are read from
+the model folders whenever ``/object_info`` is asked, so new files show up without a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import loom
+from loom.checkpoint import PART_NAMES, detect_common_family, detect_family, read_header
+from loom.errors import LoomError, ModelFileError
+from loom.types import CheckpointHeader, Clip, LoadedParts, Model, Vae
+
+log = logging.getLogger(__name__)
+
+#: ``python_module`` ComfyUI reports for the nodes defined in its ``nodes.py``.
+COMFY_MODULE = "nodes"
+
+UNET_WEIGHT_DTYPES = ["default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"]
+
+#: ``CLIPLoader``'s ``type`` values, in ComfyUI 0.8's order. The value reaches the family
+#: as ``options["clip_type"]``; core does not interpret it.
+CLIP_TYPES = [
+    "stable_diffusion", "stable_cascade", "sd3", "stable_audio", "mochi", "ltxv", "pixart",
+    "cosmos", "lumina2", "wan", "hidream", "chroma", "ace", "omnigen2", "qwen_image",
+    "hunyuan_image", "flux2", "ovis",
+]
+
+#: ``DualCLIPLoader``'s ``type`` values, in ComfyUI 0.8's order.
+DUAL_CLIP_TYPES = [
+    "sdxl", "sd3", "flux", "hunyuan_video", "hidream", "hunyuan_image", "hunyuan_video_15",
+    "kandinsky5", "kandinsky5_image", "ltxv", "newbie",
+]
+
+CLIP_DEVICES = ["default", "cpu"]
+
+
+def model_files(key: str) -> Callable[[Any], list[str]]:
+    """A live combo source: the files in model folder ``key`` (empty without folders)."""
+
+    def options(registry: Any) -> list[str]:
+        folders = getattr(registry, "folders", None)
+        if folders is None:
+            return []
+        return folders.filenames(key)
+
+    return options
+
+
+# --- shared loading steps --------------------------------------------------------------
+
+
+def _runtime(ctx: Any) -> Any:
+    runtime = getattr(ctx, "runtime", None)
+    if runtime is None:
+        raise LoomError("loader nodes need a runtime (model folders and model families)")
+    return runtime
+
+
+def resolve_file(ctx: Any, key: str, filename: str) -> Path:
+    """The path of combo value ``filename`` in model folder ``key``.
+
+    :raises ModelFileError: no such file in any of the folder's directories (ComfyUI's
+        message, with the directories searched as the hint).
+    """
+    folders = _runtime(ctx).folders
+    path = folders.find(key, filename) if folders is not None else None
+    if path is None:
+        searched = ", ".join(str(p) for p in folders.paths(key)) if folders is not None else "none"
+        raise ModelFileError(
+            f"Model in folder '{key}' with filename '{filename}' not found.",
+            hint=f"put the file in one of: {searched}",
+        )
+    return path
+
+
+def load_part(
+    ctx: Any, key: str, filename: str, part: str, options: Mapping[str, Any] | None = None,
+    extra_files: tuple[str, ...] = (),
+) -> tuple[CheckpointHeader, LoadedParts]:
+    """Resolve, read, detect and load: the steps every loader node shares.
+
+    ``extra_files`` (more names in the same folder) are combined with the first file into
+    one part; the family receives their headers as ``options["extra_headers"]``.
+    """
+    registry = _runtime(ctx).registry
+    headers = [read_header(resolve_file(ctx, key, name)) for name in (filename, *extra_files)]
+    if len(headers) == 1:
+        family = detect_family(registry, headers[0], part)
+    else:
+        family = detect_common_family(registry, headers, part)
+    load_options = dict(options or {})
+    if len(headers) > 1:
+        load_options["extra_headers"] = tuple(headers[1:])
+    started = time.perf_counter()
+    parts = family.load(headers[0], part, load_options)
+    size_mb = sum(h.path.stat().st_size for h in headers) / 2**20
+    log.info("loaded %s %s (%.1f MB) with model family %s in %.2f s",
+             PART_NAMES.get(part, part), " + ".join(h.path.name for h in headers),
+             size_mb, family.name, time.perf_counter() - started)
+    return headers[0], parts
+
+
+def _require(value: Any, header: CheckpointHeader, what: str, family_hint: str) -> Any:
+    if value is None:
+        raise ModelFileError(
+            f"{header.path.name} does not contain a {what}", hint=family_hint
+        )
+    return value
+
+
+# --- nodes -----------------------------------------------------------------------------
+
+
+@loom.outputs
+class CheckpointParts:
+    model: Model = loom.output(name="MODEL", tooltip="The model used for denoising latents.")
+    clip: Clip = loom.output(name="CLIP", tooltip="The CLIP model used for encoding text prompts.")
+    vae: Vae = loom.output(
+        name="VAE",
+        tooltip="The VAE model used for encoding and decoding images to and from latent space.",
+    )
+
+
+@loom.node("CheckpointLoaderSimple", category="loaders", display_name="Load Checkpoint")
+class CheckpointLoaderSimple:
+    """Loads a diffusion model checkpoint, diffusion models are used to denoise latents."""
+
+    ckpt_name: str = loom.ui.combo(
+        model_files("checkpoints"), tooltip="The name of the checkpoint (model) to load."
+    )
+
+    def run(self, ctx: loom.RunContext) -> CheckpointParts:
+        header, parts = load_part(ctx, "checkpoints", self.ckpt_name, "checkpoint")
+        _require(parts.model, header, "diffusion model",
+                 "a checkpoint must hold at least the diffusion model; load a text encoder "
+                 "or VAE alone with CLIPLoader or VAELoader")
+        # Like ComfyUI, a checkpoint without a text encoder or VAE still loads: the part is
+        # None and the node that uses it (CLIPTextEncode, VAEDecode) reports it.
+        for name, value in (("text encoder", parts.clip), ("VAE", parts.vae)):
+            if value is None:
+                log.warning("%s holds no %s; that output is empty", header.path.name, name)
+        return CheckpointParts(model=parts.model, clip=parts.clip, vae=parts.vae)
+
+
+# ComfyUI gives UNETLoader no description; a class comment keeps /object_info's empty.
+@loom.node("UNETLoader", category="advanced/loaders", display_name="Load Diffusion Model")
+class UNETLoader:
+    unet_name: str = loom.ui.combo(model_files("diffusion_models"))
+    weight_dtype: str = loom.ui.combo(UNET_WEIGHT_DTYPES)
+
+    def run(self, ctx: loom.RunContext) -> Model:
+        header, parts = load_part(ctx, "diffusion_models", self.unet_name, "diffusion_model",
+                                  {"weight_dtype": self.weight_dtype})
+        return _require(parts.model, header, "diffusion model",
+                        "choose the file in UNETLoader only if it is a diffusion model")
+
+
+@loom.node("CLIPLoader", category="advanced/loaders", display_name="Load CLIP")
+class CLIPLoader:
+    """[Recipes]
+
+    stable_diffusion: clip-l
+    stable_cascade: clip-g
+    sd3: t5 xxl/ clip-g / clip-l
+    stable_audio: t5 base
+    mochi: t5 xxl
+    cosmos: old t5 xxl
+    lumina2: gemma 2 2B
+    wan: umt5 xxl
+     hidream: llama-3.1 (Recommend) or t5
+    omnigen2: qwen vl 2.5 3B
+    """
+
+    clip_name: str = loom.ui.combo(model_files("text_encoders"))
+    type: str = loom.ui.combo(CLIP_TYPES)
+    device: str = loom.ui.combo(CLIP_DEVICES, optional=True, advanced=True)
+
+    def run(self, ctx: loom.RunContext) -> Clip:
+        options = {"clip_type": self.type, "device": self.device or "default"}
+        header, parts = load_part(ctx, "text_encoders", self.clip_name, "text_encoder", options)
+        return _require(parts.clip, header, "text encoder",
+                        "choose a text encoder file (models/text_encoders)")
+
+
+@loom.node("DualCLIPLoader", category="advanced/loaders")
+class DualCLIPLoader:
+    """[Recipes]
+
+    sdxl: clip-l, clip-g
+    sd3: clip-l, clip-g / clip-l, t5 / clip-g, t5
+    flux: clip-l, t5
+    hidream: at least one of t5 or llama, recommended t5 and llama
+    hunyuan_image: qwen2.5vl 7b and byt5 small
+    """
+
+    clip_name1: str = loom.ui.combo(model_files("text_encoders"))
+    clip_name2: str = loom.ui.combo(model_files("text_encoders"))
+    type: str = loom.ui.combo(DUAL_CLIP_TYPES)
+    device: str = loom.ui.combo(CLIP_DEVICES, optional=True, advanced=True)
+
+    def run(self, ctx: loom.RunContext) -> Clip:
+        options = {"clip_type": self.type, "device": self.device or "default"}
+        header, parts = load_part(ctx, "text_encoders", self.clip_name1, "text_encoder", options,
+                                  extra_files=(self.clip_name2,))
+        return _require(parts.clip, header, "text encoder",
+                        "choose two text encoder files (models/text_encoders)")
+
+
+@loom.node("VAELoader", category="loaders", display_name="Load VAE")
+class VAELoader:
+    vae_name: str = loom.ui.combo(model_files("vae"))
+
+    def run(self, ctx: loom.RunContext) -> Vae:
+        header, parts = load_part(ctx, "vae", self.vae_name, "vae")
+        return _require(parts.vae, header, "VAE", "choose a VAE file (models/vae)")
+
+
+NODES = (CheckpointLoaderSimple, UNETLoader, CLIPLoader, DualCLIPLoader, VAELoader)
+
+
+@loom.hookimpl
+def register_nodes(register: Callable[..., None]) -> None:
+    for node_class in NODES:
+        register(node_class, python_module=COMFY_MODULE)

@@ -1,0 +1,173 @@
+"""A toy model family and helpers for the built-in node tests (not a test module itself).
+
+The toy family recognises keys ``<prefix>model.weight`` / ``<prefix>clip.weight`` /
+``<prefix>vae.weight`` and returns tiny handles implementing the core protocols whose
+outputs are computed from those weights, so a test can tell which file and which family
+produced a result.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+
+import loom
+from loom.executor.context import InterruptFlag, RunContext
+from loom.folders import ModelFolders
+from loom.plugins import PluginHost
+from loom.registry import Registry, collect
+from loom.types import CheckpointHeader, LoadedParts
+
+BUILTINS = (
+    "loom.folders",
+    "loom.nodes.builtin.primitives",
+    "loom.nodes.builtin.conditioning",
+    "loom.nodes.builtin.loaders",
+    "loom.nodes.builtin.models",
+)
+
+PART_KEYS = {"checkpoint": "model", "diffusion_model": "model", "text_encoder": "clip", "vae": "vae"}
+
+
+class ToyClip:
+    def __init__(self, weight: torch.Tensor, source: str, layer: int = -1,
+                 extra: tuple[str, ...] = ()) -> None:
+        self.weight = weight
+        self.source = source
+        self.layer = layer
+        self.extra = extra
+
+    def clone(self) -> ToyClip:
+        return ToyClip(self.weight, self.source, self.layer, self.extra)
+
+    def encode(self, text: str) -> list:
+        tokens = max(1, len(text.split()))
+        cond = self.weight.expand(1, tokens, -1) * abs(self.layer)
+        return [[cond, {"pooled_output": self.weight.unsqueeze(0) * 2}]]
+
+    def set_last_layer(self, layer: int) -> None:
+        self.layer = layer
+
+
+class ToyVae:
+    def __init__(self, weight: torch.Tensor, source: str) -> None:
+        self.weight = weight
+        self.source = source
+        self.calls: list[tuple[Any, ...]] = []
+
+    def decode(self, samples: torch.Tensor) -> torch.Tensor:
+        self.calls.append(("decode", tuple(samples.shape)))
+        image = samples[:, :3].repeat_interleave(8, 2).repeat_interleave(8, 3)
+        return (image * self.weight).movedim(1, -1)
+
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        self.calls.append(("encode", tuple(image.shape)))
+        pooled = image.movedim(-1, 1)[:, :, ::8, ::8]
+        return torch.cat([pooled, pooled[:, :1]], dim=1) * self.weight
+
+    def decode_tiled(self, samples: torch.Tensor, tile_size: int, overlap: int) -> torch.Tensor:
+        self.calls.append(("decode_tiled", tile_size, overlap))
+        return self.decode(samples)
+
+    def encode_tiled(self, image: torch.Tensor, tile_size: int, overlap: int) -> torch.Tensor:
+        self.calls.append(("encode_tiled", tile_size, overlap))
+        return self.encode(image)
+
+
+class ToyModel:
+    def __init__(self, weight: torch.Tensor, options: Mapping[str, Any]) -> None:
+        self.weight = weight
+        self.options = dict(options)
+
+
+class ToyFamily:
+    """Recognises ``<prefix>{model,clip,vae}.weight`` keys with a fixed score."""
+
+    def __init__(self, name: str = "toy", prefix: str = "toy.", score: float = 1.0,
+                 drop: tuple[str, ...] = ()) -> None:
+        self.name = name
+        self.prefix = prefix
+        self.score = score
+        self.drop = drop  # parts this family claims but fails to return (None)
+        self.loads: list[tuple[str, str, dict[str, Any]]] = []
+
+    def detect(self, header: CheckpointHeader, part: str) -> float:
+        key = f"{self.prefix}{PART_KEYS[part]}.weight"
+        return self.score if header.has(key) else 0.0
+
+    def load(self, header: CheckpointHeader, part: str, options: Mapping[str, Any]) -> LoadedParts:
+        self.loads.append((header.path.name, part, dict(options)))
+        tensors = safetensors.torch.load_file(header.path)
+        source = f"{self.name}:{header.path.name}"
+
+        def get(kind: str) -> torch.Tensor | None:
+            if kind in self.drop:
+                return None
+            return tensors.get(f"{self.prefix}{kind}.weight")
+
+        model, clip, vae = get("model"), get("clip"), get("vae")
+        extra = tuple(h.path.name for h in options.get("extra_headers", ()))
+        return LoadedParts(
+            model=ToyModel(model, options) if model is not None else None,
+            clip=ToyClip(clip, source, extra=extra) if clip is not None else None,
+            vae=ToyVae(vae, source) if vae is not None else None,
+        )
+
+
+class FamiliesPlugin:
+    """A throwaway plugin registering the given families."""
+
+    def __init__(self, *families: Any) -> None:
+        self.families = families
+
+    @loom.hookimpl
+    def register_model_families(self, register: Any) -> None:
+        for family in self.families:
+            register(family)
+
+
+def make_registry(tmp_path: Path | None = None, *families: Any) -> Registry:
+    """Built-in nodes plus ``families``; model folders under ``tmp_path`` when given."""
+    host = PluginHost(entry_points=False, builtins=BUILTINS)
+    if families:
+        host.register(FamiliesPlugin(*families), "toy")
+    host.load()
+    assert not host.failures, host.failures
+    registry = collect(host)
+    assert not registry.failures, registry.failures
+    if tmp_path is not None:
+        registry.folders = ModelFolders(tmp_path / "models", tmp_path / "output", registry.folder_kinds)
+    return registry
+
+
+def make_ctx(registry: Registry | None = None, *, node_id: str = "1",
+             prompt: Mapping[str, Any] | None = None) -> RunContext:
+    runtime = None
+    if registry is not None:
+        runtime = types.SimpleNamespace(registry=registry, folders=registry.folders, settings=None)
+    return RunContext(node_id=node_id, prompt_id="p", prompt=dict(prompt or {}), extra_data={},
+                      runtime=runtime, interrupt=InterruptFlag())
+
+
+def run_node(registry: Registry, class_type: str, ctx: RunContext | None = None,
+             **inputs: Any) -> tuple[Any, ...]:
+    """Execute one node the way the executor does; returns its output values."""
+    definition = registry.get_node(class_type)
+    assert definition is not None, class_type
+    impl = definition.impl
+    return impl.execute(impl.create(), inputs, ctx or make_ctx(registry)).values
+
+
+def write_model(path: Path, *, prefix: str = "toy.", parts: tuple[str, ...] = ("model", "clip", "vae"),
+                scale: float = 1.0) -> Path:
+    """A tiny safetensors file holding ``<prefix><part>.weight`` for each part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shapes = {"model": (2, 2), "clip": (4,), "vae": (1,)}
+    tensors = {f"{prefix}{part}.weight": torch.full(shapes[part], scale) for part in parts}
+    safetensors.torch.save_file(tensors, str(path), metadata={"made_by": "loom tests"})
+    return path

@@ -1,0 +1,100 @@
+"""The `loom` command line, run in-process through its real entry point."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from loom.cli.main import main
+
+GRAPH = {
+    "1": {"class_type": "EmptyImage", "inputs": {"width": 16, "height": 8, "batch_size": 2, "color": 0}},
+    "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+    "3": {"class_type": "SaveImage", "inputs": {"filename_prefix": "cli/test", "images": ["2", 0]}},
+}
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for var in ("LOOM_BASE_DIRECTORY", "LOOM_OUTPUT_DIRECTORY", "LOOM_EXTRA_MODEL_PATHS_CONFIG"):
+        monkeypatch.delenv(var, raising=False)
+    (tmp_path / "wf.json").write_text(json.dumps(GRAPH))
+    return tmp_path
+
+
+def test_run_writes_images_and_prints_their_paths(workdir, capsys):
+    assert main(["run", "wf.json", "-q"]) == 0
+    printed = capsys.readouterr().out.split()
+    assert printed == [str(workdir / "output/cli/test_00001_.png"), str(workdir / "output/cli/test_00002_.png")]
+    image = Image.open(printed[0])
+    assert image.size == (16, 8) and image.getpixel((0, 0)) == (255, 255, 255)
+    assert json.loads(image.text["prompt"])["3"]["class_type"] == "SaveImage"
+
+
+def test_set_overrides_and_output_directory_flag(workdir, capsys):
+    out = workdir / "elsewhere"
+    assert main(["--output-directory", str(out), "run", "wf.json", "-q", "--set", "1.width=32", "--set", "3.filename_prefix=x"]) == 0
+    first = capsys.readouterr().out.split()[0]
+    assert first == str(out / "x_00001_.png") and Image.open(first).size == (32, 8)
+
+
+def test_base_directory_from_environment(workdir, capsys, monkeypatch):
+    monkeypatch.setenv("LOOM_BASE_DIRECTORY", str(workdir / "base"))
+    assert main(["run", "wf.json", "-q"]) == 0
+    assert capsys.readouterr().out.startswith(str(workdir / "base/output/cli/"))
+
+
+def test_validation_errors_name_node_and_input_and_exit_2(workdir, capsys):
+    assert main(["run", "wf.json", "--set", "1.width=0"]) == 2
+    err = capsys.readouterr().err
+    assert "node 1 (EmptyImage): Value 0 smaller than min of 1: width" in err
+    assert "Traceback" not in err
+    assert not (workdir / "output").exists()
+
+
+def test_execution_errors_are_one_readable_line(workdir, capsys):
+    graph = {"1": {"class_type": "LoadImage", "inputs": {"image": "missing.png"}},
+             "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}
+    (workdir / "bad.json").write_text(json.dumps(graph))
+    assert main(["run", "bad.json"]) != 0
+    err = capsys.readouterr().err
+    assert "missing.png" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("content, message", [("{", "is not valid JSON"), ("[1, 2]", "expected a workflow")])
+def test_bad_files_get_a_message(workdir, capsys, content, message):
+    (workdir / "broken.json").write_text(content)
+    assert main(["run", "broken.json"]) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_bad_override_syntax(workdir, capsys):
+    assert main(["run", "wf.json", "--set", "nonsense"]) != 0
+    assert "NODE_ID.INPUT=VALUE" in capsys.readouterr().err
+
+
+def test_validate_command(workdir, capsys):
+    assert main(["validate", "wf.json"]) == 0
+    assert "1 output node(s) would run: 3" in capsys.readouterr().out
+
+
+def test_nodes_json_is_object_info(workdir, capsys):
+    assert main(["nodes", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["EmptyImage"]["input"]["required"]["width"] == ["INT", {"default": 512, "min": 1, "max": 16384, "step": 1}]
+    assert info["SaveImage"]["output_node"] is True
+
+
+def test_plugins_lists_builtins_and_what_they_register(workdir, capsys):
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "image_io" in out and "nodes" in out and "model_folders" in out
+
+
+def test_disable_plugin_flag_removes_its_nodes(workdir, capsys):
+    assert main(["--disable-plugin", "mask", "nodes"]) == 0
+    out = capsys.readouterr().out
+    assert "InvertMask" not in out and "EmptyImage" in out
