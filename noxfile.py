@@ -97,13 +97,12 @@ def e2e(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Run every bench/bench_*.py; each appends its results to bench/README.md."""
+    """Run every bench/bench_*.py and write their results to bench/README.md (bench/run_all.py)."""
     scripts = sorted((ROOT / "bench").glob("bench_*.py"))
     if not scripts:
         session.skip("no bench/bench_*.py scripts")
     _install(session, *_plugin_paths(PLUGINS))
-    for script in scripts:
-        session.run("python", str(script.relative_to(ROOT)), *session.posargs)
+    session.run("python", "bench/run_all.py", *session.posargs)
 
 
 @nox.session

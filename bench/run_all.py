@@ -1,0 +1,84 @@
+"""Run every ``bench/bench_*.py`` and write their tables, with machine details, to bench/README.md.
+
+``python bench/run_all.py [NAME ...]`` runs only the named scripts (``executor`` for
+``bench_executor.py``) and keeps the other sections of the README as they were.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+BENCH = Path(__file__).resolve().parent
+README = BENCH / "README.md"
+HEADER = """# Benchmarks
+
+Written by `nox -s bench` (`python bench/run_all.py`). Every script compares against its
+reference or anchor in the same run where one is available here; absolute times on a shared
+2-core machine are noisy, so read ratios and growth, not single numbers.
+"""
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        import torch
+
+        torch_version = f"{torch.__version__} ({torch.get_num_threads()} threads)"
+    except ImportError:
+        torch_version = "not installed"
+    return (
+        f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC\n"
+        f"- cpu: {cpu}, {os.cpu_count()} logical cores\n"
+        f"- memory: {psutil.virtual_memory().total / 1024**3:.1f} GiB\n"
+        f"- python: {platform.python_version()}, torch: {torch_version}, os: {platform.platform()}\n"
+    )
+
+
+def sections(text: str) -> dict[str, str]:
+    found = {}
+    for match in re.finditer(r"^## (bench_\w+)\n(.*?)(?=^## |\Z)", text, re.S | re.M):
+        found[match.group(1)] = match.group(2).rstrip() + "\n"
+    return found
+
+
+def main(argv: list[str]) -> int:
+    wanted = {f"bench_{name.removeprefix('bench_').removesuffix('.py')}" for name in argv}
+    scripts = [p for p in sorted(BENCH.glob("bench_*.py")) if not wanted or p.stem in wanted]
+    existing = sections(README.read_text()) if README.exists() else {}
+    failed = 0
+    for script in scripts:
+        print(f"==> {script.name}", flush=True)
+        started = time.perf_counter()
+        result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+        seconds = time.perf_counter() - started
+        print(result.stdout)
+        if result.returncode != 0:
+            failed += 1
+            print(result.stderr, file=sys.stderr)
+        doc = (subprocess.run([sys.executable, "-c", f"import ast,sys;print(ast.get_docstring(ast.parse(open({str(script)!r}).read())) or '')"],
+                              capture_output=True, text=True).stdout.strip())
+        status = "" if result.returncode == 0 else f"\n**exit status {result.returncode}**: {result.stderr.strip().splitlines()[-1:]}\n"
+        existing[script.stem] = f"{doc}\n\n{machine()}- wall time of the script: {seconds:.0f} s\n\n{result.stdout.strip()}\n{status}"
+    body = HEADER + "".join(f"\n## {name}\n{text}" for name, text in sorted(existing.items()))
+    README.write_text(body)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
