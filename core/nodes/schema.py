@@ -234,10 +234,11 @@ class DeclarativeImpl:
             options = dict(field.meta.options)
             if field.meta.choices is not None:
                 choices = field.meta.choices
-                values = list(choices(registry) if callable(choices) else choices)
-                spec: list[Any] = [values, options]
+                spec: list[Any] = [list(choices(registry) if callable(choices) else choices)]
             else:
-                spec = [field.type, options]
+                spec = [field.type]
+            if options:  # ComfyUI sends ["IMAGE"], not ["IMAGE", {}], when there are none
+                spec.append(options)
             sections.setdefault(field.meta.section, {})[field.name] = spec
         if self.hidden:
             sections["hidden"] = dict(self.hidden)

@@ -150,6 +150,6 @@ def test_declarations_match_comfyui(registry):
     assert area["width"] == ["INT", {"default": 64, "min": 64, "max": 16384, "step": 8}]
     assert area["strength"] == ["FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01}]
     mask = to_json(registry.get_node("ConditioningSetMask"), registry)["input"]["required"]
-    assert mask["set_cond_area"] == [["default", "mask bounds"], {}]
+    assert mask["set_cond_area"] == [["default", "mask bounds"]]
     timestep = to_json(registry.get_node("ConditioningSetTimestepRange"), registry)["input"]["required"]
     assert timestep["end"] == ["FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.001}]

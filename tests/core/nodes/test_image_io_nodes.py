@@ -225,5 +225,5 @@ def test_object_info_save_image_matches_comfyui():
     load = to_json(registry.get_node("LoadImage"), registry)
     assert load["output"] == ["IMAGE", "MASK"] and load["output_name"] == ["IMAGE", "MASK"]
     any_info = to_json(registry.get_node("PreviewAny"), registry)
-    assert any_info["input"] == {"required": {"source": ["*", {}]}}
+    assert any_info["input"] == {"required": {"source": ["*"]}}
     assert any_info["category"] == "utils" and any_info["python_module"] == "comfy_extras.nodes_preview_any"

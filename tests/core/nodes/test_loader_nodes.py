@@ -204,7 +204,7 @@ def test_loader_declarations_match_comfyui(registry):
         assert (info["category"], info["display_name"], info["output_name"]) == (category, display, outputs)
         assert info["python_module"] == "nodes"
     unet = to_json(registry.get_node("UNETLoader"), registry)
-    assert unet["input"]["required"]["weight_dtype"] == [["default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"], {}]
+    assert unet["input"]["required"]["weight_dtype"] == [["default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"]]
     assert unet["description"] == ""
     clip = to_json(registry.get_node("CLIPLoader"), registry)
     assert clip["input_order"] == {"required": ["clip_name", "type"], "optional": ["device"]}

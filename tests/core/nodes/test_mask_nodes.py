@@ -85,7 +85,7 @@ def test_object_info_mask_nodes():
     registry = builtin_registry()
     grow = to_json(registry.get_node("GrowMask"), registry)
     assert grow["input"]["required"] == {
-        "mask": ["MASK", {}],
+        "mask": ["MASK"],
         "expand": ["INT", {"default": 0, "min": -16384, "max": 16384, "step": 1}],
         "tapered_corners": ["BOOLEAN", {"default": True}],
     }

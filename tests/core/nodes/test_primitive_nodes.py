@@ -15,7 +15,7 @@ EXPECTED = {
     "PrimitiveInt": ("Int", ["INT", {"min": -sys.maxsize, "max": sys.maxsize, "control_after_generate": True}],
                      "INT", -7),
     "PrimitiveFloat": ("Float", ["FLOAT", {"min": -sys.maxsize, "max": sys.maxsize, "step": 0.1}], "FLOAT", 2.5),
-    "PrimitiveBoolean": ("Boolean", ["BOOLEAN", {}], "BOOLEAN", True),
+    "PrimitiveBoolean": ("Boolean", ["BOOLEAN"], "BOOLEAN", True),
 }
 
 
