@@ -85,10 +85,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     host.load()
     LoomGroup.host = host
     commands.add_core_commands(cli)
-    try:
-        host.hook.register_commands(cli=cli)
-    except Exception as exc:
-        click.echo(f"warning: a plugin failed to add its commands: {exc}", err=True)
+    for impl in host.hook.register_commands.get_hookimpls():
+        try:
+            impl.function(cli=cli)
+        except Exception as exc:  # one plugin's broken command must not hide the others
+            click.echo(f"warning: plugin {impl.plugin_name} failed to add its commands: "
+                       f"{type(exc).__name__}: {exc}", err=True)
     try:
         result = cli.main(args=args, prog_name="loom", standalone_mode=False)
     except click.ClickException as exc:
