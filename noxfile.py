@@ -33,10 +33,16 @@ def _plugin_paths(plugins: list[str]) -> list[str]:
     return [f"plugins/{p}[test]" for p in plugins]
 
 
+#: Test-only parity references installed without their dependencies (k-diffusion would pull
+#: torchvision, which has no CPU build here, and a CUDA torch with it).
+NO_DEPS_REFERENCES = ["k-diffusion==0.1.1.post1"]
+
+
 def _install(session: nox.Session, *editable: str) -> None:
     """torch first, then core with its test extra, then the given editable paths."""
     session.install(TORCH)
     session.install(*_editable(".[test]", *editable))
+    session.install("--no-deps", *NO_DEPS_REFERENCES)
 
 
 @nox.session

@@ -107,6 +107,7 @@ class DiscreteEps(ModelSampling):
     linear_end: float = 0.012
     timesteps: int = 1000
     schedule: str = "scaled_linear"
+    log_sigmas: torch.Tensor = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         self.sigmas = discrete_sigmas(self.linear_start, self.linear_end, self.timesteps, self.schedule)

@@ -1,0 +1,127 @@
+"""The MODEL protocol this plugin relies on, and the one place that touches the memory manager.
+
+A MODEL handle (``loom.types.ModelLike``) must provide:
+
+``model.model_sampling``
+    a :class:`loom.sampling.ModelSampling` (``DiscreteEps``, ``DiscreteV``, ``FlowMatching`` or
+    a subclass): schedules, ``noise_scaling``, ``percent_to_sigma``.
+``model.apply_model(x, sigma, cond) -> x0``
+    ``x``: ``[N, C, H, W]`` noisy latent in *model space* (see below), ``sigma``: ``[N]``
+    float tensor (one sigma per row; rows may mix cond and uncond), ``cond``: a dict of
+    batched tensors, one row per row of ``x``:
+
+    * ``c_crossattn``: ``[N, T, D]`` text embeddings. Rows of different token lengths are
+      padded by repeating to the least common multiple (ComfyUI's ``CONDCrossAttn``).
+    * every entry ``model.extra_conds(...)`` returned (``y``, ``c_concat``, ...), concatenated
+      along dim 0; tensors whose trailing dims equal the latent's spatial size are cropped to
+      the conditioning's area first.
+
+    It returns the denoised estimate x0 (the parameterisation is the model's business:
+    ``model_sampling.calculate_input`` / ``calculate_denoised``).
+``model.latent_format``
+    a :class:`loom.types.LatentFormat`: ``channels`` (empty latents are widened to it),
+    ``scale_factor`` / ``shift_factor`` (model space = ``(latent - shift) * scale``; applied
+    to non-empty latents before sampling and undone after), ``rgb_factors`` / ``rgb_bias``
+    (previews).
+
+Optional:
+
+``model.extra_conds(options, *, noise, latent_image, denoise_mask, prompt_type, seed) -> dict``
+    per conditioning entry: ``options`` is the entry's option dict plus ``cross_attn`` (the
+    embedding tensor); ``prompt_type`` is ``"positive"`` or ``"negative"``. Returns extra
+    model inputs (batch 1 or B; repeated to the latent batch). SDXL's ``y`` (pooled output +
+    size embeddings) and inpainting ``c_concat`` belong here.
+``model.process_latent_in(x)`` / ``model.process_latent_out(x)``
+    override the latent_format scale/shift.
+``model.memory_required(shape) -> int`` and ``ctx.runtime.memory``
+    see :func:`prepare_model` and :func:`batch_fits`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+log = logging.getLogger(__name__)
+
+
+def process_latent_in(model: Any, latent: Tensor) -> Tensor:
+    hook = getattr(model, "process_latent_in", None)
+    if callable(hook):
+        return hook(latent)
+    fmt = getattr(model, "latent_format", None)
+    if fmt is None:
+        return latent
+    return (latent - fmt.shift_factor) * fmt.scale_factor
+
+
+def process_latent_out(model: Any, latent: Tensor) -> Tensor:
+    hook = getattr(model, "process_latent_out", None)
+    if callable(hook):
+        return hook(latent)
+    fmt = getattr(model, "latent_format", None)
+    if fmt is None:
+        return latent
+    return latent / fmt.scale_factor + fmt.shift_factor
+
+
+def fix_empty_latent_channels(model: Any, latent: Tensor) -> Tensor:
+    """An all-zero latent takes the model's channel count (ComfyUI does this before noise)."""
+    import torch
+
+    fmt = getattr(model, "latent_format", None)
+    if fmt is None or latent.ndim < 2 or torch.count_nonzero(latent) != 0:
+        return latent
+    channels = int(fmt.channels)
+    if latent.shape[1] == channels:
+        return latent
+    repeats = -(-channels // latent.shape[1])
+    return latent.repeat(1, repeats, *([1] * (latent.ndim - 2)))[:, :channels]
+
+
+def prepare_model(ctx: Any, model: Any, noise_shape: tuple[int, ...]) -> Any:
+    """Ask the memory manager to load ``model`` for sampling a latent of ``noise_shape``.
+
+    The single integration point with ``loom.memory``: when ``ctx.runtime.memory`` exists and
+    has ``load``, the model is loaded through it (with ``memory_required`` when the model
+    provides it); otherwise the model is used as it is. Returns the device to sample on.
+    """
+    memory = _memory(ctx)
+    load = getattr(memory, "load", None) if memory is not None else None
+    if load is None:
+        return getattr(model, "load_device", None)
+    required = getattr(model, "memory_required", None)
+    extra = {"memory_required": required(noise_shape)} if callable(required) else {}
+    try:
+        result = load(model, **extra)
+    except TypeError:  # a manager whose load() takes only the model
+        result = load(model)
+    return getattr(result, "device", None) or getattr(model, "load_device", None)
+
+
+def batch_fits(ctx: Any, model: Any, shape: tuple[int, ...]) -> bool:
+    """Whether a batch of ``shape`` may run at once (ComfyUI: ``1.5 x memory_required < free``)."""
+    required = getattr(model, "memory_required", None)
+    memory = _memory(ctx)
+    free = getattr(memory, "free_memory", None) if memory is not None else None
+    if not callable(required) or not callable(free):
+        return True
+    try:
+        return required(shape) * 1.5 < free()
+    except Exception:  # a manager without a usable answer: batch everything
+        log.debug("memory manager gave no free-memory answer; batching everything", exc_info=True)
+        return True
+
+
+def _memory(ctx: Any) -> Any:
+    runtime = getattr(ctx, "runtime", None)
+    if runtime is None:
+        return None
+    try:
+        return getattr(runtime, "memory", None)
+    except Exception:  # the runtime's memory manager may not be importable yet
+        log.debug("runtime.memory is not available", exc_info=True)
+        return None

@@ -1,0 +1,409 @@
+"""Conditioning batches and classifier-free guidance, as ComfyUI's ``calc_cond_batch`` does them.
+
+Covered (ComfyUI ``comfy/samplers.py`` behaviour):
+
+* CFG ``uncond + (cond - uncond) * cfg`` (Ho & Salimans 2022, arXiv:2207.12598); with
+  ``cfg == 1`` the negative is not evaluated (unless a CFG++ sampler asks for it).
+* All conditioning entries of all groups that can share a batch are evaluated in one model
+  call, in ComfyUI's order (the last compatible entry first, so ``[uncond, cond]``);
+  ``memory_required`` + the memory manager may split the batch (:func:`denoiser.batch_fits`).
+* Options of an entry: ``area`` (``(h, w, y, x)`` in latent pixels or ``("percentage", h, w,
+  y, x)``), ``strength``, ``mask`` (+ ``mask_strength``, ``set_area_to_bounds``), resized
+  bilinearly to the latent; areas without a mask get ComfyUI's 8-pixel feathered edges;
+  overlapping entries are averaged by their weights. ``start_percent`` / ``end_percent``
+  become sigma ranges (``timestep_start`` / ``timestep_end``) outside which the entry is
+  skipped. Each area entry gets a counterpart with the same area in the other groups
+  (``create_cond_with_same_area_if_none``).
+* Token-length padding by repetition up to the least common multiple (≤ 4x), as
+  ``CONDCrossAttn``.
+
+Not covered: ControlNet / T2I adapters (``control``), GLIGEN, hooks and ``clip_start_percent``
+scheduling, ``model_options`` wrappers and pre/post-CFG functions, context windows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from loom_samplers.denoiser import batch_fits
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+
+def _torch() -> Any:
+    import torch
+
+    return torch
+
+
+@attrs.frozen
+class CondEntry:
+    """One conditioning entry, resolved for a latent shape."""
+
+    model_conds: Mapping[str, Any]
+    area: tuple[int, ...] | None = None
+    strength: float = 1.0
+    mask: Any = None
+    mask_strength: float = 1.0
+    timestep_start: float | None = None
+    timestep_end: float | None = None
+
+
+# --- preparing conditioning lists ------------------------------------------------------
+
+
+def resolve_conditioning(conditioning: Sequence[Any], model: Any, noise: Tensor, *,
+                         prompt_type: str, latent_image: Tensor | None = None,
+                         denoise_mask: Tensor | None = None, seed: int | None = None) -> list[CondEntry]:
+    """Turn a CONDITIONING list into :class:`CondEntry` objects for ``noise``'s shape."""
+    dims = tuple(noise.shape[2:])
+    sampling = model.model_sampling
+    entries = []
+    for item in conditioning:
+        tensor, options = item[0], dict(item[1])
+        area = _resolve_area(options.get("area"), dims)
+        mask = None
+        if options.get("mask") is not None:
+            mask, area = _resolve_mask(options["mask"], dims, noise.device, options, area)
+        start = sampling.percent_to_sigma(options["start_percent"]) if "start_percent" in options else None
+        end = sampling.percent_to_sigma(options["end_percent"]) if "end_percent" in options else None
+        model_conds = _model_conds(model, tensor, options, noise=noise, latent_image=latent_image,
+                                   denoise_mask=denoise_mask, prompt_type=prompt_type, seed=seed)
+        entries.append(CondEntry(model_conds, area, float(options.get("strength", 1.0)), mask,
+                                 float(options.get("mask_strength", 1.0)), start, end))
+    return entries
+
+
+def _model_conds(model: Any, tensor: Any, options: dict, **extra: Any) -> dict[str, Any]:
+    conds: dict[str, Any] = {}
+    if tensor is not None:
+        conds["c_crossattn"] = tensor
+    hook = getattr(model, "extra_conds", None)
+    if callable(hook):
+        produced = hook({**options, "cross_attn": tensor}, **extra) or {}
+        conds.update({k: v for k, v in produced.items() if v is not None})
+    return conds
+
+
+def _resolve_area(area: Any, dims: tuple[int, ...]) -> tuple[int, ...] | None:
+    if area is None:
+        return None
+    if area[0] == "percentage":
+        values = area[1:]
+        half = len(values) // 2
+        sizes = tuple(max(1, round(values[d] * dims[d])) for d in range(len(dims)))
+        offsets = tuple(round(values[d + half] * dims[d]) for d in range(len(dims)))
+        return sizes + offsets
+    return tuple(int(v) for v in area)
+
+
+def _resolve_mask(mask: Any, dims: tuple[int, ...], device: Any, options: dict,
+                  area: tuple[int, ...] | None) -> tuple[Any, tuple[int, ...] | None]:
+    torch = _torch()
+    mask = mask.to(device=device)
+    if mask.ndim == len(dims):
+        mask = mask.unsqueeze(0)
+    if tuple(mask.shape[1:]) != dims:
+        mask = torch.nn.functional.interpolate(mask.unsqueeze(1), size=dims, mode="bilinear").squeeze(1)
+    if options.get("set_area_to_bounds", False):
+        bounds = torch.max(torch.abs(mask), dim=0).values
+        ys, xs = torch.where(bounds != 0)
+        if len(ys) == 0:
+            area = (8, 8, 0, 0)
+        else:
+            y0, y1, x0, x1 = int(ys.min()), int(ys.max()), int(xs.min()), int(xs.max())
+            area = (max(8, y1 - y0 + 1), max(8, x1 - x0 + 1), y0, x0)
+    return mask, area
+
+
+def pair_areas(groups: Mapping[str, list[CondEntry]]) -> None:
+    """Give each area entry a same-area counterpart in every other group (in place)."""
+    for key, entries in groups.items():
+        for entry in list(entries):
+            for other_key, others in groups.items():
+                if other_key != key:
+                    _add_same_area(others, entry)
+
+
+def _add_same_area(entries: list[CondEntry], c: CondEntry) -> None:
+    if c.area is None:
+        return
+    h, w, y, x = c.area[0], c.area[1], c.area[2], c.area[3]
+    smallest = None
+    for e in entries:
+        if e.area is None:
+            smallest = smallest or e
+            continue
+        a = e.area
+        if y >= a[2] and x >= a[3] and a[0] + a[2] >= h + y and a[1] + a[3] >= w + x:
+            if smallest is None or smallest.area is None or smallest.area[0] * smallest.area[1] > a[0] * a[1]:
+                smallest = e
+    if smallest is None or (smallest.area is not None and tuple(smallest.area) == tuple(c.area)):
+        return
+    entries.append(attrs.evolve(c, model_conds=dict(smallest.model_conds)))
+
+
+# --- evaluating a batch ---------------------------------------------------------------------
+
+
+@attrs.frozen
+class _Chunk:
+    x: Any
+    mult: Any
+    conds: dict[str, Any]
+    area: tuple[int, ...] | None
+    group: int
+    plain: bool = False  # full size, no mask, strength 1: its weights are all ones
+
+
+def _chunk(entry: CondEntry, x: Tensor, sigma: Tensor, group: int) -> _Chunk | None:
+    torch = _torch()
+    if entry.timestep_start is not None and float(sigma[0]) > entry.timestep_start:
+        return None
+    if entry.timestep_end is not None and float(sigma[0]) < entry.timestep_end:
+        return None
+    dims = x.ndim - 2
+    area = None
+    input_x = x
+    if entry.area is not None:
+        area = list(entry.area)
+        for i in range(dims):
+            area[i] = min(x.shape[i + 2] - area[dims + i], area[i])
+            input_x = input_x.narrow(i + 2, area[dims + i], area[i])
+    if entry.mask is not None:
+        mask = entry.mask[: input_x.shape[0]]
+        if area is not None:
+            for i in range(dims):
+                mask = mask.narrow(i + 1, area[dims + i], area[i])
+        mask = (mask * entry.mask_strength).unsqueeze(1)
+        mask = mask.repeat((input_x.shape[0] // mask.shape[0], input_x.shape[1]) + (1,) * (mask.ndim - 2))
+    else:
+        mask = torch.ones_like(input_x)
+    mult = mask * entry.strength
+    if entry.mask is None and area is not None:
+        _feather(mult, area, x.shape, dims)
+    conds = {k: _process_cond(v, x, area, dims) for k, v in entry.model_conds.items()}
+    plain = entry.area is None and entry.mask is None and entry.strength == 1.0
+    return _Chunk(input_x, mult, conds, tuple(area) if area is not None else None, group, plain)
+
+
+def _feather(mult: Tensor, area: list[int], shape: Any, dims: int, fuzz: int = 8) -> None:
+    for i in range(dims):
+        rr = min(fuzz, mult.shape[2 + i] // 4)
+        if area[dims + i] != 0:
+            for t in range(rr):
+                mult.narrow(i + 2, t, 1).mul_((1.0 / rr) * (t + 1))
+        if area[i] + area[dims + i] < shape[i + 2]:
+            for t in range(rr):
+                mult.narrow(i + 2, area[i] - 1 - t, 1).mul_((1.0 / rr) * (t + 1))
+
+
+def _process_cond(value: Any, x: Tensor, area: list[int] | None, dims: int) -> Any:
+    """Repeat to the latent batch; crop spatial conds (same trailing shape as x) to the area."""
+    if not hasattr(value, "shape"):
+        return value
+    batch = x.shape[0]
+    if value.shape[0] != batch:
+        repeats = -(-batch // value.shape[0])
+        value = value.repeat(repeats, *([1] * (value.ndim - 1)))[:batch]
+    if area is not None and value.ndim == x.ndim and tuple(value.shape[2:]) == tuple(x.shape[2:]):
+        for i in range(dims):
+            value = value.narrow(i + 2, area[dims + i], area[i])
+    return value
+
+
+def _can_concat(a: _Chunk, b: _Chunk) -> bool:
+    if a.x.shape != b.x.shape or a.conds.keys() != b.conds.keys():
+        return False
+    for key, va in a.conds.items():
+        vb = b.conds[key]
+        if not hasattr(va, "shape"):
+            if va is not vb:
+                return False
+        elif key == "c_crossattn":
+            s1, s2 = va.shape, vb.shape
+            if s1 != s2:
+                if s1[0] != s2[0] or s1[2] != s2[2]:
+                    return False
+                if math.lcm(s1[1], s2[1]) // min(s1[1], s2[1]) > 4:
+                    return False
+        elif va.shape != vb.shape:
+            return False
+    return True
+
+
+def _cat_conds(chunks: list[_Chunk]) -> dict[str, Any]:
+    torch = _torch()
+    out: dict[str, Any] = {}
+    for key in chunks[0].conds:
+        values = [c.conds[key] for c in chunks]
+        if not hasattr(values[0], "shape"):
+            out[key] = values[0]
+        elif key == "c_crossattn":
+            length = math.lcm(*[v.shape[1] for v in values])
+            out[key] = torch.cat([v.repeat(1, length // v.shape[1], 1) if v.shape[1] < length else v
+                                  for v in values])
+        else:
+            out[key] = torch.cat(values)
+    return out
+
+
+def calc_cond_batch(model: Any, groups: Sequence[list[CondEntry] | None], x: Tensor,
+                    sigma: Tensor, ctx: Any = None) -> list[Tensor]:
+    """The weighted prediction of each group (None = not evaluated: zeros)."""
+    torch = _torch()
+    outs = [torch.zeros_like(x) for _ in groups]
+    counts = [torch.ones_like(x) * 1e-37 for _ in groups]
+    direct: list[Any] = [_UNSET] * len(groups)
+    to_run: list[_Chunk] = []
+    for g, entries in enumerate(groups):
+        for entry in entries or ():
+            chunk = _chunk(entry, x, sigma, g)
+            if chunk is not None:
+                to_run.append(chunk)
+    entries_per_group = [sum(1 for c in to_run if c.group == g) for g in range(len(groups))]
+    while to_run:
+        first = to_run[0]
+        compatible = [i for i in range(len(to_run)) if _can_concat(to_run[i], first)]
+        compatible.reverse()
+        batch = compatible[:1]
+        for n in range(1, len(compatible) + 1):
+            amount = compatible[: len(compatible) // n]
+            shape = (len(amount) * first.x.shape[0], *first.x.shape[1:])
+            if batch_fits(ctx, model, shape):
+                batch = amount
+                break
+        chunks = [to_run.pop(i) for i in batch]
+        input_x = torch.cat([c.x for c in chunks])
+        sigma_in = torch.cat([sigma] * len(chunks))
+        output = model.apply_model(input_x, sigma_in, _cat_conds(chunks)).chunk(len(chunks))
+        for c, out in zip(chunks, output, strict=True):
+            if c.plain and entries_per_group[c.group] == 1:
+                # the group's only entry, full size, weight 1: (0 + o*1) / (1e-37 + 1) == o exactly
+                direct[c.group] = out
+                continue
+            target, count = outs[c.group], counts[c.group]
+            if c.area is not None:
+                dims = len(c.area) // 2
+                for i in range(dims):
+                    target = target.narrow(i + 2, c.area[i + dims], c.area[i])
+                    count = count.narrow(i + 2, c.area[i + dims], c.area[i])
+            target += out * c.mult
+            count += c.mult
+    return [o / c if d is _UNSET else d for d, o, c in zip(direct, outs, counts, strict=True)]
+
+
+_UNSET = object()
+
+
+# --- guiders -------------------------------------------------------------------------------
+
+
+def cfg_combine(cond: Tensor, uncond: Tensor, scale: float) -> Tensor:
+    return uncond + (cond - uncond) * scale
+
+
+@attrs.define(eq=False)
+class Guider:
+    """A GUIDER: a model and named conditioning groups, predicting x0 for a noisy latent.
+
+    ``conds`` holds CONDITIONING lists by group name; :meth:`prepare` resolves them for a
+    latent; :meth:`predict` is called once per model evaluation. ``cfg`` is the scale for
+    :class:`CFGGuider`; the ``BasicGuider`` is a CFG guider without a negative (cfg 1).
+    """
+
+    model: Any
+    conds: dict[str, list] = attrs.field(factory=dict)
+    cfg: float = 1.0
+    #: group names whose entries are prompt_type "negative" for ``extra_conds``.
+    negative_groups: frozenset[str] = frozenset({"negative", "middle"})
+    resolved: dict[str, list[CondEntry]] = attrs.field(factory=dict, init=False)
+
+    def prepare(self, noise: Tensor, latent_image: Tensor | None, denoise_mask: Tensor | None,
+                seed: int | None) -> None:
+        self.resolved = {
+            name: resolve_conditioning(
+                cond, self.model, noise, latent_image=latent_image, denoise_mask=denoise_mask,
+                seed=seed, prompt_type="negative" if name in self.negative_groups else "positive")
+            for name, cond in self.conds.items()
+        }
+        pair_areas(self.resolved)
+
+    def predict(self, x: Tensor, sigma: Tensor, *, need_uncond: bool = False,
+                ctx: Any = None) -> tuple[Tensor, Tensor | None]:
+        """``(guided x0, unconditional x0 or None)``."""
+        negative = self.resolved.get("negative")
+        if math.isclose(self.cfg, 1.0) and not need_uncond:
+            negative = None
+        cond, uncond = calc_cond_batch(self.model, [self.resolved.get("positive"), negative], x,
+                                       sigma, ctx)
+        return cfg_combine(cond, uncond, self.cfg), uncond
+
+
+@attrs.define(eq=False)
+class DualCFGGuider(Guider):
+    """Two prompts against a negative (ComfyUI ``Guider_DualCFG``).
+
+    ``regular``: ``cfg(cond2 vs negative, cfg2) + (cond1 - cond2) * cfg1``; ``nested``:
+    ``negative + cfg2 * (cfg(cond1 vs cond2, cfg1) - negative)``.
+    """
+
+    cfg2: float = 1.0
+    nested: bool = False
+
+    def predict(self, x: Tensor, sigma: Tensor, *, need_uncond: bool = False,
+                ctx: Any = None) -> tuple[Tensor, Tensor | None]:
+        negative = self.resolved.get("negative")
+        middle = self.resolved.get("middle")
+        positive = self.resolved.get("positive")
+        if self.nested:
+            out = calc_cond_batch(self.model, [negative, middle, positive], x, sigma, ctx)
+            text = cfg_combine(out[2], out[1], self.cfg)
+            return out[0] + self.cfg2 * (text - out[0]), out[0]
+        if not need_uncond and math.isclose(self.cfg2, 1.0):
+            negative = None
+            if math.isclose(self.cfg, 1.0):
+                middle = None
+        out = calc_cond_batch(self.model, [negative, middle, positive], x, sigma, ctx)
+        return cfg_combine(out[1], out[0], self.cfg2) + (out[2] - out[1]) * self.cfg, out[0]
+
+
+class GuidedDenoiser:
+    """``D(x, σ)`` for the samplers: a guider's prediction, with inpainting applied.
+
+    With a ``denoise_mask`` (1 = denoise), the kept area of ``x`` is replaced by the original
+    latent noised to σ before the call and by the original latent after it (ComfyUI's
+    ``KSamplerX0Inpaint``).
+    """
+
+    def __init__(self, guider: Guider, *, latent_image: Tensor, noise: Tensor,
+                 denoise_mask: Tensor | None = None, ctx: Any = None) -> None:
+        self.guider = guider
+        self.model_sampling = guider.model.model_sampling
+        self.latent_image = latent_image
+        self.noise = noise
+        self.denoise_mask = denoise_mask
+        self.ctx = ctx
+        self.need_uncond = False
+        self.uncond_denoised: Tensor | None = None
+
+    def capture_uncond(self) -> None:
+        self.need_uncond = True
+
+    def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
+        mask = self.denoise_mask
+        if mask is not None:
+            kept = 1.0 - mask
+            sigma_b = sigma.reshape([sigma.shape[0]] + [1] * (self.noise.ndim - 1))
+            x = x * mask + self.model_sampling.noise_scaling(sigma_b, self.noise, self.latent_image) * kept
+        out, uncond = self.guider.predict(x, sigma, need_uncond=self.need_uncond, ctx=self.ctx)
+        if self.need_uncond:
+            self.uncond_denoised = uncond
+        if mask is not None:
+            out = out * mask + self.latent_image * kept
+        return out

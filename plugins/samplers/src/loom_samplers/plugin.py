@@ -1,0 +1,34 @@
+"""Hook implementations of the ``samplers`` plugin: nodes, samplers and schedulers.
+
+Registration is declarations only; the sampler and scheduler modules import torch lazily.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import loom
+
+
+@loom.hookimpl
+def register_nodes(register: Callable[..., None]) -> None:
+    from loom_samplers.nodes import NODES
+
+    for node_class in NODES:
+        register(node_class)
+
+
+@loom.hookimpl
+def register_samplers(register: Callable[..., None]) -> None:
+    from loom_samplers.samplers import SAMPLERS
+
+    for name, sampler in SAMPLERS.items():
+        register(name, sampler)
+
+
+@loom.hookimpl
+def register_schedulers(register: Callable[..., None]) -> None:
+    from loom_samplers.schedulers import SCHEDULERS
+
+    for name, scheduler in SCHEDULERS.items():
+        register(name, scheduler)

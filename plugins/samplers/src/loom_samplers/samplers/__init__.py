@@ -1,0 +1,55 @@
+"""The sampling algorithms, by ComfyUI name, in ComfyUI's ``SAMPLER_NAMES`` order.
+
+Every entry follows :class:`loom_samplers.samplers.base.Sampler`. Attributes on a sampler
+function tell :mod:`loom_samplers.ksampler` how ComfyUI treats it: ``discard_penultimate_sigma``
+(dpm_2, dpm_2_ancestral, uni_pc*: one extra step is scheduled and the second-to-last sigma
+dropped) and ``inpaint_random_noise`` (ddim: inpainting uses fresh noise for the kept area).
+"""
+
+from __future__ import annotations
+
+from loom_samplers.samplers import cfg_pp, dpm_solver, dpmpp, karras, multistep, unipc
+from loom_samplers.samplers.base import Denoiser, Sampler, Step, StepCallback
+
+SAMPLERS: dict[str, Sampler] = {
+    "euler": karras.euler,
+    "euler_cfg_pp": cfg_pp.euler_cfg_pp,
+    "euler_ancestral": karras.euler_ancestral,
+    "euler_ancestral_cfg_pp": cfg_pp.euler_ancestral_cfg_pp,
+    "heun": karras.heun,
+    "heunpp2": karras.heunpp2,
+    "dpm_2": karras.dpm_2,
+    "dpm_2_ancestral": karras.dpm_2_ancestral,
+    "lms": karras.lms,
+    "dpm_fast": dpm_solver.dpm_fast,
+    "dpm_adaptive": dpm_solver.dpm_adaptive,
+    "dpmpp_2s_ancestral": dpmpp.dpmpp_2s_ancestral,
+    "dpmpp_2s_ancestral_cfg_pp": cfg_pp.dpmpp_2s_ancestral_cfg_pp,
+    "dpmpp_sde": dpmpp.dpmpp_sde,
+    "dpmpp_sde_gpu": dpmpp.dpmpp_sde_gpu,
+    "dpmpp_2m": dpmpp.dpmpp_2m,
+    "dpmpp_2m_cfg_pp": cfg_pp.dpmpp_2m_cfg_pp,
+    "dpmpp_2m_sde": dpmpp.dpmpp_2m_sde,
+    "dpmpp_2m_sde_gpu": dpmpp.dpmpp_2m_sde_gpu,
+    "dpmpp_2m_sde_heun": dpmpp.dpmpp_2m_sde_heun,
+    "dpmpp_2m_sde_heun_gpu": dpmpp.dpmpp_2m_sde_heun_gpu,
+    "dpmpp_3m_sde": dpmpp.dpmpp_3m_sde,
+    "dpmpp_3m_sde_gpu": dpmpp.dpmpp_3m_sde_gpu,
+    "ddpm": multistep.ddpm,
+    "lcm": multistep.lcm,
+    "ipndm": multistep.ipndm,
+    "ipndm_v": multistep.ipndm_v,
+    "deis": multistep.deis,
+    "res_multistep": multistep.res_multistep,
+    "res_multistep_cfg_pp": cfg_pp.res_multistep_cfg_pp,
+    "res_multistep_ancestral": multistep.res_multistep_ancestral,
+    "res_multistep_ancestral_cfg_pp": cfg_pp.res_multistep_ancestral_cfg_pp,
+    "gradient_estimation": multistep.gradient_estimation,
+    "gradient_estimation_cfg_pp": cfg_pp.gradient_estimation_cfg_pp,
+    "er_sde": multistep.er_sde,
+    "ddim": karras.ddim,
+    "uni_pc": unipc.uni_pc,
+    "uni_pc_bh2": unipc.uni_pc_bh2,
+}
+
+__all__ = ["SAMPLERS", "Denoiser", "Sampler", "Step", "StepCallback"]

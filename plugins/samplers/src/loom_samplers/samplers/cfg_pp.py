@@ -1,0 +1,160 @@
+"""CFG++ samplers: the step direction uses the unconditional prediction, the anchor the guided one.
+
+Chung, Kim, Park, Nam, Ye (2024), "CFG++: Manifold-constrained Classifier Free Guidance for
+Diffusion Models", arXiv:2406.08070. The denoiser must be a guided one: these samplers call
+``denoiser.capture_uncond()`` and read ``denoiser.uncond_denoised`` after each call (the
+cfg = 1 shortcut is then off, as in ComfyUI).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from loom_samplers.samplers.base import (
+    ancestral_step,
+    half_log_snr,
+    is_flow,
+    is_zero,
+    needs_uncond,
+    noise_scale,
+    ones_batch,
+    report,
+    sigma_from_half_log_snr,
+    to_d,
+)
+from loom_samplers.samplers.multistep import gradient_estimation, res_multistep
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from loom_samplers.noise import NoiseSource
+    from loom_samplers.samplers.base import Denoiser, StepCallback
+
+
+def euler_ancestral_cfg_pp(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
+                           on_step: StepCallback | None = None, eta: float = 1.0,
+                           s_noise: float = 1.0) -> Tensor:
+    """Ancestral Euler steps with CFG++ (DDIM-style renoising with the unconditional ε)."""
+    needs_uncond(denoiser)
+    draw = noise.sampler(x)
+    flow = is_flow(denoiser)
+    s_noise = s_noise * noise_scale(denoiser)
+    s_in = ones_batch(x)
+    for i in range(len(sigmas) - 1):
+        denoised = denoiser(x, sigmas[i] * s_in)
+        uncond = denoiser.uncond_denoised  # type: ignore[attr-defined]
+        report(on_step, i, x, sigmas[i], denoised)
+        if is_zero(sigmas[i + 1]):
+            x = denoised
+            continue
+        alpha_s = sigmas[i] * half_log_snr(sigmas[i], flow).exp()
+        alpha_t = sigmas[i + 1] * half_log_snr(sigmas[i + 1], flow).exp()
+        d = to_d(x, sigmas[i], alpha_s * uncond)
+        sigma_down, sigma_up = ancestral_step(sigmas[i] / alpha_s, sigmas[i + 1] / alpha_t, eta=eta)
+        x = alpha_t * denoised + alpha_t * sigma_down * d
+        if eta > 0 and s_noise > 0:
+            x = x + alpha_t * draw(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
+    return x
+
+
+def euler_cfg_pp(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
+                 on_step: StepCallback | None = None) -> Tensor:
+    """Euler steps with CFG++ (the deterministic case of :func:`euler_ancestral_cfg_pp`)."""
+    return euler_ancestral_cfg_pp(denoiser, x, sigmas, noise=noise, on_step=on_step, eta=0.0,
+                                  s_noise=0.0)
+
+
+def dpmpp_2m_cfg_pp(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
+                    on_step: StepCallback | None = None) -> Tensor:
+    """DPM-Solver++(2M) with CFG++."""
+    needs_uncond(denoiser)
+    s_in = ones_batch(x)
+    old_uncond = None
+    for i in range(len(sigmas) - 1):
+        denoised = denoiser(x, sigmas[i] * s_in)
+        uncond = denoiser.uncond_denoised  # type: ignore[attr-defined]
+        report(on_step, i, x, sigmas[i], denoised)
+        t, t_next = sigmas[i].log().neg(), sigmas[i + 1].log().neg()
+        h = t_next - t
+        if old_uncond is None or is_zero(sigmas[i + 1]):
+            mix = -(-h).exp() * uncond
+        else:
+            r = (t - sigmas[i - 1].log().neg()) / h
+            mix = -(-h).exp() * uncond - (-h).expm1() * (1 / (2 * r)) * (denoised - old_uncond)
+        x = denoised + mix + (-h).exp() * x
+        old_uncond = uncond
+    return x
+
+
+def dpmpp_2s_ancestral_cfg_pp(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *,
+                              noise: NoiseSource, on_step: StepCallback | None = None,
+                              eta: float = 1.0, s_noise: float = 1.0) -> Tensor:
+    """DPM-Solver++(2S) ancestral with CFG++."""
+    from loom_samplers.samplers.karras import _rf_ancestral
+
+    needs_uncond(denoiser)
+    flow = is_flow(denoiser)
+    draw = noise.sampler(x)
+    s_noise = s_noise * noise_scale(denoiser)
+    s_in = ones_batch(x)
+    for i in range(len(sigmas) - 1):
+        denoised = denoiser(x, sigmas[i] * s_in)
+        uncond = denoiser.uncond_denoised  # type: ignore[attr-defined]
+        guidance = denoised - uncond
+        if flow:
+            sigma_down, alpha_ratio, sigma_up = _rf_ancestral(sigmas[i], sigmas[i + 1], eta)
+        else:
+            (sigma_down, sigma_up), alpha_ratio = ancestral_step(sigmas[i], sigmas[i + 1], eta), 1.0
+        report(on_step, i, x, sigmas[i], denoised)
+        last = is_zero(sigmas[i + 1]) if flow else is_zero(sigma_down)
+        if last:
+            x = x + to_d(x, sigmas[i], uncond) * (sigma_down - sigmas[i])
+        elif flow:
+            if float(sigmas[i]) == 1.0:
+                sigma_s = 0.9999
+            else:
+                lam_i, lam_down = half_log_snr(sigmas[i], True), half_log_snr(sigma_down, True)
+                sigma_s = sigma_from_half_log_snr(lam_i + 0.5 * (lam_down - lam_i), True)
+            ratio_s = sigma_s / sigmas[i]
+            denoiser((ratio_s * x + (1 - ratio_s) * uncond), sigma_s * s_in)
+            ratio_down = sigma_down / sigmas[i]
+            x = ratio_down * x + (1 - ratio_down) * denoiser.uncond_denoised  # type: ignore[attr-defined]
+        else:
+            t, t_next = sigmas[i].log().neg(), sigma_down.log().neg()
+            h = t_next - t
+            s = t + 0.5 * h
+            x_2 = ((-s).exp() / (-t).exp()) * x - (-h * 0.5).expm1() * uncond
+            denoiser(x_2, (-s).exp() * s_in)
+            x = ((-t_next).exp() / (-t).exp()) * x - (-h).expm1() * denoiser.uncond_denoised  # type: ignore[attr-defined]
+        if flow:
+            if sigmas[i + 1] > 0 and eta > 0:
+                x = alpha_ratio * x + draw(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
+            x = x + (1 - sigmas[i + 1]) * guidance
+        else:
+            if sigmas[i + 1] > 0:
+                x = x + draw(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
+            x = x + guidance
+    return x
+
+
+def res_multistep_cfg_pp(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
+                         on_step: StepCallback | None = None, s_noise: float = 1.0) -> Tensor:
+    """RES multistep with CFG++."""
+    return res_multistep(denoiser, x, sigmas, noise=noise, on_step=on_step, s_noise=s_noise,
+                         eta=0.0, cfg_pp=True)
+
+
+def res_multistep_ancestral_cfg_pp(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *,
+                                   noise: NoiseSource, on_step: StepCallback | None = None,
+                                   eta: float = 1.0, s_noise: float = 1.0) -> Tensor:
+    """Ancestral RES multistep with CFG++."""
+    return res_multistep(denoiser, x, sigmas, noise=noise, on_step=on_step, s_noise=s_noise,
+                         eta=eta, cfg_pp=True)
+
+
+def gradient_estimation_cfg_pp(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *,
+                               noise: NoiseSource, on_step: StepCallback | None = None,
+                               ge_gamma: float = 2.0) -> Tensor:
+    """Gradient estimation with CFG++."""
+    return gradient_estimation(denoiser, x, sigmas, noise=noise, on_step=on_step,
+                               ge_gamma=ge_gamma, cfg_pp=True)
