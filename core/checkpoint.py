@@ -86,7 +86,7 @@ def read_header(path: Path | str) -> CheckpointHeader:
     data_size = file_size - 8 - header_size
     metadata = _metadata(name, document.pop("__metadata__", None))
     tensors = {key: _tensor_info(name, key, entry, data_size) for key, entry in document.items()}
-    return CheckpointHeader(path=path, tensors=tensors, metadata=metadata)
+    return CheckpointHeader(path=path, tensors=tensors, metadata=metadata, data_start=8 + header_size)
 
 
 def _file_size(handle: Any) -> int:
@@ -173,10 +173,10 @@ def _tensor_info(name: str, key: str, entry: Any, data_size: int) -> TensorInfo:
     expected = math.prod(shape) * bits
     if bits % 8 == 0 and expected // 8 != end - begin:
         raise ModelFileError(
-            f"{where} has {end - begin} bytes of data but {dtype}{shape} needs {expected // 8}; "
-            "the header is corrupt"
+            f"{where} has {end - begin} bytes of data but {dtype}{shape} needs {expected // 8} "
+            "bytes; the header is corrupt"
         )
-    return TensorInfo(dtype=dtype, shape=tuple(shape))
+    return TensorInfo(dtype=dtype, shape=tuple(shape), data_offsets=(begin, end))
 
 
 def _is_count(value: Any) -> bool:

@@ -28,6 +28,11 @@ class Runtime:
     def __init__(self, settings: Settings | None = None, host: PluginHost | None = None) -> None:
         self.settings = settings or Settings.from_env()
         self.host = host or PluginHost(disabled=self.settings.disabled_plugins)
+        if self.settings.tune_host_allocator:
+            # Before any worker thread exists: glibc applies arena limits to new arenas only.
+            from loom.memory.allocator import configure_host_allocator
+
+            configure_host_allocator()
 
     @cached_property
     def registry(self) -> Registry:

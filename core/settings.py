@@ -49,6 +49,17 @@ class Settings:
     cache_ram_headroom_gb: float = 4.0
     disable_metadata: bool = False
     load_custom_nodes: bool = True
+    # memory (loom.memory.MemoryManager.from_settings): --cpu, a VRAM budget (on a CPU-only
+    # machine it simulates a device of that size), bytes kept free, low/normal/high VRAM
+    # mode, and the compute dtype ("fp32", "fp16", "bf16"; None = per device).
+    cpu_only: bool = False
+    vram_budget_bytes: int | None = None
+    reserved_bytes: int = 0
+    vram_mode: str = attrs.field(default="normal", validator=attrs.validators.in_(("low", "normal", "high")))
+    compute_dtype: str | None = None
+    #: Raise glibc's mmap/trim thresholds at start-up so activation buffers are not returned
+    #: to the OS and faulted back on every op (see loom.memory.allocator; LOOM_MALLOC=0 too).
+    tune_host_allocator: bool = True
 
     @property
     def models_dir(self) -> Path:

@@ -134,6 +134,8 @@ class TensorInfo:
 
     dtype: str
     shape: tuple[int, ...]
+    #: ``(begin, end)`` byte offsets inside the data section (after the header).
+    data_offsets: tuple[int, int] | None = attrs.field(default=None, eq=False)
 
 
 @attrs.frozen
@@ -143,6 +145,8 @@ class CheckpointHeader:
     path: Path
     tensors: Mapping[str, TensorInfo]
     metadata: Mapping[str, str]
+    #: File offset where the data section (and so ``data_offsets``) starts.
+    data_start: int = 0
 
     def keys_with_prefix(self, prefix: str) -> list[str]:
         return [key for key in self.tensors if key.startswith(prefix)]
@@ -179,7 +183,9 @@ class ModelFamily(Protocol):
 
         ``options["extra_headers"]`` (a tuple of headers) are more files to combine into
         the same part, e.g. the second file of ``DualCLIPLoader``; the family scored each
-        of them above 0 for ``part``.
+        of them above 0 for ``part``. ``options["runtime"]`` is the running
+        :class:`~loom.runtime.Runtime` (model folders, memory manager) when a loader node
+        calls; families must also work without it.
         """
         ...
 

@@ -39,14 +39,30 @@ class LoomGroup(click.Group):
 @click.option("--cache", "cache_policy", type=click.Choice(["classic", "lru", "ram", "none"]), default=None,
               help="Output caching policy between prompts (ComfyUI's --cache-* flags).")
 @click.option("--disable-metadata", is_flag=True, default=False, help="Do not write the prompt/workflow into PNGs.")
+@click.option("--cpu", "cpu_only", is_flag=True, default=None, help="Compute on the CPU even when a GPU is present.")
+@click.option("--lowvram", "vram_mode", flag_value="low", default=None, help="Keep at most half the budget per model resident.")
+@click.option("--highvram", "vram_mode", flag_value="high", help="Never stream weights: keep whole models on the device.")
+@click.option("--reserve-vram", "reserve_vram_gb", type=float, default=None, metavar="GB",
+              help="Device memory to leave free for other programs.")
+@click.option("--vram-budget", "vram_budget_gb", type=float, default=None, metavar="GB",
+              help="Use at most this much device memory (on a CPU-only machine: simulate a device of this size).")
+@click.option("--compute-dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default=None,
+              help="Compute dtype of model layers (default: per device; fp32 on CPU).")
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 @click.version_option(package_name="loom-core", prog_name="loom")
 @click.pass_context
-def cli(ctx: click.Context, verbose: int, disabled: Sequence[str], **directories: object) -> None:
+def cli(ctx: click.Context, verbose: int, disabled: Sequence[str], reserve_vram_gb: float | None,
+        vram_budget_gb: float | None, **options: object) -> None:
     """Loom runs ComfyUI workflows: a node-graph engine for diffusion models."""
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
                         format="%(levelname)s %(name)s: %(message)s")
-    settings = Settings.from_env(disabled_plugins=set(disabled) or None, **directories)
+    gib = 1024**3
+    settings = Settings.from_env(
+        disabled_plugins=set(disabled) or None,
+        reserved_bytes=int(reserve_vram_gb * gib) if reserve_vram_gb is not None else None,
+        vram_budget_bytes=int(vram_budget_gb * gib) if vram_budget_gb is not None else None,
+        **options,
+    )
     ctx.obj = _RuntimeFactory(settings, LoomGroup.host)
 
 

@@ -98,3 +98,24 @@ def test_disable_plugin_flag_removes_its_nodes(workdir, capsys):
     assert main(["--disable-plugin", "mask", "nodes"]) == 0
     out = capsys.readouterr().out
     assert "InvertMask" not in out and "EmptyImage" in out
+
+
+def test_memory_flags_reach_the_memory_manager(workdir, monkeypatch):
+    import loom.runtime
+    from loom.memory import MemoryManager
+
+    seen = {}
+    original = loom.runtime.Runtime.__init__
+
+    def spy(self, settings=None, host=None):
+        seen["settings"] = settings
+        original(self, settings, host)
+
+    monkeypatch.setattr(loom.runtime.Runtime, "__init__", spy)
+    args = ["--vram-budget", "0.5", "--reserve-vram", "0.25", "--lowvram", "--compute-dtype", "bf16", "plugins"]
+    assert main(args) == 0
+    settings = seen["settings"]
+    assert (settings.vram_budget_bytes, settings.reserved_bytes) == (512 * 1024**2, 256 * 1024**2)
+    assert (settings.vram_mode, settings.compute_dtype) == ("low", "bf16")
+    accounting = MemoryManager.from_settings(settings).accounting()
+    assert accounting.budget_bytes <= 512 * 1024**2

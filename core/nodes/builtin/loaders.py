@@ -99,6 +99,8 @@ def load_part(
     else:
         family = detect_common_family(registry, headers, part)
     load_options = dict(options or {})
+    # Families read model folders (tokenizers, embeddings) and the memory manager from it.
+    load_options.setdefault("runtime", _runtime(ctx))
     if len(headers) > 1:
         load_options["extra_headers"] = tuple(headers[1:])
     started = time.perf_counter()

@@ -95,12 +95,15 @@ class ToyFamily:
         self.score = score
         self.drop = drop  # parts this family claims but fails to return (None)
         self.loads: list[tuple[str, str, dict[str, Any]]] = []
+        self.runtimes: list[Any] = []
 
     def detect(self, header: CheckpointHeader, part: str) -> float:
         key = f"{self.prefix}{PART_KEYS[part]}.weight"
         return self.score if header.has(key) else 0.0
 
     def load(self, header: CheckpointHeader, part: str, options: Mapping[str, Any]) -> LoadedParts:
+        self.runtimes.append(options.get("runtime"))
+        options = {key: value for key, value in options.items() if key != "runtime"}
         self.loads.append((header.path.name, part, dict(options)))
         tensors = safetensors.torch.load_file(header.path)
         source = f"{self.name}:{header.path.name}"

@@ -153,6 +153,7 @@ def test_unet_loader_passes_weight_dtype(tmp_path, registry, toy):
     (model,) = run_node(registry, "UNETLoader", unet_name="u.safetensors", weight_dtype="fp8_e4m3fn")
     assert model.options == {"weight_dtype": "fp8_e4m3fn"}
     assert toy.loads[-1][:2] == ("u.safetensors", "diffusion_model")
+    assert toy.runtimes[-1] is not None  # families get the runtime (folders, memory manager)
 
 
 def test_clip_loader_passes_type_and_device(tmp_path, registry, toy):

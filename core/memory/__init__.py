@@ -1,0 +1,114 @@
+"""Model memory: handles, devices and budgets, patches, cast layers, safetensors loading.
+
+Everything a family plugin or sampler needs is importable from here::
+
+    from loom.memory import ModelHandle, MemoryManager, ops, load_module
+
+    unet, report = load_module(lambda: UNet(config, ops=ops), path)
+    handle = ModelHandle(unet, name="sd15-unet", memory_estimator=estimate)
+    manager.load([handle], extra_memory=handle.memory_estimate(x.shape, dtype))
+
+Names are imported on first use, so ``loom.memory.allocator`` (run at start-up) does not
+import torch; nothing here probes a device or changes state at import.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "allocator": ("AllocatorPolicy", "AllocatorResult", "configure_host_allocator", "trim_host_memory"),
+    "cast": ("CastWeights", "cast_to", "ops", "set_compute_dtype"),
+    "devices": ("DeviceInfo", "MemoryView", "compute_dtype_for", "cpu_device", "discover_devices",
+                "simulated_device"),
+    "handle": ("MemoryEstimator", "ModelHandle", "default_memory_estimate"),
+    "loading": ("LoadPolicy", "LoadReport", "PrefixView", "build_on_meta", "load_into_module", "load_module",
+                "open_safetensors", "split_state_dict_by_prefix"),
+    "manager": ("Accounting", "Eviction", "MemoryManager", "ModelAccount"),
+    "patches": ("DiffPatch", "ReplacePatch", "WeightPatch"),
+    "safetensors_file": ("SafetensorsFile", "read_header"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = [
+    "Accounting",
+    "AllocatorPolicy",
+    "AllocatorResult",
+    "CastWeights",
+    "DeviceInfo",
+    "DiffPatch",
+    "Eviction",
+    "LoadPolicy",
+    "LoadReport",
+    "MemoryEstimator",
+    "MemoryManager",
+    "MemoryView",
+    "ModelAccount",
+    "ModelHandle",
+    "PrefixView",
+    "ReplacePatch",
+    "SafetensorsFile",
+    "WeightPatch",
+    "build_on_meta",
+    "cast_to",
+    "compute_dtype_for",
+    "configure_host_allocator",
+    "cpu_device",
+    "default_memory_estimate",
+    "discover_devices",
+    "load_into_module",
+    "load_module",
+    "open_safetensors",
+    "ops",
+    "read_header",
+    "set_compute_dtype",
+    "simulated_device",
+    "split_state_dict_by_prefix",
+    "trim_host_memory",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'loom.memory' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"loom.memory.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:
+    from loom.memory.allocator import (
+        AllocatorPolicy,
+        AllocatorResult,
+        configure_host_allocator,
+        trim_host_memory,
+    )
+    from loom.memory.cast import CastWeights, cast_to, ops, set_compute_dtype
+    from loom.memory.devices import (
+        DeviceInfo,
+        MemoryView,
+        compute_dtype_for,
+        cpu_device,
+        discover_devices,
+        simulated_device,
+    )
+    from loom.memory.handle import MemoryEstimator, ModelHandle, default_memory_estimate
+    from loom.memory.loading import (
+        LoadPolicy,
+        LoadReport,
+        PrefixView,
+        build_on_meta,
+        load_into_module,
+        load_module,
+        open_safetensors,
+        split_state_dict_by_prefix,
+    )
+    from loom.memory.manager import Accounting, Eviction, MemoryManager, ModelAccount
+    from loom.memory.patches import DiffPatch, ReplacePatch, WeightPatch
+    from loom.memory.safetensors_file import SafetensorsFile, read_header

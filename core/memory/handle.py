@@ -1,0 +1,187 @@
+"""Model handles: what MODEL / CLIP / VAE values carry between nodes.
+
+A :class:`ModelHandle` wraps a torch module. ``clone()`` is cheap: clones share the module
+(and so the base weights) and each keeps its own weight patches, object patches and model
+options. Patches only take effect while the memory manager has the handle loaded; at most
+one clone of a module is applied at a time, and loading another clone first reverts it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import torch
+from torch import nn
+
+from loom.memory.patches import WeightPatch, patch_keys_present
+
+if TYPE_CHECKING:
+    from loom.memory.placement import Placement
+
+log = logging.getLogger(__name__)
+
+#: ``estimator(input_shape, dtype) -> bytes`` one forward needs beyond the weights.
+MemoryEstimator = Callable[[tuple[int, ...], torch.dtype], int]
+
+
+@attrs.define(eq=False)
+class SharedModel:
+    """State shared by a handle and all its clones: the module and where it is placed."""
+
+    module: nn.Module
+    name: str
+    placement: Placement | None = None
+
+
+def tensor_bytes(module: nn.Module) -> int:
+    """Bytes of every parameter and buffer of ``module`` (shared tensors counted once)."""
+    seen: set[int] = set()
+    total = 0
+    for tensor in (*module.parameters(), *module.buffers()):
+        if id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        total += tensor.numel() * tensor.element_size()
+    return total
+
+
+def default_memory_estimate(input_shape: tuple[int, ...], dtype: torch.dtype) -> int:
+    """Heuristic activation memory for one forward: 64 copies of the input, plus 64 MiB."""
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    return int(math.prod(input_shape) * itemsize * 64 + 64 * 2**20)
+
+
+def _copy_options(value: Any) -> Any:
+    """Copy nested dicts/lists/tuples so a clone can change them; leaves are shared."""
+    if isinstance(value, dict):
+        return {k: _copy_options(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy_options(v) for v in value]
+    return value
+
+
+class ModelHandle:
+    """A torch module plus the patches and options one node output wants applied to it.
+
+    :param module: the model; usually built on the meta device and loaded with
+        :func:`loom.memory.load_module`, weights in their stored dtype on the CPU.
+    :param name: a label for logs and accounting.
+    :param memory_estimator: ``(input_shape, dtype) -> bytes`` one forward needs (set by
+        the model family); the default is :func:`default_memory_estimate`.
+    :param compute_dtype: dtype the cast layers compute in; ``None`` lets the memory
+        manager pick per device (fp32 on CPU, bf16/fp16 on accelerators).
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        *,
+        name: str | None = None,
+        memory_estimator: MemoryEstimator | None = None,
+        compute_dtype: torch.dtype | None = None,
+    ) -> None:
+        self._shared = SharedModel(module, name or type(module).__name__)
+        self.weight_patches: dict[str, list[tuple[WeightPatch, float]]] = {}
+        self.object_patches: dict[str, Any] = {}
+        self.model_options: dict[str, Any] = {}
+        self.memory_estimator = memory_estimator
+        self.compute_dtype = compute_dtype
+
+    def __repr__(self) -> str:
+        return (
+            f"<ModelHandle {self.name} patches={len(self.weight_patches)} loaded={self.is_loaded}>"
+        )
+
+    @property
+    def module(self) -> nn.Module:
+        """The wrapped module (shared with every clone)."""
+        return self._shared.module
+
+    @property
+    def name(self) -> str:
+        return self._shared.name
+
+    @property
+    def shared(self) -> SharedModel:
+        return self._shared
+
+    @property
+    def is_loaded(self) -> bool:
+        """True while this handle's patches are the ones applied to the module."""
+        placement = self._shared.placement
+        return placement is not None and placement.handle is self
+
+    def clone(self) -> ModelHandle:
+        """A handle on the same module with its own copy of the patches and options."""
+        other = object.__new__(ModelHandle)
+        other._shared = self._shared
+        other.weight_patches = {key: list(entries) for key, entries in self.weight_patches.items()}
+        other.object_patches = dict(self.object_patches)
+        other.model_options = _copy_options(self.model_options)
+        other.memory_estimator = self.memory_estimator
+        other.compute_dtype = self.compute_dtype
+        return other
+
+    def is_clone(self, other: object) -> bool:
+        """True if ``other`` is a handle sharing this handle's module."""
+        return isinstance(other, ModelHandle) and other._shared is self._shared
+
+    def add_patches(self, patches: Mapping[str, WeightPatch], strength: float = 1.0) -> list[str]:
+        """Queue ``patches`` (weight key -> patch) at ``strength``; return the keys used.
+
+        Keys that name no tensor of the module are ignored (adapters often carry keys for
+        other parts of a checkpoint). Takes effect the next time the handle is loaded.
+        """
+        used = patch_keys_present(self.module, patches)
+        for key in used:
+            self.weight_patches.setdefault(key, []).append((patches[key], float(strength)))
+        if len(used) != len(patches):
+            log.debug(
+                "%s: %d of %d patch keys match no weight",
+                self.name,
+                len(patches) - len(used),
+                len(patches),
+            )
+        return used
+
+    def add_object_patch(self, path: str, value: Any) -> None:
+        """Replace attribute ``path`` (dotted, from the module) by ``value`` while loaded."""
+        self.object_patches[path] = value
+
+    def get_model_object(self, path: str) -> Any:
+        """Attribute ``path`` as this handle sees it: its object patch, else the module's."""
+        if path in self.object_patches:
+            return self.object_patches[path]
+        owner_path, _, name = path.rpartition(".")
+        owner = self.module.get_submodule(owner_path) if owner_path else self.module
+        return getattr(owner, name)
+
+    def add_wrapper(self, kind: str, wrapper: Callable[..., Any]) -> None:
+        """Append ``wrapper`` to ``model_options["wrappers"][kind]`` (e.g. ``"attention"``)."""
+        self.model_options.setdefault("wrappers", {}).setdefault(kind, []).append(wrapper)
+
+    def wrappers(self, kind: str) -> list[Callable[..., Any]]:
+        """Wrappers of ``kind`` in the order they were added."""
+        return list(self.model_options.get("wrappers", {}).get(kind, []))
+
+    def size_bytes(self) -> int:
+        """Bytes of the module's weights in their stored dtypes."""
+        return tensor_bytes(self.module)
+
+    def memory_estimate(self, input_shape: tuple[int, ...], dtype: torch.dtype) -> int:
+        """Bytes one forward on an input of ``input_shape`` needs besides the weights."""
+        estimator = self.memory_estimator or default_memory_estimate
+        return int(estimator(tuple(input_shape), dtype))
+
+    def patch_signature(self) -> tuple[Any, ...]:
+        """Identity of the applied state: equal signatures need no re-patching."""
+        weights = tuple(
+            (key, tuple((id(patch), strength) for patch, strength in entries))
+            for key, entries in sorted(self.weight_patches.items())
+        )
+        objects = tuple((path, id(value)) for path, value in sorted(self.object_patches.items()))
+        return weights, objects, self.compute_dtype

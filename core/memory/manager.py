@@ -1,0 +1,388 @@
+"""The memory manager: which models sit on the compute device, within a byte budget.
+
+``load(handles, extra_memory=...)`` makes room by unloading least-recently-used models,
+then places the requested ones. A model that still does not fit is loaded *partially*: as
+many of its units as fit stay resident and the rest are streamed per forward (see
+:mod:`loom.memory.placement`). Room for one streamed unit and for ``extra_memory`` (the
+activations the caller's forward needs) is always kept, so the accounted bytes on the
+device never exceed the budget. :meth:`MemoryManager.accounting` shows what is resident,
+what was evicted and why; the same is logged at debug level.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+import torch
+
+from loom.errors import LoomError
+from loom.memory.devices import (
+    DeviceInfo,
+    MemoryView,
+    compute_dtype_for,
+    cpu_device,
+    discover_devices,
+    free_bytes,
+    simulated_device,
+)
+from loom.memory.handle import ModelHandle, SharedModel
+from loom.memory.placement import StreamMeter, place, units_of
+
+log = logging.getLogger(__name__)
+
+VRAM_MODES = ("low", "normal", "high")
+DTYPE_NAMES = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+}
+
+
+@attrs.frozen
+class Eviction:
+    """One model taken off the compute device, and why."""
+
+    name: str
+    freed_bytes: int
+    reason: str
+
+
+@attrs.frozen
+class ModelAccount:
+    """One loaded model as the accounting sees it."""
+
+    name: str
+    total_bytes: int
+    resident_bytes: int
+    streamed_bytes: int
+    patched_keys: int
+    last_used: int
+
+    @property
+    def partial(self) -> bool:
+        return self.streamed_bytes > 0
+
+
+@attrs.frozen
+class Accounting:
+    """A snapshot of the manager's books (bytes)."""
+
+    device: str
+    budget_bytes: int
+    used_bytes: int
+    peak_bytes: int
+    models: tuple[ModelAccount, ...]
+    evictions: tuple[Eviction, ...]
+
+
+@attrs.define(eq=False)
+class _Entry:
+    shared: SharedModel
+    last_used: int
+
+
+class MemoryManager:
+    """Loads model handles onto the compute device within a budget; built once per runtime.
+
+    :param device: the compute device (default: the first accelerator, else the CPU).
+    :param budget_bytes: bytes models and activations may use there; default: what the
+        device reports free plus what loaded models hold.
+    :param reserved_bytes: bytes always left free (for other programs, the display, ...).
+    :param vram_mode: ``"normal"`` (evict, then partial-load what does not fit), ``"low"``
+        (additionally keep at most half the budget resident per model) or ``"high"``
+        (never stream: a model too big is loaded whole, over budget, with a warning).
+    :param compute_dtype: dtype cast layers compute in; default per device.
+    """
+
+    def __init__(
+        self,
+        device: DeviceInfo | None = None,
+        *,
+        budget_bytes: int | None = None,
+        reserved_bytes: int = 0,
+        vram_mode: str = "normal",
+        compute_dtype: torch.dtype | None = None,
+    ) -> None:
+        if vram_mode not in VRAM_MODES:
+            raise LoomError(f"unknown vram mode {vram_mode!r}", hint=f"use one of {VRAM_MODES}")
+        self.device = device or discover_devices()[0]
+        self.explicit_budget_bytes = budget_bytes
+        self.reserved_bytes = int(reserved_bytes)
+        self.vram_mode = vram_mode
+        self.compute_dtype = compute_dtype_for(self.device, compute_dtype)
+        self.meter = StreamMeter()
+        self.evictions: deque[Eviction] = deque(maxlen=256)
+        self._loaded: dict[int, _Entry] = {}
+        self._clock = 0
+        self._lock = threading.RLock()
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> MemoryManager:
+        """Build from :class:`loom.settings.Settings` (``cpu_only``, ``vram_budget_bytes``,
+        ``reserved_bytes``, ``vram_mode``, ``compute_dtype``; all optional)."""
+        budget = getattr(settings, "vram_budget_bytes", None)
+        cpu_only = bool(getattr(settings, "cpu_only", False))
+        device = cpu_device() if cpu_only else discover_devices()[0]
+        if budget is not None and not device.is_accelerator:
+            device = simulated_device(budget)
+        dtype_name = getattr(settings, "compute_dtype", None)
+        try:
+            dtype = DTYPE_NAMES[dtype_name] if dtype_name else None
+        except KeyError as exc:
+            raise LoomError(
+                f"unknown compute dtype {dtype_name!r}", hint=f"use one of {sorted(DTYPE_NAMES)}"
+            ) from exc
+        return cls(
+            device,
+            budget_bytes=budget,
+            reserved_bytes=getattr(settings, "reserved_bytes", 0),
+            vram_mode=getattr(settings, "vram_mode", "normal"),
+            compute_dtype=dtype,
+        )
+
+    # --- books -------------------------------------------------------------------------
+
+    @property
+    def used_bytes(self) -> int:
+        """Bytes of loaded models resident on the compute device."""
+        return sum(
+            e.shared.placement.resident_bytes
+            for e in self._loaded.values()
+            if e.shared.placement is not None
+        )
+
+    def budget_bytes(self) -> int:
+        """Bytes models plus activations may occupy on the compute device now."""
+        if self.explicit_budget_bytes is not None:
+            total = self.explicit_budget_bytes
+        else:
+            total = free_bytes(self.device) + self.used_bytes
+        return max(0, total - self.reserved_bytes)
+
+    def accounting(self) -> Accounting:
+        """What is resident, streamed and evicted, and the peak bytes ever on the device."""
+        models = []
+        for entry in sorted(self._loaded.values(), key=lambda e: e.last_used):
+            placement = entry.shared.placement
+            assert placement is not None
+            models.append(
+                ModelAccount(
+                    entry.shared.name,
+                    placement.resident_bytes + placement.streamed_bytes,
+                    placement.resident_bytes,
+                    placement.streamed_bytes,
+                    len(placement.handle.weight_patches),
+                    entry.last_used,
+                )
+            )
+        return Accounting(
+            str(self.device),
+            self.budget_bytes(),
+            self.used_bytes,
+            self.meter.peak_bytes,
+            tuple(models),
+            tuple(self.evictions),
+        )
+
+    def reset_peak(self) -> None:
+        """Start measuring ``peak_bytes`` again from what is on the device now."""
+        self.meter.peak_bytes = 0
+        self.meter.resident_bytes = self.used_bytes
+        self.meter.observe()
+
+    def memory_view(self) -> MemoryView:
+        """Total, free and model-held bytes of the compute device."""
+        return MemoryView(
+            str(self.device),
+            self.device.total_bytes,
+            free_bytes(self.device),
+            self.used_bytes,
+            self.budget_bytes(),
+        )
+
+    def loaded_handles(self) -> list[ModelHandle]:
+        """Handles currently applied, least recently used first."""
+        entries = sorted(self._loaded.values(), key=lambda e: e.last_used)
+        return [e.shared.placement.handle for e in entries if e.shared.placement is not None]
+
+    def compute_dtype_for(self, handle: ModelHandle) -> torch.dtype:
+        """The dtype ``handle``'s cast layers compute in once loaded here."""
+        return handle.compute_dtype or self.compute_dtype
+
+    # --- loading -----------------------------------------------------------------------
+
+    def load(self, handles: Iterable[ModelHandle], extra_memory: int = 0) -> None:
+        """Make ``handles`` ready to run on the compute device, leaving ``extra_memory`` free.
+
+        Models already loaded with the same patches are only marked as used. Others are
+        placed after evicting least-recently-used models that were not asked for; what
+        still does not fit is loaded partially.
+        """
+        wanted = list(dict.fromkeys(handles))
+        shared_ids = [id(h.shared) for h in wanted]
+        if len(set(shared_ids)) != len(shared_ids):
+            raise LoomError(
+                "two clones of the same model cannot be loaded at once",
+                hint="load them one after the other",
+            )
+        with self._lock:
+            self._clock += 1
+            to_place = [h for h in wanted if not self._reuse(h, extra_memory)]
+            streaming = self._streaming_room(h for h in wanted if h not in to_place)
+            need = sum(h.size_bytes() for h in to_place) + int(extra_memory) + streaming
+            names = ", ".join(h.name for h in to_place) or "activations"
+            self.free(need, keep=wanted, reason=f"make room for {names} ({need} bytes)")
+            if self.used_bytes + extra_memory + streaming > self.budget_bytes():
+                for handle in wanted:
+                    if handle not in to_place:  # shrink resident models to fit activations
+                        self._unload(handle.shared, "re-placed to fit activations")
+                        to_place.append(handle)
+            for handle in to_place:
+                self._place(handle, int(extra_memory))
+            self.meter.resident_bytes = self.used_bytes
+            self.meter.observe()
+            self._log_books()
+
+    @staticmethod
+    def _streaming_room(handles: Iterable[ModelHandle]) -> int:
+        placements = [h.shared.placement for h in handles if h.shared.placement is not None]
+        return max((p.largest_streamed_bytes for p in placements), default=0)
+
+    def _reuse(self, handle: ModelHandle, extra_memory: int) -> bool:
+        entry = self._loaded.get(id(handle.shared))
+        placement = handle.shared.placement
+        if entry is None or placement is None:
+            return False
+        same = placement.handle is handle and placement.signature == handle.patch_signature()
+        room = self.budget_bytes() - self.used_bytes - extra_memory
+        grow = placement.is_partial and placement.streamed_bytes <= room
+        if same and not grow:
+            entry.last_used = self._clock
+            return True
+        if same:
+            reason = "grow to full load"
+        elif placement.handle is handle:
+            reason = "patches changed"
+        else:
+            reason = "another clone requested"
+        self._unload(handle.shared, reason)
+        return False
+
+    def _place(self, handle: ModelHandle, extra_memory: int) -> None:
+        size = handle.size_bytes()
+        budget = self.budget_bytes()
+        available = budget - self.used_bytes - extra_memory
+        if not self.device.is_accelerator:  # weights already live where they compute
+            limit = size
+        elif size <= available or self.vram_mode == "high":
+            limit = size
+            if size > available:
+                log.warning(
+                    "%s (%d bytes) loaded whole over budget (vram_mode=high)", handle.name, size
+                )
+        else:
+            largest = max((u.size_bytes for u in units_of(handle.module)), default=0)
+            limit = max(0, available - largest)
+            if self.vram_mode == "low":
+                limit = min(limit, budget // 2)
+            if available < largest:
+                log.warning(
+                    "%s: a %d-byte unit does not fit the %d bytes left; budget may be "
+                    "exceeded while it streams",
+                    handle.name,
+                    largest,
+                    available,
+                )
+        placement = place(
+            handle, self.device.torch_device, limit, self.meter, self.compute_dtype_for(handle)
+        )
+        handle.shared.placement = placement
+        self._loaded[id(handle.shared)] = _Entry(handle.shared, self._clock)
+        self.meter.resident_bytes = self.used_bytes
+        self.meter.observe()
+        log.debug(
+            "loaded %s on %s: %d resident, %d streamed (%d units), %d patched keys",
+            handle.name,
+            self.device,
+            placement.resident_bytes,
+            placement.streamed_bytes,
+            len(placement.streamed),
+            len(handle.weight_patches),
+        )
+
+    # --- unloading ---------------------------------------------------------------------
+
+    def _unload(self, shared: SharedModel, reason: str) -> int:
+        entry = self._loaded.pop(id(shared), None)
+        placement = shared.placement
+        if entry is None or placement is None:
+            return 0
+        freed = placement.resident_bytes
+        placement.revert()
+        shared.placement = None
+        self.evictions.append(Eviction(shared.name, freed, reason))
+        self.meter.resident_bytes = self.used_bytes
+        log.debug("unloaded %s (%d bytes): %s", shared.name, freed, reason)
+        return freed
+
+    def free(
+        self, bytes_needed: int, *, keep: Iterable[ModelHandle] = (), reason: str = "free"
+    ) -> int:
+        """Unload least-recently-used models (except ``keep``) until ``bytes_needed`` are free.
+
+        Returns the bytes freed. Stops early when enough is free or nothing is left to evict.
+        """
+        keep_ids = {id(h.shared) for h in keep}
+        freed = 0
+        with self._lock:
+            for entry in sorted(self._loaded.values(), key=lambda e: e.last_used):
+                if self.budget_bytes() - self.used_bytes >= bytes_needed:
+                    break
+                if id(entry.shared) not in keep_ids:
+                    freed += self._unload(entry.shared, reason)
+            if freed:
+                self._empty_cache()
+        return freed
+
+    def unload(self, handle: ModelHandle, reason: str = "requested") -> int:
+        """Take ``handle``'s module off the device (whichever clone is applied)."""
+        with self._lock:
+            freed = self._unload(handle.shared, reason)
+            self._empty_cache()
+            return freed
+
+    def unload_all(self, reason: str = "unload all") -> int:
+        """Unload every model; returns the bytes freed."""
+        with self._lock:
+            freed = sum(self._unload(e.shared, reason) for e in list(self._loaded.values()))
+            self._empty_cache()
+            return freed
+
+    def _empty_cache(self) -> None:
+        if self.device.type == "cuda" and not self.device.simulated:
+            torch.cuda.empty_cache()
+
+    def _log_books(self) -> None:
+        if not log.isEnabledFor(logging.DEBUG):
+            return
+        books = self.accounting()
+        log.debug(
+            "memory on %s: %d of %d bytes used, peak %d; %s",
+            books.device,
+            books.used_bytes,
+            books.budget_bytes,
+            books.peak_bytes,
+            "; ".join(
+                f"{m.name}: {m.resident_bytes} resident, {m.streamed_bytes} streamed"
+                for m in books.models
+            )
+            or "no models",
+        )

@@ -1,0 +1,129 @@
+"""Reversible weight patches: the protocol adapters implement, and how they are applied.
+
+A weight patch never modifies a tensor in place. Applying one computes the patched weight
+in float32 from the original, casts it back to the original's dtype, and *replaces* the
+module's parameter; the original tensor object is kept aside and put back on revert. That
+makes revert bitwise exact by construction, however many load/patch/unload cycles run,
+and costs no backup copy of the base weights.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import attrs
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class WeightPatch(Protocol):
+    """A change to one weight, provided by a weight adapter (LoRA, LoHa, diff, ...).
+
+    ``apply`` receives the current weight in float32 on the compute device and returns the
+    patched weight (float32, same shape). It must not modify ``weight`` in place.
+    """
+
+    def apply(self, weight: torch.Tensor, strength: float) -> torch.Tensor: ...
+
+
+@attrs.frozen(eq=False)
+class DiffPatch:
+    """``weight + strength * diff``: the simplest adapter (a stored weight difference)."""
+
+    diff: torch.Tensor
+
+    def apply(self, weight: torch.Tensor, strength: float) -> torch.Tensor:
+        diff = self.diff.to(weight.device, torch.float32)
+        return weight + strength * diff.reshape(weight.shape)
+
+
+@attrs.frozen(eq=False)
+class ReplacePatch:
+    """Replace the weight by ``value`` blended with ``strength`` (``set`` patches)."""
+
+    value: torch.Tensor
+
+    def apply(self, weight: torch.Tensor, strength: float) -> torch.Tensor:
+        value = self.value.to(weight.device, torch.float32).reshape(weight.shape)
+        return torch.lerp(weight, value, strength)
+
+
+PatchEntries = Sequence[tuple[WeightPatch, float]]
+
+
+def resolve(module: nn.Module, key: str) -> tuple[nn.Module, str]:
+    """The submodule owning tensor ``key`` (``"down.0.weight"``) and the tensor's local name."""
+    owner_path, _, name = key.rpartition(".")
+    owner = module.get_submodule(owner_path) if owner_path else module
+    return owner, name
+
+
+def get_tensor(module: nn.Module, key: str) -> torch.Tensor:
+    """The parameter or buffer ``key`` of ``module``; ``KeyError`` if there is none."""
+    try:
+        owner, name = resolve(module, key)
+    except AttributeError as exc:
+        raise KeyError(key) from exc
+    if name in owner._parameters and owner._parameters[name] is not None:
+        return owner._parameters[name]
+    if name in owner._buffers and owner._buffers[name] is not None:
+        return owner._buffers[name]
+    raise KeyError(key)
+
+
+def set_tensor(owner: nn.Module, name: str, value: torch.Tensor) -> None:
+    """Put ``value`` in ``owner`` as parameter or buffer ``name`` (whichever it is now)."""
+    if name in owner._parameters:
+        if not isinstance(value, nn.Parameter):
+            value = nn.Parameter(value, requires_grad=False)
+        owner._parameters[name] = value
+    else:
+        owner._buffers[name] = value
+
+
+def patched_weight(
+    original: torch.Tensor, entries: PatchEntries, device: torch.device | None = None
+) -> torch.Tensor:
+    """``original`` with ``entries`` applied in float32 on ``device``, cast back to its dtype."""
+    device = original.device if device is None else device
+    weight = original.detach().to(device=device, dtype=torch.float32, copy=True)
+    for patch, strength in entries:
+        weight = patch.apply(weight, float(strength))
+    return weight.to(original.dtype)
+
+
+def patch_keys_present(module: nn.Module, keys: Iterable[str]) -> list[str]:
+    """The subset of ``keys`` that name a tensor of ``module`` (adapters may carry extras)."""
+    present = []
+    for key in keys:
+        try:
+            get_tensor(module, key)
+        except KeyError:
+            continue
+        present.append(key)
+    return present
+
+
+def set_object(module: nn.Module, path: str, value: Any) -> Any:
+    """Set attribute ``path`` (dotted, from ``module``) to ``value``; return the old value."""
+    owner_path, _, name = path.rpartition(".")
+    owner = module.get_submodule(owner_path) if owner_path else module
+    old = getattr(owner, name)
+    setattr(owner, name, value)
+    return old
+
+
+def apply_object_patches(module: nn.Module, patches: Mapping[str, Any]) -> dict[str, Any]:
+    """Apply object patches; return the backups :func:`revert_object_patches` needs."""
+    return {path: set_object(module, path, value) for path, value in patches.items()}
+
+
+def revert_object_patches(module: nn.Module, backups: Mapping[str, Any]) -> None:
+    """Put back the objects saved by :func:`apply_object_patches`."""
+    for path, value in backups.items():
+        set_object(module, path, value)

@@ -1,0 +1,208 @@
+"""Placing one handle's module on a compute device: resident units, streamed units, patches.
+
+A *unit* is a submodule with tensors of its own (a Linear, a GroupNorm, ...). Placing a
+handle decides, unit by unit, which are *resident* (their weights copied to the compute
+device, patched) and which are *streamed*: their weights stay on the offload device and a
+forward pre-hook copies them to the compute device for that one call; the forward hook
+drops the copy afterwards. Every replaced tensor's original is kept in ``home`` and put
+back by :meth:`Placement.revert`, so the module ends exactly as it started.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import attrs
+import torch
+from torch import nn
+
+from loom.memory.cast import set_compute_dtype
+from loom.memory.handle import ModelHandle
+from loom.memory.patches import (
+    apply_object_patches,
+    patched_weight,
+    revert_object_patches,
+    set_tensor,
+)
+
+log = logging.getLogger(__name__)
+
+
+@attrs.define(eq=False)
+class Unit:
+    """A submodule holding tensors directly, placed as a whole."""
+
+    path: str
+    module: nn.Module
+    names: tuple[str, ...]
+    size_bytes: int
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def tensors(self) -> list[tuple[str, torch.Tensor]]:
+        found = []
+        for name in self.names:
+            tensor = self.module._parameters.get(name)
+            if tensor is None:
+                tensor = self.module._buffers.get(name)
+            if tensor is not None:
+                found.append((name, tensor))
+        return found
+
+
+def units_of(module: nn.Module) -> list[Unit]:
+    """Every submodule with parameters or buffers of its own, in definition order."""
+    units = []
+    for path, sub in module.named_modules():
+        names = [n for n, t in (*sub._parameters.items(), *sub._buffers.items()) if t is not None]
+        if names:
+            size = sum(
+                t.numel() * t.element_size()
+                for t in (*sub._parameters.values(), *sub._buffers.values())
+                if t is not None
+            )
+            units.append(Unit(path, sub, tuple(names), size))
+    return units
+
+
+@attrs.define(eq=False)
+class StreamMeter:
+    """Bytes streamed onto the compute device right now, and the peak of all bytes there."""
+
+    current_bytes: int = 0
+    #: bytes resident on the device besides the streamed ones (kept up to date by the manager)
+    resident_bytes: int = 0
+    #: most bytes on the device at any moment, resident plus streamed
+    peak_bytes: int = 0
+
+    def add(self, size: int) -> None:
+        self.current_bytes += size
+        self.observe()
+
+    def observe(self) -> None:
+        self.peak_bytes = max(self.peak_bytes, self.resident_bytes + self.current_bytes)
+
+    def remove(self, size: int) -> None:
+        self.current_bytes -= size
+
+
+@attrs.define(eq=False)
+class Placement:
+    """How one loaded handle's module sits on the devices; undone by :meth:`revert`."""
+
+    handle: ModelHandle
+    device: torch.device
+    resident: list[Unit]
+    streamed: list[Unit]
+    home: dict[str, tuple[nn.Module, str, torch.Tensor]] = attrs.Factory(dict)
+    object_backups: dict[str, Any] = attrs.Factory(dict)
+    hooks: list[Any] = attrs.Factory(list)
+    signature: tuple[Any, ...] = ()
+
+    @property
+    def resident_bytes(self) -> int:
+        return sum(u.size_bytes for u in self.resident)
+
+    @property
+    def streamed_bytes(self) -> int:
+        return sum(u.size_bytes for u in self.streamed)
+
+    @property
+    def largest_streamed_bytes(self) -> int:
+        """Room one streamed unit needs on the device while it runs."""
+        return max((u.size_bytes for u in self.streamed), default=0)
+
+    @property
+    def is_partial(self) -> bool:
+        return bool(self.streamed)
+
+    def revert(self) -> None:
+        """Remove hooks, object patches and weight replacements: originals come back."""
+        for hook in self.hooks:
+            hook.remove()
+        self.hooks.clear()
+        revert_object_patches(self.handle.module, self.object_backups)
+        self.object_backups.clear()
+        for owner, name, original in self.home.values():
+            set_tensor(owner, name, original)
+        self.home.clear()
+
+
+def choose_resident(units: list[Unit], limit_bytes: int) -> tuple[list[Unit], list[Unit]]:
+    """Split ``units`` into (resident, streamed): first fit, in order, within ``limit_bytes``."""
+    resident, streamed, used = [], [], 0
+    for unit in units:
+        if used + unit.size_bytes <= limit_bytes:
+            resident.append(unit)
+            used += unit.size_bytes
+        else:
+            streamed.append(unit)
+    return resident, streamed
+
+
+def _place_unit(placement: Placement, unit: Unit, to_device: bool) -> None:
+    patches = placement.handle.weight_patches
+    for name, original in unit.tensors():
+        key = unit.key(name)
+        entries = patches.get(key)
+        if entries:
+            new = patched_weight(original, entries, placement.device)
+            if not to_device:
+                new = new.to(original.device)
+        elif to_device and original.device != placement.device:
+            new = original.detach().to(placement.device)
+        else:
+            continue
+        placement.home[key] = (unit.module, name, original)
+        set_tensor(unit.module, name, new)
+
+
+def _stream_hooks(unit: Unit, device: torch.device, meter: StreamMeter) -> list[Any]:
+    stash: list[list[tuple[str, torch.Tensor]]] = []
+
+    def pre(module: nn.Module, args: Any) -> None:
+        saved = unit.tensors()
+        stash.append(saved)
+        for name, tensor in saved:
+            set_tensor(module, name, tensor.detach().to(device, copy=True))
+        meter.add(unit.size_bytes)
+
+    def post(module: nn.Module, args: Any, output: Any) -> None:
+        for name, tensor in stash.pop():
+            set_tensor(module, name, tensor)
+        meter.remove(unit.size_bytes)
+
+    return [
+        unit.module.register_forward_pre_hook(pre),
+        unit.module.register_forward_hook(post, always_call=True),
+    ]
+
+
+def place(
+    handle: ModelHandle,
+    device: torch.device,
+    resident_limit_bytes: int,
+    meter: StreamMeter,
+    compute_dtype: torch.dtype | None,
+) -> Placement:
+    """Put ``handle`` on ``device``: units fitting ``resident_limit_bytes`` move, the rest stream.
+
+    Weight patches are computed in float32 on ``device``; object patches are set; cast
+    layers get ``compute_dtype``. On failure everything done so far is reverted.
+    """
+    resident, streamed = choose_resident(units_of(handle.module), resident_limit_bytes)
+    placement = Placement(handle, device, resident, streamed, signature=handle.patch_signature())
+    try:
+        for unit in resident:
+            _place_unit(placement, unit, to_device=True)
+        for unit in streamed:
+            _place_unit(placement, unit, to_device=False)
+            placement.hooks += _stream_hooks(unit, device, meter)
+        placement.object_backups = apply_object_patches(handle.module, handle.object_patches)
+        set_compute_dtype(handle.module, compute_dtype)
+    except BaseException:
+        placement.revert()
+        raise
+    return placement
