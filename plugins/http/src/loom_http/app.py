@@ -1,0 +1,79 @@
+"""The aiohttp application: :func:`make_app` wires the runtime, the prompt worker, the
+websocket hub, the security middlewares, every API route and (last) the frontend.
+
+State lives in typed :class:`aiohttp.web.AppKey` slots; the prompt worker and the event
+forwarder are started and stopped by a ``cleanup_ctx``; websockets are closed on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from loom_http import frontend, security
+from loom_http.logbuffer import LogBuffer
+from loom_http.routes import execution, files, jobs, nodes_models, queue_history, users
+from loom_http.state import HUB, LOGS, OPTIONS, RUNTIME, SERVICE, ServerOptions
+from loom_http.ws import Hub, websocket_handler
+
+if TYPE_CHECKING:
+    from loom.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ServerOptions", "make_app"]
+
+
+def make_app(runtime: Runtime, options: ServerOptions | None = None) -> web.Application:
+    """Build the ComfyUI-compatible application for ``runtime``."""
+    from loom.executor.service import PromptService
+
+    options = options or ServerOptions()
+    app = web.Application(
+        client_max_size=options.max_upload_size_bytes,
+        middlewares=security.middlewares(options),
+    )
+    app[RUNTIME] = runtime
+    app[OPTIONS] = options
+    app[HUB] = hub = Hub(runtime, options)
+    app[SERVICE] = PromptService(runtime)
+    app[LOGS] = LogBuffer()
+    app.cleanup_ctx.append(_lifecycle)
+    app.on_shutdown.append(_close_websockets)
+    app.on_response_prepare.append(security.cache_headers)
+
+    for path in ("/ws", "/api/ws"):
+        app.router.add_get(path, websocket_handler)
+    for module in (execution, queue_history, jobs, files, nodes_models, users):
+        module.routes.register(app)
+    frontend.register(app, options)  # last: API routes win over static files
+    hub.service = app[SERVICE]
+    return app
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    runtime = app[RUNTIME]
+    service = app[SERVICE]
+    hub = app[HUB]
+    loop = asyncio.get_running_loop()
+    hub.attach(loop)
+    root_logger = logging.getLogger()
+    root_logger.addHandler(app[LOGS])
+    # Plugins and nodes are loaded off the loop so the server answers at once.
+    await loop.run_in_executor(None, lambda: runtime.registry)  # type: ignore[attr-defined]
+    if app[OPTIONS].start_worker:
+        service.start()  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        await loop.run_in_executor(None, service.stop)  # type: ignore[attr-defined]
+        hub.detach()
+        root_logger.removeHandler(app[LOGS])
+
+
+async def _close_websockets(app: web.Application) -> None:
+    await app[HUB].close_all()
