@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from loom.events import ExecutionEvent
     from loom.executor.queue import PromptQueue
     from loom.settings import Settings
+    from loom.types import AdapterKeyMap
 
 hookspec = pluggy.HookspecMarker("loom")
 hookimpl = pluggy.HookimplMarker("loom")
@@ -97,10 +98,11 @@ def register_weight_adapters(register: Callable[..., None]) -> None:
     """Register weight-adapter formats (LoRA, LoHa, LoKr, ...).
 
     :param register: ``register(adapter)``; ``adapter`` implements
-        :class:`loom.types.WeightAdapter`: it recognises its keys in a state dict and turns
-        them into weight patches that :mod:`loom.memory` applies.
+        :class:`loom.types.WeightAdapter`: it declares the key suffixes it reads and turns
+        one layer's tensors into weight patches that :mod:`loom.memory` applies.
 
-    Called once by the registry; adapters are tried in registration order.
+    Called once by the registry; adapters are offered each layer in registration order.
+    ``adapter.name`` must be unique. Must not read any file at registration.
     """
 
 
@@ -112,6 +114,27 @@ def register_commands(cli: click.Group) -> None:
 
     Called once when the CLI starts, after plugins load. Import heavy modules inside the
     command function, not at plugin import, so ``loom --help`` stays fast.
+    """
+
+
+# --- models -------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def adapter_key_map(model: Any, kind: str) -> AdapterKeyMap | None:
+    """Name a model's weights the way weight-adapter files (LoRA, LyCORIS) name them.
+
+    :param model: a MODEL or CLIP socket value, already cloned by the caller: the patches
+        go on the handle the answer names, so they stay with this clone.
+    :param kind: ``"model"`` (the diffusion model) or ``"clip"`` (the text encoders).
+    :return: a :class:`loom.types.AdapterKeyMap`: the :class:`loom.memory.ModelHandle` to
+        patch and a map from every layer name an adapter format uses (kohya's flattened
+        ``lora_unet_down_blocks_0_attentions_0_proj_in`` / ``lora_te_text_model_...``,
+        diffusers / PEFT ``unet.down_blocks.0...``, ComfyUI's ``diffusion_model.*``) to that
+        handle's weight key; or None if ``model`` is not this family's.
+
+    Stops at the first non-None result. Called by weight-adapter loaders (LoraLoader) each
+    time they patch a model; cheap (no weights read), so cache the map per configuration.
     """
 
 

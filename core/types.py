@@ -191,13 +191,44 @@ class ModelFamily(Protocol):
 
 
 class WeightAdapter(Protocol):
-    """A weight-adapter format (LoRA, LoHa, ...): recognises keys, returns patches."""
+    """A weight-adapter format (LoRA, LoHa, LoKr, diff, ...): one layer's tensors -> patches.
+
+    A LoRA file's keys are split into ``<layer name><suffix>`` with the suffixes every
+    registered adapter declares (``.lora_up.weight``, ``.hada_w1_a``, ``.alpha`` ...); the
+    layer name is looked up in the model family's :class:`AdapterKeyMap`; each adapter is
+    then offered that layer's tensors. Several adapters may claim parts of one layer (a LoRA
+    on the weight and a ``.diff_b`` on the bias); suffixes no adapter used are reported.
+    """
 
     name: str
+    #: Key suffixes this format reads, after the layer name (shared ones such as ``.alpha``
+    #: and ``.dora_scale`` included); they are consumed when :meth:`patches` claims a layer.
+    suffixes: tuple[str, ...]
 
-    def claims(self, keys: set[str]) -> bool: ...
+    def patches(self, parts: Mapping[str, Any], weight_key: str) -> Mapping[str, Any]:
+        """Patches for one layer, or an empty mapping if ``parts`` are not this format.
 
-    def patches(self, state_dict: Mapping[str, Any], key_map: Mapping[str, str]) -> Mapping[str, Any]: ...
+        :param parts: suffix -> tensor for every key of this layer in the file.
+        :param weight_key: the model's key of the layer's weight (``"...proj_in.weight"``).
+        :return: model tensor key -> :class:`loom.memory.WeightPatch` (usually the weight,
+            possibly the bias too). Must not load or copy the model's weights.
+        """
+        ...
+
+
+@attrs.frozen
+class AdapterKeyMap:
+    """What a model family answers to ``adapter_key_map``: which handle to patch, and the
+    names adapter files use for its weights.
+
+    ``keys`` maps every layer name an adapter format may use (kohya ``lora_unet_...``,
+    diffusers / PEFT ``unet.down_blocks...``, ComfyUI's ``diffusion_model....``) to the key of
+    the weight in ``handle.module`` (``"input_blocks.1.1.proj_in.weight"``).
+    """
+
+    #: A :class:`loom.memory.ModelHandle` (the clone the patches go on).
+    handle: Any
+    keys: Mapping[str, str]
 
 
 Sampler = Callable[..., Any]

@@ -93,6 +93,8 @@ def patched_weight(
     device = original.device if device is None else device
     weight = original.detach().to(device=device, dtype=torch.float32, copy=True)
     for patch, strength in entries:
+        if strength == 0:  # no arithmetic at all: W + 0*d would turn -0.0 into +0.0
+            continue
         weight = patch.apply(weight, float(strength))
     return weight.to(original.dtype)
 

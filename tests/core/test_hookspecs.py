@@ -345,3 +345,31 @@ def test_hook_has_a_test(name: str) -> None:
     assert any(t == f"test_hook_{name}" or t.startswith(f"test_hook_{name}_") for t in tests), (
         f"no test_hook_{name} under tests/"
     )
+
+
+def test_hook_adapter_key_map() -> None:
+    from loom.types import AdapterKeyMap
+
+    class Unet:
+        def clone(self) -> Unet:
+            return Unet()
+
+    class Declines:
+        @loom.hookimpl
+        def adapter_key_map(self, model, kind):
+            return None
+
+    class Family:
+        @loom.hookimpl
+        def adapter_key_map(self, model, kind):
+            if kind != "model" or not isinstance(model, Unet):
+                return None
+            return AdapterKeyMap(model, {"lora_unet_conv_in": "conv_in.weight"})
+
+    host = make_host(Declines(), Family())
+    value = Unet()
+    answer = host.hook.adapter_key_map(model=value, kind="model")  # first non-None wins
+    assert isinstance(answer, AdapterKeyMap) and answer.handle is value
+    assert answer.keys == {"lora_unet_conv_in": "conv_in.weight"}
+    assert host.hook.adapter_key_map(model=value, kind="clip") is None
+    assert host.hook.adapter_key_map(model=object(), kind="model") is None

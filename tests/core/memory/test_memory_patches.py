@@ -87,3 +87,13 @@ def test_changed_patches_are_reapplied(x):
     mm.load([handle])
     assert torch.allclose(net(x), base + 1, atol=1e-6)
     assert mm.evictions[-1].reason == "patches changed"
+
+
+def test_strength_zero_leaves_weights_bitwise_identical_including_negative_zero():
+    import torch
+
+    from loom.memory.patches import DiffPatch, patched_weight
+
+    weight = torch.tensor([-0.0, 1.5, -2.25], dtype=torch.float16)
+    out = patched_weight(weight, [(DiffPatch(torch.ones(3)), 0.0)])
+    assert torch.equal(out.view(torch.int16), weight.view(torch.int16))

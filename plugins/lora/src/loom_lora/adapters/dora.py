@@ -1,0 +1,48 @@
+"""DoRA: weight-decomposed low-rank adaptation (``.dora_scale``), ComfyUI's semantics.
+
+Liu et al. (2024), "DoRA: Weight-Decomposed Low-Rank Adaptation". The merged weight
+``W' = W + scale * delta`` is renormalised so that each *input* column (dim 1, all other
+dims flattened) has the norm stored in ``dora_scale`` (shape ``[1, in, 1...]``), as
+ComfyUI's ``weight_decompose`` and LyCORIS (``wd_on_output=False``) do. Strength blends
+linearly between ``W`` and the renormalised weight: ``W + s * (W'' - W)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import torch
+
+from loom_lora.adapters.base import DORA_SCALE, DeltaPatch, f32
+
+
+def column_norm(weight: torch.Tensor) -> torch.Tensor:
+    """The norm of each input column of ``weight``, shaped ``[1, in, 1, ...]``."""
+    columns = weight.transpose(0, 1).reshape(weight.shape[1], -1)
+    norm = columns.norm(dim=1, keepdim=True)
+    return norm.reshape(weight.shape[1], *[1] * (weight.dim() - 1)).transpose(0, 1)
+
+
+@attrs.frozen(eq=False)
+class DoraPatch:
+    """A low-rank patch whose merge is renormalised to the magnitudes ``dora_scale``."""
+
+    inner: DeltaPatch
+    dora_scale: torch.Tensor
+
+    def apply(self, weight: torch.Tensor, strength: float) -> torch.Tensor:
+        if strength == 0.0:
+            return weight
+        merged = weight + self.inner.scale * self.inner.delta(weight)
+        merged = merged * (f32(self.dora_scale, weight) / column_norm(merged))
+        if strength == 1.0:
+            return merged
+        return weight + strength * (merged - weight)
+
+
+def with_dora(patch: DeltaPatch, parts: Mapping[str, Any]) -> DeltaPatch | DoraPatch:
+    """``patch`` wrapped in :class:`DoraPatch` when the layer has a ``.dora_scale``."""
+    scale = parts.get(DORA_SCALE)
+    return patch if scale is None else DoraPatch(patch, scale)

@@ -1,0 +1,32 @@
+"""Hook implementations of the ``lora`` plugin: the weight adapters and the loader nodes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import loom
+
+
+@loom.hookimpl
+def register_weight_adapters(register: Callable[..., None]) -> None:
+    from loom_lora.adapters import default_adapters
+
+    for adapter in default_adapters():
+        register(adapter)
+
+
+@loom.hookimpl
+def register_nodes(register: Callable[..., None]) -> None:
+    from loom_lora.nodes import NODES
+
+    for node_class in NODES:
+        register(node_class, python_module="nodes")
+
+
+@loom.hookimpl(trylast=True)
+def adapter_key_map(model: object, kind: str) -> object | None:
+    """Fallback for models no family maps: a bare ``loom.memory.ModelHandle`` is named by
+    its own keys (ComfyUI's generic ``diffusion_model.*`` layout and kohya-flattened names)."""
+    from loom_lora.generic import generic_key_map
+
+    return generic_key_map(model, kind)
