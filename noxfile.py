@@ -8,6 +8,13 @@ that does not exist yet is simply not a session.
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
 from pathlib import Path
 
 import nox
@@ -117,3 +124,78 @@ def typecheck(session: nox.Session) -> None:
     _install(session)
     session.install("mypy", "types-PyYAML", "types-psutil")
     session.run("mypy", "-p", "loom", "--ignore-missing-imports", *session.posargs)
+
+
+#: Frontend versions the browser check runs against: the one ComfyUI 0.8 pins, and the newest
+#: 1.58.x on PyPI (`pip index versions comfyui-frontend-package`).
+FRONTENDS = ["1.35.9", "1.58.1"]
+BROWSER_TESTS = ROOT / "plugins" / "http" / "browser-tests"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_ready(session: nox.Session, server: subprocess.Popen, url: str, log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            session.error(f"loom serve exited with status {server.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(f"{url}/api/system_stats", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    session.error(f"loom serve did not answer {url}/api/system_stats within 60 s:\n{log.read_text()}")
+
+
+@nox.session
+@nox.parametrize("frontend", FRONTENDS)
+def browser(session: nox.Session, frontend: str) -> None:
+    """The ComfyUI web frontend in headless Chromium against a real `loom serve`.
+
+    Boots the frontend, queues a model-free prompt through it and checks the output image is
+    displayed (plugins/http/browser-tests/boot.mjs). Needs Debian's chromium and node/npm;
+    leaves a screenshot and the server log in plugins/http/browser-tests/artifacts/.
+    Not a default session.
+    """
+    chromium = os.environ.get("LOOM_CHROMIUM", "/usr/bin/chromium")
+    if not os.access(chromium, os.X_OK):
+        session.skip(f"{chromium} not found: `apt-get install chromium` (or set LOOM_CHROMIUM)")
+    if not shutil.which("npm") or not shutil.which("node"):
+        session.skip("node/npm not found: `apt-get install nodejs npm` (node >= 20)")
+
+    session.install(TORCH)
+    session.install(*_editable(".", "plugins/http"), f"comfyui-frontend-package=={frontend}")
+    session.chdir(BROWSER_TESTS)
+    session.run("npm", "ci", "--no-audit", "--no-fund", "--loglevel=error", external=True)
+
+    artifacts = BROWSER_TESTS / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    screenshot = artifacts / f"frontend-{frontend}.png"
+    screenshot.unlink(missing_ok=True)
+    log = artifacts / f"serve-{frontend}.log"
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory(prefix="loom-browser-") as base, log.open("w") as log_file:
+        server = subprocess.Popen(
+            [str(Path(session.bin) / "loom"), "--base-directory", base, "serve", "--port", str(port)],
+            stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+        )
+        try:
+            _wait_ready(session, server, url, log)
+            session.log(f"loom serve (pid {server.pid}) ready at {url}; log: {log}")
+            session.run("node", "boot.mjs", url, str(screenshot), external=True,
+                        env={"LOOM_CHROMIUM": chromium, "LOOM_EXPECT_FRONTEND": frontend})
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+    session.log(f"screenshot: {screenshot}")
