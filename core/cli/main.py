@@ -38,6 +38,10 @@ class LoomGroup(click.Group):
 @click.option("--disable-plugin", "disabled", multiple=True, help="Do not load this plugin (repeatable).")
 @click.option("--cache", "cache_policy", type=click.Choice(["classic", "lru", "ram", "none"]), default=None,
               help="Output caching policy between prompts (ComfyUI's --cache-* flags).")
+@click.option("--cache-size", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Entries the lru policy keeps (ComfyUI's --cache-lru N); default 100.")
+@click.option("--cache-ram-headroom", "cache_ram_headroom_gb", type=float, default=None, metavar="GB",
+              help="Free RAM the ram policy keeps (ComfyUI's --cache-ram GB); default 4.")
 @click.option("--disable-metadata", is_flag=True, default=False, help="Do not write the prompt/workflow into PNGs.")
 @click.option("--cpu", "cpu_only", is_flag=True, default=None, help="Compute on the CPU even when a GPU is present.")
 @click.option("--lowvram", "vram_mode", flag_value="low", default=None, help="Keep at most half the budget per model resident.")

@@ -100,9 +100,10 @@ def test_disable_plugin_flag_removes_its_nodes(workdir, capsys):
     assert "InvertMask" not in out and "EmptyImage" in out
 
 
-def test_memory_flags_reach_the_memory_manager(workdir, monkeypatch):
+@pytest.fixture
+def captured_settings(monkeypatch):
+    """The Settings the CLI builds its runtime with (filled in when a command runs)."""
     import loom.runtime
-    from loom.memory import MemoryManager
 
     seen = {}
     original = loom.runtime.Runtime.__init__
@@ -112,10 +113,22 @@ def test_memory_flags_reach_the_memory_manager(workdir, monkeypatch):
         original(self, settings, host)
 
     monkeypatch.setattr(loom.runtime.Runtime, "__init__", spy)
+    return seen
+
+
+def test_memory_flags_reach_the_memory_manager(workdir, captured_settings):
+    from loom.memory import MemoryManager
+
     args = ["--vram-budget", "0.5", "--reserve-vram", "0.25", "--lowvram", "--compute-dtype", "bf16", "plugins"]
     assert main(args) == 0
-    settings = seen["settings"]
+    settings = captured_settings["settings"]
     assert (settings.vram_budget_bytes, settings.reserved_bytes) == (512 * 1024**2, 256 * 1024**2)
     assert (settings.vram_mode, settings.compute_dtype) == ("low", "bf16")
     accounting = MemoryManager.from_settings(settings).accounting()
     assert accounting.budget_bytes <= 512 * 1024**2
+
+
+def test_cache_flags_choose_the_policy(workdir, captured_settings):
+    assert main(["--cache", "lru", "--cache-size", "7", "run", "wf.json", "-q"]) == 0
+    settings = captured_settings["settings"]
+    assert (settings.cache_policy, settings.cache_size) == ("lru", 7)
