@@ -83,45 +83,37 @@ def fix_empty_latent_channels(model: Any, latent: Tensor) -> Tensor:
 
 
 def prepare_model(ctx: Any, model: Any, noise_shape: tuple[int, ...]) -> Any:
-    """Ask the memory manager to load ``model`` for sampling a latent of ``noise_shape``.
+    """Load ``model`` through the runtime's memory manager before sampling ``noise_shape``.
 
-    The single integration point with ``loom.memory``: when ``ctx.runtime.memory`` exists and
-    has ``load``, the model is loaded through it (with ``memory_required`` when the model
-    provides it); otherwise the model is used as it is. Returns the device to sample on.
+    The single integration point with :mod:`loom.memory`: a model that is a
+    :class:`loom.memory.ModelHandle` is loaded with room for one forward's activations
+    (``model.memory_required(shape)`` bytes, when it says); other models (toy models in
+    tests) are used as they are. Returns the device to sample on.
     """
     memory = _memory(ctx)
-    load = getattr(memory, "load", None) if memory is not None else None
-    if load is None:
-        return getattr(model, "load_device", None)
-    required = getattr(model, "memory_required", None)
-    extra = {"memory_required": required(noise_shape)} if callable(required) else {}
-    try:
-        result = load(model, **extra)
-    except TypeError:  # a manager whose load() takes only the model
-        result = load(model)
-    return getattr(result, "device", None) or getattr(model, "load_device", None)
+    if memory is not None and _is_model_handle(model):
+        required = getattr(model, "memory_required", None)
+        memory.load([model], extra_memory=int(required(noise_shape)) if callable(required) else 0)
+    return getattr(model, "load_device", None)
+
+
+def _is_model_handle(model: Any) -> bool:
+    from loom.memory import ModelHandle
+
+    return isinstance(model, ModelHandle)
 
 
 def batch_fits(ctx: Any, model: Any, shape: tuple[int, ...]) -> bool:
     """Whether a batch of ``shape`` may run at once (ComfyUI: ``1.5 x memory_required < free``)."""
     required = getattr(model, "memory_required", None)
     memory = _memory(ctx)
-    free = getattr(memory, "free_memory", None) if memory is not None else None
-    if not callable(required) or not callable(free):
+    if memory is None or not callable(required):
         return True
-    try:
-        return required(shape) * 1.5 < free()
-    except Exception:  # a manager without a usable answer: batch everything
-        log.debug("memory manager gave no free-memory answer; batching everything", exc_info=True)
-        return True
+    view = memory.memory_view()
+    free = min(view.free_bytes, view.budget_bytes - view.used_by_models_bytes)
+    return required(shape) * 1.5 < free
 
 
 def _memory(ctx: Any) -> Any:
-    runtime = getattr(ctx, "runtime", None)
-    if runtime is None:
-        return None
-    try:
-        return getattr(runtime, "memory", None)
-    except Exception:  # the runtime's memory manager may not be importable yet
-        log.debug("runtime.memory is not available", exc_info=True)
-        return None
+    """The runtime's MemoryManager, or None (a bare context, as in unit tests)."""
+    return getattr(getattr(ctx, "runtime", None), "memory", None)

@@ -1,0 +1,87 @@
+"""The MODEL socket value for SD1.x: a :class:`loom.memory.ModelHandle` around the UNet.
+
+It is what loom-samplers' denoiser expects (see ``loom_samplers.denoiser``):
+``model_sampling`` (:class:`loom.sampling.DiscreteEps`), ``latent_format`` (scale 0.18215,
+ComfyUI's SD1.5 preview factors) and ``apply_model(x, sigma, cond) -> x0``, computed as
+ComfyUI's ``BaseModel.apply_model``: scale the input, look up the timestep, run the UNet on
+``cond["c_crossattn"]``, turn the ε prediction into x0. Being a ``ModelHandle``, it clones
+cheaply (weights shared, patches per clone) and the memory manager loads it directly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from loom.memory import ModelHandle
+from loom.sampling import DiscreteEps, ModelSampling
+from loom.types import LatentFormat
+from loom_sd15.unet import UNetConfig, UNetModel
+from loom_sd15.vae import SD15_RGB_FACTORS
+
+SD15_LATENT_FORMAT = LatentFormat(
+    channels=4, scale_factor=0.18215, shift_factor=0.0, downscale=8, rgb_factors=SD15_RGB_FACTORS
+)
+
+#: ComfyUI's ``memory_usage_factor`` for SD1.x: MB per latent pixel per batch item per byte.
+MEMORY_USAGE_FACTOR = 1.0
+
+
+def unet_memory_estimate(input_shape: tuple[int, ...], dtype: torch.dtype) -> int:
+    """Activation bytes of one UNet forward on ``input_shape`` (ComfyUI's ``memory_required``)."""
+    area = input_shape[0] * math.prod(input_shape[2:])
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    return int(area * itemsize * 0.01 * MEMORY_USAGE_FACTOR * 2**20)
+
+
+class SD15Model(ModelHandle):
+    """An SD1.x denoiser handle. ``module`` is the :class:`UNetModel`."""
+
+    def __init__(
+        self, unet: UNetModel, *, name: str = "sd15-unet",
+        model_sampling: ModelSampling | None = None, latent_format: LatentFormat = SD15_LATENT_FORMAT,
+        compute_dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(unet, name=name, memory_estimator=unet_memory_estimate,
+                         compute_dtype=compute_dtype)
+        self.model_sampling = model_sampling or DiscreteEps()
+        self.latent_format = latent_format
+
+    @property
+    def config(self) -> UNetConfig:
+        return self.module.config
+
+    def clone(self) -> SD15Model:
+        other = super().clone()
+        other.__class__ = type(self)
+        other.model_sampling = self.model_sampling
+        other.latent_format = self.latent_format
+        return other  # type: ignore[return-value]
+
+    @property
+    def load_device(self) -> torch.device:
+        """Where the UNet's weights are now (the sampler puts the latent there)."""
+        return next(self.module.parameters()).device
+
+    def memory_required(self, shape: tuple[int, ...]) -> int:
+        return self.memory_estimate(shape, torch.float32)
+
+    def compute_dtype_now(self) -> torch.dtype:
+        """The dtype the UNet computes in: the cast layers' setting, else float32."""
+        first = self.module.input_blocks[0][0]
+        return getattr(first, "compute_dtype", None) or self.compute_dtype or torch.float32
+
+    def apply_model(self, x: torch.Tensor, sigma: torch.Tensor, cond: Mapping[str, Any]) -> torch.Tensor:
+        ms = self.model_sampling
+        device = self.load_device
+        dtype = self.compute_dtype_now()
+        sigma = sigma.to(x.device)
+        xc = ms.calculate_input(sigma, x)
+        t = ms.timestep(sigma).float()
+        context = cond["c_crossattn"]
+        with torch.inference_mode():
+            out = self.module(xc.to(device, dtype), t.to(device), context.to(device, dtype))
+        return ms.calculate_denoised(sigma, out.float().to(x.device), x)

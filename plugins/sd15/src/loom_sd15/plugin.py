@@ -1,0 +1,38 @@
+"""Hook implementations of the ``sd15`` plugin: the model family, its nodes, ``loom demo``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import loom
+
+
+@loom.hookimpl
+def register_model_families(register: Callable[..., None]) -> None:
+    from loom_sd15.family import SD15Family
+
+    register(SD15Family())
+
+
+@loom.hookimpl
+def register_nodes(register: Callable[..., None]) -> None:
+    from loom_sd15.nodes import NODES
+
+    for node_class in NODES:
+        register(node_class, python_module="nodes")
+
+
+@loom.hookimpl
+def register_commands(cli: Any) -> None:
+    from loom_sd15.demo import demo_command
+
+    if "demo" not in cli.commands:
+        cli.add_command(demo_command)
+
+
+@loom.hookimpl
+def adapter_key_map(model: Any, kind: str) -> Any:
+    from loom_sd15.adapter_keys import sd15_adapter_key_map
+
+    return sd15_adapter_key_map(model, kind)

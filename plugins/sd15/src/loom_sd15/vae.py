@@ -1,0 +1,342 @@
+"""AutoencoderKL in the original checkpoint layout (``first_stage_model.*``).
+
+``encoder`` / ``decoder`` with ``down.N.block.M`` / ``up.N.block.M``, ``mid.block_1``,
+``mid.attn_1``, ``quant_conv`` and ``post_quant_conv``: CompVis' names, so a checkpoint loads
+without renaming. :class:`AutoencoderKL` works on ``[-1, 1]`` images and unscaled latents;
+the latent scale (0.18215 for SD1.x) belongs to the model's latent format. Tiled encode and
+decode average three tilings with feathered overlaps, as ComfyUI does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from loom.memory import ops, set_compute_dtype
+
+
+@attrs.frozen
+class VAEConfig:
+    in_channels: int = 3
+    out_channels: int = 3
+    ch: int = 128
+    ch_mult: tuple[int, ...] = attrs.field(default=(1, 2, 4, 4), converter=tuple)
+    num_res_blocks: int = 2
+    z_channels: int = 4
+    embed_dim: int = 4
+    norm_groups: int = 32
+
+    @property
+    def downscale(self) -> int:
+        return 2 ** (len(self.ch_mult) - 1)
+
+
+SD15_VAE = VAEConfig()
+
+
+def _norm(channels: int, groups: int) -> nn.Module:
+    return ops.GroupNorm(groups, channels, eps=1e-6)
+
+
+class ResnetBlock(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int, groups: int) -> None:
+        super().__init__()
+        self.norm1 = _norm(in_channels, groups)
+        self.conv1 = ops.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.norm2 = _norm(out_channels, groups)
+        self.conv2 = ops.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.nin_shortcut = (
+            ops.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(F.silu(self.norm2(h)))
+        if self.nin_shortcut is not None:
+            x = self.nin_shortcut(x)
+        return x + h
+
+
+class AttnBlock(nn.Module):
+    """Single-head self-attention over all pixels, 1x1 convolutions for q, k, v, out."""
+
+    def __init__(self, channels: int, groups: int) -> None:
+        super().__init__()
+        self.norm = _norm(channels, groups)
+        self.q = ops.Conv2d(channels, channels, 1)
+        self.k = ops.Conv2d(channels, channels, 1)
+        self.v = ops.Conv2d(channels, channels, 1)
+        self.proj_out = ops.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        n = self.norm(x)
+        q, k, v = (t(n).reshape(b, 1, c, h * w).transpose(2, 3) for t in (self.q, self.k, self.v))
+        out = F.scaled_dot_product_attention(q, k, v)
+        out = out.transpose(2, 3).reshape(b, c, h, w)
+        return x + self.proj_out(out)
+
+
+class Downsample(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = ops.Conv2d(channels, channels, 3, stride=2, padding=0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.pad(x, (0, 1, 0, 1)))
+
+
+class Upsample(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = ops.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class _Level(nn.Module):
+    """One resolution level: ``block`` (res blocks) and an optional resampler."""
+
+    def __init__(self, blocks: list[nn.Module], attrname: str | None, resample: nn.Module | None):
+        super().__init__()
+        self.block = nn.ModuleList(blocks)
+        self.attn = nn.ModuleList()  # SD's VAE has no attention inside levels
+        if attrname is not None:
+            setattr(self, attrname, resample)
+
+
+class _Mid(nn.Module):
+    def __init__(self, channels: int, groups: int) -> None:
+        super().__init__()
+        self.block_1 = ResnetBlock(channels, channels, groups)
+        self.attn_1 = AttnBlock(channels, groups)
+        self.block_2 = ResnetBlock(channels, channels, groups)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block_2(self.attn_1(self.block_1(x)))
+
+
+class Encoder(nn.Module):
+    def __init__(self, config: VAEConfig) -> None:
+        super().__init__()
+        c, g = config, config.norm_groups
+        self.conv_in = ops.Conv2d(c.in_channels, c.ch, 3, padding=1)
+        in_mult = (1, *c.ch_mult)
+        self.down = nn.ModuleList()
+        block_out = c.ch
+        for level, mult in enumerate(c.ch_mult):
+            block_in, block_out = c.ch * in_mult[level], c.ch * mult
+            blocks = []
+            for _ in range(c.num_res_blocks):
+                blocks.append(ResnetBlock(block_in, block_out, g))
+                block_in = block_out
+            last = level == len(c.ch_mult) - 1
+            self.down.append(_Level(blocks, None if last else "downsample",
+                                    None if last else Downsample(block_out)))
+        self.mid = _Mid(block_out, g)
+        self.norm_out = _norm(block_out, g)
+        self.conv_out = ops.Conv2d(block_out, 2 * c.z_channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv_in(x)
+        for level in self.down:
+            for block in level.block:
+                h = block(h)
+            if hasattr(level, "downsample"):
+                h = level.downsample(h)
+        h = self.mid(h)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class Decoder(nn.Module):
+    def __init__(self, config: VAEConfig) -> None:
+        super().__init__()
+        c, g = config, config.norm_groups
+        block_in = c.ch * c.ch_mult[-1]
+        self.conv_in = ops.Conv2d(c.z_channels, block_in, 3, padding=1)
+        self.mid = _Mid(block_in, g)
+        levels: list[nn.Module] = []
+        for level in reversed(range(len(c.ch_mult))):
+            block_out = c.ch * c.ch_mult[level]
+            blocks = []
+            for _ in range(c.num_res_blocks + 1):
+                blocks.append(ResnetBlock(block_in, block_out, g))
+                block_in = block_out
+            levels.insert(0, _Level(blocks, "upsample" if level else None,
+                                    Upsample(block_in) if level else None))
+        self.up = nn.ModuleList(levels)
+        self.norm_out = _norm(block_in, g)
+        self.conv_out = ops.Conv2d(block_in, c.out_channels, 3, padding=1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.mid(self.conv_in(z))
+        for level in reversed(self.up):
+            for block in level.block:
+                h = block(h)
+            if hasattr(level, "upsample"):
+                h = level.upsample(h)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class AutoencoderKL(nn.Module):
+    """``encode(x) -> latent mean`` and ``decode(z) -> image``, both unscaled, images in [-1, 1]."""
+
+    def __init__(self, config: VAEConfig = SD15_VAE) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        self.decoder = Decoder(config)
+        self.quant_conv = ops.Conv2d(2 * config.z_channels, 2 * config.embed_dim, 1)
+        self.post_quant_conv = ops.Conv2d(config.embed_dim, config.z_channels, 1)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The mean of the posterior (ComfyUI encodes deterministically, without sampling)."""
+        moments = self.quant_conv(self.encoder(x))
+        return moments.chunk(2, dim=1)[0]
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.post_quant_conv(z))
+
+
+# --- tiling ---------------------------------------------------------------------------
+
+
+def _feather(mask: torch.Tensor, feather: int) -> None:
+    for t in range(feather):
+        w = (t + 1) / feather
+        mask[:, :, t : t + 1, :] *= w
+        mask[:, :, mask.shape[2] - 1 - t : mask.shape[2] - t, :] *= w
+        mask[:, :, :, t : t + 1] *= w
+        mask[:, :, :, mask.shape[3] - 1 - t : mask.shape[3] - t] *= w
+
+
+def _starts(size: int, tile: int, overlap: int) -> list[int]:
+    if size <= tile:
+        return [0]
+    step = max(1, tile - overlap)
+    starts = list(range(0, size - overlap, step))
+    return sorted({max(0, min(size - tile, s)) for s in starts})
+
+
+def tiled_scale(
+    samples: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], tile: tuple[int, int],
+    overlap: int, scale: float, out_channels: int,
+) -> torch.Tensor:
+    """Apply ``fn`` (which scales H, W by ``scale``) tile by tile; overlaps are feathered."""
+    b, _, h, w = samples.shape
+    out_h, out_w = round(h * scale), round(w * scale)
+    output = torch.zeros(b, out_channels, out_h, out_w)
+    weight = torch.zeros(b, 1, out_h, out_w)
+    feather = round(overlap * scale)
+    for y in _starts(h, tile[0], overlap):
+        for x in _starts(w, tile[1], overlap):
+            piece = samples[:, :, y : y + tile[0], x : x + tile[1]]
+            result = fn(piece).float().cpu()
+            mask = torch.ones(1, 1, result.shape[2], result.shape[3])
+            _feather(mask, min(feather, result.shape[2] // 2, result.shape[3] // 2))
+            oy, ox = round(y * scale), round(x * scale)
+            output[:, :, oy : oy + result.shape[2], ox : ox + result.shape[3]] += result * mask
+            weight[:, :, oy : oy + result.shape[2], ox : ox + result.shape[3]] += mask
+    return output / weight.clamp_min(1e-8)
+
+
+def three_tilings(
+    samples: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], tile: int, overlap: int,
+    scale: float, out_channels: int,
+) -> torch.Tensor:
+    """ComfyUI's tiled VAE: the mean of square, wide and tall tilings (fewer seams)."""
+    shapes = [(tile // 2, tile * 2), (tile * 2, tile // 2), (tile, tile)]
+    total = sum(tiled_scale(samples, fn, s, overlap, scale, out_channels) for s in shapes)
+    return total / len(shapes)
+
+
+#: ComfyUI's SD1.5 latent-preview factors (``latent_formats.SD15``): latent channel -> RGB.
+SD15_RGB_FACTORS = (
+    (0.3512, 0.2297, 0.3227),
+    (0.3250, 0.4974, 0.2350),
+    (-0.2829, 0.1762, 0.2721),
+    (-0.2120, -0.2616, -0.7177),
+)
+
+
+# --- the VAE socket value -------------------------------------------------------------
+
+
+class SD15Vae:
+    """The VAE socket value: IMAGE ``[B, H, W, 3]`` in [0, 1] <-> unscaled latents."""
+
+    def __init__(self, handle: Any, config: VAEConfig = SD15_VAE, memory: Any = None) -> None:
+        self.handle = handle
+        self.config = config
+        self.memory = memory
+        self.downscale_ratio = config.downscale
+        self.latent_channels = config.embed_dim
+
+    def clone(self) -> SD15Vae:
+        return SD15Vae(self.handle.clone(), self.config, self.memory)
+
+    def _module(self) -> AutoencoderKL:
+        if self.memory is not None:
+            self.memory.load([self.handle])
+        else:
+            set_compute_dtype(self.handle.module, torch.float32)
+        return self.handle.module
+
+    def _device(self, module: nn.Module) -> torch.device:
+        return next(module.parameters()).device
+
+    def crop(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Centre-crop H and W to multiples of the downscale factor (ComfyUI's rule)."""
+        r = self.downscale_ratio
+        for dim in (1, 2):
+            size = pixels.shape[dim]
+            keep = (size // r) * r
+            if keep != size:
+                pixels = pixels.narrow(dim, (size % r) // 2, keep)
+        return pixels
+
+    @torch.inference_mode()
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        module = self._module()
+        x = self.crop(image[..., :3]).movedim(-1, 1).float() * 2.0 - 1.0
+        return module.encode(x.to(self._device(module))).float().cpu()
+
+    @torch.inference_mode()
+    def decode(self, samples: torch.Tensor) -> torch.Tensor:
+        module = self._module()
+        out = module.decode(samples.float().to(self._device(module))).float().cpu()
+        return ((out + 1.0) / 2.0).clamp(0.0, 1.0).movedim(1, -1)
+
+    @torch.inference_mode()
+    def decode_tiled(self, samples: torch.Tensor, tile_size: int = 512, overlap: int = 64) -> torch.Tensor:
+        module = self._module()
+        device = self._device(module)
+        r = self.downscale_ratio
+        out = three_tilings(
+            samples.float(), lambda z: module.decode(z.to(device)), max(tile_size // r, 2),
+            overlap // r, float(r), self.config.out_channels,
+        )
+        return ((out + 1.0) / 2.0).clamp(0.0, 1.0).movedim(1, -1)
+
+    @torch.inference_mode()
+    def encode_tiled(self, image: torch.Tensor, tile_size: int = 512, overlap: int = 64) -> torch.Tensor:
+        module = self._module()
+        device = self._device(module)
+        x = self.crop(image[..., :3]).movedim(-1, 1).float() * 2.0 - 1.0
+        r = self.downscale_ratio
+        return three_tilings(
+            x, lambda p: module.encode(p.to(device)), max(tile_size, 2 * r), overlap,
+            1.0 / r, self.config.embed_dim,
+        )
+
+    def memory_estimate(self, input_shape: tuple[int, ...], dtype: torch.dtype) -> int:
+        """Activation bytes of a decode of latents ``input_shape`` (ComfyUI's SD1.x factor)."""
+        b, _, h, w = input_shape
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        return int(2178 * b * h * w * 64 * itemsize)

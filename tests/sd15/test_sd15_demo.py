@@ -1,0 +1,44 @@
+"""``loom demo`` on a machine with no model files: builds once, runs, prints the PNG path."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import needs_samplers
+from loom_sd15.demo import learn_bpe, write_demo_tokenizer
+
+
+def _loom(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    script = Path(sys.executable).parent / "loom"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "loom.cli.main"]
+    return subprocess.run([*command, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_demo_tokenizer_is_deterministic_and_clip_shaped(tmp_path):
+    from loom_sd15.tokenizer import load_tokenizer, special_tokens
+
+    assert learn_bpe(["bottle", "bottle", "galaxy"], 5) == learn_bpe(["bottle", "bottle", "galaxy"], 5)
+    size = write_demo_tokenizer(tmp_path / "tok")
+    tokenizer = load_tokenizer(tmp_path / "tok")
+    assert special_tokens(tokenizer) == (size - 2, size - 1)
+    ids = tokenizer("beautiful glass bottle")["input_ids"]
+    assert len(ids) == 5  # start, three learnt words, end
+
+
+@needs_samplers
+def test_loom_demo_prints_a_png_path(tmp_path):
+    first = _loom("demo", "--steps", "2", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    path = Path(first.stdout.split()[-1])
+    assert path.suffix == ".png" and path.is_file()
+    checkpoint = tmp_path / "models" / "checkpoints" / "loom-demo-tiny.safetensors"
+    built = checkpoint.stat().st_mtime_ns
+    second = _loom("demo", "--steps", "2", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert checkpoint.stat().st_mtime_ns == built  # cached, not rebuilt
+    from PIL import Image
+
+    a, b = (Image.open(p.split()[-1]).tobytes() for p in (first.stdout, second.stdout))
+    assert a == b  # same seed, same image
