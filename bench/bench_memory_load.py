@@ -5,7 +5,7 @@ Plain script; prints a markdown report::
     python bench/bench_memory_load.py               # ~2 GB file, about 2-3 minutes
     python bench/bench_memory_load.py --size-gb 0.2 # quick
 
-Every measurement runs in a fresh subprocess so peak RSS (``ru_maxrss``) is its own:
+Every measurement runs in a fresh subprocess so peak RSS (sampled, and ``VmHWM``) is its own:
 
 * **read**: reading the file into a reused 64 MiB buffer (the I/O floor).
 * **loom**: ``load_module`` (meta-built module, mmapped tensors assigned), then every
@@ -25,13 +25,14 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from peak_memory import peak_rss_bytes
 
 CHANNELS = 1280
 
@@ -162,7 +163,7 @@ def child(mode: str, path: Path, blocks: int) -> dict:
         result.update(alloc_child(mode))
     result["wall_s"] = time.perf_counter() - start
     result["peak_rss"] = sampler.stop()
-    result["ru_maxrss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    result["vm_hwm"] = peak_rss_bytes()
     return result
 
 

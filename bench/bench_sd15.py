@@ -15,7 +15,6 @@ import argparse
 import itertools
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+from peak_memory import peak_rss_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENIZERS = Path(os.environ.get("LOOM_TOKENIZERS_PATH", ROOT.parent / "shared/data/tokenizers"))
@@ -114,7 +114,7 @@ def engine_child(checkpoint: Path, steps: int) -> dict:
         "first_run_s": first_run,
         "load_s": per_node.get("4", float("nan")),
         "step_s": (sampler_times[1] - sampler_times[0]) / steps,
-        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "peak_rss_gb": peak_rss_bytes() / 2**30,
     }
 
 

@@ -1,0 +1,24 @@
+"""Peak resident memory of this process, measured so a parent's memory never leaks in.
+
+``resource.getrusage(RUSAGE_SELF).ru_maxrss`` is the wrong tool for a child started with
+fork + exec: Linux carries the parent's high-water mark across ``exec`` into the child's
+``ru_maxrss``. ``VmHWM`` in ``/proc/self/status`` belongs to the new address space only.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+
+
+def peak_rss_bytes() -> int:
+    """This process's own peak RSS in bytes (``VmHWM``; ``ru_maxrss`` where /proc is absent)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
