@@ -163,7 +163,9 @@ class SpatialTransformer(nn.Module):
             x = block(x, context)
         if self.linear:
             x = self.proj_out(x)
-        x = x.transpose(1, 2).reshape(b, -1, h, w)
+        # contiguous: the transposed view is channels-last strided, and a channels-last input
+        # makes every following convolution re-layout its weights (a copy per call).
+        x = x.transpose(1, 2).reshape(b, -1, h, w).contiguous()
         if not self.linear:
             x = self.proj_out(x)
         return x + residual
