@@ -7,6 +7,9 @@ that costs one multiply-add; "k-diff" runs k-diffusion's ``sample_<name>`` on th
 (when installed; it is loaded without its package ``__init__``, which needs torchvision);
 "KSampler path" adds everything a KSampler run adds per step: CFG over a cond/uncond batch
 built by ``calc_cond_batch`` from a toy MODEL whose ``apply_model`` is the same multiply-add.
+The SDE samplers' extra rows time them with torchsde's Brownian tree (ComfyUI's; ours gives the
+same bits), without a tree, and at batch 2. Every run builds its tree anew: no noise is reused
+between runs.
 Times are the best of ``--repeats`` runs divided by the number of steps, in ms per step.
 Prints a markdown table.
 """
@@ -165,11 +168,21 @@ def main() -> None:
             verdict = "" if target is None else (f"< {target} ms " + ("ok" if (ours or path) < target else "MISSED"))
             print(f"| {name} | {evals:.2f} | {ours if ours is None else f'{ours:.3f}'} | "
                   f"{'' if theirs is None else f'{theirs:.3f}'} | {ratio} | {path:.3f} | {verdict} |")
-        # the SDE samplers' cost is torchsde's Brownian tree: the same run with plain noise
-        plain = FunctionNoise(lambda a, b: torch.randn(SHAPE, device=device))
-        for name in ("dpmpp_2m_sde", "dpmpp_3m_sde", "dpmpp_sde"):
-            ms = per_step(lambda n=name: run_ours(n, near_free, x, sigmas, plain))
-            print(f"| {name} without Brownian tree (randn noise) | | {ms:.3f} | | | | |")
+        # the SDE samplers' cost is the Brownian tree: the same runs with torchsde's tree (what
+        # ComfyUI uses; ours gives the same bits) and with plain randn noise, at batch 1 and 2
+        for batch in (1, 2):
+            xb = x.repeat(batch, 1, 1, 1)
+            plain = FunctionNoise(lambda a, b, s=xb.shape: torch.randn(s, device=device))
+            reference = SeededNoise(0, brownian_backend="torchsde")
+            for name in ("dpmpp_2m_sde", "dpmpp_3m_sde", "dpmpp_sde"):
+                label = name if batch == 1 else f"{name} (batch 2)"
+                if batch == 2:
+                    ms = per_step(lambda n=name, xb=xb: run_ours(n, near_free, xb, sigmas))
+                    print(f"| {label} | | {ms:.3f} | | | | |")
+                ms = per_step(lambda n=name, xb=xb, r=reference: run_ours(n, near_free, xb, sigmas, r))
+                print(f"| {label} with torchsde's Brownian tree | | {ms:.3f} | | | | |")
+                ms = per_step(lambda n=name, xb=xb, p=plain: run_ours(n, near_free, xb, sigmas, p))
+                print(f"| {label} without Brownian tree (randn noise) | | {ms:.3f} | | | | |")
 
 
 if __name__ == "__main__":

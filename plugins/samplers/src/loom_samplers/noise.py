@@ -6,9 +6,9 @@
   the largest and item k keeps draw ``batch_index[k]``.
 * Step noise of ancestral samplers (:meth:`SeededNoise.sampler`): a generator on the latent's
   device seeded with ``seed + 1`` when the latent is on CPU (``seed`` on a GPU).
-* SDE samplers (:meth:`SeededNoise.brownian`): a torchsde Brownian tree seeded with ``seed``,
-  built on CPU (the ``*_gpu`` samplers build it on the latent's device). torchsde is imported
-  only when a Brownian tree is made.
+* SDE samplers (:meth:`SeededNoise.brownian`): a Brownian tree seeded with ``seed``, built on
+  CPU (the ``*_gpu`` samplers build it on the latent's device): :mod:`loom_samplers.brownian`,
+  bit for bit torchsde's ``BrownianTree`` (what ComfyUI uses) but faster.
 
 A sampler receives a :class:`NoiseSource` and asks it for what it needs, so samplers never
 touch a global RNG. :class:`FunctionNoise` wraps a plain ``noise(sigma, sigma_next)`` callable
@@ -79,9 +79,14 @@ class NoiseSource(Protocol):
 
 @attrs.frozen
 class SeededNoise:
-    """ComfyUI's per-sampler noise for a seed; ``seed=None`` draws fresh random noise."""
+    """ComfyUI's per-sampler noise for a seed; ``seed=None`` draws fresh random noise.
+
+    ``brownian_backend`` picks the SDE samplers' Brownian tree: ``"loom"`` (the default, bit for
+    bit torchsde's and faster) or ``"torchsde"``.
+    """
 
     seed: int | None = None
+    brownian_backend: str = "loom"
 
     def sampler(self, x: Tensor) -> NoiseSampler:
         torch = _torch()
@@ -99,7 +104,8 @@ class SeededNoise:
 
     def brownian(self, x: Tensor, sigma_min: Tensor, sigma_max: Tensor, *,
                  cpu: bool = True) -> NoiseSampler:
-        return BrownianTreeNoise(x, sigma_min, sigma_max, seed=self.seed, cpu=cpu)
+        return BrownianTreeNoise(x, sigma_min, sigma_max, seed=self.seed, cpu=cpu,
+                                 backend=self.brownian_backend)
 
     def randn_like(self, x: Tensor) -> Tensor:
         torch = _torch()
@@ -127,21 +133,32 @@ class FunctionNoise:
 
 
 class BrownianTreeNoise:
-    """Noise from a torchsde Brownian tree (k-diffusion's ``BrownianTreeNoiseSampler``).
+    """Noise from a Brownian tree (k-diffusion's ``BrownianTreeNoiseSampler``).
 
     ``noise(s, s_next) = W(s_next) - W(s)`` scaled to unit variance. One tree per seed; a
     sequence of seeds gives one tree per batch item. ``cpu=True`` keeps the tree on CPU so
     that results do not depend on the compute device (ComfyUI's default).
+
+    The tree is :class:`loom_samplers.brownian.BrownianTree`, which gives bit for bit what
+    ComfyUI's ``torchsde.BrownianTree`` gives, several times faster; ``backend="torchsde"``
+    uses torchsde itself (the reference in the tests).
     """
 
     def __init__(self, x: Tensor, sigma_min: Tensor, sigma_max: Tensor,
                  seed: int | Sequence[int] | None = None, *, cpu: bool = True,
-                 transform: Callable[[Tensor], Tensor] | None = None) -> None:
+                 transform: Callable[[Tensor], Tensor] | None = None,
+                 backend: str = "loom") -> None:
         torch = _torch()
-        try:
-            import torchsde
-        except ImportError as exc:  # a declared dependency, but say what is missing
-            raise ImportError("the SDE samplers need torchsde: pip install torchsde") from exc
+        if backend == "loom":
+            from loom_samplers.brownian import BrownianTree as tree_type
+        elif backend == "torchsde":
+            try:
+                import torchsde
+            except ImportError as exc:
+                raise ImportError("backend='torchsde' needs torchsde: pip install torchsde") from exc
+            tree_type = torchsde.BrownianTree
+        else:
+            raise ValueError(f"unknown Brownian tree backend {backend!r} (loom or torchsde)")
         self.transform = transform or (lambda s: s)
         self.cpu = cpu
         t0 = self.transform(torch.as_tensor(sigma_min))
@@ -159,7 +176,7 @@ class BrownianTreeNoise:
             seeds, self.batched = (int(seed),), False
         if cpu:
             t0, w0, t1 = t0.detach().cpu(), w0.detach().cpu(), t1.detach().cpu()
-        self.trees = [torchsde.BrownianTree(t0, w0, t1, entropy=s) for s in seeds]
+        self.trees = [tree_type(t0, w0, t1, entropy=s) for s in seeds]
 
     def __call__(self, sigma: Tensor, sigma_next: Tensor) -> Tensor:
         torch = _torch()
