@@ -12,6 +12,8 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from loom.errors import ExecutionInterrupted, LoomError
 from loom.executor.cache import CachedOutput, never_cached, node_signature
 from loom.executor.context import ExecutionBlocker, RunContext
@@ -286,10 +288,13 @@ class PromptRun:
         self._store(node_id, definition, produced, inputs)
 
     def _progress(self, node_id: str, value: int, total: int, preview: Any) -> None:
-        self.reporter.progress(node_id, value, total, preview)
         display = self.graph.get_display_node_id(node_id)
-        self.reporter.node_state(node_id, display, self.graph.get_parent_node_id(node_id), display,
-                                 "running", value, total)
+        parent = self.graph.get_parent_node_id(node_id)
+        if preview is not None:  # nodes make the picture; only the executor knows whose it is
+            preview = attrs.evolve(preview, node_id=node_id, prompt_id=self.prompt_id, display_node_id=display,
+                                   parent_node_id=parent, real_node_id=self.graph.get_real_node_id(node_id))
+        self.reporter.progress(node_id, value, total, preview)
+        self.reporter.node_state(node_id, display, parent, display, "running", value, total)
 
     def _needs_lazy(self, node_id: str, definition: NodeDef, obj: Any, calls: list[dict[str, Any]]) -> bool:
         wanted: set[str] = set()

@@ -214,3 +214,33 @@ def test_cache_policies(registry, calls):
     assert reruns("lru", 2) == ["Const:1", "Show:1"]
     assert reruns("none") == ["Const:1", "Show:1"]
     assert reruns("ram") == []
+
+
+def test_progress_previews_are_labelled_with_the_node_by_the_executor(registry):
+    import loom
+    from loom.events import Preview
+    from loom.plugins import PluginHost
+    from loom.registry import collect
+
+    @loom.node("Previewer", category="testing", output_node=True)
+    class Previewer:
+        """Reports one step with a preview that knows nothing about its node."""
+
+        def run(self, ctx: loom.RunContext) -> None:
+            ctx.progress(1, 1, Preview("JPEG", b"\xff\xd8"))
+
+    class Plugin:
+        @loom.hookimpl
+        def register_nodes(self, register):
+            register(Previewer)
+
+    host = PluginHost(entry_points=False, builtins=())
+    host.register(Plugin(), "p")
+    host.load()
+    events = []
+    Executor(registry=collect(host)).run_prompt({"7": {"class_type": "Previewer", "inputs": {}}}, prompt_id="pp",
+                                                on_event=events.append)
+    (progress,) = [e for e in events if e.type == "progress"]
+    preview = progress.preview
+    assert (preview.node_id, preview.prompt_id, preview.display_node_id, preview.real_node_id) == ("7", "pp", "7", "7")
+    assert preview.parent_node_id is None and preview.data == b"\xff\xd8"
