@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import sys
 
+import loom
+from loom.events import Preview
 from loom.executor.run import Executor
+from loom.plugins import PluginHost
+from loom.registry import collect
 
 
 def run(executor, prompt, events=None):
@@ -216,19 +220,15 @@ def test_cache_policies(registry, calls):
     assert reruns("ram") == []
 
 
-def test_progress_previews_are_labelled_with_the_node_by_the_executor(registry):
-    import loom
-    from loom.events import Preview
-    from loom.plugins import PluginHost
-    from loom.registry import collect
+@loom.node("Previewer", category="testing", output_node=True)
+class Previewer:
+    """Reports one step with a preview that knows nothing about its node."""
 
-    @loom.node("Previewer", category="testing", output_node=True)
-    class Previewer:
-        """Reports one step with a preview that knows nothing about its node."""
+    def run(self, ctx: loom.RunContext) -> None:
+        ctx.progress(1, 1, Preview("JPEG", b"\xff\xd8"))
 
-        def run(self, ctx: loom.RunContext) -> None:
-            ctx.progress(1, 1, Preview("JPEG", b"\xff\xd8"))
 
+def test_progress_previews_are_labelled_with_the_node_by_the_executor():
     class Plugin:
         @loom.hookimpl
         def register_nodes(self, register):
@@ -237,8 +237,10 @@ def test_progress_previews_are_labelled_with_the_node_by_the_executor(registry):
     host = PluginHost(entry_points=False, builtins=())
     host.register(Plugin(), "p")
     host.load()
+    registry = collect(host)
+    assert not registry.failures
     events = []
-    Executor(registry=collect(host)).run_prompt({"7": {"class_type": "Previewer", "inputs": {}}}, prompt_id="pp",
+    Executor(registry=registry).run_prompt({"7": {"class_type": "Previewer", "inputs": {}}}, prompt_id="pp",
                                                 on_event=events.append)
     (progress,) = [e for e in events if e.type == "progress"]
     preview = progress.preview
