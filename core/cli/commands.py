@@ -102,7 +102,6 @@ def validate(factory: Any, workflow: Path) -> int:
     prompt, _ = load_prompt(runtime, workflow)
     validated = _validate(runtime, prompt)
     if validated.node_errors:
-
         click.echo(validation_report({"message": "some outputs are invalid and would be skipped"},
                                      validated.node_errors, prompt), err=True)
     click.echo(f"ok: {len(validated.outputs)} output node(s) would run: {', '.join(validated.outputs)}")

@@ -47,21 +47,22 @@ class Reporter:
         self.messages: list[list[Any]] = []
         self.node_states: dict[str, dict[str, Any]] = {}
         hook_impls = runtime.host.hook.on_execution_event.get_hookimpls() if runtime is not None else []
-        self.wants_state = bool(hook_impls)
+        # Events are built only for listeners; progress_state snapshots cost O(nodes) each.
+        self.has_listeners = bool(hook_impls)
 
     def send(self, kind: str, data: dict[str, Any], *, record: bool = False,
              preview: Preview | None = None) -> None:
         if record:
             self.messages.append([kind, data])
         event = ExecutionEvent(kind, data, self.client_id, preview)
-        if self.runtime is not None and self.wants_state:
+        if self.runtime is not None and self.has_listeners:
             self.runtime.emit(event)
         if self.callback is not None:
             self.callback(event)
 
     def node_state(self, node_id: str, display_id: str, parent_id: str | None, real_id: str,
                    state: str, value: int = 0, total: int = 1) -> None:
-        if not self.wants_state:
+        if not self.has_listeners:
             return
         self.node_states[node_id] = {
             "value": value, "max": total, "state": state, "node_id": node_id,

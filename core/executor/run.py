@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from loom.errors import ExecutionInterrupted, LoomError
+from loom.errors import ExecutionInterrupted
 from loom.executor.cache import OutputCache
 from loom.executor.context import InterruptFlag
 from loom.executor.execution import NodeFailed, PromptRun
@@ -151,4 +151,4 @@ def _class_of(run: PromptRun, node_id: str | None) -> str | None:
     return run.graph.nodes[node_id].get("class_type")
 
 
-__all__ = ["ExecutionResult", "Executor", "LoomError"]
+__all__ = ["ExecutionResult", "Executor"]
