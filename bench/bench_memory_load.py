@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from peak_memory import peak_rss_bytes
+from machine import cpu_model, peak_rss_bytes
 
 CHANNELS = 1280
 
@@ -257,14 +257,7 @@ def machine() -> str:
 
     from loom.memory.allocator import glibc_version
 
-    cpu = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     return (
         f"{cpu}; {os.cpu_count()} cores; {psutil.virtual_memory().total / 2**30:.1f} GiB RAM; "
         f"Python {platform.python_version()}; torch {torch.__version__}; "

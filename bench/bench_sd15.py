@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import torch
-from peak_memory import peak_rss_bytes
+from machine import peak_rss_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENIZERS = Path(os.environ.get("LOOM_TOKENIZERS_PATH", ROOT.parent / "shared/data/tokenizers"))

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import psutil
+from machine import cpu_model
 
 BENCH = Path(__file__).resolve().parent
 README = BENCH / "README.md"
@@ -28,14 +29,7 @@ reference or anchor in the same run where one is available here; absolute times 
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     try:
         import torch
 

@@ -1,5 +1,6 @@
-"""Peak resident memory of this process, measured so a parent's memory never leaks in.
+"""Facts about this machine and process that benchmarks report.
 
+Peak resident memory is measured so a parent's memory never leaks in:
 ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` is the wrong tool for a child started with
 fork + exec: Linux carries the parent's high-water mark across ``exec`` into the child's
 ``ru_maxrss``. ``VmHWM`` in ``/proc/self/status`` belongs to the new address space only.
@@ -7,8 +8,21 @@ fork + exec: Linux carries the parent's high-water mark across ``exec`` into the
 
 from __future__ import annotations
 
+import platform
 import resource
 import sys
+from pathlib import Path
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what :mod:`platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def peak_rss_bytes() -> int:
