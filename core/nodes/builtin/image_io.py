@@ -164,9 +164,9 @@ def load_image_file(path: Path) -> LoadedImage:
     return LoadedImage(image=images[0], mask=masks[0])
 
 
-@loom.node("LoadImage", category="image", display_name="Load Image")
-class LoadImage:
-    image: str = ui.combo(input_image_files, image_upload=True)
+class _InputImageFile:
+    """Checks shared by nodes reading ``self.image`` from the input directory: re-run when the
+    file's bytes change (IS_CHANGED), and name a missing file at validation."""
 
     @classmethod
     def fingerprint(cls, image: str, registry: Any = None) -> str:
@@ -175,23 +175,20 @@ class LoadImage:
     @classmethod
     def validate_inputs(cls, image: str, registry: Any = None) -> bool | str:
         return _check_image_name(image, registry)
+
+
+@loom.node("LoadImage", category="image", display_name="Load Image")
+class LoadImage(_InputImageFile):
+    image: str = ui.combo(input_image_files, image_upload=True)
 
     def run(self, ctx: loom.RunContext) -> LoadedImage:
         return load_image_file(annotated_path(self.image, settings_of(ctx)))
 
 
 @loom.node("LoadImageMask", category="mask", display_name="Load Image (as Mask)")
-class LoadImageMask:
+class LoadImageMask(_InputImageFile):
     image: str = ui.combo(input_image_files, image_upload=True)
     channel: str = ui.combo(("alpha", "red", "green", "blue"))
-
-    @classmethod
-    def fingerprint(cls, image: str, registry: Any = None) -> str:
-        return _file_digest(image, registry)
-
-    @classmethod
-    def validate_inputs(cls, image: str, registry: Any = None) -> bool | str:
-        return _check_image_name(image, registry)
 
     def run(self, ctx: loom.RunContext) -> Mask:
         import numpy as np
