@@ -29,6 +29,14 @@ def accepted_args(func: Any) -> frozenset[str] | None:
     return frozenset(p.name for p in params if p.name not in ("self", "cls", "s"))
 
 
+def call_with_accepted(func: Any, inputs: dict[str, Any]) -> Any:
+    """Call ``func`` with the inputs it names (all of them if it takes ``**kwargs``)."""
+    accepted = accepted_args(func)
+    if accepted is None:
+        return func(**inputs)
+    return func(**{name: value for name, value in inputs.items() if name in accepted})
+
+
 class ClassicImpl:
     """Calls a classic class the way ComfyUI does (one instance per node id)."""
 
@@ -42,27 +50,21 @@ class ClassicImpl:
     def create(self) -> Any:
         return self.cls()
 
-    def _call_with(self, func: Any, inputs: dict[str, Any]) -> Any:
-        accepted = accepted_args(func)
-        if accepted is None:
-            return func(**inputs)
-        return func(**{name: value for name, value in inputs.items() if name in accepted})
-
     def fingerprint(self, obj: Any, constants: dict[str, Any], registry: Any = None) -> Any:
         method = getattr(self.cls, "IS_CHANGED", None)
         if method is None:
             return None
-        return self._call_with(method, constants)
+        return call_with_accepted(method, constants)
 
     def validate(self, obj: Any, inputs: dict[str, Any], registry: Any = None) -> bool | str:
         method = getattr(self.cls, "VALIDATE_INPUTS", None)
-        return True if method is None else self._call_with(method, inputs)
+        return True if method is None else call_with_accepted(method, inputs)
 
     def check_lazy_status(self, obj: Any, inputs: dict[str, Any]) -> list[str]:
         method = getattr(obj, "check_lazy_status", None)
         if method is None:
             return []
-        return list(self._call_with(method, inputs) or [])
+        return list(call_with_accepted(method, inputs) or [])
 
     def execute(self, obj: Any, inputs: dict[str, Any], ctx: Any) -> NodeOutput:
         result = getattr(obj, self.function)(**inputs)

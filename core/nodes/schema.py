@@ -27,7 +27,7 @@ from typing import Any, get_args, get_origin
 import attrs
 
 from loom.errors import NodeDefinitionError
-from loom.nodes.compat import accepted_args
+from loom.nodes.compat import accepted_args, call_with_accepted
 from loom.nodes.spec import InputTypes, NodeDef, NodeOutput, OutputDef
 from loom.types import WIDGET_TYPES, Socket
 
@@ -247,13 +247,15 @@ class DeclarativeImpl:
     def create(self) -> None:
         return None
 
+    # fingerprint and validate_inputs may also name ``registry`` to see the runtime
+    # (``registry.settings`` for directories, ``registry.folders`` for model files).
     def fingerprint(self, obj: Any, constants: dict[str, Any], registry: Any = None) -> Any:
         method = getattr(self.cls, "fingerprint", None)
-        return _call_accepting(method, {**constants, "registry": registry}) if method is not None else None
+        return call_with_accepted(method, {**constants, "registry": registry}) if method is not None else None
 
     def validate(self, obj: Any, inputs: dict[str, Any], registry: Any = None) -> bool | str:
         method = getattr(self.cls, "validate_inputs", None)
-        return _call_accepting(method, {**inputs, "registry": registry}) if method is not None else True
+        return call_with_accepted(method, {**inputs, "registry": registry}) if method is not None else True
 
     def check_lazy_status(self, obj: Any, inputs: dict[str, Any]) -> list[str]:
         method = getattr(self.cls, "check_lazy_status", None)
@@ -273,16 +275,6 @@ class DeclarativeImpl:
         if self.multi_output:
             return NodeOutput(values=attrs.astuple(result, recurse=False))
         return NodeOutput(values=(result,))
-
-
-def _call_accepting(method: Callable[..., Any], inputs: dict[str, Any]) -> Any:
-    """Call a hook with the inputs it names (all of them if it takes ``**kwargs``).
-
-    ``fingerprint`` and ``validate_inputs`` may also name ``registry`` to see the runtime
-    (``registry.settings`` for directories, ``registry.folders`` for model files).
-    """
-    accepted = accepted_args(method)
-    return method(**(inputs if accepted is None else {k: v for k, v in inputs.items() if k in accepted}))
 
 
 def compile_declarative(cls: type, *, python_module: str | None = None) -> NodeDef:
