@@ -20,7 +20,15 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from loom.errors import PromptValidationError
-from loom.executor.graph import Prompt, is_link, link_source, reachable, topological_order
+from loom.executor.graph import (
+    Prompt,
+    is_link,
+    link_source,
+    reachable,
+    topological_order,
+    upstream_ids,
+)
+from loom.executor.reporting import type_name
 from loom.nodes.spec import InputTypes, NodeDef
 
 if TYPE_CHECKING:
@@ -92,7 +100,7 @@ class _Checker:
             return self._check_inputs(node_id, node, definition)
         except Exception as exc:  # INPUT_TYPES or VALIDATE_INPUTS of a custom node raised
             return [_error("exception_during_validation", "Exception when validating node", str(exc),
-                           exception_type=_type_name(exc), traceback=traceback.format_tb(exc.__traceback__))]
+                           exception_type=type_name(exc), traceback=traceback.format_tb(exc.__traceback__))]
 
     def _check_inputs(self, node_id: str, node: dict[str, Any], definition: NodeDef) -> list[dict[str, Any]]:
         inputs = node["inputs"]
@@ -166,12 +174,6 @@ class _Checker:
         details = f"{last}" if result is False else f"{last} - {result}"
         return [_error("custom_validation_failed", "Custom validation failed for node", details,
                        input_name=last)]
-
-
-def _type_name(exc: BaseException) -> str:
-    module = type(exc).__module__
-    name = type(exc).__qualname__
-    return name if module == "builtins" else f"{module}.{name}"
 
 
 _CONVERTERS = {"INT": int, "FLOAT": float, "STRING": str, "BOOLEAN": bool}
@@ -258,7 +260,7 @@ def validate_prompt(prompt: Any, registry: Registry, partial_targets: Iterable[s
     valid: dict[str, bool] = {}
     for node_id in ordered:  # upstream first, so validity propagates in one pass
         own_errors[node_id] = checker.node_errors(node_id)
-        upstream_ok = all(valid.get(s, False) for s in _sources(checked[node_id]) if s in checked)
+        upstream_ok = all(valid.get(s, False) for s in upstream_ids(checked[node_id]) if s in checked)
         valid[node_id] = not own_errors[node_id] and upstream_ok
     for node_id in cyclic:
         own_errors[node_id] = [_error("dependency_cycle", "Dependency cycle detected",
@@ -289,7 +291,3 @@ def validate_prompt(prompt: Any, registry: Registry, partial_targets: Iterable[s
         raise _reject("prompt_outputs_failed_validation", "Prompt outputs failed validation",
                       "\n".join(output_errors), node_errors)
     return ValidatedPrompt(checked, good, node_errors)
-
-
-def _sources(node: dict[str, Any]) -> list[str]:
-    return [link_source(v)[0] for v in node["inputs"].values() if is_link(v)]
