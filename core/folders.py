@@ -90,6 +90,10 @@ class ExtraPaths:
     default: dict[str, list[Path]]
     other: dict[str, list[Path]]
 
+    def custom_nodes(self) -> list[Path]:
+        """The config's ``custom_nodes`` directories, ``is_default`` sections first."""
+        return self.default.get("custom_nodes", []) + self.other.get("custom_nodes", [])
+
 
 def read_extra_model_paths(config: Path) -> ExtraPaths:
     """Parse ComfyUI's extra_model_paths.yaml layout.
@@ -135,10 +139,10 @@ class ModelFolders:
     """Resolves folder keys to directories and lists the model files in them."""
 
     def __init__(self, models_dir: Path, output_dir: Path, kinds: dict[str, FolderKind],
-                 extra_configs: Iterable[Path] = ()) -> None:
+                 extras: Iterable[ExtraPaths] = ()) -> None:
         self.kinds = kinds
         self._paths: dict[str, list[Path]] = {}
-        extras = [read_extra_model_paths(Path(c)) for c in extra_configs]
+        extras = list(extras)
         for key, kind in kinds.items():
             paths: list[Path] = []
             for extra in extras:
@@ -148,9 +152,13 @@ class ModelFolders:
             for extra in extras:
                 paths.extend(extra.other.get(key, []))
             self._paths[key] = _unique(paths)
-        self.custom_nodes_paths = _unique(
-            [p for extra in extras for p in extra.default.get("custom_nodes", []) + extra.other.get("custom_nodes", [])]
-        )
+        self.custom_nodes_paths = _unique([p for extra in extras for p in extra.custom_nodes()])
+
+    @classmethod
+    def from_configs(cls, models_dir: Path, output_dir: Path, kinds: dict[str, FolderKind],
+                     configs: Iterable[Path]) -> ModelFolders:
+        """Folders with the extra paths of these ``extra_model_paths.yaml`` files."""
+        return cls(models_dir, output_dir, kinds, [read_extra_model_paths(Path(c)) for c in configs])
 
     def keys(self) -> list[str]:
         return list(self.kinds)

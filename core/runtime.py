@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from loom.folders import ModelFolders
+from loom.folders import ExtraPaths, ModelFolders, read_extra_model_paths
 from loom.plugins import PluginHost
 from loom.registry import Registry, collect
 from loom.settings import Settings
@@ -44,8 +45,7 @@ class Runtime:
         registry = collect(self.host)
         registry.settings = self.settings
         registry.folders = ModelFolders(
-            self.settings.models_dir, self.settings.output_dir, registry.folder_kinds,
-            self.settings.extra_model_paths,
+            self.settings.models_dir, self.settings.output_dir, registry.folder_kinds, self.extra_paths,
         )
         for failure in [*self.host.failures, *registry.failures]:
             log.warning("%s", failure)
@@ -57,14 +57,13 @@ class Runtime:
         assert folders is not None
         return folders
 
-    def custom_node_dirs(self) -> list[Any]:
-        from loom.folders import read_extra_model_paths
+    @cached_property
+    def extra_paths(self) -> list[ExtraPaths]:
+        """The settings' ``extra_model_paths.yaml`` files, each read once."""
+        return [read_extra_model_paths(config) for config in self.settings.extra_model_paths]
 
-        dirs = [self.settings.custom_nodes_dir]
-        for config in self.settings.extra_model_paths:
-            extra = read_extra_model_paths(config)
-            dirs += extra.default.get("custom_nodes", []) + extra.other.get("custom_nodes", [])
-        return dirs
+    def custom_node_dirs(self) -> list[Path]:
+        return [self.settings.custom_nodes_dir, *(p for extra in self.extra_paths for p in extra.custom_nodes())]
 
     @cached_property
     def memory(self) -> Any:

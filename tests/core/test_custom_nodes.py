@@ -256,3 +256,12 @@ def test_runtime_can_skip_custom_nodes(custom_nodes: Path) -> None:
     settings = Settings(base_directory=custom_nodes.parent, load_custom_nodes=False)
     runtime = Runtime(settings, PluginHost(builtins=("loom.folders",), entry_points=False))
     assert "GoodTriple" not in runtime.registry.nodes
+
+
+def test_runtime_loads_custom_nodes_named_by_extra_model_paths(custom_nodes: Path, tmp_path: Path) -> None:
+    config = tmp_path / "extra_model_paths.yaml"
+    config.write_text(f"elsewhere:\n    custom_nodes: {custom_nodes}\n")
+    settings = Settings(base_directory=tmp_path / "empty_base", extra_model_paths=[config])
+    runtime = Runtime(settings, PluginHost(builtins=("loom.folders",), entry_points=False))
+    assert runtime.registry.nodes["GoodTriple"].python_module == "custom_nodes.good_pack"
+    assert runtime.folders.custom_nodes_paths == [custom_nodes]

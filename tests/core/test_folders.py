@@ -69,7 +69,7 @@ def test_extra_model_paths_yaml_comfyui_layout(tmp_path, monkeypatch):
     )
     extra = read_extra_model_paths(config)
     assert extra.other["text_encoders"] == [tmp_path / "a1111/models/text_encoder"]
-    folders = ModelFolders(tmp_path / "models", tmp_path / "output", KINDS, [config])
+    folders = ModelFolders.from_configs(tmp_path / "models", tmp_path / "output", KINDS, [config])
     assert folders.filenames("checkpoints") == ["sd.safetensors"]
     assert folders.paths("loras")[:2] == [tmp_path / "shared/loras", tmp_path / "shared/loras2"]  # is_default first
     assert folders.filenames("loras") == ["l1.safetensors", "l2.safetensors", "local.safetensors"]
