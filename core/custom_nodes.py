@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from loom.errors import PluginLoadError
 from loom.hookspecs import hookimpl
 
 if TYPE_CHECKING:
@@ -115,22 +114,18 @@ def register_custom_nodes(host: PluginHost, dirs: list[Path]) -> None:
             log.info("custom node package %s disabled", name)
             continue
         if name in seen:
-            _fail(
-                host,
-                plugin_name,
-                ImportError(f"a package with this name was already loaded; skipped {path}"),
-            )
+            host.fail(plugin_name, ImportError(f"a package with this name was already loaded; skipped {path}"))
             continue
         seen.add(name)
         started = time.perf_counter()
         try:
             package = load_package(path, name)
         except Exception as exc:  # a broken package must not take the others down
-            _fail(host, plugin_name, exc)
+            host.fail(plugin_name, exc)
             continue
         seconds = time.perf_counter() - started
         if not package.node_class_mappings and package.web_directory is None:
-            _fail(host, plugin_name, AttributeError("module defines no NODE_CLASS_MAPPINGS"))
+            host.fail(plugin_name, AttributeError("module defines no NODE_CLASS_MAPPINGS"))
             continue
         failures_before = len(host.failures)
         host.register(package, plugin_name)
@@ -200,13 +195,6 @@ def _forget(module_name: str) -> None:
     """Drop a module and its submodules from ``sys.modules`` (a fresh import follows)."""
     for key in [k for k in sys.modules if k == module_name or k.startswith(module_name + ".")]:
         del sys.modules[key]
-
-
-def _fail(host: PluginHost, plugin_name: str, exc: BaseException) -> None:
-    error = PluginLoadError(plugin_name, exc)
-    error.__cause__ = exc
-    host.failures.append(error)
-    log.error("%s", error, exc_info=exc)
 
 
 def _record_seconds(host: PluginHost, plugin_name: str, seconds: float) -> None:

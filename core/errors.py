@@ -30,6 +30,7 @@ class PluginLoadError(LoomError):
         super().__init__(f"plugin {plugin!r} failed to load: {type(cause).__name__}: {cause}")
         self.plugin = plugin
         self.cause = cause
+        self.__cause__ = cause
 
 
 class DuplicateRegistrationError(LoomError):

@@ -120,10 +120,7 @@ class PluginHost:
                 return
             except pluggy.PluginValidationError as exc:
                 name = self.pm.get_name(exc.plugin) or repr(exc.plugin)
-                error = PluginLoadError(name, exc)
-                error.__cause__ = exc
-                self.failures.append(error)
-                log.error("%s", error)
+                self.fail(name, exc)
                 self.unregister(name)
 
     def register(self, plugin: object, name: str, *, version: str | None = None) -> None:
@@ -135,23 +132,25 @@ class PluginHost:
             log.info("built-in plugin %s disabled", name)
             return
         if self.pm.has_plugin(name):
-            self.failures.append(PluginLoadError(name, ValueError("a plugin with this name is already loaded")))
-            log.error("%s", self.failures[-1])
+            self.fail(name, ValueError("a plugin with this name is already loaded"))
             return
         started = time.perf_counter()
         try:
             plugin = loader()
             self.pm.register(plugin, name=name)
         except Exception as exc:  # a broken plugin must not take the others down
-            error = PluginLoadError(name, exc)
-            error.__cause__ = exc
-            self.failures.append(error)
-            log.error("%s", error, exc_info=exc)
+            self.fail(name, exc)
             return
         seconds = time.perf_counter() - started
         module = getattr(plugin, "__name__", type(plugin).__name__)
         self.infos.append(PluginInfo(name, module, version, builtin, seconds))
         log.debug("plugin %s %s loaded in %.3f s", name, version or "", seconds)
+
+    def fail(self, name: str, cause: BaseException) -> None:
+        """Record that plugin ``name`` could not load (``loom plugins`` lists it) and log it."""
+        error = PluginLoadError(name, cause)
+        self.failures.append(error)
+        log.error("%s", error, exc_info=cause)
 
     def unregister(self, name: str) -> None:
         plugin = self.pm.get_plugin(name)
