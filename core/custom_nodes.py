@@ -21,13 +21,10 @@ from __future__ import annotations
 import importlib.util
 import logging
 import sys
-import time
 import types
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import attrs
 
 from loom.hookspecs import hookimpl
 
@@ -117,26 +114,17 @@ def register_custom_nodes(host: PluginHost, dirs: list[Path]) -> None:
             host.fail(plugin_name, ImportError(f"a package with this name was already loaded; skipped {path}"))
             continue
         seen.add(name)
-        started = time.perf_counter()
-        try:
-            package = load_package(path, name)
-        except Exception as exc:  # a broken package must not take the others down
-            host.fail(plugin_name, exc)
-            continue
-        seconds = time.perf_counter() - started
-        if not package.node_class_mappings and package.web_directory is None:
-            host.fail(plugin_name, AttributeError("module defines no NODE_CLASS_MAPPINGS"))
-            continue
-        failures_before = len(host.failures)
-        host.register(package, plugin_name)
-        if len(host.failures) == failures_before:
-            _record_seconds(host, plugin_name, seconds)
-            log.info(
-                "custom node package %s: %d nodes, imported in %.3f s",
-                name,
-                len(package.node_class_mappings),
-                seconds,
-            )
+        package = host.load_plugin(plugin_name, lambda path=path, name=name: _import_with_nodes(path, name))
+        if package is not None:
+            log.info("custom node package %s: %d nodes, imported in %.3f s", name,
+                     len(package.node_class_mappings), host.infos[-1].import_seconds)
+
+
+def _import_with_nodes(path: Path, name: str) -> CustomNodePackage:
+    package = load_package(path, name)
+    if not package.node_class_mappings and package.web_directory is None:
+        raise AttributeError("module defines no NODE_CLASS_MAPPINGS")
+    return package
 
 
 def load_package(path: Path, name: str) -> CustomNodePackage:
@@ -195,14 +183,6 @@ def _forget(module_name: str) -> None:
     """Drop a module and its submodules from ``sys.modules`` (a fresh import follows)."""
     for key in [k for k in sys.modules if k == module_name or k.startswith(module_name + ".")]:
         del sys.modules[key]
-
-
-def _record_seconds(host: PluginHost, plugin_name: str, seconds: float) -> None:
-    # host.register timed only the registration; report the import time instead.
-    host.infos = [
-        attrs.evolve(info, import_seconds=seconds) if info.name == plugin_name else info
-        for info in host.infos
-    ]
 
 
 __all__ = ["CustomNodePackage", "discover", "load_package", "register_custom_nodes"]

@@ -17,7 +17,7 @@ import importlib
 import logging
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from importlib import metadata
 from types import ModuleType
 from typing import Any
@@ -127,24 +127,32 @@ class PluginHost:
         """Register an already-imported plugin object (tests, embedding applications)."""
         self._load_one(name, lambda: plugin, version=version, builtin=False)
 
-    def _load_one(self, name: str, loader: Any, *, version: str | None, builtin: bool) -> None:
+    def load_plugin(self, name: str, loader: Callable[[], object]) -> object | None:
+        """Import (``loader()``, timed as the plugin's import) and register one more plugin.
+
+        Returns the plugin, or None when it failed (recorded in :attr:`failures`).
+        """
+        return self._load_one(name, loader, version=None, builtin=False)
+
+    def _load_one(self, name: str, loader: Any, *, version: str | None, builtin: bool) -> object | None:
         if builtin and name in self.disabled:
             log.info("built-in plugin %s disabled", name)
-            return
+            return None
         if self.pm.has_plugin(name):
             self.fail(name, ValueError("a plugin with this name is already loaded"))
-            return
+            return None
         started = time.perf_counter()
         try:
             plugin = loader()
             self.pm.register(plugin, name=name)
         except Exception as exc:  # a broken plugin must not take the others down
             self.fail(name, exc)
-            return
+            return None
         seconds = time.perf_counter() - started
         module = getattr(plugin, "__name__", type(plugin).__name__)
         self.infos.append(PluginInfo(name, module, version, builtin, seconds))
         log.debug("plugin %s %s loaded in %.3f s", name, version or "", seconds)
+        return plugin
 
     def fail(self, name: str, cause: BaseException) -> None:
         """Record that plugin ``name`` could not load (``loom plugins`` lists it) and log it."""
