@@ -158,7 +158,8 @@ class PluginHost:
         """Record that plugin ``name`` could not load (``loom plugins`` lists it) and log it."""
         error = PluginLoadError(name, cause)
         self.failures.append(error)
-        log.error("%s", error, exc_info=cause)
+        log.error("%s", error)  # one readable line; the traceback is for -vv
+        log.debug("plugin %s failed here:", name, exc_info=cause)
 
     def unregister(self, name: str) -> None:
         plugin = self.pm.get_plugin(name)

@@ -132,5 +132,6 @@ def collect(host: PluginHost, registry: Registry | None = None) -> Registry:
             except Exception as exc:  # a plugin's own bug must not stop the others
                 error = PluginLoadError(impl.plugin_name, exc)
                 registry.failures.append(error)
-                log.error("%s (in %s)", error, hook_name, exc_info=exc)
+                log.error("%s (in %s)", error, hook_name)
+                log.debug("plugin %s failed in %s:", impl.plugin_name, hook_name, exc_info=exc)
     return registry

@@ -47,8 +47,6 @@ class Runtime:
         registry.folders = ModelFolders(
             self.settings.models_dir, self.settings.output_dir, registry.folder_kinds, self.extra_paths,
         )
-        for failure in [*self.host.failures, *registry.failures]:
-            log.warning("%s", failure)
         return registry
 
     @property
