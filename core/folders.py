@@ -20,6 +20,7 @@ import yaml
 
 from loom.errors import LoomError
 from loom.hookspecs import hookimpl
+from loom.paths import is_inside
 
 log = logging.getLogger(__name__)
 
@@ -198,12 +199,7 @@ class ModelFolders:
             return None
         for root in self._paths[self._key(key)]:
             candidate = root / relative
-            try:
-                resolved_root = root.resolve()
-                resolved = candidate.resolve()
-            except OSError:
-                continue
-            if resolved.is_relative_to(resolved_root) and resolved.exists():
+            if candidate.exists() and is_inside(root, filename):
                 return candidate
         return None
 

@@ -81,3 +81,18 @@ def test_broken_extra_paths_file_names_the_file(tmp_path):
     config.write_text("a: [unclosed\n")
     with pytest.raises(ExtraPathsError, match=r"bad\.yaml"):
         read_extra_model_paths(config)
+
+
+def test_one_confinement_rule_refuses_symlinks_out_but_accepts_a_symlinked_base(tmp_path):
+    from loom.paths import PathOutsideError, confine, is_inside
+
+    touch(tmp_path / "outside/secret.png")
+    real = tmp_path / "real_input"
+    touch(real / "ok.png")
+    (real / "link.png").symlink_to(tmp_path / "outside/secret.png")
+    (tmp_path / "input").symlink_to(real)  # the folder itself may be a symlink
+    assert confine(tmp_path / "input", "ok.png") == tmp_path / "input/ok.png"
+    assert not is_inside(tmp_path / "input", "link.png")
+    for name in ("../outside/secret.png", "/etc/passwd", "a\x00b"):
+        with pytest.raises(PathOutsideError):
+            confine(tmp_path / "input", name)

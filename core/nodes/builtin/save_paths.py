@@ -18,6 +18,7 @@ from pathlib import Path
 import attrs
 
 from loom.errors import LoomError
+from loom.paths import PathOutsideError, confine
 
 BATCH_NUM = "%batch_num%"
 
@@ -59,15 +60,13 @@ def expand_tokens(prefix: str, width: int = 0, height: int = 0, now: time.struct
 
 def confined(base: Path, relative: str) -> Path:
     """``base / relative``, refusing any path that would leave ``base``."""
-    base_abs = os.path.abspath(base)
-    target = os.path.abspath(os.path.join(base_abs, relative))
-    if os.path.commonpath((base_abs, target)) != base_abs:
+    try:
+        return Path(os.path.abspath(confine(base, relative)))
+    except PathOutsideError as exc:
         raise OutputPathError(
-            f"saving outside the output folder is not allowed: {relative!r} resolves to {target}, "
-            f"outside {base_abs}",
+            f"saving outside the output folder is not allowed: {exc}",
             hint="use a filename_prefix without '..' or an absolute path",
-        )
-    return Path(target)
+        ) from exc
 
 
 def next_counter(folder: Path, filename: str) -> int:

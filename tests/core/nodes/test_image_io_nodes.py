@@ -227,3 +227,17 @@ def test_object_info_save_image_matches_comfyui():
     any_info = to_json(registry.get_node("PreviewAny"), registry)
     assert any_info["input"] == {"required": {"source": ["*"]}}
     assert any_info["category"] == "utils" and any_info["python_module"] == "comfy_extras.nodes_preview_any"
+
+
+def test_load_image_refuses_a_symlink_pointing_out_of_the_input_folder(tmp_path):
+    import pytest as _pytest
+
+    from loom.nodes.builtin.image_io import annotated_path
+    from loom.settings import Settings
+
+    settings = Settings(base_directory=tmp_path)
+    settings.input_dir.mkdir(parents=True)
+    (tmp_path / "secret.png").write_bytes(b"x")
+    (settings.input_dir / "link.png").symlink_to(tmp_path / "secret.png")
+    with _pytest.raises(FileNotFoundError, match="Invalid image file"):
+        annotated_path("link.png", settings)

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from loom.errors import LoomError
+from loom.paths import PathOutsideError
+from loom.paths import confine as loom_confine
 
 if TYPE_CHECKING:
     from loom_http.state import ServerOptions
@@ -75,12 +77,10 @@ def confine(base: Path, *relative: str) -> Path:
     """
     for part in relative:
         check_name(part)
-    joined = os.path.join(os.path.abspath(base), *[p for p in relative if p])
-    real_base = os.path.realpath(base)
-    real_target = os.path.realpath(joined)
-    if os.path.commonpath((real_base, real_target)) != real_base:
-        raise PathForbidden("path is outside the allowed folder")
-    return Path(joined)
+    try:
+        return loom_confine(base, *relative)
+    except PathOutsideError as exc:
+        raise PathForbidden("path is outside the allowed folder") from exc
 
 
 # --- middlewares ---------------------------------------------------------------------------

@@ -24,6 +24,8 @@ from typing import Any
 
 import attrs
 
+from loom.paths import is_inside
+
 log = logging.getLogger(__name__)
 
 EMBEDDING_PREFIX = "embedding:"
@@ -113,16 +115,10 @@ def _walk_dirs(dirs: Sequence[Path]) -> list[Path]:
 def find_embedding(name: str, dirs: Sequence[Path]) -> Path | None:
     """The file ``name`` names in one of ``dirs`` (or their sub-folders), never outside them."""
     for directory in _walk_dirs(dirs):
-        base = directory.resolve()
-        candidate = (base / name).resolve()
-        if os.path.commonpath([base, candidate]) != str(base):
-            continue
-        if candidate.is_file():
-            return candidate
-        for ext in EMBEDDING_EXTENSIONS:
-            with_ext = candidate.with_name(candidate.name + ext)
-            if with_ext.is_file():
-                return with_ext
+        # every candidate is checked, so a symlink named ``name.safetensors`` cannot point out
+        for candidate_name in (name, *(name + ext for ext in EMBEDDING_EXTENSIONS)):
+            if (directory / candidate_name).is_file() and is_inside(directory, candidate_name):
+                return (directory / candidate_name).resolve()
     return None
 
 
