@@ -6,8 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import needs_samplers
 from loom_sd15.demo import learn_bpe, write_demo_tokenizer
+from sd15_markers import needs_samplers
 
 
 def _loom(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CLIP_L, TOKENIZERS, needs_tokenizer
 from loom_sd15.family import SD15Family
 from safetensors.torch import load_file, save_file
+from sd15_markers import CLIP_L, TOKENIZERS, needs_tokenizer
 
 from loom.checkpoint import detect_family, read_header
 from loom.errors import ModelFileError, UnknownCheckpointError

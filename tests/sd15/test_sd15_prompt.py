@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import CLIP_L, needs_tokenizer
 from loom_sd15.prompt import parse_prompt
+from sd15_markers import CLIP_L, needs_tokenizer
 
 START, END = 49406, 49407
 

@@ -7,7 +7,7 @@ import copy
 import numpy as np
 import pytest
 import torch
-from conftest import needs_samplers, needs_tokenizer
+from sd15_markers import needs_samplers, needs_tokenizer
 
 pytestmark = [needs_samplers, needs_tokenizer]
 
