@@ -115,6 +115,17 @@ class ModelHandle:
         placement = self._shared.placement
         return placement is not None and placement.handle is self
 
+    @property
+    def compute_device(self) -> torch.device:
+        """Where this handle's forward runs: its placement's device once loaded, else where
+        the weights are. Partially loaded modules keep some weights on the CPU, so the
+        device of an arbitrary parameter is not the answer."""
+        placement = self._shared.placement
+        if placement is not None:
+            return placement.device
+        first = next(iter(self.module.parameters()), None)
+        return first.device if first is not None else torch.device("cpu")
+
     def clone(self) -> ModelHandle:
         """A handle on the same module with its own copy of the patches and options."""
         other = object.__new__(ModelHandle)

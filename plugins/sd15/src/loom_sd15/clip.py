@@ -105,7 +105,8 @@ class _ExtendedEmbedding(nn.Module):
 
 
 def encode_tokens(
-    model: nn.Module, tokens: Sequence[Sequence[Any]], layer_idx: int | None, end_token: int
+    model: nn.Module, tokens: Sequence[Sequence[Any]], layer_idx: int | None, end_token: int,
+    device: torch.device | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Hidden states ``[N, T, D]`` (float32) and pooled output for token rows.
 
@@ -124,7 +125,7 @@ def encode_tokens(
             else:
                 ids.append(int(token))
         rows.append(ids)
-    device = embeddings.weight.device
+    device = device or embeddings.weight.device
     input_ids = torch.tensor(rows, dtype=torch.long, device=device)
     if extra:
         model.set_input_embeddings(_ExtendedEmbedding(embeddings, torch.stack(extra)))
@@ -146,7 +147,7 @@ def encode_tokens(
 
 def weighted_encode(
     model: nn.Module, chunks: list[WeightedChunk], layer_idx: int | None,
-    start_token: int, end_token: int,
+    start_token: int, end_token: int, device: torch.device | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """ComfyUI's ``encode_token_weights``: ``[1, 77*chunks, D]`` and the first chunk's pooled."""
     rows = [[t for t, _ in chunk] for chunk in chunks]
@@ -154,12 +155,13 @@ def weighted_encode(
     if weighted or not rows:
         length = max((len(r) for r in rows), default=77)
         rows.append([start_token, end_token] + [end_token] * (length - 2))
-    z, pooled = encode_tokens(model, rows, layer_idx, end_token)
+    z, pooled = encode_tokens(model, rows, layer_idx, end_token, device)
     outputs = []
     for k, chunk in enumerate(chunks):
         zk = z[k : k + 1]
         if weighted:
-            weights = torch.tensor([w for _, w in chunk], dtype=zk.dtype)[None, :, None]
+            weights = torch.tensor([w for _, w in chunk], dtype=zk.dtype, device=zk.device)
+            weights = weights[None, :, None]
             z_empty = z[-1:]
             zk = torch.where(weights != 1.0, (zk - z_empty) * weights + z_empty, zk)
         outputs.append(zk)
@@ -220,7 +222,8 @@ class SD15Clip:
     def encode_from_tokens(self, chunks: list[WeightedChunk]) -> tuple[torch.Tensor, torch.Tensor]:
         model = self._prepare()
         z, pooled = weighted_encode(model, chunks, self._effective_layer(),
-                                    self.config.start_token, self.config.end_token)
+                                    self.config.start_token, self.config.end_token,
+                                    self.handle.compute_device)
         return z.cpu(), pooled.cpu()
 
     def encode(self, text: str) -> list:

@@ -63,8 +63,8 @@ class SD15Model(ModelHandle):
 
     @property
     def load_device(self) -> torch.device:
-        """Where the UNet's weights are now (the sampler puts the latent there)."""
-        return next(self.module.parameters()).device
+        """Where the UNet runs (the sampler puts the latent there)."""
+        return self.compute_device
 
     def memory_required(self, shape: tuple[int, ...]) -> int:
         return self.memory_estimate(shape, torch.float32)

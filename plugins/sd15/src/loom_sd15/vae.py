@@ -288,9 +288,6 @@ class SD15Vae:
             set_compute_dtype(self.handle.module, torch.float32)
         return self.handle.module
 
-    def _device(self, module: nn.Module) -> torch.device:
-        return next(module.parameters()).device
-
     def crop(self, pixels: torch.Tensor) -> torch.Tensor:
         """Centre-crop H and W to multiples of the downscale factor (ComfyUI's rule)."""
         r = self.downscale_ratio
@@ -305,18 +302,18 @@ class SD15Vae:
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         module = self._module()
         x = self.crop(image[..., :3]).movedim(-1, 1).float() * 2.0 - 1.0
-        return module.encode(x.to(self._device(module))).float().cpu()
+        return module.encode(x.to(self.handle.compute_device)).float().cpu()
 
     @torch.inference_mode()
     def decode(self, samples: torch.Tensor) -> torch.Tensor:
         module = self._module()
-        out = module.decode(samples.float().to(self._device(module))).float().cpu()
+        out = module.decode(samples.float().to(self.handle.compute_device)).float().cpu()
         return ((out + 1.0) / 2.0).clamp(0.0, 1.0).movedim(1, -1)
 
     @torch.inference_mode()
     def decode_tiled(self, samples: torch.Tensor, tile_size: int = 512, overlap: int = 64) -> torch.Tensor:
         module = self._module()
-        device = self._device(module)
+        device = self.handle.compute_device
         r = self.downscale_ratio
         out = three_tilings(
             samples.float(), lambda z: module.decode(z.to(device)), max(tile_size // r, 2),
@@ -327,7 +324,7 @@ class SD15Vae:
     @torch.inference_mode()
     def encode_tiled(self, image: torch.Tensor, tile_size: int = 512, overlap: int = 64) -> torch.Tensor:
         module = self._module()
-        device = self._device(module)
+        device = self.handle.compute_device
         x = self.crop(image[..., :3]).movedim(-1, 1).float() * 2.0 - 1.0
         r = self.downscale_ratio
         return three_tilings(
