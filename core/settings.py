@@ -51,7 +51,7 @@ class Settings:
     load_custom_nodes: bool = True
     # memory (loom.memory.MemoryManager.from_settings): --cpu, a VRAM budget (on a CPU-only
     # machine it simulates a device of that size), bytes kept free, low/normal/high VRAM
-    # mode, and the compute dtype ("fp32", "fp16", "bf16"; None = per device).
+    # mode, and the compute dtype ("fp32", "fp16", "bf16", "auto"; None = per device).
     cpu_only: bool = False
     vram_budget_bytes: int | None = None
     reserved_bytes: int = 0

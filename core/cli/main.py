@@ -50,8 +50,9 @@ class LoomGroup(click.Group):
               help="Device memory to leave free for other programs.")
 @click.option("--vram-budget", "vram_budget_gb", type=float, default=None, metavar="GB",
               help="Use at most this much device memory (on a CPU-only machine: simulate a device of this size).")
-@click.option("--compute-dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default=None,
-              help="Compute dtype of model layers (default: per device; fp32 on CPU).")
+@click.option("--compute-dtype", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default=None,
+              help="Compute dtype of model layers (default: bf16/fp16 on GPUs, fp32 on the CPU; "
+                   "auto: also bf16 on CPUs with bf16 instructions, about twice as fast).")
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 @click.version_option(package_name="loom-core", prog_name="loom")
 @click.pass_context

@@ -63,10 +63,25 @@ class MemoryView:
     budget_bytes: int
 
 
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU has bf16 arithmetic instructions (x86 AVX512-BF16 or AMX), so
+    bf16 compute runs about twice as fast as fp32 rather than emulated and slower."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    for probe in probes:
+        check = getattr(torch.cpu, probe, None)
+        try:
+            if check is not None and check():
+                return True
+        except RuntimeError as exc:  # a build without the probe's backend
+            log.debug("torch.cpu.%s failed: %s", probe, exc)
+    return False
+
+
 def cpu_device() -> DeviceInfo:
     """The host CPU as a :class:`DeviceInfo`."""
     return DeviceInfo(
-        type="cpu", name="cpu", total_bytes=psutil.virtual_memory().total, supports_bf16=True
+        type="cpu", name="cpu", total_bytes=psutil.virtual_memory().total,
+        supports_bf16=cpu_has_native_bf16(),
     )
 
 
@@ -156,16 +171,27 @@ def free_bytes(device: DeviceInfo) -> int:
     return 0
 
 
-def compute_dtype_for(device: DeviceInfo, requested: torch.dtype | None = None) -> torch.dtype:
-    """The dtype layers compute in on ``device``: ``requested`` if given, else a safe default.
+def compute_dtype_for(
+    device: DeviceInfo, requested: torch.dtype | str | None = None
+) -> torch.dtype:
+    """The dtype layers compute in on ``device``: ``requested`` if a dtype, else the policy.
 
-    Accelerators compute in bf16 where supported, else fp16; the CPU (and simulated
-    devices) compute in fp32 unless asked otherwise, so results match a float32 reference.
+    By default accelerators compute in bf16 where supported, else fp16, and the CPU (and
+    simulated devices) in fp32, so CPU results match a float32 reference and ComfyUI.
+    ``"auto"`` picks the fastest dtype the device computes natively: bf16 also on CPUs
+    with bf16 instructions. Asking for bf16 on a CPU without them works, with a warning.
     """
-    if requested is not None:
+    on_cpu = device.simulated or device.type == "cpu"
+    if isinstance(requested, torch.dtype):
+        if requested == torch.bfloat16 and on_cpu and not device.supports_bf16:
+            log.warning("this CPU has no bf16 instructions: bf16 compute is emulated and "
+                        "slower than fp32 (use --compute-dtype fp32)")
         return requested
-    if device.simulated or device.type == "cpu":
-        return torch.float32
+    if requested not in (None, "auto"):
+        raise ValueError(f"unknown compute dtype policy {requested!r}")
+    if on_cpu:
+        native = requested == "auto" and device.supports_bf16 and not device.simulated
+        return torch.bfloat16 if native else torch.float32
     if device.supports_bf16:
         return torch.bfloat16
     return torch.float16 if device.supports_fp16 else torch.float32

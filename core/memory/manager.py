@@ -99,7 +99,8 @@ class MemoryManager:
     :param vram_mode: ``"normal"`` (evict, then partial-load what does not fit), ``"low"``
         (additionally keep at most half the budget resident per model) or ``"high"``
         (never stream: a model too big is loaded whole, over budget, with a warning).
-    :param compute_dtype: dtype cast layers compute in; default per device.
+    :param compute_dtype: dtype cast layers compute in; ``None`` (per device) or
+        ``"auto"`` (fastest native) lets :func:`compute_dtype_for` choose.
     """
 
     def __init__(
@@ -109,7 +110,7 @@ class MemoryManager:
         budget_bytes: int | None = None,
         reserved_bytes: int = 0,
         vram_mode: str = "normal",
-        compute_dtype: torch.dtype | None = None,
+        compute_dtype: torch.dtype | str | None = None,
     ) -> None:
         if vram_mode not in VRAM_MODES:
             raise LoomError(f"unknown vram mode {vram_mode!r}", hint=f"use one of {VRAM_MODES}")
@@ -135,10 +136,11 @@ class MemoryManager:
             device = simulated_device(budget)
         dtype_name = getattr(settings, "compute_dtype", None)
         try:
-            dtype = DTYPE_NAMES[dtype_name] if dtype_name else None
+            dtype = DTYPE_NAMES[dtype_name] if dtype_name not in (None, "auto") else dtype_name
         except KeyError as exc:
             raise LoomError(
-                f"unknown compute dtype {dtype_name!r}", hint=f"use one of {sorted(DTYPE_NAMES)}"
+                f"unknown compute dtype {dtype_name!r}",
+                hint=f"use auto or one of {sorted(DTYPE_NAMES)}",
             ) from exc
         return cls(
             device,

@@ -17,7 +17,7 @@ import attrs
 import torch
 from torch import nn
 
-from loom.memory.cast import set_compute_dtype
+from loom.memory.cast import FLOAT8_DTYPES, CastWeights, set_compute_dtype
 from loom.memory.handle import ModelHandle
 from loom.memory.patches import (
     apply_object_patches,
@@ -25,6 +25,7 @@ from loom.memory.patches import (
     revert_object_patches,
     set_tensor,
 )
+from loom.memory.safetensors_file import release_file_pages
 
 log = logging.getLogger(__name__)
 
@@ -142,21 +143,46 @@ def choose_resident(units: list[Unit], limit_bytes: int) -> tuple[list[Unit], li
     return resident, streamed
 
 
-def _place_unit(placement: Placement, unit: Unit, to_device: bool) -> None:
+def _resident_dtype(unit: Unit, name: str, tensor: torch.Tensor,
+                    compute_dtype: torch.dtype | None) -> torch.dtype:
+    """The dtype a resident tensor is kept in while placed.
+
+    A cast layer converts its weight and bias to the compute dtype on every call; where
+    that conversion costs no extra bytes (fp16 -> bf16, fp32 -> bf16), it is done once
+    here instead. The values are the ones each call would have made. Growing conversions
+    (fp16 -> fp32, fp8 -> bf16) stay per call, so the model keeps its stored size.
+    """
+    if (
+        compute_dtype is None
+        or tensor.dtype == compute_dtype
+        or not isinstance(unit.module, CastWeights)
+        or name not in ("weight", "bias")
+        or not tensor.is_floating_point()
+        or tensor.dtype in FLOAT8_DTYPES
+    ):
+        return tensor.dtype
+    grows = torch.empty((), dtype=compute_dtype).element_size() > tensor.element_size()
+    return tensor.dtype if grows else compute_dtype
+
+
+def _place_unit(placement: Placement, unit: Unit, to_device: bool,
+                compute_dtype: torch.dtype | None = None) -> None:
     patches = placement.handle.weight_patches
     for name, original in unit.tensors():
         key = unit.key(name)
         entries = patches.get(key)
+        dtype = _resident_dtype(unit, name, original, compute_dtype) if to_device else original.dtype
         if entries:
             new = patched_weight(original, entries, placement.device)
-            if not to_device:
-                new = new.to(original.device)
-        elif to_device and original.device != placement.device:
-            new = original.detach().to(placement.device)
+            new = new.to(placement.device if to_device else original.device, dtype)
+        elif (to_device and original.device != placement.device) or dtype != original.dtype:
+            new = original.detach().to(placement.device, dtype)
         else:
             continue
         placement.home[key] = (unit.module, name, original)
         set_tensor(unit.module, name, new)
+        if to_device:
+            release_file_pages(original)
 
 
 def _stream_hooks(unit: Unit, device: torch.device, meter: StreamMeter) -> list[Any]:
@@ -196,7 +222,7 @@ def place(
     placement = Placement(handle, device, resident, streamed, signature=handle.patch_signature())
     try:
         for unit in resident:
-            _place_unit(placement, unit, to_device=True)
+            _place_unit(placement, unit, to_device=True, compute_dtype=compute_dtype)
         for unit in streamed:
             _place_unit(placement, unit, to_device=False)
             placement.hooks += _stream_hooks(unit, device, meter)

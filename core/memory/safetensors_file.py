@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import mmap
 import os
+import weakref
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -25,6 +26,36 @@ from loom.types import CheckpointHeader
 log = logging.getLogger(__name__)
 
 MAX_HEADER_BYTES = 100 * 2**20
+
+#: base address -> (length, the map): every live map tensors may point into
+_MAPS: dict[int, tuple[int, weakref.ref[mmap.mmap]]] = {}
+
+
+def release_file_pages(tensor: torch.Tensor) -> bool:
+    """Drop the pages under ``tensor`` from this process's resident set, if it is a view
+    into a memory-mapped safetensors file; return whether it was.
+
+    For a weight that was replaced by a converted or moved copy: its original stays valid
+    (a later read faults the pages back in from the page cache or the file), but no longer
+    counts twice in RAM. Only whole pages inside the tensor are released; the maps are
+    copy-on-write and never written, so the pages still hold the file's bytes.
+    """
+    if tensor.device.type != "cpu" or not tensor.is_contiguous() or not hasattr(mmap, "MADV_DONTNEED"):
+        return False
+    start = tensor.data_ptr()
+    end = start + tensor.numel() * tensor.element_size()
+    for base, (length, ref) in list(_MAPS.items()):
+        mapped = ref()
+        if mapped is None or mapped.closed:
+            del _MAPS[base]
+            continue
+        if base <= start and end <= base + length:
+            first = -(-(start - base) // mmap.PAGESIZE) * mmap.PAGESIZE
+            last = (end - base) // mmap.PAGESIZE * mmap.PAGESIZE
+            if last > first:
+                mapped.madvise(mmap.MADV_DONTNEED, first, last - first)
+            return True
+    return False
 
 
 def safetensors_dtypes() -> dict[str, torch.dtype]:
@@ -94,6 +125,8 @@ class SafetensorsFile(Mapping[str, torch.Tensor]):
         except OSError as exc:
             raise ModelFileError(f"cannot read {self.path}: {exc.strerror or exc}") from exc
         self._bytes = torch.frombuffer(self._map, dtype=torch.uint8) if self._map else None
+        if self._map is not None and self._bytes is not None:
+            _MAPS[self._bytes.data_ptr()] = (len(self._map), weakref.ref(self._map))
         if prefetch and self._map is not None and hasattr(mmap, "MADV_WILLNEED"):
             self._map.madvise(mmap.MADV_WILLNEED)
 
