@@ -2,8 +2,10 @@
 
 Measures, next to diffusers in the same run: bare UNet forward (256x256 latent 32x32,
 batch 2, fp32 and bf16), a sampling step inside the engine (txt2img through the executor,
-euler, CFG), checkpoint load to ready-to-sample and the run's peak RSS (in a child process),
-VAE decode, and achieved GFLOP/s. Prints a markdown table. Needs diffusers and the CLIP-L
+euler, CFG) in the default fp32 mode and in bf16 (``--compute-dtype bf16``), checkpoint load
+to ready-to-sample, first-run wall time and the run's peak RSS (each mode in a fresh child
+process), VAE decode, and achieved GFLOP/s next to the peak this CPU gives a large
+convolution in the same run. Prints a markdown table. Needs diffusers and the CLIP-L
 tokenizer files (LOOM_TOKENIZERS_PATH, default ../shared/data/tokenizers).
 
     python bench/bench_sd15.py [--repeats 3]
@@ -58,7 +60,7 @@ def write_checkpoint(path: Path) -> float:
     return path.stat().st_size / 2**30
 
 
-def engine_child(checkpoint: Path, steps: int) -> dict:
+def engine_child(checkpoint: Path, steps: int, compute_dtype: str | None = None) -> dict:
     """Load and sample through the real executor; first-run wall, load, per-step, peak RSS."""
     import copy
 
@@ -68,7 +70,7 @@ def engine_child(checkpoint: Path, steps: int) -> dict:
     base = checkpoint.parent.parent.parent
     os.environ.setdefault("LOOM_TOKENIZERS_PATH", str(TOKENIZERS))
     start = time.perf_counter()
-    runtime = Runtime(Settings(base_directory=base, load_custom_nodes=False))
+    runtime = Runtime(Settings(base_directory=base, load_custom_nodes=False, compute_dtype=compute_dtype))
     prompt = {
         "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint.name}},
         "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 256, "height": 256, "batch_size": 1}},
@@ -112,6 +114,7 @@ def engine_child(checkpoint: Path, steps: int) -> dict:
         sampler_times.append(nodes.get("3", float("nan")))
     # The bare forward of the very module the engine sampled with, in this process, right after.
     model = result.values["4"][0][0]
+    runtime.memory.load([model])  # as the sampler had it: placed, weights in their resident dtype
     x, t, c = torch.randn(2, 4, 32, 32), torch.tensor([500.0, 500.0]), torch.randn(2, 77, 768)
     with torch.inference_mode():
         bare_s = timed(lambda: model.module(x, t, c), 3)
@@ -122,6 +125,27 @@ def engine_child(checkpoint: Path, steps: int) -> dict:
         "step_s": (sampler_times[1] - sampler_times[0]) / steps,
         "peak_rss_gb": peak_rss_bytes() / 2**30,
     }
+
+
+def engine_in_child(checkpoint: Path, steps: int, compute_dtype: str) -> dict:
+    """:func:`engine_child` in a fresh process (first-run and peak-RSS figures need one)."""
+    child = subprocess.run([sys.executable, __file__, "--child", str(checkpoint), "--steps", str(steps),
+                            "--compute-dtype", compute_dtype], capture_output=True, text=True, check=False)
+    if child.returncode != 0:
+        print(child.stderr[-3000:], file=sys.stderr)
+        return {}
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
+def measured_peaks(repeats: int = 5) -> dict[str, float]:
+    """GFLOP/s of a large, well-shaped convolution: what this CPU delivers at best."""
+    peaks = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        x = torch.randn(2, 320, 64, 64, dtype=dtype)
+        w = torch.randn(320, 320, 3, 3, dtype=dtype)
+        seconds = timed(lambda: torch.nn.functional.conv2d(x, w, padding=1), repeats)  # noqa: B023
+        peaks[name] = 2 * 2 * 320 * 320 * 9 * 64 * 64 / seconds / 1e9
+    return peaks
 
 
 def diffusers_unet(state: dict) -> torch.nn.Module:
@@ -156,9 +180,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--child", type=Path)
+    parser.add_argument("--compute-dtype", default=None)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(engine_child(args.child, args.steps)))
+        print(json.dumps(engine_child(args.child, args.steps, args.compute_dtype)))
         return
 
     from loom_sd15.family import SD15Family
@@ -171,11 +196,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(tmp) / "models" / "checkpoints" / "sd15-random-fp16.safetensors"
         size_gb = write_checkpoint(ckpt)
-        child = subprocess.run([sys.executable, __file__, "--child", str(ckpt), "--steps", str(args.steps)],
-                               capture_output=True, text=True, check=False)
-        engine = json.loads(child.stdout.strip().splitlines()[-1]) if child.returncode == 0 else {}
-        if child.returncode != 0:
-            print(child.stderr[-3000:], file=sys.stderr)
+        engines = {dtype: engine_in_child(ckpt, args.steps, dtype) for dtype in ("fp32", "bf16")}
+        peaks = measured_peaks()
 
         header = read_header(ckpt)
         start = time.perf_counter()
@@ -222,13 +244,20 @@ def main() -> None:
             ours_vae, ref_vae = ab(lambda: vae.decode(z), lambda: ref_vae_model.decode(z), args.repeats)
         rows.append(("VAE decode 256², fp32", f"{ours_vae:.3f} s", f"{ref_vae:.3f} s", ""))
         rows.append(("checkpoint load (in-process, meta + mmap)", f"{load_s:.2f} s", "-", f"{size_gb:.2f} GB fp16 file"))
-        if engine:
-            rows.append(("engine: CheckpointLoaderSimple node", f"{engine['load_s']:.2f} s", "-", ""))
-            rows.append(("engine: sampling step (euler, CFG, batch 2), warm", f"{engine['step_s']:.3f} s",
-                         "-", f"{engine['step_s'] / engine['bare_forward_s']:.2f}x the same module's bare forward "
+        for dtype, engine in engines.items():
+            if not engine:
+                continue
+            rows.append((f"engine {dtype}: CheckpointLoaderSimple node", f"{engine['load_s']:.2f} s", "-", ""))
+            rows.append((f"engine {dtype}: sampling step (euler, CFG, batch 2), warm",
+                         f"{engine['step_s']:.3f} s ({flops / engine['step_s'] / 1e9:.0f} GFLOP/s)", "-",
+                         f"{engine['step_s'] / engine['bare_forward_s']:.2f}x the same module's bare forward "
                          f"({engine['bare_forward_s']:.3f} s, same process)"))
-            rows.append((f"engine: first run, {args.steps} steps 256² (fresh process)", f"{engine['first_run_s']:.1f} s", "-", ""))
-            rows.append(("engine: peak RSS of the whole run", f"{engine['peak_rss_gb']:.2f} GB", "-", ""))
+            rows.append((f"engine {dtype}: first run, {args.steps} steps 256² (fresh process)",
+                         f"{engine['first_run_s']:.1f} s", "-", ""))
+            rows.append((f"engine {dtype}: peak RSS of the whole run", f"{engine['peak_rss_gb']:.2f} GB", "-", ""))
+        for dtype, rate in peaks.items():
+            rows.append((f"measured peak, {dtype} 3x3 conv 320->320 at 64x64, batch 2", f"{rate:.0f} GFLOP/s", "-",
+                         "the most this CPU gave in this run; the issue's anchor machine: 490 fp32 / 940 bf16"))
     print(f"\nSD1.5 full-size, random weights; torch {torch.__version__}, {torch.get_num_threads()} threads\n")
     print("| measure | loom | diffusers | note |")
     print("|---|---|---|---|")

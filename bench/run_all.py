@@ -20,6 +20,7 @@ from machine import cpu_model
 
 BENCH = Path(__file__).resolve().parent
 README = BENCH / "README.md"
+SKIPPED = 77  # a script's exit status for "cannot run on this machine"
 HEADER = """# Benchmarks
 
 Written by `nox -s bench` (`python bench/run_all.py`). Every script compares against its
@@ -34,13 +35,15 @@ def machine() -> str:
         import torch
 
         torch_version = f"{torch.__version__} ({torch.get_num_threads()} threads)"
+        gpu = f"- gpu: {torch.cuda.get_device_name()}\n" if torch.cuda.is_available() else ""
     except ImportError:
-        torch_version = "not installed"
+        torch_version, gpu = "not installed", ""
     return (
         f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC\n"
         f"- cpu: {cpu}, {os.cpu_count()} logical cores\n"
         f"- memory: {psutil.virtual_memory().total / 1024**3:.1f} GiB\n"
         f"- python: {platform.python_version()}, torch: {torch_version}, os: {platform.platform()}\n"
+        f"{gpu}"
     )
 
 
@@ -63,6 +66,9 @@ def main(argv: list[str]) -> int:
         started = time.perf_counter()
         result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
         seconds = time.perf_counter() - started
+        if result.returncode == SKIPPED:  # e.g. needs a GPU: keep the section last recorded
+            print(f"skipped: {result.stderr.strip()}")
+            continue
         print(result.stdout)
         if result.returncode != 0:
             failed += 1
