@@ -53,7 +53,9 @@ def _cast(
         return None
     if tensor.dtype == dtype and tensor.device == device:
         return tensor
-    return tensor.to(device=device, dtype=dtype, non_blocking=True)
+    # Asynchronous only towards an accelerator: the stream orders the copy before its use
+    # there, while a copy to the CPU could still be in flight when the CPU reads it.
+    return tensor.to(device=device, dtype=dtype, non_blocking=device.type != "cpu")
 
 
 class Linear(CastWeights, nn.Linear):

@@ -9,6 +9,7 @@ decode average three tilings with feathered overlaps, as ComfyUI does.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +19,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from loom.memory import ops, set_compute_dtype
+
+log = logging.getLogger(__name__)
+
+#: what running out of device memory raises (torch.OutOfMemoryError is torch 2.3+)
+_OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 
 @attrs.frozen
@@ -281,12 +287,23 @@ class SD15Vae:
     def clone(self) -> SD15Vae:
         return SD15Vae(self.handle.clone(), self.config, self.memory)
 
-    def _module(self) -> AutoencoderKL:
+    def _module(self, activation_bytes: int = 0) -> AutoencoderKL:
+        """The VAE ready on its device, with ``activation_bytes`` left free beside it."""
         if self.memory is not None:
-            self.memory.load([self.handle])
+            self.memory.load([self.handle], extra_memory=activation_bytes)
         else:
             set_compute_dtype(self.handle.module, torch.float32)
         return self.handle.module
+
+    def _compute_dtype(self) -> torch.dtype:
+        return self.memory.compute_dtype_for(self.handle) if self.memory is not None else torch.float32
+
+    def _per_batch(self, per_item_bytes: int, batch: int) -> int:
+        """How many items one call may take so their activations fit next to the models."""
+        if self.memory is None:
+            return batch
+        room = self.memory.budget_bytes() - self.memory.used_bytes
+        return max(1, min(batch, room // max(per_item_bytes, 1)))
 
     def crop(self, pixels: torch.Tensor) -> torch.Tensor:
         """Centre-crop H and W to multiples of the downscale factor (ComfyUI's rule)."""
@@ -300,14 +317,31 @@ class SD15Vae:
 
     @torch.inference_mode()
     def encode(self, image: torch.Tensor) -> torch.Tensor:
-        module = self._module()
         x = self.crop(image[..., :3]).movedim(-1, 1).float() * 2.0 - 1.0
-        return module.encode(x.to(self.handle.compute_device)).float().cpu()
+        per_item = self.encode_memory_estimate(tuple(x[:1].shape), self._compute_dtype())
+        module = self._module(per_item)
+        device = self.handle.compute_device
+        step = self._per_batch(per_item, x.shape[0])
+        try:
+            parts = [module.encode(x[i : i + step].to(device)).float().cpu()
+                     for i in range(0, x.shape[0], step)]
+        except _OUT_OF_MEMORY:
+            log.warning("out of device memory in VAE encode: retrying tiled")
+            return self.encode_tiled(image)
+        return torch.cat(parts)
 
     @torch.inference_mode()
     def decode(self, samples: torch.Tensor) -> torch.Tensor:
-        module = self._module()
-        out = module.decode(samples.float().to(self.handle.compute_device)).float().cpu()
+        per_item = self.memory_estimate(tuple(samples[:1].shape), self._compute_dtype())
+        module = self._module(per_item)
+        device = self.handle.compute_device
+        step = self._per_batch(per_item, samples.shape[0])
+        try:
+            out = torch.cat([module.decode(samples[i : i + step].float().to(device)).float().cpu()
+                             for i in range(0, samples.shape[0], step)])
+        except _OUT_OF_MEMORY:  # as ComfyUI: a decode too big for the device is tiled instead
+            log.warning("out of device memory in VAE decode: retrying tiled")
+            return self.decode_tiled(samples)
         return ((out + 1.0) / 2.0).clamp(0.0, 1.0).movedim(1, -1)
 
     @torch.inference_mode()
@@ -337,3 +371,9 @@ class SD15Vae:
         b, _, h, w = input_shape
         itemsize = torch.empty((), dtype=dtype).element_size()
         return int(2178 * b * h * w * 64 * itemsize)
+
+    def encode_memory_estimate(self, input_shape: tuple[int, ...], dtype: torch.dtype) -> int:
+        """Activation bytes of an encode of pixels ``input_shape`` (ComfyUI's SD1.x factor)."""
+        b, _, h, w = input_shape
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        return int(1767 * b * h * w * itemsize)
