@@ -28,7 +28,7 @@ torchsde_clamps = pytest.mark.filterwarnings("ignore:Should have tb<=t1:UserWarn
 @pytest.fixture
 def device_model(toy_model):
     """``device_model(device)``: the toy MODEL sampled on ``device`` (its ``load_device``);
-    it moves the conditioning to the latent's device as a real model does."""
+    its conditioning must arrive on the latent's device, as ComfyUI hands it to models."""
 
     class DeviceToy(toy_model):
         def __init__(self, device: str) -> None:
@@ -39,7 +39,8 @@ def device_model(toy_model):
         def apply_model(self, x, sigma, cond):
             self.devices.add(x.device.type)
             assert sigma.device == x.device
-            return super().apply_model(x, sigma, {k: v.to(x.device) for k, v in cond.items()})
+            assert all(v.device == x.device for v in cond.values() if isinstance(v, torch.Tensor))
+            return super().apply_model(x, sigma, cond)
 
     return DeviceToy
 

@@ -237,7 +237,8 @@ def _can_concat(a: _Chunk, b: _Chunk) -> bool:
     return True
 
 
-def _cat_conds(chunks: list[_Chunk]) -> dict[str, Any]:
+def _cat_conds(chunks: list[_Chunk], device: Any) -> dict[str, Any]:
+    """The chunks' conditioning batched, tensors on ``device`` (the latent's, as ComfyUI)."""
     torch = _torch()
     out: dict[str, Any] = {}
     for key in chunks[0].conds:
@@ -247,9 +248,9 @@ def _cat_conds(chunks: list[_Chunk]) -> dict[str, Any]:
         elif key == "c_crossattn":
             length = math.lcm(*[v.shape[1] for v in values])
             out[key] = torch.cat([v.repeat(1, length // v.shape[1], 1) if v.shape[1] < length else v
-                                  for v in values])
+                                  for v in values]).to(device)
         else:
-            out[key] = torch.cat(values)
+            out[key] = torch.cat(values).to(device)
     return out
 
 
@@ -281,7 +282,7 @@ def calc_cond_batch(model: Any, groups: Sequence[list[CondEntry] | None], x: Ten
         chunks = [to_run.pop(i) for i in batch]
         input_x = torch.cat([c.x for c in chunks])
         sigma_in = torch.cat([sigma] * len(chunks))
-        output = model.apply_model(input_x, sigma_in, _cat_conds(chunks)).chunk(len(chunks))
+        output = model.apply_model(input_x, sigma_in, _cat_conds(chunks, x.device)).chunk(len(chunks))
         for c, out in zip(chunks, output, strict=True):
             if c.plain and entries_per_group[c.group] == 1:
                 # the group's only entry, full size, weight 1: (0 + o*1) / (1e-37 + 1) == o exactly
