@@ -4,7 +4,7 @@ Measures, in the same run: the bare UNet forward at 512x512 (latent 64x64, batch
 step) in fp16 and bf16 against diffusers' UNet2DConditionModel with the same weights and
 dtype, VAE decode at 512x512 against diffusers' AutoencoderKL, and a txt2img through the
 real executor (euler, CFG): warm sampling step, first run in a fresh process, peak GPU
-memory. Times are medians of CUDA-synchronised runs after warm-up. Exits with status 77
+memory. Times are medians of CUDA-synchronised runs after warm-up, loom and diffusers interleaved. Exits with status 77
 (``run_all.py`` keeps the last recorded section) where no CUDA device is present.
 
     python bench/bench_sd15_cuda.py [--repeats 20]
@@ -27,18 +27,20 @@ from bench_sd15 import TOKENIZERS, diffusers_unet, diffusers_vae, write_checkpoi
 SKIP = 77
 
 
-def timed(fn, repeats: int) -> float:
-    """Median seconds of ``fn`` on the GPU (synchronised), after three warm-up calls."""
+def ab(fn_a, fn_b, repeats: int) -> tuple[float, float]:
+    """Interleaved medians of two functions on the GPU (drift in clocks or host load hits both)."""
     for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    times = []
+        fn_a(), fn_b()
+    a: list[float] = []
+    b: list[float] = []
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for fn, out in ((fn_a, a), (fn_b, b)):
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            fn()
+            torch.cuda.synchronize()
+            out.append(time.perf_counter() - start)
+    return statistics.median(a), statistics.median(b)
 
 
 def engine_child(checkpoint: Path, steps: int) -> dict:
@@ -117,16 +119,15 @@ def compare(checkpoint: Path, state: dict, dtype: torch.dtype, repeats: int) -> 
     reference_vae = diffusers_vae({k: v.to(dtype) for k, v in state.items()}).to(device)
     xd, cd, zd = x.to(dtype), c.to(dtype), z.to(dtype)
     with torch.inference_mode():
-        ours = timed(lambda: unet(x, t, c), repeats)
-        theirs = timed(lambda: reference(xd, t, cd), repeats)
-        diff = (unet(x, t, c).float() - reference(xd, t, cd).sample.float()).abs().max().item()
-        ours_vae = timed(lambda: vae.decode(z), max(3, repeats // 4))
-        theirs_vae = timed(lambda: reference_vae.decode(zd), max(3, repeats // 4))
+        ours, theirs = ab(lambda: unet(x, t, c), lambda: reference(xd, t, cd), repeats)
+        a, b = unet(x, t, c).float(), reference(xd, t, cd).sample.float()
+        diff = (a - b).abs().max().item()
+        ours_vae, theirs_vae = ab(lambda: vae.decode(z), lambda: reference_vae.decode(zd), max(3, repeats // 4))
     manager.unload_all()
     return [
         (f"UNet forward {name}, 512² batch 2", f"{ours * 1e3:.1f} ms ({flops / ours / 1e12:.0f} TFLOP/s)",
          f"{theirs * 1e3:.1f} ms ({flops / theirs / 1e12:.0f} TFLOP/s)",
-         f"ratio {ours / theirs:.2f}; max abs diff {diff:.2e}"),
+         f"ratio {ours / theirs:.2f}; max abs diff {diff:.2e} (output max abs {a.abs().max().item():.2f})"),
         (f"VAE decode {name}, 512²", f"{ours_vae * 1e3:.1f} ms", f"{theirs_vae * 1e3:.1f} ms",
          f"ratio {ours_vae / theirs_vae:.2f}"),
     ]
