@@ -9,7 +9,7 @@ that costs one multiply-add; "k-diff" runs k-diffusion's ``sample_<name>`` on th
 built by ``calc_cond_batch`` from a toy MODEL whose ``apply_model`` is the same multiply-add.
 The SDE samplers' extra rows time them with torchsde's Brownian tree (ComfyUI's; ours gives the
 same bits), without a tree, and at batch 2. Every run builds its tree anew: no noise is reused
-between runs.
+between runs. Our tree draws its noise on worker threads too (the header's "brownian workers").
 Times are the best of ``--repeats`` runs divided by the number of steps, in ms per step.
 Prints a markdown table.
 """
@@ -26,6 +26,7 @@ import types
 from pathlib import Path
 
 import torch
+from loom_samplers.brownian_draws import worker_count
 from loom_samplers.guidance import GuidedDenoiser, Guider
 from loom_samplers.noise import FunctionNoise, SeededNoise
 from loom_samplers.samplers import SAMPLERS
@@ -151,7 +152,7 @@ def main() -> None:
 
     print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPUs, "
           f"python {platform.python_version()}, torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}, device {device}"
+          f"threads {torch.get_num_threads()}, brownian workers {worker_count()}, device {device}"
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
     print(f"latent {list(SHAPE)}, {args.steps} steps, best of {args.repeats}\n")
     print("| sampler | evals/step | sampler ms/step | k-diff ms/step | ratio | KSampler path ms/step | target |")

@@ -11,13 +11,18 @@ latent's device, sigmas not converted to float32).
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
+import textwrap
 import warnings
 
 import numpy as np
 import pytest
 import torch
-from loom_samplers import brownian
+from loom_samplers import brownian_draws
 from loom_samplers.brownian import BrownianTree
+from loom_samplers.brownian_draws import Draws
+from loom_samplers.brownian_seeds import NodeSeeds
 from loom_samplers.noise import BrownianTreeNoise, SeededNoise
 from loom_samplers.samplers import SAMPLERS
 from loom_samplers.schedulers import karras_sigmas, normal, simple
@@ -144,7 +149,7 @@ def test_brownian_terminal_value_and_default_t1():
 def test_brownian_seed_shortcut_is_numpy_seedsequence():
     rng = random.Random(3)
     for entropy in (0, 1, 2**32 - 1, 2**32, 2**64 - 1, 2**800 + 5, rng.getrandbits(200)):
-        seeds = brownian._Seeds(entropy, 24)
+        seeds = NodeSeeds(entropy, 24)
         assert seeds.fast
         for _ in range(200):
             depth = rng.randint(0, 40)
@@ -163,6 +168,88 @@ def test_brownian_draws_far_fewer_normals_than_torchsde():
     # torchsde draws 1024 (+2 at construction) for this sequence: each child re-draws its
     # parent's noise and the 45-entry cache cannot hold the 24-level paths
     assert ours.draws <= 330
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_brownian_prefetch_changes_speed_not_values(workers):
+    """Right, wrong, repeated and out-of-range hints: the same bits, and right hints cost no
+    extra draws (noise prefetched for a point nobody asks for is dropped)."""
+    sigmas = karras_sigmas(20, 0.0291675, 14.614642)
+    x = torch.zeros(2, 4, 8, 8)
+    reference, ours = _trees(x, sigmas, 5, workers=workers)
+    _, plain = _trees(x, sigmas, 5, workers=workers)
+    queries = _queries(sigmas, "dpmpp_2m_sde")
+    ours.prefetch(queries[0][1].float())
+    for i, (sigma, sigma_next) in enumerate(queries):
+        if i + 1 < len(queries):
+            ours.prefetch(queries[i + 1][1].float())
+        ours.prefetch(float("nan"))
+        ours.prefetch(99.0)
+        a, b = sigma_next.float(), sigma.float()
+        assert _same(ours(a, b), reference(a, b))
+        plain(a, b)
+    assert ours.draws == plain.draws
+    assert not ours._noise
+    wrong = BrownianTree(sigmas[-2], x, sigmas[0], entropy=5, workers=workers)
+    for i, (sigma, sigma_next) in enumerate(queries):
+        wrong.prefetch(0.5 + i / 10)
+        a, b = sigma_next.float(), sigma.float()
+        assert _same(wrong(a, b), reference(a, b))
+    assert len(wrong._noise) < 60
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_brownian_worker_chunks_draw_what_the_caller_draws(dtype):
+    """Workers draw several jobs per TorchScript call; the caller draws one at a time."""
+    chunk = brownian_draws._compile_chunk()
+    if chunk is None:
+        pytest.skip("TorchScript is not available: workers draw one job at a time")
+    size = (2, 4, 8, 8)
+    draws = Draws(size, dtype, torch.device("cpu"), workers=0)
+    seeds, scales = (0, 7, 2**32 - 1), (0.5, 1.7e-3, 3.0)  # node seeds are 32-bit words
+    jobs = [draws.job(seed, scale, torch.empty(size, dtype=dtype).numpy())
+            for seed, scale in zip(seeds, scales, strict=True)]
+    chunk(list(seeds), list(scales), [job.out for job in jobs], torch.Generator())
+    for job in jobs:
+        expected = torch.randn(size, dtype=dtype, generator=torch.Generator().manual_seed(job.seed))
+        assert torch.equal(torch.from_numpy(job.buffer), expected * job.scale)
+        assert torch.equal(draws.wait(draws.job(job.seed, job.scale)), expected * job.scale)
+
+
+def test_brownian_draw_errors_reach_the_caller():
+    draws = Draws((4,), torch.float32, torch.device("cpu"), workers=1)
+    good, bad = draws.job(3, 1.0), draws.job(2**80, 1.0)  # no generator takes a seed that big
+    draws.add([good, bad])
+    assert torch.equal(draws.wait(good), torch.randn(4, generator=torch.Generator().manual_seed(3)))
+    with pytest.raises((ValueError, RuntimeError)):
+        draws.wait(bad)
+
+
+def test_brownian_exit_with_draws_in_flight_is_clean():
+    """A daemon thread still inside torch when the interpreter finalizes aborts the process."""
+    code = textwrap.dedent("""
+        import torch
+        from loom_samplers.brownian import BrownianTree
+        tree = BrownianTree(0.03, torch.zeros(1, 4, 128, 128), 14.6, entropy=0, workers=1)
+        for t in (13.0, 9.0, 5.0, 1.0, 0.5, 0.1):
+            tree.prefetch(t)
+        raise SystemExit(3)
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=300)
+    assert result.returncode == 3, result.stderr.decode()[-2000:]
+
+
+def test_brownian_noise_is_k_diffusions_bit_for_bit(kdiff):
+    """BrownianTreeNoise (with the sampler's schedule as a hint) against k-diffusion's
+    BrownianTreeNoiseSampler over torchsde, in both directions."""
+    sigmas = karras_sigmas(12, 0.0291675, 14.614642)
+    x = torch.zeros(1, 4, 16, 16)
+    sigma_min, sigma_max = sigmas[sigmas > 0].min(), sigmas.max()
+    ours = BrownianTreeNoise(x, sigma_min, sigma_max, seed=11, schedule=sigmas)
+    theirs = kdiff.BrownianTreeNoiseSampler(x, sigma_min, sigma_max, seed=11)
+    for sigma, sigma_next in _queries(sigmas, "dpmpp_sde"):
+        assert torch.equal(ours(sigma, sigma_next), theirs(sigma, sigma_next))
+    assert torch.equal(ours(sigmas[3], sigmas[1]), theirs(sigmas[3], sigmas[1]))
 
 
 def _run(name, x, sigmas, noise):

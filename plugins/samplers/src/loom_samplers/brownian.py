@@ -7,7 +7,7 @@ w0, t1, entropy=seed)``: a ``BrownianInterval`` with ``halfway_tree=True``, ``to
 * the tree is the dyadic one over ``[round(t0), round(t1)]`` (times rounded to 6 decimals,
   midpoints ``round(0.5 * (end + start))``), node ``n`` having spawn key ``2 * parent + side``
   and a depth; its seed is word 0 of ``numpy.random.SeedSequence(entropy, spawn_key=(key,
-  depth), pool_size=24).generate_state(4)``;
+  depth), pool_size=24).generate_state(4)`` (:mod:`loom_samplers.brownian_seeds`);
 * the root increment is ``randn(seed_0) * sqrt(t1 - t0)`` (``seed_0`` from
   ``SeedSequence(entropy, pool_size=24)``), each ``randn`` from a fresh generator on the tree's
   device seeded with the node's seed;
@@ -24,176 +24,44 @@ path, and because each child re-draws its parent's noise. Only ~17 draws per que
 This module does the same arithmetic on the same values in the same order, so the result is
 identical, but
 
-* keeps a larger LRU cache (64 to 256 increments, 128 MiB) that also keeps the paths to the
-  last query's ends, and computes a node's two children from one draw;
-* derives node seeds with a few integer operations (SeedSequence's hash restricted to the word
-  that is used; checked against numpy when a tree is made, numpy itself otherwise);
+* keeps a larger LRU cache (64 to 128 increments, 128 MiB) in which the paths to the last
+  query's ends and the nodes beside them are the last to go, and computes a node's two
+  children from one draw;
+* plans a query first (the nodes to compute, the noise they need); worker threads draw that
+  noise while the caller does the arithmetic down the tree, and the caller draws too when
+  the noise it needs is not ready (:mod:`loom_samplers.brownian_draws`);
+* with :meth:`BrownianTree.prefetch` (a sampler knows its next sigma), starts drawing the
+  noise of the next query's new path before the query comes;
 * does not draw the space-time Levy area ``H`` that torchsde draws and never uses;
 * on CPU (float32 / float64), does the multiplies and adds through numpy views into reused
   buffers (same IEEE operations, half the call overhead, no fresh pages per increment);
-* keeps the tree in dicts of floats keyed by heap index, which the garbage collector ignores;
-* on CPU, draws the query's noise on worker threads (``torch.randn`` releases the GIL) while
-  the calling thread does the arithmetic down the tree.
+* keeps the tree in dicts of floats keyed by heap index, which the garbage collector ignores.
 
 The ~17 new full-size ``randn`` per query remain (each node's noise feeds every element of its
-descendants); at 4x64x64 they cost ~60 us each on one core, so that is the floor without
-threads. The tests compare the tree with ``torchsde.BrownianTree`` bit for bit.
+descendants); at 4x64x64 they cost ~60 us each on one core, which is why they are shared
+between threads and started early. The tests compare the tree with ``torchsde.BrownianTree``
+bit for bit.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import queue
-import threading
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from loom_samplers.brownian_draws import Draws, Job, draw, set_brownian_workers, worker_count
+from loom_samplers.brownian_seeds import NodeSeeds
+
 __all__ = ["BrownianTree", "set_brownian_workers"]
 
-_M32 = 0xFFFFFFFF
-# numpy.random.SeedSequence's hash constants (numpy/random/bit_generator.pyx)
-_INIT_A, _MULT_A = 0x43B0D7E5, 0x931E8875
-_INIT_B, _MULT_B = 0x8B51F9DD, 0x58F38DED
-_MIX_L, _MIX_R = 0xCA01F9DD, 0x4973F715
-_XSHIFT = 16
-
 _CACHE_BYTES = 128 * 2**20
-_CACHE_MIN, _CACHE_MAX = 64, 256
-_ARITHMETIC_SHARE = 0.3
+_CACHE_MIN, _CACHE_MAX = 64, 128
+_FREE_MAX = 64  # spare numpy buffers kept
 _MAX_DEPTH = 2000  # far beyond what a 1e-6 tolerance needs; guards against a float surprise
-
-_workers_setting: int | None = None
-_pool: ThreadPoolExecutor | None = None
-_pool_size = 0
-_pool_lock = threading.Lock()
-_local = threading.local()
-
-
-def set_brownian_workers(count: int | None) -> None:
-    """Worker threads for CPU noise draws: ``None`` picks from torch's thread count, 0 none."""
-    global _workers_setting
-    _workers_setting = count
-
-
-def _worker_count() -> int:
-    if _workers_setting is not None:
-        return max(0, int(_workers_setting))
-    return max(0, min(3, torch.get_num_threads() - 1, (os.cpu_count() or 1) - 1))
-
-
-def _executor(count: int) -> ThreadPoolExecutor:
-    global _pool, _pool_size
-    with _pool_lock:
-        if _pool is None or _pool_size < count:
-            if _pool is not None:
-                _pool.shutdown(wait=False)
-            _pool = ThreadPoolExecutor(max_workers=count, thread_name_prefix="loom-brownian")
-            _pool_size = count
-        return _pool
-
-
-def _generator(device: torch.device) -> torch.Generator:
-    """A generator per thread and device; ``manual_seed`` makes it as good as a new one."""
-    generators = getattr(_local, "generators", None)
-    if generators is None:
-        generators = _local.generators = {}
-    generator = generators.get(device)
-    if generator is None:
-        generator = generators[device] = torch.Generator(device)
-    return generator
-
-
-def _draw(size: tuple[int, ...], dtype: torch.dtype, device: torch.device, seed: int,
-          out: Tensor | None = None) -> Tensor:
-    """torchsde's ``_randn``: ``randn`` from a generator seeded with ``seed`` (into ``out``)."""
-    generator = _generator(device).manual_seed(seed)
-    if out is None:
-        return torch.randn(size, dtype=dtype, device=device, generator=generator)
-    return torch.randn(size, dtype=dtype, device=device, generator=generator, out=out)
-
-
-def _draw_scaled(size, dtype, device, seed: int, scale: float, buffer: np.ndarray | None) -> Any:
-    """``scale * noise`` as torchsde computes it (a float32 or float64 multiply by a float).
-
-    With a ``buffer`` (CPU float32 / float64 trees) the noise is drawn into it and scaled with
-    numpy, which gives the same bits with less overhead.
-    """
-    if buffer is None:
-        return _draw(size, dtype, device, seed).mul_(scale)
-    _draw(size, dtype, device, seed, torch.from_numpy(buffer))
-    return np.multiply(buffer, scale, out=buffer)
-
-
-def _produce(items: list[tuple[int, int, float, Any]], size, dtype, device,
-             out: queue.SimpleQueue) -> None:
-    for index, seed, scale, buffer in items:
-        try:
-            out.put((index, _draw_scaled(size, dtype, device, seed, scale, buffer)))
-        except BaseException as exc:  # handed to the caller, which raises it
-            out.put((index, exc))
-            return
-
-
-def _words(value: int) -> list[int]:
-    """numpy's ``_int_to_uint32_array``."""
-    if value == 0:
-        return [0]
-    words = []
-    while value > 0:
-        words.append(value & _M32)
-        value >>= 32
-    return words
-
-
-class _Seeds:
-    """Word 0 of ``SeedSequence(entropy, spawn_key=(key, depth), pool_size).generate_state(n)``.
-
-    SeedSequence pads the entropy with zero words to the pool size when there is a spawn key,
-    mixes the pool, then mixes each remaining word (the spawn key's) into every pool word, and
-    ``generate_state`` hashes pool word 0 into output word 0. Pool word 0 before the spawn key
-    is that of ``SeedSequence(entropy, pool_size)``, and the hash constants' sequence does not
-    depend on the data, so word 0 costs a few integer operations. The shortcut is checked
-    against numpy for a few keys and numpy is used if they differ (or the entropy is not a
-    plain non-negative int).
-    """
-
-    def __init__(self, entropy: Any, pool_size: int) -> None:
-        self.entropy, self.pool_size = entropy, pool_size
-        self.fast = False
-        if isinstance(entropy, int) and not isinstance(entropy, bool) and entropy >= 0:
-            self.word0 = int(np.random.SeedSequence(entropy, pool_size=pool_size).pool[0])
-            extra = max(0, len(_words(entropy)) - pool_size)
-            calls = pool_size + pool_size * (pool_size - 1) + pool_size * extra
-            self.hash0 = (_INIT_A * pow(_MULT_A, calls, 2**32)) & _M32
-            self.step = pow(_MULT_A, pool_size, 2**32)
-            self.fast = all(self._fast(key, depth) == self._numpy(key, depth)
-                            for key, depth in ((0, 0), (1, 1), (2, 2), (5, 3), (2**33 + 7, 34)))
-
-    def __call__(self, key: int, depth: int) -> int:
-        return self._fast(key, depth) if self.fast else self._numpy(key, depth)
-
-    def _numpy(self, key: int, depth: int) -> int:
-        sequence = np.random.SeedSequence(entropy=self.entropy, spawn_key=(key, depth),
-                                          pool_size=self.pool_size)
-        return int(sequence.generate_state(4)[0])
-
-    def _fast(self, key: int, depth: int) -> int:
-        word, hash_const = self.word0, self.hash0
-        for value in (*_words(key), *_words(depth)):
-            value ^= hash_const
-            value = (value * ((hash_const * _MULT_A) & _M32)) & _M32
-            value ^= value >> _XSHIFT
-            word = (_MIX_L * word - _MIX_R * value) & _M32
-            word ^= word >> _XSHIFT
-            hash_const = (hash_const * self.step) & _M32
-        value = ((word ^ _INIT_B) * ((_INIT_B * _MULT_B) & _M32)) & _M32
-        return value ^ (value >> _XSHIFT)
 
 
 class BrownianTree:
@@ -205,13 +73,15 @@ class BrownianTree:
     are not supported: torchsde's ``BrownianTree`` has none either.
 
     Nodes are heap indices (root 1, children ``2n`` and ``2n + 1``: torchsde's spawn key is
-    ``n - 2**depth``) with their bounds in dicts of floats, so a tree makes no objects that
+    ``n - 2**depth``) with their bounds in dicts of floats, so a tree keeps no objects that
     the cyclic garbage collector tracks (torchsde's interval objects make full collections,
-    tens of milliseconds in a process that has imported torch, happen during sampling).
+    tens of milliseconds in a process that has imported torch, happen during sampling); its
+    noise jobs live for a query or two.
 
-    ``cache_size`` (node increments kept) defaults to what 128 MiB holds, between 64 and 256;
+    ``cache_size`` (node increments kept) defaults to what 128 MiB holds, between 64 and 128;
     it changes the speed, never the values. ``workers`` (CPU trees only) is the number of
     threads drawing noise besides the caller; ``None`` follows :func:`set_brownian_workers`.
+    :meth:`prefetch` starts drawing the noise for a time the next query will reach.
     """
 
     def __init__(self, t0: Any, w0: Tensor, t1: Any = None, w1: Tensor | None = None,
@@ -241,10 +111,10 @@ class BrownianTree:
         self._bounds: dict[int, tuple[float, float]] = {1: (self._start, self._end)}
         self._mid: dict[int, float] = {}
         self._coefficients: dict[int, tuple[float, float, float, int]] = {}
-        self._seeds = _Seeds(entropy, pool_size)
+        self._seeds = NodeSeeds(entropy, pool_size)
         if w1 is None:
             initial = np.random.SeedSequence(entropy=entropy, pool_size=pool_size).generate_state(3)
-            root_w = _draw(self._size, self._dtype, self._device, int(initial[0])) * math.sqrt(t1f - t0f)
+            root_w = draw(self._size, self._dtype, self._device, int(initial[0])) * math.sqrt(t1f - t0f)
         else:
             root_w = (w1 - w0).detach()
         if cache_size is None:
@@ -258,7 +128,13 @@ class BrownianTree:
         self._root_w = root_w.numpy() if self._numpy else root_w
         self._cache: OrderedDict[int, Any] = OrderedDict()
         self._free: list[np.ndarray] = []
-        self._workers = workers
+        if workers is None:
+            workers = worker_count()
+        if self._device.type != "cpu":
+            workers = 0  # the device queues the draws; threads would only add overhead
+        self._draws = Draws(self._size, self._dtype, self._device, workers)
+        self._noise: dict[int, tuple[Job, int]] = {}  # prefetched: split node -> (job, query)
+        self._queries = 0
         self.draws = 0  # noise draws so far (for tests and benchmarks)
 
     @property
@@ -303,20 +179,61 @@ class BrownianTree:
     def _increment(self, ta: float, tb: float) -> Tensor:
         pieces: list[int] = []
         self._locate(1, ta, tb, pieces)
-        values = self._values(pieces)
-        w = values[0]
-        if self._numpy:
-            w = w.copy() if len(values) == 1 else np.add(w, values[1])
-            for value in values[2:]:
-                np.add(w, value, out=w)
-            w = torch.from_numpy(w)
-        elif len(values) == 1:
-            w = w.clone()
-        else:
-            for value in values[1:]:
-                w = w + value
+        ops, parents = self._plan(pieces)
+        if ops:
+            self._compute(ops, self._jobs(parents))
+        w = self._sum(pieces)
+        # keep the paths to both ends of the query and the nodes beside them: the next
+        # queries start from there (the rest goes first, which keeps the memory in use small)
+        cache, refresh, seen = self._cache, self._cache.move_to_end, set()
+        for node in (pieces[0], pieces[-1]):
+            while node > 1 and node not in seen:
+                seen.add(node)
+                for near in (node ^ 1, node):
+                    if near in cache:
+                        refresh(near)
+                node >>= 1
         self._trim()
+        self._queries += 1
+        self._expire()
         return w
+
+    def prefetch(self, t: Any) -> None:
+        """Start drawing, on worker threads, the noise that a query ending at ``t`` will need.
+
+        A hint (a sampler knows its next sigma): it changes the speed, never the values.
+        Noise that the next two queries do not use is dropped.
+        """
+        if self._draws.workers <= 0:
+            return
+        t = float(t)
+        if math.isnan(t):
+            return
+        t = round(min(max(t, self._start), self._end), self._ndigits)
+        bounds, mids, cache, noise = self._bounds, self._mid, self._cache, self._noise
+        coefficients = self._coefficients
+        jobs = []
+        node = 1
+        while True:
+            start, end = bounds[node]
+            if not start < t < end:
+                break
+            mid = mids.get(node)
+            if mid is None:
+                if node.bit_length() > _MAX_DEPTH:
+                    break
+                mid = self._split(node, start, end)
+            if 2 * node not in cache and node not in noise:
+                _, _, scale, seed = coefficients[node]
+                job = self._draws.job(seed, scale, self._buffer() if self._numpy else None)
+                noise[node] = (job, self._queries)
+                jobs.append(job)
+            if t == mid:
+                break
+            node = 2 * node if t < mid else 2 * node + 1
+        if jobs:
+            self.draws += len(jobs)
+            self._draws.add(jobs)
 
     # --- the tree ---------------------------------------------------------------------
 
@@ -348,36 +265,33 @@ class BrownianTree:
             node, ta = node + 1, mid
 
     def _split(self, node: int, start: float, end: float) -> float:
-        """torchsde's ``_split_exact`` at the halfway point (``halfway_tree=True``)."""
-        ndigits = self._ndigits
-        halfway = 0.5 * (end + start)
-        mid = self._mid[node] = round(halfway, ndigits)
-        self._bounds[2 * node] = (round(start, ndigits), round(halfway, ndigits))
-        self._bounds[2 * node + 1] = (round(halfway, ndigits), round(end, ndigits))
+        """torchsde's ``_split_exact`` at the halfway point (``halfway_tree=True``), with the
+        node's ``left_diff``, ``1 / h``, ``sqrt(var)`` and noise seed."""
+        # torchsde rounds the children's ends too; ``start`` and ``end`` are rounded already
+        mid = self._mid[node] = round(0.5 * (end + start), self._ndigits)
+        self._bounds[2 * node] = (start, mid)
+        self._bounds[2 * node + 1] = (mid, end)
+        h_reciprocal = 1 / (end - start)
+        left_diff = mid - start
+        var = left_diff * (end - mid) * h_reciprocal
+        depth = node.bit_length() - 1
+        seed = self._seeds(node - (1 << depth), depth)
+        self._coefficients[node] = (left_diff, h_reciprocal, math.sqrt(var), seed)
         return mid
-
-    def _prepare(self, node: int) -> tuple[float, float, float, int]:
-        """The split ``node``'s ``left_diff``, ``1 / h``, ``sqrt(var)`` and noise seed."""
-        coefficients = self._coefficients.get(node)
-        if coefficients is None:
-            start, end = self._bounds[node]
-            mid = self._mid[node]
-            h_reciprocal = 1 / (end - start)
-            left_diff = mid - start
-            right_diff = end - mid
-            var = left_diff * right_diff * h_reciprocal
-            depth = node.bit_length() - 1
-            seed = self._seeds(node - (1 << depth), depth)
-            coefficients = self._coefficients[node] = (left_diff, h_reciprocal, math.sqrt(var), seed)
-        return coefficients
 
     # --- values -----------------------------------------------------------------------
 
-    def _plan(self, pieces: list[int]) -> list[int]:
-        """The split nodes whose noise the pieces need, in the order they will be used."""
+    def _plan(self, pieces: list[int]) -> tuple[list[int], list[int]]:
+        """The nodes to compute for ``pieces``, in order, and the split nodes whose noise
+        that takes, in the order it is used.
+
+        An even (left) node is its parent's ``mean + sqrt(var) * X``, an odd (right) one its
+        parent's increment minus its left sibling's.
+        """
         cache = self._cache
         known: set[int] = set()
-        needs: list[int] = []
+        ops: list[int] = []
+        parents: list[int] = []
         for piece in pieces:
             chain = []
             node = piece
@@ -385,72 +299,108 @@ class BrownianTree:
                 chain.append(node)
                 node >>= 1
             for node in reversed(chain):
-                sibling = node & ~1
-                if node == sibling or (sibling not in known and sibling not in cache):
-                    needs.append(node >> 1)
-                    known.add(sibling)
-                known.add(node)
-        return needs
+                left = node & ~1
+                if left not in known and left not in cache:
+                    ops.append(left)
+                    parents.append(node >> 1)
+                    known.add(left)
+                if node != left:
+                    ops.append(node)
+                    known.add(node)
+        return ops, parents
 
-    def _values(self, pieces: list[int]) -> list[Any]:
-        needs = self._plan(pieces)
-        for node in needs:
-            self._prepare(node)
-        self.draws += len(needs)
-        noise = _NoiseFeed(self, needs)
-        values = [self._value(piece, noise) for piece in pieces]
-        # keep the paths to both ends of the query: the next queries start from them
-        cache = self._cache
-        for node in (pieces[0], pieces[-1]):
-            while node:
-                if node in cache:
-                    cache.move_to_end(node)
-                node >>= 1
-        return values
-
-    def _value(self, piece: int, noise: _NoiseFeed) -> Any:
-        cache, numpy = self._cache, self._numpy
-        if piece == 1:
-            return self._root_w
-        w = cache.get(piece)
-        if w is not None:
-            return w
-        chain = []
-        node = piece
-        while w is None:
-            chain.append(node)
-            node >>= 1
-            w = self._root_w if node == 1 else cache.get(node)
-        for node in reversed(chain):
-            left_node = node & ~1
-            left = None if node == left_node else cache.get(left_node)
-            if left is None:
-                parent = node >> 1
-                left_diff, h_reciprocal, _, _ = self._coefficients[parent]
-                # torchsde: mean = left_diff * W * h_reciprocal; left = mean + sqrt(var) * X
-                scaled_noise = noise.get(parent)
-                if numpy:
-                    left = np.multiply(w, left_diff, out=self._buffer())
-                    np.multiply(left, h_reciprocal, out=left)
-                    np.add(left, scaled_noise, out=left)
-                    self._release(scaled_noise)
-                else:
-                    left = w.mul(left_diff).mul_(h_reciprocal).add_(scaled_noise)
-                cache[left_node] = left
-            if node == left_node:
-                w = left
+    def _jobs(self, parents: list[int]) -> list[Job]:
+        """The noise jobs for ``parents``: prefetched ones, and new ones queued first."""
+        coefficients, noise = self._coefficients, self._noise
+        jobs, new = [], []
+        for parent in parents:
+            entry = noise.pop(parent, None)
+            if entry is None:
+                _, _, scale, seed = coefficients[parent]
+                job = self._draws.job(seed, scale, self._buffer() if self._numpy else None)
+                new.append(job)
             else:
-                w = np.subtract(w, left, out=self._buffer()) if numpy else w - left
-                cache[node] = w
-        return w
+                job = entry[0]
+            jobs.append(job)
+        if new:
+            self.draws += len(new)
+            self._draws.add(new, first=True)
+        return jobs
+
+    def _compute(self, ops: list[int], jobs: list[Job]) -> None:
+        """Compute ``ops`` (see :meth:`_plan`) into the cache, in order, through numpy views."""
+        if not self._numpy:
+            self._compute_torch(ops, jobs)
+            return
+        cache, root, free, new = self._cache, self._root_w, self._free, self._new_buffer
+        coefficients, wait = self._coefficients, self._draws.wait
+        queued = iter(jobs)
+        multiply, add, subtract = np.multiply, np.add, np.subtract
+        for node in ops:
+            parent = node >> 1
+            w = cache[parent] if parent > 1 else root
+            out = free.pop() if free else new()
+            if node & 1:
+                cache[node] = subtract(w, cache[node - 1], out)
+                continue
+            # torchsde: mean = left_diff * W * h_reciprocal; left = mean + sqrt(var) * X
+            left_diff, h_reciprocal, _, _ = coefficients[parent]
+            scaled_noise = wait(next(queued))
+            multiply(w, left_diff, out)
+            multiply(out, h_reciprocal, out)
+            cache[node] = add(out, scaled_noise, out)
+            free.append(scaled_noise)
+
+    def _compute_torch(self, ops: list[int], jobs: list[Job]) -> None:
+        cache, root = self._cache, self._root_w
+        coefficients, wait, queued = self._coefficients, self._draws.wait, iter(jobs)
+        for node in ops:
+            parent = node >> 1
+            w = cache[parent] if parent > 1 else root
+            if node & 1:
+                cache[node] = w - cache[node - 1]
+                continue
+            left_diff, h_reciprocal, _, _ = coefficients[parent]
+            cache[node] = w.mul(left_diff).mul_(h_reciprocal).add_(wait(next(queued)))
+
+    def _sum(self, pieces: list[int]) -> Tensor:
+        """The pieces' increments added left to right, into a new tensor."""
+        cache, root = self._cache, self._root_w
+        values = [root if piece == 1 else cache[piece] for piece in pieces]
+        if not self._numpy:
+            w = values[0].clone()
+            for value in values[1:]:
+                w = w + value
+            return w
+        if len(values) == 1:
+            return torch.from_numpy(values[0].copy())
+        w = np.add(values[0], values[1], out=self._buffer())
+        for value in values[2:]:
+            np.add(w, value, out=w)
+        return torch.from_numpy(w)
 
     def _buffer(self) -> np.ndarray:
         free = self._free
-        return free.pop() if free else np.empty(self._size, dtype=self._root_w.dtype)
+        return free.pop() if free else self._new_buffer()
+
+    def _new_buffer(self) -> np.ndarray:
+        return np.empty(self._size, dtype=self._root_w.dtype)
 
     def _release(self, array: np.ndarray) -> None:
-        if len(self._free) < 64:
+        if len(self._free) < _FREE_MAX:
             self._free.append(array)
+
+    def _expire(self) -> None:
+        """Drop prefetched noise that two queries have not used (a worker may still be on it:
+        then its buffer is left to the garbage collector)."""
+        noise = self._noise
+        if not noise:
+            return
+        oldest = self._queries - 2
+        for node in [node for node, (_, made) in noise.items() if made < oldest]:
+            job, _ = noise.pop(node)
+            if job.buffer is not None and (self._draws.cancel(job) or job.value is not None):
+                self._release(job.buffer)
 
     def _trim(self) -> None:
         """Drop the least recently used increments; their memory is reused (numpy path)."""
@@ -459,50 +409,4 @@ class BrownianTree:
             _, value = cache.popitem(last=False)
             if self._numpy:
                 self._release(value)
-
-
-class _NoiseFeed:
-    """The scaled noise of a query's split nodes, drawn here or on worker threads."""
-
-    def __init__(self, tree: BrownianTree, needs: list[int]) -> None:
-        self.tree = tree
-        self.index = {node: i for i, node in enumerate(needs)}
-        self.ready: dict[int, Any] = {}
-        self.queue: queue.SimpleQueue | None = None
-        workers = tree._workers if tree._workers is not None else _worker_count()
-        count = len(needs)
-        if tree._device.type != "cpu" or workers <= 0 or count < 3:
-            self.local = count
-            return
-        # The caller draws the first ``local`` ones and does all the arithmetic; the workers
-        # draw the rest in order. The arithmetic costs about a third of a draw per split node.
-        local = round(count * max(0.0, 1 / workers - _ARITHMETIC_SHARE) / (1 + 1 / workers))
-        self.local = local
-        if local >= count:
-            return
-        numpy = tree._numpy
-        coefficients = tree._coefficients
-        rest = [(i, coefficients[node][3], coefficients[node][2], tree._buffer() if numpy else None)
-                for i, node in enumerate(needs) if i >= local]
-        self.queue = queue.SimpleQueue()
-        executor = _executor(workers)
-        for w in range(min(workers, len(rest))):
-            executor.submit(_produce, rest[w::workers], tree._size, tree._dtype, tree._device,
-                            self.queue)
-
-    def get(self, node: int) -> Any:
-        tree = self.tree
-        index = self.index.get(node)
-        if index is None or index < self.local or self.queue is None:
-            if index is None:  # not planned (cannot happen with an unchanged cache): draw it
-                tree.draws += 1
-            _, _, scale, seed = tree._prepare(node)
-            buffer = tree._buffer() if tree._numpy else None
-            return _draw_scaled(tree._size, tree._dtype, tree._device, seed, scale, buffer)
-        ready = self.ready
-        while index not in ready:
-            i, value = self.queue.get()
-            if isinstance(value, BaseException):
-                raise value
-            ready[i] = value
-        return ready.pop(index)
+        del self._free[_FREE_MAX:]

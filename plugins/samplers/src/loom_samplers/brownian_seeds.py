@@ -66,7 +66,8 @@ class NodeSeeds:
 
     def _fast(self, key: int, depth: int) -> int:
         word, hash_const = self.word0, self.hash0
-        for value in (*_words(key), *_words(depth)):
+        words = (key, depth) if key <= _M32 and depth <= _M32 else (*_words(key), *_words(depth))
+        for value in words:
             value ^= hash_const
             value = (value * ((hash_const * _MULT_A) & _M32)) & _M32
             value ^= value >> _XSHIFT

@@ -68,8 +68,12 @@ class NoiseSource(Protocol):
         ...
 
     def brownian(self, x: Tensor, sigma_min: Tensor, sigma_max: Tensor, *,
-                 cpu: bool = True) -> NoiseSampler:
-        """Brownian-tree noise over ``[sigma_min, sigma_max]`` (SDE samplers)."""
+                 cpu: bool = True, schedule: Tensor | None = None) -> NoiseSampler:
+        """Brownian-tree noise over ``[sigma_min, sigma_max]`` (SDE samplers).
+
+        ``schedule``: the sigmas the sampler steps through, a hint that lets the tree draw
+        the next step's noise ahead of time (it never changes the values).
+        """
         ...
 
     def randn_like(self, x: Tensor) -> Tensor:
@@ -103,9 +107,9 @@ class SeededNoise:
         return draw
 
     def brownian(self, x: Tensor, sigma_min: Tensor, sigma_max: Tensor, *,
-                 cpu: bool = True) -> NoiseSampler:
+                 cpu: bool = True, schedule: Tensor | None = None) -> NoiseSampler:
         return BrownianTreeNoise(x, sigma_min, sigma_max, seed=self.seed, cpu=cpu,
-                                 backend=self.brownian_backend)
+                                 backend=self.brownian_backend, schedule=schedule)
 
     def randn_like(self, x: Tensor) -> Tensor:
         torch = _torch()
@@ -125,7 +129,7 @@ class FunctionNoise:
         return self.function
 
     def brownian(self, x: Tensor, sigma_min: Tensor, sigma_max: Tensor, *,
-                 cpu: bool = True) -> NoiseSampler:
+                 cpu: bool = True, schedule: Tensor | None = None) -> NoiseSampler:
         return self.function
 
     def randn_like(self, x: Tensor) -> Tensor:
@@ -141,13 +145,14 @@ class BrownianTreeNoise:
 
     The tree is :class:`loom_samplers.brownian.BrownianTree`, which gives bit for bit what
     ComfyUI's ``torchsde.BrownianTree`` gives, several times faster; ``backend="torchsde"``
-    uses torchsde itself (the reference in the tests).
+    uses torchsde itself (the reference in the tests). With the sampler's ``schedule`` the
+    tree starts drawing the noise of the next sigma while the sampler works on this one.
     """
 
     def __init__(self, x: Tensor, sigma_min: Tensor, sigma_max: Tensor,
                  seed: int | Sequence[int] | None = None, *, cpu: bool = True,
                  transform: Callable[[Tensor], Tensor] | None = None,
-                 backend: str = "loom") -> None:
+                 backend: str = "loom", schedule: Tensor | None = None) -> None:
         torch = _torch()
         if backend == "loom":
             from loom_samplers.brownian import BrownianTree as tree_type
@@ -177,9 +182,30 @@ class BrownianTreeNoise:
         if cpu:
             t0, w0, t1 = t0.detach().cpu(), w0.detach().cpu(), t1.detach().cpu()
         self.trees = [tree_type(t0, w0, t1, entropy=s) for s in seeds]
+        # sigma -> the tree time of the sigma after it in the schedule (where the next query
+        # will reach), converted as __call__ converts the sigmas it is given
+        self.upcoming: dict[float, float] = {}
+        if schedule is not None and backend == "loom":
+            points = schedule.tolist()
+            for i in range(len(points) - 1):
+                if points[i + 1] > 0:
+                    t = self.transform(schedule[i + 1])
+                    self.upcoming[points[i]] = float(t.detach().cpu().float() if cpu else t)
+            if points and points[0] in self.upcoming:
+                self._prefetch(self.upcoming[points[0]])
+
+    def _prefetch(self, t: float) -> None:
+        for tree in self.trees:
+            tree.prefetch(t)
 
     def __call__(self, sigma: Tensor, sigma_next: Tensor) -> Tensor:
         torch = _torch()
+        if self.upcoming:
+            upcoming = self.upcoming.get(float(sigma_next))
+            if upcoming is None:
+                upcoming = self.upcoming.get(float(sigma))
+            if upcoming is not None:
+                self._prefetch(upcoming)
         t0 = self.transform(torch.as_tensor(sigma))
         t1 = self.transform(torch.as_tensor(sigma_next))
         scale = (t1 - t0).abs().sqrt()
@@ -187,9 +213,13 @@ class BrownianTreeNoise:
         device, dtype = a.device, a.dtype
         if self.cpu:
             a, b = a.detach().cpu().float(), b.detach().cpu().float()
-        w = torch.stack([tree(a, b) for tree in self.trees]).to(device=device, dtype=dtype)
-        w = w * (self.sign * sign)
-        return (w if self.batched else w[0]) / scale
+        if self.batched:
+            w = torch.stack([tree(a, b) for tree in self.trees])
+        else:
+            w = self.trees[0](a, b)
+        w = w.to(device=device, dtype=dtype)
+        # k-diffusion multiplies by the sign, then divides; dividing by -scale gives the same bits
+        return w / scale if self.sign * sign > 0 else w / -scale
 
 
 def _sorted(a: torch.Tensor, b: torch.Tensor) -> tuple[Any, Any, int]:

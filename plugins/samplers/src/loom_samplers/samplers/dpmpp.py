@@ -88,7 +88,7 @@ def _dpmpp_2s_ancestral_rf(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noi
 
 def _brownian(noise: NoiseSource, x: Tensor, sigmas: Tensor, cpu: bool):
     sigma_min, sigma_max = sigmas[sigmas > 0].min(), sigmas.max()
-    return noise.brownian(x, sigma_min, sigma_max, cpu=cpu)
+    return noise.brownian(x, sigma_min, sigma_max, cpu=cpu, schedule=sigmas)
 
 
 def dpmpp_sde(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,

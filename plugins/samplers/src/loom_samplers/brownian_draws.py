@@ -1,0 +1,269 @@
+"""The Brownian tree's noise draws (torchsde's ``_randn``), shared with worker threads on CPU.
+
+A draw is ``randn`` over the whole latent from a generator seeded with a node's seed; on a
+CPU at 4x64x64 it costs ~60 us, far more than the arithmetic the tree does with it, and
+``torch.randn`` releases the GIL. Draws are independent of each other, so a tree queues them
+in a :class:`Draws`: worker threads take them in order, and the caller, when the one it needs
+is not ready, takes the next one itself instead of waiting (the one it needs if nobody has
+it yet). Neither side waits on a worker that has not started, or does not exist.
+
+A worker takes up to :data:`CHUNK` draws at a time and, for float32 / float64 trees, makes
+them in one call of a small TorchScript function, which runs without the GIL: a worker that
+came back for the GIL after every ``randn`` would wait for it behind the caller's Python (the
+caller releases it for a few microseconds per numpy or torch call, less than a sleeping
+thread takes to wake up). Without TorchScript, workers draw one job at a time.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["CHUNK", "Draws", "Job", "draw", "set_brownian_workers", "worker_count"]
+
+CHUNK = 4  # draws a worker makes per call without the GIL (more: the caller waits longer)
+
+_workers_setting: int | None = None
+_local = threading.local()
+
+_CHUNK_SOURCE = """
+def draw_chunk(seeds: List[int], scales: List[float], outs: List[Tensor],
+               generator: Generator) -> None:
+    for i in range(len(seeds)):
+        out = outs[i]
+        generator.manual_seed(seeds[i])
+        torch.randn(out.shape, generator=generator, out=out)
+        out.mul_(scales[i])
+"""
+
+
+def set_brownian_workers(count: int | None) -> None:
+    """Worker threads for CPU noise draws: ``None`` picks from torch's thread count, 0 none."""
+    global _workers_setting
+    _workers_setting = count
+
+
+def worker_count() -> int:
+    if _workers_setting is not None:
+        return max(0, int(_workers_setting))
+    return max(0, min(3, torch.get_num_threads() - 1, (os.cpu_count() or 1) - 1))
+
+
+def _generator(device: torch.device) -> torch.Generator:
+    """A generator per thread and device; ``manual_seed`` makes it as good as a new one."""
+    generators = getattr(_local, "generators", None)
+    if generators is None:
+        generators = _local.generators = {}
+    generator = generators.get(device)
+    if generator is None:
+        generator = generators[device] = torch.Generator(device)
+    return generator
+
+
+def draw(size: tuple[int, ...], dtype: torch.dtype, device: torch.device, seed: int) -> Tensor:
+    """torchsde's ``_randn``: ``randn`` from a new generator seeded with ``seed``."""
+    return torch.randn(size, dtype=dtype, device=device, generator=_generator(device).manual_seed(seed))
+
+
+class Job:
+    """One node's noise, ``randn(seed) * scale`` drawn into ``out``; ``value`` (``buffer``
+    when there is one: a numpy array that ``out`` views) is set once it is drawn."""
+
+    __slots__ = ("buffer", "claimed", "out", "scale", "seed", "value")
+
+    def __init__(self, seed: int, scale: float, out: Tensor, buffer: np.ndarray | None) -> None:
+        self.seed, self.scale, self.out, self.buffer = seed, scale, out, buffer
+        self.claimed = False
+        self.value: Any = None
+
+    def run(self) -> None:
+        out = self.out
+        try:
+            torch.randn(out.shape, generator=_generator(out.device).manual_seed(self.seed), out=out)
+            out.mul_(self.scale)  # torchsde's sqrt(var) * noise: a multiply by the float
+        except BaseException as exc:  # handed to whoever waits for the job, which raises it
+            self.value = exc
+            return
+        self.value = out if self.buffer is None else self.buffer
+
+
+def _compile_chunk() -> Callable[..., None] | None:
+    """The TorchScript ``draw_chunk`` (None where TorchScript is unavailable), warmed up."""
+    try:
+        function = torch.jit.CompilationUnit(_CHUNK_SOURCE).draw_chunk
+        function([0], [1.0], [torch.empty(16)], torch.Generator())
+        return function
+    except Exception:  # workers then draw one job at a time
+        return None
+
+
+class _Pool:
+    """Daemon threads that work through the :class:`Draws` put in their queue."""
+
+    def __init__(self) -> None:
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.threads = 0
+        self.lock = threading.Lock()
+        self.idle = threading.Condition(self.lock)
+        self.busy = 0  # threads inside torch (compiling, drawing)
+        self.stopping = False
+
+    def submit(self, draws: Draws, count: int) -> None:
+        with self.lock:
+            if self.stopping:
+                return
+            while self.threads < count:
+                try:
+                    threading.Thread(target=self._run, name=f"loom-brownian-{self.threads}",
+                                     daemon=True).start()
+                except RuntimeError:  # no more threads to be had: callers draw the rest
+                    break
+                self.threads += 1
+                self.busy += 1  # until its TorchScript is compiled
+        for _ in range(min(count, self.threads)):
+            self.queue.put(draws)
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Let the workers finish the draws in hand and take no more: at exit, a daemon thread
+        still inside torch when the interpreter finalizes aborts the process."""
+        with self.lock:
+            self.stopping = True
+            self.idle.wait_for(lambda: self.busy == 0, timeout)
+
+    def _run(self) -> None:
+        # thread-local settings: inference mode lets the worker fill tensors that the caller
+        # made in inference mode; the JIT executor's optimisations would only add profiling runs
+        with torch.inference_mode(), torch.jit.optimized_execution(False):
+            try:
+                chunk = _compile_chunk()
+            finally:
+                self._out_of_torch()
+            while True:
+                draws = self.queue.get()
+                with self.lock:
+                    if self.stopping:
+                        continue
+                    self.busy += 1
+                try:
+                    draws.work(chunk)
+                finally:
+                    self._out_of_torch()
+
+    def _out_of_torch(self) -> None:
+        with self.lock:
+            self.busy -= 1
+            self.idle.notify_all()
+
+
+_pool = _Pool()
+
+
+def _reset_pool() -> None:
+    global _pool
+    _pool = _Pool()
+
+
+os.register_at_fork(after_in_child=_reset_pool)  # a forked child has none of the threads
+atexit.register(lambda: _pool.stop())
+
+
+class Draws:
+    """A tree's queue of noise draws: worker threads take them in order; :meth:`wait` takes
+    the wanted one (or, when a worker has it, the next one) on the calling thread."""
+
+    def __init__(self, size: tuple[int, ...], dtype: torch.dtype, device: torch.device,
+                 workers: int) -> None:
+        self.size, self.dtype, self.device, self.workers = size, dtype, device, workers
+        self.pending: deque[Job] = deque()
+        self.lock = threading.Lock()
+        self.done: queue.SimpleQueue = queue.SimpleQueue()
+
+    def job(self, seed: int, scale: float, buffer: np.ndarray | None = None) -> Job:
+        """A job drawing into ``buffer`` (a numpy array shaped like the tree) or a new tensor."""
+        if buffer is None:
+            out = torch.empty(self.size, dtype=self.dtype, device=self.device)
+        else:
+            out = torch.from_numpy(buffer)
+        return Job(seed, scale, out, buffer)
+
+    def add(self, jobs: Iterable[Job], *, first: bool = False) -> None:
+        """Queue ``jobs`` (``first``: before those already queued). Without workers they are
+        drawn when waited for."""
+        if self.workers <= 0:
+            return
+        with self.lock:
+            if first:
+                self.pending.extendleft(reversed(list(jobs)))
+            else:
+                self.pending.extend(jobs)
+        _pool.submit(self, self.workers)
+
+    def cancel(self, job: Job) -> bool:
+        """Take ``job`` off the queue if nobody has started it; ``False`` if somebody has."""
+        with self.lock:
+            if job.claimed:
+                return False
+            job.claimed = True
+            return True
+
+    def _next(self) -> Job | None:
+        pending = self.pending
+        while pending:
+            job = pending.popleft()
+            if not job.claimed:
+                job.claimed = True
+                return job
+        return None
+
+    def work(self, chunk: Callable[..., None] | None) -> None:
+        """A worker's part: draw queued jobs, up to :data:`CHUNK` per call, until none are left."""
+        generator = _generator(self.device)
+        while not _pool.stopping:
+            with self.lock:
+                # a share of what is queued, so that the caller and other workers have some too
+                limit = max(1, min(CHUNK, len(self.pending) // (self.workers + 1)))
+                jobs = []
+                while len(jobs) < limit and (job := self._next()) is not None:
+                    jobs.append(job)
+            if not jobs:
+                return
+            # TorchScript's multiply by a float rounds differently in float16 / bfloat16
+            if chunk is not None and jobs[0].buffer is not None:
+                try:
+                    chunk([job.seed for job in jobs], [job.scale for job in jobs],
+                          [job.out for job in jobs], generator)
+                except Exception:  # drawn again one by one below, which keeps any error
+                    pass
+                else:
+                    for job in jobs:
+                        job.value = job.buffer
+            for job in jobs:
+                if job.value is None:
+                    job.run()
+            self.done.put(None)
+
+    def wait(self, job: Job) -> Any:
+        """``job``'s value, drawing it or other queued jobs here rather than idling."""
+        while job.value is None:
+            with self.lock:
+                if job.claimed:
+                    mine = self._next()
+                else:
+                    job.claimed, mine = True, job
+            if mine is not None:
+                mine.run()
+            else:
+                self.done.get()  # a worker has it: wait for a worker to finish some
+        value = job.value
+        if isinstance(value, BaseException):
+            raise value
+        return value
