@@ -52,7 +52,7 @@ class LoomGroup(click.Group):
               help="Use at most this much device memory (on a CPU-only machine: simulate a device of this size).")
 @click.option("--compute-dtype", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default=None,
               help="Compute dtype of model layers (default: bf16/fp16 on GPUs, fp32 on the CPU; "
-                   "auto: also bf16 on CPUs with bf16 instructions, about twice as fast).")
+                   "auto: also bf16 on CPUs with bf16 instructions, about 2.5x faster there).")
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 @click.version_option(package_name="loom-core", prog_name="loom")
 @click.pass_context

@@ -65,7 +65,7 @@ class MemoryView:
 
 def cpu_has_native_bf16() -> bool:
     """True where the CPU has bf16 arithmetic instructions (x86 AVX512-BF16 or AMX), so
-    bf16 compute runs about twice as fast as fp32 rather than emulated and slower."""
+    bf16 compute runs about 2-2.5x as fast as fp32 rather than emulated and slower."""
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     for probe in probes:
         check = getattr(torch.cpu, probe, None)
