@@ -60,10 +60,38 @@ def write_checkpoint(path: Path) -> float:
     return path.stat().st_size / 2**30
 
 
+def txt2img(checkpoint_name: str, size: int, steps: int, seed: int) -> dict:
+    """ComfyUI's default txt2img workflow (API format) at ``size``², euler, CFG 8."""
+    return {
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint_name}},
+        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": 1}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a glass bottle", "clip": ["4", 1]}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "text, watermark", "clip": ["4", 1]}},
+        "3": {"class_type": "KSampler", "inputs": {
+            "seed": seed, "steps": steps, "cfg": 8.0, "sampler_name": "euler", "scheduler": "normal",
+            "denoise": 1.0, "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0],
+            "latent_image": ["5", 0]}},
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+        "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "bench", "images": ["8", 0]}},
+    }
+
+
+def node_seconds(runtime, prompt: dict):
+    """Run ``prompt`` on ``runtime``'s executor: (seconds per executed node id, the result)."""
+    marks: list[tuple[str | None, float]] = []
+
+    def on_event(event) -> None:
+        if event.type == "executing":
+            marks.append(((event.data or {}).get("node"), time.perf_counter()))
+
+    validated = runtime.executor.validate(prompt)
+    result = runtime.executor.execute("bench", validated.prompt, validated.outputs, {}, on_event=on_event)
+    assert result.error is None, result.error
+    return {a[0]: b[1] - a[1] for a, b in itertools.pairwise(marks)}, result
+
+
 def engine_child(checkpoint: Path, steps: int, compute_dtype: str | None = None) -> dict:
     """Load and sample through the real executor; first-run wall, load, per-step, peak RSS."""
-    import copy
-
     from loom.runtime import Runtime
     from loom.settings import Settings
 
@@ -71,46 +99,12 @@ def engine_child(checkpoint: Path, steps: int, compute_dtype: str | None = None)
     os.environ.setdefault("LOOM_TOKENIZERS_PATH", str(TOKENIZERS))
     start = time.perf_counter()
     runtime = Runtime(Settings(base_directory=base, load_custom_nodes=False, compute_dtype=compute_dtype))
-    prompt = {
-        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint.name}},
-        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 256, "height": 256, "batch_size": 1}},
-        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a glass bottle", "clip": ["4", 1]}},
-        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "text, watermark", "clip": ["4", 1]}},
-        "3": {"class_type": "KSampler", "inputs": {
-            "seed": 1, "steps": steps, "cfg": 8.0, "sampler_name": "euler", "scheduler": "normal",
-            "denoise": 1.0, "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0],
-            "latent_image": ["5", 0]}},
-        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
-        "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "bench", "images": ["8", 0]}},
-    }
-    timings: dict[str, float] = {}
-
-    def on_event(event):
-        node = (event.data or {}).get("node") if hasattr(event, "data") else None
-        if event.type == "executing":
-            timings.setdefault("_marks", []).append((node, time.perf_counter()))
-
-    def execute(p):
-        validated = runtime.executor.validate(copy.deepcopy(p))
-        result = runtime.executor.execute("bench", validated.prompt, validated.outputs, {}, on_event=on_event)
-        assert result.error is None, result.error
-        return result
-
-    timings.clear()
-    execute(prompt)
+    per_node, _ = node_seconds(runtime, txt2img(checkpoint.name, 256, steps, seed=1))
     first_run = time.perf_counter() - start
-    marks = timings.pop("_marks", [])
-    per_node = {a[0]: b[1] - a[1] for a, b in itertools.pairwise(marks)}
     # warm process: same prompt with more steps; the sampler node's time difference per step
     sampler_times = []
     for n in (steps, 2 * steps):
-        p = copy.deepcopy(prompt)
-        p["3"]["inputs"]["steps"] = n
-        p["3"]["inputs"]["seed"] = 2 + n
-        timings.clear()
-        result = execute(p)
-        marks = timings.pop("_marks", [])
-        nodes = {a[0]: b[1] - a[1] for a, b in itertools.pairwise(marks)}
+        nodes, result = node_seconds(runtime, txt2img(checkpoint.name, 256, n, seed=2 + n))
         sampler_times.append(nodes.get("3", float("nan")))
     # The bare forward of the very module the engine sampled with, in this process, right after.
     model = result.values["4"][0][0]

@@ -22,7 +22,14 @@ import time
 from pathlib import Path
 
 import torch
-from bench_sd15 import TOKENIZERS, diffusers_unet, diffusers_vae, write_checkpoint
+from bench_sd15 import (
+    TOKENIZERS,
+    diffusers_unet,
+    diffusers_vae,
+    node_seconds,
+    txt2img,
+    write_checkpoint,
+)
 
 SKIP = 77
 
@@ -45,8 +52,6 @@ def ab(fn_a, fn_b, repeats: int) -> tuple[float, float]:
 
 def engine_child(checkpoint: Path, steps: int) -> dict:
     """txt2img 512² through the executor on CUDA: first run, warm step, peak GPU memory."""
-    import copy
-    import itertools
     import os
 
     from loom.runtime import Runtime
@@ -55,37 +60,10 @@ def engine_child(checkpoint: Path, steps: int) -> dict:
     os.environ.setdefault("LOOM_TOKENIZERS_PATH", str(TOKENIZERS))
     start = time.perf_counter()
     runtime = Runtime(Settings(base_directory=checkpoint.parent.parent.parent, load_custom_nodes=False))
-    marks: list[tuple[str | None, float]] = []
-
-    def prompt(n: int, seed: int) -> dict:
-        return {
-            "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint.name}},
-            "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 512, "height": 512, "batch_size": 1}},
-            "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a glass bottle", "clip": ["4", 1]}},
-            "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "text, watermark", "clip": ["4", 1]}},
-            "3": {"class_type": "KSampler", "inputs": {
-                "seed": seed, "steps": n, "cfg": 8.0, "sampler_name": "euler", "scheduler": "normal",
-                "denoise": 1.0, "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0],
-                "latent_image": ["5", 0]}},
-            "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
-            "9": {"class_type": "PreviewImage", "inputs": {"images": ["8", 0]}},
-        }
-
-    def on_event(event) -> None:
-        if event.type == "executing":
-            marks.append(((event.data or {}).get("node"), time.perf_counter()))
-
-    def execute(p: dict) -> dict[str | None, float]:
-        marks.clear()
-        validated = runtime.executor.validate(copy.deepcopy(p))
-        result = runtime.executor.execute("bench", validated.prompt, validated.outputs, {}, on_event=on_event)
-        assert result.error is None, result.error
-        return {a[0]: b[1] - a[1] for a, b in itertools.pairwise(marks)}
-
-    first = execute(prompt(steps, 1))
+    first, _ = node_seconds(runtime, txt2img(checkpoint.name, 512, steps, seed=1))
     first_run = time.perf_counter() - start
-    short = execute(prompt(steps, 2))["3"]
-    long = execute(prompt(2 * steps, 3))["3"]
+    short = node_seconds(runtime, txt2img(checkpoint.name, 512, steps, seed=2))[0]["3"]
+    long = node_seconds(runtime, txt2img(checkpoint.name, 512, 2 * steps, seed=3))[0]["3"]
     return {
         "first_run_s": first_run,
         "load_s": first.get("4", float("nan")),
