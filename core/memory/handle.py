@@ -51,8 +51,7 @@ def tensor_bytes(module: nn.Module) -> int:
 
 def default_memory_estimate(input_shape: tuple[int, ...], dtype: torch.dtype) -> int:
     """Heuristic activation memory for one forward: 64 copies of the input, plus 64 MiB."""
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    return int(math.prod(input_shape) * itemsize * 64 + 64 * 2**20)
+    return int(math.prod(input_shape) * dtype.itemsize * 64 + 64 * 2**20)
 
 
 def _copy_options(value: Any) -> Any:

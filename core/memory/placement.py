@@ -161,7 +161,7 @@ def _resident_dtype(unit: Unit, name: str, tensor: torch.Tensor,
         or tensor.dtype in FLOAT8_DTYPES
     ):
         return tensor.dtype
-    grows = torch.empty((), dtype=compute_dtype).element_size() > tensor.element_size()
+    grows = compute_dtype.itemsize > tensor.element_size()
     return tensor.dtype if grows else compute_dtype
 
 

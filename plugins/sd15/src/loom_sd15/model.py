@@ -33,8 +33,7 @@ MEMORY_USAGE_FACTOR = 1.0
 def unet_memory_estimate(input_shape: tuple[int, ...], dtype: torch.dtype) -> int:
     """Activation bytes of one UNet forward on ``input_shape`` (ComfyUI's ``memory_required``)."""
     area = input_shape[0] * math.prod(input_shape[2:])
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    return int(area * itemsize * 0.01 * MEMORY_USAGE_FACTOR * 2**20)
+    return int(area * dtype.itemsize * 0.01 * MEMORY_USAGE_FACTOR * 2**20)
 
 
 class SD15Model(ModelHandle):

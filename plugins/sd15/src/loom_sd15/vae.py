@@ -298,6 +298,20 @@ class SD15Vae:
     def _compute_dtype(self) -> torch.dtype:
         return self.memory.compute_dtype_for(self.handle) if self.memory is not None else torch.float32
 
+    def _in_batches(self, method: str, inputs: torch.Tensor, per_item_bytes: int) -> torch.Tensor | None:
+        """The VAE's ``method`` ("encode" or "decode") over ``inputs`` on the device, as many
+        items per call as fit beside the models; None when the device runs out of memory
+        anyway (callers then tile, as ComfyUI does)."""
+        run = getattr(self._module(per_item_bytes), method)
+        device = self.handle.compute_device
+        step = self._per_batch(per_item_bytes, inputs.shape[0])
+        try:
+            return torch.cat([run(inputs[i : i + step].to(device)).float().cpu()
+                              for i in range(0, inputs.shape[0], step)])
+        except _OUT_OF_MEMORY:
+            log.warning("out of device memory in VAE %s: retrying tiled", method)
+            return None
+
     def _per_batch(self, per_item_bytes: int, batch: int) -> int:
         """How many items one call may take so their activations fit next to the models."""
         if self.memory is None:
@@ -319,28 +333,14 @@ class SD15Vae:
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         x = self.crop(image[..., :3]).movedim(-1, 1).float() * 2.0 - 1.0
         per_item = self.encode_memory_estimate(tuple(x[:1].shape), self._compute_dtype())
-        module = self._module(per_item)
-        device = self.handle.compute_device
-        step = self._per_batch(per_item, x.shape[0])
-        try:
-            parts = [module.encode(x[i : i + step].to(device)).float().cpu()
-                     for i in range(0, x.shape[0], step)]
-        except _OUT_OF_MEMORY:
-            log.warning("out of device memory in VAE encode: retrying tiled")
-            return self.encode_tiled(image)
-        return torch.cat(parts)
+        latents = self._in_batches("encode", x, per_item)
+        return self.encode_tiled(image) if latents is None else latents
 
     @torch.inference_mode()
     def decode(self, samples: torch.Tensor) -> torch.Tensor:
         per_item = self.memory_estimate(tuple(samples[:1].shape), self._compute_dtype())
-        module = self._module(per_item)
-        device = self.handle.compute_device
-        step = self._per_batch(per_item, samples.shape[0])
-        try:
-            out = torch.cat([module.decode(samples[i : i + step].float().to(device)).float().cpu()
-                             for i in range(0, samples.shape[0], step)])
-        except _OUT_OF_MEMORY:  # as ComfyUI: a decode too big for the device is tiled instead
-            log.warning("out of device memory in VAE decode: retrying tiled")
+        out = self._in_batches("decode", samples.float(), per_item)
+        if out is None:
             return self.decode_tiled(samples)
         return ((out + 1.0) / 2.0).clamp(0.0, 1.0).movedim(1, -1)
 
@@ -369,11 +369,9 @@ class SD15Vae:
     def memory_estimate(self, input_shape: tuple[int, ...], dtype: torch.dtype) -> int:
         """Activation bytes of a decode of latents ``input_shape`` (ComfyUI's SD1.x factor)."""
         b, _, h, w = input_shape
-        itemsize = torch.empty((), dtype=dtype).element_size()
-        return int(2178 * b * h * w * 64 * itemsize)
+        return int(2178 * b * h * w * 64 * dtype.itemsize)
 
     def encode_memory_estimate(self, input_shape: tuple[int, ...], dtype: torch.dtype) -> int:
         """Activation bytes of an encode of pixels ``input_shape`` (ComfyUI's SD1.x factor)."""
         b, _, h, w = input_shape
-        itemsize = torch.empty((), dtype=dtype).element_size()
-        return int(1767 * b * h * w * itemsize)
+        return int(1767 * b * h * w * dtype.itemsize)
