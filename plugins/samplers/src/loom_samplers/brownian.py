@@ -336,16 +336,21 @@ class BrownianTree:
         coefficients, wait = self._coefficients, self._draws.wait
         queued = iter(jobs)
         multiply, add, subtract = np.multiply, np.add, np.subtract
+        bridge = self._draws.fast.bridge if self._draws.fast is not None else None
         for node in ops:
             parent = node >> 1
             w = cache[parent] if parent > 1 else root
-            out = free.pop() if free else new()
             if node & 1:
-                cache[node] = subtract(w, cache[node - 1], out)
+                cache[node] = subtract(w, cache[node - 1], free.pop() if free else new())
                 continue
             # torchsde: mean = left_diff * W * h_reciprocal; left = mean + sqrt(var) * X
             left_diff, h_reciprocal, _, _ = coefficients[parent]
             scaled_noise = wait(next(queued))
+            if bridge is not None:  # the same operations in one pass, into the noise's buffer
+                bridge(w, scaled_noise, scaled_noise, left_diff, h_reciprocal)
+                cache[node] = scaled_noise
+                continue
+            out = free.pop() if free else new()
             multiply(w, left_diff, out)
             multiply(out, h_reciprocal, out)
             cache[node] = add(out, scaled_noise, out)
@@ -374,6 +379,10 @@ class BrownianTree:
             return w
         if len(values) == 1:
             return torch.from_numpy(values[0].copy())
+        if self._draws.fast is not None:
+            w = self._buffer()
+            self._draws.fast.sum_into(w, values)
+            return torch.from_numpy(w)
         w = np.add(values[0], values[1], out=self._buffer())
         for value in values[2:]:
             np.add(w, value, out=w)
