@@ -209,6 +209,15 @@ static int get_out(PyObject *target, Py_buffer *view) {
     return 0;
 }
 
+/* A seed as torch's manual_seed takes it: a non-negative integer below 2**64. */
+static int get_seed(PyObject *object, uint64_t *seed) {
+    unsigned long long value = PyLong_AsUnsignedLongLong(object);
+    if (value == (unsigned long long)-1 && PyErr_Occurred())
+        return -1;
+    *seed = (uint64_t)value;
+    return 0;
+}
+
 static int check_cpu(void) {
     if (cpu_supported())
         return 0;
@@ -229,15 +238,15 @@ PyDoc_STRVAR(fill_doc,
 "multiply, as ``tensor.mul_(scale)``). The GIL is released while it runs.");
 
 static PyObject *fill(PyObject *self, PyObject *args) {
-    PyObject *target;
-    unsigned long long seed;
+    PyObject *target, *seed_object;
+    uint64_t seed;
     double scale = 1.0;
     Py_buffer view;
-    if (!PyArg_ParseTuple(args, "OK|d:fill", &target, &seed, &scale) || check_cpu() < 0
-        || get_out(target, &view) < 0)
+    if (!PyArg_ParseTuple(args, "OO|d:fill", &target, &seed_object, &scale) || check_cpu() < 0
+        || get_seed(seed_object, &seed) < 0 || get_out(target, &view) < 0)
         return NULL;
     Py_BEGIN_ALLOW_THREADS
-    RANDN(view, (uint64_t)seed, (float)scale);
+    RANDN(view, seed, (float)scale);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&view);
     Py_RETURN_NONE;
@@ -257,7 +266,7 @@ static PyObject *fill_many(PyObject *self, PyObject *args) {
     PyObject *seed_list = out_list ? PySequence_Fast(seeds, "seeds must be a sequence") : NULL;
     PyObject *scale_list = seed_list ? PySequence_Fast(scales, "scales must be a sequence") : NULL;
     Py_buffer views[FILL_MANY_MAX];
-    unsigned long long seed_values[FILL_MANY_MAX];
+    uint64_t seed_values[FILL_MANY_MAX];
     float scale_values[FILL_MANY_MAX];
     Py_ssize_t count = 0, ready = 0;
     PyObject *result = NULL;
@@ -270,7 +279,8 @@ static PyObject *fill_many(PyObject *self, PyObject *args) {
         goto done;
     }
     for (; ready < count; ready++) {
-        seed_values[ready] = PyLong_AsUnsignedLongLong(PySequence_Fast_GET_ITEM(seed_list, ready));
+        if (get_seed(PySequence_Fast_GET_ITEM(seed_list, ready), &seed_values[ready]) < 0)
+            goto done;
         double scale = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(scale_list, ready));
         if (PyErr_Occurred() || get_out(PySequence_Fast_GET_ITEM(out_list, ready), &views[ready]) < 0)
             goto done;
@@ -278,7 +288,7 @@ static PyObject *fill_many(PyObject *self, PyObject *args) {
     }
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < count; i++)
-        RANDN(views[i], (uint64_t)seed_values[i], scale_values[i]);
+        RANDN(views[i], seed_values[i], scale_values[i]);
     Py_END_ALLOW_THREADS
     result = Py_None;
     Py_INCREF(result);
@@ -291,46 +301,88 @@ done:
     return result;
 }
 
-/* left = (w * left_diff) * h_reciprocal + noise, one float32 rounding per operation. */
-static void bridge_left(const float *w, const float *noise, float *left, Py_ssize_t count,
-                        float left_diff, float h_reciprocal) {
+/* left = (w * left_diff) * h_reciprocal + noise, one float32 rounding per operation, and,
+ * when right is given, right = w - left. */
+static void bridge_values(const float *w, const float *noise, float *left, float *right,
+                          Py_ssize_t count, float left_diff, float h_reciprocal) {
     for (Py_ssize_t i = 0; i < count; i++) {
         float mean = w[i] * left_diff;
         mean = mean * h_reciprocal;
-        left[i] = mean + noise[i];
+        float value = mean + noise[i];
+        left[i] = value;
+        if (right != NULL)
+            right[i] = w[i] - value;
     }
 }
 
 PyDoc_STRVAR(bridge_doc,
-"bridge(w, noise, left, left_diff, h_reciprocal)\n\n"
-"A Brownian bridge's left increment, torchsde's ``left_diff * w * h_reciprocal + noise``,\n"
-"into ``left``: float32 buffers of one size (``left`` may be ``noise``), each multiply and\n"
-"the add rounded to float32 in that order, as torch and numpy round them.");
+"bridge(w, noise, left, left_diff, h_reciprocal, right=None)\n\n"
+"A Brownian bridge's split, torchsde's ``left = left_diff * w * h_reciprocal + noise`` into\n"
+"``left`` and, if given, ``right = w - left`` into ``right``: float32 buffers of one size\n"
+"(``left`` may be ``noise``), each operation rounded to float32 in that order, as torch and\n"
+"numpy round them.");
 
-static PyObject *bridge(PyObject *self, PyObject *args) {
-    PyObject *objects[3];
-    double left_diff, h_reciprocal;
-    if (!PyArg_ParseTuple(args, "OOOdd:bridge", &objects[0], &objects[1], &objects[2], &left_diff,
-                          &h_reciprocal))
+/* bridge() and split(): ``seed_object`` NULL for bridge (objects[1] holds the noise), else
+ * the noise is drawn into ``left`` first. */
+static PyObject *bridge_or_split(PyObject *objects[4], PyObject *seed_object, double scale,
+                                 double left_diff, double h_reciprocal) {
+    uint64_t seed = 0;
+    if (seed_object != NULL && (check_cpu() < 0 || get_seed(seed_object, &seed) < 0))
         return NULL;
-    Py_buffer views[3];
-    int ready = 0;
+    int wanted = objects[3] == Py_None ? 3 : 4, ready = 0;
+    Py_buffer views[4];
     PyObject *result = NULL;
-    for (; ready < 3; ready++)
+    for (; ready < wanted; ready++)
         if (get_out(objects[ready], &views[ready]) < 0)
             goto done;
-    if (views[1].len != views[0].len || views[2].len != views[0].len) {
-        PyErr_SetString(PyExc_ValueError, "bridge: w, noise and left must have the same size");
+    for (int k = 1; k < wanted; k++)
+        if (views[k].len != views[0].len) {
+            PyErr_SetString(PyExc_ValueError, "bridge: w, noise, left and right must have one size");
+            goto done;
+        }
+    if (wanted == 4 && (views[3].buf == views[0].buf || views[3].buf == views[1].buf
+                        || views[3].buf == views[2].buf)) {
+        PyErr_SetString(PyExc_ValueError, "bridge: right must be a buffer of its own");
         goto done;
     }
-    bridge_left((const float *)views[0].buf, (const float *)views[1].buf, (float *)views[2].buf,
-                views[0].len / 4, (float)left_diff, (float)h_reciprocal);
+    Py_BEGIN_ALLOW_THREADS
+    if (seed_object != NULL)
+        RANDN(views[2], seed, (float)scale);
+    bridge_values((const float *)views[0].buf, (const float *)views[1].buf, (float *)views[2].buf,
+                  wanted == 4 ? (float *)views[3].buf : NULL, views[0].len / 4, (float)left_diff,
+                  (float)h_reciprocal);
+    Py_END_ALLOW_THREADS
     result = Py_None;
     Py_INCREF(result);
 done:
     while (ready > 0)
         PyBuffer_Release(&views[--ready]);
     return result;
+}
+
+static PyObject *bridge(PyObject *self, PyObject *args) {
+    PyObject *objects[4] = {NULL, NULL, NULL, Py_None};
+    double left_diff, h_reciprocal;
+    if (!PyArg_ParseTuple(args, "OOOdd|O:bridge", &objects[0], &objects[1], &objects[2], &left_diff,
+                          &h_reciprocal, &objects[3]))
+        return NULL;
+    return bridge_or_split(objects, NULL, 1.0, left_diff, h_reciprocal);
+}
+
+PyDoc_STRVAR(split_doc,
+"split(w, seed, scale, left, left_diff, h_reciprocal, right=None)\n\n"
+"``fill(left, seed, scale)`` then ``bridge(w, left, left, left_diff, h_reciprocal, right)``\n"
+"in one call: a tree node's split, its noise drawn here.");
+
+static PyObject *split(PyObject *self, PyObject *args) {
+    PyObject *objects[4] = {NULL, NULL, NULL, Py_None};
+    PyObject *seed_object;
+    double scale, left_diff, h_reciprocal;
+    if (!PyArg_ParseTuple(args, "OOdOdd|O:split", &objects[0], &seed_object, &scale, &objects[2],
+                          &left_diff, &h_reciprocal, &objects[3]))
+        return NULL;
+    objects[1] = objects[2];
+    return bridge_or_split(objects, seed_object, scale, left_diff, h_reciprocal);
 }
 
 #define SUM_MAX 4096
@@ -376,6 +428,7 @@ static PyObject *sum_into(PyObject *self, PyObject *args) {
     }
     float *sum = (float *)out.buf;
     Py_ssize_t total = out.len / 4;
+    Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t start = 0; start < total; start += SUM_BLOCK) {
         Py_ssize_t stop = start + SUM_BLOCK < total ? start + SUM_BLOCK : total;
         const float *first = (const float *)views[0].buf;
@@ -386,6 +439,7 @@ static PyObject *sum_into(PyObject *self, PyObject *args) {
                 sum[i] = sum[i] + piece[i];
         }
     }
+    Py_END_ALLOW_THREADS
     result = Py_None;
     Py_INCREF(result);
 done:
@@ -406,6 +460,7 @@ static PyMethodDef methods[] = {
     {"fill", fill, METH_VARARGS, fill_doc},
     {"fill_many", fill_many, METH_VARARGS, fill_many_doc},
     {"bridge", bridge, METH_VARARGS, bridge_doc},
+    {"split", split, METH_VARARGS, split_doc},
     {"sum_into", sum_into, METH_VARARGS, sum_into_doc},
     {"supported", supported, METH_NOARGS, "Whether this CPU can run fill (x86 with AVX2 and FMA)."},
     {NULL, NULL, 0, NULL},

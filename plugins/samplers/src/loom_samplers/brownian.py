@@ -46,6 +46,7 @@ bit for bit.
 from __future__ import annotations
 
 import math
+import weakref
 from collections import OrderedDict
 from typing import Any
 
@@ -53,7 +54,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from loom_samplers.brownian_draws import Draws, Job, draw, set_brownian_workers, worker_count
+from loom_samplers.brownian_buffers import POOL
+from loom_samplers.brownian_draws import Draws, Job, draw, set_brownian_workers
 from loom_samplers.brownian_seeds import NodeSeeds
 
 __all__ = ["BrownianTree", "set_brownian_workers"]
@@ -128,8 +130,8 @@ class BrownianTree:
         self._root_w = root_w.numpy() if self._numpy else root_w
         self._cache: OrderedDict[int, Any] = OrderedDict()
         self._free: list[np.ndarray] = []
-        if workers is None:
-            workers = worker_count()
+        if self._numpy:  # the buffers go back to the pool with the tree
+            weakref.finalize(self, _give_back, self._cache, self._free)
         if self._device.type != "cpu":
             workers = 0  # the device queues the draws; threads would only add overhead
         self._draws = Draws(self._size, self._dtype, self._device, workers)
@@ -181,7 +183,7 @@ class BrownianTree:
         self._locate(1, ta, tb, pieces)
         ops, parents = self._plan(pieces)
         if ops:
-            self._compute(ops, self._jobs(parents))
+            self._compute(ops, parents)
         w = self._sum(pieces)
         # keep the paths to both ends of the query and the nodes beside them: the next
         # queries start from there (the rest goes first, which keeps the memory in use small)
@@ -327,30 +329,67 @@ class BrownianTree:
             self._draws.add(new, first=True)
         return jobs
 
-    def _compute(self, ops: list[int], jobs: list[Job]) -> None:
-        """Compute ``ops`` (see :meth:`_plan`) into the cache, in order, through numpy views."""
-        if not self._numpy:
-            self._compute_torch(ops, jobs)
-            return
+    def _compute(self, ops: list[int], parents: list[int]) -> None:
+        """Compute ``ops`` into the cache, in order, with the noise of ``parents`` (see
+        :meth:`_plan`)."""
+        if self._draws.fast is not None:
+            self._compute_fast(ops, parents)
+        elif self._numpy:
+            self._compute_numpy(ops, self._jobs(parents))
+        else:
+            self._compute_torch(ops, self._jobs(parents))
+
+    def _compute_fast(self, ops: list[int], parents: list[int]) -> None:
+        """:mod:`~loom_samplers.fast_randn`'s path: a split is one call that draws the noise
+        (unless a worker has) and computes both children from it, into the noise's buffer."""
         cache, root, free, new = self._cache, self._root_w, self._free, self._new_buffer
-        coefficients, wait = self._coefficients, self._draws.wait
-        queued = iter(jobs)
-        multiply, add, subtract = np.multiply, np.add, np.subtract
-        bridge = self._draws.fast.bridge if self._draws.fast is not None else None
-        for node in ops:
+        coefficients, draws, fast, subtract = self._coefficients, self._draws, self._draws.fast, np.subtract
+        # without workers or prefetched noise, the caller draws it all: no jobs needed
+        jobs = iter(self._jobs(parents)) if draws.workers > 0 or self._noise else None
+        if jobs is None:
+            self.draws += len(parents)
+        count, index = len(ops), 0
+        while index < count:
+            node = ops[index]
+            index += 1
             parent = node >> 1
             w = cache[parent] if parent > 1 else root
             if node & 1:
                 cache[node] = subtract(w, cache[node - 1], free.pop() if free else new())
                 continue
+            left_diff, h_reciprocal, scale, seed = coefficients[parent]
+            right = None
+            if index < count and ops[index] == node + 1:  # its right sibling too: W - left
+                index += 1
+                right = cache[node + 1] = free.pop() if free else new()
+            if jobs is None:
+                left = free.pop() if free else new()
+                fast.split(w, seed, scale, left, left_diff, h_reciprocal, right)
+            else:
+                job = next(jobs)
+                left = job.buffer
+                if draws.claim(job):  # nobody has drawn it: draw it here, in the same call
+                    fast.split(w, seed, scale, left, left_diff, h_reciprocal, right)
+                else:
+                    fast.bridge(w, draws.wait(job), left, left_diff, h_reciprocal, right)
+            cache[node] = left
+
+    def _compute_numpy(self, ops: list[int], jobs: list[Job]) -> None:
+        """CPU float32 / float64 without fast_randn: numpy views into reused buffers."""
+        cache, root, free, new = self._cache, self._root_w, self._free, self._new_buffer
+        coefficients, wait = self._coefficients, self._draws.wait
+        queued = iter(jobs)
+        multiply, add, subtract = np.multiply, np.add, np.subtract
+        for node in ops:
+            parent = node >> 1
+            w = cache[parent] if parent > 1 else root
+            out = free.pop() if free else new()
+            if node & 1:
+                cache[node] = subtract(w, cache[node - 1], out)
+                continue
             # torchsde: mean = left_diff * W * h_reciprocal; left = mean + sqrt(var) * X
             left_diff, h_reciprocal, _, _ = coefficients[parent]
             scaled_noise = wait(next(queued))
-            if bridge is not None:  # the same operations in one pass, into the noise's buffer
-                bridge(w, scaled_noise, scaled_noise, left_diff, h_reciprocal)
-                cache[node] = scaled_noise
-                continue
-            out = free.pop() if free else new()
             multiply(w, left_diff, out)
             multiply(out, h_reciprocal, out)
             cache[node] = add(out, scaled_noise, out)
@@ -393,11 +432,13 @@ class BrownianTree:
         return free.pop() if free else self._new_buffer()
 
     def _new_buffer(self) -> np.ndarray:
-        return np.empty(self._size, dtype=self._root_w.dtype)
+        return POOL.take(self._size, self._root_w.dtype)
 
     def _release(self, array: np.ndarray) -> None:
         if len(self._free) < _FREE_MAX:
             self._free.append(array)
+        else:
+            POOL.give((array,))
 
     def _expire(self) -> None:
         """Drop prefetched noise that two queries have not used (a worker may still be on it:
@@ -408,7 +449,7 @@ class BrownianTree:
         oldest = self._queries - 2
         for node in [node for node, (_, made) in noise.items() if made < oldest]:
             job, _ = noise.pop(node)
-            if job.buffer is not None and (self._draws.cancel(job) or job.value is not None):
+            if job.buffer is not None and (self._draws.claim(job) or job.value is not None):
                 self._release(job.buffer)
 
     def _trim(self) -> None:
@@ -418,4 +459,12 @@ class BrownianTree:
             _, value = cache.popitem(last=False)
             if self._numpy:
                 self._release(value)
-        del self._free[_FREE_MAX:]
+        if len(self._free) > _FREE_MAX:
+            POOL.give(self._free[_FREE_MAX:])
+            del self._free[_FREE_MAX:]
+
+
+def _give_back(cache: OrderedDict[int, Any], free: list[np.ndarray]) -> None:
+    """A finished tree's buffers to the pool (its noise jobs in flight are left alone)."""
+    POOL.give(free)
+    POOL.give(cache.values())

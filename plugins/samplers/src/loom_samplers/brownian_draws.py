@@ -54,14 +54,19 @@ def draw_chunk(seeds: List[int], scales: List[float], outs: List[Tensor],
 
 
 def set_brownian_workers(count: int | None) -> None:
-    """Worker threads for CPU noise draws: ``None`` picks from torch's thread count, 0 none."""
+    """Worker threads for CPU noise draws: ``None`` picks (see :func:`worker_count`), 0 none."""
     global _workers_setting
     _workers_setting = count
 
 
-def worker_count() -> int:
+def worker_count(fast: bool = False) -> int:
+    """Worker threads for a tree's CPU draws: what :func:`set_brownian_workers` set, else none
+    where the draws are ``fast`` (:mod:`~loom_samplers.fast_randn`: the caller draws them in
+    less time than handing them over takes), else up to 3, one fewer than torch's threads."""
     if _workers_setting is not None:
         return max(0, int(_workers_setting))
+    if fast:
+        return 0
     return max(0, min(3, torch.get_num_threads() - 1, (os.cpu_count() or 1) - 1))
 
 
@@ -206,9 +211,10 @@ class Draws:
     the wanted one (or, when a worker has it, the next one) on the calling thread."""
 
     def __init__(self, size: tuple[int, ...], dtype: torch.dtype, device: torch.device,
-                 workers: int) -> None:
-        self.size, self.dtype, self.device, self.workers = size, dtype, device, workers
+                 workers: int | None = None) -> None:
+        self.size, self.dtype, self.device = size, dtype, device
         self.fast = _fast_for(size, dtype, device)
+        self.workers = worker_count(self.fast is not None) if workers is None else workers
         self.pending: deque[Job] = deque()
         self.lock = threading.Lock()
         self.done: queue.SimpleQueue = queue.SimpleQueue()
@@ -233,8 +239,9 @@ class Draws:
                 self.pending.extend(jobs)
         _pool.submit(self, self.workers)
 
-    def cancel(self, job: Job) -> bool:
-        """Take ``job`` off the queue if nobody has started it; ``False`` if somebody has."""
+    def claim(self, job: Job) -> bool:
+        """Take ``job`` off the queue for the caller (to draw it, or to drop it) if nobody has
+        started it; ``False`` if somebody has."""
         with self.lock:
             if job.claimed:
                 return False
