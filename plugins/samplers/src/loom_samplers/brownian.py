@@ -419,9 +419,9 @@ class BrownianTree:
         if len(values) == 1:
             return torch.from_numpy(values[0].copy())
         if self._draws.fast is not None:
-            w = self._buffer()
-            self._draws.fast.sum_into(w, values)
-            return torch.from_numpy(w)
+            w = torch.empty(self._size, dtype=self._dtype)  # the caller's: not from the pool
+            self._draws.fast.sum_into(w.numpy(), values)
+            return w
         w = np.add(values[0], values[1], out=self._buffer())
         for value in values[2:]:
             np.add(w, value, out=w)

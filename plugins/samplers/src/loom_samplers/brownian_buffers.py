@@ -28,6 +28,7 @@ class BufferPool:
         self._spare: dict[tuple[tuple[int, ...], np.dtype], list[np.ndarray]] = {}
         self._bytes = 0
         self._lock = threading.Lock()
+        self.made = 0  # arrays made because none was spare
 
     @property
     def nbytes(self) -> int:
@@ -43,6 +44,7 @@ class BufferPool:
                 array = spare.pop()
                 self._bytes -= array.nbytes
                 return array
+            self.made += 1
         return np.empty(shape, dtype=dtype)
 
     def give(self, arrays: Iterable[np.ndarray]) -> None:
