@@ -8,15 +8,18 @@ that costs one multiply-add; "k-diff" runs k-diffusion's ``sample_<name>`` on th
 "KSampler path" adds everything a KSampler run adds per step: CFG over a cond/uncond batch
 built by ``calc_cond_batch`` from a toy MODEL whose ``apply_model`` is the same multiply-add.
 The SDE samplers' extra rows time them with torchsde's Brownian tree (ComfyUI's; ours gives the
-same bits), without a tree, and at batch 2. Every run builds its tree anew: no noise is reused
-between runs. Our tree draws its noise on worker threads too (the header's "brownian workers").
-Times are the best of ``--repeats`` runs divided by the number of steps, in ms per step.
-Prints a markdown table.
+same bits), with our tree drawing through torch instead of ``loom_samplers._randn`` (an install
+without a C compiler), without a tree, and at batch 2. Every run builds its tree anew: no noise
+is reused between runs (the tree's buffers are: a process keeps them for the next run). The
+header names the ``_randn`` kernel and the worker threads a float32 tree uses. Times are the
+best of ``--repeats`` runs divided by the number of steps, in ms per step. Prints a markdown
+table.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
 import platform
@@ -26,7 +29,9 @@ import types
 from pathlib import Path
 
 import torch
+from loom_samplers import brownian_draws
 from loom_samplers.brownian_draws import worker_count
+from loom_samplers.fast_randn import fast_fill
 from loom_samplers.guidance import GuidedDenoiser, Guider
 from loom_samplers.noise import FunctionNoise, SeededNoise
 from loom_samplers.samplers import SAMPLERS
@@ -119,6 +124,17 @@ def run_kdiff(kd, name, x, sigmas):
     return fn(near_free, x.clone(), sigmas, disable=True)
 
 
+@contextlib.contextmanager
+def torch_draws():
+    """Our tree as an install without the ``_randn`` extension runs it."""
+    saved = brownian_draws.fast_fill
+    brownian_draws.fast_fill = lambda: None
+    try:
+        yield
+    finally:
+        brownian_draws.fast_fill = saved
+
+
 def guided_denoiser(device):
     model = NearFreeModel()
     cond = [[torch.zeros(1, 77, 768, device=device), {}]]
@@ -150,10 +166,13 @@ def main() -> None:
             sync()
         return timed(run, args.repeats) * 1000 / args.steps
 
+    fast = fast_fill()
     print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPUs, "
           f"python {platform.python_version()}, torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}, brownian workers {worker_count()}, device {device}"
+          f"threads {torch.get_num_threads()}, device {device}"
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
+    print(f"brownian draws: {'_randn ' + fast.in_use() if fast else 'torch'}, "
+          f"brownian workers {worker_count(fast is not None)}")
     print(f"latent {list(SHAPE)}, {args.steps} steps, best of {args.repeats}\n")
     print("| sampler | evals/step | sampler ms/step | k-diff ms/step | ratio | KSampler path ms/step | target |")
     print("|---|---|---|---|---|---|---|")
@@ -182,6 +201,10 @@ def main() -> None:
                     print(f"| {label} | | {ms:.3f} | | | | |")
                 ms = per_step(lambda n=name, xb=xb, r=reference: run_ours(n, near_free, xb, sigmas, r))
                 print(f"| {label} with torchsde's Brownian tree | | {ms:.3f} | | | | |")
+                if fast is not None and batch == 1:
+                    with torch_draws():
+                        ms = per_step(lambda n=name, xb=xb: run_ours(n, near_free, xb, sigmas))
+                    print(f"| {label}, our tree drawing through torch | | {ms:.3f} | | | | |")
                 ms = per_step(lambda n=name, xb=xb, p=plain: run_ours(n, near_free, xb, sigmas, p))
                 print(f"| {label} without Brownian tree (randn noise) | | {ms:.3f} | | | | |")
 

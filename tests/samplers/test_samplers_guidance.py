@@ -85,3 +85,34 @@ def test_samplers_single_plain_entry_shortcut_is_exact(toy_model, cond):
     sigma = torch.tensor([3.0])
     assert torch.equal(calc_cond_batch(model, [plain], x, sigma)[0],
                        calc_cond_batch(model, [masked], x, sigma)[0])
+
+
+def test_samplers_conditioning_is_batched_once_per_run(toy_model, cond, monkeypatch):
+    """The CFG pair's text conditioning is the same tensors at every step: batched once per
+    run (a fresh ``prepare`` starts over), with the same predictions as batching every step."""
+    model, guider = _prepared(toy_model, {"positive": cond(1.0), "negative": cond(-1.0)})
+    cats = []
+    real_cat = torch.cat
+    monkeypatch.setattr(torch, "cat", lambda tensors, *a, **k: cats.append(len(tensors)) or real_cat(tensors, *a, **k))
+    xs = [torch.randn(1, 4, 16, 16) for _ in range(4)]
+    outs = [guider.predict(x, torch.tensor([s]))[0] for x, s in zip(xs, (8.0, 4.0, 2.0, 1.0), strict=True)]
+    conds_cat = len(cats) - 2 * 4  # each step also batches x and sigma
+    assert conds_cat == 1 and len(guider.batched) == 1
+    monkeypatch.setattr(torch, "cat", real_cat)
+    fresh = [calc_cond_batch(model, [guider.resolved["positive"], guider.resolved["negative"]], x,
+                             torch.tensor([s])) for x, s in zip(xs, (8.0, 4.0, 2.0, 1.0), strict=True)]
+    for out, (c, u) in zip(outs, fresh, strict=True):
+        assert torch.equal(out, u + (c - u) * 8.0)
+    guider.prepare(torch.zeros(1, 4, 16, 16), torch.zeros(1, 4, 16, 16), None, 0)
+    assert guider.batched == {}
+
+
+def test_samplers_batched_conditioning_kept_is_bounded(toy_model, cond):
+    """Conditioning made anew at every step (a batch repeat) is batched anew, and a run keeps
+    only the last few batches."""
+    from loom_samplers import guidance
+
+    _model, guider = _prepared(toy_model, {"positive": cond(1.0), "negative": cond(-1.0)}, shape=(2, 4, 8, 8))
+    for step in range(guidance._BATCHED_KEPT + 5):
+        guider.predict(torch.randn(2, 4, 8, 8), torch.tensor([1.0 + step, 1.0 + step]))
+    assert len(guider.batched) == guidance._BATCHED_KEPT  # the oldest went first

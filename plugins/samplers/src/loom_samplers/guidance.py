@@ -154,7 +154,7 @@ def _add_same_area(entries: list[CondEntry], c: CondEntry) -> None:
 @attrs.frozen
 class _Chunk:
     x: Any
-    mult: Any
+    mult: Any  # None for a plain chunk: all ones
     conds: dict[str, Any]
     area: tuple[int, ...] | None
     group: int
@@ -175,6 +175,10 @@ def _chunk(entry: CondEntry, x: Tensor, sigma: Tensor, group: int) -> _Chunk | N
         for i in range(dims):
             area[i] = min(x.shape[i + 2] - area[dims + i], area[i])
             input_x = input_x.narrow(i + 2, area[dims + i], area[i])
+    plain = entry.area is None and entry.mask is None and entry.strength == 1.0
+    conds = {k: _process_cond(v, x, area, dims) for k, v in entry.model_conds.items()}
+    if plain:
+        return _Chunk(input_x, None, conds, None, group, True)
     if entry.mask is not None:
         mask = entry.mask[: input_x.shape[0]]
         if area is not None:
@@ -187,9 +191,7 @@ def _chunk(entry: CondEntry, x: Tensor, sigma: Tensor, group: int) -> _Chunk | N
     mult = mask * entry.strength
     if entry.mask is None and area is not None:
         _feather(mult, area, x.shape, dims)
-    conds = {k: _process_cond(v, x, area, dims) for k, v in entry.model_conds.items()}
-    plain = entry.area is None and entry.mask is None and entry.strength == 1.0
-    return _Chunk(input_x, mult, conds, tuple(area) if area is not None else None, group, plain)
+    return _Chunk(input_x, mult, conds, tuple(area) if area is not None else None, group)
 
 
 def _feather(mult: Tensor, area: list[int], shape: Any, dims: int, fuzz: int = 8) -> None:
@@ -237,29 +239,47 @@ def _can_concat(a: _Chunk, b: _Chunk) -> bool:
     return True
 
 
-def _cat_conds(chunks: list[_Chunk], device: Any) -> dict[str, Any]:
-    """The chunks' conditioning batched, tensors on ``device`` (the latent's, as ComfyUI)."""
+_BATCHED_KEPT = 8  # batched conditionings a run keeps (one per batch layout it evaluates)
+
+
+def _cat_conds(chunks: list[_Chunk], device: Any, kept: dict | None = None) -> dict[str, Any]:
+    """The chunks' conditioning batched, tensors on ``device`` (the latent's, as ComfyUI).
+
+    ``kept`` (a guider's, for one run) remembers what was batched from which tensors: the
+    same conditioning tensors at every step give the same batch, made once instead of copied
+    per step (the text conditioning of a CFG pair is most of a light model's step).
+    """
     torch = _torch()
     out: dict[str, Any] = {}
     for key in chunks[0].conds:
         values = [c.conds[key] for c in chunks]
         if not hasattr(values[0], "shape"):
             out[key] = values[0]
-        elif key == "c_crossattn":
+            continue
+        memo = (key, str(device), *map(id, values))
+        if kept is not None and memo in kept:
+            out[key] = kept[memo][1]  # kept[memo][0] holds the values: their ids stay theirs
+            continue
+        if key == "c_crossattn":
             length = math.lcm(*[v.shape[1] for v in values])
             out[key] = torch.cat([v.repeat(1, length // v.shape[1], 1) if v.shape[1] < length else v
                                   for v in values]).to(device)
         else:
             out[key] = torch.cat(values).to(device)
+        if kept is not None:
+            if len(kept) >= _BATCHED_KEPT:
+                del kept[next(iter(kept))]
+            kept[memo] = (values, out[key])
     return out
 
 
 def calc_cond_batch(model: Any, groups: Sequence[list[CondEntry] | None], x: Tensor,
-                    sigma: Tensor, ctx: Any = None) -> list[Tensor]:
-    """The weighted prediction of each group (None = not evaluated: zeros)."""
+                    sigma: Tensor, ctx: Any = None, kept: dict | None = None) -> list[Tensor]:
+    """The weighted prediction of each group (None = not evaluated: zeros). ``kept``: see
+    :func:`_cat_conds`."""
     torch = _torch()
-    outs = [torch.zeros_like(x) for _ in groups]
-    counts = [torch.ones_like(x) * 1e-37 for _ in groups]
+    outs: list[Any] = [None] * len(groups)  # made when a group needs them (ComfyUI's zeros)
+    counts: list[Any] = [None] * len(groups)  # (and ones * 1e-37)
     direct: list[Any] = [_UNSET] * len(groups)
     to_run: list[_Chunk] = []
     for g, entries in enumerate(groups):
@@ -282,21 +302,36 @@ def calc_cond_batch(model: Any, groups: Sequence[list[CondEntry] | None], x: Ten
         chunks = [to_run.pop(i) for i in batch]
         input_x = torch.cat([c.x for c in chunks])
         sigma_in = torch.cat([sigma] * len(chunks))
-        output = model.apply_model(input_x, sigma_in, _cat_conds(chunks, x.device)).chunk(len(chunks))
+        output = model.apply_model(input_x, sigma_in, _cat_conds(chunks, x.device, kept)).chunk(len(chunks))
         for c, out in zip(chunks, output, strict=True):
             if c.plain and entries_per_group[c.group] == 1:
                 # the group's only entry, full size, weight 1: (0 + o*1) / (1e-37 + 1) == o exactly
                 direct[c.group] = out
                 continue
+            if outs[c.group] is None:
+                outs[c.group] = torch.zeros_like(x)
+                counts[c.group] = torch.ones_like(x) * 1e-37
             target, count = outs[c.group], counts[c.group]
             if c.area is not None:
                 dims = len(c.area) // 2
                 for i in range(dims):
                     target = target.narrow(i + 2, c.area[i + dims], c.area[i])
                     count = count.narrow(i + 2, c.area[i + dims], c.area[i])
-            target += out * c.mult
-            count += c.mult
-    return [o / c if d is _UNSET else d for d, o, c in zip(direct, outs, counts, strict=True)]
+            if c.mult is None:  # weights of one: the same bits as adding out * ones and ones
+                target += out
+                count += 1.0
+            else:
+                target += out * c.mult
+                count += c.mult
+    results = []
+    for d, o, c in zip(direct, outs, counts, strict=True):
+        if d is not _UNSET:
+            results.append(d)
+        elif o is None:  # nothing evaluated for the group: 0 / 1e-37
+            results.append(torch.zeros_like(x))
+        else:
+            results.append(o / c)
+    return results
 
 
 _UNSET = object()
@@ -324,9 +359,12 @@ class Guider:
     #: group names whose entries are prompt_type "negative" for ``extra_conds``.
     negative_groups: frozenset[str] = frozenset({"negative", "middle"})
     resolved: dict[str, list[CondEntry]] = attrs.field(factory=dict, init=False)
+    #: conditioning batched by :func:`calc_cond_batch` during this run (see ``_cat_conds``)
+    batched: dict = attrs.field(factory=dict, init=False)
 
     def prepare(self, noise: Tensor, latent_image: Tensor | None, denoise_mask: Tensor | None,
                 seed: int | None) -> None:
+        self.batched = {}
         self.resolved = {
             name: resolve_conditioning(
                 cond, self.model, noise, latent_image=latent_image, denoise_mask=denoise_mask,
@@ -342,7 +380,7 @@ class Guider:
         if math.isclose(self.cfg, 1.0) and not need_uncond:
             negative = None
         cond, uncond = calc_cond_batch(self.model, [self.resolved.get("positive"), negative], x,
-                                       sigma, ctx)
+                                       sigma, ctx, self.batched)
         return cfg_combine(cond, uncond, self.cfg), uncond
 
 
@@ -363,14 +401,14 @@ class DualCFGGuider(Guider):
         middle = self.resolved.get("middle")
         positive = self.resolved.get("positive")
         if self.nested:
-            out = calc_cond_batch(self.model, [negative, middle, positive], x, sigma, ctx)
+            out = calc_cond_batch(self.model, [negative, middle, positive], x, sigma, ctx, self.batched)
             text = cfg_combine(out[2], out[1], self.cfg)
             return out[0] + self.cfg2 * (text - out[0]), out[0]
         if not need_uncond and math.isclose(self.cfg2, 1.0):
             negative = None
             if math.isclose(self.cfg, 1.0):
                 middle = None
-        out = calc_cond_batch(self.model, [negative, middle, positive], x, sigma, ctx)
+        out = calc_cond_batch(self.model, [negative, middle, positive], x, sigma, ctx, self.batched)
         return cfg_combine(out[1], out[0], self.cfg2) + (out[2] - out[1]) * self.cfg, out[0]
 
 
