@@ -189,13 +189,13 @@ def test_brownian_prefetch_changes_speed_not_values(workers):
         assert _same(ours(a, b), reference(a, b))
         plain(a, b)
     assert ours.draws == plain.draws
-    assert not ours._noise
+    assert not ours._values.noise
     wrong = BrownianTree(sigmas[-2], x, sigmas[0], entropy=5, workers=workers)
     for i, (sigma, sigma_next) in enumerate(queries):
         wrong.prefetch(0.5 + i / 10)
         a, b = sigma_next.float(), sigma.float()
         assert _same(wrong(a, b), reference(a, b))
-    assert len(wrong._noise) < 60
+    assert len(wrong._values.noise) < 60
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -50,23 +50,18 @@ The tests compare the tree with ``torchsde.BrownianTree`` bit for bit on every p
 from __future__ import annotations
 
 import math
-import weakref
-from collections import OrderedDict
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from loom_samplers.brownian_buffers import POOL
-from loom_samplers.brownian_draws import Draws, Job, draw, set_brownian_workers
+from loom_samplers.brownian_draws import draw, set_brownian_workers
 from loom_samplers.brownian_seeds import NodeSeeds
+from loom_samplers.brownian_values import Coefficients, NodeValues
 
 __all__ = ["BrownianTree", "set_brownian_workers"]
 
-_CACHE_BYTES = 128 * 2**20
-_CACHE_MIN, _CACHE_MAX = 64, 128
-_FREE_MAX = 64  # spare numpy buffers kept
 _MAX_DEPTH = 2000  # far beyond what a 1e-6 tolerance needs; guards against a float surprise
 
 
@@ -86,7 +81,9 @@ class BrownianTree:
 
     ``cache_size`` (node increments kept) defaults to what 128 MiB holds, between 64 and 128;
     it changes the speed, never the values. ``workers`` (CPU trees only) is the number of
-    threads drawing noise besides the caller; ``None`` follows :func:`set_brownian_workers`.
+    threads drawing noise besides the caller; ``None`` follows :func:`set_brownian_workers`
+    (see :func:`~loom_samplers.brownian_draws.worker_count`). The node values and their
+    arithmetic are :class:`~loom_samplers.brownian_values.NodeValues`.
     :meth:`prefetch` starts drawing the noise for a time the next query will reach.
     """
 
@@ -116,32 +113,19 @@ class BrownianTree:
         self._start, self._end = round(t0f, ndigits), round(t1f, ndigits)
         self._bounds: dict[int, tuple[float, float]] = {1: (self._start, self._end)}
         self._mid: dict[int, float] = {}
-        self._coefficients: dict[int, tuple[float, float, float, int]] = {}
+        self._coefficients: Coefficients = {}
         self._seeds = NodeSeeds(entropy, pool_size)
         if w1 is None:
             initial = np.random.SeedSequence(entropy=entropy, pool_size=pool_size).generate_state(3)
             root_w = draw(self._size, self._dtype, self._device, int(initial[0])) * math.sqrt(t1f - t0f)
         else:
             root_w = (w1 - w0).detach()
-        if cache_size is None:
-            nbytes = max(1, math.prod(self._size) * root_w.element_size())
-            cache_size = max(_CACHE_MIN, min(_CACHE_MAX, _CACHE_BYTES // nbytes))
-        self._cache_size = int(cache_size)
-        # The arithmetic on CPU float32 / float64 goes through numpy views, which costs half of
-        # torch's per-call overhead; an IEEE multiply or add by a float gives the same bits.
-        self._numpy = (self._device.type == "cpu" and self._dtype in (torch.float32, torch.float64)
-                       and len(self._size) > 0)
-        self._root_w = root_w.numpy() if self._numpy else root_w
-        self._cache: OrderedDict[int, Any] = OrderedDict()
-        self._free: list[np.ndarray] = []
-        if self._numpy:  # the buffers go back to the pool with the tree
-            weakref.finalize(self, _give_back, self._cache, self._free)
-        if self._device.type != "cpu":
-            workers = 0  # the device queues the draws; threads would only add overhead
-        self._draws = Draws(self._size, self._dtype, self._device, workers)
-        self._noise: dict[int, tuple[Job, int]] = {}  # prefetched: split node -> (job, query)
-        self._queries = 0
-        self.draws = 0  # noise draws so far (for tests and benchmarks)
+        self._values = NodeValues(root_w, self._coefficients, cache_size=cache_size, workers=workers)
+
+    @property
+    def draws(self) -> int:
+        """Noise draws so far (for tests and benchmarks)."""
+        return self._values.drawn
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -185,23 +169,12 @@ class BrownianTree:
     def _increment(self, ta: float, tb: float) -> Tensor:
         pieces: list[int] = []
         self._locate(1, ta, tb, pieces)
-        ops, parents = self._plan(pieces)
+        values = self._values
+        ops, parents = values.plan(pieces)
         if ops:
-            self._compute(ops, parents)
-        w = self._sum(pieces)
-        # keep the paths to both ends of the query and the nodes beside them: the next
-        # queries start from there (the rest goes first, which keeps the memory in use small)
-        cache, refresh, seen = self._cache, self._cache.move_to_end, set()
-        for node in (pieces[0], pieces[-1]):
-            while node > 1 and node not in seen:
-                seen.add(node)
-                for near in (node ^ 1, node):
-                    if near in cache:
-                        refresh(near)
-                node >>= 1
-        self._trim()
-        self._queries += 1
-        self._expire()
+            values.compute(ops, parents)
+        w = values.sum(pieces)
+        values.finish((pieces[0], pieces[-1]))
         return w
 
     def prefetch(self, t: Any) -> None:
@@ -210,14 +183,14 @@ class BrownianTree:
         A hint (a sampler knows its next sigma): it changes the speed, never the values.
         Noise that the next two queries do not use is dropped.
         """
-        if self._draws.workers <= 0:
+        values = self._values
+        if values.draws.workers <= 0:
             return
         t = float(t)
         if math.isnan(t):
             return
         t = round(min(max(t, self._start), self._end), self._ndigits)
-        bounds, mids, cache, noise = self._bounds, self._mid, self._cache, self._noise
-        coefficients = self._coefficients
+        bounds, mids = self._bounds, self._mid
         jobs = []
         node = 1
         while True:
@@ -229,17 +202,14 @@ class BrownianTree:
                 if node.bit_length() > _MAX_DEPTH:
                     break
                 mid = self._split(node, start, end)
-            if 2 * node not in cache and node not in noise:
-                _, _, scale, seed = coefficients[node]
-                job = self._draws.job(seed, scale, self._buffer() if self._numpy else None)
-                noise[node] = (job, self._queries)
+            job = values.prefetch(node)
+            if job is not None:
                 jobs.append(job)
             if t == mid:
                 break
             node = 2 * node if t < mid else 2 * node + 1
         if jobs:
-            self.draws += len(jobs)
-            self._draws.add(jobs)
+            values.queue(jobs)
 
     # --- the tree ---------------------------------------------------------------------
 
@@ -284,191 +254,3 @@ class BrownianTree:
         seed = self._seeds(node - (1 << depth), depth)
         self._coefficients[node] = (left_diff, h_reciprocal, math.sqrt(var), seed)
         return mid
-
-    # --- values -----------------------------------------------------------------------
-
-    def _plan(self, pieces: list[int]) -> tuple[list[int], list[int]]:
-        """The nodes to compute for ``pieces``, in order, and the split nodes whose noise
-        that takes, in the order it is used.
-
-        An even (left) node is its parent's ``mean + sqrt(var) * X``, an odd (right) one its
-        parent's increment minus its left sibling's.
-        """
-        cache = self._cache
-        known: set[int] = set()
-        ops: list[int] = []
-        parents: list[int] = []
-        for piece in pieces:
-            chain = []
-            node = piece
-            while node != 1 and node not in known and node not in cache:
-                chain.append(node)
-                node >>= 1
-            for node in reversed(chain):
-                left = node & ~1
-                if left not in known and left not in cache:
-                    ops.append(left)
-                    parents.append(node >> 1)
-                    known.add(left)
-                if node != left:
-                    ops.append(node)
-                    known.add(node)
-        return ops, parents
-
-    def _jobs(self, parents: list[int]) -> list[Job]:
-        """The noise jobs for ``parents``: prefetched ones, and new ones queued first."""
-        coefficients, noise = self._coefficients, self._noise
-        jobs, new = [], []
-        for parent in parents:
-            entry = noise.pop(parent, None)
-            if entry is None:
-                _, _, scale, seed = coefficients[parent]
-                job = self._draws.job(seed, scale, self._buffer() if self._numpy else None)
-                new.append(job)
-            else:
-                job = entry[0]
-            jobs.append(job)
-        if new:
-            self.draws += len(new)
-            self._draws.add(new, first=True)
-        return jobs
-
-    def _compute(self, ops: list[int], parents: list[int]) -> None:
-        """Compute ``ops`` into the cache, in order, with the noise of ``parents`` (see
-        :meth:`_plan`)."""
-        if self._draws.fast is not None:
-            self._compute_fast(ops, parents)
-        elif self._numpy:
-            self._compute_numpy(ops, self._jobs(parents))
-        else:
-            self._compute_torch(ops, self._jobs(parents))
-
-    def _compute_fast(self, ops: list[int], parents: list[int]) -> None:
-        """:mod:`~loom_samplers.fast_randn`'s path: a split is one call that draws the noise
-        (unless a worker has) and computes both children from it, into the noise's buffer."""
-        cache, root, free, new = self._cache, self._root_w, self._free, self._new_buffer
-        coefficients, draws, fast, subtract = self._coefficients, self._draws, self._draws.fast, np.subtract
-        # without workers or prefetched noise, the caller draws it all: no jobs needed
-        jobs = iter(self._jobs(parents)) if draws.workers > 0 or self._noise else None
-        if jobs is None:
-            self.draws += len(parents)
-        count, index = len(ops), 0
-        while index < count:
-            node = ops[index]
-            index += 1
-            parent = node >> 1
-            w = cache[parent] if parent > 1 else root
-            if node & 1:
-                cache[node] = subtract(w, cache[node - 1], free.pop() if free else new())
-                continue
-            left_diff, h_reciprocal, scale, seed = coefficients[parent]
-            right = None
-            if index < count and ops[index] == node + 1:  # its right sibling too: W - left
-                index += 1
-                right = cache[node + 1] = free.pop() if free else new()
-            if jobs is None:
-                left = free.pop() if free else new()
-                fast.split(w, seed, scale, left, left_diff, h_reciprocal, right)
-            else:
-                job = next(jobs)
-                left = job.buffer
-                if draws.claim(job):  # nobody has drawn it: draw it here, in the same call
-                    fast.split(w, seed, scale, left, left_diff, h_reciprocal, right)
-                else:
-                    fast.bridge(w, draws.wait(job), left, left_diff, h_reciprocal, right)
-            cache[node] = left
-
-    def _compute_numpy(self, ops: list[int], jobs: list[Job]) -> None:
-        """CPU float32 / float64 without fast_randn: numpy views into reused buffers."""
-        cache, root, free, new = self._cache, self._root_w, self._free, self._new_buffer
-        coefficients, wait = self._coefficients, self._draws.wait
-        queued = iter(jobs)
-        multiply, add, subtract = np.multiply, np.add, np.subtract
-        for node in ops:
-            parent = node >> 1
-            w = cache[parent] if parent > 1 else root
-            out = free.pop() if free else new()
-            if node & 1:
-                cache[node] = subtract(w, cache[node - 1], out)
-                continue
-            # torchsde: mean = left_diff * W * h_reciprocal; left = mean + sqrt(var) * X
-            left_diff, h_reciprocal, _, _ = coefficients[parent]
-            scaled_noise = wait(next(queued))
-            multiply(w, left_diff, out)
-            multiply(out, h_reciprocal, out)
-            cache[node] = add(out, scaled_noise, out)
-            free.append(scaled_noise)
-
-    def _compute_torch(self, ops: list[int], jobs: list[Job]) -> None:
-        cache, root = self._cache, self._root_w
-        coefficients, wait, queued = self._coefficients, self._draws.wait, iter(jobs)
-        for node in ops:
-            parent = node >> 1
-            w = cache[parent] if parent > 1 else root
-            if node & 1:
-                cache[node] = w - cache[node - 1]
-                continue
-            left_diff, h_reciprocal, _, _ = coefficients[parent]
-            cache[node] = w.mul(left_diff).mul_(h_reciprocal).add_(wait(next(queued)))
-
-    def _sum(self, pieces: list[int]) -> Tensor:
-        """The pieces' increments added left to right, into a new tensor."""
-        cache, root = self._cache, self._root_w
-        values = [root if piece == 1 else cache[piece] for piece in pieces]
-        if not self._numpy:
-            w = values[0].clone()
-            for value in values[1:]:
-                w = w + value
-            return w
-        if len(values) == 1:
-            return torch.from_numpy(values[0].copy())
-        if self._draws.fast is not None:
-            w = torch.empty(self._size, dtype=self._dtype)  # the caller's: not from the pool
-            self._draws.fast.sum_into(w.numpy(), values)
-            return w
-        w = np.add(values[0], values[1], out=self._buffer())
-        for value in values[2:]:
-            np.add(w, value, out=w)
-        return torch.from_numpy(w)
-
-    def _buffer(self) -> np.ndarray:
-        free = self._free
-        return free.pop() if free else self._new_buffer()
-
-    def _new_buffer(self) -> np.ndarray:
-        return POOL.take(self._size, self._root_w.dtype)
-
-    def _release(self, array: np.ndarray) -> None:
-        if len(self._free) < _FREE_MAX:
-            self._free.append(array)
-        else:
-            POOL.give((array,))
-
-    def _expire(self) -> None:
-        """Drop prefetched noise that two queries have not used (a worker may still be on it:
-        then its buffer is left to the garbage collector)."""
-        noise = self._noise
-        if not noise:
-            return
-        oldest = self._queries - 2
-        for node in [node for node, (_, made) in noise.items() if made < oldest]:
-            job, _ = noise.pop(node)
-            if job.buffer is not None and (self._draws.claim(job) or job.value is not None):
-                self._release(job.buffer)
-
-    def _trim(self) -> None:
-        """Drop the least recently used increments; their memory is reused (numpy path)."""
-        cache = self._cache
-        while len(cache) > self._cache_size:
-            _, value = cache.popitem(last=False)
-            if self._numpy:
-                self._release(value)
-        if len(self._free) > _FREE_MAX:
-            POOL.give(self._free[_FREE_MAX:])
-            del self._free[_FREE_MAX:]
-
-
-def _give_back(cache: OrderedDict[int, Any], free: list[np.ndarray]) -> None:
-    """A finished tree's buffers to the pool (its noise jobs in flight are left alone)."""
-    POOL.give(free)
-    POOL.give(cache.values())
