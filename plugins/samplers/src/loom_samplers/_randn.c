@@ -266,7 +266,32 @@ static PyObject *split(PyObject *self, PyObject *args) {
 }
 
 #define SUM_MAX 4096
-#define SUM_BLOCK 1024 /* elements per pass over the pieces: stays in L1 */
+#define SUM_LANES 16
+
+/* sum = pieces[0] + pieces[1] + ... per element, left to right. The running sums of 16
+ * elements stay in registers while every piece streams past once: ~3x faster than adding
+ * piece by piece into ``sum`` when the pieces are out of cache, as a query's mostly are. */
+static void sum_pieces(float *sum, const float *const *pieces, Py_ssize_t count, Py_ssize_t total) {
+    Py_ssize_t i = 0;
+    for (; i + SUM_LANES <= total; i += SUM_LANES) {
+        float acc[SUM_LANES];
+        for (int j = 0; j < SUM_LANES; j++)
+            acc[j] = pieces[0][i + j];
+        for (Py_ssize_t k = 1; k < count; k++) {
+            const float *piece = pieces[k] + i;
+            for (int j = 0; j < SUM_LANES; j++)
+                acc[j] = acc[j] + piece[j];
+        }
+        for (int j = 0; j < SUM_LANES; j++)
+            sum[i + j] = acc[j];
+    }
+    for (; i < total; i++) {
+        float acc = pieces[0][i];
+        for (Py_ssize_t k = 1; k < count; k++)
+            acc = acc + pieces[k][i];
+        sum[i] = acc;
+    }
+}
 
 PyDoc_STRVAR(sum_into_doc,
 "sum_into(out, pieces)\n\n"
@@ -283,6 +308,7 @@ static PyObject *sum_into(PyObject *self, PyObject *args) {
     Py_ssize_t count = PySequence_Fast_GET_SIZE(list), ready = 0;
     Py_buffer out;
     Py_buffer *views = NULL;
+    const float **starts = NULL;
     PyObject *result = NULL;
     int have_out = 0;
     if (count < 1 || count > SUM_MAX) {
@@ -293,7 +319,8 @@ static PyObject *sum_into(PyObject *self, PyObject *args) {
         goto done;
     have_out = 1;
     views = PyMem_Malloc(sizeof(Py_buffer) * (size_t)count);
-    if (views == NULL) {
+    starts = PyMem_Malloc(sizeof(float *) * (size_t)count);
+    if (views == NULL || starts == NULL) {
         PyErr_NoMemory();
         goto done;
     }
@@ -305,19 +332,10 @@ static PyObject *sum_into(PyObject *self, PyObject *args) {
             PyErr_SetString(PyExc_ValueError, "sum_into: pieces must have out's size and not be out");
             goto done;
         }
+        starts[ready] = (const float *)views[ready].buf;
     }
-    float *sum = (float *)out.buf;
-    Py_ssize_t total = out.len / 4;
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t start = 0; start < total; start += SUM_BLOCK) {
-        Py_ssize_t stop = start + SUM_BLOCK < total ? start + SUM_BLOCK : total;
-        memcpy(sum + start, (const float *)views[0].buf + start, sizeof(float) * (size_t)(stop - start));
-        for (Py_ssize_t k = 1; k < count; k++) {
-            const float *piece = (const float *)views[k].buf;
-            for (Py_ssize_t i = start; i < stop; i++)
-                sum[i] = sum[i] + piece[i];
-        }
-    }
+    sum_pieces((float *)out.buf, starts, count, out.len / 4);
     Py_END_ALLOW_THREADS
     result = Py_None;
     Py_INCREF(result);
@@ -325,6 +343,7 @@ done:
     while (ready > 0)
         PyBuffer_Release(&views[--ready]);
     PyMem_Free(views);
+    PyMem_Free(starts);
     if (have_out)
         PyBuffer_Release(&out);
     Py_DECREF(list);
