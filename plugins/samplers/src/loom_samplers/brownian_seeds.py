@@ -19,6 +19,7 @@ _INIT_A, _MULT_A = 0x43B0D7E5, 0x931E8875
 _INIT_B, _MULT_B = 0x8B51F9DD, 0x58F38DED
 _MIX_L, _MIX_R = 0xCA01F9DD, 0x4973F715
 _XSHIFT = 16
+_FINAL_MULT = (_INIT_B * _MULT_B) & _M32
 
 
 def _words(value: int) -> list[int]:
@@ -53,6 +54,9 @@ class NodeSeeds:
             calls = pool_size + pool_size * (pool_size - 1) + pool_size * extra
             self.hash0 = (_INIT_A * pow(_MULT_A, calls, 2**32)) & _M32
             self.step = pow(_MULT_A, pool_size, 2**32)
+            # the common case, a key and a depth of one word each: both words' constants
+            second = (self.hash0 * self.step) & _M32
+            self.pair = (self.hash0, (self.hash0 * _MULT_A) & _M32, second, (second * _MULT_A) & _M32)
             self.fast = all(self._fast(key, depth) == self._numpy(key, depth)
                             for key, depth in ((0, 0), (1, 1), (2, 2), (5, 3), (2**33 + 7, 34)))
 
@@ -66,13 +70,22 @@ class NodeSeeds:
 
     def _fast(self, key: int, depth: int) -> int:
         word, hash_const = self.word0, self.hash0
-        words = (key, depth) if key <= _M32 and depth <= _M32 else (*_words(key), *_words(depth))
-        for value in words:
+        if key <= _M32 and depth <= _M32:  # the loop below for two words, unrolled
+            hash_key, mult_key, hash_depth, mult_depth = self.pair
+            value = ((key ^ hash_key) * mult_key) & _M32
+            word = (_MIX_L * word - _MIX_R * (value ^ (value >> _XSHIFT))) & _M32
+            word ^= word >> _XSHIFT
+            value = ((depth ^ hash_depth) * mult_depth) & _M32
+            word = (_MIX_L * word - _MIX_R * (value ^ (value >> _XSHIFT))) & _M32
+            word ^= word >> _XSHIFT
+            value = ((word ^ _INIT_B) * _FINAL_MULT) & _M32
+            return value ^ (value >> _XSHIFT)
+        for value in (*_words(key), *_words(depth)):
             value ^= hash_const
             value = (value * ((hash_const * _MULT_A) & _M32)) & _M32
             value ^= value >> _XSHIFT
             word = (_MIX_L * word - _MIX_R * value) & _M32
             word ^= word >> _XSHIFT
             hash_const = (hash_const * self.step) & _M32
-        value = ((word ^ _INIT_B) * ((_INIT_B * _MULT_B) & _M32)) & _M32
+        value = ((word ^ _INIT_B) * _FINAL_MULT) & _M32
         return value ^ (value >> _XSHIFT)
