@@ -1,6 +1,6 @@
 """Per-step sampler overhead with a near-free model, against k-diffusion's same sampler.
 
-    python bench/bench_samplers.py [--steps 20] [--repeats 5] [--device cpu]
+    python bench/bench_samplers.py [--steps 20] [--repeats 15] [--device cpu]
 
 Latent 1x4x64x64 (a 512x512 SD image). "sampler" runs the sampler function on a denoiser
 that costs one multiply-add; "k-diff" runs k-diffusion's ``sample_<name>`` on the same one
@@ -147,7 +147,7 @@ def guided_denoiser(device):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     args = parser.parse_args()
