@@ -55,6 +55,13 @@ static void draw(float *out, int64_t count, uint64_t seed, const Finish *f) {
 #endif
 }
 
+/* f applied to noise already in out (never without a kernel here). */
+static void finish(float *out, int64_t count, const Finish *f) {
+#if LOOM_X86
+    finish_range(out, 0, count, f);
+#endif
+}
+
 static int check_kernel(void) {
     if (find_kernel() != KERNEL_NONE)
         return 0;
@@ -72,6 +79,12 @@ static int get_buffer(PyObject *target, Py_buffer *view) {
         return -1;
     }
     return 0;
+}
+
+static void release_buffers(Py_buffer *views, int count, int taken) {
+    for (int k = 0; k < count; k++)
+        if (taken & (1 << k))
+            PyBuffer_Release(&views[k]);
 }
 
 /* ``count`` buffers of one size from ``objects`` (NULL or None entries are skipped and left
@@ -93,17 +106,9 @@ static int get_buffers(PyObject **objects, Py_buffer *views, int count, int *tak
     }
     return 0;
 fail:
-    for (int k = 0; k < count; k++)
-        if (*taken & (1 << k))
-            PyBuffer_Release(&views[k]);
+    release_buffers(views, count, *taken);
     *taken = 0;
     return -1;
-}
-
-static void release_buffers(Py_buffer *views, int count, int taken) {
-    for (int k = 0; k < count; k++)
-        if (taken & (1 << k))
-            PyBuffer_Release(&views[k]);
 }
 
 /* A seed as torch's manual_seed takes it: a non-negative integer below 2**64. */
@@ -185,84 +190,66 @@ done:
     return result;
 }
 
-/* left = (w * left_diff) * h_reciprocal + noise and, if right, right = w - left. */
-static void bridge_values(const float *w, const float *noise, float *left, float *right,
-                          Py_ssize_t count, float left_diff, float h_reciprocal) {
-    for (Py_ssize_t i = 0; i < count; i++) {
-        float mean = w[i] * left_diff;
-        mean = mean * h_reciprocal;
-        float value = mean + noise[i];
-        left[i] = value;
-        if (right != NULL)
-            right[i] = w[i] - value;
-    }
-}
-
-/* The buffers of bridge() and split(): w, noise, left, right (noise may be left; right, if
- * given, must be a buffer of its own). */
-static int get_bridge_buffers(PyObject **objects, Py_buffer *views, int *taken) {
-    if (get_buffers(objects, views, 4, taken) < 0)
-        return -1;
-    if (views[3].buf != NULL && (views[3].buf == views[0].buf || views[3].buf == views[1].buf
-                                 || views[3].buf == views[2].buf)) {
-        release_buffers(views, 4, *taken);
-        PyErr_SetString(PyExc_ValueError, "right must be a buffer of its own");
-        return -1;
-    }
-    return 0;
-}
-
-PyDoc_STRVAR(bridge_doc,
-"bridge(w, noise, left, left_diff, h_reciprocal, right=None)\n\n"
-"A Brownian bridge's split, torchsde's ``left = left_diff * w * h_reciprocal + noise`` into\n"
-"``left`` and, if given, ``right = w - left`` into ``right`` (``left`` may be ``noise``),\n"
-"each operation rounded to float32 in that order, as torch and numpy round them.");
-
-static PyObject *bridge(PyObject *self, PyObject *args) {
-    PyObject *objects[4] = {NULL, NULL, NULL, Py_None};
-    double left_diff, h_reciprocal;
-    Py_buffer views[4];
+/* A node's split: ``left`` (noise drawn here from ``seed_object``, else already in it) becomes
+ * ``left_diff * w * h_reciprocal + noise`` and, if given, ``right`` becomes ``w - left``. */
+static PyObject *split_node(PyObject *w, PyObject *left, PyObject *right, PyObject *seed_object,
+                            double scale, double left_diff, double h_reciprocal) {
+    PyObject *objects[3] = {w, left, right};
+    uint64_t seed = 0;
+    Py_buffer views[3];
     int taken;
-    if (!PyArg_ParseTuple(args, "OOOdd|O:bridge", &objects[0], &objects[1], &objects[2], &left_diff,
-                          &h_reciprocal, &objects[3]) || get_bridge_buffers(objects, views, &taken) < 0)
+    if (check_kernel() < 0 || (seed_object != NULL && get_seed(seed_object, &seed) < 0)
+        || get_buffers(objects, views, 3, &taken) < 0)
         return NULL;
+    const char *problem = NULL;
+    if (views[1].buf == views[0].buf)
+        problem = "left must not be w";
+    else if (views[2].buf != NULL && (views[2].buf == views[0].buf || views[2].buf == views[1].buf))
+        problem = "right must be a buffer of its own";
+    if (problem != NULL) {
+        release_buffers(views, 3, taken);
+        PyErr_SetString(PyExc_ValueError, problem);
+        return NULL;
+    }
+    Finish node = {(float)scale, (const float *)views[0].buf, (float *)views[2].buf,
+                   (float)left_diff, (float)h_reciprocal};
+    float *out = (float *)views[1].buf;
+    int64_t count = (int64_t)(views[1].len / 4);
     Py_BEGIN_ALLOW_THREADS
-    bridge_values((const float *)views[0].buf, (const float *)views[1].buf, (float *)views[2].buf,
-                  (float *)views[3].buf, views[0].len / 4, (float)left_diff, (float)h_reciprocal);
+    if (seed_object != NULL)
+        draw(out, count, seed, &node);
+    else
+        finish(out, count, &node);
     Py_END_ALLOW_THREADS
-    release_buffers(views, 4, taken);
+    release_buffers(views, 3, taken);
     Py_RETURN_NONE;
 }
 
 PyDoc_STRVAR(split_doc,
 "split(w, seed, scale, left, left_diff, h_reciprocal, right=None)\n\n"
-"``fill(left, seed, scale)`` then ``bridge(w, left, left, left_diff, h_reciprocal, right)``,\n"
-"in one pass: a tree node's split with its noise drawn here.");
+"A tree node's split: ``fill(left, seed, scale)``, then torchsde's ``left = left_diff * w *\n"
+"h_reciprocal + noise`` in place and, if given, ``right = w - left`` into ``right``, each\n"
+"operation rounded to float32 in that order, as torch and numpy round them.");
 
 static PyObject *split(PyObject *self, PyObject *args) {
-    PyObject *objects[4] = {NULL, NULL, NULL, Py_None};
-    PyObject *seed_object;
+    PyObject *w, *seed_object, *left, *right = Py_None;
     double scale, left_diff, h_reciprocal;
-    uint64_t seed;
-    Py_buffer views[4];
-    int taken;
-    if (!PyArg_ParseTuple(args, "OOdOdd|O:split", &objects[0], &seed_object, &scale, &objects[2],
-                          &left_diff, &h_reciprocal, &objects[3])
-        || check_kernel() < 0 || get_seed(seed_object, &seed) < 0
-        || get_bridge_buffers(objects, views, &taken) < 0)
+    if (!PyArg_ParseTuple(args, "OOdOdd|O:split", &w, &seed_object, &scale, &left, &left_diff,
+                          &h_reciprocal, &right))
         return NULL;
-    if (views[2].buf == views[0].buf) {
-        release_buffers(views, 4, taken);
-        PyErr_SetString(PyExc_ValueError, "split: left must not be w");
+    return split_node(w, left, right, seed_object, scale, left_diff, h_reciprocal);
+}
+
+PyDoc_STRVAR(bridge_doc,
+"bridge(w, left, left_diff, h_reciprocal, right=None)\n\n"
+"``split`` for noise drawn elsewhere (already scaled) that ``left`` holds.");
+
+static PyObject *bridge(PyObject *self, PyObject *args) {
+    PyObject *w, *left, *right = Py_None;
+    double left_diff, h_reciprocal;
+    if (!PyArg_ParseTuple(args, "OOdd|O:bridge", &w, &left, &left_diff, &h_reciprocal, &right))
         return NULL;
-    }
-    Finish finish = {(float)scale, (const float *)views[0].buf, (float *)views[3].buf,
-                     (float)left_diff, (float)h_reciprocal};
-    Py_BEGIN_ALLOW_THREADS
-    draw((float *)views[2].buf, (int64_t)(views[2].len / 4), seed, &finish);
-    Py_END_ALLOW_THREADS
-    release_buffers(views, 4, taken);
-    Py_RETURN_NONE;
+    return split_node(w, left, right, NULL, 1.0, left_diff, h_reciprocal);
 }
 
 #define SUM_MAX 4096

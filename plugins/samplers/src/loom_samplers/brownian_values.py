@@ -206,7 +206,8 @@ class NodeValues:
                 if draws.claim(job):  # nobody has drawn it: draw it here, in the same call
                     fast.split(w, seed, scale, left, left_diff, h_reciprocal, right)
                 else:
-                    fast.bridge(w, draws.wait(job), left, left_diff, h_reciprocal, right)
+                    draws.wait(job)  # a worker drew it into ``left``
+                    fast.bridge(w, left, left_diff, h_reciprocal, right)
             cache[node] = left
 
     def _compute_numpy(self, ops: list[int], jobs: list[Job]) -> None:
