@@ -239,13 +239,18 @@ def test_brownian_exit_with_draws_in_flight_is_clean():
     assert result.returncode == 3, result.stderr.decode()[-2000:]
 
 
-def test_brownian_noise_is_k_diffusions_bit_for_bit(kdiff):
-    """BrownianTreeNoise (with the sampler's schedule as a hint) against k-diffusion's
-    BrownianTreeNoiseSampler over torchsde, in both directions."""
+@pytest.mark.parametrize("workers", [None, 1])
+def test_brownian_noise_is_k_diffusions_bit_for_bit(kdiff, workers, monkeypatch):
+    """BrownianTreeNoise (with the sampler's schedule as a hint, which trees with workers
+    prefetch from) against k-diffusion's BrownianTreeNoiseSampler over torchsde, both ways."""
+    monkeypatch.setattr(brownian_draws, "_workers_setting", workers)
     sigmas = karras_sigmas(12, 0.0291675, 14.614642)
     x = torch.zeros(1, 4, 16, 16)
     sigma_min, sigma_max = sigmas[sigmas > 0].min(), sigmas.max()
     ours = BrownianTreeNoise(x, sigma_min, sigma_max, seed=11, schedule=sigmas)
+    assert bool(ours.upcoming) == ours.trees[0].prefetches
+    if workers:
+        assert ours.upcoming
     theirs = kdiff.BrownianTreeNoiseSampler(x, sigma_min, sigma_max, seed=11)
     for sigma, sigma_next in _queries(sigmas, "dpmpp_sde"):
         assert torch.equal(ours(sigma, sigma_next), theirs(sigma, sigma_next))

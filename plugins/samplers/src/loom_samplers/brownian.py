@@ -177,15 +177,20 @@ class BrownianTree:
         values.finish((pieces[0], pieces[-1]))
         return w
 
+    @property
+    def prefetches(self) -> bool:
+        """Whether :meth:`prefetch` does anything: the tree has worker threads to draw on."""
+        return self._values.draws.workers > 0
+
     def prefetch(self, t: Any) -> None:
         """Start drawing, on worker threads, the noise that a query ending at ``t`` will need.
 
         A hint (a sampler knows its next sigma): it changes the speed, never the values.
         Noise that the next two queries do not use is dropped.
         """
-        values = self._values
-        if values.draws.workers <= 0:
+        if not self.prefetches:
             return
+        values = self._values
         t = float(t)
         if math.isnan(t):
             return

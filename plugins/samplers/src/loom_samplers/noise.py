@@ -184,8 +184,8 @@ class BrownianTreeNoise:
         self.trees = [tree_type(t0, w0, t1, entropy=s) for s in seeds]
         # sigma -> the tree time of the sigma after it in the schedule (where the next query
         # will reach), converted as __call__ converts the sigmas it is given
-        self.upcoming: dict[float, float] = {}
-        if schedule is not None and backend == "loom":
+        self.upcoming: dict[float, float] = {}  # empty where the trees do not prefetch
+        if schedule is not None and backend == "loom" and any(tree.prefetches for tree in self.trees):
             points = schedule.tolist()
             for i in range(len(points) - 1):
                 if points[i + 1] > 0:
