@@ -1,14 +1,14 @@
-"""The Brownian tree's noise draws (torchsde's ``_randn``), shared with worker threads on CPU.
+"""The Brownian tree's noise draws (torchsde's ``_randn``), on worker threads where they are slow.
 
-A draw is ``randn`` over the whole latent from a generator seeded with a node's seed; on a
-CPU at 4x64x64 it costs ~60 us, far more than the arithmetic the tree does with it, and
-``torch.randn`` releases the GIL. Draws are independent of each other, so a tree queues them
-in a :class:`Draws`: worker threads take them in order, and the caller, when the one it needs
-is not ready, takes the next one itself instead of waiting (the one it needs if nobody has
-it yet). Neither side waits on a worker that has not started, or does not exist.
-
-Float32 draws of 16 or more numbers on CPU come from :mod:`loom_samplers.fast_randn` (the
-same numbers, ~17 us instead of ~60 at 4x64x64) where it matches torch on this machine.
+A draw is ``randn`` over the whole latent from a generator seeded with a node's seed.
+Float32 draws of 16 or more numbers on CPU come from :mod:`loom_samplers.fast_randn` where
+it matches torch on this machine (the same numbers, ~14-17 us at 4x64x64): the caller makes
+those itself. Through torch a draw costs ~60 us, far more than the arithmetic the tree does
+with it, and ``torch.randn`` releases the GIL. Draws are independent of each other, so a tree
+queues them in a :class:`Draws`: worker threads (:func:`worker_count`) take them in order,
+and the caller, when the one it needs is not ready, takes the next one itself instead of
+waiting (the one it needs if nobody has it yet). Neither side waits on a worker that has not
+started, or does not exist.
 
 A worker takes up to :data:`CHUNK` draws at a time and makes them in one call that runs
 without the GIL (``fast_randn``'s ``fill_many``, or else a small TorchScript function for
