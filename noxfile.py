@@ -150,7 +150,9 @@ def _wait_ready(session: nox.Session, server: subprocess.Popen, url: str, log: P
         except OSError:
             pass
         time.sleep(0.2)
-    session.error(f"loom serve did not answer {url}/api/system_stats within 60 s:\n{log.read_text()}")
+    session.error(
+        f"loom serve did not answer {url}/api/system_stats within 60 s:\n{log.read_text()}"
+    )
 
 
 @nox.session
@@ -183,14 +185,29 @@ def browser(session: nox.Session, frontend: str) -> None:
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="loom-browser-") as base, log.open("w") as log_file:
         server = subprocess.Popen(
-            [str(Path(session.bin) / "loom"), "--base-directory", base, "serve", "--port", str(port)],
-            stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+            [
+                str(Path(session.bin) / "loom"),
+                "--base-directory",
+                base,
+                "serve",
+                "--port",
+                str(port),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
         )
         try:
             _wait_ready(session, server, url, log)
             session.log(f"loom serve (pid {server.pid}) ready at {url}; log: {log}")
-            session.run("node", "boot.mjs", url, str(screenshot), external=True,
-                        env={"LOOM_CHROMIUM": chromium, "LOOM_EXPECT_FRONTEND": frontend})
+            session.run(
+                "node",
+                "boot.mjs",
+                url,
+                str(screenshot),
+                external=True,
+                env={"LOOM_CHROMIUM": chromium, "LOOM_EXPECT_FRONTEND": frontend},
+            )
         finally:
             server.terminate()
             try:

@@ -36,7 +36,12 @@ class Value:
 class Add:
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"a": ("INT", {"forceInput": True}), "b": ("INT", {"default": 1, "min": 0, "max": 10})}}
+        return {
+            "required": {
+                "a": ("INT", {"forceInput": True}),
+                "b": ("INT", {"default": 1, "min": 0, "max": 10}),
+            }
+        }
 
     RETURN_TYPES = ("INT",)
     FUNCTION = "run"
@@ -106,9 +111,14 @@ def measure(name: str, prompt: dict, registry) -> dict:
         cold.append(time.perf_counter() - started)
         assert result.status_str == "success", result.error
     cached_s = best_of(3, lambda: executor.run_prompt(prompt))
-    return {"graph": name, "nodes": n, "validate_us_per_node": validate_s / n * 1e6,
-            "run_us_per_node": min(cold) / n * 1e6, "cached_requeue_ms": cached_s * 1e3,
-            "median_run_s": statistics.median(cold)}
+    return {
+        "graph": name,
+        "nodes": n,
+        "validate_us_per_node": validate_s / n * 1e6,
+        "run_us_per_node": min(cold) / n * 1e6,
+        "cached_requeue_ms": cached_s * 1e3,
+        "median_run_s": statistics.median(cold),
+    }
 
 
 def main() -> int:
@@ -121,10 +131,14 @@ def main() -> int:
     for n in (100, 1_000, 10_000):
         rows.append(measure("chain", chain(n), registry))
         rows.append(measure("wide", wide(n), registry))
-    print("| graph | nodes | validate µs/node | run µs/node (validate+schedule+cache+trivial node) | cached re-queue ms |")
+    print(
+        "| graph | nodes | validate µs/node | run µs/node (validate+schedule+cache+trivial node) | cached re-queue ms |"
+    )
     print("|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['graph']} | {r['nodes']} | {r['validate_us_per_node']:.1f} | {r['run_us_per_node']:.1f} | {r['cached_requeue_ms']:.1f} |")
+        print(
+            f"| {r['graph']} | {r['nodes']} | {r['validate_us_per_node']:.1f} | {r['run_us_per_node']:.1f} | {r['cached_requeue_ms']:.1f} |"
+        )
     return 0
 
 

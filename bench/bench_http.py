@@ -39,9 +39,12 @@ def free_port() -> int:
 
 def start(base: Path, port: int) -> tuple[subprocess.Popen, float]:
     started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-c", LAUNCH, "--base-directory", str(base), "serve",
-                                "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env={**os.environ, "LOOM_PLUGINS": "http"})
+    process = subprocess.Popen(
+        [sys.executable, "-c", LAUNCH, "--base-directory", str(base), "serve", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "LOOM_PLUGINS": "http"},
+    )
     while True:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/prompt", timeout=1):
@@ -62,26 +65,35 @@ def stop(process: subprocess.Popen) -> None:
 
 def prompt(color: int) -> dict:
     return {
-        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": color}},
+        "1": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": color},
+        },
         "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
         "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}},
     }
 
 
-async def one_client(session: aiohttp.ClientSession, base: str, index: int, latencies: list[float]) -> int:
+async def one_client(
+    session: aiohttp.ClientSession, base: str, index: int, latencies: list[float]
+) -> int:
     sid = f"bench-{index}"
     async with session.ws_connect(f"ws://{base}/ws?clientId={sid}") as ws:
         await ws.receive(timeout=30)  # status
 
         async def post(n: int) -> str:
             started = time.perf_counter()
-            async with session.post(f"http://{base}/prompt", json={
-                    "prompt": prompt(index * PROMPTS_PER_CLIENT + n + 1), "client_id": sid}) as response:
+            async with session.post(
+                f"http://{base}/prompt",
+                json={"prompt": prompt(index * PROMPTS_PER_CLIENT + n + 1), "client_id": sid},
+            ) as response:
                 body = await response.json()
             latencies.append(time.perf_counter() - started)
             return body["prompt_id"]
 
-        waiting = {await post(n) for n in range(PROMPTS_PER_CLIENT)}  # one after another, as a UI does
+        waiting = {
+            await post(n) for n in range(PROMPTS_PER_CLIENT)
+        }  # one after another, as a UI does
         done = 0
         while waiting:
             message = await ws.receive(timeout=120)
@@ -100,7 +112,9 @@ async def load(base: str) -> tuple[int, list[float], float]:
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
         started = time.perf_counter()
-        counts = await asyncio.gather(*(one_client(session, base, i, latencies) for i in range(CLIENTS)))
+        counts = await asyncio.gather(
+            *(one_client(session, base, i, latencies) for i in range(CLIENTS))
+        )
         return sum(counts), latencies, time.perf_counter() - started
 
 
@@ -133,16 +147,24 @@ def main() -> None:
     total = CLIENTS * PROMPTS_PER_CLIENT
     print("| metric | Loom | ComfyUI 0.8.0 anchor |")
     print("|---|---|---|")
-    print(f"| `loom serve` time to ready (median of 3) | {statistics.median(readiness):.2f} s "
-          f"(runs: {', '.join(f'{s:.2f}' for s in readiness)}) | 5.7 s |")
-    print(f"| prompts completed / queued ({CLIENTS} ws clients x {PROMPTS_PER_CLIENT}) | {completed} / {total} "
-          f"(lost: {total - completed}) | |")
+    print(
+        f"| `loom serve` time to ready (median of 3) | {statistics.median(readiness):.2f} s "
+        f"(runs: {', '.join(f'{s:.2f}' for s in readiness)}) | 5.7 s |"
+    )
+    print(
+        f"| prompts completed / queued ({CLIENTS} ws clients x {PROMPTS_PER_CLIENT}) | {completed} / {total} "
+        f"(lost: {total - completed}) | |"
+    )
     print(f"| history entries after the run | {len(history)} | |")
-    print(f"| `/prompt` latency p50 / p99 | {percentile(latencies, 0.5) * 1000:.1f} ms / "
-          f"{percentile(latencies, 0.99) * 1000:.1f} ms | |")
+    print(
+        f"| `/prompt` latency p50 / p99 | {percentile(latencies, 0.5) * 1000:.1f} ms / "
+        f"{percentile(latencies, 0.99) * 1000:.1f} ms | |"
+    )
     print(f"| wall time for the {total} prompts | {wall:.1f} s ({total / wall:.0f} prompts/s) | |")
-    print(f"| server RSS before -> after | {rss_warm / 2**20:.0f} MB -> {rss_after / 2**20:.0f} MB "
-          f"({(rss_after - rss_warm) / 2**20:+.0f} MB; budget 50 MB) | |")
+    print(
+        f"| server RSS before -> after | {rss_warm / 2**20:.0f} MB -> {rss_after / 2**20:.0f} MB "
+        f"({(rss_after - rss_warm) / 2**20:+.0f} MB; budget 50 MB) | |"
+    )
     if completed != total:
         raise SystemExit(f"lost {total - completed} prompts")
 

@@ -73,7 +73,11 @@ def lora_layers(handle, locon: bool) -> list[str]:
         if weight is None or weight.ndim < 2:
             continue
         attention = ".transformer_blocks." in name or name.endswith(("proj_in", "proj_out"))
-        conv3 = weight.ndim == 4 and weight.shape[-1] == 3 and ("in_layers" in name or "out_layers" in name)
+        conv3 = (
+            weight.ndim == 4
+            and weight.shape[-1] == 3
+            and ("in_layers" in name or "out_layers" in name)
+        )
         if attention or (locon and conv3):
             names.append(name)
     return names
@@ -92,8 +96,12 @@ def write_lora(handle, layers: list[str], rank: int, path: Path) -> int:
         weight = handle.module.get_parameter(f"{layer}.weight")
         base = "lora_unet_" + names[layer].replace(".", "_")
         down = torch.randn(rank, *weight.shape[1:], generator=generator) * 0.01
-        up = torch.randn(weight.shape[0], rank, *([1, 1] if weight.ndim == 4 else []),
-                         generator=generator) * 0.01
+        up = (
+            torch.randn(
+                weight.shape[0], rank, *([1, 1] if weight.ndim == 4 else []), generator=generator
+            )
+            * 0.01
+        )
         tensors[f"{base}.lora_down.weight"] = down.half().contiguous()
         tensors[f"{base}.lora_up.weight"] = up.half().contiguous()
         tensors[f"{base}.alpha"] = torch.tensor(float(rank))
@@ -178,26 +186,40 @@ def main() -> None:
     size = handle.size_bytes()
     med = statistics.median
     print("## bench_lora\n")
-    print(f"- torch {torch.__version__} ({torch.get_num_threads()} threads), "
-          f"python {platform.python_version()}, {platform.machine()}")
-    print(f"- full-size SD1.5 UNet, random {args.dtype} weights: {size / MIB:.0f} MiB; "
-          f"LoRA rank {args.rank}{' (LoCon)' if args.locon else ''} on {len(layers)} layers "
-          f"({patched_bytes / MIB:.0f} MiB of base weights patched), file {file_bytes / MIB:.1f} MiB")
-    print(f"- median of {args.repeat} load/unload cycles on the CPU (weights stay where they "
-          f"are; patched layers are replaced by float32-computed copies in {args.dtype})\n")
+    print(
+        f"- torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"python {platform.python_version()}, {platform.machine()}"
+    )
+    print(
+        f"- full-size SD1.5 UNet, random {args.dtype} weights: {size / MIB:.0f} MiB; "
+        f"LoRA rank {args.rank}{' (LoCon)' if args.locon else ''} on {len(layers)} layers "
+        f"({patched_bytes / MIB:.0f} MiB of base weights patched), file {file_bytes / MIB:.1f} MiB"
+    )
+    print(
+        f"- median of {args.repeat} load/unload cycles on the CPU (weights stay where they "
+        f"are; patched layers are replaced by float32-computed copies in {args.dtype})\n"
+    )
     print("| measure | value |")
     print("|---|---|")
     print(f"| load without LoRA | {med(plain) * 1000:.1f} ms |")
-    print(f"| parse + plan + add_patches (LoraLoader's work, no weights touched) | {med(plan_s) * 1000:.1f} ms |")
+    print(
+        f"| parse + plan + add_patches (LoraLoader's work, no weights touched) | {med(plan_s) * 1000:.1f} ms |"
+    )
     print(f"| load with LoRA (patches computed and swapped in) | {med(patched) * 1000:.1f} ms |")
     print(f"| added time at load | {(med(patched) - med(plain)) * 1000:.1f} ms |")
     print(f"| RSS added while the patched model is loaded | {med(extra) / MIB:.1f} MiB |")
     print(f"| bytes of the patched layers (the expected extra) | {patched_bytes / MIB:.1f} MiB |")
-    print(f"| RSS beyond the patched layers (incl. the mmapped LoRA file, {file_bytes / MIB:.0f} MiB) "
-          f"| {(med(extra) - patched_bytes) / MIB:+.1f} MiB |")
+    print(
+        f"| RSS beyond the patched layers (incl. the mmapped LoRA file, {file_bytes / MIB:.0f} MiB) "
+        f"| {(med(extra) - patched_bytes) / MIB:+.1f} MiB |"
+    )
     print(f"| RSS change after unload + a plain load | {leftover_after / MIB:+.1f} MiB |")
-    print(f"| base weights still the original tensors after unload | {'yes' if base_ok else 'NO'} |")
-    print(f"\nwall time of the script: {time.perf_counter() - wall:.0f} s; last plain load {final * 1000:.1f} ms")
+    print(
+        f"| base weights still the original tensors after unload | {'yes' if base_ok else 'NO'} |"
+    )
+    print(
+        f"\nwall time of the script: {time.perf_counter() - wall:.0f} s; last plain load {final * 1000:.1f} ms"
+    )
 
 
 if __name__ == "__main__":

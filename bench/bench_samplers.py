@@ -41,9 +41,21 @@ from loom.sampling import DiscreteEps
 from loom.types import LatentFormat
 
 SHAPE = (1, 4, 64, 64)
-KDIFF_NAMES = {"euler", "euler_ancestral", "heun", "dpm_2", "dpm_2_ancestral", "lms", "dpm_fast",
-               "dpm_adaptive", "dpmpp_2s_ancestral", "dpmpp_sde", "dpmpp_2m", "dpmpp_2m_sde",
-               "dpmpp_3m_sde"}
+KDIFF_NAMES = {
+    "euler",
+    "euler_ancestral",
+    "heun",
+    "dpm_2",
+    "dpm_2_ancestral",
+    "lms",
+    "dpm_fast",
+    "dpm_adaptive",
+    "dpmpp_2s_ancestral",
+    "dpmpp_sde",
+    "dpmpp_2m",
+    "dpmpp_2m_sde",
+    "dpmpp_3m_sde",
+}
 TARGET_MS = {"euler": 1.0, "dpmpp_2m": 1.0, "dpmpp_2m_sde": 1.0}
 
 
@@ -55,13 +67,17 @@ def load_kdiff():
     for name in ("torchvision", "torchvision.transforms", "torchvision.transforms.functional"):
         sys.modules.setdefault(name, types.ModuleType(name))
     sys.modules["torchvision"].transforms = sys.modules["torchvision.transforms"]
-    sys.modules["torchvision.transforms"].functional = sys.modules["torchvision.transforms.functional"]
+    sys.modules["torchvision.transforms"].functional = sys.modules[
+        "torchvision.transforms.functional"
+    ]
     package = types.ModuleType("_kdiff_bench")
     package.__path__ = [str(folder)]
     sys.modules["_kdiff_bench"] = package
     try:
         for sub in ("utils", "sampling"):
-            sub_spec = importlib.util.spec_from_file_location(f"_kdiff_bench.{sub}", folder / f"{sub}.py")
+            sub_spec = importlib.util.spec_from_file_location(
+                f"_kdiff_bench.{sub}", folder / f"{sub}.py"
+            )
             module = importlib.util.module_from_spec(sub_spec)
             sys.modules[f"_kdiff_bench.{sub}"] = module
             sub_spec.loader.exec_module(module)
@@ -164,30 +180,53 @@ def main() -> None:
         def run():
             fn()
             sync()
+
         return timed(run, args.repeats) * 1000 / args.steps
 
     fast = fast_fill()
-    print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPUs, "
-          f"python {platform.python_version()}, torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}, device {device}"
-          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
-    print(f"brownian draws: {'_randn ' + fast.in_use() if fast else 'torch'}, "
-          f"brownian workers {worker_count(fast is not None)}")
+    print(
+        f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPUs, "
+        f"python {platform.python_version()}, torch {torch.__version__}, "
+        f"threads {torch.get_num_threads()}, device {device}"
+        + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+    )
+    print(
+        f"brownian draws: {'_randn ' + fast.in_use() if fast else 'torch'}, "
+        f"brownian workers {worker_count(fast is not None)}"
+    )
     print(f"latent {list(SHAPE)}, {args.steps} steps, best of {args.repeats}\n")
-    print("| sampler | evals/step | sampler ms/step | k-diff ms/step | ratio | KSampler path ms/step | target |")
+    print(
+        "| sampler | evals/step | sampler ms/step | k-diff ms/step | ratio | KSampler path ms/step | target |"
+    )
     print("|---|---|---|---|---|---|---|")
     with torch.inference_mode():
         for name in SAMPLERS:
             needs_guided = "cfg_pp" in name
-            evals = evals_per_run(name, sigmas, x) / args.steps if not needs_guided else float("nan")
-            ours = per_step(lambda n=name: run_ours(n, near_free, x, sigmas)) if not needs_guided else None
-            theirs = per_step(lambda n=name: run_kdiff(kd, n, x, sigmas)) if kd and name in KDIFF_NAMES else None
+            evals = (
+                evals_per_run(name, sigmas, x) / args.steps if not needs_guided else float("nan")
+            )
+            ours = (
+                per_step(lambda n=name: run_ours(n, near_free, x, sigmas))
+                if not needs_guided
+                else None
+            )
+            theirs = (
+                per_step(lambda n=name: run_kdiff(kd, n, x, sigmas))
+                if kd and name in KDIFF_NAMES
+                else None
+            )
             path = per_step(lambda n=name: run_ours(n, guided, x, sigmas))
             ratio = f"{ours / theirs:.2f}" if ours and theirs else ""
             target = TARGET_MS.get(name)
-            verdict = "" if target is None else (f"< {target} ms " + ("ok" if (ours or path) < target else "MISSED"))
-            print(f"| {name} | {evals:.2f} | {ours if ours is None else f'{ours:.3f}'} | "
-                  f"{'' if theirs is None else f'{theirs:.3f}'} | {ratio} | {path:.3f} | {verdict} |")
+            verdict = (
+                ""
+                if target is None
+                else (f"< {target} ms " + ("ok" if (ours or path) < target else "MISSED"))
+            )
+            print(
+                f"| {name} | {evals:.2f} | {ours if ours is None else f'{ours:.3f}'} | "
+                f"{'' if theirs is None else f'{theirs:.3f}'} | {ratio} | {path:.3f} | {verdict} |"
+            )
         # the SDE samplers' cost is the Brownian tree: the same runs with torchsde's tree (what
         # ComfyUI uses; ours gives the same bits) and with plain randn noise, at batch 1 and 2
         for batch in (1, 2):
@@ -199,7 +238,9 @@ def main() -> None:
                 if batch == 2:
                     ms = per_step(lambda n=name, xb=xb: run_ours(n, near_free, xb, sigmas))
                     print(f"| {label} | | {ms:.3f} | | | | |")
-                ms = per_step(lambda n=name, xb=xb, r=reference: run_ours(n, near_free, xb, sigmas, r))
+                ms = per_step(
+                    lambda n=name, xb=xb, r=reference: run_ours(n, near_free, xb, sigmas, r)
+                )
                 print(f"| {label} with torchsde's Brownian tree | | {ms:.3f} | | | | |")
                 if fast is not None and batch == 1:
                     with torch_draws():

@@ -64,15 +64,38 @@ def txt2img(checkpoint_name: str, size: int, steps: int, seed: int) -> dict:
     """ComfyUI's default txt2img workflow (API format) at ``size``², euler, CFG 8."""
     return {
         "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint_name}},
-        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": size, "height": size, "batch_size": 1}},
-        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a glass bottle", "clip": ["4", 1]}},
-        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "text, watermark", "clip": ["4", 1]}},
-        "3": {"class_type": "KSampler", "inputs": {
-            "seed": seed, "steps": steps, "cfg": 8.0, "sampler_name": "euler", "scheduler": "normal",
-            "denoise": 1.0, "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0],
-            "latent_image": ["5", 0]}},
+        "5": {
+            "class_type": "EmptyLatentImage",
+            "inputs": {"width": size, "height": size, "batch_size": 1},
+        },
+        "6": {
+            "class_type": "CLIPTextEncode",
+            "inputs": {"text": "a glass bottle", "clip": ["4", 1]},
+        },
+        "7": {
+            "class_type": "CLIPTextEncode",
+            "inputs": {"text": "text, watermark", "clip": ["4", 1]},
+        },
+        "3": {
+            "class_type": "KSampler",
+            "inputs": {
+                "seed": seed,
+                "steps": steps,
+                "cfg": 8.0,
+                "sampler_name": "euler",
+                "scheduler": "normal",
+                "denoise": 1.0,
+                "model": ["4", 0],
+                "positive": ["6", 0],
+                "negative": ["7", 0],
+                "latent_image": ["5", 0],
+            },
+        },
         "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
-        "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "bench", "images": ["8", 0]}},
+        "9": {
+            "class_type": "SaveImage",
+            "inputs": {"filename_prefix": "bench", "images": ["8", 0]},
+        },
     }
 
 
@@ -85,7 +108,9 @@ def node_seconds(runtime, prompt: dict):
             marks.append(((event.data or {}).get("node"), time.perf_counter()))
 
     validated = runtime.executor.validate(prompt)
-    result = runtime.executor.execute("bench", validated.prompt, validated.outputs, {}, on_event=on_event)
+    result = runtime.executor.execute(
+        "bench", validated.prompt, validated.outputs, {}, on_event=on_event
+    )
     assert result.error is None, result.error
     return {a[0]: b[1] - a[1] for a, b in itertools.pairwise(marks)}, result
 
@@ -98,7 +123,9 @@ def engine_child(checkpoint: Path, steps: int, compute_dtype: str | None = None)
     base = checkpoint.parent.parent.parent
     os.environ.setdefault("LOOM_TOKENIZERS_PATH", str(TOKENIZERS))
     start = time.perf_counter()
-    runtime = Runtime(Settings(base_directory=base, load_custom_nodes=False, compute_dtype=compute_dtype))
+    runtime = Runtime(
+        Settings(base_directory=base, load_custom_nodes=False, compute_dtype=compute_dtype)
+    )
     per_node, _ = node_seconds(runtime, txt2img(checkpoint.name, 256, steps, seed=1))
     first_run = time.perf_counter() - start
     # warm process: same prompt with more steps; the sampler node's time difference per step
@@ -123,8 +150,21 @@ def engine_child(checkpoint: Path, steps: int, compute_dtype: str | None = None)
 
 def engine_in_child(checkpoint: Path, steps: int, compute_dtype: str) -> dict:
     """:func:`engine_child` in a fresh process (first-run and peak-RSS figures need one)."""
-    child = subprocess.run([sys.executable, __file__, "--child", str(checkpoint), "--steps", str(steps),
-                            "--compute-dtype", compute_dtype], capture_output=True, text=True, check=False)
+    child = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            str(checkpoint),
+            "--steps",
+            str(steps),
+            "--compute-dtype",
+            compute_dtype,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if child.returncode != 0:
         print(child.stderr[-3000:], file=sys.stderr)
         return {}
@@ -146,10 +186,17 @@ def diffusers_unet(state: dict) -> torch.nn.Module:
     from diffusers import UNet2DConditionModel
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
 
-    config = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
-                  block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768,
-                  attention_head_dim=8, down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-                  up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
+    config = dict(
+        sample_size=64,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=2,
+        block_out_channels=(320, 640, 1280, 1280),
+        cross_attention_dim=768,
+        attention_head_dim=8,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    )
     with torch.device("meta"):
         model = UNet2DConditionModel(**config)
     converted = convert_ldm_unet_checkpoint(state, model.config)
@@ -162,9 +209,13 @@ def diffusers_vae(state: dict) -> torch.nn.Module:
     from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 
     with torch.device("meta"):
-        model = AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2,
-                              down_block_types=("DownEncoderBlock2D",) * 4,
-                              up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4)
+        model = AutoencoderKL(
+            block_out_channels=(128, 256, 512, 512),
+            layers_per_block=2,
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            latent_channels=4,
+        )
     model.load_state_dict(convert_ldm_vae_checkpoint(state, model.config), strict=True, assign=True)
     return model.eval()
 
@@ -213,10 +264,22 @@ def main() -> None:
             ref = diffusers_unet(state)
             ours32, ref32 = ab(lambda: unet(x, t, c), lambda: ref(x, t, c), args.repeats)
             diff = (unet(x, t, c) - ref(x, t, c).sample).abs().max().item()
-        rows.append(("UNet forward fp32, 256² batch 2", f"{ours32:.3f} s ({flops / ours32 / 1e9:.0f} GFLOP/s)",
-                     f"{ref32:.3f} s ({flops / ref32 / 1e9:.0f} GFLOP/s)", f"max abs diff {diff:.2e}"))
-        rows.append(("UNet forward, fp16 weights cast on the fly to fp32", f"{ours_cast:.3f} s", "-",
-                     "storage stays fp16 (half the RSS)"))
+        rows.append(
+            (
+                "UNet forward fp32, 256² batch 2",
+                f"{ours32:.3f} s ({flops / ours32 / 1e9:.0f} GFLOP/s)",
+                f"{ref32:.3f} s ({flops / ref32 / 1e9:.0f} GFLOP/s)",
+                f"max abs diff {diff:.2e}",
+            )
+        )
+        rows.append(
+            (
+                "UNet forward, fp16 weights cast on the fly to fp32",
+                f"{ours_cast:.3f} s",
+                "-",
+                "storage stays fp16 (half the RSS)",
+            )
+        )
         bf16_ok = hasattr(torch.backends, "mkldnn") and torch.backends.mkldnn.is_available()
         if bf16_ok:
             with torch.inference_mode():
@@ -225,8 +288,14 @@ def main() -> None:
                 ref = ref.to(torch.bfloat16)
                 xb, cb = x.bfloat16(), c.bfloat16()
                 ours16, ref16 = ab(lambda: unet(x, t, c), lambda: ref(xb, t, cb), args.repeats)
-            rows.append(("UNet forward bf16", f"{ours16:.3f} s ({flops / ours16 / 1e9:.0f} GFLOP/s)",
-                         f"{ref16:.3f} s", ""))
+            rows.append(
+                (
+                    "UNet forward bf16",
+                    f"{ours16:.3f} s ({flops / ours16 / 1e9:.0f} GFLOP/s)",
+                    f"{ref16:.3f} s",
+                    "",
+                )
+            )
         ref = unet = parts = None  # free the fp32 copies before the VAE
         vae_parts = SD15Family().load(header, "vae", {})
         vae = vae_parts.vae.handle.module
@@ -235,24 +304,66 @@ def main() -> None:
         z = torch.randn(1, 4, 32, 32)
         with torch.inference_mode():
             ref_vae_model = diffusers_vae(state)
-            ours_vae, ref_vae = ab(lambda: vae.decode(z), lambda: ref_vae_model.decode(z), args.repeats)
+            ours_vae, ref_vae = ab(
+                lambda: vae.decode(z), lambda: ref_vae_model.decode(z), args.repeats
+            )
         rows.append(("VAE decode 256², fp32", f"{ours_vae:.3f} s", f"{ref_vae:.3f} s", ""))
-        rows.append(("checkpoint load (in-process, meta + mmap)", f"{load_s:.2f} s", "-", f"{size_gb:.2f} GB fp16 file"))
+        rows.append(
+            (
+                "checkpoint load (in-process, meta + mmap)",
+                f"{load_s:.2f} s",
+                "-",
+                f"{size_gb:.2f} GB fp16 file",
+            )
+        )
         for dtype, engine in engines.items():
             if not engine:
                 continue
-            rows.append((f"engine {dtype}: CheckpointLoaderSimple node", f"{engine['load_s']:.2f} s", "-", ""))
-            rows.append((f"engine {dtype}: sampling step (euler, CFG, batch 2), warm",
-                         f"{engine['step_s']:.3f} s ({flops / engine['step_s'] / 1e9:.0f} GFLOP/s)", "-",
-                         f"{engine['step_s'] / engine['bare_forward_s']:.2f}x the same module's bare forward "
-                         f"({engine['bare_forward_s']:.3f} s, same process)"))
-            rows.append((f"engine {dtype}: first run, {args.steps} steps 256² (fresh process)",
-                         f"{engine['first_run_s']:.1f} s", "-", ""))
-            rows.append((f"engine {dtype}: peak RSS of the whole run", f"{engine['peak_rss_gb']:.2f} GB", "-", ""))
+            rows.append(
+                (
+                    f"engine {dtype}: CheckpointLoaderSimple node",
+                    f"{engine['load_s']:.2f} s",
+                    "-",
+                    "",
+                )
+            )
+            rows.append(
+                (
+                    f"engine {dtype}: sampling step (euler, CFG, batch 2), warm",
+                    f"{engine['step_s']:.3f} s ({flops / engine['step_s'] / 1e9:.0f} GFLOP/s)",
+                    "-",
+                    f"{engine['step_s'] / engine['bare_forward_s']:.2f}x the same module's bare forward "
+                    f"({engine['bare_forward_s']:.3f} s, same process)",
+                )
+            )
+            rows.append(
+                (
+                    f"engine {dtype}: first run, {args.steps} steps 256² (fresh process)",
+                    f"{engine['first_run_s']:.1f} s",
+                    "-",
+                    "",
+                )
+            )
+            rows.append(
+                (
+                    f"engine {dtype}: peak RSS of the whole run",
+                    f"{engine['peak_rss_gb']:.2f} GB",
+                    "-",
+                    "",
+                )
+            )
         for dtype, rate in peaks.items():
-            rows.append((f"measured peak, {dtype} 3x3 conv 320->320 at 64x64, batch 2", f"{rate:.0f} GFLOP/s", "-",
-                         "the most this CPU gave in this run; the issue's anchor machine: 490 fp32 / 940 bf16"))
-    print(f"\nSD1.5 full-size, random weights; torch {torch.__version__}, {torch.get_num_threads()} threads\n")
+            rows.append(
+                (
+                    f"measured peak, {dtype} 3x3 conv 320->320 at 64x64, batch 2",
+                    f"{rate:.0f} GFLOP/s",
+                    "-",
+                    "the most this CPU gave in this run; the issue's anchor machine: 490 fp32 / 940 bf16",
+                )
+            )
+    print(
+        f"\nSD1.5 full-size, random weights; torch {torch.__version__}, {torch.get_num_threads()} threads\n"
+    )
     print("| measure | loom | diffusers | note |")
     print("|---|---|---|---|")
     for row in rows:

@@ -59,7 +59,9 @@ def engine_child(checkpoint: Path, steps: int) -> dict:
 
     os.environ.setdefault("LOOM_TOKENIZERS_PATH", str(TOKENIZERS))
     start = time.perf_counter()
-    runtime = Runtime(Settings(base_directory=checkpoint.parent.parent.parent, load_custom_nodes=False))
+    runtime = Runtime(
+        Settings(base_directory=checkpoint.parent.parent.parent, load_custom_nodes=False)
+    )
     first, _ = node_seconds(runtime, txt2img(checkpoint.name, 512, steps, seed=1))
     first_run = time.perf_counter() - start
     short = node_seconds(runtime, txt2img(checkpoint.name, 512, steps, seed=2))[0]["3"]
@@ -74,7 +76,9 @@ def engine_child(checkpoint: Path, steps: int) -> dict:
     }
 
 
-def compare(checkpoint: Path, state: dict, dtype: torch.dtype, repeats: int) -> list[tuple[str, str, str, str]]:
+def compare(
+    checkpoint: Path, state: dict, dtype: torch.dtype, repeats: int
+) -> list[tuple[str, str, str, str]]:
     """Loom's UNet and VAE, placed on the GPU by the memory manager, against diffusers'."""
     from loom_sd15.family import SD15Family
     from loom_sd15.unet import SD15_UNET, unet_flops
@@ -100,14 +104,23 @@ def compare(checkpoint: Path, state: dict, dtype: torch.dtype, repeats: int) -> 
         ours, theirs = ab(lambda: unet(x, t, c), lambda: reference(xd, t, cd), repeats)
         a, b = unet(x, t, c).float(), reference(xd, t, cd).sample.float()
         diff = (a - b).abs().max().item()
-        ours_vae, theirs_vae = ab(lambda: vae.decode(z), lambda: reference_vae.decode(zd), max(3, repeats // 4))
+        ours_vae, theirs_vae = ab(
+            lambda: vae.decode(z), lambda: reference_vae.decode(zd), max(3, repeats // 4)
+        )
     manager.unload_all()
     return [
-        (f"UNet forward {name}, 512² batch 2", f"{ours * 1e3:.1f} ms ({flops / ours / 1e12:.0f} TFLOP/s)",
-         f"{theirs * 1e3:.1f} ms ({flops / theirs / 1e12:.0f} TFLOP/s)",
-         f"ratio {ours / theirs:.2f}; max abs diff {diff:.2e} (output max abs {a.abs().max().item():.2f})"),
-        (f"VAE decode {name}, 512²", f"{ours_vae * 1e3:.1f} ms", f"{theirs_vae * 1e3:.1f} ms",
-         f"ratio {ours_vae / theirs_vae:.2f}"),
+        (
+            f"UNet forward {name}, 512² batch 2",
+            f"{ours * 1e3:.1f} ms ({flops / ours / 1e12:.0f} TFLOP/s)",
+            f"{theirs * 1e3:.1f} ms ({flops / theirs / 1e12:.0f} TFLOP/s)",
+            f"ratio {ours / theirs:.2f}; max abs diff {diff:.2e} (output max abs {a.abs().max().item():.2f})",
+        ),
+        (
+            f"VAE decode {name}, 512²",
+            f"{ours_vae * 1e3:.1f} ms",
+            f"{theirs_vae * 1e3:.1f} ms",
+            f"ratio {ours_vae / theirs_vae:.2f}",
+        ),
     ]
 
 
@@ -130,8 +143,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(tmp) / "models" / "checkpoints" / "sd15-random-fp16.safetensors"
         write_checkpoint(ckpt)
-        child = subprocess.run([sys.executable, __file__, "--child", str(ckpt), "--steps", str(args.steps)],
-                               capture_output=True, text=True, check=False)
+        child = subprocess.run(
+            [sys.executable, __file__, "--child", str(ckpt), "--steps", str(args.steps)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if child.returncode != 0:
             print(child.stderr[-3000:], file=sys.stderr)
         engine = json.loads(child.stdout.strip().splitlines()[-1]) if child.returncode == 0 else {}
@@ -141,14 +158,34 @@ def main() -> int:
             rows += compare(ckpt, state, dtype, args.repeats)
             torch.cuda.empty_cache()
         if engine:
-            rows.append((f"engine ({engine['dtype']}): sampling step (euler, CFG, batch 2), warm",
-                         f"{engine['step_s'] * 1e3:.1f} ms", "-", "the sampler node's time per step"))
-            rows.append(("engine: CheckpointLoaderSimple node", f"{engine['load_s']:.2f} s", "-", ""))
-            rows.append(("engine: VAEDecode node, first run", f"{engine['decode_s']:.2f} s", "-", ""))
-            rows.append((f"engine: first run, {args.steps} steps 512² (fresh process)",
-                         f"{engine['first_run_s']:.1f} s", "-", "imports, load, encode, sample, decode"))
-            rows.append(("engine: peak GPU memory allocated", f"{engine['peak_gpu_gb']:.2f} GiB", "-", ""))
-    print(f"\nSD1.5 full-size, random weights; {torch.cuda.get_device_name()}, torch {torch.__version__}\n")
+            rows.append(
+                (
+                    f"engine ({engine['dtype']}): sampling step (euler, CFG, batch 2), warm",
+                    f"{engine['step_s'] * 1e3:.1f} ms",
+                    "-",
+                    "the sampler node's time per step",
+                )
+            )
+            rows.append(
+                ("engine: CheckpointLoaderSimple node", f"{engine['load_s']:.2f} s", "-", "")
+            )
+            rows.append(
+                ("engine: VAEDecode node, first run", f"{engine['decode_s']:.2f} s", "-", "")
+            )
+            rows.append(
+                (
+                    f"engine: first run, {args.steps} steps 512² (fresh process)",
+                    f"{engine['first_run_s']:.1f} s",
+                    "-",
+                    "imports, load, encode, sample, decode",
+                )
+            )
+            rows.append(
+                ("engine: peak GPU memory allocated", f"{engine['peak_gpu_gb']:.2f} GiB", "-", "")
+            )
+    print(
+        f"\nSD1.5 full-size, random weights; {torch.cuda.get_device_name()}, torch {torch.__version__}\n"
+    )
     print("| measure | loom | diffusers | note |")
     print("|---|---|---|---|")
     for row in rows:

@@ -19,8 +19,14 @@ GRAPHS = {
         "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}},
     },
     "torch (EmptyImage -> SaveImage)": {
-        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
-        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "bench"}},
+        "1": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0},
+        },
+        "2": {
+            "class_type": "SaveImage",
+            "inputs": {"images": ["1", 0], "filename_prefix": "bench"},
+        },
     },
 }
 
@@ -51,7 +57,9 @@ def main() -> int:
         for name, graph in GRAPHS.items():
             path = cwd / "wf.json"
             path.write_text(json.dumps(graph))
-            print(f"| loom run, {name} | {best_wall([*loom_command(), 'run', str(path), '-q'], cwd):.2f} |")
+            print(
+                f"| loom run, {name} | {best_wall([*loom_command(), 'run', str(path), '-q'], cwd):.2f} |"
+            )
     return 0
 
 

@@ -35,13 +35,18 @@ class Source:
 class Filter:
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "image": ("IMAGE",),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 2**64 - 1, "control_after_generate": True}),
-            "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 2.0, "step": 0.01}),
-            "mode": (["add", "multiply", "screen"],),
-            "label": ("STRING", {"default": ""}),
-        }}
+        return {
+            "required": {
+                "image": ("IMAGE",),
+                "seed": (
+                    "INT",
+                    {"default": 0, "min": 0, "max": 2**64 - 1, "control_after_generate": True},
+                ),
+                "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 2.0, "step": 0.01}),
+                "mode": (["add", "multiply", "screen"],),
+                "label": ("STRING", {"default": ""}),
+            }
+        }
 
     RETURN_TYPES = ("IMAGE",)
     FUNCTION = "run"
@@ -53,18 +58,40 @@ class Filter:
 FILTER_WIDGETS = [("seed", "INT"), ("strength", "FLOAT"), ("mode", "COMBO"), ("label", "STRING")]
 
 
-def _node(node_id: int, type_: str, inputs: list[dict], outputs: list[str], widgets: list[Any],
-          mode: int = 0) -> dict[str, Any]:
-    return {"id": node_id, "type": type_, "pos": [node_id * 10, 0], "size": [200, 100], "flags": {},
-            "order": node_id, "mode": mode, "inputs": inputs,
-            "outputs": [{"name": t, "type": t, "links": []} for t in outputs],
-            "properties": {}, "widgets_values": widgets}
+def _node(
+    node_id: int,
+    type_: str,
+    inputs: list[dict],
+    outputs: list[str],
+    widgets: list[Any],
+    mode: int = 0,
+) -> dict[str, Any]:
+    return {
+        "id": node_id,
+        "type": type_,
+        "pos": [node_id * 10, 0],
+        "size": [200, 100],
+        "flags": {},
+        "order": node_id,
+        "mode": mode,
+        "inputs": inputs,
+        "outputs": [{"name": t, "type": t, "links": []} for t in outputs],
+        "properties": {},
+        "widgets_values": widgets,
+    }
 
 
 def build_chain(length: int, mixed: bool) -> dict[str, Any]:
     """A UI workflow: Source(1) -> ``length`` nodes -> end, links in the 0.4 array schema."""
-    nodes = [_node(1, "Source", [{"name": "width", "type": "INT", "widget": {"name": "width"},
-                                  "link": None}], ["IMAGE"], [512])]
+    nodes = [
+        _node(
+            1,
+            "Source",
+            [{"name": "width", "type": "INT", "widget": {"name": "width"}, "link": None}],
+            ["IMAGE"],
+            [512],
+        )
+    ]
     links: list[list[Any]] = []
 
     def link(origin: int, target: dict[str, Any], slot: int, type_: str) -> None:
@@ -81,17 +108,33 @@ def build_chain(length: int, mixed: bool) -> dict[str, Any]:
             node = _node(node_id, "Reroute", [{"name": "", "type": "*", "link": None}], ["*"], [])
         else:
             sockets = [{"name": "image", "type": "IMAGE", "link": None}] + [
-                {"name": n, "type": t, "widget": {"name": n}, "link": None} for n, t in FILTER_WIDGETS]
+                {"name": n, "type": t, "widget": {"name": n}, "link": None}
+                for n, t in FILTER_WIDGETS
+            ]
             mode = 4 if mixed and node_id % 7 == 0 else 0
-            node = _node(node_id, "Filter", sockets, ["IMAGE"],
-                         [node_id, "randomize", 0.5, "multiply", f"n{node_id}"], mode)
+            node = _node(
+                node_id,
+                "Filter",
+                sockets,
+                ["IMAGE"],
+                [node_id, "randomize", 0.5, "multiply", f"n{node_id}"],
+                mode,
+            )
             if primitive is not None:
                 link(primitive["id"], node, 1, "INT")
         nodes.append(node)
         link(previous, node, 0, "IMAGE")
         previous = node_id
-    return {"id": "bench", "revision": 0, "nodes": nodes, "links": links, "groups": [],
-            "config": {}, "extra": {}, "version": 0.4}
+    return {
+        "id": "bench",
+        "revision": 0,
+        "nodes": nodes,
+        "links": links,
+        "groups": [],
+        "config": {},
+        "extra": {},
+        "version": 0.4,
+    }
 
 
 def make_registry() -> Registry:
@@ -122,8 +165,10 @@ def main() -> int:
             workflow = build_chain(length, mixed)
             ms, best, api_nodes = measure(workflow, registry, repeats=5 if length >= 10_000 else 15)
             ui_nodes = len(workflow["nodes"])
-            print(f"| {'mixed' if mixed else 'plain'} | {ui_nodes:,} | {api_nodes:,} | {ms:.1f} | "
-                  f"{best:.1f} | {ms * 1000 / ui_nodes:.1f} |")
+            print(
+                f"| {'mixed' if mixed else 'plain'} | {ui_nodes:,} | {api_nodes:,} | {ms:.1f} | "
+                f"{best:.1f} | {ms * 1000 / ui_nodes:.1f} |"
+            )
             if 1_000 <= length < 10_000 and ms >= 100:
                 failed = True
     if failed:

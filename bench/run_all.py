@@ -51,7 +51,9 @@ def sections(text: str) -> dict[str, str]:
     """Each script's section, between its ``<!-- begin NAME -->`` / ``<!-- end NAME -->`` marks
     (scripts print headings of their own, so headings cannot delimit sections)."""
     found = {}
-    for match in re.finditer(r"^<!-- begin (bench_\w+) -->\n(.*?)^<!-- end \1 -->$", text, re.S | re.M):
+    for match in re.finditer(
+        r"^<!-- begin (bench_\w+) -->\n(.*?)^<!-- end \1 -->$", text, re.S | re.M
+    ):
         found[match.group(1)] = match.group(2)
     return found
 
@@ -73,11 +75,24 @@ def main(argv: list[str]) -> int:
         if result.returncode != 0:
             failed += 1
             print(result.stderr, file=sys.stderr)
-        doc = (subprocess.run([sys.executable, "-c", f"import ast,sys;print(ast.get_docstring(ast.parse(open({str(script)!r}).read())) or '')"],
-                              capture_output=True, text=True).stdout.strip())
-        status = "" if result.returncode == 0 else f"\n**exit status {result.returncode}**: {result.stderr.strip().splitlines()[-1:]}\n"
+        doc = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                f"import ast,sys;print(ast.get_docstring(ast.parse(open({str(script)!r}).read())) or '')",
+            ],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        status = (
+            ""
+            if result.returncode == 0
+            else f"\n**exit status {result.returncode}**: {result.stderr.strip().splitlines()[-1:]}\n"
+        )
         output = re.sub(r"^## ", "### ", result.stdout.strip(), flags=re.M)  # one level below ours
-        existing[script.stem] = f"{doc}\n\n{machine()}- wall time of the script: {seconds:.0f} s\n\n{output}\n{status}"
+        existing[script.stem] = (
+            f"{doc}\n\n{machine()}- wall time of the script: {seconds:.0f} s\n\n{output}\n{status}"
+        )
     body = HEADER + "".join(
         f"\n<!-- begin {name} -->\n## {name}\n{text.removeprefix(f'## {name}').lstrip(chr(10))}<!-- end {name} -->\n"
         for name, text in sorted(existing.items())

@@ -26,11 +26,26 @@ log = logging.getLogger(__name__)
 
 #: Bits per element of every dtype the safetensors format defines.
 DTYPE_BITS: Mapping[str, int] = {
-    "BOOL": 8, "U8": 8, "I8": 8, "F8_E4M3": 8, "F8_E5M2": 8, "F8_E8M0": 8,
-    "I16": 16, "U16": 16, "F16": 16, "BF16": 16,
-    "I32": 32, "U32": 32, "F32": 32, "C64": 64,
-    "I64": 64, "U64": 64, "F64": 64,
-    "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6,
+    "BOOL": 8,
+    "U8": 8,
+    "I8": 8,
+    "F8_E4M3": 8,
+    "F8_E5M2": 8,
+    "F8_E8M0": 8,
+    "I16": 16,
+    "U16": 16,
+    "F16": 16,
+    "BF16": 16,
+    "I32": 32,
+    "U32": 32,
+    "F32": 32,
+    "C64": 64,
+    "I64": 64,
+    "U64": 64,
+    "F64": 64,
+    "F4": 4,
+    "F6_E2M3": 6,
+    "F6_E3M2": 6,
 }
 
 #: The safetensors reference implementation refuses headers larger than this.
@@ -86,7 +101,9 @@ def read_header(path: Path | str) -> CheckpointHeader:
     data_size = file_size - 8 - header_size
     metadata = _metadata(name, document.pop("__metadata__", None))
     tensors = {key: _tensor_info(name, key, entry, data_size) for key, entry in document.items()}
-    return CheckpointHeader(path=path, tensors=tensors, metadata=metadata, data_start=8 + header_size)
+    return CheckpointHeader(
+        path=path, tensors=tensors, metadata=metadata, data_start=8 + header_size
+    )
 
 
 def _file_size(handle: Any) -> int:
@@ -143,7 +160,9 @@ def _metadata(name: str, raw: Any) -> dict[str, str]:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise ModelFileError(f"{name} has a corrupt safetensors header (__metadata__ is not an object)")
+        raise ModelFileError(
+            f"{name} has a corrupt safetensors header (__metadata__ is not an object)"
+        )
     return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in raw.items()}
 
 
@@ -158,8 +177,10 @@ def _tensor_info(name: str, key: str, entry: Any, data_size: int) -> TensorInfo:
     if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
         raise ModelFileError(f"{where} has a corrupt shape {shape!r}")
     if (
-        not isinstance(offsets, list) or len(offsets) != 2
-        or not all(_is_count(o) for o in offsets) or offsets[0] > offsets[1]
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(_is_count(o) for o in offsets)
+        or offsets[0] > offsets[1]
     ):
         raise ModelFileError(f"{where} has corrupt data offsets {offsets!r}")
     begin, end = offsets
@@ -217,8 +238,13 @@ def detect_common_family(
             best, best_score = family, total
     if best is None:
         raise _unknown(headers, part, families)
-    log.debug("%s recognised as %s by family %s (score %s)",
-              ", ".join(h.path.name for h in headers), part, best.name, best_score)
+    log.debug(
+        "%s recognised as %s by family %s (score %s)",
+        ", ".join(h.path.name for h in headers),
+        part,
+        best.name,
+        best_score,
+    )
     return best
 
 
@@ -226,8 +252,14 @@ def _score(family: ModelFamily, header: CheckpointHeader, part: str) -> float:
     try:
         score = family.detect(header, part)
     except Exception as exc:  # one family's bug must not stop the others from claiming the file
-        log.warning("model family %s failed to inspect %s: %s: %s",
-                    family.name, header.path.name, type(exc).__name__, exc, exc_info=exc)
+        log.warning(
+            "model family %s failed to inspect %s: %s: %s",
+            family.name,
+            header.path.name,
+            type(exc).__name__,
+            exc,
+            exc_info=exc,
+        )
         return 0.0
     return float(score or 0.0)
 

@@ -111,13 +111,22 @@ def register_custom_nodes(host: PluginHost, dirs: list[Path]) -> None:
             log.info("custom node package %s disabled", name)
             continue
         if name in seen:
-            host.fail(plugin_name, ImportError(f"a package with this name was already loaded; skipped {path}"))
+            host.fail(
+                plugin_name,
+                ImportError(f"a package with this name was already loaded; skipped {path}"),
+            )
             continue
         seen.add(name)
-        package = host.load_plugin(plugin_name, lambda path=path, name=name: _import_with_nodes(path, name))
+        package = host.load_plugin(
+            plugin_name, lambda path=path, name=name: _import_with_nodes(path, name)
+        )
         if package is not None:
-            log.info("custom node package %s: %d nodes, imported in %.3f s", name,
-                     len(package.node_class_mappings), host.infos[-1].import_seconds)
+            log.info(
+                "custom node package %s: %d nodes, imported in %.3f s",
+                name,
+                len(package.node_class_mappings),
+                host.infos[-1].import_seconds,
+            )
 
 
 def _import_with_nodes(path: Path, name: str) -> CustomNodePackage:

@@ -64,9 +64,7 @@ class NodeExecutionError(LoomError):
     """A node raised while running; the executor wraps the original exception."""
 
     def __init__(self, node_id: str, class_type: str, cause: BaseException) -> None:
-        super().__init__(
-            f"node {node_id} ({class_type}) failed: {type(cause).__name__}: {cause}"
-        )
+        super().__init__(f"node {node_id} ({class_type}) failed: {type(cause).__name__}: {cause}")
         self.node_id = node_id
         self.class_type = class_type
         self.cause = cause

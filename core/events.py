@@ -7,10 +7,20 @@ from typing import Any
 
 import attrs
 
-EVENT_TYPES = frozenset({
-    "status", "execution_start", "execution_cached", "executing", "progress", "progress_state",
-    "executed", "execution_success", "execution_error", "execution_interrupted",
-})
+EVENT_TYPES = frozenset(
+    {
+        "status",
+        "execution_start",
+        "execution_cached",
+        "executing",
+        "progress",
+        "progress_state",
+        "executed",
+        "execution_success",
+        "execution_error",
+        "execution_interrupted",
+    }
+)
 
 #: Events ComfyUI sends to every client rather than only to the prompt's client.
 BROADCAST_TYPES = frozenset({"status", "execution_interrupted"})

@@ -24,7 +24,9 @@ from loom.paths import is_inside
 
 log = logging.getLogger(__name__)
 
-MODEL_EXTENSIONS = frozenset({".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft"})
+MODEL_EXTENSIONS = frozenset(
+    {".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft"}
+)
 
 #: Legacy keys ComfyUI still accepts.
 ALIASES = {"clip": "text_encoders", "unet": "diffusion_models"}
@@ -44,9 +46,12 @@ class FolderKind:
         def union(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
             return a + tuple(x for x in b if x not in a)
 
-        return FolderKind(self.key, union(self.subdirs, other.subdirs),
-                          self.extensions | other.extensions,
-                          union(self.output_subdirs, other.output_subdirs))
+        return FolderKind(
+            self.key,
+            union(self.subdirs, other.subdirs),
+            self.extensions | other.extensions,
+            union(self.output_subdirs, other.output_subdirs),
+        )
 
 
 STANDARD_KINDS: tuple[FolderKind, ...] = (
@@ -55,7 +60,9 @@ STANDARD_KINDS: tuple[FolderKind, ...] = (
     FolderKind("loras", ("loras",), output_subdirs=("loras",)),
     FolderKind("vae", ("vae",), output_subdirs=("vae",)),
     FolderKind("text_encoders", ("text_encoders", "clip"), output_subdirs=("clip",)),
-    FolderKind("diffusion_models", ("unet", "diffusion_models"), output_subdirs=("diffusion_models",)),
+    FolderKind(
+        "diffusion_models", ("unet", "diffusion_models"), output_subdirs=("diffusion_models",)
+    ),
     FolderKind("clip_vision", ("clip_vision",)),
     FolderKind("style_models", ("style_models",)),
     FolderKind("embeddings", ("embeddings",)),
@@ -139,8 +146,13 @@ def _expand(value: str, relative_to: Path) -> Path:
 class ModelFolders:
     """Resolves folder keys to directories and lists the model files in them."""
 
-    def __init__(self, models_dir: Path, output_dir: Path, kinds: dict[str, FolderKind],
-                 extras: Iterable[ExtraPaths] = ()) -> None:
+    def __init__(
+        self,
+        models_dir: Path,
+        output_dir: Path,
+        kinds: dict[str, FolderKind],
+        extras: Iterable[ExtraPaths] = (),
+    ) -> None:
         self.kinds = kinds
         self._paths: dict[str, list[Path]] = {}
         extras = list(extras)
@@ -156,10 +168,17 @@ class ModelFolders:
         self.custom_nodes_paths = _unique([p for extra in extras for p in extra.custom_nodes()])
 
     @classmethod
-    def from_configs(cls, models_dir: Path, output_dir: Path, kinds: dict[str, FolderKind],
-                     configs: Iterable[Path]) -> ModelFolders:
+    def from_configs(
+        cls,
+        models_dir: Path,
+        output_dir: Path,
+        kinds: dict[str, FolderKind],
+        configs: Iterable[Path],
+    ) -> ModelFolders:
         """Folders with the extra paths of these ``extra_model_paths.yaml`` files."""
-        return cls(models_dir, output_dir, kinds, [read_extra_model_paths(Path(c)) for c in configs])
+        return cls(
+            models_dir, output_dir, kinds, [read_extra_model_paths(Path(c)) for c in configs]
+        )
 
     def keys(self) -> list[str]:
         return list(self.kinds)
@@ -188,7 +207,11 @@ class ModelFolders:
                 dirnames.sort()
                 rel_dir = Path(dirpath).relative_to(root)
                 for name in files:
-                    if not kind.extensions or "" in kind.extensions or Path(name).suffix.lower() in kind.extensions:
+                    if (
+                        not kind.extensions
+                        or "" in kind.extensions
+                        or Path(name).suffix.lower() in kind.extensions
+                    ):
                         found.add((rel_dir / name).as_posix())
         return sorted(found)
 

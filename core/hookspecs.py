@@ -173,9 +173,7 @@ def make_prompt_queue(settings: Settings) -> PromptQueue | None:
 def all_hook_names() -> list[str]:
     """Names of every hookspec in this module (used by the docs and meta-tests)."""
     return sorted(
-        name
-        for name, value in globals().items()
-        if callable(value) and hasattr(value, "loom_spec")
+        name for name, value in globals().items() if callable(value) and hasattr(value, "loom_spec")
     )
 
 

@@ -26,7 +26,9 @@ def confine(base: Path | str, *relative: str) -> Path:
     real_base = os.path.realpath(base)
     real_target = os.path.realpath(joined)
     if os.path.commonpath((real_base, real_target)) != real_base:
-        raise PathOutsideError(f"{'/'.join(relative)!r} resolves to {real_target}, outside {real_base}")
+        raise PathOutsideError(
+            f"{'/'.join(relative)!r} resolves to {real_target}, outside {real_base}"
+        )
     return Path(joined)
 
 

@@ -96,8 +96,12 @@ class PluginHost:
             return self
         self._loaded = True
         for module_name in self._builtins:
-            self._load_one(module_name.rsplit(".", 1)[-1], lambda m=module_name: _import(m),
-                           version=None, builtin=True)
+            self._load_one(
+                module_name.rsplit(".", 1)[-1],
+                lambda m=module_name: _import(m),
+                version=None,
+                builtin=True,
+            )
         if self._use_entry_points:
             for ep in _entry_points():
                 if ep.name in self.disabled:
@@ -134,7 +138,9 @@ class PluginHost:
         """
         return self._load_one(name, loader, version=None, builtin=False)
 
-    def _load_one(self, name: str, loader: Any, *, version: str | None, builtin: bool) -> object | None:
+    def _load_one(
+        self, name: str, loader: Any, *, version: str | None, builtin: bool
+    ) -> object | None:
         if builtin and name in self.disabled:
             log.info("built-in plugin %s disabled", name)
             return None
@@ -182,4 +188,8 @@ def _trace_before(hook_name: str, impls: list[Any], kwargs: dict[str, Any]) -> N
 
 
 def _trace_after(outcome: Any, hook_name: str, impls: list[Any], kwargs: dict[str, Any]) -> None:
-    log.debug("hook %s returned %r", hook_name, outcome.get_result() if outcome.exception is None else outcome.exception)
+    log.debug(
+        "hook %s returned %r",
+        hook_name,
+        outcome.get_result() if outcome.exception is None else outcome.exception,
+    )

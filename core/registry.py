@@ -54,8 +54,14 @@ class Registry:
         self.owner[(kind, key)] = plugin
         self.by_plugin[plugin][kind].append(key)
 
-    def add_node(self, plugin: str, node_class: type, class_type: str | None = None,
-                 display_name: str | None = None, python_module: str | None = None) -> NodeDef:
+    def add_node(
+        self,
+        plugin: str,
+        node_class: type,
+        class_type: str | None = None,
+        display_name: str | None = None,
+        python_module: str | None = None,
+    ) -> NodeDef:
         if is_declarative(node_class):
             definition = compile_declarative(node_class, python_module=python_module)
             if class_type is not None and class_type != definition.class_type:
@@ -68,9 +74,12 @@ class Registry:
                 definition = attrs.evolve(definition, display_name=display_name)
         elif is_classic(node_class):
             if class_type is None:
-                raise NodeDefinitionError(f"classic node class {node_class.__name__} needs class_type=")
-            definition = compile_classic(node_class, class_type, display_name=display_name,
-                                         python_module=python_module)
+                raise NodeDefinitionError(
+                    f"classic node class {node_class.__name__} needs class_type="
+                )
+            definition = compile_classic(
+                node_class, class_type, display_name=display_name, python_module=python_module
+            )
         else:
             raise NodeDefinitionError(
                 f"{node_class!r} is neither an @loom.node class nor a classic ComfyUI node class"
@@ -84,7 +93,9 @@ class Registry:
         self.folder_kinds[kind.key] = existing.merged(kind) if existing else kind
         self.by_plugin[plugin]["model_folder"].append(kind.key)
 
-    def _add_named(self, table: dict[str, Any], kind: str, plugin: str, name: str, value: Any) -> None:
+    def _add_named(
+        self, table: dict[str, Any], kind: str, plugin: str, name: str, value: Any
+    ) -> None:
         self._claim(kind, name, plugin)
         table[name] = value
 
@@ -117,10 +128,26 @@ def collect(host: PluginHost, registry: Registry | None = None) -> Registry:
     hooks: list[tuple[str, Callable[..., Any]]] = [
         ("register_model_folders", registry.add_folder_kind),
         ("register_nodes", registry.add_node),
-        ("register_model_families", lambda p, family: registry._add_named(registry.families, "model_family", p, family.name, family)),
-        ("register_samplers", lambda p, name, fn: registry._add_named(registry.samplers, "sampler", p, name, fn)),
-        ("register_schedulers", lambda p, name, fn: registry._add_named(registry.schedulers, "scheduler", p, name, fn)),
-        ("register_weight_adapters", lambda p, adapter: registry._add_named(registry.weight_adapters, "weight_adapter", p, adapter.name, adapter)),
+        (
+            "register_model_families",
+            lambda p, family: registry._add_named(
+                registry.families, "model_family", p, family.name, family
+            ),
+        ),
+        (
+            "register_samplers",
+            lambda p, name, fn: registry._add_named(registry.samplers, "sampler", p, name, fn),
+        ),
+        (
+            "register_schedulers",
+            lambda p, name, fn: registry._add_named(registry.schedulers, "scheduler", p, name, fn),
+        ),
+        (
+            "register_weight_adapters",
+            lambda p, adapter: registry._add_named(
+                registry.weight_adapters, "weight_adapter", p, adapter.name, adapter
+            ),
+        ),
     ]
     for hook_name, add in hooks:
         caller = getattr(host.hook, hook_name)

@@ -45,7 +45,10 @@ class Runtime:
         registry = collect(self.host)
         registry.settings = self.settings
         registry.folders = ModelFolders(
-            self.settings.models_dir, self.settings.output_dir, registry.folder_kinds, self.extra_paths,
+            self.settings.models_dir,
+            self.settings.output_dir,
+            registry.folder_kinds,
+            self.extra_paths,
         )
         return registry
 
@@ -61,7 +64,10 @@ class Runtime:
         return [read_extra_model_paths(config) for config in self.settings.extra_model_paths]
 
     def custom_node_dirs(self) -> list[Path]:
-        return [self.settings.custom_nodes_dir, *(p for extra in self.extra_paths for p in extra.custom_nodes())]
+        return [
+            self.settings.custom_nodes_dir,
+            *(p for extra in self.extra_paths for p in extra.custom_nodes()),
+        ]
 
     @cached_property
     def memory(self) -> Any:

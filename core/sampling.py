@@ -65,11 +65,18 @@ class ModelSampling:
         sigma = _broadcast(sigma, noisy)
         return noisy / (sigma**2 + 1.0) ** 0.5
 
-    def calculate_denoised(self, sigma: torch.Tensor, output: torch.Tensor, noisy: torch.Tensor) -> torch.Tensor:
+    def calculate_denoised(
+        self, sigma: torch.Tensor, output: torch.Tensor, noisy: torch.Tensor
+    ) -> torch.Tensor:
         raise NotImplementedError
 
-    def noise_scaling(self, sigma: torch.Tensor, noise: torch.Tensor, latent: torch.Tensor,
-                      max_denoise: bool = False) -> torch.Tensor:
+    def noise_scaling(
+        self,
+        sigma: torch.Tensor,
+        noise: torch.Tensor,
+        latent: torch.Tensor,
+        max_denoise: bool = False,
+    ) -> torch.Tensor:
         """The starting point of sampling from ``latent`` with ``noise`` at ``sigma``."""
         sigma = _broadcast(sigma, noise)
         if max_denoise:
@@ -85,12 +92,18 @@ def _broadcast(sigma: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return sigma.reshape(sigma.shape[:1] + (1,) * (like.ndim - 1)) if sigma.ndim else sigma
 
 
-def discrete_sigmas(linear_start: float = 0.00085, linear_end: float = 0.012, timesteps: int = 1000,
-                    schedule: str = "scaled_linear") -> torch.Tensor:
+def discrete_sigmas(
+    linear_start: float = 0.00085,
+    linear_end: float = 0.012,
+    timesteps: int = 1000,
+    schedule: str = "scaled_linear",
+) -> torch.Tensor:
     """DDPM sigmas ``sqrt((1-ᾱ)/ᾱ)`` for the ``linear`` or ``scaled_linear`` beta schedule."""
     torch = _torch()
     if schedule == "scaled_linear":
-        betas = torch.linspace(linear_start**0.5, linear_end**0.5, timesteps, dtype=torch.float64) ** 2
+        betas = (
+            torch.linspace(linear_start**0.5, linear_end**0.5, timesteps, dtype=torch.float64) ** 2
+        )
     elif schedule == "linear":
         betas = torch.linspace(linear_start, linear_end, timesteps, dtype=torch.float64)
     else:
@@ -110,7 +123,9 @@ class DiscreteEps(ModelSampling):
     log_sigmas: torch.Tensor = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
-        self.sigmas = discrete_sigmas(self.linear_start, self.linear_end, self.timesteps, self.schedule)
+        self.sigmas = discrete_sigmas(
+            self.linear_start, self.linear_end, self.timesteps, self.schedule
+        )
         self.log_sigmas = self.sigmas.log()
 
     def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
@@ -122,14 +137,18 @@ class DiscreteEps(ModelSampling):
     def sigma(self, timestep: torch.Tensor) -> torch.Tensor:
         """Interpolated sigma at a (fractional) timestep."""
         torch = _torch()
-        t = torch.clamp(timestep.float().to(self.log_sigmas.device), min=0, max=len(self.sigmas) - 1)
+        t = torch.clamp(
+            timestep.float().to(self.log_sigmas.device), min=0, max=len(self.sigmas) - 1
+        )
         low = t.floor().long()
         high = t.ceil().long()
         w = t.frac()
         log_sigma = (1 - w) * self.log_sigmas[low] + w * self.log_sigmas[high]
         return log_sigma.exp().to(timestep.device)
 
-    def calculate_denoised(self, sigma: torch.Tensor, output: torch.Tensor, noisy: torch.Tensor) -> torch.Tensor:
+    def calculate_denoised(
+        self, sigma: torch.Tensor, output: torch.Tensor, noisy: torch.Tensor
+    ) -> torch.Tensor:
         return noisy - output * _broadcast(sigma, output)
 
 
@@ -137,7 +156,9 @@ class DiscreteEps(ModelSampling):
 class DiscreteV(DiscreteEps):
     """Discrete schedule, v-prediction (SD2.x 768-v): ``x0 = x/(σ²+1) - v σ/sqrt(σ²+1)``."""
 
-    def calculate_denoised(self, sigma: torch.Tensor, output: torch.Tensor, noisy: torch.Tensor) -> torch.Tensor:
+    def calculate_denoised(
+        self, sigma: torch.Tensor, output: torch.Tensor, noisy: torch.Tensor
+    ) -> torch.Tensor:
         sigma = _broadcast(sigma, output)
         return noisy / (sigma**2 + 1.0) - output * sigma / (sigma**2 + 1.0) ** 0.5
 
@@ -172,11 +193,18 @@ class FlowMatching(ModelSampling):
     def calculate_input(self, sigma: torch.Tensor, noisy: torch.Tensor) -> torch.Tensor:
         return noisy
 
-    def calculate_denoised(self, sigma: torch.Tensor, output: torch.Tensor, noisy: torch.Tensor) -> torch.Tensor:
+    def calculate_denoised(
+        self, sigma: torch.Tensor, output: torch.Tensor, noisy: torch.Tensor
+    ) -> torch.Tensor:
         return noisy - output * _broadcast(sigma, output)
 
-    def noise_scaling(self, sigma: torch.Tensor, noise: torch.Tensor, latent: torch.Tensor,
-                      max_denoise: bool = False) -> torch.Tensor:
+    def noise_scaling(
+        self,
+        sigma: torch.Tensor,
+        noise: torch.Tensor,
+        latent: torch.Tensor,
+        max_denoise: bool = False,
+    ) -> torch.Tensor:
         sigma = _broadcast(sigma, noise)
         return sigma * noise + (1.0 - sigma) * latent
 
@@ -184,8 +212,13 @@ class FlowMatching(ModelSampling):
         return latent / (1.0 - _broadcast(sigma, latent))
 
 
-def flux_shift(image_seq_len: int, base_shift: float = 0.5, max_shift: float = 1.15,
-               base_seq_len: int = 256, max_seq_len: int = 4096) -> float:
+def flux_shift(
+    image_seq_len: int,
+    base_shift: float = 0.5,
+    max_shift: float = 1.15,
+    base_seq_len: int = 256,
+    max_seq_len: int = 4096,
+) -> float:
     """Flux's resolution-dependent shift: ``exp(μ)`` with μ linear in the token count."""
     slope = (max_shift - base_shift) / (max_seq_len - base_seq_len)
     mu = base_shift + slope * (image_seq_len - base_seq_len)

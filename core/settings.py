@@ -35,7 +35,9 @@ def _path(value: str | os.PathLike[str] | None) -> Path | None:
 class Settings:
     """Where things live and how the engine behaves; immutable once the runtime starts."""
 
-    base_directory: Path = attrs.field(factory=Path.cwd, converter=lambda p: Path(p).expanduser().resolve())
+    base_directory: Path = attrs.field(
+        factory=Path.cwd, converter=lambda p: Path(p).expanduser().resolve()
+    )
     output_directory: Path | None = attrs.field(default=None, converter=_path)
     input_directory: Path | None = attrs.field(default=None, converter=_path)
     temp_directory: Path | None = attrs.field(default=None, converter=_path)
@@ -44,7 +46,9 @@ class Settings:
         default=(), converter=lambda paths: tuple(Path(p).expanduser().resolve() for p in paths)
     )
     disabled_plugins: frozenset[str] = attrs.field(default=frozenset(), converter=frozenset)
-    cache_policy: str = attrs.field(default="classic", validator=attrs.validators.in_(CACHE_POLICIES))
+    cache_policy: str = attrs.field(
+        default="classic", validator=attrs.validators.in_(CACHE_POLICIES)
+    )
     cache_size: int = 100
     cache_ram_headroom_gb: float = 4.0
     disable_metadata: bool = False
@@ -55,7 +59,9 @@ class Settings:
     cpu_only: bool = False
     vram_budget_bytes: int | None = None
     reserved_bytes: int = 0
-    vram_mode: str = attrs.field(default="normal", validator=attrs.validators.in_(("low", "normal", "high")))
+    vram_mode: str = attrs.field(
+        default="normal", validator=attrs.validators.in_(("low", "normal", "high"))
+    )
     compute_dtype: str | None = None
     #: Raise glibc's mmap/trim thresholds at start-up so activation buffers are not returned
     #: to the OS and faulted back on every op (see loom.memory.allocator; LOOM_MALLOC=0 too).
@@ -109,11 +115,17 @@ class Settings:
             if env.get(var):
                 values[field] = env[var]
         if env.get("LOOM_EXTRA_MODEL_PATHS_CONFIG"):
-            values["extra_model_paths"] = [p for p in env["LOOM_EXTRA_MODEL_PATHS_CONFIG"].split(os.pathsep) if p]
+            values["extra_model_paths"] = [
+                p for p in env["LOOM_EXTRA_MODEL_PATHS_CONFIG"].split(os.pathsep) if p
+            ]
         if env.get("LOOM_DISABLE_PLUGINS"):
-            values["disabled_plugins"] = {p.strip() for p in env["LOOM_DISABLE_PLUGINS"].split(",") if p.strip()}
+            values["disabled_plugins"] = {
+                p.strip() for p in env["LOOM_DISABLE_PLUGINS"].split(",") if p.strip()
+            }
         for key, value in overrides.items():
-            if value is None or (isinstance(value, Sequence) and not isinstance(value, str) and not value):
+            if value is None or (
+                isinstance(value, Sequence) and not isinstance(value, str) and not value
+            ):
                 continue
             values[key] = value
         return cls(**values)  # type: ignore[arg-type]

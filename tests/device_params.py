@@ -23,11 +23,19 @@ def _mps_available() -> bool:
 #: The device ids a test runs on: ``"cpu"`` always, the others where present.
 DEVICES = [
     pytest.param("cpu", id="cpu"),
-    pytest.param("cuda", id="cuda", marks=[
-        pytest.mark.gpu,
-        pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]),
-    pytest.param("mps", id="mps", marks=pytest.mark.skipif(
-        not _mps_available(), reason="needs an Apple MPS device")),
+    pytest.param(
+        "cuda",
+        id="cuda",
+        marks=[
+            pytest.mark.gpu,
+            pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
+        ],
+    ),
+    pytest.param(
+        "mps",
+        id="mps",
+        marks=pytest.mark.skipif(not _mps_available(), reason="needs an Apple MPS device"),
+    ),
 ]
 
 

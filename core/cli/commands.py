@@ -18,7 +18,9 @@ def _read_json(path: Path) -> Any:
     except OSError as exc:
         raise click.ClickException(f"cannot read {path}: {exc.strerror or exc}") from exc
     except json.JSONDecodeError as exc:
-        raise click.ClickException(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+        raise click.ClickException(
+            f"{path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from exc
 
 
 def load_prompt(runtime: Any, path: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -34,7 +36,9 @@ def load_prompt(runtime: Any, path: Path) -> tuple[dict[str, Any], dict[str, Any
     if isinstance(data, dict) and isinstance(data.get("prompt"), dict):
         return data["prompt"], None  # a saved /prompt request body
     if not isinstance(data, dict):
-        raise click.ClickException(f"{path}: expected a workflow or API prompt object, got {type(data).__name__}")
+        raise click.ClickException(
+            f"{path}: expected a workflow or API prompt object, got {type(data).__name__}"
+        )
     return data, None
 
 
@@ -44,9 +48,13 @@ def apply_overrides(prompt: dict[str, Any], overrides: tuple[str, ...]) -> None:
         target, sep, raw = override.partition("=")
         node_id, dot, name = target.partition(".")
         if not sep or not dot or not name:
-            raise click.BadParameter(f"{override!r}: expected NODE_ID.INPUT=VALUE", param_hint="--set")
+            raise click.BadParameter(
+                f"{override!r}: expected NODE_ID.INPUT=VALUE", param_hint="--set"
+            )
         if node_id not in prompt:
-            raise click.BadParameter(f"{override!r}: the prompt has no node {node_id!r}", param_hint="--set")
+            raise click.BadParameter(
+                f"{override!r}: the prompt has no node {node_id!r}", param_hint="--set"
+            )
         try:
             value = json.loads(raw)
         except json.JSONDecodeError:
@@ -64,7 +72,13 @@ def _validate(runtime: Any, prompt: dict[str, Any]) -> Any:
 
 @click.command()
 @click.argument("workflow", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--set", "overrides", multiple=True, metavar="NODE_ID.INPUT=VALUE", help="Override an input (repeatable).")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="NODE_ID.INPUT=VALUE",
+    help="Override an input (repeatable).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.pass_obj
 def run(factory: Any, workflow: Path, overrides: tuple[str, ...], quiet: bool) -> int:
@@ -74,12 +88,20 @@ def run(factory: Any, workflow: Path, overrides: tuple[str, ...], quiet: bool) -
     apply_overrides(prompt, overrides)
     validated = _validate(runtime, prompt)
     for node_id, entry in validated.node_errors.items():
-        click.echo(f"warning: skipping output(s) {', '.join(entry['dependent_outputs'])}: node {node_id} is invalid", err=True)
+        click.echo(
+            f"warning: skipping output(s) {', '.join(entry['dependent_outputs'])}: node {node_id} is invalid",
+            err=True,
+        )
     extra = {"extra_pnginfo": {"workflow": ui_workflow}} if ui_workflow is not None else {}
     bar = None if quiet else ProgressBar()
     if bar is not None:
-        bar.titles = {nid: (n.get("_meta") or {}).get("title") or n["class_type"] for nid, n in validated.prompt.items()}
-    result = runtime.executor.execute("cli", validated.prompt, validated.outputs, extra, on_event=bar)
+        bar.titles = {
+            nid: (n.get("_meta") or {}).get("title") or n["class_type"]
+            for nid, n in validated.prompt.items()
+        }
+    result = runtime.executor.execute(
+        "cli", validated.prompt, validated.outputs, extra, on_event=bar
+    )
     if result.interrupted:
         click.echo("interrupted", err=True)
         return 130
@@ -102,9 +124,17 @@ def validate(factory: Any, workflow: Path) -> int:
     prompt, _ = load_prompt(runtime, workflow)
     validated = _validate(runtime, prompt)
     if validated.node_errors:
-        click.echo(validation_report({"message": "some outputs are invalid and would be skipped"},
-                                     validated.node_errors, prompt), err=True)
-    click.echo(f"ok: {len(validated.outputs)} output node(s) would run: {', '.join(validated.outputs)}")
+        click.echo(
+            validation_report(
+                {"message": "some outputs are invalid and would be skipped"},
+                validated.node_errors,
+                prompt,
+            ),
+            err=True,
+        )
+    click.echo(
+        f"ok: {len(validated.outputs)} output node(s) would run: {', '.join(validated.outputs)}"
+    )
     return 0
 
 
@@ -119,7 +149,9 @@ def convert(factory: Any, workflow: Path, indent: int) -> None:
     runtime = factory.runtime()
     data = _read_json(workflow)
     if not is_ui_workflow(data):
-        raise click.ClickException(f"{workflow} is not a UI-format workflow (no 'nodes' and 'links')")
+        raise click.ClickException(
+            f"{workflow} is not a UI-format workflow (no 'nodes' and 'links')"
+        )
     try:
         prompt = convert_workflow(data, runtime.registry)
     except LoomError as exc:
@@ -152,7 +184,10 @@ def plugins(factory: Any) -> None:
     for info in runtime.host.infos:
         kind = "built-in" if info.builtin else (info.version or "")
         added = registry.by_plugin.get(info.name, {})
-        summary = ", ".join(f"{len(v)} {k}{'s' if len(v) != 1 else ''}" for k, v in added.items()) or "nothing"
+        summary = (
+            ", ".join(f"{len(v)} {k}{'s' if len(v) != 1 else ''}" for k, v in added.items())
+            or "nothing"
+        )
         click.echo(f"{info.name:24} {kind:12} {info.import_seconds * 1000:7.1f} ms  {summary}")
     for failure in [*runtime.host.failures, *registry.failures]:
         click.echo(f"FAILED  {failure}", err=True)

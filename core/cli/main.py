@@ -25,42 +25,130 @@ class LoomGroup(click.Group):
 
 
 @click.group(cls=LoomGroup)
-@click.option("--base-directory", type=click.Path(file_okay=False, path_type=Path), envvar="LOOM_BASE_DIRECTORY",
-              help="Holds models/, input/, output/, temp/, user/, custom_nodes/ (default: current directory).")
-@click.option("--output-directory", type=click.Path(file_okay=False, path_type=Path), envvar="LOOM_OUTPUT_DIRECTORY")
-@click.option("--input-directory", type=click.Path(file_okay=False, path_type=Path), envvar="LOOM_INPUT_DIRECTORY")
-@click.option("--temp-directory", type=click.Path(file_okay=False, path_type=Path), envvar="LOOM_TEMP_DIRECTORY",
-              help="Temp files go in DIR/temp, as in ComfyUI.")
-@click.option("--user-directory", type=click.Path(file_okay=False, path_type=Path), envvar="LOOM_USER_DIRECTORY")
-@click.option("--extra-model-paths-config", "extra_model_paths", multiple=True,
-              type=click.Path(dir_okay=False, path_type=Path),
-              help="An extra_model_paths.yaml (ComfyUI layout); repeatable. Env: LOOM_EXTRA_MODEL_PATHS_CONFIG.")
-@click.option("--disable-plugin", "disabled", multiple=True, help="Do not load this plugin (repeatable).")
-@click.option("--cache", "cache_policy", type=click.Choice(["classic", "lru", "ram", "none"]), default=None,
-              help="Output caching policy between prompts (ComfyUI's --cache-* flags).")
-@click.option("--cache-size", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Entries the lru policy keeps (ComfyUI's --cache-lru N); default 100.")
-@click.option("--cache-ram-headroom", "cache_ram_headroom_gb", type=float, default=None, metavar="GB",
-              help="Free RAM the ram policy keeps (ComfyUI's --cache-ram GB); default 4.")
-@click.option("--disable-metadata", is_flag=True, default=False, help="Do not write the prompt/workflow into PNGs.")
-@click.option("--cpu", "cpu_only", is_flag=True, default=None, help="Compute on the CPU even when a GPU is present.")
-@click.option("--lowvram", "vram_mode", flag_value="low", default=None, help="Keep at most half the budget per model resident.")
-@click.option("--highvram", "vram_mode", flag_value="high", help="Never stream weights: keep whole models on the device.")
-@click.option("--reserve-vram", "reserve_vram_gb", type=float, default=None, metavar="GB",
-              help="Device memory to leave free for other programs.")
-@click.option("--vram-budget", "vram_budget_gb", type=float, default=None, metavar="GB",
-              help="Use at most this much device memory (on a CPU-only machine: simulate a device of this size).")
-@click.option("--compute-dtype", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default=None,
-              help="Compute dtype of model layers (default: bf16/fp16 on GPUs, fp32 on the CPU; "
-                   "auto: also bf16 on CPUs with bf16 instructions, about 2.5x faster there).")
+@click.option(
+    "--base-directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="LOOM_BASE_DIRECTORY",
+    help="Holds models/, input/, output/, temp/, user/, custom_nodes/ (default: current directory).",
+)
+@click.option(
+    "--output-directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="LOOM_OUTPUT_DIRECTORY",
+)
+@click.option(
+    "--input-directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="LOOM_INPUT_DIRECTORY",
+)
+@click.option(
+    "--temp-directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="LOOM_TEMP_DIRECTORY",
+    help="Temp files go in DIR/temp, as in ComfyUI.",
+)
+@click.option(
+    "--user-directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="LOOM_USER_DIRECTORY",
+)
+@click.option(
+    "--extra-model-paths-config",
+    "extra_model_paths",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="An extra_model_paths.yaml (ComfyUI layout); repeatable. Env: LOOM_EXTRA_MODEL_PATHS_CONFIG.",
+)
+@click.option(
+    "--disable-plugin", "disabled", multiple=True, help="Do not load this plugin (repeatable)."
+)
+@click.option(
+    "--cache",
+    "cache_policy",
+    type=click.Choice(["classic", "lru", "ram", "none"]),
+    default=None,
+    help="Output caching policy between prompts (ComfyUI's --cache-* flags).",
+)
+@click.option(
+    "--cache-size",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Entries the lru policy keeps (ComfyUI's --cache-lru N); default 100.",
+)
+@click.option(
+    "--cache-ram-headroom",
+    "cache_ram_headroom_gb",
+    type=float,
+    default=None,
+    metavar="GB",
+    help="Free RAM the ram policy keeps (ComfyUI's --cache-ram GB); default 4.",
+)
+@click.option(
+    "--disable-metadata",
+    is_flag=True,
+    default=False,
+    help="Do not write the prompt/workflow into PNGs.",
+)
+@click.option(
+    "--cpu",
+    "cpu_only",
+    is_flag=True,
+    default=None,
+    help="Compute on the CPU even when a GPU is present.",
+)
+@click.option(
+    "--lowvram",
+    "vram_mode",
+    flag_value="low",
+    default=None,
+    help="Keep at most half the budget per model resident.",
+)
+@click.option(
+    "--highvram",
+    "vram_mode",
+    flag_value="high",
+    help="Never stream weights: keep whole models on the device.",
+)
+@click.option(
+    "--reserve-vram",
+    "reserve_vram_gb",
+    type=float,
+    default=None,
+    metavar="GB",
+    help="Device memory to leave free for other programs.",
+)
+@click.option(
+    "--vram-budget",
+    "vram_budget_gb",
+    type=float,
+    default=None,
+    metavar="GB",
+    help="Use at most this much device memory (on a CPU-only machine: simulate a device of this size).",
+)
+@click.option(
+    "--compute-dtype",
+    type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
+    default=None,
+    help="Compute dtype of model layers (default: bf16/fp16 on GPUs, fp32 on the CPU; "
+    "auto: also bf16 on CPUs with bf16 instructions, about 2.5x faster there).",
+)
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 @click.version_option(package_name="loom-core", prog_name="loom")
 @click.pass_context
-def cli(ctx: click.Context, verbose: int, disabled: Sequence[str], reserve_vram_gb: float | None,
-        vram_budget_gb: float | None, **options: object) -> None:
+def cli(
+    ctx: click.Context,
+    verbose: int,
+    disabled: Sequence[str],
+    reserve_vram_gb: float | None,
+    vram_budget_gb: float | None,
+    **options: object,
+) -> None:
     """Loom runs ComfyUI workflows: a node-graph engine for diffusion models."""
-    logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     gib = 1024**3
     settings = Settings.from_env(
         disabled_plugins=set(disabled) or None,
@@ -110,8 +198,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             impl.function(cli=cli)
         except Exception as exc:  # one plugin's broken command must not hide the others
-            click.echo(f"warning: plugin {impl.plugin_name} failed to add its commands: "
-                       f"{type(exc).__name__}: {exc}", err=True)
+            click.echo(
+                f"warning: plugin {impl.plugin_name} failed to add its commands: "
+                f"{type(exc).__name__}: {exc}",
+                err=True,
+            )
     try:
         result = cli.main(args=args, prog_name="loom", standalone_mode=False)
     except click.ClickException as exc:

@@ -10,7 +10,9 @@ from typing import Any, TextIO
 from loom.events import ExecutionEvent
 
 
-def validation_report(error: Mapping[str, Any], node_errors: Mapping[str, Any], prompt: Any = None) -> str:
+def validation_report(
+    error: Mapping[str, Any], node_errors: Mapping[str, Any], prompt: Any = None
+) -> str:
     """One line per problem, naming node id, class and input."""
     lines = [f"error: {error.get('message', 'invalid prompt')}"]
     if error.get("details") and not node_errors:
@@ -27,11 +29,17 @@ def validation_report(error: Mapping[str, Any], node_errors: Mapping[str, Any], 
 
 
 def execution_error_report(error: Mapping[str, Any]) -> str:
-    node = f"node {error.get('node_id')} ({error.get('node_type')})" if error.get("node_id") else "the executor"
+    node = (
+        f"node {error.get('node_id')} ({error.get('node_type')})"
+        if error.get("node_id")
+        else "the executor"
+    )
     return f"error: {node} failed: {error.get('exception_type')}: {error.get('exception_message')}"
 
 
-def output_paths(outputs: Mapping[str, Mapping[str, Any]], directories: Mapping[str, Path]) -> list[Path]:
+def output_paths(
+    outputs: Mapping[str, Mapping[str, Any]], directories: Mapping[str, Path]
+) -> list[Path]:
     """Files written by output nodes (``images``/``gifs``/... entries with a filename)."""
     paths = []
     for ui in outputs.values():
@@ -39,7 +47,11 @@ def output_paths(outputs: Mapping[str, Mapping[str, Any]], directories: Mapping[
             if not isinstance(entries, list):
                 continue
             for entry in entries:
-                if isinstance(entry, dict) and "filename" in entry and entry.get("type", "output") in directories:
+                if (
+                    isinstance(entry, dict)
+                    and "filename" in entry
+                    and entry.get("type", "output") in directories
+                ):
                     base = directories[entry.get("type", "output")]
                     paths.append(base / entry.get("subfolder", "") / entry["filename"])
     return paths
@@ -56,8 +68,14 @@ class ProgressBar:
 
     def __call__(self, event: ExecutionEvent) -> None:
         if event.type == "progress":
-            self._draw(str(event.data.get("node")), int(event.data["value"]), int(event.data["max"]))
-        elif event.type in ("executing", "execution_success", "execution_error", "execution_interrupted") and self._open:
+            self._draw(
+                str(event.data.get("node")), int(event.data["value"]), int(event.data["max"])
+            )
+        elif (
+            event.type
+            in ("executing", "execution_success", "execution_error", "execution_interrupted")
+            and self._open
+        ):
             self.stream.write("\n")
             self.stream.flush()
             self._open = False

@@ -81,7 +81,9 @@ def never_cached() -> str:
 class OutputCache:
     """Node outputs by signature, with one of the eviction policies."""
 
-    def __init__(self, policy: str = "classic", size: int = 100, ram_headroom_gb: float = 4.0) -> None:
+    def __init__(
+        self, policy: str = "classic", size: int = 100, ram_headroom_gb: float = 4.0
+    ) -> None:
         if policy not in ("classic", "lru", "ram", "none"):
             raise ValueError(f"unknown cache policy {policy!r}")
         self.policy = policy
@@ -127,6 +129,8 @@ class OutputCache:
     def _evict_for_ram(self) -> None:
         import psutil
 
-        while len(self._entries) > 1 and psutil.virtual_memory().available < self.ram_headroom_bytes:
+        while (
+            len(self._entries) > 1 and psutil.virtual_memory().available < self.ram_headroom_bytes
+        ):
             signature, _ = self._entries.popitem(last=False)
             log.debug("cache: evicted %s for RAM headroom", signature.hex())

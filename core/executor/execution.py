@@ -60,7 +60,9 @@ class DynamicPrompt:
 class NodeFailed(Exception):
     """Internal: a node raised; carries what the error event needs."""
 
-    def __init__(self, node_id: str, class_type: str, cause: BaseException, inputs: Mapping[str, list]) -> None:
+    def __init__(
+        self, node_id: str, class_type: str, cause: BaseException, inputs: Mapping[str, list]
+    ) -> None:
         super().__init__(str(cause))
         self.node_id = node_id
         self.class_type = class_type
@@ -71,8 +73,15 @@ class NodeFailed(Exception):
 class PromptRun:
     """Executes one validated prompt against an executor's caches."""
 
-    def __init__(self, executor: Executor, prompt_id: str, prompt: Prompt, outputs: list[str],
-                 extra_data: Mapping[str, Any], reporter: Reporter) -> None:
+    def __init__(
+        self,
+        executor: Executor,
+        prompt_id: str,
+        prompt: Prompt,
+        outputs: list[str],
+        extra_data: Mapping[str, Any],
+        reporter: Reporter,
+    ) -> None:
         self.executor = executor
         self.registry = executor.registry
         self.prompt_id = prompt_id
@@ -112,7 +121,10 @@ class PromptRun:
             hidden = (self.input_types(definition).get("hidden") or {}).values()
             keyed_by_id = definition.not_idempotent or "UNIQUE_ID" in hidden
             self.signatures[node_id] = node_signature(
-                node["class_type"], node["inputs"], self.signatures, fingerprint,
+                node["class_type"],
+                node["inputs"],
+                self.signatures,
+                fingerprint,
                 node_id if keyed_by_id else None,
             )
 
@@ -170,8 +182,10 @@ class PromptRun:
             name
             for section in ("required", "optional")
             for name, config in (spec.get(section) or {}).items()
-            if isinstance(config, (list, tuple)) and len(config) > 1
-            and isinstance(config[1], dict) and config[1].get("lazy")
+            if isinstance(config, (list, tuple))
+            and len(config) > 1
+            and isinstance(config[1], dict)
+            and config[1].get("lazy")
         }
 
     def _use_cached(self, node_id: str, cached: CachedOutput) -> None:
@@ -209,10 +223,14 @@ class PromptRun:
         self.current = None
         stuck = [n for n in self.blockers]
         if stuck:
-            raise LoomError(f"dependency cycle among nodes {', '.join(sorted(stuck))}",
-                            hint="graph.DependencyCycleError")
+            raise LoomError(
+                f"dependency cycle among nodes {', '.join(sorted(stuck))}",
+                hint="graph.DependencyCycleError",
+            )
 
-    def _gather(self, node_id: str, definition: NodeDef) -> tuple[dict[str, list[Any]], ExecutionBlocker | None]:
+    def _gather(
+        self, node_id: str, definition: NodeDef
+    ) -> tuple[dict[str, list[Any]], ExecutionBlocker | None]:
         inputs: dict[str, list[Any]] = {}
         blocker = None
         for name, value in self.graph.nodes[node_id]["inputs"].items():
@@ -271,10 +289,16 @@ class PromptRun:
         self.reporter.node_state(node_id, display, parent, display, "running")
         self.reporter.executing(node_id, display)
         ctx = RunContext(
-            node_id=node_id, prompt_id=self.prompt_id, prompt=self.graph.original,
-            extra_data=self.extra_data, runtime=self.executor.runtime,
-            interrupt=self.executor.interrupt_flag, display_node_id=display,
-            on_progress=lambda value, total, preview: self._progress(node_id, value, total, preview),
+            node_id=node_id,
+            prompt_id=self.prompt_id,
+            prompt=self.graph.original,
+            extra_data=self.extra_data,
+            runtime=self.executor.runtime,
+            interrupt=self.executor.interrupt_flag,
+            display_node_id=display,
+            on_progress=lambda value, total, preview: self._progress(
+                node_id, value, total, preview
+            ),
         )
         try:
             produced = [definition.impl.execute(obj, call, ctx) for call in calls]
@@ -291,12 +315,20 @@ class PromptRun:
         display = self.graph.get_display_node_id(node_id)
         parent = self.graph.get_parent_node_id(node_id)
         if preview is not None:  # nodes make the picture; only the executor knows whose it is
-            preview = attrs.evolve(preview, node_id=node_id, prompt_id=self.prompt_id, display_node_id=display,
-                                   parent_node_id=parent, real_node_id=self.graph.get_real_node_id(node_id))
+            preview = attrs.evolve(
+                preview,
+                node_id=node_id,
+                prompt_id=self.prompt_id,
+                display_node_id=display,
+                parent_node_id=parent,
+                real_node_id=self.graph.get_real_node_id(node_id),
+            )
         self.reporter.progress(node_id, value, total, preview)
         self.reporter.node_state(node_id, display, parent, display, "running", value, total)
 
-    def _needs_lazy(self, node_id: str, definition: NodeDef, obj: Any, calls: list[dict[str, Any]]) -> bool:
+    def _needs_lazy(
+        self, node_id: str, definition: NodeDef, obj: Any, calls: list[dict[str, Any]]
+    ) -> bool:
         wanted: set[str] = set()
         for call in calls:
             wanted.update(definition.impl.check_lazy_status(obj, call))
@@ -312,17 +344,35 @@ class PromptRun:
         self.require(sorted(deps))
         return True
 
-    def _block(self, node_id: str, definition: NodeDef, blocker: ExecutionBlocker,
-               inputs: dict[str, list[Any]]) -> None:
+    def _block(
+        self,
+        node_id: str,
+        definition: NodeDef,
+        blocker: ExecutionBlocker,
+        inputs: dict[str, list[Any]],
+    ) -> None:
         self.results[node_id] = tuple([blocker] for _ in definition.outputs)
         if blocker.message is not None:
             error = ExecutionBlockedError(f"Execution Blocked: {blocker.message}")
-            self.reporter.error(node_id, definition.class_type, error, list(self.executed), inputs,
-                                list(self.results), record=False, exception_type="ExecutionBlocked")
+            self.reporter.error(
+                node_id,
+                definition.class_type,
+                error,
+                list(self.executed),
+                inputs,
+                list(self.results),
+                record=False,
+                exception_type="ExecutionBlocked",
+            )
         self._finish(node_id)
 
-    def _store(self, node_id: str, definition: NodeDef, produced: list[NodeOutput],
-               inputs: Mapping[str, list[Any]]) -> None:
+    def _store(
+        self,
+        node_id: str,
+        definition: NodeDef,
+        produced: list[NodeOutput],
+        inputs: Mapping[str, list[Any]],
+    ) -> None:
         values = self._merge_values(node_id, definition, [p.values for p in produced], inputs)
         self._record(node_id, values, self._merge_ui(produced))
 
@@ -339,23 +389,34 @@ class PromptRun:
                     ui[key] = value
         return ui
 
-    def _record(self, node_id: str, values: tuple[list[Any], ...], ui: dict[str, Any] | None) -> None:
+    def _record(
+        self, node_id: str, values: tuple[list[Any], ...], ui: dict[str, Any] | None
+    ) -> None:
         self.results[node_id] = values
         display = self.graph.get_display_node_id(node_id)
         if ui is not None:
             self.ui[node_id] = ui
             self.reporter.executed(node_id, display, ui)
         self.executor.cache.put(self.signatures[node_id], CachedOutput(values, ui))
-        self.reporter.node_state(node_id, display, self.graph.get_parent_node_id(node_id), display, "finished")
+        self.reporter.node_state(
+            node_id, display, self.graph.get_parent_node_id(node_id), display, "finished"
+        )
         self._finish(node_id)
 
-    def _merge_values(self, node_id: str, definition: NodeDef, calls: list[tuple[Any, ...]],
-                      inputs: Mapping[str, list[Any]]) -> tuple[list[Any], ...]:
+    def _merge_values(
+        self,
+        node_id: str,
+        definition: NodeDef,
+        calls: list[tuple[Any, ...]],
+        inputs: Mapping[str, list[Any]],
+    ) -> tuple[list[Any], ...]:
         merged: list[list[Any]] = [[] for _ in definition.outputs]
         for values in calls:
             if len(values) < len(definition.outputs):
-                error = TypeError(f"returned {len(values)} values, but the node declares "
-                                  f"{len(definition.outputs)} outputs")
+                error = TypeError(
+                    f"returned {len(values)} values, but the node declares "
+                    f"{len(definition.outputs)} outputs"
+                )
                 raise NodeFailed(node_id, definition.class_type, error, inputs)
             for slot, output in enumerate(definition.outputs):
                 if output.is_list:
@@ -372,15 +433,21 @@ class PromptRun:
             for new_id, new_node in (part.expand or {}).items():
                 new_id = str(new_id)
                 if new_id in self.graph.nodes:
-                    raise NodeFailed(node_id, self.definition(node_id).class_type,
-                                     ValueError(f"expansion reuses existing node id {new_id}"), {})
+                    raise NodeFailed(
+                        node_id,
+                        self.definition(node_id).class_type,
+                        ValueError(f"expansion reuses existing node id {new_id}"),
+                        {},
+                    )
                 self.graph.nodes[new_id] = {**new_node, "inputs": dict(new_node.get("inputs", {}))}
                 self.graph.parent[new_id] = node_id
                 added.append(new_id)
         self.sign(added)
         self.expansions[node_id] = produced
         deps = {
-            link_source(v)[0] for part in produced for v in part.values
+            link_source(v)[0]
+            for part in produced
+            for v in part.values
             if is_link(v) and link_source(v)[0] not in self.results
         }
         extra_outputs = [n for n in added if self.definition(n).output_node]

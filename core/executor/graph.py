@@ -36,8 +36,9 @@ def upstream_ids(node: Mapping[str, Any]) -> list[str]:
     return list(seen)
 
 
-def reachable(prompt: Mapping[str, Any], roots: Iterable[str],
-              known: Mapping[str, Any] | None = None) -> list[str]:
+def reachable(
+    prompt: Mapping[str, Any], roots: Iterable[str], known: Mapping[str, Any] | None = None
+) -> list[str]:
     """Every node reachable upstream from ``roots`` (roots included), in discovery order.
 
     Nodes in ``known`` (an upstream-closed set already walked) are neither returned nor
@@ -57,7 +58,9 @@ def reachable(prompt: Mapping[str, Any], roots: Iterable[str],
     return list(seen)
 
 
-def topological_order(prompt: Mapping[str, Any], nodes: Iterable[str]) -> tuple[list[str], list[str]]:
+def topological_order(
+    prompt: Mapping[str, Any], nodes: Iterable[str]
+) -> tuple[list[str], list[str]]:
     """Order ``nodes`` upstream-first (Kahn). Returns ``(ordered, cyclic)``.
 
     ``cyclic`` holds the nodes that sit on a dependency cycle (or between cycles); nodes

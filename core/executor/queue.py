@@ -50,7 +50,12 @@ class HistoryEntry:
     error: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"prompt": self.item.as_list(), "outputs": self.outputs, "status": self.status, "meta": self.meta}
+        return {
+            "prompt": self.item.as_list(),
+            "outputs": self.outputs,
+            "status": self.status,
+            "meta": self.meta,
+        }
 
 
 class PromptQueue(Protocol):
@@ -72,7 +77,9 @@ class PromptQueue(Protocol):
 
     def delete(self, prompt_ids: Iterable[str]) -> None: ...
 
-    def history(self, max_items: int | None = None, offset: int = -1) -> OrderedDict[str, HistoryEntry]: ...
+    def history(
+        self, max_items: int | None = None, offset: int = -1
+    ) -> OrderedDict[str, HistoryEntry]: ...
 
     def history_item(self, prompt_id: str) -> HistoryEntry | None: ...
 
@@ -151,7 +158,9 @@ class InProcessQueue:
             heapq.heapify(self._heap)
         self._changed()
 
-    def history(self, max_items: int | None = None, offset: int = -1) -> OrderedDict[str, HistoryEntry]:
+    def history(
+        self, max_items: int | None = None, offset: int = -1
+    ) -> OrderedDict[str, HistoryEntry]:
         """Oldest first; ``max_items`` alone gives the newest N (ComfyUI's semantics)."""
         with self._cond:
             items = list(self._history.items())

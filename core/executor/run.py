@@ -47,7 +47,11 @@ class ExecutionResult:
 
     @property
     def status(self) -> dict[str, Any]:
-        return {"status_str": self.status_str, "completed": self.completed, "messages": self.messages}
+        return {
+            "status_str": self.status_str,
+            "completed": self.completed,
+            "messages": self.messages,
+        }
 
 
 class Executor:
@@ -66,7 +70,9 @@ class Executor:
         self.interrupt_flag = InterruptFlag()
         self._lock = threading.Lock()
 
-    def validate(self, prompt: Any, partial_targets: Iterable[str] | None = None) -> ValidatedPrompt:
+    def validate(
+        self, prompt: Any, partial_targets: Iterable[str] | None = None
+    ) -> ValidatedPrompt:
         """Check a prompt; raises :class:`~loom.errors.PromptValidationError` when nothing can run."""
         return validate_prompt(prompt, self.registry, partial_targets)
 
@@ -100,7 +106,9 @@ class Executor:
         with self._lock:
             self.interrupt_flag.clear()
             extra = dict(extra_data or {})
-            reporter = Reporter(self.runtime, prompt_id, client_id or extra.get("client_id"), on_event)
+            reporter = Reporter(
+                self.runtime, prompt_id, client_id or extra.get("client_id"), on_event
+            )
             run = PromptRun(self, prompt_id, prompt, outputs, extra, reporter)
             reporter.start()
             error: dict[str, Any] | None = None
@@ -116,33 +124,59 @@ class Executor:
                 node = run.current
                 reporter.interrupted(node, _class_of(run, node), list(run.executed))
             except NodeFailed as failed:
-                log.debug("node %s (%s) failed", failed.node_id, failed.class_type, exc_info=failed.cause)
-                error = reporter.error(failed.node_id, failed.class_type, failed.cause, list(run.executed),
-                                       failed.inputs, list(run.results))
+                log.debug(
+                    "node %s (%s) failed", failed.node_id, failed.class_type, exc_info=failed.cause
+                )
+                error = reporter.error(
+                    failed.node_id,
+                    failed.class_type,
+                    failed.cause,
+                    list(run.executed),
+                    failed.inputs,
+                    list(run.results),
+                )
             except Exception as exc:  # an executor bug must end this prompt, not the worker
                 log.exception("internal error while executing prompt %s", prompt_id)
                 node = run.current
-                error = reporter.error(node, _class_of(run, node), exc, list(run.executed), {}, list(run.results))
+                error = reporter.error(
+                    node, _class_of(run, node), exc, list(run.executed), {}, list(run.results)
+                )
             finally:
                 self.cache.end_prompt()
             meta = {
-                node_id: {"node_id": node_id, "display_node": run.graph.get_display_node_id(node_id),
-                          "parent_node": run.graph.get_parent_node_id(node_id),
-                          "real_node_id": run.graph.get_real_node_id(node_id)}
+                node_id: {
+                    "node_id": node_id,
+                    "display_node": run.graph.get_display_node_id(node_id),
+                    "parent_node": run.graph.get_parent_node_id(node_id),
+                    "real_node_id": run.graph.get_real_node_id(node_id),
+                }
                 for node_id in run.ui
             }
             ok = error is None and not interrupted
             return ExecutionResult(
-                prompt_id=prompt_id, status_str="success" if ok else "error", completed=ok,
-                messages=reporter.messages, outputs=dict(run.ui), meta=meta, error=error,
-                interrupted=interrupted, values=dict(run.results),
+                prompt_id=prompt_id,
+                status_str="success" if ok else "error",
+                completed=ok,
+                messages=reporter.messages,
+                outputs=dict(run.ui),
+                meta=meta,
+                error=error,
+                interrupted=interrupted,
+                values=dict(run.results),
             )
 
-    def run_prompt(self, prompt: Any, prompt_id: str = "local", extra_data: Mapping[str, Any] | None = None,
-                   on_event: EventCallback | None = None) -> ExecutionResult:
+    def run_prompt(
+        self,
+        prompt: Any,
+        prompt_id: str = "local",
+        extra_data: Mapping[str, Any] | None = None,
+        on_event: EventCallback | None = None,
+    ) -> ExecutionResult:
         """Validate then execute, for callers without a queue (tests, embedding)."""
         validated = self.validate(prompt)
-        return self.execute(prompt_id, validated.prompt, validated.outputs, extra_data, on_event=on_event)
+        return self.execute(
+            prompt_id, validated.prompt, validated.outputs, extra_data, on_event=on_event
+        )
 
 
 def _class_of(run: PromptRun, node_id: str | None) -> str | None:

@@ -75,8 +75,13 @@ class PromptService:
             extra["client_id"] = client_id
         extra.setdefault("create_time", now_ms())
         validated = self.runtime.executor.validate(prompt, partial_targets)
-        item = QueueItem(float(number), prompt_id or str(uuid.uuid4()), validated.prompt, extra,
-                         validated.outputs)
+        item = QueueItem(
+            float(number),
+            prompt_id or str(uuid.uuid4()),
+            validated.prompt,
+            extra,
+            validated.outputs,
+        )
         self.queue.put(item)
         return Submitted(item.prompt_id, number, validated.node_errors)
 
@@ -98,8 +103,10 @@ class PromptService:
 
     def request_free(self, *, unload_models: bool = False, free_memory: bool = False) -> None:
         """Applied by the worker after the current prompt (ComfyUI's ``/free``)."""
-        self._free_request = {"unload_models": unload_models or self._free_request.get("unload_models", False),
-                              "free_memory": free_memory or self._free_request.get("free_memory", False)}
+        self._free_request = {
+            "unload_models": unload_models or self._free_request.get("unload_models", False),
+            "free_memory": free_memory or self._free_request.get("free_memory", False),
+        }
         if self._worker is None or not self._worker.is_alive():
             self._apply_free()
 
@@ -120,18 +127,36 @@ class PromptService:
         started = now_ms()
         try:
             result = self.runtime.executor.execute(
-                item.prompt_id, item.prompt, item.outputs, item.extra_data,
+                item.prompt_id,
+                item.prompt,
+                item.outputs,
+                item.extra_data,
                 client_id=item.extra_data.get("client_id"),
             )
-            entry = HistoryEntry(item, result.outputs, result.status, result.meta, started, now_ms(), result.error)
+            entry = HistoryEntry(
+                item, result.outputs, result.status, result.meta, started, now_ms(), result.error
+            )
         except Exception as exc:
             log.exception("prompt %s failed outside execution", item.prompt_id)
-            status = {"status_str": "error", "completed": False,
-                      "messages": [["execution_error", {"prompt_id": item.prompt_id, "exception_message": str(exc)}]]}
+            status = {
+                "status_str": "error",
+                "completed": False,
+                "messages": [
+                    [
+                        "execution_error",
+                        {"prompt_id": item.prompt_id, "exception_message": str(exc)},
+                    ]
+                ],
+            }
             entry = HistoryEntry(item, {}, status, {}, started, now_ms(), None)
         self.queue.task_done(item, entry)
-        self.runtime.emit(ExecutionEvent("executing", {"node": None, "prompt_id": item.prompt_id},
-                                         item.extra_data.get("client_id")))
+        self.runtime.emit(
+            ExecutionEvent(
+                "executing",
+                {"node": None, "prompt_id": item.prompt_id},
+                item.extra_data.get("client_id"),
+            )
+        )
         return entry
 
     def _apply_free(self) -> None:
@@ -144,7 +169,11 @@ class PromptService:
                 memory.unload_all()
 
     def _send_status(self) -> None:
-        self.runtime.emit(ExecutionEvent("status", {"status": {"exec_info": {"queue_remaining": self.queue.remaining()}}}))
+        self.runtime.emit(
+            ExecutionEvent(
+                "status", {"status": {"exec_info": {"queue_remaining": self.queue.remaining()}}}
+            )
+        )
 
 
 __all__ = ["PromptService", "PromptValidationError", "Submitted"]

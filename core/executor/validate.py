@@ -51,7 +51,9 @@ def _error(kind: str, message: str, details: str = "", **extra: Any) -> dict[str
     return {"type": kind, "message": message, "details": details, "extra_info": extra}
 
 
-def _reject(kind: str, message: str, details: str = "", node_errors: dict | None = None) -> PromptValidationError:
+def _reject(
+    kind: str, message: str, details: str = "", node_errors: dict | None = None
+) -> PromptValidationError:
     return PromptValidationError(_error(kind, message, details), node_errors or {})
 
 
@@ -99,10 +101,19 @@ class _Checker:
         try:
             return self._check_inputs(node_id, node, definition)
         except Exception as exc:  # INPUT_TYPES or VALIDATE_INPUTS of a custom node raised
-            return [_error("exception_during_validation", "Exception when validating node", str(exc),
-                           exception_type=type_name(exc), traceback=traceback.format_tb(exc.__traceback__))]
+            return [
+                _error(
+                    "exception_during_validation",
+                    "Exception when validating node",
+                    str(exc),
+                    exception_type=type_name(exc),
+                    traceback=traceback.format_tb(exc.__traceback__),
+                )
+            ]
 
-    def _check_inputs(self, node_id: str, node: dict[str, Any], definition: NodeDef) -> list[dict[str, Any]]:
+    def _check_inputs(
+        self, node_id: str, node: dict[str, Any], definition: NodeDef
+    ) -> list[dict[str, Any]]:
         inputs = node["inputs"]
         spec = self.input_types(definition)
         required = spec.get("required") or {}
@@ -116,12 +127,20 @@ class _Checker:
             options = config[1] if len(config) > 1 and isinstance(config[1], dict) else {}
             if name not in inputs:
                 if name in required:
-                    errors.append(_error("required_input_missing", "Required input is missing", name,
-                                         input_name=name))
+                    errors.append(
+                        _error(
+                            "required_input_missing",
+                            "Required input is missing",
+                            name,
+                            input_name=name,
+                        )
+                    )
                 continue
             value = inputs[name]
             if isinstance(value, list) and not isinstance(value, str):
-                errors.extend(self._check_link(node_id, name, value, config, expected, "input_types" in skip))
+                errors.extend(
+                    self._check_link(node_id, name, value, config, expected, "input_types" in skip)
+                )
                 continue
             if isinstance(value, dict) and "__value__" in value:
                 value = value["__value__"]
@@ -137,33 +156,75 @@ class _Checker:
             errors.extend(self._custom_validation(definition, constants, skip))
         return errors
 
-    def _check_link(self, node_id: str, name: str, value: list[Any], config: list[Any], expected: Any,
-                    skip_type: bool) -> list[dict[str, Any]]:
+    def _check_link(
+        self,
+        node_id: str,
+        name: str,
+        value: list[Any],
+        config: list[Any],
+        expected: Any,
+        skip_type: bool,
+    ) -> list[dict[str, Any]]:
         if not is_link(value):
-            return [_error("bad_linked_input", "Bad linked input, must be a length-2 list of [node_id, slot_index]",
-                           name, input_name=name, input_config=config, received_value=value)]
+            return [
+                _error(
+                    "bad_linked_input",
+                    "Bad linked input, must be a length-2 list of [node_id, slot_index]",
+                    name,
+                    input_name=name,
+                    input_config=config,
+                    received_value=value,
+                )
+            ]
         source_id, slot = link_source(value)
         if source_id not in self.prompt:
-            return [_error("exception_during_inner_validation", "Exception when validating inner node",
-                           f"input '{name}' links to node {source_id}, which is not in the prompt",
-                           input_name=name, input_config=config,
-                           exception_message=f"node {source_id} does not exist", exception_type="KeyError",
-                           traceback=[], linked_node=value)]
+            return [
+                _error(
+                    "exception_during_inner_validation",
+                    "Exception when validating inner node",
+                    f"input '{name}' links to node {source_id}, which is not in the prompt",
+                    input_name=name,
+                    input_config=config,
+                    exception_message=f"node {source_id} does not exist",
+                    exception_type="KeyError",
+                    traceback=[],
+                    linked_node=value,
+                )
+            ]
         try:
             received = self.output_type(source_id, slot)
         except IndexError as exc:
-            return [_error("exception_during_inner_validation", "Exception when validating inner node",
-                           str(exc), input_name=name, input_config=config, exception_message=str(exc),
-                           exception_type="IndexError", traceback=[], linked_node=value)]
+            return [
+                _error(
+                    "exception_during_inner_validation",
+                    "Exception when validating inner node",
+                    str(exc),
+                    input_name=name,
+                    input_config=config,
+                    exception_message=str(exc),
+                    exception_type="IndexError",
+                    traceback=[],
+                    linked_node=value,
+                )
+            ]
         if not skip_type and not type_matches(received, expected):
             shown = expected if isinstance(expected, str) else "COMBO"
-            return [_error("return_type_mismatch", "Return type mismatch between linked nodes",
-                           f"{name}, received_type({received}) mismatch input_type({shown})",
-                           input_name=name, input_config=config, received_type=received, linked_node=value)]
+            return [
+                _error(
+                    "return_type_mismatch",
+                    "Return type mismatch between linked nodes",
+                    f"{name}, received_type({received}) mismatch input_type({shown})",
+                    input_name=name,
+                    input_config=config,
+                    received_type=received,
+                    linked_node=value,
+                )
+            ]
         return []
 
-    def _custom_validation(self, definition: NodeDef, constants: dict[str, Any],
-                           accepted: frozenset[str]) -> list[dict[str, Any]]:
+    def _custom_validation(
+        self, definition: NodeDef, constants: dict[str, Any], accepted: frozenset[str]
+    ) -> list[dict[str, Any]]:
         arguments = dict(constants)
         if "input_types" in accepted:
             arguments["input_types"] = {}
@@ -172,8 +233,14 @@ class _Checker:
             return []
         last = next(reversed(arguments), "") if arguments else ""
         details = f"{last}" if result is False else f"{last} - {result}"
-        return [_error("custom_validation_failed", "Custom validation failed for node", details,
-                       input_name=last)]
+        return [
+            _error(
+                "custom_validation_failed",
+                "Custom validation failed for node",
+                details,
+                input_name=last,
+            )
+        ]
 
 
 _CONVERTERS = {"INT": int, "FLOAT": float, "STRING": str, "BOOLEAN": bool}
@@ -185,7 +252,11 @@ def _coerce(name: str, value: Any, expected: Any, config: list[Any]) -> tuple[di
     try:
         if expected == "INT" and isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"{value} is not a finite number")
-        if expected == "FLOAT" and isinstance(value, str) and value.strip().lower() in ("nan", "inf", "-inf", "infinity", "-infinity"):
+        if (
+            expected == "FLOAT"
+            and isinstance(value, str)
+            and value.strip().lower() in ("nan", "inf", "-inf", "infinity", "-infinity")
+        ):
             raise ValueError(f"{value!r} is not a finite number")
         if expected in ("INT", "FLOAT") and isinstance(value, (dict, list)):
             raise TypeError(f"expected a number, got {type(value).__name__}")
@@ -193,62 +264,116 @@ def _coerce(name: str, value: Any, expected: Any, config: list[Any]) -> tuple[di
         if expected == "FLOAT" and math.isnan(converted):
             raise ValueError("NaN is not a valid FLOAT value")
     except (TypeError, ValueError, OverflowError) as exc:
-        return _error("invalid_input_type", f"Failed to convert an input value to a {expected} value",
-                      f"{name}, {value}, {exc}", input_name=name, input_config=config,
-                      received_value=value, exception_message=str(exc)), value
+        return _error(
+            "invalid_input_type",
+            f"Failed to convert an input value to a {expected} value",
+            f"{name}, {value}, {exc}",
+            input_name=name,
+            input_config=config,
+            received_value=value,
+            exception_message=str(exc),
+        ), value
     return None, converted
 
 
-def _check_range(name: str, value: Any, expected: Any, options: Mapping[str, Any],
-                 config: list[Any]) -> list[dict[str, Any]]:
+def _check_range(
+    name: str, value: Any, expected: Any, options: Mapping[str, Any], config: list[Any]
+) -> list[dict[str, Any]]:
     errors = []
     if expected in ("INT", "FLOAT"):
         low, high = options.get("min"), options.get("max")
         if low is not None and value < low:
-            errors.append(_error("value_smaller_than_min", f"Value {value} smaller than min of {low}", name,
-                                 input_name=name, input_config=config, received_value=value))
+            errors.append(
+                _error(
+                    "value_smaller_than_min",
+                    f"Value {value} smaller than min of {low}",
+                    name,
+                    input_name=name,
+                    input_config=config,
+                    received_value=value,
+                )
+            )
         if high is not None and value > high:
-            errors.append(_error("value_bigger_than_max", f"Value {value} bigger than max of {high}", name,
-                                 input_name=name, input_config=config, received_value=value))
-    choices = expected if isinstance(expected, list) else (options.get("options") if expected == "COMBO" else None)
+            errors.append(
+                _error(
+                    "value_bigger_than_max",
+                    f"Value {value} bigger than max of {high}",
+                    name,
+                    input_name=name,
+                    input_config=config,
+                    received_value=value,
+                )
+            )
+    choices = (
+        expected
+        if isinstance(expected, list)
+        else (options.get("options") if expected == "COMBO" else None)
+    )
     if isinstance(choices, (list, tuple)) and value not in choices:
-        listed = f"(list of length {len(choices)})" if len(choices) > MAX_LISTED_OPTIONS else str(list(choices))
+        listed = (
+            f"(list of length {len(choices)})"
+            if len(choices) > MAX_LISTED_OPTIONS
+            else str(list(choices))
+        )
         shown_config = None if len(choices) > MAX_LISTED_OPTIONS else config
-        errors.append(_error("value_not_in_list", "Value not in list", f"{name}: '{value}' not in {listed}",
-                             input_name=name, input_config=shown_config, received_value=value))
+        errors.append(
+            _error(
+                "value_not_in_list",
+                "Value not in list",
+                f"{name}: '{value}' not in {listed}",
+                input_name=name,
+                input_config=shown_config,
+                received_value=value,
+            )
+        )
     return errors
 
 
 def _check_shape(prompt: Any, registry: Registry) -> Prompt:
     if not isinstance(prompt, dict):
-        raise _reject("invalid_prompt", "Prompt must be a JSON object of node id -> node",
-                      f"got {type(prompt).__name__}")
+        raise _reject(
+            "invalid_prompt",
+            "Prompt must be a JSON object of node id -> node",
+            f"got {type(prompt).__name__}",
+        )
     checked: Prompt = {}
     for raw_id, node in prompt.items():
         node_id = str(raw_id)
         if not isinstance(node, dict) or "class_type" not in node:
-            raise _reject("invalid_prompt",
-                          "Cannot execute because a node is missing the class_type property.",
-                          f"Node ID '#{node_id}'")
+            raise _reject(
+                "invalid_prompt",
+                "Cannot execute because a node is missing the class_type property.",
+                f"Node ID '#{node_id}'",
+            )
         class_type = node["class_type"]
         if not isinstance(class_type, str) or registry.get_node(class_type) is None:
-            raise _reject("invalid_prompt", f"Cannot execute because node {class_type} does not exist.",
-                          f"Node ID '#{node_id}'")
+            raise _reject(
+                "invalid_prompt",
+                f"Cannot execute because node {class_type} does not exist.",
+                f"Node ID '#{node_id}'",
+            )
         inputs = node.get("inputs", {})
         if not isinstance(inputs, dict):
-            raise _reject("invalid_prompt", f"Node {node_id} ({class_type}): 'inputs' must be an object",
-                          f"Node ID '#{node_id}'")
+            raise _reject(
+                "invalid_prompt",
+                f"Node {node_id} ({class_type}): 'inputs' must be an object",
+                f"Node ID '#{node_id}'",
+            )
         checked[node_id] = {**node, "inputs": dict(inputs)}
     return checked
 
 
-def validate_prompt(prompt: Any, registry: Registry, partial_targets: Iterable[str] | None = None) -> ValidatedPrompt:
+def validate_prompt(
+    prompt: Any, registry: Registry, partial_targets: Iterable[str] | None = None
+) -> ValidatedPrompt:
     """Validate an API prompt; raise :class:`PromptValidationError` when nothing can run."""
     checked = _check_shape(prompt, registry)
     targets = None if partial_targets is None else {str(t) for t in partial_targets}
     outputs = [
-        node_id for node_id, node in checked.items()
-        if registry.nodes[node["class_type"]].output_node and (targets is None or node_id in targets)
+        node_id
+        for node_id, node in checked.items()
+        if registry.nodes[node["class_type"]].output_node
+        and (targets is None or node_id in targets)
     ]
     if not outputs:
         raise _reject("prompt_no_outputs", "Prompt has no outputs")
@@ -260,12 +385,19 @@ def validate_prompt(prompt: Any, registry: Registry, partial_targets: Iterable[s
     valid: dict[str, bool] = {}
     for node_id in ordered:  # upstream first, so validity propagates in one pass
         own_errors[node_id] = checker.node_errors(node_id)
-        upstream_ok = all(valid.get(s, False) for s in upstream_ids(checked[node_id]) if s in checked)
+        upstream_ok = all(
+            valid.get(s, False) for s in upstream_ids(checked[node_id]) if s in checked
+        )
         valid[node_id] = not own_errors[node_id] and upstream_ok
     for node_id in cyclic:
-        own_errors[node_id] = [_error("dependency_cycle", "Dependency cycle detected",
-                                      f"node {node_id} ({checked[node_id]['class_type']}) depends on itself "
-                                      f"through nodes {', '.join(cyclic)}")]
+        own_errors[node_id] = [
+            _error(
+                "dependency_cycle",
+                "Dependency cycle detected",
+                f"node {node_id} ({checked[node_id]['class_type']}) depends on itself "
+                f"through nodes {', '.join(cyclic)}",
+            )
+        ]
 
     good: list[str] = []
     output_errors: list[str] = []
@@ -282,12 +414,20 @@ def validate_prompt(prompt: Any, registry: Registry, partial_targets: Iterable[s
         # ComfyUI appends each failing output to every failing node validated so far.
         for node_id in seen:
             if own_errors.get(node_id):
-                entry = node_errors.setdefault(node_id, {
-                    "errors": own_errors[node_id], "dependent_outputs": [],
-                    "class_type": checked[node_id]["class_type"],
-                })
+                entry = node_errors.setdefault(
+                    node_id,
+                    {
+                        "errors": own_errors[node_id],
+                        "dependent_outputs": [],
+                        "class_type": checked[node_id]["class_type"],
+                    },
+                )
                 entry["dependent_outputs"].append(output_id)
     if not good:
-        raise _reject("prompt_outputs_failed_validation", "Prompt outputs failed validation",
-                      "\n".join(output_errors), node_errors)
+        raise _reject(
+            "prompt_outputs_failed_validation",
+            "Prompt outputs failed validation",
+            "\n".join(output_errors),
+            node_errors,
+        )
     return ValidatedPrompt(checked, good, node_errors)

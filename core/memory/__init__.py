@@ -18,13 +18,32 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
-    "allocator": ("AllocatorPolicy", "AllocatorResult", "configure_host_allocator", "trim_host_memory"),
+    "allocator": (
+        "AllocatorPolicy",
+        "AllocatorResult",
+        "configure_host_allocator",
+        "trim_host_memory",
+    ),
     "cast": ("CastWeights", "cast_to", "ops", "set_compute_dtype"),
-    "devices": ("DeviceInfo", "MemoryView", "compute_dtype_for", "cpu_device", "discover_devices",
-                "simulated_device"),
+    "devices": (
+        "DeviceInfo",
+        "MemoryView",
+        "compute_dtype_for",
+        "cpu_device",
+        "discover_devices",
+        "simulated_device",
+    ),
     "handle": ("MemoryEstimator", "ModelHandle", "default_memory_estimate"),
-    "loading": ("LoadPolicy", "LoadReport", "PrefixView", "build_on_meta", "load_into_module", "load_module",
-                "open_safetensors", "split_state_dict_by_prefix"),
+    "loading": (
+        "LoadPolicy",
+        "LoadReport",
+        "PrefixView",
+        "build_on_meta",
+        "load_into_module",
+        "load_module",
+        "open_safetensors",
+        "split_state_dict_by_prefix",
+    ),
     "manager": ("Accounting", "Eviction", "MemoryManager", "ModelAccount"),
     "patches": ("DiffPatch", "ReplacePatch", "WeightPatch"),
     "safetensors_file": ("SafetensorsFile", "read_header"),

@@ -80,7 +80,9 @@ def cpu_has_native_bf16() -> bool:
 def cpu_device() -> DeviceInfo:
     """The host CPU as a :class:`DeviceInfo`."""
     return DeviceInfo(
-        type="cpu", name="cpu", total_bytes=psutil.virtual_memory().total,
+        type="cpu",
+        name="cpu",
+        total_bytes=psutil.virtual_memory().total,
         supports_bf16=cpu_has_native_bf16(),
     )
 
@@ -184,8 +186,10 @@ def compute_dtype_for(
     on_cpu = device.simulated or device.type == "cpu"
     if isinstance(requested, torch.dtype):
         if requested == torch.bfloat16 and on_cpu and not device.supports_bf16:
-            log.warning("this CPU has no bf16 instructions: bf16 compute is emulated and "
-                        "slower than fp32 (use --compute-dtype fp32)")
+            log.warning(
+                "this CPU has no bf16 instructions: bf16 compute is emulated and "
+                "slower than fp32 (use --compute-dtype fp32)"
+            )
         return requested
     if requested not in (None, "auto"):
         raise ValueError(f"unknown compute dtype policy {requested!r}")

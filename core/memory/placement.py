@@ -143,8 +143,9 @@ def choose_resident(units: list[Unit], limit_bytes: int) -> tuple[list[Unit], li
     return resident, streamed
 
 
-def _resident_dtype(unit: Unit, name: str, tensor: torch.Tensor,
-                    compute_dtype: torch.dtype | None) -> torch.dtype:
+def _resident_dtype(
+    unit: Unit, name: str, tensor: torch.Tensor, compute_dtype: torch.dtype | None
+) -> torch.dtype:
     """The dtype a resident tensor is kept in while placed.
 
     A cast layer converts its weight and bias to the compute dtype on every call; where
@@ -165,13 +166,16 @@ def _resident_dtype(unit: Unit, name: str, tensor: torch.Tensor,
     return tensor.dtype if grows else compute_dtype
 
 
-def _place_unit(placement: Placement, unit: Unit, to_device: bool,
-                compute_dtype: torch.dtype | None = None) -> None:
+def _place_unit(
+    placement: Placement, unit: Unit, to_device: bool, compute_dtype: torch.dtype | None = None
+) -> None:
     patches = placement.handle.weight_patches
     for name, original in unit.tensors():
         key = unit.key(name)
         entries = patches.get(key)
-        dtype = _resident_dtype(unit, name, original, compute_dtype) if to_device else original.dtype
+        dtype = (
+            _resident_dtype(unit, name, original, compute_dtype) if to_device else original.dtype
+        )
         if entries:
             new = patched_weight(original, entries, placement.device)
             new = new.to(placement.device if to_device else original.device, dtype)

@@ -40,7 +40,11 @@ def release_file_pages(tensor: torch.Tensor) -> bool:
     counts twice in RAM. Only whole pages inside the tensor are released; the maps are
     copy-on-write and never written, so the pages still hold the file's bytes.
     """
-    if tensor.device.type != "cpu" or not tensor.is_contiguous() or not hasattr(mmap, "MADV_DONTNEED"):
+    if (
+        tensor.device.type != "cpu"
+        or not tensor.is_contiguous()
+        or not hasattr(mmap, "MADV_DONTNEED")
+    ):
         return False
     start = tensor.data_ptr()
     end = start + tensor.numel() * tensor.element_size()
@@ -101,8 +105,13 @@ def _entries(header: CheckpointHeader, dtypes: Mapping[str, torch.dtype]) -> dic
                 hint=f"supported dtypes: {', '.join(sorted(dtypes))}",
             )
         begin, end = info.data_offsets or (0, 0)
-        entries[key] = TensorEntry(dtypes[info.dtype], info.dtype, info.shape,
-                                   header.data_start + begin, header.data_start + end)
+        entries[key] = TensorEntry(
+            dtypes[info.dtype],
+            info.dtype,
+            info.shape,
+            header.data_start + begin,
+            header.data_start + end,
+        )
     return entries
 
 

@@ -72,12 +72,17 @@ class ClassicImpl:
             return result
         if isinstance(result, dict):
             values = result.get("result", ())
-            return NodeOutput(values=tuple(values) if values is not None else (),
-                              ui=result.get("ui"), expand=result.get("expand"))
+            return NodeOutput(
+                values=tuple(values) if values is not None else (),
+                ui=result.get("ui"),
+                expand=result.get("expand"),
+            )
         if result is None:
             return NodeOutput(values=())
         if not isinstance(result, (tuple, list)):
-            raise TypeError(f"{self.cls.__name__}.{self.function} returned {type(result).__name__}, expected a tuple")
+            raise TypeError(
+                f"{self.cls.__name__}.{self.function} returned {type(result).__name__}, expected a tuple"
+            )
         return NodeOutput(values=tuple(result))
 
 
@@ -88,11 +93,15 @@ def compile_classic(
     where = f"node {class_type} ({cls.__module__}.{cls.__qualname__})"
     function = getattr(cls, "FUNCTION", None)
     if not isinstance(function, str) or not callable(getattr(cls, function, None)):
-        raise NodeDefinitionError(f"{where}: FUNCTION must name a method of the class, got {function!r}")
+        raise NodeDefinitionError(
+            f"{where}: FUNCTION must name a method of the class, got {function!r}"
+        )
     try:
         inputs = cls.INPUT_TYPES()
     except Exception as exc:
-        raise NodeDefinitionError(f"{where}: INPUT_TYPES() raised {type(exc).__name__}: {exc}") from exc
+        raise NodeDefinitionError(
+            f"{where}: INPUT_TYPES() raised {type(exc).__name__}: {exc}"
+        ) from exc
     if not isinstance(inputs, dict):
         raise NodeDefinitionError(f"{where}: INPUT_TYPES() must return a dict")
     return_types = tuple(cls.RETURN_TYPES)
@@ -100,7 +109,9 @@ def compile_classic(
     is_list = tuple(getattr(cls, "OUTPUT_IS_LIST", None) or (False,) * len(return_types))
     tooltips = getattr(cls, "OUTPUT_TOOLTIPS", None)
     if len(names) != len(return_types) or len(is_list) != len(return_types):
-        raise NodeDefinitionError(f"{where}: RETURN_NAMES / OUTPUT_IS_LIST length differs from RETURN_TYPES")
+        raise NodeDefinitionError(
+            f"{where}: RETURN_NAMES / OUTPUT_IS_LIST length differs from RETURN_TYPES"
+        )
     outputs = tuple(
         OutputDef(
             type=rtype if isinstance(rtype, str) else "COMBO",

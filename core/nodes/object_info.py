@@ -46,7 +46,12 @@ def _make_converter() -> cattrs.Converter:
     converter.register_unstructure_hook(
         NodeInfo,
         make_dict_unstructure_fn(
-            NodeInfo, converter, output_tooltips=omit, deprecated=omit, experimental=omit, api_node=omit
+            NodeInfo,
+            converter,
+            output_tooltips=omit,
+            deprecated=omit,
+            experimental=omit,
+            api_node=omit,
         ),
     )
     return converter
@@ -66,12 +71,16 @@ def node_info(definition: NodeDef, registry: Registry | None = None) -> NodeInfo
         output_is_list=[o.is_list for o in definition.outputs],
         output_name=[o.name for o in definition.outputs],
         name=definition.class_type,
-        display_name=definition.display_name if definition.display_name is not None else definition.class_type,
+        display_name=definition.display_name
+        if definition.display_name is not None
+        else definition.class_type,
         description=definition.description,
         python_module=definition.python_module,
         category=definition.category,
         output_node=definition.output_node,
-        output_tooltips=[o.tooltip for o in definition.outputs] if definition.has_output_tooltips else None,
+        output_tooltips=[o.tooltip for o in definition.outputs]
+        if definition.has_output_tooltips
+        else None,
         deprecated=True if definition.deprecated else None,
         experimental=True if definition.experimental else None,
         api_node=definition.api_node,
@@ -85,4 +94,7 @@ def to_json(definition: NodeDef, registry: Registry | None = None) -> dict[str, 
 
 def object_info(registry: Registry) -> dict[str, dict[str, Any]]:
     """The whole /object_info document."""
-    return {class_type: to_json(definition, registry) for class_type, definition in registry.nodes.items()}
+    return {
+        class_type: to_json(definition, registry)
+        for class_type, definition in registry.nodes.items()
+    }

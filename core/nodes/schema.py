@@ -61,59 +61,114 @@ class ui:
 
     @staticmethod
     def int(
-        default: int = 0, *, min: int | None = None, max: int | None = None, step: int | None = None,
-        tooltip: str | None = None, control_after_generate: bool | None = None,
-        display: str | None = None, optional: bool = False, lazy: bool | None = None,
+        default: int = 0,
+        *,
+        min: int | None = None,
+        max: int | None = None,
+        step: int | None = None,
+        tooltip: str | None = None,
+        control_after_generate: bool | None = None,
+        display: str | None = None,
+        optional: bool = False,
+        lazy: bool | None = None,
     ) -> Any:
-        opts = ui._opts(default=default, min=min, max=max, step=step, tooltip=tooltip,
-                        control_after_generate=control_after_generate, display=display, lazy=lazy)
+        opts = ui._opts(
+            default=default,
+            min=min,
+            max=max,
+            step=step,
+            tooltip=tooltip,
+            control_after_generate=control_after_generate,
+            display=display,
+            lazy=lazy,
+        )
         return ui._field(InputMeta("INT", opts, section=_section(optional)), default)
 
     @staticmethod
     def float(
-        default: float = 0.0, *, min: float | None = None, max: float | None = None,
-        step: float | None = None, round: float | bool | None = None, tooltip: str | None = None,
-        display: str | None = None, optional: bool = False, lazy: bool | None = None,
+        default: float = 0.0,
+        *,
+        min: float | None = None,
+        max: float | None = None,
+        step: float | None = None,
+        round: float | bool | None = None,
+        tooltip: str | None = None,
+        display: str | None = None,
+        optional: bool = False,
+        lazy: bool | None = None,
     ) -> Any:
-        opts = ui._opts(default=default, min=min, max=max, step=step, round=round,
-                        tooltip=tooltip, display=display, lazy=lazy)
+        opts = ui._opts(
+            default=default,
+            min=min,
+            max=max,
+            step=step,
+            round=round,
+            tooltip=tooltip,
+            display=display,
+            lazy=lazy,
+        )
         return ui._field(InputMeta("FLOAT", opts, section=_section(optional)), default)
 
     @staticmethod
     def string(
-        default: str = "", *, multiline: bool | None = None, dynamic_prompts: bool | None = None,
-        tooltip: str | None = None, optional: bool = False, lazy: bool | None = None,
+        default: str = "",
+        *,
+        multiline: bool | None = None,
+        dynamic_prompts: bool | None = None,
+        tooltip: str | None = None,
+        optional: bool = False,
+        lazy: bool | None = None,
     ) -> Any:
-        opts = ui._opts(default=default, multiline=multiline, dynamicPrompts=dynamic_prompts,
-                        tooltip=tooltip, lazy=lazy)
+        opts = ui._opts(
+            default=default,
+            multiline=multiline,
+            dynamicPrompts=dynamic_prompts,
+            tooltip=tooltip,
+            lazy=lazy,
+        )
         return ui._field(InputMeta("STRING", opts, section=_section(optional)), default)
 
     @staticmethod
     def boolean(
-        default: bool = False, *, label_on: str | None = None, label_off: str | None = None,
-        tooltip: str | None = None, optional: bool = False, lazy: bool | None = None,
+        default: bool = False,
+        *,
+        label_on: str | None = None,
+        label_off: str | None = None,
+        tooltip: str | None = None,
+        optional: bool = False,
+        lazy: bool | None = None,
     ) -> Any:
-        opts = ui._opts(default=default, label_on=label_on, label_off=label_off,
-                        tooltip=tooltip, lazy=lazy)
+        opts = ui._opts(
+            default=default, label_on=label_on, label_off=label_off, tooltip=tooltip, lazy=lazy
+        )
         return ui._field(InputMeta("BOOLEAN", opts, section=_section(optional)), default)
 
     @staticmethod
     def combo(
-        options: Sequence[Any] | Callable[..., list[Any]], *, default: Any = None,
-        tooltip: str | None = None, optional: bool = False, **extra: Any,
+        options: Sequence[Any] | Callable[..., list[Any]],
+        *,
+        default: Any = None,
+        tooltip: str | None = None,
+        optional: bool = False,
+        **extra: Any,
     ) -> Any:
         """A dropdown. ``options`` is a list, or ``callable(registry)`` for live lists."""
         if not callable(options) and not list(options) and default is None:
             raise NodeDefinitionError("ui.combo needs options or a default")
         opts = ui._opts(default=default, tooltip=tooltip, **extra)
         field_default = default if default is not None else attrs.NOTHING
-        return ui._field(InputMeta(None, opts, choices=options, section=_section(optional)),
-                         field_default)
+        return ui._field(
+            InputMeta(None, opts, choices=options, section=_section(optional)), field_default
+        )
 
     @staticmethod
     def input(
-        *, tooltip: str | None = None, optional: bool = False, lazy: bool | None = None,
-        force_input: bool | None = None, **extra: Any,
+        *,
+        tooltip: str | None = None,
+        optional: bool = False,
+        lazy: bool | None = None,
+        force_input: bool | None = None,
+        **extra: Any,
     ) -> Any:
         """A socket input (its type comes from the annotation)."""
         opts = ui._opts(tooltip=tooltip, lazy=lazy, forceInput=force_input, **extra)
@@ -174,12 +229,20 @@ def node(
         if not attrs.has(cls):
             cls = attrs.frozen(kw_only=True)(cls)
         if not callable(getattr(cls, "run", None)):
-            raise NodeDefinitionError(f"node {class_type}: {cls.__name__} has no run(self, ctx) method")
+            raise NodeDefinitionError(
+                f"node {class_type}: {cls.__name__} has no run(self, ctx) method"
+            )
         spec = _DeclaredSpec(
-            class_type=class_type, category=category, display_name=display_name,
-            output_node=output_node, explicit_outputs=tuple(outputs) if outputs is not None else None,
-            hidden=dict(hidden or {}), input_is_list=input_is_list, not_idempotent=not_idempotent,
-            deprecated=deprecated, experimental=experimental,
+            class_type=class_type,
+            category=category,
+            display_name=display_name,
+            output_node=output_node,
+            explicit_outputs=tuple(outputs) if outputs is not None else None,
+            hidden=dict(hidden or {}),
+            input_is_list=input_is_list,
+            not_idempotent=not_idempotent,
+            deprecated=deprecated,
+            experimental=experimental,
         )
         setattr(cls, _NODE_MARK, spec)
         return cls
@@ -219,8 +282,14 @@ class _InputField:
 class DeclarativeImpl:
     """Runs an ``@loom.node`` class: builds the attrs instance per call and calls ``run``."""
 
-    def __init__(self, cls: type, fields: list[_InputField], hidden: Mapping[str, str],
-                 output_count: int, multi_output: bool) -> None:
+    def __init__(
+        self,
+        cls: type,
+        fields: list[_InputField],
+        hidden: Mapping[str, str],
+        output_count: int,
+        multi_output: bool,
+    ) -> None:
         self.cls = cls
         self.fields = fields
         self.hidden = dict(hidden)
@@ -251,11 +320,19 @@ class DeclarativeImpl:
     # (``registry.settings`` for directories, ``registry.folders`` for model files).
     def fingerprint(self, obj: Any, constants: dict[str, Any], registry: Any = None) -> Any:
         method = getattr(self.cls, "fingerprint", None)
-        return call_with_accepted(method, {**constants, "registry": registry}) if method is not None else None
+        return (
+            call_with_accepted(method, {**constants, "registry": registry})
+            if method is not None
+            else None
+        )
 
     def validate(self, obj: Any, inputs: dict[str, Any], registry: Any = None) -> bool | str:
         method = getattr(self.cls, "validate_inputs", None)
-        return call_with_accepted(method, {**inputs, "registry": registry}) if method is not None else True
+        return (
+            call_with_accepted(method, {**inputs, "registry": registry})
+            if method is not None
+            else True
+        )
 
     def check_lazy_status(self, obj: Any, inputs: dict[str, Any]) -> list[str]:
         method = getattr(self.cls, "check_lazy_status", None)
@@ -299,25 +376,39 @@ def compile_declarative(cls: type, *, python_module: str | None = None) -> NodeD
         fields.append(_InputField(field.name, wire, meta))
     outputs, multi = _outputs_of(spec, run_hints, where)
     if "return" not in run_hints and spec.explicit_outputs is None:
-        raise NodeDefinitionError(f"{where}: run() needs a return annotation (use -> None for no outputs)")
+        raise NodeDefinitionError(
+            f"{where}: run() needs a return annotation (use -> None for no outputs)"
+        )
     impl = DeclarativeImpl(cls, fields, spec.hidden, len(outputs), multi)
     has_lazy = any(f.lazy for f in fields)
     return NodeDef(
-        class_type=spec.class_type, impl=impl, outputs=outputs, display_name=spec.display_name,
-        category=spec.category, description=inspect.cleandoc(cls.__doc__ or ""),
-        python_module=python_module or cls.__module__, output_node=spec.output_node,
-        input_is_list=spec.input_is_list, not_idempotent=spec.not_idempotent,
-        deprecated=spec.deprecated, experimental=spec.experimental,
+        class_type=spec.class_type,
+        impl=impl,
+        outputs=outputs,
+        display_name=spec.display_name,
+        category=spec.category,
+        description=inspect.cleandoc(cls.__doc__ or ""),
+        python_module=python_module or cls.__module__,
+        output_node=spec.output_node,
+        input_is_list=spec.input_is_list,
+        not_idempotent=spec.not_idempotent,
+        deprecated=spec.deprecated,
+        experimental=spec.experimental,
         has_output_tooltips=any(o.tooltip for o in outputs),
-        has_fingerprint=hasattr(cls, "fingerprint"), has_validate=hasattr(cls, "validate_inputs"),
-        has_lazy_check=has_lazy, source_class=cls,
+        has_fingerprint=hasattr(cls, "fingerprint"),
+        has_validate=hasattr(cls, "validate_inputs"),
+        has_lazy_check=has_lazy,
+        source_class=cls,
         # As VALIDATE_INPUTS: the inputs validate_inputs names skip the standard checks.
         validate_args=((accepted_args(cls.validate_inputs) or frozenset()) - {"registry"})
-        if hasattr(cls, "validate_inputs") else frozenset(),
+        if hasattr(cls, "validate_inputs")
+        else frozenset(),
     )
 
 
-def _outputs_of(spec: _DeclaredSpec, run_hints: dict[str, Any], where: str) -> tuple[tuple[OutputDef, ...], bool]:
+def _outputs_of(
+    spec: _DeclaredSpec, run_hints: dict[str, Any], where: str
+) -> tuple[tuple[OutputDef, ...], bool]:
     if spec.explicit_outputs is not None:
         return spec.explicit_outputs, len(spec.explicit_outputs) > 1
     annotation = run_hints.get("return")

@@ -56,10 +56,14 @@ class NodeImpl(Protocol):
     def create(self) -> Any:
         """A per-node-id object kept in the objects cache (classic nodes keep state on it)."""
 
-    def fingerprint(self, obj: Any, constants: dict[str, Any], registry: Registry | None = None) -> Any:
+    def fingerprint(
+        self, obj: Any, constants: dict[str, Any], registry: Registry | None = None
+    ) -> Any:
         """IS_CHANGED: a value that changes when the output would; None when not defined."""
 
-    def validate(self, obj: Any, inputs: dict[str, Any], registry: Registry | None = None) -> bool | str:
+    def validate(
+        self, obj: Any, inputs: dict[str, Any], registry: Registry | None = None
+    ) -> bool | str:
         """VALIDATE_INPUTS: True, or a message describing what is wrong."""
 
     def check_lazy_status(self, obj: Any, inputs: dict[str, Any]) -> list[str]:

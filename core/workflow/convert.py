@@ -60,8 +60,12 @@ def convert_workflow(workflow: dict, registry: Registry) -> dict:
         if node.kind == REAL and node.mode == MODE_ALWAYS:
             prompt[node.id] = _convert_node(node, registry, layouts, resolver, overrides)
     _drop_dangling_links(prompt)
-    log.debug("converted workflow: %d UI nodes -> %d API nodes in %.1f ms",
-              len(graph.nodes), len(prompt), (time.perf_counter() - started) * 1000)
+    log.debug(
+        "converted workflow: %d UI nodes -> %d API nodes in %.1f ms",
+        len(graph.nodes),
+        len(prompt),
+        (time.perf_counter() - started) * 1000,
+    )
     return prompt
 
 
@@ -70,8 +74,13 @@ def _wrap(value: Any) -> Any:
     return {"__value__": value} if isinstance(value, list) else value
 
 
-def _convert_node(node: FlatNode, registry: Registry, layouts: LayoutCache,
-                  resolver: Resolver, overrides: Overrides) -> dict[str, Any]:
+def _convert_node(
+    node: FlatNode,
+    registry: Registry,
+    layouts: LayoutCache,
+    resolver: Resolver,
+    overrides: Overrides,
+) -> dict[str, Any]:
     definition = registry.get_node(node.type)
     if definition is None:
         raise WorkflowConversionError(
@@ -105,8 +114,11 @@ def _drop_dangling_links(prompt: dict[str, dict[str, Any]]) -> None:
     """Step 5: remove inputs linking to nodes that are not in the prompt."""
     for entry in prompt.values():
         inputs = entry["inputs"]
-        dangling = [name for name, value in inputs.items()
-                    if isinstance(value, list) and len(value) == 2 and value[0] not in prompt]
+        dangling = [
+            name
+            for name, value in inputs.items()
+            if isinstance(value, list) and len(value) == 2 and value[0] not in prompt
+        ]
         for name in dangling:
             del inputs[name]
 
@@ -199,7 +211,9 @@ class _InstanceWidgets:
         widgets: dict[str, Any] = {}
         if isinstance(saved, dict):
             widgets.update(saved)
-        elif isinstance(saved, list) and not isinstance(instance.properties.get("proxyWidgets"), list):
+        elif isinstance(saved, list) and not isinstance(
+            instance.properties.get("proxyWidgets"), list
+        ):
             names = [socket.widget for socket in instance.inputs if socket.widget]
             widgets.update(zip(names, saved, strict=False))
         widgets.update(self.overrides.get(instance.id, {}))

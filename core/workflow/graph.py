@@ -55,8 +55,9 @@ class FlatInput:
 
     __slots__ = ("link", "name", "type", "widget")
 
-    def __init__(self, name: str, type_: str, widget: str | None,
-                 link: tuple[str, int] | BrokenLink | None) -> None:
+    def __init__(
+        self, name: str, type_: str, widget: str | None, link: tuple[str, int] | BrokenLink | None
+    ) -> None:
         self.name = name
         self.type = type_
         self.widget = widget
@@ -66,8 +67,18 @@ class FlatInput:
 class FlatNode:
     """A node of the flattened graph (real, virtual, subgraph instance or IO pseudo-node)."""
 
-    __slots__ = ("id", "inputs", "instance", "kind", "mode", "outputs", "properties", "title",
-                 "type", "widgets_values")
+    __slots__ = (
+        "id",
+        "inputs",
+        "instance",
+        "kind",
+        "mode",
+        "outputs",
+        "properties",
+        "title",
+        "type",
+        "widgets_values",
+    )
 
     def __init__(self, exec_id: str, kind: str, type_: str, mode: int) -> None:
         self.id = exec_id
@@ -104,8 +115,13 @@ def iter_links(links: Any) -> Iterator[tuple[Any, Any, int, Any, int]]:
         return
     for link in links:
         if isinstance(link, dict):
-            fields = (link.get("id"), link.get("origin_id"), link.get("origin_slot"),
-                      link.get("target_id"), link.get("target_slot"))
+            fields = (
+                link.get("id"),
+                link.get("origin_id"),
+                link.get("origin_slot"),
+                link.get("target_id"),
+                link.get("target_slot"),
+            )
         elif isinstance(link, (list, tuple)) and len(link) >= 5:
             fields = (link[0], link[1], link[2], link[3], link[4])
         else:

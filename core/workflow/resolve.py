@@ -109,13 +109,23 @@ class Resolver:
             if link is None:
                 return None
             if isinstance(link, BrokenLink):
-                raise self._error(current, socket.name, node, index,
-                                  f"uses link {link.link_id}, which is not in the workflow's links")
+                raise self._error(
+                    current,
+                    socket.name,
+                    node,
+                    index,
+                    f"uses link {link.link_id}, which is not in the workflow's links",
+                )
             origin_id, origin_slot = link
             source = nodes.get(origin_id)
             if source is None:
-                raise self._error(current, socket.name, node, index,
-                                  f"is linked from node {origin_id}, which is not in the workflow")
+                raise self._error(
+                    current,
+                    socket.name,
+                    node,
+                    index,
+                    f"is linked from node {origin_id}, which is not in the workflow",
+                )
             self._visit(visited, (origin_id, origin_slot, False), node, index)
             if source.mode == MODE_BYPASS:
                 slot = bypass_slot(source, origin_slot, wanted)
@@ -134,7 +144,10 @@ class Resolver:
                 continue
             if kind == SUBGRAPH_IN:
                 instance = nodes[source.instance or ""]
-                if 0 <= origin_slot < len(instance.inputs) and instance.inputs[origin_slot].link is not None:
+                if (
+                    0 <= origin_slot < len(instance.inputs)
+                    and instance.inputs[origin_slot].link is not None
+                ):
                     current, slot, wanted = instance, origin_slot, ""
                     continue
                 return self.instance_value(instance, origin_slot)
@@ -146,16 +159,27 @@ class Resolver:
                 return self.instance_value(current, slot)
             return None  # PrimitiveNode (value applied to the widget), notes, dead ends
 
-    def _visit(self, visited: set[tuple[str, int, bool]], key: tuple[str, int, bool],
-               node: FlatNode, index: int) -> None:
+    def _visit(
+        self,
+        visited: set[tuple[str, int, bool]],
+        key: tuple[str, int, bool],
+        node: FlatNode,
+        index: int,
+    ) -> None:
         if key in visited:
-            raise self._error(node, node.inputs[index].name, node, index,
-                              f"is wired in a loop through node {key[0]}")
+            raise self._error(
+                node,
+                node.inputs[index].name,
+                node,
+                index,
+                f"is wired in a loop through node {key[0]}",
+            )
         visited.add(key)
 
     @staticmethod
-    def _error(where: FlatNode, input_name: str, node: FlatNode, index: int,
-               problem: str) -> WorkflowConversionError:
+    def _error(
+        where: FlatNode, input_name: str, node: FlatNode, index: int, problem: str
+    ) -> WorkflowConversionError:
         message = f"{where.describe()}: input {input_name!r} {problem}"
         if where is not node:
             message += f" (resolving input {node.inputs[index].name!r} of {node.describe()})"

@@ -58,8 +58,15 @@ class FlatGraph:
 class _Scope:
     __slots__ = ("chain", "instance", "links", "mode", "nodes", "prefix")
 
-    def __init__(self, prefix: str, nodes: Any, links: Any, instance: str | None,
-                 mode: int, chain: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        prefix: str,
+        nodes: Any,
+        links: Any,
+        instance: str | None,
+        mode: int,
+        chain: tuple[str, ...],
+    ) -> None:
         self.prefix = prefix
         self.nodes = nodes
         self.links = links
@@ -90,8 +97,14 @@ def flatten(workflow: Mapping[str, Any]) -> FlatGraph:
     """Expand subgraph instances and wire every input socket to its upstream exec id."""
     definitions = collect_definitions(workflow)
     graph = FlatGraph()
-    root = _Scope("", require_list(workflow.get("nodes"), "workflow 'nodes'"),
-                  workflow.get("links") or [], None, MODE_ALWAYS, ())
+    root = _Scope(
+        "",
+        require_list(workflow.get("nodes"), "workflow 'nodes'"),
+        workflow.get("links") or [],
+        None,
+        MODE_ALWAYS,
+        (),
+    )
     stack = [root]
     while stack:
         scope = stack.pop()
@@ -110,13 +123,19 @@ def flatten(workflow: Mapping[str, Any]) -> FlatGraph:
 
 
 def _link_table(scope: _Scope) -> dict[Any, tuple[Any, int, Any, int]]:
-    return {link_key(link_id): (origin, origin_slot, target, target_slot)
-            for link_id, origin, origin_slot, target, target_slot in iter_links(scope.links)}
+    return {
+        link_key(link_id): (origin, origin_slot, target, target_slot)
+        for link_id, origin, origin_slot, target, target_slot in iter_links(scope.links)
+    }
 
 
-def _add_node(graph: FlatGraph, scope: _Scope, node: Mapping[str, Any],
-              links: dict[Any, tuple[Any, int, Any, int]],
-              definitions: dict[str, Mapping[str, Any]]) -> list[_Scope]:
+def _add_node(
+    graph: FlatGraph,
+    scope: _Scope,
+    node: Mapping[str, Any],
+    links: dict[Any, tuple[Any, int, Any, int]],
+    definitions: dict[str, Mapping[str, Any]],
+) -> list[_Scope]:
     """Add one UI node; return the child scope to expand when it is a subgraph instance."""
     prefix = scope.prefix
     exec_id = prefix + str(node.get("id"))
@@ -135,18 +154,21 @@ def _add_node(graph: FlatGraph, scope: _Scope, node: Mapping[str, Any],
     flat.widgets_values = node.get("widgets_values")
     properties = node.get("properties")
     flat.properties = properties if isinstance(properties, dict) else {}
-    flat.outputs = [str(out.get("type", "*")) for out in node.get("outputs") or ()
-                    if isinstance(out, dict)]
-    flat.inputs = [_input(inp, prefix, links) for inp in node.get("inputs") or ()
-                   if isinstance(inp, dict)]
+    flat.outputs = [
+        str(out.get("type", "*")) for out in node.get("outputs") or () if isinstance(out, dict)
+    ]
+    flat.inputs = [
+        _input(inp, prefix, links) for inp in node.get("inputs") or () if isinstance(inp, dict)
+    ]
     graph.nodes[exec_id] = flat
     if definition is None:
         return []
     return [_instance_scope(graph, scope, flat, definition)]
 
 
-def _input(inp: Mapping[str, Any], prefix: str,
-           links: dict[Any, tuple[Any, int, Any, int]]) -> FlatInput:
+def _input(
+    inp: Mapping[str, Any], prefix: str, links: dict[Any, tuple[Any, int, Any, int]]
+) -> FlatInput:
     widget = inp.get("widget")
     widget_name = widget.get("name") if isinstance(widget, dict) else None
     link_id = inp.get("link")
@@ -157,8 +179,9 @@ def _input(inp: Mapping[str, Any], prefix: str,
     return FlatInput(str(inp.get("name", "")), str(inp.get("type", "*")), widget_name, link)
 
 
-def _instance_scope(graph: FlatGraph, scope: _Scope, instance: FlatNode,
-                    definition: Mapping[str, Any]) -> _Scope:
+def _instance_scope(
+    graph: FlatGraph, scope: _Scope, instance: FlatNode, definition: Mapping[str, Any]
+) -> _Scope:
     """Add the IO pseudo-nodes of one instance and describe its definition's contents."""
     if instance.type in scope.chain:
         raise WorkflowConversionError(
@@ -169,27 +192,37 @@ def _instance_scope(graph: FlatGraph, scope: _Scope, instance: FlatNode,
     def_outputs = [x for x in definition.get("outputs") or () if isinstance(x, dict)]
     if not instance.outputs:
         instance.outputs = [str(out.get("type", "*")) for out in def_outputs]
-    source = FlatNode(inner_prefix + str(SUBGRAPH_INPUT_ID), SUBGRAPH_IN, "SubgraphInput",
-                      MODE_ALWAYS)
+    source = FlatNode(
+        inner_prefix + str(SUBGRAPH_INPUT_ID), SUBGRAPH_IN, "SubgraphInput", MODE_ALWAYS
+    )
     source.instance = instance.id
     source.outputs = [str(x.get("type", "*")) for x in def_inputs]
-    source.inputs = [FlatInput(str(x.get("name", "")), str(x.get("type", "*")), None, None)
-                     for x in def_inputs]
-    sink = FlatNode(inner_prefix + str(SUBGRAPH_OUTPUT_ID), SUBGRAPH_OUT, "SubgraphOutput",
-                    MODE_ALWAYS)
+    source.inputs = [
+        FlatInput(str(x.get("name", "")), str(x.get("type", "*")), None, None) for x in def_inputs
+    ]
+    sink = FlatNode(
+        inner_prefix + str(SUBGRAPH_OUTPUT_ID), SUBGRAPH_OUT, "SubgraphOutput", MODE_ALWAYS
+    )
     sink.instance = instance.id
-    sink.inputs = [FlatInput(str(x.get("name", "")), str(x.get("type", "*")), None, None)
-                   for x in def_outputs]
+    sink.inputs = [
+        FlatInput(str(x.get("name", "")), str(x.get("type", "*")), None, None) for x in def_outputs
+    ]
     graph.nodes[source.id] = source
     graph.nodes[sink.id] = sink
     nodes = definition.get("nodes")
-    return _Scope(inner_prefix, nodes if isinstance(nodes, list) else [],
-                  definition.get("links") or [], instance.id, instance.mode,
-                  (*scope.chain, instance.type))
+    return _Scope(
+        inner_prefix,
+        nodes if isinstance(nodes, list) else [],
+        definition.get("links") or [],
+        instance.id,
+        instance.mode,
+        (*scope.chain, instance.type),
+    )
 
 
-def _wire_subgraph_outputs(graph: FlatGraph, scope: _Scope,
-                           links: dict[Any, tuple[Any, int, Any, int]]) -> None:
+def _wire_subgraph_outputs(
+    graph: FlatGraph, scope: _Scope, links: dict[Any, tuple[Any, int, Any, int]]
+) -> None:
     sink = graph.nodes[scope.prefix + str(SUBGRAPH_OUTPUT_ID)]
     for origin, origin_slot, target, target_slot in links.values():
         if _is_id(target, SUBGRAPH_OUTPUT_ID) and 0 <= target_slot:

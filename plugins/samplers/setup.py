@@ -9,6 +9,14 @@ import sys
 from setuptools import Extension, setup
 
 flags = [] if sys.platform == "win32" else ["-O3", "-ffp-contract=off"]
-setup(ext_modules=[Extension("loom_samplers._randn", ["src/loom_samplers/_randn.c"],
-                             depends=["src/loom_samplers/randn_kernels.h"],
-                             extra_compile_args=flags, optional=True)])
+setup(
+    ext_modules=[
+        Extension(
+            "loom_samplers._randn",
+            ["src/loom_samplers/_randn.c"],
+            depends=["src/loom_samplers/randn_kernels.h"],
+            extra_compile_args=flags,
+            optional=True,
+        )
+    ]
+)

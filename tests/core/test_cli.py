@@ -10,7 +10,10 @@ from PIL import Image
 from loom.cli.main import main
 
 GRAPH = {
-    "1": {"class_type": "EmptyImage", "inputs": {"width": 16, "height": 8, "batch_size": 2, "color": 0}},
+    "1": {
+        "class_type": "EmptyImage",
+        "inputs": {"width": 16, "height": 8, "batch_size": 2, "color": 0},
+    },
     "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
     "3": {"class_type": "SaveImage", "inputs": {"filename_prefix": "cli/test", "images": ["2", 0]}},
 }
@@ -28,7 +31,10 @@ def workdir(tmp_path, monkeypatch):
 def test_run_writes_images_and_prints_their_paths(workdir, capsys):
     assert main(["run", "wf.json", "-q"]) == 0
     printed = capsys.readouterr().out.split()
-    assert printed == [str(workdir / "output/cli/test_00001_.png"), str(workdir / "output/cli/test_00002_.png")]
+    assert printed == [
+        str(workdir / "output/cli/test_00001_.png"),
+        str(workdir / "output/cli/test_00002_.png"),
+    ]
     image = Image.open(printed[0])
     assert image.size == (16, 8) and image.getpixel((0, 0)) == (255, 255, 255)
     assert json.loads(image.text["prompt"])["3"]["class_type"] == "SaveImage"
@@ -36,7 +42,22 @@ def test_run_writes_images_and_prints_their_paths(workdir, capsys):
 
 def test_set_overrides_and_output_directory_flag(workdir, capsys):
     out = workdir / "elsewhere"
-    assert main(["--output-directory", str(out), "run", "wf.json", "-q", "--set", "1.width=32", "--set", "3.filename_prefix=x"]) == 0
+    assert (
+        main(
+            [
+                "--output-directory",
+                str(out),
+                "run",
+                "wf.json",
+                "-q",
+                "--set",
+                "1.width=32",
+                "--set",
+                "3.filename_prefix=x",
+            ]
+        )
+        == 0
+    )
     first = capsys.readouterr().out.split()[0]
     assert first == str(out / "x_00001_.png") and Image.open(first).size == (32, 8)
 
@@ -56,15 +77,19 @@ def test_validation_errors_name_node_and_input_and_exit_2(workdir, capsys):
 
 
 def test_execution_errors_are_one_readable_line(workdir, capsys):
-    graph = {"1": {"class_type": "LoadImage", "inputs": {"image": "missing.png"}},
-             "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}
+    graph = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "missing.png"}},
+        "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}},
+    }
     (workdir / "bad.json").write_text(json.dumps(graph))
     assert main(["run", "bad.json"]) != 0
     err = capsys.readouterr().err
     assert "missing.png" in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("content, message", [("{", "is not valid JSON"), ("[1, 2]", "expected a workflow")])
+@pytest.mark.parametrize(
+    "content, message", [("{", "is not valid JSON"), ("[1, 2]", "expected a workflow")]
+)
 def test_bad_files_get_a_message(workdir, capsys, content, message):
     (workdir / "broken.json").write_text(content)
     assert main(["run", "broken.json"]) == 1
@@ -84,7 +109,10 @@ def test_validate_command(workdir, capsys):
 def test_nodes_json_is_object_info(workdir, capsys):
     assert main(["nodes", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["EmptyImage"]["input"]["required"]["width"] == ["INT", {"default": 512, "min": 1, "max": 16384, "step": 1}]
+    assert info["EmptyImage"]["input"]["required"]["width"] == [
+        "INT",
+        {"default": 512, "min": 1, "max": 16384, "step": 1},
+    ]
     assert info["SaveImage"]["output_node"] is True
 
 
@@ -119,7 +147,16 @@ def captured_settings(monkeypatch):
 def test_memory_flags_reach_the_memory_manager(workdir, captured_settings):
     from loom.memory import MemoryManager
 
-    args = ["--vram-budget", "0.5", "--reserve-vram", "0.25", "--lowvram", "--compute-dtype", "bf16", "plugins"]
+    args = [
+        "--vram-budget",
+        "0.5",
+        "--reserve-vram",
+        "0.25",
+        "--lowvram",
+        "--compute-dtype",
+        "bf16",
+        "plugins",
+    ]
     assert main(args) == 0
     settings = captured_settings["settings"]
     assert (settings.vram_budget_bytes, settings.reserved_bytes) == (512 * 1024**2, 256 * 1024**2)

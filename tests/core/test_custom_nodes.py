@@ -258,7 +258,9 @@ def test_runtime_can_skip_custom_nodes(custom_nodes: Path) -> None:
     assert "GoodTriple" not in runtime.registry.nodes
 
 
-def test_runtime_loads_custom_nodes_named_by_extra_model_paths(custom_nodes: Path, tmp_path: Path) -> None:
+def test_runtime_loads_custom_nodes_named_by_extra_model_paths(
+    custom_nodes: Path, tmp_path: Path
+) -> None:
     config = tmp_path / "extra_model_paths.yaml"
     config.write_text(f"elsewhere:\n    custom_nodes: {custom_nodes}\n")
     settings = Settings(base_directory=tmp_path / "empty_base", extra_model_paths=[config])

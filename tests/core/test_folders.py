@@ -27,12 +27,17 @@ def test_standard_layout_aliases_and_recursive_listing(tmp_path):
     assert folders.filenames("checkpoints") == ["b.safetensors", "sub/a.safetensors"]
     assert folders.filenames("text_encoders") == folders.filenames("clip") == ["te.safetensors"]
     assert folders.filenames("diffusion_models") == ["u.sft"]
-    assert folders.find("checkpoints", "sub/a.safetensors") == tmp_path / "models/checkpoints/sub/a.safetensors"
+    assert (
+        folders.find("checkpoints", "sub/a.safetensors")
+        == tmp_path / "models/checkpoints/sub/a.safetensors"
+    )
     with pytest.raises(KeyError):
         folders.paths("nonsense")
 
 
-@pytest.mark.parametrize("name", ["../secret.safetensors", "/etc/passwd", "a\x00.safetensors", "sub/../../x"])
+@pytest.mark.parametrize(
+    "name", ["../secret.safetensors", "/etc/passwd", "a\x00.safetensors", "sub/../../x"]
+)
 def test_find_refuses_escapes(tmp_path, name):
     touch(tmp_path / "models/secret.safetensors")
     folders = ModelFolders(tmp_path / "models", tmp_path / "output", KINDS)
@@ -42,7 +47,9 @@ def test_find_refuses_escapes(tmp_path, name):
 def test_find_refuses_symlinks_pointing_out(tmp_path):
     touch(tmp_path / "outside/x.safetensors")
     (tmp_path / "models/checkpoints").mkdir(parents=True)
-    (tmp_path / "models/checkpoints/link.safetensors").symlink_to(tmp_path / "outside/x.safetensors")
+    (tmp_path / "models/checkpoints/link.safetensors").symlink_to(
+        tmp_path / "outside/x.safetensors"
+    )
     folders = ModelFolders(tmp_path / "models", tmp_path / "output", KINDS)
     assert folders.find("checkpoints", "link.safetensors") is None
 
@@ -71,7 +78,10 @@ def test_extra_model_paths_yaml_comfyui_layout(tmp_path, monkeypatch):
     assert extra.other["text_encoders"] == [tmp_path / "a1111/models/text_encoder"]
     folders = ModelFolders.from_configs(tmp_path / "models", tmp_path / "output", KINDS, [config])
     assert folders.filenames("checkpoints") == ["sd.safetensors"]
-    assert folders.paths("loras")[:2] == [tmp_path / "shared/loras", tmp_path / "shared/loras2"]  # is_default first
+    assert folders.paths("loras")[:2] == [
+        tmp_path / "shared/loras",
+        tmp_path / "shared/loras2",
+    ]  # is_default first
     assert folders.filenames("loras") == ["l1.safetensors", "l2.safetensors", "local.safetensors"]
     assert folders.custom_nodes_paths == [tmp_path / "shared/nodes"]
 

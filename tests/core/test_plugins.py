@@ -280,7 +280,11 @@ def test_a_failing_plugin_is_one_readable_log_line_and_its_traceback_is_debug_on
     with caplog.at_level(logging.DEBUG, logger="loom.plugins"):
         host.load_plugin("broken", lambda: 1 / 0)
     errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
-    assert [r.getMessage() for r in errors] == ["plugin 'broken' failed to load: ZeroDivisionError: division by zero"]
+    assert [r.getMessage() for r in errors] == [
+        "plugin 'broken' failed to load: ZeroDivisionError: division by zero"
+    ]
     assert errors[0].exc_info is None
     assert any(r.exc_info for r in caplog.records if r.levelno == logging.DEBUG)
-    assert [f.plugin for f in host.failures] == ["broken"] and host.failures[0].__cause__ is not None
+    assert [f.plugin for f in host.failures] == ["broken"] and host.failures[
+        0
+    ].__cause__ is not None

@@ -23,9 +23,15 @@ def test_timestep_and_sigma_round_trip():
     t = torch.tensor([0.0, 10.0, 500.0, 999.0])
     assert torch.equal(sampling.timestep(sampling.sigma(t)), t.long())
     half = sampling.sigma(torch.tensor(10.5))
-    assert float(sampling.sigma(torch.tensor(10.0))) < float(half) < float(sampling.sigma(torch.tensor(11.0)))
+    assert (
+        float(sampling.sigma(torch.tensor(10.0)))
+        < float(half)
+        < float(sampling.sigma(torch.tensor(11.0)))
+    )
     assert sampling.percent_to_sigma(0.0) > 1e6 and sampling.percent_to_sigma(1.0) == 0.0
-    assert sampling.percent_to_sigma(0.5) == pytest.approx(float(sampling.sigma(torch.tensor(499.5))), rel=1e-5)
+    assert sampling.percent_to_sigma(0.5) == pytest.approx(
+        float(sampling.sigma(torch.tensor(499.5))), rel=1e-5
+    )
 
 
 def test_eps_and_v_prediction_recover_x0_from_an_exact_prediction():
@@ -50,7 +56,9 @@ def test_noise_scaling():
     latent, noise = torch.ones(1, 4, 2, 2), torch.full((1, 4, 2, 2), 2.0)
     sigma = torch.tensor([3.0])
     assert torch.allclose(eps.noise_scaling(sigma, noise, latent), latent + 6.0)
-    assert torch.allclose(eps.noise_scaling(sigma, noise, latent, max_denoise=True), latent + 2 * math.sqrt(10))
+    assert torch.allclose(
+        eps.noise_scaling(sigma, noise, latent, max_denoise=True), latent + 2 * math.sqrt(10)
+    )
 
 
 def test_flow_matching_with_shift():
@@ -66,4 +74,6 @@ def test_flow_matching_with_shift():
     # As ComfyUI: sigma(t) maps the unshifted time t to the shifted sigma (the table's function).
     assert float(flow.sigma(torch.tensor(500.0))) == pytest.approx(0.75)
     assert flow.percent_to_sigma(0.5) == pytest.approx(0.75)
-    assert flux_shift(256) == pytest.approx(math.exp(0.5)) and flux_shift(4096) == pytest.approx(math.exp(1.15))
+    assert flux_shift(256) == pytest.approx(math.exp(0.5)) and flux_shift(4096) == pytest.approx(
+        math.exp(1.15)
+    )

@@ -22,8 +22,13 @@ class Split:
     masks: Mask = loom.output(name="masks", is_list=True)
 
 
-@loom.node("TestSplit", category="testing/split", display_name="Split It", output_node=True,
-           hidden={"prompt": "PROMPT", "unique_id": "UNIQUE_ID"})
+@loom.node(
+    "TestSplit",
+    category="testing/split",
+    display_name="Split It",
+    output_node=True,
+    hidden={"prompt": "PROMPT", "unique_id": "UNIQUE_ID"},
+)
 class SplitNode:
     """Split an image into parts."""
 
@@ -49,8 +54,14 @@ def test_object_info_matches_comfyui_shape():
         "input": {
             "required": {
                 "image": ["IMAGE", {"tooltip": "what to split"}],
-                "parts": ["INT", {"default": 2, "min": 1, "max": 8, "step": 1, "tooltip": "how many"}],
-                "strength": ["FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01, "round": 0.001}],
+                "parts": [
+                    "INT",
+                    {"default": 2, "min": 1, "max": 8, "step": 1, "tooltip": "how many"},
+                ],
+                "strength": [
+                    "FLOAT",
+                    {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01, "round": 0.001},
+                ],
                 "mode": [["grid", "rows"], {"default": "rows"}],
                 "label": ["STRING", {"default": "x", "multiline": True, "dynamicPrompts": False}],
                 "invert": ["BOOLEAN", {"default": False, "label_on": "yes", "label_off": "no"}],
@@ -58,8 +69,11 @@ def test_object_info_matches_comfyui_shape():
             "optional": {"latent": ["LATENT", {"lazy": True}], "files": [["a.png", "b.png"]]},
             "hidden": {"prompt": "PROMPT", "unique_id": "UNIQUE_ID"},
         },
-        "input_order": {"required": ["image", "parts", "strength", "mode", "label", "invert"],
-                        "optional": ["latent", "files"], "hidden": ["prompt", "unique_id"]},
+        "input_order": {
+            "required": ["image", "parts", "strength", "mode", "label", "invert"],
+            "optional": ["latent", "files"],
+            "hidden": ["prompt", "unique_id"],
+        },
         "output": ["IMAGE", "MASK"],
         "output_is_list": [False, True],
         "output_name": ["IMAGE", "masks"],
@@ -72,7 +86,9 @@ def test_object_info_matches_comfyui_shape():
         "output_node": True,
     }
     registry.live_files.append("c.png")  # combos are computed per request
-    assert to_json(definition, registry)["input"]["optional"]["files"] == [["a.png", "b.png", "c.png"]]
+    assert to_json(definition, registry)["input"]["optional"]["files"] == [
+        ["a.png", "b.png", "c.png"]
+    ]
 
 
 def test_classic_node_object_info_keeps_its_declaration():
@@ -92,18 +108,32 @@ def test_classic_node_object_info_keeps_its_declaration():
             return (x, [str(x)])
 
     registry = Registry()
-    info = to_json(registry.add_node("pkg", Classic, class_type="Classic", python_module="custom_nodes.pkg"), registry)
-    assert info["input"] == {"required": {"x": ["INT", {"default": 1}]}, "optional": {"y": ["FLOAT"]}}
+    info = to_json(
+        registry.add_node("pkg", Classic, class_type="Classic", python_module="custom_nodes.pkg"),
+        registry,
+    )
+    assert info["input"] == {
+        "required": {"x": ["INT", {"default": 1}]},
+        "optional": {"y": ["FLOAT"]},
+    }
     assert info["output_name"] == ["number", "text"] and info["output_is_list"] == [False, True]
     assert info["display_name"] == "Classic" and info["python_module"] == "custom_nodes.pkg"
-    assert info["deprecated"] is True and "experimental" not in info and "output_tooltips" not in info
+    assert (
+        info["deprecated"] is True and "experimental" not in info and "output_tooltips" not in info
+    )
 
 
-@pytest.mark.parametrize("source, message", [
-    ("class Bad:\n    x: object\n    def run(self, ctx) -> None: ...", "cannot tell the socket type"),
-    ("class Bad:\n    x: int = 1", "has no run(self, ctx) method"),
-    ("class Bad:\n    x: int = 1\n    def run(self, ctx): ...", "needs a return annotation"),
-])
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        (
+            "class Bad:\n    x: object\n    def run(self, ctx) -> None: ...",
+            "cannot tell the socket type",
+        ),
+        ("class Bad:\n    x: int = 1", "has no run(self, ctx) method"),
+        ("class Bad:\n    x: int = 1\n    def run(self, ctx): ...", "needs a return annotation"),
+    ],
+)
 def test_bad_declarations_fail_at_registration(source, message):
     namespace: dict = {}
     exec(source, namespace)
@@ -166,8 +196,11 @@ def test_declarative_nodes_run_through_the_executor_with_lazy_inputs():
     host.load()
     executor = Executor(registry=collect(host))
     COUNT_RUNS.clear()
-    prompt = {"1": {"class_type": "Count", "inputs": {"value": 1}}, "2": {"class_type": "Count", "inputs": {"value": 2}},
-              "3": {"class_type": "Pick", "inputs": {"first": False, "a": ["1", 0], "b": ["2", 0]}}}
+    prompt = {
+        "1": {"class_type": "Count", "inputs": {"value": 1}},
+        "2": {"class_type": "Count", "inputs": {"value": 2}},
+        "3": {"class_type": "Pick", "inputs": {"first": False, "a": ["1", 0], "b": ["2", 0]}},
+    }
     result = executor.run_prompt(prompt)
     assert result.outputs["3"] == {"picked": [2]}
     assert COUNT_RUNS == [2]

@@ -31,11 +31,17 @@ def test_api_and_ui_example_workflows_run_and_agree(tmp_path):
     api = loom("run", str(WORKFLOWS / "image_ops_api.json"), cwd=tmp_path)
     assert api.returncode == 0, api.stderr
     api_paths = api.stdout.split()
-    assert [Path(p).name for p in api_paths] == ["loom_example_00001_.png", "loom_example_00002_.png"]
+    assert [Path(p).name for p in api_paths] == [
+        "loom_example_00001_.png",
+        "loom_example_00002_.png",
+    ]
     ui = loom("run", str(WORKFLOWS / "image_ops_ui.json"), cwd=tmp_path)
     assert ui.returncode == 0, ui.stderr
     ui_paths = ui.stdout.split()
-    assert [Path(p).name for p in ui_paths] == ["loom_example_00003_.png", "loom_example_00004_.png"]
+    assert [Path(p).name for p in ui_paths] == [
+        "loom_example_00003_.png",
+        "loom_example_00004_.png",
+    ]
     assert digests(api_paths) == digests(ui_paths)
     from PIL import Image
 

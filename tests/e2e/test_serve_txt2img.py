@@ -27,8 +27,9 @@ LAUNCH = "from loom.cli.main import main; raise SystemExit(main())"
 
 
 def loom(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", LAUNCH, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", LAUNCH, *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 def free_port() -> int:
@@ -56,9 +57,17 @@ def workspace(tmp_path):
 
 
 def start_server(base: Path, port: int) -> subprocess.Popen:
-    env = {key: value for key, value in os.environ.items() if key not in ("LOOM_PLUGINS", "LOOM_DISABLE_PLUGINS")}
-    process = subprocess.Popen([sys.executable, "-c", LAUNCH, "--base-directory", str(base), "serve", "--port", str(port)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("LOOM_PLUGINS", "LOOM_DISABLE_PLUGINS")
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-c", LAUNCH, "--base-directory", str(base), "serve", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -81,8 +90,14 @@ async def run_prompt(address: str, prompt: dict) -> tuple[str, list[str], int]:
     previews = 0
     async with aiohttp.ClientSession() as session:
         async with session.ws_connect(f"ws://{address}/ws?clientId={client_id}") as ws:
-            await ws.send_str(json.dumps({"type": "feature_flags", "data": {"supports_preview_metadata": True}}))
-            body = {"prompt": prompt, "client_id": client_id, "extra_data": {"preview_method": "latent2rgb"}}
+            await ws.send_str(
+                json.dumps({"type": "feature_flags", "data": {"supports_preview_metadata": True}})
+            )
+            body = {
+                "prompt": prompt,
+                "client_id": client_id,
+                "extra_data": {"preview_method": "latent2rgb"},
+            }
             async with session.post(f"http://{address}/prompt", json=body) as response:
                 assert response.status == 200, await response.text()
                 prompt_id = (await response.json())["prompt_id"]
@@ -91,16 +106,22 @@ async def run_prompt(address: str, prompt: dict) -> tuple[str, list[str], int]:
                 if message.type == aiohttp.WSMsgType.BINARY:
                     (event,) = struct.unpack(">I", message.data[:4])
                     (length,) = struct.unpack(">I", message.data[4:8])
-                    meta = json.loads(message.data[8:8 + length])
-                    assert event == 4 and meta["node_id"] == "3" and meta["image_type"] == "image/jpeg"
-                    assert message.data[8 + length:8 + length + 2] == b"\xff\xd8"  # a JPEG
+                    meta = json.loads(message.data[8 : 8 + length])
+                    assert (
+                        event == 4 and meta["node_id"] == "3" and meta["image_type"] == "image/jpeg"
+                    )
+                    assert message.data[8 + length : 8 + length + 2] == b"\xff\xd8"  # a JPEG
                     previews += 1
                     continue
                 data = json.loads(message.data)
                 seen.append(data["type"])
                 if data["type"] == "execution_error":
                     raise AssertionError(data["data"]["exception_message"])
-                if data["type"] == "executing" and data["data"]["node"] is None and data["data"]["prompt_id"] == prompt_id:
+                if (
+                    data["type"] == "executing"
+                    and data["data"]["node"] is None
+                    and data["data"]["prompt_id"] == prompt_id
+                ):
                     return prompt_id, seen, previews
 
 
@@ -119,12 +140,16 @@ def test_default_workflow_over_http_matches_loom_run(workspace):
     address = f"127.0.0.1:{port}"
     try:
         prompt_id, seen, previews = asyncio.run(run_prompt(address, prompt))
-        assert previews == 3 and seen.count("progress") == 3  # one preview and one progress per step
+        assert (
+            previews == 3 and seen.count("progress") == 3
+        )  # one preview and one progress per step
         assert seen.index("execution_start") < seen.index("execution_success")
         history = json.loads(fetch(address, f"/history/{prompt_id}"))[prompt_id]
         assert history["status"]["status_str"] == "success"
         (image,) = history["outputs"]["9"]["images"]
-        served = Image.open(io.BytesIO(fetch(address, f"/view?filename={image['filename']}&type=output")))
+        served = Image.open(
+            io.BytesIO(fetch(address, f"/view?filename={image['filename']}&type=output"))
+        )
         assert served.size == (64, 64)
 
         _, cached_seen, cached_previews = asyncio.run(run_prompt(address, prompt))
@@ -134,7 +159,16 @@ def test_default_workflow_over_http_matches_loom_run(workspace):
         process.wait(timeout=20)
 
     (base / "api.json").write_text(json.dumps(prompt))
-    cli = loom("--base-directory", str(base), "run", "api.json", "-q", "--set", "9.filename_prefix=cli", cwd=base)
+    cli = loom(
+        "--base-directory",
+        str(base),
+        "run",
+        "api.json",
+        "-q",
+        "--set",
+        "9.filename_prefix=cli",
+        cwd=base,
+    )
     assert cli.returncode == 0, cli.stderr
     from_cli = Image.open(cli.stdout.split()[0])
     assert from_cli.tobytes() == served.tobytes()  # same seed, same image, whichever frontend

@@ -43,5 +43,3 @@ def make_client(aiohttp_client: Any, runtime: Runtime) -> Callable[..., Any]:
 @pytest_asyncio.fixture
 async def client(make_client: Callable[..., Any]) -> Any:
     return await make_client()
-
-

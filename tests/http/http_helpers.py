@@ -50,8 +50,14 @@ class HttpTestSlow:
             time.sleep(self.delay)
             frame = None
             if self.preview:
-                frame = Preview("JPEG", b"\xff\xd8fake-jpeg", node_id=ctx.node_id, prompt_id=ctx.prompt_id,
-                                display_node_id=ctx.node_id, real_node_id=ctx.node_id)
+                frame = Preview(
+                    "JPEG",
+                    b"\xff\xd8fake-jpeg",
+                    node_id=ctx.node_id,
+                    prompt_id=ctx.prompt_id,
+                    display_node_id=ctx.node_id,
+                    real_node_id=ctx.node_id,
+                )
             ctx.progress(step, self.steps, frame)
         return self.image
 
@@ -73,34 +79,55 @@ def make_runtime(base: Path) -> Runtime:
     return runtime
 
 
-
 # --- prompts ----------------------------------------------------------------------------------
 
 
 def image_prompt(size: int = 16, color: int = 0, prefix: str = "loomtest") -> dict[str, Any]:
     """EmptyImage(1) -> ImageInvert(2) -> PreviewImage(3), SaveImage(4): comfy-compat 4.4."""
     return {
-        "1": {"class_type": "EmptyImage", "inputs": {"width": size, "height": size, "batch_size": 1, "color": color}},
+        "1": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": size, "height": size, "batch_size": 1, "color": color},
+        },
         "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
         "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}},
         "4": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": prefix}},
     }
 
 
-def slow_prompt(steps: int = 3, delay: float = 0.01, seed: int = 0, preview: bool = False) -> dict[str, Any]:
+def slow_prompt(
+    steps: int = 3, delay: float = 0.01, seed: int = 0, preview: bool = False
+) -> dict[str, Any]:
     return {
-        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
-        "2": {"class_type": "HttpTestSlow", "inputs": {"image": ["1", 0], "steps": steps, "delay": delay,
-                                                       "seed": seed, "preview": preview}},
+        "1": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0},
+        },
+        "2": {
+            "class_type": "HttpTestSlow",
+            "inputs": {
+                "image": ["1", 0],
+                "steps": steps,
+                "delay": delay,
+                "seed": seed,
+                "preview": preview,
+            },
+        },
         "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}},
     }
 
 
 def raising_prompt() -> dict[str, Any]:
     return {
-        "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+        "1": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0},
+        },
         "2": {"class_type": "HttpTestRaise", "inputs": {"image": ["1", 0]}},
-        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "never"}},
+        "3": {
+            "class_type": "SaveImage",
+            "inputs": {"images": ["2", 0], "filename_prefix": "never"},
+        },
     }
 
 
@@ -116,8 +143,11 @@ async def receive_until_done(ws: Any, prompt_id: str, timeout: float = 30.0) -> 
         if message.type.name == "TEXT":
             data = json.loads(message.data)
             messages.append(data)
-            if (data["type"] == "executing" and data["data"].get("node") is None
-                    and data["data"].get("prompt_id") == prompt_id):
+            if (
+                data["type"] == "executing"
+                and data["data"].get("node") is None
+                and data["data"].get("prompt_id") == prompt_id
+            ):
                 return messages
         elif message.type.name == "BINARY":
             messages.append(message.data)

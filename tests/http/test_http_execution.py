@@ -11,12 +11,20 @@ pytestmark = pytest.mark.asyncio
 async def test_post_prompt_queues_and_numbers(client):
     first = await post_prompt(client, image_prompt())
     assert set(first) == {"prompt_id", "number", "node_errors"} and first["number"] == 0
-    bad = await client.post("/api/prompt", json={"prompt": {"1": {"class_type": "Nope", "inputs": {}}}})
+    bad = await client.post(
+        "/api/prompt", json={"prompt": {"1": {"class_type": "Nope", "inputs": {}}}}
+    )
     assert bad.status == 400
-    second = await post_prompt(client, image_prompt(color=5), prompt_id="my-id", extra_data={"k": 1})
+    second = await post_prompt(
+        client, image_prompt(color=5), prompt_id="my-id", extra_data={"k": 1}
+    )
     assert second["prompt_id"] == "my-id" and second["number"] == 2  # the rejected one used 1
     entry = await wait_history(client, "my-id")
-    assert entry["prompt"][0] == 2 and entry["prompt"][3]["k"] == 1 and "create_time" in entry["prompt"][3]
+    assert (
+        entry["prompt"][0] == 2
+        and entry["prompt"][3]["k"] == 1
+        and "create_time" in entry["prompt"][3]
+    )
     assert entry["outputs"]["4"]["images"][0]["filename"].startswith("loomtest_")
     assert entry["status"]["status_str"] == "success" and entry["meta"]["4"]["node_id"] == "4"
     front = await post_prompt(client, image_prompt(color=9), front=True)
@@ -26,12 +34,20 @@ async def test_post_prompt_queues_and_numbers(client):
 
 
 async def test_prompt_validation_errors_are_comfyui_shaped(client):
-    response = await client.post("/prompt", json={"prompt": {
-        "1": {"class_type": "EmptyImage", "inputs": {"width": 0, "height": 8, "batch_size": 1, "color": 0}},
-        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
-        "3": {"class_type": "SaveImage", "inputs": {"filename_prefix": "x"}},
-        "4": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}},
-    }})
+    response = await client.post(
+        "/prompt",
+        json={
+            "prompt": {
+                "1": {
+                    "class_type": "EmptyImage",
+                    "inputs": {"width": 0, "height": 8, "batch_size": 1, "color": 0},
+                },
+                "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+                "3": {"class_type": "SaveImage", "inputs": {"filename_prefix": "x"}},
+                "4": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}},
+            }
+        },
+    )
     assert response.status == 400
     body = await response.json()
     assert body["error"]["type"] == "prompt_outputs_failed_validation"
@@ -42,7 +58,9 @@ async def test_prompt_validation_errors_are_comfyui_shaped(client):
     assert (await missing.json())["error"]["type"] == "no_prompt"
     no_outputs = await client.post("/prompt", json={"prompt": {"1": image_prompt()["1"]}})
     assert (await no_outputs.json())["error"]["type"] == "prompt_no_outputs"
-    unknown = await client.post("/prompt", json={"prompt": {"1": {"class_type": "Missing", "inputs": {}}}})
+    unknown = await client.post(
+        "/prompt", json={"prompt": {"1": {"class_type": "Missing", "inputs": {}}}}
+    )
     assert (await unknown.json())["error"]["type"] == "invalid_prompt"
 
 
@@ -63,14 +81,23 @@ async def test_partial_execution_targets(client):
 
 @pytest.mark.parametrize("payload", [b"{not json", b"[1, 2]", b"", b"\xff\xfe"])
 async def test_malformed_prompt_bodies_get_400_json(client, payload):
-    response = await client.post("/prompt", data=payload, headers={"Content-Type": "application/json"})
+    response = await client.post(
+        "/prompt", data=payload, headers={"Content-Type": "application/json"}
+    )
     assert response.status == 400
     body = await response.json()
     assert "error" in body
 
 
-@pytest.mark.parametrize("field", [{"number": "first"}, {"extra_data": [1]}, {"partial_execution_targets": "4"},
-                                   {"prompt_id": 5}])
+@pytest.mark.parametrize(
+    "field",
+    [
+        {"number": "first"},
+        {"extra_data": [1]},
+        {"partial_execution_targets": "4"},
+        {"prompt_id": 5},
+    ],
+)
 async def test_bad_prompt_fields_get_400(client, field):
     response = await client.post("/prompt", json={"prompt": image_prompt(), **field})
     assert response.status == 400
@@ -140,19 +167,25 @@ async def test_interrupt_without_running_prompt_and_for_other_prompt(client):
 
 
 async def test_free(client):
-    assert (await client.post("/free", json={"unload_models": True, "free_memory": True})).status == 200
+    assert (
+        await client.post("/free", json={"unload_models": True, "free_memory": True})
+    ).status == 200
     assert (await client.post("/api/free")).status == 200
     assert (await client.post("/free", json=[1])).status == 400
 
 
 async def test_jobs(client):
-    ok = await post_prompt(client, image_prompt(), extra_data={"extra_pnginfo": {"workflow": {"id": "wf-1"}}})
+    ok = await post_prompt(
+        client, image_prompt(), extra_data={"extra_pnginfo": {"workflow": {"id": "wf-1"}}}
+    )
     failed = await post_prompt(client, raising_prompt())
     await wait_history(client, ok["prompt_id"])
     await wait_history(client, failed["prompt_id"])
     slow = await post_prompt(client, slow_prompt(steps=300, delay=0.01, seed=5))
     pending = await post_prompt(client, image_prompt(color=3))
-    body = await (await client.get("/api/jobs?status=completed,failed,cancelled&limit=10&offset=0")).json()
+    body = await (
+        await client.get("/api/jobs?status=completed,failed,cancelled&limit=10&offset=0")
+    ).json()
     statuses = {job["id"]: job["status"] for job in body["jobs"]}
     assert statuses == {ok["prompt_id"]: "completed", failed["prompt_id"]: "failed"}
     assert body["pagination"] == {"offset": 0, "limit": 10, "total": 2, "has_more": False}
@@ -170,7 +203,9 @@ async def test_jobs(client):
     assert one["outputs"]["4"]["images"] and one["execution_status"]["status_str"] == "success"
     assert one["workflow"]["prompt"]["1"]["class_type"] == "EmptyImage"
     assert (await client.get("/api/jobs/nope")).status == 404
-    page = await (await client.get("/api/jobs?status=completed,failed&limit=1&sort_order=asc")).json()
+    page = await (
+        await client.get("/api/jobs?status=completed,failed&limit=1&sort_order=asc")
+    ).json()
     assert page["pagination"]["has_more"] is True and page["jobs"][0]["id"] == ok["prompt_id"]
     await client.post("/interrupt", json={"prompt_id": slow["prompt_id"]})
     await wait_history(client, slow["prompt_id"])

@@ -33,15 +33,25 @@ async def test_view_output_and_temp_images(client):
         assert response.headers["Content-Disposition"] == f'filename="{image["filename"]}"'
         assert (await response.read()).startswith(b"\x89PNG")
     saved = entry["outputs"]["4"]["images"][0]["filename"]
-    annotated = await client.get("/api/view", params={"filename": f"{saved} [output]", "type": "input"})
+    annotated = await client.get(
+        "/api/view", params={"filename": f"{saved} [output]", "type": "input"}
+    )
     assert annotated.status == 200
     preview = await client.get("/view", params={"filename": saved, "preview": "jpeg;50"})
     assert preview.content_type == "image/jpeg" and (await preview.read()).startswith(b"\xff\xd8")
     webp = await client.get("/view", params={"filename": saved, "preview": "webp"})
     assert webp.content_type == "image/webp"
-    rgb = Image.open(io.BytesIO(await (await client.get("/view", params={"filename": saved, "channel": "rgb"})).read()))
+    rgb = Image.open(
+        io.BytesIO(
+            await (await client.get("/view", params={"filename": saved, "channel": "rgb"})).read()
+        )
+    )
     assert rgb.mode == "RGB"
-    alpha = Image.open(io.BytesIO(await (await client.get("/view", params={"filename": saved, "channel": "a"})).read()))
+    alpha = Image.open(
+        io.BytesIO(
+            await (await client.get("/view", params={"filename": saved, "channel": "a"})).read()
+        )
+    )
     assert alpha.mode == "RGBA" and alpha.getchannel("A").getextrema() == (255, 255)
 
 
@@ -55,22 +65,27 @@ async def test_view_errors(client, runtime):
     response = await client.get("/view", params={"filename": "page.html"})
     assert response.content_type == "application/octet-stream"
     (out / "broken.png").write_bytes(b"not a png")
-    assert (await client.get("/view", params={"filename": "broken.png", "preview": "jpeg"})).status == 400
+    assert (
+        await client.get("/view", params={"filename": "broken.png", "preview": "jpeg"})
+    ).status == 400
 
 
-@pytest.mark.parametrize(("params", "statuses"), [
-    ({"filename": "../secret.txt"}, (400,)),
-    ({"filename": "/etc/passwd"}, (400,)),
-    ({"filename": "..%2Fsecret.txt"}, (400,)),  # encoded twice: still %2F after decoding
-    ({"filename": "a%5c..%5csecret.txt"}, (400,)),
-    ({"filename": "ok.png\x00.txt"}, (400,)),
-    ({"filename": "..\\secret.txt"}, (400,)),
-    ({"filename": "secret.txt", "subfolder": ".."}, (403,)),
-    ({"filename": "secret.txt", "subfolder": "/etc"}, (403,)),
-    ({"filename": "passwd", "subfolder": "../../../../../../etc"}, (403,)),
-    ({"filename": "link.txt"}, (403,)),  # a symlink in output/ pointing outside it
-    ({"filename": "secret.txt", "subfolder": "linkdir"}, (403,)),
-])
+@pytest.mark.parametrize(
+    ("params", "statuses"),
+    [
+        ({"filename": "../secret.txt"}, (400,)),
+        ({"filename": "/etc/passwd"}, (400,)),
+        ({"filename": "..%2Fsecret.txt"}, (400,)),  # encoded twice: still %2F after decoding
+        ({"filename": "a%5c..%5csecret.txt"}, (400,)),
+        ({"filename": "ok.png\x00.txt"}, (400,)),
+        ({"filename": "..\\secret.txt"}, (400,)),
+        ({"filename": "secret.txt", "subfolder": ".."}, (403,)),
+        ({"filename": "secret.txt", "subfolder": "/etc"}, (403,)),
+        ({"filename": "passwd", "subfolder": "../../../../../../etc"}, (403,)),
+        ({"filename": "link.txt"}, (403,)),  # a symlink in output/ pointing outside it
+        ({"filename": "secret.txt", "subfolder": "linkdir"}, (403,)),
+    ],
+)
 async def test_view_rejects_traversal(client, runtime, tmp_path, params, statuses):
     (tmp_path / "secret.txt").write_text("TOPSECRET")
     out = runtime.settings.output_dir
@@ -98,12 +113,16 @@ async def test_upload_image_naming(client, runtime):
     assert same["name"] == "pic.png"  # identical content: reused
     other = await (await client.post("/upload/image", data=_form(blue))).json()
     assert other["name"] == "pic (1).png"
-    third = await (await client.post("/upload/image", data=_form(png_bytes(color=(0, 255, 0, 255))))).json()
+    third = await (
+        await client.post("/upload/image", data=_form(png_bytes(color=(0, 255, 0, 255))))
+    ).json()
     assert third["name"] == "pic (2).png"
     over = await (await client.post("/upload/image", data=_form(blue, overwrite="true"))).json()
     assert over["name"] == "pic.png"
     assert (runtime.settings.input_dir / "pic.png").read_bytes() == blue
-    sub = await (await client.post("/upload/image", data=_form(red, subfolder="clipspace", type="temp"))).json()
+    sub = await (
+        await client.post("/upload/image", data=_form(red, subfolder="clipspace", type="temp"))
+    ).json()
     assert sub == {"name": "pic.png", "subfolder": "clipspace", "type": "temp"}
     assert (runtime.settings.temp_dir / "clipspace" / "pic.png").is_file()
     # the uploaded file is usable by LoadImage and listed in its combo
@@ -111,9 +130,15 @@ async def test_upload_image_naming(client, runtime):
     assert "pic (1).png" in info["LoadImage"]["input"]["required"]["image"][0]
 
 
-@pytest.mark.parametrize("fields", [
-    {"subfolder": "../outside"}, {"subfolder": "/tmp"}, {"subfolder": "a/../../b"}, {"subfolder": "x\x00"},
-])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"subfolder": "../outside"},
+        {"subfolder": "/tmp"},
+        {"subfolder": "a/../../b"},
+        {"subfolder": "x\x00"},
+    ],
+)
 async def test_upload_rejects_bad_subfolders(client, fields):
     response = await client.post("/upload/image", data=_form(png_bytes(), **fields))
     assert response.status in (400, 403)
@@ -129,23 +154,36 @@ async def test_upload_rejects_bad_filenames(client, runtime, name):
 @pytest.mark.parametrize("name", ["..%2Fevil.png", "..%5Cevil.png", "%2Fetc%2Fevil.png"])
 async def test_upload_rejects_encoded_separators_in_raw_multipart(client, runtime, name):
     boundary = "XyZ"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{name}\"\r\n"
-            f"Content-Type: image/png\r\n\r\n").encode() + png_bytes() + f"\r\n--{boundary}--\r\n".encode()
-    response = await client.post("/upload/image", data=body,
-                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{name}"\r\n'
+            f"Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + png_bytes()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    response = await client.post(
+        "/upload/image",
+        data=body,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
     assert response.status == 400, await response.text()
     assert not (runtime.settings.base_directory / "evil.png").exists()
 
 
 async def test_upload_rejects_non_images_and_missing_file(client):
-    response = await client.post("/upload/image", data=_form(b"#!/bin/sh\necho hi", name="script.sh"))
+    response = await client.post(
+        "/upload/image", data=_form(b"#!/bin/sh\necho hi", name="script.sh")
+    )
     assert response.status == 400
     response = await client.post("/upload/image", data=_form(b"not really a png", name="fake.png"))
     assert response.status == 400
     form = aiohttp.FormData()
     form.add_field("type", "input")
     assert (await client.post("/upload/image", data=form)).status == 400
-    assert (await client.post("/upload/image", data=_form(png_bytes(), type="models"))).status == 400
+    assert (
+        await client.post("/upload/image", data=_form(png_bytes(), type="models"))
+    ).status == 400
 
 
 async def test_upload_symlinked_subfolder_is_forbidden(client, runtime, tmp_path):
@@ -169,8 +207,10 @@ async def test_upload_mask_replaces_alpha_and_keeps_text(client, runtime):
     buffer = io.BytesIO()
     Image.new("RGBA", (4, 4), (0, 0, 0, 40)).save(buffer, format="PNG")
     ref = json.dumps({"filename": "orig.png", "subfolder": "", "type": "input"})
-    response = await client.post("/upload/mask", data=_form(buffer.getvalue(), name="mask.png", original_ref=ref,
-                                                             subfolder="clipspace"))
+    response = await client.post(
+        "/upload/mask",
+        data=_form(buffer.getvalue(), name="mask.png", original_ref=ref, subfolder="clipspace"),
+    )
     assert response.status == 200, await response.text()
     body = await response.json()
     assert body == {"name": "mask.png", "subfolder": "clipspace", "type": "input"}
@@ -178,10 +218,16 @@ async def test_upload_mask_replaces_alpha_and_keeps_text(client, runtime):
     assert result.getpixel((0, 0)) == (10, 20, 30, 40)
     assert result.text.get("workflow") == "{}"
     bad_ref = json.dumps({"filename": "../orig.png"})
-    assert (await client.post("/upload/mask", data=_form(buffer.getvalue(), original_ref=bad_ref))).status == 400
+    assert (
+        await client.post("/upload/mask", data=_form(buffer.getvalue(), original_ref=bad_ref))
+    ).status == 400
     missing = json.dumps({"filename": "nope.png", "type": "input"})
-    assert (await client.post("/upload/mask", data=_form(buffer.getvalue(), original_ref=missing))).status == 404
-    assert (await client.post("/upload/mask", data=_form(buffer.getvalue(), original_ref="{"))).status == 400
+    assert (
+        await client.post("/upload/mask", data=_form(buffer.getvalue(), original_ref=missing))
+    ).status == 404
+    assert (
+        await client.post("/upload/mask", data=_form(buffer.getvalue(), original_ref="{"))
+    ).status == 400
 
 
 async def test_upload_over_size_limit_is_413(make_client):
@@ -199,9 +245,15 @@ async def test_view_metadata(client, runtime):
     (folder / "tiny.safetensors").write_bytes(struct.pack("<Q", len(header)) + header)
     response = await client.get("/view_metadata/loras", params={"filename": "tiny.safetensors"})
     assert await response.json() == {"ss_network_dim": "4"}
-    assert (await client.get("/view_metadata/loras", params={"filename": "none.safetensors"})).status == 404
-    assert (await client.get("/view_metadata/nofolder", params={"filename": "tiny.safetensors"})).status == 404
-    assert (await client.get("/view_metadata/loras", params={"filename": "../x.safetensors"})).status == 400
+    assert (
+        await client.get("/view_metadata/loras", params={"filename": "none.safetensors"})
+    ).status == 404
+    assert (
+        await client.get("/view_metadata/nofolder", params={"filename": "tiny.safetensors"})
+    ).status == 404
+    assert (
+        await client.get("/view_metadata/loras", params={"filename": "../x.safetensors"})
+    ).status == 400
 
 
 async def test_internal_files(client, runtime):

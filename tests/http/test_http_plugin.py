@@ -27,14 +27,23 @@ def test_register_commands_adds_serve():
     plugin.register_commands(cli=group)
     assert "serve" in group.commands
     params = {p.name for p in group.commands["serve"].params}
-    assert {"listen", "port", "cors_origin", "max_upload_size_mb", "auth_token", "front_end_root",
-            "preview_method"} <= params
+    assert {
+        "listen",
+        "port",
+        "cors_origin",
+        "max_upload_size_mb",
+        "auth_token",
+        "front_end_root",
+        "preview_method",
+    } <= params
 
 
 def test_importing_the_plugin_and_help_are_cheap():
-    code = ("import sys; import loom_http.plugin; from loom.cli.main import main; "
-            "main(['serve', '--help']); "
-            "print('HEAVY', [m for m in ('aiohttp', 'torch') if m in sys.modules])")
+    code = (
+        "import sys; import loom_http.plugin; from loom.cli.main import main; "
+        "main(['serve', '--help']); "
+        "print('HEAVY', [m for m in ('aiohttp', 'torch') if m in sys.modules])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "HEAVY []" in out.stdout and "--auth-token" in out.stdout

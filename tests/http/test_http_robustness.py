@@ -75,7 +75,10 @@ async def test_node_raising(client):
 
 async def test_slow_websocket_reader_does_not_block_others(client):
     silent = await client.ws_connect("/ws?clientId=silent")  # never reads
-    bodies = [await post_prompt(client, image_prompt(size=8, color=200 + i), client_id="silent") for i in range(10)]
+    bodies = [
+        await post_prompt(client, image_prompt(size=8, color=200 + i), client_id="silent")
+        for i in range(10)
+    ]
     for body in bodies:
         await wait_history(client, body["prompt_id"])
     await _next_prompt_works(client, 105)

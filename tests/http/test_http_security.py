@@ -7,18 +7,51 @@ import pytest
 pytestmark = pytest.mark.asyncio
 
 ROUTES = [
-    ("GET", "/prompt"), ("GET", "/api/prompt"), ("POST", "/prompt"), ("GET", "/queue"), ("POST", "/queue"),
-    ("GET", "/history"), ("GET", "/history/x"), ("POST", "/history"), ("POST", "/interrupt"), ("POST", "/free"),
-    ("GET", "/view?filename=x.png"), ("POST", "/upload/image"), ("POST", "/upload/mask"),
-    ("GET", "/view_metadata/loras?filename=a.safetensors"), ("GET", "/object_info"), ("GET", "/object_info/X"),
-    ("GET", "/embeddings"), ("GET", "/models"), ("GET", "/models/checkpoints"), ("GET", "/experiment/models"),
-    ("GET", "/system_stats"), ("GET", "/features"), ("GET", "/extensions"), ("GET", "/i18n"),
-    ("GET", "/global_subgraphs"), ("GET", "/workflow_templates"), ("GET", "/users"), ("POST", "/users"),
-    ("GET", "/settings"), ("GET", "/settings/a"), ("POST", "/settings/a"), ("POST", "/settings"),
-    ("GET", "/userdata?dir=workflows"), ("GET", "/v2/userdata"), ("GET", "/userdata/a.json"),
-    ("POST", "/userdata/a.json"), ("DELETE", "/userdata/a.json"), ("POST", "/userdata/a.json/move/b.json"),
-    ("GET", "/api/jobs"), ("GET", "/api/jobs/x"), ("GET", "/internal/files/input"), ("GET", "/internal/logs"),
-    ("GET", "/internal/folder_paths"), ("GET", "/"), ("GET", "/ws"),
+    ("GET", "/prompt"),
+    ("GET", "/api/prompt"),
+    ("POST", "/prompt"),
+    ("GET", "/queue"),
+    ("POST", "/queue"),
+    ("GET", "/history"),
+    ("GET", "/history/x"),
+    ("POST", "/history"),
+    ("POST", "/interrupt"),
+    ("POST", "/free"),
+    ("GET", "/view?filename=x.png"),
+    ("POST", "/upload/image"),
+    ("POST", "/upload/mask"),
+    ("GET", "/view_metadata/loras?filename=a.safetensors"),
+    ("GET", "/object_info"),
+    ("GET", "/object_info/X"),
+    ("GET", "/embeddings"),
+    ("GET", "/models"),
+    ("GET", "/models/checkpoints"),
+    ("GET", "/experiment/models"),
+    ("GET", "/system_stats"),
+    ("GET", "/features"),
+    ("GET", "/extensions"),
+    ("GET", "/i18n"),
+    ("GET", "/global_subgraphs"),
+    ("GET", "/workflow_templates"),
+    ("GET", "/users"),
+    ("POST", "/users"),
+    ("GET", "/settings"),
+    ("GET", "/settings/a"),
+    ("POST", "/settings/a"),
+    ("POST", "/settings"),
+    ("GET", "/userdata?dir=workflows"),
+    ("GET", "/v2/userdata"),
+    ("GET", "/userdata/a.json"),
+    ("POST", "/userdata/a.json"),
+    ("DELETE", "/userdata/a.json"),
+    ("POST", "/userdata/a.json/move/b.json"),
+    ("GET", "/api/jobs"),
+    ("GET", "/api/jobs/x"),
+    ("GET", "/internal/files/input"),
+    ("GET", "/internal/logs"),
+    ("GET", "/internal/folder_paths"),
+    ("GET", "/"),
+    ("GET", "/ws"),
 ]
 
 
@@ -62,13 +95,21 @@ async def test_origin_check(client):
     host = f"127.0.0.1:{client.port}"
     ok = await client.get("/api/users", headers={"Host": host, "Origin": f"http://{host}"})
     assert ok.status == 200
-    evil = await client.post("/api/prompt", json={}, headers={"Host": host, "Origin": "http://evil.example"})
+    evil = await client.post(
+        "/api/prompt", json={}, headers={"Host": host, "Origin": "http://evil.example"}
+    )
     assert evil.status == 403 and await evil.read() == b""
-    other_port = await client.get("/api/users", headers={"Host": host, "Origin": "http://127.0.0.1:1"})
+    other_port = await client.get(
+        "/api/users", headers={"Host": host, "Origin": "http://127.0.0.1:1"}
+    )
     assert other_port.status == 403
-    no_port = await client.get("/api/users", headers={"Host": "localhost", "Origin": "http://localhost:9999"})
+    no_port = await client.get(
+        "/api/users", headers={"Host": "localhost", "Origin": "http://localhost:9999"}
+    )
     assert no_port.status == 200  # ComfyUI compares hosts only when one side has no port
-    remote = await client.get("/api/users", headers={"Host": "example.org:80", "Origin": "http://evil.example"})
+    remote = await client.get(
+        "/api/users", headers={"Host": "example.org:80", "Origin": "http://evil.example"}
+    )
     assert remote.status == 200  # only loopback hosts are checked
     options = await client.options("/api/prompt")
     assert options.status == 200
@@ -80,16 +121,26 @@ async def test_origin_check(client):
 async def test_cors_headers_when_enabled(make_client):
     client = await make_client(cors_origin="https://app.example")
     host = f"127.0.0.1:{client.port}"
-    response = await client.get("/api/users", headers={"Host": host, "Origin": "https://app.example"})
+    response = await client.get(
+        "/api/users", headers={"Host": host, "Origin": "https://app.example"}
+    )
     assert response.status == 200
     assert response.headers["Access-Control-Allow-Origin"] == "https://app.example"
-    assert response.headers["Access-Control-Allow-Methods"] == "POST, GET, DELETE, PUT, OPTIONS, PATCH"
+    assert (
+        response.headers["Access-Control-Allow-Methods"] == "POST, GET, DELETE, PUT, OPTIONS, PATCH"
+    )
     assert response.headers["Access-Control-Allow-Headers"] == "Content-Type, Authorization"
     assert response.headers["Access-Control-Allow-Credentials"] == "true"
     preflight = await client.options("/api/prompt")
-    assert preflight.status == 200 and preflight.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    assert (
+        preflight.status == 200
+        and preflight.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    )
     missing = await client.get("/nothing-here.js")
-    assert missing.status == 404 and missing.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    assert (
+        missing.status == 404
+        and missing.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    )
 
 
 async def test_cors_preflight_passes_auth(make_client):
@@ -101,7 +152,9 @@ async def test_cors_preflight_passes_auth(make_client):
 async def test_placeholder_page_without_frontend(make_client, monkeypatch):
     from loom_http import frontend
 
-    monkeypatch.setattr(frontend, "frontend_root", lambda options: None)  # even if [ui] is installed
+    monkeypatch.setattr(
+        frontend, "frontend_root", lambda options: None
+    )  # even if [ui] is installed
     client = await make_client()
     response = await client.get("/")
     assert response.status == 200 and response.content_type == "text/html"

@@ -32,21 +32,40 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(base: Path, port: int, *extra: str, env: dict[str, str] | None = None,
-                 headers: dict[str, str] | None = None) -> tuple[subprocess.Popen, float]:
+def start_server(
+    base: Path,
+    port: int,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[subprocess.Popen, float]:
     """Start ``loom serve`` and wait until it answers; return the process and seconds to ready."""
     env = {**os.environ, "LOOM_PLUGINS": "http", **(env or {})}
     started = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, "-c", LAUNCH, "--base-directory", str(base), "serve", "--port", str(port), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+        [
+            sys.executable,
+            "-c",
+            LAUNCH,
+            "--base-directory",
+            str(base),
+            "serve",
+            "--port",
+            str(port),
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise AssertionError(f"loom serve exited: {process.stdout.read().decode()}")
         try:
-            request = urllib.request.Request(f"http://127.0.0.1:{port}/prompt", headers=headers or {})
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/prompt", headers=headers or {}
+            )
             with urllib.request.urlopen(request, timeout=1) as response:
                 if response.status == 200:
                     return process, time.perf_counter() - started
@@ -70,7 +89,9 @@ class ComfyClient:
         return json.loads(urllib.request.urlopen(request).read())
 
     def get_image(self, filename: str, subfolder: str, folder_type: str) -> bytes:
-        query = urllib.parse.urlencode({"filename": filename, "subfolder": subfolder, "type": folder_type})
+        query = urllib.parse.urlencode(
+            {"filename": filename, "subfolder": subfolder, "type": folder_type}
+        )
         with urllib.request.urlopen(f"http://{self.address}/view?{query}") as response:
             return response.read()
 
@@ -81,9 +102,13 @@ class ComfyClient:
     async def get_images(self, prompt: dict) -> tuple[dict[str, list[bytes]], list[str]]:
         seen: list[str] = []
         async with aiohttp.ClientSession() as session:
-            async with session.ws_connect(f"ws://{self.address}/ws?clientId={self.client_id}") as ws:
+            async with session.ws_connect(
+                f"ws://{self.address}/ws?clientId={self.client_id}"
+            ) as ws:
                 loop = asyncio.get_running_loop()
-                prompt_id = (await loop.run_in_executor(None, self.queue_prompt, prompt))["prompt_id"]
+                prompt_id = (await loop.run_in_executor(None, self.queue_prompt, prompt))[
+                    "prompt_id"
+                ]
                 while True:
                     out = await ws.receive(timeout=60)
                     if out.type == aiohttp.WSMsgType.TEXT:
@@ -98,8 +123,10 @@ class ComfyClient:
         history = self.get_history(prompt_id)[prompt_id]
         output_images: dict[str, list[bytes]] = {}
         for node_id, node_output in history["outputs"].items():
-            output_images[node_id] = [self.get_image(i["filename"], i["subfolder"], i["type"])
-                                      for i in node_output.get("images", [])]
+            output_images[node_id] = [
+                self.get_image(i["filename"], i["subfolder"], i["type"])
+                for i in node_output.get("images", [])
+            ]
         return output_images, seen
 
 
@@ -130,8 +157,9 @@ def test_real_server_with_websocket_api_example_client(tmp_path):
 def test_real_server_token_from_environment(tmp_path):
     token = "tok-" + uuid.uuid4().hex
     port = free_port()
-    process, _ = start_server(tmp_path, port, env={"LOOM_AUTH_TOKEN": token},
-                              headers={"Authorization": f"Bearer {token}"})
+    process, _ = start_server(
+        tmp_path, port, env={"LOOM_AUTH_TOKEN": token}, headers={"Authorization": f"Bearer {token}"}
+    )
     try:
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/prompt", timeout=5)

@@ -14,7 +14,11 @@ async def test_users_and_settings(client, runtime):
     assert await (await client.get("/api/settings")).json() == {}
     assert (await client.post("/api/settings/Comfy.InstalledVersion", json="1.35.9")).status == 200
     assert (await client.post("/api/settings", json={"A": 1, "B": [1, 2]})).status == 200
-    assert await (await client.get("/settings")).json() == {"Comfy.InstalledVersion": "1.35.9", "A": 1, "B": [1, 2]}
+    assert await (await client.get("/settings")).json() == {
+        "Comfy.InstalledVersion": "1.35.9",
+        "A": 1,
+        "B": [1, 2],
+    }
     assert await (await client.get("/settings/A")).json() == 1
     assert await (await client.get("/settings/missing")).json() is None
     assert (runtime.settings.user_dir / "default" / "comfy.settings.json").is_file()
@@ -28,14 +32,23 @@ async def test_users_and_settings(client, runtime):
 
 
 async def test_userdata_roundtrip(client):
-    assert (await client.get("/api/userdata?dir=workflows&recurse=true&split=false&full_info=true")).status == 404
+    assert (
+        await client.get("/api/userdata?dir=workflows&recurse=true&split=false&full_info=true")
+    ).status == 404
     assert (await client.get("/api/userdata/user.css")).status == 404
     written = await client.post("/api/userdata/workflows%2Fmy%20wf.json", data=b'{"nodes": []}')
     assert await written.json() == "workflows/my wf.json"
-    assert await (await client.get("/api/userdata/workflows%2Fmy%20wf.json")).read() == b'{"nodes": []}'
-    conflict = await client.post("/api/userdata/workflows%2Fmy%20wf.json?overwrite=false", data=b"{}")
+    assert (
+        await (await client.get("/api/userdata/workflows%2Fmy%20wf.json")).read()
+        == b'{"nodes": []}'
+    )
+    conflict = await client.post(
+        "/api/userdata/workflows%2Fmy%20wf.json?overwrite=false", data=b"{}"
+    )
     assert conflict.status == 409
-    info = await (await client.post("/userdata/workflows%2Fb.json?full_info=true", data=b"{}")).json()
+    info = await (
+        await client.post("/userdata/workflows%2Fb.json?full_info=true", data=b"{}")
+    ).json()
     assert info["path"] == "workflows/b.json" and info["size"] == 2 and "modified" in info
     listing = await (await client.get("/userdata?dir=workflows")).json()
     assert listing == ["b.json", "my wf.json"]
@@ -54,21 +67,33 @@ async def test_userdata_roundtrip(client):
     moved = await client.post("/api/userdata/workflows%2Fb.json/move/workflows%2Frenamed.json")
     assert await moved.json() == "workflows/renamed.json"
     assert (await client.get("/api/userdata/workflows%2Fb.json")).status == 404
-    blocked = await client.post("/userdata/workflows%2Frenamed.json/move/workflows%2Fmy%20wf.json?overwrite=false")
+    blocked = await client.post(
+        "/userdata/workflows%2Frenamed.json/move/workflows%2Fmy%20wf.json?overwrite=false"
+    )
     assert blocked.status == 409
     assert (await client.delete("/api/userdata/workflows%2Frenamed.json")).status == 204
     assert (await client.delete("/api/userdata/workflows%2Frenamed.json")).status == 404
     assert (await client.get("/userdata")).status == 400
 
 
-@pytest.mark.parametrize("path", [
-    "..%2F..%2Fsecret.txt", "%2Fetc%2Fpasswd", "..%252Fsecret.txt", "a%00b", "..%5Csecret.txt", "..",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "..%2F..%2Fsecret.txt",
+        "%2Fetc%2Fpasswd",
+        "..%252Fsecret.txt",
+        "a%00b",
+        "..%5Csecret.txt",
+        "..",
+    ],
+)
 async def test_userdata_rejects_traversal(client, tmp_path, path):
     (tmp_path / "secret.txt").write_text("TOPSECRET")
-    for response in (await client.get(f"/api/userdata/{path}"),
-                     await client.post(f"/api/userdata/{path}", data=b"x"),
-                     await client.delete(f"/api/userdata/{path}")):
+    for response in (
+        await client.get(f"/api/userdata/{path}"),
+        await client.post(f"/api/userdata/{path}", data=b"x"),
+        await client.delete(f"/api/userdata/{path}"),
+    ):
         assert response.status in (400, 403, 404), path
         assert b"TOPSECRET" not in await response.read()
     assert (tmp_path / "secret.txt").read_text() == "TOPSECRET"
@@ -116,12 +141,16 @@ async def test_models_and_embeddings(client, runtime):
     names = {entry["name"] for entry in experiment}
     assert "checkpoints" in names and "configs" not in names and "custom_nodes" not in names
     files = await (await client.get("/api/experiment/models/checkpoints")).json()
-    assert {f["name"] for f in files} == {"b.ckpt", "sub/a.safetensors"} and files[0]["pathIndex"] == 0
+    assert {f["name"] for f in files} == {"b.ckpt", "sub/a.safetensors"} and files[0][
+        "pathIndex"
+    ] == 0
     assert (await client.get("/api/experiment/models/nope")).status == 404
     assert (await client.get("/api/experiment/models/preview/checkpoints/0/b.ckpt")).status == 404
     (models / "checkpoints" / "b.png").write_bytes(b"\x89PNG")
     assert (await client.get("/api/experiment/models/preview/checkpoints/0/b.ckpt")).status == 200
-    assert (await client.get("/api/experiment/models/preview/checkpoints/0/..%2F..%2Fx")).status in (400, 404)
+    assert (
+        await client.get("/api/experiment/models/preview/checkpoints/0/..%2F..%2Fx")
+    ).status in (400, 404)
     paths = await (await client.get("/internal/folder_paths")).json()
     assert str(models / "checkpoints") in paths["checkpoints"]
 
@@ -129,10 +158,18 @@ async def test_models_and_embeddings(client, runtime):
 async def test_system_features_extensions_misc(client):
     stats = await (await client.get("/api/system_stats")).json()
     assert stats["system"]["comfyui_version"] == "0.8.0"
-    assert stats["system"]["required_frontend_version"] and stats["devices"][0]["type"] in ("cpu", "cuda")
-    assert {"ram_total", "ram_free", "python_version", "pytorch_version", "argv", "os"} <= set(stats["system"])
+    assert stats["system"]["required_frontend_version"] and stats["devices"][0]["type"] in (
+        "cpu",
+        "cuda",
+    )
+    assert {"ram_total", "ram_free", "python_version", "pytorch_version", "argv", "os"} <= set(
+        stats["system"]
+    )
     features = await (await client.get("/api/features")).json()
-    assert features["supports_preview_metadata"] is True and features["max_upload_size"] == 100 * 1024 * 1024
+    assert (
+        features["supports_preview_metadata"] is True
+        and features["max_upload_size"] == 100 * 1024 * 1024
+    )
     assert await (await client.get("/api/extensions")).json() == []
     for path in ("/api/i18n", "/api/global_subgraphs", "/api/workflow_templates"):
         assert await (await client.get(path)).json() == {}

@@ -19,9 +19,16 @@ from http_helpers import (
 pytestmark = pytest.mark.asyncio
 
 UNCACHED = [
-    "status:1", "status:1", "execution_start", "execution_cached",
-    "progress_state", "executing:1", "progress_state",
-    "progress_state", "executing:2", "progress_state",
+    "status:1",
+    "status:1",
+    "execution_start",
+    "execution_cached",
+    "progress_state",
+    "executing:1",
+    "progress_state",
+    "progress_state",
+    "executing:2",
+    "progress_state",
 ]
 
 
@@ -33,7 +40,10 @@ async def _connect(client, sid: str | None = "client-a", path: str = "/ws"):
 
 async def test_status_on_connect_with_and_without_client_id(client):
     ws, first = await _connect(client, "abc")
-    assert first == {"type": "status", "data": {"status": {"exec_info": {"queue_remaining": 0}}, "sid": "abc"}}
+    assert first == {
+        "type": "status",
+        "data": {"status": {"exec_info": {"queue_remaining": 0}}, "sid": "abc"},
+    }
     await ws.close()
     ws, first = await _connect(client, None, "/api/ws")
     sid = first["data"]["sid"]
@@ -43,11 +53,18 @@ async def test_status_on_connect_with_and_without_client_id(client):
 
 async def test_feature_flags_handshake(client):
     ws, _ = await _connect(client)
-    await ws.send_str(json.dumps({"type": "feature_flags", "data": {"supports_preview_metadata": True}}))
+    await ws.send_str(
+        json.dumps({"type": "feature_flags", "data": {"supports_preview_metadata": True}})
+    )
     reply = await ws.receive_json(timeout=5)
-    assert reply == {"type": "feature_flags", "data": {
-        "supports_preview_metadata": True, "max_upload_size": 100 * 1024 * 1024,
-        "extension": {"manager": {"supports_v4": True}}}}
+    assert reply == {
+        "type": "feature_flags",
+        "data": {
+            "supports_preview_metadata": True,
+            "max_upload_size": 100 * 1024 * 1024,
+            "extension": {"manager": {"supports_v4": True}},
+        },
+    }
     # only the first message is a handshake; later ones are ignored
     await ws.send_str(json.dumps({"type": "feature_flags", "data": {}}))
     await ws.send_str("not json at all")
@@ -65,21 +82,39 @@ async def test_uncached_run_order(client):
     assert kinds[:10] == UNCACHED
     tail = kinds[10:]
     # the two output nodes run in an unspecified order, each: state, executing, executed, state
-    assert sorted(tail[:8]) == sorted(["progress_state", "executing:3", "executed:3", "progress_state",
-                                       "progress_state", "executing:4", "executed:4", "progress_state"])
+    assert sorted(tail[:8]) == sorted(
+        [
+            "progress_state",
+            "executing:3",
+            "executed:3",
+            "progress_state",
+            "progress_state",
+            "executing:4",
+            "executed:4",
+            "progress_state",
+        ]
+    )
     for node in ("3", "4"):
         i = tail.index(f"executing:{node}")
         assert tail[i - 1] == "progress_state" and tail[i + 1] == f"executed:{node}"
         assert tail[i + 2] == "progress_state"
     assert tail[8:] == ["execution_success", "status:0", "executing:None"]
-    executed = {m["data"]["node"]: m["data"] for m in messages if isinstance(m, dict) and m["type"] == "executed"}
+    executed = {
+        m["data"]["node"]: m["data"]
+        for m in messages
+        if isinstance(m, dict) and m["type"] == "executed"
+    }
     assert executed["4"]["output"]["images"][0]["type"] == "output"
     assert executed["3"]["output"]["images"][0]["type"] == "temp"
-    assert executed["4"]["display_node"] == "4" and executed["4"]["prompt_id"] == response["prompt_id"]
+    assert (
+        executed["4"]["display_node"] == "4" and executed["4"]["prompt_id"] == response["prompt_id"]
+    )
     start = messages[2]["data"]
     assert set(start) == {"prompt_id", "timestamp"}
     assert messages[3]["data"]["nodes"] == []
-    state = [m for m in messages if isinstance(m, dict) and m["type"] == "progress_state"][-1]["data"]
+    state = [m for m in messages if isinstance(m, dict) and m["type"] == "progress_state"][-1][
+        "data"
+    ]
     assert state["nodes"]["1"]["state"] == "finished" and state["nodes"]["1"]["real_node_id"] == "1"
     await ws.close()
 
@@ -107,7 +142,7 @@ async def test_error_run_order(client):
     assert "execution_success" not in kinds
     i = kinds.index("execution_error")
     assert "executing:2" in kinds[:i]
-    assert kinds[i + 1:] == ["status:0", "executing:None"]
+    assert kinds[i + 1 :] == ["status:0", "executing:None"]
     error = messages[i]["data"]
     assert error["node_id"] == "2" and error["node_type"] == "HttpTestRaise"
     assert "boom" in error["exception_message"] and error["exception_type"] == "RuntimeError"
@@ -128,8 +163,10 @@ async def test_interrupt_run_order_and_broadcast(client):
     messages = await receive_until_done(ws, prompt_id)
     kinds = summary(messages)
     i = kinds.index("execution_interrupted")
-    assert kinds[i + 1:] == ["status:0", "executing:None"]
-    assert messages[i]["data"]["node_id"] == "2" and messages[i]["data"]["node_type"] == "HttpTestSlow"
+    assert kinds[i + 1 :] == ["status:0", "executing:None"]
+    assert (
+        messages[i]["data"]["node_id"] == "2" and messages[i]["data"]["node_type"] == "HttpTestSlow"
+    )
     # the other client sees status and the broadcast interrupt, nothing else
     seen = []
     while "status:0" not in seen:
@@ -176,17 +213,21 @@ async def test_prompt_without_client_id_sends_only_progress_to_everyone(client):
 
 async def test_preview_frames_with_and_without_metadata(client):
     ws, _ = await _connect(client)
-    await ws.send_str(json.dumps({"type": "feature_flags", "data": {"supports_preview_metadata": True}}))
+    await ws.send_str(
+        json.dumps({"type": "feature_flags", "data": {"supports_preview_metadata": True}})
+    )
     assert (await ws.receive_json(timeout=5))["type"] == "feature_flags"
-    response = await post_prompt(client, slow_prompt(steps=2, delay=0, seed=1, preview=True), client_id="client-a")
+    response = await post_prompt(
+        client, slow_prompt(steps=2, delay=0, seed=1, preview=True), client_id="client-a"
+    )
     messages = await receive_until_done(ws, response["prompt_id"])
     frames = [m for m in messages if isinstance(m, bytes)]
     assert len(frames) == 2
     event, length = struct.unpack(">II", frames[0][:8])
     assert event == 4
-    meta = json.loads(frames[0][8:8 + length])
+    meta = json.loads(frames[0][8 : 8 + length])
     assert meta["node_id"] == "2" and meta["prompt_id"] == response["prompt_id"]
-    assert meta["image_type"] == "image/jpeg" and frames[0][8 + length:].startswith(b"\xff\xd8")
+    assert meta["image_type"] == "image/jpeg" and frames[0][8 + length :].startswith(b"\xff\xd8")
     kinds = summary(messages)
     i = kinds.index("binary")
     assert kinds[i + 1] == "progress"  # preview frame, then its progress message
@@ -195,8 +236,9 @@ async def test_preview_frames_with_and_without_metadata(client):
     await ws.close()
 
     legacy, _ = await _connect(client, "client-legacy")
-    response = await post_prompt(client, slow_prompt(steps=1, delay=0, seed=2, preview=True),
-                                 client_id="client-legacy")
+    response = await post_prompt(
+        client, slow_prompt(steps=1, delay=0, seed=2, preview=True), client_id="client-legacy"
+    )
     messages = await receive_until_done(legacy, response["prompt_id"])
     frames = [m for m in messages if isinstance(m, bytes)]
     assert [struct.unpack(">II", f[:8]) for f in frames] == [(1, 1)]
@@ -205,7 +247,9 @@ async def test_preview_frames_with_and_without_metadata(client):
 
 async def test_reconnect_with_same_sid_replaces_socket_and_reports_running_node(client):
     ws, _ = await _connect(client)
-    response = await post_prompt(client, slow_prompt(steps=100, delay=0.01, seed=3), client_id="client-a")
+    response = await post_prompt(
+        client, slow_prompt(steps=100, delay=0.01, seed=3), client_id="client-a"
+    )
     while (await ws.receive_json(timeout=10))["type"] != "progress":
         pass
     again, first = await _connect(client, "client-a")

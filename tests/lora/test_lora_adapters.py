@@ -229,21 +229,35 @@ def test_half_precision_weight_is_patched_in_float32_and_cast_back(memory):
         (LoraAdapter(), {".lora_B.weight": g(6, 2), ".lora_A.weight": g(2, 8)}),
         (LoraAdapter(), {".lora.up.weight": g(6, 2), ".lora.down.weight": g(2, 8)}),
         (LoraAdapter(), {"_lora.up.weight": g(6, 2), "_lora.down.weight": g(2, 8)}),
-        (LohaAdapter(), {".hada_w1_a": g(6, 2), ".hada_w1_b": g(2, 8), ".hada_w2_a": g(6, 2),
-                         ".hada_w2_b": g(2, 8)}),
+        (
+            LohaAdapter(),
+            {
+                ".hada_w1_a": g(6, 2),
+                ".hada_w1_b": g(2, 8),
+                ".hada_w2_a": g(6, 2),
+                ".hada_w2_b": g(2, 8),
+            },
+        ),
         (LokrAdapter(), {".lokr_w1": g(2, 2), ".lokr_w2_a": g(3, 1), ".lokr_w2_b": g(1, 4)}),
     ],
 )
 def test_adapters_claim_their_layouts_and_only_those(adapter, parts):
     [patch] = adapter.patches(parts, "fc.weight").values()
     assert patch.apply(g(6, 8), 1.0).shape == (6, 8)
-    others = [a for a in (LoraAdapter(), LohaAdapter(), LokrAdapter(), DiffAdapter())
-              if a.name != adapter.name]
+    others = [
+        a
+        for a in (LoraAdapter(), LohaAdapter(), LokrAdapter(), DiffAdapter())
+        if a.name != adapter.name
+    ]
     assert all(not other.patches(parts, "fc.weight") for other in others)
 
 
 def test_dora_scale_wraps_the_low_rank_patch():
-    parts = {".lora_up.weight": g(6, 2), ".lora_down.weight": g(2, 8), ".alpha": torch.tensor(2.0),
-             ".dora_scale": g(1, 8).abs()}
+    parts = {
+        ".lora_up.weight": g(6, 2),
+        ".lora_down.weight": g(2, 8),
+        ".alpha": torch.tensor(2.0),
+        ".dora_scale": g(1, 8).abs(),
+    }
     [patch] = LoraAdapter().patches(parts, "fc.weight").values()
     assert isinstance(patch, DoraPatch) and patch.inner.scale == 1.0

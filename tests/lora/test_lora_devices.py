@@ -70,8 +70,9 @@ def test_lora_file_on_device_matches_cpu(lora_runtime, toy, device):
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize(("key", "patch"), ALL_PATCHES,
-                         ids=["lora", "locon-mid", "loha", "lokr", "dora"])
+@pytest.mark.parametrize(
+    ("key", "patch"), ALL_PATCHES, ids=["lora", "locon-mid", "loha", "lokr", "dora"]
+)
 def test_adapter_merged_on_device_matches_cpu(toy, device, key, patch):
     """The merge runs where the model is loaded (float32 there), then stays on the device."""
     original = toy.get_parameter(key)

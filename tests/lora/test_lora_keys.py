@@ -14,16 +14,31 @@ SUFFIXES = {s for adapter in default_adapters() for s in adapter.suffixes}
 @pytest.mark.parametrize(
     ("key", "layer", "suffix"),
     [
-        ("lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight",
-         "lora_unet_down_blocks_0_attentions_0_proj_in", ".lora_up.weight"),
-        ("lora_te_text_model_encoder_layers_0_self_attn_q_proj.alpha",
-         "lora_te_text_model_encoder_layers_0_self_attn_q_proj", ".alpha"),
-        ("unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight",
-         "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q", ".lora_A.weight"),
-        ("unet.mid_block.attentions.0.transformer_blocks.0.attn1.processor.to_q_lora.up.weight",
-         "unet.mid_block.attentions.0.transformer_blocks.0.attn1.processor.to_q", "_lora.up.weight"),
-        ("text_encoder.text_model.encoder.layers.0.mlp.fc1.lora.down.weight",
-         "text_encoder.text_model.encoder.layers.0.mlp.fc1", ".lora.down.weight"),
+        (
+            "lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight",
+            "lora_unet_down_blocks_0_attentions_0_proj_in",
+            ".lora_up.weight",
+        ),
+        (
+            "lora_te_text_model_encoder_layers_0_self_attn_q_proj.alpha",
+            "lora_te_text_model_encoder_layers_0_self_attn_q_proj",
+            ".alpha",
+        ),
+        (
+            "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight",
+            "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q",
+            ".lora_A.weight",
+        ),
+        (
+            "unet.mid_block.attentions.0.transformer_blocks.0.attn1.processor.to_q_lora.up.weight",
+            "unet.mid_block.attentions.0.transformer_blocks.0.attn1.processor.to_q",
+            "_lora.up.weight",
+        ),
+        (
+            "text_encoder.text_model.encoder.layers.0.mlp.fc1.lora.down.weight",
+            "text_encoder.text_model.encoder.layers.0.mlp.fc1",
+            ".lora.down.weight",
+        ),
         ("diffusion_model.out.2.diff_b", "diffusion_model.out.2", ".diff_b"),
         ("diffusion_model.out.2.diff", "diffusion_model.out.2", ".diff"),
         ("lora_unet_conv_in.hada_w1_a", "lora_unet_conv_in", ".hada_w1_a"),
@@ -38,18 +53,27 @@ def test_split_key(key, layer, suffix):
 def test_group_keys_groups_per_layer_and_keeps_unknown_suffixes_apart():
     keys = ["a.lora_up.weight", "a.lora_down.weight", "a.alpha", "b.diff", "b.diff_b", "c.weird"]
     parsed = group_keys(keys, SUFFIXES)
-    assert parsed.layers["a"].keys == {".lora_up.weight": "a.lora_up.weight",
-                                       ".lora_down.weight": "a.lora_down.weight",
-                                       ".alpha": "a.alpha"}
+    assert parsed.layers["a"].keys == {
+        ".lora_up.weight": "a.lora_up.weight",
+        ".lora_down.weight": "a.lora_down.weight",
+        ".alpha": "a.alpha",
+    }
     assert set(parsed.layers["b"].keys) == {".diff", ".diff_b"}
     assert parsed.unparsed == ["c.weird"]
 
 
 @pytest.mark.parametrize(
     ("layer", "part"),
-    [("lora_unet_x", "model"), ("lora_te_x", "clip"), ("lora_te1_x", "clip"),
-     ("lora_te2_x", "clip"), ("unet.x", "model"), ("text_encoder.x", "clip"),
-     ("diffusion_model.x", "model"), ("something_else", None)],
+    [
+        ("lora_unet_x", "model"),
+        ("lora_te_x", "clip"),
+        ("lora_te1_x", "clip"),
+        ("lora_te2_x", "clip"),
+        ("unet.x", "model"),
+        ("text_encoder.x", "clip"),
+        ("diffusion_model.x", "model"),
+        ("something_else", None),
+    ],
 )
 def test_part_of(layer, part):
     assert part_of(layer) == part
@@ -71,11 +95,20 @@ def test_plan_reports_every_key_that_matches_no_weight():
     target = Target("model", None, {"lora_unet_fc": "fc.weight"}, 1.0)
     report = plan_patches(tensors, [target], default_adapters())
     assert list(report.patches["model"]) == ["fc.weight"]
-    assert report.used == {"lora_unet_fc.lora_up.weight", "lora_unet_fc.lora_down.weight",
-                           "lora_unet_fc.alpha"}
-    assert sorted(report.unmatched) == sorted([
-        "lora_unet_nope.lora_up.weight", "lora_unet_nope.lora_down.weight",
-        "lora_unet_nope.alpha", "lora_unet_fc.reshape_weight", "lora_unet_orphan.alpha"])
+    assert report.used == {
+        "lora_unet_fc.lora_up.weight",
+        "lora_unet_fc.lora_down.weight",
+        "lora_unet_fc.alpha",
+    }
+    assert sorted(report.unmatched) == sorted(
+        [
+            "lora_unet_nope.lora_up.weight",
+            "lora_unet_nope.lora_down.weight",
+            "lora_unet_nope.alpha",
+            "lora_unet_fc.reshape_weight",
+            "lora_unet_orphan.alpha",
+        ]
+    )
 
 
 def test_plan_sends_each_layer_to_the_target_whose_map_names_it():

@@ -58,17 +58,22 @@ def write_lora(runtime, name: str, tensors: dict[str, torch.Tensor]) -> str:
     return name
 
 
-def kohya(layer: str, rows: int, cols: int, rank: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
+def kohya(
+    layer: str, rows: int, cols: int, rank: int = 2, seed: int = 0
+) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
-    return {f"{layer}.lora_up.weight": torch.randn(rows, rank, generator=gen),
-            f"{layer}.lora_down.weight": torch.randn(rank, cols, generator=gen),
-            f"{layer}.alpha": torch.tensor(1.0)}
+    return {
+        f"{layer}.lora_up.weight": torch.randn(rows, rank, generator=gen),
+        f"{layer}.lora_down.weight": torch.randn(rank, cols, generator=gen),
+        f"{layer}.alpha": torch.tensor(1.0),
+    }
 
 
 def delta(tensors: dict[str, torch.Tensor], layer: str) -> torch.Tensor:
     up, down = tensors[f"{layer}.lora_up.weight"], tensors[f"{layer}.lora_down.weight"]
     return (up.flatten(1) @ down.flatten(1)).reshape(up.shape[0], *down.shape[1:]) * (
-        float(tensors[f"{layer}.alpha"]) / down.shape[0])
+        float(tensors[f"{layer}.alpha"]) / down.shape[0]
+    )
 
 
 def loaded_weight(memory, handle: ModelHandle, key: str) -> torch.Tensor:
@@ -88,8 +93,9 @@ def test_lora_loader_patches_clones_and_leaves_the_inputs_alone(runtime, ctx, to
     name = write_lora(runtime, "a.safetensors", tensors)
     model, clip = ModelHandle(toy), clip_handle()
     base = toy.fc.weight.detach().clone()
-    out = LoraLoader(model=model, clip=clip, lora_name=name, strength_model=0.5,
-                     strength_clip=-1.0).run(ctx)
+    out = LoraLoader(
+        model=model, clip=clip, lora_name=name, strength_model=0.5, strength_clip=-1.0
+    ).run(ctx)
     assert out.model is not model and out.model.is_clone(model)
     assert out.clip is not clip and out.clip.handle.is_clone(clip.handle)
     assert not model.weight_patches and not clip.handle.weight_patches
@@ -112,24 +118,35 @@ def test_no_weight_is_copied_at_load(runtime, ctx, toy):
 def test_strength_zero_returns_the_inputs_unchanged(runtime, ctx, toy):
     name = write_lora(runtime, "a.safetensors", kohya("lora_unet_fc", 6, 8))
     model, clip = ModelHandle(toy), clip_handle()
-    out = LoraLoader(model=model, clip=clip, lora_name=name, strength_model=0.0,
-                     strength_clip=0.0).run(ctx)
+    out = LoraLoader(
+        model=model, clip=clip, lora_name=name, strength_model=0.0, strength_clip=0.0
+    ).run(ctx)
     assert out.model is model and out.clip is clip
 
 
 def test_two_loras_stack(runtime, ctx, toy):
     a, b = kohya("lora_unet_fc", 6, 8, seed=3), kohya("diffusion_model.conv", 6, 4 * 9, seed=4)
-    b["diffusion_model.conv.lora_down.weight"] = b["diffusion_model.conv.lora_down.weight"].reshape(2, 4, 3, 3)
-    b["diffusion_model.conv.lora_up.weight"] = b["diffusion_model.conv.lora_up.weight"][:, :, None, None]
+    b["diffusion_model.conv.lora_down.weight"] = b["diffusion_model.conv.lora_down.weight"].reshape(
+        2, 4, 3, 3
+    )
+    b["diffusion_model.conv.lora_up.weight"] = b["diffusion_model.conv.lora_up.weight"][
+        :, :, None, None
+    ]
     c = kohya("fc", 6, 8, seed=5)  # the generic layout: the module's own name
     for name, tensors in (("a.safetensors", a), ("b.safetensors", b), ("c.safetensors", c)):
         write_lora(runtime, name, tensors)
     model = ModelHandle(toy)
-    for name, strength in (("a.safetensors", 1.0), ("b.safetensors", 2.0), ("c.safetensors", -0.25)):
+    for name, strength in (
+        ("a.safetensors", 1.0),
+        ("b.safetensors", 2.0),
+        ("c.safetensors", -0.25),
+    ):
         model = LoraLoaderModelOnly(model=model, lora_name=name, strength_model=strength).run(ctx)
     fc = loaded_weight(runtime.memory, model, "fc.weight")
     conv = loaded_weight(runtime.memory, model, "conv.weight")
-    assert torch.allclose(fc, toy.fc.weight + delta(a, "lora_unet_fc") - 0.25 * delta(c, "fc"), atol=1e-5)
+    assert torch.allclose(
+        fc, toy.fc.weight + delta(a, "lora_unet_fc") - 0.25 * delta(c, "fc"), atol=1e-5
+    )
     assert torch.allclose(conv, toy.conv.weight + 2.0 * delta(b, "diffusion_model.conv"), atol=1e-5)
 
 

@@ -30,5 +30,9 @@ def test_fallback_key_map_names_a_bare_handle_by_its_own_keys():
     handle = ModelHandle(torch.nn.Sequential(torch.nn.Linear(2, 2)))
     answer = adapter_key_map(model=handle, kind="model")
     assert isinstance(answer, AdapterKeyMap) and answer.handle is handle
-    assert answer.keys == {"0": "0.weight", "diffusion_model.0": "0.weight", "lora_unet_0": "0.weight"}
+    assert answer.keys == {
+        "0": "0.weight",
+        "diffusion_model.0": "0.weight",
+        "lora_unet_0": "0.weight",
+    }
     assert adapter_key_map(model=object(), kind="model") is None

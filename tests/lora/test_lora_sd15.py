@@ -17,7 +17,8 @@ import torch
 
 pytestmark = pytest.mark.skipif(
     any(importlib.util.find_spec(m) is None for m in ("loom_sd15", "loom_samplers")),
-    reason="needs loom-sd15 and loom-samplers")
+    reason="needs loom-sd15 and loom-samplers",
+)
 
 TOKENIZERS = Path(__file__).resolve().parents[3] / "shared" / "data" / "tokenizers"
 if not (TOKENIZERS / "clip_l" / "vocab.json").is_file():
@@ -67,23 +68,32 @@ def make_lora(shapes, seed: int, *, layout: str, unet=UNET_LAYERS, clip=CLIP_LAY
     gen = torch.Generator().manual_seed(seed)
     out: dict[str, torch.Tensor] = {}
     layers = [("unet", name, shapes[f"model.diffusion_model.{name}.weight"]) for name in unet]
-    layers += [("clip", name, shapes[f"cond_stage_model.transformer.text_model.{name}.weight"])
-               for name in clip]
+    layers += [
+        ("clip", name, shapes[f"cond_stage_model.transformer.text_model.{name}.weight"])
+        for name in clip
+    ]
     for part, name, shape in layers:
         down = torch.randn(RANK, shape[1], *shape[2:], generator=gen) * 0.3
         up = torch.randn(shape[0], RANK, *([1, 1] if len(shape) == 4 else []), generator=gen) * 0.3
         if layout == "kohya":
             flat = (diffusers[name] if part == "unet" else f"text_model.{name}").replace(".", "_")
             base = ("lora_unet_" if part == "unet" else "lora_te_") + flat
-            out |= {f"{base}.lora_up.weight": up, f"{base}.lora_down.weight": down,
-                    f"{base}.alpha": torch.tensor(float(RANK))}  # alpha = rank: scale 1
+            out |= {
+                f"{base}.lora_up.weight": up,
+                f"{base}.lora_down.weight": down,
+                f"{base}.alpha": torch.tensor(float(RANK)),
+            }  # alpha = rank: scale 1
         elif layout == "diffusers":  # PEFT names, no alpha (scale 1)
-            base = (f"unet.{diffusers[name]}" if part == "unet"
-                    else f"text_encoder.text_model.{name}")
+            base = (
+                f"unet.{diffusers[name]}" if part == "unet" else f"text_encoder.text_model.{name}"
+            )
             out |= {f"{base}.lora_B.weight": up, f"{base}.lora_A.weight": down}
         else:  # ComfyUI's own layout
-            base = (f"diffusion_model.{name}" if part == "unet"
-                    else f"text_encoders.clip_l.transformer.text_model.{name}")
+            base = (
+                f"diffusion_model.{name}"
+                if part == "unet"
+                else f"text_encoders.clip_l.transformer.text_model.{name}"
+            )
             out |= {f"{base}.lora_up.weight": up, f"{base}.lora_down.weight": down}
     return out
 
@@ -104,7 +114,8 @@ def base_dir(tmp_path, tiny_checkpoint, shapes) -> Path:
         save_file(make_lora(shapes, 1, layout=layout), str(loras / f"a_{layout}.safetensors"))
     save_file(make_lora(shapes, 2, layout="kohya"), str(loras / "b_kohya.safetensors"))
     (tmp_path / "extra_model_paths.yaml").write_text(
-        f"shared:\n  tokenizers: {TOKENIZERS}\n", encoding="utf-8")
+        f"shared:\n  tokenizers: {TOKENIZERS}\n", encoding="utf-8"
+    )
     return tmp_path
 
 
@@ -112,8 +123,14 @@ def make_runtime(base_dir: Path):
     from loom.runtime import Runtime
     from loom.settings import Settings
 
-    return Runtime(Settings(base_directory=base_dir, load_custom_nodes=False, cpu_only=True,
-                            extra_model_paths=[base_dir / "extra_model_paths.yaml"]))
+    return Runtime(
+        Settings(
+            base_directory=base_dir,
+            load_custom_nodes=False,
+            cpu_only=True,
+            extra_model_paths=[base_dir / "extra_model_paths.yaml"],
+        )
+    )
 
 
 @pytest.fixture
@@ -124,22 +141,43 @@ def runtime(base_dir):
 def txt2img(*loras: tuple[str, float, float]) -> dict:
     prompt = {
         "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny.safetensors"}},
-        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": SIZE, "height": SIZE, "batch_size": 1}},
+        "5": {
+            "class_type": "EmptyLatentImage",
+            "inputs": {"width": SIZE, "height": SIZE, "batch_size": 1},
+        },
         "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a glass bottle", "clip": None}},
         "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "watermark", "clip": None}},
-        "3": {"class_type": "KSampler", "inputs": {
-            "seed": 42, "steps": 3, "cfg": 8.0, "sampler_name": "euler", "scheduler": "normal",
-            "denoise": 1.0, "model": None, "positive": ["6", 0], "negative": ["7", 0],
-            "latent_image": ["5", 0]}},
+        "3": {
+            "class_type": "KSampler",
+            "inputs": {
+                "seed": 42,
+                "steps": 3,
+                "cfg": 8.0,
+                "sampler_name": "euler",
+                "scheduler": "normal",
+                "denoise": 1.0,
+                "model": None,
+                "positive": ["6", 0],
+                "negative": ["7", 0],
+                "latent_image": ["5", 0],
+            },
+        },
         "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
         "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "t", "images": ["8", 0]}},
     }
     model, clip = ["4", 0], ["4", 1]
     for index, (name, strength_model, strength_clip) in enumerate(loras):
         node = str(20 + index)
-        prompt[node] = {"class_type": "LoraLoader", "inputs": {
-            "model": model, "clip": clip, "lora_name": name, "strength_model": strength_model,
-            "strength_clip": strength_clip}}
+        prompt[node] = {
+            "class_type": "LoraLoader",
+            "inputs": {
+                "model": model,
+                "clip": clip,
+                "lora_name": name,
+                "strength_model": strength_model,
+                "strength_clip": strength_clip,
+            },
+        }
         model, clip = [node, 0], [node, 1]
     prompt["3"]["inputs"]["model"] = model
     prompt["6"]["inputs"]["clip"] = prompt["7"]["inputs"]["clip"] = clip
@@ -180,24 +218,30 @@ def test_model_and_clip_strengths_each_matter_and_negative_strength_works(execut
     clip_only = image(executor, ("a_kohya.safetensors", 0.0, 1.0))
     negative = image(executor, ("a_kohya.safetensors", -1.0, -1.0))
     images = [base, both, model_only, clip_only, negative]
-    assert all(not torch.equal(a, b) for i, a in enumerate(images) for b in images[i + 1:])
+    assert all(not torch.equal(a, b) for i, a in enumerate(images) for b in images[i + 1 :])
 
 
 def test_strength_zero_is_bitwise_identical_to_no_lora(executor):
     assert torch.equal(image(executor), image(executor, ("a_kohya.safetensors", 0.0, 0.0)))
 
 
-def test_unload_after_a_lora_run_restores_the_base_weights_bitwise(runtime, executor, tiny_checkpoint):
+def test_unload_after_a_lora_run_restores_the_base_weights_bitwise(
+    runtime, executor, tiny_checkpoint
+):
     from loom.memory import open_safetensors
 
-    result = run(executor, txt2img(("a_kohya.safetensors", 1.0, 1.0), ("b_kohya.safetensors", -0.5, 2.0)))
+    result = run(
+        executor, txt2img(("a_kohya.safetensors", 1.0, 1.0), ("b_kohya.safetensors", -0.5, 2.0))
+    )
     model, clip = result.values["4"][0][0], result.values["4"][1][0]
     runtime.memory.unload_all()
     stored = open_safetensors(tiny_checkpoint)
     unet = model.module.state_dict()
     assert len(unet) > 100
     for key, value in unet.items():
-        assert torch.equal(value.view(torch.int32), stored[f"model.diffusion_model.{key}"].view(torch.int32)), key
+        assert torch.equal(
+            value.view(torch.int32), stored[f"model.diffusion_model.{key}"].view(torch.int32)
+        ), key
     text = clip.handle.module.state_dict()
     assert len(text) > 20
     for key, value in text.items():

@@ -26,8 +26,11 @@ def _placeholder_torchvision() -> dict[str, types.ModuleType]:
     functional = types.ModuleType("torchvision.transforms.functional")
     root.transforms = transforms  # type: ignore[attr-defined]
     transforms.functional = functional  # type: ignore[attr-defined]
-    return {"torchvision": root, "torchvision.transforms": transforms,
-            "torchvision.transforms.functional": functional}
+    return {
+        "torchvision": root,
+        "torchvision.transforms": transforms,
+        "torchvision.transforms.functional": functional,
+    }
 
 
 @pytest.fixture(scope="session")
@@ -127,7 +130,13 @@ class ToyModel:
         return self
 
     def apply_model(self, x, sigma, cond):
-        self.calls.append((tuple(x.shape), [float(v) for v in sigma], {k: tuple(v.shape) for k, v in cond.items()}))
+        self.calls.append(
+            (
+                tuple(x.shape),
+                [float(v) for v in sigma],
+                {k: tuple(v.shape) for k, v in cond.items()},
+            )
+        )
         mu = cond["c_crossattn"].mean(dim=(1, 2)).view(-1, *([1] * (x.ndim - 1)))
         if sigma.shape[0] != x.shape[0]:
             raise AssertionError("one sigma per row expected")

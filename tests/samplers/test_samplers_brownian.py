@@ -111,7 +111,9 @@ def test_brownian_random_queries_workers_and_small_caches(workers, cache_size):
     """Any order, overlapping and repeated intervals, evictions: still the same bits."""
     rng = random.Random(cache_size or 0)
     sigmas = karras_sigmas(15, 0.0291675, 14.614642)
-    points = [float(s) for s in sigmas[:-1]] + [rng.uniform(0.0291675, 14.614642) for _ in range(15)]
+    points = [float(s) for s in sigmas[:-1]] + [
+        rng.uniform(0.0291675, 14.614642) for _ in range(15)
+    ]
     x = torch.zeros(2, 4, 8, 8)
     reference, ours = _trees(x, sigmas, 77, workers=workers, cache_size=cache_size)
     for _ in range(60):
@@ -154,8 +156,9 @@ def test_brownian_seed_shortcut_is_numpy_seedsequence():
         for _ in range(200):
             depth = rng.randint(0, 40)
             key = rng.getrandbits(depth) if depth else 0
-            expected = np.random.SeedSequence(entropy=entropy, spawn_key=(key, depth),
-                                              pool_size=24).generate_state(4)[0]
+            expected = np.random.SeedSequence(
+                entropy=entropy, spawn_key=(key, depth), pool_size=24
+            ).generate_state(4)[0]
             assert seeds(key, depth) == int(expected)
 
 
@@ -207,8 +210,10 @@ def test_brownian_worker_chunks_draw_what_the_caller_draws(dtype):
     size = (2, 4, 8, 8)
     draws = Draws(size, dtype, torch.device("cpu"), workers=0)
     seeds, scales = (0, 7, 2**32 - 1), (0.5, 1.7e-3, 3.0)  # node seeds are 32-bit words
-    jobs = [draws.job(seed, scale, torch.empty(size, dtype=dtype).numpy())
-            for seed, scale in zip(seeds, scales, strict=True)]
+    jobs = [
+        draws.job(seed, scale, torch.empty(size, dtype=dtype).numpy())
+        for seed, scale in zip(seeds, scales, strict=True)
+    ]
     chunk(list(seeds), list(scales), [job.out for job in jobs], torch.Generator())
     for job in jobs:
         expected = torch.randn(size, dtype=dtype, generator=torch.Generator().manual_seed(job.seed))

@@ -17,16 +17,36 @@ from loom_samplers.schedulers import karras_sigmas
 from loom.sampling import DiscreteEps, FlowMatching
 
 STOCHASTIC = {
-    "euler_ancestral", "euler_ancestral_cfg_pp", "dpm_2_ancestral", "dpmpp_2s_ancestral",
-    "dpmpp_2s_ancestral_cfg_pp", "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m_sde",
-    "dpmpp_2m_sde_gpu", "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu", "dpmpp_3m_sde",
-    "dpmpp_3m_sde_gpu", "ddpm", "lcm", "res_multistep_ancestral",
-    "res_multistep_ancestral_cfg_pp", "er_sde",
+    "euler_ancestral",
+    "euler_ancestral_cfg_pp",
+    "dpm_2_ancestral",
+    "dpmpp_2s_ancestral",
+    "dpmpp_2s_ancestral_cfg_pp",
+    "dpmpp_sde",
+    "dpmpp_sde_gpu",
+    "dpmpp_2m_sde",
+    "dpmpp_2m_sde_gpu",
+    "dpmpp_2m_sde_heun",
+    "dpmpp_2m_sde_heun_gpu",
+    "dpmpp_3m_sde",
+    "dpmpp_3m_sde_gpu",
+    "ddpm",
+    "lcm",
+    "res_multistep_ancestral",
+    "res_multistep_ancestral_cfg_pp",
+    "er_sde",
 }
 #: mean |error| allowed; first-order (euler, ddim, cfg++ euler), heunpp2 and the adaptive
 #: solver (rtol 0.05) are looser. lcm expects a consistency model: only its mean is checked.
-ODE_TOL = {"dpm_adaptive": 0.02, "euler": 0.03, "euler_cfg_pp": 0.03, "ddim": 0.03,
-           "gradient_estimation": 0.02, "gradient_estimation_cfg_pp": 0.02, "heunpp2": 0.03}
+ODE_TOL = {
+    "dpm_adaptive": 0.02,
+    "euler": 0.03,
+    "euler_cfg_pp": 0.03,
+    "ddim": 0.03,
+    "gradient_estimation": 0.02,
+    "gradient_estimation_cfg_pp": 0.02,
+    "heunpp2": 0.03,
+}
 MU, S = 0.3, 0.5
 
 
@@ -68,9 +88,21 @@ def test_samplers_converge_on_gaussian_data(guided, name):
         assert error < ODE_TOL.get(name, 0.005), error
 
 
-@pytest.mark.parametrize("name", ["euler", "euler_ancestral", "dpmpp_2m", "dpmpp_2m_sde",
-                                  "dpmpp_sde", "dpm_2_ancestral", "dpmpp_2s_ancestral",
-                                  "dpmpp_3m_sde", "er_sde", "lcm"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "euler",
+        "euler_ancestral",
+        "dpmpp_2m",
+        "dpmpp_2m_sde",
+        "dpmpp_sde",
+        "dpm_2_ancestral",
+        "dpmpp_2s_ancestral",
+        "dpmpp_3m_sde",
+        "er_sde",
+        "lcm",
+    ],
+)
 def test_samplers_flow_models_converge(guided, name):
     sampling = FlowMatching(shift=3.0)
     denoiser, shape = guided(sampling)
@@ -91,6 +123,11 @@ def test_samplers_report_each_step(guided):
     denoiser, shape = guided(DiscreteEps())
     sigmas = karras_sigmas(7, 0.03, 14.6)
     seen = []
-    SAMPLERS["dpmpp_2m"](denoiser, torch.randn(shape) * 14.6, sigmas, noise=SeededNoise(0),
-                         on_step=lambda step: seen.append(step.i))
+    SAMPLERS["dpmpp_2m"](
+        denoiser,
+        torch.randn(shape) * 14.6,
+        sigmas,
+        noise=SeededNoise(0),
+        on_step=lambda step: seen.append(step.i),
+    )
     assert seen == list(range(7))

@@ -45,14 +45,30 @@ def device_model(toy_model):
     return DeviceToy
 
 
-def run_ksampler(registry, model, cond, sampler: str, seed: int = 42,
-                 steps: int = 6) -> torch.Tensor:
+def run_ksampler(
+    registry, model, cond, sampler: str, seed: int = 42, steps: int = 6
+) -> torch.Tensor:
     node = registry.get_node("KSampler")
-    ctx = RunContext(node_id="3", prompt_id="p", prompt={}, extra_data={},
-                     runtime=types.SimpleNamespace(registry=registry), interrupt=InterruptFlag())
-    inputs = dict(model=model, seed=seed, steps=steps, cfg=6.0, sampler_name=sampler,
-                  scheduler="karras", positive=cond(0.5), negative=cond(-0.5),
-                  latent_image={"samples": torch.zeros(2, 4, 8, 8)}, denoise=1.0)
+    ctx = RunContext(
+        node_id="3",
+        prompt_id="p",
+        prompt={},
+        extra_data={},
+        runtime=types.SimpleNamespace(registry=registry),
+        interrupt=InterruptFlag(),
+    )
+    inputs = dict(
+        model=model,
+        seed=seed,
+        steps=steps,
+        cfg=6.0,
+        sampler_name=sampler,
+        scheduler="karras",
+        positive=cond(0.5),
+        negative=cond(-0.5),
+        latent_image={"samples": torch.zeros(2, 4, 8, 8)},
+        denoise=1.0,
+    )
     (out,) = node.impl.execute(node.impl.create(), inputs, ctx).values
     return out["samples"]
 
@@ -68,8 +84,7 @@ def test_sampler_on_device_matches_cpu(samplers_registry, device_model, cond, de
     torch.testing.assert_close(out, expected, atol=1e-4, rtol=0)
 
 
-def test_gpu_sde_variant_draws_on_the_latents_device(samplers_registry, device_model, cond,
-                                                     device):
+def test_gpu_sde_variant_draws_on_the_latents_device(samplers_registry, device_model, cond, device):
     model = device_model(device)
     out = run_ksampler(samplers_registry, model, cond, "dpmpp_2m_sde_gpu")
     assert model.devices == {device} and torch.isfinite(out).all()
@@ -82,13 +97,17 @@ def test_gpu_sde_variant_draws_on_the_latents_device(samplers_registry, device_m
 
 @torchsde_clamps
 @pytest.mark.parametrize("sampler", ["dpmpp_2m_sde", "dpmpp_2m_sde_gpu", "dpmpp_sde_gpu"])
-def test_sde_sampler_equals_torchsde_tree_bit_for_bit(samplers_registry, device_model, cond,
-                                                      device, sampler, monkeypatch):
+def test_sde_sampler_equals_torchsde_tree_bit_for_bit(
+    samplers_registry, device_model, cond, device, sampler, monkeypatch
+):
     """The whole run with loom's tree equals the run with torchsde's (ComfyUI's) tree."""
     pytest.importorskip("torchsde")
     ours = run_ksampler(samplers_registry, device_model(device), cond, sampler)
-    monkeypatch.setattr(loom_samplers.ksampler, "SeededNoise",
-                        functools.partial(SeededNoise, brownian_backend="torchsde"))
+    monkeypatch.setattr(
+        loom_samplers.ksampler,
+        "SeededNoise",
+        functools.partial(SeededNoise, brownian_backend="torchsde"),
+    )
     reference = run_ksampler(samplers_registry, device_model(device), cond, sampler)
     assert torch.equal(ours, reference)
 

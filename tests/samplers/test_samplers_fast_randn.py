@@ -70,8 +70,11 @@ def test_each_kernel_draws_torchs_bits(kernel):
             for scale in (1.0, 0.0123, 3.5):
                 ours = np.empty(size, np.float32)
                 _randn.fill(ours, seed, scale)
-                np.testing.assert_array_equal(_bits(ours), _bits(_torch_randn(size, seed, scale)),
-                                              err_msg=f"{kernel} seed={seed} size={size} scale={scale}")
+                np.testing.assert_array_equal(
+                    _bits(ours),
+                    _bits(_torch_randn(size, seed, scale)),
+                    err_msg=f"{kernel} seed={seed} size={size} scale={scale}",
+                )
 
 
 def test_fill_many_is_fill_one_at_a_time(kernel):
@@ -109,8 +112,10 @@ def test_split_and_bridge_are_torchsdes_float32_arithmetic(kernel, size, with_ri
 @needs_kernels
 def test_sum_into_adds_left_to_right_in_float32():
     rng = np.random.default_rng(5)
-    pieces = [(rng.standard_normal(3000) * 10.0 ** rng.integers(-6, 6)).astype(np.float32)
-              for _ in range(17)]
+    pieces = [
+        (rng.standard_normal(3000) * 10.0 ** rng.integers(-6, 6)).astype(np.float32)
+        for _ in range(17)
+    ]
     expected = torch.from_numpy(pieces[0]).clone()
     for piece in pieces[1:]:
         expected = expected + torch.from_numpy(piece)

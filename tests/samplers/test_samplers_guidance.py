@@ -32,7 +32,9 @@ def test_samplers_cfg_one_skips_the_negative(toy_model, cond):
 
 
 def test_samplers_token_lengths_pad_by_repetition(toy_model, cond):
-    model, guider = _prepared(toy_model, {"positive": cond(1.0, tokens=154), "negative": cond(0.0, tokens=77)})
+    model, guider = _prepared(
+        toy_model, {"positive": cond(1.0, tokens=154), "negative": cond(0.0, tokens=77)}
+    )
     guider.predict(torch.randn(1, 4, 16, 16), torch.tensor([1.0]))
     assert model.calls[0][2]["c_crossattn"] == (2, 154, 8)
 
@@ -64,8 +66,9 @@ def test_samplers_mask_conditioning(toy_model, cond):
 def test_samplers_timestep_ranges(toy_model, cond):
     model = toy_model()
     noise = torch.zeros(1, 4, 8, 8)
-    entries = resolve_conditioning(cond(1.0, start_percent=0.5, end_percent=1.0), model, noise,
-                                   prompt_type="positive")
+    entries = resolve_conditioning(
+        cond(1.0, start_percent=0.5, end_percent=1.0), model, noise, prompt_type="positive"
+    )
     start = model.model_sampling.percent_to_sigma(0.5)
     assert entries[0].timestep_start == start and entries[0].timestep_end == 0.0
     high = calc_cond_batch(model, [entries], noise, torch.tensor([start * 2]))[0]
@@ -81,10 +84,13 @@ def test_samplers_single_plain_entry_shortcut_is_exact(toy_model, cond):
     x = torch.randn(1, 4, 16, 16)
     noise = torch.zeros(1, 4, 16, 16)
     plain = resolve_conditioning(cond(0.7), model, noise, prompt_type="positive")
-    masked = resolve_conditioning(cond(0.7, mask=torch.ones(16, 16)), model, noise, prompt_type="positive")
+    masked = resolve_conditioning(
+        cond(0.7, mask=torch.ones(16, 16)), model, noise, prompt_type="positive"
+    )
     sigma = torch.tensor([3.0])
-    assert torch.equal(calc_cond_batch(model, [plain], x, sigma)[0],
-                       calc_cond_batch(model, [masked], x, sigma)[0])
+    assert torch.equal(
+        calc_cond_batch(model, [plain], x, sigma)[0], calc_cond_batch(model, [masked], x, sigma)[0]
+    )
 
 
 def test_samplers_conditioning_is_batched_once_per_run(toy_model, cond, monkeypatch):
@@ -93,14 +99,25 @@ def test_samplers_conditioning_is_batched_once_per_run(toy_model, cond, monkeypa
     model, guider = _prepared(toy_model, {"positive": cond(1.0), "negative": cond(-1.0)})
     cats = []
     real_cat = torch.cat
-    monkeypatch.setattr(torch, "cat", lambda tensors, *a, **k: cats.append(len(tensors)) or real_cat(tensors, *a, **k))
+    monkeypatch.setattr(
+        torch,
+        "cat",
+        lambda tensors, *a, **k: cats.append(len(tensors)) or real_cat(tensors, *a, **k),
+    )
     xs = [torch.randn(1, 4, 16, 16) for _ in range(4)]
-    outs = [guider.predict(x, torch.tensor([s]))[0] for x, s in zip(xs, (8.0, 4.0, 2.0, 1.0), strict=True)]
+    outs = [
+        guider.predict(x, torch.tensor([s]))[0]
+        for x, s in zip(xs, (8.0, 4.0, 2.0, 1.0), strict=True)
+    ]
     conds_cat = len(cats) - 2 * 4  # each step also batches x and sigma
     assert conds_cat == 1 and len(guider.batched) == 1
     monkeypatch.setattr(torch, "cat", real_cat)
-    fresh = [calc_cond_batch(model, [guider.resolved["positive"], guider.resolved["negative"]], x,
-                             torch.tensor([s])) for x, s in zip(xs, (8.0, 4.0, 2.0, 1.0), strict=True)]
+    fresh = [
+        calc_cond_batch(
+            model, [guider.resolved["positive"], guider.resolved["negative"]], x, torch.tensor([s])
+        )
+        for x, s in zip(xs, (8.0, 4.0, 2.0, 1.0), strict=True)
+    ]
     for out, (c, u) in zip(outs, fresh, strict=True):
         assert torch.equal(out, u + (c - u) * 8.0)
     guider.prepare(torch.zeros(1, 4, 16, 16), torch.zeros(1, 4, 16, 16), None, 0)
@@ -112,7 +129,9 @@ def test_samplers_batched_conditioning_kept_is_bounded(toy_model, cond):
     only the last few batches."""
     from loom_samplers import guidance
 
-    _model, guider = _prepared(toy_model, {"positive": cond(1.0), "negative": cond(-1.0)}, shape=(2, 4, 8, 8))
+    _model, guider = _prepared(
+        toy_model, {"positive": cond(1.0), "negative": cond(-1.0)}, shape=(2, 4, 8, 8)
+    )
     for step in range(guidance._BATCHED_KEPT + 5):
         guider.predict(torch.randn(2, 4, 8, 8), torch.tensor([1.0 + step, 1.0 + step]))
     assert len(guider.batched) == guidance._BATCHED_KEPT  # the oldest went first

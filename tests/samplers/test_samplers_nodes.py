@@ -21,9 +21,15 @@ class _Runtime:
 
 def _ctx(registry, progress=None, preview_method=None):
     extra = {"preview_method": preview_method} if preview_method else {}
-    return RunContext(node_id="3", prompt_id="p", prompt={}, extra_data=extra,
-                      runtime=_Runtime(registry), interrupt=InterruptFlag(),
-                      on_progress=(lambda v, t, p: progress.append((v, t, p))) if progress is not None else None)
+    return RunContext(
+        node_id="3",
+        prompt_id="p",
+        prompt={},
+        extra_data=extra,
+        runtime=_Runtime(registry),
+        interrupt=InterruptFlag(),
+        on_progress=(lambda v, t, p: progress.append((v, t, p))) if progress is not None else None,
+    )
 
 
 def _run(registry, class_type, ctx, **inputs):
@@ -44,18 +50,34 @@ def _reference(model, positive, negative, cfg, seed, steps, sampler, scheduler, 
     return out / model.latent_format.scale_factor
 
 
-@pytest.mark.parametrize("sampler", ["euler", "euler_ancestral", "dpmpp_2m", "dpmpp_2m_sde", "uni_pc"])
+@pytest.mark.parametrize(
+    "sampler", ["euler", "euler_ancestral", "dpmpp_2m", "dpmpp_2m_sde", "uni_pc"]
+)
 def test_samplers_ksampler_end_to_end(samplers_registry, toy_model, cond, sampler):
     model = toy_model()
     latent = {"samples": torch.zeros(1, 4, 8, 8)}
     progress: list = []
-    (out,) = _run(samplers_registry, "KSampler", _ctx(samplers_registry, progress), model=model,
-                  seed=42, steps=6, cfg=7.5, sampler_name=sampler, scheduler="normal",
-                  positive=cond(0.5), negative=cond(-0.5), latent_image=latent, denoise=1.0)
+    (out,) = _run(
+        samplers_registry,
+        "KSampler",
+        _ctx(samplers_registry, progress),
+        model=model,
+        seed=42,
+        steps=6,
+        cfg=7.5,
+        sampler_name=sampler,
+        scheduler="normal",
+        positive=cond(0.5),
+        negative=cond(-0.5),
+        latent_image=latent,
+        denoise=1.0,
+    )
     assert out["samples"].shape == (1, 4, 8, 8) and out["samples"].dtype == torch.float32
     assert [p[0] for p in progress] == list(range(1, 7)) and all(p[1] == 6 for p in progress)
     if sampler != "uni_pc":  # uni_pc drops the penultimate sigma: its schedule differs
-        expected = _reference(model, cond(0.5), cond(-0.5), 7.5, 42, 6, sampler, "normal", latent["samples"])
+        expected = _reference(
+            model, cond(0.5), cond(-0.5), 7.5, 42, 6, sampler, "normal", latent["samples"]
+        )
         assert torch.allclose(out["samples"], expected, atol=1e-5)
 
 
@@ -64,16 +86,42 @@ def test_samplers_custom_advanced_equals_ksampler(samplers_registry, toy_model, 
     latent = {"samples": torch.zeros(2, 4, 8, 8)}
     ctx = _ctx(samplers_registry)
     kwargs = dict(positive=cond(0.3), negative=cond(-0.2))
-    (k_out,) = _run(samplers_registry, "KSampler", ctx, model=model, seed=7, steps=5, cfg=4.0,
-                    sampler_name="dpmpp_2m_sde", scheduler="karras", latent_image=latent,
-                    denoise=1.0, **kwargs)
+    (k_out,) = _run(
+        samplers_registry,
+        "KSampler",
+        ctx,
+        model=model,
+        seed=7,
+        steps=5,
+        cfg=4.0,
+        sampler_name="dpmpp_2m_sde",
+        scheduler="karras",
+        latent_image=latent,
+        denoise=1.0,
+        **kwargs,
+    )
     (noise,) = _run(samplers_registry, "RandomNoise", ctx, noise_seed=7)
     (guider,) = _run(samplers_registry, "CFGGuider", ctx, model=model, cfg=4.0, **kwargs)
     (sampler,) = _run(samplers_registry, "KSamplerSelect", ctx, sampler_name="dpmpp_2m_sde")
-    (sigmas,) = _run(samplers_registry, "BasicScheduler", ctx, model=model, scheduler="karras",
-                     steps=5, denoise=1.0)
-    out, denoised = _run(samplers_registry, "SamplerCustomAdvanced", ctx, noise=noise,
-                         guider=guider, sampler=sampler, sigmas=sigmas, latent_image=latent)
+    (sigmas,) = _run(
+        samplers_registry,
+        "BasicScheduler",
+        ctx,
+        model=model,
+        scheduler="karras",
+        steps=5,
+        denoise=1.0,
+    )
+    out, denoised = _run(
+        samplers_registry,
+        "SamplerCustomAdvanced",
+        ctx,
+        noise=noise,
+        guider=guider,
+        sampler=sampler,
+        sigmas=sigmas,
+        latent_image=latent,
+    )
     assert torch.equal(out["samples"], k_out["samples"])
     assert denoised["samples"].shape == out["samples"].shape
 
@@ -83,14 +131,34 @@ def test_samplers_sampler_custom_and_previews(samplers_registry, toy_model, cond
     progress: list = []
     ctx = _ctx(samplers_registry, progress, preview_method="latent2rgb")
     (sampler,) = _run(samplers_registry, "SamplerEulerAncestral", ctx, eta=1.0, s_noise=1.0)
-    (sigmas,) = _run(samplers_registry, "KarrasScheduler", ctx, steps=4, sigma_max=14.614642,
-                     sigma_min=0.0291675, rho=7.0)
-    out, _denoised = _run(samplers_registry, "SamplerCustom", ctx, model=model, add_noise=True,
-                         noise_seed=3, cfg=2.0, positive=cond(1.0), negative=cond(0.0),
-                         sampler=sampler, sigmas=sigmas, latent_image={"samples": torch.zeros(1, 4, 8, 8)})
+    (sigmas,) = _run(
+        samplers_registry,
+        "KarrasScheduler",
+        ctx,
+        steps=4,
+        sigma_max=14.614642,
+        sigma_min=0.0291675,
+        rho=7.0,
+    )
+    out, _denoised = _run(
+        samplers_registry,
+        "SamplerCustom",
+        ctx,
+        model=model,
+        add_noise=True,
+        noise_seed=3,
+        cfg=2.0,
+        positive=cond(1.0),
+        negative=cond(0.0),
+        sampler=sampler,
+        sigmas=sigmas,
+        latent_image={"samples": torch.zeros(1, 4, 8, 8)},
+    )
     assert len(progress) == 4
     preview = progress[-1][2]
-    assert preview is not None and preview.image_format == "JPEG" and preview.data[:2] == b"\xff\xd8"
+    assert (
+        preview is not None and preview.image_format == "JPEG" and preview.data[:2] == b"\xff\xd8"
+    )
     assert torch.isfinite(out["samples"]).all()
 
 
@@ -98,20 +166,67 @@ def test_samplers_ksampler_advanced_steps_and_leftover_noise(samplers_registry, 
     model = toy_model()
     ctx = _ctx(samplers_registry)
     latent = {"samples": torch.zeros(1, 4, 8, 8)}
-    common = dict(model=model, noise_seed=1, steps=10, cfg=3.0, sampler_name="euler",
-                  scheduler="simple", positive=cond(0.4), negative=cond(0.0))
-    (first,) = _run(samplers_registry, "KSamplerAdvanced", ctx, add_noise="enable", latent_image=latent,
-                    start_at_step=0, end_at_step=4, return_with_leftover_noise="enable", **common)
-    (second,) = _run(samplers_registry, "KSamplerAdvanced", ctx, add_noise="disable", latent_image=first,
-                     start_at_step=4, end_at_step=10000, return_with_leftover_noise="disable", **common)
-    (whole,) = _run(samplers_registry, "KSampler", ctx, model=model, seed=1, steps=10, cfg=3.0,
-                    sampler_name="euler", scheduler="simple", positive=cond(0.4), negative=cond(0.0),
-                    latent_image=latent, denoise=1.0)
+    common = dict(
+        model=model,
+        noise_seed=1,
+        steps=10,
+        cfg=3.0,
+        sampler_name="euler",
+        scheduler="simple",
+        positive=cond(0.4),
+        negative=cond(0.0),
+    )
+    (first,) = _run(
+        samplers_registry,
+        "KSamplerAdvanced",
+        ctx,
+        add_noise="enable",
+        latent_image=latent,
+        start_at_step=0,
+        end_at_step=4,
+        return_with_leftover_noise="enable",
+        **common,
+    )
+    (second,) = _run(
+        samplers_registry,
+        "KSamplerAdvanced",
+        ctx,
+        add_noise="disable",
+        latent_image=first,
+        start_at_step=4,
+        end_at_step=10000,
+        return_with_leftover_noise="disable",
+        **common,
+    )
+    (whole,) = _run(
+        samplers_registry,
+        "KSampler",
+        ctx,
+        model=model,
+        seed=1,
+        steps=10,
+        cfg=3.0,
+        sampler_name="euler",
+        scheduler="simple",
+        positive=cond(0.4),
+        negative=cond(0.0),
+        latent_image=latent,
+        denoise=1.0,
+    )
     # leftover noise is kept, so the two halves add up to the whole run
     assert first["samples"].abs().mean() > whole["samples"].abs().mean()
     assert torch.allclose(second["samples"], whole["samples"], atol=1e-4)
-    (untouched,) = _run(samplers_registry, "KSamplerAdvanced", ctx, add_noise="enable", latent_image=latent,
-                        start_at_step=10, end_at_step=10000, return_with_leftover_noise="disable", **common)
+    (untouched,) = _run(
+        samplers_registry,
+        "KSamplerAdvanced",
+        ctx,
+        add_noise="enable",
+        latent_image=latent,
+        start_at_step=10,
+        end_at_step=10000,
+        return_with_leftover_noise="disable",
+        **common,
+    )
     assert torch.equal(untouched["samples"], latent["samples"])
 
 
@@ -121,9 +236,21 @@ def test_samplers_img2img_and_inpainting(samplers_registry, toy_model, cond):
     image = torch.full((1, 4, 8, 8), 0.8)
     mask = torch.zeros(1, 8, 8)
     mask[:, :, 4:] = 1.0
-    (out,) = _run(samplers_registry, "KSampler", ctx, model=model, seed=5, steps=8, cfg=1.0,
-                  sampler_name="dpmpp_2m", scheduler="karras", positive=cond(0.0), negative=cond(0.0),
-                  latent_image={"samples": image, "noise_mask": mask}, denoise=0.5)
+    (out,) = _run(
+        samplers_registry,
+        "KSampler",
+        ctx,
+        model=model,
+        seed=5,
+        steps=8,
+        cfg=1.0,
+        sampler_name="dpmpp_2m",
+        scheduler="karras",
+        positive=cond(0.0),
+        negative=cond(0.0),
+        latent_image={"samples": image, "noise_mask": mask},
+        denoise=0.5,
+    )
     assert torch.allclose(out["samples"][..., :4], image[..., :4], atol=1e-5)  # kept area
     assert not torch.allclose(out["samples"][..., 4:], image[..., 4:], atol=1e-2)
 
@@ -137,7 +264,9 @@ def test_samplers_sigma_nodes(samplers_registry):
     assert high.tolist() == [5.0, 3.0, 1.0] and low.tolist() == [1.0, 0.5, 0.0]
     (flipped,) = _run(samplers_registry, "FlipSigmas", ctx, sigmas=sigmas)
     assert torch.allclose(flipped, torch.tensor([0.0001, 0.5, 1.0, 3.0, 5.0]))
-    (turbo,) = _run(samplers_registry, "SDTurboScheduler", ctx, model=_Model(), steps=2, denoise=1.0)
+    (turbo,) = _run(
+        samplers_registry, "SDTurboScheduler", ctx, model=_Model(), steps=2, denoise=1.0
+    )
     ms = DiscreteEps()
     assert torch.allclose(turbo, torch.cat([ms.sigma(torch.tensor([999, 899])), torch.zeros(1)]))
 
@@ -156,7 +285,9 @@ def test_samplers_plugin_registers_everything(samplers_registry):
         definition = samplers_registry.get_node(node.__loom_node__.class_type)
         assert definition is not None
         definition.impl.input_types(samplers_registry)
-    combo = samplers_registry.get_node("KSampler").impl.input_types(samplers_registry)["required"]["sampler_name"]
+    combo = samplers_registry.get_node("KSampler").impl.input_types(samplers_registry)["required"][
+        "sampler_name"
+    ]
     assert combo[0] == samplers_registry.sampler_names()
 
 

@@ -38,7 +38,10 @@ def test_samplers_ancestral_noise_uses_seed_plus_one_on_cpu():
     x = torch.zeros(1, 4, 8, 8)
     draw = SeededNoise(42).sampler(x)
     generator = torch.Generator().manual_seed(43)
-    first, second = torch.randn(x.shape, generator=generator), torch.randn(x.shape, generator=generator)
+    first, second = (
+        torch.randn(x.shape, generator=generator),
+        torch.randn(x.shape, generator=generator),
+    )
     assert torch.equal(draw(1, 0.5), first)
     assert torch.equal(draw(0.5, 0.2), second)
 
@@ -54,5 +57,7 @@ def test_samplers_brownian_noise_is_reproducible():
 
 def test_samplers_noise_socket_values():
     latent = {"samples": torch.zeros(2, 4, 8, 8), "batch_index": [1, 3]}
-    assert torch.equal(RandomNoiseGen(5).generate_noise(latent), prepare_noise(latent["samples"], 5, [1, 3]))
+    assert torch.equal(
+        RandomNoiseGen(5).generate_noise(latent), prepare_noise(latent["samples"], 5, [1, 3])
+    )
     assert torch.count_nonzero(EmptyNoiseGen().generate_noise(latent)) == 0

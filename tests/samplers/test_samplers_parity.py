@@ -16,9 +16,19 @@ TOL = 1e-5
 
 #: every sampler the k-diffusion package has, and the options both are called with.
 KDIFF_SAMPLERS = {
-    "euler": {}, "euler_ancestral": {}, "heun": {}, "dpm_2": {}, "dpm_2_ancestral": {},
-    "lms": {}, "dpm_fast": {}, "dpm_adaptive": {}, "dpmpp_2s_ancestral": {}, "dpmpp_sde": {},
-    "dpmpp_2m": {}, "dpmpp_2m_sde": {}, "dpmpp_2m_sde_heun": {"solver_type": "heun"},
+    "euler": {},
+    "euler_ancestral": {},
+    "heun": {},
+    "dpm_2": {},
+    "dpm_2_ancestral": {},
+    "lms": {},
+    "dpm_fast": {},
+    "dpm_adaptive": {},
+    "dpmpp_2s_ancestral": {},
+    "dpmpp_sde": {},
+    "dpmpp_2m": {},
+    "dpmpp_2m_sde": {},
+    "dpmpp_2m_sde_heun": {"solver_type": "heun"},
     "dpmpp_3m_sde": {},
 }
 SDE = {"dpmpp_sde", "dpmpp_2m_sde", "dpmpp_2m_sde_heun", "dpmpp_3m_sde"}
@@ -38,8 +48,15 @@ def _reference(kdiff, name: str, denoiser, x, sigmas, noise_fn, options):
     kname = "dpmpp_2m_sde" if name == "dpmpp_2m_sde_heun" else name
     fn = getattr(kdiff, f"sample_{kname}")
     extra = dict(options)
-    if name in {"euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde",
-                "dpmpp_2m_sde", "dpmpp_2m_sde_heun", "dpmpp_3m_sde"}:
+    if name in {
+        "euler_ancestral",
+        "dpm_2_ancestral",
+        "dpmpp_2s_ancestral",
+        "dpmpp_sde",
+        "dpmpp_2m_sde",
+        "dpmpp_2m_sde_heun",
+        "dpmpp_3m_sde",
+    }:
         extra["noise_sampler"] = noise_fn
     if name == "dpm_fast":
         return fn(denoiser, x, sigmas[-2], sigmas[0], len(sigmas) - 1, disable=True)
@@ -67,11 +84,14 @@ def test_samplers_match_k_diffusion(kdiff, gaussian, noise_for, name, final_zero
 @pytest.mark.parametrize("name", ["euler_ancestral", "dpmpp_2m_sde", "dpmpp_sde"])
 def test_samplers_match_k_diffusion_with_eta(kdiff, gaussian, noise_for, name):
     denoiser, x, sigmas = _setup(kdiff, gaussian, steps=8)
+
     def make():
         return noise_for(SHAPE)
+
     options = {"eta": 0.5, "s_noise": 0.9}
-    expected = getattr(kdiff, f"sample_{name}")(denoiser, x.clone(), sigmas, disable=True,
-                                                 noise_sampler=make(), **options)
+    expected = getattr(kdiff, f"sample_{name}")(
+        denoiser, x.clone(), sigmas, disable=True, noise_sampler=make(), **options
+    )
     got = SAMPLERS[name](denoiser, x.clone(), sigmas, noise=FunctionNoise(make()), **options)
     assert torch.allclose(got, expected, atol=TOL, rtol=0), (got - expected).abs().max()
 

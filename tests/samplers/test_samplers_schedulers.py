@@ -35,8 +35,17 @@ def _close(got: torch.Tensor, expected, rtol: float = 1e-5) -> None:
 
 
 def test_samplers_scheduler_names_are_comfyuis_in_order():
-    assert list(SCHEDULERS) == ["simple", "sgm_uniform", "karras", "exponential", "ddim_uniform",
-                                "beta", "normal", "linear_quadratic", "kl_optimal"]
+    assert list(SCHEDULERS) == [
+        "simple",
+        "sgm_uniform",
+        "karras",
+        "exponential",
+        "ddim_uniform",
+        "beta",
+        "normal",
+        "linear_quadratic",
+        "kl_optimal",
+    ]
 
 
 @pytest.mark.parametrize("steps", [1, 5, 20, 33])
@@ -44,16 +53,22 @@ def test_samplers_karras_and_exponential_match_k_diffusion(kdiff, steps):
     ms = DiscreteEps()
     lo, hi = float(ms.sigma_min), float(ms.sigma_max)
     assert torch.equal(SCHEDULERS["karras"](ms, steps), kdiff.get_sigmas_karras(steps, lo, hi))
-    assert torch.equal(SCHEDULERS["exponential"](ms, steps), kdiff.get_sigmas_exponential(steps, lo, hi))
-    assert torch.allclose(schedulers.polyexponential_sigmas(steps, lo, hi, 2.0),
-                          kdiff.get_sigmas_polyexponential(steps, lo, hi, 2.0))
+    assert torch.equal(
+        SCHEDULERS["exponential"](ms, steps), kdiff.get_sigmas_exponential(steps, lo, hi)
+    )
+    assert torch.allclose(
+        schedulers.polyexponential_sigmas(steps, lo, hi, 2.0),
+        kdiff.get_sigmas_polyexponential(steps, lo, hi, 2.0),
+    )
 
 
 @pytest.mark.parametrize("steps", [1, 4, 20, 30])
 def test_samplers_simple_normal_sgm_ddim(steps):
     ms, table = DiscreteEps(), _table()
-    _close(SCHEDULERS["simple"](ms, steps),
-           [table[999 - int(i * 1000 / steps)] for i in range(steps)] + [0.0])
+    _close(
+        SCHEDULERS["simple"](ms, steps),
+        [table[999 - int(i * 1000 / steps)] for i in range(steps)] + [0.0],
+    )
     normal_ts = np.linspace(999, 0, steps) if steps > 1 else np.array([999.0])
     _close(SCHEDULERS["normal"](ms, steps), [_sigma_at(t, table) for t in normal_ts] + [0.0])
     sgm_ts = np.linspace(999, 0, steps + 1)[:-1]
@@ -82,7 +97,10 @@ def test_samplers_kl_optimal_and_linear_quadratic():
     ms = DiscreteEps()
     lo, hi = float(ms.sigma_min), float(ms.sigma_max)
     n = 8
-    expected = [math.tan((i / (n - 1)) * math.atan(lo) + (1 - i / (n - 1)) * math.atan(hi)) for i in range(n)]
+    expected = [
+        math.tan((i / (n - 1)) * math.atan(lo) + (1 - i / (n - 1)) * math.atan(hi))
+        for i in range(n)
+    ]
     _close(SCHEDULERS["kl_optimal"](ms, n), [*expected, 0.0], rtol=1e-5)
     flow = FlowMatching(shift=1.0)
     got = SCHEDULERS["linear_quadratic"](flow, 10)

@@ -29,7 +29,8 @@ def base_dir(tmp_path, tiny_checkpoint) -> Path:
     except OSError:
         shutil.copy(tiny_checkpoint, checkpoints / "tiny.safetensors")
     (tmp_path / "extra_model_paths.yaml").write_text(
-        f"shared:\n  tokenizers: {TOKENIZERS}\n", encoding="utf-8")
+        f"shared:\n  tokenizers: {TOKENIZERS}\n", encoding="utf-8"
+    )
     (tmp_path / "input").mkdir()
     return tmp_path
 
@@ -39,7 +40,9 @@ def runtime(base_dir):
     from loom.runtime import Runtime
     from loom.settings import Settings
 
-    settings = Settings(base_directory=base_dir,
-                        extra_model_paths=[base_dir / "extra_model_paths.yaml"],
-                        load_custom_nodes=False)
+    settings = Settings(
+        base_directory=base_dir,
+        extra_model_paths=[base_dir / "extra_model_paths.yaml"],
+        load_custom_nodes=False,
+    )
     return Runtime(settings)

@@ -14,6 +14,8 @@ if not (TOKENIZERS / "clip_l" / "vocab.json").is_file():
 CLIP_L = TOKENIZERS / "clip_l"
 
 needs_tokenizer = pytest.mark.skipif(
-    not (CLIP_L / "vocab.json").is_file(), reason="CLIP-L tokenizer files not available")
+    not (CLIP_L / "vocab.json").is_file(), reason="CLIP-L tokenizer files not available"
+)
 needs_samplers = pytest.mark.skipif(
-    importlib.util.find_spec("loom_samplers") is None, reason="loom-samplers is not installed")
+    importlib.util.find_spec("loom_samplers") is None, reason="loom-samplers is not installed"
+)

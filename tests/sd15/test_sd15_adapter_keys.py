@@ -46,16 +46,25 @@ def test_diffusers_names_match_diffusers_own_unet(full_unet_keys):
         ("diffusion_model.input_blocks.1.1.proj_in", "input_blocks.1.1.proj_in.weight"),
         ("unet.down_blocks.0.attentions.0.proj_in", "input_blocks.1.1.proj_in.weight"),
         ("down_blocks.0.attentions.0.proj_in", "input_blocks.1.1.proj_in.weight"),
-        ("lora_unet_mid_block_attentions_0_transformer_blocks_0_attn2_to_out_0",
-         "middle_block.1.transformer_blocks.0.attn2.to_out.0.weight"),
-        ("unet.mid_block.attentions.0.transformer_blocks.0.attn2.processor.to_out",
-         "middle_block.1.transformer_blocks.0.attn2.to_out.0.weight"),
-        ("unet.up_blocks.3.attentions.2.transformer_blocks.0.attn1.processor.to_q",
-         "output_blocks.11.1.transformer_blocks.0.attn1.to_q.weight"),
+        (
+            "lora_unet_mid_block_attentions_0_transformer_blocks_0_attn2_to_out_0",
+            "middle_block.1.transformer_blocks.0.attn2.to_out.0.weight",
+        ),
+        (
+            "unet.mid_block.attentions.0.transformer_blocks.0.attn2.processor.to_out",
+            "middle_block.1.transformer_blocks.0.attn2.to_out.0.weight",
+        ),
+        (
+            "unet.up_blocks.3.attentions.2.transformer_blocks.0.attn1.processor.to_q",
+            "output_blocks.11.1.transformer_blocks.0.attn1.to_q.weight",
+        ),
         ("lora_unet_up_blocks_1_upsamplers_0_conv", "output_blocks.5.2.conv.weight"),
         ("lora_unet_up_blocks_0_upsamplers_0_conv", "output_blocks.2.1.conv.weight"),
         ("lora_unet_down_blocks_2_downsamplers_0_conv", "input_blocks.9.0.op.weight"),
-        ("lora_unet_down_blocks_1_resnets_0_conv_shortcut", "input_blocks.4.0.skip_connection.weight"),
+        (
+            "lora_unet_down_blocks_1_resnets_0_conv_shortcut",
+            "input_blocks.4.0.skip_connection.weight",
+        ),
         ("lora_unet_time_embedding_linear_1", "time_embed.0.weight"),
         ("lycoris_conv_in", "input_blocks.0.0.weight"),
     ],
@@ -67,13 +76,19 @@ def test_unet_names(full_unet_keys, name, key):
 @pytest.mark.parametrize("text_model", [True, False])
 def test_clip_names(text_model):
     prefix = "text_model." if text_model else ""
-    keys = (f"{prefix}encoder.layers.0.self_attn.q_proj.weight", f"{prefix}encoder.layers.0.self_attn.q_proj.bias")
+    keys = (
+        f"{prefix}encoder.layers.0.self_attn.q_proj.weight",
+        f"{prefix}encoder.layers.0.self_attn.q_proj.bias",
+    )
     mapped = _clip_keys(keys)
     target = keys[0]
     assert mapped["lora_te_text_model_encoder_layers_0_self_attn_q_proj"] == target
     assert mapped["lora_te1_text_model_encoder_layers_0_self_attn_q_proj"] == target
     assert mapped["text_encoder.text_model.encoder.layers.0.self_attn.q_proj"] == target
-    assert mapped["text_encoders.clip_l.transformer.text_model.encoder.layers.0.self_attn.q_proj"] == target
+    assert (
+        mapped["text_encoders.clip_l.transformer.text_model.encoder.layers.0.self_attn.q_proj"]
+        == target
+    )
     assert len(mapped) == 4
 
 

@@ -19,7 +19,9 @@ def _loom(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_demo_tokenizer_is_deterministic_and_clip_shaped(tmp_path):
     from loom_sd15.tokenizer import load_tokenizer, special_tokens
 
-    assert learn_bpe(["bottle", "bottle", "galaxy"], 5) == learn_bpe(["bottle", "bottle", "galaxy"], 5)
+    assert learn_bpe(["bottle", "bottle", "galaxy"], 5) == learn_bpe(
+        ["bottle", "bottle", "galaxy"], 5
+    )
     size = write_demo_tokenizer(tmp_path / "tok")
     tokenizer = load_tokenizer(tmp_path / "tok")
     assert special_tokens(tokenizer) == (size - 2, size - 1)

@@ -42,11 +42,21 @@ def img2img_tiled() -> dict:
     prompt["10"] = {"class_type": "LoadImage", "inputs": {"image": "in.png"}}
     prompt["11"] = {"class_type": "VAEEncode", "inputs": {"pixels": ["10", 0], "vae": ["4", 2]}}
     prompt["3"]["inputs"] |= {"latent_image": ["11", 0], "denoise": 0.6}
-    prompt["12"] = {"class_type": "VAEDecodeTiled", "inputs": {
-        "samples": ["3", 0], "vae": ["4", 2], "tile_size": 64, "overlap": 16,
-        "temporal_size": 64, "temporal_overlap": 8}}
-    prompt["13"] = {"class_type": "SaveImage",
-                    "inputs": {"filename_prefix": "tiled", "images": ["12", 0]}}
+    prompt["12"] = {
+        "class_type": "VAEDecodeTiled",
+        "inputs": {
+            "samples": ["3", 0],
+            "vae": ["4", 2],
+            "tile_size": 64,
+            "overlap": 16,
+            "temporal_size": 64,
+            "temporal_overlap": 8,
+        },
+    }
+    prompt["13"] = {
+        "class_type": "SaveImage",
+        "inputs": {"filename_prefix": "tiled", "images": ["12", 0]},
+    }
     return prompt
 
 
@@ -71,16 +81,23 @@ def render(tiny_checkpoint, tmp_path_factory) -> Callable[..., Render]:
     except OSError:
         shutil.copy(tiny_checkpoint, base / "models" / "checkpoints" / "tiny.safetensors")
     (base / "extra_model_paths.yaml").write_text(
-        f"shared:\n  tokenizers: {TOKENIZERS}\n", encoding="utf-8")
+        f"shared:\n  tokenizers: {TOKENIZERS}\n", encoding="utf-8"
+    )
     (base / "input").mkdir()
     cache: dict[Any, Render] = {}
 
     def render(device: str, prompt: str = "txt2img", **settings: Any) -> Render:
         key = (device, prompt, tuple(sorted(settings.items())))
         if key not in cache:
-            runtime = Runtime(Settings(
-                base_directory=base, extra_model_paths=[base / "extra_model_paths.yaml"],
-                load_custom_nodes=False, cpu_only=device == "cpu", **settings))
+            runtime = Runtime(
+                Settings(
+                    base_directory=base,
+                    extra_model_paths=[base / "extra_model_paths.yaml"],
+                    load_custom_nodes=False,
+                    cpu_only=device == "cpu",
+                    **settings,
+                )
+            )
             memory = runtime.memory
             assert memory.device.type == device
             loads: list[tuple[str, bool]] = []
@@ -96,13 +113,16 @@ def render(tiny_checkpoint, tmp_path_factory) -> Callable[..., Render]:
             def spy(handles, extra_memory=0):
                 load(handles, extra_memory)
                 names = {h.name for h in handles}
-                loads.extend((m.name, m.partial) for m in memory.accounting().models
-                             if m.name in names)
+                loads.extend(
+                    (m.name, m.partial) for m in memory.accounting().models if m.name in names
+                )
                 for handle in handles:
                     if id(handle.module) not in hooks:
                         hooks[id(handle.module)] = [
-                            m.register_forward_pre_hook(record) for m in handle.module.modules()
-                            if next(m.parameters(recurse=False), None) is not None]
+                            m.register_forward_pre_hook(record)
+                            for m in handle.module.modules()
+                            if next(m.parameters(recurse=False), None) is not None
+                        ]
 
             memory.load = spy
             if prompt != "txt2img":
@@ -114,8 +134,9 @@ def render(tiny_checkpoint, tmp_path_factory) -> Callable[..., Render]:
                 for hook in (h for module_hooks in hooks.values() for h in module_hooks):
                     hook.remove()
             assert len(hooks) == 3  # CLIP, UNet and VAE were loaded through the manager
-            cache[key] = Render({n: image_of(result, n) for n in nodes}, tuple(loads),
-                                frozenset(layer_devices))
+            cache[key] = Render(
+                {n: image_of(result, n) for n in nodes}, tuple(loads), frozenset(layer_devices)
+            )
         return cache[key]
 
     return render
@@ -187,15 +208,26 @@ def test_unet_matches_diffusers_on_device(device):
     from loom_sd15.unet import UNetConfig, UNetModel
     from test_sd15_parity import TOL, _randomized
 
-    config = UNetConfig(model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
-                        attention_levels=(1,), num_heads=4, context_dim=48)
+    config = UNetConfig(
+        model_channels=32,
+        channel_mult=(1, 2),
+        num_res_blocks=1,
+        attention_levels=(1,),
+        num_heads=4,
+        context_dim=48,
+    )
     ours = _randomized(UNetModel(config), 0)
     reference = diffusers.UNet2DConditionModel(
-        sample_size=16, in_channels=4, out_channels=4,
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=48,
-        attention_head_dim=4, norm_num_groups=32,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        cross_attention_dim=48,
+        attention_head_dim=4,
+        norm_num_groups=32,
     ).eval()
     checkpoint = unet_conversion().to_checkpoint(ours.state_dict())
     converted = convert_ldm_unet_checkpoint(checkpoint, reference.config)

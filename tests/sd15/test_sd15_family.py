@@ -42,7 +42,9 @@ def test_detection_rejects_other_families(tiny_checkpoint, tmp_path):
     def sd2_like(state):  # OpenCLIP-H layout, context 1024
         for key in [k for k in state if k.startswith("cond_stage_model.")]:
             del state[key]
-        for key in [k for k in state if k.endswith("attn2.to_k.weight") or k.endswith("attn2.to_v.weight")]:
+        for key in [
+            k for k in state if k.endswith("attn2.to_k.weight") or k.endswith("attn2.to_v.weight")
+        ]:
             state[key] = torch.zeros(state[key].shape[0], 1024)
         state["cond_stage_model.model.token_embedding.weight"] = torch.zeros(8, 1024)
 
@@ -51,30 +53,43 @@ def test_detection_rejects_other_families(tiny_checkpoint, tmp_path):
 
     family = SD15Family()
     for edit in (sdxl_like, sd2_like, inpainting_model):
-        header = read_header(_variant(tiny_checkpoint, tmp_path / f"{edit.__name__}.safetensors", edit))
+        header = read_header(
+            _variant(tiny_checkpoint, tmp_path / f"{edit.__name__}.safetensors", edit)
+        )
         assert family.detect(header, "checkpoint") == 0.0, edit.__name__
         with pytest.raises(UnknownCheckpointError, match="installed model families: sd15"):
             detect_family(_registry(), header, "checkpoint")
     junk = tmp_path / "junk.safetensors"
     save_file({"weight": torch.zeros(3)}, str(junk))
-    assert all(family.detect(read_header(junk), p) == 0.0
-               for p in ("checkpoint", "diffusion_model", "text_encoder", "vae"))
+    assert all(
+        family.detect(read_header(junk), p) == 0.0
+        for p in ("checkpoint", "diffusion_model", "text_encoder", "vae")
+    )
 
 
 def test_component_files_are_recognised(tiny_checkpoint, tmp_path):
     """A bare VAE file, a bare UNet file, a standalone CLIP-L file (HF layout)."""
     state = load_file(str(tiny_checkpoint))
     family = SD15Family()
-    for prefix, part in (("first_stage_model.", "vae"), ("model.diffusion_model.", "diffusion_model"),
-                         ("cond_stage_model.transformer.", "text_encoder")):
+    for prefix, part in (
+        ("first_stage_model.", "vae"),
+        ("model.diffusion_model.", "diffusion_model"),
+        ("cond_stage_model.transformer.", "text_encoder"),
+    ):
         path = tmp_path / f"{part}.safetensors"
-        save_file({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, str(path))
+        save_file(
+            {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}, str(path)
+        )
         header = read_header(path)
         assert family.detect(header, part) > 0
         assert family.detect(header, "checkpoint") == 0.0 or part == "diffusion_model"
         loaded = family.load(header, part, {"tokenizer_path": str(CLIP_L)})
-        assert getattr(loaded, {"vae": "vae", "diffusion_model": "model",
-                                "text_encoder": "clip"}[part]) is not None
+        assert (
+            getattr(
+                loaded, {"vae": "vae", "diffusion_model": "model", "text_encoder": "clip"}[part]
+            )
+            is not None
+        )
 
 
 def test_loading_builds_on_meta_and_assigns_the_files_tensors(tiny_checkpoint, monkeypatch):
@@ -98,9 +113,15 @@ def test_loading_builds_on_meta_and_assigns_the_files_tensors(tiny_checkpoint, m
     unet = parts.model.module
     for key, tensor in unet.state_dict().items():
         assert torch.equal(tensor, state["model.diffusion_model." + key]), key
-    assert not any(t.is_meta for t in (*unet.parameters(), *parts.vae.handle.module.parameters(),
-                                       *parts.clip.handle.module.parameters(),
-                                       *parts.clip.handle.module.buffers()))
+    assert not any(
+        t.is_meta
+        for t in (
+            *unet.parameters(),
+            *parts.vae.handle.module.parameters(),
+            *parts.clip.handle.module.parameters(),
+            *parts.clip.handle.module.buffers(),
+        )
+    )
     assert all(not p.requires_grad for p in unet.parameters())
 
 
@@ -115,8 +136,11 @@ def test_missing_and_unexpected_keys_are_listed_in_one_error(tiny_checkpoint, tm
         SD15Family().load(header, "checkpoint", {})
     message = str(info.value.message)
     assert "2 missing keys" in message and "1 unexpected keys" in message
-    for key in ("model.diffusion_model.out.0.weight", "model.diffusion_model.middle_block.1.norm.bias",
-                "model.diffusion_model.middle_block.1.surprise.weight"):
+    for key in (
+        "model.diffusion_model.out.0.weight",
+        "model.diffusion_model.middle_block.1.norm.bias",
+        "model.diffusion_model.middle_block.1.surprise.weight",
+    ):
         assert key in message
 
 
@@ -124,7 +148,9 @@ def test_known_leftover_keys_are_ignored(tiny_checkpoint, tmp_path, caplog):
     def extras(state):
         state["alphas_cumprod"] = torch.ones(1000)
         state["model_ema.decay"] = torch.ones(())
-        state["cond_stage_model.transformer.text_model.embeddings.position_ids"] = torch.arange(77)[None]
+        state["cond_stage_model.transformer.text_model.embeddings.position_ids"] = torch.arange(77)[
+            None
+        ]
         state["something.else"] = torch.ones(1)
 
     header = read_header(_variant(tiny_checkpoint, tmp_path / "extras.safetensors", extras))
@@ -149,7 +175,9 @@ def test_missing_tokenizer_says_which_files_go_where(tiny_checkpoint, monkeypatc
     monkeypatch.setattr(tokenizer, "_hf_cache", lambda name: None)
     monkeypatch.delenv(tokenizer.ENV_PATH, raising=False)
     clip = SD15Family().load(read_header(tiny_checkpoint), "checkpoint", {}).clip
-    clip.tokenizer_source = tokenizer.TokenizerSource("clip_l", None, (tmp_path / "models" / "tokenizers",))
+    clip.tokenizer_source = tokenizer.TokenizerSource(
+        "clip_l", None, (tmp_path / "models" / "tokenizers",)
+    )
     with pytest.raises(tokenizer.TokenizerNotFound) as info:
         clip.encode("a cat")
     text = f"{info.value.message} {info.value.hint}"

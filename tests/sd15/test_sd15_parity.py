@@ -31,20 +31,35 @@ def _randomized(module: torch.nn.Module, seed: int, std: float = 0.1) -> torch.n
 
 @pytest.mark.parametrize("linear", [False, True], ids=["sd1-conv-proj", "sd2-linear-proj"])
 def test_unet_matches_diffusers(linear):
-    config = UNetConfig(model_channels=32, channel_mult=(1, 2, 2), num_res_blocks=2,
-                        attention_levels=(0, 1), num_heads=4, context_dim=48,
-                        transformer_depth=2 if linear else 1, use_linear_in_transformer=linear)
+    config = UNetConfig(
+        model_channels=32,
+        channel_mult=(1, 2, 2),
+        num_res_blocks=2,
+        attention_levels=(0, 1),
+        num_heads=4,
+        context_dim=48,
+        transformer_depth=2 if linear else 1,
+        use_linear_in_transformer=linear,
+    )
     ours = _randomized(UNetModel(config), 0)
     checkpoint = unet_conversion().to_checkpoint(ours.state_dict())
     reference = diffusers.UNet2DConditionModel(
-        sample_size=16, in_channels=4, out_channels=4,
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        block_out_channels=(32, 64, 64), layers_per_block=2, cross_attention_dim=48,
-        attention_head_dim=4, norm_num_groups=32, use_linear_projection=linear,
+        block_out_channels=(32, 64, 64),
+        layers_per_block=2,
+        cross_attention_dim=48,
+        attention_head_dim=4,
+        norm_num_groups=32,
+        use_linear_projection=linear,
         transformer_layers_per_block=2 if linear else 1,
     ).eval()
-    reference.load_state_dict(convert_ldm_unet_checkpoint(checkpoint, reference.config), strict=True)
+    reference.load_state_dict(
+        convert_ldm_unet_checkpoint(checkpoint, reference.config), strict=True
+    )
     x = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(1))
     t = torch.tensor([999.0, 17.0])
     context = torch.randn(2, 77, 48, generator=torch.Generator().manual_seed(2))
@@ -57,8 +72,14 @@ def test_unet_matches_diffusers(linear):
 
 
 def test_unet_handles_odd_latent_sizes():
-    config = UNetConfig(model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
-                        attention_levels=(1,), num_heads=4, context_dim=16)
+    config = UNetConfig(
+        model_channels=32,
+        channel_mult=(1, 2),
+        num_res_blocks=1,
+        attention_levels=(1,),
+        num_heads=4,
+        context_dim=16,
+    )
     model = _randomized(UNetModel(config), 3)
     with torch.no_grad():
         out = model(torch.randn(1, 4, 9, 7), torch.tensor([5.0]), torch.randn(1, 77, 16))
@@ -70,9 +91,14 @@ def _vae_pair():
     ours = _randomized(AutoencoderKL(config), 4, std=0.05)
     checkpoint = vae_conversion().to_checkpoint(ours.state_dict())
     reference = diffusers.AutoencoderKL(
-        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 3,
-        up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=(32, 64, 64),
-        layers_per_block=2, latent_channels=4, norm_num_groups=32,
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(32, 64, 64),
+        layers_per_block=2,
+        latent_channels=4,
+        norm_num_groups=32,
     ).eval()
     reference.load_state_dict(convert_ldm_vae_checkpoint(checkpoint, reference.config), strict=True)
     return ours, reference
@@ -122,8 +148,14 @@ def test_text_encoder_matches_transformers(tiny_checkpoint):
     reference = CLIPTextModel(clip.config.to_transformers()).eval()
     target = reference.state_dict()
     has_text_model = any(k.startswith("text_model.") for k in target)
-    reference.load_state_dict({("text_model." if has_text_model else "") + k[len(prefix):]: v
-                               for k, v in state.items() if k.startswith(prefix)}, strict=True)
+    reference.load_state_dict(
+        {
+            ("text_model." if has_text_model else "") + k[len(prefix) :]: v
+            for k, v in state.items()
+            if k.startswith(prefix)
+        },
+        strict=True,
+    )
     ids = torch.tensor([[49406, 320, 1125, 539, 320, 2368, 49407] + [49407] * 70])
     with torch.no_grad():
         expected = reference(input_ids=ids, output_hidden_states=True)
@@ -132,9 +164,13 @@ def test_text_encoder_matches_transformers(tiny_checkpoint):
     clip._prepare()
     for layer in (None, -2):
         z, pooled = encode_tokens(clip.handle.module, ids.tolist(), layer, 49407)
-        want = expected.last_hidden_state if layer is None else \
-            reference.get_submodule(("text_model." if has_text_model else "") + "final_layer_norm")(
-                expected.hidden_states[layer])
+        want = (
+            expected.last_hidden_state
+            if layer is None
+            else reference.get_submodule(
+                ("text_model." if has_text_model else "") + "final_layer_norm"
+            )(expected.hidden_states[layer])
+        )
         diff = (z - want).abs().max().item()
         print(f"clip layer {layer} diff {diff:.3g}")
         assert diff < TOL

@@ -41,14 +41,23 @@ def clip(tiny_checkpoint, tmp_path_factory):
 
     embeddings = tmp_path_factory.mktemp("embeddings")
     generator = torch.Generator().manual_seed(9)
-    save_file({"emb_params": torch.randn(2, 32, generator=generator)},
-              str(embeddings / "mystyle.safetensors"))
-    save_file({"clip_l": torch.randn(1, 32, generator=generator),
-               "clip_g": torch.randn(1, 1280, generator=generator)},
-              str(embeddings / "dual.safetensors"))
+    save_file(
+        {"emb_params": torch.randn(2, 32, generator=generator)},
+        str(embeddings / "mystyle.safetensors"),
+    )
+    save_file(
+        {
+            "clip_l": torch.randn(1, 32, generator=generator),
+            "clip_g": torch.randn(1, 1280, generator=generator),
+        },
+        str(embeddings / "dual.safetensors"),
+    )
     header = read_header(tiny_checkpoint)
-    return SD15Family().load(header, "checkpoint", {
-        "tokenizer_path": str(CLIP_L), "embedding_dirs": [embeddings]}).clip
+    return (
+        SD15Family()
+        .load(header, "checkpoint", {"tokenizer_path": str(CLIP_L), "embedding_dirs": [embeddings]})
+        .clip
+    )
 
 
 @needs_tokenizer

@@ -17,13 +17,33 @@ SIZE = 64
 def txt2img(batch: int = 1, seed: int = 42, steps: int = 3) -> dict:
     return {
         "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny.safetensors"}},
-        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": SIZE, "height": SIZE, "batch_size": batch}},
-        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a (glass:1.2) bottle", "clip": ["4", 1]}},
-        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "text, watermark", "clip": ["4", 1]}},
-        "3": {"class_type": "KSampler", "inputs": {
-            "seed": seed, "steps": steps, "cfg": 8.0, "sampler_name": "euler", "scheduler": "normal",
-            "denoise": 1.0, "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0],
-            "latent_image": ["5", 0]}},
+        "5": {
+            "class_type": "EmptyLatentImage",
+            "inputs": {"width": SIZE, "height": SIZE, "batch_size": batch},
+        },
+        "6": {
+            "class_type": "CLIPTextEncode",
+            "inputs": {"text": "a (glass:1.2) bottle", "clip": ["4", 1]},
+        },
+        "7": {
+            "class_type": "CLIPTextEncode",
+            "inputs": {"text": "text, watermark", "clip": ["4", 1]},
+        },
+        "3": {
+            "class_type": "KSampler",
+            "inputs": {
+                "seed": seed,
+                "steps": steps,
+                "cfg": 8.0,
+                "sampler_name": "euler",
+                "scheduler": "normal",
+                "denoise": 1.0,
+                "model": ["4", 0],
+                "positive": ["6", 0],
+                "negative": ["7", 0],
+                "latent_image": ["5", 0],
+            },
+        },
         "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
         "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "t", "images": ["8", 0]}},
     }
@@ -102,10 +122,15 @@ def test_inpainting(runtime, how):
     prompt["10"] = {"class_type": "LoadImage", "inputs": {"image": "rgba.png"}}
     if how == "SetLatentNoiseMask":
         prompt["11"] = {"class_type": "VAEEncode", "inputs": {"pixels": ["10", 0], "vae": ["4", 2]}}
-        prompt["12"] = {"class_type": "SetLatentNoiseMask", "inputs": {"samples": ["11", 0], "mask": ["10", 1]}}
+        prompt["12"] = {
+            "class_type": "SetLatentNoiseMask",
+            "inputs": {"samples": ["11", 0], "mask": ["10", 1]},
+        }
     else:
-        prompt["12"] = {"class_type": "VAEEncodeForInpaint", "inputs": {
-            "pixels": ["10", 0], "vae": ["4", 2], "mask": ["10", 1], "grow_mask_by": 6}}
+        prompt["12"] = {
+            "class_type": "VAEEncodeForInpaint",
+            "inputs": {"pixels": ["10", 0], "vae": ["4", 2], "mask": ["10", 1], "grow_mask_by": 6},
+        }
     prompt["3"]["inputs"]["latent_image"] = ["12", 0]
     result = run(runtime, prompt)
     latent = result.values["12"][0][0]
@@ -117,13 +142,31 @@ def test_inpainting(runtime, how):
 
 def test_hires_fix(runtime):
     prompt = txt2img()
-    prompt["20"] = {"class_type": "LatentUpscale", "inputs": {
-        "samples": ["3", 0], "upscale_method": "nearest-exact", "width": SIZE * 2,
-        "height": SIZE * 2, "crop": "disabled"}}
-    prompt["21"] = {"class_type": "KSampler", "inputs": {
-        "seed": 7, "steps": 2, "cfg": 7.0, "sampler_name": "euler", "scheduler": "normal",
-        "denoise": 0.5, "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0],
-        "latent_image": ["20", 0]}}
+    prompt["20"] = {
+        "class_type": "LatentUpscale",
+        "inputs": {
+            "samples": ["3", 0],
+            "upscale_method": "nearest-exact",
+            "width": SIZE * 2,
+            "height": SIZE * 2,
+            "crop": "disabled",
+        },
+    }
+    prompt["21"] = {
+        "class_type": "KSampler",
+        "inputs": {
+            "seed": 7,
+            "steps": 2,
+            "cfg": 7.0,
+            "sampler_name": "euler",
+            "scheduler": "normal",
+            "denoise": 0.5,
+            "model": ["4", 0],
+            "positive": ["6", 0],
+            "negative": ["7", 0],
+            "latent_image": ["20", 0],
+        },
+    }
     prompt["8"]["inputs"]["samples"] = ["21", 0]
     image = image_of(run(runtime, prompt))
     assert image.shape == (1, SIZE * 2, SIZE * 2, 3)
@@ -132,11 +175,25 @@ def test_hires_fix(runtime):
 def test_area_composition(runtime):
     prompt = txt2img()
     prompt["5"]["inputs"]["width"] = SIZE * 2
-    prompt["30"] = {"class_type": "CLIPTextEncode", "inputs": {"text": "a red sky", "clip": ["4", 1]}}
-    prompt["31"] = {"class_type": "ConditioningSetArea", "inputs": {
-        "conditioning": ["30", 0], "width": SIZE, "height": SIZE, "x": SIZE, "y": 0, "strength": 1.0}}
-    prompt["32"] = {"class_type": "ConditioningCombine", "inputs": {
-        "conditioning_1": ["6", 0], "conditioning_2": ["31", 0]}}
+    prompt["30"] = {
+        "class_type": "CLIPTextEncode",
+        "inputs": {"text": "a red sky", "clip": ["4", 1]},
+    }
+    prompt["31"] = {
+        "class_type": "ConditioningSetArea",
+        "inputs": {
+            "conditioning": ["30", 0],
+            "width": SIZE,
+            "height": SIZE,
+            "x": SIZE,
+            "y": 0,
+            "strength": 1.0,
+        },
+    }
+    prompt["32"] = {
+        "class_type": "ConditioningCombine",
+        "inputs": {"conditioning_1": ["6", 0], "conditioning_2": ["31", 0]},
+    }
     prompt["3"]["inputs"]["positive"] = ["32", 0]
     a = image_of(run(runtime, prompt))
     assert a.shape == (1, SIZE, SIZE * 2, 3)
@@ -165,6 +222,9 @@ def test_ui_format_workflow_gives_the_api_result(runtime):
 
 def test_clip_set_last_layer_changes_the_result(runtime):
     prompt = txt2img()
-    prompt["40"] = {"class_type": "CLIPSetLastLayer", "inputs": {"clip": ["4", 1], "stop_at_clip_layer": -2}}
+    prompt["40"] = {
+        "class_type": "CLIPSetLastLayer",
+        "inputs": {"clip": ["4", 1], "stop_at_clip_layer": -2},
+    }
     prompt["6"]["inputs"]["clip"] = ["40", 0]
     assert not torch.equal(image_of(run(runtime, prompt)), image_of(run(runtime, txt2img())))

@@ -28,8 +28,11 @@ def set_values(conditioning: Conditioning, values: Mapping[str, Any]) -> Conditi
 
 def _first_of(conditioning: Conditioning, node: str) -> Any:
     if len(conditioning) > 1:
-        log.warning("%s: conditioning_from contains more than 1 cond, only the first one will "
-                    "actually be applied to conditioning_to.", node)
+        log.warning(
+            "%s: conditioning_from contains more than 1 cond, only the first one will "
+            "actually be applied to conditioning_to.",
+            node,
+        )
     return conditioning[0]
 
 
@@ -61,8 +64,11 @@ class ConditioningAverage:
             pooled_to = options_to.get("pooled_output", pooled_from)
             t0 = cond_from[:, : t1.shape[1]]
             if t0.shape[1] < t1.shape[1]:  # pad the shorter "from" tokens with zeros
-                pad = torch.zeros((t0.shape[0], t1.shape[1] - t0.shape[1], t1.shape[2]),
-                                  dtype=t0.dtype, device=t0.device)
+                pad = torch.zeros(
+                    (t0.shape[0], t1.shape[1] - t0.shape[1], t1.shape[2]),
+                    dtype=t0.dtype,
+                    device=t0.device,
+                )
                 t0 = torch.cat([t0, pad], dim=1)
             mixed = t1 * strength + t0 * (1.0 - strength)
             options = dict(options_to)
@@ -83,8 +89,9 @@ class ConditioningConcat:
         import torch
 
         cond_from, _ = _first_of(self.conditioning_from, "ConditioningConcat")
-        return [[torch.cat((t1, cond_from), 1), dict(options)]
-                for t1, options in self.conditioning_to]
+        return [
+            [torch.cat((t1, cond_from), 1), dict(options)] for t1, options in self.conditioning_to
+        ]
 
 
 @loom.node("ConditioningSetArea", category="conditioning", display_name="Conditioning (Set Area)")
@@ -99,13 +106,21 @@ class ConditioningSetArea:
     def run(self, ctx: loom.RunContext) -> Conditioning:
         # area = (height, width, y, x) in latent units (pixels // 8), as ComfyUI stores it
         area = (self.height // 8, self.width // 8, self.y // 8, self.x // 8)
-        return set_values(self.conditioning, {
-            "area": area, "strength": self.strength, "set_area_to_bounds": False,
-        })
+        return set_values(
+            self.conditioning,
+            {
+                "area": area,
+                "strength": self.strength,
+                "set_area_to_bounds": False,
+            },
+        )
 
 
-@loom.node("ConditioningSetAreaPercentage", category="conditioning",
-           display_name="Conditioning (Set Area with Percentage)")
+@loom.node(
+    "ConditioningSetAreaPercentage",
+    category="conditioning",
+    display_name="Conditioning (Set Area with Percentage)",
+)
 class ConditioningSetAreaPercentage:
     conditioning: Conditioning
     width: float = loom.ui.float(1.0, min=0, max=1.0, step=0.01)
@@ -116,9 +131,14 @@ class ConditioningSetAreaPercentage:
 
     def run(self, ctx: loom.RunContext) -> Conditioning:
         area = ("percentage", self.height, self.width, self.y, self.x)
-        return set_values(self.conditioning, {
-            "area": area, "strength": self.strength, "set_area_to_bounds": False,
-        })
+        return set_values(
+            self.conditioning,
+            {
+                "area": area,
+                "strength": self.strength,
+                "set_area_to_bounds": False,
+            },
+        )
 
 
 @loom.node("ConditioningSetMask", category="conditioning", display_name="Conditioning (Set Mask)")
@@ -132,11 +152,14 @@ class ConditioningSetMask:
         mask = self.mask
         if mask.ndim < 3:
             mask = mask.unsqueeze(0)
-        return set_values(self.conditioning, {
-            "mask": mask,
-            "set_area_to_bounds": self.set_cond_area != "default",
-            "mask_strength": self.strength,
-        })
+        return set_values(
+            self.conditioning,
+            {
+                "mask": mask,
+                "set_area_to_bounds": self.set_cond_area != "default",
+                "mask_strength": self.strength,
+            },
+        )
 
 
 @loom.node("ConditioningZeroOut", category="advanced/conditioning")
@@ -167,8 +190,13 @@ class ConditioningSetTimestepRange:
 
 
 NODES = (
-    ConditioningCombine, ConditioningAverage, ConditioningConcat, ConditioningSetArea,
-    ConditioningSetAreaPercentage, ConditioningSetMask, ConditioningZeroOut,
+    ConditioningCombine,
+    ConditioningAverage,
+    ConditioningConcat,
+    ConditioningSetArea,
+    ConditioningSetAreaPercentage,
+    ConditioningSetMask,
+    ConditioningZeroOut,
     ConditioningSetTimestepRange,
 )
 

@@ -89,7 +89,9 @@ class ImageBatch:
 
         image2 = self.image2
         if self.image1.shape[1:] != image2.shape[1:]:
-            image2 = _resize(image2, self.image1.shape[2], self.image1.shape[1], "bilinear", "center")
+            image2 = _resize(
+                image2, self.image1.shape[2], self.image1.shape[1], "bilinear", "center"
+            )
         return torch.cat((self.image1, image2), dim=0)
 
 
@@ -119,7 +121,7 @@ class ImageCrop:
     def run(self, ctx: loom.RunContext) -> Image:
         x = min(self.x, self.image.shape[2] - 1)
         y = min(self.y, self.image.shape[1] - 1)
-        return self.image[:, y:y + self.height, x:x + self.width, :]
+        return self.image[:, y : y + self.height, x : x + self.width, :]
 
 
 @loom.outputs
@@ -144,9 +146,9 @@ class ImagePadForOutpaint:
         left, top, right, bottom = self.left, self.top, self.right, self.bottom
         new_size = (height + top + bottom, width + left + right)
         padded = torch.ones((batch, *new_size, channels), dtype=torch.float32) * 0.5
-        padded[:, top:top + height, left:left + width, :] = self.image
+        padded[:, top : top + height, left : left + width, :] = self.image
         mask = torch.ones(new_size, dtype=torch.float32)
-        mask[top:top + height, left:left + width] = self._feather(height, width)
+        mask[top : top + height, left : left + width] = self._feather(height, width)
         return PaddedImage(image=padded, mask=mask)
 
     def _feather(self, height: int, width: int) -> Mask:
@@ -170,8 +172,14 @@ class ImagePadForOutpaint:
 
 
 NODES: tuple[type, ...] = (
-    ImageScale, ImageScaleBy, ImageScaleToTotalPixels, ImageInvert, ImageBatch, EmptyImage,
-    ImageCrop, ImagePadForOutpaint,
+    ImageScale,
+    ImageScaleBy,
+    ImageScaleToTotalPixels,
+    ImageInvert,
+    ImageBatch,
+    EmptyImage,
+    ImageCrop,
+    ImagePadForOutpaint,
 )
 #: ComfyUI's source module per node, so the frontend labels them as core nodes.
 PYTHON_MODULES: dict[type, str] = {

@@ -232,8 +232,9 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def save_images(images: Image, ctx: loom.RunContext, filename_prefix: str, *, kind: str,
-                compress_level: int) -> list[dict[str, str]]:
+def save_images(
+    images: Image, ctx: loom.RunContext, filename_prefix: str, *, kind: str, compress_level: int
+) -> list[dict[str, str]]:
     """Write each image of the batch as a PNG under the ``kind`` directory; the UI entries."""
     import numpy as np
 
@@ -246,8 +247,9 @@ def save_images(images: Image, ctx: loom.RunContext, filename_prefix: str, *, ki
     for batch_number, image in enumerate(images):
         pixels = np.clip(255.0 * image.cpu().float().numpy(), 0, 255).astype(np.uint8)
         name = target.file_name(target.counter + batch_number, "png", batch_number)
-        PILImageModule.fromarray(pixels).save(target.folder / name, pnginfo=metadata,
-                                              compress_level=compress_level)
+        PILImageModule.fromarray(pixels).save(
+            target.folder / name, pnginfo=metadata, compress_level=compress_level
+        )
         results.append({"filename": name, "subfolder": target.subfolder, "type": kind})
     return results
 
@@ -255,7 +257,9 @@ def save_images(images: Image, ctx: loom.RunContext, filename_prefix: str, *, ki
 _SAVE_HIDDEN = {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}
 
 
-@loom.node("SaveImage", category="image", display_name="Save Image", output_node=True, hidden=_SAVE_HIDDEN)
+@loom.node(
+    "SaveImage", category="image", display_name="Save Image", output_node=True, hidden=_SAVE_HIDDEN
+)
 class SaveImage:
     """Saves the input images to your ComfyUI output directory."""
 
@@ -267,18 +271,27 @@ class SaveImage:
     )
 
     def run(self, ctx: loom.RunContext) -> loom.NodeOutput:
-        results = save_images(self.images, ctx, self.filename_prefix, kind="output", compress_level=4)
+        results = save_images(
+            self.images, ctx, self.filename_prefix, kind="output", compress_level=4
+        )
         return loom.NodeOutput(ui={"images": results})
 
 
 def preview_prefix(node_id: str) -> str:
     """``ComfyUI_temp_<5 random lowercase letters>``, fixed per node id for this process."""
-    suffix = _preview_prefixes.setdefault(node_id, "".join(random.choices(string.ascii_lowercase, k=5)))
+    suffix = _preview_prefixes.setdefault(
+        node_id, "".join(random.choices(string.ascii_lowercase, k=5))
+    )
     return f"ComfyUI_temp_{suffix}"
 
 
-@loom.node("PreviewImage", category="image", display_name="Preview Image", output_node=True,
-           hidden=_SAVE_HIDDEN)
+@loom.node(
+    "PreviewImage",
+    category="image",
+    display_name="Preview Image",
+    output_node=True,
+    hidden=_SAVE_HIDDEN,
+)
 class PreviewImage:
     """Saves the input images to your ComfyUI output directory."""
 
@@ -287,7 +300,9 @@ class PreviewImage:
     images: Image
 
     def run(self, ctx: loom.RunContext) -> loom.NodeOutput:
-        results = save_images(self.images, ctx, preview_prefix(ctx.node_id), kind="temp", compress_level=1)
+        results = save_images(
+            self.images, ctx, preview_prefix(ctx.node_id), kind="temp", compress_level=1
+        )
         return loom.NodeOutput(ui={"images": results})
 
 

@@ -19,22 +19,36 @@ from loom.types import Latent, Mask
 ui = loom.ui
 
 
-@loom.node("EmptyLatentImage", category="latent", display_name="Empty Latent Image",
-           outputs=[loom.OutputDef("LATENT", "LATENT", tooltip="The empty latent image batch.")])
+@loom.node(
+    "EmptyLatentImage",
+    category="latent",
+    display_name="Empty Latent Image",
+    outputs=[loom.OutputDef("LATENT", "LATENT", tooltip="The empty latent image batch.")],
+)
 class EmptyLatentImage:
     """Create a new batch of empty latent images to be denoised via sampling."""
 
-    width: int = ui.int(512, min=16, max=MAX_RESOLUTION, step=8,
-                        tooltip="The width of the latent images in pixels.")
-    height: int = ui.int(512, min=16, max=MAX_RESOLUTION, step=8,
-                         tooltip="The height of the latent images in pixels.")
-    batch_size: int = ui.int(1, min=1, max=4096, tooltip="The number of latent images in the batch.")
+    width: int = ui.int(
+        512, min=16, max=MAX_RESOLUTION, step=8, tooltip="The width of the latent images in pixels."
+    )
+    height: int = ui.int(
+        512,
+        min=16,
+        max=MAX_RESOLUTION,
+        step=8,
+        tooltip="The height of the latent images in pixels.",
+    )
+    batch_size: int = ui.int(
+        1, min=1, max=4096, tooltip="The number of latent images in the batch."
+    )
 
     def run(self, ctx: loom.RunContext) -> Latent:
         import torch
 
         # Four channels (SD1.x/SDXL), as ComfyUI 0.8; samplers adapt it to the model's format.
-        samples = torch.zeros([self.batch_size, 4, self.height // 8, self.width // 8], dtype=torch.float32)
+        samples = torch.zeros(
+            [self.batch_size, 4, self.height // 8, self.width // 8], dtype=torch.float32
+        )
         return {"samples": samples}
 
 
@@ -92,7 +106,12 @@ class LatentComposite:
         target = self.samples_to["samples"]
         out = target.clone()
         source = self.samples_from["samples"][:, :, : target.shape[2] - y, : target.shape[3] - x]
-        region = (slice(None), slice(None), slice(y, y + source.shape[2]), slice(x, x + source.shape[3]))
+        region = (
+            slice(None),
+            slice(None),
+            slice(y, y + source.shape[2]),
+            slice(x, x + source.shape[3]),
+        )
         if feather == 0:
             out[region] = source
         else:
@@ -101,13 +120,13 @@ class LatentComposite:
             for t in range(feather):
                 rate = (1.0 / feather) * (t + 1)
                 if y != 0:
-                    mask[:, :, t:1 + t, :] *= rate
+                    mask[:, :, t : 1 + t, :] *= rate
                 if y + source.shape[2] < target.shape[2]:
-                    mask[:, :, mask.shape[2] - 1 - t: mask.shape[2] - t, :] *= rate
+                    mask[:, :, mask.shape[2] - 1 - t : mask.shape[2] - t, :] *= rate
                 if x != 0:
-                    mask[:, :, :, t:1 + t] *= rate
+                    mask[:, :, :, t : 1 + t] *= rate
                 if x + source.shape[3] < target.shape[3]:
-                    mask[:, :, :, mask.shape[3] - 1 - t: mask.shape[3] - t] *= rate
+                    mask[:, :, :, mask.shape[3] - 1 - t : mask.shape[3] - t] *= rate
             out[region] = source * mask + out[region] * (torch.ones_like(mask) - mask)
         return {**self.samples_to, "samples": out}
 
@@ -130,15 +149,17 @@ class LatentFromBatch:
         latent = self.samples["samples"]
         start = min(latent.shape[0] - 1, self.batch_index)
         length = min(latent.shape[0] - start, self.length)
-        out["samples"] = latent[start:start + length].clone()
+        out["samples"] = latent[start : start + length].clone()
         if "noise_mask" in self.samples:
             masks = self.samples["noise_mask"]
             if masks.shape[0] == 1:
                 out["noise_mask"] = masks.clone()
             else:
-                out["noise_mask"] = _tile_masks(masks, latent.shape[0])[start:start + length].clone()
+                out["noise_mask"] = _tile_masks(masks, latent.shape[0])[
+                    start : start + length
+                ].clone()
         if "batch_index" in self.samples:
-            out["batch_index"] = self.samples["batch_index"][start:start + length]
+            out["batch_index"] = self.samples["batch_index"][start : start + length]
         else:
             out["batch_index"] = list(range(start, start + length))
         return out
@@ -158,7 +179,9 @@ class RepeatLatentBatch:
         if "batch_index" in out:
             indices = list(out["batch_index"])
             offset = max(indices) - min(indices) + 1
-            out["batch_index"] = indices + [i + r * offset for r in range(1, self.amount) for i in indices]
+            out["batch_index"] = indices + [
+                i + r * offset for r in range(1, self.amount) for i in indices
+            ]
         return out
 
 
@@ -173,8 +196,13 @@ class SetLatentNoiseMask:
 
 
 NODES: tuple[type, ...] = (
-    EmptyLatentImage, LatentUpscale, LatentUpscaleBy, LatentComposite, LatentFromBatch,
-    RepeatLatentBatch, SetLatentNoiseMask,
+    EmptyLatentImage,
+    LatentUpscale,
+    LatentUpscaleBy,
+    LatentComposite,
+    LatentFromBatch,
+    RepeatLatentBatch,
+    SetLatentNoiseMask,
 )
 
 

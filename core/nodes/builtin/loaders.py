@@ -30,15 +30,39 @@ UNET_WEIGHT_DTYPES = ["default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"]
 #: ``CLIPLoader``'s ``type`` values, in ComfyUI 0.8's order. The value reaches the family
 #: as ``options["clip_type"]``; core does not interpret it.
 CLIP_TYPES = [
-    "stable_diffusion", "stable_cascade", "sd3", "stable_audio", "mochi", "ltxv", "pixart",
-    "cosmos", "lumina2", "wan", "hidream", "chroma", "ace", "omnigen2", "qwen_image",
-    "hunyuan_image", "flux2", "ovis",
+    "stable_diffusion",
+    "stable_cascade",
+    "sd3",
+    "stable_audio",
+    "mochi",
+    "ltxv",
+    "pixart",
+    "cosmos",
+    "lumina2",
+    "wan",
+    "hidream",
+    "chroma",
+    "ace",
+    "omnigen2",
+    "qwen_image",
+    "hunyuan_image",
+    "flux2",
+    "ovis",
 ]
 
 #: ``DualCLIPLoader``'s ``type`` values, in ComfyUI 0.8's order.
 DUAL_CLIP_TYPES = [
-    "sdxl", "sd3", "flux", "hunyuan_video", "hidream", "hunyuan_image", "hunyuan_video_15",
-    "kandinsky5", "kandinsky5_image", "ltxv", "newbie",
+    "sdxl",
+    "sd3",
+    "flux",
+    "hunyuan_video",
+    "hidream",
+    "hunyuan_image",
+    "hunyuan_video_15",
+    "kandinsky5",
+    "kandinsky5_image",
+    "ltxv",
+    "newbie",
 ]
 
 CLIP_DEVICES = ["default", "cpu"]
@@ -84,7 +108,11 @@ def resolve_file(ctx: Any, key: str, filename: str) -> Path:
 
 
 def load_part(
-    ctx: Any, key: str, filename: str, part: str, options: Mapping[str, Any] | None = None,
+    ctx: Any,
+    key: str,
+    filename: str,
+    part: str,
+    options: Mapping[str, Any] | None = None,
     extra_files: tuple[str, ...] = (),
 ) -> tuple[CheckpointHeader, LoadedParts]:
     """Resolve, read, detect and load: the steps every loader node shares.
@@ -106,17 +134,20 @@ def load_part(
     started = time.perf_counter()
     parts = family.load(headers[0], part, load_options)
     size_mb = sum(h.path.stat().st_size for h in headers) / 2**20
-    log.info("loaded %s %s (%.1f MB) with model family %s in %.2f s",
-             PART_NAMES.get(part, part), " + ".join(h.path.name for h in headers),
-             size_mb, family.name, time.perf_counter() - started)
+    log.info(
+        "loaded %s %s (%.1f MB) with model family %s in %.2f s",
+        PART_NAMES.get(part, part),
+        " + ".join(h.path.name for h in headers),
+        size_mb,
+        family.name,
+        time.perf_counter() - started,
+    )
     return headers[0], parts
 
 
 def _require(value: Any, header: CheckpointHeader, what: str, family_hint: str) -> Any:
     if value is None:
-        raise ModelFileError(
-            f"{header.path.name} does not contain a {what}", hint=family_hint
-        )
+        raise ModelFileError(f"{header.path.name} does not contain a {what}", hint=family_hint)
     return value
 
 
@@ -143,9 +174,13 @@ class CheckpointLoaderSimple:
 
     def run(self, ctx: loom.RunContext) -> CheckpointParts:
         header, parts = load_part(ctx, "checkpoints", self.ckpt_name, "checkpoint")
-        _require(parts.model, header, "diffusion model",
-                 "a checkpoint must hold at least the diffusion model; load a text encoder "
-                 "or VAE alone with CLIPLoader or VAELoader")
+        _require(
+            parts.model,
+            header,
+            "diffusion model",
+            "a checkpoint must hold at least the diffusion model; load a text encoder "
+            "or VAE alone with CLIPLoader or VAELoader",
+        )
         # Like ComfyUI, a checkpoint without a text encoder or VAE still loads: the part is
         # None and the node that uses it (CLIPTextEncode, VAEDecode) reports it.
         for name, value in (("text encoder", parts.clip), ("VAE", parts.vae)):
@@ -161,10 +196,19 @@ class UNETLoader:
     weight_dtype: str = loom.ui.combo(UNET_WEIGHT_DTYPES)
 
     def run(self, ctx: loom.RunContext) -> Model:
-        header, parts = load_part(ctx, "diffusion_models", self.unet_name, "diffusion_model",
-                                  {"weight_dtype": self.weight_dtype})
-        return _require(parts.model, header, "diffusion model",
-                        "choose the file in UNETLoader only if it is a diffusion model")
+        header, parts = load_part(
+            ctx,
+            "diffusion_models",
+            self.unet_name,
+            "diffusion_model",
+            {"weight_dtype": self.weight_dtype},
+        )
+        return _require(
+            parts.model,
+            header,
+            "diffusion model",
+            "choose the file in UNETLoader only if it is a diffusion model",
+        )
 
 
 @loom.node("CLIPLoader", category="advanced/loaders", display_name="Load CLIP")
@@ -190,8 +234,9 @@ class CLIPLoader:
     def run(self, ctx: loom.RunContext) -> Clip:
         options = {"clip_type": self.type, "device": self.device or "default"}
         header, parts = load_part(ctx, "text_encoders", self.clip_name, "text_encoder", options)
-        return _require(parts.clip, header, "text encoder",
-                        "choose a text encoder file (models/text_encoders)")
+        return _require(
+            parts.clip, header, "text encoder", "choose a text encoder file (models/text_encoders)"
+        )
 
 
 @loom.node("DualCLIPLoader", category="advanced/loaders")
@@ -212,10 +257,20 @@ class DualCLIPLoader:
 
     def run(self, ctx: loom.RunContext) -> Clip:
         options = {"clip_type": self.type, "device": self.device or "default"}
-        header, parts = load_part(ctx, "text_encoders", self.clip_name1, "text_encoder", options,
-                                  extra_files=(self.clip_name2,))
-        return _require(parts.clip, header, "text encoder",
-                        "choose two text encoder files (models/text_encoders)")
+        header, parts = load_part(
+            ctx,
+            "text_encoders",
+            self.clip_name1,
+            "text_encoder",
+            options,
+            extra_files=(self.clip_name2,),
+        )
+        return _require(
+            parts.clip,
+            header,
+            "text encoder",
+            "choose two text encoder files (models/text_encoders)",
+        )
 
 
 @loom.node("VAELoader", category="loaders", display_name="Load VAE")

@@ -62,14 +62,22 @@ def grow(mask: Mask, expand: int, tapered_corners: bool) -> Mask:
     (tapered) or square footprint; edges repeat the border pixel (scipy's ``reflect``)."""
     import torch
 
-    footprint = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
-                 if not (tapered_corners and dy != 0 and dx != 0)]
+    footprint = [
+        (dy, dx)
+        for dy in (-1, 0, 1)
+        for dx in (-1, 0, 1)
+        if not (tapered_corners and dy != 0 and dx != 0)
+    ]
     reduce = torch.amin if expand < 0 else torch.amax
     out = _batched(mask).clone()
     height, width = out.shape[-2:]
     for _ in range(abs(expand)):
-        padded = torch.nn.functional.pad(out.unsqueeze(1), (1, 1, 1, 1), mode="replicate").squeeze(1)
-        shifted = [padded[:, 1 + dy: 1 + dy + height, 1 + dx: 1 + dx + width] for dy, dx in footprint]
+        padded = torch.nn.functional.pad(out.unsqueeze(1), (1, 1, 1, 1), mode="replicate").squeeze(
+            1
+        )
+        shifted = [
+            padded[:, 1 + dy : 1 + dy + height, 1 + dx : 1 + dx + width] for dy, dx in footprint
+        ]
         out = reduce(torch.stack(shifted), dim=0)
     return out
 

@@ -40,8 +40,10 @@ def _source_hint(ctx: Any, input_name: str) -> str | None:
     inputs = source.get("inputs") or {}
     for key in _FILE_INPUTS:
         if isinstance(inputs.get(key), str):
-            return (f"{input_name} comes from node {link[0]} ({source.get('class_type')}) "
-                    f"loading {inputs[key]}")
+            return (
+                f"{input_name} comes from node {link[0]} ({source.get('class_type')}) "
+                f"loading {inputs[key]}"
+            )
     return None
 
 
@@ -59,15 +61,25 @@ def _images(images: Any) -> Any:
 
 
 @loom.node(
-    "CLIPTextEncode", category="conditioning", display_name="CLIP Text Encode (Prompt)",
-    outputs=[OutputDef("CONDITIONING", "CONDITIONING", tooltip=(
-        "A conditioning containing the embedded text used to guide the diffusion model."))],
+    "CLIPTextEncode",
+    category="conditioning",
+    display_name="CLIP Text Encode (Prompt)",
+    outputs=[
+        OutputDef(
+            "CONDITIONING",
+            "CONDITIONING",
+            tooltip=(
+                "A conditioning containing the embedded text used to guide the diffusion model."
+            ),
+        )
+    ],
 )
 class CLIPTextEncode:
     """Encodes a text prompt using a CLIP model into an embedding that can be used to guide the diffusion model towards generating specific images."""
 
-    text: str = loom.ui.string(None, multiline=True, dynamic_prompts=True,
-                               tooltip="The text to be encoded.")
+    text: str = loom.ui.string(
+        None, multiline=True, dynamic_prompts=True, tooltip="The text to be encoded."
+    )
     clip: Clip = loom.ui.input(tooltip="The CLIP model used for encoding the text.")
 
     def run(self, ctx: loom.RunContext) -> Conditioning:
@@ -87,7 +99,9 @@ class CLIPSetLastLayer:
 
 
 @loom.node(
-    "VAEDecode", category="latent", display_name="VAE Decode",
+    "VAEDecode",
+    category="latent",
+    display_name="VAE Decode",
     outputs=[OutputDef("IMAGE", "IMAGE", tooltip="The decoded image.")],
 )
 class VAEDecode:
@@ -118,10 +132,15 @@ class VAEDecodeTiled:
     tile_size: int = loom.ui.int(512, min=64, max=4096, step=32)
     overlap: int = loom.ui.int(64, min=0, max=4096, step=32)
     temporal_size: int = loom.ui.int(
-        64, min=8, max=4096, step=4,
-        tooltip="Only used for video VAEs: Amount of frames to decode at a time.")
+        64,
+        min=8,
+        max=4096,
+        step=4,
+        tooltip="Only used for video VAEs: Amount of frames to decode at a time.",
+    )
     temporal_overlap: int = loom.ui.int(
-        8, min=4, max=4096, step=4, tooltip="Only used for video VAEs: Amount of frames to overlap.")
+        8, min=4, max=4096, step=4, tooltip="Only used for video VAEs: Amount of frames to overlap."
+    )
 
     def run(self, ctx: loom.RunContext) -> Image:
         vae = _require(self.vae, ctx, "vae", VAE_MISSING)
@@ -140,10 +159,15 @@ class VAEEncodeTiled:
     tile_size: int = loom.ui.int(512, min=64, max=4096, step=64)
     overlap: int = loom.ui.int(64, min=0, max=4096, step=32)
     temporal_size: int = loom.ui.int(
-        64, min=8, max=4096, step=4,
-        tooltip="Only used for video VAEs: Amount of frames to encode at a time.")
+        64,
+        min=8,
+        max=4096,
+        step=4,
+        tooltip="Only used for video VAEs: Amount of frames to encode at a time.",
+    )
     temporal_overlap: int = loom.ui.int(
-        8, min=4, max=4096, step=4, tooltip="Only used for video VAEs: Amount of frames to overlap.")
+        8, min=4, max=4096, step=4, tooltip="Only used for video VAEs: Amount of frames to overlap."
+    )
 
     def run(self, ctx: loom.RunContext) -> Latent:
         vae = _require(self.vae, ctx, "vae", VAE_MISSING)

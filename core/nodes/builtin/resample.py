@@ -32,7 +32,9 @@ def center_crop(samples: torch.Tensor, width: int, height: int) -> torch.Tensor:
     return samples.narrow(-2, y, old_height - y * 2).narrow(-1, x, old_width - x * 2)
 
 
-def common_upscale(samples: torch.Tensor, width: int, height: int, method: str, crop: str) -> torch.Tensor:
+def common_upscale(
+    samples: torch.Tensor, width: int, height: int, method: str, crop: str
+) -> torch.Tensor:
     """Resize ``samples`` (``[B, C, H, W]``, or ``[B, C, T, H, W]``) to ``height x width``."""
     import torch
 
@@ -61,7 +63,9 @@ def lanczos(samples: torch.Tensor, width: int, height: int) -> torch.Tensor:
 
     results = []
     for item in samples:
-        array = np.clip(255.0 * item.movedim(0, -1).detach().cpu().float().numpy(), 0, 255).astype(np.uint8)
+        array = np.clip(255.0 * item.movedim(0, -1).detach().cpu().float().numpy(), 0, 255).astype(
+            np.uint8
+        )
         single = array.shape[-1] == 1
         picture = PILImage.fromarray(array[..., 0] if single else array)
         resized = np.array(picture.resize((width, height), resample=PILImage.Resampling.LANCZOS))
@@ -94,7 +98,9 @@ def _slerp(b1: torch.Tensor, b2: torch.Tensor, ratio: torch.Tensor) -> torch.Ten
     return res
 
 
-def _bilinear_taps(length_old: int, length_new: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+def _bilinear_taps(
+    length_old: int, length_new: int, device: torch.device
+) -> tuple[torch.Tensor, ...]:
     """Per output position: blend ratio, left source index, right source index."""
     import torch
 

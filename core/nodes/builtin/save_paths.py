@@ -37,21 +37,34 @@ class SavePath:
     subfolder: str
     filename_prefix: str
 
-    def file_name(self, counter: int, extension: str = "png", batch_number: int | None = None) -> str:
+    def file_name(
+        self, counter: int, extension: str = "png", batch_number: int | None = None
+    ) -> str:
         """``<filename>_<counter:05>_.<extension>``, with ``%batch_num%`` filled in."""
-        stem = self.filename if batch_number is None else self.filename.replace(BATCH_NUM, str(batch_number))
+        stem = (
+            self.filename
+            if batch_number is None
+            else self.filename.replace(BATCH_NUM, str(batch_number))
+        )
         return f"{stem}_{counter:05}_.{extension}"
 
 
-def expand_tokens(prefix: str, width: int = 0, height: int = 0, now: time.struct_time | None = None) -> str:
+def expand_tokens(
+    prefix: str, width: int = 0, height: int = 0, now: time.struct_time | None = None
+) -> str:
     """Replace the server-side ``%...%`` tokens (not ``%batch_num%``)."""
     if "%" not in prefix:
         return prefix
     now = now or time.localtime()
     values = {
-        "%width%": str(width), "%height%": str(height), "%year%": str(now.tm_year),
-        "%month%": f"{now.tm_mon:02}", "%day%": f"{now.tm_mday:02}", "%hour%": f"{now.tm_hour:02}",
-        "%minute%": f"{now.tm_min:02}", "%second%": f"{now.tm_sec:02}",
+        "%width%": str(width),
+        "%height%": str(height),
+        "%year%": str(now.tm_year),
+        "%month%": f"{now.tm_mon:02}",
+        "%day%": f"{now.tm_mday:02}",
+        "%hour%": f"{now.tm_hour:02}",
+        "%minute%": f"{now.tm_min:02}",
+        "%second%": f"{now.tm_sec:02}",
     }
     for token, value in values.items():
         prefix = prefix.replace(token, value)
@@ -86,7 +99,7 @@ def next_counter(folder: Path, filename: str) -> int:
     for name in names:
         match = pattern.match(os.path.normcase(name))
         if match is not None:
-            best = max(best, _leading_number(name[match.end():]))
+            best = max(best, _leading_number(name[match.end() :]))
     return best + 1
 
 

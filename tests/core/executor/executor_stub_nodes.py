@@ -13,12 +13,17 @@ class EmptyImage:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "width": ("INT", {"default": 512, "min": 1, "max": 16384, "step": 1}),
-            "height": ("INT", {"default": 512, "min": 1, "max": 16384, "step": 1}),
-            "batch_size": ("INT", {"default": 1, "min": 1, "max": 4096}),
-            "color": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFF, "step": 1, "display": "color"}),
-        }}
+        return {
+            "required": {
+                "width": ("INT", {"default": 512, "min": 1, "max": 16384, "step": 1}),
+                "height": ("INT", {"default": 512, "min": 1, "max": 16384, "step": 1}),
+                "batch_size": ("INT", {"default": 1, "min": 1, "max": 4096}),
+                "color": (
+                    "INT",
+                    {"default": 0, "min": 0, "max": 0xFFFFFF, "step": 1, "display": "color"},
+                ),
+            }
+        }
 
     RETURN_TYPES = ("IMAGE",)
     FUNCTION = "generate"
@@ -45,8 +50,13 @@ class ImageInvert:
 class SaveImage:
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"images": ("IMAGE",), "filename_prefix": ("STRING", {"default": "ComfyUI"})},
-                "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}
+        return {
+            "required": {
+                "images": ("IMAGE",),
+                "filename_prefix": ("STRING", {"default": "ComfyUI"}),
+            },
+            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
+        }
 
     RETURN_TYPES = ()
     FUNCTION = "save"
@@ -54,8 +64,18 @@ class SaveImage:
 
     def save(self, images, filename_prefix="ComfyUI", prompt=None, extra_pnginfo=None):
         CALLS.append("SaveImage")
-        return {"ui": {"images": [{"filename": f"{filename_prefix}_00001_.png", "subfolder": "", "type": "output",
-                                   "seen": images}]}}
+        return {
+            "ui": {
+                "images": [
+                    {
+                        "filename": f"{filename_prefix}_00001_.png",
+                        "subfolder": "",
+                        "type": "output",
+                        "seen": images,
+                    }
+                ]
+            }
+        }
 
 
 class Const:
@@ -74,7 +94,12 @@ class Const:
 class Add:
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"a": ("INT", {"forceInput": True}), "b": ("INT", {"default": 1, "min": -1000, "max": 1000})}}
+        return {
+            "required": {
+                "a": ("INT", {"forceInput": True}),
+                "b": ("INT", {"default": 1, "min": -1000, "max": 1000}),
+            }
+        }
 
     RETURN_TYPES = ("INT",)
     FUNCTION = "run"
@@ -103,8 +128,14 @@ class Pick:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"mode": (["a", "b", "c"],), "scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0}),
-                             "flag": ("BOOLEAN", {"default": False}), "text": ("STRING", {"default": ""})}}
+        return {
+            "required": {
+                "mode": (["a", "b", "c"],),
+                "scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0}),
+                "flag": ("BOOLEAN", {"default": False}),
+                "text": ("STRING", {"default": ""}),
+            }
+        }
 
     RETURN_TYPES = ("STRING",)
     FUNCTION = "run"
@@ -118,9 +149,13 @@ class Switch:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"use_a": ("BOOLEAN", {"default": True}),
-                             "a": ("INT", {"lazy": True, "forceInput": True}),
-                             "b": ("INT", {"lazy": True, "forceInput": True})}}
+        return {
+            "required": {
+                "use_a": ("BOOLEAN", {"default": True}),
+                "a": ("INT", {"lazy": True, "forceInput": True}),
+                "b": ("INT", {"lazy": True, "forceInput": True}),
+            }
+        }
 
     RETURN_TYPES = ("INT",)
     FUNCTION = "run"
@@ -163,7 +198,10 @@ class Doubler:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"x": ("INT", {"forceInput": True})}, "hidden": {"unique_id": "UNIQUE_ID"}}
+        return {
+            "required": {"x": ("INT", {"forceInput": True})},
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
 
     RETURN_TYPES = ("INT",)
     FUNCTION = "run"
@@ -171,7 +209,10 @@ class Doubler:
     def run(self, x, unique_id):
         graph = {
             f"{unique_id}.0.0.1": {"class_type": "Const", "inputs": {"value": x}},
-            f"{unique_id}.0.0.2": {"class_type": "Add", "inputs": {"a": [f"{unique_id}.0.0.1", 0], "b": x}},
+            f"{unique_id}.0.0.2": {
+                "class_type": "Add",
+                "inputs": {"a": [f"{unique_id}.0.0.1", 0], "b": x},
+            },
         }
         return {"result": ([f"{unique_id}.0.0.2", 0],), "expand": graph}
 
@@ -228,7 +269,12 @@ class Checked:
 class Block:
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"value": ("INT", {"forceInput": True}), "message": ("STRING", {"default": ""})}}
+        return {
+            "required": {
+                "value": ("INT", {"forceInput": True}),
+                "message": ("STRING", {"default": ""}),
+            }
+        }
 
     RETURN_TYPES = ("INT",)
     FUNCTION = "run"
@@ -252,8 +298,23 @@ class SlowSteps:
         return loom.NodeOutput(ui={"text": [f"{self.steps} steps"]})
 
 
-CLASSIC = [EmptyImage, ImageInvert, SaveImage, Const, Add, Show, Pick, Switch, MakeList, SumList, Doubler,
-           Boom, Changing, Checked, Block]
+CLASSIC = [
+    EmptyImage,
+    ImageInvert,
+    SaveImage,
+    Const,
+    Add,
+    Show,
+    Pick,
+    Switch,
+    MakeList,
+    SumList,
+    Doubler,
+    Boom,
+    Changing,
+    Checked,
+    Block,
+]
 
 
 class StubNodes:
@@ -262,5 +323,3 @@ class StubNodes:
         for cls in CLASSIC:
             register(cls, class_type=cls.__name__)
         register(SlowSteps)
-
-

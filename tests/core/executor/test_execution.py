@@ -12,14 +12,22 @@ from loom.registry import collect
 
 
 def run(executor, prompt, events=None):
-    return executor.run_prompt(prompt, prompt_id="p1", on_event=(events.append if events is not None else None))
+    return executor.run_prompt(
+        prompt, prompt_id="p1", on_event=(events.append if events is not None else None)
+    )
 
 
 IMAGE_GRAPH = {
-    "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 48, "batch_size": 1, "color": 0}},
+    "1": {
+        "class_type": "EmptyImage",
+        "inputs": {"width": 64, "height": 48, "batch_size": 1, "color": 0},
+    },
     "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
     "3": {"class_type": "Show", "inputs": {"value": ["2", 0]}},
-    "4": {"class_type": "SaveImage", "inputs": {"filename_prefix": "compat_test", "images": ["2", 0]}},
+    "4": {
+        "class_type": "SaveImage",
+        "inputs": {"filename_prefix": "compat_test", "images": ["2", 0]},
+    },
 }
 
 
@@ -35,8 +43,17 @@ def test_events_follow_comfyui_order(executor):
     executed = {e.data["node"]: e.data["output"] for e in events if e.type == "executed"}
     assert executed["4"]["images"][0]["filename"] == "compat_test_00001_.png"
     assert set(result.outputs) == {"3", "4"}
-    assert [m[0] for m in result.messages] == ["execution_start", "execution_cached", "execution_success"]
-    assert result.meta["4"] == {"node_id": "4", "display_node": "4", "parent_node": None, "real_node_id": "4"}
+    assert [m[0] for m in result.messages] == [
+        "execution_start",
+        "execution_cached",
+        "execution_success",
+    ]
+    assert result.meta["4"] == {
+        "node_id": "4",
+        "display_node": "4",
+        "parent_node": None,
+        "real_node_id": "4",
+    }
 
 
 def test_fully_cached_rerun_reemits_outputs_without_executing(executor, calls):
@@ -53,10 +70,12 @@ def test_fully_cached_rerun_reemits_outputs_without_executing(executor, calls):
 
 
 def test_changing_a_constant_reruns_only_downstream(executor, calls):
-    prompt = {"1": {"class_type": "Const", "inputs": {"value": 2}},
-              "2": {"class_type": "Add", "inputs": {"a": ["1", 0], "b": 1}},
-              "3": {"class_type": "Add", "inputs": {"a": ["2", 0], "b": 10}},
-              "4": {"class_type": "Show", "inputs": {"value": ["3", 0]}}}
+    prompt = {
+        "1": {"class_type": "Const", "inputs": {"value": 2}},
+        "2": {"class_type": "Add", "inputs": {"a": ["1", 0], "b": 1}},
+        "3": {"class_type": "Add", "inputs": {"a": ["2", 0], "b": 10}},
+        "4": {"class_type": "Show", "inputs": {"value": ["3", 0]}},
+    }
     run(executor, prompt)
     calls.clear()
     prompt["3"]["inputs"]["b"] = 20
@@ -66,16 +85,33 @@ def test_changing_a_constant_reruns_only_downstream(executor, calls):
 
 
 def test_cache_is_content_keyed_across_node_ids(executor, calls):
-    run(executor, {"1": {"class_type": "Const", "inputs": {"value": 5}}, "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}}})
+    run(
+        executor,
+        {
+            "1": {"class_type": "Const", "inputs": {"value": 5}},
+            "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}},
+        },
+    )
     calls.clear()
-    run(executor, {"10:1": {"class_type": "Const", "inputs": {"value": 5}}, "10:2": {"class_type": "Show", "inputs": {"value": ["10:1", 0]}}})
+    run(
+        executor,
+        {
+            "10:1": {"class_type": "Const", "inputs": {"value": 5}},
+            "10:2": {"class_type": "Show", "inputs": {"value": ["10:1", 0]}},
+        },
+    )
     assert calls == []
 
 
 def test_is_changed(executor, calls):
-    prompt = {"1": {"class_type": "Changing", "inputs": {"token": 2}}, "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}}}
+    prompt = {
+        "1": {"class_type": "Changing", "inputs": {"token": 2}},
+        "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}},
+    }
     run(executor, prompt)
-    prompt["1"]["inputs"]["token"] = 3  # IS_CHANGED is token // 2: same fingerprint, new input -> reruns anyway
+    prompt["1"]["inputs"]["token"] = (
+        3  # IS_CHANGED is token // 2: same fingerprint, new input -> reruns anyway
+    )
     calls.clear()
     run(executor, prompt)
     assert "Changing:3" in calls
@@ -90,44 +126,58 @@ def test_is_changed(executor, calls):
 
 
 def test_lazy_inputs_skip_the_unused_branch(executor, calls):
-    prompt = {"1": {"class_type": "Const", "inputs": {"value": 1}},
-              "2": {"class_type": "Const", "inputs": {"value": 2}},
-              "3": {"class_type": "Switch", "inputs": {"use_a": False, "a": ["1", 0], "b": ["2", 0]}},
-              "4": {"class_type": "Show", "inputs": {"value": ["3", 0]}}}
+    prompt = {
+        "1": {"class_type": "Const", "inputs": {"value": 1}},
+        "2": {"class_type": "Const", "inputs": {"value": 2}},
+        "3": {"class_type": "Switch", "inputs": {"use_a": False, "a": ["1", 0], "b": ["2", 0]}},
+        "4": {"class_type": "Show", "inputs": {"value": ["3", 0]}},
+    }
     result = run(executor, prompt)
     assert result.outputs["4"] == {"text": ["2"]}
     assert "Const:1" not in calls and "Const:2" in calls
 
 
 def test_list_mapping(executor):
-    prompt = {"1": {"class_type": "MakeList", "inputs": {"count": 4}},
-              "2": {"class_type": "Add", "inputs": {"a": ["1", 0], "b": 10}},
-              "3": {"class_type": "SumList", "inputs": {"values": ["2", 0]}},
-              "4": {"class_type": "Show", "inputs": {"value": ["3", 0]}},
-              "5": {"class_type": "Show", "inputs": {"value": ["2", 0]}}}
+    prompt = {
+        "1": {"class_type": "MakeList", "inputs": {"count": 4}},
+        "2": {"class_type": "Add", "inputs": {"a": ["1", 0], "b": 10}},
+        "3": {"class_type": "SumList", "inputs": {"values": ["2", 0]}},
+        "4": {"class_type": "Show", "inputs": {"value": ["3", 0]}},
+        "5": {"class_type": "Show", "inputs": {"value": ["2", 0]}},
+    }
     result = run(executor, prompt)
     assert result.outputs["4"] == {"text": ["46"]}  # 10+11+12+13
-    assert result.outputs["5"] == {"text": ["10", "11", "12", "13"]}  # one call per element, UI merged
+    assert result.outputs["5"] == {
+        "text": ["10", "11", "12", "13"]
+    }  # one call per element, UI merged
     assert result.values["2"] == ([10, 11, 12, 13],)
 
 
 def test_node_expansion_runs_the_subgraph_in_place(executor):
-    prompt = {"1": {"class_type": "Const", "inputs": {"value": 21}},
-              "2": {"class_type": "Doubler", "inputs": {"x": ["1", 0]}},
-              "3": {"class_type": "Show", "inputs": {"value": ["2", 0]}}}
+    prompt = {
+        "1": {"class_type": "Const", "inputs": {"value": 21}},
+        "2": {"class_type": "Doubler", "inputs": {"x": ["1", 0]}},
+        "3": {"class_type": "Show", "inputs": {"value": ["2", 0]}},
+    }
     events = []
     result = run(executor, prompt, events)
     assert result.status_str == "success", result.error
     assert result.outputs["3"] == {"text": ["42"]}
     assert "2.0.0.2" in result.values
-    assert [e.data["display_node"] for e in events if e.type == "executing" and e.data["node"] == "2.0.0.2"] == ["2"]
+    assert [
+        e.data["display_node"]
+        for e in events
+        if e.type == "executing" and e.data["node"] == "2.0.0.2"
+    ] == ["2"]
 
 
 def test_node_exception_becomes_execution_error_and_engine_stays_usable(executor):
-    prompt = {"1": {"class_type": "Const", "inputs": {"value": 3}},
-              "2": {"class_type": "Boom", "inputs": {"value": ["1", 0]}},
-              "3": {"class_type": "Show", "inputs": {"value": ["2", 0]}},
-              "4": {"class_type": "Show", "inputs": {"value": ["1", 0]}}}
+    prompt = {
+        "1": {"class_type": "Const", "inputs": {"value": 3}},
+        "2": {"class_type": "Boom", "inputs": {"value": ["1", 0]}},
+        "3": {"class_type": "Show", "inputs": {"value": ["2", 0]}},
+        "4": {"class_type": "Show", "inputs": {"value": ["1", 0]}},
+    }
     events = []
     result = run(executor, prompt, events)
     assert result.status_str == "error" and not result.completed
@@ -168,10 +218,12 @@ def test_interrupt_stops_the_run_and_the_next_prompt_runs(executor):
 
 
 def test_execution_blocker(executor, calls):
-    silent = {"1": {"class_type": "Const", "inputs": {"value": 1}},
-              "2": {"class_type": "Block", "inputs": {"value": ["1", 0], "message": ""}},
-              "3": {"class_type": "Show", "inputs": {"value": ["2", 0]}},
-              "4": {"class_type": "Show", "inputs": {"value": ["1", 0]}}}
+    silent = {
+        "1": {"class_type": "Const", "inputs": {"value": 1}},
+        "2": {"class_type": "Block", "inputs": {"value": ["1", 0], "message": ""}},
+        "3": {"class_type": "Show", "inputs": {"value": ["2", 0]}},
+        "4": {"class_type": "Show", "inputs": {"value": ["1", 0]}},
+    }
     result = run(executor, silent)
     assert result.status_str == "success" and "3" not in result.outputs and "4" in result.outputs
     loud = {**silent, "2": {"class_type": "Block", "inputs": {"value": ["1", 0], "message": "no"}}}
@@ -201,8 +253,14 @@ def test_ten_thousand_deep_chain_runs_and_requeues_from_cache(executor):
 def test_cache_policies(registry, calls):
     from loom.executor.cache import OutputCache
 
-    prompt_a = {"1": {"class_type": "Const", "inputs": {"value": 1}}, "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}}}
-    prompt_b = {"1": {"class_type": "Const", "inputs": {"value": 2}}, "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}}}
+    prompt_a = {
+        "1": {"class_type": "Const", "inputs": {"value": 1}},
+        "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}},
+    }
+    prompt_b = {
+        "1": {"class_type": "Const", "inputs": {"value": 2}},
+        "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}},
+    }
 
     def reruns(policy, size=100):
         executor = Executor(registry=registry)
@@ -240,9 +298,15 @@ def test_progress_previews_are_labelled_with_the_node_by_the_executor():
     registry = collect(host)
     assert not registry.failures
     events = []
-    Executor(registry=registry).run_prompt({"7": {"class_type": "Previewer", "inputs": {}}}, prompt_id="pp",
-                                                on_event=events.append)
+    Executor(registry=registry).run_prompt(
+        {"7": {"class_type": "Previewer", "inputs": {}}}, prompt_id="pp", on_event=events.append
+    )
     (progress,) = [e for e in events if e.type == "progress"]
     preview = progress.preview
-    assert (preview.node_id, preview.prompt_id, preview.display_node_id, preview.real_node_id) == ("7", "pp", "7", "7")
+    assert (preview.node_id, preview.prompt_id, preview.display_node_id, preview.real_node_id) == (
+        "7",
+        "pp",
+        "7",
+        "7",
+    )
     assert preview.parent_node_id is None and preview.data == b"\xff\xd8"

@@ -92,8 +92,13 @@ def test_hook_make_prompt_queue_supplies_the_queue(tmp_path):
 
 def test_worker_runs_prompts_writes_history_and_reports_done(service):
     service.start()
-    prompt = {"1": {"class_type": "Const", "inputs": {"value": "4"}}, "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}}}
-    submitted = service.submit(prompt, client_id="abc", extra_data={"extra_pnginfo": {"workflow": {}}})
+    prompt = {
+        "1": {"class_type": "Const", "inputs": {"value": "4"}},
+        "2": {"class_type": "Show", "inputs": {"value": ["1", 0]}},
+    }
+    submitted = service.submit(
+        prompt, client_id="abc", extra_data={"extra_pnginfo": {"workflow": {}}}
+    )
     assert submitted.number == 0 and submitted.node_errors == {}
     assert service.recorder.done.wait(10)
     entry = service.queue.history_item(submitted.prompt_id)
@@ -113,13 +118,19 @@ def test_rejected_prompts_use_up_a_number(service):
     with pytest.raises(PromptValidationError):
         service.submit({"1": {"class_type": "Const", "inputs": {"value": 1}}})
     assert service.submit({"1": {"class_type": "Show", "inputs": {"value": 1}}}).number == 1
-    assert service.submit({"1": {"class_type": "Show", "inputs": {"value": 1}}}, front=True).number == -2
+    assert (
+        service.submit({"1": {"class_type": "Show", "inputs": {"value": 1}}}, front=True).number
+        == -2
+    )
 
 
 def test_worker_survives_failures_and_serves_the_next_prompt(service):
     service.start()
-    bad = {"1": {"class_type": "Const", "inputs": {"value": 1}}, "2": {"class_type": "Boom", "inputs": {"value": ["1", 0]}},
-           "3": {"class_type": "Show", "inputs": {"value": ["2", 0]}}}
+    bad = {
+        "1": {"class_type": "Const", "inputs": {"value": 1}},
+        "2": {"class_type": "Boom", "inputs": {"value": ["1", 0]}},
+        "3": {"class_type": "Show", "inputs": {"value": ["2", 0]}},
+    }
     first = service.submit(bad)
     assert service.recorder.done.wait(10)
     service.recorder.done.clear()

@@ -100,9 +100,11 @@ def test_partial_load_matches_full_load(device, budget):
     assert _devices(net) == {"cpu"}
 
 
-@pytest.mark.parametrize(("dtype", "atol"), [
-    (torch.float32, 1e-5), (torch.bfloat16, 5e-2), (torch.float16, 1e-2)],
-    ids=["fp32", "bf16", "fp16"])
+@pytest.mark.parametrize(
+    ("dtype", "atol"),
+    [(torch.float32, 1e-5), (torch.bfloat16, 5e-2), (torch.float16, 1e-2)],
+    ids=["fp32", "bf16", "fp16"],
+)
 def test_compute_dtype_close_to_cpu_fp32(device, dtype, atol):
     net, x = make_net(width=32), make_input()
     expected = net(x)

@@ -22,7 +22,9 @@ from loom.memory.safetensors_file import release_file_pages
 
 def _loaded(tmp_path, stored: torch.dtype) -> ModelHandle:
     net = make_net(dtype=stored)
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "n.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "n.safetensors")
+    )
     module, _ = load_module(TinyNet, tmp_path / "n.safetensors")
     return ModelHandle(module)
 
@@ -31,11 +33,14 @@ def _bytes(module: torch.nn.Module) -> dict[str, bytes]:
     return {k: v.view(torch.uint8).clone() for k, v in module.state_dict().items()}
 
 
-@pytest.mark.parametrize(("stored", "compute", "resident"), [
-    (torch.float16, torch.bfloat16, torch.bfloat16),   # same size: converted once at load
-    (torch.float32, torch.bfloat16, torch.bfloat16),   # smaller: converted
-    (torch.float16, torch.float32, torch.float16),     # would double: stays, cast per call
-])
+@pytest.mark.parametrize(
+    ("stored", "compute", "resident"),
+    [
+        (torch.float16, torch.bfloat16, torch.bfloat16),  # same size: converted once at load
+        (torch.float32, torch.bfloat16, torch.bfloat16),  # smaller: converted
+        (torch.float16, torch.float32, torch.float16),  # would double: stays, cast per call
+    ],
+)
 def test_resident_dtype_follows_compute_dtype_unless_it_grows(tmp_path, stored, compute, resident):
     handle = _loaded(tmp_path, stored)
     before = _bytes(handle.module)
@@ -111,7 +116,9 @@ def test_compute_dtype_setting_names():
     manager = MemoryManager.from_settings(Settings(cpu_only=True, compute_dtype="auto"))
     expected = torch.bfloat16 if manager.device.supports_bf16 else torch.float32
     assert manager.compute_dtype == expected
-    assert MemoryManager.from_settings(Settings(cpu_only=True, compute_dtype="fp16")).compute_dtype \
+    assert (
+        MemoryManager.from_settings(Settings(cpu_only=True, compute_dtype="fp16")).compute_dtype
         == torch.float16
+    )
     with pytest.raises(LoomError, match="unknown compute dtype 'fp64'"):
         MemoryManager.from_settings(Settings(cpu_only=True, compute_dtype="fp64"))

@@ -28,11 +28,23 @@ def builtin_registry() -> Registry:
     return registry
 
 
-def make_ctx(base: Path, *, node_id: str = "1", prompt: dict | None = None,
-             extra_data: dict | None = None, **settings: Any) -> loom.RunContext:
+def make_ctx(
+    base: Path,
+    *,
+    node_id: str = "1",
+    prompt: dict | None = None,
+    extra_data: dict | None = None,
+    **settings: Any,
+) -> loom.RunContext:
     runtime = FakeRuntime(Settings(base_directory=base, **settings))
-    return loom.RunContext(node_id=node_id, prompt_id="p", prompt=prompt if prompt is not None else {},
-                           extra_data=extra_data or {}, runtime=runtime, interrupt=InterruptFlag())
+    return loom.RunContext(
+        node_id=node_id,
+        prompt_id="p",
+        prompt=prompt if prompt is not None else {},
+        extra_data=extra_data or {},
+        runtime=runtime,
+        interrupt=InterruptFlag(),
+    )
 
 
 def execute(class_type: str, ctx: loom.RunContext, **inputs: Any) -> NodeOutput:

@@ -31,12 +31,18 @@ BUILTINS = (
     "loom.nodes.builtin.models",
 )
 
-PART_KEYS = {"checkpoint": "model", "diffusion_model": "model", "text_encoder": "clip", "vae": "vae"}
+PART_KEYS = {
+    "checkpoint": "model",
+    "diffusion_model": "model",
+    "text_encoder": "clip",
+    "vae": "vae",
+}
 
 
 class ToyClip:
-    def __init__(self, weight: torch.Tensor, source: str, layer: int = -1,
-                 extra: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, weight: torch.Tensor, source: str, layer: int = -1, extra: tuple[str, ...] = ()
+    ) -> None:
         self.weight = weight
         self.source = source
         self.layer = layer
@@ -88,8 +94,13 @@ class ToyModel:
 class ToyFamily:
     """Recognises ``<prefix>{model,clip,vae}.weight`` keys with a fixed score."""
 
-    def __init__(self, name: str = "toy", prefix: str = "toy.", score: float = 1.0,
-                 drop: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        name: str = "toy",
+        prefix: str = "toy.",
+        score: float = 1.0,
+        drop: tuple[str, ...] = (),
+    ) -> None:
         self.name = name
         self.prefix = prefix
         self.score = score
@@ -144,21 +155,31 @@ def make_registry(tmp_path: Path | None = None, *families: Any) -> Registry:
     registry = collect(host)
     assert not registry.failures, registry.failures
     if tmp_path is not None:
-        registry.folders = ModelFolders(tmp_path / "models", tmp_path / "output", registry.folder_kinds)
+        registry.folders = ModelFolders(
+            tmp_path / "models", tmp_path / "output", registry.folder_kinds
+        )
     return registry
 
 
-def make_ctx(registry: Registry | None = None, *, node_id: str = "1",
-             prompt: Mapping[str, Any] | None = None) -> RunContext:
+def make_ctx(
+    registry: Registry | None = None, *, node_id: str = "1", prompt: Mapping[str, Any] | None = None
+) -> RunContext:
     runtime = None
     if registry is not None:
         runtime = types.SimpleNamespace(registry=registry, folders=registry.folders, settings=None)
-    return RunContext(node_id=node_id, prompt_id="p", prompt=dict(prompt or {}), extra_data={},
-                      runtime=runtime, interrupt=InterruptFlag())
+    return RunContext(
+        node_id=node_id,
+        prompt_id="p",
+        prompt=dict(prompt or {}),
+        extra_data={},
+        runtime=runtime,
+        interrupt=InterruptFlag(),
+    )
 
 
-def run_node(registry: Registry, class_type: str, ctx: RunContext | None = None,
-             **inputs: Any) -> tuple[Any, ...]:
+def run_node(
+    registry: Registry, class_type: str, ctx: RunContext | None = None, **inputs: Any
+) -> tuple[Any, ...]:
     """Execute one node the way the executor does; returns its output values."""
     definition = registry.get_node(class_type)
     assert definition is not None, class_type
@@ -166,8 +187,13 @@ def run_node(registry: Registry, class_type: str, ctx: RunContext | None = None,
     return impl.execute(impl.create(), inputs, ctx or make_ctx(registry)).values
 
 
-def write_model(path: Path, *, prefix: str = "toy.", parts: tuple[str, ...] = ("model", "clip", "vae"),
-                scale: float = 1.0) -> Path:
+def write_model(
+    path: Path,
+    *,
+    prefix: str = "toy.",
+    parts: tuple[str, ...] = ("model", "clip", "vae"),
+    scale: float = 1.0,
+) -> Path:
     """A tiny safetensors file holding ``<prefix><part>.weight`` for each part."""
     path.parent.mkdir(parents=True, exist_ok=True)
     shapes = {"model": (2, 2), "clip": (4,), "vae": (1,)}

@@ -26,14 +26,20 @@ def _raw_file(path: Path, header: dict | bytes, data: bytes = b"") -> Path:
 def test_reads_tensors_and_metadata_without_loading(tmp_path):
     path = tmp_path / "m.safetensors"
     safetensors.torch.save_file(
-        {"a.weight": torch.zeros(2, 3, dtype=torch.float16), "b": torch.zeros(5, dtype=torch.bfloat16),
-         "c": torch.zeros((), dtype=torch.int64)},
-        str(path), metadata={"format": "pt"},
+        {
+            "a.weight": torch.zeros(2, 3, dtype=torch.float16),
+            "b": torch.zeros(5, dtype=torch.bfloat16),
+            "c": torch.zeros((), dtype=torch.int64),
+        },
+        str(path),
+        metadata={"format": "pt"},
     )
     header = read_header(path)
     assert header.path == path
     assert header.tensors == {
-        "a.weight": TensorInfo("F16", (2, 3)), "b": TensorInfo("BF16", (5,)), "c": TensorInfo("I64", ()),
+        "a.weight": TensorInfo("F16", (2, 3)),
+        "b": TensorInfo("BF16", (5,)),
+        "c": TensorInfo("I64", ()),
     }
     assert header.metadata == {"format": "pt"}
     assert header.has("a.weight", "b") and not header.has("zzz")
@@ -68,7 +74,10 @@ def test_pickle_checkpoint_is_refused_without_unpickling(tmp_path):
 
     legacy = tmp_path / "legacy.pt"
     legacy.write_bytes(pickle.dumps(_Boom(marker), protocol=2))
-    with pytest.raises(ModelFileError, match=r"legacy\.pt is not a safetensors file \(it looks like a Python pickle\)"):
+    with pytest.raises(
+        ModelFileError,
+        match=r"legacy\.pt is not a safetensors file \(it looks like a Python pickle\)",
+    ):
         read_header(legacy)
     assert not marker.exists()
 
@@ -76,7 +85,9 @@ def test_pickle_checkpoint_is_refused_without_unpickling(tmp_path):
 def test_other_non_safetensors_files(tmp_path):
     empty = tmp_path / "empty.safetensors"
     empty.write_bytes(b"")
-    with pytest.raises(ModelFileError, match=r"empty\.safetensors is not a safetensors file: it is only 0 bytes"):
+    with pytest.raises(
+        ModelFileError, match=r"empty\.safetensors is not a safetensors file: it is only 0 bytes"
+    ):
         read_header(empty)
     text = tmp_path / "readme.safetensors"
     text.write_text("this is just some text, not a model at all\n" * 3)
@@ -90,7 +101,10 @@ def test_truncated_data_section(tmp_path):
     path = tmp_path / "cut.safetensors"
     safetensors.torch.save_file({"w": torch.zeros(64)}, str(path))
     path.write_bytes(path.read_bytes()[:-10])
-    with pytest.raises(ModelFileError, match=r"cut\.safetensors is truncated: tensor 'w' ends at byte 256 .* only 246 bytes"):
+    with pytest.raises(
+        ModelFileError,
+        match=r"cut\.safetensors is truncated: tensor 'w' ends at byte 256 .* only 246 bytes",
+    ):
         read_header(path)
 
 
@@ -98,13 +112,18 @@ def test_truncated_inside_the_header(tmp_path):
     path = tmp_path / "cut.safetensors"
     safetensors.torch.save_file({"w": torch.zeros(64)}, str(path))
     path.write_bytes(path.read_bytes()[:20])
-    with pytest.raises(ModelFileError, match=r"cut\.safetensors is truncated: its header says \d+ bytes but the file holds only 12"):
+    with pytest.raises(
+        ModelFileError,
+        match=r"cut\.safetensors is truncated: its header says \d+ bytes but the file holds only 12",
+    ):
         read_header(path)
 
 
 def test_corrupt_json(tmp_path):
     path = _raw_file(tmp_path / "bad.safetensors", b'{"w": {"dtype": "F32", "sha')
-    with pytest.raises(ModelFileError, match=r"bad\.safetensors has a corrupt safetensors header \(not valid JSON"):
+    with pytest.raises(
+        ModelFileError, match=r"bad\.safetensors has a corrupt safetensors header \(not valid JSON"
+    ):
         read_header(path)
     path = _raw_file(tmp_path / "list.safetensors", b"[1, 2, 3]")
     with pytest.raises(ModelFileError, match="expected a JSON object"):
@@ -114,7 +133,9 @@ def test_corrupt_json(tmp_path):
 def test_unknown_dtype(tmp_path):
     header = {"w": {"dtype": "F7", "shape": [2], "data_offsets": [0, 8]}}
     path = _raw_file(tmp_path / "odd.safetensors", header, b"\0" * 8)
-    with pytest.raises(ModelFileError, match=r"odd\.safetensors: tensor 'w' has unknown dtype 'F7'"):
+    with pytest.raises(
+        ModelFileError, match=r"odd\.safetensors: tensor 'w' has unknown dtype 'F7'"
+    ):
         read_header(path)
 
 
@@ -134,7 +155,11 @@ def test_inconsistent_entries(tmp_path):
 
 
 def test_highest_score_wins_and_ties_go_to_the_first(tmp_path):
-    low, high, same = ToyFamily("low", score=0.5), ToyFamily("high", score=2.0), ToyFamily("same", score=2.0)
+    low, high, same = (
+        ToyFamily("low", score=0.5),
+        ToyFamily("high", score=2.0),
+        ToyFamily("same", score=2.0),
+    )
     registry = make_registry(None, low, high, same)
     header = read_header(write_model(tmp_path / "m.safetensors"))
     assert detect_family(registry, header, "checkpoint") is high
@@ -167,7 +192,9 @@ def test_unknown_checkpoint_lists_installed_families(tmp_path):
 def test_unknown_checkpoint_without_families_hints_at_a_plugin(tmp_path):
     registry = make_registry(None)
     header = read_header(write_model(tmp_path / "x.safetensors"))
-    with pytest.raises(UnknownCheckpointError, match="as a checkpoint; installed model families: none") as info:
+    with pytest.raises(
+        UnknownCheckpointError, match="as a checkpoint; installed model families: none"
+    ) as info:
         detect_family(registry, header, "checkpoint")
     assert "pip install loom-sd15" in str(info.value)
 
@@ -184,5 +211,7 @@ def test_common_family_must_recognise_every_file(tmp_path):
     second = read_header(write_model(tmp_path / "two.safetensors", prefix="b.", parts=("clip",)))
     assert detect_family(registry, first, "text_encoder") is solo
     assert detect_common_family(registry, [first, second], "text_encoder") is both
-    with pytest.raises(UnknownCheckpointError, match=r"recognises one\.safetensors \+ two\.safetensors"):
+    with pytest.raises(
+        UnknownCheckpointError, match=r"recognises one\.safetensors \+ two\.safetensors"
+    ):
         detect_common_family(make_registry(None, solo), [first, second], "text_encoder")

@@ -21,30 +21,43 @@ def pixels(batch: int = 1, height: int = 3, width: int = 4) -> torch.Tensor:
 
 
 def save(ctx, images=None, prefix="ComfyUI"):
-    return execute("SaveImage", ctx, images=pixels() if images is None else images,
-                   filename_prefix=prefix).ui["images"]
+    return execute(
+        "SaveImage", ctx, images=pixels() if images is None else images, filename_prefix=prefix
+    ).ui["images"]
 
 
 def test_save_image_counts_up_across_calls_and_batches(tmp_path):
     ctx = make_ctx(tmp_path)
     assert save(ctx) == [{"filename": "ComfyUI_00001_.png", "subfolder": "", "type": "output"}]
-    assert [i["filename"] for i in save(ctx, pixels(batch=2))] == ["ComfyUI_00002_.png", "ComfyUI_00003_.png"]
+    assert [i["filename"] for i in save(ctx, pixels(batch=2))] == [
+        "ComfyUI_00002_.png",
+        "ComfyUI_00003_.png",
+    ]
     assert [i["filename"] for i in save(ctx)] == ["ComfyUI_00004_.png"]
     assert sorted(p.name for p in (tmp_path / "output").iterdir()) == [
-        f"ComfyUI_0000{n}_.png" for n in range(1, 5)]
+        f"ComfyUI_0000{n}_.png" for n in range(1, 5)
+    ]
 
 
 def test_save_image_continues_after_existing_files(tmp_path):
     out = tmp_path / "output"
     out.mkdir()
-    for name in ("shot_00041_.png", "shot_00007_.png", "shot_extra.png", "shots_00099_.png", "other_00500_.png"):
+    for name in (
+        "shot_00041_.png",
+        "shot_00007_.png",
+        "shot_extra.png",
+        "shots_00099_.png",
+        "other_00500_.png",
+    ):
         (out / name).write_bytes(b"")
     assert save(make_ctx(tmp_path), prefix="shot")[0]["filename"] == "shot_00042_.png"
 
 
 def test_save_image_subfolder_and_tokens(tmp_path):
     ctx = make_ctx(tmp_path)
-    images = save(ctx, pixels(batch=2, height=3, width=4), prefix="runs/day1/img_%width%x%height%_%batch_num%")
+    images = save(
+        ctx, pixels(batch=2, height=3, width=4), prefix="runs/day1/img_%width%x%height%_%batch_num%"
+    )
     assert images == [
         {"filename": "img_4x3_0_00001_.png", "subfolder": "runs/day1", "type": "output"},
         {"filename": "img_4x3_1_00002_.png", "subfolder": "runs/day1", "type": "output"},
@@ -71,7 +84,9 @@ def test_save_path_dotdot_that_stays_inside_is_fine(tmp_path):
 def test_png_text_chunks_hold_prompt_and_extra_pnginfo(tmp_path):
     prompt = {"1": {"class_type": "EmptyImage", "inputs": {"width": 4}}}
     workflow = {"nodes": [{"id": 1}], "links": []}
-    ctx = make_ctx(tmp_path, prompt=prompt, extra_data={"extra_pnginfo": {"workflow": workflow, "note": "hi"}})
+    ctx = make_ctx(
+        tmp_path, prompt=prompt, extra_data={"extra_pnginfo": {"workflow": workflow, "note": "hi"}}
+    )
     name = save(ctx)[0]["filename"]
     with PILImage.open(tmp_path / "output" / name) as png:
         assert json.loads(png.text["prompt"]) == prompt
@@ -80,8 +95,12 @@ def test_png_text_chunks_hold_prompt_and_extra_pnginfo(tmp_path):
 
 
 def test_disable_metadata_writes_no_text_chunks(tmp_path):
-    ctx = make_ctx(tmp_path, prompt={"1": {}}, extra_data={"extra_pnginfo": {"workflow": {}}},
-                   disable_metadata=True)
+    ctx = make_ctx(
+        tmp_path,
+        prompt={"1": {}},
+        extra_data={"extra_pnginfo": {"workflow": {}}},
+        disable_metadata=True,
+    )
     with PILImage.open(tmp_path / "output" / save(ctx)[0]["filename"]) as png:
         assert png.text == {}
 
@@ -93,7 +112,7 @@ def test_preview_image_writes_to_temp_with_a_stable_random_prefix(tmp_path):
     name1, name2 = first[0]["filename"], second[0]["filename"]
     assert first[0]["type"] == "temp" and first[0]["subfolder"] == ""
     assert name1.startswith("ComfyUI_temp_") and name1.endswith("_00001_.png")
-    suffix = name1[len("ComfyUI_temp_"):-len("_00001_.png")]
+    suffix = name1[len("ComfyUI_temp_") : -len("_00001_.png")]
     assert len(suffix) == 5 and suffix.isalpha() and suffix.islower()
     assert name2 == name1.replace("_00001_", "_00002_")
     assert (tmp_path / "temp" / name1).is_file()
@@ -170,8 +189,14 @@ def test_load_image_combo_validation_and_fingerprint(tmp_path, monkeypatch):
     assert spec == [["a.webp", "b.png"], {"image_upload": True}]
     assert definition.validate_args == frozenset({"image"})
     assert definition.impl.validate(None, {"image": "b.png"}) is True
-    assert definition.impl.validate(None, {"image": "missing.png"}) == "Invalid image file: missing.png"
-    assert definition.impl.validate(None, {"image": "../outside.png"}) == "Invalid image file: ../outside.png"
+    assert (
+        definition.impl.validate(None, {"image": "missing.png"})
+        == "Invalid image file: missing.png"
+    )
+    assert (
+        definition.impl.validate(None, {"image": "../outside.png"})
+        == "Invalid image file: ../outside.png"
+    )
     before = definition.impl.fingerprint(None, {"image": "b.png"})
     PILImage.new("RGB", (2, 2), (255, 255, 255)).save(path)
     assert definition.impl.fingerprint(None, {"image": "b.png"}) != before
@@ -184,10 +209,17 @@ def test_load_image_of_a_missing_file_fails_clearly(tmp_path):
         execute("LoadImage", make_ctx(tmp_path), image="nope.png")
 
 
-@pytest.mark.parametrize(("value", "text"), [
-    ("hello", "hello"), (3, "3"), (2.5, "2.5"), (True, "True"), (None, "None"),
-    ({"a": [1, 2]}, '{"a": [1, 2]}'),
-])
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        ("hello", "hello"),
+        (3, "3"),
+        (2.5, "2.5"),
+        (True, "True"),
+        (None, "None"),
+        ({"a": [1, 2]}, '{"a": [1, 2]}'),
+    ],
+)
 def test_preview_any_text(tmp_path, value, text):
     assert execute("PreviewAny", make_ctx(tmp_path), source=value).ui == {"text": [text]}
 
@@ -204,20 +236,31 @@ def test_object_info_save_image_matches_comfyui():
         "input": {
             "required": {
                 "images": ["IMAGE", {"tooltip": "The images to save."}],
-                "filename_prefix": ["STRING", {
-                    "default": "ComfyUI",
-                    "tooltip": "The prefix for the file to save. This may include formatting information "
-                               "such as %date:yyyy-MM-dd% or %Empty Latent Image.width% to include values "
-                               "from nodes.",
-                }],
+                "filename_prefix": [
+                    "STRING",
+                    {
+                        "default": "ComfyUI",
+                        "tooltip": "The prefix for the file to save. This may include formatting information "
+                        "such as %date:yyyy-MM-dd% or %Empty Latent Image.width% to include values "
+                        "from nodes.",
+                    },
+                ],
             },
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
         },
-        "input_order": {"required": ["images", "filename_prefix"], "hidden": ["prompt", "extra_pnginfo"]},
-        "output": [], "output_is_list": [], "output_name": [],
-        "name": "SaveImage", "display_name": "Save Image",
+        "input_order": {
+            "required": ["images", "filename_prefix"],
+            "hidden": ["prompt", "extra_pnginfo"],
+        },
+        "output": [],
+        "output_is_list": [],
+        "output_name": [],
+        "name": "SaveImage",
+        "display_name": "Save Image",
         "description": "Saves the input images to your ComfyUI output directory.",
-        "python_module": "nodes", "category": "image", "output_node": True,
+        "python_module": "nodes",
+        "category": "image",
+        "output_node": True,
     }
     preview = to_json(registry.get_node("PreviewImage"), registry)
     assert preview["input"]["hidden"] == {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}
@@ -226,7 +269,10 @@ def test_object_info_save_image_matches_comfyui():
     assert load["output"] == ["IMAGE", "MASK"] and load["output_name"] == ["IMAGE", "MASK"]
     any_info = to_json(registry.get_node("PreviewAny"), registry)
     assert any_info["input"] == {"required": {"source": ["*"]}}
-    assert any_info["category"] == "utils" and any_info["python_module"] == "comfy_extras.nodes_preview_any"
+    assert (
+        any_info["category"] == "utils"
+        and any_info["python_module"] == "comfy_extras.nodes_preview_any"
+    )
 
 
 def test_load_image_refuses_a_symlink_pointing_out_of_the_input_folder(tmp_path):

@@ -19,7 +19,9 @@ def ctx(tmp_path):
 
 def ramp(batch: int, height: int, width: int, channels: int = 3) -> torch.Tensor:
     count = batch * height * width * channels
-    return (torch.arange(count, dtype=torch.float32) / count).reshape(batch, height, width, channels)
+    return (torch.arange(count, dtype=torch.float32) / count).reshape(
+        batch, height, width, channels
+    )
 
 
 def test_image_invert_is_exact(ctx):
@@ -36,19 +38,40 @@ def test_empty_image_fills_the_color(ctx):
 
 def test_image_scale_center_crop_takes_the_middle(ctx):
     image = ramp(1, 4, 8)
-    out = run_one("ImageScale", ctx, image=image, upscale_method="nearest-exact", width=4, height=4,
-                  crop="center")
+    out = run_one(
+        "ImageScale",
+        ctx,
+        image=image,
+        upscale_method="nearest-exact",
+        width=4,
+        height=4,
+        crop="center",
+    )
     assert out.shape == (1, 4, 4, 3)
     assert torch.equal(out, image[:, :, 2:6, :])
 
 
 def test_image_scale_zero_side_keeps_aspect(ctx):
     image = ramp(1, 4, 8)
-    out = run_one("ImageScale", ctx, image=image, upscale_method="bilinear", width=0, height=8,
-                  crop="disabled")
+    out = run_one(
+        "ImageScale",
+        ctx,
+        image=image,
+        upscale_method="bilinear",
+        width=0,
+        height=8,
+        crop="disabled",
+    )
     assert out.shape == (1, 8, 16, 3)
-    same = run_one("ImageScale", ctx, image=image, upscale_method="bilinear", width=0, height=0,
-                   crop="disabled")
+    same = run_one(
+        "ImageScale",
+        ctx,
+        image=image,
+        upscale_method="bilinear",
+        width=0,
+        height=0,
+        crop="disabled",
+    )
     assert same is image
 
 
@@ -66,8 +89,14 @@ def test_lanczos_identity_size_keeps_8bit_values(ctx):
 
 
 def test_scale_to_total_pixels_rounds_to_resolution_steps(ctx):
-    out = run_one("ImageScaleToTotalPixels", ctx, image=ramp(1, 10, 20), upscale_method="area",
-                  megapixels=0.01, resolution_steps=8)
+    out = run_one(
+        "ImageScaleToTotalPixels",
+        ctx,
+        image=ramp(1, 10, 20),
+        upscale_method="area",
+        megapixels=0.01,
+        resolution_steps=8,
+    )
     # sqrt(0.01 * 1024 * 1024 / 200) = 7.24: 144.8 -> 144 and 72.4 -> 72 (multiples of 8)
     assert out.shape == (1, 72, 144, 3)
 
@@ -85,8 +114,9 @@ def test_image_crop_clamps_the_origin(ctx):
 
 def test_pad_for_outpaint_pads_grey_and_feathers_the_mask(ctx):
     image = ramp(1, 10, 10)
-    padded, mask = execute("ImagePadForOutpaint", ctx, image=image, left=4, top=0, right=0, bottom=0,
-                           feathering=2).values
+    padded, mask = execute(
+        "ImagePadForOutpaint", ctx, image=image, left=4, top=0, right=0, bottom=0, feathering=2
+    ).values
     assert padded.shape == (1, 10, 14, 3) and mask.shape == (10, 14)
     assert torch.all(padded[:, :, :4] == 0.5)
     assert torch.equal(padded[:, :, 4:], image)
@@ -97,20 +127,33 @@ def test_pad_for_outpaint_pads_grey_and_feathers_the_mask(ctx):
 
 
 def test_pad_without_room_to_feather_gives_a_hard_mask(ctx):
-    _, mask = execute("ImagePadForOutpaint", ctx, image=ramp(1, 4, 4), left=0, top=2, right=0, bottom=0,
-                      feathering=40).values
+    _, mask = execute(
+        "ImagePadForOutpaint",
+        ctx,
+        image=ramp(1, 4, 4),
+        left=0,
+        top=2,
+        right=0,
+        bottom=0,
+        feathering=40,
+    ).values
     assert torch.equal(mask[:2], torch.ones(2, 4)) and torch.equal(mask[2:], torch.zeros(4, 4))
 
 
 def test_object_info_empty_image_matches_comfyui():
     registry = builtin_registry()
     info = to_json(registry.get_node("EmptyImage"), registry)
-    assert info["input"] == {"required": {
-        "width": ["INT", {"default": 512, "min": 1, "max": 16384, "step": 1}],
-        "height": ["INT", {"default": 512, "min": 1, "max": 16384, "step": 1}],
-        "batch_size": ["INT", {"default": 1, "min": 1, "max": 4096}],
-        "color": ["INT", {"default": 0, "min": 0, "max": 16777215, "step": 1, "display": "color"}],
-    }}
+    assert info["input"] == {
+        "required": {
+            "width": ["INT", {"default": 512, "min": 1, "max": 16384, "step": 1}],
+            "height": ["INT", {"default": 512, "min": 1, "max": 16384, "step": 1}],
+            "batch_size": ["INT", {"default": 1, "min": 1, "max": 4096}],
+            "color": [
+                "INT",
+                {"default": 0, "min": 0, "max": 16777215, "step": 1, "display": "color"},
+            ],
+        }
+    }
     assert info["input_order"] == {"required": ["width", "height", "batch_size", "color"]}
     assert info["output"] == ["IMAGE"] and info["output_name"] == ["IMAGE"]
     assert info["category"] == "image" and info["python_module"] == "nodes"
@@ -120,15 +163,31 @@ def test_object_info_empty_image_matches_comfyui():
 def test_object_info_image_scale_and_pad():
     registry = builtin_registry()
     scale = to_json(registry.get_node("ImageScale"), registry)
-    assert list(scale["input"]["required"]) == ["image", "upscale_method", "width", "height", "crop"]
+    assert list(scale["input"]["required"]) == [
+        "image",
+        "upscale_method",
+        "width",
+        "height",
+        "crop",
+    ]
     assert scale["input"]["required"]["upscale_method"][0] == [
-        "nearest-exact", "bilinear", "area", "bicubic", "lanczos"]
+        "nearest-exact",
+        "bilinear",
+        "area",
+        "bicubic",
+        "lanczos",
+    ]
     assert scale["input"]["required"]["crop"][0] == ["disabled", "center"]
     assert scale["display_name"] == "Upscale Image" and scale["category"] == "image/upscaling"
     pad = to_json(registry.get_node("ImagePadForOutpaint"), registry)
     assert pad["output"] == ["IMAGE", "MASK"] and pad["output_name"] == ["IMAGE", "MASK"]
     total = to_json(registry.get_node("ImageScaleToTotalPixels"), registry)
-    assert total["input_order"]["required"] == ["image", "upscale_method", "megapixels", "resolution_steps"]
+    assert total["input_order"]["required"] == [
+        "image",
+        "upscale_method",
+        "megapixels",
+        "resolution_steps",
+    ]
     assert total["python_module"] == "comfy_extras.nodes_post_processing"
 
 

@@ -35,7 +35,10 @@ def _models(tmp_path):
 
 def test_combos_list_model_folders_live(tmp_path, registry):
     info = to_json(registry.get_node("CheckpointLoaderSimple"), registry)
-    assert info["input"]["required"]["ckpt_name"] == [[], {"tooltip": "The name of the checkpoint (model) to load."}]
+    assert info["input"]["required"]["ckpt_name"] == [
+        [],
+        {"tooltip": "The name of the checkpoint (model) to load."},
+    ]
     write_model(_models(tmp_path) / "checkpoints" / "sub" / "b.safetensors")
     write_model(_models(tmp_path) / "checkpoints" / "a.safetensors")
     write_model(_models(tmp_path) / "unet" / "u.safetensors")
@@ -54,7 +57,13 @@ def test_combos_list_model_folders_live(tmp_path, registry):
 
 def test_combos_are_empty_without_folders():
     registry = make_registry(None)
-    for node in ("CheckpointLoaderSimple", "UNETLoader", "CLIPLoader", "DualCLIPLoader", "VAELoader"):
+    for node in (
+        "CheckpointLoaderSimple",
+        "UNETLoader",
+        "CLIPLoader",
+        "DualCLIPLoader",
+        "VAELoader",
+    ):
         required = registry.get_node(node).input_types(None)["required"]
         assert next(iter(required.values()))[0] == []
         assert registry.get_node(node).input_types(registry)["required"] == required
@@ -105,7 +114,9 @@ def test_unrecognised_checkpoint(tmp_path, registry):
 def test_unknown_file_name(tmp_path, registry):
     with pytest.raises(ModelFileError) as info:
         run_node(registry, "VAELoader", vae_name="missing.safetensors")
-    assert info.value.message == "Model in folder 'vae' with filename 'missing.safetensors' not found."
+    assert (
+        info.value.message == "Model in folder 'vae' with filename 'missing.safetensors' not found."
+    )
     assert str(_models(tmp_path) / "vae") in info.value.hint
     with pytest.raises(ModelFileError, match="not found"):
         run_node(registry, "CheckpointLoaderSimple", ckpt_name="../escape.safetensors")
@@ -131,12 +142,25 @@ def test_checkpoint_without_vae_or_text_encoder(tmp_path, registry, caplog):
         "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "hi", "clip": ["4", 1]}},
     }
     with pytest.raises(LoomError) as info:
-        run_node(registry, "VAEDecode", make_ctx(registry, node_id="8", prompt=prompt),
-                 samples={"samples": torch.zeros(1, 4, 1, 1)}, vae=None)
+        run_node(
+            registry,
+            "VAEDecode",
+            make_ctx(registry, node_id="8", prompt=prompt),
+            samples={"samples": torch.zeros(1, 4, 1, 1)},
+            vae=None,
+        )
     assert info.value.message.startswith("ERROR: VAE is invalid: None")
-    assert info.value.hint == "vae comes from node 4 (CheckpointLoaderSimple) loading bare.safetensors"
+    assert (
+        info.value.hint == "vae comes from node 4 (CheckpointLoaderSimple) loading bare.safetensors"
+    )
     with pytest.raises(LoomError) as info:
-        run_node(registry, "CLIPTextEncode", make_ctx(registry, node_id="6", prompt=prompt), text="hi", clip=None)
+        run_node(
+            registry,
+            "CLIPTextEncode",
+            make_ctx(registry, node_id="6", prompt=prompt),
+            text="hi",
+            clip=None,
+        )
     assert "does not contain a valid clip or text encoder model" in info.value.message
     assert "bare.safetensors" in info.value.hint
 
@@ -150,7 +174,9 @@ def test_checkpoint_without_diffusion_model_is_an_error(tmp_path):
 
 def test_unet_loader_passes_weight_dtype(tmp_path, registry, toy):
     write_model(_models(tmp_path) / "diffusion_models" / "u.safetensors", parts=("model",))
-    (model,) = run_node(registry, "UNETLoader", unet_name="u.safetensors", weight_dtype="fp8_e4m3fn")
+    (model,) = run_node(
+        registry, "UNETLoader", unet_name="u.safetensors", weight_dtype="fp8_e4m3fn"
+    )
     assert model.options == {"weight_dtype": "fp8_e4m3fn"}
     assert toy.loads[-1][:2] == ("u.safetensors", "diffusion_model")
     assert toy.runtimes[-1] is not None  # families get the runtime (folders, memory manager)
@@ -160,7 +186,11 @@ def test_clip_loader_passes_type_and_device(tmp_path, registry, toy):
     write_model(_models(tmp_path) / "text_encoders" / "te.safetensors", parts=("clip",))
     (clip,) = run_node(registry, "CLIPLoader", clip_name="te.safetensors", type="sd3", device="cpu")
     assert isinstance(clip, ToyClip)
-    assert toy.loads[-1] == ("te.safetensors", "text_encoder", {"clip_type": "sd3", "device": "cpu"})
+    assert toy.loads[-1] == (
+        "te.safetensors",
+        "text_encoder",
+        {"clip_type": "sd3", "device": "cpu"},
+    )
     run_node(registry, "CLIPLoader", clip_name="te.safetensors", type="stable_diffusion")
     assert toy.loads[-1][2] == {"clip_type": "stable_diffusion", "device": "default"}
 
@@ -175,11 +205,21 @@ def test_clip_loader_on_a_file_without_text_encoder(tmp_path):
 def test_dual_clip_loader_combines_two_files(tmp_path, registry, toy):
     write_model(_models(tmp_path) / "text_encoders" / "l.safetensors", parts=("clip",))
     write_model(_models(tmp_path) / "clip" / "g.safetensors", parts=("clip",), scale=2.0)
-    (clip,) = run_node(registry, "DualCLIPLoader", clip_name1="l.safetensors",
-                       clip_name2="g.safetensors", type="sdxl")
+    (clip,) = run_node(
+        registry,
+        "DualCLIPLoader",
+        clip_name1="l.safetensors",
+        clip_name2="g.safetensors",
+        type="sdxl",
+    )
     assert clip.source == "toy:l.safetensors" and clip.extra == ("g.safetensors",)
     name, part, options = toy.loads[-1]
-    assert (name, part, options["clip_type"], options["device"]) == ("l.safetensors", "text_encoder", "sdxl", "default")
+    assert (name, part, options["clip_type"], options["device"]) == (
+        "l.safetensors",
+        "text_encoder",
+        "sdxl",
+        "default",
+    )
     assert [h.path.name for h in options["extra_headers"]] == ["g.safetensors"]
 
 
@@ -202,10 +242,16 @@ def test_loader_declarations_match_comfyui(registry):
     }
     for class_type, (category, display, outputs) in expected.items():
         info = to_json(registry.get_node(class_type), registry)
-        assert (info["category"], info["display_name"], info["output_name"]) == (category, display, outputs)
+        assert (info["category"], info["display_name"], info["output_name"]) == (
+            category,
+            display,
+            outputs,
+        )
         assert info["python_module"] == "nodes"
     unet = to_json(registry.get_node("UNETLoader"), registry)
-    assert unet["input"]["required"]["weight_dtype"] == [["default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"]]
+    assert unet["input"]["required"]["weight_dtype"] == [
+        ["default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"]
+    ]
     assert unet["description"] == ""
     clip = to_json(registry.get_node("CLIPLoader"), registry)
     assert clip["input_order"] == {"required": ["clip_name", "type"], "optional": ["device"]}

@@ -42,23 +42,34 @@ def grid(rows: list[str]) -> torch.Tensor:
 
 def test_grow_mask_tapered_is_a_diamond(ctx):
     out = run_one("GrowMask", ctx, mask=dot(), expand=2, tapered_corners=True)
-    assert torch.equal(out, grid([
-        ".......",
-        "...#...",
-        "..###..",
-        ".#####.",
-        "..###..",
-        "...#...",
-        ".......",
-    ]))
+    assert torch.equal(
+        out,
+        grid(
+            [
+                ".......",
+                "...#...",
+                "..###..",
+                ".#####.",
+                "..###..",
+                "...#...",
+                ".......",
+            ]
+        ),
+    )
 
 
 def test_grow_mask_square_and_shrink(ctx):
     square = run_one("GrowMask", ctx, mask=dot(), expand=2, tapered_corners=False)
-    assert torch.equal(square, grid([".......", ".#####.", ".#####.", ".#####.", ".#####.", ".#####.", "......."]))
+    assert torch.equal(
+        square, grid([".......", ".#####.", ".#####.", ".#####.", ".#####.", ".#####.", "......."])
+    )
     shrunk = run_one("GrowMask", ctx, mask=square, expand=-1, tapered_corners=True)
-    assert torch.equal(shrunk, grid([".......", ".......", "..###..", "..###..", "..###..", ".......", "......."]))
-    assert torch.equal(run_one("GrowMask", ctx, mask=square, expand=0, tapered_corners=True), square)
+    assert torch.equal(
+        shrunk, grid([".......", ".......", "..###..", "..###..", "..###..", ".......", "......."])
+    )
+    assert torch.equal(
+        run_one("GrowMask", ctx, mask=square, expand=0, tapered_corners=True), square
+    )
 
 
 def test_grow_mask_edges_repeat_border_pixels(ctx):

@@ -11,10 +11,24 @@ from loom.nodes.object_info import to_json
 
 EXPECTED = {
     "PrimitiveString": ("String", ["STRING", {"multiline": False}], "STRING", "text"),
-    "PrimitiveStringMultiline": ("String (Multiline)", ["STRING", {"multiline": True}], "STRING", "a\nb"),
-    "PrimitiveInt": ("Int", ["INT", {"min": -sys.maxsize, "max": sys.maxsize, "control_after_generate": True}],
-                     "INT", -7),
-    "PrimitiveFloat": ("Float", ["FLOAT", {"min": -sys.maxsize, "max": sys.maxsize, "step": 0.1}], "FLOAT", 2.5),
+    "PrimitiveStringMultiline": (
+        "String (Multiline)",
+        ["STRING", {"multiline": True}],
+        "STRING",
+        "a\nb",
+    ),
+    "PrimitiveInt": (
+        "Int",
+        ["INT", {"min": -sys.maxsize, "max": sys.maxsize, "control_after_generate": True}],
+        "INT",
+        -7,
+    ),
+    "PrimitiveFloat": (
+        "Float",
+        ["FLOAT", {"min": -sys.maxsize, "max": sys.maxsize, "step": 0.1}],
+        "FLOAT",
+        2.5,
+    ),
     "PrimitiveBoolean": ("Boolean", ["BOOLEAN"], "BOOLEAN", True),
 }
 

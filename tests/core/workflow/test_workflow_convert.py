@@ -21,17 +21,38 @@ from loom.errors import WorkflowConversionError
 from loom.workflow import convert_workflow, is_ui_workflow
 
 WF1_EXPECTED = {
-    "1": {"inputs": {"width": 64, "height": 48, "batch_size": 1, "color": 0},
-          "class_type": "EmptyImage", "_meta": {"title": "EmptyImage"}},
-    "2": {"inputs": {"image": ["1", 0]}, "class_type": "ImageInvert", "_meta": {"title": "Invert Image"}},
-    "3": {"inputs": {"images": ["2", 0]}, "class_type": "PreviewImage", "_meta": {"title": "My Preview"}},
-    "4": {"inputs": {"filename_prefix": "compat_test", "images": ["2", 0]},
-          "class_type": "SaveImage", "_meta": {"title": "Save Image"}},
+    "1": {
+        "inputs": {"width": 64, "height": 48, "batch_size": 1, "color": 0},
+        "class_type": "EmptyImage",
+        "_meta": {"title": "EmptyImage"},
+    },
+    "2": {
+        "inputs": {"image": ["1", 0]},
+        "class_type": "ImageInvert",
+        "_meta": {"title": "Invert Image"},
+    },
+    "3": {
+        "inputs": {"images": ["2", 0]},
+        "class_type": "PreviewImage",
+        "_meta": {"title": "My Preview"},
+    },
+    "4": {
+        "inputs": {"filename_prefix": "compat_test", "images": ["2", 0]},
+        "class_type": "SaveImage",
+        "_meta": {"title": "Save Image"},
+    },
 }
 
 DEFAULT_KSAMPLER_INPUTS = {
-    "seed": 156680208700286, "steps": 20, "cfg": 8, "sampler_name": "euler", "scheduler": "normal",
-    "denoise": 1, "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0],
+    "seed": 156680208700286,
+    "steps": 20,
+    "cfg": 8,
+    "sampler_name": "euler",
+    "scheduler": "normal",
+    "denoise": 1,
+    "model": ["4", 0],
+    "positive": ["6", 0],
+    "negative": ["7", 0],
     "latent_image": ["5", 0],
 }
 
@@ -64,8 +85,11 @@ def test_default_workflow(registry, load_workflow):
     prompt = convert_workflow(load_workflow("default_workflow.json"), registry)
     assert prompt["3"]["inputs"] == DEFAULT_KSAMPLER_INPUTS
     assert prompt["3"]["_meta"] == {"title": "KSampler"}
-    assert prompt["4"] == {"inputs": {"ckpt_name": "v1-5-pruned-emaonly-fp16.safetensors"},
-                           "class_type": "CheckpointLoaderSimple", "_meta": {"title": "Load Checkpoint"}}
+    assert prompt["4"] == {
+        "inputs": {"ckpt_name": "v1-5-pruned-emaonly-fp16.safetensors"},
+        "class_type": "CheckpointLoaderSimple",
+        "_meta": {"title": "Load Checkpoint"},
+    }
     assert prompt["5"]["inputs"] == {"width": 512, "height": 512, "batch_size": 1}
     assert prompt["7"]["inputs"] == {"text": "text, watermark", "clip": ["4", 1]}
     assert prompt["8"]["inputs"] == {"samples": ["3", 0], "vae": ["4", 2]}
@@ -94,8 +118,14 @@ def test_fewer_widget_values_take_defaults(registry):
     g.node(3, "SaveImage", inputs=[socket("images", "IMAGE")])  # no widgets_values at all
     prompt = convert_workflow(g.to_json(), registry)
     assert prompt["1"]["inputs"] == {"width": 64, "height": 512, "batch_size": 1, "color": 0}
-    assert prompt["2"]["inputs"] == {"seed": 5, "steps": 30, "cfg": 8.0, "sampler_name": "euler",
-                                     "scheduler": "simple", "denoise": 1.0}
+    assert prompt["2"]["inputs"] == {
+        "seed": 5,
+        "steps": 30,
+        "cfg": 8.0,
+        "sampler_name": "euler",
+        "scheduler": "simple",
+        "denoise": 1.0,
+    }
     assert prompt["3"]["inputs"] == {"filename_prefix": "ComfyUI"}
 
 
@@ -103,29 +133,52 @@ def test_widget_slot_rules(registry):
     """noise_seed gets a control slot by name; seed with the option False does not; combo
     controls take two slots; forceInput and hidden inputs take none."""
     g = UIGraph()
-    g.node(1, "WidgetZoo", outputs=["INT"],
-           widgets=[11, "increment", 12, "b", "fixed", "", "y", True, "extra!"])
+    g.node(
+        1,
+        "WidgetZoo",
+        outputs=["INT"],
+        widgets=[11, "increment", 12, "b", "fixed", "", "y", True, "extra!"],
+    )
     prompt = convert_workflow(g.to_json(), registry)
-    assert prompt["1"]["inputs"] == {"noise_seed": 11, "seed": 12, "mode": "b", "flavour": "y",
-                                     "flag": True, "extra": "extra!"}
+    assert prompt["1"]["inputs"] == {
+        "noise_seed": 11,
+        "seed": 12,
+        "mode": "b",
+        "flavour": "y",
+        "flag": True,
+        "extra": "extra!",
+    }
 
 
 def test_load_image_upload_slot(registry):
     g = UIGraph()
-    g.node(1, "LoadImage", inputs=[socket("image", "COMBO", True)], outputs=["IMAGE", "MASK"],
-           widgets=["other.png", "image"])
+    g.node(
+        1,
+        "LoadImage",
+        inputs=[socket("image", "COMBO", True)],
+        outputs=["IMAGE", "MASK"],
+        widgets=["other.png", "image"],
+    )
     preview(g, 2)
     g.link(1, 0, 2, 0, "IMAGE")
     prompt = convert_workflow(g.to_json(), registry)
-    assert prompt["1"] == {"inputs": {"image": "other.png"}, "class_type": "LoadImage",
-                           "_meta": {"title": "Load Image"}}
+    assert prompt["1"] == {
+        "inputs": {"image": "other.png"},
+        "class_type": "LoadImage",
+        "_meta": {"title": "Load Image"},
+    }
 
 
 def test_widget_converted_to_input_keeps_its_slot(registry, load_workflow):
     wf = load_workflow("default_workflow.json")
     g = UIGraph()
-    g.node(20, "PrimitiveInt", inputs=[socket("value", "INT", True)], outputs=["INT"],
-           widgets=[33, "fixed"])
+    g.node(
+        20,
+        "PrimitiveInt",
+        inputs=[socket("value", "INT", True)],
+        outputs=["INT"],
+        widgets=[33, "fixed"],
+    )
     wf["nodes"].append(g.nodes[20])
     ksampler = next(node for node in wf["nodes"] if node["id"] == 3)
     steps = next(inp for inp in ksampler["inputs"] if inp["name"] == "steps")
@@ -140,8 +193,13 @@ def test_bypass_prefers_same_slot(registry):
     g = UIGraph()
     empty_image(g, 1)
     empty_image(g, 2)
-    g.node(3, "TwoImages", inputs=[socket("image_a", "IMAGE"), socket("image_b", "IMAGE")],
-           outputs=["IMAGE", "IMAGE"], mode=4)
+    g.node(
+        3,
+        "TwoImages",
+        inputs=[socket("image_a", "IMAGE"), socket("image_b", "IMAGE")],
+        outputs=["IMAGE", "IMAGE"],
+        mode=4,
+    )
     g.link(1, 0, 3, 0, "IMAGE")
     g.link(2, 0, 3, 1, "IMAGE")
     preview(g, 4)
@@ -156,10 +214,20 @@ def test_bypass_prefers_same_slot(registry):
 
 def test_bypass_matches_by_type(registry):
     g = UIGraph()
-    g.node(1, "LoadImage", inputs=[socket("image", "COMBO", True)], outputs=["IMAGE", "MASK"],
-           widgets=["example.png", "image"])
-    g.node(2, "MaskedImage", inputs=[socket("mask", "MASK"), socket("image", "IMAGE")],
-           outputs=["IMAGE"], mode=4)
+    g.node(
+        1,
+        "LoadImage",
+        inputs=[socket("image", "COMBO", True)],
+        outputs=["IMAGE", "MASK"],
+        widgets=["example.png", "image"],
+    )
+    g.node(
+        2,
+        "MaskedImage",
+        inputs=[socket("mask", "MASK"), socket("image", "IMAGE")],
+        outputs=["IMAGE"],
+        mode=4,
+    )
     g.link(1, 1, 2, 0, "MASK")
     g.link(1, 0, 2, 1, "IMAGE")
     preview(g, 3)
@@ -170,8 +238,13 @@ def test_bypass_matches_by_type(registry):
 
 def test_bypass_without_matching_input_drops_the_input(registry):
     g = UIGraph()
-    g.node(1, "LoadImage", inputs=[socket("image", "COMBO", True)], outputs=["IMAGE", "MASK"],
-           widgets=["example.png", "image"])
+    g.node(
+        1,
+        "LoadImage",
+        inputs=[socket("image", "COMBO", True)],
+        outputs=["IMAGE", "MASK"],
+        widgets=["example.png", "image"],
+    )
     g.node(2, "MaskedImage", inputs=[socket("mask", "MASK")], outputs=["IMAGE"], mode=4)
     g.link(1, 1, 2, 0, "MASK")
     preview(g, 3)
@@ -222,7 +295,8 @@ def test_list_widget_values_are_boxed(registry):
     g = UIGraph()
     g.node(1, "SaveImage", inputs=[socket("images", "IMAGE")], widgets=[["a", "b"]])
     assert convert_workflow(g.to_json(), registry)["1"]["inputs"] == {
-        "filename_prefix": {"__value__": ["a", "b"]}}
+        "filename_prefix": {"__value__": ["a", "b"]}
+    }
 
 
 def test_unknown_type_names_the_node(registry):
@@ -252,7 +326,9 @@ def test_broken_link_id_names_node_and_input(registry):
     g.link(1, 0, 2, 0, "IMAGE")
     wf = g.to_json()
     wf["links"] = []
-    with pytest.raises(WorkflowConversionError, match=r"node 2 \(PreviewImage\): input 'images'.*link 1"):
+    with pytest.raises(
+        WorkflowConversionError, match=r"node 2 \(PreviewImage\): input 'images'.*link 1"
+    ):
         convert_workflow(wf, registry)
 
 
@@ -263,7 +339,9 @@ def test_missing_origin_node_names_node_and_input(registry):
     g.link(1, 0, 2, 0, "IMAGE")
     wf = g.to_json()
     wf["nodes"] = [n for n in wf["nodes"] if n["id"] != 1]
-    with pytest.raises(WorkflowConversionError, match=r"node 2 \(PreviewImage\): input 'images'.*node 1"):
+    with pytest.raises(
+        WorkflowConversionError, match=r"node 2 \(PreviewImage\): input 'images'.*node 1"
+    ):
         convert_workflow(wf, registry)
 
 
@@ -314,18 +392,28 @@ def test_older_workflows_list_only_converted_widgets(registry, load_workflow):
     """Before frontend 1.16 only link sockets (and converted widgets) were in ``inputs``."""
     wf = load_workflow("default_workflow_primitive.json")
     ksampler = next(node for node in wf["nodes"] if node["id"] == 3)
-    ksampler["inputs"] = [inp for inp in ksampler["inputs"]
-                          if "widget" not in inp or inp["name"] == "seed"]
+    ksampler["inputs"] = [
+        inp for inp in ksampler["inputs"] if "widget" not in inp or inp["name"] == "seed"
+    ]
     ksampler["inputs"].reverse()  # sockets are matched by widget name, never by position
     wf["links"] = [link if link[0] != 10 else [10, 10, 0, 3, 0, "INT"] for link in wf["links"]]
-    assert convert_workflow(wf, registry)["3"]["inputs"] == {**DEFAULT_KSAMPLER_INPUTS, "seed": 1234}
+    assert convert_workflow(wf, registry)["3"]["inputs"] == {
+        **DEFAULT_KSAMPLER_INPUTS,
+        "seed": 1234,
+    }
 
 
 def test_widget_socket_fed_by_muted_node_keeps_widget_value(registry):
     """Like the frontend: every widget is written, then resolved links overwrite it."""
     g = UIGraph()
-    g.node(1, "PrimitiveInt", inputs=[socket("value", "INT", True)], outputs=["INT"],
-           widgets=[9, "fixed"], mode=2)
+    g.node(
+        1,
+        "PrimitiveInt",
+        inputs=[socket("value", "INT", True)],
+        outputs=["INT"],
+        widgets=[9, "fixed"],
+        mode=2,
+    )
     empty_image(g, 2, widgets=[64, 32, 1, 0])
     g.link(1, 0, 2, 0, "INT")
     assert convert_workflow(g.to_json(), registry)["2"]["inputs"]["width"] == 64

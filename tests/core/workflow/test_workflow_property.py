@@ -20,8 +20,15 @@ CATALOG: dict[str, tuple[list[tuple[str, str, bool]], list[str]]] = {
     "ImageInvert": ([("image", "IMAGE", False)], ["IMAGE"]),
     "PreviewImage": ([("images", "IMAGE", False)], []),
     "SaveImage": ([("images", "IMAGE", False), ("filename_prefix", "STRING", True)], []),
-    "KSampler": ([("model", "MODEL", False), ("positive", "CONDITIONING", False),
-                  ("seed", "INT", True), ("latent_image", "LATENT", False)], ["LATENT"]),
+    "KSampler": (
+        [
+            ("model", "MODEL", False),
+            ("positive", "CONDITIONING", False),
+            ("seed", "INT", True),
+            ("latent_image", "LATENT", False),
+        ],
+        ["LATENT"],
+    ),
     "LoadImage": ([("image", "COMBO", True)], ["IMAGE", "MASK"]),
     "MaskedImage": ([("mask", "MASK", False), ("image", "IMAGE", False)], ["IMAGE"]),
     "TwoImages": ([("image_a", "IMAGE", False), ("image_b", "IMAGE", False)], ["IMAGE", "IMAGE"]),
@@ -33,8 +40,14 @@ CATALOG: dict[str, tuple[list[tuple[str, str, bool]], list[str]]] = {
     "NotInstalled": ([("x", "IMAGE", False)], ["IMAGE"]),
 }
 
-scalars = st.one_of(st.integers(-5, 2**64), st.floats(allow_nan=False), st.text(max_size=5),
-                    st.booleans(), st.none(), st.lists(st.integers(), max_size=2))
+scalars = st.one_of(
+    st.integers(-5, 2**64),
+    st.floats(allow_nan=False),
+    st.text(max_size=5),
+    st.booleans(),
+    st.none(),
+    st.lists(st.integers(), max_size=2),
+)
 
 
 @st.composite
@@ -44,11 +57,23 @@ def workflows(draw: st.DrawFn) -> dict[str, Any]:
     types = draw(st.lists(st.sampled_from(sorted(CATALOG)), min_size=count, max_size=count))
     for node_id, type_ in enumerate(types, start=1):
         sockets, outputs = CATALOG[type_]
-        widgets = draw(st.one_of(
-            st.none(), st.lists(scalars, max_size=8),
-            st.dictionaries(st.sampled_from(["width", "seed", "image", "value", "zzz"]), scalars)))
-        g.node(node_id, type_, inputs=[socket(n, t, w) for n, t, w in sockets], outputs=outputs,
-               widgets=widgets, mode=draw(st.sampled_from([0, 0, 0, 1, 2, 3, 4])))
+        widgets = draw(
+            st.one_of(
+                st.none(),
+                st.lists(scalars, max_size=8),
+                st.dictionaries(
+                    st.sampled_from(["width", "seed", "image", "value", "zzz"]), scalars
+                ),
+            )
+        )
+        g.node(
+            node_id,
+            type_,
+            inputs=[socket(n, t, w) for n, t, w in sockets],
+            outputs=outputs,
+            widgets=widgets,
+            mode=draw(st.sampled_from([0, 0, 0, 1, 2, 3, 4])),
+        )
         for slot in range(len(sockets)):
             if node_id > 1 and draw(st.booleans()):
                 origin = draw(st.integers(1, node_id - 1))

@@ -11,39 +11,65 @@ from loom.errors import WorkflowConversionError
 from loom.workflow import convert_workflow
 
 WF1_SUBGRAPH_EXPECTED = {
-    "1": {"inputs": {"width": 64, "height": 48, "batch_size": 1, "color": 0},
-          "class_type": "EmptyImage", "_meta": {"title": "EmptyImage"}},
-    "10:2": {"inputs": {"image": ["1", 0]}, "class_type": "ImageInvert",
-             "_meta": {"title": "Invert Image"}},
-    "3": {"inputs": {"images": ["10:2", 0]}, "class_type": "PreviewImage",
-          "_meta": {"title": "My Preview"}},
-    "4": {"inputs": {"filename_prefix": "compat_test", "images": ["10:2", 0]},
-          "class_type": "SaveImage", "_meta": {"title": "Save Image"}},
+    "1": {
+        "inputs": {"width": 64, "height": 48, "batch_size": 1, "color": 0},
+        "class_type": "EmptyImage",
+        "_meta": {"title": "EmptyImage"},
+    },
+    "10:2": {
+        "inputs": {"image": ["1", 0]},
+        "class_type": "ImageInvert",
+        "_meta": {"title": "Invert Image"},
+    },
+    "3": {
+        "inputs": {"images": ["10:2", 0]},
+        "class_type": "PreviewImage",
+        "_meta": {"title": "My Preview"},
+    },
+    "4": {
+        "inputs": {"filename_prefix": "compat_test", "images": ["10:2", 0]},
+        "class_type": "SaveImage",
+        "_meta": {"title": "Save Image"},
+    },
 }
 
 
-def definition(def_id: str, inner: UIGraph, inputs: list[tuple[str, str]],
-               outputs: list[tuple[str, str]]) -> dict[str, Any]:
+def definition(
+    def_id: str, inner: UIGraph, inputs: list[tuple[str, str]], outputs: list[tuple[str, str]]
+) -> dict[str, Any]:
     """A subgraph definition; ``inner`` links may use -10 / -20 as origin / target."""
     data = inner.to_json(schema="object")
     result = {
-        "id": def_id, "version": 1, "name": def_id, "revision": 0, "config": {},
+        "id": def_id,
+        "version": 1,
+        "name": def_id,
+        "revision": 0,
+        "config": {},
         "state": {"lastNodeId": 0, "lastLinkId": 0, "lastGroupId": 0, "lastRerouteId": 0},
         "inputNode": {"id": -10, "bounding": [0, 0, 10, 10]},
         "outputNode": {"id": -20, "bounding": [0, 0, 10, 10]},
-        "inputs": [{"id": f"{def_id}-in{i}", "name": n, "type": t, "linkIds": []}
-                   for i, (n, t) in enumerate(inputs)],
-        "outputs": [{"id": f"{def_id}-out{i}", "name": n, "type": t, "linkIds": []}
-                    for i, (n, t) in enumerate(outputs)],
-        "widgets": [], "nodes": data["nodes"], "links": data["links"], "groups": [], "extra": {},
+        "inputs": [
+            {"id": f"{def_id}-in{i}", "name": n, "type": t, "linkIds": []}
+            for i, (n, t) in enumerate(inputs)
+        ],
+        "outputs": [
+            {"id": f"{def_id}-out{i}", "name": n, "type": t, "linkIds": []}
+            for i, (n, t) in enumerate(outputs)
+        ],
+        "widgets": [],
+        "nodes": data["nodes"],
+        "links": data["links"],
+        "groups": [],
+        "extra": {},
     }
     if inner.definitions:
         result["definitions"] = {"subgraphs": inner.definitions}
     return result
 
 
-def io_link(g: UIGraph, origin: Any, origin_slot: int, target: Any, target_slot: int,
-            type_: str) -> None:
+def io_link(
+    g: UIGraph, origin: Any, origin_slot: int, target: Any, target_slot: int, type_: str
+) -> None:
     """A link inside a definition; -10 / -20 endpoints only exist as ids."""
     link_id = 100 + len(g.links)
     g.links.append([link_id, origin, origin_slot, target, target_slot, type_])
@@ -53,8 +79,9 @@ def io_link(g: UIGraph, origin: Any, origin_slot: int, target: Any, target_slot:
         g.nodes[origin]["outputs"][origin_slot]["links"].append(link_id)
 
 
-def instance(g: UIGraph, node_id: Any, def_id: str, inputs: list[dict], outputs: list[str],
-             **kw: Any) -> dict:
+def instance(
+    g: UIGraph, node_id: Any, def_id: str, inputs: list[dict], outputs: list[str], **kw: Any
+) -> dict:
     return g.node(node_id, def_id, inputs=inputs, outputs=outputs, **kw)
 
 
@@ -121,7 +148,13 @@ def test_subgraph_input_widget_value(registry):
 
 def test_subgraph_input_widget_linked_outside(registry):
     g = canvas_graph()
-    g.node(4, "PrimitiveInt", inputs=[socket("value", "INT", True)], outputs=["INT"], widgets=[7, "fixed"])
+    g.node(
+        4,
+        "PrimitiveInt",
+        inputs=[socket("value", "INT", True)],
+        outputs=["INT"],
+        widgets=[7, "fixed"],
+    )
     g.link(4, 0, 30, 0, "INT")
     assert convert_workflow(g.to_json(), registry)["30:1"]["inputs"]["width"] == ["4", 0]
 
@@ -140,8 +173,15 @@ def test_proxy_widgets_override_inner_values(registry):
     g = UIGraph()
     g.definitions.append(definition("sg-save", inner, [("images", "IMAGE")], []))
     empty_image(g, 1)
-    instance(g, 40, "sg-save", [socket("images", "IMAGE")], [], widgets=["promoted"],
-             properties={"proxyWidgets": [["3", "filename_prefix"]]})
+    instance(
+        g,
+        40,
+        "sg-save",
+        [socket("images", "IMAGE")],
+        [],
+        widgets=["promoted"],
+        properties={"proxyWidgets": [["3", "filename_prefix"]]},
+    )
     instance(g, 41, "sg-save", [socket("images", "IMAGE")], [])
     g.link(1, 0, 40, 0, "IMAGE")
     g.link(1, 0, 41, 0, "IMAGE")
@@ -169,8 +209,9 @@ def test_unconnected_subgraph_input_leaves_inner_input_out(registry):
     g.definitions.append(invert_definition())
     instance(g, 20, "sg-invert", [socket("image", "IMAGE")], ["IMAGE"])
     prompt = convert_workflow(g.to_json(), registry)
-    assert prompt == {"20:3": {"inputs": {}, "class_type": "ImageInvert",
-                               "_meta": {"title": "Invert Image"}}}
+    assert prompt == {
+        "20:3": {"inputs": {}, "class_type": "ImageInvert", "_meta": {"title": "Invert Image"}}
+    }
 
 
 def test_subgraph_containing_itself_raises(registry):

@@ -21,12 +21,26 @@ class UIGraph:
         self.extra: dict[str, Any] = {}
         self.definitions: list[dict[str, Any]] = []
 
-    def node(self, node_id: Any, type_: str, *, inputs: list[dict] | None = None,
-             outputs: list[str] | None = None, widgets: Any = None, mode: int = 0,
-             title: str | None = None, properties: dict | None = None) -> dict[str, Any]:
+    def node(
+        self,
+        node_id: Any,
+        type_: str,
+        *,
+        inputs: list[dict] | None = None,
+        outputs: list[str] | None = None,
+        widgets: Any = None,
+        mode: int = 0,
+        title: str | None = None,
+        properties: dict | None = None,
+    ) -> dict[str, Any]:
         node: dict[str, Any] = {
-            "id": node_id, "type": type_, "pos": [0, 0], "size": [200, 100], "flags": {},
-            "order": len(self.nodes), "mode": mode,
+            "id": node_id,
+            "type": type_,
+            "pos": [0, 0],
+            "size": [200, 100],
+            "flags": {},
+            "order": len(self.nodes),
+            "mode": mode,
             "inputs": list(inputs or []),
             "outputs": [{"name": t, "type": t, "links": []} for t in outputs or []],
             "properties": dict(properties or {}),
@@ -38,8 +52,9 @@ class UIGraph:
         self.nodes[node_id] = node
         return node
 
-    def link(self, origin: Any, origin_slot: int, target: Any, target_slot: int,
-             type_: str = "*") -> int:
+    def link(
+        self, origin: Any, origin_slot: int, target: Any, target_slot: int, type_: str = "*"
+    ) -> int:
         link_id = len(self.links) + 1
         self.links.append([link_id, origin, origin_slot, target, target_slot, type_])
         self.nodes[target]["inputs"][target_slot]["link"] = link_id
@@ -51,11 +66,24 @@ class UIGraph:
     def to_json(self, schema: str = "array") -> dict[str, Any]:
         links: list[Any] = self.links
         if schema == "object":
-            links = [dict(zip(("id", "origin_id", "origin_slot", "target_id", "target_slot", "type"),
-                              link, strict=True)) for link in self.links]
+            links = [
+                dict(
+                    zip(
+                        ("id", "origin_id", "origin_slot", "target_id", "target_slot", "type"),
+                        link,
+                        strict=True,
+                    )
+                )
+                for link in self.links
+            ]
         data: dict[str, Any] = {
-            "id": "test", "revision": 0, "nodes": list(self.nodes.values()), "links": links,
-            "groups": [], "config": {}, "extra": dict(self.extra),
+            "id": "test",
+            "revision": 0,
+            "nodes": list(self.nodes.values()),
+            "links": links,
+            "groups": [],
+            "config": {},
+            "extra": dict(self.extra),
             "version": 1 if schema == "object" else 0.4,
         }
         if self.definitions:
@@ -74,14 +102,25 @@ def to_object_links(workflow: dict[str, Any]) -> dict[str, Any]:
 
 def empty_image(g: UIGraph, node_id: Any, widgets: Any = (64, 64, 1, 0), **kw: Any) -> dict:
     names = ("width", "height", "batch_size", "color")
-    return g.node(node_id, "EmptyImage", inputs=[socket(n, "INT", True) for n in names],
-                  outputs=["IMAGE"], widgets=list(widgets) if isinstance(widgets, tuple) else widgets,
-                  **kw)
+    return g.node(
+        node_id,
+        "EmptyImage",
+        inputs=[socket(n, "INT", True) for n in names],
+        outputs=["IMAGE"],
+        widgets=list(widgets) if isinstance(widgets, tuple) else widgets,
+        **kw,
+    )
 
 
 def invert(g: UIGraph, node_id: Any, **kw: Any) -> dict:
-    return g.node(node_id, "ImageInvert", inputs=[socket("image", "IMAGE")], outputs=["IMAGE"],
-                  widgets=[], **kw)
+    return g.node(
+        node_id,
+        "ImageInvert",
+        inputs=[socket("image", "IMAGE")],
+        outputs=["IMAGE"],
+        widgets=[],
+        **kw,
+    )
 
 
 def preview(g: UIGraph, node_id: Any, **kw: Any) -> dict:
@@ -89,9 +128,13 @@ def preview(g: UIGraph, node_id: Any, **kw: Any) -> dict:
 
 
 def save(g: UIGraph, node_id: Any, prefix: str = "out", **kw: Any) -> dict:
-    return g.node(node_id, "SaveImage",
-                  inputs=[socket("images", "IMAGE"), socket("filename_prefix", "STRING", True)],
-                  widgets=[prefix], **kw)
+    return g.node(
+        node_id,
+        "SaveImage",
+        inputs=[socket("images", "IMAGE"), socket("filename_prefix", "STRING", True)],
+        widgets=[prefix],
+        **kw,
+    )
 
 
 def reroute(g: UIGraph, node_id: Any, **kw: Any) -> dict:

@@ -25,12 +25,17 @@ class EmptyImage(_Stub):
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "width": ("INT", {"default": 512, "min": 1, "max": MAX_RESOLUTION, "step": 1}),
-            "height": ("INT", {"default": 512, "min": 1, "max": MAX_RESOLUTION, "step": 1}),
-            "batch_size": ("INT", {"default": 1, "min": 1, "max": 4096}),
-            "color": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFF, "step": 1, "display": "color"}),
-        }}
+        return {
+            "required": {
+                "width": ("INT", {"default": 512, "min": 1, "max": MAX_RESOLUTION, "step": 1}),
+                "height": ("INT", {"default": 512, "min": 1, "max": MAX_RESOLUTION, "step": 1}),
+                "batch_size": ("INT", {"default": 1, "min": 1, "max": 4096}),
+                "color": (
+                    "INT",
+                    {"default": 0, "min": 0, "max": 0xFFFFFF, "step": 1, "display": "color"},
+                ),
+            }
+        }
 
 
 class ImageInvert(_Stub):
@@ -70,19 +75,31 @@ class KSampler(_Stub):
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "model": ("MODEL",),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF,
-                             "control_after_generate": True}),
-            "steps": ("INT", {"default": 20, "min": 1, "max": 10000}),
-            "cfg": ("FLOAT", {"default": 8.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01}),
-            "sampler_name": (list(SAMPLERS),),
-            "scheduler": (list(SCHEDULERS),),
-            "positive": ("CONDITIONING",),
-            "negative": ("CONDITIONING",),
-            "latent_image": ("LATENT",),
-            "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01}),
-        }}
+        return {
+            "required": {
+                "model": ("MODEL",),
+                "seed": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": 0,
+                        "max": 0xFFFFFFFFFFFFFFFF,
+                        "control_after_generate": True,
+                    },
+                ),
+                "steps": ("INT", {"default": 20, "min": 1, "max": 10000}),
+                "cfg": (
+                    "FLOAT",
+                    {"default": 8.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01},
+                ),
+                "sampler_name": (list(SAMPLERS),),
+                "scheduler": (list(SCHEDULERS),),
+                "positive": ("CONDITIONING",),
+                "negative": ("CONDITIONING",),
+                "latent_image": ("LATENT",),
+                "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01}),
+            }
+        }
 
 
 class CheckpointLoaderSimple(_Stub):
@@ -98,10 +115,12 @@ class CLIPTextEncode(_Stub):
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "text": ("STRING", {"multiline": True, "dynamicPrompts": True}),
-            "clip": ("CLIP",),
-        }}
+        return {
+            "required": {
+                "text": ("STRING", {"multiline": True, "dynamicPrompts": True}),
+                "clip": ("CLIP",),
+            }
+        }
 
 
 class EmptyLatentImage(_Stub):
@@ -109,11 +128,13 @@ class EmptyLatentImage(_Stub):
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "width": ("INT", {"default": 512, "min": 16, "max": MAX_RESOLUTION, "step": 8}),
-            "height": ("INT", {"default": 512, "min": 16, "max": MAX_RESOLUTION, "step": 8}),
-            "batch_size": ("INT", {"default": 1, "min": 1, "max": 4096}),
-        }}
+        return {
+            "required": {
+                "width": ("INT", {"default": 512, "min": 16, "max": MAX_RESOLUTION, "step": 8}),
+                "height": ("INT", {"default": 512, "min": 16, "max": MAX_RESOLUTION, "step": 8}),
+                "batch_size": ("INT", {"default": 1, "min": 1, "max": 4096}),
+            }
+        }
 
 
 class VAEDecode(_Stub):
@@ -139,8 +160,14 @@ class PrimitiveInt(_Stub):
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"value": ("INT", {"min": -(2**63), "max": 2**63 - 1,
-                                               "control_after_generate": True})}}
+        return {
+            "required": {
+                "value": (
+                    "INT",
+                    {"min": -(2**63), "max": 2**63 - 1, "control_after_generate": True},
+                )
+            }
+        }
 
 
 class MaskedImage(_Stub):
@@ -196,9 +223,22 @@ DISPLAY_NAMES = {
     "LoadImage": "Load Image",
 }
 
-NODE_CLASSES = [EmptyImage, ImageInvert, PreviewImage, SaveImage, KSampler, CheckpointLoaderSimple,
-                CLIPTextEncode, EmptyLatentImage, VAEDecode, LoadImage, PrimitiveInt, MaskedImage,
-                TwoImages, WidgetZoo]
+NODE_CLASSES = [
+    EmptyImage,
+    ImageInvert,
+    PreviewImage,
+    SaveImage,
+    KSampler,
+    CheckpointLoaderSimple,
+    CLIPTextEncode,
+    EmptyLatentImage,
+    VAEDecode,
+    LoadImage,
+    PrimitiveInt,
+    MaskedImage,
+    TwoImages,
+    WidgetZoo,
+]
 
 
 def build_registry() -> Registry:

@@ -15,19 +15,52 @@ log = logging.getLogger(__name__)
 
 
 @click.command()
-@click.option("--listen", default="127.0.0.1", show_default=True, metavar="ADDRESS",
-              help="Address to bind; anything other than loopback exposes the server to the network.")
+@click.option(
+    "--listen",
+    default="127.0.0.1",
+    show_default=True,
+    metavar="ADDRESS",
+    help="Address to bind; anything other than loopback exposes the server to the network.",
+)
 @click.option("--port", default=8188, show_default=True, type=int)
-@click.option("--enable-cors-header", "cors_origin", is_flag=False, flag_value="*", default=None, metavar="[ORIGIN]",
-              help="Send CORS headers for ORIGIN (default '*') instead of ComfyUI's origin check.")
-@click.option("--max-upload-size", "max_upload_size_mb", default=100.0, show_default=True, type=float, metavar="MB",
-              help="Largest request body accepted.")
-@click.option("--auth-token", envvar="LOOM_AUTH_TOKEN", default=None, metavar="TOKEN",
-              help="Require 'Authorization: Bearer TOKEN' (or ?token=TOKEN) on every route. Env: LOOM_AUTH_TOKEN.")
-@click.option("--front-end-root", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Serve this frontend directory instead of the installed comfyui-frontend-package.")
-@click.option("--preview-method", type=click.Choice(["none", "auto", "latent2rgb", "taesd"]), default="none",
-              show_default=True, help="Latent previews for prompts that do not choose one.")
+@click.option(
+    "--enable-cors-header",
+    "cors_origin",
+    is_flag=False,
+    flag_value="*",
+    default=None,
+    metavar="[ORIGIN]",
+    help="Send CORS headers for ORIGIN (default '*') instead of ComfyUI's origin check.",
+)
+@click.option(
+    "--max-upload-size",
+    "max_upload_size_mb",
+    default=100.0,
+    show_default=True,
+    type=float,
+    metavar="MB",
+    help="Largest request body accepted.",
+)
+@click.option(
+    "--auth-token",
+    envvar="LOOM_AUTH_TOKEN",
+    default=None,
+    metavar="TOKEN",
+    help="Require 'Authorization: Bearer TOKEN' (or ?token=TOKEN) on every route. Env: LOOM_AUTH_TOKEN.",
+)
+@click.option(
+    "--front-end-root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Serve this frontend directory instead of the installed comfyui-frontend-package.",
+)
+@click.option(
+    "--preview-method",
+    type=click.Choice(["none", "auto", "latent2rgb", "taesd"]),
+    default="none",
+    show_default=True,
+    help="Latent previews for prompts that do not choose one.",
+)
 @click.pass_obj
 def serve(factory: Any, **flags: Any) -> int:
     """Run a ComfyUI-compatible HTTP + websocket server (API and web frontend)."""
@@ -45,16 +78,23 @@ def serve(factory: Any, **flags: Any) -> int:
     app = make_app(runtime, options)
     host = options.listen
     if host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("listening on %s: the server is reachable from the network%s", host,
-                    "" if options.auth_token else " and has no --auth-token")
+        log.warning(
+            "listening on %s: the server is reachable from the network%s",
+            host,
+            "" if options.auth_token else " and has no --auth-token",
+        )
 
     def ready(_message: str) -> None:
         shown = f"[{host}]" if ":" in host else host
-        click.echo(f"loom serve: ready at http://{shown}:{options.port} ({time.perf_counter() - started:.2f} s)",
-                   err=True)
+        click.echo(
+            f"loom serve: ready at http://{shown}:{options.port} ({time.perf_counter() - started:.2f} s)",
+            err=True,
+        )
 
     # run_app calls ``print`` once every site listens: that is the readiness line.
-    web.run_app(app, host=host, port=options.port, print=ready, access_log=None, shutdown_timeout=5.0)
+    web.run_app(
+        app, host=host, port=options.port, print=ready, access_log=None, shutdown_timeout=5.0
+    )
     return 0
 
 

@@ -67,6 +67,7 @@ def register(app: web.Application, options: ServerOptions) -> None:
         app.router.add_static(f"/extensions/{name}", directory)
     root = frontend_root(options)
     if root is None:
+
         async def placeholder(request: web.Request) -> web.Response:
             return web.Response(text=PLACEHOLDER, content_type="text/html", headers=NO_CACHE)
 

@@ -20,7 +20,9 @@ class LogBuffer(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(record.created))
-            self.entries.append({"t": f"{stamp}.{int(record.msecs):03d}", "m": self.format(record) + "\n"})
+            self.entries.append(
+                {"t": f"{stamp}.{int(record.msecs):03d}", "m": self.format(record) + "\n"}
+            )
         except Exception:  # logging must never raise
             self.handleError(record)
 

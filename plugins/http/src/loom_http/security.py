@@ -35,7 +35,19 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 TOKEN_COOKIE = "loom_token"
-IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".ico", ".gif", ".svg", ".tif", ".tiff", ".webp", ".bmp", ".avif")
+IMAGE_EXTENSIONS = (
+    ".jpeg",
+    ".jpg",
+    ".png",
+    ".ico",
+    ".gif",
+    ".svg",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".bmp",
+    ".avif",
+)
 _ENCODED_SEPARATOR = re.compile(r"%(2f|5c|2e|00)", re.IGNORECASE)
 
 
@@ -114,8 +126,11 @@ def auth_middleware(token: str) -> Callable:
     async def check_token(request: web.Request, handler: Handler) -> web.StreamResponse:
         given = _token_from(request)
         if given is None or not hmac.compare_digest(given.encode(), expected):
-            return web.json_response({"error": "unauthorized: a valid bearer token is required"}, status=401,
-                                     headers={"WWW-Authenticate": "Bearer"})
+            return web.json_response(
+                {"error": "unauthorized: a valid bearer token is required"},
+                status=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         response = await handler(request)
         if request.query.get("token") and not response.prepared:
             response.set_cookie(TOKEN_COOKIE, given, httponly=True, samesite="Strict")
@@ -164,7 +179,9 @@ def origin_mismatch(host_header: str, origin_header: str) -> bool:
 async def origin_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     host, origin = request.headers.get("Host"), request.headers.get("Origin")
     if host is not None and origin is not None and origin_mismatch(host, origin):
-        log.warning("request with non-matching host and origin %s != %s, returning 403", host, origin)
+        log.warning(
+            "request with non-matching host and origin %s != %s, returning 403", host, origin
+        )
         return web.Response(status=403)
     if request.method == "OPTIONS":
         return web.Response()
@@ -221,4 +238,6 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return web.json_response({"error": str(exc)}, status=400)
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
-        return web.json_response({"error": "internal server error (see the server log)"}, status=500)
+        return web.json_response(
+            {"error": "internal server error (see the server log)"}, status=500
+        )

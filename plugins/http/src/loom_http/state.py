@@ -28,7 +28,9 @@ class ServerOptions:
     max_upload_size_mb: float = 100.0
     auth_token: str | None = None
     front_end_root: Path | None = None
-    preview_method: str = attrs.field(default="none", validator=attrs.validators.in_(PREVIEW_METHODS))
+    preview_method: str = attrs.field(
+        default="none", validator=attrs.validators.in_(PREVIEW_METHODS)
+    )
     #: Start the prompt worker thread with the app (tests may drive the service by hand).
     start_worker: bool = True
 

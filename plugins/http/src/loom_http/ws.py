@@ -42,22 +42,32 @@ NO_CLIENT_TYPES = frozenset({"progress", "progress_state"})
 
 def server_feature_flags(options: ServerOptions) -> dict[str, Any]:
     """What ``/features`` and the ws handshake announce."""
-    return {"supports_preview_metadata": True, "max_upload_size": options.max_upload_size_bytes,
-            "extension": {"manager": {"supports_v4": True}}}
+    return {
+        "supports_preview_metadata": True,
+        "max_upload_size": options.max_upload_size_bytes,
+        "extension": {"manager": {"supports_v4": True}},
+    }
 
 
 def encode_preview(preview: Preview, with_metadata: bool) -> bytes:
     """A binary preview frame: event 4 (JSON metadata + image) or legacy event 1."""
     image_type = "image/png" if preview.image_format.upper() == "PNG" else "image/jpeg"
     if with_metadata:
-        meta = json.dumps({
-            "node_id": preview.node_id, "prompt_id": preview.prompt_id,
-            "display_node_id": preview.display_node_id or preview.node_id,
-            "parent_node_id": preview.parent_node_id, "real_node_id": preview.real_node_id or preview.node_id,
-            "image_type": image_type,
-        }).encode()
+        meta = json.dumps(
+            {
+                "node_id": preview.node_id,
+                "prompt_id": preview.prompt_id,
+                "display_node_id": preview.display_node_id or preview.node_id,
+                "parent_node_id": preview.parent_node_id,
+                "real_node_id": preview.real_node_id or preview.node_id,
+                "image_type": image_type,
+            }
+        ).encode()
         return struct.pack(">II", PREVIEW_IMAGE_WITH_METADATA, len(meta)) + meta + preview.data
-    return struct.pack(">II", PREVIEW_IMAGE, IMAGE_TYPES.get(preview.image_format.upper(), 1)) + preview.data
+    return (
+        struct.pack(">II", PREVIEW_IMAGE, IMAGE_TYPES.get(preview.image_format.upper(), 1))
+        + preview.data
+    )
 
 
 @attrs.define(eq=False)
@@ -156,7 +166,9 @@ class Hub:
         text = json.dumps({"type": event.type, "data": event.data}, default=str)
         for client in targets:
             if event.preview is not None:
-                legacy = event.client_id is None or not client.flags.get("supports_preview_metadata")
+                legacy = event.client_id is None or not client.flags.get(
+                    "supports_preview_metadata"
+                )
                 client.put(encode_preview(event.preview, with_metadata=not legacy))
             client.put(text)
 
@@ -189,12 +201,30 @@ class Hub:
             await old.ws.close(code=1000, message=b"replaced by a new connection")
         client.writer = asyncio.create_task(client.write())
         try:
-            client.put(json.dumps({"type": "status", "data": {
-                "status": {"exec_info": {"queue_remaining": self.queue_remaining()}}, "sid": sid}}))
+            client.put(
+                json.dumps(
+                    {
+                        "type": "status",
+                        "data": {
+                            "status": {"exec_info": {"queue_remaining": self.queue_remaining()}},
+                            "sid": sid,
+                        },
+                    }
+                )
+            )
             if sid in self.running:
                 node = self.running[sid]
-                client.put(json.dumps({"type": "executing", "data": {
-                    "node": node.get("display_node", node.get("node")), "prompt_id": node.get("prompt_id")}}))
+                client.put(
+                    json.dumps(
+                        {
+                            "type": "executing",
+                            "data": {
+                                "node": node.get("display_node", node.get("node")),
+                                "prompt_id": node.get("prompt_id"),
+                            },
+                        }
+                    )
+                )
             await self._read(client)
         finally:
             if self.clients.get(sid) is client:
@@ -220,7 +250,9 @@ class Hub:
         if isinstance(message, dict) and message.get("type") == "feature_flags":
             data = message.get("data")
             client.flags = dict(data) if isinstance(data, dict) else {}
-            client.put(json.dumps({"type": "feature_flags", "data": server_feature_flags(self.options)}))
+            client.put(
+                json.dumps({"type": "feature_flags", "data": server_feature_flags(self.options)})
+            )
 
 
 async def websocket_handler(request: web.Request) -> web.WebSocketResponse:

@@ -49,7 +49,9 @@ class LoraReport:
 
 
 def plan_patches(
-    tensors: Mapping[str, Any], targets: Sequence[Target], adapters: Sequence[Any],
+    tensors: Mapping[str, Any],
+    targets: Sequence[Target],
+    adapters: Sequence[Any],
     skip_parts: Sequence[str] = (),
 ) -> LoraReport:
     """Build the patches ``tensors`` (a LoRA state dict) make for each of ``targets``.
@@ -117,14 +119,28 @@ def apply_report(report: LoraReport, targets: Sequence[Target]) -> dict[str, int
 
 def log_report(name: str, report: LoraReport, counts: Mapping[str, int]) -> None:
     """One INFO line for the load, one WARNING with examples if keys matched nothing."""
-    log.info("LoRA %s: %s; %d of %d keys used", name,
-             ", ".join(f"{n} {kind} weights" for kind, n in counts.items()) or "nothing patched",
-             len(report.used), len(report.used) + len(report.unmatched) + len(report.skipped))
+    log.info(
+        "LoRA %s: %s; %d of %d keys used",
+        name,
+        ", ".join(f"{n} {kind} weights" for kind, n in counts.items()) or "nothing patched",
+        len(report.used),
+        len(report.used) + len(report.unmatched) + len(report.skipped),
+    )
     if report.unmatched:
         shown = ", ".join(report.unmatched[:EXAMPLES])
-        more = f" (+{len(report.unmatched) - EXAMPLES} more)" if len(report.unmatched) > EXAMPLES else ""
-        log.warning("LoRA %s: %d keys match no weight and were not applied: %s%s", name,
-                    len(report.unmatched), shown, more)
+        more = (
+            f" (+{len(report.unmatched) - EXAMPLES} more)"
+            if len(report.unmatched) > EXAMPLES
+            else ""
+        )
+        log.warning(
+            "LoRA %s: %d keys match no weight and were not applied: %s%s",
+            name,
+            len(report.unmatched),
+            shown,
+            more,
+        )
     if report.skipped:
-        log.info("LoRA %s: %d keys for parts not being patched were skipped", name,
-                 len(report.skipped))
+        log.info(
+            "LoRA %s: %d keys for parts not being patched were skipped", name, len(report.skipped)
+        )

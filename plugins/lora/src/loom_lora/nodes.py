@@ -42,8 +42,10 @@ def resolve_lora(ctx: Any, name: str) -> Path:
     path = folders.find("loras", name)
     if path is None:
         searched = ", ".join(str(p) for p in folders.paths("loras"))
-        raise LoomError(f"Model in folder 'loras' with filename '{name}' not found.",
-                        hint=f"put the file in one of: {searched}")
+        raise LoomError(
+            f"Model in folder 'loras' with filename '{name}' not found.",
+            hint=f"put the file in one of: {searched}",
+        )
     return path
 
 
@@ -61,13 +63,16 @@ def key_map_of(ctx: Any, value: Any, kind: str) -> Any:
     answer = _runtime(ctx).host.hook.adapter_key_map(model=value, kind=kind)
     if answer is None:
         raise LoomError(
-            f"no installed plugin maps LoRA keys onto this {kind.upper()} "
-            f"({type(value).__name__})", hint=DESCRIPTION_HINT)
+            f"no installed plugin maps LoRA keys onto this {kind.upper()} ({type(value).__name__})",
+            hint=DESCRIPTION_HINT,
+        )
     return answer
 
 
 def load_lora(
-    ctx: Any, lora_name: str, parts: Sequence[tuple[str, Any, float]],
+    ctx: Any,
+    lora_name: str,
+    parts: Sequence[tuple[str, Any, float]],
     skip_parts: Sequence[str] = (),
 ) -> list[Any]:
     """Clone each ``(kind, value, strength)`` and patch the clones; returns the clones.
@@ -106,14 +111,22 @@ class LoraLoader:
     clip: Clip = loom.ui.input(tooltip="The CLIP model the LoRA will be applied to.")
     lora_name: str = loom.ui.combo(lora_files, tooltip="The name of the LoRA.")
     strength_model: float = loom.ui.float(
-        1.0, **STRENGTH,
-        tooltip="How strongly to modify the diffusion model. This value can be negative.")
+        1.0,
+        **STRENGTH,
+        tooltip="How strongly to modify the diffusion model. This value can be negative.",
+    )
     strength_clip: float = loom.ui.float(
-        1.0, **STRENGTH, tooltip="How strongly to modify the CLIP model. This value can be negative.")
+        1.0,
+        **STRENGTH,
+        tooltip="How strongly to modify the CLIP model. This value can be negative.",
+    )
 
     def run(self, ctx: loom.RunContext) -> LoraOutputs:
-        model, clip = load_lora(ctx, self.lora_name, [
-            ("model", self.model, self.strength_model), ("clip", self.clip, self.strength_clip)])
+        model, clip = load_lora(
+            ctx,
+            self.lora_name,
+            [("model", self.model, self.strength_model), ("clip", self.clip, self.strength_clip)],
+        )
         return LoraOutputs(model=model, clip=clip)
 
 
@@ -126,8 +139,9 @@ class LoraLoaderModelOnly:
     strength_model: float = loom.ui.float(1.0, **STRENGTH)
 
     def run(self, ctx: loom.RunContext) -> Model:
-        [model] = load_lora(ctx, self.lora_name, [("model", self.model, self.strength_model)],
-                            skip_parts=("clip",))
+        [model] = load_lora(
+            ctx, self.lora_name, [("model", self.model, self.strength_model)], skip_parts=("clip",)
+        )
         return model
 
 

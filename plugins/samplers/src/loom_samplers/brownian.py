@@ -87,13 +87,26 @@ class BrownianTree:
     :meth:`prefetch` starts drawing the noise for a time the next query will reach.
     """
 
-    def __init__(self, t0: Any, w0: Tensor, t1: Any = None, w1: Tensor | None = None,
-                 entropy: Any = None, tol: float = 1e-6, pool_size: int = 24,
-                 cache_depth: int = 9, safety: float | None = None, *,
-                 cache_size: int | None = None, workers: int | None = None) -> None:
+    def __init__(
+        self,
+        t0: Any,
+        w0: Tensor,
+        t1: Any = None,
+        w1: Tensor | None = None,
+        entropy: Any = None,
+        tol: float = 1e-6,
+        pool_size: int = 24,
+        cache_depth: int = 9,
+        safety: float | None = None,
+        *,
+        cache_size: int | None = None,
+        workers: int | None = None,
+    ) -> None:
         for name, value in (("t0", t0), ("t1", t1)):
-            if value is not None and not (isinstance(value, (int, float))
-                                          or (isinstance(value, Tensor) and value.numel() == 1)):
+            if value is not None and not (
+                isinstance(value, (int, float))
+                or (isinstance(value, Tensor) and value.numel() == 1)
+            ):
                 raise ValueError(f"{name} should be a float or 0-d torch.Tensor")
         if t1 is None:
             t1 = t0 + 1
@@ -117,10 +130,14 @@ class BrownianTree:
         self._seeds = NodeSeeds(entropy, pool_size)
         if w1 is None:
             initial = np.random.SeedSequence(entropy=entropy, pool_size=pool_size).generate_state(3)
-            root_w = draw(self._size, self._dtype, self._device, int(initial[0])) * math.sqrt(t1f - t0f)
+            root_w = draw(self._size, self._dtype, self._device, int(initial[0])) * math.sqrt(
+                t1f - t0f
+            )
         else:
             root_w = (w1 - w0).detach()
-        self._values = NodeValues(root_w, self._coefficients, cache_size=cache_size, workers=workers)
+        self._values = NodeValues(
+            root_w, self._coefficients, cache_size=cache_size, workers=workers
+        )
 
     @property
     def draws(self) -> int:
@@ -140,13 +157,16 @@ class BrownianTree:
         return self._device
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(t0={self._start:.3f}, t1={self._end:.3f}, size={self._size}, "
-                f"dtype={self._dtype}, device={self._device!r}, entropy={self._entropy})")
+        return (
+            f"{type(self).__name__}(t0={self._start:.3f}, t1={self._end:.3f}, size={self._size}, "
+            f"dtype={self._dtype}, device={self._device!r}, entropy={self._entropy})"
+        )
 
     # --- queries ----------------------------------------------------------------------
 
-    def __call__(self, ta: Any, tb: Any = None, return_U: bool = False,
-                 return_A: bool = False) -> Tensor:
+    def __call__(
+        self, ta: Any, tb: Any = None, return_U: bool = False, return_A: bool = False
+    ) -> Tensor:
         if return_U or return_A:
             raise ValueError("this Brownian tree has no Levy area (like torchsde's BrownianTree)")
         start, end = self._start, self._end

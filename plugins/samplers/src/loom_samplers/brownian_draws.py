@@ -95,7 +95,9 @@ def draw(size: tuple[int, ...], dtype: torch.dtype, device: torch.device, seed: 
         out = torch.empty(size, dtype=dtype)
         fast.fill(out.numpy(), seed)
         return out
-    return torch.randn(size, dtype=dtype, device=device, generator=_generator(device).manual_seed(seed))
+    return torch.randn(
+        size, dtype=dtype, device=device, generator=_generator(device).manual_seed(seed)
+    )
 
 
 class Job:
@@ -105,8 +107,9 @@ class Job:
 
     __slots__ = ("buffer", "claimed", "fast", "out", "scale", "seed", "value")
 
-    def __init__(self, seed: int, scale: float, out: Tensor, buffer: np.ndarray | None,
-                 fast: Any = None) -> None:
+    def __init__(
+        self, seed: int, scale: float, out: Tensor, buffer: np.ndarray | None, fast: Any = None
+    ) -> None:
         self.seed, self.scale, self.out, self.buffer = seed, scale, out, buffer
         self.fast = fast if buffer is not None else None
         self.claimed = False
@@ -118,7 +121,9 @@ class Job:
             if self.fast is not None:
                 self.fast.fill(self.buffer, self.seed, self.scale)
             else:
-                torch.randn(out.shape, generator=_generator(out.device).manual_seed(self.seed), out=out)
+                torch.randn(
+                    out.shape, generator=_generator(out.device).manual_seed(self.seed), out=out
+                )
                 out.mul_(self.scale)  # torchsde's sqrt(var) * noise: a multiply by the float
         except BaseException as exc:  # handed to whoever waits for the job, which raises it
             self.value = exc
@@ -153,8 +158,9 @@ class _Pool:
                 return
             while self.threads < count:
                 try:
-                    threading.Thread(target=self._run, name=f"loom-brownian-{self.threads}",
-                                     daemon=True).start()
+                    threading.Thread(
+                        target=self._run, name=f"loom-brownian-{self.threads}", daemon=True
+                    ).start()
                 except RuntimeError:  # no more threads to be had: callers draw the rest
                     break
                 self.threads += 1
@@ -210,8 +216,13 @@ class Draws:
     """A tree's queue of noise draws: worker threads take them in order; :meth:`wait` takes
     the wanted one (or, when a worker has it, the next one) on the calling thread."""
 
-    def __init__(self, size: tuple[int, ...], dtype: torch.dtype, device: torch.device,
-                 workers: int | None = None) -> None:
+    def __init__(
+        self,
+        size: tuple[int, ...],
+        dtype: torch.dtype,
+        device: torch.device,
+        workers: int | None = None,
+    ) -> None:
         self.size, self.dtype, self.device = size, dtype, device
         self.fast = _fast_for(size, dtype, device)
         self.workers = worker_count(self.fast is not None) if workers is None else workers
@@ -274,11 +285,18 @@ class Draws:
             if fast is not None or (chunk is not None and jobs[0].buffer is not None):
                 try:
                     if fast is not None:
-                        fast.fill_many([job.buffer for job in jobs], [job.seed for job in jobs],
-                                       [job.scale for job in jobs])
+                        fast.fill_many(
+                            [job.buffer for job in jobs],
+                            [job.seed for job in jobs],
+                            [job.scale for job in jobs],
+                        )
                     else:
-                        chunk([job.seed for job in jobs], [job.scale for job in jobs],
-                              [job.out for job in jobs], generator)
+                        chunk(
+                            [job.seed for job in jobs],
+                            [job.scale for job in jobs],
+                            [job.out for job in jobs],
+                            generator,
+                        )
                 except Exception:  # drawn again one by one below, which keeps any error
                     pass
                 else:

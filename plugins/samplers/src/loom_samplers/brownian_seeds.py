@@ -56,16 +56,24 @@ class NodeSeeds:
             self.step = pow(_MULT_A, pool_size, 2**32)
             # the common case, a key and a depth of one word each: both words' constants
             second = (self.hash0 * self.step) & _M32
-            self.pair = (self.hash0, (self.hash0 * _MULT_A) & _M32, second, (second * _MULT_A) & _M32)
-            self.fast = all(self._fast(key, depth) == self._numpy(key, depth)
-                            for key, depth in ((0, 0), (1, 1), (2, 2), (5, 3), (2**33 + 7, 34)))
+            self.pair = (
+                self.hash0,
+                (self.hash0 * _MULT_A) & _M32,
+                second,
+                (second * _MULT_A) & _M32,
+            )
+            self.fast = all(
+                self._fast(key, depth) == self._numpy(key, depth)
+                for key, depth in ((0, 0), (1, 1), (2, 2), (5, 3), (2**33 + 7, 34))
+            )
 
     def __call__(self, key: int, depth: int) -> int:
         return self._fast(key, depth) if self.fast else self._numpy(key, depth)
 
     def _numpy(self, key: int, depth: int) -> int:
-        sequence = np.random.SeedSequence(entropy=self.entropy, spawn_key=(key, depth),
-                                          pool_size=self.pool_size)
+        sequence = np.random.SeedSequence(
+            entropy=self.entropy, spawn_key=(key, depth), pool_size=self.pool_size
+        )
         return int(sequence.generate_state(4)[0])
 
     def _fast(self, key: int, depth: int) -> int:

@@ -40,8 +40,14 @@ class NodeValues:
     changes the speed, never the values. ``workers``: see :class:`BrownianTree`.
     """
 
-    def __init__(self, root_w: Tensor, coefficients: Coefficients, *,
-                 cache_size: int | None = None, workers: int | None = None) -> None:
+    def __init__(
+        self,
+        root_w: Tensor,
+        coefficients: Coefficients,
+        *,
+        cache_size: int | None = None,
+        workers: int | None = None,
+    ) -> None:
         self.size, self.dtype, self.device = tuple(root_w.shape), root_w.dtype, root_w.device
         self.coefficients = coefficients
         if cache_size is None:
@@ -50,8 +56,11 @@ class NodeValues:
         self.cache_size = int(cache_size)
         # The arithmetic on CPU float32 / float64 goes through numpy views, which costs half of
         # torch's per-call overhead; an IEEE multiply or add by a float gives the same bits.
-        self.numpy = (self.device.type == "cpu" and self.dtype in (torch.float32, torch.float64)
-                      and len(self.size) > 0)
+        self.numpy = (
+            self.device.type == "cpu"
+            and self.dtype in (torch.float32, torch.float64)
+            and len(self.size) > 0
+        )
         self.root = root_w.numpy() if self.numpy else root_w
         self.cache: OrderedDict[int, Any] = OrderedDict()
         self.free: list[np.ndarray] = []
@@ -178,7 +187,12 @@ class NodeValues:
         """:mod:`~loom_samplers.fast_randn`'s path: a split is one call that draws the noise
         (unless a worker has) and computes both children from it, into the noise's buffer."""
         cache, root, free, new = self.cache, self.root, self.free, self._new_buffer
-        coefficients, draws, fast, subtract = self.coefficients, self.draws, self.draws.fast, np.subtract
+        coefficients, draws, fast, subtract = (
+            self.coefficients,
+            self.draws,
+            self.draws.fast,
+            np.subtract,
+        )
         # without workers or prefetched noise, the caller draws it all: no jobs needed
         jobs = iter(self._jobs(parents)) if draws.workers > 0 or self.noise else None
         if jobs is None:

@@ -57,9 +57,16 @@ class CondEntry:
 # --- preparing conditioning lists ------------------------------------------------------
 
 
-def resolve_conditioning(conditioning: Sequence[Any], model: Any, noise: Tensor, *,
-                         prompt_type: str, latent_image: Tensor | None = None,
-                         denoise_mask: Tensor | None = None, seed: int | None = None) -> list[CondEntry]:
+def resolve_conditioning(
+    conditioning: Sequence[Any],
+    model: Any,
+    noise: Tensor,
+    *,
+    prompt_type: str,
+    latent_image: Tensor | None = None,
+    denoise_mask: Tensor | None = None,
+    seed: int | None = None,
+) -> list[CondEntry]:
     """Turn a CONDITIONING list into :class:`CondEntry` objects for ``noise``'s shape."""
     dims = tuple(noise.shape[2:])
     sampling = model.model_sampling
@@ -70,12 +77,35 @@ def resolve_conditioning(conditioning: Sequence[Any], model: Any, noise: Tensor,
         mask = None
         if options.get("mask") is not None:
             mask, area = _resolve_mask(options["mask"], dims, noise.device, options, area)
-        start = sampling.percent_to_sigma(options["start_percent"]) if "start_percent" in options else None
-        end = sampling.percent_to_sigma(options["end_percent"]) if "end_percent" in options else None
-        model_conds = _model_conds(model, tensor, options, noise=noise, latent_image=latent_image,
-                                   denoise_mask=denoise_mask, prompt_type=prompt_type, seed=seed)
-        entries.append(CondEntry(model_conds, area, float(options.get("strength", 1.0)), mask,
-                                 float(options.get("mask_strength", 1.0)), start, end))
+        start = (
+            sampling.percent_to_sigma(options["start_percent"])
+            if "start_percent" in options
+            else None
+        )
+        end = (
+            sampling.percent_to_sigma(options["end_percent"]) if "end_percent" in options else None
+        )
+        model_conds = _model_conds(
+            model,
+            tensor,
+            options,
+            noise=noise,
+            latent_image=latent_image,
+            denoise_mask=denoise_mask,
+            prompt_type=prompt_type,
+            seed=seed,
+        )
+        entries.append(
+            CondEntry(
+                model_conds,
+                area,
+                float(options.get("strength", 1.0)),
+                mask,
+                float(options.get("mask_strength", 1.0)),
+                start,
+                end,
+            )
+        )
     return entries
 
 
@@ -102,14 +132,17 @@ def _resolve_area(area: Any, dims: tuple[int, ...]) -> tuple[int, ...] | None:
     return tuple(int(v) for v in area)
 
 
-def _resolve_mask(mask: Any, dims: tuple[int, ...], device: Any, options: dict,
-                  area: tuple[int, ...] | None) -> tuple[Any, tuple[int, ...] | None]:
+def _resolve_mask(
+    mask: Any, dims: tuple[int, ...], device: Any, options: dict, area: tuple[int, ...] | None
+) -> tuple[Any, tuple[int, ...] | None]:
     torch = _torch()
     mask = mask.to(device=device)
     if mask.ndim == len(dims):
         mask = mask.unsqueeze(0)
     if tuple(mask.shape[1:]) != dims:
-        mask = torch.nn.functional.interpolate(mask.unsqueeze(1), size=dims, mode="bilinear").squeeze(1)
+        mask = torch.nn.functional.interpolate(
+            mask.unsqueeze(1), size=dims, mode="bilinear"
+        ).squeeze(1)
     if options.get("set_area_to_bounds", False):
         bounds = torch.max(torch.abs(mask), dim=0).values
         ys, xs = torch.where(bounds != 0)
@@ -141,7 +174,11 @@ def _add_same_area(entries: list[CondEntry], c: CondEntry) -> None:
             continue
         a = e.area
         if y >= a[2] and x >= a[3] and a[0] + a[2] >= h + y and a[1] + a[3] >= w + x:
-            if smallest is None or smallest.area is None or smallest.area[0] * smallest.area[1] > a[0] * a[1]:
+            if (
+                smallest is None
+                or smallest.area is None
+                or smallest.area[0] * smallest.area[1] > a[0] * a[1]
+            ):
                 smallest = e
     if smallest is None or (smallest.area is not None and tuple(smallest.area) == tuple(c.area)):
         return
@@ -185,7 +222,9 @@ def _chunk(entry: CondEntry, x: Tensor, sigma: Tensor, group: int) -> _Chunk | N
             for i in range(dims):
                 mask = mask.narrow(i + 1, area[dims + i], area[i])
         mask = (mask * entry.mask_strength).unsqueeze(1)
-        mask = mask.repeat((input_x.shape[0] // mask.shape[0], input_x.shape[1]) + (1,) * (mask.ndim - 2))
+        mask = mask.repeat(
+            (input_x.shape[0] // mask.shape[0], input_x.shape[1]) + (1,) * (mask.ndim - 2)
+        )
     else:
         mask = torch.ones_like(input_x)
     mult = mask * entry.strength
@@ -262,8 +301,9 @@ def _cat_conds(chunks: list[_Chunk], device: Any, kept: dict | None = None) -> d
             continue
         if key == "c_crossattn":
             length = math.lcm(*[v.shape[1] for v in values])
-            out[key] = torch.cat([v.repeat(1, length // v.shape[1], 1) if v.shape[1] < length else v
-                                  for v in values]).to(device)
+            out[key] = torch.cat(
+                [v.repeat(1, length // v.shape[1], 1) if v.shape[1] < length else v for v in values]
+            ).to(device)
         else:
             out[key] = torch.cat(values).to(device)
         if kept is not None:
@@ -273,8 +313,14 @@ def _cat_conds(chunks: list[_Chunk], device: Any, kept: dict | None = None) -> d
     return out
 
 
-def calc_cond_batch(model: Any, groups: Sequence[list[CondEntry] | None], x: Tensor,
-                    sigma: Tensor, ctx: Any = None, kept: dict | None = None) -> list[Tensor]:
+def calc_cond_batch(
+    model: Any,
+    groups: Sequence[list[CondEntry] | None],
+    x: Tensor,
+    sigma: Tensor,
+    ctx: Any = None,
+    kept: dict | None = None,
+) -> list[Tensor]:
     """The weighted prediction of each group (None = not evaluated: zeros). ``kept``: see
     :func:`_cat_conds`."""
     torch = _torch()
@@ -302,7 +348,9 @@ def calc_cond_batch(model: Any, groups: Sequence[list[CondEntry] | None], x: Ten
         chunks = [to_run.pop(i) for i in batch]
         input_x = torch.cat([c.x for c in chunks])
         sigma_in = torch.cat([sigma] * len(chunks))
-        output = model.apply_model(input_x, sigma_in, _cat_conds(chunks, x.device, kept)).chunk(len(chunks))
+        output = model.apply_model(input_x, sigma_in, _cat_conds(chunks, x.device, kept)).chunk(
+            len(chunks)
+        )
         for c, out in zip(chunks, output, strict=True):
             if c.plain and entries_per_group[c.group] == 1:
                 # the group's only entry, full size, weight 1: (0 + o*1) / (1e-37 + 1) == o exactly
@@ -362,25 +410,38 @@ class Guider:
     #: conditioning batched by :func:`calc_cond_batch` during this run (see ``_cat_conds``)
     batched: dict = attrs.field(factory=dict, init=False)
 
-    def prepare(self, noise: Tensor, latent_image: Tensor | None, denoise_mask: Tensor | None,
-                seed: int | None) -> None:
+    def prepare(
+        self,
+        noise: Tensor,
+        latent_image: Tensor | None,
+        denoise_mask: Tensor | None,
+        seed: int | None,
+    ) -> None:
         self.batched = {}
         self.resolved = {
             name: resolve_conditioning(
-                cond, self.model, noise, latent_image=latent_image, denoise_mask=denoise_mask,
-                seed=seed, prompt_type="negative" if name in self.negative_groups else "positive")
+                cond,
+                self.model,
+                noise,
+                latent_image=latent_image,
+                denoise_mask=denoise_mask,
+                seed=seed,
+                prompt_type="negative" if name in self.negative_groups else "positive",
+            )
             for name, cond in self.conds.items()
         }
         pair_areas(self.resolved)
 
-    def predict(self, x: Tensor, sigma: Tensor, *, need_uncond: bool = False,
-                ctx: Any = None) -> tuple[Tensor, Tensor | None]:
+    def predict(
+        self, x: Tensor, sigma: Tensor, *, need_uncond: bool = False, ctx: Any = None
+    ) -> tuple[Tensor, Tensor | None]:
         """``(guided x0, unconditional x0 or None)``."""
         negative = self.resolved.get("negative")
         if math.isclose(self.cfg, 1.0) and not need_uncond:
             negative = None
-        cond, uncond = calc_cond_batch(self.model, [self.resolved.get("positive"), negative], x,
-                                       sigma, ctx, self.batched)
+        cond, uncond = calc_cond_batch(
+            self.model, [self.resolved.get("positive"), negative], x, sigma, ctx, self.batched
+        )
         return cfg_combine(cond, uncond, self.cfg), uncond
 
 
@@ -395,13 +456,16 @@ class DualCFGGuider(Guider):
     cfg2: float = 1.0
     nested: bool = False
 
-    def predict(self, x: Tensor, sigma: Tensor, *, need_uncond: bool = False,
-                ctx: Any = None) -> tuple[Tensor, Tensor | None]:
+    def predict(
+        self, x: Tensor, sigma: Tensor, *, need_uncond: bool = False, ctx: Any = None
+    ) -> tuple[Tensor, Tensor | None]:
         negative = self.resolved.get("negative")
         middle = self.resolved.get("middle")
         positive = self.resolved.get("positive")
         if self.nested:
-            out = calc_cond_batch(self.model, [negative, middle, positive], x, sigma, ctx, self.batched)
+            out = calc_cond_batch(
+                self.model, [negative, middle, positive], x, sigma, ctx, self.batched
+            )
             text = cfg_combine(out[2], out[1], self.cfg)
             return out[0] + self.cfg2 * (text - out[0]), out[0]
         if not need_uncond and math.isclose(self.cfg2, 1.0):
@@ -420,8 +484,15 @@ class GuidedDenoiser:
     ``KSamplerX0Inpaint``).
     """
 
-    def __init__(self, guider: Guider, *, latent_image: Tensor, noise: Tensor,
-                 denoise_mask: Tensor | None = None, ctx: Any = None) -> None:
+    def __init__(
+        self,
+        guider: Guider,
+        *,
+        latent_image: Tensor,
+        noise: Tensor,
+        denoise_mask: Tensor | None = None,
+        ctx: Any = None,
+    ) -> None:
         self.guider = guider
         self.model_sampling = guider.model.model_sampling
         self.latent_image = latent_image
@@ -439,7 +510,10 @@ class GuidedDenoiser:
         if mask is not None:
             kept = 1.0 - mask
             sigma_b = sigma.reshape([sigma.shape[0]] + [1] * (self.noise.ndim - 1))
-            x = x * mask + self.model_sampling.noise_scaling(sigma_b, self.noise, self.latent_image) * kept
+            x = (
+                x * mask
+                + self.model_sampling.noise_scaling(sigma_b, self.noise, self.latent_image) * kept
+            )
         out, uncond = self.guider.predict(x, sigma, need_uncond=self.need_uncond, ctx=self.ctx)
         if self.need_uncond:
             self.uncond_denoised = uncond

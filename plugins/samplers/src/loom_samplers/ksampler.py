@@ -71,8 +71,12 @@ def lookup_scheduler(ctx: Any, name: str) -> Callable[..., Any]:
 # --- sigmas -----------------------------------------------------------------------------
 
 
-def calculate_sigmas(model_sampling: Any, scheduler: Callable[..., Any], steps: int,
-                     discard_penultimate: bool = False) -> Tensor:
+def calculate_sigmas(
+    model_sampling: Any,
+    scheduler: Callable[..., Any],
+    steps: int,
+    discard_penultimate: bool = False,
+) -> Tensor:
     torch = _torch()
     if discard_penultimate:
         sigmas = scheduler(model_sampling, steps + 1)
@@ -80,10 +84,17 @@ def calculate_sigmas(model_sampling: Any, scheduler: Callable[..., Any], steps: 
     return scheduler(model_sampling, steps)
 
 
-def ksampler_sigmas(model_sampling: Any, scheduler: Callable[..., Any], steps: int,
-                    denoise: float | None = None, *, discard_penultimate: bool = False,
-                    start_step: int | None = None, last_step: int | None = None,
-                    force_full_denoise: bool = False) -> Tensor | None:
+def ksampler_sigmas(
+    model_sampling: Any,
+    scheduler: Callable[..., Any],
+    steps: int,
+    denoise: float | None = None,
+    *,
+    discard_penultimate: bool = False,
+    start_step: int | None = None,
+    last_step: int | None = None,
+    force_full_denoise: bool = False,
+) -> Tensor | None:
     """KSampler's sigmas; None means "return the latent unchanged" (start past the end)."""
     torch = _torch()
     if denoise is None or denoise > 0.9999:
@@ -92,7 +103,9 @@ def ksampler_sigmas(model_sampling: Any, scheduler: Callable[..., Any], steps: i
         sigmas = torch.FloatTensor([])
     else:
         total = int(steps / denoise)
-        sigmas = calculate_sigmas(model_sampling, scheduler, total, discard_penultimate)[-(steps + 1):]
+        sigmas = calculate_sigmas(model_sampling, scheduler, total, discard_penultimate)[
+            -(steps + 1) :
+        ]
     if last_step is not None and last_step < len(sigmas) - 1:
         sigmas = sigmas[: last_step + 1].clone()
         if force_full_denoise:
@@ -123,9 +136,18 @@ def prepare_mask(mask: Tensor, shape: tuple[int, ...], device: Any) -> Tensor:
     return mask.to(device)
 
 
-def sample(guider: Guider, noise: Tensor, latent_image: Tensor, sampler: SamplerChoice,
-           sigmas: Tensor, *, denoise_mask: Tensor | None = None, seed: int | None = None,
-           ctx: Any = None, on_step: Callable[[Step], None] | None = None) -> Tensor:
+def sample(
+    guider: Guider,
+    noise: Tensor,
+    latent_image: Tensor,
+    sampler: SamplerChoice,
+    sigmas: Tensor,
+    *,
+    denoise_mask: Tensor | None = None,
+    seed: int | None = None,
+    ctx: Any = None,
+    on_step: Callable[[Step], None] | None = None,
+) -> Tensor:
     """Denoise ``latent_image`` (CPU, latent space) with ``noise``; returns a CPU float32 latent."""
     torch = _torch()
     if sigmas.shape[-1] == 0:
@@ -143,16 +165,22 @@ def sample(guider: Guider, noise: Tensor, latent_image: Tensor, sampler: Sampler
     sampling = model.model_sampling
     inpaint_noise = noise
     if getattr(sampler.function, "inpaint_random_noise", False):
-        generator = torch.Generator(device="cpu").manual_seed(((41 if seed is None else seed) + 1) & (2**64 - 1))
-        inpaint_noise = torch.randn(noise.shape, generator=generator, device="cpu").to(noise.dtype).to(device)
-    denoiser = GuidedDenoiser(guider, latent_image=latent, noise=inpaint_noise,
-                              denoise_mask=denoise_mask, ctx=ctx)
+        generator = torch.Generator(device="cpu").manual_seed(
+            ((41 if seed is None else seed) + 1) & (2**64 - 1)
+        )
+        inpaint_noise = (
+            torch.randn(noise.shape, generator=generator, device="cpu").to(noise.dtype).to(device)
+        )
+    denoiser = GuidedDenoiser(
+        guider, latent_image=latent, noise=inpaint_noise, denoise_mask=denoise_mask, ctx=ctx
+    )
     max_sigma, first = float(sampling.sigma_max), float(sigmas[0])
     max_denoise = math.isclose(max_sigma, first, rel_tol=1e-05) or first > max_sigma
     x = sampling.noise_scaling(sigmas[0], noise, latent, max_denoise)
     with torch.inference_mode():
-        samples = sampler.function(denoiser, x, sigmas, noise=SeededNoise(seed), on_step=on_step,
-                                   **dict(sampler.options))
+        samples = sampler.function(
+            denoiser, x, sigmas, noise=SeededNoise(seed), on_step=on_step, **dict(sampler.options)
+        )
     samples = sampling.inverse_noise_scaling(sigmas[-1], samples)
     return process_latent_out(model, samples.to(torch.float32)).cpu()
 
@@ -160,7 +188,9 @@ def sample(guider: Guider, noise: Tensor, latent_image: Tensor, sampler: Sampler
 # --- progress and previews ------------------------------------------------------------------
 
 
-def step_reporter(ctx: Any, model: Any, total: int, x0_out: dict | None = None) -> Callable[[Step], None]:
+def step_reporter(
+    ctx: Any, model: Any, total: int, x0_out: dict | None = None
+) -> Callable[[Step], None]:
     """An ``on_step`` that reports progress (and a latent preview when asked for) to ``ctx``."""
     extra = getattr(ctx, "extra_data", None) or {}
     want_preview = extra.get("preview_method") in ("auto", "latent2rgb")

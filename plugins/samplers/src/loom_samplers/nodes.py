@@ -40,24 +40,45 @@ def _scheduler_names(registry: Any) -> list[str]:
     return list(SCHEDULERS)
 
 
-def _common_ksampler(ctx: loom.RunContext, model: Any, seed: int, steps: int, cfg: float,
-                     sampler_name: str, scheduler: str, positive: list, negative: list,
-                     latent: dict, *, denoise: float = 1.0, disable_noise: bool = False,
-                     start_step: int | None = None, last_step: int | None = None,
-                     force_full_denoise: bool = False) -> dict:
+def _common_ksampler(
+    ctx: loom.RunContext,
+    model: Any,
+    seed: int,
+    steps: int,
+    cfg: float,
+    sampler_name: str,
+    scheduler: str,
+    positive: list,
+    negative: list,
+    latent: dict,
+    *,
+    denoise: float = 1.0,
+    disable_noise: bool = False,
+    start_step: int | None = None,
+    last_step: int | None = None,
+    force_full_denoise: bool = False,
+) -> dict:
     """ComfyUI's ``common_ksampler``: noise, sigmas, CFG guider, one sampling run."""
     import torch
 
     latent_image = fix_empty_latent_channels(model, latent["samples"])
     if disable_noise:
-        noise = torch.zeros(latent_image.size(), dtype=latent_image.dtype, layout=latent_image.layout)
+        noise = torch.zeros(
+            latent_image.size(), dtype=latent_image.dtype, layout=latent_image.layout
+        )
     else:
         noise = prepare_noise(latent_image, seed, latent.get("batch_index"))
     function = ksampler.lookup_sampler(ctx, sampler_name)
     sigmas = ksampler.ksampler_sigmas(
-        model.model_sampling, ksampler.lookup_scheduler(ctx, scheduler), steps, denoise,
+        model.model_sampling,
+        ksampler.lookup_scheduler(ctx, scheduler),
+        steps,
+        denoise,
         discard_penultimate=getattr(function, "discard_penultimate_sigma", False),
-        start_step=start_step, last_step=last_step, force_full_denoise=force_full_denoise)
+        start_step=start_step,
+        last_step=last_step,
+        force_full_denoise=force_full_denoise,
+    )
     out = dict(latent)
     if sigmas is None:  # start_at_step past the end: the latent as it is
         out["samples"] = latent_image
@@ -65,8 +86,16 @@ def _common_ksampler(ctx: loom.RunContext, model: Any, seed: int, steps: int, cf
     guider = _Guider(model, {"positive": positive, "negative": negative}, cfg)
     on_step = ksampler.step_reporter(ctx, model, steps)
     out["samples"] = ksampler.sample(
-        guider, noise, latent_image, ksampler.SamplerChoice(sampler_name, function), sigmas,
-        denoise_mask=latent.get("noise_mask"), seed=seed, ctx=ctx, on_step=on_step)
+        guider,
+        noise,
+        latent_image,
+        ksampler.SamplerChoice(sampler_name, function),
+        sigmas,
+        denoise_mask=latent.get("noise_mask"),
+        seed=seed,
+        ctx=ctx,
+        on_step=on_step,
+    )
     return out
 
 
@@ -78,23 +107,61 @@ class KSampler:
     """Uses the provided model, positive and negative conditioning to denoise the latent image."""
 
     model: Model = ui.input(tooltip="The model used for denoising the input latent.")
-    seed: int = ui.int(0, min=0, max=SEED_MAX, control_after_generate=True,
-                       tooltip="The random seed used for creating the noise.")
-    steps: int = ui.int(20, min=1, max=10000, tooltip="The number of steps used in the denoising process.")
-    cfg: float = ui.float(8.0, min=0.0, max=100.0, step=0.1, round=0.01,
-                          tooltip="The Classifier-Free Guidance scale balances creativity and adherence to the prompt. Higher values result in images more closely matching the prompt however too high values will negatively impact quality.")
-    sampler_name: str = ui.combo(_sampler_names, tooltip="The algorithm used when sampling, this can affect the quality, speed, and style of the generated output.")
-    scheduler: str = ui.combo(_scheduler_names, tooltip="The scheduler controls how noise is gradually removed to form the image.")
-    positive: Conditioning = ui.input(tooltip="The conditioning describing the attributes you want to include in the image.")
-    negative: Conditioning = ui.input(tooltip="The conditioning describing the attributes you want to exclude from the image.")
+    seed: int = ui.int(
+        0,
+        min=0,
+        max=SEED_MAX,
+        control_after_generate=True,
+        tooltip="The random seed used for creating the noise.",
+    )
+    steps: int = ui.int(
+        20, min=1, max=10000, tooltip="The number of steps used in the denoising process."
+    )
+    cfg: float = ui.float(
+        8.0,
+        min=0.0,
+        max=100.0,
+        step=0.1,
+        round=0.01,
+        tooltip="The Classifier-Free Guidance scale balances creativity and adherence to the prompt. Higher values result in images more closely matching the prompt however too high values will negatively impact quality.",
+    )
+    sampler_name: str = ui.combo(
+        _sampler_names,
+        tooltip="The algorithm used when sampling, this can affect the quality, speed, and style of the generated output.",
+    )
+    scheduler: str = ui.combo(
+        _scheduler_names,
+        tooltip="The scheduler controls how noise is gradually removed to form the image.",
+    )
+    positive: Conditioning = ui.input(
+        tooltip="The conditioning describing the attributes you want to include in the image."
+    )
+    negative: Conditioning = ui.input(
+        tooltip="The conditioning describing the attributes you want to exclude from the image."
+    )
     latent_image: Latent = ui.input(tooltip="The latent image to denoise.")
-    denoise: float = ui.float(1.0, min=0.0, max=1.0, step=0.01,
-                              tooltip="The amount of denoising applied, lower values will maintain the structure of the initial image allowing for image to image sampling.")
+    denoise: float = ui.float(
+        1.0,
+        min=0.0,
+        max=1.0,
+        step=0.01,
+        tooltip="The amount of denoising applied, lower values will maintain the structure of the initial image allowing for image to image sampling.",
+    )
 
     def run(self, ctx: loom.RunContext) -> Latent:
-        return _common_ksampler(ctx, self.model, self.seed, self.steps, self.cfg, self.sampler_name,
-                                self.scheduler, self.positive, self.negative, self.latent_image,
-                                denoise=self.denoise)
+        return _common_ksampler(
+            ctx,
+            self.model,
+            self.seed,
+            self.steps,
+            self.cfg,
+            self.sampler_name,
+            self.scheduler,
+            self.positive,
+            self.negative,
+            self.latent_image,
+            denoise=self.denoise,
+        )
 
 
 @loom.node("KSamplerAdvanced", category="sampling", display_name="KSampler (Advanced)")
@@ -115,11 +182,22 @@ class KSamplerAdvanced:
 
     def run(self, ctx: loom.RunContext) -> Latent:
         return _common_ksampler(
-            ctx, self.model, self.noise_seed, self.steps, self.cfg, self.sampler_name, self.scheduler,
-            self.positive, self.negative, self.latent_image, denoise=1.0,
-            disable_noise=self.add_noise == "disable", start_step=self.start_at_step,
+            ctx,
+            self.model,
+            self.noise_seed,
+            self.steps,
+            self.cfg,
+            self.sampler_name,
+            self.scheduler,
+            self.positive,
+            self.negative,
+            self.latent_image,
+            denoise=1.0,
+            disable_noise=self.add_noise == "disable",
+            start_step=self.start_at_step,
             last_step=self.end_at_step,
-            force_full_denoise=self.return_with_leftover_noise != "enable")
+            force_full_denoise=self.return_with_leftover_noise != "enable",
+        )
 
 
 # --- schedulers and sigma tools -----------------------------------------------------------
@@ -146,7 +224,7 @@ class BasicScheduler:
             total = int(self.steps / self.denoise)
         schedule = ksampler.lookup_scheduler(ctx, self.scheduler)
         sigmas = ksampler.calculate_sigmas(self.model.model_sampling, schedule, total).cpu()
-        return sigmas[-(self.steps + 1):]
+        return sigmas[-(self.steps + 1) :]
 
 
 @loom.node("KarrasScheduler", category="sampling/custom_sampling/schedulers")
@@ -224,7 +302,9 @@ class SplitSigmas:
     step: int = ui.int(0, min=0, max=10000)
 
     def run(self, ctx: loom.RunContext) -> SigmasPair:
-        return SigmasPair(high_sigmas=self.sigmas[: self.step + 1], low_sigmas=self.sigmas[self.step:])
+        return SigmasPair(
+            high_sigmas=self.sigmas[: self.step + 1], low_sigmas=self.sigmas[self.step :]
+        )
 
 
 @loom.node("SplitSigmasDenoise", category="sampling/custom_sampling/sigmas")
@@ -235,7 +315,7 @@ class SplitSigmasDenoise:
     def run(self, ctx: loom.RunContext) -> SigmasPair:
         steps = max(self.sigmas.shape[-1] - 1, 0)
         total = round(steps * self.denoise)
-        return SigmasPair(high_sigmas=self.sigmas[:-total], low_sigmas=self.sigmas[-(total + 1):])
+        return SigmasPair(high_sigmas=self.sigmas[:-total], low_sigmas=self.sigmas[-(total + 1) :])
 
 
 @loom.node("FlipSigmas", category="sampling/custom_sampling/sigmas")
@@ -342,8 +422,13 @@ class DualCFGGuider:
 
     def run(self, ctx: loom.RunContext) -> Guider:
         conds = {"positive": self.cond1, "middle": self.cond2, "negative": self.negative}
-        return _DualCFG(self.model, conds, self.cfg_conds, cfg2=self.cfg_cond2_negative,
-                        nested=self.style == "nested")
+        return _DualCFG(
+            self.model,
+            conds,
+            self.cfg_conds,
+            cfg2=self.cfg_cond2_negative,
+            nested=self.style == "nested",
+        )
 
 
 @loom.node("RandomNoise", category="sampling/custom_sampling/noise")
@@ -369,17 +454,26 @@ class SampledLatents:
     denoised_output: Latent = loom.output()
 
 
-def _custom_sample(ctx: Any, guider: _Guider, noise_gen: Any, sampler: Any, sigmas: Any,
-                   latent: dict) -> SampledLatents:
+def _custom_sample(
+    ctx: Any, guider: _Guider, noise_gen: Any, sampler: Any, sigmas: Any, latent: dict
+) -> SampledLatents:
     model = guider.model
     latent = dict(latent)
     latent_image = fix_empty_latent_channels(model, latent["samples"])
     latent["samples"] = latent_image
     x0_out: dict = {}
     on_step = ksampler.step_reporter(ctx, model, sigmas.shape[-1] - 1, x0_out)
-    samples = ksampler.sample(guider, noise_gen.generate_noise(latent), latent_image, sampler,
-                              sigmas, denoise_mask=latent.get("noise_mask"),
-                              seed=noise_gen.seed, ctx=ctx, on_step=on_step)
+    samples = ksampler.sample(
+        guider,
+        noise_gen.generate_noise(latent),
+        latent_image,
+        sampler,
+        sigmas,
+        denoise_mask=latent.get("noise_mask"),
+        seed=noise_gen.seed,
+        ctx=ctx,
+        on_step=on_step,
+    )
     out = {**latent, "samples": samples}
     if "x0" in x0_out:
         denoised = {**latent, "samples": process_latent_out(model, x0_out["x0"].cpu())}
@@ -401,8 +495,12 @@ class SamplerCustom:
     latent_image: Latent
 
     def run(self, ctx: loom.RunContext) -> SampledLatents:
-        guider = _Guider(self.model, {"positive": self.positive, "negative": self.negative}, self.cfg)
-        noise = RandomNoiseGen(self.noise_seed) if self.add_noise else EmptyNoiseGen(self.noise_seed)
+        guider = _Guider(
+            self.model, {"positive": self.positive, "negative": self.negative}, self.cfg
+        )
+        noise = (
+            RandomNoiseGen(self.noise_seed) if self.add_noise else EmptyNoiseGen(self.noise_seed)
+        )
         return _custom_sample(ctx, guider, noise, self.sampler, self.sigmas, self.latent_image)
 
 
@@ -415,13 +513,33 @@ class SamplerCustomAdvanced:
     latent_image: Latent
 
     def run(self, ctx: loom.RunContext) -> SampledLatents:
-        return _custom_sample(ctx, self.guider, self.noise, self.sampler, self.sigmas, self.latent_image)
+        return _custom_sample(
+            ctx, self.guider, self.noise, self.sampler, self.sigmas, self.latent_image
+        )
 
 
 NODES = [
-    KSampler, KSamplerAdvanced, SamplerCustom, SamplerCustomAdvanced, KSamplerSelect,
-    BasicScheduler, KarrasScheduler, ExponentialScheduler, PolyexponentialScheduler,
-    SDTurboScheduler, BetaSamplingScheduler, SplitSigmas, SplitSigmasDenoise, FlipSigmas,
-    CFGGuider, BasicGuider, DualCFGGuider, RandomNoise, DisableNoise, SamplerEulerAncestral,
-    SamplerDPMPP_2M_SDE, SamplerDPMPP_SDE, SamplerLMS,
+    KSampler,
+    KSamplerAdvanced,
+    SamplerCustom,
+    SamplerCustomAdvanced,
+    KSamplerSelect,
+    BasicScheduler,
+    KarrasScheduler,
+    ExponentialScheduler,
+    PolyexponentialScheduler,
+    SDTurboScheduler,
+    BetaSamplingScheduler,
+    SplitSigmas,
+    SplitSigmasDenoise,
+    FlipSigmas,
+    CFGGuider,
+    BasicGuider,
+    DualCFGGuider,
+    RandomNoise,
+    DisableNoise,
+    SamplerEulerAncestral,
+    SamplerDPMPP_2M_SDE,
+    SamplerDPMPP_SDE,
+    SamplerLMS,
 ]

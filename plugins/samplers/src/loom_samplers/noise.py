@@ -47,14 +47,20 @@ def prepare_noise(latent: Tensor, seed: int, batch_index: Sequence[int] | None =
     generator = torch.Generator(device="cpu").manual_seed(int(seed) & _SEED_MASK)
     shape = list(latent.shape)
     if batch_index is None:
-        return torch.randn(shape, dtype=latent.dtype, layout=latent.layout, generator=generator,
-                           device="cpu")
+        return torch.randn(
+            shape, dtype=latent.dtype, layout=latent.layout, generator=generator, device="cpu"
+        )
     indices = [int(i) for i in batch_index]
     wanted = set(indices)
     draws: dict[int, Tensor] = {}
     for i in range(max(indices) + 1):
-        sample = torch.randn([1, *shape[1:]], dtype=latent.dtype, layout=latent.layout,
-                             generator=generator, device="cpu")
+        sample = torch.randn(
+            [1, *shape[1:]],
+            dtype=latent.dtype,
+            layout=latent.layout,
+            generator=generator,
+            device="cpu",
+        )
         if i in wanted:
             draws[i] = sample
     return torch.cat([draws[i] for i in indices], dim=0)
@@ -67,8 +73,15 @@ class NoiseSource(Protocol):
         """Independent Gaussian noise per call (ancestral samplers)."""
         ...
 
-    def brownian(self, x: Tensor, sigma_min: Tensor, sigma_max: Tensor, *,
-                 cpu: bool = True, schedule: Tensor | None = None) -> NoiseSampler:
+    def brownian(
+        self,
+        x: Tensor,
+        sigma_min: Tensor,
+        sigma_max: Tensor,
+        *,
+        cpu: bool = True,
+        schedule: Tensor | None = None,
+    ) -> NoiseSampler:
         """Brownian-tree noise over ``[sigma_min, sigma_max]`` (SDE samplers).
 
         ``schedule``: the sigmas the sampler steps through, a hint that lets the tree draw
@@ -102,14 +115,30 @@ class SeededNoise:
         shape, dtype, layout, device = x.size(), x.dtype, x.layout, x.device
 
         def draw(sigma: Tensor, sigma_next: Tensor) -> Tensor:
-            return torch.randn(shape, dtype=dtype, layout=layout, device=device, generator=generator)
+            return torch.randn(
+                shape, dtype=dtype, layout=layout, device=device, generator=generator
+            )
 
         return draw
 
-    def brownian(self, x: Tensor, sigma_min: Tensor, sigma_max: Tensor, *,
-                 cpu: bool = True, schedule: Tensor | None = None) -> NoiseSampler:
-        return BrownianTreeNoise(x, sigma_min, sigma_max, seed=self.seed, cpu=cpu,
-                                 backend=self.brownian_backend, schedule=schedule)
+    def brownian(
+        self,
+        x: Tensor,
+        sigma_min: Tensor,
+        sigma_max: Tensor,
+        *,
+        cpu: bool = True,
+        schedule: Tensor | None = None,
+    ) -> NoiseSampler:
+        return BrownianTreeNoise(
+            x,
+            sigma_min,
+            sigma_max,
+            seed=self.seed,
+            cpu=cpu,
+            backend=self.brownian_backend,
+            schedule=schedule,
+        )
 
     def randn_like(self, x: Tensor) -> Tensor:
         torch = _torch()
@@ -128,8 +157,15 @@ class FunctionNoise:
     def sampler(self, x: Tensor) -> NoiseSampler:
         return self.function
 
-    def brownian(self, x: Tensor, sigma_min: Tensor, sigma_max: Tensor, *,
-                 cpu: bool = True, schedule: Tensor | None = None) -> NoiseSampler:
+    def brownian(
+        self,
+        x: Tensor,
+        sigma_min: Tensor,
+        sigma_max: Tensor,
+        *,
+        cpu: bool = True,
+        schedule: Tensor | None = None,
+    ) -> NoiseSampler:
         return self.function
 
     def randn_like(self, x: Tensor) -> Tensor:
@@ -149,10 +185,18 @@ class BrownianTreeNoise:
     tree starts drawing the noise of the next sigma while the sampler works on this one.
     """
 
-    def __init__(self, x: Tensor, sigma_min: Tensor, sigma_max: Tensor,
-                 seed: int | Sequence[int] | None = None, *, cpu: bool = True,
-                 transform: Callable[[Tensor], Tensor] | None = None,
-                 backend: str = "loom", schedule: Tensor | None = None) -> None:
+    def __init__(
+        self,
+        x: Tensor,
+        sigma_min: Tensor,
+        sigma_max: Tensor,
+        seed: int | Sequence[int] | None = None,
+        *,
+        cpu: bool = True,
+        transform: Callable[[Tensor], Tensor] | None = None,
+        backend: str = "loom",
+        schedule: Tensor | None = None,
+    ) -> None:
         torch = _torch()
         if backend == "loom":
             from loom_samplers.brownian import BrownianTree as tree_type
@@ -160,7 +204,9 @@ class BrownianTreeNoise:
             try:
                 import torchsde
             except ImportError as exc:
-                raise ImportError("backend='torchsde' needs torchsde: pip install torchsde") from exc
+                raise ImportError(
+                    "backend='torchsde' needs torchsde: pip install torchsde"
+                ) from exc
             tree_type = torchsde.BrownianTree
         else:
             raise ValueError(f"unknown Brownian tree backend {backend!r} (loom or torchsde)")
@@ -185,7 +231,11 @@ class BrownianTreeNoise:
         # sigma -> the tree time of the sigma after it in the schedule (where the next query
         # will reach), converted as __call__ converts the sigmas it is given
         self.upcoming: dict[float, float] = {}  # empty where the trees do not prefetch
-        if schedule is not None and backend == "loom" and any(tree.prefetches for tree in self.trees):
+        if (
+            schedule is not None
+            and backend == "loom"
+            and any(tree.prefetches for tree in self.trees)
+        ):
             points = schedule.tolist()
             for i in range(len(points) - 1):
                 if points[i + 1] > 0:
@@ -247,4 +297,6 @@ class EmptyNoiseGen:
 
     def generate_noise(self, latent: dict) -> Tensor:
         samples = latent["samples"]
-        return _torch().zeros(samples.shape, dtype=samples.dtype, layout=samples.layout, device="cpu")
+        return _torch().zeros(
+            samples.shape, dtype=samples.dtype, layout=samples.layout, device="cpu"
+        )

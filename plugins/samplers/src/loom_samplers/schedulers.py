@@ -54,7 +54,9 @@ def polyexponential_sigmas(n: int, sigma_min: float, sigma_max: float, rho: floa
     """A polynomial (degree ρ) in log σ."""
     torch = _torch()
     ramp = torch.linspace(1, 0, n) ** rho
-    return _append_zero(torch.exp(ramp * (math.log(sigma_max) - math.log(sigma_min)) + math.log(sigma_min)))
+    return _append_zero(
+        torch.exp(ramp * (math.log(sigma_max) - math.log(sigma_min)) + math.log(sigma_min))
+    )
 
 
 def kl_optimal_sigmas(n: int, sigma_min: float, sigma_max: float) -> Tensor:
@@ -129,7 +131,9 @@ def sgm_uniform(model_sampling: ModelSampling, steps: int) -> Tensor:
     return normal(model_sampling, steps, sgm=True)
 
 
-def beta(model_sampling: ModelSampling, steps: int, alpha: float = 0.6, beta: float = 0.6) -> Tensor:
+def beta(
+    model_sampling: ModelSampling, steps: int, alpha: float = 0.6, beta: float = 0.6
+) -> Tensor:
     import numpy as np
     from scipy import stats
 
@@ -146,8 +150,12 @@ def beta(model_sampling: ModelSampling, steps: int, alpha: float = 0.6, beta: fl
     return _torch().FloatTensor(sigs)
 
 
-def linear_quadratic(model_sampling: ModelSampling, steps: int, threshold_noise: float = 0.025,
-                     linear_steps: int | None = None) -> Tensor:
+def linear_quadratic(
+    model_sampling: ModelSampling,
+    steps: int,
+    threshold_noise: float = 0.025,
+    linear_steps: int | None = None,
+) -> Tensor:
     if steps == 1:
         schedule = [1.0, 0.0]
     else:
@@ -158,7 +166,9 @@ def linear_quadratic(model_sampling: ModelSampling, steps: int, threshold_noise:
         quadratic_coef = step_diff / (linear_steps * quadratic_steps**2)
         linear_coef = threshold_noise / linear_steps - 2 * step_diff / (quadratic_steps**2)
         const = quadratic_coef * (linear_steps**2)
-        quadratic = [quadratic_coef * (i**2) + linear_coef * i + const for i in range(linear_steps, steps)]
+        quadratic = [
+            quadratic_coef * (i**2) + linear_coef * i + const for i in range(linear_steps, steps)
+        ]
         schedule = [1.0 - x for x in [*linear, *quadratic, 1.0]]
     return _torch().FloatTensor(schedule) * model_sampling.sigma_max.cpu()
 
@@ -167,7 +177,7 @@ def sd_turbo(model_sampling: ModelSampling, steps: int, denoise: float = 1.0) ->
     """SDTurboScheduler: timesteps 999, 899, ... starting where ``denoise`` says."""
     torch = _torch()
     start_step = 10 - int(10 * denoise)
-    timesteps = torch.flip(torch.arange(1, 11) * 100 - 1, (0,))[start_step:start_step + steps]
+    timesteps = torch.flip(torch.arange(1, 11) * 100 - 1, (0,))[start_step : start_step + steps]
     sigmas = model_sampling.sigma(timesteps)
     return torch.cat([sigmas, sigmas.new_zeros([1])])
 

@@ -25,17 +25,35 @@ from typing import Any
 from loom.types import AdapterKeyMap
 
 RESNET = {
-    "in_layers.0": "norm1", "in_layers.2": "conv1", "emb_layers.1": "time_emb_proj",
-    "out_layers.0": "norm2", "out_layers.3": "conv2", "skip_connection": "conv_shortcut",
+    "in_layers.0": "norm1",
+    "in_layers.2": "conv1",
+    "emb_layers.1": "time_emb_proj",
+    "out_layers.0": "norm2",
+    "out_layers.3": "conv2",
+    "skip_connection": "conv_shortcut",
 }
 ATTENTION = ("norm", "proj_in", "proj_out")
 TRANSFORMER = (
-    "norm1", "norm2", "norm3", "attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0",
-    "attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0", "ff.net.0.proj", "ff.net.2",
+    "norm1",
+    "norm2",
+    "norm3",
+    "attn1.to_q",
+    "attn1.to_k",
+    "attn1.to_v",
+    "attn1.to_out.0",
+    "attn2.to_q",
+    "attn2.to_k",
+    "attn2.to_v",
+    "attn2.to_out.0",
+    "ff.net.0.proj",
+    "ff.net.2",
 )
 BASIC = {
-    "input_blocks.0.0": "conv_in", "out.0": "conv_norm_out", "out.2": "conv_out",
-    "time_embed.0": "time_embedding.linear_1", "time_embed.2": "time_embedding.linear_2",
+    "input_blocks.0.0": "conv_in",
+    "out.0": "conv_norm_out",
+    "out.2": "conv_out",
+    "time_embed.0": "time_embedding.linear_1",
+    "time_embed.2": "time_embedding.linear_2",
 }
 
 
@@ -49,19 +67,27 @@ def _attention(names: dict[str, str], ldm: str, diffusers: str, depth: int) -> N
         names[f"{ldm}.{part}"] = f"{diffusers}.{part}"
     for t in range(depth):
         for part in TRANSFORMER:
-            names[f"{ldm}.transformer_blocks.{t}.{part}"] = f"{diffusers}.transformer_blocks.{t}.{part}"
+            names[f"{ldm}.transformer_blocks.{t}.{part}"] = (
+                f"{diffusers}.transformer_blocks.{t}.{part}"
+            )
 
 
 def unet_diffusers_names(config: Any) -> dict[str, str]:
     """LDM layer name -> diffusers layer name (no ``.weight``) for a UNet ``config``."""
     names: dict[str, str] = dict(BASIC)
-    levels, blocks, depth = len(config.channel_mult), config.num_res_blocks, config.transformer_depth
+    levels, blocks, depth = (
+        len(config.channel_mult),
+        config.num_res_blocks,
+        config.transformer_depth,
+    )
     for level in range(levels):
         n = 1 + (blocks + 1) * level
         for i in range(blocks):
             _resnet(names, f"input_blocks.{n}.0", f"down_blocks.{level}.resnets.{i}")
             if level in config.attention_levels:
-                _attention(names, f"input_blocks.{n}.1", f"down_blocks.{level}.attentions.{i}", depth)
+                _attention(
+                    names, f"input_blocks.{n}.1", f"down_blocks.{level}.attentions.{i}", depth
+                )
             n += 1
         names[f"input_blocks.{n}.0.op"] = f"down_blocks.{level}.downsamplers.0.conv"
     _resnet(names, "middle_block.0", "mid_block.resnets.0")

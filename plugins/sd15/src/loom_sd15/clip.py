@@ -50,11 +50,17 @@ class TextEncoderConfig:
         from transformers import CLIPTextConfig
 
         config = CLIPTextConfig(
-            vocab_size=self.vocab_size, hidden_size=self.hidden_size,
-            intermediate_size=self.intermediate_size, num_hidden_layers=self.num_layers,
-            num_attention_heads=self.num_heads, max_position_embeddings=self.max_positions,
-            hidden_act=self.hidden_act, layer_norm_eps=1e-5,
-            bos_token_id=self.start_token, eos_token_id=self.end_token, pad_token_id=self.end_token,
+            vocab_size=self.vocab_size,
+            hidden_size=self.hidden_size,
+            intermediate_size=self.intermediate_size,
+            num_hidden_layers=self.num_layers,
+            num_attention_heads=self.num_heads,
+            max_position_embeddings=self.max_positions,
+            hidden_act=self.hidden_act,
+            layer_norm_eps=1e-5,
+            bos_token_id=self.start_token,
+            eos_token_id=self.end_token,
+            pad_token_id=self.end_token,
             projection_dim=self.projection_dim or self.hidden_size,
         )
         config._attn_implementation = "sdpa"
@@ -105,7 +111,10 @@ class _ExtendedEmbedding(nn.Module):
 
 
 def encode_tokens(
-    model: nn.Module, tokens: Sequence[Sequence[Any]], layer_idx: int | None, end_token: int,
+    model: nn.Module,
+    tokens: Sequence[Sequence[Any]],
+    layer_idx: int | None,
+    end_token: int,
     device: torch.device | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Hidden states ``[N, T, D]`` (float32) and pooled output for token rows.
@@ -138,7 +147,8 @@ def encode_tokens(
         z = out.last_hidden_state
     else:
         final_norm = model.get_submodule(
-            "text_model.final_layer_norm" if hasattr(model, "text_model") else "final_layer_norm")
+            "text_model.final_layer_norm" if hasattr(model, "text_model") else "final_layer_norm"
+        )
         z = final_norm(out.hidden_states[layer_idx])
     positions = (input_ids == end_token).int().argmax(dim=-1)
     pooled = out.last_hidden_state[torch.arange(len(rows), device=device), positions]
@@ -146,8 +156,12 @@ def encode_tokens(
 
 
 def weighted_encode(
-    model: nn.Module, chunks: list[WeightedChunk], layer_idx: int | None,
-    start_token: int, end_token: int, device: torch.device | None = None,
+    model: nn.Module,
+    chunks: list[WeightedChunk],
+    layer_idx: int | None,
+    start_token: int,
+    end_token: int,
+    device: torch.device | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """ComfyUI's ``encode_token_weights``: ``[1, 77*chunks, D]`` and the first chunk's pooled."""
     rows = [[t for t, _ in chunk] for chunk in chunks]
@@ -174,8 +188,12 @@ class SD15Clip:
     """The CLIP socket value for SD1.x: a text encoder handle, its tokenizer and options."""
 
     def __init__(
-        self, handle: ModelHandle, config: TextEncoderConfig, tokenizer: TokenizerSource,
-        embedding_dirs: Sequence[Path] = (), memory: Any = None,
+        self,
+        handle: ModelHandle,
+        config: TextEncoderConfig,
+        tokenizer: TokenizerSource,
+        embedding_dirs: Sequence[Path] = (),
+        memory: Any = None,
     ) -> None:
         self.handle = handle
         self.config = config
@@ -185,8 +203,13 @@ class SD15Clip:
         self.layer_idx: int | None = None
 
     def clone(self) -> SD15Clip:
-        other = SD15Clip(self.handle.clone(), self.config, self.tokenizer_source,
-                         self.embedding_dirs, self.memory)
+        other = SD15Clip(
+            self.handle.clone(),
+            self.config,
+            self.tokenizer_source,
+            self.embedding_dirs,
+            self.memory,
+        )
         other.layer_idx = self.layer_idx
         return other
 
@@ -203,9 +226,13 @@ class SD15Clip:
         tokenizer = self.tokenizer_source.load()
         start, end = special_tokens(tokenizer)
         return PromptTokenizer(
-            encode_text=lambda word: word_ids(tokenizer, word), start_token=start,
-            end_token=end, pad_token=end, embedding_dirs=self.embedding_dirs,
-            embedding_size=self.config.hidden_size, max_length=self.config.max_positions,
+            encode_text=lambda word: word_ids(tokenizer, word),
+            start_token=start,
+            end_token=end,
+            pad_token=end,
+            embedding_dirs=self.embedding_dirs,
+            embedding_size=self.config.hidden_size,
+            max_length=self.config.max_positions,
         )
 
     def tokenize(self, text: str) -> list[WeightedChunk]:
@@ -221,9 +248,14 @@ class SD15Clip:
     @torch.inference_mode()
     def encode_from_tokens(self, chunks: list[WeightedChunk]) -> tuple[torch.Tensor, torch.Tensor]:
         model = self._prepare()
-        z, pooled = weighted_encode(model, chunks, self._effective_layer(),
-                                    self.config.start_token, self.config.end_token,
-                                    self.handle.compute_device)
+        z, pooled = weighted_encode(
+            model,
+            chunks,
+            self._effective_layer(),
+            self.config.start_token,
+            self.config.end_token,
+            self.handle.compute_device,
+        )
         return z.cpu(), pooled.cpu()
 
     def encode(self, text: str) -> list:
@@ -240,6 +272,11 @@ def text_encoder_config(shapes: Mapping[str, tuple[int, ...]], prefix: str) -> T
     while f"{prefix}encoder.layers.{layers}.mlp.fc1.weight" in shapes:
         layers += 1
     return TextEncoderConfig(
-        vocab_size=emb[0], hidden_size=emb[1], intermediate_size=fc1[0], num_layers=layers,
-        max_positions=pos[0], start_token=emb[0] - 2, end_token=emb[0] - 1,
+        vocab_size=emb[0],
+        hidden_size=emb[1],
+        intermediate_size=fc1[0],
+        num_layers=layers,
+        max_positions=pos[0],
+        start_token=emb[0] - 2,
+        end_token=emb[0] - 1,
     )

@@ -137,7 +137,9 @@ def vae_conversion(prefix: str = VAE_PREFIX) -> Conversion:
     return Conversion("VAE", prefix, reshape_1x1=True)
 
 
-def clip_conversion(prefix: str, module_has_text_model: bool, source_has_text_model: bool) -> Conversion:
+def clip_conversion(
+    prefix: str, module_has_text_model: bool, source_has_text_model: bool
+) -> Conversion:
     """CLIP-L: checkpoint ``...transformer.text_model.*`` (or the older layout without
     ``text_model.``) onto transformers' ``CLIPTextModel`` as installed."""
     source = prefix + ("text_model." if source_has_text_model else "")
@@ -149,7 +151,8 @@ def leftover_keys(keys: Iterable[str], conversions: Iterable[Conversion]) -> lis
     """Checkpoint keys no conversion claims and no known leftover pattern matches."""
     claimed_prefixes = tuple(c.source_prefix for c in conversions)
     return sorted(
-        k for k in keys
+        k
+        for k in keys
         if not k.startswith(claimed_prefixes)
         and not any(re.fullmatch(p, k) for p in CHECKPOINT_LEFTOVERS)
     )

@@ -39,7 +39,11 @@ woman man girl boy old young happy detailed high quality best lowres blurry bad 
 
 def bytes_to_unicode() -> dict[int, str]:
     """GPT-2/CLIP's reversible byte -> printable-character table."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    keep = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
     chars = list(keep)
     extra = 0
     for b in range(256):
@@ -110,8 +114,9 @@ def ensure_demo_files(models_dir: Path) -> Path:
         write_demo_tokenizer(tokenizer_dir)
     if not checkpoint.is_file():
         vocab = json.loads((tokenizer_dir / "vocab.json").read_text(encoding="utf-8"))
-        write_tiny_checkpoint(checkpoint, seed=0, vocab_size=len(vocab),
-                              metadata={TOKENIZER_METADATA: DEMO_TOKENIZER})
+        write_tiny_checkpoint(
+            checkpoint, seed=0, vocab_size=len(vocab), metadata={TOKENIZER_METADATA: DEMO_TOKENIZER}
+        )
     return checkpoint
 
 
@@ -135,8 +140,10 @@ def run_demo(runtime: Any, steps: int | None = None) -> list[Path]:
 
     registry = runtime.registry
     if "KSampler" not in registry.nodes:
-        raise LoomError("loom demo needs the KSampler node, which loom-samplers provides",
-                        hint="pip install loom-samplers (or -e plugins/samplers in a checkout)")
+        raise LoomError(
+            "loom demo needs the KSampler node, which loom-samplers provides",
+            hint="pip install loom-samplers (or -e plugins/samplers in a checkout)",
+        )
     ensure_demo_files(runtime.settings.models_dir)
     workflow = bundled_workflow()
     set_widget(workflow, "CheckpointLoaderSimple", 0, DEMO_CHECKPOINT)
@@ -157,7 +164,9 @@ def run_demo(runtime: Any, steps: int | None = None) -> list[Path]:
 
 
 @click.command("demo")
-@click.option("--steps", type=int, default=None, help="Sampling steps (default: the workflow's 20).")
+@click.option(
+    "--steps", type=int, default=None, help="Sampling steps (default: the workflow's 20)."
+)
 @click.pass_obj
 def demo_command(factory: Any, steps: int | None) -> int:
     """Run ComfyUI's default txt2img workflow on a tiny built-in SD1.5-layout model."""
@@ -167,7 +176,9 @@ def demo_command(factory: Any, steps: int | None) -> int:
     try:
         paths = run_demo(runtime, steps)
     except LoomError as exc:
-        raise click.ClickException(f"{exc.message}" + (f"\nhint: {exc.hint}" if exc.hint else "")) from exc
+        raise click.ClickException(
+            f"{exc.message}" + (f"\nhint: {exc.hint}" if exc.hint else "")
+        ) from exc
     for path in paths:
         click.echo(str(path))
     return 0

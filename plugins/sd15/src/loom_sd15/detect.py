@@ -47,8 +47,10 @@ def unet_config(shapes: Shapes, prefix: str) -> UNetConfig:
     res_per_level: list[int] = []
     level, count, depth, context, linear = 0, 0, 1, SD1_CONTEXT, False
     i = 1
-    while f"{prefix}input_blocks.{i}.0.op.weight" in shapes or \
-            f"{prefix}input_blocks.{i}.0.in_layers.0.weight" in shapes:
+    while (
+        f"{prefix}input_blocks.{i}.0.op.weight" in shapes
+        or f"{prefix}input_blocks.{i}.0.in_layers.0.weight" in shapes
+    ):
         block = f"{prefix}input_blocks.{i}"
         if f"{block}.0.op.weight" in shapes:
             res_per_level.append(count)
@@ -72,17 +74,26 @@ def unet_config(shapes: Shapes, prefix: str) -> UNetConfig:
         context = shapes[mid][1]
     sd2 = context == SD2_CONTEXT
     return UNetConfig(
-        in_channels=first[1], out_channels=shapes[f"{prefix}out.2.weight"][0], model_channels=mc,
-        channel_mult=tuple(mult), num_res_blocks=res_per_level[0],
-        attention_levels=tuple(sorted(attention)), num_heads=8,
-        head_channels=64 if sd2 else None, transformer_depth=max(depth, 1), context_dim=context,
+        in_channels=first[1],
+        out_channels=shapes[f"{prefix}out.2.weight"][0],
+        model_channels=mc,
+        channel_mult=tuple(mult),
+        num_res_blocks=res_per_level[0],
+        attention_levels=tuple(sorted(attention)),
+        num_heads=8,
+        head_channels=64 if sd2 else None,
+        transformer_depth=max(depth, 1),
+        context_dim=context,
         use_linear_in_transformer=linear,
     )
 
 
 def vae_prefix(shapes: Shapes) -> str | None:
     for prefix in (VAE_PREFIX, ""):
-        if f"{prefix}encoder.conv_in.weight" in shapes and f"{prefix}decoder.conv_out.weight" in shapes:
+        if (
+            f"{prefix}encoder.conv_in.weight" in shapes
+            and f"{prefix}decoder.conv_out.weight" in shapes
+        ):
             return prefix
     return None
 
@@ -99,10 +110,14 @@ def vae_config(shapes: Shapes, prefix: str) -> VAEConfig:
         blocks += 1
     return VAEConfig(
         in_channels=shapes[f"{prefix}encoder.conv_in.weight"][1],
-        out_channels=shapes[f"{prefix}decoder.conv_out.weight"][0], ch=ch, ch_mult=tuple(mult),
-        num_res_blocks=blocks, z_channels=shapes[f"{prefix}decoder.conv_in.weight"][1],
+        out_channels=shapes[f"{prefix}decoder.conv_out.weight"][0],
+        ch=ch,
+        ch_mult=tuple(mult),
+        num_res_blocks=blocks,
+        z_channels=shapes[f"{prefix}decoder.conv_in.weight"][1],
         embed_dim=shapes[f"{prefix}post_quant_conv.weight"][1]
-        if f"{prefix}post_quant_conv.weight" in shapes else 4,
+        if f"{prefix}post_quant_conv.weight" in shapes
+        else 4,
     )
 
 
@@ -123,8 +138,10 @@ def clip_layout(shapes: Shapes) -> ClipLayout | None:
     for prefix in (CLIP_PREFIX, ""):
         for text_model in (True, False):
             base = prefix + ("text_model." if text_model else "")
-            if f"{base}embeddings.token_embedding.weight" in shapes and \
-                    f"{base}encoder.layers.0.mlp.fc1.weight" in shapes:
+            if (
+                f"{base}embeddings.token_embedding.weight" in shapes
+                and f"{base}encoder.layers.0.mlp.fc1.weight" in shapes
+            ):
                 return ClipLayout(prefix, text_model, text_encoder_config(shapes, base))
     return None
 
@@ -132,8 +149,10 @@ def clip_layout(shapes: Shapes) -> ClipLayout | None:
 def is_sd1_unet(config: UNetConfig, shapes: Shapes, prefix: str) -> bool:
     """An SD1.x-layout UNet: 4 latent channels, no class embedding, not SD2's context."""
     return (
-        config.context_dim != SD2_CONTEXT and config.in_channels == 4
-        and f"{prefix}label_emb.0.0.weight" not in shapes and config.channel_mult != ()
+        config.context_dim != SD2_CONTEXT
+        and config.in_channels == 4
+        and f"{prefix}label_emb.0.0.weight" not in shapes
+        and config.channel_mult != ()
     )
 
 
@@ -151,8 +170,12 @@ def score(header: CheckpointHeader, part: str) -> float:
             return 0.0
         config = unet_config(shapes, prefix)
         if not is_sd1_unet(config, shapes, prefix):
-            log.debug("%s: not SD1.x (context %d, %d input channels)", header.path.name,
-                      config.context_dim, config.in_channels)
+            log.debug(
+                "%s: not SD1.x (context %d, %d input channels)",
+                header.path.name,
+                config.context_dim,
+                config.in_channels,
+            )
             return 0.0
         clip = clip_layout(shapes)
         if clip is not None:

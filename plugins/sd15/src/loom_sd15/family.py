@@ -39,17 +39,31 @@ log = logging.getLogger(__name__)
 #: safetensors metadata key naming the tokenizer folder a checkpoint needs (the demo's).
 TOKENIZER_METADATA = "loom.tokenizer"
 EXACT = LoadPolicy(missing="error", unexpected="error")
-WEIGHT_DTYPES = {"fp8_e4m3fn": "float8_e4m3fn", "fp8_e4m3fn_fast": "float8_e4m3fn",
-                 "fp8_e5m2": "float8_e5m2"}
+WEIGHT_DTYPES = {
+    "fp8_e4m3fn": "float8_e4m3fn",
+    "fp8_e4m3fn_fast": "float8_e4m3fn",
+    "fp8_e5m2": "float8_e5m2",
+}
 
 
-def _assign(module: torch.nn.Module, conversion: Conversion, state: Mapping[str, Any],
-            file: str, dtype: torch.dtype | None = None) -> None:
+def _assign(
+    module: torch.nn.Module,
+    conversion: Conversion,
+    state: Mapping[str, Any],
+    file: str,
+    dtype: torch.dtype | None = None,
+) -> None:
     conversion.check(state.keys(), module.state_dict().keys(), file)
-    report = load_into_module(module, conversion.view(state), LoadPolicy(
-        missing="error", unexpected="error", dtype=dtype), source=file)
+    report = load_into_module(
+        module,
+        conversion.view(state),
+        LoadPolicy(missing="error", unexpected="error", dtype=dtype),
+        source=file,
+    )
     if report.left_on_meta and not all(k.endswith("position_ids") for k in report.left_on_meta):
-        raise ModelFileError(f"{file}: tensors left without weights: {', '.join(report.left_on_meta)}")
+        raise ModelFileError(
+            f"{file}: tensors left without weights: {', '.join(report.left_on_meta)}"
+        )
 
 
 class SD15Family:
@@ -89,27 +103,45 @@ class SD15Family:
         if part == "checkpoint":
             stray = leftover_keys(shapes, conversions)
             if stray:
-                log.warning("%s: %d keys belong to no part and were ignored: %s", file,
-                            len(stray), ", ".join(stray[:8]))
+                log.warning(
+                    "%s: %d keys belong to no part and were ignored: %s",
+                    file,
+                    len(stray),
+                    ", ".join(stray[:8]),
+                )
         return LoadedParts(model=model, clip=clip, vae=vae)
 
-    def load_unet(self, state: Mapping[str, Any], shapes: detect.Shapes, prefix: str, file: str,
-                  weight_dtype: str | None = None) -> SD15Model:
+    def load_unet(
+        self,
+        state: Mapping[str, Any],
+        shapes: detect.Shapes,
+        prefix: str,
+        file: str,
+        weight_dtype: str | None = None,
+    ) -> SD15Model:
         config = detect.unet_config(shapes, prefix)
         unet = build_on_meta(UNetModel, config)
-        dtype = getattr(torch, WEIGHT_DTYPES[weight_dtype]) if weight_dtype in WEIGHT_DTYPES else None
+        dtype = (
+            getattr(torch, WEIGHT_DTYPES[weight_dtype]) if weight_dtype in WEIGHT_DTYPES else None
+        )
         _assign(unet, unet_conversion(prefix), state, file, dtype)
         unet.eval()
         return SD15Model(unet, name=f"sd15-unet:{file}")
 
     def load_clip(
-        self, state: Mapping[str, Any], layout: detect.ClipLayout, header: CheckpointHeader,
-        options: Mapping[str, Any], runtime: Any, memory: Any,
+        self,
+        state: Mapping[str, Any],
+        layout: detect.ClipLayout,
+        header: CheckpointHeader,
+        options: Mapping[str, Any],
+        runtime: Any,
+        memory: Any,
     ) -> tuple[SD15Clip, Conversion]:
         file = header.path.name
         encoder = build_on_meta(build_text_encoder, layout.config)
-        conversion = clip_conversion(layout.prefix, hasattr(encoder, "text_model"),
-                                     layout.has_text_model)
+        conversion = clip_conversion(
+            layout.prefix, hasattr(encoder, "text_model"), layout.has_text_model
+        )
         _assign(encoder, conversion, state, file)
         materialize_buffers(encoder)
         name = header.metadata.get(TOKENIZER_METADATA, "clip_l")
@@ -120,12 +152,14 @@ class SD15Family:
         if embedding_dirs is None and folders is not None:
             embedding_dirs = folders.paths("embeddings")
         handle = ModelHandle(encoder, name=f"sd15-clip:{file}")
-        clip = SD15Clip(handle, layout.config, source, [Path(p) for p in embedding_dirs or ()],
-                        memory)
+        clip = SD15Clip(
+            handle, layout.config, source, [Path(p) for p in embedding_dirs or ()], memory
+        )
         return clip, conversion
 
-    def load_vae(self, state: Mapping[str, Any], shapes: detect.Shapes, prefix: str, file: str,
-                 memory: Any) -> SD15Vae:
+    def load_vae(
+        self, state: Mapping[str, Any], shapes: detect.Shapes, prefix: str, file: str, memory: Any
+    ) -> SD15Vae:
         config = detect.vae_config(shapes, prefix)
         vae = build_on_meta(AutoencoderKL, config)
         _assign(vae, vae_conversion(prefix), state, file)
@@ -140,5 +174,7 @@ def _memory(runtime: Any) -> Any:
     try:
         return runtime.memory
     except Exception:  # a runtime without a usable memory manager: run in place
-        log.debug("runtime has no memory manager; models run where their weights are", exc_info=True)
+        log.debug(
+            "runtime has no memory manager; models run where their weights are", exc_info=True
+        )
         return None

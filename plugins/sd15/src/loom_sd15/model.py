@@ -40,12 +40,17 @@ class SD15Model(ModelHandle):
     """An SD1.x denoiser handle. ``module`` is the :class:`UNetModel`."""
 
     def __init__(
-        self, unet: UNetModel, *, name: str = "sd15-unet",
-        model_sampling: ModelSampling | None = None, latent_format: LatentFormat = SD15_LATENT_FORMAT,
+        self,
+        unet: UNetModel,
+        *,
+        name: str = "sd15-unet",
+        model_sampling: ModelSampling | None = None,
+        latent_format: LatentFormat = SD15_LATENT_FORMAT,
         compute_dtype: torch.dtype | None = None,
     ) -> None:
-        super().__init__(unet, name=name, memory_estimator=unet_memory_estimate,
-                         compute_dtype=compute_dtype)
+        super().__init__(
+            unet, name=name, memory_estimator=unet_memory_estimate, compute_dtype=compute_dtype
+        )
         self.model_sampling = model_sampling or DiscreteEps()
         self.latent_format = latent_format
 
@@ -73,7 +78,9 @@ class SD15Model(ModelHandle):
         first = self.module.input_blocks[0][0]
         return getattr(first, "compute_dtype", None) or self.compute_dtype or torch.float32
 
-    def apply_model(self, x: torch.Tensor, sigma: torch.Tensor, cond: Mapping[str, Any]) -> torch.Tensor:
+    def apply_model(
+        self, x: torch.Tensor, sigma: torch.Tensor, cond: Mapping[str, Any]
+    ) -> torch.Tensor:
         ms = self.model_sampling
         device = self.load_device
         dtype = self.compute_dtype_now()

@@ -9,7 +9,9 @@ from loom.errors import LoomError
 from loom.types import Image, Latent, Mask, Vae
 
 
-@loom.node("VAEEncodeForInpaint", category="latent/inpaint", display_name="VAE Encode (for Inpainting)")
+@loom.node(
+    "VAEEncodeForInpaint", category="latent/inpaint", display_name="VAE Encode (for Inpainting)"
+)
 class VAEEncodeForInpaint:
     pixels: Image
     vae: Vae
@@ -24,8 +26,11 @@ class VAEEncodeForInpaint:
             raise LoomError("ERROR: VAE is invalid: None")
         pixels, mask, r = self.pixels, self.mask, getattr(self.vae, "downscale_ratio", 8)
         h, w = (pixels.shape[1] // r) * r, (pixels.shape[2] // r) * r
-        mask = F.interpolate(mask.reshape(-1, 1, mask.shape[-2], mask.shape[-1]).float(),
-                             size=(pixels.shape[1], pixels.shape[2]), mode="bilinear")
+        mask = F.interpolate(
+            mask.reshape(-1, 1, mask.shape[-2], mask.shape[-1]).float(),
+            size=(pixels.shape[1], pixels.shape[2]),
+            mode="bilinear",
+        )
         pixels = pixels.clone()
         if pixels.shape[1] != h or pixels.shape[2] != w:
             dy, dx = (pixels.shape[1] % r) // 2, (pixels.shape[2] % r) // 2

@@ -128,14 +128,19 @@ def load_embedding(path: Path, size: int, key: str = "clip_l") -> Any:
     import torch
 
     if path.suffix.lower() != ".safetensors":
-        log.warning("embedding %s is not a safetensors file; Loom does not unpickle, ignoring", path.name)
+        log.warning(
+            "embedding %s is not a safetensors file; Loom does not unpickle, ignoring", path.name
+        )
         return None
     tensors = safetensors.torch.load_file(str(path), device="cpu")
     if key in tensors:
         vectors = tensors[key]
     else:
-        bundled = [t for k, t in sorted(tensors.items())
-                   if k.startswith("bundle_emb.") and (k.endswith(f".{key}") or ".string_to_param." in k)]
+        bundled = [
+            t
+            for k, t in sorted(tensors.items())
+            if k.startswith("bundle_emb.") and (k.endswith(f".{key}") or ".string_to_param." in k)
+        ]
         if bundled:
             vectors = torch.cat(bundled, dim=0)
         elif "emb_params" in tensors:
@@ -144,8 +149,12 @@ def load_embedding(path: Path, size: int, key: str = "clip_l") -> Any:
             vectors = next(iter(tensors.values()))
     vectors = vectors.reshape(-1, vectors.shape[-1]) if vectors.ndim > 1 else vectors[None]
     if vectors.shape[-1] != size:
-        log.warning("embedding %s has width %d, this text encoder needs %d; ignoring",
-                    path.name, vectors.shape[-1], size)
+        log.warning(
+            "embedding %s has width %d, this text encoder needs %d; ignoring",
+            path.name,
+            vectors.shape[-1],
+            size,
+        )
         return None
     return vectors.float()
 
@@ -177,12 +186,14 @@ class PromptTokenizer:
             stripped = name.strip(",")
             if len(stripped) < len(name):
                 vectors = self._load(stripped)
-                return vectors, f"{name[len(stripped):]} {leftover}"
+                return vectors, f"{name[len(stripped) :]} {leftover}"
         return vectors, leftover
 
     def _load(self, name: str) -> Any:
         path = find_embedding(name, self.embedding_dirs)
-        return None if path is None else load_embedding(path, self.embedding_size, self.embedding_key)
+        return (
+            None if path is None else load_embedding(path, self.embedding_size, self.embedding_key)
+        )
 
     def groups(self, text: str) -> list[list[tuple[Token, float]]]:
         """Token groups: one per weighted segment or embedding."""

@@ -32,12 +32,23 @@ def tiny_spec(vocab_size: int = 49408, context: int = 32) -> CheckpointSpec:
     """Toy widths with SD1.5's structure: 2 UNet levels (attention on the lower one), an 8x
     VAE, 2 CLIP layers."""
     return CheckpointSpec(
-        unet=UNetConfig(model_channels=32, channel_mult=(1, 2), num_res_blocks=1,
-                        attention_levels=(1,), num_heads=8, context_dim=context),
+        unet=UNetConfig(
+            model_channels=32,
+            channel_mult=(1, 2),
+            num_res_blocks=1,
+            attention_levels=(1,),
+            num_heads=8,
+            context_dim=context,
+        ),
         vae=VAEConfig(ch=32, ch_mult=(1, 1, 2, 2), num_res_blocks=1),
-        clip=TextEncoderConfig(vocab_size=vocab_size, hidden_size=context,
-                               intermediate_size=context * 2, num_layers=2,
-                               start_token=vocab_size - 2, end_token=vocab_size - 1),
+        clip=TextEncoderConfig(
+            vocab_size=vocab_size,
+            hidden_size=context,
+            intermediate_size=context * 2,
+            num_layers=2,
+            start_token=vocab_size - 2,
+            end_token=vocab_size - 1,
+        ),
     )
 
 
@@ -57,15 +68,21 @@ def _randomize(module: torch.nn.Module, generator: torch.Generator, std: float) 
                 param.normal_(0.0, min(std, fan_in**-0.5), generator=generator)
 
 
-def checkpoint_state(spec: CheckpointSpec, seed: int = 0, dtype: torch.dtype = torch.float32,
-                     std: float = 0.2) -> dict[str, torch.Tensor]:
+def checkpoint_state(
+    spec: CheckpointSpec, seed: int = 0, dtype: torch.dtype = torch.float32, std: float = 0.2
+) -> dict[str, torch.Tensor]:
     """Random weights for ``spec`` in the checkpoint layout (``model.diffusion_model.*`` ...)."""
     generator = torch.Generator().manual_seed(seed)
     state: dict[str, torch.Tensor] = {}
     with torch.device("meta"):
-        unet, vae, clip = UNetModel(spec.unet), AutoencoderKL(spec.vae), build_text_encoder(spec.clip)
+        unet, vae, clip = (
+            UNetModel(spec.unet),
+            AutoencoderKL(spec.vae),
+            build_text_encoder(spec.clip),
+        )
     for module, conversion in (
-        (unet, unet_conversion()), (vae, vae_conversion()),
+        (unet, unet_conversion()),
+        (vae, vae_conversion()),
         (clip, clip_conversion(CLIP_PREFIX, hasattr(clip, "text_model"), True)),
     ):
         module.to_empty(device="cpu")
@@ -75,8 +92,9 @@ def checkpoint_state(spec: CheckpointSpec, seed: int = 0, dtype: torch.dtype = t
     return state
 
 
-def save_checkpoint(path: Path, state: Mapping[str, torch.Tensor],
-                    metadata: Mapping[str, str] | None = None) -> Path:
+def save_checkpoint(
+    path: Path, state: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
+) -> Path:
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -86,8 +104,13 @@ def save_checkpoint(path: Path, state: Mapping[str, torch.Tensor],
     return path
 
 
-def write_tiny_checkpoint(path: Path, seed: int = 0, dtype: torch.dtype = torch.float32,
-                          vocab_size: int = 49408, metadata: Mapping[str, str] | None = None,
-                          **spec_args: Any) -> Path:
+def write_tiny_checkpoint(
+    path: Path,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    vocab_size: int = 49408,
+    metadata: Mapping[str, str] | None = None,
+    **spec_args: Any,
+) -> Path:
     spec = tiny_spec(vocab_size=vocab_size, **spec_args)
     return save_checkpoint(path, checkpoint_state(spec, seed, dtype), metadata)

@@ -56,10 +56,14 @@ SD15_UNET = UNetConfig()
 SD2_UNET = UNetConfig(head_channels=64, context_dim=1024, use_linear_in_transformer=True)
 
 
-def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+def timestep_embedding(
+    timesteps: torch.Tensor, dim: int, max_period: float = 10000.0
+) -> torch.Tensor:
     """Sinusoidal embedding ``[cos, sin]`` of (possibly fractional) timesteps (DDPM / LDM)."""
     half = dim // 2
-    exponent = -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=timesteps.device)
+    exponent = -math.log(max_period) * torch.arange(
+        half, dtype=torch.float32, device=timesteps.device
+    )
     freqs = torch.exp(exponent / half)
     args = timesteps[:, None].float() * freqs[None]
     embedding = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
@@ -177,11 +181,15 @@ class ResBlock(nn.Module):
     def __init__(self, channels: int, emb_channels: int, out_channels: int, groups: int) -> None:
         super().__init__()
         self.in_layers = nn.Sequential(
-            ops.GroupNorm(groups, channels), nn.SiLU(), ops.Conv2d(channels, out_channels, 3, padding=1)
+            ops.GroupNorm(groups, channels),
+            nn.SiLU(),
+            ops.Conv2d(channels, out_channels, 3, padding=1),
         )
         self.emb_layers = nn.Sequential(nn.SiLU(), ops.Linear(emb_channels, out_channels))
         self.out_layers = nn.Sequential(
-            ops.GroupNorm(groups, out_channels), nn.SiLU(), nn.Dropout(0.0),
+            ops.GroupNorm(groups, out_channels),
+            nn.SiLU(),
+            nn.Dropout(0.0),
             ops.Conv2d(out_channels, out_channels, 3, padding=1),
         )
         self.skip_connection = (
@@ -221,7 +229,10 @@ class TimestepBlock(nn.ModuleList):
     """A sequence of layers; each gets what it needs (embedding, context, output size)."""
 
     def forward(  # type: ignore[override]
-        self, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor,
+        self,
+        x: torch.Tensor,
+        emb: torch.Tensor,
+        context: torch.Tensor,
         size: tuple[int, int] | None = None,
     ) -> torch.Tensor:
         for layer in self:
@@ -243,8 +254,12 @@ class UNetModel(nn.Module):
         super().__init__()
         self.config = config
         mc, emb_dim, groups = config.model_channels, config.time_embed_dim, config.norm_groups
-        self.time_embed = nn.Sequential(ops.Linear(mc, emb_dim), nn.SiLU(), ops.Linear(emb_dim, emb_dim))
-        self.input_blocks = nn.ModuleList([TimestepBlock([ops.Conv2d(config.in_channels, mc, 3, padding=1)])])
+        self.time_embed = nn.Sequential(
+            ops.Linear(mc, emb_dim), nn.SiLU(), ops.Linear(emb_dim, emb_dim)
+        )
+        self.input_blocks = nn.ModuleList(
+            [TimestepBlock([ops.Conv2d(config.in_channels, mc, 3, padding=1)])]
+        )
         skip_channels = [mc]
         ch = mc
         last = len(config.channel_mult) - 1
@@ -259,9 +274,13 @@ class UNetModel(nn.Module):
             if level != last:
                 self.input_blocks.append(TimestepBlock([Downsample(ch)]))
                 skip_channels.append(ch)
-        self.middle_block = TimestepBlock([
-            ResBlock(ch, emb_dim, ch, groups), SpatialTransformer(ch, config), ResBlock(ch, emb_dim, ch, groups)
-        ])
+        self.middle_block = TimestepBlock(
+            [
+                ResBlock(ch, emb_dim, ch, groups),
+                SpatialTransformer(ch, config),
+                ResBlock(ch, emb_dim, ch, groups),
+            ]
+        )
         self.output_blocks = nn.ModuleList()
         for level, mult in reversed(list(enumerate(config.channel_mult))):
             for i in range(config.num_res_blocks + 1):
@@ -276,8 +295,9 @@ class UNetModel(nn.Module):
             ops.GroupNorm(groups, ch), nn.SiLU(), ops.Conv2d(mc, config.out_channels, 3, padding=1)
         )
 
-    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor,
-                **_: Any) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor, **_: Any
+    ) -> torch.Tensor:
         t_emb = timestep_embedding(timesteps, self.config.model_channels).to(x.dtype)
         emb = self.time_embed(t_emb)
         skips = []

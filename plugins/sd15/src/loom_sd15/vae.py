@@ -143,8 +143,11 @@ class Encoder(nn.Module):
                 blocks.append(ResnetBlock(block_in, block_out, g))
                 block_in = block_out
             last = level == len(c.ch_mult) - 1
-            self.down.append(_Level(blocks, None if last else "downsample",
-                                    None if last else Downsample(block_out)))
+            self.down.append(
+                _Level(
+                    blocks, None if last else "downsample", None if last else Downsample(block_out)
+                )
+            )
         self.mid = _Mid(block_out, g)
         self.norm_out = _norm(block_out, g)
         self.conv_out = ops.Conv2d(block_out, 2 * c.z_channels, 3, padding=1)
@@ -174,8 +177,12 @@ class Decoder(nn.Module):
             for _ in range(c.num_res_blocks + 1):
                 blocks.append(ResnetBlock(block_in, block_out, g))
                 block_in = block_out
-            levels.insert(0, _Level(blocks, "upsample" if level else None,
-                                    Upsample(block_in) if level else None))
+            levels.insert(
+                0,
+                _Level(
+                    blocks, "upsample" if level else None, Upsample(block_in) if level else None
+                ),
+            )
         self.up = nn.ModuleList(levels)
         self.norm_out = _norm(block_in, g)
         self.conv_out = ops.Conv2d(block_in, c.out_channels, 3, padding=1)
@@ -231,8 +238,12 @@ def _starts(size: int, tile: int, overlap: int) -> list[int]:
 
 
 def tiled_scale(
-    samples: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], tile: tuple[int, int],
-    overlap: int, scale: float, out_channels: int,
+    samples: torch.Tensor,
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    tile: tuple[int, int],
+    overlap: int,
+    scale: float,
+    out_channels: int,
 ) -> torch.Tensor:
     """Apply ``fn`` (which scales H, W by ``scale``) tile by tile; overlaps are feathered."""
     b, _, h, w = samples.shape
@@ -253,8 +264,12 @@ def tiled_scale(
 
 
 def three_tilings(
-    samples: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], tile: int, overlap: int,
-    scale: float, out_channels: int,
+    samples: torch.Tensor,
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    tile: int,
+    overlap: int,
+    scale: float,
+    out_channels: int,
 ) -> torch.Tensor:
     """ComfyUI's tiled VAE: the mean of square, wide and tall tilings (fewer seams)."""
     shapes = [(tile // 2, tile * 2), (tile * 2, tile // 2), (tile, tile)]
@@ -296,9 +311,13 @@ class SD15Vae:
         return self.handle.module
 
     def _compute_dtype(self) -> torch.dtype:
-        return self.memory.compute_dtype_for(self.handle) if self.memory is not None else torch.float32
+        return (
+            self.memory.compute_dtype_for(self.handle) if self.memory is not None else torch.float32
+        )
 
-    def _in_batches(self, method: str, inputs: torch.Tensor, per_item_bytes: int) -> torch.Tensor | None:
+    def _in_batches(
+        self, method: str, inputs: torch.Tensor, per_item_bytes: int
+    ) -> torch.Tensor | None:
         """The VAE's ``method`` ("encode" or "decode") over ``inputs`` on the device, as many
         items per call as fit beside the models; None when the device runs out of memory
         anyway (callers then tile, as ComfyUI does)."""
@@ -306,8 +325,12 @@ class SD15Vae:
         device = self.handle.compute_device
         step = self._per_batch(per_item_bytes, inputs.shape[0])
         try:
-            return torch.cat([run(inputs[i : i + step].to(device)).float().cpu()
-                              for i in range(0, inputs.shape[0], step)])
+            return torch.cat(
+                [
+                    run(inputs[i : i + step].to(device)).float().cpu()
+                    for i in range(0, inputs.shape[0], step)
+                ]
+            )
         except _OUT_OF_MEMORY:
             log.warning("out of device memory in VAE %s: retrying tiled", method)
             return None
@@ -345,25 +368,37 @@ class SD15Vae:
         return ((out + 1.0) / 2.0).clamp(0.0, 1.0).movedim(1, -1)
 
     @torch.inference_mode()
-    def decode_tiled(self, samples: torch.Tensor, tile_size: int = 512, overlap: int = 64) -> torch.Tensor:
+    def decode_tiled(
+        self, samples: torch.Tensor, tile_size: int = 512, overlap: int = 64
+    ) -> torch.Tensor:
         module = self._module()
         device = self.handle.compute_device
         r = self.downscale_ratio
         out = three_tilings(
-            samples.float(), lambda z: module.decode(z.to(device)), max(tile_size // r, 2),
-            overlap // r, float(r), self.config.out_channels,
+            samples.float(),
+            lambda z: module.decode(z.to(device)),
+            max(tile_size // r, 2),
+            overlap // r,
+            float(r),
+            self.config.out_channels,
         )
         return ((out + 1.0) / 2.0).clamp(0.0, 1.0).movedim(1, -1)
 
     @torch.inference_mode()
-    def encode_tiled(self, image: torch.Tensor, tile_size: int = 512, overlap: int = 64) -> torch.Tensor:
+    def encode_tiled(
+        self, image: torch.Tensor, tile_size: int = 512, overlap: int = 64
+    ) -> torch.Tensor:
         module = self._module()
         device = self.handle.compute_device
         x = self.crop(image[..., :3]).movedim(-1, 1).float() * 2.0 - 1.0
         r = self.downscale_ratio
         return three_tilings(
-            x, lambda p: module.encode(p.to(device)), max(tile_size, 2 * r), overlap,
-            1.0 / r, self.config.embed_dim,
+            x,
+            lambda p: module.encode(p.to(device)),
+            max(tile_size, 2 * r),
+            overlap,
+            1.0 / r,
+            self.config.embed_dim,
         )
 
     def memory_estimate(self, input_shape: tuple[int, ...], dtype: torch.dtype) -> int:

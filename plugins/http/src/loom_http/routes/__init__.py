@@ -23,8 +23,9 @@ class Routes:
 
     entries: list[tuple[str, str, Handler, bool, bool]] = attrs.field(factory=list)
 
-    def route(self, method: str, path: str, *, bare: bool = True, prefixed: bool = True
-              ) -> Callable[[Handler], Handler]:
+    def route(
+        self, method: str, path: str, *, bare: bool = True, prefixed: bool = True
+    ) -> Callable[[Handler], Handler]:
         def decorate(handler: Handler) -> Handler:
             self.entries.append((method, path, handler, bare, prefixed))
             return handler
@@ -53,8 +54,9 @@ class Routes:
 
 def json_response(data: Any, status: int = 200) -> web.Response:
     """``application/json; charset=utf-8`` as ComfyUI sends it."""
-    return web.Response(text=json.dumps(data), status=status, content_type="application/json",
-                        charset="utf-8")
+    return web.Response(
+        text=json.dumps(data), status=status, content_type="application/json", charset="utf-8"
+    )
 
 
 def error_response(message: str, status: int = 400) -> web.Response:
@@ -70,7 +72,9 @@ class BadRequest(web.HTTPBadRequest):
         self.message = message
 
 
-async def read_json(request: web.Request, *, allow_empty: bool = False, kind: type | None = None) -> Any:
+async def read_json(
+    request: web.Request, *, allow_empty: bool = False, kind: type | None = None
+) -> Any:
     """The request body as JSON; malformed JSON (or the wrong top-level type) is a 400."""
     raw = await request.read()
     if not raw.strip():

@@ -18,8 +18,13 @@ routes = Routes()
 
 
 def _prompt_error(kind: str, message: str, details: str = "") -> web.Response:
-    return json_response({"error": {"type": kind, "message": message, "details": details, "extra_info": {}},
-                          "node_errors": {}}, 400)
+    return json_response(
+        {
+            "error": {"type": kind, "message": message, "details": details, "extra_info": {}},
+            "node_errors": {},
+        },
+        400,
+    )
 
 
 @routes.get("/prompt")
@@ -40,7 +45,9 @@ async def post_prompt(request: web.Request) -> web.Response:
         return _prompt_error("invalid_request", "'extra_data' must be an object")
     partial = body.get("partial_execution_targets")
     if partial is not None and not isinstance(partial, list):
-        return _prompt_error("invalid_request", "'partial_execution_targets' must be a list of node ids")
+        return _prompt_error(
+            "invalid_request", "'partial_execution_targets' must be a list of node ids"
+        )
     prompt_id = body.get("prompt_id")
     if prompt_id is not None and not isinstance(prompt_id, str):
         return _prompt_error("invalid_request", "'prompt_id' must be a string")
@@ -49,8 +56,13 @@ async def post_prompt(request: web.Request) -> web.Response:
     if preview_method != "none":
         extra_data.setdefault("preview_method", preview_method)
     submit = functools.partial(
-        service_of(request).submit, body["prompt"], client_id=client_id if isinstance(client_id, str) else None,
-        prompt_id=prompt_id, number=number, front=bool(body.get("front")), extra_data=extra_data,
+        service_of(request).submit,
+        body["prompt"],
+        client_id=client_id if isinstance(client_id, str) else None,
+        prompt_id=prompt_id,
+        number=number,
+        front=bool(body.get("front")),
+        extra_data=extra_data,
         partial_targets=partial,
     )
     try:
@@ -58,8 +70,13 @@ async def post_prompt(request: web.Request) -> web.Response:
     except PromptValidationError as exc:
         log.info("invalid prompt: %s", exc)
         return json_response({"error": exc.error, "node_errors": exc.node_errors}, 400)
-    return json_response({"prompt_id": submitted.prompt_id, "number": submitted.number,
-                          "node_errors": submitted.node_errors})
+    return json_response(
+        {
+            "prompt_id": submitted.prompt_id,
+            "number": submitted.number,
+            "node_errors": submitted.node_errors,
+        }
+    )
 
 
 @routes.post("/interrupt")
@@ -81,6 +98,7 @@ async def free(request: web.Request) -> web.Response:
     body: Any = await read_json(request, allow_empty=True) or {}
     if not isinstance(body, dict):
         return json_response({"error": "expected a JSON object"}, 400)
-    service_of(request).request_free(unload_models=bool(body.get("unload_models")),
-                                     free_memory=bool(body.get("free_memory")))
+    service_of(request).request_free(
+        unload_models=bool(body.get("unload_models")), free_memory=bool(body.get("free_memory"))
+    )
     return web.Response()

@@ -24,7 +24,9 @@ routes = Routes()
 KINDS = ("input", "output", "temp")
 _ANNOTATIONS = {"[input]": "input", "[output]": "output", "[temp]": "temp"}
 _FORCED_BINARY = {"text/html", "text/javascript", "application/javascript", "text/css"}
-_IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif"})
+_IMAGE_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif"}
+)
 
 
 def _directory(request: web.Request, kind: str | None) -> tuple[Path, str]:
@@ -157,7 +159,9 @@ async def _upload(request: web.Request, *, mask: bool) -> web.Response:
     subfolder = str(post.get("subfolder", ""))
     folder = subfolder_path(base, subfolder)
     original = _mask_original(request, post) if mask else None
-    target, duplicate = _target_file(folder, filename, data, overwrite=truthy(str(post.get("overwrite", ""))))
+    target, duplicate = _target_file(
+        folder, filename, data, overwrite=truthy(str(post.get("overwrite", "")))
+    )
     if not duplicate:
         folder.mkdir(parents=True, exist_ok=True)
         if original is not None:
@@ -194,8 +198,9 @@ def _mask_original(request: web.Request, post: Any) -> Path:
     base, _ = _directory(request, kind or str(ref.get("type") or "output"))
     path = _file_under(base, str(ref.get("subfolder") or ""), filename)
     if not path.is_file():
-        raise web.HTTPNotFound(text=json.dumps({"error": "original image not found"}),
-                               content_type="application/json")
+        raise web.HTTPNotFound(
+            text=json.dumps({"error": "original image not found"}), content_type="application/json"
+        )
     return path
 
 
@@ -242,7 +247,9 @@ async def view_metadata(request: web.Request) -> web.Response:
         return web.Response(status=404)
     if path is None:
         return web.Response(status=404)
-    metadata = await asyncio.get_running_loop().run_in_executor(None, read_safetensors_metadata, path)
+    metadata = await asyncio.get_running_loop().run_in_executor(
+        None, read_safetensors_metadata, path
+    )
     return web.Response(status=404) if metadata is None else json_response(metadata)
 
 

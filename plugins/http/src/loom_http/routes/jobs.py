@@ -31,9 +31,16 @@ def _drop_none(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def queued_job(item: QueueItem, status: str) -> dict[str, Any]:
-    return _drop_none({"id": item.prompt_id, "status": status, "priority": item.number,
-                       "create_time": item.extra_data.get("create_time"), "outputs_count": 0,
-                       "workflow_id": _workflow_id(item)})
+    return _drop_none(
+        {
+            "id": item.prompt_id,
+            "status": status,
+            "priority": item.number,
+            "create_time": item.extra_data.get("create_time"),
+            "outputs_count": 0,
+            "workflow_id": _workflow_id(item),
+        }
+    )
 
 
 def entry_status(entry: HistoryEntry) -> str:
@@ -54,22 +61,36 @@ def _preview(outputs: dict[str, Any]) -> tuple[int, dict[str, Any] | None]:
             for item in items:
                 if isinstance(item, dict) and "filename" in item:
                     count += 1
-                    if preview is None or (preview["type"] != "output" and item.get("type") == "output"):
-                        preview = {"filename": item["filename"], "subfolder": item.get("subfolder", ""),
-                                   "type": item.get("type", "output"), "nodeId": node_id,
-                                   "mediaType": media_type}
+                    if preview is None or (
+                        preview["type"] != "output" and item.get("type") == "output"
+                    ):
+                        preview = {
+                            "filename": item["filename"],
+                            "subfolder": item.get("subfolder", ""),
+                            "type": item.get("type", "output"),
+                            "nodeId": node_id,
+                            "mediaType": media_type,
+                        }
     return count, preview
 
 
 def finished_job(entry: HistoryEntry) -> dict[str, Any]:
     count, preview = _preview(entry.outputs)
     item = entry.item
-    return _drop_none({
-        "id": item.prompt_id, "status": entry_status(entry), "priority": item.number,
-        "create_time": item.extra_data.get("create_time"), "execution_start_time": entry.execution_start_ms,
-        "execution_end_time": entry.execution_end_ms, "execution_error": entry.error,
-        "outputs_count": count, "preview_output": preview, "workflow_id": _workflow_id(item),
-    })
+    return _drop_none(
+        {
+            "id": item.prompt_id,
+            "status": entry_status(entry),
+            "priority": item.number,
+            "create_time": item.extra_data.get("create_time"),
+            "execution_start_time": entry.execution_start_ms,
+            "execution_end_time": entry.execution_end_ms,
+            "execution_error": entry.error,
+            "outputs_count": count,
+            "preview_output": preview,
+            "workflow_id": _workflow_id(item),
+        }
+    )
 
 
 def _duration(job: dict[str, Any]) -> int:
@@ -104,11 +125,15 @@ def _parse_int(raw: str | None, name: str, minimum: int) -> int | None:
 async def list_jobs(request: web.Request) -> web.Response:
     query = request.query
     raw_status = query.get("status")
-    wanted = set(STATUSES) if not raw_status else {s.strip() for s in raw_status.split(",") if s.strip()}
+    wanted = (
+        set(STATUSES) if not raw_status else {s.strip() for s in raw_status.split(",") if s.strip()}
+    )
     unknown = wanted - set(STATUSES)
     if unknown:
-        return error_response(f"Invalid status value(s): {', '.join(sorted(unknown))}. "
-                              f"Valid values: {', '.join(STATUSES)}")
+        return error_response(
+            f"Invalid status value(s): {', '.join(sorted(unknown))}. "
+            f"Valid values: {', '.join(STATUSES)}"
+        )
     sort_by = query.get("sort_by", "created_at")
     sort_order = query.get("sort_order", "desc")
     if sort_by not in SORT_KEYS:
@@ -124,12 +149,23 @@ async def list_jobs(request: web.Request) -> web.Response:
     workflow_id = query.get("workflow_id")
     if workflow_id:
         jobs = [job for job in jobs if job.get("workflow_id") == workflow_id]
-    key = _duration if sort_by == "execution_duration" else (lambda job: job.get("create_time") or 0)
+    key = (
+        _duration if sort_by == "execution_duration" else (lambda job: job.get("create_time") or 0)
+    )
     jobs.sort(key=key, reverse=sort_order == "desc")
     total = len(jobs)
-    page = jobs[offset: None if limit is None else offset + limit]
-    return json_response({"jobs": page, "pagination": {
-        "offset": offset, "limit": limit, "total": total, "has_more": offset + len(page) < total}})
+    page = jobs[offset : None if limit is None else offset + limit]
+    return json_response(
+        {
+            "jobs": page,
+            "pagination": {
+                "offset": offset,
+                "limit": limit,
+                "total": total,
+                "has_more": offset + len(page) < total,
+            },
+        }
+    )
 
 
 @routes.get("/jobs/{job_id}", bare=False)
@@ -139,8 +175,11 @@ async def get_job(request: web.Request) -> web.Response:
     entry = queue.history_item(job_id)
     if entry is not None:
         job = finished_job(entry)
-        job.update(outputs=entry.outputs, execution_status=entry.status,
-                   workflow={"prompt": entry.item.prompt, "extra_data": entry.item.as_list()[3]})
+        job.update(
+            outputs=entry.outputs,
+            execution_status=entry.status,
+            workflow={"prompt": entry.item.prompt, "extra_data": entry.item.as_list()[3]},
+        )
         return json_response(job)
     for status, items in (("in_progress", queue.running()), ("pending", queue.pending())):
         for item in items:

@@ -25,7 +25,15 @@ routes = Routes()
 REQUIRED_FRONTEND_VERSION = "1.35.9"
 COMFYUI_VERSION = "0.8.0"
 _NOT_EXPERIMENT = frozenset({"configs", "custom_nodes"})
-_PREVIEW_SUFFIXES = (".webp", ".png", ".jpg", ".jpeg", ".preview.png", ".preview.jpg", ".preview.webp")
+_PREVIEW_SUFFIXES = (
+    ".webp",
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".preview.png",
+    ".preview.jpg",
+    ".preview.webp",
+)
 
 
 @routes.get("/object_info")
@@ -79,8 +87,13 @@ async def model_files(request: web.Request) -> web.Response:
 @routes.get("/experiment/models")
 async def experiment_models(request: web.Request) -> web.Response:
     folders = runtime_of(request).folders
-    return json_response([{"name": key, "folders": [str(p) for p in folders.paths(key)]}
-                          for key in folders.keys() if key not in _NOT_EXPERIMENT])
+    return json_response(
+        [
+            {"name": key, "folders": [str(p) for p in folders.paths(key)]}
+            for key in folders.keys()
+            if key not in _NOT_EXPERIMENT
+        ]
+    )
 
 
 def _model_entries(folders: Any, key: str) -> list[dict[str, Any]]:
@@ -92,8 +105,15 @@ def _model_entries(folders: Any, key: str) -> list[dict[str, Any]]:
                 stat = path.stat()
             except OSError:
                 continue
-            entries.append({"name": name, "pathIndex": index, "modified": stat.st_mtime,
-                            "created": stat.st_ctime, "size": stat.st_size})
+            entries.append(
+                {
+                    "name": name,
+                    "pathIndex": index,
+                    "modified": stat.st_mtime,
+                    "created": stat.st_ctime,
+                    "size": stat.st_size,
+                }
+            )
     return entries
 
 
@@ -103,7 +123,9 @@ async def experiment_model_files(request: web.Request) -> web.Response:
     key = request.match_info["folder"]
     if key not in folders.keys():
         return web.Response(status=404)
-    return json_response(await asyncio.get_running_loop().run_in_executor(None, _model_entries, folders, key))
+    return json_response(
+        await asyncio.get_running_loop().run_in_executor(None, _model_entries, folders, key)
+    )
 
 
 @routes.get("/experiment/models/preview/{folder}/{path_index}/{filename:.*}")
@@ -136,9 +158,17 @@ def _system_stats(argv: list[str]) -> dict[str, Any]:
         if torch.cuda.is_available():
             for index in range(torch.cuda.device_count()):
                 free, total = torch.cuda.mem_get_info(index)
-                devices.append({"name": f"cuda:{index} {torch.cuda.get_device_name(index)}", "type": "cuda",
-                                "index": index, "vram_total": total, "vram_free": free,
-                                "torch_vram_total": total, "torch_vram_free": free})
+                devices.append(
+                    {
+                        "name": f"cuda:{index} {torch.cuda.get_device_name(index)}",
+                        "type": "cuda",
+                        "index": index,
+                        "vram_total": total,
+                        "vram_free": free,
+                        "torch_vram_total": total,
+                        "torch_vram_free": free,
+                    }
+                )
     else:
         try:
             from importlib.metadata import version
@@ -147,17 +177,34 @@ def _system_stats(argv: list[str]) -> dict[str, Any]:
         except Exception:
             pass
     if not devices:
-        devices.append({"name": "cpu", "type": "cpu", "index": None, "vram_total": memory.total,
-                        "vram_free": memory.available, "torch_vram_total": memory.total,
-                        "torch_vram_free": memory.available})
+        devices.append(
+            {
+                "name": "cpu",
+                "type": "cpu",
+                "index": None,
+                "vram_total": memory.total,
+                "vram_free": memory.available,
+                "torch_vram_total": memory.total,
+                "torch_vram_free": memory.available,
+            }
+        )
     return {
-        "system": {"os": sys.platform, "ram_total": memory.total, "ram_free": memory.available,
-                   "comfyui_version": COMFYUI_VERSION, "loom_version": loom.__version__,
-                   "required_frontend_version": REQUIRED_FRONTEND_VERSION,
-                   "installed_templates_version": None, "required_templates_version": None,
-                   "python_version": sys.version, "pytorch_version": torch_version,
-                   "embedded_python": os.path.split(os.path.split(sys.executable)[0])[1] == "python_embeded",
-                   "argv": argv, "platform": platform.platform()},
+        "system": {
+            "os": sys.platform,
+            "ram_total": memory.total,
+            "ram_free": memory.available,
+            "comfyui_version": COMFYUI_VERSION,
+            "loom_version": loom.__version__,
+            "required_frontend_version": REQUIRED_FRONTEND_VERSION,
+            "installed_templates_version": None,
+            "required_templates_version": None,
+            "python_version": sys.version,
+            "pytorch_version": torch_version,
+            "embedded_python": os.path.split(os.path.split(sys.executable)[0])[1]
+            == "python_embeded",
+            "argv": argv,
+            "platform": platform.platform(),
+        },
         "devices": devices,
     }
 
@@ -225,7 +272,9 @@ async def logs(request: web.Request) -> web.Response:
 
 @routes.get("/internal/logs/raw", prefixed=False)
 async def logs_raw(request: web.Request) -> web.Response:
-    return json_response({"entries": list(request.app[LOGS].entries), "size": {"cols": 80, "rows": 24}})
+    return json_response(
+        {"entries": list(request.app[LOGS].entries), "size": {"cols": 80, "rows": 24}}
+    )
 
 
 @routes.patch("/internal/logs/subscribe", prefixed=False)

@@ -32,8 +32,12 @@ def _int_query(request: web.Request, name: str) -> int | None:
 @routes.get("/queue")
 async def get_queue(request: web.Request) -> web.Response:
     queue = runtime_of(request).queue
-    return json_response({"queue_running": [item.as_list() for item in queue.running()],
-                          "queue_pending": [item.as_list() for item in queue.pending()]})
+    return json_response(
+        {
+            "queue_running": [item.as_list() for item in queue.running()],
+            "queue_pending": [item.as_list() for item in queue.pending()],
+        }
+    )
 
 
 @routes.post("/queue")

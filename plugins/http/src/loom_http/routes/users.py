@@ -42,8 +42,12 @@ def _user_file(request: web.Request, name: str) -> Path:
 
 def _file_info(path: Path, relative: str) -> dict[str, Any]:
     stat = path.stat()
-    return {"path": relative, "size": stat.st_size, "modified": int(stat.st_mtime * 1000),
-            "created": int(stat.st_ctime * 1000)}
+    return {
+        "path": relative,
+        "size": stat.st_size,
+        "modified": int(stat.st_mtime * 1000),
+        "created": int(stat.st_ctime * 1000),
+    }
 
 
 # --- users ----------------------------------------------------------------------------------
@@ -55,7 +59,9 @@ def _users_file(request: web.Request) -> Path:
 
 @routes.get("/users")
 async def get_users(request: web.Request) -> web.Response:
-    return json_response({"storage": "server", "migrated": user_root(request, create=False).is_dir()})
+    return json_response(
+        {"storage": "server", "migrated": user_root(request, create=False).is_dir()}
+    )
 
 
 @routes.post("/users")
@@ -168,8 +174,11 @@ async def list_userdata_v2(request: web.Request) -> web.Response:
         return error_response("Path not found", 404)
     entries = []
     for path in sorted(folder.iterdir(), key=lambda p: (not p.is_dir(), p.name.lower())):
-        entry: dict[str, Any] = {"name": path.name, "path": path.relative_to(root).as_posix(),
-                                 "type": "directory" if path.is_dir() else "file"}
+        entry: dict[str, Any] = {
+            "name": path.name,
+            "path": path.relative_to(root).as_posix(),
+            "type": "directory" if path.is_dir() else "file",
+        }
         if path.is_file():
             stat = path.stat()
             entry.update(size=stat.st_size, modified=stat.st_mtime)

@@ -61,6 +61,7 @@ class LohaAdapter:
         t1, t2 = parts.get(T1), parts.get(T2)
         if t1 is None or t2 is None:
             t1 = t2 = None
-        patch = LohaPatch(parts[W1_A], parts[W1_B], parts[W2_A], parts[W2_B], t1, t2,
-                          alpha_of(parts))
+        patch = LohaPatch(
+            parts[W1_A], parts[W1_B], parts[W2_A], parts[W2_B], t1, t2, alpha_of(parts)
+        )
         return {weight_key: with_dora(patch, parts)}

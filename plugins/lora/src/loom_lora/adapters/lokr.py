@@ -69,7 +69,13 @@ class LokrAdapter:
         if not (has_w1 and has_w2):
             return {}
         patch = LokrPatch(
-            parts.get(W1), parts.get(W2), parts.get(W1_A), parts.get(W1_B), parts.get(W2_A),
-            parts.get(W2_B), parts.get(T2), alpha_of(parts),
+            parts.get(W1),
+            parts.get(W2),
+            parts.get(W1_A),
+            parts.get(W1_B),
+            parts.get(W2_A),
+            parts.get(W2_B),
+            parts.get(T2),
+            alpha_of(parts),
         )
         return {weight_key: with_dora(patch, parts)}

@@ -48,12 +48,26 @@ StepCallback = Callable[[Step], None]
 
 
 class Sampler(Protocol):
-    def __call__(self, denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
-                 on_step: StepCallback | None = None, **options: Any) -> Tensor: ...
+    def __call__(
+        self,
+        denoiser: Denoiser,
+        x: Tensor,
+        sigmas: Tensor,
+        *,
+        noise: NoiseSource,
+        on_step: StepCallback | None = None,
+        **options: Any,
+    ) -> Tensor: ...
 
 
-def report(on_step: StepCallback | None, i: int, x: Tensor, sigma: Tensor, denoised: Tensor,
-           sigma_hat: Tensor | None = None) -> None:
+def report(
+    on_step: StepCallback | None,
+    i: int,
+    x: Tensor,
+    sigma: Tensor,
+    denoised: Tensor,
+    sigma_hat: Tensor | None = None,
+) -> None:
     if on_step is not None:
         on_step(Step(i, x, sigma, sigma if sigma_hat is None else sigma_hat, denoised))
 
@@ -71,7 +85,9 @@ def ancestral_step(sigma_from: Tensor, sigma_to: Tensor, eta: float = 1.0) -> tu
     """``(sigma_down, sigma_up)`` of an ancestral step (k-diffusion ``get_ancestral_step``)."""
     if not eta:
         return sigma_to, 0.0
-    sigma_up = min(sigma_to, eta * (sigma_to**2 * (sigma_from**2 - sigma_to**2) / sigma_from**2) ** 0.5)
+    sigma_up = min(
+        sigma_to, eta * (sigma_to**2 * (sigma_from**2 - sigma_to**2) / sigma_from**2) ** 0.5
+    )
     sigma_down = (sigma_to**2 - sigma_up**2) ** 0.5
     return sigma_down, sigma_up
 

@@ -31,9 +31,16 @@ if TYPE_CHECKING:
     from loom_samplers.samplers.base import Denoiser, StepCallback
 
 
-def euler_ancestral_cfg_pp(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
-                           on_step: StepCallback | None = None, eta: float = 1.0,
-                           s_noise: float = 1.0) -> Tensor:
+def euler_ancestral_cfg_pp(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: NoiseSource,
+    on_step: StepCallback | None = None,
+    eta: float = 1.0,
+    s_noise: float = 1.0,
+) -> Tensor:
     """Ancestral Euler steps with CFG++ (DDIM-style renoising with the unconditional ε)."""
     needs_uncond(denoiser)
     draw = noise.sampler(x)
@@ -57,15 +64,28 @@ def euler_ancestral_cfg_pp(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noi
     return x
 
 
-def euler_cfg_pp(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
-                 on_step: StepCallback | None = None) -> Tensor:
+def euler_cfg_pp(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: NoiseSource,
+    on_step: StepCallback | None = None,
+) -> Tensor:
     """Euler steps with CFG++ (the deterministic case of :func:`euler_ancestral_cfg_pp`)."""
-    return euler_ancestral_cfg_pp(denoiser, x, sigmas, noise=noise, on_step=on_step, eta=0.0,
-                                  s_noise=0.0)
+    return euler_ancestral_cfg_pp(
+        denoiser, x, sigmas, noise=noise, on_step=on_step, eta=0.0, s_noise=0.0
+    )
 
 
-def dpmpp_2m_cfg_pp(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
-                    on_step: StepCallback | None = None) -> Tensor:
+def dpmpp_2m_cfg_pp(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: NoiseSource,
+    on_step: StepCallback | None = None,
+) -> Tensor:
     """DPM-Solver++(2M) with CFG++."""
     needs_uncond(denoiser)
     s_in = ones_batch(x)
@@ -86,9 +106,16 @@ def dpmpp_2m_cfg_pp(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: Noi
     return x
 
 
-def dpmpp_2s_ancestral_cfg_pp(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *,
-                              noise: NoiseSource, on_step: StepCallback | None = None,
-                              eta: float = 1.0, s_noise: float = 1.0) -> Tensor:
+def dpmpp_2s_ancestral_cfg_pp(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: NoiseSource,
+    on_step: StepCallback | None = None,
+    eta: float = 1.0,
+    s_noise: float = 1.0,
+) -> Tensor:
     """DPM-Solver++(2S) ancestral with CFG++."""
     from loom_samplers.samplers.karras import _rf_ancestral
 
@@ -137,24 +164,47 @@ def dpmpp_2s_ancestral_cfg_pp(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *,
     return x
 
 
-def res_multistep_cfg_pp(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
-                         on_step: StepCallback | None = None, s_noise: float = 1.0) -> Tensor:
+def res_multistep_cfg_pp(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: NoiseSource,
+    on_step: StepCallback | None = None,
+    s_noise: float = 1.0,
+) -> Tensor:
     """RES multistep with CFG++."""
-    return res_multistep(denoiser, x, sigmas, noise=noise, on_step=on_step, s_noise=s_noise,
-                         eta=0.0, cfg_pp=True)
+    return res_multistep(
+        denoiser, x, sigmas, noise=noise, on_step=on_step, s_noise=s_noise, eta=0.0, cfg_pp=True
+    )
 
 
-def res_multistep_ancestral_cfg_pp(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *,
-                                   noise: NoiseSource, on_step: StepCallback | None = None,
-                                   eta: float = 1.0, s_noise: float = 1.0) -> Tensor:
+def res_multistep_ancestral_cfg_pp(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: NoiseSource,
+    on_step: StepCallback | None = None,
+    eta: float = 1.0,
+    s_noise: float = 1.0,
+) -> Tensor:
     """Ancestral RES multistep with CFG++."""
-    return res_multistep(denoiser, x, sigmas, noise=noise, on_step=on_step, s_noise=s_noise,
-                         eta=eta, cfg_pp=True)
+    return res_multistep(
+        denoiser, x, sigmas, noise=noise, on_step=on_step, s_noise=s_noise, eta=eta, cfg_pp=True
+    )
 
 
-def gradient_estimation_cfg_pp(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *,
-                               noise: NoiseSource, on_step: StepCallback | None = None,
-                               ge_gamma: float = 2.0) -> Tensor:
+def gradient_estimation_cfg_pp(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: NoiseSource,
+    on_step: StepCallback | None = None,
+    ge_gamma: float = 2.0,
+) -> Tensor:
     """Gradient estimation with CFG++."""
-    return gradient_estimation(denoiser, x, sigmas, noise=noise, on_step=on_step,
-                               ge_gamma=ge_gamma, cfg_pp=True)
+    return gradient_estimation(
+        denoiser, x, sigmas, noise=noise, on_step=on_step, ge_gamma=ge_gamma, cfg_pp=True
+    )

@@ -23,8 +23,9 @@ def _torch() -> Any:
     return torch
 
 
-def edm_to_vp_time(edm_steps: Tensor, epsilon_s: float = 1e-3, sigma_min: float = 0.002,
-                   sigma_max: float = 80.0) -> tuple[Tensor, Tensor, Tensor]:
+def edm_to_vp_time(
+    edm_steps: Tensor, epsilon_s: float = 1e-3, sigma_min: float = 0.002, sigma_max: float = 80.0
+) -> tuple[Tensor, Tensor, Tensor]:
     """VP times of EDM sigmas, and the VP-SDE's ``beta_0`` and ``beta_1``."""
     torch = _torch()
     log_min = torch.log(torch.tensor(sigma_min) ** 2 + 1)
@@ -55,8 +56,9 @@ def _lagrange(prev_t: Tensor, j: int, taus: Tensor) -> Tensor:
     return poly
 
 
-def deis_coefficients(sigmas: Tensor, max_order: int, n_points: int = 10000,
-                      deis_mode: str = "tab") -> list[list[Any]]:
+def deis_coefficients(
+    sigmas: Tensor, max_order: int, n_points: int = 10000, deis_mode: str = "tab"
+) -> list[list[Any]]:
     """Per-step coefficients ``[c_cur, c_prev1, ...]`` (empty for first-order steps)."""
     torch = _torch()
     if deis_mode == "tab":
@@ -71,8 +73,9 @@ def deis_coefficients(sigmas: Tensor, max_order: int, n_points: int = 10000,
             dtau = (t_next - t_cur) / n_points
             prev_t = t_steps[[i - k for k in range(order)]]
             integrand = _integrand(beta_0, beta_1, taus)
-            coeffs.append([torch.sum(integrand * _lagrange(prev_t, j, taus)) * dtau
-                           for j in range(order)])
+            coeffs.append(
+                [torch.sum(integrand * _lagrange(prev_t, j, taus)) * dtau for j in range(order)]
+            )
         return [[c.to(sigmas.device) for c in row] for row in coeffs]
     if deis_mode == "rhoab":
         return _rhoab_coefficients(sigmas, max_order)

@@ -29,8 +29,16 @@ def _torch() -> Any:
 class PIDStepSizeController:
     """A PID controller for ODE adaptive step size control (Söderlind 2003)."""
 
-    def __init__(self, h: float, pcoeff: float, icoeff: float, dcoeff: float, order: float = 1,
-                 accept_safety: float = 0.81, eps: float = 1e-8) -> None:
+    def __init__(
+        self,
+        h: float,
+        pcoeff: float,
+        icoeff: float,
+        dcoeff: float,
+        order: float = 1,
+        accept_safety: float = 0.81,
+        eps: float = 1e-8,
+    ) -> None:
         self.h = h
         self.b1 = (pcoeff + icoeff + dcoeff) / order
         self.b2 = -(pcoeff + 2 * dcoeff) / order
@@ -80,35 +88,61 @@ class DPMSolver:
         eps = self.eps(cache, "eps", x, t)
         return x - self.sigma(t_next) * h.expm1() * eps
 
-    def step_2(self, x: Tensor, t: Tensor, t_next: Tensor, cache: dict, r1: float = 1 / 2) -> Tensor:
+    def step_2(
+        self, x: Tensor, t: Tensor, t_next: Tensor, cache: dict, r1: float = 1 / 2
+    ) -> Tensor:
         h = t_next - t
         eps = self.eps(cache, "eps", x, t)
         s1 = t + r1 * h
         u1 = x - self.sigma(s1) * (r1 * h).expm1() * eps
         eps_r1 = self.eps(cache, "eps_r1", u1, s1)
-        return (x - self.sigma(t_next) * h.expm1() * eps
-                - self.sigma(t_next) / (2 * r1) * h.expm1() * (eps_r1 - eps))
+        return (
+            x
+            - self.sigma(t_next) * h.expm1() * eps
+            - self.sigma(t_next) / (2 * r1) * h.expm1() * (eps_r1 - eps)
+        )
 
-    def step_3(self, x: Tensor, t: Tensor, t_next: Tensor, cache: dict, r1: float = 1 / 3,
-               r2: float = 2 / 3) -> Tensor:
+    def step_3(
+        self,
+        x: Tensor,
+        t: Tensor,
+        t_next: Tensor,
+        cache: dict,
+        r1: float = 1 / 3,
+        r2: float = 2 / 3,
+    ) -> Tensor:
         h = t_next - t
         eps = self.eps(cache, "eps", x, t)
         s1, s2 = t + r1 * h, t + r2 * h
         u1 = x - self.sigma(s1) * (r1 * h).expm1() * eps
         eps_r1 = self.eps(cache, "eps_r1", u1, s1)
-        u2 = (x - self.sigma(s2) * (r2 * h).expm1() * eps
-              - self.sigma(s2) * (r2 / r1) * ((r2 * h).expm1() / (r2 * h) - 1) * (eps_r1 - eps))
+        u2 = (
+            x
+            - self.sigma(s2) * (r2 * h).expm1() * eps
+            - self.sigma(s2) * (r2 / r1) * ((r2 * h).expm1() / (r2 * h) - 1) * (eps_r1 - eps)
+        )
         eps_r2 = self.eps(cache, "eps_r2", u2, s2)
-        return (x - self.sigma(t_next) * h.expm1() * eps
-                - self.sigma(t_next) / r2 * (h.expm1() / h - 1) * (eps_r2 - eps))
+        return (
+            x
+            - self.sigma(t_next) * h.expm1() * eps
+            - self.sigma(t_next) / r2 * (h.expm1() / h - 1) * (eps_r2 - eps)
+        )
 
     def _report(self, i: int, x: Tensor, t: Tensor, cache: dict) -> None:
         if self.on_step is not None:
             denoised = x - self.sigma(t) * cache["eps"]
             self.on_step(Step(i, x, self.sigma(t), self.sigma(t), denoised))
 
-    def fast(self, x: Tensor, t_start: Tensor, t_end: Tensor, nfe: int, eta: float,
-             s_noise: float, draw: NoiseSampler) -> Tensor:
+    def fast(
+        self,
+        x: Tensor,
+        t_start: Tensor,
+        t_end: Tensor,
+        nfe: int,
+        eta: float,
+        s_noise: float,
+        draw: NoiseSampler,
+    ) -> Tensor:
         torch = _torch()
         if not t_end > t_start and eta:
             raise ValueError("eta must be 0 for reverse sampling")
@@ -131,10 +165,24 @@ class DPMSolver:
             x = x + su * s_noise * draw(self.sigma(t), self.sigma(t_next))
         return x
 
-    def adaptive(self, x: Tensor, t_start: Tensor, t_end: Tensor, draw: NoiseSampler, *,
-                 order: int = 3, rtol: float = 0.05, atol: float = 0.0078, h_init: float = 0.05,
-                 pcoeff: float = 0.0, icoeff: float = 1.0, dcoeff: float = 0.0,
-                 accept_safety: float = 0.81, eta: float = 0.0, s_noise: float = 1.0) -> Tensor:
+    def adaptive(
+        self,
+        x: Tensor,
+        t_start: Tensor,
+        t_end: Tensor,
+        draw: NoiseSampler,
+        *,
+        order: int = 3,
+        rtol: float = 0.05,
+        atol: float = 0.0078,
+        h_init: float = 0.05,
+        pcoeff: float = 0.0,
+        icoeff: float = 1.0,
+        dcoeff: float = 0.0,
+        accept_safety: float = 0.81,
+        eta: float = 0.0,
+        s_noise: float = 1.0,
+    ) -> Tensor:
         torch = _torch()
         if order not in {2, 3}:
             raise ValueError("order should be 2 or 3")
@@ -145,7 +193,9 @@ class DPMSolver:
         atol_t, rtol_t = torch.tensor(atol), torch.tensor(rtol)
         s = t_start
         x_prev = x
-        pid = PIDStepSizeController(h_init, pcoeff, icoeff, dcoeff, 1.5 if eta else order, accept_safety)
+        pid = PIDStepSizeController(
+            h_init, pcoeff, icoeff, dcoeff, 1.5 if eta else order, accept_safety
+        )
         steps = 0
         while s < t_end - 1e-5 if forward else s > t_end + 1e-5:
             cache: dict[str, Tensor] = {}
@@ -185,8 +235,16 @@ def _sigma_ends(sigmas: Tensor) -> tuple[Tensor, Tensor]:
     return sigma_min, sigmas[0]
 
 
-def dpm_fast(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
-             on_step: StepCallback | None = None, eta: float = 0.0, s_noise: float = 1.0) -> Tensor:
+def dpm_fast(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: NoiseSource,
+    on_step: StepCallback | None = None,
+    eta: float = 0.0,
+    s_noise: float = 1.0,
+) -> Tensor:
     """DPM-Solver-Fast: orders 3,3,…,2/1 on a uniform grid in t; ``len(sigmas)-1`` evaluations."""
     if len(sigmas) <= 1:
         return x
@@ -198,8 +256,15 @@ def dpm_fast(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSourc
     return solver.fast(x, t_start, t_end, len(sigmas) - 1, eta, s_noise, noise.sampler(x))
 
 
-def dpm_adaptive(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
-                 on_step: StepCallback | None = None, **options: Any) -> Tensor:
+def dpm_adaptive(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: NoiseSource,
+    on_step: StepCallback | None = None,
+    **options: Any,
+) -> Tensor:
     """DPM-Solver-12/23 with PID-controlled adaptive steps (the schedule's length is ignored)."""
     if len(sigmas) <= 1:
         return x

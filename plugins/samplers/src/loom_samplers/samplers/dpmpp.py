@@ -30,13 +30,21 @@ if TYPE_CHECKING:
     from loom_samplers.samplers.base import Denoiser, StepCallback
 
 
-def dpmpp_2s_ancestral(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
-                       on_step: StepCallback | None = None, eta: float = 1.0,
-                       s_noise: float = 1.0) -> Tensor:
+def dpmpp_2s_ancestral(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: NoiseSource,
+    on_step: StepCallback | None = None,
+    eta: float = 1.0,
+    s_noise: float = 1.0,
+) -> Tensor:
     """Ancestral sampling with DPM-Solver++(2S) second-order single steps."""
     if is_flow(denoiser):
-        return _dpmpp_2s_ancestral_rf(denoiser, x, sigmas, noise=noise, on_step=on_step, eta=eta,
-                                      s_noise=s_noise)
+        return _dpmpp_2s_ancestral_rf(
+            denoiser, x, sigmas, noise=noise, on_step=on_step, eta=eta, s_noise=s_noise
+        )
     draw = noise.sampler(x)
     s_in = ones_batch(x)
     for i in range(len(sigmas) - 1):
@@ -57,8 +65,16 @@ def dpmpp_2s_ancestral(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: 
     return x
 
 
-def _dpmpp_2s_ancestral_rf(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
-                           on_step: StepCallback | None, eta: float, s_noise: float) -> Tensor:
+def _dpmpp_2s_ancestral_rf(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: NoiseSource,
+    on_step: StepCallback | None,
+    eta: float,
+    s_noise: float,
+) -> Tensor:
     from loom_samplers.samplers.karras import _rf_ancestral
 
     draw = noise.sampler(x)
@@ -91,9 +107,18 @@ def _brownian(noise: NoiseSource, x: Tensor, sigmas: Tensor, cpu: bool):
     return noise.brownian(x, sigma_min, sigma_max, cpu=cpu, schedule=sigmas)
 
 
-def dpmpp_sde(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
-              on_step: StepCallback | None = None, eta: float = 1.0, s_noise: float = 1.0,
-              r: float = 0.5, noise_on_cpu: bool = True) -> Tensor:
+def dpmpp_sde(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: NoiseSource,
+    on_step: StepCallback | None = None,
+    eta: float = 1.0,
+    s_noise: float = 1.0,
+    r: float = 0.5,
+    noise_on_cpu: bool = True,
+) -> Tensor:
     """DPM-Solver++ (stochastic), two evaluations per step with Brownian-tree noise."""
     if len(sigmas) <= 1:
         return x
@@ -133,8 +158,14 @@ def dpmpp_sde(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSour
     return x
 
 
-def dpmpp_2m(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
-             on_step: StepCallback | None = None) -> Tensor:
+def dpmpp_2m(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: NoiseSource,
+    on_step: StepCallback | None = None,
+) -> Tensor:
     """DPM-Solver++(2M): Algorithm 2 of Lu et al. (2022b), multistep, second order."""
     s_in = ones_batch(x)
     old_denoised = None
@@ -156,9 +187,18 @@ def dpmpp_2m(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSourc
     return x
 
 
-def dpmpp_2m_sde(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
-                 on_step: StepCallback | None = None, eta: float = 1.0, s_noise: float = 1.0,
-                 solver_type: str = "midpoint", noise_on_cpu: bool = True) -> Tensor:
+def dpmpp_2m_sde(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: NoiseSource,
+    on_step: StepCallback | None = None,
+    eta: float = 1.0,
+    s_noise: float = 1.0,
+    solver_type: str = "midpoint",
+    noise_on_cpu: bool = True,
+) -> Tensor:
     """DPM-Solver++(2M) SDE (k-diffusion), ``solver_type`` "midpoint" or "heun"."""
     if len(sigmas) <= 1:
         return x
@@ -196,17 +236,43 @@ def dpmpp_2m_sde(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseS
     return x
 
 
-def dpmpp_2m_sde_heun(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
-                      on_step: StepCallback | None = None, eta: float = 1.0, s_noise: float = 1.0,
-                      solver_type: str = "heun", noise_on_cpu: bool = True) -> Tensor:
+def dpmpp_2m_sde_heun(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: NoiseSource,
+    on_step: StepCallback | None = None,
+    eta: float = 1.0,
+    s_noise: float = 1.0,
+    solver_type: str = "heun",
+    noise_on_cpu: bool = True,
+) -> Tensor:
     """DPM-Solver++(2M) SDE with the Heun-type correction."""
-    return dpmpp_2m_sde(denoiser, x, sigmas, noise=noise, on_step=on_step, eta=eta, s_noise=s_noise,
-                        solver_type=solver_type, noise_on_cpu=noise_on_cpu)
+    return dpmpp_2m_sde(
+        denoiser,
+        x,
+        sigmas,
+        noise=noise,
+        on_step=on_step,
+        eta=eta,
+        s_noise=s_noise,
+        solver_type=solver_type,
+        noise_on_cpu=noise_on_cpu,
+    )
 
 
-def dpmpp_3m_sde(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
-                 on_step: StepCallback | None = None, eta: float = 1.0, s_noise: float = 1.0,
-                 noise_on_cpu: bool = True) -> Tensor:
+def dpmpp_3m_sde(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: NoiseSource,
+    on_step: StepCallback | None = None,
+    eta: float = 1.0,
+    s_noise: float = 1.0,
+    noise_on_cpu: bool = True,
+) -> Tensor:
     """DPM-Solver++(3M) SDE: third-order multistep with Brownian-tree noise."""
     if len(sigmas) <= 1:
         return x
@@ -227,7 +293,10 @@ def dpmpp_3m_sde(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseS
             h = lam_t - lam_s
             h_eta = h * (eta + 1)
             alpha_t = sigmas[i + 1] * lam_t.exp()
-            x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x + alpha_t * (-h_eta).expm1().neg() * denoised
+            x = (
+                sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x
+                + alpha_t * (-h_eta).expm1().neg() * denoised
+            )
             if h_2 is not None:
                 r0, r1 = h_1 / h, h_2 / h
                 d1_0 = (denoised - denoised_1) / r0
@@ -252,10 +321,18 @@ def dpmpp_3m_sde(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseS
 def _on_device(sampler):
     """ComfyUI's ``*_gpu`` variants: the Brownian tree lives on the latent's device."""
 
-    def on_device(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
-                  on_step: StepCallback | None = None, **options) -> Tensor:
-        return sampler(denoiser, x, sigmas, noise=noise, on_step=on_step, noise_on_cpu=False,
-                       **options)
+    def on_device(
+        denoiser: Denoiser,
+        x: Tensor,
+        sigmas: Tensor,
+        *,
+        noise: NoiseSource,
+        on_step: StepCallback | None = None,
+        **options,
+    ) -> Tensor:
+        return sampler(
+            denoiser, x, sigmas, noise=noise, on_step=on_step, noise_on_cpu=False, **options
+        )
 
     on_device.__name__ = f"{sampler.__name__}_gpu"
     on_device.__doc__ = f"{sampler.__doc__}\n\nBrownian tree on the latent's device."

@@ -27,8 +27,16 @@ if TYPE_CHECKING:
     from loom_samplers.samplers.base import Denoiser, StepCallback
 
 
-def _churn(noise: NoiseSource, x: Tensor, sigmas: Tensor, i: int, s_churn: float, s_tmin: float,
-           s_tmax: float, s_noise: float) -> tuple[Tensor, Any]:
+def _churn(
+    noise: NoiseSource,
+    x: Tensor,
+    sigmas: Tensor,
+    i: int,
+    s_churn: float,
+    s_tmin: float,
+    s_tmax: float,
+    s_noise: float,
+) -> tuple[Tensor, Any]:
     """Karras' stochastic churn: raise σ to σ̂ = σ(1+γ) by adding fresh noise."""
     if s_churn <= 0:
         return x, sigmas[i]
@@ -39,9 +47,18 @@ def _churn(noise: NoiseSource, x: Tensor, sigmas: Tensor, i: int, s_churn: float
     return x, sigma_hat
 
 
-def euler(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
-          on_step: StepCallback | None = None, s_churn: float = 0.0, s_tmin: float = 0.0,
-          s_tmax: float = float("inf"), s_noise: float = 1.0) -> Tensor:
+def euler(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: NoiseSource,
+    on_step: StepCallback | None = None,
+    s_churn: float = 0.0,
+    s_tmin: float = 0.0,
+    s_tmax: float = float("inf"),
+    s_noise: float = 1.0,
+) -> Tensor:
     """Euler steps on the probability-flow ODE: Algorithm 2 of Karras et al. (2022)."""
     s_in = ones_batch(x)
     for i in range(len(sigmas) - 1):
@@ -53,8 +70,14 @@ def euler(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
     return x
 
 
-def ddim(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
-         on_step: StepCallback | None = None) -> Tensor:
+def ddim(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: NoiseSource,
+    on_step: StepCallback | None = None,
+) -> Tensor:
     """DDIM (Song et al. 2020, arXiv:2010.02502) is the Euler step in σ; ComfyUI runs it as
     euler with fresh inpainting noise (``inpaint_random_noise``)."""
     return euler(denoiser, x, sigmas, noise=noise, on_step=on_step)
@@ -63,13 +86,21 @@ def ddim(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
 ddim.inpaint_random_noise = True  # type: ignore[attr-defined]
 
 
-def euler_ancestral(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
-                    on_step: StepCallback | None = None, eta: float = 1.0,
-                    s_noise: float = 1.0) -> Tensor:
+def euler_ancestral(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: NoiseSource,
+    on_step: StepCallback | None = None,
+    eta: float = 1.0,
+    s_noise: float = 1.0,
+) -> Tensor:
     """Ancestral sampling with Euler steps (k-diffusion; Ho et al. 2020's ancestral noise)."""
     if is_flow(denoiser):
-        return _euler_ancestral_rf(denoiser, x, sigmas, noise=noise, on_step=on_step, eta=eta,
-                                   s_noise=s_noise)
+        return _euler_ancestral_rf(
+            denoiser, x, sigmas, noise=noise, on_step=on_step, eta=eta, s_noise=s_noise
+        )
     draw = noise.sampler(x)
     s_in = ones_batch(x)
     for i in range(len(sigmas) - 1):
@@ -80,7 +111,11 @@ def euler_ancestral(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: Noi
             x = denoised
         else:
             d = to_d(x, sigmas[i], denoised)
-            x = x + d * (sigma_down - sigmas[i]) + draw(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
+            x = (
+                x
+                + d * (sigma_down - sigmas[i])
+                + draw(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
+            )
     return x
 
 
@@ -92,8 +127,16 @@ def _rf_ancestral(sigma: Tensor, sigma_next: Tensor, eta: float) -> tuple[Any, A
     return sigma_down, alpha_next / alpha_down, renoise
 
 
-def _euler_ancestral_rf(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
-                        on_step: StepCallback | None, eta: float, s_noise: float) -> Tensor:
+def _euler_ancestral_rf(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: NoiseSource,
+    on_step: StepCallback | None,
+    eta: float,
+    s_noise: float,
+) -> Tensor:
     draw = noise.sampler(x)
     s_noise = s_noise * noise_scale(denoiser)
     s_in = ones_batch(x)
@@ -111,9 +154,18 @@ def _euler_ancestral_rf(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise:
     return x
 
 
-def heun(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
-         on_step: StepCallback | None = None, s_churn: float = 0.0, s_tmin: float = 0.0,
-         s_tmax: float = float("inf"), s_noise: float = 1.0) -> Tensor:
+def heun(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: NoiseSource,
+    on_step: StepCallback | None = None,
+    s_churn: float = 0.0,
+    s_tmin: float = 0.0,
+    s_tmax: float = float("inf"),
+    s_noise: float = 1.0,
+) -> Tensor:
     """Heun's second-order method: Algorithm 2 of Karras et al. (2022)."""
     s_in = ones_batch(x)
     for i in range(len(sigmas) - 1):
@@ -131,9 +183,18 @@ def heun(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
     return x
 
 
-def heunpp2(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
-            on_step: StepCallback | None = None, s_churn: float = 0.0, s_tmin: float = 0.0,
-            s_tmax: float = float("inf"), s_noise: float = 1.0) -> Tensor:
+def heunpp2(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: NoiseSource,
+    on_step: StepCallback | None = None,
+    s_churn: float = 0.0,
+    s_tmin: float = 0.0,
+    s_tmax: float = float("inf"),
+    s_noise: float = 1.0,
+) -> Tensor:
     """Heun++: a three-point weighted Heun step (Carzit/sd-webui-samplers-scheduler, MIT)."""
     s_in = ones_batch(x)
     s_end = sigmas[-1]
@@ -160,9 +221,18 @@ def heunpp2(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource
     return x
 
 
-def dpm_2(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
-          on_step: StepCallback | None = None, s_churn: float = 0.0, s_tmin: float = 0.0,
-          s_tmax: float = float("inf"), s_noise: float = 1.0) -> Tensor:
+def dpm_2(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: NoiseSource,
+    on_step: StepCallback | None = None,
+    s_churn: float = 0.0,
+    s_tmin: float = 0.0,
+    s_tmax: float = float("inf"),
+    s_noise: float = 1.0,
+) -> Tensor:
     """DPM-Solver-2 steps (midpoint in log σ) with Karras' churn (k-diffusion)."""
     s_in = ones_batch(x)
     for i in range(len(sigmas) - 1):
@@ -183,9 +253,16 @@ def dpm_2(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
 dpm_2.discard_penultimate_sigma = True  # type: ignore[attr-defined]
 
 
-def dpm_2_ancestral(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
-                    on_step: StepCallback | None = None, eta: float = 1.0,
-                    s_noise: float = 1.0) -> Tensor:
+def dpm_2_ancestral(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: NoiseSource,
+    on_step: StepCallback | None = None,
+    eta: float = 1.0,
+    s_noise: float = 1.0,
+) -> Tensor:
     """Ancestral sampling with DPM-Solver-2 steps (k-diffusion)."""
     flow = is_flow(denoiser)
     draw = noise.sampler(x)
@@ -251,8 +328,15 @@ def _lms_coefficient_poly(order: int, t: list[float], i: int, j: int) -> float:
     return float(integral(t[i + 1]) - integral(t[i]))
 
 
-def lms(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
-        on_step: StepCallback | None = None, order: int = 4) -> Tensor:
+def lms(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: NoiseSource,
+    on_step: StepCallback | None = None,
+    order: int = 4,
+) -> Tensor:
     """Linear multistep (Adams–Bashforth in σ) over the last ``order`` derivatives."""
     s_in = ones_batch(x)
     sigmas_list = [float(s) for s in sigmas.detach().cpu().double()]

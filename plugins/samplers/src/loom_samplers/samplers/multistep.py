@@ -53,8 +53,15 @@ def _push(buffer: list[Tensor], value: Tensor, max_order: int) -> None:
         buffer.pop(0)
 
 
-def ipndm(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
-          on_step: StepCallback | None = None, max_order: int = 4) -> Tensor:
+def ipndm(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: NoiseSource,
+    on_step: StepCallback | None = None,
+    max_order: int = 4,
+) -> Tensor:
     """Improved PNDM: Adams–Bashforth with fixed coefficients (orders 1–4) in σ."""
     s_in = ones_batch(x)
     buffer: list[Tensor] = []
@@ -74,8 +81,12 @@ def ipndm(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
         elif order == 3:
             x = x_cur + (t_next - t_cur) * (23 * d_cur - 16 * buffer[-1] + 5 * buffer[-2]) / 12
         else:
-            x = x_cur + (t_next - t_cur) * (55 * d_cur - 59 * buffer[-1] + 37 * buffer[-2]
-                                            - 9 * buffer[-3]) / 24
+            x = (
+                x_cur
+                + (t_next - t_cur)
+                * (55 * d_cur - 59 * buffer[-1] + 37 * buffer[-2] - 9 * buffer[-3])
+                / 24
+            )
         _push(buffer, d_cur, max_order)
     return x
 
@@ -89,21 +100,38 @@ def _ipndm_v_coefficients(order: int, sigmas: Tensor, i: int) -> list[Any]:
     h_n_2 = sigmas[i - 1] - sigmas[i - 2]
     temp1 = (1 - h_n / (3 * (h_n + h_n_1)) * (h_n * (h_n + h_n_1)) / (h_n_1 * (h_n_1 + h_n_2))) / 2
     if order == 3:
-        return [(2 + h_n / h_n_1) / 2 + temp1,
-                -(h_n / h_n_1) / 2 - (1 + h_n_1 / h_n_2) * temp1,
-                temp1 * h_n_1 / h_n_2]
+        return [
+            (2 + h_n / h_n_1) / 2 + temp1,
+            -(h_n / h_n_1) / 2 - (1 + h_n_1 / h_n_2) * temp1,
+            temp1 * h_n_1 / h_n_2,
+        ]
     h_n_3 = sigmas[i - 2] - sigmas[i - 3]
-    temp2 = (((1 - h_n / (3 * (h_n + h_n_1))) / 2 + (1 - h_n / (2 * (h_n + h_n_1))) * h_n / (6 * (h_n + h_n_1 + h_n_2)))
-             * (h_n * (h_n + h_n_1) * (h_n + h_n_1 + h_n_2)) / (h_n_1 * (h_n_1 + h_n_2) * (h_n_1 + h_n_2 + h_n_3)))
+    temp2 = (
+        (
+            (1 - h_n / (3 * (h_n + h_n_1))) / 2
+            + (1 - h_n / (2 * (h_n + h_n_1))) * h_n / (6 * (h_n + h_n_1 + h_n_2))
+        )
+        * (h_n * (h_n + h_n_1) * (h_n + h_n_1 + h_n_2))
+        / (h_n_1 * (h_n_1 + h_n_2) * (h_n_1 + h_n_2 + h_n_3))
+    )
     ratio = h_n_1 * (h_n_1 + h_n_2) / (h_n_2 * (h_n_2 + h_n_3))
-    return [(2 + h_n / h_n_1) / 2 + temp1 + temp2,
-            -(h_n / h_n_1) / 2 - (1 + h_n_1 / h_n_2) * temp1 - (1 + h_n_1 / h_n_2 + ratio) * temp2,
-            temp1 * h_n_1 / h_n_2 + (h_n_1 / h_n_2 + ratio * (1 + h_n_2 / h_n_3)) * temp2,
-            -temp2 * ratio * h_n_1 / h_n_2]
+    return [
+        (2 + h_n / h_n_1) / 2 + temp1 + temp2,
+        -(h_n / h_n_1) / 2 - (1 + h_n_1 / h_n_2) * temp1 - (1 + h_n_1 / h_n_2 + ratio) * temp2,
+        temp1 * h_n_1 / h_n_2 + (h_n_1 / h_n_2 + ratio * (1 + h_n_2 / h_n_3)) * temp2,
+        -temp2 * ratio * h_n_1 / h_n_2,
+    ]
 
 
-def ipndm_v(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
-            on_step: StepCallback | None = None, max_order: int = 4) -> Tensor:
+def ipndm_v(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: NoiseSource,
+    on_step: StepCallback | None = None,
+    max_order: int = 4,
+) -> Tensor:
     """iPNDM with variable-step coefficients (orders 1–4) in σ."""
     s_in = ones_batch(x)
     buffer: list[Tensor] = []
@@ -127,8 +155,16 @@ def ipndm_v(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource
     return x
 
 
-def deis(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
-         on_step: StepCallback | None = None, max_order: int = 3, deis_mode: str = "tab") -> Tensor:
+def deis(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: NoiseSource,
+    on_step: StepCallback | None = None,
+    max_order: int = 3,
+    deis_mode: str = "tab",
+) -> Tensor:
     """DEIS multistep (orders 1–4) with integrated Lagrange coefficients."""
     from loom_samplers.samplers.deis import deis_coefficients
 
@@ -153,9 +189,17 @@ def deis(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
     return x
 
 
-def res_multistep(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
-                  on_step: StepCallback | None = None, s_noise: float = 1.0, eta: float = 0.0,
-                  cfg_pp: bool = False) -> Tensor:
+def res_multistep(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: NoiseSource,
+    on_step: StepCallback | None = None,
+    s_noise: float = 1.0,
+    eta: float = 0.0,
+    cfg_pp: bool = False,
+) -> Tensor:
     """RES second-order multistep exponential integrator (``eta > 0``: ancestral form)."""
     torch = _torch()
     draw = noise.sampler(x)
@@ -195,16 +239,32 @@ def res_multistep(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: Noise
     return x
 
 
-def res_multistep_ancestral(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
-                            on_step: StepCallback | None = None, eta: float = 1.0,
-                            s_noise: float = 1.0) -> Tensor:
+def res_multistep_ancestral(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: NoiseSource,
+    on_step: StepCallback | None = None,
+    eta: float = 1.0,
+    s_noise: float = 1.0,
+) -> Tensor:
     """RES multistep with ancestral noise."""
-    return res_multistep(denoiser, x, sigmas, noise=noise, on_step=on_step, s_noise=s_noise, eta=eta)
+    return res_multistep(
+        denoiser, x, sigmas, noise=noise, on_step=on_step, s_noise=s_noise, eta=eta
+    )
 
 
-def gradient_estimation(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
-                        on_step: StepCallback | None = None, ge_gamma: float = 2.0,
-                        cfg_pp: bool = False) -> Tensor:
+def gradient_estimation(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: NoiseSource,
+    on_step: StepCallback | None = None,
+    ge_gamma: float = 2.0,
+    cfg_pp: bool = False,
+) -> Tensor:
     """Euler with a gradient-estimation correction from the previous derivative."""
     if cfg_pp:
         needs_uncond(denoiser)
@@ -230,9 +290,17 @@ def _er_sde_noise_scaler(x: Tensor) -> Tensor:
     return x * ((x**0.3).exp() + 10.0)
 
 
-def er_sde(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
-           on_step: StepCallback | None = None, s_noise: float = 1.0,
-           noise_scaler: Callable[[Tensor], Tensor] | None = None, max_stage: int = 3) -> Tensor:
+def er_sde(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: NoiseSource,
+    on_step: StepCallback | None = None,
+    s_noise: float = 1.0,
+    noise_scaler: Callable[[Tensor], Tensor] | None = None,
+    max_stage: int = 3,
+) -> Tensor:
     """Extended reverse-time SDE solver (VP ER-SDE-Solver-3), up to three stages."""
     torch = _torch()
     draw = noise.sampler(x)
@@ -275,8 +343,14 @@ def er_sde(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
     return x
 
 
-def ddpm(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
-         on_step: StepCallback | None = None) -> Tensor:
+def ddpm(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: NoiseSource,
+    on_step: StepCallback | None = None,
+) -> Tensor:
     """DDPM ancestral steps (Algorithm 2 of Ho et al. 2020) on the VP-scaled latent."""
     draw = noise.sampler(x)
     s_in = ones_batch(x)
@@ -291,16 +365,26 @@ def ddpm(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
         alpha = alpha_cumprod / alpha_cumprod_prev
         mu = (1.0 / alpha).sqrt() * (x_vp - (1 - alpha) * eps / (1 - alpha_cumprod).sqrt())
         if sigma_prev > 0:
-            mu = mu + ((1 - alpha) * (1.0 - alpha_cumprod_prev) / (1.0 - alpha_cumprod)).sqrt() * draw(sigma, sigma_prev)
+            mu = mu + (
+                (1 - alpha) * (1.0 - alpha_cumprod_prev) / (1.0 - alpha_cumprod)
+            ).sqrt() * draw(sigma, sigma_prev)
         x = mu
         if not is_zero(sigma_prev):
             x = x * (1.0 + sigma_prev**2.0).sqrt()
     return x
 
 
-def lcm(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
-        on_step: StepCallback | None = None, s_noise: float = 1.0, s_noise_end: float | None = None,
-        noise_clip_std: float = 0.0) -> Tensor:
+def lcm(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: NoiseSource,
+    on_step: StepCallback | None = None,
+    s_noise: float = 1.0,
+    s_noise_end: float | None = None,
+    noise_clip_std: float = 0.0,
+) -> Tensor:
     """Latent consistency sampling: jump to x0, then re-noise to the next sigma."""
     from loom.sampling import DiscreteEps
 

@@ -54,8 +54,15 @@ class _UniPC:
         eps = (x_in - self.denoiser(x_in, t)) / sigma
         return (x - _expand(_std(t), x.ndim) * eps) / _expand(_alpha(t), x.ndim)
 
-    def update(self, x: Tensor, models: list[Tensor], ts: list[Tensor], t: Tensor, order: int,
-               use_corrector: bool) -> tuple[Tensor, Tensor | None]:
+    def update(
+        self,
+        x: Tensor,
+        models: list[Tensor],
+        ts: list[Tensor],
+        t: Tensor,
+        order: int,
+        use_corrector: bool,
+    ) -> tuple[Tensor, Tensor | None]:
         torch = _torch()
         ndim = x.ndim
         t_prev_0, model_prev_0 = ts[-1], models[-1]
@@ -90,22 +97,38 @@ class _UniPC:
         b_t = torch.tensor(b, device=x.device)
         d1s_t = torch.stack(d1s, dim=1) if d1s else None
         if d1s_t is not None:
-            rhos_p = torch.tensor([0.5], device=x.device) if order == 2 else torch.linalg.solve(r_mat[:-1, :-1], b_t[:-1])
+            rhos_p = (
+                torch.tensor([0.5], device=x.device)
+                if order == 2
+                else torch.linalg.solve(r_mat[:-1, :-1], b_t[:-1])
+            )
         if use_corrector:
-            rhos_c = torch.tensor([0.5], device=x.device) if order == 1 else torch.linalg.solve(r_mat, b_t)
-        x_t_ = _expand(sigma_t / sigma_prev_0, ndim) * x - _expand(alpha_t * h_phi_1, ndim) * model_prev_0
+            rhos_c = (
+                torch.tensor([0.5], device=x.device)
+                if order == 1
+                else torch.linalg.solve(r_mat, b_t)
+            )
+        x_t_ = (
+            _expand(sigma_t / sigma_prev_0, ndim) * x
+            - _expand(alpha_t * h_phi_1, ndim) * model_prev_0
+        )
         pred_res: Any = torch.einsum("k,bk...->b...", rhos_p, d1s_t) if d1s_t is not None else 0
         x_t = x_t_ - _expand(alpha_t * b_h, ndim) * pred_res
         model_t = None
         if use_corrector:
             model_t = self.data_prediction(x_t, t)
-            corr_res: Any = torch.einsum("k,bk...->b...", rhos_c[:-1], d1s_t) if d1s_t is not None else 0
-            x_t = x_t_ - _expand(alpha_t * b_h, ndim) * (corr_res + rhos_c[-1] * (model_t - model_prev_0))
+            corr_res: Any = (
+                torch.einsum("k,bk...->b...", rhos_c[:-1], d1s_t) if d1s_t is not None else 0
+            )
+            x_t = x_t_ - _expand(alpha_t * b_h, ndim) * (
+                corr_res + rhos_c[-1] * (model_t - model_prev_0)
+            )
         return x_t, model_t
 
 
-def _sample(denoiser: Denoiser, x: Tensor, sigmas: Tensor, on_step: StepCallback | None,
-            variant: str) -> Tensor:
+def _sample(
+    denoiser: Denoiser, x: Tensor, sigmas: Tensor, on_step: StepCallback | None, variant: str
+) -> Tensor:
     timesteps = sigmas.clone()
     if float(sigmas[-1]) == 0.0:
         timesteps[-1] = 0.001
@@ -132,25 +155,41 @@ def _sample(denoiser: Denoiser, x: Tensor, sigmas: Tensor, on_step: StepCallback
             for step in range(step_index, last + 1):
                 vec_t = timesteps[step].expand(batch)
                 step_order = min(order, steps + 1 - step)
-                x, model_x = solver.update(x, models, ts, vec_t, step_order, use_corrector=step != steps)
+                x, model_x = solver.update(
+                    x, models, ts, vec_t, step_order, use_corrector=step != steps
+                )
                 for i in range(order - 1):
                     ts[i], models[i] = ts[i + 1], models[i + 1]
                 ts[-1] = vec_t
                 if step < steps:
-                    models[-1] = model_x if model_x is not None else solver.data_prediction(x, vec_t)
+                    models[-1] = (
+                        model_x if model_x is not None else solver.data_prediction(x, vec_t)
+                    )
         if on_step is not None:
             on_step(Step(step_index, x, timesteps[step_index], timesteps[step_index], models[-1]))
     return x / _alpha(timesteps[-1])
 
 
-def uni_pc(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
-           on_step: StepCallback | None = None) -> Tensor:
+def uni_pc(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: NoiseSource,
+    on_step: StepCallback | None = None,
+) -> Tensor:
     """UniPC multistep (B(h) = h)."""
     return _sample(denoiser, x, sigmas, on_step, "bh1")
 
 
-def uni_pc_bh2(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource,
-               on_step: StepCallback | None = None) -> Tensor:
+def uni_pc_bh2(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: NoiseSource,
+    on_step: StepCallback | None = None,
+) -> Tensor:
     """UniPC multistep with B(h) = eʰ - 1 (better for few steps with guidance)."""
     return _sample(denoiser, x, sigmas, on_step, "bh2")
 
