@@ -1,4 +1,4 @@
-"""A Brownian tree that gives bit for bit what ``torchsde.BrownianTree`` gives, faster.
+"""A pure-Python Brownian tree that gives bit for bit what ``torchsde.BrownianTree`` gives.
 
 ComfyUI's (and k-diffusion's) SDE samplers draw their noise from ``torchsde.BrownianTree(t0,
 w0, t1, entropy=seed)``: a ``BrownianInterval`` with ``halfway_tree=True``, ``tol=1e-6``,
@@ -6,63 +6,43 @@ w0, t1, entropy=seed)``: a ``BrownianInterval`` with ``halfway_tree=True``, ``to
 
 * the tree is the dyadic one over ``[round(t0), round(t1)]`` (times rounded to 6 decimals,
   midpoints ``round(0.5 * (end + start))``), node ``n`` having spawn key ``2 * parent + side``
-  and a depth; its seed is word 0 of ``numpy.random.SeedSequence(entropy, spawn_key=(key,
-  depth), pool_size=24).generate_state(4)`` (:mod:`loom_samplers.brownian_seeds`);
+  and a depth; the noise of a split node comes from a fresh generator seeded with word 0 of
+  ``numpy.random.SeedSequence(entropy, spawn_key=(key, depth), pool_size=24).generate_state(4)``;
 * the root increment is ``randn(seed_0) * sqrt(t1 - t0)`` (``seed_0`` from
-  ``SeedSequence(entropy, pool_size=24)``), each ``randn`` from a fresh generator on the tree's
-  device seeded with the node's seed;
+  ``SeedSequence(entropy, pool_size=24)``);
 * a child's increment comes from its parent's ``W`` and the parent's noise ``X``:
   ``left = left_diff * W * (1 / h) + sqrt(left_diff * right_diff * (1 / h)) * X`` and
   ``right = W - left``;
 * a query ``(ta, tb)`` is the sum, left to right, of the increments of the canonical
   decomposition of ``[round(ta), round(tb)]`` into tree nodes.
 
-Where the time goes in torchsde (4x64x64 latent, 20 karras steps of dpmpp_2m_sde): about 54
-``randn`` over the whole latent per query, each with a new generator, because with ~24 levels
-between the root and a query point (the 1e-6 tolerance) the 45-entry cache keeps evicting the
-path, and because each child re-draws its parent's noise. Only ~17 draws per query are new.
 This module does the same arithmetic on the same values in the same order, so the result is
-identical, but
-
-* keeps a larger LRU cache (64 to 128 increments, 128 MiB) in which the paths to the last
-  query's ends and the nodes beside them are the last to go, and computes a node's two
-  children from one draw;
-* plans a query first (the nodes to compute, the noise they need), then computes it;
-* on CPU in float32, draws each node's noise with :mod:`loom_samplers.fast_randn` (torch's
-  numbers, ~4x faster) and computes both children in the same C call, and sums a query's
-  pieces in one more;
-* otherwise (no C extension, float64, other dtypes) draws with torch, on worker threads
-  while the caller does the arithmetic down the tree, the caller drawing too when the noise
-  it needs is not ready (:mod:`loom_samplers.brownian_draws`); with
-  :meth:`BrownianTree.prefetch` (a sampler knows its next sigma) the workers start on the
-  next query's new path before the query comes; the arithmetic goes through numpy views
-  into reused buffers (same IEEE operations, half torch's call overhead);
-* on CPU, takes its buffers from a pool that outlives the tree, so the next sampling run
-  writes to memory already mapped (:mod:`loom_samplers.brownian_buffers`);
-* does not draw the space-time Levy area ``H`` that torchsde draws and never uses;
-* keeps the tree in dicts of floats keyed by heap index, which the garbage collector ignores.
-
-The ~17 new full-size ``randn`` per query remain (each node's noise feeds every element of its
-descendants): at 4x64x64 ~14 us each with fast_randn's AVX-512 kernel, ~60 us with torch.
-The tests compare the tree with ``torchsde.BrownianTree`` bit for bit on every path.
+identical, with fewer draws: torchsde's 45-entry cache keeps evicting the ~24-level paths that
+a 1e-6 tolerance makes, and each of its children re-draws its parent's noise, so it draws ~54
+latent-sized ``randn`` per query of a 20-step dpmpp_2m_sde where ~17 are new. Here the cache
+holds 64 to 128 increments (128 MiB) with the paths to the last query's ends kept longest, and
+a split computes both children from one draw: ~17 draws per query, which are most of its time
+(``bench/bench_samplers.py``). The tree is dicts of floats keyed by heap index (root 1,
+children ``2n`` and ``2n + 1``; torchsde's spawn key is ``n - 2**depth``), which the cyclic
+garbage collector ignores. The Levy area ``H`` that torchsde can draw is not supported (its
+``BrownianTree`` has none either).
 """
 
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from loom_samplers.brownian_draws import draw, set_brownian_workers
-from loom_samplers.brownian_seeds import NodeSeeds
-from loom_samplers.brownian_values import Coefficients, NodeValues
-
-__all__ = ["BrownianTree", "set_brownian_workers"]
+__all__ = ["BrownianTree"]
 
 _MAX_DEPTH = 2000  # far beyond what a 1e-6 tolerance needs; guards against a float surprise
+_CACHE_BYTES = 128 * 2**20
+_CACHE_MIN, _CACHE_MAX = 64, 128
 
 
 class BrownianTree:
@@ -70,21 +50,9 @@ class BrownianTree:
 
     ``tree(ta, tb)`` is the increment over ``[ta, tb]`` (``tree(t)``: the value at ``t``,
     ``w0`` added), exactly as torchsde computes it, including clamping to ``[t0, t1]`` (without
-    torchsde's warnings) and zeros for ``ta == tb``. Levy areas (``return_U`` / ``return_A``)
-    are not supported: torchsde's ``BrownianTree`` has none either.
-
-    Nodes are heap indices (root 1, children ``2n`` and ``2n + 1``: torchsde's spawn key is
-    ``n - 2**depth``) with their bounds in dicts of floats, so a tree keeps no objects that
-    the cyclic garbage collector tracks (torchsde's interval objects make full collections,
-    tens of milliseconds in a process that has imported torch, happen during sampling); its
-    noise jobs live for a query or two.
-
-    ``cache_size`` (node increments kept) defaults to what 128 MiB holds, between 64 and 128;
-    it changes the speed, never the values. ``workers`` (CPU trees only) is the number of
-    threads drawing noise besides the caller; ``None`` follows :func:`set_brownian_workers`
-    (see :func:`~loom_samplers.brownian_draws.worker_count`). The node values and their
-    arithmetic are :class:`~loom_samplers.brownian_values.NodeValues`.
-    :meth:`prefetch` starts drawing the noise for a time the next query will reach.
+    torchsde's warnings) and zeros for ``ta == tb``. ``cache_depth`` and ``safety`` are
+    accepted for torchsde's signature and unused. ``cache_size`` (node increments kept)
+    defaults to what 128 MiB holds, between 64 and 128; it changes the speed, never the values.
     """
 
     def __init__(
@@ -100,7 +68,6 @@ class BrownianTree:
         safety: float | None = None,
         *,
         cache_size: int | None = None,
-        workers: int | None = None,
     ) -> None:
         for name, value in (("t0", t0), ("t1", t1)):
             if value is not None and not (
@@ -120,29 +87,25 @@ class BrownianTree:
         self._dtype, self._device = w0.dtype, w0.device
         if entropy is None:
             entropy = np.random.randint(0, 2**31 - 1)
-        self._entropy = entropy
-        ndigits = -int(math.log10(tol))
-        self._ndigits = ndigits
-        self._start, self._end = round(t0f, ndigits), round(t1f, ndigits)
+        self._entropy, self._pool_size = entropy, pool_size
+        self._ndigits = -int(math.log10(tol))
+        self._start, self._end = round(t0f, self._ndigits), round(t1f, self._ndigits)
         self._bounds: dict[int, tuple[float, float]] = {1: (self._start, self._end)}
         self._mid: dict[int, float] = {}
-        self._coefficients: Coefficients = {}
-        self._seeds = NodeSeeds(entropy, pool_size)
+        #: a split node's ``(left_diff, 1 / h, sqrt(var), noise seed)``
+        self._coefficients: dict[int, tuple[float, float, float, int]] = {}
+        self._generator = torch.Generator(self._device)
+        if cache_size is None:
+            nbytes = max(1, math.prod(self._size) * w0.element_size())
+            cache_size = max(_CACHE_MIN, min(_CACHE_MAX, _CACHE_BYTES // nbytes))
+        self._cache_size = int(cache_size)
+        self._cache: OrderedDict[int, Tensor] = OrderedDict()
+        self.draws = 0  # noise draws so far (for tests and benchmarks)
         if w1 is None:
-            initial = np.random.SeedSequence(entropy=entropy, pool_size=pool_size).generate_state(3)
-            root_w = draw(self._size, self._dtype, self._device, int(initial[0])) * math.sqrt(
-                t1f - t0f
-            )
+            sequence = np.random.SeedSequence(entropy=entropy, pool_size=pool_size)
+            self._root = self._randn(int(sequence.generate_state(3)[0])) * math.sqrt(t1f - t0f)
         else:
-            root_w = (w1 - w0).detach()
-        self._values = NodeValues(
-            root_w, self._coefficients, cache_size=cache_size, workers=workers
-        )
-
-    @property
-    def draws(self) -> int:
-        """Noise draws so far (for tests and benchmarks)."""
-        return self._values.drawn
+            self._root = (w1 - w0).detach()
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -161,8 +124,6 @@ class BrownianTree:
             f"{type(self).__name__}(t0={self._start:.3f}, t1={self._end:.3f}, size={self._size}, "
             f"dtype={self._dtype}, device={self._device!r}, entropy={self._entropy})"
         )
-
-    # --- queries ----------------------------------------------------------------------
 
     def __call__(
         self, ta: Any, tb: Any = None, return_U: bool = False, return_A: bool = False
@@ -186,55 +147,61 @@ class BrownianTree:
             w = self._increment(round(ta, self._ndigits), round(tb, self._ndigits))
         return w + self._w0 if point else w
 
+    # --- values -----------------------------------------------------------------------
+
     def _increment(self, ta: float, tb: float) -> Tensor:
         pieces: list[int] = []
         self._locate(1, ta, tb, pieces)
-        values = self._values
-        ops, parents = values.plan(pieces)
-        if ops:
-            values.compute(ops, parents)
-        w = values.sum(pieces)
-        values.finish((pieces[0], pieces[-1]))
+        w = self._value(pieces[0]).clone()  # the cached tensor stays the tree's
+        for piece in pieces[1:]:
+            w = w + self._value(piece)
+        self._keep_recent((pieces[0], pieces[-1]))
         return w
 
-    @property
-    def prefetches(self) -> bool:
-        """Whether :meth:`prefetch` does anything: the tree has worker threads to draw on."""
-        return self._values.draws.workers > 0
+    def _value(self, node: int) -> Tensor:
+        """``node``'s increment, splitting its uncached ancestors from the nearest cached one."""
+        if node == 1:
+            return self._root
+        cache = self._cache
+        if node not in cache:
+            chain = []
+            ancestor = node
+            while ancestor != 1 and ancestor not in cache:
+                chain.append(ancestor)
+                ancestor >>= 1
+            for child in reversed(chain):
+                if child not in cache:  # else its sibling's split made it
+                    self._split_value(child >> 1)
+        return cache[node]
 
-    def prefetch(self, t: Any) -> None:
-        """Start drawing, on worker threads, the noise that a query ending at ``t`` will need.
+    def _split_value(self, parent: int) -> None:
+        """Both children of ``parent`` from one draw of its noise, as torchsde computes them."""
+        w = self._root if parent == 1 else self._cache[parent]
+        left_diff, h_reciprocal, scale, seed = self._coefficients[parent]
+        # torchsde: mean = left_diff * W * h_reciprocal; left = mean + sqrt(var) * noise
+        left = w.mul(left_diff).mul_(h_reciprocal).add_(self._randn(seed).mul_(scale))
+        self._cache[2 * parent] = left
+        self._cache[2 * parent + 1] = w - left
 
-        A hint (a sampler knows its next sigma): it changes the speed, never the values.
-        Noise that the next two queries do not use is dropped.
-        """
-        if not self.prefetches:
-            return
-        values = self._values
-        t = float(t)
-        if math.isnan(t):
-            return
-        t = round(min(max(t, self._start), self._end), self._ndigits)
-        bounds, mids = self._bounds, self._mid
-        jobs = []
-        node = 1
-        while True:
-            start, end = bounds[node]
-            if not start < t < end:
-                break
-            mid = mids.get(node)
-            if mid is None:
-                if node.bit_length() > _MAX_DEPTH:
-                    break
-                mid = self._split(node, start, end)
-            job = values.prefetch(node)
-            if job is not None:
-                jobs.append(job)
-            if t == mid:
-                break
-            node = 2 * node if t < mid else 2 * node + 1
-        if jobs:
-            values.queue(jobs)
+    def _randn(self, seed: int) -> Tensor:
+        """torchsde's ``_randn``: a generator seeded with ``seed`` (reseeding one is the same)."""
+        self.draws += 1
+        generator = self._generator.manual_seed(seed)
+        return torch.randn(self._size, dtype=self._dtype, device=self._device, generator=generator)
+
+    def _keep_recent(self, ends: tuple[int, int]) -> None:
+        """Keep the paths to a query's ends and the nodes beside them longest (the next queries
+        start from there), then trim the cache to its size."""
+        cache, refresh, seen = self._cache, self._cache.move_to_end, set()
+        for node in ends:
+            while node > 1 and node not in seen:
+                seen.add(node)
+                for near in (node ^ 1, node):
+                    if near in cache:
+                        refresh(near)
+                node >>= 1
+        while len(cache) > self._cache_size:
+            cache.popitem(last=False)
 
     # --- the tree ---------------------------------------------------------------------
 
@@ -276,6 +243,9 @@ class BrownianTree:
         left_diff = mid - start
         var = left_diff * (end - mid) * h_reciprocal
         depth = node.bit_length() - 1
-        seed = self._seeds(node - (1 << depth), depth)
+        sequence = np.random.SeedSequence(
+            entropy=self._entropy, spawn_key=(node - (1 << depth), depth), pool_size=self._pool_size
+        )
+        seed = int(sequence.generate_state(4)[0])
         self._coefficients[node] = (left_diff, h_reciprocal, math.sqrt(var), seed)
         return mid

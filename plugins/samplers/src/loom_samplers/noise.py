@@ -8,7 +8,7 @@
   device seeded with ``seed + 1`` when the latent is on CPU (``seed`` on a GPU).
 * SDE samplers (:meth:`SeededNoise.brownian`): a Brownian tree seeded with ``seed``, built on
   CPU (the ``*_gpu`` samplers build it on the latent's device): :mod:`loom_samplers.brownian`,
-  bit for bit torchsde's ``BrownianTree`` (what ComfyUI uses) but faster.
+  bit for bit torchsde's ``BrownianTree`` (what ComfyUI uses), in pure Python, but faster.
 
 A sampler receives a :class:`NoiseSource` and asks it for what it needs, so samplers never
 touch a global RNG. :class:`FunctionNoise` wraps a plain ``noise(sigma, sigma_next)`` callable
@@ -80,13 +80,8 @@ class NoiseSource(Protocol):
         sigma_max: Tensor,
         *,
         cpu: bool = True,
-        schedule: Tensor | None = None,
     ) -> NoiseSampler:
-        """Brownian-tree noise over ``[sigma_min, sigma_max]`` (SDE samplers).
-
-        ``schedule``: the sigmas the sampler steps through, a hint that lets the tree draw
-        the next step's noise ahead of time (it never changes the values).
-        """
+        """Brownian-tree noise over ``[sigma_min, sigma_max]`` (SDE samplers)."""
         ...
 
     def randn_like(self, x: Tensor) -> Tensor:
@@ -128,7 +123,6 @@ class SeededNoise:
         sigma_max: Tensor,
         *,
         cpu: bool = True,
-        schedule: Tensor | None = None,
     ) -> NoiseSampler:
         return BrownianTreeNoise(
             x,
@@ -137,7 +131,6 @@ class SeededNoise:
             seed=self.seed,
             cpu=cpu,
             backend=self.brownian_backend,
-            schedule=schedule,
         )
 
     def randn_like(self, x: Tensor) -> Tensor:
@@ -164,7 +157,6 @@ class FunctionNoise:
         sigma_max: Tensor,
         *,
         cpu: bool = True,
-        schedule: Tensor | None = None,
     ) -> NoiseSampler:
         return self.function
 
@@ -181,8 +173,7 @@ class BrownianTreeNoise:
 
     The tree is :class:`loom_samplers.brownian.BrownianTree`, which gives bit for bit what
     ComfyUI's ``torchsde.BrownianTree`` gives, several times faster; ``backend="torchsde"``
-    uses torchsde itself (the reference in the tests). With the sampler's ``schedule`` the
-    tree starts drawing the noise of the next sigma while the sampler works on this one.
+    uses torchsde itself (the reference in the tests).
     """
 
     def __init__(
@@ -195,7 +186,6 @@ class BrownianTreeNoise:
         cpu: bool = True,
         transform: Callable[[Tensor], Tensor] | None = None,
         backend: str = "loom",
-        schedule: Tensor | None = None,
     ) -> None:
         torch = _torch()
         if backend == "loom":
@@ -228,34 +218,9 @@ class BrownianTreeNoise:
         if cpu:
             t0, w0, t1 = t0.detach().cpu(), w0.detach().cpu(), t1.detach().cpu()
         self.trees = [tree_type(t0, w0, t1, entropy=s) for s in seeds]
-        # sigma -> the tree time of the sigma after it in the schedule (where the next query
-        # will reach), converted as __call__ converts the sigmas it is given
-        self.upcoming: dict[float, float] = {}  # empty where the trees do not prefetch
-        if (
-            schedule is not None
-            and backend == "loom"
-            and any(tree.prefetches for tree in self.trees)
-        ):
-            points = schedule.tolist()
-            for i in range(len(points) - 1):
-                if points[i + 1] > 0:
-                    t = self.transform(schedule[i + 1])
-                    self.upcoming[points[i]] = float(t.detach().cpu().float() if cpu else t)
-            if points and points[0] in self.upcoming:
-                self._prefetch(self.upcoming[points[0]])
-
-    def _prefetch(self, t: float) -> None:
-        for tree in self.trees:
-            tree.prefetch(t)
 
     def __call__(self, sigma: Tensor, sigma_next: Tensor) -> Tensor:
         torch = _torch()
-        if self.upcoming:
-            upcoming = self.upcoming.get(float(sigma_next))
-            if upcoming is None:
-                upcoming = self.upcoming.get(float(sigma))
-            if upcoming is not None:
-                self._prefetch(upcoming)
         t0 = self.transform(torch.as_tensor(sigma))
         t1 = self.transform(torch.as_tensor(sigma_next))
         scale = (t1 - t0).abs().sqrt()

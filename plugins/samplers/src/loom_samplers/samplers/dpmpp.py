@@ -104,7 +104,7 @@ def _dpmpp_2s_ancestral_rf(
 
 def _brownian(noise: NoiseSource, x: Tensor, sigmas: Tensor, cpu: bool):
     sigma_min, sigma_max = sigmas[sigmas > 0].min(), sigmas.max()
-    return noise.brownian(x, sigma_min, sigma_max, cpu=cpu, schedule=sigmas)
+    return noise.brownian(x, sigma_min, sigma_max, cpu=cpu)
 
 
 def dpmpp_sde(
