@@ -40,11 +40,11 @@ from pathlib import Path
 import torch
 from loom_samplers.guidance import GuidedDenoiser, Guider
 from loom_samplers.noise import FunctionNoise, SeededNoise
-from loom_samplers.samplers import SAMPLERS
+from loom_samplers.samplers import SAMPLER_INFO, SAMPLERS
 from loom_samplers.schedulers import karras_sigmas
 
 from loom.sampling import DiscreteEps
-from loom.types import LatentFormat
+from loom.types import LatentFormat, SamplerInfo
 
 SHAPE = (1, 4, 64, 64)
 KDIFF_NAMES = {
@@ -148,13 +148,13 @@ def run_kdiff(kd, name, x, sigmas):
     return fn(near_free, x.clone(), sigmas, disable=True)
 
 
-def guided_denoiser(device):
+def guided_denoiser(device, keep_uncond=False):
     model = NearFreeModel()
     cond = [[torch.zeros(1, 77, 768, device=device), {}]]
     guider = Guider(model, {"positive": cond, "negative": cond}, 7.5)
     zeros = torch.zeros(SHAPE, device=device)
     guider.prepare(zeros, zeros, None, 0)
-    return GuidedDenoiser(guider, latent_image=zeros, noise=zeros)
+    return GuidedDenoiser(guider, latent_image=zeros, noise=zeros, keep_uncond=keep_uncond)
 
 
 def main() -> None:
@@ -174,6 +174,7 @@ def main() -> None:
     sigmas = karras_sigmas(args.steps, 0.0291675, 14.614642).to(device)
     x = torch.randn(SHAPE, device=device) * sigmas[0]
     guided = guided_denoiser(device)
+    guided_uncond = guided_denoiser(device, keep_uncond=True)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def per_step(fn):
@@ -198,8 +199,8 @@ def main() -> None:
     ours: dict[str, float] = {}
     with torch.inference_mode():
         for name in SAMPLERS:
-            needs_guided = "cfg_pp" in name
-            if not needs_guided:
+            needs_uncond = SAMPLER_INFO.get(name, SamplerInfo()).needs_uncond
+            if not needs_uncond:
                 evals[name] = evals_per_run(name, sigmas, x) / args.steps
                 ours[name] = per_step(lambda n=name: run_ours(n, near_free, x, sigmas))
             theirs = (
@@ -207,7 +208,8 @@ def main() -> None:
                 if kd and name in KDIFF_NAMES
                 else None
             )
-            path = per_step(lambda n=name: run_ours(n, guided, x, sigmas))
+            denoiser = guided_uncond if needs_uncond else guided
+            path = per_step(lambda n=name, d=denoiser: run_ours(n, d, x, sigmas))
             mine = ours.get(name)
             ratio = f"{mine / theirs:.2f}" if mine and theirs else ""
             print(

@@ -75,10 +75,17 @@ def register_model_families(register: Callable[..., None]) -> None:
 def register_samplers(register: Callable[..., None]) -> None:
     """Register sampling algorithms by ComfyUI name (``"euler"``, ``"dpmpp_2m"``).
 
-    :param register: ``register(name, sampler)``; ``sampler`` follows the sampler contract
-        documented in :class:`loom.types.Sampler`.
+    :param register: ``register(name, sampler, info=SamplerInfo())``; ``sampler`` implements
+        :class:`loom.types.Sampler` (it is given a :class:`loom.types.Denoiser` and a
+        :class:`loom.types.NoiseSource`); ``info``, a :class:`loom.types.SamplerInfo`,
+        declares how a sampling run must treat it (an extra scheduled step whose
+        second-to-last sigma is dropped, fresh inpainting noise, the unconditional
+        prediction for CFG++). A name another plugin registered raises
+        DuplicateRegistrationError.
 
-    Called once by the registry. The names populate the ``sampler_name`` combos.
+    Called once by the registry. The names populate the ``sampler_name`` combos; nodes find
+    a sampler with :func:`loom.samplers.find_sampler`. Must not import torch or build models
+    at registration.
     """
 
 
@@ -86,10 +93,12 @@ def register_samplers(register: Callable[..., None]) -> None:
 def register_schedulers(register: Callable[..., None]) -> None:
     """Register sigma schedules by ComfyUI name (``"normal"``, ``"karras"``).
 
-    :param register: ``register(name, scheduler)``; ``scheduler(model_sampling, steps)``
-        returns the sigma tensor (``steps + 1`` values, last one 0).
+    :param register: ``register(name, scheduler)``; ``scheduler`` implements
+        :class:`loom.types.Scheduler`: ``scheduler(model_sampling, steps)`` returns the sigma
+        tensor (``steps + 1`` values, last one 0).
 
-    Called once by the registry. The names populate the ``scheduler`` combos.
+    Called once by the registry. The names populate the ``scheduler`` combos; nodes find a
+    scheduler with :func:`loom.samplers.find_scheduler`.
     """
 
 

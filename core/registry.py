@@ -16,10 +16,12 @@ from loom.errors import DuplicateRegistrationError, LoomError, NodeDefinitionErr
 from loom.nodes.compat import compile_classic, is_classic
 from loom.nodes.schema import compile_declarative, is_declarative
 from loom.nodes.spec import NodeDef
+from loom.samplers import RegisteredSampler, SamplerInfo
 
 if TYPE_CHECKING:
     from loom.folders import FolderKind, ModelFolders
     from loom.plugins import PluginHost
+    from loom.samplers import Sampler, Scheduler
     from loom.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -32,8 +34,8 @@ class Registry:
         self.nodes: dict[str, NodeDef] = {}
         self.folder_kinds: dict[str, FolderKind] = {}
         self.families: dict[str, Any] = {}
-        self.samplers: dict[str, Any] = {}
-        self.schedulers: dict[str, Any] = {}
+        self.samplers: dict[str, RegisteredSampler] = {}
+        self.schedulers: dict[str, Scheduler] = {}
         self.weight_adapters: dict[str, Any] = {}
         self.owner: dict[tuple[str, str], str] = {}
         self.by_plugin: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
@@ -93,6 +95,12 @@ class Registry:
         self.folder_kinds[kind.key] = existing.merged(kind) if existing else kind
         self.by_plugin[plugin]["model_folder"].append(kind.key)
 
+    def add_sampler(
+        self, plugin: str, name: str, sampler: Sampler, info: SamplerInfo | None = None
+    ) -> None:
+        entry = RegisteredSampler(name, sampler, info if info is not None else SamplerInfo())
+        self._add_named(self.samplers, "sampler", plugin, name, entry)
+
     def _add_named(
         self, table: dict[str, Any], kind: str, plugin: str, name: str, value: Any
     ) -> None:
@@ -134,10 +142,7 @@ def collect(host: PluginHost, registry: Registry | None = None) -> Registry:
                 registry.families, "model_family", p, family.name, family
             ),
         ),
-        (
-            "register_samplers",
-            lambda p, name, fn: registry._add_named(registry.samplers, "sampler", p, name, fn),
-        ),
+        ("register_samplers", registry.add_sampler),
         (
             "register_schedulers",
             lambda p, name, fn: registry._add_named(registry.schedulers, "scheduler", p, name, fn),

@@ -15,17 +15,35 @@ Socket types (used as annotations on declarative nodes; the string is the wire t
 ``Model`` / ``Clip`` / ``Vae`` (``MODEL`` / ``CLIP`` / ``VAE``)
     handles implementing :class:`ModelLike`, :class:`ClipLike` and :class:`VaeLike`.
 
+The sampler contract (:class:`Sampler`, :class:`Scheduler`, :class:`Denoiser`,
+:class:`UncondDenoiser`, :class:`NoiseSource`, :class:`Step`, :class:`SamplerInfo`) is defined
+in :mod:`loom.samplers` and re-exported here.
+
 Torch is imported lazily: annotations here are ``Annotated[Any, Socket(...)]`` so that
 declaring nodes never imports torch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Protocol, runtime_checkable
 
 import attrs
+
+# the sampler contract, defined in loom.samplers and re-exported as part of the shared types
+from loom.samplers import (
+    Denoiser,  # noqa: F401
+    NoiseSampler,  # noqa: F401
+    NoiseSource,  # noqa: F401
+    RegisteredSampler,  # noqa: F401
+    Sampler,  # noqa: F401
+    SamplerInfo,  # noqa: F401
+    Scheduler,  # noqa: F401
+    Step,  # noqa: F401
+    StepCallback,  # noqa: F401
+    UncondDenoiser,  # noqa: F401
+)
 
 if TYPE_CHECKING:
     import torch
@@ -229,10 +247,3 @@ class AdapterKeyMap:
     #: A :class:`loom.memory.ModelHandle` (the clone the patches go on).
     handle: Any
     keys: Mapping[str, str]
-
-
-Sampler = Callable[..., Any]
-"""``sampler(denoiser, x, sigmas, *, noise, on_step=None, **options) -> x`` (k-diffusion shape)."""
-
-Scheduler = Callable[..., Any]
-"""``scheduler(model_sampling, steps) -> sigmas`` (``steps + 1`` values ending in 0)."""

@@ -18,7 +18,9 @@ from loom.folders import FolderKind
 from loom.plugins import PluginHost
 from loom.registry import collect
 from loom.runtime import Runtime
+from loom.samplers import find_sampler, find_scheduler
 from loom.settings import Settings
+from loom.types import SamplerInfo
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -138,15 +140,25 @@ def test_hook_register_samplers() -> None:
     def euler_like(model, x, sigmas, **kwargs):
         return x
 
+    def dpm_2_like(model, x, sigmas, **kwargs):
+        return x
+
     class Plugin:
         @loom.hookimpl
         def register_samplers(self, register):
             register("euler_test", euler_like)
+            register("dpm_2_test", dpm_2_like, SamplerInfo(discard_penultimate_sigma=True))
 
     registry = collect(make_host(Plugin()))
 
-    assert registry.samplers["euler_test"] is euler_like
-    assert "euler_test" in registry.sampler_names()
+    assert registry.sampler_names() == ["euler_test", "dpm_2_test"]
+    euler = find_sampler(registry, "euler_test")
+    assert euler.function is euler_like and euler.info == SamplerInfo()
+    dpm_2 = find_sampler(registry, "dpm_2_test")
+    assert dpm_2.function is dpm_2_like and dpm_2.info.discard_penultimate_sigma
+    with pytest.raises(loom.LoomError, match="unknown sampler 'nope'") as raised:
+        find_sampler(registry, "nope")
+    assert "euler_test, dpm_2_test" in str(raised.value)
 
 
 def test_hook_register_schedulers() -> None:
@@ -160,8 +172,10 @@ def test_hook_register_schedulers() -> None:
 
     registry = collect(make_host(Plugin()))
 
-    assert registry.schedulers["linear_test"] is linear
+    assert find_scheduler(registry, "linear_test") is linear
     assert registry.scheduler_names() == ["linear_test"]
+    with pytest.raises(loom.LoomError, match="unknown scheduler 'nope'"):
+        find_scheduler(registry, "nope")
 
 
 def test_hook_register_weight_adapters() -> None:

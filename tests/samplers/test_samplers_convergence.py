@@ -11,10 +11,11 @@ import pytest
 import torch
 from loom_samplers.guidance import GuidedDenoiser, Guider
 from loom_samplers.noise import SeededNoise
-from loom_samplers.samplers import SAMPLERS
+from loom_samplers.samplers import SAMPLER_INFO, SAMPLERS
 from loom_samplers.schedulers import karras_sigmas
 
 from loom.sampling import DiscreteEps, FlowMatching
+from loom.types import SamplerInfo
 
 STOCHASTIC = {
     "euler_ancestral",
@@ -52,26 +53,27 @@ MU, S = 0.3, 0.5
 
 @pytest.fixture
 def guided(toy_model, cond):
-    """``guided(model_sampling=None)``: a guided denoiser over a toy model with cfg 1 (so the
-    CFG++ samplers get an unconditional prediction) and the latent shape."""
+    """``guided(model_sampling=None, keep_uncond=False)``: a guided denoiser over a toy model
+    with cfg 1 and the latent shape; ``keep_uncond`` for the CFG++ samplers."""
 
-    def make(model_sampling=None):
-        return _guided(toy_model(model_sampling, s=S), cond)
+    def make(model_sampling=None, keep_uncond=False):
+        return _guided(toy_model(model_sampling, s=S), cond, keep_uncond)
 
     return make
 
 
-def _guided(model, cond):
+def _guided(model, cond, keep_uncond):
     guider = Guider(model, {"positive": cond(MU), "negative": cond(MU)}, 1.0)
     shape = (2, 4, 32, 32)
     noise = torch.zeros(shape)
     guider.prepare(noise, noise, None, 0)
-    return GuidedDenoiser(guider, latent_image=noise, noise=noise), shape
+    denoiser = GuidedDenoiser(guider, latent_image=noise, noise=noise, keep_uncond=keep_uncond)
+    return denoiser, shape
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLERS))
 def test_samplers_converge_on_gaussian_data(guided, name):
-    denoiser, shape = guided()
+    denoiser, shape = guided(keep_uncond=SAMPLER_INFO.get(name, SamplerInfo()).needs_uncond)
     sampler = SAMPLERS[name]
     sigmas = karras_sigmas(30, 0.0291675, 14.614642)
     torch.manual_seed(1)
@@ -131,3 +133,13 @@ def test_samplers_report_each_step(guided):
         on_step=lambda step: seen.append(step.i),
     )
     assert seen == list(range(7))
+
+
+def test_samplers_cfg_pp_refuse_a_denoiser_without_the_uncond(guided):
+    """A CFG++ sampler given a plain denoiser says what it needs instead of failing later."""
+    denoiser, shape = guided(DiscreteEps())
+    sigmas = karras_sigmas(4, 0.03, 14.6)
+    for name, info in SAMPLER_INFO.items():
+        if info.needs_uncond:
+            with pytest.raises(TypeError, match="needs_uncond"):
+                SAMPLERS[name](denoiser, torch.randn(shape), sigmas, noise=SeededNoise(0))

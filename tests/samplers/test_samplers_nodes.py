@@ -296,3 +296,79 @@ def test_samplers_entry_point_is_installed():
 
     names = {ep.name: ep.value for ep in entry_points(group="loom")}
     assert names.get("samplers") == "loom_samplers.plugin"
+
+
+def test_samplers_ksampler_follows_the_declared_sampler_info(toy_model, cond):
+    """A sampler plugin that needs only core: KSampler treats its samplers as their
+    SamplerInfo says (sigmas, inpainting noise, the unconditional prediction)."""
+    import loom_samplers.plugin
+
+    import loom
+    from loom.plugins import PluginHost
+    from loom.registry import collect
+    from loom.types import SamplerInfo, UncondDenoiser
+
+    seen: dict[str, dict] = {}
+
+    def spy(name):
+        def sampler(denoiser, x, sigmas, *, noise, on_step=None):
+            denoiser(x, sigmas[:1].expand(x.shape[0]))
+            seen[name] = {
+                "sigmas": sigmas.clone(),
+                "noise": denoiser.noise.clone(),
+                "uncond": getattr(denoiser, "uncond_denoised", None),
+                "typed": isinstance(denoiser, UncondDenoiser),
+            }
+            return x
+
+        return sampler
+
+    infos = {
+        "plain": SamplerInfo(),
+        "discard": SamplerInfo(discard_penultimate_sigma=True),
+        "inpaint": SamplerInfo(inpaint_random_noise=True),
+        "uncond": SamplerInfo(needs_uncond=True),
+    }
+
+    class SpySamplers:
+        @loom.hookimpl
+        def register_samplers(self, register):
+            for name, info in infos.items():
+                register(f"spy_{name}", spy(name), info)
+
+    host = PluginHost(entry_points=False)
+    host.register(loom_samplers.plugin, "samplers")
+    host.register(SpySamplers(), "spy")
+    host.load()
+    registry = collect(host)
+    assert not registry.failures, registry.failures
+    model = toy_model()
+    mask = torch.zeros(1, 8, 8)
+    mask[:, :, 4:] = 1.0
+    latent = {"samples": torch.full((1, 4, 8, 8), 0.5), "noise_mask": mask}
+    for name in infos:
+        _run(
+            registry,
+            "KSampler",
+            _ctx(registry),
+            model=model,
+            seed=11,
+            steps=4,
+            cfg=1.0,
+            sampler_name=f"spy_{name}",
+            scheduler="normal",
+            positive=cond(0.5),
+            negative=cond(-0.5),
+            latent_image=latent,
+            denoise=1.0,
+        )
+    normal = SCHEDULERS["normal"]
+    assert torch.equal(seen["plain"]["sigmas"], normal(model.model_sampling, 4))
+    five = normal(model.model_sampling, 5)
+    assert torch.equal(seen["discard"]["sigmas"], torch.cat([five[:-2], five[-1:]]))
+    initial = torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(11))
+    fresh = torch.randn((1, 4, 8, 8), generator=torch.Generator().manual_seed(12))
+    assert torch.equal(seen["plain"]["noise"], initial)
+    assert torch.equal(seen["inpaint"]["noise"], fresh)
+    assert seen["uncond"]["typed"] and seen["uncond"]["uncond"] is not None
+    assert not seen["plain"]["typed"] and seen["plain"]["uncond"] is None

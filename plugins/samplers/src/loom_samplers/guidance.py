@@ -481,7 +481,9 @@ class GuidedDenoiser:
 
     With a ``denoise_mask`` (1 = denoise), the kept area of ``x`` is replaced by the original
     latent noised to σ before the call and by the original latent after it (ComfyUI's
-    ``KSamplerX0Inpaint``).
+    ``KSamplerX0Inpaint``). With ``keep_uncond`` (samplers registered with
+    ``SamplerInfo(needs_uncond=True)``) the unconditional prediction is always evaluated and
+    kept in ``uncond_denoised``: it is then a :class:`loom.types.UncondDenoiser`.
     """
 
     def __init__(
@@ -491,6 +493,7 @@ class GuidedDenoiser:
         latent_image: Tensor,
         noise: Tensor,
         denoise_mask: Tensor | None = None,
+        keep_uncond: bool = False,
         ctx: Any = None,
     ) -> None:
         self.guider = guider
@@ -499,11 +502,9 @@ class GuidedDenoiser:
         self.noise = noise
         self.denoise_mask = denoise_mask
         self.ctx = ctx
-        self.need_uncond = False
-        self.uncond_denoised: Tensor | None = None
-
-    def capture_uncond(self) -> None:
-        self.need_uncond = True
+        self.keep_uncond = keep_uncond
+        if keep_uncond:
+            self.uncond_denoised: Tensor | None = None
 
     def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
         mask = self.denoise_mask
@@ -514,8 +515,8 @@ class GuidedDenoiser:
                 x * mask
                 + self.model_sampling.noise_scaling(sigma_b, self.noise, self.latent_image) * kept
             )
-        out, uncond = self.guider.predict(x, sigma, need_uncond=self.need_uncond, ctx=self.ctx)
-        if self.need_uncond:
+        out, uncond = self.guider.predict(x, sigma, need_uncond=self.keep_uncond, ctx=self.ctx)
+        if self.keep_uncond:
             self.uncond_denoised = uncond
         if mask is not None:
             out = out * mask + self.latent_image * kept

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from loom import LoomError
 from loom_samplers.denoiser import prepare_model, process_latent_in, process_latent_out
 from loom_samplers.guidance import GuidedDenoiser, Guider
 from loom_samplers.noise import SeededNoise
@@ -24,7 +25,8 @@ from loom_samplers.noise import SeededNoise
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from loom_samplers.samplers.base import Step
+    from loom.registry import Registry
+    from loom.types import RegisteredSampler, Step
 
 log = logging.getLogger(__name__)
 
@@ -37,35 +39,22 @@ def _torch() -> Any:
 
 @attrs.frozen
 class SamplerChoice:
-    """The SAMPLER socket: a sampler function and the options it is called with."""
+    """The SAMPLER socket: a registered sampler and the options it is called with."""
 
-    name: str
-    function: Callable[..., Any] = attrs.field(eq=False)
+    registered: RegisteredSampler
     options: Mapping[str, Any] = attrs.field(factory=dict)
 
+    @property
+    def name(self) -> str:
+        return self.registered.name
 
-def lookup_sampler(ctx: Any, name: str) -> Callable[..., Any]:
+
+def registry_of(ctx: Any) -> Registry:
+    """The registry the sampling nodes look samplers and schedulers up in."""
     registry = getattr(getattr(ctx, "runtime", None), "registry", None)
-    table = getattr(registry, "samplers", None)
-    if table and name in table:
-        return table[name]
-    from loom_samplers.samplers import SAMPLERS
-
-    if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}")
-    return SAMPLERS[name]
-
-
-def lookup_scheduler(ctx: Any, name: str) -> Callable[..., Any]:
-    registry = getattr(getattr(ctx, "runtime", None), "registry", None)
-    table = getattr(registry, "schedulers", None)
-    if table and name in table:
-        return table[name]
-    from loom_samplers.schedulers import SCHEDULERS
-
-    if name not in SCHEDULERS:
-        raise ValueError(f"unknown scheduler {name!r}")
-    return SCHEDULERS[name]
+    if registry is None:
+        raise LoomError("the sampling nodes need a runtime with a registry (none was given)")
+    return registry
 
 
 # --- sigmas -----------------------------------------------------------------------------
@@ -164,7 +153,8 @@ def sample(
     guider.prepare(noise, latent, denoise_mask, seed)
     sampling = model.model_sampling
     inpaint_noise = noise
-    if getattr(sampler.function, "inpaint_random_noise", False):
+    info = sampler.registered.info
+    if info.inpaint_random_noise:
         generator = torch.Generator(device="cpu").manual_seed(
             ((41 if seed is None else seed) + 1) & (2**64 - 1)
         )
@@ -172,13 +162,18 @@ def sample(
             torch.randn(noise.shape, generator=generator, device="cpu").to(noise.dtype).to(device)
         )
     denoiser = GuidedDenoiser(
-        guider, latent_image=latent, noise=inpaint_noise, denoise_mask=denoise_mask, ctx=ctx
+        guider,
+        latent_image=latent,
+        noise=inpaint_noise,
+        denoise_mask=denoise_mask,
+        keep_uncond=info.needs_uncond,
+        ctx=ctx,
     )
     max_sigma, first = float(sampling.sigma_max), float(sigmas[0])
     max_denoise = math.isclose(max_sigma, first, rel_tol=1e-05) or first > max_sigma
     x = sampling.noise_scaling(sigmas[0], noise, latent, max_denoise)
     with torch.inference_mode():
-        samples = sampler.function(
+        samples = sampler.registered.function(
             denoiser, x, sigmas, noise=SeededNoise(seed), on_step=on_step, **dict(sampler.options)
         )
     samples = sampling.inverse_noise_scaling(sigmas[-1], samples)

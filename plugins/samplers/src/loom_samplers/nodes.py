@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import loom
+from loom.samplers import find_sampler, find_scheduler
 from loom.types import Conditioning, Guider, Latent, Model, Noise, SamplerRef, Sigmas
 from loom_samplers import ksampler
 from loom_samplers.denoiser import fix_empty_latent_channels, process_latent_out
@@ -68,13 +69,14 @@ def _common_ksampler(
         )
     else:
         noise = prepare_noise(latent_image, seed, latent.get("batch_index"))
-    function = ksampler.lookup_sampler(ctx, sampler_name)
+    registry = ksampler.registry_of(ctx)
+    registered = find_sampler(registry, sampler_name)
     sigmas = ksampler.ksampler_sigmas(
         model.model_sampling,
-        ksampler.lookup_scheduler(ctx, scheduler),
+        find_scheduler(registry, scheduler),
         steps,
         denoise,
-        discard_penultimate=getattr(function, "discard_penultimate_sigma", False),
+        discard_penultimate=registered.info.discard_penultimate_sigma,
         start_step=start_step,
         last_step=last_step,
         force_full_denoise=force_full_denoise,
@@ -89,7 +91,7 @@ def _common_ksampler(
         guider,
         noise,
         latent_image,
-        ksampler.SamplerChoice(sampler_name, function),
+        ksampler.SamplerChoice(registered),
         sigmas,
         denoise_mask=latent.get("noise_mask"),
         seed=seed,
@@ -222,7 +224,7 @@ class BasicScheduler:
             if self.denoise <= 0.0:
                 return torch.FloatTensor([])
             total = int(self.steps / self.denoise)
-        schedule = ksampler.lookup_scheduler(ctx, self.scheduler)
+        schedule = find_scheduler(ksampler.registry_of(ctx), self.scheduler)
         sigmas = ksampler.calculate_sigmas(self.model.model_sampling, schedule, total).cpu()
         return sigmas[-(self.steps + 1) :]
 
@@ -335,7 +337,7 @@ class FlipSigmas:
 
 
 def _choice(ctx: Any, name: str, **options: Any) -> ksampler.SamplerChoice:
-    return ksampler.SamplerChoice(name, ksampler.lookup_sampler(ctx, name), options)
+    return ksampler.SamplerChoice(find_sampler(ksampler.registry_of(ctx), name), options)
 
 
 @loom.node("KSamplerSelect", category="sampling/custom_sampling/samplers")

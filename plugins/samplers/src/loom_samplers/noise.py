@@ -10,8 +10,8 @@
   CPU (the ``*_gpu`` samplers build it on the latent's device): :mod:`loom_samplers.brownian`,
   bit for bit torchsde's ``BrownianTree`` (what ComfyUI uses), in pure Python, but faster.
 
-A sampler receives a :class:`NoiseSource` and asks it for what it needs, so samplers never
-touch a global RNG. :class:`FunctionNoise` wraps a plain ``noise(sigma, sigma_next)`` callable
+A sampler receives a :class:`loom.types.NoiseSource` (:class:`SeededNoise` here) and asks it
+for what it needs, so samplers never touch a global RNG. :class:`FunctionNoise` wraps a plain ``noise(sigma, sigma_next)`` callable
 (k-diffusion's ``noise_sampler``), which is how the parity tests share noise.
 """
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -27,10 +27,9 @@ if TYPE_CHECKING:
     import torch
     from torch import Tensor
 
-log = logging.getLogger(__name__)
+    from loom.types import NoiseSampler
 
-NoiseSampler = Callable[["Tensor", "Tensor"], "Tensor"]
-"""``noise(sigma, sigma_next) -> Tensor`` shaped like the latent, unit variance."""
+log = logging.getLogger(__name__)
 
 _SEED_MASK = 2**64 - 1
 
@@ -64,29 +63,6 @@ def prepare_noise(latent: Tensor, seed: int, batch_index: Sequence[int] | None =
         if i in wanted:
             draws[i] = sample
     return torch.cat([draws[i] for i in indices], dim=0)
-
-
-class NoiseSource(Protocol):
-    """What a sampler may ask for: step noise, Brownian-tree noise and churn noise."""
-
-    def sampler(self, x: Tensor) -> NoiseSampler:
-        """Independent Gaussian noise per call (ancestral samplers)."""
-        ...
-
-    def brownian(
-        self,
-        x: Tensor,
-        sigma_min: Tensor,
-        sigma_max: Tensor,
-        *,
-        cpu: bool = True,
-    ) -> NoiseSampler:
-        """Brownian-tree noise over ``[sigma_min, sigma_max]`` (SDE samplers)."""
-        ...
-
-    def randn_like(self, x: Tensor) -> Tensor:
-        """Churn noise (``s_churn > 0`` in euler / heun / dpm_2)."""
-        ...
 
 
 @attrs.frozen

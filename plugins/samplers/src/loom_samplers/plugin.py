@@ -20,10 +20,11 @@ def register_nodes(register: Callable[..., None]) -> None:
 
 @loom.hookimpl
 def register_samplers(register: Callable[..., None]) -> None:
-    from loom_samplers.samplers import SAMPLERS
+    from loom.types import SamplerInfo
+    from loom_samplers.samplers import SAMPLER_INFO, SAMPLERS
 
     for name, sampler in SAMPLERS.items():
-        register(name, sampler)
+        register(name, sampler, SAMPLER_INFO.get(name, SamplerInfo()))
 
 
 @loom.hookimpl

@@ -1,15 +1,17 @@
 """The sampling algorithms, by ComfyUI name, in ComfyUI's ``SAMPLER_NAMES`` order.
 
-Every entry follows :class:`loom_samplers.samplers.base.Sampler`. Attributes on a sampler
-function tell :mod:`loom_samplers.ksampler` how ComfyUI treats it: ``discard_penultimate_sigma``
-(dpm_2, dpm_2_ancestral, uni_pc*: one extra step is scheduled and the second-to-last sigma
-dropped) and ``inpaint_random_noise`` (ddim: inpainting uses fresh noise for the kept area).
+Every entry follows :class:`loom.types.Sampler`. :data:`SAMPLER_INFO` declares, for the
+samplers that need it, how a sampling run treats them (:class:`loom.types.SamplerInfo`, given
+at registration): ``discard_penultimate_sigma`` (dpm_2, dpm_2_ancestral, uni_pc*: one extra
+step is scheduled and the second-to-last sigma dropped), ``inpaint_random_noise`` (ddim:
+inpainting uses fresh noise for the kept area) and ``needs_uncond`` (the CFG++ samplers read
+the unconditional prediction).
 """
 
 from __future__ import annotations
 
+from loom.types import Sampler, SamplerInfo
 from loom_samplers.samplers import cfg_pp, dpm_solver, dpmpp, karras, multistep, unipc
-from loom_samplers.samplers.base import Denoiser, Sampler, Step, StepCallback
 
 SAMPLERS: dict[str, Sampler] = {
     "euler": karras.euler,
@@ -52,4 +54,17 @@ SAMPLERS: dict[str, Sampler] = {
     "uni_pc_bh2": unipc.uni_pc_bh2,
 }
 
-__all__ = ["SAMPLERS", "Denoiser", "Sampler", "Step", "StepCallback"]
+_DISCARD_PENULTIMATE = SamplerInfo(discard_penultimate_sigma=True)
+_CFG_PP = SamplerInfo(needs_uncond=True)
+
+SAMPLER_INFO: dict[str, SamplerInfo] = {
+    "dpm_2": _DISCARD_PENULTIMATE,
+    "dpm_2_ancestral": _DISCARD_PENULTIMATE,
+    "uni_pc": _DISCARD_PENULTIMATE,
+    "uni_pc_bh2": _DISCARD_PENULTIMATE,
+    "ddim": SamplerInfo(inpaint_random_noise=True),
+    **{name: _CFG_PP for name in SAMPLERS if name.endswith("_cfg_pp")},
+}
+"""The samplers a sampling run treats differently; the others take ``SamplerInfo()``."""
+
+__all__ = ["SAMPLERS", "SAMPLER_INFO"]

@@ -1,63 +1,25 @@
-"""What every sampler shares: the denoiser contract, the step callback and small helpers.
+"""Small helpers every sampler shares.
 
-A sampler is ``sampler(denoiser, x, sigmas, *, noise, on_step=None, **options) -> x`` with
-``denoiser(x, sigma) -> x0`` (Karras et al. 2022's D(x; σ); ``sigma`` has one value per batch
-item). ``x`` starts at ``sigmas[0]`` already scaled (``latent + σ₀ ε`` for eps/v models).
-
-Optional denoiser attributes the samplers read:
-
-``model_sampling``
-    a :class:`loom.sampling.ModelSampling`. Flow-matching models switch the ancestral and
-    SDE samplers to their rectified-flow forms (ComfyUI's ``*_RF`` code); without it the
-    k-diffusion (variance-exploding) forms are used.
-``capture_uncond()``
-    turns off the cfg=1 shortcut and makes later calls store the unconditional prediction in
-    ``denoiser.uncond_denoised`` (the CFG++ samplers need it).
+The sampler contract itself (:class:`~loom.types.Sampler`, :class:`~loom.types.Denoiser`,
+:class:`~loom.types.UncondDenoiser`, :class:`~loom.types.NoiseSource`, :class:`~loom.types.Step`,
+:class:`~loom.types.SamplerInfo`) is core's, in :mod:`loom.samplers`, so that a sampler plugin
+needs only core. A sampler is ``sampler(denoiser, x, sigmas, *, noise, on_step=None,
+**options) -> x`` with ``denoiser(x, sigma) -> x0``; the samplers read the denoiser's optional
+``model_sampling`` (flow-matching models switch the ancestral and SDE samplers to their
+rectified-flow forms, ComfyUI's ``*_RF`` code).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-import attrs
+from loom.types import Step, UncondDenoiser
 
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from loom_samplers.noise import NoiseSource
-
-
-class Denoiser(Protocol):
-    def __call__(self, x: Tensor, sigma: Tensor) -> Tensor: ...
-
-
-@attrs.frozen
-class Step:
-    """What a sampler reports after each model evaluation of the main loop."""
-
-    i: int
-    x: Any
-    sigma: Any
-    sigma_hat: Any
-    denoised: Any
-
-
-StepCallback = Callable[[Step], None]
-
-
-class Sampler(Protocol):
-    def __call__(
-        self,
-        denoiser: Denoiser,
-        x: Tensor,
-        sigmas: Tensor,
-        *,
-        noise: NoiseSource,
-        on_step: StepCallback | None = None,
-        **options: Any,
-    ) -> Tensor: ...
+    from loom.types import Denoiser, StepCallback
 
 
 def report(
@@ -130,12 +92,15 @@ def ones_batch(x: Tensor) -> Tensor:
     return x.new_ones([x.shape[0]])
 
 
-def needs_uncond(denoiser: Any) -> None:
-    """Ask a guided denoiser to keep the unconditional prediction (CFG++ samplers)."""
-    capture = getattr(denoiser, "capture_uncond", None)
-    if capture is None:
-        raise TypeError("CFG++ samplers need a guided denoiser (one with capture_uncond())")
-    capture()
+def require_uncond(denoiser: Denoiser) -> UncondDenoiser:
+    """``denoiser`` as an :class:`~loom.types.UncondDenoiser`: what a CFG++ sampler (registered
+    with ``SamplerInfo(needs_uncond=True)``) is given by a sampling run."""
+    if not isinstance(denoiser, UncondDenoiser):
+        raise TypeError(
+            "CFG++ samplers need a guided denoiser that keeps the unconditional prediction "
+            "(uncond_denoised); they are registered with SamplerInfo(needs_uncond=True)"
+        )
+    return denoiser
 
 
 def is_zero(value: Any) -> bool:

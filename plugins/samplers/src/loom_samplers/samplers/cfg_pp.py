@@ -1,9 +1,9 @@
 """CFG++ samplers: the step direction uses the unconditional prediction, the anchor the guided one.
 
 Chung, Kim, Park, Nam, Ye (2024), "CFG++: Manifold-constrained Classifier Free Guidance for
-Diffusion Models", arXiv:2406.08070. The denoiser must be a guided one: these samplers call
-``denoiser.capture_uncond()`` and read ``denoiser.uncond_denoised`` after each call (the
-cfg = 1 shortcut is then off, as in ComfyUI).
+Diffusion Models", arXiv:2406.08070. They are registered with ``SamplerInfo(needs_uncond=True)``,
+so a sampling run gives them an :class:`~loom.types.UncondDenoiser` (the cfg = 1 shortcut off,
+as in ComfyUI) whose ``uncond_denoised`` they read after each call.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from loom_samplers.samplers.base import (
     half_log_snr,
     is_flow,
     is_zero,
-    needs_uncond,
     noise_scale,
     ones_batch,
     report,
+    require_uncond,
     sigma_from_half_log_snr,
     to_d,
 )
@@ -27,8 +27,7 @@ from loom_samplers.samplers.multistep import gradient_estimation, res_multistep
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from loom_samplers.noise import NoiseSource
-    from loom_samplers.samplers.base import Denoiser, StepCallback
+    from loom.types import Denoiser, NoiseSource, StepCallback
 
 
 def euler_ancestral_cfg_pp(
@@ -42,14 +41,14 @@ def euler_ancestral_cfg_pp(
     s_noise: float = 1.0,
 ) -> Tensor:
     """Ancestral Euler steps with CFG++ (DDIM-style renoising with the unconditional ε)."""
-    needs_uncond(denoiser)
+    guided = require_uncond(denoiser)
     draw = noise.sampler(x)
     flow = is_flow(denoiser)
     s_noise = s_noise * noise_scale(denoiser)
     s_in = ones_batch(x)
     for i in range(len(sigmas) - 1):
         denoised = denoiser(x, sigmas[i] * s_in)
-        uncond = denoiser.uncond_denoised  # type: ignore[attr-defined]
+        uncond = guided.uncond_denoised
         report(on_step, i, x, sigmas[i], denoised)
         if is_zero(sigmas[i + 1]):
             x = denoised
@@ -87,12 +86,12 @@ def dpmpp_2m_cfg_pp(
     on_step: StepCallback | None = None,
 ) -> Tensor:
     """DPM-Solver++(2M) with CFG++."""
-    needs_uncond(denoiser)
+    guided = require_uncond(denoiser)
     s_in = ones_batch(x)
     old_uncond = None
     for i in range(len(sigmas) - 1):
         denoised = denoiser(x, sigmas[i] * s_in)
-        uncond = denoiser.uncond_denoised  # type: ignore[attr-defined]
+        uncond = guided.uncond_denoised
         report(on_step, i, x, sigmas[i], denoised)
         t, t_next = sigmas[i].log().neg(), sigmas[i + 1].log().neg()
         h = t_next - t
@@ -119,14 +118,14 @@ def dpmpp_2s_ancestral_cfg_pp(
     """DPM-Solver++(2S) ancestral with CFG++."""
     from loom_samplers.samplers.karras import _rf_ancestral
 
-    needs_uncond(denoiser)
+    guided = require_uncond(denoiser)
     flow = is_flow(denoiser)
     draw = noise.sampler(x)
     s_noise = s_noise * noise_scale(denoiser)
     s_in = ones_batch(x)
     for i in range(len(sigmas) - 1):
         denoised = denoiser(x, sigmas[i] * s_in)
-        uncond = denoiser.uncond_denoised  # type: ignore[attr-defined]
+        uncond = guided.uncond_denoised
         guidance = denoised - uncond
         if flow:
             sigma_down, alpha_ratio, sigma_up = _rf_ancestral(sigmas[i], sigmas[i + 1], eta)
@@ -145,14 +144,14 @@ def dpmpp_2s_ancestral_cfg_pp(
             ratio_s = sigma_s / sigmas[i]
             denoiser((ratio_s * x + (1 - ratio_s) * uncond), sigma_s * s_in)
             ratio_down = sigma_down / sigmas[i]
-            x = ratio_down * x + (1 - ratio_down) * denoiser.uncond_denoised  # type: ignore[attr-defined]
+            x = ratio_down * x + (1 - ratio_down) * guided.uncond_denoised
         else:
             t, t_next = sigmas[i].log().neg(), sigma_down.log().neg()
             h = t_next - t
             s = t + 0.5 * h
             x_2 = ((-s).exp() / (-t).exp()) * x - (-h * 0.5).expm1() * uncond
             denoiser(x_2, (-s).exp() * s_in)
-            x = ((-t_next).exp() / (-t).exp()) * x - (-h).expm1() * denoiser.uncond_denoised  # type: ignore[attr-defined]
+            x = ((-t_next).exp() / (-t).exp()) * x - (-h).expm1() * guided.uncond_denoised
         if flow:
             if sigmas[i + 1] > 0 and eta > 0:
                 x = alpha_ratio * x + draw(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up

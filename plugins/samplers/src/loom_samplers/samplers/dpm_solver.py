@@ -11,13 +11,13 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from loom_samplers.samplers.base import Step, ancestral_step
+from loom.types import Step
+from loom_samplers.samplers.base import ancestral_step
 
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from loom_samplers.noise import NoiseSampler, NoiseSource
-    from loom_samplers.samplers.base import Denoiser, StepCallback
+    from loom.types import Denoiser, NoiseSampler, NoiseSource, StepCallback
 
 
 def _torch() -> Any:

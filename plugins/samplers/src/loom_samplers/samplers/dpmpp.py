@@ -26,8 +26,7 @@ from loom_samplers.samplers.base import (
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from loom_samplers.noise import NoiseSource
-    from loom_samplers.samplers.base import Denoiser, StepCallback
+    from loom.types import Denoiser, NoiseSource, StepCallback
 
 
 def dpmpp_2s_ancestral(

@@ -23,8 +23,7 @@ from loom_samplers.samplers.base import (
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from loom_samplers.noise import NoiseSource
-    from loom_samplers.samplers.base import Denoiser, StepCallback
+    from loom.types import Denoiser, NoiseSource, StepCallback
 
 
 def _churn(
@@ -79,11 +78,8 @@ def ddim(
     on_step: StepCallback | None = None,
 ) -> Tensor:
     """DDIM (Song et al. 2020, arXiv:2010.02502) is the Euler step in σ; ComfyUI runs it as
-    euler with fresh inpainting noise (``inpaint_random_noise``)."""
+    euler with fresh inpainting noise (``SamplerInfo.inpaint_random_noise``)."""
     return euler(denoiser, x, sigmas, noise=noise, on_step=on_step)
-
-
-ddim.inpaint_random_noise = True  # type: ignore[attr-defined]
 
 
 def euler_ancestral(
@@ -250,9 +246,6 @@ def dpm_2(
     return x
 
 
-dpm_2.discard_penultimate_sigma = True  # type: ignore[attr-defined]
-
-
 def dpm_2_ancestral(
     denoiser: Denoiser,
     x: Tensor,
@@ -286,9 +279,6 @@ def dpm_2_ancestral(
         x = x + d_2 * (sigma_down - sigmas[i])
         x = alpha_ratio * x + draw(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
     return x
-
-
-dpm_2_ancestral.discard_penultimate_sigma = True  # type: ignore[attr-defined]
 
 
 #: 4-point Gauss–Legendre rule: exact for polynomials of degree <= 7 (LMS basis: < order).

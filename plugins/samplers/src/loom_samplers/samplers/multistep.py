@@ -24,11 +24,11 @@ from loom_samplers.samplers.base import (
     is_flow,
     is_zero,
     model_sampling_of,
-    needs_uncond,
     noise_scale,
     offset_first_sigma,
     ones_batch,
     report,
+    require_uncond,
     to_d,
 )
 
@@ -37,8 +37,7 @@ if TYPE_CHECKING:
 
     from torch import Tensor
 
-    from loom_samplers.noise import NoiseSource
-    from loom_samplers.samplers.base import Denoiser, StepCallback
+    from loom.types import Denoiser, NoiseSource, StepCallback
 
 
 def _torch() -> Any:
@@ -204,13 +203,12 @@ def res_multistep(
     torch = _torch()
     draw = noise.sampler(x)
     s_noise = s_noise * noise_scale(denoiser)
-    if cfg_pp:
-        needs_uncond(denoiser)
+    guided = require_uncond(denoiser) if cfg_pp else None
     s_in = ones_batch(x)
     old_sigma_down = old_denoised = None
     for i in range(len(sigmas) - 1):
         denoised = denoiser(x, sigmas[i] * s_in)
-        uncond = getattr(denoiser, "uncond_denoised", None) if cfg_pp else None
+        uncond = guided.uncond_denoised if guided is not None else None
         sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1], eta=eta)
         report(on_step, i, x, sigmas[i], denoised)
         if is_zero(sigma_down) or old_denoised is None:
@@ -266,13 +264,12 @@ def gradient_estimation(
     cfg_pp: bool = False,
 ) -> Tensor:
     """Euler with a gradient-estimation correction from the previous derivative."""
-    if cfg_pp:
-        needs_uncond(denoiser)
+    guided = require_uncond(denoiser) if cfg_pp else None
     s_in = ones_batch(x)
     old_d = None
     for i in range(len(sigmas) - 1):
         denoised = denoiser(x, sigmas[i] * s_in)
-        target = getattr(denoiser, "uncond_denoised", None) if cfg_pp else denoised
+        target = guided.uncond_denoised if guided is not None else denoised
         d = to_d(x, sigmas[i], target)
         report(on_step, i, x, sigmas[i], denoised)
         dt = sigmas[i + 1] - sigmas[i]

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from loom_samplers.samplers.base import Step
+from loom.types import Step
 
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from loom_samplers.noise import NoiseSource
-    from loom_samplers.samplers.base import Denoiser, StepCallback
+    from loom.types import Denoiser, NoiseSource, StepCallback
 
 
 def _torch() -> Any:
@@ -192,7 +191,3 @@ def uni_pc_bh2(
 ) -> Tensor:
     """UniPC multistep with B(h) = eʰ - 1 (better for few steps with guidance)."""
     return _sample(denoiser, x, sigmas, on_step, "bh2")
-
-
-uni_pc.discard_penultimate_sigma = True  # type: ignore[attr-defined]
-uni_pc_bh2.discard_penultimate_sigma = True  # type: ignore[attr-defined]

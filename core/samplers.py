@@ -1,0 +1,182 @@
+"""The sampler contract: what a sampler or scheduler plugin implements and what it is given.
+
+A sampler plugin needs only core: it implements :class:`Sampler` (k-diffusion's shape, with
+types), registers it through the ``register_samplers`` hook with a :class:`SamplerInfo`
+declaring how a sampling run must treat it, and receives a :class:`Denoiser` and a
+:class:`NoiseSource` when it runs. Nodes find what was registered with :func:`find_sampler` and
+:func:`find_scheduler`. :mod:`loom.types` re-exports the types. Torch is imported only for
+type checking.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import attrs
+
+from loom.errors import LoomError
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from loom.registry import Registry
+    from loom.sampling import ModelSampling
+
+__all__ = [
+    "Denoiser",
+    "NoiseSampler",
+    "NoiseSource",
+    "RegisteredSampler",
+    "Sampler",
+    "SamplerInfo",
+    "Scheduler",
+    "Step",
+    "StepCallback",
+    "UncondDenoiser",
+    "find_sampler",
+    "find_scheduler",
+]
+
+
+class Denoiser(Protocol):
+    """``D(x; σ) -> x0`` (Karras et al. 2022): the denoised estimate of ``x`` at noise ``sigma``.
+
+    ``sigma`` has one value per batch item. A denoiser built from a MODEL also has the model's
+    ``model_sampling`` (a :class:`loom.sampling.ModelSampling`), which samplers read where
+    present: flow-matching models switch the ancestral and SDE samplers to their
+    rectified-flow forms; without it the k-diffusion (variance-exploding) forms are used.
+    """
+
+    def __call__(self, x: Tensor, sigma: Tensor) -> Tensor: ...
+
+
+@runtime_checkable
+class UncondDenoiser(Denoiser, Protocol):
+    """A guided denoiser that also keeps its last unconditional prediction.
+
+    Samplers registered with ``SamplerInfo(needs_uncond=True)`` (the CFG++ samplers) are given
+    one, with CFG's cfg = 1 shortcut off: after each call, ``uncond_denoised`` is that call's
+    unconditional x0.
+    """
+
+    uncond_denoised: Tensor | None
+
+
+NoiseSampler = Callable[["Tensor", "Tensor"], "Tensor"]
+"""``noise(sigma, sigma_next) -> Tensor`` shaped like the latent, unit variance."""
+
+
+class NoiseSource(Protocol):
+    """What a sampler may ask for: step noise, Brownian-tree noise and churn noise.
+
+    Samplers never touch a global RNG; the source decides how noise is seeded (ComfyUI's
+    seeds in loom-samplers' ``SeededNoise``).
+    """
+
+    def sampler(self, x: Tensor) -> NoiseSampler:
+        """Independent Gaussian noise per call (ancestral samplers)."""
+        ...
+
+    def brownian(
+        self, x: Tensor, sigma_min: Tensor, sigma_max: Tensor, *, cpu: bool = True
+    ) -> NoiseSampler:
+        """Brownian-tree noise over ``[sigma_min, sigma_max]`` (SDE samplers); ``cpu``: keep
+        the tree on the CPU so that results do not depend on the compute device."""
+        ...
+
+    def randn_like(self, x: Tensor) -> Tensor:
+        """Churn noise (``s_churn > 0`` in euler / heun / dpm_2)."""
+        ...
+
+
+@attrs.frozen
+class Step:
+    """What a sampler reports after each model evaluation of its main loop."""
+
+    i: int
+    x: Any
+    sigma: Any
+    sigma_hat: Any
+    denoised: Any
+
+
+StepCallback = Callable[[Step], None]
+"""``on_step(step)``: progress and previews; called once per step of the main loop."""
+
+
+class Sampler(Protocol):
+    """``sampler(denoiser, x, sigmas, *, noise, on_step=None, **options) -> x``.
+
+    ``x`` starts at ``sigmas[0]`` already scaled (``latent + σ₀ ε`` for eps / v models) and the
+    result is the sample at ``sigmas[-1]``. ``options`` are the sampler's own knobs (``eta``,
+    ``s_noise``, ...), given by nodes such as ``SamplerEulerAncestral``.
+    """
+
+    def __call__(
+        self,
+        denoiser: Denoiser,
+        x: Tensor,
+        sigmas: Tensor,
+        *,
+        noise: NoiseSource,
+        on_step: StepCallback | None = None,
+        **options: Any,
+    ) -> Tensor: ...
+
+
+class Scheduler(Protocol):
+    """``scheduler(model_sampling, steps) -> sigmas``: ``steps + 1`` values ending in 0."""
+
+    def __call__(self, model_sampling: ModelSampling, steps: int) -> Tensor: ...
+
+
+@attrs.frozen
+class SamplerInfo:
+    """How a sampling run treats a sampler, declared when the sampler is registered."""
+
+    #: Schedule one step more and drop the second-to-last sigma (ComfyUI's dpm_2,
+    #: dpm_2_ancestral, uni_pc, uni_pc_bh2).
+    discard_penultimate_sigma: bool = False
+    #: When inpainting, noise the kept area with fresh noise (seed + 1) rather than the
+    #: initial noise (ComfyUI's ddim).
+    inpaint_random_noise: bool = False
+    #: The sampler reads the unconditional prediction: it is given an
+    #: :class:`UncondDenoiser` (the CFG++ samplers).
+    needs_uncond: bool = False
+
+
+@attrs.frozen
+class RegisteredSampler:
+    """A sampler as registered: its name, the function and its :class:`SamplerInfo`."""
+
+    name: str
+    function: Sampler = attrs.field(eq=False)
+    info: SamplerInfo = SamplerInfo()
+
+
+def find_sampler(registry: Registry, name: str) -> RegisteredSampler:
+    """The sampler registered as ``name``; a :class:`~loom.errors.LoomError` naming the
+    installed ones if there is none."""
+    entry = registry.samplers.get(name)
+    if entry is None:
+        raise LoomError(
+            f"unknown sampler {name!r}", hint=f"installed samplers: {_listed(registry.samplers)}"
+        )
+    return entry
+
+
+def find_scheduler(registry: Registry, name: str) -> Scheduler:
+    """The scheduler registered as ``name``; a :class:`~loom.errors.LoomError` naming the
+    installed ones if there is none."""
+    scheduler = registry.schedulers.get(name)
+    if scheduler is None:
+        raise LoomError(
+            f"unknown scheduler {name!r}",
+            hint=f"installed schedulers: {_listed(registry.schedulers)}",
+        )
+    return scheduler
+
+
+def _listed(table: dict[str, Any]) -> str:
+    return ", ".join(table) if table else "none (is loom-samplers installed?)"
