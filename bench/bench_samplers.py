@@ -38,12 +38,12 @@ import types
 from pathlib import Path
 
 import torch
-from loom_samplers.guidance import GuidedDenoiser, Guider
+from loom_samplers.guiders import GuidedDenoiser, Guider
 from loom_samplers.noise import FunctionNoise, SeededNoise
 from loom_samplers.samplers import SAMPLER_INFO, SAMPLERS
 from loom_samplers.schedulers import karras_sigmas
 
-from loom.sampling import DiscreteEps
+from loom.model_sampling import DiscreteEps
 from loom.types import LatentFormat, SamplerInfo
 
 SHAPE = (1, 4, 64, 64)
@@ -189,6 +189,7 @@ def main() -> None:
         f"python {platform.python_version()}, torch {torch.__version__}, "
         f"threads {torch.get_num_threads()}, device {device}"
         + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+        + f", load average {os.getloadavg()[0]:.1f} (on a shared host, times grow with it)"
     )
     print(f"latent {list(SHAPE)}, {args.steps} steps, best of {args.repeats}\n")
     print(

@@ -20,8 +20,8 @@ from loom.errors import LoomError
 if TYPE_CHECKING:
     from torch import Tensor
 
+    from loom.model_sampling import ModelSampling
     from loom.registry import Registry
-    from loom.sampling import ModelSampling
 
 __all__ = [
     "Denoiser",
@@ -43,7 +43,7 @@ class Denoiser(Protocol):
     """``D(x; σ) -> x0`` (Karras et al. 2022): the denoised estimate of ``x`` at noise ``sigma``.
 
     ``sigma`` has one value per batch item. A denoiser built from a MODEL also has the model's
-    ``model_sampling`` (a :class:`loom.sampling.ModelSampling`), which samplers read where
+    ``model_sampling`` (a :class:`loom.model_sampling.ModelSampling`), which samplers read where
     present: flow-matching models switch the ancestral and SDE samplers to their
     rectified-flow forms; without it the k-diffusion (variance-exploding) forms are used.
     """

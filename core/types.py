@@ -48,7 +48,7 @@ from loom.samplers import (
 if TYPE_CHECKING:
     import torch
 
-    from loom.sampling import ModelSampling
+    from loom.model_sampling import ModelSampling
 
 
 @attrs.frozen

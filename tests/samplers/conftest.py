@@ -117,7 +117,7 @@ class ToyModel:
     """
 
     def __init__(self, sampling=None, channels: int = 4, s: float = 1.0) -> None:
-        from loom.sampling import DiscreteEps
+        from loom.model_sampling import DiscreteEps
         from loom.types import LatentFormat
 
         self.model_sampling = sampling or DiscreteEps()

@@ -20,7 +20,7 @@ from loom_samplers.noise import BrownianTreeNoise, SeededNoise
 from loom_samplers.samplers import SAMPLERS
 from loom_samplers.schedulers import karras_sigmas, normal, simple
 
-from loom.sampling import DiscreteEps, FlowMatching
+from loom.model_sampling import DiscreteEps, FlowMatching
 
 torchsde = pytest.importorskip("torchsde")
 

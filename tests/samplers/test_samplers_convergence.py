@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from loom_samplers.guidance import GuidedDenoiser, Guider
+from loom_samplers.guiders import GuidedDenoiser, Guider
 from loom_samplers.noise import SeededNoise
 from loom_samplers.samplers import SAMPLER_INFO, SAMPLERS
 from loom_samplers.schedulers import karras_sigmas
 
-from loom.sampling import DiscreteEps, FlowMatching
+from loom.model_sampling import DiscreteEps, FlowMatching
 from loom.types import SamplerInfo
 
 STOCHASTIC = {

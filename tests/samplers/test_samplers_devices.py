@@ -18,7 +18,7 @@ from loom_samplers.noise import BrownianTreeNoise, SeededNoise
 from loom_samplers.schedulers import SCHEDULERS
 
 from loom.executor.context import InterruptFlag, RunContext
-from loom.sampling import DiscreteEps
+from loom.model_sampling import DiscreteEps
 
 pytestmark = [pytest.mark.parametrize("device", DEVICES), pytest.mark.usefixtures("no_tf32")]
 #: torchsde warns when a query is clamped to the tree's ends (sigma_max rounded); so does ComfyUI

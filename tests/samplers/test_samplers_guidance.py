@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import torch
-from loom_samplers.guidance import Guider, calc_cond_batch, resolve_conditioning
+from loom_samplers.conditioning_batches import calc_cond_batch, resolve_conditioning
+from loom_samplers.guiders import Guider
 
 
 def _prepared(toy_model, conds, cfg=8.0, shape=(1, 4, 16, 16)):
@@ -127,11 +128,11 @@ def test_samplers_conditioning_is_batched_once_per_run(toy_model, cond, monkeypa
 def test_samplers_batched_conditioning_kept_is_bounded(toy_model, cond):
     """Conditioning made anew at every step (a batch repeat) is batched anew, and a run keeps
     only the last few batches."""
-    from loom_samplers import guidance
+    from loom_samplers import conditioning_batches
 
     _model, guider = _prepared(
         toy_model, {"positive": cond(1.0), "negative": cond(-1.0)}, shape=(2, 4, 8, 8)
     )
-    for step in range(guidance._BATCHED_KEPT + 5):
+    for step in range(conditioning_batches._BATCHED_KEPT + 5):
         guider.predict(torch.randn(2, 4, 8, 8), torch.tensor([1.0 + step, 1.0 + step]))
-    assert len(guider.batched) == guidance._BATCHED_KEPT  # the oldest went first
+    assert len(guider.batched) == conditioning_batches._BATCHED_KEPT  # the oldest went first

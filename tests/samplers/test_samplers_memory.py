@@ -5,7 +5,7 @@ from __future__ import annotations
 import types
 
 import torch
-from loom_samplers.denoiser import batch_fits, prepare_model
+from loom_samplers.model_interface import batch_fits, prepare_model
 
 from loom.memory import MemoryManager, ModelHandle
 from loom.memory.devices import simulated_device

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from loom_samplers.guidance import GuidedDenoiser, Guider
+from loom_samplers.guiders import GuidedDenoiser, Guider
 from loom_samplers.noise import SeededNoise
 from loom_samplers.samplers import SAMPLERS
 from loom_samplers.schedulers import SCHEDULERS
 
 from loom.executor.context import InterruptFlag, RunContext
-from loom.sampling import DiscreteEps
+from loom.model_sampling import DiscreteEps
 
 
 class _Runtime:

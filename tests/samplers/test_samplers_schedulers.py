@@ -10,7 +10,7 @@ import torch
 from loom_samplers import schedulers
 from loom_samplers.schedulers import SCHEDULERS
 
-from loom.sampling import DiscreteEps, FlowMatching
+from loom.model_sampling import DiscreteEps, FlowMatching
 
 
 def _table() -> np.ndarray:

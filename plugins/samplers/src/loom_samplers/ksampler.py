@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from loom import LoomError
-from loom_samplers.denoiser import prepare_model, process_latent_in, process_latent_out
-from loom_samplers.guidance import GuidedDenoiser, Guider
+from loom_samplers.guiders import GuidedDenoiser, Guider
+from loom_samplers.model_interface import prepare_model, process_latent_in, process_latent_out
 from loom_samplers.noise import SeededNoise
 
 if TYPE_CHECKING:

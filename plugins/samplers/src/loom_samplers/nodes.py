@@ -13,9 +13,9 @@ import loom
 from loom.samplers import find_sampler, find_scheduler
 from loom.types import Conditioning, Guider, Latent, Model, Noise, SamplerRef, Sigmas
 from loom_samplers import ksampler
-from loom_samplers.denoiser import fix_empty_latent_channels, process_latent_out
-from loom_samplers.guidance import DualCFGGuider as _DualCFG
-from loom_samplers.guidance import Guider as _Guider
+from loom_samplers.guiders import DualCFGGuider as _DualCFG
+from loom_samplers.guiders import Guider as _Guider
+from loom_samplers.model_interface import fix_empty_latent_channels, process_latent_out
 from loom_samplers.noise import EmptyNoiseGen, RandomNoiseGen, prepare_noise
 
 ui = loom.ui

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from loom.sampling import ModelSampling
+    from loom.model_sampling import ModelSampling
 
 
 def _torch() -> Any:

@@ -1,7 +1,7 @@
 """The MODEL socket value for SD1.x: a :class:`loom.memory.ModelHandle` around the UNet.
 
-It is what loom-samplers' denoiser expects (see ``loom_samplers.denoiser``):
-``model_sampling`` (:class:`loom.sampling.DiscreteEps`), ``latent_format`` (scale 0.18215,
+It is what loom-samplers expects of a MODEL (see ``loom_samplers.model_interface``):
+``model_sampling`` (:class:`loom.model_sampling.DiscreteEps`), ``latent_format`` (scale 0.18215,
 ComfyUI's SD1.5 preview factors) and ``apply_model(x, sigma, cond) -> x0``, computed as
 ComfyUI's ``BaseModel.apply_model``: scale the input, look up the timestep, run the UNet on
 ``cond["c_crossattn"]``, turn the ε prediction into x0. Being a ``ModelHandle``, it clones
@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from loom.memory import ModelHandle
-from loom.sampling import DiscreteEps, ModelSampling
+from loom.model_sampling import DiscreteEps, ModelSampling
 from loom.types import LatentFormat
 from loom_sd15.unet import UNetConfig, UNetModel
 from loom_sd15.vae import SD15_RGB_FACTORS

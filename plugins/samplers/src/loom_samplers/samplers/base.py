@@ -60,7 +60,7 @@ def model_sampling_of(denoiser: Any) -> Any:
 
 def is_flow(denoiser: Any) -> bool:
     """Whether the denoiser's model is a rectified-flow (CONST) model."""
-    from loom.sampling import FlowMatching
+    from loom.model_sampling import FlowMatching
 
     return isinstance(model_sampling_of(denoiser), FlowMatching)
 

@@ -383,7 +383,7 @@ def lcm(
     noise_clip_std: float = 0.0,
 ) -> Tensor:
     """Latent consistency sampling: jump to x0, then re-noise to the next sigma."""
-    from loom.sampling import DiscreteEps
+    from loom.model_sampling import DiscreteEps
 
     draw = noise.sampler(x)
     sampling = model_sampling_of(denoiser) or DiscreteEps()

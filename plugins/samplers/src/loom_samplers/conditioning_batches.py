@@ -1,12 +1,12 @@
-"""Conditioning batches and classifier-free guidance, as ComfyUI's ``calc_cond_batch`` does them.
+"""Conditioning lists resolved for a latent and evaluated in batches, as ComfyUI's
+``calc_cond_batch`` does (the guiders that combine the results are in :mod:`.guiders`).
 
 Covered (ComfyUI ``comfy/samplers.py`` behaviour):
 
-* CFG ``uncond + (cond - uncond) * cfg`` (Ho & Salimans 2022, arXiv:2207.12598); with
-  ``cfg == 1`` the negative is not evaluated (unless a CFG++ sampler asks for it).
 * All conditioning entries of all groups that can share a batch are evaluated in one model
   call, in ComfyUI's order (the last compatible entry first, so ``[uncond, cond]``);
-  ``memory_required`` + the memory manager may split the batch (:func:`denoiser.batch_fits`).
+  ``memory_required`` + the memory manager may split the batch
+  (:func:`.model_interface.batch_fits`).
 * Options of an entry: ``area`` (``(h, w, y, x)`` in latent pixels or ``("percentage", h, w,
   y, x)``), ``strength``, ``mask`` (+ ``mask_strength``, ``set_area_to_bounds``), resized
   bilinearly to the latent; areas without a mask get ComfyUI's 8-pixel feathered edges;
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from loom_samplers.denoiser import batch_fits
+from loom_samplers.model_interface import batch_fits
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -383,141 +383,3 @@ def calc_cond_batch(
 
 
 _UNSET = object()
-
-
-# --- guiders -------------------------------------------------------------------------------
-
-
-def cfg_combine(cond: Tensor, uncond: Tensor, scale: float) -> Tensor:
-    return uncond + (cond - uncond) * scale
-
-
-@attrs.define(eq=False)
-class Guider:
-    """A GUIDER: a model and named conditioning groups, predicting x0 for a noisy latent.
-
-    ``conds`` holds CONDITIONING lists by group name; :meth:`prepare` resolves them for a
-    latent; :meth:`predict` is called once per model evaluation. ``cfg`` is the scale for
-    :class:`CFGGuider`; the ``BasicGuider`` is a CFG guider without a negative (cfg 1).
-    """
-
-    model: Any
-    conds: dict[str, list] = attrs.field(factory=dict)
-    cfg: float = 1.0
-    #: group names whose entries are prompt_type "negative" for ``extra_conds``.
-    negative_groups: frozenset[str] = frozenset({"negative", "middle"})
-    resolved: dict[str, list[CondEntry]] = attrs.field(factory=dict, init=False)
-    #: conditioning batched by :func:`calc_cond_batch` during this run (see ``_cat_conds``)
-    batched: dict = attrs.field(factory=dict, init=False)
-
-    def prepare(
-        self,
-        noise: Tensor,
-        latent_image: Tensor | None,
-        denoise_mask: Tensor | None,
-        seed: int | None,
-    ) -> None:
-        self.batched = {}
-        self.resolved = {
-            name: resolve_conditioning(
-                cond,
-                self.model,
-                noise,
-                latent_image=latent_image,
-                denoise_mask=denoise_mask,
-                seed=seed,
-                prompt_type="negative" if name in self.negative_groups else "positive",
-            )
-            for name, cond in self.conds.items()
-        }
-        pair_areas(self.resolved)
-
-    def predict(
-        self, x: Tensor, sigma: Tensor, *, need_uncond: bool = False, ctx: Any = None
-    ) -> tuple[Tensor, Tensor | None]:
-        """``(guided x0, unconditional x0 or None)``."""
-        negative = self.resolved.get("negative")
-        if math.isclose(self.cfg, 1.0) and not need_uncond:
-            negative = None
-        cond, uncond = calc_cond_batch(
-            self.model, [self.resolved.get("positive"), negative], x, sigma, ctx, self.batched
-        )
-        return cfg_combine(cond, uncond, self.cfg), uncond
-
-
-@attrs.define(eq=False)
-class DualCFGGuider(Guider):
-    """Two prompts against a negative (ComfyUI ``Guider_DualCFG``).
-
-    ``regular``: ``cfg(cond2 vs negative, cfg2) + (cond1 - cond2) * cfg1``; ``nested``:
-    ``negative + cfg2 * (cfg(cond1 vs cond2, cfg1) - negative)``.
-    """
-
-    cfg2: float = 1.0
-    nested: bool = False
-
-    def predict(
-        self, x: Tensor, sigma: Tensor, *, need_uncond: bool = False, ctx: Any = None
-    ) -> tuple[Tensor, Tensor | None]:
-        negative = self.resolved.get("negative")
-        middle = self.resolved.get("middle")
-        positive = self.resolved.get("positive")
-        if self.nested:
-            out = calc_cond_batch(
-                self.model, [negative, middle, positive], x, sigma, ctx, self.batched
-            )
-            text = cfg_combine(out[2], out[1], self.cfg)
-            return out[0] + self.cfg2 * (text - out[0]), out[0]
-        if not need_uncond and math.isclose(self.cfg2, 1.0):
-            negative = None
-            if math.isclose(self.cfg, 1.0):
-                middle = None
-        out = calc_cond_batch(self.model, [negative, middle, positive], x, sigma, ctx, self.batched)
-        return cfg_combine(out[1], out[0], self.cfg2) + (out[2] - out[1]) * self.cfg, out[0]
-
-
-class GuidedDenoiser:
-    """``D(x, σ)`` for the samplers: a guider's prediction, with inpainting applied.
-
-    With a ``denoise_mask`` (1 = denoise), the kept area of ``x`` is replaced by the original
-    latent noised to σ before the call and by the original latent after it (ComfyUI's
-    ``KSamplerX0Inpaint``). With ``keep_uncond`` (samplers registered with
-    ``SamplerInfo(needs_uncond=True)``) the unconditional prediction is always evaluated and
-    kept in ``uncond_denoised``: it is then a :class:`loom.types.UncondDenoiser`.
-    """
-
-    def __init__(
-        self,
-        guider: Guider,
-        *,
-        latent_image: Tensor,
-        noise: Tensor,
-        denoise_mask: Tensor | None = None,
-        keep_uncond: bool = False,
-        ctx: Any = None,
-    ) -> None:
-        self.guider = guider
-        self.model_sampling = guider.model.model_sampling
-        self.latent_image = latent_image
-        self.noise = noise
-        self.denoise_mask = denoise_mask
-        self.ctx = ctx
-        self.keep_uncond = keep_uncond
-        if keep_uncond:
-            self.uncond_denoised: Tensor | None = None
-
-    def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
-        mask = self.denoise_mask
-        if mask is not None:
-            kept = 1.0 - mask
-            sigma_b = sigma.reshape([sigma.shape[0]] + [1] * (self.noise.ndim - 1))
-            x = (
-                x * mask
-                + self.model_sampling.noise_scaling(sigma_b, self.noise, self.latent_image) * kept
-            )
-        out, uncond = self.guider.predict(x, sigma, need_uncond=self.keep_uncond, ctx=self.ctx)
-        if self.keep_uncond:
-            self.uncond_denoised = uncond
-        if mask is not None:
-            out = out * mask + self.latent_image * kept
-        return out

@@ -3,7 +3,7 @@
 A MODEL handle (``loom.types.ModelLike``) must provide:
 
 ``model.model_sampling``
-    a :class:`loom.sampling.ModelSampling` (``DiscreteEps``, ``DiscreteV``, ``FlowMatching`` or
+    a :class:`loom.model_sampling.ModelSampling` (``DiscreteEps``, ``DiscreteV``, ``FlowMatching`` or
     a subclass): schedules, ``noise_scaling``, ``percent_to_sigma``.
 ``model.apply_model(x, sigma, cond) -> x0``
     ``x``: ``[N, C, H, W]`` noisy latent in *model space* (see below), ``sigma``: ``[N]``

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from loom.sampling import DiscreteEps, DiscreteV, FlowMatching, flux_shift, time_shift
+from loom.model_sampling import DiscreteEps, DiscreteV, FlowMatching, flux_shift, time_shift
 
 
 def test_sd15_schedule_matches_the_known_sigma_range():
