@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from loom_samplers.conditioning_batches import calc_cond_batch, resolve_conditioning
 from loom_samplers.guiders import Guider
+
+from loom.errors import LoomError
 
 
 def _prepared(toy_model, conds, cfg=8.0, shape=(1, 4, 16, 16)):
@@ -51,6 +54,21 @@ def test_samplers_area_conditioning_is_weighted(toy_model, cond):
     assert out[0, 0, 0, 0].item() > 0.2
     shapes = sorted(call[0] for call in model.calls)
     assert (1, 4, 8, 8) in shapes
+
+
+def test_samplers_area_past_the_latent_is_clipped_one_outside_it_is_named(toy_model, cond):
+    # ends past the 16x16 latent: clipped to what overlaps (ComfyUI does the same)
+    positive = cond(0.0) + cond(1.0, area=(8, 8, 12, 12), strength=1.0)
+    model, guider = _prepared(toy_model, {"positive": positive}, cfg=1.0)
+    guider.predict(torch.zeros(1, 4, 16, 16), torch.tensor([1.0]))
+    assert (1, 4, 4, 4) in [call[0] for call in model.calls]
+    # starts past it: a clear error naming the area in pixels, not a bare narrow() failure
+    outside = cond(0.0) + cond(1.0, area=(8, 8, 0, 20), strength=1.0)
+    with pytest.raises(LoomError) as raised:
+        _prepared(toy_model, {"positive": outside}, cfg=1.0)
+    assert "area conditioning of 64x64 at (160, 0) lies outside the 128x128 image" in str(
+        raised.value
+    )
 
 
 def test_samplers_mask_conditioning(toy_model, cond):

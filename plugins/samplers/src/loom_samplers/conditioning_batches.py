@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from loom.errors import LoomError
 from loom_samplers.model_interface import batch_fits
 
 if TYPE_CHECKING:
@@ -74,6 +75,7 @@ def resolve_conditioning(
     for item in conditioning:
         tensor, options = item[0], dict(item[1])
         area = _resolve_area(options.get("area"), dims)
+        _check_area_overlaps(area, dims)
         mask = None
         if options.get("mask") is not None:
             mask, area = _resolve_mask(options["mask"], dims, noise.device, options, area)
@@ -118,6 +120,26 @@ def _model_conds(model: Any, tensor: Any, options: dict, **extra: Any) -> dict[s
         produced = hook({**options, "cross_attn": tensor}, **extra) or {}
         conds.update({k: v for k, v in produced.items() if v is not None})
     return conds
+
+
+def _check_area_overlaps(area: tuple[int, ...] | None, dims: tuple[int, ...]) -> None:
+    """An area that ends past the latent is clipped at sampling (as ComfyUI does); one that
+    starts past it covers nothing, which is an error naming the area, not a bare narrow()."""
+    if area is None:
+        return
+    half = len(area) // 2
+    sizes, offsets = area[:half], area[half:]
+    if all(0 <= o < d for o, d in zip(offsets, dims, strict=True)) and min(sizes) > 0:
+        return
+    pixels = "x".join(str(v * 8) for v in reversed(sizes))
+    at = ", ".join(str(v * 8) for v in reversed(offsets))
+    image = "x".join(str(d * 8) for d in reversed(dims))
+    raise LoomError(
+        f"an area conditioning of {pixels} at ({at}) lies outside the {image} image "
+        "(sizes in pixels for a latent 8 times smaller)",
+        hint="move the area inside the image: ConditioningSetArea's x/y, or "
+        "ConditioningSetAreaPercentage's values below 1",
+    )
 
 
 def _resolve_area(area: Any, dims: tuple[int, ...]) -> tuple[int, ...] | None:
