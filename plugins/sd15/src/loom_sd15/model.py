@@ -58,13 +58,6 @@ class SD15Model(ModelHandle):
     def config(self) -> UNetConfig:
         return self.module.config
 
-    def clone(self) -> SD15Model:
-        other = super().clone()
-        other.__class__ = type(self)
-        other.model_sampling = self.model_sampling
-        other.latent_format = self.latent_format
-        return other  # type: ignore[return-value]
-
     @property
     def load_device(self) -> torch.device:
         """Where the UNet runs (the sampler puts the latent there)."""
