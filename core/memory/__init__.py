@@ -25,10 +25,10 @@ _EXPORTS = {
         "trim_host_memory",
     ),
     "cast": ("CastWeights", "cast_to", "ops", "set_compute_dtype"),
+    "compute": ("DtypeChoice", "compute_dtype_for"),
     "devices": (
         "DeviceInfo",
         "MemoryView",
-        "compute_dtype_for",
         "cpu_device",
         "discover_devices",
         "simulated_device",
@@ -57,6 +57,7 @@ __all__ = [
     "CastWeights",
     "DeviceInfo",
     "DiffPatch",
+    "DtypeChoice",
     "Eviction",
     "LoadPolicy",
     "LoadReport",
@@ -109,10 +110,10 @@ if TYPE_CHECKING:
         trim_host_memory,
     )
     from loom.memory.cast import CastWeights, cast_to, ops, set_compute_dtype
+    from loom.memory.compute import DtypeChoice, compute_dtype_for
     from loom.memory.devices import (
         DeviceInfo,
         MemoryView,
-        compute_dtype_for,
         cpu_device,
         discover_devices,
         simulated_device,

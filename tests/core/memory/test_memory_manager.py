@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import types
-
 import pytest
 import torch
 from hypothesis import given, settings
@@ -11,8 +9,9 @@ from hypothesis import strategies as st
 from memory_helpers import make_input, make_net
 
 from loom.errors import LoomError
-from loom.memory import MemoryManager, ModelHandle, cpu_device, simulated_device
+from loom.memory import DtypeChoice, MemoryManager, ModelHandle, cpu_device, simulated_device
 from loom.memory.placement import units_of
+from loom.settings import Settings
 
 
 def manager(capacity: int, **kwargs) -> MemoryManager:
@@ -126,20 +125,21 @@ def test_free_and_unload_all():
     assert mm.used_bytes == 0 and mm.accounting().models == ()
 
 
-def test_memory_view_and_from_settings():
-    settings = types.SimpleNamespace(
+def test_memory_view_and_from_settings(tmp_path):
+    chosen = Settings(
+        base_directory=tmp_path,
         vram_budget_bytes=10_000,
         reserved_bytes=1_000,
         vram_mode="normal",
         cpu_only=True,
-        compute_dtype="bf16",
+        compute_dtype=DtypeChoice.BF16,
     )
-    mm = MemoryManager.from_settings(settings)
+    mm = MemoryManager.from_settings(chosen)
     assert mm.device.simulated and mm.budget_bytes() == 9_000
     assert mm.compute_dtype == torch.bfloat16
     view = mm.memory_view()
     assert view.total_bytes == 10_000 and view.used_by_models_bytes == 0
-    plain = MemoryManager.from_settings(types.SimpleNamespace(cpu_only=True))
+    plain = MemoryManager.from_settings(Settings(base_directory=tmp_path, cpu_only=True))
     assert plain.device.type == "cpu" and plain.compute_dtype == torch.float32
 
 
