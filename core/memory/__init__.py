@@ -7,6 +7,8 @@ Everything a family plugin or sampler needs is importable from here::
     unet, report = load_module(lambda: UNet(config, ops=ops), path)
     handle = ModelHandle(unet, name="sd15-unet", memory_estimator=estimate)
     manager.load([handle], extra_memory=handle.memory_estimate(x.shape, dtype))
+    target = handle.compute_target  # the manager's answer: device and dtype
+    out = unet(x.to(target.device, target.dtype))
 
 Names are imported on first use, so ``loom.memory.allocator`` (run at start-up) does not
 import torch; nothing here probes a device or changes state at import.
@@ -25,7 +27,7 @@ _EXPORTS = {
         "trim_host_memory",
     ),
     "cast": ("CastWeights", "cast_to", "ops", "set_compute_dtype"),
-    "compute": ("DtypeChoice", "compute_dtype_for"),
+    "compute": ("ComputeTarget", "DtypeChoice", "compute_dtype_for"),
     "devices": (
         "DeviceInfo",
         "MemoryView",
@@ -55,6 +57,7 @@ __all__ = [
     "AllocatorPolicy",
     "AllocatorResult",
     "CastWeights",
+    "ComputeTarget",
     "DeviceInfo",
     "DiffPatch",
     "DtypeChoice",
@@ -110,7 +113,7 @@ if TYPE_CHECKING:
         trim_host_memory,
     )
     from loom.memory.cast import CastWeights, cast_to, ops, set_compute_dtype
-    from loom.memory.compute import DtypeChoice, compute_dtype_for
+    from loom.memory.compute import ComputeTarget, DtypeChoice, compute_dtype_for
     from loom.memory.devices import (
         DeviceInfo,
         MemoryView,

@@ -16,6 +16,8 @@ import enum
 import logging
 from typing import TYPE_CHECKING
 
+import attrs
+
 from loom.errors import LoomError
 
 if TYPE_CHECKING:
@@ -74,6 +76,18 @@ class DtypeChoice(enum.Enum):
             DtypeChoice.FP16: torch.float16,
             DtypeChoice.BF16: torch.bfloat16,
         }.get(self)
+
+
+@attrs.frozen
+class ComputeTarget:
+    """Where a handle's forward runs and in which dtype: the memory manager's answer.
+
+    Model code moves its inputs with ``x.to(target.device, target.dtype)``; the cast
+    layers inside the module compute in ``target.dtype`` whatever the weights are stored in.
+    """
+
+    device: torch.device
+    dtype: torch.dtype
 
 
 def compute_dtype_for(

@@ -17,6 +17,7 @@ import attrs
 import torch
 from torch import nn
 
+from loom.memory.compute import ComputeTarget
 from loom.memory.patches import WeightPatch, patch_keys_present
 
 if TYPE_CHECKING:
@@ -64,8 +65,9 @@ class ModelHandle:
     :param name: a label for logs and accounting.
     :param memory_estimator: ``(input_shape, dtype) -> bytes`` one forward needs (set by
         the model family); the default is :func:`default_memory_estimate`.
-    :param compute_dtype: dtype the cast layers compute in; ``None`` lets the memory
-        manager pick per device (fp32 on CPU, bf16/fp16 on accelerators).
+    :param compute_dtype: a dtype this handle must compute in whatever the manager's
+        policy; ``None`` (usual) leaves the choice to the memory manager. Either way the
+        answer is read from :attr:`compute_target`.
     """
 
     def __init__(
@@ -107,15 +109,21 @@ class ModelHandle:
         return placement is not None and placement.handle is self
 
     @property
-    def compute_device(self) -> torch.device:
-        """Where this handle's forward runs: its placement's device once loaded, else where
-        the weights are. Partially loaded modules keep some weights on the CPU, so the
-        device of an arbitrary parameter is not the answer."""
+    def compute_target(self) -> ComputeTarget:
+        """Where and in which dtype this handle's forward runs; model code moves its inputs
+        there and reads the answer nowhere else.
+
+        Once the memory manager has loaded the module, its answer
+        (:meth:`loom.memory.MemoryManager.target_for`); partially loaded modules keep some
+        weights on the CPU, so an arbitrary parameter's device is not it. A module no
+        manager placed runs where its weights are, in ``compute_dtype`` or float32.
+        """
         placement = self._shared.placement
         if placement is not None:
-            return placement.device
+            return placement.target
         first = next(iter(self.module.parameters()), None)
-        return first.device if first is not None else torch.device("cpu")
+        device = first.device if first is not None else torch.device("cpu")
+        return ComputeTarget(device, self.compute_dtype or torch.float32)
 
     def clone(self: _Handle) -> _Handle:
         """A handle of the same class on the same module, with its own copy of the patches.

@@ -21,7 +21,7 @@ import attrs
 import torch
 
 from loom.errors import LoomError
-from loom.memory.compute import DtypeChoice, compute_dtype_for
+from loom.memory.compute import ComputeTarget, DtypeChoice, compute_dtype_for
 from loom.memory.devices import (
     DeviceInfo,
     MemoryView,
@@ -202,9 +202,14 @@ class MemoryManager:
         entries = sorted(self._loaded.values(), key=lambda e: e.last_used)
         return [e.shared.placement.handle for e in entries if e.shared.placement is not None]
 
-    def compute_dtype_for(self, handle: ModelHandle) -> torch.dtype:
-        """The dtype ``handle``'s cast layers compute in once loaded here."""
-        return handle.compute_dtype or self.compute_dtype
+    def target_for(self, handle: ModelHandle) -> ComputeTarget:
+        """Where and in which dtype ``handle`` computes once loaded here: the compute device,
+        and the dtype the handle asks for (``handle.compute_dtype``) or else the manager's.
+
+        The one place device and dtype are decided; after :meth:`load` the same answer is
+        ``handle.compute_target``.
+        """
+        return ComputeTarget(self.device.torch_device, handle.compute_dtype or self.compute_dtype)
 
     # --- loading -----------------------------------------------------------------------
 
@@ -290,9 +295,7 @@ class MemoryManager:
                     largest,
                     available,
                 )
-        placement = place(
-            handle, self.device.torch_device, limit, self.meter, self.compute_dtype_for(handle)
-        )
+        placement = place(handle, self.target_for(handle), limit, self.meter)
         handle.shared.placement = placement
         self._loaded[id(handle.shared)] = _Entry(handle.shared, self._clock)
         self.meter.resident_bytes = self.used_bytes
