@@ -1,8 +1,10 @@
 """Model handles: what MODEL / CLIP / VAE values carry between nodes.
 
 A :class:`ModelHandle` wraps a torch module. ``clone()`` is cheap: clones share the module
-(and so the base weights) and each keeps its own weight patches and object patches. Patches only take effect while the memory manager has the handle loaded; at most
-one clone of a module is applied at a time, and loading another clone first reverts it.
+(and so the base weights) and each keeps its own weight patches and object patches.
+Patches only take effect while the memory manager has the handle loaded; at most one clone
+of a module is applied at a time, and loading another clone first reverts it. Where and in
+which dtype the module computes is the manager's answer, read as ``compute_target``.
 """
 
 from __future__ import annotations
