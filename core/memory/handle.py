@@ -70,6 +70,9 @@ class ModelHandle:
     :param compute_dtype: a dtype this handle must compute in whatever the manager's
         policy; ``None`` (usual) leaves the choice to the memory manager. Either way the
         answer is read from :attr:`compute_target`.
+    :param supported_dtypes: the compute dtypes the model gives correct results in
+        (ComfyUI's ``working_dtypes``; e.g. bf16 and fp32 for a VAE that overflows in
+        fp16); the manager computes in float32 where its policy picks another. Empty: any.
     """
 
     def __init__(
@@ -79,12 +82,14 @@ class ModelHandle:
         name: str | None = None,
         memory_estimator: MemoryEstimator | None = None,
         compute_dtype: torch.dtype | None = None,
+        supported_dtypes: tuple[torch.dtype, ...] = (),
     ) -> None:
         self._shared = SharedModel(module, name or type(module).__name__)
         self.weight_patches: dict[str, list[tuple[WeightPatch, float]]] = {}
         self.object_patches: dict[str, Any] = {}
         self.memory_estimator = memory_estimator
         self.compute_dtype = compute_dtype
+        self.supported_dtypes = tuple(supported_dtypes)
 
     def __repr__(self) -> str:
         return (

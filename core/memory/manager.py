@@ -204,12 +204,16 @@ class MemoryManager:
 
     def target_for(self, handle: ModelHandle) -> ComputeTarget:
         """Where and in which dtype ``handle`` computes once loaded here: the compute device,
-        and the dtype the handle asks for (``handle.compute_dtype``) or else the manager's.
+        and the dtype the handle asks for (``handle.compute_dtype``), else the manager's if
+        the handle supports it (``handle.supported_dtypes``), else float32.
 
         The one place device and dtype are decided; after :meth:`load` the same answer is
         ``handle.compute_target``.
         """
-        return ComputeTarget(self.device.torch_device, handle.compute_dtype or self.compute_dtype)
+        dtype = handle.compute_dtype or self.compute_dtype
+        if handle.compute_dtype is None and handle.supported_dtypes:
+            dtype = dtype if dtype in handle.supported_dtypes else torch.float32
+        return ComputeTarget(self.device.torch_device, dtype)
 
     # --- loading -----------------------------------------------------------------------
 

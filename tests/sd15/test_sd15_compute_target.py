@@ -65,6 +65,17 @@ def test_every_part_computes_as_the_manager_decides(parts):
     assert torch.isfinite(image).all()
 
 
+def test_the_vae_never_computes_in_fp16(parts):
+    memory = MemoryManager(cpu_device(), compute_dtype=torch.float16)
+    assert memory.target_for(parts.model).dtype == torch.float16
+    assert memory.target_for(parts.clip.handle).dtype == torch.float16
+    assert memory.target_for(parts.vae.handle).dtype == torch.float32  # ComfyUI's VAE rule
+    assert (
+        MemoryManager(cpu_device(), compute_dtype=torch.bfloat16).target_for(parts.vae.handle).dtype
+        == torch.bfloat16
+    )
+
+
 def test_unloading_returns_the_unet_to_float32_where_its_weights_are(parts):
     model = parts.model
     x, sigma = torch.randn(1, 4, 8, 8), torch.tensor([2.0])

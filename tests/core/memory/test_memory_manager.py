@@ -125,6 +125,22 @@ def test_free_and_unload_all():
     assert mm.used_bytes == 0 and mm.accounting().models == ()
 
 
+def test_target_for_decides_device_and_dtype_per_handle():
+    bf16, fp16, fp32 = torch.bfloat16, torch.float16, torch.float32
+    half_safe = ModelHandle(make_net())
+    no_fp16 = ModelHandle(make_net(), supported_dtypes=(bf16, fp32))
+    pinned = ModelHandle(make_net(), compute_dtype=fp16, supported_dtypes=(bf16, fp32))
+    for policy, expected in [(fp16, (fp16, fp32, fp16)), (bf16, (bf16, bf16, fp16))]:
+        mm = MemoryManager(simulated_device(2**30), compute_dtype=policy)
+        targets = [mm.target_for(h) for h in (half_safe, no_fp16, pinned)]
+        assert tuple(t.dtype for t in targets) == expected, policy
+        assert {t.device for t in targets} == {torch.device("cpu")}
+        mm.load([no_fp16])
+        assert no_fp16.compute_target == targets[1]
+        assert no_fp16.module.out.compute_dtype == expected[1]  # what its layers compute in
+        mm.unload_all()
+
+
 def test_memory_view_and_from_settings(tmp_path):
     chosen = Settings(
         base_directory=tmp_path,

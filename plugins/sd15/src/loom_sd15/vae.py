@@ -287,6 +287,10 @@ SD15_RGB_FACTORS = (
 
 # --- the VAE socket value -------------------------------------------------------------
 
+#: Compute dtypes the VAE runs in (ComfyUI's ``working_dtypes``): fp16 can overflow the
+#: decoder's activations, so where the manager's policy picks fp16 the VAE computes in fp32.
+VAE_DTYPES = (torch.bfloat16, torch.float32)
+
 
 class SD15Vae:
     """The VAE socket value: IMAGE ``[B, H, W, 3]`` in [0, 1] <-> unscaled latents."""
