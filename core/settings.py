@@ -24,6 +24,8 @@ from pathlib import Path
 
 import attrs
 
+from loom.memory.compute import DtypeChoice
+
 CACHE_POLICIES = ("classic", "lru", "ram", "none")
 
 
@@ -55,14 +57,16 @@ class Settings:
     load_custom_nodes: bool = True
     # memory (loom.memory.MemoryManager.from_settings): --cpu, a VRAM budget (on a CPU-only
     # machine it simulates a device of that size), bytes kept free, low/normal/high VRAM
-    # mode, and the compute dtype ("fp32", "fp16", "bf16", "auto"; None = per device).
+    # mode, and the compute dtype (text such as "bf16" is parsed once, here).
     cpu_only: bool = False
     vram_budget_bytes: int | None = None
     reserved_bytes: int = 0
     vram_mode: str = attrs.field(
         default="normal", validator=attrs.validators.in_(("low", "normal", "high"))
     )
-    compute_dtype: str | None = None
+    compute_dtype: DtypeChoice = attrs.field(
+        default=DtypeChoice.DEVICE_DEFAULT, converter=DtypeChoice.parse
+    )
     #: Raise glibc's mmap/trim thresholds at start-up so activation buffers are not returned
     #: to the OS and faulted back on every op (see loom.memory.allocator; LOOM_MALLOC=0 too).
     tune_host_allocator: bool = True

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from loom.memory.compute import DtypeChoice
 from loom.plugins import PluginHost
 from loom.settings import Settings
 
@@ -128,8 +129,9 @@ class LoomGroup(click.Group):
 )
 @click.option(
     "--compute-dtype",
-    type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
+    type=click.Choice([c.value for c in DtypeChoice if c is not DtypeChoice.DEVICE_DEFAULT]),
     default=None,
+    callback=lambda _ctx, _param, value: DtypeChoice.parse(value) if value else None,
     help="Compute dtype of model layers (default: bf16/fp16 on GPUs, fp32 on the CPU; "
     "auto: also bf16 on CPUs with bf16 instructions, about 2.5x faster there).",
 )

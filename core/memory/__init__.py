@@ -7,6 +7,8 @@ Everything a family plugin or sampler needs is importable from here::
     unet, report = load_module(lambda: UNet(config, ops=ops), path)
     handle = ModelHandle(unet, name="sd15-unet", memory_estimator=estimate)
     manager.load([handle], extra_memory=handle.memory_estimate(x.shape, dtype))
+    target = handle.compute_target  # the manager's answer: device and dtype
+    out = unet(x.to(target.device, target.dtype))
 
 Names are imported on first use, so ``loom.memory.allocator`` (run at start-up) does not
 import torch; nothing here probes a device or changes state at import.
@@ -25,10 +27,10 @@ _EXPORTS = {
         "trim_host_memory",
     ),
     "cast": ("CastWeights", "cast_to", "ops", "set_compute_dtype"),
+    "compute": ("ComputeTarget", "DtypeChoice", "compute_dtype_for"),
     "devices": (
         "DeviceInfo",
         "MemoryView",
-        "compute_dtype_for",
         "cpu_device",
         "discover_devices",
         "simulated_device",
@@ -55,8 +57,10 @@ __all__ = [
     "AllocatorPolicy",
     "AllocatorResult",
     "CastWeights",
+    "ComputeTarget",
     "DeviceInfo",
     "DiffPatch",
+    "DtypeChoice",
     "Eviction",
     "LoadPolicy",
     "LoadReport",
@@ -109,10 +113,10 @@ if TYPE_CHECKING:
         trim_host_memory,
     )
     from loom.memory.cast import CastWeights, cast_to, ops, set_compute_dtype
+    from loom.memory.compute import ComputeTarget, DtypeChoice, compute_dtype_for
     from loom.memory.devices import (
         DeviceInfo,
         MemoryView,
-        compute_dtype_for,
         cpu_device,
         discover_devices,
         simulated_device,

@@ -1,4 +1,4 @@
-"""Compute devices: discovery, memory views, and the dtype chosen for compute on each.
+"""Compute devices: discovery and memory views.
 
 Device probing is a function (:func:`discover_devices`) that returns plain
 :class:`DeviceInfo` values; nothing is probed at import. A *simulated* device is a CPU
@@ -171,31 +171,3 @@ def free_bytes(device: DeviceInfo) -> int:
     if device.type == "mps":
         return int(device.total_bytes - torch.mps.current_allocated_memory())
     return 0
-
-
-def compute_dtype_for(
-    device: DeviceInfo, requested: torch.dtype | str | None = None
-) -> torch.dtype:
-    """The dtype layers compute in on ``device``: ``requested`` if a dtype, else the policy.
-
-    By default accelerators compute in bf16 where supported, else fp16, and the CPU (and
-    simulated devices) in fp32, so CPU results match a float32 reference and ComfyUI.
-    ``"auto"`` picks the fastest dtype the device computes natively: bf16 also on CPUs
-    with bf16 instructions. Asking for bf16 on a CPU without them works, with a warning.
-    """
-    on_cpu = device.simulated or device.type == "cpu"
-    if isinstance(requested, torch.dtype):
-        if requested == torch.bfloat16 and on_cpu and not device.supports_bf16:
-            log.warning(
-                "this CPU has no bf16 instructions: bf16 compute is emulated and "
-                "slower than fp32 (use --compute-dtype fp32)"
-            )
-        return requested
-    if requested not in (None, "auto"):
-        raise ValueError(f"unknown compute dtype policy {requested!r}")
-    if on_cpu:
-        native = requested == "auto" and device.supports_bf16 and not device.simulated
-        return torch.bfloat16 if native else torch.float32
-    if device.supports_bf16:
-        return torch.bfloat16
-    return torch.float16 if device.supports_fp16 else torch.float32

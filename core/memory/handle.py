@@ -1,22 +1,25 @@
 """Model handles: what MODEL / CLIP / VAE values carry between nodes.
 
 A :class:`ModelHandle` wraps a torch module. ``clone()`` is cheap: clones share the module
-(and so the base weights) and each keeps its own weight patches, object patches and model
-options. Patches only take effect while the memory manager has the handle loaded; at most
-one clone of a module is applied at a time, and loading another clone first reverts it.
+(and so the base weights) and each keeps its own weight patches and object patches.
+Patches only take effect while the memory manager has the handle loaded; at most one clone
+of a module is applied at a time, and loading another clone first reverts it. Where and in
+which dtype the module computes is the manager's answer, read as ``compute_target``.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 import torch
 from torch import nn
 
+from loom.memory.compute import ComputeTarget
 from loom.memory.patches import WeightPatch, patch_keys_present
 
 if TYPE_CHECKING:
@@ -26,6 +29,8 @@ log = logging.getLogger(__name__)
 
 #: ``estimator(input_shape, dtype) -> bytes`` one forward needs beyond the weights.
 MemoryEstimator = Callable[[tuple[int, ...], torch.dtype], int]
+
+_Handle = TypeVar("_Handle", bound="ModelHandle")
 
 
 @attrs.define(eq=False)
@@ -54,25 +59,20 @@ def default_memory_estimate(input_shape: tuple[int, ...], dtype: torch.dtype) ->
     return int(math.prod(input_shape) * dtype.itemsize * 64 + 64 * 2**20)
 
 
-def _copy_options(value: Any) -> Any:
-    """Copy nested dicts/lists/tuples so a clone can change them; leaves are shared."""
-    if isinstance(value, dict):
-        return {k: _copy_options(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_copy_options(v) for v in value]
-    return value
-
-
 class ModelHandle:
-    """A torch module plus the patches and options one node output wants applied to it.
+    """A torch module plus the patches one node output wants applied to it.
 
     :param module: the model; usually built on the meta device and loaded with
         :func:`loom.memory.load_module`, weights in their stored dtype on the CPU.
     :param name: a label for logs and accounting.
     :param memory_estimator: ``(input_shape, dtype) -> bytes`` one forward needs (set by
         the model family); the default is :func:`default_memory_estimate`.
-    :param compute_dtype: dtype the cast layers compute in; ``None`` lets the memory
-        manager pick per device (fp32 on CPU, bf16/fp16 on accelerators).
+    :param compute_dtype: a dtype this handle must compute in whatever the manager's
+        policy; ``None`` (usual) leaves the choice to the memory manager. Either way the
+        answer is read from :attr:`compute_target`.
+    :param supported_dtypes: the compute dtypes the model gives correct results in
+        (ComfyUI's ``working_dtypes``; e.g. bf16 and fp32 for a VAE that overflows in
+        fp16); the manager computes in float32 where its policy picks another. Empty: any.
     """
 
     def __init__(
@@ -82,13 +82,14 @@ class ModelHandle:
         name: str | None = None,
         memory_estimator: MemoryEstimator | None = None,
         compute_dtype: torch.dtype | None = None,
+        supported_dtypes: tuple[torch.dtype, ...] = (),
     ) -> None:
         self._shared = SharedModel(module, name or type(module).__name__)
         self.weight_patches: dict[str, list[tuple[WeightPatch, float]]] = {}
         self.object_patches: dict[str, Any] = {}
-        self.model_options: dict[str, Any] = {}
         self.memory_estimator = memory_estimator
         self.compute_dtype = compute_dtype
+        self.supported_dtypes = tuple(supported_dtypes)
 
     def __repr__(self) -> str:
         return (
@@ -115,25 +116,31 @@ class ModelHandle:
         return placement is not None and placement.handle is self
 
     @property
-    def compute_device(self) -> torch.device:
-        """Where this handle's forward runs: its placement's device once loaded, else where
-        the weights are. Partially loaded modules keep some weights on the CPU, so the
-        device of an arbitrary parameter is not the answer."""
+    def compute_target(self) -> ComputeTarget:
+        """Where and in which dtype this handle's forward runs; model code moves its inputs
+        there and reads the answer nowhere else.
+
+        Once the memory manager has loaded the module, its answer
+        (:meth:`loom.memory.MemoryManager.target_for`); partially loaded modules keep some
+        weights on the CPU, so an arbitrary parameter's device is not it. A module no
+        manager placed runs where its weights are, in ``compute_dtype`` or float32.
+        """
         placement = self._shared.placement
         if placement is not None:
-            return placement.device
+            return placement.target
         first = next(iter(self.module.parameters()), None)
-        return first.device if first is not None else torch.device("cpu")
+        device = first.device if first is not None else torch.device("cpu")
+        return ComputeTarget(device, self.compute_dtype or torch.float32)
 
-    def clone(self) -> ModelHandle:
-        """A handle on the same module with its own copy of the patches and options."""
-        other = object.__new__(ModelHandle)
-        other._shared = self._shared
+    def clone(self: _Handle) -> _Handle:
+        """A handle of the same class on the same module, with its own copy of the patches.
+
+        Every other attribute (a subclass's too) is shared with the original, so subclasses
+        need no ``clone`` of their own unless they hold something a clone must not share.
+        """
+        other = copy.copy(self)
         other.weight_patches = {key: list(entries) for key, entries in self.weight_patches.items()}
         other.object_patches = dict(self.object_patches)
-        other.model_options = _copy_options(self.model_options)
-        other.memory_estimator = self.memory_estimator
-        other.compute_dtype = self.compute_dtype
         return other
 
     def is_clone(self, other: object) -> bool:
@@ -169,14 +176,6 @@ class ModelHandle:
         owner_path, _, name = path.rpartition(".")
         owner = self.module.get_submodule(owner_path) if owner_path else self.module
         return getattr(owner, name)
-
-    def add_wrapper(self, kind: str, wrapper: Callable[..., Any]) -> None:
-        """Append ``wrapper`` to ``model_options["wrappers"][kind]`` (e.g. ``"attention"``)."""
-        self.model_options.setdefault("wrappers", {}).setdefault(kind, []).append(wrapper)
-
-    def wrappers(self, kind: str) -> list[Callable[..., Any]]:
-        """Wrappers of ``kind`` in the order they were added."""
-        return list(self.model_options.get("wrappers", {}).get(kind, []))
 
     def size_bytes(self) -> int:
         """Bytes of the module's weights in their stored dtypes."""

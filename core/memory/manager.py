@@ -15,16 +15,16 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import attrs
 import torch
 
 from loom.errors import LoomError
+from loom.memory.compute import ComputeTarget, DtypeChoice, compute_dtype_for
 from loom.memory.devices import (
     DeviceInfo,
     MemoryView,
-    compute_dtype_for,
     cpu_device,
     discover_devices,
     free_bytes,
@@ -33,17 +33,12 @@ from loom.memory.devices import (
 from loom.memory.handle import ModelHandle, SharedModel
 from loom.memory.placement import StreamMeter, place, units_of
 
+if TYPE_CHECKING:
+    from loom.settings import Settings
+
 log = logging.getLogger(__name__)
 
 VRAM_MODES = ("low", "normal", "high")
-DTYPE_NAMES = {
-    "fp32": torch.float32,
-    "float32": torch.float32,
-    "fp16": torch.float16,
-    "float16": torch.float16,
-    "bf16": torch.bfloat16,
-    "bfloat16": torch.bfloat16,
-}
 
 
 @attrs.frozen
@@ -99,8 +94,9 @@ class MemoryManager:
     :param vram_mode: ``"normal"`` (evict, then partial-load what does not fit), ``"low"``
         (additionally keep at most half the budget resident per model) or ``"high"``
         (never stream: a model too big is loaded whole, over budget, with a warning).
-    :param compute_dtype: dtype cast layers compute in; ``None`` (per device) or
-        ``"auto"`` (fastest native) lets :func:`compute_dtype_for` choose.
+    :param compute_dtype: a dtype cast layers compute in, or a :class:`DtypeChoice` policy
+        resolved against ``device`` by :func:`compute_dtype_for` (``None``: the device's
+        default).
     """
 
     def __init__(
@@ -110,7 +106,7 @@ class MemoryManager:
         budget_bytes: int | None = None,
         reserved_bytes: int = 0,
         vram_mode: str = "normal",
-        compute_dtype: torch.dtype | str | None = None,
+        compute_dtype: torch.dtype | DtypeChoice | None = None,
     ) -> None:
         if vram_mode not in VRAM_MODES:
             raise LoomError(f"unknown vram mode {vram_mode!r}", hint=f"use one of {VRAM_MODES}")
@@ -126,28 +122,19 @@ class MemoryManager:
         self._lock = threading.RLock()
 
     @classmethod
-    def from_settings(cls, settings: Any) -> MemoryManager:
-        """Build from :class:`loom.settings.Settings` (``cpu_only``, ``vram_budget_bytes``,
-        ``reserved_bytes``, ``vram_mode``, ``compute_dtype``; all optional)."""
-        budget = getattr(settings, "vram_budget_bytes", None)
-        cpu_only = bool(getattr(settings, "cpu_only", False))
-        device = cpu_device() if cpu_only else discover_devices()[0]
+    def from_settings(cls, settings: Settings) -> MemoryManager:
+        """Build from the settings' ``cpu_only``, ``vram_budget_bytes``, ``reserved_bytes``,
+        ``vram_mode`` and ``compute_dtype`` (a :class:`DtypeChoice`)."""
+        budget = settings.vram_budget_bytes
+        device = cpu_device() if settings.cpu_only else discover_devices()[0]
         if budget is not None and not device.is_accelerator:
             device = simulated_device(budget)
-        dtype_name = getattr(settings, "compute_dtype", None)
-        try:
-            dtype = DTYPE_NAMES[dtype_name] if dtype_name not in (None, "auto") else dtype_name
-        except KeyError as exc:
-            raise LoomError(
-                f"unknown compute dtype {dtype_name!r}",
-                hint=f"use auto or one of {sorted(DTYPE_NAMES)}",
-            ) from exc
         return cls(
             device,
             budget_bytes=budget,
-            reserved_bytes=getattr(settings, "reserved_bytes", 0),
-            vram_mode=getattr(settings, "vram_mode", "normal"),
-            compute_dtype=dtype,
+            reserved_bytes=settings.reserved_bytes,
+            vram_mode=settings.vram_mode,
+            compute_dtype=settings.compute_dtype,
         )
 
     # --- books -------------------------------------------------------------------------
@@ -215,9 +202,18 @@ class MemoryManager:
         entries = sorted(self._loaded.values(), key=lambda e: e.last_used)
         return [e.shared.placement.handle for e in entries if e.shared.placement is not None]
 
-    def compute_dtype_for(self, handle: ModelHandle) -> torch.dtype:
-        """The dtype ``handle``'s cast layers compute in once loaded here."""
-        return handle.compute_dtype or self.compute_dtype
+    def target_for(self, handle: ModelHandle) -> ComputeTarget:
+        """Where and in which dtype ``handle`` computes once loaded here: the compute device,
+        and the dtype the handle asks for (``handle.compute_dtype``), else the manager's if
+        the handle supports it (``handle.supported_dtypes``), else float32.
+
+        The one place device and dtype are decided; after :meth:`load` the same answer is
+        ``handle.compute_target``.
+        """
+        dtype = handle.compute_dtype or self.compute_dtype
+        if handle.compute_dtype is None and handle.supported_dtypes:
+            dtype = dtype if dtype in handle.supported_dtypes else torch.float32
+        return ComputeTarget(self.device.torch_device, dtype)
 
     # --- loading -----------------------------------------------------------------------
 
@@ -303,9 +299,7 @@ class MemoryManager:
                     largest,
                     available,
                 )
-        placement = place(
-            handle, self.device.torch_device, limit, self.meter, self.compute_dtype_for(handle)
-        )
+        placement = place(handle, self.target_for(handle), limit, self.meter)
         handle.shared.placement = placement
         self._loaded[id(handle.shared)] = _Entry(handle.shared, self._clock)
         self.meter.resident_bytes = self.used_bytes

@@ -4,8 +4,9 @@ A *unit* is a submodule with tensors of its own (a Linear, a GroupNorm, ...). Pl
 handle decides, unit by unit, which are *resident* (their weights copied to the compute
 device, patched) and which are *streamed*: their weights stay on the offload device and a
 forward pre-hook copies them to the compute device for that one call; the forward hook
-drops the copy afterwards. Every replaced tensor's original is kept in ``home`` and put
-back by :meth:`Placement.revert`, so the module ends exactly as it started.
+drops the copy afterwards. Cast layers compute in the target's dtype while placed. Every
+replaced tensor's original is kept in ``home`` and put back by :meth:`Placement.revert`,
+which also clears the cast layers' dtype, so the module ends as it started.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from loom.memory.cast import FLOAT8_DTYPES, CastWeights, set_compute_dtype
+from loom.memory.compute import ComputeTarget
 from loom.memory.handle import ModelHandle
 from loom.memory.patches import (
     apply_object_patches,
@@ -94,7 +96,7 @@ class Placement:
     """How one loaded handle's module sits on the devices; undone by :meth:`revert`."""
 
     handle: ModelHandle
-    device: torch.device
+    target: ComputeTarget
     resident: list[Unit]
     streamed: list[Unit]
     home: dict[str, tuple[nn.Module, str, torch.Tensor]] = attrs.Factory(dict)
@@ -120,7 +122,9 @@ class Placement:
         return bool(self.streamed)
 
     def revert(self) -> None:
-        """Remove hooks, object patches and weight replacements: originals come back."""
+        """Remove hooks, object patches, weight replacements and the cast layers' compute
+        dtype: originals come back."""
+        set_compute_dtype(self.handle.module, None)
         for hook in self.hooks:
             hook.remove()
         self.hooks.clear()
@@ -166,10 +170,9 @@ def _resident_dtype(
     return tensor.dtype if grows else compute_dtype
 
 
-def _place_unit(
-    placement: Placement, unit: Unit, to_device: bool, compute_dtype: torch.dtype | None = None
-) -> None:
+def _place_unit(placement: Placement, unit: Unit, to_device: bool) -> None:
     patches = placement.handle.weight_patches
+    device, compute_dtype = placement.target.device, placement.target.dtype
     for name, original in unit.tensors():
         key = unit.key(name)
         entries = patches.get(key)
@@ -177,10 +180,10 @@ def _place_unit(
             _resident_dtype(unit, name, original, compute_dtype) if to_device else original.dtype
         )
         if entries:
-            new = patched_weight(original, entries, placement.device)
-            new = new.to(placement.device if to_device else original.device, dtype)
-        elif (to_device and original.device != placement.device) or dtype != original.dtype:
-            new = original.detach().to(placement.device, dtype)
+            new = patched_weight(original, entries, device)
+            new = new.to(device if to_device else original.device, dtype)
+        elif (to_device and original.device != device) or dtype != original.dtype:
+            new = original.detach().to(device, dtype)
         else:
             continue
         placement.home[key] = (unit.module, name, original)
@@ -211,27 +214,24 @@ def _stream_hooks(unit: Unit, device: torch.device, meter: StreamMeter) -> list[
 
 
 def place(
-    handle: ModelHandle,
-    device: torch.device,
-    resident_limit_bytes: int,
-    meter: StreamMeter,
-    compute_dtype: torch.dtype | None,
+    handle: ModelHandle, target: ComputeTarget, resident_limit_bytes: int, meter: StreamMeter
 ) -> Placement:
-    """Put ``handle`` on ``device``: units fitting ``resident_limit_bytes`` move, the rest stream.
+    """Put ``handle`` on ``target.device``: units fitting ``resident_limit_bytes`` move, the
+    rest stream.
 
-    Weight patches are computed in float32 on ``device``; object patches are set; cast
-    layers get ``compute_dtype``. On failure everything done so far is reverted.
+    Weight patches are computed in float32 on the target device; object patches are set;
+    cast layers compute in ``target.dtype``. On failure everything done so far is reverted.
     """
     resident, streamed = choose_resident(units_of(handle.module), resident_limit_bytes)
-    placement = Placement(handle, device, resident, streamed, signature=handle.patch_signature())
+    placement = Placement(handle, target, resident, streamed, signature=handle.patch_signature())
     try:
         for unit in resident:
-            _place_unit(placement, unit, to_device=True, compute_dtype=compute_dtype)
+            _place_unit(placement, unit, to_device=True)
         for unit in streamed:
             _place_unit(placement, unit, to_device=False)
-            placement.hooks += _stream_hooks(unit, device, meter)
+            placement.hooks += _stream_hooks(unit, target.device, meter)
         placement.object_backups = apply_object_patches(handle.module, handle.object_patches)
-        set_compute_dtype(handle.module, compute_dtype)
+        set_compute_dtype(handle.module, target.dtype)
     except BaseException:
         placement.revert()
         raise

@@ -145,7 +145,7 @@ def captured_settings(monkeypatch):
 
 
 def test_memory_flags_reach_the_memory_manager(workdir, captured_settings):
-    from loom.memory import MemoryManager
+    from loom.memory import DtypeChoice, MemoryManager
 
     args = [
         "--vram-budget",
@@ -160,7 +160,7 @@ def test_memory_flags_reach_the_memory_manager(workdir, captured_settings):
     assert main(args) == 0
     settings = captured_settings["settings"]
     assert (settings.vram_budget_bytes, settings.reserved_bytes) == (512 * 1024**2, 256 * 1024**2)
-    assert (settings.vram_mode, settings.compute_dtype) == ("low", "bf16")
+    assert (settings.vram_mode, settings.compute_dtype) == ("low", DtypeChoice.BF16)
     accounting = MemoryManager.from_settings(settings).accounting()
     assert accounting.budget_bytes <= 512 * 1024**2
 

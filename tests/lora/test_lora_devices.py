@@ -59,7 +59,7 @@ def test_lora_file_on_device_matches_cpu(lora_runtime, toy, device):
     for where in dict.fromkeys(("cpu", device)):
         mm = memory_manager(where)
         mm.load([model])
-        assert toy.fc.weight.device.type == where and model.compute_device.type == where
+        assert toy.fc.weight.device.type == where and model.compute_target.device.type == where
         results[where] = _outputs(toy, where)
         mm.unload_all()
         assert _bits(toy).keys() == before.keys()

@@ -28,13 +28,15 @@ def test_load_run_unload(device):
     mm = memory_manager(device)
     mm.load([handle])
     assert handle.is_loaded and _devices(net) == {device}
-    assert handle.compute_device.type == device
+    target = handle.compute_target
+    assert target == mm.target_for(handle)
+    assert (target.device.type, target.dtype) == (device, torch.float32)
     out = net(x.to(device))
     assert out.device.type == device
     torch.testing.assert_close(out.cpu(), expected, atol=1e-5, rtol=1e-5)
     assert mm.unload_all() == handle.size_bytes()
     assert not handle.is_loaded and _devices(net) == {"cpu"}
-    assert handle.compute_device.type == "cpu"
+    assert handle.compute_target.device.type == "cpu"
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
@@ -88,7 +90,7 @@ def test_partial_load_matches_full_load(device, budget):
     mm.load([handle])
     (account,) = mm.accounting().models
     assert account.partial and account.resident_bytes > 0
-    assert handle.compute_device.type == device
+    assert handle.compute_target.device.type == device
     if budget == "first-unit-streamed":
         # the first weight stays on the CPU: its device is not where the forward runs
         assert net.conv.weight.device.type == "cpu"
@@ -115,6 +117,7 @@ def test_compute_dtype_close_to_cpu_fp32(device, dtype, atol):
     torch.testing.assert_close(out.float().cpu(), expected, atol=atol, rtol=0)
     mm.unload_all()
     assert {p.dtype for p in net.parameters()} == {torch.float32}  # the stored weights
+    assert net.out.compute_dtype is None  # unloading clears the cast layers' dtype too
 
 
 def test_fp8_storage_computes_in_bf16(device):
@@ -126,7 +129,7 @@ def test_fp8_storage_computes_in_bf16(device):
     mm = memory_manager(device, compute_dtype=torch.bfloat16)
     handle = ModelHandle(net)
     mm.load([handle])
-    assert mm.compute_dtype_for(handle) == torch.bfloat16
+    assert mm.target_for(handle).dtype == handle.compute_target.dtype == torch.bfloat16
     assert net.out.weight.dtype == torch.float8_e4m3fn and net.out.weight.device.type == device
     out = net(x.to(device))
     assert out.dtype == torch.bfloat16 and out.device.type == device

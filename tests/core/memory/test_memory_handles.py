@@ -1,4 +1,4 @@
-"""Model handles: cheap clones with their own patches, object patches and options."""
+"""Model handles: cheap clones of the same class with their own patches and object patches."""
 
 from __future__ import annotations
 
@@ -60,15 +60,18 @@ def test_add_patches_ignores_unknown_keys(net):
     assert used == ["out.weight"]
 
 
-def test_options_and_wrappers_are_copied_on_clone(net):
-    base = ModelHandle(net)
-    base.model_options["transformer_options"] = {"patches": {"attn1": [1]}}
-    base.add_wrapper("cfg", lambda *a: None)
+def test_clone_keeps_the_subclass_and_its_attributes(net):
+    class FamilyHandle(ModelHandle):
+        def __init__(self, module, *, label):
+            super().__init__(module)
+            self.label = label
+
+    base = FamilyHandle(net, label="sd15")
+    base.add_object_patch("ln", torch.nn.Identity())
     clone = base.clone()
-    clone.model_options["transformer_options"]["patches"]["attn1"].append(2)
-    clone.add_wrapper("cfg", lambda *a: None)
-    assert base.model_options["transformer_options"]["patches"]["attn1"] == [1]
-    assert len(base.wrappers("cfg")) == 1 and len(clone.wrappers("cfg")) == 2
+    assert type(clone) is FamilyHandle and clone.label == "sd15" and clone.is_clone(base)
+    clone.add_object_patch("out", torch.nn.Identity())
+    assert set(base.object_patches) == {"ln"} and set(clone.object_patches) == {"ln", "out"}
 
 
 def test_object_patches_apply_while_loaded(net, x):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import types
-
 import pytest
 import torch
 from hypothesis import given, settings
@@ -11,8 +9,9 @@ from hypothesis import strategies as st
 from memory_helpers import make_input, make_net
 
 from loom.errors import LoomError
-from loom.memory import MemoryManager, ModelHandle, cpu_device, simulated_device
+from loom.memory import DtypeChoice, MemoryManager, ModelHandle, cpu_device, simulated_device
 from loom.memory.placement import units_of
+from loom.settings import Settings
 
 
 def manager(capacity: int, **kwargs) -> MemoryManager:
@@ -126,20 +125,37 @@ def test_free_and_unload_all():
     assert mm.used_bytes == 0 and mm.accounting().models == ()
 
 
-def test_memory_view_and_from_settings():
-    settings = types.SimpleNamespace(
+def test_target_for_decides_device_and_dtype_per_handle():
+    bf16, fp16, fp32 = torch.bfloat16, torch.float16, torch.float32
+    half_safe = ModelHandle(make_net())
+    no_fp16 = ModelHandle(make_net(), supported_dtypes=(bf16, fp32))
+    pinned = ModelHandle(make_net(), compute_dtype=fp16, supported_dtypes=(bf16, fp32))
+    for policy, expected in [(fp16, (fp16, fp32, fp16)), (bf16, (bf16, bf16, fp16))]:
+        mm = MemoryManager(simulated_device(2**30), compute_dtype=policy)
+        targets = [mm.target_for(h) for h in (half_safe, no_fp16, pinned)]
+        assert tuple(t.dtype for t in targets) == expected, policy
+        assert {t.device for t in targets} == {torch.device("cpu")}
+        mm.load([no_fp16])
+        assert no_fp16.compute_target == targets[1]
+        assert no_fp16.module.out.compute_dtype == expected[1]  # what its layers compute in
+        mm.unload_all()
+
+
+def test_memory_view_and_from_settings(tmp_path):
+    chosen = Settings(
+        base_directory=tmp_path,
         vram_budget_bytes=10_000,
         reserved_bytes=1_000,
         vram_mode="normal",
         cpu_only=True,
-        compute_dtype="bf16",
+        compute_dtype=DtypeChoice.BF16,
     )
-    mm = MemoryManager.from_settings(settings)
+    mm = MemoryManager.from_settings(chosen)
     assert mm.device.simulated and mm.budget_bytes() == 9_000
     assert mm.compute_dtype == torch.bfloat16
     view = mm.memory_view()
     assert view.total_bytes == 10_000 and view.used_by_models_bytes == 0
-    plain = MemoryManager.from_settings(types.SimpleNamespace(cpu_only=True))
+    plain = MemoryManager.from_settings(Settings(base_directory=tmp_path, cpu_only=True))
     assert plain.device.type == "cpu" and plain.compute_dtype == torch.float32
 
 

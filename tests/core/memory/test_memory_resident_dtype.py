@@ -93,18 +93,18 @@ def test_release_file_pages_drops_a_mapped_tensor_from_ram(tmp_path):
 
 
 def test_compute_dtype_policy(caplog):
-    from loom.memory import DeviceInfo, compute_dtype_for
+    from loom.memory import DeviceInfo, DtypeChoice, compute_dtype_for
 
     native = DeviceInfo(type="cpu", name="cpu", supports_bf16=True)
     emulated = DeviceInfo(type="cpu", name="cpu", supports_bf16=False)
     gpu = DeviceInfo(type="cuda", index=0, supports_bf16=True)
     old_gpu = DeviceInfo(type="cuda", index=0, supports_bf16=False)
     assert compute_dtype_for(native) == torch.float32  # default: exact, ComfyUI's CPU images
-    assert compute_dtype_for(native, "auto") == torch.bfloat16
-    assert compute_dtype_for(emulated, "auto") == torch.float32
-    assert compute_dtype_for(gpu) == compute_dtype_for(gpu, "auto") == torch.bfloat16
+    assert compute_dtype_for(native, DtypeChoice.AUTO) == torch.bfloat16
+    assert compute_dtype_for(emulated, DtypeChoice.AUTO) == torch.float32
+    assert compute_dtype_for(gpu) == compute_dtype_for(gpu, DtypeChoice.AUTO) == torch.bfloat16
     assert compute_dtype_for(old_gpu) == torch.float16
-    with caplog.at_level("WARNING", logger="loom.memory.devices"):
+    with caplog.at_level("WARNING", logger="loom.memory.compute"):
         assert compute_dtype_for(emulated, torch.bfloat16) == torch.bfloat16
     assert "no bf16 instructions" in caplog.text
 
@@ -121,4 +121,15 @@ def test_compute_dtype_setting_names():
         == torch.float16
     )
     with pytest.raises(LoomError, match="unknown compute dtype 'fp64'"):
-        MemoryManager.from_settings(Settings(cpu_only=True, compute_dtype="fp64"))
+        Settings(cpu_only=True, compute_dtype="fp64")
+
+
+def test_compute_dtype_text_is_parsed_once_into_a_choice():
+    from loom.memory import DtypeChoice, cpu_device
+    from loom.settings import Settings
+
+    assert Settings(compute_dtype="bfloat16").compute_dtype is DtypeChoice.BF16
+    assert Settings(compute_dtype=" FP32 ").compute_dtype is DtypeChoice.FP32
+    assert Settings().compute_dtype is DtypeChoice.DEVICE_DEFAULT
+    with pytest.raises(TypeError, match=r"DtypeChoice\.parse"):
+        MemoryManager(cpu_device(), compute_dtype="bf16")

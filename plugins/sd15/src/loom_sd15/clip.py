@@ -19,7 +19,7 @@ import attrs
 import torch
 from torch import nn
 
-from loom.memory import ModelHandle, ops, set_compute_dtype
+from loom.memory import ComputeTarget, MemoryManager, ModelHandle, cpu_device, ops
 from loom_sd15.prompt import PromptTokenizer, WeightedChunk
 from loom_sd15.tokenizer import TokenizerSource, special_tokens, word_ids
 
@@ -193,13 +193,15 @@ class SD15Clip:
         config: TextEncoderConfig,
         tokenizer: TokenizerSource,
         embedding_dirs: Sequence[Path] = (),
-        memory: Any = None,
+        memory: MemoryManager | None = None,
     ) -> None:
         self.handle = handle
         self.config = config
         self.tokenizer_source = tokenizer
         self.embedding_dirs = tuple(embedding_dirs)
-        self.memory = memory
+        # Without a runtime's manager, a CPU one: the same load path (patches applied,
+        # device and dtype decided by a manager), not a second way to run.
+        self.memory = memory if memory is not None else MemoryManager(cpu_device())
         self.layer_idx: int | None = None
 
     def clone(self) -> SD15Clip:
@@ -238,23 +240,21 @@ class SD15Clip:
     def tokenize(self, text: str) -> list[WeightedChunk]:
         return self.prompt_tokenizer().tokenize(text)
 
-    def _prepare(self) -> nn.Module:
-        if self.memory is not None:
-            self.memory.load([self.handle])
-        else:
-            set_compute_dtype(self.handle.module, torch.float32)
-        return self.handle.module
+    def _prepare(self) -> ComputeTarget:
+        """Load the encoder (with its patches) and return where and how it computes."""
+        self.memory.load([self.handle])
+        return self.handle.compute_target
 
     @torch.inference_mode()
     def encode_from_tokens(self, chunks: list[WeightedChunk]) -> tuple[torch.Tensor, torch.Tensor]:
-        model = self._prepare()
+        target = self._prepare()
         z, pooled = weighted_encode(
-            model,
+            self.handle.module,
             chunks,
             self._effective_layer(),
             self.config.start_token,
             self.config.end_token,
-            self.handle.compute_device,
+            target.device,
         )
         return z.cpu(), pooled.cpu()
 

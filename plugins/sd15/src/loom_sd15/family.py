@@ -32,7 +32,7 @@ from loom_sd15.convert import (
 from loom_sd15.model import SD15Model
 from loom_sd15.tokenizer import TokenizerSource, search_dirs
 from loom_sd15.unet import UNetModel
-from loom_sd15.vae import AutoencoderKL, SD15Vae
+from loom_sd15.vae import VAE_DTYPES, AutoencoderKL, SD15Vae
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ class SD15Family:
         vae = build_on_meta(AutoencoderKL, config)
         _assign(vae, vae_conversion(prefix), state, file)
         vae.eval()
-        handle = ModelHandle(vae, name=f"sd15-vae:{file}")
+        handle = ModelHandle(vae, name=f"sd15-vae:{file}", supported_dtypes=VAE_DTYPES)
         return SD15Vae(handle, config, memory)
 
 

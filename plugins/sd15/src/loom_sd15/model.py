@@ -58,36 +58,27 @@ class SD15Model(ModelHandle):
     def config(self) -> UNetConfig:
         return self.module.config
 
-    def clone(self) -> SD15Model:
-        other = super().clone()
-        other.__class__ = type(self)
-        other.model_sampling = self.model_sampling
-        other.latent_format = self.latent_format
-        return other  # type: ignore[return-value]
-
     @property
     def load_device(self) -> torch.device:
         """Where the UNet runs (the sampler puts the latent there)."""
-        return self.compute_device
+        return self.compute_target.device
 
     def memory_required(self, shape: tuple[int, ...]) -> int:
         return self.memory_estimate(shape, torch.float32)
-
-    def compute_dtype_now(self) -> torch.dtype:
-        """The dtype the UNet computes in: the cast layers' setting, else float32."""
-        first = self.module.input_blocks[0][0]
-        return getattr(first, "compute_dtype", None) or self.compute_dtype or torch.float32
 
     def apply_model(
         self, x: torch.Tensor, sigma: torch.Tensor, cond: Mapping[str, Any]
     ) -> torch.Tensor:
         ms = self.model_sampling
-        device = self.load_device
-        dtype = self.compute_dtype_now()
+        target = self.compute_target
         sigma = sigma.to(x.device)
         xc = ms.calculate_input(sigma, x)
         t = ms.timestep(sigma).float()
         context = cond["c_crossattn"]
         with torch.inference_mode():
-            out = self.module(xc.to(device, dtype), t.to(device), context.to(device, dtype))
+            out = self.module(
+                xc.to(target.device, target.dtype),
+                t.to(target.device),
+                context.to(target.device, target.dtype),
+            )
         return ms.calculate_denoised(sigma, out.float().to(x.device), x)

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
 import attrs
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from loom.memory import ops, set_compute_dtype
+from loom.memory import ComputeTarget, MemoryManager, ModelHandle, cpu_device, ops
 
 log = logging.getLogger(__name__)
 
@@ -288,32 +287,42 @@ SD15_RGB_FACTORS = (
 
 # --- the VAE socket value -------------------------------------------------------------
 
+#: Compute dtypes the VAE runs in (ComfyUI's ``working_dtypes``): fp16 can overflow the
+#: decoder's activations, so where the manager's policy picks fp16 the VAE computes in fp32.
+VAE_DTYPES = (torch.bfloat16, torch.float32)
+
 
 class SD15Vae:
     """The VAE socket value: IMAGE ``[B, H, W, 3]`` in [0, 1] <-> unscaled latents."""
 
-    def __init__(self, handle: Any, config: VAEConfig = SD15_VAE, memory: Any = None) -> None:
+    def __init__(
+        self,
+        handle: ModelHandle,
+        config: VAEConfig = SD15_VAE,
+        memory: MemoryManager | None = None,
+    ) -> None:
         self.handle = handle
         self.config = config
-        self.memory = memory
+        # Without a runtime's manager, a CPU one: the same load path (patches applied,
+        # device and dtype decided by a manager), not a second way to run.
+        self.memory = memory if memory is not None else MemoryManager(cpu_device())
         self.downscale_ratio = config.downscale
         self.latent_channels = config.embed_dim
 
     def clone(self) -> SD15Vae:
         return SD15Vae(self.handle.clone(), self.config, self.memory)
 
-    def _module(self, activation_bytes: int = 0) -> AutoencoderKL:
-        """The VAE ready on its device, with ``activation_bytes`` left free beside it."""
-        if self.memory is not None:
-            self.memory.load([self.handle], extra_memory=activation_bytes)
-        else:
-            set_compute_dtype(self.handle.module, torch.float32)
+    @property
+    def module(self) -> AutoencoderKL:
         return self.handle.module
 
+    def _prepare(self, activation_bytes: int = 0) -> ComputeTarget:
+        """Load the VAE with ``activation_bytes`` left free beside it; where and how it computes."""
+        self.memory.load([self.handle], extra_memory=activation_bytes)
+        return self.handle.compute_target
+
     def _compute_dtype(self) -> torch.dtype:
-        return (
-            self.memory.compute_dtype_for(self.handle) if self.memory is not None else torch.float32
-        )
+        return self.memory.target_for(self.handle).dtype
 
     def _in_batches(
         self, method: str, inputs: torch.Tensor, per_item_bytes: int
@@ -321,13 +330,13 @@ class SD15Vae:
         """The VAE's ``method`` ("encode" or "decode") over ``inputs`` on the device, as many
         items per call as fit beside the models; None when the device runs out of memory
         anyway (callers then tile, as ComfyUI does)."""
-        run = getattr(self._module(per_item_bytes), method)
-        device = self.handle.compute_device
+        target = self._prepare(per_item_bytes)
+        run = getattr(self.module, method)
         step = self._per_batch(per_item_bytes, inputs.shape[0])
         try:
             return torch.cat(
                 [
-                    run(inputs[i : i + step].to(device)).float().cpu()
+                    run(inputs[i : i + step].to(target.device, target.dtype)).float().cpu()
                     for i in range(0, inputs.shape[0], step)
                 ]
             )
@@ -337,8 +346,6 @@ class SD15Vae:
 
     def _per_batch(self, per_item_bytes: int, batch: int) -> int:
         """How many items one call may take so their activations fit next to the models."""
-        if self.memory is None:
-            return batch
         room = self.memory.budget_bytes() - self.memory.used_bytes
         return max(1, min(batch, room // max(per_item_bytes, 1)))
 
@@ -371,12 +378,11 @@ class SD15Vae:
     def decode_tiled(
         self, samples: torch.Tensor, tile_size: int = 512, overlap: int = 64
     ) -> torch.Tensor:
-        module = self._module()
-        device = self.handle.compute_device
+        target = self._prepare()
         r = self.downscale_ratio
         out = three_tilings(
             samples.float(),
-            lambda z: module.decode(z.to(device)),
+            lambda z: self.module.decode(z.to(target.device, target.dtype)),
             max(tile_size // r, 2),
             overlap // r,
             float(r),
@@ -388,13 +394,12 @@ class SD15Vae:
     def encode_tiled(
         self, image: torch.Tensor, tile_size: int = 512, overlap: int = 64
     ) -> torch.Tensor:
-        module = self._module()
-        device = self.handle.compute_device
+        target = self._prepare()
         x = self.crop(image[..., :3]).movedim(-1, 1).float() * 2.0 - 1.0
         r = self.downscale_ratio
         return three_tilings(
             x,
-            lambda p: module.encode(p.to(device)),
+            lambda p: self.module.encode(p.to(target.device, target.dtype)),
             max(tile_size, 2 * r),
             overlap,
             1.0 / r,
