@@ -24,7 +24,7 @@ from typing import Any
 
 import attrs
 
-from loom.paths import is_inside
+from loom.paths import model_relative_path
 
 log = logging.getLogger(__name__)
 
@@ -113,11 +113,16 @@ def _walk_dirs(dirs: Sequence[Path]) -> list[Path]:
 
 
 def find_embedding(name: str, dirs: Sequence[Path]) -> Path | None:
-    """The file ``name`` names in one of ``dirs`` (or their sub-folders), never outside them."""
+    """The file ``name`` names in one of ``dirs`` (or their sub-folders).
+
+    The name may not leave the folder (``..``, absolute); links the user placed in an
+    embeddings folder are followed, as for every model folder.
+    """
+    if model_relative_path(name) is None:
+        return None
     for directory in _walk_dirs(dirs):
-        # every candidate is checked, so a symlink named ``name.safetensors`` cannot point out
         for candidate_name in (name, *(name + ext for ext in EMBEDDING_EXTENSIONS)):
-            if (directory / candidate_name).is_file() and is_inside(directory, candidate_name):
+            if (directory / candidate_name).is_file():
                 return (directory / candidate_name).resolve()
     return None
 
