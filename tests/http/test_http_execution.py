@@ -94,7 +94,14 @@ async def test_malformed_prompt_bodies_get_400_json(client, payload):
     )
     assert response.status == 400
     body = await response.json()
-    assert "error" in body
+    # ComfyUI's error object: its clients read error.type / error.message
+    assert body["node_errors"] == {} and body["error"]["type"] == "invalid_json"
+    assert body["error"]["message"] and set(body["error"]) == {
+        "type",
+        "message",
+        "details",
+        "extra_info",
+    }
 
 
 @pytest.mark.parametrize(
