@@ -42,8 +42,12 @@ def load_prompt(runtime: Any, path: Path) -> tuple[dict[str, Any], dict[str, Any
     return data, None
 
 
-def apply_overrides(prompt: dict[str, Any], overrides: tuple[str, ...]) -> None:
-    """``NODE_ID.INPUT=VALUE``; VALUE is JSON when it parses, else a string."""
+def apply_overrides(prompt: dict[str, Any], overrides: tuple[str, ...], registry: Any) -> None:
+    """``NODE_ID.INPUT=VALUE``; VALUE is JSON when it parses, else a string.
+
+    INPUT must be one of the node's declared inputs (a typo is an error listing them, not
+    a silently ignored value); a node of an unknown type is left to validation.
+    """
     for override in overrides:
         target, sep, raw = override.partition("=")
         node_id, dot, name = target.partition(".")
@@ -55,11 +59,27 @@ def apply_overrides(prompt: dict[str, Any], overrides: tuple[str, ...]) -> None:
             raise click.BadParameter(
                 f"{override!r}: the prompt has no node {node_id!r}", param_hint="--set"
             )
+        _check_input_name(prompt[node_id], node_id, name, registry)
         try:
             value = json.loads(raw)
         except json.JSONDecodeError:
             value = raw
         prompt[node_id].setdefault("inputs", {})[name] = value
+
+
+def _check_input_name(node: Any, node_id: str, name: str, registry: Any) -> None:
+    class_type = node.get("class_type") if isinstance(node, dict) else None
+    definition = registry.get_node(class_type) if isinstance(class_type, str) else None
+    if definition is None:
+        return
+    sections = definition.input_types(registry)
+    names = [n for section in ("required", "optional") for n in sections.get(section, {})]
+    if name not in names:
+        raise click.BadParameter(
+            f"node {node_id} ({class_type}) has no input {name!r}; its inputs: "
+            f"{', '.join(names) or 'none'}",
+            param_hint="--set",
+        )
 
 
 def _validate(runtime: Any, prompt: dict[str, Any]) -> Any:
@@ -85,7 +105,7 @@ def run(factory: Any, workflow: Path, overrides: tuple[str, ...], quiet: bool) -
     """Run WORKFLOW (API prompt or UI workflow JSON) and print the files it wrote."""
     runtime = factory.runtime()
     prompt, ui_workflow = load_prompt(runtime, workflow)
-    apply_overrides(prompt, overrides)
+    apply_overrides(prompt, overrides, runtime.registry)
     validated = _validate(runtime, prompt)
     for node_id, entry in validated.node_errors.items():
         click.echo(
