@@ -31,6 +31,9 @@ def load_prompt(runtime: Any, path: Path) -> tuple[dict[str, Any], dict[str, Any
     if is_ui_workflow(data):
         try:
             return convert_workflow(data, runtime.registry), data
+        except PromptValidationError as exc:  # unknown node types: reported as for API prompts
+            click.echo(validation_report(exc.error, exc.node_errors), err=True)
+            raise click.exceptions.Exit(2) from exc
         except LoomError as exc:
             raise click.ClickException(f"{path}: {exc}") from exc
     if isinstance(data, dict) and isinstance(data.get("prompt"), dict):

@@ -17,6 +17,9 @@ def validation_report(
     lines = [f"error: {error.get('message', 'invalid prompt')}"]
     if error.get("details") and not node_errors:
         lines.append(f"  {error['details']}")
+    hint = (error.get("extra_info") or {}).get("hint")
+    if hint:
+        lines.append(f"hint: {hint}")
     for node_id, entry in node_errors.items():
         title = ""
         if isinstance(prompt, dict) and isinstance(prompt.get(node_id), dict):

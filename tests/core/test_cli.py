@@ -189,3 +189,29 @@ def test_set_with_an_input_the_node_does_not_have_is_an_error(workdir, capsys):
     assert "node 1 (EmptyImage) has no input 'widht'" in err
     assert "width, height, batch_size, color" in err
     assert not (workdir / "output").exists()
+
+
+def _ui_workflow(types: list[str]) -> dict:
+    nodes = [
+        {"id": i + 1, "type": t, "mode": 0, "inputs": [], "outputs": [], "widgets_values": []}
+        for i, t in enumerate(types)
+    ]
+    return {"nodes": nodes, "links": [], "version": 0.4}
+
+
+@pytest.mark.parametrize("form", ["api", "ui"])
+def test_every_unknown_node_type_is_reported_at_once_in_both_formats(workdir, capsys, form):
+    types = ["EmptyImage", "NoSuchNodeA", "LoraLoader", "NoSuchNodeB"]
+    if form == "api":
+        data = {str(i + 1): {"class_type": t, "inputs": {}} for i, t in enumerate(types)}
+    else:
+        data = _ui_workflow(types)
+    (workdir / "unknown.json").write_text(json.dumps(data))
+    # lora is installed but disabled here, so its node is unknown and the hint says why
+    assert main(["--disable-plugin", "lora", "validate", "unknown.json"]) == 2
+    err = capsys.readouterr().err
+    assert "Cannot execute because nodes NoSuchNodeA, LoraLoader, NoSuchNodeB do not exist." in err
+    assert "Node ID '#2', Node ID '#3', Node ID '#4'" in err
+    assert "LoraLoader: provided by loom-lora, which is installed but not loaded" in err
+    assert main(["--disable-plugin", "lora", "run", "unknown.json"]) == 2
+    assert "Traceback" not in capsys.readouterr().err
