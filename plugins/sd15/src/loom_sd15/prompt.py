@@ -180,19 +180,20 @@ class PromptTokenizer:
     embedding_key: str = "clip_l"
     max_length: int = 77
 
-    def _embedding(self, name: str) -> tuple[Any, str]:
-        """``(vectors or None, leftover text)`` for the text after ``embedding:``."""
-        words = name.split()
+    def _embedding(self, text: str) -> tuple[Any, str, str]:
+        """``(vectors or None, the name looked up, leftover text)`` for the text after
+        ``embedding:``: the name is its first word (a trailing comma is tried without)."""
+        words = text.split()
         if not words:
-            return None, ""
+            return None, "", ""
         name, leftover = words[0], " ".join(words[1:])
         vectors = self._load(name)
         if vectors is None:
             stripped = name.strip(",")
             if len(stripped) < len(name):
                 vectors = self._load(stripped)
-                return vectors, f"{name[len(stripped) :]} {leftover}"
-        return vectors, leftover
+                return vectors, stripped, f"{name[len(stripped) :]} {leftover}"
+        return vectors, name, leftover
 
     def _load(self, name: str) -> Any:
         path = find_embedding(name, self.embedding_dirs)
@@ -209,9 +210,9 @@ class PromptTokenizer:
             for word in (w for w in words if w):
                 if word.startswith(EMBEDDING_PREFIX) and self.embedding_dirs:
                     name = word[len(EMBEDDING_PREFIX) :].strip("\n")
-                    vectors, leftover = self._embedding(name)
+                    vectors, looked_up, leftover = self._embedding(name)
                     if vectors is None:
-                        log.warning("embedding:%s does not exist, ignoring", name)
+                        log.warning("embedding:%s does not exist, ignoring", looked_up)
                     else:
                         groups.append([(vectors[i], weight) for i in range(vectors.shape[0])])
                     if not leftover:
