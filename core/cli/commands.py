@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 
-from loom.cli.report import ProgressBar, execution_error_report, output_paths, validation_report
+from loom.cli.progress import ModelLoadLines, ProgressDisplay
+from loom.cli.report import execution_error_report, output_paths, validation_report
 from loom.errors import LoomError, PromptValidationError
 
 
@@ -93,6 +98,26 @@ def _validate(runtime: Any, prompt: dict[str, Any]) -> Any:
         raise click.exceptions.Exit(2) from exc
 
 
+@contextlib.contextmanager
+def interrupt_on_sigint(executor: Any) -> Iterator[None]:
+    """Ctrl-C asks the running prompt to stop at its next node or step (a clean interrupt,
+    exit 130); a second Ctrl-C stops at once. Only in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum: int, frame: Any) -> None:
+        click.echo("\ninterrupting (Ctrl-C again to stop at once)", err=True)
+        executor.interrupt()
+        signal.signal(signal.SIGINT, previous)
+
+    previous = signal.signal(signal.SIGINT, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @click.command()
 @click.argument("workflow", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
@@ -116,15 +141,21 @@ def run(factory: Any, workflow: Path, overrides: tuple[str, ...], quiet: bool) -
             err=True,
         )
     extra = {"extra_pnginfo": {"workflow": ui_workflow}} if ui_workflow is not None else {}
-    bar = None if quiet else ProgressBar()
-    if bar is not None:
-        bar.titles = {
-            nid: (n.get("_meta") or {}).get("title") or n["class_type"]
-            for nid, n in validated.prompt.items()
-        }
-    result = runtime.executor.execute(
-        "cli", validated.prompt, validated.outputs, extra, on_event=bar
-    )
+    display = None
+    if not quiet:
+        display = ProgressDisplay(
+            {
+                nid: (n.get("_meta") or {}).get("title") or n["class_type"]
+                for nid, n in validated.prompt.items()
+            }
+        )
+    with (
+        ModelLoadLines(display) if display else contextlib.nullcontext(),
+        interrupt_on_sigint(runtime.executor),
+    ):
+        result = runtime.executor.execute(
+            "cli", validated.prompt, validated.outputs, extra, on_event=display
+        )
     if result.interrupted:
         click.echo("interrupted", err=True)
         return 130

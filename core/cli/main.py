@@ -254,9 +254,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
-    except click.Abort:
+    except click.Abort as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+            click.echo("interrupted", err=True)
+            return 130
         click.echo("aborted", err=True)
         return 1
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return 130
     return result if isinstance(result, int) else 0
 
 
