@@ -17,6 +17,7 @@ import argparse
 import itertools
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -99,19 +100,28 @@ def txt2img(checkpoint_name: str, size: int, steps: int, seed: int) -> dict:
     }
 
 
-def node_seconds(runtime, prompt: dict):
-    """Run ``prompt`` on ``runtime``'s executor: (seconds per executed node id, the result)."""
+def node_seconds(runtime, prompt: dict, step_times: list[float] | None = None):
+    """Run ``prompt`` on ``runtime``'s executor: (seconds per executed node id, the result).
+
+    ``step_times`` (if given) receives the time of each sampling step, measured directly
+    between consecutive progress events of the sampler (one per step).
+    """
     marks: list[tuple[str | None, float]] = []
+    progress: list[float] = []
 
     def on_event(event) -> None:
         if event.type == "executing":
             marks.append(((event.data or {}).get("node"), time.perf_counter()))
+        elif event.type == "progress":
+            progress.append(time.perf_counter())
 
     validated = runtime.executor.validate(prompt)
     result = runtime.executor.execute(
         "bench", validated.prompt, validated.outputs, {}, on_event=on_event
     )
     assert result.error is None, result.error
+    if step_times is not None:
+        step_times.extend(b - a for a, b in itertools.pairwise(progress))
     return {a[0]: b[1] - a[1] for a, b in itertools.pairwise(marks)}, result
 
 
@@ -128,11 +138,10 @@ def engine_child(checkpoint: Path, steps: int, compute_dtype: str | None = None)
     )
     per_node, _ = node_seconds(runtime, txt2img(checkpoint.name, 256, steps, seed=1))
     first_run = time.perf_counter() - start
-    # warm process: same prompt with more steps; the sampler node's time difference per step
-    sampler_times = []
-    for n in (steps, 2 * steps):
-        nodes, result = node_seconds(runtime, txt2img(checkpoint.name, 256, n, seed=2 + n))
-        sampler_times.append(nodes.get("3", float("nan")))
+    # warm process: each sampling step timed directly (progress event to progress event),
+    # the median of a second run, so no figure is derived by subtracting two noisy ones
+    step_times: list[float] = []
+    _, result = node_seconds(runtime, txt2img(checkpoint.name, 256, 2 * steps, seed=2), step_times)
     # The bare forward of the very module the engine sampled with, in this process, right after.
     model = result.values["4"][0][0]
     runtime.memory.load([model])  # as the sampler had it: placed, weights in their resident dtype
@@ -143,7 +152,7 @@ def engine_child(checkpoint: Path, steps: int, compute_dtype: str | None = None)
         "bare_forward_s": bare_s,
         "first_run_s": first_run,
         "load_s": per_node.get("4", float("nan")),
-        "step_s": (sampler_times[1] - sampler_times[0]) / steps,
+        "step_s": statistics.median(step_times),
         "peak_rss_gb": peak_rss_bytes() / 2**30,
     }
 

@@ -36,3 +36,51 @@ def peak_rss_bytes() -> int:
         pass
     scale = 1 if sys.platform == "darwin" else 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def _busy_and_total_jiffies() -> tuple[int, int]:
+    """Machine-wide (busy, total) CPU time in clock ticks, from ``/proc/stat``."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields[:8]) - idle, sum(fields[:8])
+
+
+class OtherCpuUse:
+    """How much of the machine's CPU other processes used while a measurement ran.
+
+    ``with OtherCpuUse() as load: ...`` then ``load.share`` (0..1 of all cores) and
+    ``load.describe()``: the machine's busy time over the interval minus what this process
+    and its waited-for children used. A clean run reads near 0; a contended one shows it,
+    so a reader can tell which figures to trust. Linux only (None elsewhere).
+    """
+
+    def __init__(self) -> None:
+        self.share: float | None = None
+
+    def __enter__(self) -> OtherCpuUse:
+        import os
+
+        try:
+            self._start = _busy_and_total_jiffies()
+        except (OSError, ValueError, IndexError):
+            self._start = None
+        self._own = sum(os.times()[:4])
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import os
+
+        if self._start is None:
+            return
+        busy, total = _busy_and_total_jiffies()
+        ticks = os.sysconf("SC_CLK_TCK")
+        busy_s = (busy - self._start[0]) / ticks
+        total_s = (total - self._start[1]) / ticks
+        own_s = sum(os.times()[:4]) - self._own
+        if total_s > 0:
+            self.share = max(0.0, busy_s - own_s) / total_s
+
+    def describe(self) -> str:
+        if self.share is None:
+            return "other processes' CPU use: not measured (no /proc/stat)"
+        return f"other processes used {self.share:.0%} of the machine's CPU during this run"

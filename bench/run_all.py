@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import psutil
-from machine import cpu_model
+from machine import OtherCpuUse, cpu_model
 
 BENCH = Path(__file__).resolve().parent
 README = BENCH / "README.md"
@@ -66,7 +66,8 @@ def main(argv: list[str]) -> int:
     for script in scripts:
         print(f"==> {script.name}", flush=True)
         started = time.perf_counter()
-        result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+        with OtherCpuUse() as contention:
+            result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
         seconds = time.perf_counter() - started
         if result.returncode == SKIPPED:  # e.g. needs a GPU: keep the section last recorded
             print(f"skipped: {result.stderr.strip()}")
@@ -91,7 +92,8 @@ def main(argv: list[str]) -> int:
         )
         output = re.sub(r"^## ", "### ", result.stdout.strip(), flags=re.M)  # one level below ours
         existing[script.stem] = (
-            f"{doc}\n\n{machine()}- wall time of the script: {seconds:.0f} s\n\n{output}\n{status}"
+            f"{doc}\n\n{machine()}- wall time of the script: {seconds:.0f} s\n"
+            f"- {contention.describe()}\n\n{output}\n{status}"
         )
     body = HEADER + "".join(
         f"\n<!-- begin {name} -->\n## {name}\n{text.removeprefix(f'## {name}').lstrip(chr(10))}<!-- end {name} -->\n"

@@ -20,7 +20,7 @@ import yaml
 
 from loom.errors import LoomError
 from loom.hookspecs import hookimpl
-from loom.paths import is_inside
+from loom.paths import model_relative_path
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,11 @@ class ModelFolders:
         return list(self._paths[self._key(key)])
 
     def filenames(self, key: str) -> list[str]:
-        """Model files under ``key``'s directories: sorted, relative, ``/``-separated."""
+        """Model files under ``key``'s directories: sorted, relative, ``/``-separated.
+
+        Symlinked files and folders are followed (each real folder walked once, so a link
+        loop ends); every name listed is one :meth:`find` loads.
+        """
         kind = self.kinds[self._key(key)]
         found: set[str] = set()
         for root in self._paths[kind.key]:
@@ -203,26 +207,37 @@ class ModelFolders:
             if "folder" in kind.extensions:
                 found.update(p.name for p in root.iterdir() if p.is_dir())
                 continue
+            walked: set[str] = set()
             for dirpath, dirnames, files in os.walk(root, followlinks=True):
+                real = os.path.realpath(dirpath)
+                if real in walked:
+                    dirnames.clear()
+                    continue
+                walked.add(real)
                 dirnames.sort()
                 rel_dir = Path(dirpath).relative_to(root)
                 for name in files:
-                    if (
+                    suffix_ok = (
                         not kind.extensions
                         or "" in kind.extensions
                         or Path(name).suffix.lower() in kind.extensions
-                    ):
+                    )
+                    if suffix_ok and os.path.exists(os.path.join(dirpath, name)):
                         found.add((rel_dir / name).as_posix())
         return sorted(found)
 
     def find(self, key: str, filename: str) -> Path | None:
-        """The file a combo value names, confined to ``key``'s directories; None if absent."""
-        relative = Path(filename)
-        if relative.is_absolute() or ".." in relative.parts or "\x00" in filename:
+        """The file a combo value names in ``key``'s directories; None if absent.
+
+        The name must stay inside the folder (:func:`loom.paths.model_relative_path`);
+        symlinks placed in the folder are followed, as :meth:`filenames` lists them.
+        """
+        relative = model_relative_path(filename)
+        if relative is None:
             return None
         for root in self._paths[self._key(key)]:
             candidate = root / relative
-            if candidate.exists() and is_inside(root, filename):
+            if candidate.exists():
                 return candidate
         return None
 

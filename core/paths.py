@@ -1,15 +1,20 @@
 """Keeping file names that come from prompts and clients inside the folder they belong to.
 
-One rule everywhere (model folders, input/output files, uploads, user data, embeddings): the
-target, with every symlink resolved, must lie inside the folder, with its symlinks resolved.
-So a link inside the folder that points out is refused, while a folder that is itself a
-symlink works.
+Two rules, one per kind of folder:
+
+* input/output/temp files, uploads and user data (:func:`confine`): the target, with every
+  symlink resolved, must lie inside the folder, with its symlinks resolved. A link inside the
+  folder that points out is refused, while a folder that is itself a symlink works.
+* model folders (:func:`model_relative_path`): the *name* must stay inside the folder
+  (relative, no ``..``), but links the user placed there are followed wherever they point,
+  as ComfyUI does for model folders shared from another disk. Listing and loading use this
+  one rule, so a listed file always loads.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
 
 from loom.errors import LoomError
 
@@ -30,6 +35,21 @@ def confine(base: Path | str, *relative: str) -> Path:
             f"{'/'.join(relative)!r} resolves to {real_target}, outside {real_base}"
         )
     return Path(joined)
+
+
+def model_relative_path(name: str) -> PurePath | None:
+    """``name`` as a path relative to a model folder, or None if the name itself leaves it.
+
+    Only the name is judged (absolute, a drive, ``..`` or a NUL byte is refused); what a
+    symlink inside the folder points to is the user's choice and is followed.
+    """
+    if not name or "\x00" in name:
+        return None
+    for flavour in (PurePosixPath, PureWindowsPath):
+        path = flavour(name)
+        if path.is_absolute() or path.anchor or ".." in path.parts:
+            return None
+    return PurePath(name)
 
 
 def is_inside(base: Path | str, *relative: str) -> bool:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 
-from loom.cli.report import ProgressBar, execution_error_report, output_paths, validation_report
+from loom.cli.progress import ModelLoadLines, ProgressDisplay
+from loom.cli.report import execution_error_report, output_paths, validation_report
 from loom.errors import LoomError, PromptValidationError
 
 
@@ -31,6 +36,9 @@ def load_prompt(runtime: Any, path: Path) -> tuple[dict[str, Any], dict[str, Any
     if is_ui_workflow(data):
         try:
             return convert_workflow(data, runtime.registry), data
+        except PromptValidationError as exc:  # unknown node types: reported as for API prompts
+            click.echo(validation_report(exc.error, exc.node_errors), err=True)
+            raise click.exceptions.Exit(2) from exc
         except LoomError as exc:
             raise click.ClickException(f"{path}: {exc}") from exc
     if isinstance(data, dict) and isinstance(data.get("prompt"), dict):
@@ -42,8 +50,12 @@ def load_prompt(runtime: Any, path: Path) -> tuple[dict[str, Any], dict[str, Any
     return data, None
 
 
-def apply_overrides(prompt: dict[str, Any], overrides: tuple[str, ...]) -> None:
-    """``NODE_ID.INPUT=VALUE``; VALUE is JSON when it parses, else a string."""
+def apply_overrides(prompt: dict[str, Any], overrides: tuple[str, ...], registry: Any) -> None:
+    """``NODE_ID.INPUT=VALUE``; VALUE is JSON when it parses, else a string.
+
+    INPUT must be one of the node's declared inputs (a typo is an error listing them, not
+    a silently ignored value); a node of an unknown type is left to validation.
+    """
     for override in overrides:
         target, sep, raw = override.partition("=")
         node_id, dot, name = target.partition(".")
@@ -55,11 +67,27 @@ def apply_overrides(prompt: dict[str, Any], overrides: tuple[str, ...]) -> None:
             raise click.BadParameter(
                 f"{override!r}: the prompt has no node {node_id!r}", param_hint="--set"
             )
+        _check_input_name(prompt[node_id], node_id, name, registry)
         try:
             value = json.loads(raw)
         except json.JSONDecodeError:
             value = raw
         prompt[node_id].setdefault("inputs", {})[name] = value
+
+
+def _check_input_name(node: Any, node_id: str, name: str, registry: Any) -> None:
+    class_type = node.get("class_type") if isinstance(node, dict) else None
+    definition = registry.get_node(class_type) if isinstance(class_type, str) else None
+    if definition is None:
+        return
+    sections = definition.input_types(registry)
+    names = [n for section in ("required", "optional") for n in sections.get(section, {})]
+    if name not in names:
+        raise click.BadParameter(
+            f"node {node_id} ({class_type}) has no input {name!r}; its inputs: "
+            f"{', '.join(names) or 'none'}",
+            param_hint="--set",
+        )
 
 
 def _validate(runtime: Any, prompt: dict[str, Any]) -> Any:
@@ -68,6 +96,26 @@ def _validate(runtime: Any, prompt: dict[str, Any]) -> Any:
     except PromptValidationError as exc:
         click.echo(validation_report(exc.error, exc.node_errors, prompt), err=True)
         raise click.exceptions.Exit(2) from exc
+
+
+@contextlib.contextmanager
+def interrupt_on_sigint(executor: Any) -> Iterator[None]:
+    """Ctrl-C asks the running prompt to stop at its next node or step (a clean interrupt,
+    exit 130); a second Ctrl-C stops at once. Only in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum: int, frame: Any) -> None:
+        click.echo("\ninterrupting (Ctrl-C again to stop at once)", err=True)
+        executor.interrupt()
+        signal.signal(signal.SIGINT, previous)
+
+    previous = signal.signal(signal.SIGINT, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @click.command()
@@ -85,7 +133,7 @@ def run(factory: Any, workflow: Path, overrides: tuple[str, ...], quiet: bool) -
     """Run WORKFLOW (API prompt or UI workflow JSON) and print the files it wrote."""
     runtime = factory.runtime()
     prompt, ui_workflow = load_prompt(runtime, workflow)
-    apply_overrides(prompt, overrides)
+    apply_overrides(prompt, overrides, runtime.registry)
     validated = _validate(runtime, prompt)
     for node_id, entry in validated.node_errors.items():
         click.echo(
@@ -93,15 +141,21 @@ def run(factory: Any, workflow: Path, overrides: tuple[str, ...], quiet: bool) -
             err=True,
         )
     extra = {"extra_pnginfo": {"workflow": ui_workflow}} if ui_workflow is not None else {}
-    bar = None if quiet else ProgressBar()
-    if bar is not None:
-        bar.titles = {
-            nid: (n.get("_meta") or {}).get("title") or n["class_type"]
-            for nid, n in validated.prompt.items()
-        }
-    result = runtime.executor.execute(
-        "cli", validated.prompt, validated.outputs, extra, on_event=bar
-    )
+    display = None
+    if not quiet:
+        display = ProgressDisplay(
+            {
+                nid: (n.get("_meta") or {}).get("title") or n["class_type"]
+                for nid, n in validated.prompt.items()
+            }
+        )
+    with (
+        ModelLoadLines(display) if display else contextlib.nullcontext(),
+        interrupt_on_sigint(runtime.executor),
+    ):
+        result = runtime.executor.execute(
+            "cli", validated.prompt, validated.outputs, extra, on_event=display
+        )
     if result.interrupted:
         click.echo("interrupted", err=True)
         return 130

@@ -20,9 +20,55 @@ from loom.settings import Settings
 
 
 class LoomGroup(click.Group):
-    """The root group; keeps the plugin host so commands share it."""
+    """The root group; keeps the plugin host so commands share it.
+
+    Its options (directories, memory, cache, plugins) may also be typed after the
+    sub-command, where people put them (``loom run wf.json --output-directory out``): they
+    are moved in front of it before parsing.
+    """
 
     host: PluginHost | None = None
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, self._group_options_first(ctx, args))
+
+    def _group_options_first(self, ctx: click.Context, args: list[str]) -> list[str]:
+        takes_value: dict[str, bool] = {}
+        for param in self.get_params(ctx):
+            if isinstance(param, click.Option):
+                for name in (*param.opts, *param.secondary_opts):
+                    takes_value[name] = not (param.is_flag or param.count)
+        before: list[str] = []
+        after: list[str] = []
+        i = 0
+        seen_command = False
+        while i < len(args):
+            arg = args[i]
+            if arg == "--":
+                after.extend(args[i:])
+                break
+            name = arg.split("=", 1)[0]
+            if not seen_command and not arg.startswith("-"):
+                seen_command = True
+                after.append(arg)
+            elif seen_command and name in takes_value and name not in ("--help", "--version"):
+                needs_value = takes_value[name] and "=" not in arg
+                before.extend(args[i : i + 1 + needs_value])
+                i += needs_value
+            elif seen_command:
+                after.append(arg)
+            else:
+                before.append(arg)
+                if (
+                    name in takes_value
+                    and takes_value[name]
+                    and "=" not in arg
+                    and i + 1 < len(args)
+                ):
+                    before.append(args[i + 1])
+                    i += 1
+            i += 1
+        return before + after
 
 
 @click.group(cls=LoomGroup)
@@ -210,9 +256,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
-    except click.Abort:
+    except click.Abort as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+            click.echo("interrupted", err=True)
+            return 130
         click.echo("aborted", err=True)
         return 1
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return 130
     return result if isinstance(result, int) else 0
 
 

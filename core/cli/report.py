@@ -1,13 +1,10 @@
-"""Human-readable rendering of validation errors, execution errors and progress."""
+"""Human-readable rendering of validation errors and execution errors."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TextIO
-
-from loom.events import ExecutionEvent
+from typing import Any
 
 
 def validation_report(
@@ -17,6 +14,9 @@ def validation_report(
     lines = [f"error: {error.get('message', 'invalid prompt')}"]
     if error.get("details") and not node_errors:
         lines.append(f"  {error['details']}")
+    hint = (error.get("extra_info") or {}).get("hint")
+    if hint:
+        lines.append(f"hint: {hint}")
     for node_id, entry in node_errors.items():
         title = ""
         if isinstance(prompt, dict) and isinstance(prompt.get(node_id), dict):
@@ -55,38 +55,3 @@ def output_paths(
                     base = directories[entry.get("type", "output")]
                     paths.append(base / entry.get("subfolder", "") / entry["filename"])
     return paths
-
-
-class ProgressBar:
-    """Draws one bar per node that reports progress (sampler steps) on a stream."""
-
-    def __init__(self, stream: TextIO | None = None, width: int = 30) -> None:
-        self.stream = stream or sys.stderr
-        self.width = width
-        self.titles: dict[str, str] = {}
-        self._open = False
-
-    def __call__(self, event: ExecutionEvent) -> None:
-        if event.type == "progress":
-            self._draw(
-                str(event.data.get("node")), int(event.data["value"]), int(event.data["max"])
-            )
-        elif (
-            event.type
-            in ("executing", "execution_success", "execution_error", "execution_interrupted")
-            and self._open
-        ):
-            self.stream.write("\n")
-            self.stream.flush()
-            self._open = False
-
-    def _draw(self, node_id: str, value: int, total: int) -> None:
-        """Redraw in place on a terminal; elsewhere write one line when the node's bar fills."""
-        filled = int(self.width * value / max(total, 1))
-        line = f"[{self.titles.get(node_id, node_id)}] |{'#' * filled}{'-' * (self.width - filled)}| {value}/{total}"
-        if self.stream.isatty():
-            self.stream.write("\r" + line)
-            self._open = True
-        elif value == total:
-            self.stream.write(line + "\n")
-        self.stream.flush()

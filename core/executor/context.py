@@ -30,16 +30,39 @@ class ExecutionBlocker:
 
 
 class InterruptFlag:
-    """A cooperative interrupt: set from any thread, checked between nodes and sampler steps."""
+    """A cooperative interrupt: set from any thread, checked between nodes and sampler steps.
+
+    An interrupt may name the prompt it is for. A prompt the queue has handed out but whose
+    run has not begun yet keeps such an interrupt when it begins (:meth:`begin`); one meant
+    for nobody in particular does not outlive the run it found, so a stale interrupt never
+    stops the next prompt.
+    """
 
     def __init__(self) -> None:
         self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._for_prompts: set[str] = set()
 
-    def set(self) -> None:
-        self._event.set()
+    def set(self, prompt_id: str | None = None) -> None:
+        with self._lock:
+            if prompt_id is not None:
+                self._for_prompts.add(prompt_id)
+            self._event.set()
+
+    def begin(self, prompt_id: str) -> None:
+        """A run of ``prompt_id`` starts: keep only an interrupt addressed to it."""
+        with self._lock:
+            keep = prompt_id in self._for_prompts
+            self._for_prompts.clear()
+            if keep:
+                self._event.set()
+            else:
+                self._event.clear()
 
     def clear(self) -> None:
-        self._event.clear()
+        with self._lock:
+            self._for_prompts.clear()
+            self._event.clear()
 
     def is_set(self) -> bool:
         return self._event.is_set()

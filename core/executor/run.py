@@ -76,9 +76,13 @@ class Executor:
         """Check a prompt; raises :class:`~loom.errors.PromptValidationError` when nothing can run."""
         return validate_prompt(prompt, self.registry, partial_targets)
 
-    def interrupt(self) -> None:
-        """Ask the running prompt to stop at the next node or sampler step."""
-        self.interrupt_flag.set()
+    def interrupt(self, prompt_id: str | None = None) -> None:
+        """Ask the running prompt to stop at the next node or sampler step.
+
+        With ``prompt_id``, the interrupt also reaches that prompt if its run has not
+        begun yet (the queue already reports it running).
+        """
+        self.interrupt_flag.set(prompt_id)
 
     def reset(self) -> None:
         """Drop cached outputs and node objects (``/free`` with ``free_memory``)."""
@@ -104,7 +108,7 @@ class Executor:
     ) -> ExecutionResult:
         """Run a validated prompt's ``outputs``; never raises for the prompt's own failures."""
         with self._lock:
-            self.interrupt_flag.clear()
+            self.interrupt_flag.begin(prompt_id)
             extra = dict(extra_data or {})
             reporter = Reporter(
                 self.runtime, prompt_id, client_id or extra.get("client_id"), on_event

@@ -57,6 +57,37 @@ def _reject(
     return PromptValidationError(_error(kind, message, details), node_errors or {})
 
 
+def unknown_node_types_error(
+    class_types: Mapping[str, Any], registry: Registry
+) -> PromptValidationError | None:
+    """Every node (id -> class_type) whose type no plugin registered, as one rejection.
+
+    One unknown type gets ComfyUI's exact wording; several are listed together. Where one of
+    Loom's own plugins provides a type, ``extra_info.hint`` says which and how to get it.
+    Used for API prompts and for UI workflows before conversion, so both read the same.
+    """
+    from loom.node_catalogue import provider_hint
+
+    unknown = {
+        node_id: class_type
+        for node_id, class_type in class_types.items()
+        if not isinstance(class_type, str) or registry.get_node(class_type) is None
+    }
+    if not unknown:
+        return None
+    types = list(dict.fromkeys(str(t) for t in unknown.values()))
+    if len(types) == 1:
+        message = f"Cannot execute because node {types[0]} does not exist."
+    else:
+        message = f"Cannot execute because nodes {', '.join(types)} do not exist."
+    details = ", ".join(f"Node ID '#{node_id}'" for node_id in unknown)
+    extra: dict[str, Any] = {}
+    hint = provider_hint(types)
+    if hint is not None:
+        extra["hint"] = hint
+    return PromptValidationError(_error("invalid_prompt", message, details, **extra), {})
+
+
 def type_matches(received: Any, expected: Any) -> bool:
     """ComfyUI's link type rule: equal, ``*`` on either side, or intersecting unions."""
     if isinstance(expected, list) or expected == "COMBO":
@@ -336,22 +367,22 @@ def _check_shape(prompt: Any, registry: Registry) -> Prompt:
             "Prompt must be a JSON object of node id -> node",
             f"got {type(prompt).__name__}",
         )
-    checked: Prompt = {}
     for raw_id, node in prompt.items():
-        node_id = str(raw_id)
         if not isinstance(node, dict) or "class_type" not in node:
             raise _reject(
                 "invalid_prompt",
                 "Cannot execute because a node is missing the class_type property.",
-                f"Node ID '#{node_id}'",
+                f"Node ID '#{raw_id}'",
             )
+    unknown = unknown_node_types_error(
+        {str(node_id): node["class_type"] for node_id, node in prompt.items()}, registry
+    )
+    if unknown is not None:
+        raise unknown
+    checked: Prompt = {}
+    for raw_id, node in prompt.items():
+        node_id = str(raw_id)
         class_type = node["class_type"]
-        if not isinstance(class_type, str) or registry.get_node(class_type) is None:
-            raise _reject(
-                "invalid_prompt",
-                f"Cannot execute because node {class_type} does not exist.",
-                f"Node ID '#{node_id}'",
-            )
         inputs = node.get("inputs", {})
         if not isinstance(inputs, dict):
             raise _reject(

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from loom.errors import WorkflowConversionError
+from loom.executor.validate import unknown_node_types_error
 from loom.registry import Registry
 from loom.workflow.graph import (
     INSTANCE,
@@ -42,8 +43,10 @@ def convert_workflow(workflow: dict, registry: Registry) -> dict:
     :param workflow: the workflow JSON (version 0.4 or 1, subgraphs allowed).
     :param registry: node types, for each node's widget order and display name.
     :returns: ``{node_id: {"inputs": {...}, "class_type": str, "_meta": {"title": str}}}``.
-    :raises WorkflowConversionError: unknown node type, broken link, or looping wiring;
-        the message names the node id and type (and the input).
+    :raises PromptValidationError: node types no plugin registered (all of them at once,
+        worded as for an API prompt).
+    :raises WorkflowConversionError: broken link, or looping wiring; the message names the
+        node id and type (and the input).
     """
     if not is_ui_workflow(workflow):
         raise WorkflowConversionError("not a UI workflow: expected 'nodes' (a list) and 'links'")
@@ -54,6 +57,16 @@ def convert_workflow(workflow: dict, registry: Registry) -> dict:
     _apply_primitives(graph, overrides)
     instance_widgets = _InstanceWidgets(graph, overrides)
     resolver = Resolver(graph.nodes, instance_widgets.value)
+    unknown = unknown_node_types_error(
+        {
+            node.id: node.type
+            for node in graph.nodes.values()
+            if node.kind == REAL and node.mode == MODE_ALWAYS
+        },
+        registry,
+    )
+    if unknown is not None:
+        raise unknown
     layouts = LayoutCache(registry)
     prompt: dict[str, dict[str, Any]] = {}
     for node in graph.nodes.values():

@@ -44,14 +44,25 @@ def test_find_refuses_escapes(tmp_path, name):
     assert folders.find("checkpoints", name) is None
 
 
-def test_find_refuses_symlinks_pointing_out(tmp_path):
-    touch(tmp_path / "outside/x.safetensors")
-    (tmp_path / "models/checkpoints").mkdir(parents=True)
-    (tmp_path / "models/checkpoints/link.safetensors").symlink_to(
-        tmp_path / "outside/x.safetensors"
-    )
+def test_model_files_linked_from_another_disk_are_listed_and_found(tmp_path):
+    """ComfyUI follows links in model folders; listing and finding use one rule."""
+    touch(tmp_path / "other_disk/x.safetensors")
+    touch(tmp_path / "other_disk/shared/y.safetensors")
+    checkpoints = tmp_path / "models/checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "link.safetensors").symlink_to(tmp_path / "other_disk/x.safetensors")
+    (checkpoints / "shared").symlink_to(tmp_path / "other_disk/shared")
+    (checkpoints / "dangling.safetensors").symlink_to(tmp_path / "nowhere.safetensors")
+    (checkpoints / "loop").symlink_to(checkpoints)  # a link cycle must not hang the listing
     folders = ModelFolders(tmp_path / "models", tmp_path / "output", KINDS)
-    assert folders.find("checkpoints", "link.safetensors") is None
+    listed = folders.filenames("checkpoints")
+    assert listed == ["link.safetensors", "shared/y.safetensors"]
+    for name in listed:
+        found = folders.find("checkpoints", name)
+        assert found is not None and found.read_bytes() == b"x"
+    assert folders.find("checkpoints", "dangling.safetensors") is None
+    # the name itself still cannot leave the folder, link or not
+    assert folders.find("checkpoints", "shared/../../secret.safetensors") is None
 
 
 def test_extra_model_paths_yaml_comfyui_layout(tmp_path, monkeypatch):

@@ -178,6 +178,22 @@ async def post_prompt(client: Any, prompt: dict[str, Any], **body: Any) -> dict[
     return await response.json()
 
 
+#: Steps of a slow prompt that is always interrupted: it cannot finish before the test acts,
+#: however loaded the machine (10_000 x 0.01 s bounds it at 100 s if an interrupt were lost).
+UNTIL_INTERRUPTED = 10_000
+
+
+async def wait_running(client: Any, prompt_id: str, timeout: float = 30.0) -> None:
+    """Wait until ``prompt_id`` is the running prompt (``/queue``), not merely queued."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        queue = await (await client.get("/queue")).json()
+        if any(item[1] == prompt_id for item in queue["queue_running"]):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"prompt {prompt_id} never started running")
+
+
 async def wait_history(client: Any, prompt_id: str, timeout: float = 30.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -7,12 +7,14 @@ import asyncio
 
 import pytest
 from http_helpers import (
+    UNTIL_INTERRUPTED,
     image_prompt,
     post_prompt,
     raising_prompt,
     receive_until_done,
     slow_prompt,
     wait_history,
+    wait_running,
 )
 
 pytestmark = pytest.mark.asyncio
@@ -52,13 +54,8 @@ async def test_burst_of_concurrent_submissions(client):
 
 
 async def test_interrupt_during_run(client):
-    body = await post_prompt(client, slow_prompt(steps=500, delay=0.01, seed=22))
-    for _ in range(200):
-        queue = await (await client.get("/queue")).json()
-        if queue["queue_running"]:
-            break
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(0.05)
+    body = await post_prompt(client, slow_prompt(steps=UNTIL_INTERRUPTED, delay=0.01, seed=22))
+    await wait_running(client, body["prompt_id"])
     assert (await client.post("/api/interrupt")).status == 200
     entry = await wait_history(client, body["prompt_id"])
     assert entry["status"]["messages"][-1][0] == "execution_interrupted"

@@ -200,4 +200,6 @@ async def test_unknown_errors_are_500_json_and_loom_errors_400(client, runtime, 
 
     monkeypatch.setattr(runtime.queue, "pending", refused)
     response = await client.get("/queue")
-    assert response.status == 400 and "nope" in (await response.json())["error"]
+    body = await response.json()
+    assert response.status == 400 and "nope" in body["error"]["message"]
+    assert body["error"]["type"] == "LoomError" and body["node_errors"] == {}

@@ -8,6 +8,7 @@ import struct
 
 import pytest
 from http_helpers import (
+    UNTIL_INTERRUPTED,
     image_prompt,
     post_prompt,
     raising_prompt,
@@ -153,7 +154,9 @@ async def test_error_run_order(client):
 async def test_interrupt_run_order_and_broadcast(client):
     ws, _ = await _connect(client)
     other, _ = await _connect(client, "client-b")
-    response = await post_prompt(client, slow_prompt(steps=400, delay=0.01), client_id="client-a")
+    response = await post_prompt(
+        client, slow_prompt(steps=UNTIL_INTERRUPTED, delay=0.01), client_id="client-a"
+    )
     prompt_id = response["prompt_id"]
     while True:  # wait until the slow node runs
         message = await ws.receive_json(timeout=10)
@@ -248,7 +251,7 @@ async def test_preview_frames_with_and_without_metadata(client):
 async def test_reconnect_with_same_sid_replaces_socket_and_reports_running_node(client):
     ws, _ = await _connect(client)
     response = await post_prompt(
-        client, slow_prompt(steps=100, delay=0.01, seed=3), client_id="client-a"
+        client, slow_prompt(steps=UNTIL_INTERRUPTED, delay=0.01, seed=3), client_id="client-a"
     )
     while (await ws.receive_json(timeout=10))["type"] != "progress":
         pass
@@ -260,5 +263,6 @@ async def test_reconnect_with_same_sid_replaces_socket_and_reports_running_node(
     while closed.type.name == "TEXT":  # messages sent before the replacement
         closed = await ws.receive(timeout=5)
     assert closed.type.name in ("CLOSE", "CLOSED", "CLOSING")
+    await client.post("/interrupt", json={"prompt_id": response["prompt_id"]})
     await receive_until_done(again, response["prompt_id"])
     await again.close()

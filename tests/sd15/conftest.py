@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -24,10 +22,9 @@ def base_dir(tmp_path, tiny_checkpoint) -> Path:
     """A base directory with the tiny checkpoint and an extra_model_paths.yaml for tokenizers."""
     checkpoints = tmp_path / "models" / "checkpoints"
     checkpoints.mkdir(parents=True)
-    try:  # a hard link: core refuses symlinks that resolve outside the model folder
-        os.link(tiny_checkpoint, checkpoints / "tiny.safetensors")
-    except OSError:
-        shutil.copy(tiny_checkpoint, checkpoints / "tiny.safetensors")
+    # linked from elsewhere, as users share model folders: listing, validation and loading
+    # all follow the link (ComfyUI does)
+    (checkpoints / "tiny.safetensors").symlink_to(tiny_checkpoint)
     (tmp_path / "extra_model_paths.yaml").write_text(
         f"shared:\n  tokenizers: {TOKENIZERS}\n", encoding="utf-8"
     )

@@ -13,7 +13,13 @@ from sd15_markers import needs_samplers
 def _loom(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     script = Path(sys.executable).parent / "loom"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "loom.cli.main"]
-    return subprocess.run([*command, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        ["sh", "-c", 'umask 022 && exec "$@"', "loom", *command, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_demo_tokenizer_is_deterministic_and_clip_shaped(tmp_path):
@@ -40,6 +46,9 @@ def test_loom_demo_prints_a_png_path(tmp_path):
     second = _loom("demo", "--steps", "2", cwd=tmp_path)
     assert second.returncode == 0, second.stderr
     assert checkpoint.stat().st_mtime_ns == built  # cached, not rebuilt
+    # the files it wrote follow the umask (022 here), not safetensors' owner-only 0600
+    for written in (checkpoint, path, tmp_path / "models/tokenizers"):
+        assert written.stat().st_mode & 0o777 in (0o644, 0o755), written
     from PIL import Image
 
     a, b = (Image.open(p.split()[-1]).tobytes() for p in (first.stdout, second.stdout))

@@ -176,13 +176,31 @@ def test_missing_tokenizer_says_which_files_go_where(tiny_checkpoint, monkeypatc
     monkeypatch.delenv(tokenizer.ENV_PATH, raising=False)
     clip = SD15Family().load(read_header(tiny_checkpoint), "checkpoint", {}).clip
     clip.tokenizer_source = tokenizer.TokenizerSource(
-        "clip_l", None, (tmp_path / "models" / "tokenizers",)
-    )
+        "my_tokenizer", None, (tmp_path / "models" / "tokenizers",)
+    )  # a name this package does not ship
     with pytest.raises(tokenizer.TokenizerNotFound) as info:
         clip.encode("a cat")
     text = f"{info.value.message} {info.value.hint}"
     assert "vocab.json" in text and "merges.txt" in text
-    assert str(tmp_path / "models" / "tokenizers" / "clip_l") in text
+    assert str(tmp_path / "models" / "tokenizers" / "my_tokenizer") in text
+
+
+def test_clip_l_tokenizer_ships_with_the_package_and_a_user_folder_overrides_it(
+    monkeypatch, tmp_path
+):
+    """Real SD1.x checkpoints need no tokenizer download (ComfyUI bundles its files too)."""
+    from loom_sd15 import tokenizer
+    from loom_sd15.demo import write_demo_tokenizer
+
+    monkeypatch.setattr(tokenizer, "_hf_cache", lambda name: None)
+    monkeypatch.delenv(tokenizer.ENV_PATH, raising=False)
+    user_dirs = (tmp_path / "models" / "tokenizers",)
+    shipped = tokenizer.TokenizerSource("clip_l", None, user_dirs).resolve()
+    assert (shipped / "NOTICE").is_file() and "MIT" in (shipped / "NOTICE").read_text()
+    ids = tokenizer.load_tokenizer(shipped)("a photo of a cat")["input_ids"]
+    assert ids == [49406, 320, 1125, 539, 320, 2368, 49407]  # CLIP ViT-L/14's real ids
+    write_demo_tokenizer(user_dirs[0] / "clip_l")
+    assert tokenizer.TokenizerSource("clip_l", None, user_dirs).resolve() == user_dirs[0] / "clip_l"
 
 
 @needs_tokenizer

@@ -129,8 +129,10 @@ def test_textual_inversion_embeddings(clip, caplog):
     assert clip.encode("embedding:mystyle")[0][0].shape == (1, 77, 32)
     dual = [t for t, _ in clip.tokenize("embedding:dual")[0] if isinstance(t, torch.Tensor)]
     assert len(dual) == 1  # the clip_l entry of a multi-encoder embedding
-    clip.tokenize("embedding:missing cat")
-    assert "missing" in caplog.text
+    clip.tokenize("embedding:missing cat, with a long rest of the prompt")
+    # the warning names the embedding, not the rest of the prompt
+    assert "embedding:missing does not exist, ignoring" in caplog.text
+    assert "long rest" not in caplog.text
 
 
 @needs_tokenizer

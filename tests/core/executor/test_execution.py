@@ -217,6 +217,19 @@ def test_interrupt_stops_the_run_and_the_next_prompt_runs(executor):
     assert run(executor, prompt).status_str == "success"
 
 
+def test_an_interrupt_for_a_prompt_not_yet_begun_stops_it_a_stale_one_does_not(executor):
+    """The queue reports a prompt running before its run begins: an interrupt addressed to
+    it in that window must still stop it, while an unaddressed one left over from an
+    earlier run must not stop the next prompt."""
+    prompt = {"1": {"class_type": "SlowSteps", "inputs": {"steps": 3, "stop_at": 0}}}
+    executor.interrupt("p1")  # run() below uses prompt id p1
+    assert run(executor, prompt).interrupted
+    executor.interrupt("another-prompt")
+    assert run(executor, prompt).status_str == "success"
+    executor.interrupt()
+    assert run(executor, prompt).status_str == "success"
+
+
 def test_execution_blocker(executor, calls):
     silent = {
         "1": {"class_type": "Const", "inputs": {"value": 1}},

@@ -17,7 +17,7 @@ from wf_builder import (
     to_object_links,
 )
 
-from loom.errors import WorkflowConversionError
+from loom.errors import PromptValidationError, WorkflowConversionError
 from loom.workflow import convert_workflow, is_ui_workflow
 
 WF1_EXPECTED = {
@@ -304,8 +304,15 @@ def test_unknown_type_names_the_node(registry):
     empty_image(g, 1)
     g.node(7, "NoSuchNode", inputs=[socket("image", "IMAGE")])
     g.link(1, 0, 7, 0, "IMAGE")
-    with pytest.raises(WorkflowConversionError, match=r"node 7 \(NoSuchNode\).*unknown node type"):
+    g.node(9, "AlsoMissing")
+    with pytest.raises(PromptValidationError) as raised:
         convert_workflow(g.to_json(), registry)
+    # every unknown type at once, worded as for an API prompt
+    assert raised.value.error["type"] == "invalid_prompt"
+    assert raised.value.error["message"] == (
+        "Cannot execute because nodes NoSuchNode, AlsoMissing do not exist."
+    )
+    assert raised.value.error["details"] == "Node ID '#7', Node ID '#9'"
 
 
 def test_unknown_type_is_fine_when_muted_or_bypassed(registry):

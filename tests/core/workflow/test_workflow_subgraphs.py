@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from wf_builder import UIGraph, empty_image, invert, preview, save, socket
 
-from loom.errors import WorkflowConversionError
+from loom.errors import PromptValidationError, WorkflowConversionError
 from loom.workflow import convert_workflow
 
 WF1_SUBGRAPH_EXPECTED = {
@@ -242,5 +242,5 @@ def test_unknown_type_inside_subgraph_names_inner_id(registry):
     g = UIGraph()
     g.definitions.append(definition("sg-x", inner, [], []))
     instance(g, 9, "sg-x", [], [])
-    with pytest.raises(WorkflowConversionError, match=r"node 9:3 \(Missing\)"):
+    with pytest.raises(PromptValidationError, match=r"node Missing does not exist.*'#9:3'"):
         convert_workflow(g.to_json(), registry)

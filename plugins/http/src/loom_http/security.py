@@ -27,6 +27,7 @@ from aiohttp import web
 from loom.errors import LoomError
 from loom.paths import PathOutsideError
 from loom.paths import confine as loom_confine
+from loom_http.routes import error_body
 
 if TYPE_CHECKING:
     from loom_http.state import ServerOptions
@@ -235,9 +236,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException:
         raise
     except LoomError as exc:
-        return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response(error_body(type(exc).__name__, str(exc)), status=400)
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return web.json_response(
-            {"error": "internal server error (see the server log)"}, status=500
+            error_body("server_error", "internal server error (see the server log)"), status=500
         )

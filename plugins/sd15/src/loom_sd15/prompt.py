@@ -24,7 +24,7 @@ from typing import Any
 
 import attrs
 
-from loom.paths import is_inside
+from loom.paths import model_relative_path
 
 log = logging.getLogger(__name__)
 
@@ -113,11 +113,16 @@ def _walk_dirs(dirs: Sequence[Path]) -> list[Path]:
 
 
 def find_embedding(name: str, dirs: Sequence[Path]) -> Path | None:
-    """The file ``name`` names in one of ``dirs`` (or their sub-folders), never outside them."""
+    """The file ``name`` names in one of ``dirs`` (or their sub-folders).
+
+    The name may not leave the folder (``..``, absolute); links the user placed in an
+    embeddings folder are followed, as for every model folder.
+    """
+    if model_relative_path(name) is None:
+        return None
     for directory in _walk_dirs(dirs):
-        # every candidate is checked, so a symlink named ``name.safetensors`` cannot point out
         for candidate_name in (name, *(name + ext for ext in EMBEDDING_EXTENSIONS)):
-            if (directory / candidate_name).is_file() and is_inside(directory, candidate_name):
+            if (directory / candidate_name).is_file():
                 return (directory / candidate_name).resolve()
     return None
 
@@ -175,19 +180,20 @@ class PromptTokenizer:
     embedding_key: str = "clip_l"
     max_length: int = 77
 
-    def _embedding(self, name: str) -> tuple[Any, str]:
-        """``(vectors or None, leftover text)`` for the text after ``embedding:``."""
-        words = name.split()
+    def _embedding(self, text: str) -> tuple[Any, str, str]:
+        """``(vectors or None, the name looked up, leftover text)`` for the text after
+        ``embedding:``: the name is its first word (a trailing comma is tried without)."""
+        words = text.split()
         if not words:
-            return None, ""
+            return None, "", ""
         name, leftover = words[0], " ".join(words[1:])
         vectors = self._load(name)
         if vectors is None:
             stripped = name.strip(",")
             if len(stripped) < len(name):
                 vectors = self._load(stripped)
-                return vectors, f"{name[len(stripped) :]} {leftover}"
-        return vectors, leftover
+                return vectors, stripped, f"{name[len(stripped) :]} {leftover}"
+        return vectors, name, leftover
 
     def _load(self, name: str) -> Any:
         path = find_embedding(name, self.embedding_dirs)
@@ -204,9 +210,9 @@ class PromptTokenizer:
             for word in (w for w in words if w):
                 if word.startswith(EMBEDDING_PREFIX) and self.embedding_dirs:
                     name = word[len(EMBEDDING_PREFIX) :].strip("\n")
-                    vectors, leftover = self._embedding(name)
+                    vectors, looked_up, leftover = self._embedding(name)
                     if vectors is None:
-                        log.warning("embedding:%s does not exist, ignoring", name)
+                        log.warning("embedding:%s does not exist, ignoring", looked_up)
                     else:
                         groups.append([(vectors[i], weight) for i in range(vectors.shape[0])])
                     if not leftover:

@@ -95,13 +95,9 @@ def checkpoint_state(
 def save_checkpoint(
     path: Path, state: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
 ) -> Path:
-    from safetensors.torch import save_file
+    from loom.memory.safetensors_writer import write_safetensors
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    save_file(dict(state), str(tmp), metadata=dict(metadata or {}))
-    tmp.replace(path)
-    return path
+    return write_safetensors(path, state, metadata)
 
 
 def write_tiny_checkpoint(

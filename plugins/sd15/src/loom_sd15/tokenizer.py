@@ -3,8 +3,11 @@
 Order: a folder named in the load options (``tokenizer_path``), ``<dir>/<name>/`` for every
 directory of the ``tokenizers`` model folder (``models/tokenizers`` under the base directory,
 plus ``tokenizers:`` entries of extra_model_paths.yaml) and of ``LOOM_TOKENIZERS_PATH``
-(``os.pathsep``-separated), then the Hugging Face cache (read only, offline). With none of
-them, :class:`TokenizerNotFound` says which files to put where.
+(``os.pathsep``-separated), then the files this package ships (``clip_l``: CLIP ViT-L/14's
+vocabulary, MIT, see ``tokenizers/clip_l/NOTICE``; as ComfyUI bundles it), then the Hugging
+Face cache (read only, offline). With none of them, :class:`TokenizerNotFound` says which
+files to put where. So real SD1.x checkpoints need no tokenizer download, and a user's
+folder still overrides the shipped files.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import logging
 import os
 from collections.abc import Sequence
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +53,9 @@ class TokenizerSource:
             if _complete(folder):
                 return folder
             tried.append(str(folder))
+        shipped = packaged(self.name)
+        if shipped is not None:
+            return shipped
         cached = _hf_cache(self.name)
         if cached is not None:
             return cached
@@ -63,6 +70,12 @@ class TokenizerSource:
 
     def load(self) -> Any:
         return load_tokenizer(self.resolve())
+
+
+def packaged(name: str) -> Path | None:
+    """The folder of tokenizer ``name`` shipped inside this package, if it ships one."""
+    folder = Path(str(resources.files("loom_sd15").joinpath("tokenizers", name)))
+    return folder if _complete(folder) else None
 
 
 def _complete(folder: Path) -> bool:

@@ -64,11 +64,21 @@ def error_response(message: str, status: int = 400) -> web.Response:
     return json_response({"error": message}, status)
 
 
-class BadRequest(web.HTTPBadRequest):
-    """A 400 whose body is ``{"error": message}`` (raised from helpers)."""
+def error_body(kind: str, message: str, details: str = "") -> dict[str, Any]:
+    """ComfyUI's error object, which its clients read ``error.type`` / ``error.message`` from."""
+    return {
+        "error": {"type": kind, "message": message, "details": details, "extra_info": {}},
+        "node_errors": {},
+    }
 
-    def __init__(self, message: str) -> None:
-        super().__init__(text=json.dumps({"error": message}), content_type="application/json")
+
+class BadRequest(web.HTTPBadRequest):
+    """A 400 with ComfyUI's error object (raised from helpers)."""
+
+    def __init__(self, message: str, kind: str = "invalid_request") -> None:
+        super().__init__(
+            text=json.dumps(error_body(kind, message)), content_type="application/json"
+        )
         self.message = message
 
 
@@ -80,13 +90,15 @@ async def read_json(
     if not raw.strip():
         if allow_empty:
             return None
-        raise BadRequest("request body is empty; expected JSON")
+        raise BadRequest("request body is empty; expected JSON", "invalid_json")
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest(f"malformed JSON body: {exc}") from exc
+        raise BadRequest(f"malformed JSON body: {exc}", "invalid_json") from exc
     if kind is not None and not isinstance(data, kind):
-        raise BadRequest(f"expected a JSON {_kind_name(kind)}, got {type(data).__name__}")
+        raise BadRequest(
+            f"expected a JSON {_kind_name(kind)}, got {type(data).__name__}", "invalid_json"
+        )
     return data
 
 

@@ -85,11 +85,14 @@ async def interrupt(request: web.Request) -> web.Response:
     runtime = runtime_of(request)
     body = await read_json(request, allow_empty=True)
     prompt_id = body.get("prompt_id") if isinstance(body, dict) else None
+    running = [item.prompt_id for item in runtime.queue.running()]
     if prompt_id is not None:
-        running = {item.prompt_id for item in runtime.queue.running()}
-        if prompt_id not in running:
+        running = [prompt_id] if prompt_id in running else []
+        if not running:
             return web.Response()
-    runtime.executor.interrupt()
+    # addressed by id: a prompt taken from the queue whose run has not begun still stops
+    for target in running or [None]:
+        runtime.executor.interrupt(target)
     return web.Response()
 
 
