@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from loom_http import frontend, security
+from loom_http.extensions import AppServer
 from loom_http.logbuffer import LogBuffer
 from loom_http.routes import execution, files, jobs, nodes_models, queue_history, users
-from loom_http.state import HUB, LOGS, OPTIONS, RUNTIME, SERVICE, ServerOptions
+from loom_http.state import HUB, LOGS, OPTIONS, RUNTIME, SERVER, SERVICE, ServerOptions
 from loom_http.ws import Hub, websocket_handler
 
 if TYPE_CHECKING:
@@ -50,6 +51,11 @@ def make_app(runtime: Runtime, options: ServerOptions | None = None) -> web.Appl
         app.router.add_get(path, websocket_handler)
     for module in (execution, queue_history, jobs, files, nodes_models, users):
         module.routes.register(app)
+    app[SERVER] = server = AppServer(app, hub)
+    runtime.host.hook.web_server_started(server=server)
+    # Custom-node packages are imported before the app freezes, so the routes they declare
+    # and their WEB_DIRECTORY are served.
+    _ = runtime.registry
     frontend.register(app, options)  # last: API routes win over static files
     hub.service = app[SERVICE]
     return app
@@ -71,6 +77,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await loop.run_in_executor(None, service.stop)  # type: ignore[attr-defined]
+        runtime.host.hook.web_server_stopped(server=app[SERVER])
         hub.detach()
         root_logger.removeHandler(app[LOGS])
 
