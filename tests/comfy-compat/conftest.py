@@ -66,10 +66,11 @@ def run_cli(base: Path, capsys: pytest.CaptureFixture[str]) -> Callable[..., Any
     """``run_cli(prompt)`` runs ``loom run`` on it; returns (exit code, stdout, stderr)."""
     from loom.cli.main import main
 
-    def run(prompt: dict[str, Any], *args: str) -> tuple[int, str, str]:
+    def run(prompt: dict[str, Any], *args: str, quiet: bool = True) -> tuple[int, str, str]:
         path = base / "prompt.json"
         path.write_text(json.dumps(prompt), encoding="utf-8")
-        code = main(["--base-directory", str(base), "run", str(path), "-q", *args])
+        flags = ["-q"] if quiet else []
+        code = main(["--base-directory", str(base), "run", str(path), *flags, *args])
         out = capsys.readouterr()
         return code, out.out, out.err
 
