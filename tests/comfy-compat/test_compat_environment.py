@@ -98,7 +98,7 @@ def test_folder_paths_functions_follow_the_runtime(base, write_pack, make_runtim
         extra / "a" / "m.safetensors"
     )
     assert folder_paths.get_full_path("checkpoints", "../m.safetensors") is None
-    with pytest.raises(FileNotFoundError, match="'checkpoints'.*'gone.safetensors'"):
+    with pytest.raises(FileNotFoundError, match=r"'checkpoints'.*'gone\.safetensors'"):
         folder_paths.get_full_path_or_raise("checkpoints", "gone.safetensors")
     assert folder_paths.get_annotated_filepath("x.png [output]") == str(base / "output" / "x.png")
     assert folder_paths.get_annotated_filepath("x.png") == str(base / "input" / "x.png")
@@ -281,7 +281,7 @@ def test_load_torch_file_reads_safetensors_and_refuses_pickle(base, make_runtime
 
     pickled = base / "weights.ckpt"
     torch.save({"w": torch.zeros(1)}, pickled)
-    with pytest.raises(comfy.utils.PickleRefused, match="weights.ckpt.*only .safetensors"):
+    with pytest.raises(comfy.utils.PickleRefused, match=r"weights\.ckpt.*only \.safetensors"):
         comfy.utils.load_torch_file(str(pickled))
 
 
