@@ -21,8 +21,8 @@ from loom.errors import NodeDefinitionError
 from loom.executor.context import ExecutionBlocker
 from loom.nodes.compat import accepted_args, call_with_accepted
 from loom.nodes.spec import InputTypes, NodeDef, NodeOutput, OutputDef
-from loom_comfy_compat.v3_io import ComfyNode, HiddenHolder, Schema
-from loom_comfy_compat.v3_io import NodeOutput as V3Output
+from loom_comfy_compat.v3_node import ComfyNode, HiddenHolder, Schema
+from loom_comfy_compat.v3_node import NodeOutput as V3Output
 from loom_comfy_compat.v3_ui import ui_dict
 
 _HIDDEN_NAMES = {"unique_id", "prompt", "extra_pnginfo", "dynprompt"}

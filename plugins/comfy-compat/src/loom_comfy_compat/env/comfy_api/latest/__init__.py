@@ -1,7 +1,7 @@
 """``comfy_api.latest``: ``io``, ``ui`` and ``ComfyExtension`` (loom-comfy-compat)."""
 
 from loom_comfy_compat.missing import module_getattr
-from loom_comfy_compat.v3_io import ComfyExtension
+from loom_comfy_compat.v3_node import ComfyExtension
 
 from . import io, ui
 
