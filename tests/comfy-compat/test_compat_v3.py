@@ -330,3 +330,44 @@ def test_versioned_alias_is_the_same_api():
 
     assert comfy_api.v0_0_2.io.ComfyNode is comfy_api.latest.io.ComfyNode
     assert comfy_api.v0_0_2.ComfyExtension is comfy_api.latest.ComfyExtension
+
+
+def test_v3_input_named_like_a_hidden_one_reaches_execute(write_pack, make_runtime):
+    write_pack(
+        "text_v3",
+        {
+            "__init__.py": """
+            from comfy_api.latest import ComfyExtension, io
+
+            class Echo(io.ComfyNode):
+                @classmethod
+                def define_schema(cls):
+                    return io.Schema(
+                        node_id="V3Echo", is_output_node=True,
+                        inputs=[io.String.Input("prompt", multiline=True)],
+                        outputs=[io.String.Output()],
+                        hidden=[io.Hidden.unique_id],
+                    )
+
+                @classmethod
+                def execute(cls, prompt):
+                    return io.NodeOutput(prompt + " #" + cls.hidden.unique_id)
+
+            class Ext(ComfyExtension):
+                async def get_node_list(self):
+                    return [Echo]
+
+            async def comfy_entrypoint():
+                return Ext()
+            """
+        },
+    )
+    runtime = make_runtime()
+    info = object_info(runtime.registry)["V3Echo"]["input"]
+    assert info["required"]["prompt"] == ["STRING", {"multiline": True}]
+    # An output node gets the hidden prompt as well; the string input keeps its own name.
+    result = runtime.executor.run_prompt(
+        {"7": {"class_type": "V3Echo", "inputs": {"prompt": "a cat"}}}
+    )
+    assert result.error is None, result.error
+    assert result.values["7"] == (["a cat #7"],)

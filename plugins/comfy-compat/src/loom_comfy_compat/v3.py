@@ -25,8 +25,6 @@ from loom_comfy_compat.v3_node import ComfyNode, HiddenHolder, Schema
 from loom_comfy_compat.v3_node import NodeOutput as V3Output
 from loom_comfy_compat.v3_ui import ui_dict
 
-_HIDDEN_NAMES = {"unique_id", "prompt", "extra_pnginfo", "dynprompt"}
-
 
 def is_v3(node_class: Any) -> bool:
     return isinstance(node_class, type) and issubclass(node_class, ComfyNode)
@@ -83,14 +81,30 @@ def _schema(cls: type, where: str) -> Schema:
 class V3Impl:
     """Runs a V3 node class through Loom's executor (the class is never instantiated)."""
 
-    def __init__(self, cls: type, where: str, output_count: int, enable_expand: bool) -> None:
+    def __init__(
+        self,
+        cls: type,
+        where: str,
+        output_count: int,
+        enable_expand: bool,
+        hidden_keys: dict[str, str],
+    ) -> None:
         self.cls = cls
         self.where = where
         self.output_count = output_count
         self.enable_expand = enable_expand
+        #: ``key in the inputs -> Hidden name`` for the hidden inputs the schema asks for:
+        #: they go to ``cls.hidden``, not to arguments. A hidden input named like one of
+        #: the node's own inputs (an output node's ``prompt`` next to a text ``prompt``)
+        #: gets a key of its own, since the executor passes all inputs in one dict.
+        self.hidden_keys = hidden_keys
 
     def input_types(self, registry: Any) -> InputTypes:
-        return _schema(self.cls, self.where).v1_inputs()
+        sections = _schema(self.cls, self.where).v1_inputs()
+        names = {name: key for key, name in self.hidden_keys.items()}
+        if "hidden" in sections:
+            sections["hidden"] = {names.get(k, k): v for k, v in sections["hidden"].items()}
+        return sections
 
     def create(self) -> None:
         return None
@@ -98,27 +112,32 @@ class V3Impl:
     def fingerprint(self, obj: Any, constants: dict[str, Any], registry: Any = None) -> Any:
         if not overrides(self.cls, "fingerprint_inputs"):
             return None
-        return call_with_accepted(self.cls.fingerprint_inputs, _visible(constants))
+        return call_with_accepted(self.cls.fingerprint_inputs, self._visible(constants))
 
     def validate(self, obj: Any, inputs: dict[str, Any], registry: Any = None) -> bool | str:
         if not overrides(self.cls, "validate_inputs"):
             return True
-        return call_with_accepted(self.cls.validate_inputs, _visible(inputs))
+        return call_with_accepted(self.cls.validate_inputs, self._visible(inputs))
 
     def check_lazy_status(self, obj: Any, inputs: dict[str, Any]) -> list[str]:
         clone = self._with_hidden(inputs)
-        return list(call_with_accepted(clone.check_lazy_status, _visible(inputs)) or [])
+        return list(call_with_accepted(clone.check_lazy_status, self._visible(inputs)) or [])
 
     def _with_hidden(self, inputs: dict[str, Any]) -> type:
-        holder = HiddenHolder({k: v for k, v in inputs.items() if k in _HIDDEN_NAMES})
+        holder = HiddenHolder(
+            {self.hidden_keys[k]: v for k, v in inputs.items() if k in self.hidden_keys}
+        )
         return type(self.cls.__name__, (self.cls,), {"hidden": holder})
 
     def execute(self, obj: Any, inputs: dict[str, Any], ctx: Any) -> NodeOutput:
         clone = self._with_hidden(inputs)
-        result = clone.execute(**_visible(inputs))
+        result = clone.execute(**self._visible(inputs))
         if inspect.isawaitable(result):
             result = run_sync(result)
         return self._normalise(result)
+
+    def _visible(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in inputs.items() if k not in self.hidden_keys}
 
     def _normalise(self, result: Any) -> NodeOutput:
         if result is None:
@@ -141,8 +160,12 @@ class V3Impl:
         return NodeOutput(values=tuple(result.args), ui=ui_dict(result.ui), expand=result.expand)
 
 
-def _visible(inputs: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in inputs.items() if k not in _HIDDEN_NAMES}
+def _hidden_keys(schema: Schema) -> dict[str, str]:
+    own = {item.id for item in schema.inputs}
+    return {
+        (f"loom_hidden_{hidden.name}" if hidden.name in own else hidden.name): hidden.name
+        for hidden in schema.hidden
+    }
 
 
 def compile_v3(
@@ -175,7 +198,13 @@ def compile_v3(
         validate_args = accepted_args(cls.validate_inputs) or frozenset()
     return NodeDef(
         class_type=schema.node_id,
-        impl=V3Impl(cls, where, len(outputs), schema.enable_expand),
+        impl=V3Impl(
+            cls,
+            where,
+            len(outputs),
+            schema.enable_expand,
+            _hidden_keys(schema),
+        ),
         outputs=outputs,
         display_name=display_name or schema.display_name,
         category=schema.category,
