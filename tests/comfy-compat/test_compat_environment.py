@@ -297,6 +297,11 @@ def test_sampler_lists_and_model_management_are_live(make_runtime):
     assert "euler" in comfy.samplers.KSampler.SAMPLERS
     assert comfy.model_management.get_torch_device() == runtime.memory.device.torch_device
     assert comfy.model_management.intermediate_device() == torch.device("cpu")
+    device = runtime.memory.device.torch_device
+    assert comfy.model_management.get_torch_device_name().startswith(str(device))
+    assert comfy.model_management.vae_device() == device
+    assert comfy.model_management.is_device_cpu(device) == (device.type == "cpu")
+    assert comfy.model_management.get_free_memory() > 0
     assert not comfy.model_management.processing_interrupted()
     nodes.interrupt_processing()
     assert comfy.model_management.processing_interrupted()

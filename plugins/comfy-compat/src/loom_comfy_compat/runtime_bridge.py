@@ -27,7 +27,8 @@ def get_torch_device() -> Any:
 
 def get_torch_device_name(device: Any = None) -> str:
     info = _memory().device
-    return f"{info.torch_device} {info.name}".strip()
+    device = str(info.torch_device)
+    return device if info.name in ("", device, info.type) else f"{device} {info.name}"
 
 
 def intermediate_device() -> Any:
@@ -40,6 +41,37 @@ def unet_offload_device() -> Any:
     import torch
 
     return torch.device("cpu")
+
+
+text_encoder_offload_device = vae_offload_device = unet_offload_device
+
+
+def text_encoder_device() -> Any:
+    return get_torch_device()
+
+
+def vae_device() -> Any:
+    return get_torch_device()
+
+
+def is_device_cpu(device: Any) -> bool:
+    return getattr(device, "type", str(device)) == "cpu"
+
+
+def is_device_mps(device: Any) -> bool:
+    return getattr(device, "type", str(device)) == "mps"
+
+
+def is_device_cuda(device: Any) -> bool:
+    return getattr(device, "type", str(device)) == "cuda"
+
+
+def get_autocast_device(dev: Any) -> str:
+    return getattr(dev, "type", "cuda")
+
+
+def xformers_enabled() -> bool:
+    return False  # Loom's attention is torch's scaled_dot_product_attention
 
 
 def get_free_memory(dev: Any = None, torch_free_too: bool = False) -> int | tuple[int, int]:
