@@ -241,12 +241,20 @@ comfy.model_management.get_torch_device = lambda: "patched"
 NODE_CLASS_MAPPINGS = {}
 """
 
+SAMPLER_PATCHING_PACK = """
+import comfy.samplers
+
+comfy.samplers.KSampler.SAMPLERS += ["my_sampler"]
+NODE_CLASS_MAPPINGS = {}
+"""
+
 
 def test_missing_names_load_report_and_fail_at_use(base, write_pack, run_cli, capsys):
     from loom.cli.main import main
 
     write_pack("missing_pack", {"__init__.py": MISSING_PACK})
     write_pack("patching_pack", {"__init__.py": PATCHING_PACK})
+    write_pack("sampler_patching_pack", {"__init__.py": SAMPLER_PATCHING_PACK})
     assert main(["--base-directory", str(base), "plugins"]) == 0
     listing = capsys.readouterr()
     lines = listing.out.splitlines()
@@ -257,6 +265,8 @@ def test_missing_names_load_report_and_fail_at_use(base, write_pack, run_cli, ca
     )
     assert "custom_nodes.patching_pack" in listing.err
     assert "patches ComfyUI's comfy.model_management.get_torch_device" in listing.err
+    assert "custom_nodes.sampler_patching_pack" in listing.err
+    assert "patches ComfyUI's comfy.samplers.KSampler.SAMPLERS" in listing.err
 
     prompt = {
         "1": empty_image(),

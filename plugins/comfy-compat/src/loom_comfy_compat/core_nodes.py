@@ -20,6 +20,7 @@ from typing import Any
 from loom.errors import LoomError
 from loom.executor.context import RunContext, current_context
 from loom_comfy_compat.environment import ENV
+from loom_comfy_compat.missing import PatchGuard
 
 MAX_RESOLUTION = 16384
 
@@ -149,7 +150,7 @@ def run_node(class_type: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
     return tuple(result.values)
 
 
-class _CoreNodeMeta(type):
+class _CoreNodeMeta(PatchGuard):
     """Class attributes ComfyUI's classes have, read from the registered node."""
 
     def __getattr__(cls, name: str) -> Any:
@@ -190,6 +191,7 @@ def core_node_class(class_type: str) -> type:
         (),
         {
             "_class_type": class_type,
+            "_loom_guarded": True,
             "FUNCTION": function,
             function: call,
             "INPUT_TYPES": classmethod(input_types),

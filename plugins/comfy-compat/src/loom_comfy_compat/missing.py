@@ -71,16 +71,30 @@ def module_getattr(module_name: str) -> Any:
     return __getattr__
 
 
+def refuse_patch(target: str, name: str, depth: int = 2) -> None:
+    """Raise :class:`UnsupportedPatch` if the code ``depth`` frames up belongs to a pack."""
+    caller = sys._getframe(depth).f_globals.get("__name__", "")
+    if caller.startswith("custom_nodes."):
+        pack = caller.split(".")[1]
+        raise UnsupportedPatch(
+            f"custom node pack {pack!r} patches ComfyUI's {target}.{name}; "
+            "Loom runs its own engine, so the patch would not take effect",
+            hint="such packs are not supported by loom-comfy-compat",
+        )
+
+
+class PatchGuard(type):
+    """Metaclass of ComfyUI classes Loom provides: packs may not reassign their attributes."""
+
+    def __setattr__(cls, name: str, value: Any) -> None:
+        if "_loom_guarded" in vars(cls):
+            refuse_patch(f"{cls.__module__}.{cls.__qualname__}", name)
+        super().__setattr__(name, value)
+
+
 class EnvironmentModule(types.ModuleType):
     """The module type of every environment module: refuses patches from packs."""
 
     def __setattr__(self, name: str, value: Any) -> None:
-        caller = sys._getframe(1).f_globals.get("__name__", "")
-        if caller.startswith("custom_nodes."):
-            pack = caller.split(".")[1]
-            raise UnsupportedPatch(
-                f"custom node pack {pack!r} patches ComfyUI's {self.__name__}.{name}; "
-                "Loom runs its own engine, so the patch would not take effect",
-                hint="such packs are not supported by loom-comfy-compat",
-            )
+        refuse_patch(self.__name__, name)
         super().__setattr__(name, value)

@@ -1,6 +1,7 @@
 """``comfy.samplers``: ``KSampler.SAMPLERS`` / ``SCHEDULERS`` and the module-level name
 lists, read live from the registry (loom-comfy-compat)."""
 
+from loom_comfy_compat.missing import PatchGuard
 from loom_comfy_compat.missing import missing as _missing
 
 
@@ -21,8 +22,12 @@ class _LiveNames:
         self.kind = kind
 
 
-class KSampler:
-    """Only the name lists: sampling itself goes through Loom's nodes (nodes.common_ksampler)."""
+class KSampler(metaclass=PatchGuard):
+    """Only the name lists: sampling itself goes through Loom's nodes (nodes.common_ksampler).
+    Packs adding samplers by assigning to ``SAMPLERS`` are refused (register a sampler
+    through a Loom plugin instead)."""
+
+    _loom_guarded = True
 
     SAMPLERS = _LiveNames("samplers")
     SCHEDULERS = _LiveNames("schedulers")
