@@ -69,7 +69,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     hub.attach(loop)
     root_logger = logging.getLogger()
     root_logger.addHandler(app[LOGS])
-    # Plugins and nodes are loaded off the loop so the server answers at once.
+    # make_app already built the registry (custom nodes' routes must exist before the app
+    # freezes); this only matters for apps whose runtime changed since, and stays off the loop.
     await loop.run_in_executor(None, lambda: runtime.registry)  # type: ignore[attr-defined]
     if app[OPTIONS].start_worker:
         service.start()  # type: ignore[attr-defined]
