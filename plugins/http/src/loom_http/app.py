@@ -70,7 +70,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     root_logger = logging.getLogger()
     root_logger.addHandler(app[LOGS])
     # make_app already built the registry (custom nodes' routes must exist before the app
-    # freezes); this only matters for apps whose runtime changed since, and stays off the loop.
+    # freezes), so this returns the cached one; kept off the loop all the same.
     await loop.run_in_executor(None, lambda: runtime.registry)  # type: ignore[attr-defined]
     if app[OPTIONS].start_worker:
         service.start()  # type: ignore[attr-defined]
