@@ -12,8 +12,11 @@ the plugin object for the HTTP plugin.
 A package that fails to import is recorded in ``host.failures`` as a
 :class:`~loom.errors.PluginLoadError` and skipped; the other packages still load.
 
-Not provided: ComfyUI's own modules (``folder_paths``, ``comfy.*``, ``server``). Packages that
-import them fail to load, with that ``ModuleNotFoundError`` as the reported cause.
+A package without ``NODE_CLASS_MAPPINGS`` is offered to the ``custom_node_entrypoint`` hook,
+so a plugin can load packages written another way (ComfyUI's V3 ``comfy_entrypoint``).
+ComfyUI's own modules (``folder_paths``, ``comfy.*``, ``server``) are not part of core: a
+plugin provides them, and without one, packages that import them fail to load with that
+``ModuleNotFoundError`` as the reported cause.
 """
 
 from __future__ import annotations
@@ -41,7 +44,12 @@ class CustomNodePackage:
     """The plugin object for one imported custom node package."""
 
     def __init__(
-        self, name: str, module: types.ModuleType, path: Path, web_directory: Path | None
+        self,
+        name: str,
+        module: types.ModuleType,
+        path: Path,
+        web_directory: Path | None,
+        entrypoint_nodes: Iterable[type] = (),
     ) -> None:
         self.name = name
         self.module = module
@@ -55,6 +63,9 @@ class CustomNodePackage:
         self.display_name_mappings: Mapping[str, str] = dict(
             getattr(module, "NODE_DISPLAY_NAME_MAPPINGS", None) or {}
         )
+        #: Node classes another plugin found through the package's own entry point
+        #: (``custom_node_entrypoint``); each carries its own id.
+        self.entrypoint_nodes: tuple[type, ...] = tuple(entrypoint_nodes)
 
     def __repr__(self) -> str:
         return f"CustomNodePackage({self.name!r}, {str(self.path)!r})"
@@ -68,6 +79,8 @@ class CustomNodePackage:
                 display_name=self.display_name_mappings.get(class_type),
                 python_module=self.python_module,
             )
+        for node_class in self.entrypoint_nodes:
+            register(node_class, python_module=self.python_module)
 
 
 def package_name(path: Path) -> str:
@@ -118,21 +131,32 @@ def register_custom_nodes(host: PluginHost, dirs: list[Path]) -> None:
             continue
         seen.add(name)
         package = host.load_plugin(
-            plugin_name, lambda path=path, name=name: _import_with_nodes(path, name)
+            plugin_name, lambda path=path, name=name: _import_with_nodes(host, path, name)
         )
         if package is not None:
             log.info(
                 "custom node package %s: %d nodes, imported in %.3f s",
                 name,
-                len(package.node_class_mappings),
+                len(package.node_class_mappings) + len(package.entrypoint_nodes),
                 host.infos[-1].import_seconds,
             )
 
 
-def _import_with_nodes(path: Path, name: str) -> CustomNodePackage:
+def _import_with_nodes(host: PluginHost, path: Path, name: str) -> CustomNodePackage:
     package = load_package(path, name)
-    if not package.node_class_mappings and package.web_directory is None:
-        raise AttributeError("module defines no NODE_CLASS_MAPPINGS")
+    if not package.node_class_mappings:
+        found = host.hook.custom_node_entrypoint(module=package.module, name=name)
+        if found:
+            package.entrypoint_nodes = tuple(found)
+    if (
+        not package.node_class_mappings
+        and not package.entrypoint_nodes
+        and package.web_directory is None
+    ):
+        raise AttributeError(
+            "module defines no NODE_CLASS_MAPPINGS (and no installed plugin understands "
+            "another entry point it has)"
+        )
     return package
 
 

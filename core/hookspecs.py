@@ -21,8 +21,10 @@ if TYPE_CHECKING:
 
     from loom.events import ExecutionEvent
     from loom.executor.queue import PromptQueue
+    from loom.nodes.spec import NodeDef
+    from loom.runtime import Runtime
     from loom.settings import Settings
-    from loom.types import AdapterKeyMap
+    from loom.types import AdapterKeyMap, WebServer
 
 hookspec = pluggy.HookspecMarker("loom")
 hookimpl = pluggy.HookimplMarker("loom")
@@ -123,6 +125,84 @@ def register_commands(cli: click.Group) -> None:
 
     Called once when the CLI starts, after plugins load. Import heavy modules inside the
     command function, not at plugin import, so ``loom --help`` stays fast.
+    """
+
+
+@hookspec(firstresult=True)
+def compile_node(
+    node_class: Any, class_type: str | None, display_name: str | None, python_module: str | None
+) -> NodeDef | None:
+    """Compile a node class written in a style core does not know into a :class:`NodeDef`.
+
+    :param node_class: what was passed to ``register``: neither an ``@loom.node`` class nor a
+        classic ComfyUI class (those core compiles itself).
+    :param class_type: the id it was registered under, or None to take the class's own.
+    :param display_name: a display name given at registration, or None.
+    :param python_module: the ``python_module`` ``/object_info`` reports, or None.
+    :return: the definition, or None if this plugin does not know the style.
+
+    Stops at the first non-None result. Called by the registry during ``register_nodes``;
+    raise :class:`~loom.errors.NodeDefinitionError` for a malformed class of your style.
+    """
+
+
+@hookspec(firstresult=True)
+def custom_node_entrypoint(module: Any, name: str) -> list[type] | None:
+    """The node classes of a ``custom_nodes/`` package that has no ``NODE_CLASS_MAPPINGS``.
+
+    :param module: the imported package module.
+    :param name: the package name (``custom_nodes.<name>`` is its module name).
+    :return: node classes to register for the package (each compiled through
+        :func:`compile_node` unless core knows its style), or None if the module has no
+        entry point this plugin understands.
+
+    Stops at the first non-None result. Called by the custom-node loader while importing
+    the package (its import time includes this call); raising fails the package.
+    """
+
+
+@hookspec
+def prepare_runtime(runtime: Runtime) -> None:
+    """See the runtime before custom-node packages are imported and registration hooks run.
+
+    :param runtime: the runtime being set up; its settings are final, its registry is not
+        built yet (reading ``runtime.registry`` here recurses).
+
+    Called once per runtime by :attr:`loom.runtime.Runtime.registry`, after plugins load.
+    """
+
+
+@hookspec
+def plugin_notes(plugin_name: str) -> list[str] | None:
+    """Notes ``loom plugins`` prints under a loaded plugin (names it asked for and lacks, ...).
+
+    :param plugin_name: a loaded plugin's name (custom-node packages: ``custom_nodes.<name>``).
+    :return: lines to show, or None.
+
+    Results of every implementation are shown. Called by ``loom plugins``.
+    """
+
+
+@hookspec
+def web_server_started(server: WebServer) -> None:
+    """A web frontend built its application: add routes, keep ``server`` to send messages.
+
+    :param server: a :class:`loom.types.WebServer` (its ``app`` is an aiohttp application
+        that is not started yet, so routes may still be added).
+
+    Called by the web frontend plugin once per application, before it builds the runtime's
+    registry (custom-node packages may import after this call, while the app can still
+    take routes) and before it adds its static routes.
+    """
+
+
+@hookspec
+def web_server_stopped(server: WebServer) -> None:
+    """The application ``server`` wraps has shut down; stop sending through it.
+
+    :param server: the object :func:`web_server_started` was given.
+
+    Called by the web frontend plugin at application cleanup.
     """
 
 

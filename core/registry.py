@@ -44,6 +44,8 @@ class Registry:
         self.folders: ModelFolders | None = None
         #: Set by the runtime: directories and options, for combos and validation hooks.
         self.settings: Settings | None = None
+        #: Set by :func:`collect`: the ``compile_node`` hook, for node styles core does not know.
+        self.compile_other: Callable[..., NodeDef | None] | None = None
 
     # -- adding ---------------------------------------------------------------------
 
@@ -83,9 +85,19 @@ class Registry:
                 node_class, class_type, display_name=display_name, python_module=python_module
             )
         else:
-            raise NodeDefinitionError(
-                f"{node_class!r} is neither an @loom.node class nor a classic ComfyUI node class"
-            )
+            definition = None
+            if self.compile_other is not None:
+                definition = self.compile_other(
+                    node_class=node_class,
+                    class_type=class_type,
+                    display_name=display_name,
+                    python_module=python_module,
+                )
+            if definition is None:
+                raise NodeDefinitionError(
+                    f"{node_class!r} is neither an @loom.node class nor a classic ComfyUI node "
+                    "class, and no installed plugin compiles its style"
+                )
         self._claim("node", definition.class_type, plugin)
         self.nodes[definition.class_type] = definition
         return definition
@@ -133,6 +145,7 @@ def _bound(plugin: str, add: Callable[..., Any], registry: Registry) -> Callable
 def collect(host: PluginHost, registry: Registry | None = None) -> Registry:
     """Call every registration hook once and gather the results into a :class:`Registry`."""
     registry = registry or Registry()
+    registry.compile_other = host.hook.compile_node
     hooks: list[tuple[str, Callable[..., Any]]] = [
         ("register_model_folders", registry.add_folder_kind),
         ("register_nodes", registry.add_node),

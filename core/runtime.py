@@ -38,6 +38,7 @@ class Runtime:
     @cached_property
     def registry(self) -> Registry:
         self.host.load()
+        self.host.hook.prepare_runtime(runtime=self)
         if self.settings.load_custom_nodes:
             from loom.custom_nodes import register_custom_nodes
 

@@ -25,7 +25,7 @@ declaring nodes never imports torch.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Protocol, runtime_checkable
 
@@ -247,3 +247,21 @@ class AdapterKeyMap:
     #: A :class:`loom.memory.ModelHandle` (the clone the patches go on).
     handle: Any
     keys: Mapping[str, str]
+
+
+class WebServer(Protocol):
+    """What a web frontend plugin hands to ``web_server_started``: its app and its sockets."""
+
+    #: The server's aiohttp ``web.Application`` (not started yet when the hook runs).
+    app: Any
+
+    def send(self, kind: str, data: Any, client_id: str | None = None) -> None:
+        """Send one websocket message (``{"type": kind, "data": data}``; bytes data goes as
+        a binary frame whose first 4 bytes are ``kind`` as an int) to ``client_id``, or to
+        every client when it is None. Callable from any thread."""
+        ...
+
+    def add_prompt_handler(self, handler: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        """Call ``handler(body)`` on every ``POST /prompt`` body before it is validated; the
+        body it returns is used (ComfyUI's ``add_on_prompt_handler``)."""
+        ...

@@ -243,6 +243,9 @@ def plugins(factory: Any) -> None:
             or "nothing"
         )
         click.echo(f"{info.name:24} {kind:12} {info.import_seconds * 1000:7.1f} ms  {summary}")
+        for notes in runtime.host.hook.plugin_notes(plugin_name=info.name):
+            for note in notes or ():
+                click.echo(f"{'':24} {note}")
     for failure in [*runtime.host.failures, *registry.failures]:
         click.echo(f"FAILED  {failure}", err=True)
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -109,3 +111,25 @@ class RunContext:
         self.interrupt.check()
         if self.on_progress is not None:
             self.on_progress(value, total, preview)
+
+
+_CURRENT: ContextVar[RunContext | None] = ContextVar("loom_run_context", default=None)
+
+
+def current_context() -> RunContext | None:
+    """The context of the node running on this thread, or None outside a node's ``execute``.
+
+    For code that cannot take ``ctx`` as an argument (ComfyUI-style progress bars inside
+    classic nodes); a node's own code should use the ``ctx`` it is given.
+    """
+    return _CURRENT.get()
+
+
+@contextmanager
+def running(ctx: RunContext) -> Iterator[None]:
+    """Make ``ctx`` the :func:`current_context` while a node executes."""
+    token = _CURRENT.set(ctx)
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)

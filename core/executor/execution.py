@@ -16,7 +16,7 @@ import attrs
 
 from loom.errors import ExecutionInterrupted, LoomError
 from loom.executor.cache import CachedOutput, never_cached, node_signature
-from loom.executor.context import ExecutionBlocker, RunContext
+from loom.executor.context import ExecutionBlocker, RunContext, running
 from loom.executor.graph import Prompt, is_link, link_source, topological_order
 from loom.executor.reporting import ExecutionBlockedError, Reporter
 from loom.nodes.spec import InputTypes, NodeDef, NodeOutput
@@ -118,7 +118,10 @@ class PromptRun:
             fingerprint = None
             if definition.has_fingerprint:
                 fingerprint = self._fingerprint(node_id, definition, node["inputs"])
-            hidden = (self.input_types(definition).get("hidden") or {}).values()
+            hidden = [
+                kind[0] if isinstance(kind, (list, tuple)) else kind
+                for kind in (self.input_types(definition).get("hidden") or {}).values()
+            ]
             keyed_by_id = definition.not_idempotent or "UNIQUE_ID" in hidden
             self.signatures[node_id] = node_signature(
                 node["class_type"],
@@ -301,7 +304,8 @@ class PromptRun:
             ),
         )
         try:
-            produced = [definition.impl.execute(obj, call, ctx) for call in calls]
+            with running(ctx):
+                produced = [definition.impl.execute(obj, call, ctx) for call in calls]
         except ExecutionInterrupted:
             raise
         except Exception as exc:

@@ -101,8 +101,9 @@ def test_plugin_follows_naming_conventions(pyproject: Path) -> None:
         dep.replace(" ", "").startswith("loom-core") for dep in project.get("dependencies", [])
     )
     entry_points = project.get("entry-points", {}).get("loom", {})
-    assert entry_points == {folder: f"loom_{folder}.plugin"}
-    assert (pyproject.parent / "src" / f"loom_{folder}" / "plugin.py").is_file()
+    package = f"loom_{folder.replace('-', '_')}"  # plugins/comfy-compat -> loom_comfy_compat
+    assert entry_points == {folder: f"{package}.plugin"}
+    assert (pyproject.parent / "src" / package / "plugin.py").is_file()
 
 
 def test_example_plugin_follows_conventions() -> None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from loom_http import frontend, security
+from loom_http.extensions import AppServer
 from loom_http.logbuffer import LogBuffer
 from loom_http.routes import (
     execution,
@@ -25,7 +26,7 @@ from loom_http.routes import (
     templates,
     users,
 )
-from loom_http.state import HUB, LOGS, OPTIONS, RUNTIME, SERVICE, ServerOptions
+from loom_http.state import HUB, LOGS, OPTIONS, RUNTIME, SERVER, SERVICE, ServerOptions
 from loom_http.ws import Hub, websocket_handler
 
 if TYPE_CHECKING:
@@ -58,6 +59,11 @@ def make_app(runtime: Runtime, options: ServerOptions | None = None) -> web.Appl
         app.router.add_get(path, websocket_handler)
     for module in (execution, queue_history, jobs, files, nodes_models, users, templates):
         module.routes.register(app)
+    app[SERVER] = server = AppServer(app, hub)
+    runtime.host.hook.web_server_started(server=server)
+    # Custom-node packages are imported before the app freezes, so the routes they declare
+    # and their WEB_DIRECTORY are served.
+    _ = runtime.registry
     frontend.register(app, options)  # last: API routes win over static files
     hub.service = app[SERVICE]
     return app
@@ -71,7 +77,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     hub.attach(loop)
     root_logger = logging.getLogger()
     root_logger.addHandler(app[LOGS])
-    # Plugins and nodes are loaded off the loop so the server answers at once.
+    # make_app already built the registry (custom nodes' routes must exist before the app
+    # freezes), so this returns the cached one; kept off the loop all the same.
     await loop.run_in_executor(None, lambda: runtime.registry)  # type: ignore[attr-defined]
     if app[OPTIONS].start_worker:
         service.start()  # type: ignore[attr-defined]
@@ -79,6 +86,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await loop.run_in_executor(None, service.stop)  # type: ignore[attr-defined]
+        runtime.host.hook.web_server_stopped(server=app[SERVER])
         hub.detach()
         root_logger.removeHandler(app[LOGS])
 

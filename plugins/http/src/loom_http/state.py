@@ -44,6 +44,10 @@ OPTIONS = web.AppKey("options", ServerOptions)
 SERVICE: web.AppKey[Any] = web.AppKey("service", object)
 HUB: web.AppKey[Any] = web.AppKey("hub", object)
 LOGS: web.AppKey[Any] = web.AppKey("logs", object)
+#: ``POST /prompt`` body rewriters other plugins added through ``WebServer.add_prompt_handler``.
+PROMPT_HANDLERS: web.AppKey[Any] = web.AppKey("prompt_handlers", object)
+#: The :class:`loom_http.extensions.AppServer` handed to ``web_server_started``.
+SERVER: web.AppKey[Any] = web.AppKey("server", object)
 
 
 def runtime_of(request: web.Request) -> Runtime:

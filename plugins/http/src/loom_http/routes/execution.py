@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from loom.errors import PromptValidationError
+from loom_http.extensions import apply_prompt_handlers
 from loom_http.routes import Routes, json_response, read_json
 from loom_http.state import OPTIONS, runtime_of, service_of
 
@@ -34,7 +35,7 @@ async def get_prompt(request: web.Request) -> web.Response:
 
 @routes.post("/prompt")
 async def post_prompt(request: web.Request) -> web.Response:
-    body = await read_json(request, kind=dict)
+    body = apply_prompt_handlers(request.app, await read_json(request, kind=dict))
     if "prompt" not in body:
         return _prompt_error("no_prompt", "No prompt provided", "No prompt provided")
     number = body.get("number")

@@ -1,0 +1,91 @@
+"""``comfy_api.latest.ui``: what a V3 node shows in the frontend (``NodeOutput(ui=...)``).
+
+Each class's :meth:`as_dict` is the node's ``executed`` payload (``{"images": [...]}``,
+``{"text": [...]}``). Previews are written to the temp directory through Loom's own image
+saving, with the running prompt's metadata.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+from typing import Any
+
+from loom.executor.context import current_context
+from loom.nodes.builtin.image_io import save_images
+
+
+class _UIOutput:
+    """Base class of UI outputs."""
+
+    def as_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class SavedResult(dict):
+    """One saved file as the frontend addresses it: filename, subfolder, type."""
+
+    def __init__(self, filename: str, subfolder: str, type: Any) -> None:
+        super().__init__(filename=filename, subfolder=subfolder, type=getattr(type, "value", type))
+
+
+class SavedImages(_UIOutput):
+    """Images already written somewhere the frontend can fetch them."""
+
+    def __init__(self, results: list[Any], is_animated: bool = False) -> None:
+        self.results = list(results)
+        self.is_animated = is_animated
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"images": [dict(r) for r in self.results], "animated": (self.is_animated,)}
+
+
+def _temp_prefix() -> str:
+    return "ComfyUI_temp_" + "".join(random.choices(string.ascii_lowercase, k=5))
+
+
+class PreviewImage(_UIOutput):
+    """Write ``image`` (``[B, H, W, C]``) to the temp directory and show it on the node."""
+
+    def __init__(self, image: Any, animated: bool = False, cls: Any = None, **_: Any) -> None:
+        ctx = current_context()
+        if ctx is None:
+            raise RuntimeError("ui.PreviewImage can only be made while a node executes")
+        self.results = save_images(image, ctx, _temp_prefix(), kind="temp", compress_level=1)
+        self.animated = animated
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"images": self.results, "animated": (self.animated,)}
+
+
+class PreviewMask(PreviewImage):
+    """Show a mask (``[B, H, W]``) as a greyscale preview."""
+
+    def __init__(self, mask: Any, animated: bool = False, cls: Any = None, **_: Any) -> None:
+        image = mask.reshape((-1, 1, mask.shape[-2], mask.shape[-1]))
+        image = image.movedim(1, -1).expand(-1, -1, -1, 3)
+        super().__init__(image, animated, cls)
+
+
+class PreviewText(_UIOutput):
+    """Show text on the node."""
+
+    def __init__(self, value: str, **_: Any) -> None:
+        self.value = value
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"text": (self.value,)}
+
+
+def ui_dict(ui: Any) -> dict[str, Any] | None:
+    """A node's ``ui`` value as the dict the executor reports."""
+    if ui is None:
+        return None
+    if isinstance(ui, _UIOutput):
+        return ui.as_dict()
+    if isinstance(ui, dict):
+        return ui
+    raise TypeError(f"ui must be a comfy_api ui object or a dict, got {type(ui).__name__}")
+
+
+__all__ = ["PreviewImage", "PreviewMask", "PreviewText", "SavedImages", "SavedResult"]
