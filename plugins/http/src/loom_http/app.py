@@ -65,7 +65,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     root_logger.addHandler(app[LOGS])
     # Plugins and nodes are loaded off the loop so the server answers at once.
     await loop.run_in_executor(None, lambda: runtime.registry)  # type: ignore[attr-defined]
-    if app[OPTIONS].start_worker:
+    runtime.queue.on_remote_event(hub.publish)  # events of prompts run by `loom worker`s
+    if app[OPTIONS].start_worker and runtime.queue.runs_in_process:
         service.start()  # type: ignore[attr-defined]
     try:
         yield
