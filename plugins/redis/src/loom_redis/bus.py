@@ -1,0 +1,129 @@
+"""Pub/sub between the processes sharing a queue: queue changes, interrupts, and the
+execution events workers relay to the server that holds the prompt's websocket client.
+
+Messages are fire-and-forget (a process that is down misses them); everything durable
+(queue, leases, history) lives in keys and streams, never only on a channel.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import redis
+
+import loom
+from loom.events import ExecutionEvent
+from loom_redis.codec import decode_event, encode_event
+
+log = logging.getLogger(__name__)
+
+NO_PROMPT = ""  # an interrupt of every running prompt
+
+
+@attrs.define
+class Channels:
+    """Channel names under one queue's key prefix."""
+
+    changed: str
+    interrupt: str
+    events: str
+
+    @classmethod
+    def under(cls, prefix: str) -> Channels:
+        return cls(f"{prefix}:ch:changed", f"{prefix}:ch:interrupt", f"{prefix}:ch:events")
+
+
+class Bus:
+    """Publishes on the queue's channels and, once a listener exists, runs one subscriber
+    thread that calls the listeners (reconnecting after Redis restarts)."""
+
+    def __init__(self, client: redis.Redis, channels: Channels) -> None:
+        self.client = client
+        self.channels = channels
+        self.changed: list[Callable[[], None]] = []
+        self.interrupts: list[Callable[[str | None], None]] = []
+        self.events: list[Callable[[ExecutionEvent], None]] = []
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.subscribed = threading.Event()
+
+    # -- publishing (never raises: a lost notice must not fail a prompt) ---------------------
+
+    def _publish(self, channel: str, message: str) -> None:
+        try:
+            self.client.publish(channel, message)
+        except redis.RedisError as exc:
+            log.warning("cannot publish on %s: %s", channel, exc)
+
+    def publish_changed(self) -> None:
+        self._publish(self.channels.changed, "1")
+
+    def publish_interrupt(self, prompt_id: str | None) -> None:
+        self._publish(self.channels.interrupt, prompt_id or NO_PROMPT)
+
+    def publish_event(self, event: ExecutionEvent) -> None:
+        self._publish(self.channels.events, encode_event(event))
+
+    # -- listening ----------------------------------------------------------------------------
+
+    def listen(self, kind: str, callback: Callable[..., None]) -> None:
+        getattr(self, kind).append(callback)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="loom-redis-bus", daemon=True)
+            self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(*attrs.astuple(self.channels))
+                self.subscribed.set()
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=0.5)
+                    if message is not None:
+                        self._dispatch(message["channel"], message["data"])
+            except redis.RedisError as exc:
+                self.subscribed.clear()
+                log.warning("queue channels lost (%s); resubscribing", exc)
+                self._stop.wait(0.5)
+            finally:
+                pubsub.close()
+
+    def _dispatch(self, channel: Any, data: Any) -> None:
+        channel = channel.decode() if isinstance(channel, bytes) else channel
+        try:
+            if channel == self.channels.changed:
+                for changed in list(self.changed):
+                    changed()
+            elif channel == self.channels.interrupt:
+                text = data.decode() if isinstance(data, bytes) else data
+                for interrupt in list(self.interrupts):
+                    interrupt(text or None)
+            elif channel == self.channels.events:
+                event = decode_event(data)
+                for listener in list(self.events):
+                    listener(event)
+        except Exception:  # a listener's bug must not end the subscription
+            log.exception("queue channel listener failed on %s", channel)
+
+
+class EventPublisher:
+    """A plugin object ``loom worker`` registers on its runtime: its execution events go to
+    the servers (``status`` stays local: servers compute it from the shared queue)."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+
+    @loom.hookimpl
+    def on_execution_event(self, event: ExecutionEvent) -> None:
+        if event.type != "status":
+            self.bus.publish_event(event)

@@ -1,0 +1,31 @@
+"""One snapshot of a shared queue: depth, leases, workers and dead letters (what
+``loom queue status`` prints and what a server exposes as metrics)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from loom_redis.queue import RedisQueue
+
+
+def snapshot(queue: RedisQueue, dead_letters: int = 20) -> dict[str, Any]:
+    """Plain JSON-ready data; workers not seen for three heartbeats are marked ``stale``."""
+    client, keys = queue.client, queue.keys
+    now_ms = time.time() * 1000
+    workers = {}
+    for name, text in client.hgetall(keys.workers).items():
+        state = json.loads(text)
+        if now_ms - state["seen_ms"] > 3000 * queue.options.heartbeat_s:
+            state["state"] = "stale"
+        workers[name.decode()] = state
+    return {
+        "pending": int(client.zcard(keys.pending)),
+        "leases": queue.leases(),
+        "workers": workers,
+        "dead_letter_count": int(client.xlen(keys.dead)),
+        "dead_letters": queue.dead_letters(dead_letters),
+        "history": int(client.zcard(keys.history)),
+    }
