@@ -61,6 +61,28 @@ class HistoryEntry:
         }
 
 
+@attrs.frozen
+class WorkerState:
+    """One worker as a shared queue knows it (its own advertisement)."""
+
+    name: str
+    state: str  # "idle", "running" or "stale" (not heard from for three heartbeats)
+    prompt_id: str | None = None
+    models: tuple[str, ...] = ()
+    seen_ms: int | None = None
+
+
+@attrs.frozen
+class QueueMetrics:
+    """Queue depth and per-worker state, for monitoring (``/metrics`` on the server)."""
+
+    pending: int
+    running: int
+    history: int
+    dead_letters: int = 0
+    workers: tuple[WorkerState, ...] = ()
+
+
 class PromptQueue(Protocol):
     """What frontends and the worker need from a queue.
 
@@ -116,6 +138,10 @@ class PromptQueue(Protocol):
         """Call ``callback(event)`` for execution events of prompts run by other processes."""
         ...
 
+    def metrics(self) -> QueueMetrics:
+        """Depth, running prompts, history size and what is known of the workers."""
+        ...
+
 
 class InProcessQueue:
     """Thread-safe in-process queue (core's default :class:`PromptQueue`)."""
@@ -153,6 +179,10 @@ class InProcessQueue:
 
     def on_remote_event(self, callback: Callable[[ExecutionEvent], None]) -> None:
         """Nothing runs elsewhere: the callback is never called."""
+
+    def metrics(self) -> QueueMetrics:
+        with self._cond:
+            return QueueMetrics(len(self._heap), len(self._running), len(self._history))
 
     def put(self, item: QueueItem) -> None:
         with self._cond:

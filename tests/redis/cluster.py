@@ -80,6 +80,9 @@ class Cluster:
         self.workers.append(worker)
         return worker
 
+    def log_of(self, worker: subprocess.Popen) -> str:
+        return (self.logs / f"worker-{self.workers.index(worker)}.log").read_text()
+
     def alive_workers(self) -> list[subprocess.Popen]:
         return [w for w in self.workers if w.poll() is None]
 

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from loom_http import frontend, security
 from loom_http.logbuffer import LogBuffer
-from loom_http.routes import execution, files, jobs, nodes_models, queue_history, users
+from loom_http.routes import execution, files, jobs, metrics, nodes_models, queue_history, users
 from loom_http.state import HUB, LOGS, OPTIONS, RUNTIME, SERVICE, ServerOptions
 from loom_http.ws import Hub, websocket_handler
 
@@ -48,7 +48,7 @@ def make_app(runtime: Runtime, options: ServerOptions | None = None) -> web.Appl
 
     for path in ("/ws", "/api/ws"):
         app.router.add_get(path, websocket_handler)
-    for module in (execution, queue_history, jobs, files, nodes_models, users):
+    for module in (execution, queue_history, jobs, files, nodes_models, users, metrics):
         module.routes.register(app)
     frontend.register(app, options)  # last: API routes win over static files
     hub.service = app[SERVICE]

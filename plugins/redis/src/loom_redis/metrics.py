@@ -7,6 +7,8 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
+from loom.executor.queue import QueueMetrics, WorkerState
+
 if TYPE_CHECKING:
     from loom_redis.queue import RedisQueue
 
@@ -26,6 +28,28 @@ def snapshot(queue: RedisQueue, dead_letters: int = 20) -> dict[str, Any]:
         "leases": queue.leases(),
         "workers": workers,
         "dead_letter_count": int(client.xlen(keys.dead)),
-        "dead_letters": queue.dead_letters(dead_letters),
+        "dead_letters": queue.dead_letters(dead_letters) if dead_letters else [],
         "history": int(client.zcard(keys.history)),
     }
+
+
+def queue_metrics(queue: RedisQueue) -> QueueMetrics:
+    """The snapshot in core's typed form (what the server's ``/metrics`` shows)."""
+    report = snapshot(queue, dead_letters=0)
+    workers = tuple(
+        WorkerState(
+            name,
+            state["state"],
+            state.get("prompt_id"),
+            tuple(state.get("models") or ()),
+            state.get("seen_ms"),
+        )
+        for name, state in sorted(report["workers"].items())
+    )
+    return QueueMetrics(
+        report["pending"],
+        len(report["leases"]),
+        report["history"],
+        report["dead_letter_count"],
+        workers,
+    )

@@ -25,7 +25,7 @@ import attrs
 import redis
 
 from loom.events import ExecutionEvent, now_ms
-from loom.executor.queue import HistoryEntry, QueueItem
+from loom.executor.queue import HistoryEntry, QueueItem, QueueMetrics
 from loom_redis import scripts
 from loom_redis.bus import Bus, Channels
 from loom_redis.codec import decode_entry, decode_item, encode_entry, encode_item, model_files
@@ -189,6 +189,11 @@ class RedisQueue:
             | {"entry_id": _text(entry_id)}
             for entry_id, fields in rows
         ]
+
+    def metrics(self) -> QueueMetrics:
+        from loom_redis.metrics import queue_metrics
+
+        return queue_metrics(self)
 
     # -- history -------------------------------------------------------------------------------
 
