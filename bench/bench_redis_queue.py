@@ -157,11 +157,31 @@ def throughput(folder: Path, workers: int | None, prompts: int) -> float:
         setup.close()
 
 
-def _advertised(setup: Setup) -> int:
+def _redis(setup: Setup):
     import redis
 
-    port = int(setup.url.split(":")[2].split("/")[0])
-    return redis.Redis(port=port).hlen("loom:workers")
+    return redis.Redis(port=int(setup.url.split(":")[2].split("/")[0]))
+
+
+def _advertised(setup: Setup) -> int:
+    return _redis(setup).hlen("loom:workers")
+
+
+def _ready_workers(setup: Setup) -> int:
+    """Live worker processes that advertise themselves (dead ones stay listed, stale)."""
+    alive = {w.pid for w in setup.workers if w.poll() is None}
+    states = [json.loads(v) for v in _redis(setup).hvals("loom:workers")]
+    return len({state["pid"] for state in states} & alive)
+
+
+def ping_ms(setup: Setup, count: int = 200) -> float:
+    client = _redis(setup)
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        client.ping()
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
 
 
 def hold(tag: str) -> dict:
@@ -175,6 +195,8 @@ def death_to_rerun(folder: Path, lease_s: float, runs: int) -> tuple[list[float]
     reruns, interrupts = [], []
     try:
         setup.add_workers(2)
+        wait_for(lambda: _ready_workers(setup) >= 2)
+        print(f"Redis PING round trip on this machine: median {ping_ms(setup):.2f} ms.\n")
         for run in range(runs):
             tag = f"held{run}"
             setup.post("/prompt", {"prompt": hold(tag)})
@@ -188,6 +210,7 @@ def death_to_rerun(folder: Path, lease_s: float, runs: int) -> tuple[list[float]
             (chaos / "release" / tag).write_text("go")
             setup.workers = [w for w in setup.workers if w.poll() is None]
             setup.add_workers(2 - len(setup.workers))
+            wait_for(lambda: _ready_workers(setup) >= 2)  # the replacement is up
         for run in range(runs):
             tag = f"stop{run}"
             prompt_id = setup.post("/prompt", {"prompt": hold(tag)})["prompt_id"]
@@ -203,21 +226,21 @@ def death_to_rerun(folder: Path, lease_s: float, runs: int) -> tuple[list[float]
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--prompts", type=int, default=200)
+    parser.add_argument("--prompts", type=int, default=100)
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     if shutil.which("redis-server") is None:
         print("redis-server is not installed", file=sys.stderr)
         raise SystemExit(SKIPPED)
+    print(f"{args.prompts} model-free prompts from 8 client threads.\n")
     with tempfile.TemporaryDirectory() as tmp:
+        reruns, interrupts = death_to_rerun(Path(tmp) / "death", 3.0, args.runs)
         base = throughput(Path(tmp) / "inprocess", None, args.prompts)
         rows = [("in-process queue (`loom serve`)", base)]
         for count in [int(n) for n in args.workers.split(",")]:
             rate = throughput(Path(tmp) / f"redis{count}", count, args.prompts)
             rows.append((f"Redis, {count} worker{'s' if count > 1 else ''}", rate))
-        reruns, interrupts = death_to_rerun(Path(tmp) / "death", 3.0, args.runs)
-    print(f"{args.prompts} model-free prompts from 8 client threads.\n")
     print("| queue | prompts/s | ms per prompt | vs in-process |")
     print("|---|---|---|---|")
     for name, rate in rows:

@@ -8,6 +8,7 @@ Messages are fire-and-forget (a process that is down misses them); everything du
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -50,14 +51,39 @@ class Bus:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.subscribed = threading.Event()
+        self._outbox: queue.SimpleQueue[tuple[str, str] | None] = queue.SimpleQueue()
+        self._sender: threading.Thread | None = None
+        self._sender_lock = threading.Lock()
 
-    # -- publishing (never raises: a lost notice must not fail a prompt) ---------------------
+    # -- publishing: queued and sent in batches by one thread, in order; never raises ----------
 
     def _publish(self, channel: str, message: str) -> None:
-        try:
-            self.client.publish(channel, message)
-        except redis.RedisError as exc:
-            log.warning("cannot publish on %s: %s", channel, exc)
+        if self._sender is None:
+            with self._sender_lock:
+                if self._sender is None:
+                    self._sender = threading.Thread(
+                        target=self._send, name="loom-redis-publish", daemon=True
+                    )
+                    self._sender.start()
+        self._outbox.put((channel, message))
+
+    def _send(self) -> None:
+        while True:
+            batch = [self._outbox.get()]
+            while not self._outbox.empty():
+                batch.append(self._outbox.get_nowait())
+            stop = None in batch
+            messages = [message for message in batch if message is not None]
+            if messages:
+                try:
+                    with self.client.pipeline(transaction=False) as pipe:
+                        for channel, text in messages:
+                            pipe.publish(channel, text)
+                        pipe.execute()
+                except redis.RedisError as exc:  # a lost notice must not fail a prompt
+                    log.warning("cannot publish %d queue messages: %s", len(messages), exc)
+            if stop:
+                return
 
     def publish_changed(self) -> None:
         self._publish(self.channels.changed, "1")
@@ -77,7 +103,11 @@ class Bus:
             self._thread.start()
 
     def close(self) -> None:
+        """Send what is queued, then stop both threads."""
         self._stop.set()
+        if self._sender is not None:
+            self._outbox.put(None)
+            self._sender.join(5)
         if self._thread is not None:
             self._thread.join(5)
 

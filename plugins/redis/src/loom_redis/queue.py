@@ -85,6 +85,7 @@ class RedisQueue:
             for name in ("PUT", "TAKE", "HEARTBEAT", "FINISH", "RELEASE", "DELETE", "CLEAR")
         }
         self._group_ready = False
+        self._next_claim_check = 0.0
 
     @classmethod
     def from_url(cls, url: str, *, output_dir: Path | None = None) -> RedisQueue:
@@ -250,7 +251,13 @@ class RedisQueue:
         self.keeper.start()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            lease = self._claim_expired() or self._take()
+            lease = None
+            if time.monotonic() >= self._next_claim_check:
+                # Expired leases are looked for at most every heartbeat (they expire after
+                # three), so a busy worker does not pay for XAUTOCLAIM on every prompt.
+                self._next_claim_check = time.monotonic() + self.options.heartbeat_s
+                lease = self._claim_expired()
+            lease = lease or self._take()
             if lease is not None:
                 self.keeper.hold(lease)
                 self.bus.publish_changed()
