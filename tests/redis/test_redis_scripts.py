@@ -3,6 +3,8 @@ fakeredis with Lua: two ``RedisQueue`` objects on one server act as two workers.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from loom_redis.queue import RedisQueue, RedisQueueOptions
 
@@ -142,3 +144,21 @@ def test_an_idle_worker_leaves_a_prompt_to_the_idle_worker_holding_its_model(mak
 def test_numbers_are_shared_by_every_server(make_queue):
     one, two = make_queue(), make_queue()
     assert [one.next_number(), two.next_number(), one.next_number()] == [0, 1, 2]
+
+
+def test_leaving_workers_withdraw_and_silent_ones_are_pruned(make_queue, fake_client):
+    leaving, silent, pruner = make_queue(), make_queue(lease_s=1), make_queue(lease_s=1)
+    for queue in (leaving, silent, pruner):
+        queue.put(item(f"from-{queue.consumer}"))
+        done(queue, queue.get(timeout=0))
+    consumers = {c["name"].decode() for c in fake_client.xinfo_consumers("loom:stream", "workers")}
+    assert consumers == {"w0", "w1", "w2"}
+    leaving.close()
+    assert set(fake_client.hkeys("loom:workers")) == {b"w1", b"w2"}
+    state = json.loads(fake_client.hget("loom:workers", "w1"))
+    state["seen_ms"] -= 11_000  # silent for 11 leases of 1 s (as a SIGKILLed worker)
+    fake_client.hset("loom:workers", "w1", json.dumps(state))
+    pruner.keeper.prune()
+    assert set(fake_client.hkeys("loom:workers")) == {b"w2"}
+    consumers = {c["name"].decode() for c in fake_client.xinfo_consumers("loom:stream", "workers")}
+    assert consumers == {"w2"}

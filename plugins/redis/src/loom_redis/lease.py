@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: A worker not heard from for this many leases is dropped from the advertisements.
+STALE_LEASES = 10
+PRUNE_EVERY = 30  # heartbeats
+
 
 @attrs.define
 class Lease:
@@ -42,7 +46,7 @@ class LeaseKeeper:
         self.queue = queue
         self.lease: Lease | None = None
         self.models: list[str] = []
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # hand_back runs in a signal handler
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.started_ms = int(time.time() * 1000)
@@ -108,21 +112,44 @@ class LeaseKeeper:
                 interrupt(lease.item.prompt_id)
 
     def _run(self) -> None:
+        beats = 0
         while not self._stop.wait(self.queue.options.heartbeat_s):
             try:
                 self._renew()
                 self.advertise()
+                beats += 1
+                if beats % PRUNE_EVERY == 0:
+                    self.prune()
             except redis.RedisError as exc:
                 log.warning("lease renewal failed: %s", exc)
 
+    def prune(self) -> None:
+        """Forget workers silent for ``STALE_LEASES`` leases (killed ones never say goodbye),
+        and their consumers once they hold no lease."""
+        queue = self.queue
+        silent_ms = STALE_LEASES * queue.options.lease_s * 1000
+        now_ms = time.time() * 1000
+        for name, text in queue.client.hgetall(queue.keys.workers).items():
+            if now_ms - json.loads(text)["seen_ms"] > silent_ms:
+                queue.client.hdel(queue.keys.workers, name)
+                _drop_consumer(queue, name.decode())
+
     def stop(self) -> None:
+        """Withdraw the advertisement and, holding no lease, the consumer."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
             try:
                 self.queue.client.hdel(self.queue.keys.workers, self.queue.consumer)
+                _drop_consumer(self.queue, self.queue.consumer)
             except redis.RedisError:
                 pass
+
+
+def _drop_consumer(queue: RedisQueue, name: str) -> None:
+    held = queue.client.xpending_range(queue.keys.stream, GROUP, "-", "+", 1, consumername=name)
+    if not held:
+        queue.client.xgroup_delconsumer(queue.keys.stream, GROUP, name)
 
 
 @attrs.define
