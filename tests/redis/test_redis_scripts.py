@@ -162,3 +162,22 @@ def test_leaving_workers_withdraw_and_silent_ones_are_pruned(make_queue, fake_cl
     assert set(fake_client.hkeys("loom:workers")) == {b"w2"}
     consumers = {c["name"].decode() for c in fake_client.xinfo_consumers("loom:stream", "workers")}
     assert consumers == {"w2"}
+
+
+def test_outputs_are_synced_only_inside_the_output_folder(tmp_path):
+    from loom_redis.durable import output_files, sync_outputs
+
+    (tmp_path / "out" / "sub").mkdir(parents=True)
+    (tmp_path / "out" / "sub" / "a.png").write_bytes(b"png")
+    outputs = {
+        "9": {
+            "images": [
+                {"filename": "a.png", "subfolder": "sub", "type": "output"},
+                {"filename": "p.png", "subfolder": "", "type": "temp"},
+                {"filename": "x", "subfolder": "../..", "type": "output"},
+            ],
+            "text": ["not a file"],
+        }
+    }
+    assert output_files(outputs, tmp_path / "out") == [(tmp_path / "out" / "sub" / "a.png")]
+    sync_outputs(outputs, tmp_path / "out")  # a missing or foreign file is skipped, not fatal

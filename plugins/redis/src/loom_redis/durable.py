@@ -7,26 +7,16 @@ import os
 from pathlib import Path
 from typing import Any
 
+from loom.cli.report import output_paths
+
 log = logging.getLogger(__name__)
 
 
 def output_files(outputs: dict[str, Any], output_dir: Path) -> list[Path]:
-    """Files of type ``output`` a history entry's ``outputs`` name (ComfyUI's ui dicts)."""
-    files = []
-    for ui in outputs.values():
-        for items in (ui or {}).values():
-            if not isinstance(items, list):
-                continue
-            for item in items:
-                if (
-                    isinstance(item, dict)
-                    and "filename" in item
-                    and item.get("type", "output") == "output"
-                ):
-                    path = (output_dir / item.get("subfolder", "") / item["filename"]).resolve()
-                    if path.is_relative_to(output_dir.resolve()):
-                        files.append(path)
-    return files
+    """Files of type ``output`` a history entry's ``outputs`` name, inside ``output_dir``."""
+    root = output_dir.resolve()
+    paths = (path.resolve() for path in output_paths(outputs, {"output": output_dir}))
+    return [path for path in paths if path.is_relative_to(root)]
 
 
 def sync_outputs(outputs: dict[str, Any], output_dir: Path) -> None:
