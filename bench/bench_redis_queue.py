@@ -17,6 +17,14 @@ importing torch takes seconds on a loaded 2-core machine).
 
 Death to rerun: 2 workers, a prompt holding in its node, its worker SIGKILLed; the time
 until the other worker runs it. Expected: the lease (`lease_s`) plus up to ~1 s polling.
+
+Mapping to many GPU machines (details in plugins/redis/README.md): one Redis 7 primary with
+AOF; each prompt costs the queue ~10 commands plus its batched websocket events, so one
+Redis core (~100k commands/s) serves hundreds of GPU workers whose prompts take seconds;
+its memory is mostly history (prompt + UI workflow + output names per entry: ~200 MB for
+10,000 entries of 20 KB). Servers and workers mount one shared folder for `output/`,
+`temp/` (previews) and `input/` (uploads) at the same path; models stay on local disks.
+Run at full scale later with `python bench/bench_redis_queue.py --prompts 1000 --repeat 3`.
 """
 
 from __future__ import annotations
