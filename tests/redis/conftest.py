@@ -5,76 +5,17 @@ append-only file, for everything that crosses processes."""
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
-import time
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
-REDIS_SERVER = shutil.which("redis-server")
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class RedisServer:
-    """A redis-server process on 127.0.0.1 with AOF (``appendfsync always``) in ``folder``;
-    :meth:`restart` kills it with SIGKILL and starts it again on the same port and files."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                REDIS_SERVER,
-                "--bind", "127.0.0.1",
-                "--port", str(self.port),
-                "--dir", str(self.folder),
-                "--appendonly", "yes",
-                "--appendfsync", "always",
-                "--save", "",
-                "--protected-mode", "yes",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        client = redis.Redis(port=self.port, socket_connect_timeout=1)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if client.ping():
-                    break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise RuntimeError("redis-server did not start") from None
-                time.sleep(0.05)
-        client.close()
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-
-    def restart(self) -> None:
-        self.kill()
-        self.start()
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port)
+from redis_cluster import REDIS_SERVER, RedisServer  # noqa: E402
 
 
 @pytest.fixture

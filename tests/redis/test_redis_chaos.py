@@ -15,7 +15,7 @@ import urllib.error
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from cluster import Cluster, poison, wait_for, work
+from redis_cluster import Cluster, poison, wait_for, work
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -13,7 +13,7 @@ import urllib.request
 
 import aiohttp
 import pytest
-from cluster import LAUNCH, Cluster, wait_for, work
+from redis_cluster import LAUNCH, Cluster, wait_for, work
 
 pytestmark = pytest.mark.timeout(240)
 

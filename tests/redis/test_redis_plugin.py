@@ -71,7 +71,7 @@ def test_worker_without_a_queue_says_what_it_needs(tmp_path):
 
 
 def test_worker_with_an_unreachable_redis_names_the_url(tmp_path):
-    from conftest import free_port
+    from redis_cluster import free_port
 
     url = f"redis://127.0.0.1:{free_port()}/0"
     code = f"from loom.cli.main import main; raise SystemExit(main(['worker', '--queue', {url!r}]))"

@@ -23,6 +23,8 @@ from loom_redis.codec import decode_event, encode_event
 log = logging.getLogger(__name__)
 
 NO_PROMPT = ""  # an interrupt of every running prompt
+#: Listener kind -> the :class:`Channels` field it listens on.
+CHANNEL_OF = {"changed": "changed", "interrupts": "interrupt", "events": "events"}
 
 
 @attrs.define
@@ -50,7 +52,7 @@ class Bus:
         self.events: list[Callable[[ExecutionEvent], None]] = []
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self.subscribed = threading.Event()
+        self._wanted: set[str] = set()
         self._outbox: queue.SimpleQueue[tuple[str, str] | None] = queue.SimpleQueue()
         self._sender: threading.Thread | None = None
         self._sender_lock = threading.Lock()
@@ -97,10 +99,22 @@ class Bus:
     # -- listening ----------------------------------------------------------------------------
 
     def listen(self, kind: str, callback: Callable[..., None]) -> None:
+        """Call ``callback`` for messages of ``kind`` (``changed``, ``interrupts`` or
+        ``events``); only channels someone listens to are subscribed."""
         getattr(self, kind).append(callback)
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="loom-redis-bus", daemon=True)
-            self._thread.start()
+        with self._sender_lock:
+            self._wanted.add(getattr(self.channels, CHANNEL_OF[kind]))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="loom-redis-bus", daemon=True
+                )
+                self._thread.start()
+
+    def ignore(self, kind: str) -> None:
+        """Drop every listener of ``kind`` and stop receiving its channel."""
+        getattr(self, kind).clear()
+        with self._sender_lock:
+            self._wanted.discard(getattr(self.channels, CHANNEL_OF[kind]))
 
     def close(self) -> None:
         """Send what is queued, then stop both threads."""
@@ -114,15 +128,20 @@ class Bus:
     def _run(self) -> None:
         while not self._stop.is_set():
             pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            subscribed: set[str] = set()
             try:
-                pubsub.subscribe(*attrs.astuple(self.channels))
-                self.subscribed.set()
                 while not self._stop.is_set():
+                    with self._sender_lock:
+                        wanted = set(self._wanted)
+                    if wanted - subscribed:
+                        pubsub.subscribe(*(wanted - subscribed))
+                    if subscribed - wanted:
+                        pubsub.unsubscribe(*(subscribed - wanted))
+                    subscribed = wanted
                     message = pubsub.get_message(timeout=0.5)
                     if message is not None:
                         self._dispatch(message["channel"], message["data"])
             except redis.RedisError as exc:
-                self.subscribed.clear()
                 log.warning("queue channels lost (%s); resubscribing", exc)
                 self._stop.wait(0.5)
             finally:

@@ -106,6 +106,10 @@ class RedisQueue:
                 raise
         self._group_ready = True
 
+    def forget_group(self) -> None:
+        """Create the consumer group again on next use (Redis lost it: flushed, no AOF)."""
+        self._group_ready = False
+
     # -- front door (servers) --------------------------------------------------------------
 
     def next_number(self) -> int:

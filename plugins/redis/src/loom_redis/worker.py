@@ -31,6 +31,9 @@ class Worker:
         self.runtime = runtime
         self.queue = queue
         self.service = PromptService(runtime)
+        # A worker has no websocket clients: servers compute `status` from the queue, so
+        # it need not hear (and react to) every change of the shared queue.
+        queue.bus.ignore("changed")
         self.stopping = threading.Event()
         self._current: str | None = None
         runtime.host.pm.register(EventPublisher(queue.bus), name="loom_redis.events")
@@ -41,8 +44,9 @@ class Worker:
             while not self.stopping.is_set():
                 try:
                     item = self.queue.get(timeout=1.0)
-                except redis.ConnectionError as exc:
-                    log.warning("Redis unreachable (%s); retrying", exc)
+                except redis.RedisError as exc:  # Redis restarting, failing over, flushed
+                    log.warning("cannot take a prompt (%s); retrying", exc)
+                    self.queue.forget_group()
                     self.stopping.wait(0.5)
                     continue
                 if item is None:
