@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from loom_redis.metrics import newest_dead_letters
 from loom_redis.queue import RedisQueue, RedisQueueOptions
 
 from loom.events import now_ms
@@ -83,7 +84,7 @@ def test_a_prompt_delivered_too_often_goes_to_dead_letters_with_a_history_entry(
     thieves = [make_queue(lease_s=0, max_deliveries=2) for _ in range(2)]
     assert thieves[0].get(timeout=0).prompt_id == "poison"  # delivery 2
     assert thieves[1].get(timeout=0) is None  # delivery 3 > 2: dead-lettered, not run
-    (dead,) = owner.dead_letters()
+    (dead,) = newest_dead_letters(owner)
     assert dead["prompt_id"] == "poison" and dead["deliveries"] == "3"
     entry = owner.history_item("poison")
     assert entry.status["status_str"] == "error"

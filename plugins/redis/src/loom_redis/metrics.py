@@ -13,6 +13,16 @@ if TYPE_CHECKING:
     from loom_redis.queue import RedisQueue
 
 
+def newest_dead_letters(queue: RedisQueue, count: int = 100) -> list[dict[str, Any]]:
+    """The newest dead letters, newest first: prompt id, deliveries, reason, entry id."""
+    rows = queue.client.xrevrange(queue.keys.dead, count=count)
+    return [
+        {key.decode(): value.decode() for key, value in fields.items() if key != b"item"}
+        | {"entry_id": entry_id.decode()}
+        for entry_id, fields in rows
+    ]
+
+
 def snapshot(queue: RedisQueue, dead_letters: int = 20) -> dict[str, Any]:
     """Plain JSON-ready data; workers not seen for three heartbeats are marked ``stale``."""
     client, keys = queue.client, queue.keys
@@ -28,7 +38,7 @@ def snapshot(queue: RedisQueue, dead_letters: int = 20) -> dict[str, Any]:
         "leases": queue.leases(),
         "workers": workers,
         "dead_letter_count": int(client.xlen(keys.dead)),
-        "dead_letters": queue.dead_letters(dead_letters) if dead_letters else [],
+        "dead_letters": newest_dead_letters(queue, dead_letters) if dead_letters else [],
         "history": int(client.zcard(keys.history)),
     }
 

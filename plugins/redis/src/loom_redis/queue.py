@@ -186,15 +186,6 @@ class RedisQueue:
             waiting, summary = pipe.execute()
         return int(waiting) + int(summary["pending"])
 
-    def dead_letters(self, count: int = 100) -> list[dict[str, Any]]:
-        """The newest dead letters, newest first: prompt id, deliveries, reason."""
-        rows = self.client.xrevrange(self.keys.dead, count=count)
-        return [
-            {_text(k): _text(v) for k, v in fields.items() if k != b"item"}
-            | {"entry_id": _text(entry_id)}
-            for entry_id, fields in rows
-        ]
-
     def metrics(self) -> QueueMetrics:
         from loom_redis.metrics import queue_metrics
 
