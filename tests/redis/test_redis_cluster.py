@@ -131,3 +131,24 @@ def test_worker_shutdown_finishes_or_hands_back_the_running_prompt(redis_server,
         assert entry["status"]["status_str"] == "success"
     finally:
         cluster.stop()
+
+
+def test_two_servers_share_numbers_and_history_and_each_relays_to_its_own_clients(
+    redis_server, tmp_path
+):
+    first = Cluster(tmp_path / "base", redis_server.url)
+    second = Cluster(tmp_path / "base", redis_server.url)
+    try:
+        first.start_server()
+        second.start_server()
+        first.start_worker()
+        numbers = [first.post("/prompt", {"prompt": work("via-first")})["number"]]
+        prompt_id, messages = asyncio.run(follow(second, "carol", work("via-second")))
+        assert "executed" in [m["type"] for m in messages]  # run by the worker, sent by `second`
+        numbers.append(second.post("/prompt", {"prompt": work("again")})["number"])
+        assert numbers[1] > numbers[0]  # one counter for the cluster
+        wait_for("all three in history", lambda: len(first.get("/history")) == 3)
+        assert first.get(f"/history/{prompt_id}")[prompt_id]["status"]["status_str"] == "success"
+    finally:
+        first.stop()
+        second.stop()

@@ -50,6 +50,7 @@ class Keys:
     entries: str
     history_counter: str
     numbers: str
+    arrivals: str
     dead: str
     workers: str
     wake: str
@@ -116,7 +117,7 @@ class RedisQueue:
         return int(self.client.incr(self.keys.numbers)) - 1
 
     def put(self, item: QueueItem) -> None:
-        sequence = int(self.client.incr(self.keys.numbers))
+        sequence = int(self.client.incr(self.keys.arrivals))
         member = f"{sequence:016d}:{item.prompt_id}"
         keys = [self.keys.items, self.keys.members, self.keys.pending, self.keys.wake]
         if not self._script("PUT", keys, [item.prompt_id, encode_item(item), member, item.number]):
