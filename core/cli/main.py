@@ -181,6 +181,13 @@ class LoomGroup(click.Group):
     help="Compute dtype of model layers (default: bf16/fp16 on GPUs, fp32 on the CPU; "
     "auto: also bf16 on CPUs with bf16 instructions, about 2.5x faster there).",
 )
+@click.option(
+    "--queue",
+    "queue_url",
+    default=None,
+    metavar="URL",
+    help="Share a prompt queue between processes (redis://... with loom-redis). Env: LOOM_QUEUE_URL.",
+)
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 @click.version_option(package_name="loom-core", prog_name="loom")
 @click.pass_context
