@@ -121,13 +121,33 @@ class T5Norm(CastWeights, nn.Module):
         return self.weight.to(hidden.device, dtype) * hidden.to(dtype)
 
 
+class GatedFeedForward(nn.Module):
+    """transformers' ``T5DenseGatedActDense`` without its cast of the hidden states to
+    ``wo``'s storage dtype (which, for fp8 storage, would round activations to fp8)."""
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        hidden = self.act(self.wi_0(hidden)) * self.wi_1(hidden)
+        return self.wo(self.dropout(hidden))
+
+
+class FeedForward(nn.Module):
+    """transformers' ``T5DenseActDense`` (original T5, ReLU) without the same cast."""
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.wo(self.dropout(self.act(self.wi(hidden))))
+
+
 def build_t5(config: T5Config, scaled: bool = False) -> nn.Module:
     """A ``T5EncoderModel`` of cast layers (call under the meta device).
 
     ``scaled``: every linear layer carries a ``scale_weight`` scalar (scaled fp8 files).
     """
     from transformers import T5EncoderModel
-    from transformers.models.t5.modeling_t5 import T5LayerNorm
+    from transformers.models.t5.modeling_t5 import (
+        T5DenseActDense,
+        T5DenseGatedActDense,
+        T5LayerNorm,
+    )
 
     model = T5EncoderModel(config.to_transformers())
     for module in model.modules():
@@ -139,6 +159,12 @@ def build_t5(config: T5Config, scaled: bool = False) -> nn.Module:
             module.__class__ = ops.Embedding
         elif isinstance(module, T5LayerNorm):
             module.__class__ = T5Norm
+        elif type(module) is T5DenseGatedActDense:
+            module.__class__ = type(
+                "T5GatedFeedForward", (GatedFeedForward, T5DenseGatedActDense), {}
+            )
+        elif type(module) is T5DenseActDense:
+            module.__class__ = FeedForward
     model.eval()
     return model
 
