@@ -1,0 +1,151 @@
+"""ComfyUI's Flux workflows end to end with tiny models through the real executor."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from flux_markers import needs_clip_tokenizer, needs_samplers
+
+pytestmark = [needs_samplers, needs_clip_tokenizer]
+
+
+def loaders(weight_dtype: str = "default") -> dict:
+    return {
+        "1": {
+            "class_type": "UNETLoader",
+            "inputs": {"unet_name": "tiny-flux.safetensors", "weight_dtype": weight_dtype},
+        },
+        "2": {
+            "class_type": "DualCLIPLoader",
+            "inputs": {
+                "clip_name1": "tiny-t5.safetensors",
+                "clip_name2": "tiny-clip-l.safetensors",
+                "type": "flux",
+            },
+        },
+        "3": {"class_type": "VAELoader", "inputs": {"vae_name": "tiny-ae.safetensors"}},
+    }
+
+
+def custom_advanced(width=64, height=48, batch=1, weight_dtype="default") -> dict:
+    """ComfyUI's Flux dev template: SamplerCustomAdvanced, BasicGuider, FluxGuidance, ModelSamplingFlux."""
+    return {
+        **loaders(weight_dtype),
+        "4": {
+            "class_type": "CLIPTextEncode",
+            "inputs": {"text": "a (red:1.2) fox", "clip": ["2", 0]},
+        },
+        "5": {"class_type": "FluxGuidance", "inputs": {"conditioning": ["4", 0], "guidance": 3.5}},
+        "6": {
+            "class_type": "ModelSamplingFlux",
+            "inputs": {
+                "model": ["1", 0],
+                "max_shift": 1.15,
+                "base_shift": 0.5,
+                "width": width,
+                "height": height,
+            },
+        },
+        "7": {"class_type": "BasicGuider", "inputs": {"model": ["6", 0], "conditioning": ["5", 0]}},
+        "8": {
+            "class_type": "BasicScheduler",
+            "inputs": {"model": ["6", 0], "scheduler": "simple", "steps": 3, "denoise": 1.0},
+        },
+        "9": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
+        "10": {"class_type": "RandomNoise", "inputs": {"noise_seed": 42}},
+        "11": {
+            "class_type": "EmptySD3LatentImage",
+            "inputs": {"width": width, "height": height, "batch_size": batch},
+        },
+        "12": {
+            "class_type": "SamplerCustomAdvanced",
+            "inputs": {
+                "noise": ["10", 0],
+                "guider": ["7", 0],
+                "sampler": ["9", 0],
+                "sigmas": ["8", 0],
+                "latent_image": ["11", 0],
+            },
+        },
+        "13": {"class_type": "VAEDecode", "inputs": {"samples": ["12", 0], "vae": ["3", 0]}},
+        "14": {"class_type": "SaveImage", "inputs": {"filename_prefix": "f", "images": ["13", 0]}},
+    }
+
+
+def ksampler_flux(width=64, height=64) -> dict:
+    """KSampler at cfg 1 with CLIPTextEncodeFlux (schnell-style prompts, guidance in the node)."""
+    return {
+        **loaders(),
+        "4": {
+            "class_type": "CLIPTextEncodeFlux",
+            "inputs": {"clip": ["2", 0], "clip_l": "a fox", "t5xxl": "a red fox", "guidance": 3.5},
+        },
+        "5": {
+            "class_type": "CLIPTextEncodeFlux",
+            "inputs": {"clip": ["2", 0], "clip_l": "", "t5xxl": "", "guidance": 3.5},
+        },
+        "11": {
+            "class_type": "EmptySD3LatentImage",
+            "inputs": {"width": width, "height": height, "batch_size": 1},
+        },
+        "12": {
+            "class_type": "KSampler",
+            "inputs": {
+                "seed": 7,
+                "steps": 2,
+                "cfg": 1.0,
+                "sampler_name": "euler",
+                "scheduler": "simple",
+                "denoise": 1.0,
+                "model": ["1", 0],
+                "positive": ["4", 0],
+                "negative": ["5", 0],
+                "latent_image": ["11", 0],
+            },
+        },
+        "13": {"class_type": "VAEDecode", "inputs": {"samples": ["12", 0], "vae": ["3", 0]}},
+        "14": {"class_type": "SaveImage", "inputs": {"filename_prefix": "k", "images": ["13", 0]}},
+    }
+
+
+def run(runtime, prompt: dict):
+    from loom.executor.run import Executor
+
+    executor = Executor(runtime)
+    validated = executor.validate(copy.deepcopy(prompt))
+    result = executor.execute("test", validated.prompt, validated.outputs, {})
+    assert result.error is None, result.error.get("exception_message")
+    return executor
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "batch", "weight_dtype"),
+    [(64, 48, 1, "default"), (32, 32, 2, "fp8_e4m3fn")],
+    ids=["non-square", "batch2-fp8"],
+)
+def test_dev_template_runs_and_saves_images(runtime, base_dir, width, height, batch, weight_dtype):
+    run(runtime, custom_advanced(width, height, batch, weight_dtype))
+    images = sorted((base_dir / "output").glob("f_*.png"))
+    assert len(images) == batch
+    from PIL import Image
+
+    assert Image.open(images[0]).size == (width, height)
+
+
+def test_ksampler_with_clip_text_encode_flux_at_cfg_1_skips_the_negative(
+    runtime, base_dir, monkeypatch
+):
+    from loom_flux.model import FluxModel
+
+    batches: list[int] = []
+    original = FluxModel.apply_model
+
+    def spy(self, x, sigma, cond):
+        batches.append(x.shape[0])
+        return original(self, x, sigma, cond)
+
+    monkeypatch.setattr(FluxModel, "apply_model", spy)
+    run(runtime, ksampler_flux())
+    assert batches == [1, 1]  # two steps, positive only
+    assert len(list((base_dir / "output").glob("k_*.png"))) == 1
