@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import loom
 
@@ -20,3 +21,10 @@ def register_nodes(register: Callable[..., None]) -> None:
 
     for node_class, module in NODES:
         register(node_class, python_module=module)
+
+
+@loom.hookimpl
+def adapter_key_map(model: Any, kind: str) -> Any:
+    from loom_flux.adapter_keys import flux_adapter_key_map
+
+    return flux_adapter_key_map(model, kind)
