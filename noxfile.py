@@ -24,7 +24,7 @@ TORCH = "torch==2.13.0"
 
 PLUGINS = sorted(p.parent.name for p in (ROOT / "plugins").glob("*/pyproject.toml"))
 #: Sibling plugins a plugin declares; installed editable from this repo, never from PyPI.
-LOOM_DEPS: dict[str, list[str]] = {"sdxl": ["sd15"]}
+LOOM_DEPS: dict[str, list[str]] = {"sdxl": ["sd15"], "flux": ["sd15"]}
 EXAMPLE_PLUGIN = "examples/loom-example-plugin"
 
 nox.options.default_venv_backend = "venv"

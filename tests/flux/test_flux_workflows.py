@@ -116,7 +116,26 @@ def run(runtime, prompt: dict):
     validated = executor.validate(copy.deepcopy(prompt))
     result = executor.execute("test", validated.prompt, validated.outputs, {})
     assert result.error is None, result.error.get("exception_message")
-    return executor
+    return result
+
+
+def image_of(result, node: str = "13"):
+    return result.values[node][0][0]
+
+
+def runtime_with(base_dir, **settings):
+    from loom.runtime import Runtime
+    from loom.settings import Settings
+
+    return Runtime(
+        Settings(
+            base_directory=base_dir,
+            extra_model_paths=[base_dir / "extra_model_paths.yaml"],
+            load_custom_nodes=False,
+            cpu_only=True,
+            **settings,
+        )
+    )
 
 
 @pytest.mark.parametrize(
@@ -149,3 +168,45 @@ def test_ksampler_with_clip_text_encode_flux_at_cfg_1_skips_the_negative(
     run(runtime, ksampler_flux())
     assert batches == [1, 1]  # two steps, positive only
     assert len(list((base_dir / "output").glob("k_*.png"))) == 1
+
+
+def test_partial_loading_under_a_vram_budget_gives_the_full_load_image(base_dir):
+    import torch
+
+    streamed_runtime = runtime_with(base_dir, vram_budget_bytes=256 * 2**10)
+    memory = streamed_runtime.memory
+    load, dit_loads = memory.load, []
+
+    def spy(handles, extra_memory=0):
+        load(handles, extra_memory)
+        dit_loads.extend(
+            m.partial for m in memory.accounting().models if m.name.startswith("flux-dit")
+        )
+
+    memory.load = spy
+    streamed = run(streamed_runtime, custom_advanced())
+    assert dit_loads and all(dit_loads)  # the DiT ran with its weights streamed per forward
+    full = run(runtime_with(base_dir), custom_advanced())
+    torch.testing.assert_close(image_of(streamed), image_of(full), atol=1e-5, rtol=0)
+
+
+def test_schnell_style_img2img_with_a_long_prompt(runtime, base_dir, tiny_models):
+    import numpy as np
+    from loom_flux.tiny import dit_state, save, tiny_spec
+    from PIL import Image
+
+    save(
+        dit_state(tiny_spec(guidance=False).dit, seed=9),
+        base_dir / "models" / "diffusion_models" / "tiny-schnell.safetensors",
+    )
+    pixels = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(runtime.settings.input_dir / "in.png")
+    prompt = ksampler_flux()
+    prompt["1"]["inputs"]["unet_name"] = "tiny-schnell.safetensors"
+    prompt["4"]["inputs"]["t5xxl"] = " ".join(["a long prompt about a fox"] * 60)
+    prompt["20"] = {"class_type": "LoadImage", "inputs": {"image": "in.png"}}
+    prompt["21"] = {"class_type": "VAEEncode", "inputs": {"pixels": ["20", 0], "vae": ["3", 0]}}
+    prompt["12"]["inputs"]["latent_image"] = ["21", 0]
+    prompt["12"]["inputs"]["denoise"] = 0.6
+    result = run(runtime, prompt)
+    assert image_of(result).shape == (1, 48, 64, 3)
