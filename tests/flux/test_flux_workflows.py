@@ -210,3 +210,76 @@ def test_schnell_style_img2img_with_a_long_prompt(runtime, base_dir, tiny_models
     prompt["12"]["inputs"]["denoise"] = 0.6
     result = run(runtime, prompt)
     assert image_of(result).shape == (1, 48, 64, 3)
+
+
+def _edit_prompt(base_dir, runtime, unet: str, in_channels: int, conditioning: str) -> dict:
+    import numpy as np
+    from loom_flux.tiny import dit_state, save, tiny_spec
+    from PIL import Image
+
+    save(
+        dit_state(tiny_spec(in_channels=in_channels).dit, seed=11),
+        base_dir / "models" / "diffusion_models" / unet,
+    )
+    pixels = np.random.default_rng(0).integers(0, 255, (32, 32, 4), dtype=np.uint8)
+    pixels[..., 3] = 255
+    pixels[8:24, 8:24, 3] = 0  # transparent square = area to inpaint
+    Image.fromarray(pixels, "RGBA").save(runtime.settings.input_dir / "edit.png")
+    prompt = ksampler_flux(32, 32)
+    prompt["1"]["inputs"]["unet_name"] = unet
+    prompt["20"] = {"class_type": "LoadImage", "inputs": {"image": "edit.png"}}
+    inputs = {"positive": ["4", 0], "negative": ["5", 0], "vae": ["3", 0], "pixels": ["20", 0]}
+    if conditioning == "InpaintModelConditioning":
+        inputs |= {"mask": ["20", 1], "noise_mask": True}
+    prompt["21"] = {"class_type": conditioning, "inputs": inputs}
+    prompt["12"]["inputs"] |= {
+        "positive": ["21", 0],
+        "negative": ["21", 1],
+        "latent_image": ["21", 2],
+    }
+    return prompt
+
+
+@pytest.mark.parametrize(
+    ("in_channels", "conditioning"),
+    [(384, "InpaintModelConditioning"), (128, "InstructPixToPixConditioning")],
+    ids=["fill", "canny-depth"],
+)
+def test_fill_and_control_models_take_their_concat_inputs(
+    runtime, base_dir, in_channels, conditioning
+):
+    from loom_flux.model import FluxModel
+
+    seen: list[int] = []
+    original = FluxModel.apply_model
+
+    def spy(self, x, sigma, cond):
+        seen.append(x.shape[1] + cond["c_concat"].shape[1])
+        return original(self, x, sigma, cond)
+
+    FluxModel.apply_model = spy
+    try:
+        prompt = _edit_prompt(
+            base_dir, runtime, f"tiny-{in_channels}.safetensors", in_channels, conditioning
+        )
+        result = run(runtime, prompt)
+    finally:
+        FluxModel.apply_model = original
+    assert seen and set(seen) == {in_channels // 4}
+    assert image_of(result).shape == (1, 32, 32, 3)
+
+
+def test_fill_model_without_its_mask_inputs_names_node_and_fix(runtime, base_dir):
+    from loom.executor.run import Executor
+
+    prompt = _edit_prompt(
+        base_dir, runtime, "tiny-fill.safetensors", 384, "InpaintModelConditioning"
+    )
+    prompt["12"]["inputs"] |= {"positive": ["4", 0], "negative": ["5", 0]}
+    prompt["12"]["inputs"]["latent_image"] = ["11", 0]
+    executor = Executor(runtime)
+    validated = executor.validate(copy.deepcopy(prompt))
+    result = executor.execute("test", validated.prompt, validated.outputs, {})
+    assert result.error is not None
+    message = result.error["exception_message"]
+    assert "InpaintModelConditioning" in message and result.error["node_id"] == "12"
