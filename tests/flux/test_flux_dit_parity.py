@@ -6,24 +6,15 @@ import pytest
 import torch
 from loom_flux.convert import DiffusersView, to_diffusers
 from loom_flux.dit import FluxConfig, FluxTransformer, image_ids, patchify
+from loom_flux.tiny import tiny_spec
 
 diffusers = pytest.importorskip("diffusers")
 
 TOL = 1e-4
 
 
-def tiny_config(guidance: bool = True, in_channels: int = 64) -> FluxConfig:
-    return FluxConfig(
-        in_channels=in_channels,
-        out_channels=64,
-        hidden_size=32,
-        num_heads=2,
-        context_dim=24,
-        vec_dim=12,
-        depth=2,
-        depth_single=2,
-        guidance_embed=guidance,
-    )
+def tiny_config(guidance: bool = True) -> FluxConfig:
+    return tiny_spec(guidance).dit
 
 
 def randomized(module: torch.nn.Module, seed: int, std: float = 0.1) -> torch.nn.Module:
@@ -58,8 +49,8 @@ def test_dit_matches_diffusers(guidance):
     reference.load_state_dict(to_diffusers(ours.state_dict()), strict=True)
     g = torch.Generator().manual_seed(1)
     x = torch.randn(2, 16, 6, 10, generator=g)
-    context = torch.randn(2, 7, 24, generator=g)
-    pooled = torch.randn(2, 12, generator=g)
+    context = torch.randn(2, 7, 32, generator=g)
+    pooled = torch.randn(2, 32, generator=g)
     sigma = torch.tensor([1.0, 0.37])
     guidance_scale = torch.tensor([3.5, 2.0]) if guidance else None
     with torch.no_grad():
@@ -94,6 +85,6 @@ def test_odd_latent_sizes_are_padded_and_cropped():
     ours = randomized(FluxTransformer(tiny_config(guidance=False)), 4)
     x = torch.randn(1, 16, 5, 7)
     with torch.no_grad():
-        out = ours(x, torch.tensor([0.5]), torch.randn(1, 3, 24), torch.randn(1, 12))
+        out = ours(x, torch.tensor([0.5]), torch.randn(1, 3, 32), torch.randn(1, 32))
     assert out.shape == x.shape
     assert torch.isfinite(out).all()
