@@ -60,3 +60,47 @@ def test_fill_model_without_mask_inputs_is_a_clear_error():
     with pytest.raises(LoomError) as error:
         model.extra_conds({"pooled_output": torch.zeros(1, 32)}, noise=torch.zeros(1, 16, 4, 4))
     assert "InpaintModelConditioning" in (error.value.hint or "")
+
+
+def test_kontext_references_are_placed_as_comfyui_offsets_them():
+    from loom_flux.dit import image_ids, patchify
+
+    config = tiny_spec().dit
+    dit = FluxTransformer(config)
+    dit.load_state_dict(dit_state(config, seed=6))
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 16, 4, 4, generator=g)
+    refs = [torch.randn(1, 16, 4, 6, generator=g), torch.randn(1, 16, 4, 4, generator=g)]
+    args = (
+        torch.tensor([0.6]),
+        torch.randn(1, 5, 32, generator=g),
+        torch.randn(1, 32, generator=g),
+    )
+    first = image_ids(1, 2, 3, x.device).clone()
+    first[..., 0] = 1
+    second = image_ids(1, 2, 2, x.device).clone()
+    second[..., 0] = 1
+    second[..., 1] += 2  # below the first: 4 + 4 rows is not taller than 6 + 4 columns
+    tokens = torch.cat([patchify(x), patchify(refs[0]), patchify(refs[1])], dim=1)
+    ids = torch.cat([image_ids(1, 2, 2, x.device), first, second], dim=1)
+    with torch.no_grad():
+        got = dit(x, *args, torch.tensor([2.5]), ref_latents=refs)
+        out = dit.forward_tokens(
+            tokens, ids, args[1], torch.zeros(1, 5, 3), args[0], args[2], torch.tensor([2.5])
+        )
+        plain = dit(x, *args, torch.tensor([2.5]))
+    expected = out[:, :4].reshape(1, 2, 2, 16, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(1, 16, 4, 4)
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert not torch.allclose(got, plain, atol=1e-3)
+
+
+def test_reference_latent_and_kontext_image_scale_nodes():
+    from loom_flux.nodes import FluxKontextImageScale, ReferenceLatent
+
+    cond = [[torch.zeros(1, 4, 8), {"pooled_output": torch.zeros(1, 8)}]]
+    latent = {"samples": torch.ones(1, 16, 4, 4)}
+    once = ReferenceLatent(conditioning=cond, latent=latent).run(None)
+    twice = ReferenceLatent(conditioning=once, latent=latent).run(None)
+    assert len(twice[0][1]["reference_latents"]) == 2 and "reference_latents" not in cond[0][1]
+    scaled = FluxKontextImageScale(image=torch.rand(1, 300, 600, 3)).run(None)
+    assert scaled.shape == (1, 720, 1456, 3)  # the preferred size nearest to aspect 2

@@ -303,8 +303,8 @@ class FluxTransformer(nn.Module):
 
     ``timestep`` is sigma (0..1); ``context`` the T5 tokens ``[B, T, 4096]``; ``y`` the CLIP-L
     pooled vector ``[B, 768]``; ``guidance`` (dev-style models) the distilled guidance scale.
-    ``ref_latents`` (Kontext) are extra image tokens placed at time index 1, given back
-    nothing: only the first image's tokens come out.
+    ``ref_latents`` (Kontext) are extra image tokens at time index 1 that the image attends
+    to; only the image's own tokens come out.
     """
 
     def __init__(self, config: FluxConfig = FLUX_DEV) -> None:
@@ -367,22 +367,35 @@ class FluxTransformer(nn.Module):
         img = patchify(x)
         img_ids = image_ids(b, h_len, w_len, x.device)
         tokens = img.shape[1]
-        for index, ref in enumerate(ref_latents or ()):
-            img, img_ids = _append_reference(img, img_ids, ref.to(x), index + 1)
+        placed_h = placed_w = 0
+        for ref in ref_latents or ():
+            # ComfyUI's default "offset" placement: every reference at time index 1, each
+            # new one beside (or below) those already placed, along the shorter side.
+            h_offset = w_offset = 0
+            if ref.shape[-2] + placed_h > ref.shape[-1] + placed_w:
+                w_offset = placed_w
+            else:
+                h_offset = placed_h
+            placed_h = max(placed_h, ref.shape[-2] + h_offset)
+            placed_w = max(placed_w, ref.shape[-1] + w_offset)
+            img, img_ids = _append_reference(img, img_ids, ref.to(x), h_offset, w_offset)
         txt_ids = torch.zeros(b, context.shape[1], 3, device=x.device)
         out = self.forward_tokens(img, img_ids, context, txt_ids, timestep, y, guidance)
         return unpatchify(out[:, :tokens], h_len, w_len)[:, :, :h, :w]
 
 
 def _append_reference(
-    img: torch.Tensor, img_ids: torch.Tensor, ref: torch.Tensor, index: int
+    img: torch.Tensor, img_ids: torch.Tensor, ref: torch.Tensor, h_offset: int, w_offset: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Kontext: a reference latent's tokens, at time index ``index``, after the image's."""
+    """Kontext: a reference latent's tokens after the image's, at time index 1, its rows and
+    columns shifted by the offsets (in latent pixels, rounded to patches)."""
     h, w = ref.shape[-2:]
     pad_h, pad_w = (-h) % PATCH, (-w) % PATCH
     if pad_h or pad_w:
         ref = F.pad(ref, (0, pad_w, 0, pad_h), mode="circular")
     ids = image_ids(img.shape[0], (h + pad_h) // PATCH, (w + pad_w) // PATCH, img.device).clone()
-    ids[..., 0] = index
+    ids[..., 0] = 1
+    ids[..., 1] += (h_offset + PATCH // 2) // PATCH
+    ids[..., 2] += (w_offset + PATCH // 2) // PATCH
     tokens = patchify(ref).expand(img.shape[0], -1, -1)
     return torch.cat((img, tokens), dim=1), torch.cat((img_ids, ids), dim=1)

@@ -107,14 +107,13 @@ class FluxKontextImageScale:
     image: Image
 
     def run(self, ctx: loom.RunContext) -> Image:
-        import torch.nn.functional as F
+        from loom.nodes.builtin.resample import common_upscale
 
         height, width = self.image.shape[1:3]
         aspect = width / height
-        target_w, target_h = min(KONTEXT_RESOLUTIONS, key=lambda r: abs(aspect - r[0] / r[1]))
+        _, target_w, target_h = min((abs(aspect - w / h), w, h) for w, h in KONTEXT_RESOLUTIONS)
         pixels = self.image.movedim(-1, 1)
-        scaled = F.interpolate(pixels, size=(target_h, target_w), mode="bicubic", antialias=True)
-        return scaled.movedim(1, -1).clamp(0.0, 1.0)
+        return common_upscale(pixels, target_w, target_h, "lanczos", "center").movedim(1, -1)
 
 
 NODES: tuple[tuple[type, str], ...] = (
