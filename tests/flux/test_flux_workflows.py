@@ -283,3 +283,36 @@ def test_fill_model_without_its_mask_inputs_names_node_and_fix(runtime, base_dir
     assert result.error is not None
     message = result.error["exception_message"]
     assert "InpaintModelConditioning" in message and result.error["node_id"] == "12"
+
+
+def test_cli_runs_the_dev_template_under_a_vram_budget(base_dir):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    workflow = base_dir / "flux_dev.json"
+    workflow.write_text(json.dumps(custom_advanced()), encoding="utf-8")
+    script = Path(sys.executable).parent / "loom"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "loom.cli.main"]
+    result = subprocess.run(
+        [
+            *command,
+            "--base-directory",
+            str(base_dir),
+            "--extra-model-paths-config",
+            str(base_dir / "extra_model_paths.yaml"),
+            "--cpu",
+            "--vram-budget",
+            "0.001",
+            "run",
+            "-q",
+            str(workflow),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    paths = result.stdout.split()
+    assert len(paths) == 1 and Path(paths[0]).name.startswith("f_")
