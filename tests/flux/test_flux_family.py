@@ -27,7 +27,7 @@ def test_plugin_is_installed_and_registers_family_and_nodes(runtime):
         assert name in registry.nodes
 
 
-@pytest.mark.parametrize("weight_dtype", ["default", "fp8_e4m3fn", "fp8_e5m2"])
+@pytest.mark.parametrize("weight_dtype", ["default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"])
 def test_unet_loader_reads_config_and_keeps_stored_dtype(runtime, weight_dtype):
     model = _node(
         runtime, "UNETLoader", unet_name="tiny-flux.safetensors", weight_dtype=weight_dtype
@@ -43,6 +43,7 @@ def test_unet_loader_reads_config_and_keeps_stored_dtype(runtime, weight_dtype):
     expected = {
         "default": torch.float32,
         "fp8_e4m3fn": torch.float8_e4m3fn,
+        "fp8_e4m3fn_fast": torch.float8_e4m3fn,
         "fp8_e5m2": torch.float8_e5m2,
     }[weight_dtype]
     # every tensor, biases and norm scales included, as ComfyUI rounds them
