@@ -96,12 +96,18 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: int = 10_000) -> t
 
 
 def rope(pos: torch.Tensor, dim: int, theta: int) -> torch.Tensor:
-    """Rotation matrices ``[..., n, dim/2, 2, 2]`` for positions ``pos`` ``[..., n]``."""
+    """Rotation matrices ``[..., n, dim/2, 2, 2]`` for positions ``pos`` ``[..., n]``.
+
+    Computed in float64 as the reference does; on devices without float64 (MPS) on the CPU.
+    """
+    device = pos.device
+    if device.type == "mps":
+        pos = pos.cpu()
     scale = torch.arange(0, dim, 2, dtype=torch.float64, device=pos.device) / dim
     omega = 1.0 / (theta**scale)
     out = pos.to(torch.float64)[..., None] * omega
     out = torch.stack([torch.cos(out), -torch.sin(out), torch.sin(out), torch.cos(out)], dim=-1)
-    return out.reshape(*out.shape[:-1], 2, 2).float()
+    return out.reshape(*out.shape[:-1], 2, 2).float().to(device)
 
 
 def position_embedding(ids: torch.Tensor, axes_dim: tuple[int, ...], theta: int) -> torch.Tensor:
