@@ -27,6 +27,7 @@ PLUGINS = sorted(p.parent.name for p in (ROOT / "plugins").glob("*/pyproject.tom
 #: (loom-redis declares loom-http in its test extra: its cluster tests drive `loom serve`.)
 LOOM_DEPS: dict[str, list[str]] = {
     "sdxl": ["sd15"],
+    "flux": ["sd15"],
     "comfy-compat": ["http", "samplers", "sd15"],
     "redis": ["http"],
 }
