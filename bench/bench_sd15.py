@@ -234,8 +234,8 @@ def main() -> None:
     from loom_sd15.family import SD15Family
     from loom_sd15.unet import SD15_UNET, unet_flops
 
-    from loom.checkpoint import read_header
     from loom.memory import cast_to, set_compute_dtype
+    from loom.safetensors_header import read_header
 
     rows: list[tuple[str, str, str, str]] = []
     with tempfile.TemporaryDirectory() as tmp:

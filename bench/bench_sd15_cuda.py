@@ -83,8 +83,8 @@ def compare(
     from loom_sd15.family import SD15Family
     from loom_sd15.unet import SD15_UNET, unet_flops
 
-    from loom.checkpoint import read_header
     from loom.memory import MemoryManager, discover_devices
+    from loom.safetensors_header import read_header
 
     device = torch.device("cuda")
     x = torch.randn(2, 4, 64, 64, device=device)

@@ -17,8 +17,8 @@ from loom.registry import Registry, collect
 from loom.settings import Settings
 
 if TYPE_CHECKING:
+    from loom.executor.executor import Executor
     from loom.executor.queue import PromptQueue
-    from loom.executor.run import Executor
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class Runtime:
 
     @cached_property
     def executor(self) -> Executor:
-        from loom.executor.run import Executor
+        from loom.executor.executor import Executor
 
         return Executor(self)
 

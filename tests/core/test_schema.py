@@ -8,7 +8,7 @@ import pytest
 
 import loom
 from loom.errors import NodeDefinitionError
-from loom.executor.run import Executor
+from loom.executor.executor import Executor
 from loom.nodes.object_info import to_json
 from loom.nodes.schema import compile_declarative
 from loom.plugins import PluginHost

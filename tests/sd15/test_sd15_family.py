@@ -11,8 +11,9 @@ from loom_sd15.family import SD15Family
 from safetensors.torch import load_file, save_file
 from sd15_markers import CLIP_L, TOKENIZERS, needs_tokenizer
 
-from loom.checkpoint import detect_family, read_header
 from loom.errors import ModelFileError, UnknownCheckpointError
+from loom.family_detection import detect_family
+from loom.safetensors_header import read_header
 
 
 def _registry():

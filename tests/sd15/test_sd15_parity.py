@@ -139,7 +139,7 @@ def test_text_encoder_matches_transformers(tiny_checkpoint):
     from safetensors.torch import load_file
     from transformers import CLIPTextModel
 
-    from loom.checkpoint import read_header
+    from loom.safetensors_header import read_header
 
     header = read_header(tiny_checkpoint)
     clip = SD15Family().load(header, "text_encoder", {}).clip
@@ -181,7 +181,7 @@ def test_fp16_checkpoint_stays_fp16_and_computes_in_fp32(tmp_path):
     from loom_sd15.family import SD15Family
     from loom_sd15.tiny import write_tiny_checkpoint
 
-    from loom.checkpoint import read_header
+    from loom.safetensors_header import read_header
 
     f32 = write_tiny_checkpoint(tmp_path / "a.safetensors", seed=1)
     f16 = write_tiny_checkpoint(tmp_path / "b.safetensors", seed=1, dtype=torch.float16)

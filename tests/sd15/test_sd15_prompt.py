@@ -37,7 +37,7 @@ def clip(tiny_checkpoint, tmp_path_factory):
     from loom_sd15.family import SD15Family
     from safetensors.torch import save_file
 
-    from loom.checkpoint import read_header
+    from loom.safetensors_header import read_header
 
     embeddings = tmp_path_factory.mktemp("embeddings")
     generator = torch.Generator().manual_seed(9)

@@ -9,8 +9,8 @@ import pytest
 import torch
 from loom_sd15.family import SD15Family
 
-from loom.checkpoint import read_header
 from loom.memory import MemoryManager, simulated_device
+from loom.safetensors_header import read_header
 
 
 def _vae(tiny_checkpoint, budget_bytes: int | None = None):

@@ -2,7 +2,7 @@
 ``DualCLIPLoader`` and ``VAELoader``.
 
 None of them knows a model family. Each resolves the chosen file in its model folder,
-reads the safetensors header (:mod:`loom.checkpoint`), asks the registered families which
+reads the safetensors header (:mod:`loom.safetensors_header`), asks the registered families which
 one recognises the file, and lets that family load the part. Combo lists are read from
 the model folders whenever ``/object_info`` is asked, so new files show up without a restart.
 """
@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import loom
-from loom.checkpoint import PART_NAMES, detect_common_family, detect_family, read_header
 from loom.errors import LoomError, ModelFileError
+from loom.family_detection import PART_NAMES, detect_common_family, detect_family
+from loom.safetensors_header import read_header
 from loom.types import CheckpointHeader, Clip, LoadedParts, Model, Vae
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ import sys
 
 import loom
 from loom.events import Preview
-from loom.executor.run import Executor
+from loom.executor.executor import Executor
 from loom.plugins import PluginHost
 from loom.registry import collect
 
@@ -193,12 +193,12 @@ def test_node_exception_becomes_execution_error_and_engine_stays_usable(executor
 
 
 def test_internal_executor_error_ends_the_prompt_not_the_executor(executor, monkeypatch):
-    from loom.executor import execution
+    from loom.executor import prompt_run
 
     def broken(self, node_id, definition):
         raise RuntimeError("executor bug")
 
-    monkeypatch.setattr(execution.PromptRun, "_gather", broken)
+    monkeypatch.setattr(prompt_run.PromptRun, "_gather", broken)
     result = run(executor, IMAGE_GRAPH)
     assert result.status_str == "error" and result.error["exception_message"] == "executor bug"
     monkeypatch.undo()

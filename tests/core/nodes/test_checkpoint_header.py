@@ -1,4 +1,4 @@
-"""loom.checkpoint: safetensors header reading and model-family detection."""
+"""loom.safetensors_header (header reading) and loom.family_detection (who owns a file)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import safetensors.torch
 import torch
 from loom_toy_family import ToyFamily, make_registry, write_model
 
-from loom.checkpoint import detect_common_family, detect_family, read_header
 from loom.errors import ModelFileError, UnknownCheckpointError
+from loom.family_detection import detect_common_family, detect_family
+from loom.safetensors_header import read_header
 from loom.types import TensorInfo
 
 

@@ -17,8 +17,8 @@ import attrs
 from loom.errors import ExecutionInterrupted
 from loom.executor.cache import OutputCache
 from loom.executor.context import InterruptFlag
-from loom.executor.execution import NodeFailed, PromptRun
 from loom.executor.graph import Prompt
+from loom.executor.prompt_run import NodeFailed, PromptRun
 from loom.executor.reporting import EventCallback, Reporter
 from loom.executor.validate import ValidatedPrompt, validate_prompt
 from loom.nodes.spec import NodeDef

@@ -22,7 +22,7 @@ from loom.executor.reporting import ExecutionBlockedError, Reporter
 from loom.nodes.spec import InputTypes, NodeDef, NodeOutput
 
 if TYPE_CHECKING:
-    from loom.executor.run import Executor
+    from loom.executor.executor import Executor
 
 
 class DynamicPrompt:
