@@ -1,7 +1,9 @@
 """The runtime: one object holding settings, plugins, registry, folders, cache and queue.
 
 Frontends (the CLI, the HTTP plugin, an embedding application) build one
-:class:`Runtime` and pass it on; there is no module-level state.
+:class:`Runtime` and pass it on; there is no module-level state. Building a runtime changes
+no process-wide setting: the ``loom`` command line tunes the host allocator itself
+(:func:`loom.memory.configure_host_allocator`), an embedding application may call it too.
 """
 
 from __future__ import annotations
@@ -29,11 +31,6 @@ class Runtime:
     def __init__(self, settings: Settings | None = None, host: PluginHost | None = None) -> None:
         self.settings = settings or Settings.from_env()
         self.host = host or PluginHost(disabled=self.settings.disabled_plugins)
-        if self.settings.tune_host_allocator:
-            # Before any worker thread exists: glibc applies arena limits to new arenas only.
-            from loom.memory.allocator import configure_host_allocator
-
-            configure_host_allocator()
 
     @cached_property
     def registry(self) -> Registry:

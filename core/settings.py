@@ -65,6 +65,7 @@ class Settings:
     compute_dtype: str | None = None
     #: Raise glibc's mmap/trim thresholds at start-up so activation buffers are not returned
     #: to the OS and faulted back on every op (see loom.memory.allocator; LOOM_MALLOC=0 too).
+    #: Read by the ``loom`` command line (run, serve, worker); ``Runtime()`` never applies it.
     tune_host_allocator: bool = True
 
     @property

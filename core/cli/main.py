@@ -171,6 +171,14 @@ class _RuntimeFactory:
         if self._runtime is None:
             from loom.runtime import Runtime
 
+            if self.settings.tune_host_allocator:
+                # The command line owns its process, so it may change malloc's policy (an
+                # application embedding Runtime decides for itself). Before any worker thread
+                # exists: glibc applies the arena limit to new arenas only.
+                from loom.memory.allocator import configure_host_allocator
+
+                configure_host_allocator()
+
             self._runtime = Runtime(self.settings, host=self.host)
         return self._runtime
 
