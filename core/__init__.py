@@ -23,7 +23,6 @@ from loom.errors import (
     LoomError,
     NodeDefinitionError,
     NodeExecutionError,
-    NodeValidationError,
     PluginLoadError,
     UnknownCheckpointError,
 )
@@ -42,7 +41,6 @@ __all__ = [
     "NodeDefinitionError",
     "NodeExecutionError",
     "NodeOutput",
-    "NodeValidationError",
     "OutputDef",
     "PluginLoadError",
     "RunContext",

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from loom.errors import ExecutionInterrupted
+from loom.errors import DependencyCycleError, ExecutionInterrupted, NodeExecutionError
 from loom.executor.cache import OutputCache
 from loom.executor.context import InterruptFlag
 from loom.executor.graph import Prompt
-from loom.executor.prompt_run import NodeFailed, PromptRun
+from loom.executor.prompt_run import PromptRun
 from loom.executor.reporting import EventCallback, Reporter
 from loom.executor.validate import ValidatedPrompt, validate_prompt
 from loom.nodes.spec import NodeDef
@@ -123,7 +123,7 @@ class Executor:
                 interrupted = True
                 node = run.current
                 reporter.interrupted(node, _class_of(run, node), list(run.executed))
-            except NodeFailed as failed:
+            except NodeExecutionError as failed:
                 log.debug(
                     "node %s (%s) failed", failed.node_id, failed.class_type, exc_info=failed.cause
                 )
@@ -134,6 +134,11 @@ class Executor:
                     list(run.executed),
                     failed.inputs,
                     list(run.results),
+                )
+            except DependencyCycleError as cycle:
+                node = next(iter(cycle.waits_on))
+                error = reporter.error(
+                    node, _class_of(run, node), cycle, list(run.executed), {}, list(run.results)
                 )
             except Exception as exc:  # an executor bug must end this prompt, not the worker
                 log.exception("internal error while executing prompt %s", prompt_id)

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from loom.errors import ExecutionInterrupted, LoomError
+from loom.errors import DependencyCycleError, ExecutionInterrupted, LoomError, NodeExecutionError
 from loom.executor.cache import CachedOutput, never_cached, node_signature
 from loom.executor.context import ExecutionBlocker, RunContext
-from loom.executor.graph import Prompt, is_link, link_source, topological_order
+from loom.executor.graph import Prompt, id_sort_key, is_link, link_source, topological_order
 from loom.executor.reporting import ExecutionBlockedError, Reporter
 from loom.nodes.spec import InputTypes, NodeDef, NodeOutput
 
@@ -55,19 +55,6 @@ class DynamicPrompt:
 
     def get_display_node_id(self, node_id: str) -> str:
         return self.get_real_node_id(node_id)
-
-
-class NodeFailed(Exception):
-    """Internal: a node raised; carries what the error event needs."""
-
-    def __init__(
-        self, node_id: str, class_type: str, cause: BaseException, inputs: Mapping[str, list]
-    ) -> None:
-        super().__init__(str(cause))
-        self.node_id = node_id
-        self.class_type = class_type
-        self.cause = cause
-        self.inputs = inputs
 
 
 class PromptRun:
@@ -209,7 +196,8 @@ class PromptRun:
     # -- running ------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Run until every output is done; raises NodeFailed or ExecutionInterrupted."""
+        """Run until every output is done; raises NodeExecutionError, DependencyCycleError or
+        ExecutionInterrupted."""
         self.require(self.outputs)
         while self.ready:
             self.executor.interrupt_flag.check()
@@ -221,12 +209,22 @@ class PromptRun:
             else:
                 self._run_node(node_id)
         self.current = None
-        stuck = [n for n in self.blockers]
-        if stuck:
-            raise LoomError(
-                f"dependency cycle among nodes {', '.join(sorted(stuck))}",
-                hint="graph.DependencyCycleError",
-            )
+        if self.blockers:
+            raise self._cycle_error()
+
+    def _cycle_error(self) -> DependencyCycleError:
+        """The nodes left waiting, less those that only wait on the cycle (peeled off)."""
+        waiting = {node: set(deps) for node, deps in self.blockers.items()}
+        waited_on = {dep for deps in waiting.values() for dep in deps}
+        while unneeded := [node for node in waiting if node not in waited_on]:
+            for node in unneeded:
+                del waiting[node]
+            waited_on = {dep for deps in waiting.values() for dep in deps}
+        on_cycle = sorted(waiting, key=id_sort_key)
+        return DependencyCycleError(
+            {node: sorted(waiting[node] & waiting.keys(), key=id_sort_key) for node in on_cycle},
+            {node: self.graph.nodes[node]["class_type"] for node in on_cycle},
+        )
 
     def _gather(
         self, node_id: str, definition: NodeDef
@@ -283,7 +281,7 @@ class PromptRun:
             if definition.has_lazy_check and self._needs_lazy(node_id, definition, obj, calls):
                 return
         except Exception as exc:
-            raise NodeFailed(node_id, definition.class_type, exc, inputs) from exc
+            raise NodeExecutionError(node_id, definition.class_type, exc, inputs) from exc
         display = self.graph.get_display_node_id(node_id)
         parent = self.graph.get_parent_node_id(node_id)
         self.reporter.node_state(node_id, display, parent, display, "running")
@@ -305,7 +303,7 @@ class PromptRun:
         except ExecutionInterrupted:
             raise
         except Exception as exc:
-            raise NodeFailed(node_id, definition.class_type, exc, inputs) from exc
+            raise NodeExecutionError(node_id, definition.class_type, exc, inputs) from exc
         if any(p.expand for p in produced):
             self._expand(node_id, produced)
             return
@@ -417,7 +415,7 @@ class PromptRun:
                     f"returned {len(values)} values, but the node declares "
                     f"{len(definition.outputs)} outputs"
                 )
-                raise NodeFailed(node_id, definition.class_type, error, inputs)
+                raise NodeExecutionError(node_id, definition.class_type, error, inputs)
             for slot, output in enumerate(definition.outputs):
                 if output.is_list:
                     merged[slot].extend(values[slot])
@@ -433,7 +431,7 @@ class PromptRun:
             for new_id, new_node in (part.expand or {}).items():
                 new_id = str(new_id)
                 if new_id in self.graph.nodes:
-                    raise NodeFailed(
+                    raise NodeExecutionError(
                         node_id,
                         self.definition(node_id).class_type,
                         ValueError(f"expansion reuses existing node id {new_id}"),
