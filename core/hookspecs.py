@@ -1,9 +1,19 @@
 """Every hook a Loom plugin can implement.
 
-Registration hooks take a ``register`` callback: the registry calls each plugin's
-implementation with a callback bound to that plugin's name, so whatever it registers is
-attributed to it (``loom plugins`` shows who registered what). Implementations may accept a
-subset of a spec's arguments; specs only ever gain arguments.
+Every hook is called through pluggy's hook callers, so ``LOOM_TRACE_HOOKS=1`` logs every
+call and ``tryfirst``/``trylast`` and ``wrapper=True`` implementations work for all of them.
+
+Registration hooks take a ``register`` callback bound to the calling plugin, so whatever it
+registers is attributed to it (duplicates name both plugins; ``loom plugins`` shows who
+registered what). For that the registry calls the hook once per plugin
+(:meth:`loom.plugins.PluginHost.call_each`): each call holds that plugin's implementation
+alone, plus every wrapper, which so wraps each plugin's call and may register through the
+same bound ``register``. Plugins are called ``tryfirst`` ones first, then in registration
+order (core's built-ins, then entry points sorted by name), then ``trylast`` ones; a
+registration that collides with an earlier one fails. ``on_execution_event`` and
+``register_commands`` are called the same way, so one plugin's exception never keeps the
+call from the others. Implementations may accept a subset of a spec's arguments; specs only
+ever gain arguments.
 
 All registration hooks are called once, by :func:`loom.registry.collect`, after every plugin
 has loaded. They must stay cheap: declarations only, no weights, no device probing.

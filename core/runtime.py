@@ -93,8 +93,11 @@ class Runtime:
         Each implementation is called on its own, so one raising observer neither breaks the
         run nor keeps the event from the others.
         """
-        for impl in self.host.hook.on_execution_event.get_hookimpls():
-            try:
-                impl.function(event=event)
-            except Exception:  # an observer's bug must never break a run
-                log.exception("on_execution_event of plugin %s raised", impl.plugin_name)
+        self.host.call_each(
+            "on_execution_event", lambda _plugin: {"event": event}, _observer_failed
+        )
+
+
+def _observer_failed(plugin: str, exc: Exception) -> None:
+    # An observer's bug must never break a run.
+    log.error("on_execution_event of plugin %s raised", plugin, exc_info=exc)

@@ -193,6 +193,19 @@ def _preparse_disabled(argv: Sequence[str]) -> set[str]:
     return disabled
 
 
+def add_plugin_commands(host: PluginHost, group: click.Group) -> None:
+    """Let every plugin add its sub-commands (``register_commands``), one call per plugin:
+    one plugin's broken command must not hide the others'."""
+
+    def failed(plugin: str, exc: Exception) -> None:
+        click.echo(
+            f"warning: plugin {plugin} failed to add its commands: {type(exc).__name__}: {exc}",
+            err=True,
+        )
+
+    host.call_each("register_commands", lambda _plugin: {"cli": group}, failed)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``loom`` script."""
     from loom.cli import commands
@@ -202,15 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     host.load()
     LoomGroup.host = host
     commands.add_core_commands(cli)
-    for impl in host.hook.register_commands.get_hookimpls():
-        try:
-            impl.function(cli=cli)
-        except Exception as exc:  # one plugin's broken command must not hide the others
-            click.echo(
-                f"warning: plugin {impl.plugin_name} failed to add its commands: "
-                f"{type(exc).__name__}: {exc}",
-                err=True,
-            )
+    add_plugin_commands(host, cli)
     try:
         result = cli.main(args=args, prog_name="loom", standalone_mode=False)
     except click.ClickException as exc:
