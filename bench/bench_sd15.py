@@ -236,6 +236,7 @@ def main() -> None:
 
     from loom.memory import cast_to, set_compute_dtype
     from loom.safetensors_header import read_header
+    from loom.types import LoadRequest, ModelPart
 
     rows: list[tuple[str, str, str, str]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -246,7 +247,7 @@ def main() -> None:
 
         header = read_header(ckpt)
         start = time.perf_counter()
-        parts = SD15Family().load(header, "checkpoint", {})
+        parts = SD15Family().load(header, ModelPart.CHECKPOINT, LoadRequest())
         load_s = time.perf_counter() - start
         unet = parts.model.module
         from safetensors.torch import load_file
@@ -297,7 +298,7 @@ def main() -> None:
                 )
             )
         ref = unet = parts = None  # free the fp32 copies before the VAE
-        vae_parts = SD15Family().load(header, "vae", {})
+        vae_parts = SD15Family().load(header, ModelPart.VAE, LoadRequest())
         vae = vae_parts.vae.handle.module
         cast_to(vae, torch.float32)
         set_compute_dtype(vae, torch.float32)

@@ -9,23 +9,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from loom.errors import UnknownCheckpointError
-from loom.types import CheckpointHeader, ModelFamily
+from loom.types import CheckpointHeader, ModelFamily, ModelPart
+
+if TYPE_CHECKING:
+    from loom.registry import Registry
 
 log = logging.getLogger(__name__)
 
-#: How the loader nodes' parts read in messages.
-PART_NAMES: Mapping[str, str] = {
-    "checkpoint": "checkpoint",
-    "diffusion_model": "diffusion model",
-    "text_encoder": "text encoder",
-    "vae": "VAE",
-}
 
-
-def detect_family(registry: Any, header: CheckpointHeader, part: str) -> ModelFamily:
+def detect_family(registry: Registry, header: CheckpointHeader, part: ModelPart) -> ModelFamily:
     """The registered family most confident that ``header`` is its ``part``.
 
     Every family in ``registry.families`` scores the file; the highest score above 0
@@ -37,14 +32,14 @@ def detect_family(registry: Any, header: CheckpointHeader, part: str) -> ModelFa
 
 
 def detect_common_family(
-    registry: Any, headers: Sequence[CheckpointHeader], part: str
+    registry: Registry, headers: Sequence[CheckpointHeader], part: ModelPart
 ) -> ModelFamily:
     """The family that recognises every file in ``headers`` as ``part``, by total score.
 
     Used by loaders that combine several files into one part (``DualCLIPLoader``): a
     family must score every file above 0 to be chosen.
     """
-    families: Mapping[str, ModelFamily] = getattr(registry, "families", None) or {}
+    families: Mapping[str, ModelFamily] = registry.families
     best: ModelFamily | None = None
     best_score = 0.0
     for family in families.values():
@@ -59,14 +54,14 @@ def detect_common_family(
     log.debug(
         "%s recognised as %s by family %s (score %s)",
         ", ".join(h.path.name for h in headers),
-        part,
+        ModelPart(part).label,
         best.name,
         best_score,
     )
     return best
 
 
-def _score(family: ModelFamily, header: CheckpointHeader, part: str) -> float:
+def _score(family: ModelFamily, header: CheckpointHeader, part: ModelPart) -> float:
     try:
         score = family.detect(header, part)
     except Exception as exc:  # one family's bug must not stop the others from claiming the file
@@ -83,10 +78,10 @@ def _score(family: ModelFamily, header: CheckpointHeader, part: str) -> float:
 
 
 def _unknown(
-    headers: Iterable[CheckpointHeader], part: str, families: Mapping[str, ModelFamily]
+    headers: Iterable[CheckpointHeader], part: ModelPart, families: Mapping[str, ModelFamily]
 ) -> UnknownCheckpointError:
     files = " + ".join(h.path.name for h in headers)
-    what = PART_NAMES.get(part, part)
+    what = ModelPart(part).label
     installed = ", ".join(families) if families else "none"
     hint = None
     if not families:

@@ -21,7 +21,6 @@ has loaded. They must stay cheap: declarations only, no weights, no device probi
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -31,8 +30,16 @@ if TYPE_CHECKING:
 
     from loom.events import ExecutionEvent
     from loom.executor.queue import PromptQueue
+    from loom.registration import (
+        RegisterFolderKind,
+        RegisterModelFamily,
+        RegisterNode,
+        RegisterSampler,
+        RegisterScheduler,
+        RegisterWeightAdapter,
+    )
     from loom.settings import Settings
-    from loom.types import AdapterKeyMap
+    from loom.types import AdapterKeyMap, AdapterTarget
 
 hookspec = pluggy.HookspecMarker("loom")
 hookimpl = pluggy.HookimplMarker("loom")
@@ -42,10 +49,11 @@ hookimpl = pluggy.HookimplMarker("loom")
 
 
 @hookspec
-def register_nodes(register: Callable[..., None]) -> None:
+def register_nodes(register: RegisterNode) -> None:
     """Register the node classes this plugin provides.
 
-    :param register: ``register(node_class, class_type=None, display_name=None)``. Accepts
+    :param register: ``register(node_class, class_type=None, display_name=None,
+        python_module=None)`` (:class:`loom.registration.RegisterNode`). Accepts
         declarative nodes (``@loom.node`` attrs classes) and classic ComfyUI classes
         (``INPUT_TYPES``/``RETURN_TYPES``/``FUNCTION``); ``class_type`` is required for
         classic classes, whose id lives in ``NODE_CLASS_MAPPINGS``.
@@ -57,10 +65,10 @@ def register_nodes(register: Callable[..., None]) -> None:
 
 
 @hookspec
-def register_model_folders(register: Callable[..., None]) -> None:
+def register_model_folders(register: RegisterFolderKind) -> None:
     """Declare model folder kinds (``checkpoints``, ``loras``, ...).
 
-    :param register: ``register(loom.folders.FolderKind(...))``: a key, the default
+    :param register: ``register(loom.FolderKind(...))``: a key, the default
         sub-directories under ``models/``, accepted file extensions and legacy aliases.
 
     Called once by the registry. Core declares ComfyUI's standard folders; a plugin adds the
@@ -69,20 +77,22 @@ def register_model_folders(register: Callable[..., None]) -> None:
 
 
 @hookspec
-def register_model_families(register: Callable[..., None]) -> None:
+def register_model_families(register: RegisterModelFamily) -> None:
     """Register model families: objects implementing :class:`loom.types.ModelFamily`.
 
     :param register: ``register(family)``; ``family.name`` must be unique.
 
     The generic loader nodes (``CheckpointLoaderSimple``, ``UNETLoader``, ``CLIPLoader``,
     ``VAELoader``, ...) read a safetensors header once and ask every family, in registration
-    order, whether it recognises the state dict; the family with the highest detection
-    score builds and loads the parts. Must not load weights at registration.
+    order, to score it for a :class:`loom.types.ModelPart`; the family with the highest
+    score gets ``family.load(header, part, request)`` with a :class:`loom.types.LoadRequest`
+    (extra files, weight dtype, text encoder type, model folders, memory manager). Must not
+    load weights at registration.
     """
 
 
 @hookspec
-def register_samplers(register: Callable[..., None]) -> None:
+def register_samplers(register: RegisterSampler) -> None:
     """Register sampling algorithms by ComfyUI name (``"euler"``, ``"dpmpp_2m"``).
 
     :param register: ``register(name, sampler)``; ``sampler`` follows the sampler contract
@@ -93,7 +103,7 @@ def register_samplers(register: Callable[..., None]) -> None:
 
 
 @hookspec
-def register_schedulers(register: Callable[..., None]) -> None:
+def register_schedulers(register: RegisterScheduler) -> None:
     """Register sigma schedules by ComfyUI name (``"normal"``, ``"karras"``).
 
     :param register: ``register(name, scheduler)``; ``scheduler(model_sampling, steps)``
@@ -104,7 +114,7 @@ def register_schedulers(register: Callable[..., None]) -> None:
 
 
 @hookspec
-def register_weight_adapters(register: Callable[..., None]) -> None:
+def register_weight_adapters(register: RegisterWeightAdapter) -> None:
     """Register weight-adapter formats (LoRA, LoHa, LoKr, ...).
 
     :param register: ``register(adapter)``; ``adapter`` implements
@@ -131,7 +141,7 @@ def register_commands(cli: click.Group) -> None:
 
 
 @hookspec(firstresult=True)
-def adapter_key_map(model: Any, kind: str) -> AdapterKeyMap | None:
+def adapter_key_map(model: Any, kind: AdapterTarget) -> AdapterKeyMap | None:
     """Name a model's weights the way weight-adapter files (LoRA, LyCORIS) name them.
 
     :param model: a MODEL or CLIP socket value, already cloned by the caller: the patches

@@ -21,7 +21,7 @@ from loom.executor.context import InterruptFlag, RunContext
 from loom.folders import ModelFolders
 from loom.plugins import PluginHost
 from loom.registry import Registry, collect
-from loom.types import CheckpointHeader, LoadedParts
+from loom.types import CheckpointHeader, LoadedParts, LoadRequest, ModelPart
 
 BUILTINS = (
     "loom.folders",
@@ -86,9 +86,9 @@ class ToyVae:
 
 
 class ToyModel:
-    def __init__(self, weight: torch.Tensor, options: Mapping[str, Any]) -> None:
+    def __init__(self, weight: torch.Tensor, request: LoadRequest) -> None:
         self.weight = weight
-        self.options = dict(options)
+        self.request = request
 
 
 class ToyFamily:
@@ -105,17 +105,14 @@ class ToyFamily:
         self.prefix = prefix
         self.score = score
         self.drop = drop  # parts this family claims but fails to return (None)
-        self.loads: list[tuple[str, str, dict[str, Any]]] = []
-        self.runtimes: list[Any] = []
+        self.loads: list[tuple[str, ModelPart, LoadRequest]] = []
 
-    def detect(self, header: CheckpointHeader, part: str) -> float:
+    def detect(self, header: CheckpointHeader, part: ModelPart) -> float:
         key = f"{self.prefix}{PART_KEYS[part]}.weight"
         return self.score if header.has(key) else 0.0
 
-    def load(self, header: CheckpointHeader, part: str, options: Mapping[str, Any]) -> LoadedParts:
-        self.runtimes.append(options.get("runtime"))
-        options = {key: value for key, value in options.items() if key != "runtime"}
-        self.loads.append((header.path.name, part, dict(options)))
+    def load(self, header: CheckpointHeader, part: ModelPart, request: LoadRequest) -> LoadedParts:
+        self.loads.append((header.path.name, part, request))
         tensors = safetensors.torch.load_file(header.path)
         source = f"{self.name}:{header.path.name}"
 
@@ -125,9 +122,9 @@ class ToyFamily:
             return tensors.get(f"{self.prefix}{kind}.weight")
 
         model, clip, vae = get("model"), get("clip"), get("vae")
-        extra = tuple(h.path.name for h in options.get("extra_headers", ()))
+        extra = tuple(h.path.name for h in request.extra_headers)
         return LoadedParts(
-            model=ToyModel(model, options) if model is not None else None,
+            model=ToyModel(model, request) if model is not None else None,
             clip=ToyClip(clip, source, extra=extra) if clip is not None else None,
             vae=ToyVae(vae, source) if vae is not None else None,
         )
@@ -166,7 +163,9 @@ def make_ctx(
 ) -> RunContext:
     runtime = None
     if registry is not None:
-        runtime = types.SimpleNamespace(registry=registry, folders=registry.folders, settings=None)
+        runtime = types.SimpleNamespace(
+            registry=registry, folders=registry.folders, settings=None, memory=None
+        )
     return RunContext(
         node_id=node_id,
         prompt_id="p",

@@ -17,6 +17,7 @@ from loom_toy_family import (
 
 from loom.errors import LoomError, ModelFileError, UnknownCheckpointError
 from loom.nodes.object_info import to_json
+from loom.types import ModelPart
 
 
 @pytest.fixture
@@ -73,7 +74,13 @@ def test_checkpoint_to_text_encode_to_vae_decode(tmp_path, registry, toy):
     write_model(_models(tmp_path) / "checkpoints" / "toy.safetensors", scale=3.0)
     model, clip, vae = run_node(registry, "CheckpointLoaderSimple", ckpt_name="toy.safetensors")
     assert isinstance(model, ToyModel) and isinstance(clip, ToyClip) and isinstance(vae, ToyVae)
-    assert toy.loads == [("toy.safetensors", "checkpoint", {})]
+    [(name, part, request)] = toy.loads
+    assert (name, part, request.weight_dtype, request.clip_type) == (
+        "toy.safetensors",
+        ModelPart.CHECKPOINT,
+        None,
+        None,
+    )
 
     (cond,) = run_node(registry, "CLIPTextEncode", text="a red fox", clip=clip)
     assert len(cond) == 1
@@ -177,22 +184,26 @@ def test_unet_loader_passes_weight_dtype(tmp_path, registry, toy):
     (model,) = run_node(
         registry, "UNETLoader", unet_name="u.safetensors", weight_dtype="fp8_e4m3fn"
     )
-    assert model.options == {"weight_dtype": "fp8_e4m3fn"}
-    assert toy.loads[-1][:2] == ("u.safetensors", "diffusion_model")
-    assert toy.runtimes[-1] is not None  # families get the runtime (folders, memory manager)
+    assert model.request.weight_dtype == "fp8_e4m3fn"
+    assert toy.loads[-1][:2] == ("u.safetensors", ModelPart.DIFFUSION_MODEL)
+    # Families get the runtime's model folders and memory manager in the request.
+    assert model.request.folders is not None and model.request.folders.paths("embeddings")
 
 
 def test_clip_loader_passes_type_and_device(tmp_path, registry, toy):
     write_model(_models(tmp_path) / "text_encoders" / "te.safetensors", parts=("clip",))
     (clip,) = run_node(registry, "CLIPLoader", clip_name="te.safetensors", type="sd3", device="cpu")
     assert isinstance(clip, ToyClip)
-    assert toy.loads[-1] == (
+    name, part, request = toy.loads[-1]
+    assert (name, part, request.clip_type, request.device) == (
         "te.safetensors",
-        "text_encoder",
-        {"clip_type": "sd3", "device": "cpu"},
+        ModelPart.TEXT_ENCODER,
+        "sd3",
+        "cpu",
     )
     run_node(registry, "CLIPLoader", clip_name="te.safetensors", type="stable_diffusion")
-    assert toy.loads[-1][2] == {"clip_type": "stable_diffusion", "device": "default"}
+    request = toy.loads[-1][2]
+    assert (request.clip_type, request.device) == ("stable_diffusion", "default")
 
 
 def test_clip_loader_on_a_file_without_text_encoder(tmp_path):
@@ -213,14 +224,14 @@ def test_dual_clip_loader_combines_two_files(tmp_path, registry, toy):
         type="sdxl",
     )
     assert clip.source == "toy:l.safetensors" and clip.extra == ("g.safetensors",)
-    name, part, options = toy.loads[-1]
-    assert (name, part, options["clip_type"], options["device"]) == (
+    name, part, request = toy.loads[-1]
+    assert (name, part, request.clip_type, request.device) == (
         "l.safetensors",
         "text_encoder",
         "sdxl",
         "default",
     )
-    assert [h.path.name for h in options["extra_headers"]] == ["g.safetensors"]
+    assert [h.path.name for h in request.extra_headers] == ["g.safetensors"]
 
 
 def test_vae_loader(tmp_path, registry):

@@ -1,7 +1,7 @@
 """Finding the files of a CLIP BPE tokenizer, without ever downloading them.
 
-Order: a folder named in the load options (``tokenizer_path``), ``<dir>/<name>/`` for every
-directory of the ``tokenizers`` model folder (``models/tokenizers`` under the base directory,
+Order: a folder named in the load request (``LoadRequest.tokenizer_dir``), ``<dir>/<name>/``
+for every directory of the ``tokenizers`` model folder (``models/tokenizers`` under the base directory,
 plus ``tokenizers:`` entries of extra_model_paths.yaml) and of ``LOOM_TOKENIZERS_PATH``
 (``os.pathsep``-separated), then the Hugging Face cache (read only, offline). With none of
 them, :class:`TokenizerNotFound` says which files to put where.
