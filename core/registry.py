@@ -19,15 +19,18 @@ from loom.nodes.schema import compile_declarative, is_declarative
 from loom.nodes.spec import NodeDef
 
 if TYPE_CHECKING:
-    from loom.folders import FolderKind, ModelFolders
+    from loom.folders import FolderKind
     from loom.plugins import PluginHost
-    from loom.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 class Registry:
-    """Node types, model folders, families, samplers, schedulers and adapters, by plugin."""
+    """Node types, model folder kinds, families, samplers, schedulers and adapters, by plugin.
+
+    What plugins registered, and nothing else: settings and model folders come from the
+    runtime (:class:`loom.runtime.Runtime`) or a node's run context.
+    """
 
     def __init__(self) -> None:
         self.nodes: dict[str, NodeDef] = {}
@@ -39,10 +42,6 @@ class Registry:
         self.owner: dict[tuple[str, str], str] = {}
         self.by_plugin: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
         self.failures: list[LoomError] = []
-        #: Set by the runtime: live model folder listings for combos (``folders.filenames``).
-        self.folders: ModelFolders | None = None
-        #: Set by the runtime: directories and options, for combos and validation hooks.
-        self.settings: Settings | None = None
 
     # -- adding ---------------------------------------------------------------------
 

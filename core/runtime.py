@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loom.folders import ExtraPaths, ModelFolders, read_extra_model_paths
+from loom.nodes.spec import NodeEnvironment
 from loom.plugins import PluginHost
 from loom.registry import Registry, collect
 from loom.settings import Settings
@@ -21,6 +22,7 @@ from loom.settings import Settings
 if TYPE_CHECKING:
     from loom.executor.executor import Executor
     from loom.executor.queue import PromptQueue
+    from loom.memory import MemoryManager
 
 log = logging.getLogger(__name__)
 
@@ -39,21 +41,22 @@ class Runtime:
             from loom.custom_nodes import register_custom_nodes
 
             register_custom_nodes(self.host, self.custom_node_dirs())
-        registry = collect(self.host)
-        registry.settings = self.settings
-        registry.folders = ModelFolders(
+        return collect(self.host)
+
+    @cached_property
+    def folders(self) -> ModelFolders:
+        """The model folders: the kinds plugins declared, under the settings' directories."""
+        return ModelFolders(
             self.settings.models_dir,
             self.settings.output_dir,
-            registry.folder_kinds,
+            self.registry.folder_kinds,
             self.extra_paths,
         )
-        return registry
 
     @property
-    def folders(self) -> ModelFolders:
-        folders = self.registry.folders
-        assert folders is not None
-        return folders
+    def environment(self) -> NodeEnvironment:
+        """What live combos, ``validate_inputs`` and ``fingerprint`` of nodes see."""
+        return NodeEnvironment(self.registry, self.folders, self.settings)
 
     @cached_property
     def extra_paths(self) -> list[ExtraPaths]:
@@ -67,7 +70,7 @@ class Runtime:
         ]
 
     @cached_property
-    def memory(self) -> Any:
+    def memory(self) -> MemoryManager:
         """The memory manager (``loom.memory``), created on first use."""
         from loom.memory import MemoryManager
 

@@ -21,7 +21,7 @@ from loom.executor.graph import Prompt
 from loom.executor.prompt_run import PromptRun
 from loom.executor.reporting import EventCallback, Reporter
 from loom.executor.validate import ValidatedPrompt, validate_prompt
-from loom.nodes.spec import NodeDef
+from loom.nodes.spec import NodeDef, NodeEnvironment
 
 if TYPE_CHECKING:
     from loom.registry import Registry
@@ -61,6 +61,12 @@ class Executor:
         self.runtime = runtime
         self.registry = registry if registry is not None else runtime.registry  # type: ignore[union-attr]
         settings = runtime.settings if runtime is not None else None
+        #: What live combos, validate_inputs and fingerprint see.
+        self.environment = (
+            NodeEnvironment(self.registry, runtime.folders, settings)
+            if runtime is not None
+            else NodeEnvironment(registry=self.registry)
+        )
         self.cache = OutputCache(
             settings.cache_policy if settings else "classic",
             settings.cache_size if settings else 100,
@@ -74,7 +80,7 @@ class Executor:
         self, prompt: Any, partial_targets: Iterable[str] | None = None
     ) -> ValidatedPrompt:
         """Check a prompt; raises :class:`~loom.errors.PromptValidationError` when nothing can run."""
-        return validate_prompt(prompt, self.registry, partial_targets)
+        return validate_prompt(prompt, self.registry, partial_targets, self.environment)
 
     def interrupt(self) -> None:
         """Ask the running prompt to stop at the next node or sampler step."""

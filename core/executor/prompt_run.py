@@ -71,6 +71,7 @@ class PromptRun:
     ) -> None:
         self.executor = executor
         self.registry = executor.registry
+        self.env = executor.environment
         self.prompt_id = prompt_id
         self.graph = DynamicPrompt(prompt)
         self.outputs = list(outputs)
@@ -93,7 +94,7 @@ class PromptRun:
     def input_types(self, definition: NodeDef) -> InputTypes:
         found = self._input_types.get(definition.class_type)
         if found is None:
-            found = self._input_types[definition.class_type] = definition.input_types(self.registry)
+            found = self._input_types[definition.class_type] = definition.input_types(self.env)
         return found
 
     def sign(self, node_ids: list[str]) -> None:
@@ -119,7 +120,7 @@ class PromptRun:
         constants = {k: v for k, v in inputs.items() if not is_link(v)}
         try:
             obj = self.executor.object_for(node_id, definition)
-            return definition.impl.fingerprint(obj, constants, self.registry)
+            return definition.impl.fingerprint(obj, constants, self.env)
         except Exception:  # ComfyUI: a raising IS_CHANGED means "always re-run"
             return never_cached()
 

@@ -18,9 +18,10 @@ from typing import Any
 import attrs
 
 import loom
-from loom.errors import LoomError, ModelFileError
+from loom.errors import ModelFileError
 from loom.executor.context import RunContext
 from loom.family_detection import detect_common_family, detect_family
+from loom.folders import ModelFolders
 from loom.safetensors_header import read_header
 from loom.types import CheckpointHeader, Clip, LoadedParts, LoadRequest, Model, ModelPart, Vae
 
@@ -72,38 +73,30 @@ DUAL_CLIP_TYPES = [
 CLIP_DEVICES = ["default", "cpu"]
 
 
-def model_files(key: str) -> Callable[[Any], list[str]]:
+def model_files(key: str) -> Callable[[ModelFolders | None], list[str]]:
     """A live combo source: the files in model folder ``key`` (empty without folders)."""
 
-    def options(registry: Any) -> list[str]:
-        folders = getattr(registry, "folders", None)
-        if folders is None:
-            return []
-        return folders.filenames(key)
+    def options(folders: ModelFolders | None) -> list[str]:
+        return folders.filenames(key) if folders is not None else []
 
     return options
 
 
 # --- shared loading steps --------------------------------------------------------------
 
-
-def _runtime(ctx: Any) -> Any:
-    runtime = getattr(ctx, "runtime", None)
-    if runtime is None:
-        raise LoomError("loader nodes need a runtime (model folders and model families)")
-    return runtime
+_NEEDS = "model folders and model families"
 
 
-def resolve_file(ctx: Any, key: str, filename: str) -> Path:
+def resolve_file(ctx: RunContext, key: str, filename: str) -> Path:
     """The path of combo value ``filename`` in model folder ``key``.
 
     :raises ModelFileError: no such file in any of the folder's directories (ComfyUI's
         message, with the directories searched as the hint).
     """
-    folders = _runtime(ctx).folders
-    path = folders.find(key, filename) if folders is not None else None
+    folders = ctx.require_runtime(_NEEDS).folders
+    path = folders.find(key, filename)
     if path is None:
-        searched = ", ".join(str(p) for p in folders.paths(key)) if folders is not None else "none"
+        searched = ", ".join(str(p) for p in folders.paths(key))
         raise ModelFileError(
             f"Model in folder '{key}' with filename '{filename}' not found.",
             hint=f"put the file in one of: {searched}",
@@ -125,7 +118,7 @@ def load_part(
     one part; the family receives their headers as ``request.extra_headers``, and the
     runtime's model folders and memory manager in ``request``.
     """
-    runtime = _runtime(ctx)
+    runtime = ctx.require_runtime(_NEEDS)
     headers = [read_header(resolve_file(ctx, key, name)) for name in (filename, *extra_files)]
     if len(headers) == 1:
         family = detect_family(runtime.registry, headers[0], part)

@@ -8,7 +8,6 @@ produced a result.
 
 from __future__ import annotations
 
-import types
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,9 +17,10 @@ import torch
 
 import loom
 from loom.executor.context import InterruptFlag, RunContext
-from loom.folders import ModelFolders
 from loom.plugins import PluginHost
 from loom.registry import Registry, collect
+from loom.runtime import Runtime
+from loom.settings import Settings
 from loom.types import CheckpointHeader, LoadedParts, LoadRequest, ModelPart
 
 BUILTINS = (
@@ -142,30 +142,36 @@ class FamiliesPlugin:
             register(family)
 
 
-def make_registry(tmp_path: Path | None = None, *families: Any) -> Registry:
-    """Built-in nodes plus ``families``; model folders under ``tmp_path`` when given."""
+def _host(*families: Any) -> PluginHost:
     host = PluginHost(entry_points=False, builtins=BUILTINS)
     if families:
         host.register(FamiliesPlugin(*families), "toy")
     host.load()
     assert not host.failures, host.failures
-    registry = collect(host)
+    return host
+
+
+def make_registry(*families: Any) -> Registry:
+    """Built-in nodes plus ``families`` (no runtime: no model folders)."""
+    registry = collect(_host(*families))
     assert not registry.failures, registry.failures
-    if tmp_path is not None:
-        registry.folders = ModelFolders(
-            tmp_path / "models", tmp_path / "output", registry.folder_kinds
-        )
     return registry
 
 
+def make_runtime(tmp_path: Path, *families: Any) -> Runtime:
+    """A real runtime with the built-in nodes plus ``families``, its base directory ``tmp_path``."""
+    settings = Settings(base_directory=tmp_path, load_custom_nodes=False)
+    runtime = Runtime(settings, _host(*families))
+    assert not runtime.registry.failures, runtime.registry.failures
+    return runtime
+
+
 def make_ctx(
-    registry: Registry | None = None, *, node_id: str = "1", prompt: Mapping[str, Any] | None = None
+    runtime: Runtime | None = None,
+    *,
+    node_id: str = "1",
+    prompt: Mapping[str, Any] | None = None,
 ) -> RunContext:
-    runtime = None
-    if registry is not None:
-        runtime = types.SimpleNamespace(
-            registry=registry, folders=registry.folders, settings=None, memory=None
-        )
     return RunContext(
         node_id=node_id,
         prompt_id="p",
@@ -177,13 +183,15 @@ def make_ctx(
 
 
 def run_node(
-    registry: Registry, class_type: str, ctx: RunContext | None = None, **inputs: Any
+    target: Runtime | Registry, class_type: str, ctx: RunContext | None = None, **inputs: Any
 ) -> tuple[Any, ...]:
-    """Execute one node the way the executor does; returns its output values."""
+    """Execute one node the way the executor does (in ``target`` when it is a runtime)."""
+    runtime = target if isinstance(target, Runtime) else None
+    registry = runtime.registry if runtime is not None else target
     definition = registry.get_node(class_type)
     assert definition is not None, class_type
     impl = definition.impl
-    return impl.execute(impl.create(), inputs, ctx or make_ctx(registry)).values
+    return impl.execute(impl.create(), inputs, ctx or make_ctx(runtime)).values
 
 
 def write_model(

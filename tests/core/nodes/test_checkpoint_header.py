@@ -161,7 +161,7 @@ def test_highest_score_wins_and_ties_go_to_the_first(tmp_path):
         ToyFamily("high", score=2.0),
         ToyFamily("same", score=2.0),
     )
-    registry = make_registry(None, low, high, same)
+    registry = make_registry(low, high, same)
     header = read_header(write_model(tmp_path / "m.safetensors"))
     assert detect_family(registry, header, "checkpoint") is high
 
@@ -172,14 +172,14 @@ def test_a_family_that_raises_is_skipped(tmp_path, caplog):
             raise RuntimeError("bug in plugin")
 
     good = ToyFamily("good")
-    registry = make_registry(None, Broken("broken", score=9.0), good)
+    registry = make_registry(Broken("broken", score=9.0), good)
     header = read_header(write_model(tmp_path / "m.safetensors"))
     assert detect_family(registry, header, "vae") is good
     assert "model family broken failed to inspect m.safetensors" in caplog.text
 
 
 def test_unknown_checkpoint_lists_installed_families(tmp_path):
-    registry = make_registry(None, ToyFamily("alpha", prefix="a."), ToyFamily("beta", prefix="b."))
+    registry = make_registry(ToyFamily("alpha", prefix="a."), ToyFamily("beta", prefix="b."))
     header = read_header(write_model(tmp_path / "mystery.safetensors", prefix="z."))
     with pytest.raises(UnknownCheckpointError) as info:
         detect_family(registry, header, "text_encoder")
@@ -191,7 +191,7 @@ def test_unknown_checkpoint_lists_installed_families(tmp_path):
 
 
 def test_unknown_checkpoint_without_families_hints_at_a_plugin(tmp_path):
-    registry = make_registry(None)
+    registry = make_registry()
     header = read_header(write_model(tmp_path / "x.safetensors"))
     with pytest.raises(
         UnknownCheckpointError, match="as a checkpoint; installed model families: none"
@@ -207,7 +207,7 @@ def test_common_family_must_recognise_every_file(tmp_path):
             return 1.0 if header.keys_with_prefix("a.") or header.keys_with_prefix("b.") else 0.0
 
     solo, both = ToyFamily("solo", prefix="a.", score=5.0), Both("both")
-    registry = make_registry(None, solo, both)
+    registry = make_registry(solo, both)
     first = read_header(write_model(tmp_path / "one.safetensors", prefix="a.", parts=("clip",)))
     second = read_header(write_model(tmp_path / "two.safetensors", prefix="b.", parts=("clip",)))
     assert detect_family(registry, first, "text_encoder") is solo
@@ -215,4 +215,4 @@ def test_common_family_must_recognise_every_file(tmp_path):
     with pytest.raises(
         UnknownCheckpointError, match=r"recognises one\.safetensors \+ two\.safetensors"
     ):
-        detect_common_family(make_registry(None, solo), [first, second], "text_encoder")
+        detect_common_family(make_registry(solo), [first, second], "text_encoder")
