@@ -38,7 +38,7 @@ _PREVIEW_SUFFIXES = (
 
 @routes.get("/object_info")
 async def object_info(request: web.Request) -> web.Response:
-    from loom.nodes.object_info import object_info as build
+    from loom.frontend import object_info as build
 
     runtime = runtime_of(request)
     document = await asyncio.get_running_loop().run_in_executor(
@@ -49,14 +49,14 @@ async def object_info(request: web.Request) -> web.Response:
 
 @routes.get("/object_info/{node_class}")
 async def object_info_one(request: web.Request) -> web.Response:
-    from loom.nodes.object_info import to_json
+    from loom.frontend import node_info_json
 
     runtime = runtime_of(request)
     class_type = request.match_info["node_class"]
     definition = runtime.registry.get_node(class_type)
     if definition is None:
         return json_response({})
-    return json_response({class_type: to_json(definition, runtime.environment)})
+    return json_response({class_type: node_info_json(definition, runtime.environment)})
 
 
 def _filenames(request: web.Request, key: str) -> list[str]:
