@@ -132,8 +132,9 @@ def register_commands(cli: click.Group) -> None:
 
     :param cli: the root click group; call ``cli.command()`` / ``cli.add_command()`` on it.
 
-    Called once when the CLI starts, after plugins load. Import heavy modules inside the
-    command function, not at plugin import, so ``loom --help`` stays fast.
+    Called once when the CLI starts, after plugins load, once per implementing plugin: one
+    plugin's failure is reported and the others' commands still appear. Import heavy modules
+    inside the command function, not at plugin import, so ``loom --help`` stays fast.
     """
 
 
@@ -171,9 +172,10 @@ def on_execution_event(event: ExecutionEvent) -> None:
         payload ComfyUI sends; ``event.client_id`` is the client that queued the prompt (or
         None: broadcast); binary previews carry ``event.preview``.
 
-    Called by the executor's worker thread, synchronously, for every event of every prompt.
-    All implementations are called. An implementation must return quickly and must not
-    raise: hand the event to your own thread or loop (the HTTP plugin does).
+    Called by the executor's worker thread, synchronously, for every event of every prompt,
+    once per implementing plugin (see the module docstring): an implementation that raises
+    is logged and the others still get the event. An implementation must return quickly:
+    hand the event to your own thread or loop (the HTTP plugin does).
     """
 
 

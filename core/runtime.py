@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from loom.folders import ExtraPaths, ModelFolders, read_extra_model_paths
 from loom.nodes.spec import NodeEnvironment
@@ -20,6 +20,7 @@ from loom.registry import Registry, collect
 from loom.settings import Settings
 
 if TYPE_CHECKING:
+    from loom.events import ExecutionEvent
     from loom.executor.executor import Executor
     from loom.executor.queue import PromptQueue
     from loom.memory import MemoryManager
@@ -90,7 +91,7 @@ class Runtime:
         queue = self.host.hook.make_prompt_queue(settings=self.settings)
         return queue if queue is not None else InProcessQueue()
 
-    def emit(self, event: Any) -> None:
+    def emit(self, event: ExecutionEvent) -> None:
         """Send an execution event to every ``on_execution_event`` implementation.
 
         Each implementation is called on its own, so one raising observer neither breaks the
