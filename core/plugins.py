@@ -88,7 +88,7 @@ class PluginHost:
         self.infos: list[PluginInfo] = []
         self.failures: list[PluginLoadError] = []
         self._loaded = False
-        self._single_callers: dict[tuple[str, tuple[str, ...], str], pluggy.HookCaller] = {}
+        self._single_callers: dict[tuple[str, tuple[Any, ...], Any], pluggy.HookCaller] = {}
         if os.environ.get("LOOM_TRACE_HOOKS"):
             self.pm.add_hookcall_monitoring(_trace_before, _trace_after)
 
@@ -117,21 +117,19 @@ class PluginHost:
         caller = getattr(self.pm.hook, hook_name)
         plain = [i for i in caller.get_hookimpls() if not (i.wrapper or i.hookwrapper)]
         plain.sort(key=lambda impl: 0 if impl.tryfirst else 2 if impl.trylast else 1)
-        names = tuple(impl.plugin_name for impl in plain)
         results = []
         for impl in plain:
-            single = self._single_caller(hook_name, names, impl, plain)
+            single = self._single_caller(hook_name, impl, plain)
             try:
                 results.append((impl.plugin_name, single(**kwargs_for(impl.plugin_name))))
             except Exception as exc:  # one plugin's bug must not stop the others
                 on_error(impl.plugin_name, exc)
         return results
 
-    def _single_caller(
-        self, hook_name: str, names: tuple[str, ...], impl: Any, plain: list[Any]
-    ) -> pluggy.HookCaller:
-        # Cached per set of implementations: events call this for every progress step.
-        key = (hook_name, names, impl.plugin_name)
+    def _single_caller(self, hook_name: str, impl: Any, plain: list[Any]) -> pluggy.HookCaller:
+        # Cached per set of implementations (the HookImpl objects themselves, so a plugin
+        # registered again under the same name is a new key): events call this every step.
+        key = (hook_name, tuple(plain), impl)
         caller = self._single_callers.get(key)
         if caller is None:
             others = [other.plugin for other in plain if other is not impl]
@@ -216,6 +214,7 @@ class PluginHost:
         log.debug("plugin %s failed here:", name, exc_info=cause)
 
     def unregister(self, name: str) -> None:
+        self._single_callers.clear()
         plugin = self.pm.get_plugin(name)
         if plugin is not None:
             self.pm.unregister(plugin, name=name)

@@ -484,3 +484,22 @@ def test_a_wrapper_wraps_each_plugins_registration_with_its_register() -> None:
     assert len(wrapped) == 2
     assert registry.owner[("scheduler", "extra_0")] == "test_plugin_0"
     assert registry.owner[("scheduler", "extra_1")] == "test_plugin_2"
+
+
+def test_hook_on_execution_event_reaches_plugins_registered_later(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    class Observer:
+        def __init__(self, tag: str) -> None:
+            self.tag = tag
+
+        @loom.hookimpl
+        def on_execution_event(self, event):
+            seen.append(self.tag)
+
+    runtime = make_runtime(tmp_path, Observer("a"), Observer("b"))
+    runtime.emit(ExecutionEvent("status", {}))
+    runtime.host.unregister("test_plugin_1")
+    runtime.host.register(Observer("c"), "test_plugin_1")
+    runtime.emit(ExecutionEvent("status", {}))
+    assert seen == ["a", "b", "a", "c"]
