@@ -18,6 +18,7 @@ from loom.nodes.spec import InputTypes, NodeDef, NodeEnvironment, NodeOutput, Ou
 
 if TYPE_CHECKING:
     from loom.executor.context import RunContext
+    from loom.registry import Registry
 
 
 def is_classic(cls: Any) -> bool:
@@ -47,7 +48,7 @@ class ClassicImpl:
         self.cls = cls
         self.function = cls.FUNCTION
 
-    def input_types(self, env: NodeEnvironment) -> InputTypes:
+    def input_types(self, env: NodeEnvironment | Registry | None) -> InputTypes:
         return self.cls.INPUT_TYPES()
 
     def create(self) -> Any:

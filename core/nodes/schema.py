@@ -40,6 +40,7 @@ from loom.types import WIDGET_TYPES, Socket
 
 if TYPE_CHECKING:
     from loom.executor.context import RunContext
+    from loom.registry import Registry
 
 _META = "loom"
 _OUTPUTS_MARK = "__loom_outputs__"
@@ -309,7 +310,8 @@ class DeclarativeImpl:
         self.multi_output = multi_output
         self._names = {field.name for field in fields}
 
-    def input_types(self, env: NodeEnvironment) -> InputTypes:
+    def input_types(self, env: NodeEnvironment | Registry | None) -> InputTypes:
+        env = NodeEnvironment.of(env)
         sections: InputTypes = {"required": {}}
         for field in self.fields:
             options = dict(field.meta.options)

@@ -81,8 +81,9 @@ class NodeEnvironment:
 class NodeImpl(Protocol):
     """How the executor talks to one node type, whichever way it was written."""
 
-    def input_types(self, env: NodeEnvironment) -> InputTypes:
-        """The node's inputs in ComfyUI's INPUT_TYPES shape, with live combo lists."""
+    def input_types(self, env: NodeEnvironment | Registry | None) -> InputTypes:
+        """The node's inputs in ComfyUI's INPUT_TYPES shape, with live combo lists
+        (``env``: see :meth:`NodeEnvironment.of`)."""
 
     def create(self) -> Any:
         """A per-node-id object kept in the objects cache (classic nodes keep state on it)."""
@@ -131,7 +132,7 @@ class NodeDef:
 
     def input_types(self, env: NodeEnvironment | Registry | None = None) -> InputTypes:
         """INPUT_TYPES with live combos computed from ``env`` (a bare registry: no folders)."""
-        return self.impl.input_types(NodeEnvironment.of(env))
+        return self.impl.input_types(env)
 
 
 OptionsSource = Callable[..., list[Any]]
