@@ -68,10 +68,11 @@ def load_in_child(path: Path) -> dict:
 import json, sys, time
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 from machine import peak_rss_bytes
-from loom.checkpoint import read_header
+from loom.safetensors_header import read_header
+from loom.types import ModelPart
 from loom_flux.family import FluxFamily
 start = time.perf_counter()
-parts = FluxFamily().load(read_header({str(path)!r}), "diffusion_model", {{}})
+parts = FluxFamily().load(read_header({str(path)!r}), ModelPart.DIFFUSION_MODEL)
 seconds = time.perf_counter() - start
 assert parts.model is not None
 print(json.dumps({{"seconds": seconds, "peak_rss": peak_rss_bytes()}}))
@@ -105,10 +106,11 @@ def step_times(path: Path, config, repeats: int, skip_diffusers: bool) -> dict[s
     from loom_flux.dit import image_ids, patchify
     from loom_flux.family import FluxFamily
 
-    from loom.checkpoint import read_header
     from loom.memory import set_compute_dtype
+    from loom.safetensors_header import read_header
+    from loom.types import ModelPart
 
-    module = FluxFamily().load(read_header(path), "diffusion_model", {}).model.module
+    module = FluxFamily().load(read_header(path), ModelPart.DIFFUSION_MODEL).model.module
     set_compute_dtype(module, torch.bfloat16)
     x, sigma, context, pooled, guidance = step_inputs(config)
     bf = torch.bfloat16

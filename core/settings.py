@@ -70,6 +70,7 @@ class Settings:
     )
     #: Raise glibc's mmap/trim thresholds at start-up so activation buffers are not returned
     #: to the OS and faulted back on every op (see loom.memory.allocator; LOOM_MALLOC=0 too).
+    #: Read by the ``loom`` command line (run, serve, worker); ``Runtime()`` never applies it.
     tune_host_allocator: bool = True
     #: A shared prompt queue's URL for the ``make_prompt_queue`` plugin that understands it
     #: (``redis://host:6379/0`` with loom-redis); None: core's in-process queue.

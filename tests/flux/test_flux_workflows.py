@@ -110,7 +110,7 @@ def ksampler_flux(width=64, height=64) -> dict:
 
 
 def run(runtime, prompt: dict):
-    from loom.executor.run import Executor
+    from loom.executor.executor import Executor
 
     executor = Executor(runtime)
     validated = executor.validate(copy.deepcopy(prompt))
@@ -270,7 +270,7 @@ def test_fill_and_control_models_take_their_concat_inputs(
 
 
 def test_fill_model_without_its_mask_inputs_names_node_and_fix(runtime, base_dir):
-    from loom.executor.run import Executor
+    from loom.executor.executor import Executor
 
     prompt = _edit_prompt(
         base_dir, runtime, "tiny-fill.safetensors", 384, "InpaintModelConditioning"

@@ -12,6 +12,7 @@ from typing import Any
 
 import loom
 from loom.errors import LoomError
+from loom.executor.context import RunContext
 from loom.nodes.spec import OutputDef
 from loom.types import Clip, Conditioning, Image, Latent, Mask, Vae
 
@@ -29,10 +30,10 @@ VAE_MISSING = (
 _FILE_INPUTS = ("ckpt_name", "clip_name", "clip_name1", "vae_name", "unet_name")
 
 
-def _source_hint(ctx: Any, input_name: str) -> str | None:
+def _source_hint(ctx: RunContext, input_name: str) -> str | None:
     """Which loader node and file fed ``input_name``, read from the prompt, for error hints."""
-    prompt = getattr(ctx, "prompt", None) or {}
-    node = prompt.get(getattr(ctx, "node_id", None)) or {}
+    prompt = ctx.prompt
+    node = prompt.get(ctx.node_id) or {}
     link = (node.get("inputs") or {}).get(input_name)
     if not (isinstance(link, list) and len(link) == 2):
         return None
@@ -47,7 +48,7 @@ def _source_hint(ctx: Any, input_name: str) -> str | None:
     return None
 
 
-def _require(value: Any, ctx: Any, input_name: str, message: str) -> Any:
+def _require(value: Any, ctx: RunContext, input_name: str, message: str) -> Any:
     if value is None:
         raise LoomError(message, hint=_source_hint(ctx, input_name))
     return value

@@ -4,8 +4,8 @@ Files are read memory-mapped, each component's config is read off the key shapes
 (:mod:`loom_flux.detect`), modules are built on the meta device and the mapped tensors
 assigned: weights stay in their stored dtype (bf16, fp16, fp8) and are cast per layer.
 ``UNETLoader``'s ``weight_dtype`` fp8 choices round every DiT tensor to that fp8 type at load,
-as ComfyUI does. Options read: ``runtime`` (folders, memory manager), ``weight_dtype``,
-``clip_type``, ``extra_headers``.
+as ComfyUI does. The :class:`~loom.types.LoadRequest` fields read: ``folders``, ``memory``,
+``weight_dtype``, ``clip_type``, ``extra_headers``, ``tokenizer_dir``.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ import attrs
 import torch
 from loom_sd15 import detect as sd15_detect
 from loom_sd15.convert import Conversion, vae_conversion
-from loom_sd15.family import SD15Family, _memory
+from loom_sd15.family import SD15Family
 from loom_sd15.tokenizer import search_dirs
 from loom_sd15.vae import AutoencoderKL, SD15Vae
 
 from loom.errors import ModelFileError
 from loom.memory import LoadPolicy, ModelHandle, build_on_meta, load_into_module, open_safetensors
-from loom.types import CheckpointHeader, LoadedParts
+from loom.types import CheckpointHeader, LoadedParts, LoadRequest, ModelPart
 from loom_flux import detect
 from loom_flux.clip import FluxClip
 from loom_flux.convert import DiffusersView
@@ -83,23 +83,23 @@ class FluxFamily:
 
     name = "flux"
 
-    def detect(self, header: CheckpointHeader, part: str) -> float:
+    def detect(self, header: CheckpointHeader, part: ModelPart) -> float:
         return detect.score(header, part)
 
-    def load(self, header: CheckpointHeader, part: str, options: Mapping[str, Any]) -> LoadedParts:
+    def load(
+        self, header: CheckpointHeader, part: ModelPart, request: LoadRequest = LoadRequest()
+    ) -> LoadedParts:
         shapes = detect.shapes_of(header)
         state = open_safetensors(header.path)
         file = header.path.name
-        runtime = options.get("runtime")
-        memory = _memory(runtime)
+        memory = request.memory
         model = clip = vae = None
         if part in ("checkpoint", "diffusion_model"):
-            model = self.load_dit(state, shapes, file, options.get("weight_dtype"))
+            model = self.load_dit(state, shapes, file, request.weight_dtype)
         if part == "text_encoder":
-            headers = (header, *options.get("extra_headers", ()))
-            clip = self.load_text_encoders(headers, options, runtime, memory)
+            clip = self.load_text_encoders((header, *request.extra_headers), request)
         if part == "checkpoint":
-            clip = self._checkpoint_clip(header, shapes, options, runtime, memory)
+            clip = self._checkpoint_clip(header, shapes, request)
         if part in ("checkpoint", "vae"):
             prefix = flux_vae_prefix(shapes)
             if prefix is not None:
@@ -128,13 +128,9 @@ class FluxFamily:
         return FluxModel(dit, name=f"flux-dit:{file}")
 
     def load_text_encoders(
-        self,
-        headers: tuple[CheckpointHeader, ...],
-        options: Mapping[str, Any],
-        runtime: Any,
-        memory: Any,
+        self, headers: tuple[CheckpointHeader, ...], request: LoadRequest
     ) -> FluxClip:
-        clip_type = options.get("clip_type")
+        clip_type = request.clip_type
         if clip_type not in (None, "flux") and len(headers) > 1:
             raise ModelFileError(
                 f"DualCLIPLoader type={clip_type} cannot load the Flux text encoders "
@@ -159,27 +155,22 @@ class FluxFamily:
                         "given; Flux needs one T5-XXL file and one CLIP-L file",
                         hint="choose t5xxl_fp16.safetensors (or an fp8 T5) as the other file",
                     )
-                clip_l = self.load_clip_l(header, shapes, options, runtime, memory)
+                clip_l = self.load_clip_l(header, shapes, request)
             else:
                 raise ModelFileError(
                     f"{header.path.name} is neither a T5-XXL nor a CLIP-L text encoder"
                 )
-        return FluxClip(t5, self._tokenizer_dir(runtime), clip_l, memory)
+        return FluxClip(t5, self._tokenizer_dir(request), clip_l, request.memory)
 
     def _checkpoint_clip(
-        self,
-        header: CheckpointHeader,
-        shapes: detect.Shapes,
-        options: Mapping[str, Any],
-        runtime: Any,
-        memory: Any,
+        self, header: CheckpointHeader, shapes: detect.Shapes, request: LoadRequest
     ) -> FluxClip | None:
         t5_prefix = detect.t5_prefix(shapes)
         if t5_prefix is None or detect.clip_layout(shapes) is None:
             return None
         t5 = self.load_t5(header, shapes, t5_prefix)
-        clip_l = self.load_clip_l(header, shapes, options, runtime, memory)
-        return FluxClip(t5, self._tokenizer_dir(runtime), clip_l, memory)
+        clip_l = self.load_clip_l(header, shapes, request)
+        return FluxClip(t5, self._tokenizer_dir(request), clip_l, request.memory)
 
     def load_t5(self, header: CheckpointHeader, shapes: detect.Shapes, prefix: str) -> ModelHandle:
         file = header.path.name
@@ -194,16 +185,11 @@ class FluxFamily:
         return ModelHandle(encoder, name=f"flux-t5:{file}")
 
     def load_clip_l(
-        self,
-        header: CheckpointHeader,
-        shapes: detect.Shapes,
-        options: Mapping[str, Any],
-        runtime: Any,
-        memory: Any,
+        self, header: CheckpointHeader, shapes: detect.Shapes, request: LoadRequest
     ) -> Any:
         layout = detect.clip_layout(shapes)
         state = open_safetensors(header.path)
-        clip, _ = SD15Family().load_clip(state, layout, header, options, runtime, memory)
+        clip, _ = SD15Family().load_clip(state, layout, header, request)
         return clip
 
     def load_vae(
@@ -227,9 +213,8 @@ class FluxFamily:
         vae.eval()
         return SD15Vae(ModelHandle(vae, name=f"flux-vae:{file}"), config, memory)
 
-    def _tokenizer_dir(self, runtime: Any) -> Path:
-        folders = getattr(runtime, "folders", None) if runtime is not None else None
-        return find_tokenizer_dir(search_dirs(folders))
+    def _tokenizer_dir(self, request: LoadRequest) -> Path:
+        return find_tokenizer_dir(search_dirs(request.folders))
 
 
 class _ScaledScalars(Mapping[str, Any]):

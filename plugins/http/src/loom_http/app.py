@@ -31,7 +31,7 @@ from loom_http.state import HUB, LOGS, OPTIONS, RUNTIME, SERVER, SERVICE, Server
 from loom_http.ws import Hub, websocket_handler
 
 if TYPE_CHECKING:
-    from loom.runtime import Runtime
+    from loom.frontend import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ __all__ = ["ServerOptions", "make_app"]
 
 def make_app(runtime: Runtime, options: ServerOptions | None = None) -> web.Application:
     """Build the ComfyUI-compatible application for ``runtime``."""
-    from loom.executor.service import PromptService
+    from loom.frontend import PromptService
 
     options = options or ServerOptions()
     app = web.Application(
