@@ -11,8 +11,7 @@ from loom.errors import NodeDefinitionError
 from loom.executor.run import Executor
 from loom.nodes.object_info import to_json
 from loom.nodes.schema import compile_declarative
-from loom.plugins import PluginHost
-from loom.registry import Registry, collect
+from loom.registry import Registry
 from loom.types import Image, Latent, Mask
 
 
@@ -184,17 +183,14 @@ class Count:
         return self.value
 
 
-def test_declarative_nodes_run_through_the_executor_with_lazy_inputs():
+def test_declarative_nodes_run_through_the_executor_with_lazy_inputs(loom_registry):
     class Plugin:
         @loom.hookimpl
         def register_nodes(self, register):
             register(Pick)
             register(Count)
 
-    host = PluginHost(entry_points=False, builtins=())
-    host.register(Plugin(), "p")
-    host.load()
-    executor = Executor(registry=collect(host))
+    executor = Executor(registry=loom_registry(builtins=False, p=Plugin()))
     COUNT_RUNS.clear()
     prompt = {
         "1": {"class_type": "Count", "inputs": {"value": 1}},

@@ -194,16 +194,11 @@ def test_tokenizer_from_the_environment_path(tiny_checkpoint, monkeypatch):
     assert clip.encode("a cat")[0][0].shape == (1, 77, 32)
 
 
-def test_plugin_is_installed_and_registers_its_family_and_node():
+def test_plugin_is_installed_and_registers_its_family_and_node(loom_registry):
     from importlib.metadata import entry_points
 
-    from loom.plugins import PluginHost
-    from loom.registry import collect
-
     assert "sd15" in {ep.name for ep in entry_points(group="loom")}
-    host = PluginHost()
-    host.load()
-    registry = collect(host)
+    registry = loom_registry("sd15")
     assert "sd15" in registry.families
     assert "VAEEncodeForInpaint" in registry.nodes
 

@@ -11,9 +11,6 @@ import loom
 from loom.errors import PromptValidationError
 from loom.executor.queue import HistoryEntry, InProcessQueue, QueueItem
 from loom.executor.service import PromptService
-from loom.plugins import PluginHost
-from loom.runtime import Runtime
-from loom.settings import Settings
 
 
 def item(number, prompt_id, secret=False):
@@ -64,19 +61,16 @@ class Recorder:
 
 
 @pytest.fixture
-def service(tmp_path):
-    host = PluginHost(entry_points=False, builtins=())
-    host.register(StubNodes(), "stubs")
+def service(loom_runtime):
     recorder = Recorder()
-    host.register(recorder, "recorder")
-    runtime = Runtime(Settings(base_directory=tmp_path, load_custom_nodes=False), host=host)
+    runtime = loom_runtime(builtins=False, stubs=StubNodes(), recorder=recorder)
     svc = PromptService(runtime)
     svc.recorder = recorder
     yield svc
     svc.stop()
 
 
-def test_hook_make_prompt_queue_supplies_the_queue(tmp_path):
+def test_hook_make_prompt_queue_supplies_the_queue(loom_runtime):
     custom = InProcessQueue()
 
     class Backend:
@@ -84,9 +78,7 @@ def test_hook_make_prompt_queue_supplies_the_queue(tmp_path):
         def make_prompt_queue(self, settings):
             return custom
 
-    host = PluginHost(entry_points=False, builtins=())
-    host.register(Backend(), "backend")
-    runtime = Runtime(Settings(base_directory=tmp_path, load_custom_nodes=False), host=host)
+    runtime = loom_runtime(builtins=False, backend=Backend())
     assert runtime.queue is custom
 
 

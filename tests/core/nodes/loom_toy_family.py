@@ -17,10 +17,10 @@ import safetensors.torch
 import torch
 
 import loom
+from loom import testing
 from loom.executor.context import InterruptFlag, RunContext
 from loom.folders import ModelFolders
-from loom.plugins import PluginHost
-from loom.registry import Registry, collect
+from loom.registry import Registry
 from loom.types import CheckpointHeader, LoadedParts
 
 BUILTINS = (
@@ -147,13 +147,8 @@ class FamiliesPlugin:
 
 def make_registry(tmp_path: Path | None = None, *families: Any) -> Registry:
     """Built-in nodes plus ``families``; model folders under ``tmp_path`` when given."""
-    host = PluginHost(entry_points=False, builtins=BUILTINS)
-    if families:
-        host.register(FamiliesPlugin(*families), "toy")
-    host.load()
-    assert not host.failures, host.failures
-    registry = collect(host)
-    assert not registry.failures, registry.failures
+    plugins = {"toy": FamiliesPlugin(*families)} if families else {}
+    registry = testing.make_registry(builtins=BUILTINS, **plugins)
     if tmp_path is not None:
         registry.folders = ModelFolders(
             tmp_path / "models", tmp_path / "output", registry.folder_kinds
