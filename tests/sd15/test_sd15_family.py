@@ -9,7 +9,6 @@ import pytest
 import torch
 from loom_sd15.family import SD15Family
 from safetensors.torch import load_file, save_file
-from sd15_markers import CLIP_L, TOKENIZERS, needs_tokenizer
 
 from loom.checkpoint import detect_family, read_header
 from loom.errors import ModelFileError, UnknownCheckpointError
@@ -67,7 +66,7 @@ def test_detection_rejects_other_families(tiny_checkpoint, tmp_path):
     )
 
 
-def test_component_files_are_recognised(tiny_checkpoint, tmp_path):
+def test_component_files_are_recognised(tiny_checkpoint, tmp_path, demo_tokenizers):
     """A bare VAE file, a bare UNet file, a standalone CLIP-L file (HF layout)."""
     state = load_file(str(tiny_checkpoint))
     family = SD15Family()
@@ -83,7 +82,7 @@ def test_component_files_are_recognised(tiny_checkpoint, tmp_path):
         header = read_header(path)
         assert family.detect(header, part) > 0
         assert family.detect(header, "checkpoint") == 0.0 or part == "diffusion_model"
-        loaded = family.load(header, part, {"tokenizer_path": str(CLIP_L)})
+        loaded = family.load(header, part, {"tokenizer_path": str(demo_tokenizers / "clip_l")})
         assert (
             getattr(
                 loaded, {"vae": "vae", "diffusion_model": "model", "text_encoder": "clip"}[part]
@@ -185,11 +184,10 @@ def test_missing_tokenizer_says_which_files_go_where(tiny_checkpoint, monkeypatc
     assert str(tmp_path / "models" / "tokenizers" / "clip_l") in text
 
 
-@needs_tokenizer
-def test_tokenizer_from_the_environment_path(tiny_checkpoint, monkeypatch):
+def test_tokenizer_from_the_environment_path(tiny_checkpoint, monkeypatch, demo_tokenizers):
     from loom_sd15 import tokenizer
 
-    monkeypatch.setenv(tokenizer.ENV_PATH, str(TOKENIZERS))
+    monkeypatch.setenv(tokenizer.ENV_PATH, str(demo_tokenizers))
     clip = SD15Family().load(read_header(tiny_checkpoint), "checkpoint", {}).clip
     assert clip.encode("a cat")[0][0].shape == (1, 77, 32)
 
