@@ -51,14 +51,26 @@ def package_folders(root: Path = ROOT) -> dict[str, str]:
     return {_name(_project(path)["name"]): folder or "." for folder, path in folders.items()}
 
 
+def _installed_with_tests(project: dict) -> list[str]:
+    """A package's dependencies and its ``test`` extra (CI installs ``package[test]``)."""
+    return [
+        *project.get("dependencies", []),
+        *project.get("optional-dependencies", {}).get("test", []),
+    ]
+
+
 def plugins(root: Path = ROOT) -> dict[str, list[str]]:
-    """Each plugin folder name and the plugin folder names it needs, dependencies first."""
+    """Each plugin folder name and the plugin folder names it needs, dependencies first.
+
+    A Loom plugin named in a plugin's ``test`` extra counts (loom-redis's tests drive
+    ``loom serve`` from loom-http), as CI installs every package with that extra.
+    """
     folders = package_folders(root)
     names = {folder: name for name, folder in folders.items() if folder.startswith("plugins/")}
     direct = {
         folder.removeprefix("plugins/"): [
             folders[dep].removeprefix("plugins/")
-            for dep in map(_name, _project(root / folder).get("dependencies", []))
+            for dep in map(_name, _installed_with_tests(_project(root / folder)))
             if dep in folders and folders[dep].startswith("plugins/")
         ]
         for folder in names

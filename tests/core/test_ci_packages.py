@@ -48,6 +48,7 @@ def tree(tmp_path: Path) -> Path:
         tmp_path / "plugins" / "flux", "loom-flux", ["Loom.SDXL", "einops"], ["diffusers"]
     )
     write_project(tmp_path / "plugins" / "http", "loom-http", ["loom-core", "aiohttp>=3.9"])
+    write_project(tmp_path / "plugins" / "redis", "loom-redis", ["redis>=5"], ["loom-http"])
     write_project(
         tmp_path / "plugins" / "comfy-compat",
         "loom-comfy-compat",
@@ -61,6 +62,7 @@ def test_each_plugin_gets_its_declared_loom_plugins_dependencies_first(packages,
         "comfy-compat": ["http"],
         "flux": ["sd15", "sdxl"],
         "http": [],
+        "redis": ["http"],
         "sd15": [],
         "sdxl": ["sd15"],
     }
@@ -73,6 +75,7 @@ def test_requirements_are_third_party_only_without_torch(packages, tree) -> None
         "einops",
         "diffusers",
         "aiohttp>=3.9",
+        "redis>=5",
         "transformers",
     ]
 
