@@ -174,8 +174,14 @@ class PluginHost:
                 self.unregister(name)
 
     def register(self, plugin: object, name: str, *, version: str | None = None) -> None:
-        """Register an already-imported plugin object (tests, embedding applications)."""
+        """Register an already-imported plugin object (tests, embedding applications).
+
+        After :meth:`load`, a plugin implementing a hook that does not exist is reported and
+        dropped here, as :meth:`load` does for the plugins it finds.
+        """
         self._load_one(name, lambda: plugin, version=version, builtin=False)
+        if self._loaded:
+            self._drop_invalid_hookimpls()
 
     def load_plugin(self, name: str, loader: Callable[[], object]) -> object | None:
         """Import (``loader()``, timed as the plugin's import) and register one more plugin.

@@ -14,8 +14,8 @@ from loom.custom_nodes import CustomNodePackage, discover, package_name, registe
 from loom.errors import DuplicateRegistrationError, PluginLoadError
 from loom.plugins import PluginHost
 from loom.registry import collect
-from loom.runtime import Runtime
 from loom.settings import Settings
+from loom.testing import make_host, make_runtime
 
 CLASSIC_NODE = """
 class {cls}:
@@ -101,7 +101,7 @@ NODE_CLASS_MAPPINGS = {"ShouldNotLoad": Nope}
 
 
 def new_host() -> PluginHost:
-    return PluginHost(builtins=(), entry_points=False, disabled=(), allow=None).load()
+    return make_host(builtins=False)
 
 
 def test_discover_skips_disabled_hidden_and_non_packages(custom_nodes: Path) -> None:
@@ -247,14 +247,14 @@ NODE_CLASS_MAPPINGS = {"FineNode": Fine, "BadNode": NoFunction}
 
 def test_runtime_loads_custom_nodes_from_base_directory(custom_nodes: Path) -> None:
     settings = Settings(base_directory=custom_nodes.parent)
-    runtime = Runtime(settings, PluginHost(builtins=("loom.folders",), entry_points=False))
+    runtime = make_runtime(builtins=("loom.folders",), settings=settings)
     assert runtime.registry.nodes["GoodTriple"].python_module == "custom_nodes.good_pack"
     assert [f.plugin for f in runtime.host.failures] == ["custom_nodes.broken_pack"]
 
 
 def test_runtime_can_skip_custom_nodes(custom_nodes: Path) -> None:
     settings = Settings(base_directory=custom_nodes.parent, load_custom_nodes=False)
-    runtime = Runtime(settings, PluginHost(builtins=("loom.folders",), entry_points=False))
+    runtime = make_runtime(builtins=("loom.folders",), settings=settings)
     assert "GoodTriple" not in runtime.registry.nodes
 
 
@@ -264,6 +264,6 @@ def test_runtime_loads_custom_nodes_named_by_extra_model_paths(
     config = tmp_path / "extra_model_paths.yaml"
     config.write_text(f"elsewhere:\n    custom_nodes: {custom_nodes}\n")
     settings = Settings(base_directory=tmp_path / "empty_base", extra_model_paths=[config])
-    runtime = Runtime(settings, PluginHost(builtins=("loom.folders",), entry_points=False))
+    runtime = make_runtime(builtins=("loom.folders",), settings=settings)
     assert runtime.registry.nodes["GoodTriple"].python_module == "custom_nodes.good_pack"
     assert runtime.folders.custom_nodes_paths == [custom_nodes]

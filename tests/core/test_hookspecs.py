@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 import loom
-from loom import hookspecs
+from loom import hookspecs, testing
 from loom.events import ExecutionEvent
 from loom.folders import FolderKind
 from loom.plugins import PluginHost
@@ -27,18 +27,18 @@ from loom.types import SamplerInfo
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _named(plugins: tuple[object, ...]) -> dict[str, object]:
+    return {f"test_plugin_{index}": plugin for index, plugin in enumerate(plugins)}
+
+
 def make_host(*plugins: object) -> PluginHost:
     """A host with no built-ins and no entry-point scan, holding only ``plugins``."""
-    host = PluginHost(builtins=(), entry_points=False, disabled=(), allow=None).load()
-    for index, plugin in enumerate(plugins):
-        host.register(plugin, f"test_plugin_{index}")
-    assert not host.failures
-    return host
+    return testing.make_host(builtins=False, **_named(plugins))
 
 
 def make_runtime(tmp_path: Path, *plugins: object) -> Runtime:
-    settings = Settings(base_directory=tmp_path, load_custom_nodes=False)
-    return Runtime(settings, make_host(*plugins))
+    settings = testing.make_settings(tmp_path)
+    return testing.make_runtime(settings=settings, builtins=False, **_named(plugins))
 
 
 # --- one test per hook --------------------------------------------------------------------

@@ -8,8 +8,8 @@ import pytest
 
 import loom
 from loom.errors import DuplicateRegistrationError, NodeDefinitionError
-from loom.plugins import PluginHost
 from loom.registry import Registry, collect
+from loom.testing import make_host
 
 
 @loom.node("RegistryTestNode", category="test", display_name="Declared Name")
@@ -101,8 +101,7 @@ def test_collect_into_existing_registry() -> None:
         def register_nodes(self, register):
             register(RegistryTestNode)
 
-    host = PluginHost(builtins=(), entry_points=False).load()
-    host.register(Plugin(), "p")
+    host = make_host(builtins=False, p=Plugin())
     registry = Registry()
     assert collect(host, registry) is registry
     assert "RegistryTestNode" in registry.nodes
@@ -114,8 +113,7 @@ def test_hookimpl_with_wrong_argument_name_fails_at_registration() -> None:
         def register_nodes(self, reg):  # the spec's argument is `register`
             reg(RegistryTestNode)
 
-    host = PluginHost(builtins=(), entry_points=False).load()
-    host.register(Plugin(), "typo")
+    host = make_host(builtins=False, strict=False, typo=Plugin())
     [failure] = host.failures
     assert failure.plugin == "typo"
     assert "reg" in str(failure)

@@ -11,8 +11,8 @@ from loom.errors import NodeDefinitionError
 from loom.executor.executor import Executor
 from loom.nodes.object_info import to_json
 from loom.nodes.schema import compile_declarative
-from loom.plugins import PluginHost
-from loom.registry import Registry, collect
+from loom.registry import Registry
+from loom.testing import make_runtime
 from loom.types import Image, Latent, Mask
 
 
@@ -184,17 +184,14 @@ class Count:
         return self.value
 
 
-def test_declarative_nodes_run_through_the_executor_with_lazy_inputs():
+def test_declarative_nodes_run_through_the_executor_with_lazy_inputs(loom_registry):
     class Plugin:
         @loom.hookimpl
         def register_nodes(self, register):
             register(Pick)
             register(Count)
 
-    host = PluginHost(entry_points=False, builtins=())
-    host.register(Plugin(), "p")
-    host.load()
-    executor = Executor(registry=collect(host))
+    executor = Executor(registry=loom_registry(builtins=False, p=Plugin()))
     COUNT_RUNS.clear()
     prompt = {
         "1": {"class_type": "Count", "inputs": {"value": 1}},
@@ -225,7 +222,6 @@ class FolderCombo:
 def test_live_combos_and_validation_get_folders_and_settings_from_the_runtime(tmp_path):
     from loom.errors import PromptValidationError
     from loom.nodes.object_info import object_info
-    from loom.runtime import Runtime
     from loom.settings import Settings
 
     class Plugin:
@@ -233,9 +229,11 @@ def test_live_combos_and_validation_get_folders_and_settings_from_the_runtime(tm
         def register_nodes(self, register):
             register(FolderCombo)
 
-    host = PluginHost(entry_points=False, builtins=("loom.folders",))
-    host.register(Plugin(), "p")
-    runtime = Runtime(Settings(base_directory=tmp_path, load_custom_nodes=False), host)
+    runtime = make_runtime(
+        builtins=("loom.folders",),
+        settings=Settings(base_directory=tmp_path, load_custom_nodes=False),
+        p=Plugin(),
+    )
     assert not hasattr(runtime.registry, "folders") and not hasattr(runtime.registry, "settings")
     (tmp_path / "models" / "checkpoints").mkdir(parents=True)
     (tmp_path / "models" / "checkpoints" / "x.safetensors").write_bytes(b"")

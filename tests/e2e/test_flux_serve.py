@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from pathlib import Path
 
 import pytest
 
@@ -15,10 +14,6 @@ pytest.importorskip("loom_samplers")
 tiny = pytest.importorskip("loom_flux.tiny")
 
 from test_serve_txt2img import fetch, free_port, loom, run_prompt, start_server  # noqa: E402
-
-TOKENIZERS = Path(__file__).resolve().parents[3] / "shared" / "data" / "tokenizers"
-if not (TOKENIZERS / "clip_l" / "vocab.json").is_file():
-    TOKENIZERS = Path("/work/shared/data/tokenizers")
 
 
 def flux_prompt() -> dict:
@@ -70,7 +65,7 @@ def flux_prompt() -> dict:
 def test_flux_workflow_over_http_matches_loom_run(tmp_path, monkeypatch):
     from PIL import Image
 
-    monkeypatch.setenv("LOOM_TOKENIZERS_PATH", str(TOKENIZERS))
+    # CLIP-L's and T5's tokenizers come from loom-sd15's and loom-flux's package data
     tiny.write_tiny_files(tmp_path / "models", seed=0)
     prompt = flux_prompt()
     port = free_port()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from flux_markers import needs_clip_tokenizer
 from safetensors.torch import load_file, save_file
 
 from loom.errors import LoomError
@@ -80,7 +79,6 @@ def test_diffusers_layout_loads_like_comfy_layout(runtime, base_dir):
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-@needs_clip_tokenizer
 @pytest.mark.parametrize("order", ["t5-first", "clip-first"])
 def test_dual_clip_loader_flux_encodes_t5_tokens_and_clip_pooled(runtime, order):
     names = ["tiny-t5.safetensors", "tiny-clip-l.safetensors"]
@@ -118,7 +116,6 @@ def test_vae_loader_gives_a_16_channel_vae(runtime):
     assert vae.decode(latent).shape == (1, 32, 24, 3)
 
 
-@needs_clip_tokenizer
 def test_all_in_one_checkpoint_loads_every_part(runtime):
     parts = _node(runtime, "CheckpointLoaderSimple", ckpt_name="tiny-flux-aio.safetensors")
     assert parts.model.config.guidance_embed

@@ -5,9 +5,9 @@ from __future__ import annotations
 import copy
 
 import pytest
-from flux_markers import needs_clip_tokenizer, needs_samplers
+from flux_markers import needs_samplers
 
-pytestmark = [needs_samplers, needs_clip_tokenizer]
+pytestmark = needs_samplers
 
 
 def loaders(weight_dtype: str = "default") -> dict:

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import loom
+from loom import testing
 from loom.events import Preview
 from loom.runtime import Runtime
-from loom.settings import Settings
 from loom.types import Image
 
 
@@ -72,9 +72,11 @@ class HttpTestNodes:
 
 
 def make_runtime(base: Path) -> Runtime:
-    runtime = Runtime(Settings(base_directory=base))
-    runtime.host.load()
-    runtime.host.pm.register(HttpTestNodes(), name="http-test-nodes")
+    """Core's built-ins, loom-http and the test nodes, based in ``base``."""
+    settings = testing.make_settings(base, load_custom_nodes=True)
+    runtime = testing.make_runtime(
+        "http", settings=settings, **{"http-test-nodes": HttpTestNodes()}
+    )
     _ = runtime.registry
     return runtime
 

@@ -33,16 +33,7 @@ def memory():
 
 
 @pytest.fixture
-def lora_runtime(tmp_path: Path):
-    """A runtime with core's built-ins and loom_lora.plugin; ``models/loras`` exists."""
-    import loom_lora.plugin
-
-    from loom.plugins import PluginHost
-    from loom.runtime import Runtime
-    from loom.settings import Settings
-
+def lora_runtime(tmp_path: Path, loom_runtime):
+    """A runtime with core's built-ins and this plugin; ``models/loras`` exists."""
     (tmp_path / "models" / "loras").mkdir(parents=True)
-    host = PluginHost(entry_points=False, disabled=(), allow=None).load()
-    host.register(loom_lora.plugin, "lora")
-    settings = Settings(base_directory=tmp_path, load_custom_nodes=False, cpu_only=True)
-    return Runtime(settings, host)
+    return loom_runtime("lora", settings={"cpu_only": True})

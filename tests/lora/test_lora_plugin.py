@@ -15,11 +15,8 @@ def test_plugin_is_installed():
     assert ep.value == "loom_lora.plugin"
 
 
-def test_loading_plugins_registers_adapters_and_nodes(tmp_path):
-    from loom.runtime import Runtime
-    from loom.settings import Settings
-
-    registry = Runtime(Settings(base_directory=tmp_path, load_custom_nodes=False)).registry
+def test_loading_plugins_registers_adapters_and_nodes(loom_registry):
+    registry = loom_registry("lora")
     assert set(registry.by_plugin["lora"]["weight_adapter"]) == {"lora", "loha", "lokr", "diff"}
     assert set(registry.by_plugin["lora"]["node"]) == {"LoraLoader", "LoraLoaderModelOnly"}
 

@@ -1,7 +1,8 @@
 """LoRAs on the tiny SD1.5 model through the real executor: kohya and diffusers layouts give
 the same image, unload restores the base weights bitwise, prompts do not leak.
 
-Skips unless loom-sd15, loom-samplers and the CLIP-L tokenizer files are available.
+Skips unless loom-sd15 and loom-samplers are installed; prompts go through the tiny demo
+tokenizer (the ``demo_tokenizers`` fixture).
 """
 
 from __future__ import annotations
@@ -19,12 +20,6 @@ pytestmark = pytest.mark.skipif(
     any(importlib.util.find_spec(m) is None for m in ("loom_sd15", "loom_samplers")),
     reason="needs loom-sd15 and loom-samplers",
 )
-
-TOKENIZERS = Path(__file__).resolve().parents[3] / "shared" / "data" / "tokenizers"
-if not (TOKENIZERS / "clip_l" / "vocab.json").is_file():
-    TOKENIZERS = Path("/work/shared/data/tokenizers")
-if not (TOKENIZERS / "clip_l" / "vocab.json").is_file():
-    pytestmark = pytest.mark.skip(reason="CLIP-L tokenizer files not available")
 
 SIZE = 64
 RANK = 4
@@ -99,7 +94,7 @@ def make_lora(shapes, seed: int, *, layout: str, unet=UNET_LAYERS, clip=CLIP_LAY
 
 
 @pytest.fixture
-def base_dir(tmp_path, tiny_checkpoint, shapes) -> Path:
+def base_dir(tmp_path, tiny_checkpoint, shapes, demo_tokenizers) -> Path:
     from safetensors.torch import save_file
 
     checkpoints = tmp_path / "models" / "checkpoints"
@@ -114,22 +109,26 @@ def base_dir(tmp_path, tiny_checkpoint, shapes) -> Path:
         save_file(make_lora(shapes, 1, layout=layout), str(loras / f"a_{layout}.safetensors"))
     save_file(make_lora(shapes, 2, layout="kohya"), str(loras / "b_kohya.safetensors"))
     (tmp_path / "extra_model_paths.yaml").write_text(
-        f"shared:\n  tokenizers: {TOKENIZERS}\n", encoding="utf-8"
+        f"shared:\n  tokenizers: {demo_tokenizers}\n", encoding="utf-8"
     )
     return tmp_path
 
 
 def make_runtime(base_dir: Path):
-    from loom.runtime import Runtime
+    """The tiny SD1.5 stack: core's built-ins, loom-sd15, loom-samplers and this plugin."""
     from loom.settings import Settings
+    from loom.testing import make_runtime
 
-    return Runtime(
-        Settings(
+    return make_runtime(
+        "sd15",
+        "samplers",
+        "lora",
+        settings=Settings(
             base_directory=base_dir,
             load_custom_nodes=False,
             cpu_only=True,
             extra_model_paths=[base_dir / "extra_model_paths.yaml"],
-        )
+        ),
     )
 
 

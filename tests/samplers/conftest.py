@@ -156,17 +156,9 @@ def toy_model():
 @pytest.fixture(scope="session")
 def samplers_registry():
     """A registry built from core's built-ins and this plugin only (no entry-point scan)."""
-    import loom_samplers.plugin
+    from loom.testing import make_registry
 
-    from loom import registry
-    from loom.plugins import PluginHost
-
-    host = PluginHost(entry_points=False)
-    host.register(loom_samplers.plugin, "samplers")
-    host.load()
-    reg = registry.collect(host)
-    assert not reg.failures, reg.failures
-    return reg
+    return make_registry("samplers")
 
 
 def conditioning(value: float, tokens: int = 77, dim: int = 8, **options):

@@ -14,7 +14,7 @@ import attrs
 import pytest
 import torch
 from device_params import DEVICES, memory_manager
-from sd15_markers import TOKENIZERS, needs_samplers, needs_tokenizer
+from sd15_markers import needs_samplers
 from test_sd15_workflows import SIZE, image_of, run, txt2img, write_input_image
 
 from loom.memory import ModelHandle
@@ -65,18 +65,18 @@ PROMPTS: dict[str, tuple[Callable[[], dict], tuple[str, ...]]] = {
 
 
 @pytest.fixture(scope="module")
-def render(tiny_checkpoint, tmp_path_factory) -> Callable[..., Render]:
+def render(tiny_checkpoint, tmp_path_factory, demo_tokenizers) -> Callable[..., Render]:
     """``render(device, prompt, **settings)``: that prompt's images from a fresh runtime computing
     on ``device`` (``Settings(cpu_only=True)`` for the CPU). Results are kept for the module,
     so the CPU reference of each prompt runs once."""
-    from loom.runtime import Runtime
     from loom.settings import Settings
+    from loom.testing import make_runtime
 
     base = tmp_path_factory.mktemp("sd15-devices")
     (base / "models" / "checkpoints").mkdir(parents=True)
     (base / "models" / "checkpoints" / "tiny.safetensors").symlink_to(tiny_checkpoint)
     (base / "extra_model_paths.yaml").write_text(
-        f"shared:\n  tokenizers: {TOKENIZERS}\n", encoding="utf-8"
+        f"shared:\n  tokenizers: {demo_tokenizers}\n", encoding="utf-8"
     )
     (base / "input").mkdir()
     cache: dict[Any, Render] = {}
@@ -84,14 +84,16 @@ def render(tiny_checkpoint, tmp_path_factory) -> Callable[..., Render]:
     def render(device: str, prompt: str = "txt2img", **settings: Any) -> Render:
         key = (device, prompt, tuple(sorted(settings.items())))
         if key not in cache:
-            runtime = Runtime(
-                Settings(
+            runtime = make_runtime(
+                "sd15",
+                "samplers",
+                settings=Settings(
                     base_directory=base,
                     extra_model_paths=[base / "extra_model_paths.yaml"],
                     load_custom_nodes=False,
                     cpu_only=device == "cpu",
                     **settings,
-                )
+                ),
             )
             memory = runtime.memory
             assert memory.device.type == device
@@ -142,7 +144,6 @@ def _unet_loads(result: Render) -> list[bool]:
 
 
 @needs_samplers
-@needs_tokenizer
 def test_txt2img_fp32_matches_cpu(render, device):
     result = render(device, compute_dtype="fp32")
     assert _unet_loads(result) == [False]  # loaded whole on the device
@@ -154,7 +155,6 @@ def test_txt2img_fp32_matches_cpu(render, device):
 
 
 @needs_samplers
-@needs_tokenizer
 def test_txt2img_bf16_is_close_to_cpu_fp32(render, device):
     result = render(device, compute_dtype="bf16")
     assert result.layer_devices == {device}
@@ -167,7 +167,6 @@ def test_txt2img_bf16_is_close_to_cpu_fp32(render, device):
 
 
 @needs_samplers
-@needs_tokenizer
 def test_partial_loading_matches_full_load(render, device):
     streamed = render(device, compute_dtype="fp32", vram_budget_bytes=STREAMING_BUDGET)
     assert _unet_loads(streamed) == [True]  # the UNet streamed part of its weights
@@ -180,7 +179,6 @@ def test_partial_loading_matches_full_load(render, device):
 
 
 @needs_samplers
-@needs_tokenizer
 def test_img2img_and_tiled_decode_match_cpu(render, device):
     result = render(device, "img2img-tiled", compute_dtype="fp32")
     assert result.layer_devices == {device}

@@ -9,7 +9,6 @@ import pytest
 import torch
 from loom_sd15.family import SD15Family
 from safetensors.torch import load_file, save_file
-from sd15_markers import CLIP_L, TOKENIZERS, needs_tokenizer
 
 from loom.errors import ModelFileError, UnknownCheckpointError
 from loom.family_detection import detect_family
@@ -69,7 +68,7 @@ def test_detection_rejects_other_families(tiny_checkpoint, tmp_path):
     )
 
 
-def test_component_files_are_recognised(tiny_checkpoint, tmp_path):
+def test_component_files_are_recognised(tiny_checkpoint, tmp_path, demo_tokenizers):
     """A bare VAE file, a bare UNet file, a standalone CLIP-L file (HF layout)."""
     state = load_file(str(tiny_checkpoint))
     family = SD15Family()
@@ -85,7 +84,7 @@ def test_component_files_are_recognised(tiny_checkpoint, tmp_path):
         header = read_header(path)
         assert family.detect(header, part) > 0
         assert family.detect(header, "checkpoint") == 0.0 or part == "diffusion_model"
-        loaded = family.load(header, part, LoadRequest(tokenizer_dir=CLIP_L))
+        loaded = family.load(header, part, LoadRequest(tokenizer_dir=demo_tokenizers / "clip_l"))
         assert (
             getattr(
                 loaded, {"vae": "vae", "diffusion_model": "model", "text_encoder": "clip"}[part]
@@ -205,25 +204,19 @@ def test_clip_l_tokenizer_ships_with_the_package_and_a_user_folder_overrides_it(
     assert tokenizer.TokenizerSource("clip_l", None, user_dirs).resolve() == user_dirs[0] / "clip_l"
 
 
-@needs_tokenizer
-def test_tokenizer_from_the_environment_path(tiny_checkpoint, monkeypatch):
+def test_tokenizer_from_the_environment_path(tiny_checkpoint, monkeypatch, demo_tokenizers):
     from loom_sd15 import tokenizer
 
-    monkeypatch.setenv(tokenizer.ENV_PATH, str(TOKENIZERS))
+    monkeypatch.setenv(tokenizer.ENV_PATH, str(demo_tokenizers))
     clip = SD15Family().load(read_header(tiny_checkpoint), ModelPart.CHECKPOINT, LoadRequest()).clip
     assert clip.encode("a cat")[0][0].shape == (1, 77, 32)
 
 
-def test_plugin_is_installed_and_registers_its_family_and_node():
+def test_plugin_is_installed_and_registers_its_family_and_node(loom_registry):
     from importlib.metadata import entry_points
 
-    from loom.plugins import PluginHost
-    from loom.registry import collect
-
     assert "sd15" in {ep.name for ep in entry_points(group="loom")}
-    host = PluginHost()
-    host.load()
-    registry = collect(host)
+    registry = loom_registry("sd15")
     assert "sd15" in registry.families
     assert "VAEEncodeForInpaint" in registry.nodes
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 from loom_sd15.prompt import parse_prompt
-from sd15_markers import CLIP_L, needs_tokenizer
 
 START, END = 49406, 49407
 
@@ -33,7 +32,8 @@ def test_emphasis_parsing_matches_comfyui(text, expected):
 
 
 @pytest.fixture(scope="module")
-def clip(tiny_checkpoint, tmp_path_factory):
+def clip(tiny_checkpoint, tmp_path_factory, shared_tokenizers):
+    """The tiny model's CLIP with the real CLIP-L vocabulary (these tests check token ids)."""
     from loom_sd15.family import SD15Family
     from safetensors.torch import save_file
 
@@ -59,13 +59,12 @@ def clip(tiny_checkpoint, tmp_path_factory):
         .load(
             header,
             ModelPart.CHECKPOINT,
-            LoadRequest(tokenizer_dir=CLIP_L, embedding_dirs=(embeddings,)),
+            LoadRequest(tokenizer_dir=shared_tokenizers / "clip_l", embedding_dirs=(embeddings,)),
         )
         .clip
     )
 
 
-@needs_tokenizer
 def test_tokens_are_clip_l_ids_padded_with_end(clip):
     chunks = clip.tokenize("a photo of a cat")
     assert len(chunks) == 1 and len(chunks[0]) == 77
@@ -73,7 +72,6 @@ def test_tokens_are_clip_l_ids_padded_with_end(clip):
     assert all(t == END for t, _ in chunks[0][7:])
 
 
-@needs_tokenizer
 def test_long_prompts_split_into_77_token_chunks(clip):
     chunks = clip.tokenize("cat " * 74 + "(big dog:1.1)")
     assert [len(c) for c in chunks] == [77, 77]
@@ -84,7 +82,6 @@ def test_long_prompts_split_into_77_token_chunks(clip):
     assert cond.shape == (1, 154, 32)
 
 
-@needs_tokenizer
 def test_a_long_segment_is_split_at_the_chunk_boundary(clip):
     chunks = clip.tokenize("cat " * 100)
     assert [len(c) for c in chunks] == [77, 77]
@@ -92,7 +89,6 @@ def test_a_long_segment_is_split_at_the_chunk_boundary(clip):
     assert chunks[0][-1][0] == END and chunks[1][0][0] == START
 
 
-@needs_tokenizer
 def test_weights_follow_comfyui_formula(clip):
     from loom_sd15.clip import encode_tokens
 
@@ -111,7 +107,6 @@ def test_weights_follow_comfyui_formula(clip):
     assert not torch.equal(cond[0, 2], plain[0, 2])
 
 
-@needs_tokenizer
 def test_clip_skip(clip):
     last = clip.encode("a cat")[0][0]
     skipped = clip.clone()
@@ -123,7 +118,6 @@ def test_clip_skip(clip):
     assert torch.equal(beyond.encode("a cat")[0][0], last)
 
 
-@needs_tokenizer
 def test_textual_inversion_embeddings(clip, caplog):
     chunks = clip.tokenize("a photo of embedding:mystyle, cat")
     tensors = [t for t, _ in chunks[0] if isinstance(t, torch.Tensor)]
@@ -140,7 +134,6 @@ def test_textual_inversion_embeddings(clip, caplog):
     assert "long rest" not in caplog.text
 
 
-@needs_tokenizer
 def test_an_embedding_vector_acts_like_the_token_it_copies(clip):
     from loom_sd15.clip import encode_tokens
 

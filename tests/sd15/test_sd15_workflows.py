@@ -7,9 +7,9 @@ import copy
 import numpy as np
 import pytest
 import torch
-from sd15_markers import needs_samplers, needs_tokenizer
+from sd15_markers import needs_samplers
 
-pytestmark = [needs_samplers, needs_tokenizer]
+pytestmark = [needs_samplers]
 
 SIZE = 64
 
@@ -89,10 +89,10 @@ def test_txt2img_runs_and_is_bitwise_deterministic(runtime):
 
 
 def test_txt2img_in_a_fresh_runtime_is_bitwise_identical(runtime, base_dir):
-    from loom.runtime import Runtime
+    from loom.testing import make_runtime
 
     a = image_of(run(runtime, txt2img()))
-    fresh = Runtime(runtime.settings)
+    fresh = make_runtime("sd15", "samplers", settings=runtime.settings)
     b = image_of(run(fresh, txt2img()))
     assert torch.equal(a, b)
 

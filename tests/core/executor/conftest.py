@@ -6,18 +6,11 @@ import pytest
 from executor_stub_nodes import CALLS, StubNodes
 
 from loom.executor.executor import Executor
-from loom.plugins import PluginHost
-from loom.registry import collect
 
 
 @pytest.fixture
-def registry():
-    host = PluginHost(entry_points=False, builtins=())
-    host.register(StubNodes(), "stubs")
-    host.load()
-    found = collect(host)
-    assert not found.failures
-    return found
+def registry(loom_registry):
+    return loom_registry(builtins=False, stubs=StubNodes())
 
 
 @pytest.fixture

@@ -7,8 +7,7 @@ import sys
 import loom
 from loom.events import Preview
 from loom.executor.executor import Executor
-from loom.plugins import PluginHost
-from loom.registry import collect
+from loom.testing import make_registry
 
 
 def run(executor, prompt, events=None):
@@ -299,22 +298,15 @@ class Previewer:
         ctx.progress(1, 1, Preview("JPEG", b"\xff\xd8"))
 
 
-def test_progress_previews_are_labelled_with_the_node_by_the_executor():
+def test_progress_previews_are_labelled_with_the_node_by_the_executor(loom_runtime, loom_run):
     class Plugin:
         @loom.hookimpl
         def register_nodes(self, register):
             register(Previewer)
 
-    host = PluginHost(entry_points=False, builtins=())
-    host.register(Plugin(), "p")
-    host.load()
-    registry = collect(host)
-    assert not registry.failures
-    events = []
-    Executor(registry=registry).run_prompt(
-        {"7": {"class_type": "Previewer", "inputs": {}}}, prompt_id="pp", on_event=events.append
-    )
-    (progress,) = [e for e in events if e.type == "progress"]
+    runtime = loom_runtime(builtins=False, p=Plugin())
+    record = loom_run(runtime, {"7": {"class_type": "Previewer", "inputs": {}}}, prompt_id="pp")
+    (progress,) = [e for e in record.events if e.type == "progress"]
     preview = progress.preview
     assert (preview.node_id, preview.prompt_id, preview.display_node_id, preview.real_node_id) == (
         "7",
@@ -351,11 +343,7 @@ def test_a_cycle_made_at_run_time_names_its_nodes_and_the_executor_stays_usable(
         def register_nodes(self, register):
             register(LinkBack, class_type="LinkBack")
 
-    host = PluginHost(entry_points=False, builtins=())
-    host.register(StubNodes(), "stubs")
-    host.register(Plugin(), "p")
-    host.load()
-    executor = Executor(registry=collect(host))
+    executor = Executor(registry=make_registry(builtins=False, stubs=StubNodes(), p=Plugin()))
     prompt = {
         "1": {"class_type": "Const", "inputs": {"value": 1}},
         "2": {"class_type": "LinkBack", "inputs": {"x": ["1", 0], "target": "3"}},

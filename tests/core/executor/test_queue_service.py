@@ -11,9 +11,8 @@ import loom
 from loom.errors import PromptValidationError
 from loom.executor.queue import HistoryEntry, InProcessQueue, QueueItem
 from loom.executor.service import PromptService
-from loom.plugins import PluginHost
-from loom.runtime import Runtime
 from loom.settings import Settings
+from loom.testing import make_runtime
 
 
 def item(number, prompt_id, secret=False):
@@ -64,19 +63,16 @@ class Recorder:
 
 
 @pytest.fixture
-def service(tmp_path):
-    host = PluginHost(entry_points=False, builtins=())
-    host.register(StubNodes(), "stubs")
+def service(loom_runtime):
     recorder = Recorder()
-    host.register(recorder, "recorder")
-    runtime = Runtime(Settings(base_directory=tmp_path, load_custom_nodes=False), host=host)
+    runtime = loom_runtime(builtins=False, stubs=StubNodes(), recorder=recorder)
     svc = PromptService(runtime)
     svc.recorder = recorder
     yield svc
     svc.stop()
 
 
-def test_hook_make_prompt_queue_supplies_the_queue(tmp_path):
+def test_hook_make_prompt_queue_supplies_the_queue(loom_runtime):
     custom = InProcessQueue()
 
     class Backend:
@@ -84,9 +80,7 @@ def test_hook_make_prompt_queue_supplies_the_queue(tmp_path):
         def make_prompt_queue(self, settings):
             return custom
 
-    host = PluginHost(entry_points=False, builtins=())
-    host.register(Backend(), "backend")
-    runtime = Runtime(Settings(base_directory=tmp_path, load_custom_nodes=False), host=host)
+    runtime = loom_runtime(builtins=False, backend=Backend())
     assert runtime.queue is custom
 
 
@@ -141,9 +135,11 @@ def test_worker_survives_failures_and_serves_the_next_prompt(service):
 
 
 def test_numbers_come_from_the_queue_so_servers_sharing_it_agree(tmp_path):
-    host = PluginHost(entry_points=False, builtins=())
-    host.register(StubNodes(), "stubs")
-    runtime = Runtime(Settings(base_directory=tmp_path, load_custom_nodes=False), host=host)
+    runtime = make_runtime(
+        builtins=False,
+        settings=Settings(base_directory=tmp_path, load_custom_nodes=False),
+        stubs=StubNodes(),
+    )
     first, second = PromptService(runtime), PromptService(runtime)
     show = {"1": {"class_type": "Show", "inputs": {"value": 1}}}
     assert [first.submit(show).number, second.submit(show).number] == [0, 1]

@@ -11,9 +11,9 @@ import attrs
 import loom
 from loom.executor.context import InterruptFlag
 from loom.nodes.spec import NodeOutput
-from loom.plugins import PluginHost
-from loom.registry import Registry, collect
+from loom.registry import Registry
 from loom.settings import Settings
+from loom.testing import make_registry
 
 
 @attrs.frozen
@@ -23,9 +23,7 @@ class FakeRuntime:
 
 @lru_cache(maxsize=1)
 def builtin_registry() -> Registry:
-    registry = collect(PluginHost(entry_points=False).load())
-    assert not registry.failures, registry.failures
-    return registry
+    return make_registry()
 
 
 def make_ctx(

@@ -16,8 +16,8 @@ import safetensors.torch
 import torch
 
 import loom
+from loom import testing
 from loom.executor.context import InterruptFlag, RunContext
-from loom.plugins import PluginHost
 from loom.registry import Registry, collect
 from loom.runtime import Runtime
 from loom.settings import Settings
@@ -142,13 +142,9 @@ class FamiliesPlugin:
             register(family)
 
 
-def _host(*families: Any) -> PluginHost:
-    host = PluginHost(entry_points=False, builtins=BUILTINS)
-    if families:
-        host.register(FamiliesPlugin(*families), "toy")
-    host.load()
-    assert not host.failures, host.failures
-    return host
+def _host(*families: Any) -> Any:
+    plugins = {"toy": FamiliesPlugin(*families)} if families else {}
+    return testing.make_host(builtins=BUILTINS, **plugins)
 
 
 def make_registry(*families: Any) -> Registry:
