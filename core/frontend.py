@@ -11,7 +11,14 @@ from __future__ import annotations
 from loom.cli.report import execution_error_report, output_paths, validation_report
 from loom.events import BROADCAST_TYPES, ExecutionEvent, Preview
 from loom.executor.executor import ExecutionResult, Executor
-from loom.executor.queue import HistoryEntry, InProcessQueue, PromptQueue, QueueItem
+from loom.executor.queue import (
+    HistoryEntry,
+    InProcessQueue,
+    PromptQueue,
+    QueueItem,
+    QueueMetrics,
+    WorkerState,
+)
 from loom.executor.service import PromptService, Submitted
 from loom.nodes.object_info import object_info
 from loom.nodes.object_info import to_json as node_info_json
@@ -32,9 +39,11 @@ __all__ = [
     "PromptQueue",
     "PromptService",
     "QueueItem",
+    "QueueMetrics",
     "Runtime",
     "Settings",
     "Submitted",
+    "WorkerState",
     "confine",
     "convert_workflow",
     "execution_error_report",

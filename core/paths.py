@@ -61,4 +61,4 @@ def is_inside(base: Path | str, *relative: str) -> bool:
     return True
 
 
-__all__ = ["PathOutsideError", "confine", "is_inside"]
+__all__ = ["PathOutsideError", "confine", "is_inside", "model_relative_path"]

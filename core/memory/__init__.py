@@ -49,6 +49,7 @@ _EXPORTS = {
     "manager": ("Accounting", "Eviction", "MemoryManager", "ModelAccount"),
     "patches": ("DiffPatch", "ReplacePatch", "WeightPatch"),
     "safetensors_file": ("SafetensorsFile", "read_header"),
+    "safetensors_writer": ("write_safetensors",),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
@@ -89,6 +90,7 @@ __all__ = [
     "simulated_device",
     "split_state_dict_by_prefix",
     "trim_host_memory",
+    "write_safetensors",
 ]
 
 
@@ -135,3 +137,4 @@ if TYPE_CHECKING:
     from loom.memory.manager import Accounting, Eviction, MemoryManager, ModelAccount
     from loom.memory.patches import DiffPatch, ReplacePatch, WeightPatch
     from loom.memory.safetensors_file import SafetensorsFile, read_header
+    from loom.memory.safetensors_writer import write_safetensors

@@ -148,7 +148,7 @@ def test_numbers_come_from_the_queue_so_servers_sharing_it_agree(tmp_path):
 
 def test_interrupt_reaches_only_the_prompt_it_names(service):
     interrupted = []
-    service.runtime.executor.interrupt = interrupted.append
+    service.runtime.executor.interrupt = lambda prompt_id=None: interrupted.append(prompt_id)
     service.interrupt("nothing-runs")
     assert interrupted == []  # nothing running: no flag left set for the next prompt
     service._current = QueueItem(0, "p", {}, {}, ["1"])  # as run_item sets it

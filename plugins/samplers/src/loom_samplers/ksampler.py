@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from loom import LoomError
+from loom import RunContext
 from loom_samplers.guiders import GuidedDenoiser, Guider
 from loom_samplers.model_interface import prepare_model, process_latent_in, process_latent_out
 from loom_samplers.noise import SeededNoise
@@ -25,7 +25,6 @@ from loom_samplers.noise import SeededNoise
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from loom.registry import Registry
     from loom.types import RegisteredSampler, Step
 
 log = logging.getLogger(__name__)
@@ -49,12 +48,9 @@ class SamplerChoice:
         return self.registered.name
 
 
-def registry_of(ctx: Any) -> Registry:
+def registry_of(ctx: RunContext) -> Any:
     """The registry the sampling nodes look samplers and schedulers up in."""
-    registry = getattr(getattr(ctx, "runtime", None), "registry", None)
-    if registry is None:
-        raise LoomError("the sampling nodes need a runtime with a registry (none was given)")
-    return registry
+    return ctx.require_runtime("sampler and scheduler look-ups").registry
 
 
 # --- sigmas -----------------------------------------------------------------------------

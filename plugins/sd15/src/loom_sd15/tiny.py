@@ -95,7 +95,7 @@ def checkpoint_state(
 def save_checkpoint(
     path: Path, state: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
 ) -> Path:
-    from loom.memory.safetensors_writer import write_safetensors
+    from loom.memory import write_safetensors
 
     return write_safetensors(path, state, metadata)
 

@@ -7,7 +7,7 @@ import asyncio
 
 from aiohttp import web
 
-from loom.executor.queue import QueueMetrics
+from loom.frontend import QueueMetrics
 from loom_http.routes import Routes
 from loom_http.state import runtime_of
 
