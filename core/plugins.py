@@ -45,6 +45,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "loom.nodes.builtin.image_ops",
     "loom.nodes.builtin.latent_ops",
     "loom.nodes.builtin.strings",
+    "loom.nodes.builtin.rebatch",
     "loom.nodes.builtin.loaders",
     "loom.nodes.builtin.models",
 )
