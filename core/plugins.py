@@ -46,6 +46,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "loom.nodes.builtin.latent_ops",
     "loom.nodes.builtin.strings",
     "loom.nodes.builtin.rebatch",
+    "loom.nodes.builtin.animation",
     "loom.nodes.builtin.loaders",
     "loom.nodes.builtin.models",
 )

@@ -201,7 +201,7 @@ class MaskPreview:
     def run(self, ctx: loom.RunContext) -> loom.NodeOutput:
         grey = batched_mask(self.mask).unsqueeze(-1).expand(-1, -1, -1, 3)
         results = save_images(grey, ctx, preview_prefix(ctx.node_id), kind="temp", compress_level=1)
-        return loom.NodeOutput(ui={"images": results})
+        return loom.NodeOutput(ui={"images": results, "animated": [False]})
 
 
 @loom.outputs

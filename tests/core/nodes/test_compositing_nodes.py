@@ -161,6 +161,7 @@ def test_mask_preview_writes_a_grey_png_to_temp(tmp_path):
     mask = torch.tensor([[[0.0, 1.0], [1.0, 0.0]]])
     output = execute("MaskPreview", ctx, mask=mask)
     (entry,) = output.ui["images"]
+    assert output.ui["animated"] == [False]  # ComfyUI's PreviewMask UI shape
     assert entry["type"] == "temp" and entry["filename"].startswith("ComfyUI_temp_")
     picture = PILImage.open(tmp_path / "temp" / entry["subfolder"] / entry["filename"])
     assert picture.mode == "RGB" and picture.size == (2, 2)
