@@ -14,16 +14,12 @@ from typing import Any
 import loom
 from loom.nodes.builtin.image import MAX_RESOLUTION
 from loom.nodes.builtin.image_io import preview_prefix, save_images
+from loom.nodes.builtin.mask import batched_mask
 from loom.types import Image, Latent, Mask
 
 ui = loom.ui
 
 MASK_OPERATIONS = ("multiply", "add", "subtract", "and", "or", "xor")
-
-
-def batched_mask(mask: Mask) -> Mask:
-    """``[B, H, W]`` view of a mask given as ``[H, W]``, ``[B, H, W]`` or ``[B, 1, H, W]``."""
-    return mask.reshape((-1, mask.shape[-2], mask.shape[-1]))
 
 
 def repeat_to_batch(tensor: Any, batch: int) -> Any:

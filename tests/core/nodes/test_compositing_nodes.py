@@ -4,20 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from loom_builtin_harness import builtin_registry, execute, make_ctx, run_one
+from loom_builtin_harness import execute, make_ctx, object_info_of, run_one
 from PIL import Image as PILImage
-
-from loom.nodes.object_info import to_json
 
 
 @pytest.fixture
 def ctx(tmp_path):
     return make_ctx(tmp_path)
-
-
-def info(class_type: str) -> dict:
-    registry = builtin_registry()
-    return to_json(registry.get_node(class_type), registry)
 
 
 def test_latent_composite_masked_pastes_at_pixel_offset_divided_by_8(ctx):
@@ -169,7 +162,7 @@ def test_mask_preview_writes_a_grey_png_to_temp(tmp_path):
 
 
 def test_object_info_matches_comfyui_schemas():
-    composite = info("LatentCompositeMasked")
+    composite = object_info_of("LatentCompositeMasked")
     assert composite["input"] == {
         "required": {
             "destination": ["LATENT"],
@@ -181,34 +174,34 @@ def test_object_info_matches_comfyui_schemas():
         "optional": {"mask": ["MASK"]},
     }
     assert composite["category"] == "latent" and composite["output"] == ["LATENT"]
-    image = info("ImageCompositeMasked")
+    image = object_info_of("ImageCompositeMasked")
     assert image["input_order"] == {
         "required": ["destination", "source", "x", "y", "resize_source"],
         "optional": ["mask"],
     }
     assert image["input"]["required"]["x"][1]["step"] == 1 and image["category"] == "image"
-    mask_composite = info("MaskComposite")
+    mask_composite = object_info_of("MaskComposite")
     assert mask_composite["input"]["required"]["operation"] == [
         ["multiply", "add", "subtract", "and", "or", "xor"]
     ]
-    crop = info("CropMask")
+    crop = object_info_of("CropMask")
     assert crop["input_order"]["required"] == ["mask", "x", "y", "width", "height"]
     assert crop["input"]["required"]["width"] == [
         "INT",
         {"default": 512, "min": 1, "max": 16384, "step": 1},
     ]
-    threshold = info("ThresholdMask")
+    threshold = object_info_of("ThresholdMask")
     assert threshold["input"]["required"]["value"] == [
         "FLOAT",
         {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01},
     ]
-    preview = info("MaskPreview")
+    preview = object_info_of("MaskPreview")
     assert preview["output_node"] is True and preview["display_name"] == "Preview Mask"
     assert preview["input"]["hidden"] == {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}
-    split = info("SplitImageWithAlpha")
+    split = object_info_of("SplitImageWithAlpha")
     assert split["output"] == ["IMAGE", "MASK"] and split["category"] == "mask/compositing"
     assert split["python_module"] == "comfy_extras.nodes_compositing"
-    join = info("JoinImageWithAlpha")
+    join = object_info_of("JoinImageWithAlpha")
     assert join["input_order"]["required"] == ["image", "alpha"]
     assert join["display_name"] == "Join Image with Alpha"
     assert threshold["python_module"] == "comfy_extras.nodes_mask"

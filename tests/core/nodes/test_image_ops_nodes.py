@@ -6,20 +6,14 @@ import math
 
 import pytest
 import torch
-from loom_builtin_harness import builtin_registry, make_ctx, run_one
+from loom_builtin_harness import make_ctx, object_info_of, run_one
 
 from loom.nodes.builtin.image_ops import bayer_matrix
-from loom.nodes.object_info import to_json
 
 
 @pytest.fixture
 def ctx(tmp_path):
     return make_ctx(tmp_path)
-
-
-def info(class_type: str) -> dict:
-    registry = builtin_registry()
-    return to_json(registry.get_node(class_type), registry)
 
 
 def pixel(value: float) -> torch.Tensor:
@@ -167,7 +161,7 @@ def test_image_from_batch_clamps_start_and_length(ctx):
 
 
 def test_object_info_matches_comfyui_schemas():
-    blend = info("ImageBlend")
+    blend = object_info_of("ImageBlend")
     assert blend["input"]["required"] == {
         "image1": ["IMAGE"],
         "image2": ["IMAGE"],
@@ -176,33 +170,33 @@ def test_object_info_matches_comfyui_schemas():
     }
     assert blend["category"] == "image/postprocessing"
     assert blend["python_module"] == "comfy_extras.nodes_post_processing"
-    assert info("ImageBlur")["input"]["required"]["blur_radius"] == [
+    assert object_info_of("ImageBlur")["input"]["required"]["blur_radius"] == [
         "INT",
         {"default": 1, "min": 1, "max": 31, "step": 1},
     ]
-    sharpen = info("ImageSharpen")
+    sharpen = object_info_of("ImageSharpen")
     assert sharpen["input_order"]["required"] == ["image", "sharpen_radius", "sigma", "alpha"]
     assert sharpen["input"]["required"]["alpha"] == [
         "FLOAT",
         {"default": 1.0, "min": 0.0, "max": 5.0, "step": 0.01},
     ]
-    assert info("ImageQuantize")["input"]["required"]["dither"] == [
+    assert object_info_of("ImageQuantize")["input"]["required"]["dither"] == [
         ["none", "floyd-steinberg", "bayer-2", "bayer-4", "bayer-8", "bayer-16"]
     ]
-    flip = info("ImageFlip")
+    flip = object_info_of("ImageFlip")
     assert flip["category"] == "image/transform"
     assert flip["input"]["required"]["flip_method"] == [
         ["x-axis: vertically", "y-axis: horizontally"]
     ]
-    assert info("ImageRotate")["input"]["required"]["rotation"] == [
+    assert object_info_of("ImageRotate")["input"]["required"]["rotation"] == [
         ["none", "90 degrees", "180 degrees", "270 degrees"]
     ]
-    scale = info("ImageScaleToMaxDimension")
+    scale = object_info_of("ImageScaleToMaxDimension")
     assert scale["input"]["required"]["upscale_method"] == [
         ["area", "lanczos", "bilinear", "nearest-exact", "bilinear", "bicubic"]
     ]
     assert scale["category"] == "image/upscaling"
-    from_batch = info("ImageFromBatch")
+    from_batch = object_info_of("ImageFromBatch")
     assert from_batch["category"] == "image/batch"
     assert from_batch["input"]["required"]["batch_index"] == [
         "INT",

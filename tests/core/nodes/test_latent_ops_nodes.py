@@ -4,19 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from loom_builtin_harness import builtin_registry, make_ctx, run_one
-
-from loom.nodes.object_info import to_json
+from loom_builtin_harness import make_ctx, object_info_of, run_one
 
 
 @pytest.fixture
 def ctx(tmp_path):
     return make_ctx(tmp_path)
-
-
-def info(class_type: str) -> dict:
-    registry = builtin_registry()
-    return to_json(registry.get_node(class_type), registry)
 
 
 def latent(values, **extra) -> dict:
@@ -119,33 +112,33 @@ def test_latent_crop_in_pixels_keeps_the_origin_8_latent_pixels_inside(ctx):
 
 
 def test_object_info_matches_comfyui_schemas():
-    add = info("LatentAdd")
+    add = object_info_of("LatentAdd")
     assert add["input_order"] == {"required": ["samples1", "samples2"]}
     assert add["category"] == "latent/advanced"
     assert add["python_module"] == "comfy_extras.nodes_latent"
-    assert info("LatentMultiply")["input"]["required"]["multiplier"] == [
+    assert object_info_of("LatentMultiply")["input"]["required"]["multiplier"] == [
         "FLOAT",
         {"default": 1.0, "min": -10.0, "max": 10.0, "step": 0.01},
     ]
-    assert info("LatentInterpolate")["input"]["required"]["ratio"] == [
+    assert object_info_of("LatentInterpolate")["input"]["required"]["ratio"] == [
         "FLOAT",
         {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01},
     ]
-    batch = info("LatentBatch")
+    batch = object_info_of("LatentBatch")
     assert batch["deprecated"] is True and batch["category"] == "latent/batch"
-    blend = info("LatentBlend")
+    blend = object_info_of("LatentBlend")
     assert blend["category"] == "_for_testing" and blend["display_name"] == "Latent Blend"
     assert blend["python_module"] == "nodes"
-    rotate = info("LatentRotate")
+    rotate = object_info_of("LatentRotate")
     assert rotate["display_name"] == "Rotate Latent" and rotate["category"] == "latent/transform"
-    assert info("LatentFlip")["display_name"] == "Flip Latent"
-    crop = info("LatentCrop")
+    assert object_info_of("LatentFlip")["display_name"] == "Flip Latent"
+    crop = object_info_of("LatentCrop")
     assert crop["input_order"]["required"] == ["samples", "width", "height", "x", "y"]
     assert crop["input"]["required"]["width"] == [
         "INT",
         {"default": 512, "min": 64, "max": 16384, "step": 8},
     ]
-    strength = info("ConditioningSetAreaStrength")
+    strength = object_info_of("ConditioningSetAreaStrength")
     assert strength["input"]["required"] == {
         "conditioning": ["CONDITIONING"],
         "strength": ["FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01}],

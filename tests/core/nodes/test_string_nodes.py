@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from loom_builtin_harness import builtin_registry, make_ctx, run_one
+from loom_builtin_harness import make_ctx, object_info_of, run_one
 
 from loom.nodes.builtin.strings import NODES
-from loom.nodes.object_info import to_json
 
 
 @pytest.fixture
 def ctx(tmp_path):
     return make_ctx(tmp_path)
-
-
-def info(class_type: str) -> dict:
-    registry = builtin_registry()
-    return to_json(registry.get_node(class_type), registry)
 
 
 def test_concatenate_substring_length(ctx):
@@ -123,7 +117,7 @@ def test_object_info_matches_comfyui_schemas():
         "RegexExtract",
         "RegexReplace",
     ]
-    concat = info("StringConcatenate")
+    concat = object_info_of("StringConcatenate")
     assert concat["input"]["required"] == {
         "string_a": ["STRING", {"multiline": True}],
         "string_b": ["STRING", {"multiline": True}],
@@ -131,12 +125,12 @@ def test_object_info_matches_comfyui_schemas():
     }
     assert concat["display_name"] == "Concatenate" and concat["category"] == "utils/string"
     assert concat["python_module"] == "comfy_extras.nodes_string"
-    length = info("StringLength")
+    length = object_info_of("StringLength")
     assert length["output"] == ["INT"] and length["output_name"] == ["length"]
-    assert info("StringContains")["output_name"] == ["contains"]
-    assert info("StringCompare")["output"] == ["BOOLEAN"]
-    assert info("RegexMatch")["output_name"] == ["matches"]
-    extract = info("RegexExtract")
+    assert object_info_of("StringContains")["output_name"] == ["contains"]
+    assert object_info_of("StringCompare")["output"] == ["BOOLEAN"]
+    assert object_info_of("RegexMatch")["output_name"] == ["matches"]
+    extract = object_info_of("RegexExtract")
     assert extract["input_order"]["required"] == [
         "string",
         "regex_pattern",
@@ -150,10 +144,10 @@ def test_object_info_matches_comfyui_schemas():
         "INT",
         {"default": 1, "min": 0, "max": 100},
     ]
-    replace = info("RegexReplace")
+    replace = object_info_of("RegexReplace")
     assert replace["input_order"] == {
         "required": ["string", "regex_pattern", "replace"],
         "optional": ["case_insensitive", "multiline", "dotall", "count"],
     }
     assert replace["description"] == "Find and replace text using regex patterns."
-    assert info("StringSubstring")["input"]["required"]["start"] == ["INT"]
+    assert object_info_of("StringSubstring")["input"]["required"]["start"] == ["INT"]
