@@ -35,6 +35,15 @@ def repeat_to_batch(tensor: Any, batch: int) -> Any:
     return tensor
 
 
+def check_channels(node: str, first: Any, second: Any, names: tuple[str, str]) -> None:
+    """Latents of different channel counts (another model family) cannot be mixed: say so."""
+    if first.shape[1] != second.shape[1]:
+        raise ValueError(
+            f"{node}: {names[0]} has {first.shape[1]} latent channels but {names[1]} has "
+            f"{second.shape[1]}; both must come from the same model family"
+        )
+
+
 def match_alpha(destination: Image, source: Image) -> tuple[Image, Image]:
     """Give two images the same channel count: drop the source's extra channels, or give an
     RGB source an opaque alpha channel. ComfyUI 0.8's ``image_alpha_fix`` pads the destination
@@ -102,10 +111,12 @@ class LatentCompositeMasked:
     mask: Mask = ui.input(optional=True)
 
     def run(self, ctx: loom.RunContext) -> Latent:
-        target = self.destination["samples"].clone()
-        pasted = composite(
-            target, self.source["samples"], self.x, self.y, self.mask, 8, self.resize_source
+        source = self.source["samples"]
+        check_channels(
+            "LatentCompositeMasked", self.destination["samples"], source, ("destination", "source")
         )
+        target = self.destination["samples"].clone()
+        pasted = composite(target, source, self.x, self.y, self.mask, 8, self.resize_source)
         return {**self.destination, "samples": pasted}
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import loom
-from loom.nodes.builtin.compositing import repeat_to_batch
+from loom.nodes.builtin.compositing import check_channels, repeat_to_batch
 from loom.nodes.builtin.image import MAX_RESOLUTION
 from loom.nodes.builtin.image_ops import FLIP_METHODS, ROTATIONS, quarter_turns
 from loom.nodes.builtin.resample import common_upscale
@@ -22,9 +22,8 @@ ui = loom.ui
 
 
 def fit_latent(target_shape: Any, latent: Any, *, repeat_batch: bool = True) -> Any:
-    """Resize ``latent`` to ``target_shape``'s channels-and-size (bilinear, centre crop) and,
-    with ``repeat_batch``, tile or trim it to the target batch (ComfyUI's
-    ``reshape_latent_to``)."""
+    """Resize ``latent`` to ``target_shape``'s size (bilinear, centre crop) and, with
+    ``repeat_batch``, tile or trim it to the target batch (ComfyUI's ``reshape_latent_to``)."""
     if latent.shape[1:] != target_shape[1:]:
         latent = common_upscale(latent, target_shape[-1], target_shape[-2], "bilinear", "center")
     return repeat_to_batch(latent, target_shape[0]) if repeat_batch else latent
@@ -41,6 +40,7 @@ class LatentAdd:
 
     def run(self, ctx: loom.RunContext) -> Latent:
         s1 = self.samples1["samples"]
+        check_channels("LatentAdd", s1, self.samples2["samples"], ("samples1", "samples2"))
         return _with_samples(self.samples1, s1 + fit_latent(s1.shape, self.samples2["samples"]))
 
 
@@ -51,6 +51,7 @@ class LatentSubtract:
 
     def run(self, ctx: loom.RunContext) -> Latent:
         s1 = self.samples1["samples"]
+        check_channels("LatentSubtract", s1, self.samples2["samples"], ("samples1", "samples2"))
         return _with_samples(self.samples1, s1 - fit_latent(s1.shape, self.samples2["samples"]))
 
 
@@ -75,6 +76,7 @@ class LatentInterpolate:
         import torch
 
         s1 = self.samples1["samples"]
+        check_channels("LatentInterpolate", s1, self.samples2["samples"], ("samples1", "samples2"))
         s2 = fit_latent(s1.shape, self.samples2["samples"])
         # Norms keep their channel dim; ComfyUI drops it, which only broadcasts for batch 1
         # (identical results there).
@@ -97,6 +99,7 @@ class LatentBatch:
         import torch
 
         s1 = self.samples1["samples"]
+        check_channels("LatentBatch", s1, self.samples2["samples"], ("samples1", "samples2"))
         s2 = fit_latent(s1.shape, self.samples2["samples"], repeat_batch=False)
         first = self.samples1.get("batch_index", list(range(s1.shape[0])))
         second = self.samples2.get("batch_index", list(range(s2.shape[0])))
@@ -114,6 +117,7 @@ class LatentBlend:
     def run(self, ctx: loom.RunContext) -> Latent:
         s1 = self.samples1["samples"]
         s2 = self.samples2["samples"]
+        check_channels("LatentBlend", s1, s2, ("samples1", "samples2"))
         if s1.shape != s2.shape:
             s2 = common_upscale(s2, s1.shape[3], s1.shape[2], "bicubic", "center")
         blended = s1 * self.blend_factor + s2 * (1 - self.blend_factor)

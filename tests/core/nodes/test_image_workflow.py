@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image as PILImage
 
+import loom
 from loom.executor.run import Executor
 from loom.plugins import PluginHost
 from loom.runtime import Runtime
 from loom.settings import Settings
+from loom.types import Latent
 
 PROMPT = {
     "1": {
@@ -63,3 +65,42 @@ def test_composite_flip_rotate_and_a_string_prefix_through_the_executor(tmp_path
     assert preview["type"] == "temp"
     mask_png = np.array(PILImage.open(tmp_path / "temp" / preview["filename"]))
     assert mask_png.shape == (4, 4, 3) and (mask_png == 255).all()
+
+
+def test_mixing_latents_of_different_families_names_node_and_inputs(tmp_path):
+    prompt = {
+        "1": {
+            "class_type": "EmptyLatentImage",
+            "inputs": {"width": 64, "height": 64, "batch_size": 1},
+        },
+        "3": {"class_type": "ZeroPad16", "inputs": {"samples": ["1", 0]}},
+        "4": {"class_type": "LatentAdd", "inputs": {"samples1": ["1", 0], "samples2": ["3", 0]}},
+        "5": {"class_type": "PreviewAny", "inputs": {"source": ["4", 0]}},
+    }
+    settings = Settings(base_directory=tmp_path, load_custom_nodes=False)
+    host = PluginHost(entry_points=False)
+    host.register(SixteenChannels(), "sixteen")
+    result = Executor(Runtime(settings, host)).run_prompt(prompt, prompt_id="p2")
+    assert result.status_str == "error"
+    assert result.error["node_id"] == "4" and result.error["node_type"] == "LatentAdd"
+    assert result.error["exception_message"] == (
+        "LatentAdd: samples1 has 4 latent channels but samples2 has 16; "
+        "both must come from the same model family"
+    )
+
+
+@loom.node("ZeroPad16", category="test")
+class ZeroPad16:
+    samples: Latent
+
+    def run(self, ctx: loom.RunContext) -> Latent:
+        import torch
+
+        latent = self.samples["samples"]
+        return {"samples": torch.zeros(latent.shape[0], 16, *latent.shape[2:])}
+
+
+class SixteenChannels:
+    @loom.hookimpl
+    def register_nodes(self, register):
+        register(ZeroPad16)
