@@ -164,7 +164,8 @@ class MaskComposite:
 
         out = batched_mask(self.destination).clone()
         source = batched_mask(self.source)
-        left, top = self.x, self.y
+        # An offset past the edge pastes nothing (ComfyUI fails there on wide sources).
+        left, top = min(self.x, out.shape[-1]), min(self.y, out.shape[-2])
         right = min(left + source.shape[-1], out.shape[-1])
         bottom = min(top + source.shape[-2], out.shape[-2])
         src = source[:, : bottom - top, : right - left]

@@ -118,6 +118,11 @@ def test_mask_composite_operations(ctx):
     # a source reaching past the right edge is cut off
     assert torch.allclose(combine("add", x=2, y=1)[0, 1], torch.tensor([0.4, 0.0, 1.0]))
     assert torch.allclose(combine("add", x=2, y=0)[0, 0], torch.tensor([0.2, 0.6, 1.0]))
+    wide = torch.ones(1, 1, 4)
+    outside = run_one(
+        "MaskComposite", ctx, destination=destination, source=wide, x=5, y=0, operation="add"
+    )
+    assert torch.equal(outside, destination)
 
 
 def test_crop_and_threshold_mask(ctx):
