@@ -24,7 +24,13 @@ TORCH = "torch==2.13.0"
 
 PLUGINS = sorted(p.parent.name for p in (ROOT / "plugins").glob("*/pyproject.toml"))
 #: Sibling plugins a plugin declares; installed editable from this repo, never from PyPI.
-LOOM_DEPS: dict[str, list[str]] = {"sdxl": ["sd15"], "comfy-compat": ["http", "samplers", "sd15"]}
+#: (loom-redis declares loom-http in its test extra: its cluster tests drive `loom serve`.)
+LOOM_DEPS: dict[str, list[str]] = {
+    "sdxl": ["sd15"],
+    "flux": ["sd15"],
+    "comfy-compat": ["http", "samplers", "sd15"],
+    "redis": ["http"],
+}
 EXAMPLE_PLUGIN = "examples/loom-example-plugin"
 
 nox.options.default_venv_backend = "venv"

@@ -16,7 +16,7 @@ import sys
 import time
 
 import loom
-from loom.executor.run import Executor
+from loom.executor.executor import Executor
 from loom.plugins import PluginHost
 from loom.registry import collect
 

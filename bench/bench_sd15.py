@@ -243,8 +243,9 @@ def main() -> None:
     from loom_sd15.family import SD15Family
     from loom_sd15.unet import SD15_UNET, unet_flops
 
-    from loom.checkpoint import read_header
     from loom.memory import cast_to, set_compute_dtype
+    from loom.safetensors_header import read_header
+    from loom.types import LoadRequest, ModelPart
 
     rows: list[tuple[str, str, str, str]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -255,7 +256,7 @@ def main() -> None:
 
         header = read_header(ckpt)
         start = time.perf_counter()
-        parts = SD15Family().load(header, "checkpoint", {})
+        parts = SD15Family().load(header, ModelPart.CHECKPOINT, LoadRequest())
         load_s = time.perf_counter() - start
         unet = parts.model.module
         from safetensors.torch import load_file
@@ -306,7 +307,7 @@ def main() -> None:
                 )
             )
         ref = unet = parts = None  # free the fp32 copies before the VAE
-        vae_parts = SD15Family().load(header, "vae", {})
+        vae_parts = SD15Family().load(header, ModelPart.VAE, LoadRequest())
         vae = vae_parts.vae.handle.module
         cast_to(vae, torch.float32)
         set_compute_dtype(vae, torch.float32)

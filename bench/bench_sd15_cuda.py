@@ -83,8 +83,9 @@ def compare(
     from loom_sd15.family import SD15Family
     from loom_sd15.unet import SD15_UNET, unet_flops
 
-    from loom.checkpoint import read_header
     from loom.memory import MemoryManager, discover_devices
+    from loom.safetensors_header import read_header
+    from loom.types import LoadRequest, ModelPart
 
     device = torch.device("cuda")
     x = torch.randn(2, 4, 64, 64, device=device)
@@ -93,7 +94,7 @@ def compare(
     z = torch.randn(1, 4, 64, 64, device=device)
     flops = unet_flops(SD15_UNET, 2, 64, 64)
     name = str(dtype).removeprefix("torch.")
-    parts = SD15Family().load(read_header(checkpoint), "checkpoint", {})
+    parts = SD15Family().load(read_header(checkpoint), ModelPart.CHECKPOINT, LoadRequest())
     manager = MemoryManager(discover_devices()[0], compute_dtype=dtype)
     manager.load([parts.model, parts.vae.handle])
     unet, vae = parts.model.module, parts.vae.handle.module

@@ -1,6 +1,7 @@
 """Loom: a node-graph engine for diffusion models that speaks ComfyUI's formats and API.
 
-The public API plugins use; importing it is cheap (no torch, no plugins loaded)::
+The public API plugins use: the names below, plus the modules in :data:`PUBLIC_MODULES`.
+Importing it is cheap (no torch, no plugins loaded)::
 
     import loom
 
@@ -18,35 +19,91 @@ The public API plugins use; importing it is cheap (no torch, no plugins loaded):
 
 from loom import types
 from loom.errors import (
+    DependencyCycleError,
     DuplicateRegistrationError,
     ExecutionInterrupted,
     LoomError,
+    ModelFileError,
     NodeDefinitionError,
     NodeExecutionError,
-    NodeValidationError,
     PluginLoadError,
     UnknownCheckpointError,
 )
 from loom.executor.context import ExecutionBlocker, RunContext
 from loom.hookspecs import hookimpl
 from loom.nodes.schema import node, output, outputs, ui
-from loom.nodes.spec import NodeOutput, OutputDef
+from loom.nodes.spec import NodeEnvironment, NodeOutput, OutputDef
+from loom.registration import (
+    RegisterFolderKind,
+    RegisterModelFamily,
+    RegisterNode,
+    RegisterSampler,
+    RegisterScheduler,
+    RegisterWeightAdapter,
+)
+from loom.types import (
+    AdapterKeyMap,
+    AdapterTarget,
+    CheckpointHeader,
+    LatentFormat,
+    LoadedParts,
+    LoadRequest,
+    ModelFamily,
+    ModelPart,
+    WeightAdapter,
+)
 
 __version__ = "0.1.0"
 
+#: The modules a plugin may import from besides ``loom`` itself (the names in their
+#: ``__all__``, or their public names). Everything else in the package is internal and may
+#: change without notice; ``tests/core/test_public_surface.py`` holds the plugins to this.
+#: ``loom.memory`` and ``loom.model_sampling`` import torch; ``loom.frontend`` is for frontends
+#: (servers, workers, commands that run prompts).
+PUBLIC_MODULES: tuple[str, ...] = (
+    "loom.types",
+    "loom.errors",
+    "loom.registration",
+    "loom.events",
+    "loom.folders",
+    "loom.paths",
+    "loom.memory",
+    "loom.model_sampling",
+    "loom.samplers",
+    "loom.frontend",
+)
+
 __all__ = [
+    "PUBLIC_MODULES",
+    "AdapterKeyMap",
+    "AdapterTarget",
+    "CheckpointHeader",
+    "DependencyCycleError",
     "DuplicateRegistrationError",
     "ExecutionBlocker",
     "ExecutionInterrupted",
+    "LatentFormat",
+    "LoadRequest",
+    "LoadedParts",
     "LoomError",
+    "ModelFamily",
+    "ModelFileError",
+    "ModelPart",
     "NodeDefinitionError",
+    "NodeEnvironment",
     "NodeExecutionError",
     "NodeOutput",
-    "NodeValidationError",
     "OutputDef",
     "PluginLoadError",
+    "RegisterFolderKind",
+    "RegisterModelFamily",
+    "RegisterNode",
+    "RegisterSampler",
+    "RegisterScheduler",
+    "RegisterWeightAdapter",
     "RunContext",
     "UnknownCheckpointError",
+    "WeightAdapter",
     "__version__",
     "hookimpl",
     "node",

@@ -8,7 +8,8 @@ Every error a user can cause derives from :class:`LoomError` and carries a user-
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 
 class LoomError(Exception):
@@ -41,14 +42,6 @@ class NodeDefinitionError(LoomError):
     """A node class declares itself wrongly; raised at registration, not on first run."""
 
 
-class NodeValidationError(LoomError):
-    """Inputs of one node are invalid. ``problems`` holds ``"<problem> @ $.inputs.<name>"`` lines."""
-
-    def __init__(self, problems: Sequence[str]) -> None:
-        super().__init__("; ".join(problems))
-        self.problems = list(problems)
-
-
 class PromptValidationError(LoomError):
     """A prompt was rejected; ``error`` and ``node_errors`` are ComfyUI's JSON shapes."""
 
@@ -61,13 +54,50 @@ class PromptValidationError(LoomError):
 
 
 class NodeExecutionError(LoomError):
-    """A node raised while running; the executor wraps the original exception."""
+    """A node raised while running; the executor wraps the original exception.
 
-    def __init__(self, node_id: str, class_type: str, cause: BaseException) -> None:
+    Raised inside a prompt's run and turned by the executor into that prompt's
+    ``execution_error`` (whose message is the cause's, as ComfyUI sends it); ``inputs`` are
+    the values the node was called with, by input name.
+    """
+
+    def __init__(
+        self,
+        node_id: str,
+        class_type: str,
+        cause: BaseException,
+        inputs: Mapping[str, Sequence[Any]] | None = None,
+    ) -> None:
         super().__init__(f"node {node_id} ({class_type}) failed: {type(cause).__name__}: {cause}")
         self.node_id = node_id
         self.class_type = class_type
         self.cause = cause
+        self.inputs: Mapping[str, Sequence[Any]] = inputs or {}
+        self.__cause__ = cause
+
+
+class DependencyCycleError(LoomError):
+    """Nodes of a running prompt wait on each other's outputs (a graph grown by node
+    expansion or lazy inputs closed a loop), so none of them can run.
+
+    ``waits_on`` maps each node on the cycle to the nodes on it that it waits for; validation
+    reports cycles of the submitted prompt before anything runs.
+    """
+
+    def __init__(self, waits_on: Mapping[str, Sequence[str]], class_types: Mapping[str, str]):
+        def name(node_id: str) -> str:
+            return f"{node_id} ({class_types.get(node_id, '?')})"
+
+        steps = "; ".join(
+            f"node {name(node)} waits for {', '.join(map(name, waited))}"
+            for node, waited in waits_on.items()
+        )
+        super().__init__(
+            f"dependency cycle: {steps}, so none of them can run",
+            hint="a node's expansion or lazy input links back to a node that needs its output; "
+            "remove one of those links",
+        )
+        self.waits_on = {node: list(waited) for node, waited in waits_on.items()}
 
 
 class ExecutionInterrupted(LoomError):

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 import yaml
@@ -21,6 +22,9 @@ import yaml
 from loom.errors import LoomError
 from loom.hookspecs import hookimpl
 from loom.paths import model_relative_path
+
+if TYPE_CHECKING:
+    from loom.registration import RegisterFolderKind
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +86,7 @@ STANDARD_KINDS: tuple[FolderKind, ...] = (
 
 
 @hookimpl
-def register_model_folders(register: Callable[[FolderKind], None]) -> None:
+def register_model_folders(register: RegisterFolderKind) -> None:
     for kind in STANDARD_KINDS:
         register(kind)
 
@@ -247,3 +251,6 @@ def _unique(paths: Iterable[Path]) -> list[Path]:
     for path in paths:
         seen.setdefault(path, None)
     return list(seen)
+
+
+__all__ = ["MODEL_EXTENSIONS", "ExtraPaths", "ExtraPathsError", "FolderKind", "ModelFolders"]

@@ -1,9 +1,19 @@
 """Every hook a Loom plugin can implement.
 
-Registration hooks take a ``register`` callback: the registry calls each plugin's
-implementation with a callback bound to that plugin's name, so whatever it registers is
-attributed to it (``loom plugins`` shows who registered what). Implementations may accept a
-subset of a spec's arguments; specs only ever gain arguments.
+Every hook is called through pluggy's hook callers, so ``LOOM_TRACE_HOOKS=1`` logs every
+call and ``tryfirst``/``trylast`` and ``wrapper=True`` implementations work for all of them.
+
+Registration hooks take a ``register`` callback bound to the calling plugin, so whatever it
+registers is attributed to it (duplicates name both plugins; ``loom plugins`` shows who
+registered what). For that the registry calls the hook once per plugin
+(:meth:`loom.plugins.PluginHost.call_each`): each call holds that plugin's implementation
+alone, plus every wrapper, which so wraps each plugin's call and may register through the
+same bound ``register``. Plugins are called ``tryfirst`` ones first, then in registration
+order (core's built-ins, then entry points sorted by name), then ``trylast`` ones; a
+registration that collides with an earlier one fails. ``on_execution_event`` and
+``register_commands`` are called the same way, so one plugin's exception never keeps the
+call from the others. Implementations may accept a subset of a spec's arguments; specs only
+ever gain arguments.
 
 All registration hooks are called once, by :func:`loom.registry.collect`, after every plugin
 has loaded. They must stay cheap: declarations only, no weights, no device probing.
@@ -11,7 +21,6 @@ has loaded. They must stay cheap: declarations only, no weights, no device probi
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -22,9 +31,17 @@ if TYPE_CHECKING:
     from loom.events import ExecutionEvent
     from loom.executor.queue import PromptQueue
     from loom.nodes.spec import NodeDef
+    from loom.registration import (
+        RegisterFolderKind,
+        RegisterModelFamily,
+        RegisterNode,
+        RegisterSampler,
+        RegisterScheduler,
+        RegisterWeightAdapter,
+    )
     from loom.runtime import Runtime
     from loom.settings import Settings
-    from loom.types import AdapterKeyMap, WebServer
+    from loom.types import AdapterKeyMap, AdapterTarget, WebServer
 
 hookspec = pluggy.HookspecMarker("loom")
 hookimpl = pluggy.HookimplMarker("loom")
@@ -34,10 +51,11 @@ hookimpl = pluggy.HookimplMarker("loom")
 
 
 @hookspec
-def register_nodes(register: Callable[..., None]) -> None:
+def register_nodes(register: RegisterNode) -> None:
     """Register the node classes this plugin provides.
 
-    :param register: ``register(node_class, class_type=None, display_name=None)``. Accepts
+    :param register: ``register(node_class, class_type=None, display_name=None,
+        python_module=None)`` (:class:`loom.registration.RegisterNode`). Accepts
         declarative nodes (``@loom.node`` attrs classes) and classic ComfyUI classes
         (``INPUT_TYPES``/``RETURN_TYPES``/``FUNCTION``); ``class_type`` is required for
         classic classes, whose id lives in ``NODE_CLASS_MAPPINGS``.
@@ -49,10 +67,10 @@ def register_nodes(register: Callable[..., None]) -> None:
 
 
 @hookspec
-def register_model_folders(register: Callable[..., None]) -> None:
+def register_model_folders(register: RegisterFolderKind) -> None:
     """Declare model folder kinds (``checkpoints``, ``loras``, ...).
 
-    :param register: ``register(loom.folders.FolderKind(...))``: a key, the default
+    :param register: ``register(loom.FolderKind(...))``: a key, the default
         sub-directories under ``models/``, accepted file extensions and legacy aliases.
 
     Called once by the registry. Core declares ComfyUI's standard folders; a plugin adds the
@@ -61,20 +79,22 @@ def register_model_folders(register: Callable[..., None]) -> None:
 
 
 @hookspec
-def register_model_families(register: Callable[..., None]) -> None:
+def register_model_families(register: RegisterModelFamily) -> None:
     """Register model families: objects implementing :class:`loom.types.ModelFamily`.
 
     :param register: ``register(family)``; ``family.name`` must be unique.
 
     The generic loader nodes (``CheckpointLoaderSimple``, ``UNETLoader``, ``CLIPLoader``,
     ``VAELoader``, ...) read a safetensors header once and ask every family, in registration
-    order, whether it recognises the state dict; the family with the highest detection
-    score builds and loads the parts. Must not load weights at registration.
+    order, to score it for a :class:`loom.types.ModelPart`; the family with the highest
+    score gets ``family.load(header, part, request)`` with a :class:`loom.types.LoadRequest`
+    (extra files, weight dtype, text encoder type, model folders, memory manager). Must not
+    load weights at registration.
     """
 
 
 @hookspec
-def register_samplers(register: Callable[..., None]) -> None:
+def register_samplers(register: RegisterSampler) -> None:
     """Register sampling algorithms by ComfyUI name (``"euler"``, ``"dpmpp_2m"``).
 
     :param register: ``register(name, sampler, info=SamplerInfo())``; ``sampler`` implements
@@ -92,7 +112,7 @@ def register_samplers(register: Callable[..., None]) -> None:
 
 
 @hookspec
-def register_schedulers(register: Callable[..., None]) -> None:
+def register_schedulers(register: RegisterScheduler) -> None:
     """Register sigma schedules by ComfyUI name (``"normal"``, ``"karras"``).
 
     :param register: ``register(name, scheduler)``; ``scheduler`` implements
@@ -105,7 +125,7 @@ def register_schedulers(register: Callable[..., None]) -> None:
 
 
 @hookspec
-def register_weight_adapters(register: Callable[..., None]) -> None:
+def register_weight_adapters(register: RegisterWeightAdapter) -> None:
     """Register weight-adapter formats (LoRA, LoHa, LoKr, ...).
 
     :param register: ``register(adapter)``; ``adapter`` implements
@@ -123,8 +143,9 @@ def register_commands(cli: click.Group) -> None:
 
     :param cli: the root click group; call ``cli.command()`` / ``cli.add_command()`` on it.
 
-    Called once when the CLI starts, after plugins load. Import heavy modules inside the
-    command function, not at plugin import, so ``loom --help`` stays fast.
+    Called once when the CLI starts, after plugins load, once per implementing plugin: one
+    plugin's failure is reported and the others' commands still appear. Import heavy modules
+    inside the command function, not at plugin import, so ``loom --help`` stays fast.
     """
 
 
@@ -210,7 +231,7 @@ def web_server_stopped(server: WebServer) -> None:
 
 
 @hookspec(firstresult=True)
-def adapter_key_map(model: Any, kind: str) -> AdapterKeyMap | None:
+def adapter_key_map(model: Any, kind: AdapterTarget) -> AdapterKeyMap | None:
     """Name a model's weights the way weight-adapter files (LoRA, LyCORIS) name them.
 
     :param model: a MODEL or CLIP socket value, already cloned by the caller: the patches
@@ -240,9 +261,10 @@ def on_execution_event(event: ExecutionEvent) -> None:
         payload ComfyUI sends; ``event.client_id`` is the client that queued the prompt (or
         None: broadcast); binary previews carry ``event.preview``.
 
-    Called by the executor's worker thread, synchronously, for every event of every prompt.
-    All implementations are called. An implementation must return quickly and must not
-    raise: hand the event to your own thread or loop (the HTTP plugin does).
+    Called by the executor's worker thread, synchronously, for every event of every prompt,
+    once per implementing plugin (see the module docstring): an implementation that raises
+    is logged and the others still get the event. An implementation must return quickly:
+    hand the event to your own thread or loop (the HTTP plugin does).
     """
 
 

@@ -59,3 +59,6 @@ def is_inside(base: Path | str, *relative: str) -> bool:
     except PathOutsideError:
         return False
     return True
+
+
+__all__ = ["PathOutsideError", "confine", "is_inside"]

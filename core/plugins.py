@@ -8,7 +8,12 @@ group. A plugin that fails to import or register is logged as a
 Environment:
     ``LOOM_PLUGINS``: comma-separated allow-list of plugin names (built-ins always load).
     ``LOOM_DISABLE_PLUGINS``: comma-separated names never to load.
-    ``LOOM_TRACE_HOOKS=1``: log every hook call at DEBUG.
+    ``LOOM_TRACE_HOOKS=1``: log every hook call at DEBUG (``hook <name> -> [plugins]``).
+
+Every hook is called through pluggy's hook callers, so tracing, ``tryfirst``/``trylast`` and
+wrappers apply to all of them. Hooks whose caller needs to know which plugin answered
+(registration hooks bind ``register`` to the plugin; event observers are isolated from each
+other's exceptions) go through :meth:`PluginHost.call_each`: one pluggy call per plugin.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import importlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import metadata
 from types import ModuleType
 from typing import Any
@@ -89,12 +94,53 @@ class PluginHost:
         self.infos: list[PluginInfo] = []
         self.failures: list[PluginLoadError] = []
         self._loaded = False
+        self._single_callers: dict[tuple[str, tuple[Any, ...], Any], pluggy.HookCaller] = {}
         if os.environ.get("LOOM_TRACE_HOOKS"):
             self.pm.add_hookcall_monitoring(_trace_before, _trace_after)
 
     @property
     def hook(self) -> Any:
+        """pluggy's hook relay: ``host.hook.adapter_key_map(model=..., kind=...)``."""
         return self.pm.hook
+
+    def call_each(
+        self,
+        hook_name: str,
+        kwargs_for: Callable[[str], Mapping[str, Any]],
+        on_error: Callable[[str, Exception], None],
+    ) -> list[tuple[str, list[Any]]]:
+        """Call hook ``hook_name`` through pluggy once per implementing plugin.
+
+        Each call sees that plugin's implementation alone (plus every ``wrapper=True``
+        implementation, which so wraps each plugin's call) and gets ``kwargs_for(plugin)``,
+        which is how registration hooks bind ``register`` to the calling plugin. Plugins are
+        called in order: ``tryfirst`` implementations, then registration order (built-ins,
+        then entry points by name), then ``trylast``. A call that raises is passed to
+        ``on_error(plugin, exc)`` and the next plugin is still called.
+
+        :return: ``(plugin name, that call's result list)`` for each call that returned.
+        """
+        caller = getattr(self.pm.hook, hook_name)
+        plain = [i for i in caller.get_hookimpls() if not (i.wrapper or i.hookwrapper)]
+        plain.sort(key=lambda impl: 0 if impl.tryfirst else 2 if impl.trylast else 1)
+        results = []
+        for impl in plain:
+            single = self._single_caller(hook_name, impl, plain)
+            try:
+                results.append((impl.plugin_name, single(**kwargs_for(impl.plugin_name))))
+            except Exception as exc:  # one plugin's bug must not stop the others
+                on_error(impl.plugin_name, exc)
+        return results
+
+    def _single_caller(self, hook_name: str, impl: Any, plain: list[Any]) -> pluggy.HookCaller:
+        # Cached per set of implementations (the HookImpl objects themselves, so a plugin
+        # registered again under the same name is a new key): events call this every step.
+        key = (hook_name, tuple(plain), impl)
+        caller = self._single_callers.get(key)
+        if caller is None:
+            others = [other.plugin for other in plain if other is not impl]
+            caller = self._single_callers[key] = self.pm.subset_hook_caller(hook_name, others)
+        return caller
 
     def load(self) -> PluginHost:
         """Load built-ins and entry-point plugins once; later calls do nothing."""
@@ -174,6 +220,7 @@ class PluginHost:
         log.debug("plugin %s failed here:", name, exc_info=cause)
 
     def unregister(self, name: str) -> None:
+        self._single_callers.clear()
         plugin = self.pm.get_plugin(name)
         if plugin is not None:
             self.pm.unregister(plugin, name=name)

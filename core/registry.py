@@ -1,8 +1,9 @@
 """Everything plugins registered, collected once and attributed to the plugin that did it.
 
-:func:`collect` calls each registration hook implementation with a ``register`` callback
-bound to that implementation's plugin name, so duplicates are reported naming both plugins
-and ``loom plugins`` can list what each plugin added.
+:func:`collect` calls each registration hook through pluggy once per plugin
+(:meth:`loom.plugins.PluginHost.call_each`) with a ``register`` callback bound to that
+plugin's name, so duplicates are reported naming both plugins and ``loom plugins`` can list
+what each plugin added.
 """
 
 from __future__ import annotations
@@ -19,16 +20,19 @@ from loom.nodes.spec import NodeDef
 from loom.samplers import RegisteredSampler, SamplerInfo
 
 if TYPE_CHECKING:
-    from loom.folders import FolderKind, ModelFolders
+    from loom.folders import FolderKind
     from loom.plugins import PluginHost
     from loom.samplers import Sampler, Scheduler
-    from loom.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 class Registry:
-    """Node types, model folders, families, samplers, schedulers and adapters, by plugin."""
+    """Node types, model folder kinds, families, samplers, schedulers and adapters, by plugin.
+
+    What plugins registered, and nothing else: settings and model folders come from the
+    runtime (:class:`loom.runtime.Runtime`) or a node's run context.
+    """
 
     def __init__(self) -> None:
         self.nodes: dict[str, NodeDef] = {}
@@ -40,10 +44,6 @@ class Registry:
         self.owner: dict[tuple[str, str], str] = {}
         self.by_plugin: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
         self.failures: list[LoomError] = []
-        #: Set by the runtime: live model folder listings for combos (``folders.filenames``).
-        self.folders: ModelFolders | None = None
-        #: Set by the runtime: directories and options, for combos and validation hooks.
-        self.settings: Settings | None = None
         #: Set by :func:`collect`: the ``compile_node`` hook, for node styles core does not know.
         self.compile_other: Callable[..., NodeDef | None] | None = None
 
@@ -168,15 +168,16 @@ def collect(host: PluginHost, registry: Registry | None = None) -> Registry:
         ),
     ]
     for hook_name, add in hooks:
-        caller = getattr(host.hook, hook_name)
-        # get_hookimpls() lists implementations in registration order: built-ins first.
-        for impl in caller.get_hookimpls():
-            register = _bound(impl.plugin_name, add, registry)
-            try:
-                impl.function(register=register)
-            except Exception as exc:  # a plugin's own bug must not stop the others
-                error = PluginLoadError(impl.plugin_name, exc)
-                registry.failures.append(error)
-                log.error("%s (in %s)", error, hook_name)
-                log.debug("plugin %s failed in %s:", impl.plugin_name, hook_name, exc_info=exc)
+
+        def failed(plugin: str, exc: Exception, hook_name: str = hook_name) -> None:
+            error = PluginLoadError(plugin, exc)
+            registry.failures.append(error)
+            log.error("%s (in %s)", error, hook_name)
+            log.debug("plugin %s failed in %s:", plugin, hook_name, exc_info=exc)
+
+        host.call_each(
+            hook_name,
+            lambda plugin, add=add: {"register": _bound(plugin, add, registry)},
+            failed,
+        )
     return registry

@@ -1,7 +1,9 @@
 """The runtime: one object holding settings, plugins, registry, folders, cache and queue.
 
 Frontends (the CLI, the HTTP plugin, an embedding application) build one
-:class:`Runtime` and pass it on; there is no module-level state.
+:class:`Runtime` and pass it on; there is no module-level state. Building a runtime changes
+no process-wide setting: the ``loom`` command line tunes the host allocator itself
+(:func:`loom.memory.configure_host_allocator`), an embedding application may call it too.
 """
 
 from __future__ import annotations
@@ -9,16 +11,19 @@ from __future__ import annotations
 import logging
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from loom.folders import ExtraPaths, ModelFolders, read_extra_model_paths
+from loom.nodes.spec import NodeEnvironment
 from loom.plugins import PluginHost
 from loom.registry import Registry, collect
 from loom.settings import Settings
 
 if TYPE_CHECKING:
+    from loom.events import ExecutionEvent
+    from loom.executor.executor import Executor
     from loom.executor.queue import PromptQueue
-    from loom.executor.run import Executor
+    from loom.memory import MemoryManager
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +34,6 @@ class Runtime:
     def __init__(self, settings: Settings | None = None, host: PluginHost | None = None) -> None:
         self.settings = settings or Settings.from_env()
         self.host = host or PluginHost(disabled=self.settings.disabled_plugins)
-        if self.settings.tune_host_allocator:
-            # Before any worker thread exists: glibc applies arena limits to new arenas only.
-            from loom.memory.allocator import configure_host_allocator
-
-            configure_host_allocator()
 
     @cached_property
     def registry(self) -> Registry:
@@ -43,21 +43,22 @@ class Runtime:
             from loom.custom_nodes import register_custom_nodes
 
             register_custom_nodes(self.host, self.custom_node_dirs())
-        registry = collect(self.host)
-        registry.settings = self.settings
-        registry.folders = ModelFolders(
+        return collect(self.host)
+
+    @cached_property
+    def folders(self) -> ModelFolders:
+        """The model folders: the kinds plugins declared, under the settings' directories."""
+        return ModelFolders(
             self.settings.models_dir,
             self.settings.output_dir,
-            registry.folder_kinds,
+            self.registry.folder_kinds,
             self.extra_paths,
         )
-        return registry
 
     @property
-    def folders(self) -> ModelFolders:
-        folders = self.registry.folders
-        assert folders is not None
-        return folders
+    def environment(self) -> NodeEnvironment:
+        """What live combos, ``validate_inputs`` and ``fingerprint`` of nodes see."""
+        return NodeEnvironment(self.registry, self.folders, self.settings)
 
     @cached_property
     def extra_paths(self) -> list[ExtraPaths]:
@@ -71,7 +72,7 @@ class Runtime:
         ]
 
     @cached_property
-    def memory(self) -> Any:
+    def memory(self) -> MemoryManager:
         """The memory manager (``loom.memory``), created on first use."""
         from loom.memory import MemoryManager
 
@@ -79,7 +80,7 @@ class Runtime:
 
     @cached_property
     def executor(self) -> Executor:
-        from loom.executor.run import Executor
+        from loom.executor.executor import Executor
 
         return Executor(self)
 
@@ -91,14 +92,17 @@ class Runtime:
         queue = self.host.hook.make_prompt_queue(settings=self.settings)
         return queue if queue is not None else InProcessQueue()
 
-    def emit(self, event: Any) -> None:
+    def emit(self, event: ExecutionEvent) -> None:
         """Send an execution event to every ``on_execution_event`` implementation.
 
         Each implementation is called on its own, so one raising observer neither breaks the
         run nor keeps the event from the others.
         """
-        for impl in self.host.hook.on_execution_event.get_hookimpls():
-            try:
-                impl.function(event=event)
-            except Exception:  # an observer's bug must never break a run
-                log.exception("on_execution_event of plugin %s raised", impl.plugin_name)
+        self.host.call_each(
+            "on_execution_event", lambda _plugin: {"event": event}, _observer_failed
+        )
+
+
+def _observer_failed(plugin: str, exc: Exception) -> None:
+    # An observer's bug must never break a run.
+    log.error("on_execution_event of plugin %s raised", plugin, exc_info=exc)

@@ -13,6 +13,7 @@ variable, so a ComfyUI user's layout works unchanged:
 ``LOOM_USER_DIRECTORY``        user directory
 ``LOOM_EXTRA_MODEL_PATHS_CONFIG``  extra_model_paths.yaml files, ``os.pathsep``-separated
 ``LOOM_DISABLE_PLUGINS``       plugin names never to load (comma-separated)
+``LOOM_QUEUE_URL``             a shared prompt queue (``redis://...`` with loom-redis)
 =============================  ==========================================
 """
 
@@ -69,7 +70,11 @@ class Settings:
     )
     #: Raise glibc's mmap/trim thresholds at start-up so activation buffers are not returned
     #: to the OS and faulted back on every op (see loom.memory.allocator; LOOM_MALLOC=0 too).
+    #: Read by the ``loom`` command line (run, serve, worker); ``Runtime()`` never applies it.
     tune_host_allocator: bool = True
+    #: A shared prompt queue's URL for the ``make_prompt_queue`` plugin that understands it
+    #: (``redis://host:6379/0`` with loom-redis); None: core's in-process queue.
+    queue_url: str | None = None
 
     @property
     def models_dir(self) -> Path:
@@ -114,6 +119,7 @@ class Settings:
             "input_directory": "LOOM_INPUT_DIRECTORY",
             "temp_directory": "LOOM_TEMP_DIRECTORY",
             "user_directory": "LOOM_USER_DIRECTORY",
+            "queue_url": "LOOM_QUEUE_URL",
         }
         for field, var in names.items():
             if env.get(var):

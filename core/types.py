@@ -25,9 +25,10 @@ declaring nodes never imports torch.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, runtime_checkable
 
 import attrs
 
@@ -48,6 +49,8 @@ from loom.samplers import (
 if TYPE_CHECKING:
     import torch
 
+    from loom.folders import ModelFolders
+    from loom.memory import MemoryManager
     from loom.model_sampling import ModelSampling
 
 
@@ -173,6 +176,47 @@ class CheckpointHeader:
         return all(key in self.tensors for key in keys)
 
 
+class ModelPart(str, enum.Enum):
+    """Which part of a file a loader node asks a family for (a ``str``: compares to its value)."""
+
+    CHECKPOINT = "checkpoint"
+    DIFFUSION_MODEL = "diffusion_model"
+    TEXT_ENCODER = "text_encoder"
+    VAE = "vae"
+
+    @property
+    def label(self) -> str:
+        """How the part reads in messages (``"text encoder"``)."""
+        return "VAE" if self is ModelPart.VAE else self.value.replace("_", " ")
+
+
+@attrs.frozen(kw_only=True)
+class LoadRequest:
+    """Everything a loader hands :meth:`ModelFamily.load` besides the file's header.
+
+    A family reads the fields it understands and must work with every default (tests and
+    scripts load files without a runtime).
+    """
+
+    #: More files to combine into the same part (``DualCLIPLoader``'s second file); the
+    #: family scored each above 0 for the part.
+    extra_headers: tuple[CheckpointHeader, ...] = ()
+    #: ``UNETLoader``'s ``weight_dtype`` (``"default"``, ``"fp8_e4m3fn"``, ...); None: as stored.
+    weight_dtype: str | None = None
+    #: ``CLIPLoader`` / ``DualCLIPLoader``'s ``type`` (``"stable_diffusion"``, ``"sdxl"``...).
+    clip_type: str | None = None
+    #: The text encoder loaders' ``device`` (``"default"`` or ``"cpu"``).
+    device: str = "default"
+    #: Model folders (tokenizers, embeddings); None outside a runtime.
+    folders: ModelFolders | None = None
+    #: The memory manager the loaded handles are placed through; None runs them in place.
+    memory: MemoryManager | None = None
+    #: A tokenizer folder to use instead of searching the model folders.
+    tokenizer_dir: Path | None = None
+    #: Textual-inversion directories; None means the ``embeddings`` model folders.
+    embedding_dirs: tuple[Path, ...] | None = None
+
+
 @attrs.frozen
 class LoadedParts:
     """What loading a file produced; parts the file does not hold are None."""
@@ -186,25 +230,19 @@ class ModelFamily(Protocol):
     """A model family plugin's answers for the generic loader nodes.
 
     ``detect`` scores how sure the family is that the file is its own (0 = not mine);
-    the highest score wins. The ``load_*`` methods build modules on the meta device and
-    assign tensors through :mod:`loom.memory`. A family may leave out a loader it lacks.
+    the highest score wins. ``load`` builds modules on the meta device and assigns tensors
+    through :mod:`loom.memory`; a family raises :class:`~loom.errors.ModelFileError` for a
+    part it cannot load.
     """
 
     name: str
 
-    def detect(self, header: CheckpointHeader, part: str) -> float:
-        """Score for ``part`` in ``{"checkpoint", "diffusion_model", "text_encoder", "vae"}``."""
+    def detect(self, header: CheckpointHeader, part: ModelPart) -> float:
+        """Score (0 = not mine) for ``header`` holding ``part``."""
         ...
 
-    def load(self, header: CheckpointHeader, part: str, options: Mapping[str, Any]) -> LoadedParts:
-        """Load ``part`` of the file (options: ``clip_type``, ``weight_dtype``, ...).
-
-        ``options["extra_headers"]`` (a tuple of headers) are more files to combine into
-        the same part, e.g. the second file of ``DualCLIPLoader``; the family scored each
-        of them above 0 for ``part``. ``options["runtime"]`` is the running
-        :class:`~loom.runtime.Runtime` (model folders, memory manager) when a loader node
-        calls; families must also work without it.
-        """
+    def load(self, header: CheckpointHeader, part: ModelPart, request: LoadRequest) -> LoadedParts:
+        """Load ``part`` of the file (and of ``request.extra_headers``) as ``request`` asks."""
         ...
 
 
@@ -232,6 +270,10 @@ class WeightAdapter(Protocol):
             possibly the bias too). Must not load or copy the model's weights.
         """
         ...
+
+
+#: What ``adapter_key_map`` is asked to name: the diffusion model or the text encoders.
+AdapterTarget = Literal["model", "clip"]
 
 
 @attrs.frozen

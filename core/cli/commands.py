@@ -226,12 +226,13 @@ def nodes(factory: Any, as_json: bool, reference: Path | None) -> None:
     """List the node types every loaded plugin registers."""
     from loom.nodes.object_info import object_info
 
-    registry = factory.runtime().registry
+    runtime = factory.runtime()
+    registry = runtime.registry
     if reference is not None:
         click.echo(_coverage_text(_read_json(reference), registry.nodes, reference))
         return
     if as_json:
-        click.echo(json.dumps(object_info(registry)))
+        click.echo(json.dumps(object_info(registry, runtime.environment)))
         return
     for class_type, definition in sorted(registry.nodes.items()):
         owner = registry.owner.get(("node", class_type), "?")

@@ -181,6 +181,13 @@ class LoomGroup(click.Group):
     help="Compute dtype of model layers (default: bf16/fp16 on GPUs, fp32 on the CPU; "
     "auto: also bf16 on CPUs with bf16 instructions, about 2.5x faster there).",
 )
+@click.option(
+    "--queue",
+    "queue_url",
+    default=None,
+    metavar="URL",
+    help="Share a prompt queue between processes (redis://... with loom-redis). Env: LOOM_QUEUE_URL.",
+)
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 @click.version_option(package_name="loom-core", prog_name="loom")
 @click.pass_context
@@ -219,6 +226,14 @@ class _RuntimeFactory:
         if self._runtime is None:
             from loom.runtime import Runtime
 
+            if self.settings.tune_host_allocator:
+                # The command line owns its process, so it may change malloc's policy (an
+                # application embedding Runtime decides for itself). Before any worker thread
+                # exists: glibc applies the arena limit to new arenas only.
+                from loom.memory.allocator import configure_host_allocator
+
+                configure_host_allocator()
+
             self._runtime = Runtime(self.settings, host=self.host)
         return self._runtime
 
@@ -233,6 +248,19 @@ def _preparse_disabled(argv: Sequence[str]) -> set[str]:
     return disabled
 
 
+def add_plugin_commands(host: PluginHost, group: click.Group) -> None:
+    """Let every plugin add its sub-commands (``register_commands``), one call per plugin:
+    one plugin's broken command must not hide the others'."""
+
+    def failed(plugin: str, exc: Exception) -> None:
+        click.echo(
+            f"warning: plugin {plugin} failed to add its commands: {type(exc).__name__}: {exc}",
+            err=True,
+        )
+
+    host.call_each("register_commands", lambda _plugin: {"cli": group}, failed)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``loom`` script."""
     from loom.cli import commands
@@ -242,15 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     host.load()
     LoomGroup.host = host
     commands.add_core_commands(cli)
-    for impl in host.hook.register_commands.get_hookimpls():
-        try:
-            impl.function(cli=cli)
-        except Exception as exc:  # one plugin's broken command must not hide the others
-            click.echo(
-                f"warning: plugin {impl.plugin_name} failed to add its commands: "
-                f"{type(exc).__name__}: {exc}",
-                err=True,
-            )
+    add_plugin_commands(host, cli)
     try:
         result = cli.main(args=args, prog_name="loom", standalone_mode=False)
     except click.ClickException as exc:

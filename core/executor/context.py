@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from loom.errors import ExecutionInterrupted
+from loom.errors import ExecutionInterrupted, LoomError
 
 if TYPE_CHECKING:
     from loom.events import Preview
@@ -105,6 +105,16 @@ class RunContext:
 
     def check_interrupted(self) -> None:
         self.interrupt.check()
+
+    def require_runtime(self, needs: str) -> Runtime:
+        """The runtime; a node run without one (a bare executor) fails naming what it
+        ``needs`` the runtime for (``"model folders and model families"``)."""
+        if self.runtime is None:
+            raise LoomError(
+                f"node {self.node_id} needs a runtime ({needs}), but this executor has none",
+                hint="run prompts through loom.runtime.Runtime(...).executor",
+            )
+        return self.runtime
 
     def progress(self, value: int, total: int, preview: Preview | None = None) -> None:
         """Report ``value`` of ``total`` steps done (a progress bar and websocket event)."""

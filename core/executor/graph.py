@@ -75,7 +75,7 @@ def topological_order(
         indegree[node_id] = len(sources)
         for source in sources:
             downstream[source].append(node_id)
-    ready = deque(sorted((n for n, d in indegree.items() if d == 0), key=_id_sort_key))
+    ready = deque(sorted((n for n, d in indegree.items() if d == 0), key=id_sort_key))
     ordered: list[str] = []
     while ready:
         node_id = ready.popleft()
@@ -98,8 +98,9 @@ def topological_order(
                 outdegree[source] -= 1
                 if outdegree[source] == 0:
                     sinks.append(source)
-    return ordered, sorted(rest, key=_id_sort_key)
+    return ordered, sorted(rest, key=id_sort_key)
 
 
-def _id_sort_key(node_id: str) -> tuple[int, int | str]:
+def id_sort_key(node_id: str) -> tuple[int, int | str]:
+    """Numeric ids in number order, then the others (``"10.0.0.1"``) by name."""
     return (0, int(node_id)) if node_id.isdigit() else (1, node_id)

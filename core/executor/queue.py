@@ -13,9 +13,12 @@ import itertools
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
+
+if TYPE_CHECKING:
+    from loom.events import ExecutionEvent
 
 #: extra_data keys that hold secrets: never shown in queue or history.
 SECRET_KEYS = frozenset({"auth_token_comfy_org", "api_key_comfy_org"})
@@ -58,8 +61,42 @@ class HistoryEntry:
         }
 
 
+@attrs.frozen
+class WorkerState:
+    """One worker as a shared queue knows it (its own advertisement)."""
+
+    name: str
+    state: str  # "idle", "running" or "stale" (not heard from for three heartbeats)
+    prompt_id: str | None = None
+    models: tuple[str, ...] = ()
+    seen_ms: int | None = None
+
+
+@attrs.frozen
+class QueueMetrics:
+    """Queue depth and per-worker state, for monitoring (``/metrics`` on the server)."""
+
+    pending: int
+    running: int
+    history: int
+    dead_letters: int = 0
+    workers: tuple[WorkerState, ...] = ()
+
+
 class PromptQueue(Protocol):
-    """What frontends and the worker need from a queue."""
+    """What frontends and the worker need from a queue.
+
+    ``runs_in_process`` says who runs prompts: True for core's queue (the server's own worker
+    thread), False for a shared queue whose prompts separate worker processes pull (the
+    server then only accepts, relays and serves). ``get`` hands out a prompt under a lease
+    that ``task_done`` (result durably stored, then acknowledged) ends.
+    """
+
+    runs_in_process: bool
+
+    def next_number(self) -> int:
+        """The next submission number (shared by every server of a distributed queue)."""
+        ...
 
     def put(self, item: QueueItem) -> None: ...
 
@@ -89,11 +126,31 @@ class PromptQueue(Protocol):
 
     def on_change(self, callback: Callable[[], None]) -> None: ...
 
+    def interrupt(self, prompt_id: str | None) -> None:
+        """Ask whoever runs ``prompt_id`` (None: every running prompt) to stop."""
+        ...
+
+    def on_interrupt(self, callback: Callable[[str | None], None]) -> None:
+        """Call ``callback(prompt_id)`` for every :meth:`interrupt`, from any process."""
+        ...
+
+    def on_remote_event(self, callback: Callable[[ExecutionEvent], None]) -> None:
+        """Call ``callback(event)`` for execution events of prompts run by other processes."""
+        ...
+
+    def metrics(self) -> QueueMetrics:
+        """Depth, running prompts, history size and what is known of the workers."""
+        ...
+
 
 class InProcessQueue:
     """Thread-safe in-process queue (core's default :class:`PromptQueue`)."""
 
+    runs_in_process = True
+
     def __init__(self, max_history: int = MAX_HISTORY) -> None:
+        self._numbers = itertools.count()
+        self._interrupt_listeners: list[Callable[[str | None], None]] = []
         self._heap: list[tuple[float, int, QueueItem]] = []
         self._order = itertools.count()
         self._running: dict[str, QueueItem] = {}
@@ -109,6 +166,23 @@ class InProcessQueue:
     def _changed(self) -> None:
         for listener in list(self._listeners):
             listener()
+
+    def next_number(self) -> int:
+        return next(self._numbers)
+
+    def interrupt(self, prompt_id: str | None) -> None:
+        for listener in list(self._interrupt_listeners):
+            listener(prompt_id)
+
+    def on_interrupt(self, callback: Callable[[str | None], None]) -> None:
+        self._interrupt_listeners.append(callback)
+
+    def on_remote_event(self, callback: Callable[[ExecutionEvent], None]) -> None:
+        """Nothing runs elsewhere: the callback is never called."""
+
+    def metrics(self) -> QueueMetrics:
+        with self._cond:
+            return QueueMetrics(len(self._heap), len(self._running), len(self._history))
 
     def put(self, item: QueueItem) -> None:
         with self._cond:

@@ -40,20 +40,17 @@ class PromptService:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.queue = runtime.queue
-        self._counter = 0
-        self._counter_lock = threading.Lock()
+        self._current: QueueItem | None = None
         self._worker: threading.Thread | None = None
         self._stop = threading.Event()
         self._free_request: dict[str, bool] = {}
         self.queue.on_change(self._send_status)
+        self.queue.on_interrupt(self._interrupt)
 
     # -- submission -------------------------------------------------------------------
 
     def next_number(self) -> int:
-        with self._counter_lock:
-            number = self._counter
-            self._counter += 1
-            return number
+        return self.queue.next_number()
 
     def submit(
         self,
@@ -125,6 +122,7 @@ class PromptService:
     def run_item(self, item: QueueItem) -> HistoryEntry:
         """Execute one queue item and record it in history (the worker's loop body)."""
         started = now_ms()
+        self._current = item
         try:
             result = self.runtime.executor.execute(
                 item.prompt_id,
@@ -149,6 +147,8 @@ class PromptService:
                 ],
             }
             entry = HistoryEntry(item, {}, status, {}, started, now_ms(), None)
+        finally:
+            self._current = None
         self.queue.task_done(item, entry)
         self.runtime.emit(
             ExecutionEvent(
@@ -158,6 +158,20 @@ class PromptService:
             )
         )
         return entry
+
+    def interrupt(self, prompt_id: str | None = None) -> None:
+        """Stop ``prompt_id`` (None: whatever runs) wherever it runs (ComfyUI's ``/interrupt``)."""
+        self.queue.interrupt(prompt_id)
+
+    def _interrupt(self, prompt_id: str | None) -> None:
+        current = self._current
+        ours = {current.prompt_id} if current is not None else set()
+        if self.queue.runs_in_process:  # taken from the queue, its run maybe not begun yet
+            ours |= {item.prompt_id for item in self.queue.running()}
+        for running in ours:
+            if prompt_id in (None, running):
+                # addressed by id, so it still stops a run that begins after this call
+                self.runtime.executor.interrupt(running)
 
     def _apply_free(self) -> None:
         request, self._free_request = self._free_request, {}

@@ -29,7 +29,7 @@ from loom.executor.graph import (
     upstream_ids,
 )
 from loom.executor.reporting import type_name
-from loom.nodes.spec import InputTypes, NodeDef
+from loom.nodes.spec import InputTypes, NodeDef, NodeEnvironment
 
 if TYPE_CHECKING:
     from loom.registry import Registry
@@ -102,15 +102,16 @@ def type_matches(received: Any, expected: Any) -> bool:
 class _Checker:
     """Validates nodes one at a time; caches INPUT_TYPES per class for the pass."""
 
-    def __init__(self, prompt: Prompt, registry: Registry) -> None:
+    def __init__(self, prompt: Prompt, registry: Registry, env: NodeEnvironment) -> None:
         self.prompt = prompt
         self.registry = registry
+        self.env = env
         self._input_types: dict[str, InputTypes] = {}
 
     def input_types(self, definition: NodeDef) -> InputTypes:
         cached = self._input_types.get(definition.class_type)
         if cached is None:
-            cached = definition.input_types(self.registry)
+            cached = definition.input_types(self.env)
             self._input_types[definition.class_type] = cached
         return cached
 
@@ -259,7 +260,7 @@ class _Checker:
         arguments = dict(constants)
         if "input_types" in accepted:
             arguments["input_types"] = {}
-        result = definition.impl.validate(None, arguments, self.registry)
+        result = definition.impl.validate(None, arguments, self.env)
         if result is True:
             return []
         last = next(reversed(arguments), "") if arguments else ""
@@ -395,9 +396,16 @@ def _check_shape(prompt: Any, registry: Registry) -> Prompt:
 
 
 def validate_prompt(
-    prompt: Any, registry: Registry, partial_targets: Iterable[str] | None = None
+    prompt: Any,
+    registry: Registry,
+    partial_targets: Iterable[str] | None = None,
+    env: NodeEnvironment | None = None,
 ) -> ValidatedPrompt:
-    """Validate an API prompt; raise :class:`PromptValidationError` when nothing can run."""
+    """Validate an API prompt; raise :class:`PromptValidationError` when nothing can run.
+
+    ``env`` (the runtime's) feeds live combos and ``validate_inputs``; without it they see
+    the registry alone.
+    """
     checked = _check_shape(prompt, registry)
     targets = None if partial_targets is None else {str(t) for t in partial_targets}
     outputs = [
@@ -411,7 +419,7 @@ def validate_prompt(
 
     nodes = reachable(checked, outputs)
     ordered, cyclic = topological_order(checked, nodes)
-    checker = _Checker(checked, registry)
+    checker = _Checker(checked, registry, env or NodeEnvironment(registry=registry))
     own_errors: dict[str, list[dict[str, Any]]] = {}
     valid: dict[str, bool] = {}
     for node_id in ordered:  # upstream first, so validity propagates in one pass

@@ -5,7 +5,8 @@ forward allocates and frees hundreds of such buffers per step, so every step pag
 its activations back in (measured: 1.4x per step on a 2-core CPU). Raising the mmap and
 trim thresholds, disabling mmap for big blocks, and bounding the number of arenas (worker
 threads) keeps the memory in the process for reuse. :func:`configure_host_allocator` is
-called once by the runtime at startup; it is a no-op off glibc.
+called once by the ``loom`` command line at startup (never by ``Runtime()``: embedding Loom
+changes no process-wide setting); it is a no-op off glibc.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Reading safetensors files memory-mapped, zero-copy, with clear errors.
 
-The header is parsed and checked by :func:`loom.checkpoint.read_header` (so a truncated or
+The header is parsed and checked by :func:`loom.safetensors_header.read_header` (so a truncated or
 corrupt file, a pickle, or a dtype torch cannot hold is reported by name before any tensor
 is touched). Tensors are views into a
 copy-on-write memory map of the file: opening costs nothing, the page cache backs the
@@ -19,8 +19,8 @@ from pathlib import Path
 import attrs
 import torch
 
-from loom.checkpoint import read_header
 from loom.errors import ModelFileError
+from loom.safetensors_header import read_header
 from loom.types import CheckpointHeader
 
 log = logging.getLogger(__name__)

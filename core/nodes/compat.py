@@ -11,10 +11,14 @@ A classic class declares ``INPUT_TYPES()`` (a classmethod), ``RETURN_TYPES``,
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loom.errors import NodeDefinitionError
-from loom.nodes.spec import InputTypes, NodeDef, NodeOutput, OutputDef
+from loom.nodes.spec import InputTypes, NodeDef, NodeEnvironment, NodeOutput, OutputDef
+
+if TYPE_CHECKING:
+    from loom.executor.context import RunContext
+    from loom.registry import Registry
 
 
 def is_classic(cls: Any) -> bool:
@@ -44,19 +48,23 @@ class ClassicImpl:
         self.cls = cls
         self.function = cls.FUNCTION
 
-    def input_types(self, registry: Any) -> InputTypes:
+    def input_types(self, env: NodeEnvironment | Registry | None) -> InputTypes:
         return self.cls.INPUT_TYPES()
 
     def create(self) -> Any:
         return self.cls()
 
-    def fingerprint(self, obj: Any, constants: dict[str, Any], registry: Any = None) -> Any:
+    def fingerprint(
+        self, obj: Any, constants: dict[str, Any], env: NodeEnvironment = NodeEnvironment()
+    ) -> Any:
         method = getattr(self.cls, "IS_CHANGED", None)
         if method is None:
             return None
         return call_with_accepted(method, constants)
 
-    def validate(self, obj: Any, inputs: dict[str, Any], registry: Any = None) -> bool | str:
+    def validate(
+        self, obj: Any, inputs: dict[str, Any], env: NodeEnvironment = NodeEnvironment()
+    ) -> bool | str:
         method = getattr(self.cls, "VALIDATE_INPUTS", None)
         return True if method is None else call_with_accepted(method, inputs)
 
@@ -66,7 +74,7 @@ class ClassicImpl:
             return []
         return list(call_with_accepted(method, inputs) or [])
 
-    def execute(self, obj: Any, inputs: dict[str, Any], ctx: Any) -> NodeOutput:
+    def execute(self, obj: Any, inputs: dict[str, Any], ctx: RunContext) -> NodeOutput:
         result = getattr(obj, self.function)(**inputs)
         if isinstance(result, NodeOutput):
             return result

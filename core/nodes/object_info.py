@@ -13,7 +13,7 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_unstructure_fn, override
 
-from loom.nodes.spec import SECTIONS, NodeDef
+from loom.nodes.spec import SECTIONS, NodeDef, NodeEnvironment
 
 if TYPE_CHECKING:
     from loom.registry import Registry
@@ -60,9 +60,9 @@ def _make_converter() -> cattrs.Converter:
 _converter = _make_converter()
 
 
-def node_info(definition: NodeDef, registry: Registry | None = None) -> NodeInfo:
-    """Build the NodeInfo of one node, evaluating live combo lists now."""
-    inputs = definition.input_types(registry)
+def node_info(definition: NodeDef, env: NodeEnvironment | Registry | None = None) -> NodeInfo:
+    """Build the NodeInfo of one node, evaluating live combo lists now (from ``env``)."""
+    inputs = definition.input_types(env)
     present = {section: dict(inputs[section]) for section in SECTIONS if inputs.get(section)}
     return NodeInfo(
         input=present,
@@ -87,14 +87,16 @@ def node_info(definition: NodeDef, registry: Registry | None = None) -> NodeInfo
     )
 
 
-def to_json(definition: NodeDef, registry: Registry | None = None) -> dict[str, Any]:
+def to_json(definition: NodeDef, env: NodeEnvironment | Registry | None = None) -> dict[str, Any]:
     """One node's /object_info entry as plain JSON data."""
-    return _converter.unstructure(node_info(definition, registry))
+    return _converter.unstructure(node_info(definition, env))
 
 
-def object_info(registry: Registry) -> dict[str, dict[str, Any]]:
-    """The whole /object_info document."""
+def object_info(
+    registry: Registry, env: NodeEnvironment | None = None
+) -> dict[str, dict[str, Any]]:
+    """The whole /object_info document; live combos from ``env`` (the runtime's)."""
+    env = env or NodeEnvironment(registry=registry)
     return {
-        class_type: to_json(definition, registry)
-        for class_type, definition in registry.nodes.items()
+        class_type: to_json(definition, env) for class_type, definition in registry.nodes.items()
     }

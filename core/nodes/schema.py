@@ -22,14 +22,25 @@ from __future__ import annotations
 import inspect
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, get_args, get_origin
+from typing import TYPE_CHECKING, Any, get_args, get_origin
 
 import attrs
 
 from loom.errors import NodeDefinitionError
 from loom.nodes.compat import accepted_args, call_with_accepted
-from loom.nodes.spec import InputTypes, NodeDef, NodeOutput, OutputDef
+from loom.nodes.spec import (
+    ENVIRONMENT_NAMES,
+    InputTypes,
+    NodeDef,
+    NodeEnvironment,
+    NodeOutput,
+    OutputDef,
+)
 from loom.types import WIDGET_TYPES, Socket
+
+if TYPE_CHECKING:
+    from loom.executor.context import RunContext
+    from loom.registry import Registry
 
 _META = "loom"
 _OUTPUTS_MARK = "__loom_outputs__"
@@ -152,7 +163,9 @@ class ui:
         optional: bool = False,
         **extra: Any,
     ) -> Any:
-        """A dropdown. ``options`` is a list, or ``callable(registry)`` for live lists."""
+        """A dropdown. ``options`` is a list, or a callable computing the list when asked,
+        which names what it needs: ``registry``, ``folders`` and/or ``settings``
+        (:class:`loom.nodes.spec.NodeEnvironment`), e.g. ``lambda folders: ...``."""
         if not callable(options) and not list(options) and default is None:
             raise NodeDefinitionError("ui.combo needs options or a default")
         opts = ui._opts(default=default, tooltip=tooltip, **extra)
@@ -297,13 +310,16 @@ class DeclarativeImpl:
         self.multi_output = multi_output
         self._names = {field.name for field in fields}
 
-    def input_types(self, registry: Any) -> InputTypes:
+    def input_types(self, env: NodeEnvironment | Registry | None) -> InputTypes:
+        env = NodeEnvironment.of(env)
         sections: InputTypes = {"required": {}}
         for field in self.fields:
             options = dict(field.meta.options)
             if field.meta.choices is not None:
                 choices = field.meta.choices
-                spec: list[Any] = [list(choices(registry) if callable(choices) else choices)]
+                if callable(choices):
+                    choices = call_with_accepted(choices, env.arguments())
+                spec: list[Any] = [list(choices)]
             else:
                 spec = [field.type]
             if options:  # ComfyUI sends ["IMAGE"], not ["IMAGE", {}], when there are none
@@ -316,20 +332,24 @@ class DeclarativeImpl:
     def create(self) -> None:
         return None
 
-    # fingerprint and validate_inputs may also name ``registry`` to see the runtime
-    # (``registry.settings`` for directories, ``registry.folders`` for model files).
-    def fingerprint(self, obj: Any, constants: dict[str, Any], registry: Any = None) -> Any:
+    # fingerprint and validate_inputs may also name ``registry``, ``folders`` or ``settings``
+    # (the NodeEnvironment): ``settings`` for directories, ``folders`` for model files.
+    def fingerprint(
+        self, obj: Any, constants: dict[str, Any], env: NodeEnvironment = NodeEnvironment()
+    ) -> Any:
         method = getattr(self.cls, "fingerprint", None)
         return (
-            call_with_accepted(method, {**constants, "registry": registry})
+            call_with_accepted(method, {**constants, **env.arguments()})
             if method is not None
             else None
         )
 
-    def validate(self, obj: Any, inputs: dict[str, Any], registry: Any = None) -> bool | str:
+    def validate(
+        self, obj: Any, inputs: dict[str, Any], env: NodeEnvironment = NodeEnvironment()
+    ) -> bool | str:
         method = getattr(self.cls, "validate_inputs", None)
         return (
-            call_with_accepted(method, {**inputs, "registry": registry})
+            call_with_accepted(method, {**inputs, **env.arguments()})
             if method is not None
             else True
         )
@@ -343,7 +363,7 @@ class DeclarativeImpl:
     def _instance(self, inputs: dict[str, Any]) -> Any:
         return self.cls(**{name: value for name, value in inputs.items() if name in self._names})
 
-    def execute(self, obj: Any, inputs: dict[str, Any], ctx: Any) -> NodeOutput:
+    def execute(self, obj: Any, inputs: dict[str, Any], ctx: RunContext) -> NodeOutput:
         result = self._instance(inputs).run(ctx)
         if isinstance(result, NodeOutput):
             return result
@@ -368,6 +388,7 @@ def compile_declarative(cls: type, *, python_module: str | None = None) -> NodeD
         meta = field.metadata.get(_META, InputMeta())
         annotation = hints.get(field.name)
         if meta.choices is not None:
+            _check_combo_source(meta.choices, f"{where} input {field.name!r}")
             wire = "COMBO"
         elif annotation is None:
             raise NodeDefinitionError(f"{where}: input {field.name!r} has no annotation")
@@ -400,10 +421,22 @@ def compile_declarative(cls: type, *, python_module: str | None = None) -> NodeD
         has_lazy_check=has_lazy,
         source_class=cls,
         # As VALIDATE_INPUTS: the inputs validate_inputs names skip the standard checks.
-        validate_args=((accepted_args(cls.validate_inputs) or frozenset()) - {"registry"})
+        validate_args=((accepted_args(cls.validate_inputs) or frozenset()) - ENVIRONMENT_NAMES)
         if hasattr(cls, "validate_inputs")
         else frozenset(),
     )
+
+
+def _check_combo_source(choices: Any, where: str) -> None:
+    if not callable(choices):
+        return
+    accepted = accepted_args(choices)
+    if accepted is not None and not accepted <= ENVIRONMENT_NAMES:
+        unknown = ", ".join(sorted(accepted - ENVIRONMENT_NAMES))
+        raise NodeDefinitionError(
+            f"{where}: a combo source may only take {', '.join(sorted(ENVIRONMENT_NAMES))} "
+            f"as parameters, not {unknown}"
+        )
 
 
 def _outputs_of(

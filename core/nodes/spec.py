@@ -15,7 +15,9 @@ import attrs
 
 if TYPE_CHECKING:
     from loom.executor.context import RunContext
+    from loom.folders import ModelFolders
     from loom.registry import Registry
+    from loom.settings import Settings
 
 InputTypes = dict[str, dict[str, Any]]
 """``{"required": {name: spec}, "optional": {...}, "hidden": {...}}``; spec = ``[TYPE, {opts}]``."""
@@ -47,22 +49,52 @@ class NodeOutput:
     expand: Mapping[str, Any] | None = None
 
 
+#: Parameter names live combo sources, ``validate_inputs`` and ``fingerprint`` may take.
+ENVIRONMENT_NAMES = frozenset({"registry", "folders", "settings"})
+
+
+@attrs.frozen
+class NodeEnvironment:
+    """What a node's live combo sources, ``validate_inputs`` and ``fingerprint`` may ask for.
+
+    They name what they need as parameters (:data:`ENVIRONMENT_NAMES`): ``registry``
+    (node types, sampler names), ``folders`` (:class:`~loom.folders.ModelFolders`, model
+    files) and ``settings`` (:class:`~loom.settings.Settings`, input/output directories).
+    The runtime builds one (:attr:`loom.runtime.Runtime.environment`); without a runtime,
+    whatever is missing is None.
+    """
+
+    registry: Registry | None = None
+    folders: ModelFolders | None = None
+    settings: Settings | None = None
+
+    @classmethod
+    def of(cls, source: NodeEnvironment | Registry | None) -> NodeEnvironment:
+        """``source`` itself, or an environment holding only the registry ``source``."""
+        return source if isinstance(source, NodeEnvironment) else cls(registry=source)
+
+    def arguments(self) -> dict[str, Any]:
+        """The values by parameter name, for ``call_with_accepted``."""
+        return {"registry": self.registry, "folders": self.folders, "settings": self.settings}
+
+
 class NodeImpl(Protocol):
     """How the executor talks to one node type, whichever way it was written."""
 
-    def input_types(self, registry: Registry | None) -> InputTypes:
-        """The node's inputs in ComfyUI's INPUT_TYPES shape, with live combo lists."""
+    def input_types(self, env: NodeEnvironment | Registry | None) -> InputTypes:
+        """The node's inputs in ComfyUI's INPUT_TYPES shape, with live combo lists
+        (``env``: see :meth:`NodeEnvironment.of`)."""
 
     def create(self) -> Any:
         """A per-node-id object kept in the objects cache (classic nodes keep state on it)."""
 
     def fingerprint(
-        self, obj: Any, constants: dict[str, Any], registry: Registry | None = None
+        self, obj: Any, constants: dict[str, Any], env: NodeEnvironment = NodeEnvironment()
     ) -> Any:
         """IS_CHANGED: a value that changes when the output would; None when not defined."""
 
     def validate(
-        self, obj: Any, inputs: dict[str, Any], registry: Registry | None = None
+        self, obj: Any, inputs: dict[str, Any], env: NodeEnvironment = NodeEnvironment()
     ) -> bool | str:
         """VALIDATE_INPUTS: True, or a message describing what is wrong."""
 
@@ -98,9 +130,11 @@ class NodeDef:
     validate_args: frozenset[str] = frozenset()
     source_class: type | None = attrs.field(default=None, eq=False, repr=False)
 
-    def input_types(self, registry: Registry | None = None) -> InputTypes:
-        return self.impl.input_types(registry)
+    def input_types(self, env: NodeEnvironment | Registry | None = None) -> InputTypes:
+        """INPUT_TYPES with live combos computed from ``env`` (a bare registry: no folders)."""
+        return self.impl.input_types(env)
 
 
-OptionsSource = Callable[["Registry | None"], list[Any]]
-"""A combo list computed when asked: gets the registry (folders, samplers), returns values."""
+OptionsSource = Callable[..., list[Any]]
+"""A combo list computed when asked; it names what it needs from :class:`NodeEnvironment`
+(``def loras(folders): ...``) and returns the values."""

@@ -166,7 +166,7 @@ def test_progress_bar_shows_in_the_cli(write_pack, run_cli):
     }
     code, _, err = run_cli(prompt, quiet=False)
     assert code == 0
-    assert "[Steps]" in err and "2/2" in err
+    assert "node 2 (Steps)" in err and "2/2" in err
 
 
 SAVE_PACK = """

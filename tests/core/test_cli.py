@@ -215,3 +215,29 @@ def test_every_unknown_node_type_is_reported_at_once_in_both_formats(workdir, ca
     assert "LoraLoader: provided by loom-lora, which is installed but not loaded" in err
     assert main(["--disable-plugin", "lora", "run", "unknown.json"]) == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.fixture
+def allocator_calls(monkeypatch):
+    """Records calls of loom.memory.allocator.configure_host_allocator (glibc left alone)."""
+    import loom.memory.allocator
+
+    calls = []
+    monkeypatch.setattr(
+        loom.memory.allocator, "configure_host_allocator", lambda *a: calls.append(a)
+    )
+    return calls
+
+
+def test_building_a_runtime_leaves_malloc_alone(workdir, allocator_calls):
+    from loom.runtime import Runtime
+    from loom.settings import Settings
+
+    runtime = Runtime(Settings(base_directory=workdir, tune_host_allocator=True))
+    assert runtime.registry.get_node("EmptyImage") is not None
+    assert allocator_calls == []
+
+
+def test_the_command_line_tunes_malloc_before_building_its_runtime(workdir, allocator_calls):
+    assert main(["run", "wf.json", "-q"]) == 0
+    assert len(allocator_calls) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -387,3 +388,132 @@ def test_hook_adapter_key_map() -> None:
     assert answer.keys == {"lora_unet_conv_in": "conv_in.weight"}
     assert host.hook.adapter_key_map(model=value, kind="clip") is None
     assert host.hook.adapter_key_map(model=object(), kind="model") is None
+
+
+# --- every hook goes through pluggy -----------------------------------------------------
+
+
+class EveryHook:
+    """Implements every hookspec, declining or registering nothing."""
+
+    @loom.hookimpl
+    def register_nodes(self, register):
+        register(HookTestInvert)
+
+    @loom.hookimpl
+    def register_model_folders(self, register):
+        pass
+
+    @loom.hookimpl
+    def register_model_families(self, register):
+        pass
+
+    @loom.hookimpl
+    def register_samplers(self, register):
+        pass
+
+    @loom.hookimpl
+    def register_schedulers(self, register):
+        pass
+
+    @loom.hookimpl
+    def register_weight_adapters(self, register):
+        pass
+
+    @loom.hookimpl
+    def register_commands(self, cli):
+        pass
+
+    @loom.hookimpl
+    def adapter_key_map(self, model, kind):
+        return None
+
+    @loom.hookimpl
+    def on_execution_event(self, event):
+        pass
+
+    @loom.hookimpl
+    def make_prompt_queue(self, settings):
+        return None
+
+
+def test_tracing_sees_every_hook_as_core_calls_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from loom.cli.main import add_plugin_commands
+
+    monkeypatch.setenv("LOOM_TRACE_HOOKS", "1")
+    runtime = make_runtime(tmp_path, EveryHook())
+    with caplog.at_level(logging.DEBUG, logger="loom.plugins"):
+        assert "HookTestInvert" in runtime.registry.nodes
+        runtime.emit(ExecutionEvent("status", {}))
+        assert runtime.queue is not None
+        add_plugin_commands(runtime.host, click.Group("loom"))
+        assert runtime.host.hook.adapter_key_map(model=object(), kind="model") is None
+    traced = {
+        match.group(1)
+        for record in caplog.records
+        if (match := re.match(r"hook (\w+) -> \['test_plugin_0'\]", record.getMessage()))
+    }
+    assert traced == set(HOOKS)
+
+
+def test_registration_hooks_honour_tryfirst_and_trylast() -> None:
+    def sampler_plugin(**marks: bool) -> object:
+        class Plugin:
+            @loom.hookimpl(**marks)
+            def register_samplers(self, register):
+                register("shared", object())
+
+        return Plugin()
+
+    host = make_host(sampler_plugin(trylast=True), sampler_plugin(), sampler_plugin(tryfirst=True))
+    registry = collect(host)
+    assert registry.owner[("sampler", "shared")] == "test_plugin_2"
+    assert [str(e) for e in registry.failures] == [
+        "sampler 'shared' registered by plugin 'test_plugin_1' is already registered by plugin 'test_plugin_2'",
+        "sampler 'shared' registered by plugin 'test_plugin_0' is already registered by plugin 'test_plugin_2'",
+    ]
+
+
+def test_a_wrapper_wraps_each_plugins_registration_with_its_register() -> None:
+    class Registers:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        @loom.hookimpl
+        def register_schedulers(self, register):
+            register(self.name, object())
+
+    class AddsOneEach:
+        @loom.hookimpl(wrapper=True)
+        def register_schedulers(self, register):
+            result = yield
+            register(f"extra_{len(wrapped)}", object())
+            wrapped.append(result)
+            return result
+
+    wrapped: list[Any] = []
+    registry = collect(make_host(Registers("a"), AddsOneEach(), Registers("b")))
+    assert len(wrapped) == 2
+    assert registry.owner[("scheduler", "extra_0")] == "test_plugin_0"
+    assert registry.owner[("scheduler", "extra_1")] == "test_plugin_2"
+
+
+def test_hook_on_execution_event_reaches_plugins_registered_later(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    class Observer:
+        def __init__(self, tag: str) -> None:
+            self.tag = tag
+
+        @loom.hookimpl
+        def on_execution_event(self, event):
+            seen.append(self.tag)
+
+    runtime = make_runtime(tmp_path, Observer("a"), Observer("b"))
+    runtime.emit(ExecutionEvent("status", {}))
+    runtime.host.unregister("test_plugin_1")
+    runtime.host.register(Observer("c"), "test_plugin_1")
+    runtime.emit(ExecutionEvent("status", {}))
+    assert seen == ["a", "b", "a", "c"]

@@ -65,6 +65,7 @@ def test_wheel_contains_every_core_module(tmp_path: Path) -> None:
     _needs_build_tools()
     source = tmp_path / "src"
     shutil.copytree(CORE, source / "core", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    assert (source / "core" / "py.typed").is_file()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, source / name)
     subprocess.run(
@@ -90,6 +91,7 @@ def test_wheel_contains_every_core_module(tmp_path: Path) -> None:
         "loom/" + p.relative_to(source / "core").as_posix() for p in (source / "core").rglob("*.py")
     }
     assert expected - names == set()
+    assert "loom/py.typed" in names  # type checkers read the annotations of plugins' imports
 
 
 @pytest.mark.parametrize("pyproject", PLUGIN_PYPROJECTS, ids=lambda p: p.parent.name)
@@ -104,6 +106,14 @@ def test_plugin_follows_naming_conventions(pyproject: Path) -> None:
     package = f"loom_{folder.replace('-', '_')}"  # plugins/comfy-compat -> loom_comfy_compat
     assert entry_points == {folder: f"{package}.plugin"}
     assert (pyproject.parent / "src" / package / "plugin.py").is_file()
+
+
+@pytest.mark.parametrize("folder", ["sd15", "lora", "http"])
+def test_plugin_ships_py_typed(folder: str) -> None:
+    pyproject = REPO / "plugins" / folder / "pyproject.toml"
+    package_data = _pyproject(pyproject)["tool"]["setuptools"]["package-data"]
+    assert "py.typed" in package_data[f"loom_{folder}"]
+    assert (pyproject.parent / "src" / f"loom_{folder}" / "py.typed").is_file()
 
 
 def test_example_plugin_follows_conventions() -> None:

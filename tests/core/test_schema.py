@@ -8,7 +8,7 @@ import pytest
 
 import loom
 from loom.errors import NodeDefinitionError
-from loom.executor.run import Executor
+from loom.executor.executor import Executor
 from loom.nodes.object_info import to_json
 from loom.nodes.schema import compile_declarative
 from loom.plugins import PluginHost
@@ -204,3 +204,64 @@ def test_declarative_nodes_run_through_the_executor_with_lazy_inputs():
     result = executor.run_prompt(prompt)
     assert result.outputs["3"] == {"picked": [2]}
     assert COUNT_RUNS == [2]
+
+
+@loom.node("TestFolderCombo", category="testing", output_node=True)
+class FolderCombo:
+    """Combo and validation that ask the node environment for folders and settings."""
+
+    name: str = loom.ui.combo(lambda folders: folders.filenames("checkpoints") if folders else [])
+
+    @classmethod
+    def validate_inputs(cls, name: str, folders, settings) -> bool | str:
+        return (
+            True if folders.find("checkpoints", name) else f"{name} is not in {settings.models_dir}"
+        )
+
+    def run(self, ctx: loom.RunContext) -> None:
+        return None
+
+
+def test_live_combos_and_validation_get_folders_and_settings_from_the_runtime(tmp_path):
+    from loom.errors import PromptValidationError
+    from loom.nodes.object_info import object_info
+    from loom.runtime import Runtime
+    from loom.settings import Settings
+
+    class Plugin:
+        @loom.hookimpl
+        def register_nodes(self, register):
+            register(FolderCombo)
+
+    host = PluginHost(entry_points=False, builtins=("loom.folders",))
+    host.register(Plugin(), "p")
+    runtime = Runtime(Settings(base_directory=tmp_path, load_custom_nodes=False), host)
+    assert not hasattr(runtime.registry, "folders") and not hasattr(runtime.registry, "settings")
+    (tmp_path / "models" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "models" / "checkpoints" / "x.safetensors").write_bytes(b"")
+    document = object_info(runtime.registry, runtime.environment)
+    assert document["TestFolderCombo"]["input"]["required"]["name"] == [["x.safetensors"]]
+    # Without the runtime's environment the combo has no folders to list.
+    assert object_info(runtime.registry)["TestFolderCombo"]["input"]["required"]["name"] == [[]]
+
+    prompt = {"1": {"class_type": "TestFolderCombo", "inputs": {"name": "y.safetensors"}}}
+    with pytest.raises(PromptValidationError) as info:
+        runtime.executor.validate(prompt)
+    assert f"y.safetensors is not in {tmp_path / 'models'}" in str(info.value.node_errors)
+    prompt["1"]["inputs"]["name"] = "x.safetensors"
+    assert runtime.executor.validate(prompt).outputs == ["1"]
+
+
+def test_a_combo_source_naming_something_else_fails_at_registration():
+    @loom.node("TestBadCombo", category="testing")
+    class BadCombo:
+        name: str = loom.ui.combo(lambda runtime: [])
+
+        def run(self, ctx: loom.RunContext) -> None:
+            return None
+
+    with pytest.raises(
+        NodeDefinitionError,
+        match="a combo source may only take folders, registry, settings as parameters, not runtime",
+    ):
+        compile_declarative(BadCombo)

@@ -197,7 +197,7 @@ def image(executor, *loras) -> torch.Tensor:
 
 @pytest.fixture
 def executor(runtime):
-    from loom.executor.run import Executor
+    from loom.executor.executor import Executor
 
     return Executor(runtime)
 
@@ -253,7 +253,7 @@ def test_unload_after_a_lora_run_restores_the_base_weights_bitwise(
 
 
 def test_two_prompts_with_different_loras_on_one_checkpoint_do_not_leak(base_dir, executor):
-    from loom.executor.run import Executor
+    from loom.executor.executor import Executor
 
     base = image(executor)
     a = image(executor, ("a_kohya.safetensors", 1.0, 1.0))

@@ -8,15 +8,16 @@ import torch
 from loom_sd15.family import SD15Family
 from loom_sd15.vae import SD15Vae
 
-from loom.checkpoint import read_header
 from loom.memory import ComputeTarget, DiffPatch, MemoryManager, cpu_device
+from loom.safetensors_header import read_header
+from loom.types import ModelPart
 
 CPU = torch.device("cpu")
 
 
 @pytest.fixture
 def parts(tiny_checkpoint):
-    return SD15Family().load(read_header(tiny_checkpoint), "checkpoint", {})
+    return SD15Family().load(read_header(tiny_checkpoint), ModelPart.CHECKPOINT)
 
 
 def _tokens(clip) -> list[list[tuple[int, float]]]:

@@ -11,8 +11,10 @@ from loom_sd15.family import SD15Family
 from safetensors.torch import load_file, save_file
 from sd15_markers import CLIP_L, TOKENIZERS, needs_tokenizer
 
-from loom.checkpoint import detect_family, read_header
 from loom.errors import ModelFileError, UnknownCheckpointError
+from loom.family_detection import detect_family
+from loom.safetensors_header import read_header
+from loom.types import LoadRequest, ModelPart
 
 
 def _registry():
@@ -83,7 +85,7 @@ def test_component_files_are_recognised(tiny_checkpoint, tmp_path):
         header = read_header(path)
         assert family.detect(header, part) > 0
         assert family.detect(header, "checkpoint") == 0.0 or part == "diffusion_model"
-        loaded = family.load(header, part, {"tokenizer_path": str(CLIP_L)})
+        loaded = family.load(header, part, LoadRequest(tokenizer_dir=CLIP_L))
         assert (
             getattr(
                 loaded, {"vae": "vae", "diffusion_model": "model", "text_encoder": "clip"}[part]
@@ -108,7 +110,7 @@ def test_loading_builds_on_meta_and_assigns_the_files_tensors(tiny_checkpoint, m
 
     for name in ("kaiming_uniform_", "uniform_", "normal_", "xavier_uniform_", "trunc_normal_"):
         monkeypatch.setattr(torch.nn.init, name, guard(getattr(torch.nn.init, name)))
-    parts = SD15Family().load(read_header(tiny_checkpoint), "checkpoint", {})
+    parts = SD15Family().load(read_header(tiny_checkpoint), ModelPart.CHECKPOINT, LoadRequest())
     state = load_file(str(tiny_checkpoint))
     unet = parts.model.module
     for key, tensor in unet.state_dict().items():
@@ -133,7 +135,7 @@ def test_missing_and_unexpected_keys_are_listed_in_one_error(tiny_checkpoint, tm
 
     header = read_header(_variant(tiny_checkpoint, tmp_path / "damaged.safetensors", damage))
     with pytest.raises(ModelFileError) as info:
-        SD15Family().load(header, "checkpoint", {})
+        SD15Family().load(header, ModelPart.CHECKPOINT, LoadRequest())
     message = str(info.value.message)
     assert "2 missing keys" in message and "1 unexpected keys" in message
     for key in (
@@ -154,7 +156,7 @@ def test_known_leftover_keys_are_ignored(tiny_checkpoint, tmp_path, caplog):
         state["something.else"] = torch.ones(1)
 
     header = read_header(_variant(tiny_checkpoint, tmp_path / "extras.safetensors", extras))
-    parts = SD15Family().load(header, "checkpoint", {})
+    parts = SD15Family().load(header, ModelPart.CHECKPOINT, LoadRequest())
     assert parts.model is not None and parts.clip is not None and parts.vae is not None
     assert "something.else" in caplog.text and "alphas_cumprod" not in caplog.text
 
@@ -174,7 +176,7 @@ def test_missing_tokenizer_says_which_files_go_where(tiny_checkpoint, monkeypatc
 
     monkeypatch.setattr(tokenizer, "_hf_cache", lambda name: None)
     monkeypatch.delenv(tokenizer.ENV_PATH, raising=False)
-    clip = SD15Family().load(read_header(tiny_checkpoint), "checkpoint", {}).clip
+    clip = SD15Family().load(read_header(tiny_checkpoint), ModelPart.CHECKPOINT, LoadRequest()).clip
     clip.tokenizer_source = tokenizer.TokenizerSource(
         "my_tokenizer", None, (tmp_path / "models" / "tokenizers",)
     )  # a name this package does not ship
@@ -208,7 +210,7 @@ def test_tokenizer_from_the_environment_path(tiny_checkpoint, monkeypatch):
     from loom_sd15 import tokenizer
 
     monkeypatch.setenv(tokenizer.ENV_PATH, str(TOKENIZERS))
-    clip = SD15Family().load(read_header(tiny_checkpoint), "checkpoint", {}).clip
+    clip = SD15Family().load(read_header(tiny_checkpoint), ModelPart.CHECKPOINT, LoadRequest()).clip
     assert clip.encode("a cat")[0][0].shape == (1, 77, 32)
 
 
@@ -230,7 +232,7 @@ def test_model_handle_protocols(tiny_checkpoint):
     from loom.memory import ModelHandle
     from loom.types import ClipLike, ModelLike, VaeLike
 
-    parts = SD15Family().load(read_header(tiny_checkpoint), "checkpoint", {})
+    parts = SD15Family().load(read_header(tiny_checkpoint), ModelPart.CHECKPOINT, LoadRequest())
     assert isinstance(parts.model, ModelLike) and isinstance(parts.model, ModelHandle)
     assert isinstance(parts.clip, ClipLike) and isinstance(parts.vae, VaeLike)
     clone = parts.model.clone()

@@ -12,6 +12,8 @@ from loom_sd15.convert import unet_conversion, vae_conversion
 from loom_sd15.unet import UNetConfig, UNetModel
 from loom_sd15.vae import AutoencoderKL, VAEConfig
 
+from loom.types import LoadRequest, ModelPart
+
 diffusers = pytest.importorskip("diffusers")
 from diffusers.loaders.single_file_utils import (  # noqa: E402
     convert_ldm_unet_checkpoint,
@@ -139,10 +141,10 @@ def test_text_encoder_matches_transformers(tiny_checkpoint):
     from safetensors.torch import load_file
     from transformers import CLIPTextModel
 
-    from loom.checkpoint import read_header
+    from loom.safetensors_header import read_header
 
     header = read_header(tiny_checkpoint)
-    clip = SD15Family().load(header, "text_encoder", {}).clip
+    clip = SD15Family().load(header, ModelPart.TEXT_ENCODER, LoadRequest()).clip
     state = load_file(str(tiny_checkpoint))
     prefix = "cond_stage_model.transformer.text_model."
     reference = CLIPTextModel(clip.config.to_transformers()).eval()
@@ -181,13 +183,13 @@ def test_fp16_checkpoint_stays_fp16_and_computes_in_fp32(tmp_path):
     from loom_sd15.family import SD15Family
     from loom_sd15.tiny import write_tiny_checkpoint
 
-    from loom.checkpoint import read_header
+    from loom.safetensors_header import read_header
 
     f32 = write_tiny_checkpoint(tmp_path / "a.safetensors", seed=1)
     f16 = write_tiny_checkpoint(tmp_path / "b.safetensors", seed=1, dtype=torch.float16)
     family = SD15Family()
-    m32 = family.load(read_header(f32), "diffusion_model", {}).model
-    m16 = family.load(read_header(f16), "diffusion_model", {}).model
+    m32 = family.load(read_header(f32), ModelPart.DIFFUSION_MODEL, LoadRequest()).model
+    m16 = family.load(read_header(f16), ModelPart.DIFFUSION_MODEL, LoadRequest()).model
     assert {p.dtype for p in m16.module.parameters()} == {torch.float16}
     x = torch.randn(1, 4, 8, 8)
     cond = {"c_crossattn": torch.randn(1, 77, 32)}

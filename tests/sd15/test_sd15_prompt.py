@@ -37,7 +37,8 @@ def clip(tiny_checkpoint, tmp_path_factory):
     from loom_sd15.family import SD15Family
     from safetensors.torch import save_file
 
-    from loom.checkpoint import read_header
+    from loom.safetensors_header import read_header
+    from loom.types import LoadRequest, ModelPart
 
     embeddings = tmp_path_factory.mktemp("embeddings")
     generator = torch.Generator().manual_seed(9)
@@ -55,7 +56,11 @@ def clip(tiny_checkpoint, tmp_path_factory):
     header = read_header(tiny_checkpoint)
     return (
         SD15Family()
-        .load(header, "checkpoint", {"tokenizer_path": str(CLIP_L), "embedding_dirs": [embeddings]})
+        .load(
+            header,
+            ModelPart.CHECKPOINT,
+            LoadRequest(tokenizer_dir=CLIP_L, embedding_dirs=(embeddings,)),
+        )
         .clip
     )
 

@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import logging
-import types
 
 import pytest
 import torch
 from loom_sd15.family import SD15Family
 
-from loom.checkpoint import read_header
 from loom.memory import MemoryManager, simulated_device
+from loom.safetensors_header import read_header
+from loom.types import LoadRequest, ModelPart
 
 
 def _vae(tiny_checkpoint, budget_bytes: int | None = None):
     memory = None
     if budget_bytes is not None:
         memory = MemoryManager(simulated_device(budget_bytes), budget_bytes=budget_bytes)
-    runtime = types.SimpleNamespace(memory=memory)
-    return SD15Family().load(read_header(tiny_checkpoint), "vae", {"runtime": runtime}).vae
+    request = LoadRequest(memory=memory)
+    return SD15Family().load(read_header(tiny_checkpoint), ModelPart.VAE, request).vae
 
 
 def test_decode_splits_the_batch_when_activations_do_not_fit(tiny_checkpoint):

@@ -51,7 +51,7 @@ def txt2img(batch: int = 1, seed: int = 42, steps: int = 3) -> dict:
 
 def run(runtime, prompt: dict, extra: dict | None = None):
     """One prompt on a fresh executor (empty cache), so repeated runs really recompute."""
-    from loom.executor.run import Executor
+    from loom.executor.executor import Executor
 
     executor = Executor(runtime)
     validated = executor.validate(copy.deepcopy(prompt))

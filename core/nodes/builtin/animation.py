@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import loom
-from loom.nodes.builtin.image_io import settings_of
+from loom.nodes.builtin.image_io import run_settings
 from loom.nodes.builtin.save_paths import get_save_path
 from loom.types import Image
 
@@ -35,7 +35,7 @@ def _frames(images: Image) -> list[Any]:
 
 
 def _save_target(ctx: loom.RunContext, images: Image, prefix: str, extension: str) -> tuple:
-    directory = settings_of(ctx).directory("output")
+    directory = run_settings(ctx).directory("output")
     target = get_save_path(prefix, directory, images.shape[2], images.shape[1])
     name = target.file_name(target.counter, extension)
     return target.folder / name, {"filename": name, "subfolder": target.subfolder, "type": "output"}
@@ -50,7 +50,7 @@ def _ui(entry: dict[str, str], frame_count: int) -> dict[str, Any]:
 
 def webp_exif(first_frame: Any, ctx: loom.RunContext) -> Any:
     exif = first_frame.getexif()
-    if settings_of(ctx).disable_metadata:
+    if run_settings(ctx).disable_metadata:
         return exif
     if ctx.prompt is not None:
         exif[0x0110] = f"prompt:{json.dumps(ctx.prompt)}"
@@ -64,7 +64,7 @@ def webp_exif(first_frame: Any, ctx: loom.RunContext) -> Any:
 def apng_metadata(ctx: loom.RunContext) -> Any:
     from PIL.PngImagePlugin import PngInfo
 
-    if settings_of(ctx).disable_metadata:
+    if run_settings(ctx).disable_metadata:
         return None
     info = PngInfo()
     chunks = {"prompt": ctx.prompt} if ctx.prompt is not None else {}

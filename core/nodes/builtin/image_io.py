@@ -39,16 +39,14 @@ _preview_prefixes: dict[str, str] = {}
 # --- directories and file names ----------------------------------------------------------
 
 
-def settings_of(source: Any = None) -> Settings:
-    """The settings a run context, runtime or registry carries; else from ``LOOM_*`` variables.
+def settings_of(settings: Settings | None) -> Settings:
+    """``settings``, or without a runtime (a bare executor, a script) the ``LOOM_*`` variables'."""
+    return settings if settings is not None else Settings.from_env()
 
-    Validation and fingerprint hooks get the registry, which carries the runtime's settings.
-    """
-    for candidate in (source, getattr(source, "runtime", None)):
-        settings = getattr(candidate, "settings", None)
-        if isinstance(settings, Settings):
-            return settings
-    return Settings.from_env()
+
+def run_settings(ctx: loom.RunContext) -> Settings:
+    """The settings of the runtime running the node (``LOOM_*`` variables without one)."""
+    return settings_of(ctx.runtime.settings if ctx.runtime is not None else None)
 
 
 def split_annotation(name: str) -> tuple[str, str]:
@@ -73,9 +71,9 @@ def is_image_file(name: str) -> bool:
     return (kind or "").startswith("image/") or Path(name).suffix.lower() in _EXTRA_IMAGE_SUFFIXES
 
 
-def input_image_files(registry: Any = None) -> list[str]:
+def input_image_files(settings: Settings | None = None) -> list[str]:
     """Sorted image files directly inside the input directory (LoadImage's combo)."""
-    folder = settings_of(registry).input_dir
+    folder = settings_of(settings).input_dir
     try:
         names = [entry.name for entry in os.scandir(folder) if entry.is_file()]
     except FileNotFoundError:
@@ -83,14 +81,14 @@ def input_image_files(registry: Any = None) -> list[str]:
     return sorted(name for name in names if is_image_file(name))
 
 
-def _file_digest(name: str, registry: Any) -> str:
-    path = annotated_path(name, settings_of(registry))
+def _file_digest(name: str, settings: Settings | None) -> str:
+    path = annotated_path(name, settings_of(settings))
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _check_image_name(name: str, registry: Any) -> bool | str:
+def _check_image_name(name: str, settings: Settings | None) -> bool | str:
     try:
-        exists = annotated_path(name, settings_of(registry)).is_file()
+        exists = annotated_path(name, settings_of(settings)).is_file()
     except FileNotFoundError:
         exists = False
     return True if exists else f"Invalid image file: {name}"
@@ -169,12 +167,12 @@ class _InputImageFile:
     file's bytes change (IS_CHANGED), and name a missing file at validation."""
 
     @classmethod
-    def fingerprint(cls, image: str, registry: Any = None) -> str:
-        return _file_digest(image, registry)
+    def fingerprint(cls, image: str, settings: Settings | None = None) -> str:
+        return _file_digest(image, settings)
 
     @classmethod
-    def validate_inputs(cls, image: str, registry: Any = None) -> bool | str:
-        return _check_image_name(image, registry)
+    def validate_inputs(cls, image: str, settings: Settings | None = None) -> bool | str:
+        return _check_image_name(image, settings)
 
 
 @loom.node("LoadImage", category="image", display_name="Load Image")
@@ -182,7 +180,7 @@ class LoadImage(_InputImageFile):
     image: str = ui.combo(input_image_files, image_upload=True)
 
     def run(self, ctx: loom.RunContext) -> LoadedImage:
-        return load_image_file(annotated_path(self.image, settings_of(ctx)))
+        return load_image_file(annotated_path(self.image, run_settings(ctx)))
 
 
 @loom.node(
@@ -207,7 +205,7 @@ class LoadImageOutput(_InputImageFile):
     )
 
     def run(self, ctx: loom.RunContext) -> LoadedImage:
-        return load_image_file(annotated_path(self.image, settings_of(ctx)))
+        return load_image_file(annotated_path(self.image, run_settings(ctx)))
 
 
 @loom.node("LoadImageMask", category="mask", display_name="Load Image (as Mask)")
@@ -220,7 +218,9 @@ class LoadImageMask(_InputImageFile):
         import torch
         from PIL import ImageOps
 
-        picture = ImageOps.exif_transpose(_open_image(annotated_path(self.image, settings_of(ctx))))
+        picture = ImageOps.exif_transpose(
+            _open_image(annotated_path(self.image, run_settings(ctx)))
+        )
         if picture.getbands() != ("R", "G", "B", "A"):
             if picture.mode == "I":
                 picture = picture.point(lambda value: value * (1 / 255))
@@ -239,7 +239,7 @@ def png_metadata(ctx: loom.RunContext) -> Any:
     """``prompt`` and one chunk per ``extra_pnginfo`` key, as JSON; None when disabled."""
     from PIL.PngImagePlugin import PngInfo
 
-    if settings_of(ctx).disable_metadata:
+    if run_settings(ctx).disable_metadata:
         return None
     info = PngInfo()
     if ctx.prompt is not None:
@@ -264,7 +264,7 @@ def save_images(
     import numpy as np
 
     height, width = images.shape[1], images.shape[2]
-    target = get_save_path(filename_prefix, settings_of(ctx).directory(kind), width, height)
+    target = get_save_path(filename_prefix, run_settings(ctx).directory(kind), width, height)
     metadata = png_metadata(ctx)
     results = []
     from PIL import Image as PILImageModule

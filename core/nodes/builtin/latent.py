@@ -195,6 +195,23 @@ class SetLatentNoiseMask:
         return {**self.samples, "noise_mask": mask}
 
 
+# An empty 16-channel latent batch (SD3, Flux): zeros [B, 16, H/8, W/8]. ComfyUI gives it no
+# description, so a comment rather than a docstring keeps /object_info's empty.
+@loom.node("EmptySD3LatentImage", category="latent/sd3")
+class EmptySD3LatentImage:
+    width: int = ui.int(1024, min=16, max=MAX_RESOLUTION, step=16)
+    height: int = ui.int(1024, min=16, max=MAX_RESOLUTION, step=16)
+    batch_size: int = ui.int(1, min=1, max=4096)
+
+    def run(self, ctx: loom.RunContext) -> Latent:
+        import torch
+
+        samples = torch.zeros(
+            [self.batch_size, 16, self.height // 8, self.width // 8], dtype=torch.float32
+        )
+        return {"samples": samples}
+
+
 NODES: tuple[type, ...] = (
     EmptyLatentImage,
     LatentUpscale,
@@ -210,3 +227,4 @@ NODES: tuple[type, ...] = (
 def register_nodes(register: Callable[..., None]) -> None:
     for node_class in NODES:
         register(node_class, python_module="nodes")
+    register(EmptySD3LatentImage, python_module="comfy_extras.nodes_sd3")

@@ -2,7 +2,7 @@
 ``DualCLIPLoader`` and ``VAELoader``.
 
 None of them knows a model family. Each resolves the chosen file in its model folder,
-reads the safetensors header (:mod:`loom.checkpoint`), asks the registered families which
+reads the safetensors header (:mod:`loom.safetensors_header`), asks the registered families which
 one recognises the file, and lets that family load the part. Combo lists are read from
 the model folders whenever ``/object_info`` is asked, so new files show up without a restart.
 """
@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 import loom
-from loom.checkpoint import PART_NAMES, detect_common_family, detect_family, read_header
-from loom.errors import LoomError, ModelFileError
-from loom.types import CheckpointHeader, Clip, LoadedParts, Model, Vae
+from loom.errors import ModelFileError
+from loom.executor.context import RunContext
+from loom.family_detection import detect_common_family, detect_family
+from loom.folders import ModelFolders
+from loom.safetensors_header import read_header
+from loom.types import CheckpointHeader, Clip, LoadedParts, LoadRequest, Model, ModelPart, Vae
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +33,7 @@ COMFY_MODULE = "nodes"
 UNET_WEIGHT_DTYPES = ["default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"]
 
 #: ``CLIPLoader``'s ``type`` values, in ComfyUI 0.8's order. The value reaches the family
-#: as ``options["clip_type"]``; core does not interpret it.
+#: as ``LoadRequest.clip_type``; core does not interpret it.
 CLIP_TYPES = [
     "stable_diffusion",
     "stable_cascade",
@@ -68,38 +73,30 @@ DUAL_CLIP_TYPES = [
 CLIP_DEVICES = ["default", "cpu"]
 
 
-def model_files(key: str) -> Callable[[Any], list[str]]:
+def model_files(key: str) -> Callable[[ModelFolders | None], list[str]]:
     """A live combo source: the files in model folder ``key`` (empty without folders)."""
 
-    def options(registry: Any) -> list[str]:
-        folders = getattr(registry, "folders", None)
-        if folders is None:
-            return []
-        return folders.filenames(key)
+    def options(folders: ModelFolders | None) -> list[str]:
+        return folders.filenames(key) if folders is not None else []
 
     return options
 
 
 # --- shared loading steps --------------------------------------------------------------
 
-
-def _runtime(ctx: Any) -> Any:
-    runtime = getattr(ctx, "runtime", None)
-    if runtime is None:
-        raise LoomError("loader nodes need a runtime (model folders and model families)")
-    return runtime
+_NEEDS = "model folders and model families"
 
 
-def resolve_file(ctx: Any, key: str, filename: str) -> Path:
+def resolve_file(ctx: RunContext, key: str, filename: str) -> Path:
     """The path of combo value ``filename`` in model folder ``key``.
 
     :raises ModelFileError: no such file in any of the folder's directories (ComfyUI's
         message, with the directories searched as the hint).
     """
-    folders = _runtime(ctx).folders
-    path = folders.find(key, filename) if folders is not None else None
+    folders = ctx.require_runtime(_NEEDS).folders
+    path = folders.find(key, filename)
     if path is None:
-        searched = ", ".join(str(p) for p in folders.paths(key)) if folders is not None else "none"
+        searched = ", ".join(str(p) for p in folders.paths(key))
         raise ModelFileError(
             f"Model in folder '{key}' with filename '{filename}' not found.",
             hint=f"put the file in one of: {searched}",
@@ -108,35 +105,37 @@ def resolve_file(ctx: Any, key: str, filename: str) -> Path:
 
 
 def load_part(
-    ctx: Any,
+    ctx: RunContext,
     key: str,
     filename: str,
-    part: str,
-    options: Mapping[str, Any] | None = None,
+    part: ModelPart,
+    request: LoadRequest = LoadRequest(),
     extra_files: tuple[str, ...] = (),
 ) -> tuple[CheckpointHeader, LoadedParts]:
     """Resolve, read, detect and load: the steps every loader node shares.
 
     ``extra_files`` (more names in the same folder) are combined with the first file into
-    one part; the family receives their headers as ``options["extra_headers"]``.
+    one part; the family receives their headers as ``request.extra_headers``, and the
+    runtime's model folders and memory manager in ``request``.
     """
-    registry = _runtime(ctx).registry
+    runtime = ctx.require_runtime(_NEEDS)
     headers = [read_header(resolve_file(ctx, key, name)) for name in (filename, *extra_files)]
     if len(headers) == 1:
-        family = detect_family(registry, headers[0], part)
+        family = detect_family(runtime.registry, headers[0], part)
     else:
-        family = detect_common_family(registry, headers, part)
-    load_options = dict(options or {})
-    # Families read model folders (tokenizers, embeddings) and the memory manager from it.
-    load_options.setdefault("runtime", _runtime(ctx))
-    if len(headers) > 1:
-        load_options["extra_headers"] = tuple(headers[1:])
+        family = detect_common_family(runtime.registry, headers, part)
+    request = attrs.evolve(
+        request,
+        extra_headers=tuple(headers[1:]),
+        folders=runtime.folders,
+        memory=runtime.memory,
+    )
     started = time.perf_counter()
-    parts = family.load(headers[0], part, load_options)
+    parts = family.load(headers[0], part, request)
     size_mb = sum(h.path.stat().st_size for h in headers) / 2**20
     log.info(
         "loaded %s %s (%.1f MB) with model family %s in %.2f s",
-        PART_NAMES.get(part, part),
+        part.label,
         " + ".join(h.path.name for h in headers),
         size_mb,
         family.name,
@@ -173,7 +172,7 @@ class CheckpointLoaderSimple:
     )
 
     def run(self, ctx: loom.RunContext) -> CheckpointParts:
-        header, parts = load_part(ctx, "checkpoints", self.ckpt_name, "checkpoint")
+        header, parts = load_part(ctx, "checkpoints", self.ckpt_name, ModelPart.CHECKPOINT)
         _require(
             parts.model,
             header,
@@ -200,8 +199,8 @@ class UNETLoader:
             ctx,
             "diffusion_models",
             self.unet_name,
-            "diffusion_model",
-            {"weight_dtype": self.weight_dtype},
+            ModelPart.DIFFUSION_MODEL,
+            LoadRequest(weight_dtype=self.weight_dtype),
         )
         return _require(
             parts.model,
@@ -232,8 +231,10 @@ class CLIPLoader:
     device: str = loom.ui.combo(CLIP_DEVICES, optional=True, advanced=True)
 
     def run(self, ctx: loom.RunContext) -> Clip:
-        options = {"clip_type": self.type, "device": self.device or "default"}
-        header, parts = load_part(ctx, "text_encoders", self.clip_name, "text_encoder", options)
+        request = LoadRequest(clip_type=self.type, device=self.device or "default")
+        header, parts = load_part(
+            ctx, "text_encoders", self.clip_name, ModelPart.TEXT_ENCODER, request
+        )
         return _require(
             parts.clip, header, "text encoder", "choose a text encoder file (models/text_encoders)"
         )
@@ -256,13 +257,13 @@ class DualCLIPLoader:
     device: str = loom.ui.combo(CLIP_DEVICES, optional=True, advanced=True)
 
     def run(self, ctx: loom.RunContext) -> Clip:
-        options = {"clip_type": self.type, "device": self.device or "default"}
+        request = LoadRequest(clip_type=self.type, device=self.device or "default")
         header, parts = load_part(
             ctx,
             "text_encoders",
             self.clip_name1,
-            "text_encoder",
-            options,
+            ModelPart.TEXT_ENCODER,
+            request,
             extra_files=(self.clip_name2,),
         )
         return _require(
@@ -278,7 +279,7 @@ class VAELoader:
     vae_name: str = loom.ui.combo(model_files("vae"))
 
     def run(self, ctx: loom.RunContext) -> Vae:
-        header, parts = load_part(ctx, "vae", self.vae_name, "vae")
+        header, parts = load_part(ctx, "vae", self.vae_name, ModelPart.VAE)
         return _require(parts.vae, header, "VAE", "choose a VAE file (models/vae)")
 
 

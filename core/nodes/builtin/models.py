@@ -12,8 +12,9 @@ from typing import Any
 
 import loom
 from loom.errors import LoomError
+from loom.executor.context import RunContext
 from loom.nodes.spec import OutputDef
-from loom.types import Clip, Conditioning, Image, Latent, Vae
+from loom.types import Clip, Conditioning, Image, Latent, Mask, Vae
 
 COMFY_MODULE = "nodes"
 
@@ -29,10 +30,10 @@ VAE_MISSING = (
 _FILE_INPUTS = ("ckpt_name", "clip_name", "clip_name1", "vae_name", "unet_name")
 
 
-def _source_hint(ctx: Any, input_name: str) -> str | None:
+def _source_hint(ctx: RunContext, input_name: str) -> str | None:
     """Which loader node and file fed ``input_name``, read from the prompt, for error hints."""
-    prompt = getattr(ctx, "prompt", None) or {}
-    node = prompt.get(getattr(ctx, "node_id", None)) or {}
+    prompt = ctx.prompt
+    node = prompt.get(ctx.node_id) or {}
     link = (node.get("inputs") or {}).get(input_name)
     if not (isinstance(link, list) and len(link) == 2):
         return None
@@ -47,7 +48,7 @@ def _source_hint(ctx: Any, input_name: str) -> str | None:
     return None
 
 
-def _require(value: Any, ctx: Any, input_name: str, message: str) -> Any:
+def _require(value: Any, ctx: RunContext, input_name: str, message: str) -> Any:
     if value is None:
         raise LoomError(message, hint=_source_hint(ctx, input_name))
     return value
@@ -174,6 +175,87 @@ class VAEEncodeTiled:
         return {"samples": vae.encode_tiled(self.pixels[:, :, :, :3], self.tile_size, self.overlap)}
 
 
+def _crop_to(pixels: Any, ratio: int) -> tuple[Any, int, int]:
+    """Centre-crop ``[B, H, W, C]`` to multiples of ``ratio``; also the (row, col) offsets."""
+    h, w = (pixels.shape[1] // ratio) * ratio, (pixels.shape[2] // ratio) * ratio
+    top, left = (pixels.shape[1] % ratio) // 2, (pixels.shape[2] % ratio) // 2
+    return pixels[:, top : top + h, left : left + w, :], top, left
+
+
+def _with_concat(conditioning: Conditioning, values: dict[str, Any]) -> Conditioning:
+    return [[tensor, {**options, **values}] for tensor, options in conditioning]
+
+
+@loom.outputs
+class EditConditioning:
+    positive: Conditioning = loom.output(name="positive")
+    negative: Conditioning = loom.output(name="negative")
+    latent: Latent = loom.output(name="latent")
+
+
+# ComfyUI gives these two no description; class comments keep /object_info's empty.
+# Inpainting models (Flux Fill, SD inpainting): the masked-out image and the mask go to the
+# model as concat inputs; the latent to sample is the whole image.
+@loom.node("InpaintModelConditioning", category="conditioning/inpaint")
+class InpaintModelConditioning:
+    positive: Conditioning
+    negative: Conditioning
+    vae: Vae
+    pixels: Image
+    mask: Mask
+    noise_mask: bool = loom.ui.boolean(
+        True,
+        tooltip=(
+            "Add a noise mask to the latent so sampling will only happen within the mask. "
+            "Might improve results or completely break things depending on the model."
+        ),
+    )
+
+    def run(self, ctx: loom.RunContext) -> EditConditioning:
+        import torch.nn.functional as F
+
+        vae = _require(self.vae, ctx, "vae", VAE_MISSING)
+        pixels = self.pixels[..., :3]
+        mask = self.mask.reshape((-1, 1, self.mask.shape[-2], self.mask.shape[-1]))
+        mask = F.interpolate(mask, size=(pixels.shape[1], pixels.shape[2]), mode="bilinear")
+        ratio = getattr(vae, "downscale_ratio", 8)
+        cropped, top, left = _crop_to(pixels, ratio)
+        mask = mask[:, :, top : top + cropped.shape[1], left : left + cropped.shape[2]]
+        keep = (1.0 - mask.round()).squeeze(1)[..., None]
+        concat = vae.encode((cropped - 0.5) * keep + 0.5)
+        out_latent: dict[str, Any] = {"samples": vae.encode(pixels)}
+        if self.noise_mask:
+            out_latent["noise_mask"] = mask
+        values = {"concat_latent_image": concat, "concat_mask": mask}
+        return EditConditioning(
+            positive=_with_concat(self.positive, values),
+            negative=_with_concat(self.negative, values),
+            latent=out_latent,
+        )
+
+
+# Control models taking the encoded image as concat input (Flux Canny/Depth, InstructPix2Pix).
+@loom.node("InstructPixToPixConditioning", category="conditioning/instructpix2pix")
+class InstructPixToPixConditioning:
+    positive: Conditioning
+    negative: Conditioning
+    vae: Vae
+    pixels: Image
+
+    def run(self, ctx: loom.RunContext) -> EditConditioning:
+        import torch
+
+        vae = _require(self.vae, ctx, "vae", VAE_MISSING)
+        cropped, _, _ = _crop_to(self.pixels[..., :3], 8)
+        concat = vae.encode(cropped)
+        values = {"concat_latent_image": concat}
+        return EditConditioning(
+            positive=_with_concat(self.positive, values),
+            negative=_with_concat(self.negative, values),
+            latent={"samples": torch.zeros_like(concat)},
+        )
+
+
 NODES = (CLIPTextEncode, CLIPSetLastLayer, VAEDecode, VAEEncode, VAEDecodeTiled, VAEEncodeTiled)
 
 
@@ -181,3 +263,5 @@ NODES = (CLIPTextEncode, CLIPSetLastLayer, VAEDecode, VAEEncode, VAEDecodeTiled,
 def register_nodes(register: Callable[..., None]) -> None:
     for node_class in NODES:
         register(node_class, python_module=COMFY_MODULE)
+    register(InpaintModelConditioning, python_module=COMFY_MODULE)
+    register(InstructPixToPixConditioning, python_module="comfy_extras.nodes_ip2p")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from executor_stub_nodes import CALLS, StubNodes
 
-from loom.executor.run import Executor
+from loom.executor.executor import Executor
 from loom.plugins import PluginHost
 from loom.registry import collect
 

@@ -6,7 +6,7 @@ import sys
 
 import loom
 from loom.events import Preview
-from loom.executor.run import Executor
+from loom.executor.executor import Executor
 from loom.plugins import PluginHost
 from loom.registry import collect
 
@@ -193,12 +193,12 @@ def test_node_exception_becomes_execution_error_and_engine_stays_usable(executor
 
 
 def test_internal_executor_error_ends_the_prompt_not_the_executor(executor, monkeypatch):
-    from loom.executor import execution
+    from loom.executor import prompt_run
 
     def broken(self, node_id, definition):
         raise RuntimeError("executor bug")
 
-    monkeypatch.setattr(execution.PromptRun, "_gather", broken)
+    monkeypatch.setattr(prompt_run.PromptRun, "_gather", broken)
     result = run(executor, IMAGE_GRAPH)
     assert result.status_str == "error" and result.error["exception_message"] == "executor bug"
     monkeypatch.undo()
@@ -323,3 +323,82 @@ def test_progress_previews_are_labelled_with_the_node_by_the_executor():
         "7",
     )
     assert preview.parent_node_id is None and preview.data == b"\xff\xd8"
+
+
+class LinkBack:
+    """Expands into an Add whose input links to ``target``: a loop when target needs us."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {"x": ("INT", {"forceInput": True}), "target": ("STRING", {})},
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    RETURN_TYPES = ("INT",)
+    FUNCTION = "run"
+
+    def run(self, x, target, unique_id):
+        graph = {f"{unique_id}.1": {"class_type": "Add", "inputs": {"a": [target, 0], "b": x}}}
+        return {"result": ([f"{unique_id}.1", 0],), "expand": graph}
+
+
+def test_a_cycle_made_at_run_time_names_its_nodes_and_the_executor_stays_usable():
+    from executor_stub_nodes import StubNodes
+
+    class Plugin:
+        @loom.hookimpl
+        def register_nodes(self, register):
+            register(LinkBack, class_type="LinkBack")
+
+    host = PluginHost(entry_points=False, builtins=())
+    host.register(StubNodes(), "stubs")
+    host.register(Plugin(), "p")
+    host.load()
+    executor = Executor(registry=collect(host))
+    prompt = {
+        "1": {"class_type": "Const", "inputs": {"value": 1}},
+        "2": {"class_type": "LinkBack", "inputs": {"x": ["1", 0], "target": "3"}},
+        "3": {"class_type": "Add", "inputs": {"a": ["2", 0], "b": 1}},
+        "4": {"class_type": "Show", "inputs": {"value": ["3", 0]}},
+    }
+    result = run(executor, prompt)
+    assert result.status_str == "error"
+    message, hint = result.error["exception_message"].splitlines()
+    assert hint.startswith("hint: a node's expansion or lazy input links back")
+    assert message == (
+        "dependency cycle: node 2 (LinkBack) waits for 2.1 (Add); "
+        "node 3 (Add) waits for 2 (LinkBack); node 2.1 (Add) waits for 3 (Add), "
+        "so none of them can run"
+    )
+    assert result.error["exception_type"].endswith("DependencyCycleError")
+    assert (result.error["node_id"], result.error["node_type"]) == ("2", "LinkBack")
+    assert run(executor, IMAGE_GRAPH).status_str == "success"
+
+
+def test_a_failing_node_raises_node_execution_error_inside_the_run(executor, monkeypatch):
+    """The run raises the exported NodeExecutionError, which the executor reports."""
+    from loom.executor import prompt_run
+
+    seen = []
+    original = prompt_run.PromptRun.run
+
+    def spy(self):
+        try:
+            original(self)
+        except loom.NodeExecutionError as exc:
+            seen.append(exc)
+            raise
+
+    monkeypatch.setattr(prompt_run.PromptRun, "run", spy)
+    prompt = {
+        "1": {"class_type": "Const", "inputs": {"value": 3}},
+        "2": {"class_type": "Boom", "inputs": {"value": ["1", 0]}},
+        "3": {"class_type": "Show", "inputs": {"value": ["2", 0]}},
+    }
+    result = run(executor, prompt)
+    (error,) = seen
+    assert (error.node_id, error.class_type, error.inputs) == ("2", "Boom", {"value": [3]})
+    assert isinstance(error.cause, ValueError) and error.__cause__ is error.cause
+    assert str(error) == "node 2 (Boom) failed: ValueError: boom on 3"
+    assert result.error["exception_message"] == "boom on 3"

@@ -138,3 +138,26 @@ def test_worker_survives_failures_and_serves_the_next_prompt(service):
     good = service.submit({"1": {"class_type": "Show", "inputs": {"value": 1}}})
     assert service.recorder.done.wait(10)
     assert service.queue.history_item(good.prompt_id).status["status_str"] == "success"
+
+
+def test_numbers_come_from_the_queue_so_servers_sharing_it_agree(tmp_path):
+    host = PluginHost(entry_points=False, builtins=())
+    host.register(StubNodes(), "stubs")
+    runtime = Runtime(Settings(base_directory=tmp_path, load_custom_nodes=False), host=host)
+    first, second = PromptService(runtime), PromptService(runtime)
+    show = {"1": {"class_type": "Show", "inputs": {"value": 1}}}
+    assert [first.submit(show).number, second.submit(show).number] == [0, 1]
+    assert runtime.queue.runs_in_process
+
+
+def test_interrupt_reaches_only_the_prompt_it_names(service):
+    interrupted = []
+    service.runtime.executor.interrupt = lambda: interrupted.append(True)
+    service.interrupt("nothing-runs")
+    assert interrupted == []  # nothing running: no flag left set for the next prompt
+    service._current = QueueItem(0, "p", {}, {}, ["1"])  # as run_item sets it
+    service.interrupt("other")
+    assert interrupted == []
+    service.interrupt("p")
+    service.interrupt(None)
+    assert interrupted == [True, True]

@@ -58,7 +58,7 @@ prompts = st.one_of(
 )
 @given(prompts)
 def test_validation_answers_every_prompt_with_comfyui_shapes(registry, prompt):
-    from loom.executor.run import Executor
+    from loom.executor.executor import Executor
 
     executor = Executor(registry=registry)
     try:

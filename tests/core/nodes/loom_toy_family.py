@@ -8,7 +8,6 @@ produced a result.
 
 from __future__ import annotations
 
-import types
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,10 +17,11 @@ import torch
 
 import loom
 from loom.executor.context import InterruptFlag, RunContext
-from loom.folders import ModelFolders
 from loom.plugins import PluginHost
 from loom.registry import Registry, collect
-from loom.types import CheckpointHeader, LoadedParts
+from loom.runtime import Runtime
+from loom.settings import Settings
+from loom.types import CheckpointHeader, LoadedParts, LoadRequest, ModelPart
 
 BUILTINS = (
     "loom.folders",
@@ -86,9 +86,9 @@ class ToyVae:
 
 
 class ToyModel:
-    def __init__(self, weight: torch.Tensor, options: Mapping[str, Any]) -> None:
+    def __init__(self, weight: torch.Tensor, request: LoadRequest) -> None:
         self.weight = weight
-        self.options = dict(options)
+        self.request = request
 
 
 class ToyFamily:
@@ -105,17 +105,14 @@ class ToyFamily:
         self.prefix = prefix
         self.score = score
         self.drop = drop  # parts this family claims but fails to return (None)
-        self.loads: list[tuple[str, str, dict[str, Any]]] = []
-        self.runtimes: list[Any] = []
+        self.loads: list[tuple[str, ModelPart, LoadRequest]] = []
 
-    def detect(self, header: CheckpointHeader, part: str) -> float:
+    def detect(self, header: CheckpointHeader, part: ModelPart) -> float:
         key = f"{self.prefix}{PART_KEYS[part]}.weight"
         return self.score if header.has(key) else 0.0
 
-    def load(self, header: CheckpointHeader, part: str, options: Mapping[str, Any]) -> LoadedParts:
-        self.runtimes.append(options.get("runtime"))
-        options = {key: value for key, value in options.items() if key != "runtime"}
-        self.loads.append((header.path.name, part, dict(options)))
+    def load(self, header: CheckpointHeader, part: ModelPart, request: LoadRequest) -> LoadedParts:
+        self.loads.append((header.path.name, part, request))
         tensors = safetensors.torch.load_file(header.path)
         source = f"{self.name}:{header.path.name}"
 
@@ -125,9 +122,9 @@ class ToyFamily:
             return tensors.get(f"{self.prefix}{kind}.weight")
 
         model, clip, vae = get("model"), get("clip"), get("vae")
-        extra = tuple(h.path.name for h in options.get("extra_headers", ()))
+        extra = tuple(h.path.name for h in request.extra_headers)
         return LoadedParts(
-            model=ToyModel(model, options) if model is not None else None,
+            model=ToyModel(model, request) if model is not None else None,
             clip=ToyClip(clip, source, extra=extra) if clip is not None else None,
             vae=ToyVae(vae, source) if vae is not None else None,
         )
@@ -145,28 +142,36 @@ class FamiliesPlugin:
             register(family)
 
 
-def make_registry(tmp_path: Path | None = None, *families: Any) -> Registry:
-    """Built-in nodes plus ``families``; model folders under ``tmp_path`` when given."""
+def _host(*families: Any) -> PluginHost:
     host = PluginHost(entry_points=False, builtins=BUILTINS)
     if families:
         host.register(FamiliesPlugin(*families), "toy")
     host.load()
     assert not host.failures, host.failures
-    registry = collect(host)
+    return host
+
+
+def make_registry(*families: Any) -> Registry:
+    """Built-in nodes plus ``families`` (no runtime: no model folders)."""
+    registry = collect(_host(*families))
     assert not registry.failures, registry.failures
-    if tmp_path is not None:
-        registry.folders = ModelFolders(
-            tmp_path / "models", tmp_path / "output", registry.folder_kinds
-        )
     return registry
 
 
+def make_runtime(tmp_path: Path, *families: Any) -> Runtime:
+    """A real runtime with the built-in nodes plus ``families``, its base directory ``tmp_path``."""
+    settings = Settings(base_directory=tmp_path, load_custom_nodes=False)
+    runtime = Runtime(settings, _host(*families))
+    assert not runtime.registry.failures, runtime.registry.failures
+    return runtime
+
+
 def make_ctx(
-    registry: Registry | None = None, *, node_id: str = "1", prompt: Mapping[str, Any] | None = None
+    runtime: Runtime | None = None,
+    *,
+    node_id: str = "1",
+    prompt: Mapping[str, Any] | None = None,
 ) -> RunContext:
-    runtime = None
-    if registry is not None:
-        runtime = types.SimpleNamespace(registry=registry, folders=registry.folders, settings=None)
     return RunContext(
         node_id=node_id,
         prompt_id="p",
@@ -178,13 +183,15 @@ def make_ctx(
 
 
 def run_node(
-    registry: Registry, class_type: str, ctx: RunContext | None = None, **inputs: Any
+    target: Runtime | Registry, class_type: str, ctx: RunContext | None = None, **inputs: Any
 ) -> tuple[Any, ...]:
-    """Execute one node the way the executor does; returns its output values."""
+    """Execute one node the way the executor does (in ``target`` when it is a runtime)."""
+    runtime = target if isinstance(target, Runtime) else None
+    registry = runtime.registry if runtime is not None else target
     definition = registry.get_node(class_type)
     assert definition is not None, class_type
     impl = definition.impl
-    return impl.execute(impl.create(), inputs, ctx or make_ctx(registry)).values
+    return impl.execute(impl.create(), inputs, ctx or make_ctx(runtime)).values
 
 
 def write_model(

@@ -12,6 +12,8 @@ from PIL import Image as PILImage
 from PIL import ImageSequence
 
 from loom.nodes.object_info import to_json
+from loom.nodes.spec import NodeEnvironment
+from loom.settings import Settings
 
 PROMPT = {"1": {"class_type": "EmptyImage", "inputs": {}}}
 
@@ -96,9 +98,10 @@ def test_load_image_output_reads_an_annotated_output_file(tmp_path):
         image[0, 1, 2], torch.tensor([1.0, 128 / 255, 0.0])
     )
     assert mask.shape == (1, 64, 64)
-    registry = builtin_registry()
-    definition = registry.get_node("LoadImageOutput")
-    message = definition.impl.validate(None, {"image": "missing.png [output]"}, registry)
+    definition = builtin_registry().get_node("LoadImageOutput")
+    env = NodeEnvironment(settings=Settings(base_directory=tmp_path))
+    assert definition.impl.validate(None, {"image": "last.png [output]"}, env) is True
+    message = definition.impl.validate(None, {"image": "missing.png [output]"}, env)
     assert message == "Invalid image file: missing.png [output]"
 
 

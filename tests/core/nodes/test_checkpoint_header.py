@@ -1,4 +1,4 @@
-"""loom.checkpoint: safetensors header reading and model-family detection."""
+"""loom.safetensors_header (header reading) and loom.family_detection (who owns a file)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import safetensors.torch
 import torch
 from loom_toy_family import ToyFamily, make_registry, write_model
 
-from loom.checkpoint import detect_common_family, detect_family, read_header
 from loom.errors import ModelFileError, UnknownCheckpointError
+from loom.family_detection import detect_common_family, detect_family
+from loom.safetensors_header import read_header
 from loom.types import TensorInfo
 
 
@@ -160,7 +161,7 @@ def test_highest_score_wins_and_ties_go_to_the_first(tmp_path):
         ToyFamily("high", score=2.0),
         ToyFamily("same", score=2.0),
     )
-    registry = make_registry(None, low, high, same)
+    registry = make_registry(low, high, same)
     header = read_header(write_model(tmp_path / "m.safetensors"))
     assert detect_family(registry, header, "checkpoint") is high
 
@@ -171,14 +172,14 @@ def test_a_family_that_raises_is_skipped(tmp_path, caplog):
             raise RuntimeError("bug in plugin")
 
     good = ToyFamily("good")
-    registry = make_registry(None, Broken("broken", score=9.0), good)
+    registry = make_registry(Broken("broken", score=9.0), good)
     header = read_header(write_model(tmp_path / "m.safetensors"))
     assert detect_family(registry, header, "vae") is good
     assert "model family broken failed to inspect m.safetensors" in caplog.text
 
 
 def test_unknown_checkpoint_lists_installed_families(tmp_path):
-    registry = make_registry(None, ToyFamily("alpha", prefix="a."), ToyFamily("beta", prefix="b."))
+    registry = make_registry(ToyFamily("alpha", prefix="a."), ToyFamily("beta", prefix="b."))
     header = read_header(write_model(tmp_path / "mystery.safetensors", prefix="z."))
     with pytest.raises(UnknownCheckpointError) as info:
         detect_family(registry, header, "text_encoder")
@@ -190,7 +191,7 @@ def test_unknown_checkpoint_lists_installed_families(tmp_path):
 
 
 def test_unknown_checkpoint_without_families_hints_at_a_plugin(tmp_path):
-    registry = make_registry(None)
+    registry = make_registry()
     header = read_header(write_model(tmp_path / "x.safetensors"))
     with pytest.raises(
         UnknownCheckpointError, match="as a checkpoint; installed model families: none"
@@ -206,7 +207,7 @@ def test_common_family_must_recognise_every_file(tmp_path):
             return 1.0 if header.keys_with_prefix("a.") or header.keys_with_prefix("b.") else 0.0
 
     solo, both = ToyFamily("solo", prefix="a.", score=5.0), Both("both")
-    registry = make_registry(None, solo, both)
+    registry = make_registry(solo, both)
     first = read_header(write_model(tmp_path / "one.safetensors", prefix="a.", parts=("clip",)))
     second = read_header(write_model(tmp_path / "two.safetensors", prefix="b.", parts=("clip",)))
     assert detect_family(registry, first, "text_encoder") is solo
@@ -214,4 +215,4 @@ def test_common_family_must_recognise_every_file(tmp_path):
     with pytest.raises(
         UnknownCheckpointError, match=r"recognises one\.safetensors \+ two\.safetensors"
     ):
-        detect_common_family(make_registry(None, solo), [first, second], "text_encoder")
+        detect_common_family(make_registry(solo), [first, second], "text_encoder")

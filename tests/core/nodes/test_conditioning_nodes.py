@@ -13,7 +13,7 @@ from loom.nodes.object_info import to_json
 
 @pytest.fixture(scope="module")
 def registry():
-    return make_registry(None)
+    return make_registry()
 
 
 def _cond(value: float, tokens: int = 2, dim: int = 3, **options):

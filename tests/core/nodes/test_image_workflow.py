@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 import loom
-from loom.executor.run import Executor
+from loom.executor.executor import Executor
 from loom.plugins import PluginHost
 from loom.runtime import Runtime
 from loom.settings import Settings

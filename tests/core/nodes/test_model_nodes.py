@@ -13,7 +13,7 @@ from loom.nodes.object_info import to_json
 
 @pytest.fixture(scope="module")
 def registry():
-    return make_registry(None)
+    return make_registry()
 
 
 def test_clip_text_encode_returns_the_clip_conditioning(registry):

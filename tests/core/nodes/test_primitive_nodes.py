@@ -35,7 +35,7 @@ EXPECTED = {
 
 @pytest.fixture(scope="module")
 def registry():
-    return make_registry(None)
+    return make_registry()
 
 
 @pytest.mark.parametrize("node", list(EXPECTED))

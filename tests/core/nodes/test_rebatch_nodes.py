@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from loom_builtin_harness import builtin_registry, make_ctx, run_one
 
-from loom.executor.run import Executor
+from loom.executor.executor import Executor
 from loom.nodes.object_info import to_json
 from loom.plugins import PluginHost
 from loom.runtime import Runtime

@@ -47,11 +47,11 @@ def _sync() -> None:
             set(),
         )
     registry = ENV.registry_if_ready()
-    if registry is not None and registry.folders is not None:
+    if registry is not None:  # the kinds plugins registered: the runtime's folders know them
         new = set(registry.folder_kinds) - set(folder_names_and_paths) - _registry_kinds_added
         if new:
             _registry_kinds_added.update(new)
-            _add_kinds(registry.folders, only=new)
+            _add_kinds(runtime.folders, only=new)
 
 
 def _add_kinds(folders: ModelFolders, only: set[str] | None = None) -> None:

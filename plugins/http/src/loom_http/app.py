@@ -21,6 +21,7 @@ from loom_http.routes import (
     execution,
     files,
     jobs,
+    metrics,
     nodes_models,
     queue_history,
     templates,
@@ -30,7 +31,7 @@ from loom_http.state import HUB, LOGS, OPTIONS, RUNTIME, SERVER, SERVICE, Server
 from loom_http.ws import Hub, websocket_handler
 
 if TYPE_CHECKING:
-    from loom.runtime import Runtime
+    from loom.frontend import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ __all__ = ["ServerOptions", "make_app"]
 
 def make_app(runtime: Runtime, options: ServerOptions | None = None) -> web.Application:
     """Build the ComfyUI-compatible application for ``runtime``."""
-    from loom.executor.service import PromptService
+    from loom.frontend import PromptService
 
     options = options or ServerOptions()
     app = web.Application(
@@ -57,7 +58,7 @@ def make_app(runtime: Runtime, options: ServerOptions | None = None) -> web.Appl
 
     for path in ("/ws", "/api/ws"):
         app.router.add_get(path, websocket_handler)
-    for module in (execution, queue_history, jobs, files, nodes_models, users, templates):
+    for module in (execution, queue_history, jobs, files, nodes_models, users, templates, metrics):
         module.routes.register(app)
     app[SERVER] = server = AppServer(app, hub)
     runtime.host.hook.web_server_started(server=server)
@@ -80,7 +81,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     # make_app already built the registry (custom nodes' routes must exist before the app
     # freezes), so this returns the cached one; kept off the loop all the same.
     await loop.run_in_executor(None, lambda: runtime.registry)  # type: ignore[attr-defined]
-    if app[OPTIONS].start_worker:
+    runtime.queue.on_remote_event(hub.publish)  # events of prompts run by `loom worker`s
+    if app[OPTIONS].start_worker and runtime.queue.runs_in_process:
         service.start()  # type: ignore[attr-defined]
     try:
         yield

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import attrs
 import click
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,16 @@ log = logging.getLogger(__name__)
     show_default=True,
     help="Latent previews for prompts that do not choose one.",
 )
+@click.option(
+    "--queue",
+    "queue_url",
+    default=None,
+    metavar="URL",
+    help="Accept prompts into a shared queue that `loom worker`s run (redis://... with "
+    "loom-redis); this server then runs none itself. Env: LOOM_QUEUE_URL.",
+)
 @click.pass_obj
-def serve(factory: Any, **flags: Any) -> int:
+def serve(factory: Any, queue_url: str | None, **flags: Any) -> int:
     """Run a ComfyUI-compatible HTTP + websocket server (API and web frontend)."""
     started = time.perf_counter()
     from aiohttp import web
@@ -73,6 +82,8 @@ def serve(factory: Any, **flags: Any) -> int:
     if not logging.getLogger().handlers or logging.getLogger().level > logging.INFO:
         logging.getLogger().setLevel(logging.INFO)
     options = ServerOptions(**flags)
+    if queue_url:
+        factory.settings = attrs.evolve(factory.settings, queue_url=queue_url)
     runtime = factory.runtime()
     _clear_temp(runtime.settings.temp_dir)
     app = make_app(runtime, options)

@@ -9,8 +9,7 @@ import attrs
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from loom.executor.service import PromptService
-    from loom.runtime import Runtime
+    from loom.frontend import PromptService, Runtime
     from loom_http.ws import Hub
 
 MB = 1024 * 1024

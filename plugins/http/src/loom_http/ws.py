@@ -27,7 +27,7 @@ from loom.events import BROADCAST_TYPES, ExecutionEvent, Preview
 from loom_http.state import hub_of
 
 if TYPE_CHECKING:
-    from loom.runtime import Runtime
+    from loom.frontend import Runtime
     from loom_http.state import ServerOptions
 
 log = logging.getLogger(__name__)

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from loom.types import AdapterKeyMap
+from loom.types import AdapterKeyMap, AdapterTarget
 
 PREFIXES = {"model": ("diffusion_model.", "lora_unet_"), "clip": ("text_encoders.", "lora_te_")}
 
 
-def generic_key_map(model: Any, kind: str) -> AdapterKeyMap | None:
+def generic_key_map(model: Any, kind: AdapterTarget) -> AdapterKeyMap | None:
     from loom.memory import ModelHandle
 
     if not isinstance(model, ModelHandle) or kind not in PREFIXES:

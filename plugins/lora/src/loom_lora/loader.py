@@ -15,6 +15,7 @@ from typing import Any
 
 import attrs
 
+from loom.types import AdapterTarget
 from loom_lora.keys import group_keys, part_of
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ EXAMPLES = 8
 class Target:
     """One part to patch: ``kind`` (``"model"`` / ``"clip"``), its handle, its key map."""
 
-    kind: str
+    kind: AdapterTarget
     handle: Any
     key_map: Mapping[str, str]
     strength: float

@@ -11,12 +11,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import loom
 from loom.errors import LoomError
-from loom.types import Clip, Model
+from loom.types import AdapterKeyMap, AdapterTarget, Clip, Model, WeightAdapter
 from loom_lora.loader import Target, apply_report, log_report, plan_patches
+
+if TYPE_CHECKING:
+    from loom.folders import ModelFolders
 
 log = logging.getLogger(__name__)
 
@@ -24,21 +27,16 @@ STRENGTH = {"min": -100.0, "max": 100.0, "step": 0.01}
 DESCRIPTION_HINT = "install the model family plugin that loaded this model"
 
 
-def lora_files(registry: Any) -> list[str]:
+_NEEDS = "the loras model folder and the plugins' weight adapters"
+
+
+def lora_files(folders: ModelFolders | None) -> list[str]:
     """The ``lora_name`` combo: files in the ``loras`` model folder (live)."""
-    folders = getattr(registry, "folders", None)
     return folders.filenames("loras") if folders is not None else []
 
 
-def _runtime(ctx: Any) -> Any:
-    runtime = getattr(ctx, "runtime", None)
-    if runtime is None:
-        raise LoomError("LoRA loader nodes need a runtime (model folders and plugins)")
-    return runtime
-
-
-def resolve_lora(ctx: Any, name: str) -> Path:
-    folders = _runtime(ctx).folders
+def resolve_lora(ctx: loom.RunContext, name: str) -> Path:
+    folders = ctx.require_runtime(_NEEDS).folders
     path = folders.find("loras", name)
     if path is None:
         searched = ", ".join(str(p) for p in folders.paths("loras"))
@@ -49,18 +47,18 @@ def resolve_lora(ctx: Any, name: str) -> Path:
     return path
 
 
-def adapters_of(ctx: Any) -> list[Any]:
+def adapters_of(ctx: loom.RunContext) -> list[WeightAdapter]:
     """The registered weight adapters (every plugin's, in registration order)."""
-    registry = _runtime(ctx).registry
+    registry = ctx.require_runtime(_NEEDS).registry
     adapters = list(registry.weight_adapters.values())
     if not adapters:
         raise LoomError("no weight adapters are registered", hint="is loom-lora installed?")
     return adapters
 
 
-def key_map_of(ctx: Any, value: Any, kind: str) -> Any:
+def key_map_of(ctx: loom.RunContext, value: Any, kind: AdapterTarget) -> AdapterKeyMap:
     """Ask the model families which handle to patch and how adapters name its weights."""
-    answer = _runtime(ctx).host.hook.adapter_key_map(model=value, kind=kind)
+    answer = ctx.require_runtime(_NEEDS).host.hook.adapter_key_map(model=value, kind=kind)
     if answer is None:
         raise LoomError(
             f"no installed plugin maps LoRA keys onto this {kind.upper()} ({type(value).__name__})",
@@ -70,7 +68,7 @@ def key_map_of(ctx: Any, value: Any, kind: str) -> Any:
 
 
 def load_lora(
-    ctx: Any,
+    ctx: loom.RunContext,
     lora_name: str,
     parts: Sequence[tuple[str, Any, float]],
     skip_parts: Sequence[str] = (),

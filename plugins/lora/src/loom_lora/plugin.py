@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import loom
 
+if TYPE_CHECKING:
+    from loom.registration import RegisterNode, RegisterWeightAdapter
+    from loom.types import AdapterKeyMap, AdapterTarget
+
 
 @loom.hookimpl
-def register_weight_adapters(register: Callable[..., None]) -> None:
+def register_weight_adapters(register: RegisterWeightAdapter) -> None:
     from loom_lora.adapters import default_adapters
 
     for adapter in default_adapters():
@@ -16,7 +20,7 @@ def register_weight_adapters(register: Callable[..., None]) -> None:
 
 
 @loom.hookimpl
-def register_nodes(register: Callable[..., None]) -> None:
+def register_nodes(register: RegisterNode) -> None:
     from loom_lora.nodes import NODES
 
     for node_class in NODES:
@@ -24,7 +28,7 @@ def register_nodes(register: Callable[..., None]) -> None:
 
 
 @loom.hookimpl(trylast=True)
-def adapter_key_map(model: object, kind: str) -> object | None:
+def adapter_key_map(model: object, kind: AdapterTarget) -> AdapterKeyMap | None:
     """Fallback for models no family maps: a bare ``loom.memory.ModelHandle`` is named by
     its own keys (ComfyUI's generic ``diffusion_model.*`` layout and kohya-flattened names)."""
     from loom_lora.generic import generic_key_map

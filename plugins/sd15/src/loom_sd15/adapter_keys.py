@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
-from loom.types import AdapterKeyMap
+from loom.types import AdapterKeyMap, AdapterTarget
 
 RESNET = {
     "in_layers.0": "norm1",
@@ -160,7 +160,7 @@ def _weight_keys(module: Any) -> tuple[str, ...]:
     return tuple(module.state_dict().keys())
 
 
-def sd15_adapter_key_map(model: Any, kind: str) -> AdapterKeyMap | None:
+def sd15_adapter_key_map(model: Any, kind: AdapterTarget) -> AdapterKeyMap | None:
     """The answer to ``adapter_key_map`` for SD1.x MODEL and CLIP values (None otherwise)."""
     from loom_sd15.clip import SD15Clip
     from loom_sd15.model import SD15Model

@@ -134,9 +134,8 @@ def set_widget(workflow: dict[str, Any], node_type: str, index: int, value: Any)
 
 def run_demo(runtime: Any, steps: int | None = None) -> list[Path]:
     """Build the demo files if needed, run the bundled workflow, return the written PNGs."""
-    from loom.cli.report import execution_error_report, output_paths
     from loom.errors import LoomError
-    from loom.workflow import convert_workflow
+    from loom.frontend import convert_workflow, execution_error_report, output_paths
 
     registry = runtime.registry
     if "KSampler" not in registry.nodes:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import attrs
 
-from loom.types import CheckpointHeader
+from loom.types import CheckpointHeader, ModelPart
 from loom_sd15.clip import TextEncoderConfig, text_encoder_config
 from loom_sd15.convert import CLIP_PREFIX, UNET_PREFIX, VAE_PREFIX
 from loom_sd15.unet import UNetConfig
@@ -156,7 +156,7 @@ def is_sd1_unet(config: UNetConfig, shapes: Shapes, prefix: str) -> bool:
     )
 
 
-def score(header: CheckpointHeader, part: str) -> float:
+def score(header: CheckpointHeader, part: ModelPart) -> float:
     """How sure the sd15 family is that ``header`` holds SD1.x ``part`` (0 = not SD1.x).
 
     A checkpoint scores 1.0 when its UNet's context width equals its CLIP text encoder's

@@ -4,22 +4,21 @@ Loading reads the file memory-mapped (:func:`loom.memory.open_safetensors`), inf
 component's config from key shapes (:mod:`loom_sd15.detect`), checks key coverage
 (:mod:`loom_sd15.convert`), builds the modules on the meta device and assigns the mapped
 tensors (:func:`loom.memory.load_into_module`): no random init, no copy, weights in their
-stored dtype. Options the family reads: ``runtime`` (folders for tokenizers and embeddings,
-the memory manager), ``tokenizer_path``, ``embedding_dirs``, ``weight_dtype``.
+stored dtype. Of the :class:`~loom.types.LoadRequest` the family reads ``folders`` (tokenizers
+and embeddings), ``memory``, ``tokenizer_dir``, ``embedding_dirs`` and ``weight_dtype``.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from loom.errors import ModelFileError
 from loom.memory import LoadPolicy, ModelHandle, build_on_meta, load_into_module, open_safetensors
-from loom.types import CheckpointHeader, LoadedParts
+from loom.types import CheckpointHeader, LoadedParts, LoadRequest, ModelPart
 from loom_sd15 import detect
 from loom_sd15.clip import SD15Clip, build_text_encoder, materialize_buffers
 from loom_sd15.convert import (
@@ -71,15 +70,16 @@ class SD15Family:
 
     name = "sd15"
 
-    def detect(self, header: CheckpointHeader, part: str) -> float:
+    def detect(self, header: CheckpointHeader, part: ModelPart) -> float:
         return detect.score(header, part)
 
-    def load(self, header: CheckpointHeader, part: str, options: Mapping[str, Any]) -> LoadedParts:
+    def load(
+        self, header: CheckpointHeader, part: ModelPart, request: LoadRequest = LoadRequest()
+    ) -> LoadedParts:
         shapes = detect.shapes_of(header)
         state = open_safetensors(header.path)
         file = header.path.name
-        runtime = options.get("runtime")
-        memory = _memory(runtime)
+        memory = request.memory
         conversions: list[Conversion] = []
         model = clip = vae = None
         if part in ("checkpoint", "diffusion_model"):
@@ -88,11 +88,11 @@ class SD15Family:
                 raise ModelFileError(f"{file} holds no SD1.x diffusion model")
             conversion = unet_conversion(prefix)
             conversions.append(conversion)
-            model = self.load_unet(state, shapes, prefix, file, options.get("weight_dtype"))
+            model = self.load_unet(state, shapes, prefix, file, request.weight_dtype)
         if part in ("checkpoint", "text_encoder"):
             layout = detect.clip_layout(shapes)
             if layout is not None:
-                clip, conversion = self.load_clip(state, layout, header, options, runtime, memory)
+                clip, conversion = self.load_clip(state, layout, header, request)
                 conversions.append(conversion)
         if part in ("checkpoint", "vae"):
             prefix = detect.vae_prefix(shapes)
@@ -133,9 +133,7 @@ class SD15Family:
         state: Mapping[str, Any],
         layout: detect.ClipLayout,
         header: CheckpointHeader,
-        options: Mapping[str, Any],
-        runtime: Any,
-        memory: Any,
+        request: LoadRequest,
     ) -> tuple[SD15Clip, Conversion]:
         file = header.path.name
         encoder = build_on_meta(build_text_encoder, layout.config)
@@ -145,16 +143,13 @@ class SD15Family:
         _assign(encoder, conversion, state, file)
         materialize_buffers(encoder)
         name = header.metadata.get(TOKENIZER_METADATA, "clip_l")
-        folders = getattr(runtime, "folders", None) if runtime is not None else None
-        path = options.get("tokenizer_path")
-        source = TokenizerSource(name, Path(path) if path else None, search_dirs(folders))
-        embedding_dirs = options.get("embedding_dirs")
+        folders = request.folders
+        source = TokenizerSource(name, request.tokenizer_dir, search_dirs(folders))
+        embedding_dirs = request.embedding_dirs
         if embedding_dirs is None and folders is not None:
-            embedding_dirs = folders.paths("embeddings")
+            embedding_dirs = tuple(folders.paths("embeddings"))
         handle = ModelHandle(encoder, name=f"sd15-clip:{file}")
-        clip = SD15Clip(
-            handle, layout.config, source, [Path(p) for p in embedding_dirs or ()], memory
-        )
+        clip = SD15Clip(handle, layout.config, source, list(embedding_dirs or ()), request.memory)
         return clip, conversion
 
     def load_vae(
@@ -166,15 +161,3 @@ class SD15Family:
         vae.eval()
         handle = ModelHandle(vae, name=f"sd15-vae:{file}", supported_dtypes=VAE_DTYPES)
         return SD15Vae(handle, config, memory)
-
-
-def _memory(runtime: Any) -> Any:
-    if runtime is None:
-        return None
-    try:
-        return runtime.memory
-    except Exception:  # a runtime without a usable memory manager: run in place
-        log.debug(
-            "runtime has no memory manager; models run where their weights are", exc_info=True
-        )
-        return None

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import loom
 
+if TYPE_CHECKING:
+    import click
+
+    from loom.registration import RegisterModelFamily, RegisterNode
+    from loom.types import AdapterKeyMap, AdapterTarget
+
 
 @loom.hookimpl
-def register_model_families(register: Callable[..., None]) -> None:
+def register_model_families(register: RegisterModelFamily) -> None:
     from loom_sd15.family import SD15Family
 
     register(SD15Family())
 
 
 @loom.hookimpl
-def register_nodes(register: Callable[..., None]) -> None:
+def register_nodes(register: RegisterNode) -> None:
     from loom_sd15.nodes import NODES
 
     for node_class in NODES:
@@ -24,7 +29,7 @@ def register_nodes(register: Callable[..., None]) -> None:
 
 
 @loom.hookimpl
-def register_commands(cli: Any) -> None:
+def register_commands(cli: click.Group) -> None:
     from loom_sd15.demo import demo_command
 
     if "demo" not in cli.commands:
@@ -32,7 +37,7 @@ def register_commands(cli: Any) -> None:
 
 
 @loom.hookimpl
-def adapter_key_map(model: Any, kind: str) -> Any:
+def adapter_key_map(model: Any, kind: AdapterTarget) -> AdapterKeyMap | None:
     from loom_sd15.adapter_keys import sd15_adapter_key_map
 
     return sd15_adapter_key_map(model, kind)

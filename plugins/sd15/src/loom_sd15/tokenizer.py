@@ -1,7 +1,7 @@
 """Finding the files of a CLIP BPE tokenizer, without ever downloading them.
 
-Order: a folder named in the load options (``tokenizer_path``), ``<dir>/<name>/`` for every
-directory of the ``tokenizers`` model folder (``models/tokenizers`` under the base directory,
+Order: a folder named in the load request (``LoadRequest.tokenizer_dir``), ``<dir>/<name>/``
+for every directory of the ``tokenizers`` model folder (``models/tokenizers`` under the base directory,
 plus ``tokenizers:`` entries of extra_model_paths.yaml) and of ``LOOM_TOKENIZERS_PATH``
 (``os.pathsep``-separated), then the files this package ships (``clip_l``: CLIP ViT-L/14's
 vocabulary, MIT, see ``tokenizers/clip_l/NOTICE``; as ComfyUI bundles it), then the Hugging

@@ -35,6 +35,8 @@ class VAEConfig:
     z_channels: int = 4
     embed_dim: int = 4
     norm_groups: int = 32
+    #: False for VAEs without the 1x1 ``quant_conv`` / ``post_quant_conv`` (Flux's ``ae``).
+    use_quant_conv: bool = True
 
     @property
     def downscale(self) -> int:
@@ -204,16 +206,21 @@ class AutoencoderKL(nn.Module):
         self.config = config
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
-        self.quant_conv = ops.Conv2d(2 * config.z_channels, 2 * config.embed_dim, 1)
-        self.post_quant_conv = ops.Conv2d(config.embed_dim, config.z_channels, 1)
+        if config.use_quant_conv:
+            self.quant_conv = ops.Conv2d(2 * config.z_channels, 2 * config.embed_dim, 1)
+            self.post_quant_conv = ops.Conv2d(config.embed_dim, config.z_channels, 1)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The mean of the posterior (ComfyUI encodes deterministically, without sampling)."""
-        moments = self.quant_conv(self.encoder(x))
+        moments = self.encoder(x)
+        if self.config.use_quant_conv:
+            moments = self.quant_conv(moments)
         return moments.chunk(2, dim=1)[0]
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.post_quant_conv(z))
+        if self.config.use_quant_conv:
+            z = self.post_quant_conv(z)
+        return self.decoder(z)
 
 
 # --- tiling ---------------------------------------------------------------------------

@@ -83,17 +83,12 @@ async def post_prompt(request: web.Request) -> web.Response:
 @routes.post("/interrupt")
 async def interrupt(request: web.Request) -> web.Response:
     """Global interrupt, or only the given ``prompt_id`` if it is the one running."""
-    runtime = runtime_of(request)
     body = await read_json(request, allow_empty=True)
     prompt_id = body.get("prompt_id") if isinstance(body, dict) else None
-    running = [item.prompt_id for item in runtime.queue.running()]
-    if prompt_id is not None:
-        running = [prompt_id] if prompt_id in running else []
-        if not running:
-            return web.Response()
-    # addressed by id: a prompt taken from the queue whose run has not begun still stops
-    for target in running or [None]:
-        runtime.executor.interrupt(target)
+    if prompt_id is not None and not isinstance(prompt_id, str):
+        return web.Response()  # names no prompt that can be running
+    # Through the queue, so the worker running it hears it even in another process.
+    service_of(request).interrupt(prompt_id)
     return web.Response()
 
 

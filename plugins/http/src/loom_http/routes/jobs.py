@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from loom.executor.queue import HistoryEntry, QueueItem
+from loom.frontend import HistoryEntry, QueueItem
 from loom_http.routes import Routes, error_response, json_response
 from loom_http.state import runtime_of
 

@@ -38,22 +38,25 @@ _PREVIEW_SUFFIXES = (
 
 @routes.get("/object_info")
 async def object_info(request: web.Request) -> web.Response:
-    from loom.nodes.object_info import object_info as build
+    from loom.frontend import object_info as build
 
-    registry = runtime_of(request).registry
-    return json_response(await asyncio.get_running_loop().run_in_executor(None, build, registry))
+    runtime = runtime_of(request)
+    document = await asyncio.get_running_loop().run_in_executor(
+        None, build, runtime.registry, runtime.environment
+    )
+    return json_response(document)
 
 
 @routes.get("/object_info/{node_class}")
 async def object_info_one(request: web.Request) -> web.Response:
-    from loom.nodes.object_info import to_json
+    from loom.frontend import node_info_json
 
-    registry = runtime_of(request).registry
+    runtime = runtime_of(request)
     class_type = request.match_info["node_class"]
-    definition = registry.get_node(class_type)
+    definition = runtime.registry.get_node(class_type)
     if definition is None:
         return json_response({})
-    return json_response({class_type: to_json(definition, registry)})
+    return json_response({class_type: node_info_json(definition, runtime.environment)})
 
 
 def _filenames(request: web.Request, key: str) -> list[str]:

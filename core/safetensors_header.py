@@ -1,28 +1,23 @@
-"""Reading a safetensors header, and asking the model families who owns a file.
+"""Reading and checking a safetensors file's header, without loading any tensor.
 
 :func:`read_header` reads only the header of a ``.safetensors`` file (an 8-byte
 little-endian length, then that many bytes of JSON) and checks it against the file size,
 so a truncated or corrupt file fails here with a message naming it, before any family
 builds modules. It never imports torch and never unpickles: a pickle ``.ckpt`` is refused.
-
-:func:`detect_family` asks every registered :class:`~loom.types.ModelFamily` for a
-detection score and returns the most confident one.
+Which family owns a file is :mod:`loom.family_detection`'s question.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import math
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from loom.errors import ModelFileError, UnknownCheckpointError
-from loom.types import CheckpointHeader, ModelFamily, TensorInfo
-
-log = logging.getLogger(__name__)
+from loom.errors import ModelFileError
+from loom.types import CheckpointHeader, TensorInfo
 
 #: Bits per element of every dtype the safetensors format defines.
 DTYPE_BITS: Mapping[str, int] = {
@@ -50,14 +45,6 @@ DTYPE_BITS: Mapping[str, int] = {
 
 #: The safetensors reference implementation refuses headers larger than this.
 MAX_HEADER_BYTES = 100_000_000
-
-#: How the loader nodes' parts read in messages.
-PART_NAMES: Mapping[str, str] = {
-    "checkpoint": "checkpoint",
-    "diffusion_model": "diffusion model",
-    "text_encoder": "text encoder",
-    "vae": "VAE",
-}
 
 _ONLY_SAFETENSORS = "Loom only loads .safetensors files and never unpickles model files"
 _CONVERT_HINT = (
@@ -202,78 +189,3 @@ def _tensor_info(name: str, key: str, entry: Any, data_size: int) -> TensorInfo:
 
 def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-# --- which family owns a file ----------------------------------------------------------
-
-
-def detect_family(registry: Any, header: CheckpointHeader, part: str) -> ModelFamily:
-    """The registered family most confident that ``header`` is its ``part``.
-
-    Every family in ``registry.families`` scores the file; the highest score above 0
-    wins, ties going to the family registered first.
-
-    :raises UnknownCheckpointError: no family scores the file above 0.
-    """
-    return detect_common_family(registry, [header], part)
-
-
-def detect_common_family(
-    registry: Any, headers: Sequence[CheckpointHeader], part: str
-) -> ModelFamily:
-    """The family that recognises every file in ``headers`` as ``part``, by total score.
-
-    Used by loaders that combine several files into one part (``DualCLIPLoader``): a
-    family must score every file above 0 to be chosen.
-    """
-    families: Mapping[str, ModelFamily] = getattr(registry, "families", None) or {}
-    best: ModelFamily | None = None
-    best_score = 0.0
-    for family in families.values():
-        scores = [_score(family, header, part) for header in headers]
-        if not scores or min(scores) <= 0:
-            continue
-        total = sum(scores)
-        if total > best_score:
-            best, best_score = family, total
-    if best is None:
-        raise _unknown(headers, part, families)
-    log.debug(
-        "%s recognised as %s by family %s (score %s)",
-        ", ".join(h.path.name for h in headers),
-        part,
-        best.name,
-        best_score,
-    )
-    return best
-
-
-def _score(family: ModelFamily, header: CheckpointHeader, part: str) -> float:
-    try:
-        score = family.detect(header, part)
-    except Exception as exc:  # one family's bug must not stop the others from claiming the file
-        log.warning(
-            "model family %s failed to inspect %s: %s: %s",
-            family.name,
-            header.path.name,
-            type(exc).__name__,
-            exc,
-            exc_info=exc,
-        )
-        return 0.0
-    return float(score or 0.0)
-
-
-def _unknown(
-    headers: Iterable[CheckpointHeader], part: str, families: Mapping[str, ModelFamily]
-) -> UnknownCheckpointError:
-    files = " + ".join(h.path.name for h in headers)
-    what = PART_NAMES.get(part, part)
-    installed = ", ".join(families) if families else "none"
-    hint = None
-    if not families:
-        hint = "install a model family plugin, for example: pip install loom-sd15"
-    return UnknownCheckpointError(
-        f"no installed plugin recognises {files} as a {what}; installed model families: {installed}",
-        hint=hint,
-    )

@@ -14,15 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from loom.errors import ExecutionInterrupted, LoomError
+from loom.errors import DependencyCycleError, ExecutionInterrupted, LoomError, NodeExecutionError
 from loom.executor.cache import CachedOutput, never_cached, node_signature
 from loom.executor.context import ExecutionBlocker, RunContext, running
-from loom.executor.graph import Prompt, is_link, link_source, topological_order
+from loom.executor.graph import Prompt, id_sort_key, is_link, link_source, topological_order
 from loom.executor.reporting import ExecutionBlockedError, Reporter
 from loom.nodes.spec import InputTypes, NodeDef, NodeOutput
 
 if TYPE_CHECKING:
-    from loom.executor.run import Executor
+    from loom.executor.executor import Executor
 
 
 class DynamicPrompt:
@@ -57,19 +57,6 @@ class DynamicPrompt:
         return self.get_real_node_id(node_id)
 
 
-class NodeFailed(Exception):
-    """Internal: a node raised; carries what the error event needs."""
-
-    def __init__(
-        self, node_id: str, class_type: str, cause: BaseException, inputs: Mapping[str, list]
-    ) -> None:
-        super().__init__(str(cause))
-        self.node_id = node_id
-        self.class_type = class_type
-        self.cause = cause
-        self.inputs = inputs
-
-
 class PromptRun:
     """Executes one validated prompt against an executor's caches."""
 
@@ -84,6 +71,7 @@ class PromptRun:
     ) -> None:
         self.executor = executor
         self.registry = executor.registry
+        self.env = executor.environment
         self.prompt_id = prompt_id
         self.graph = DynamicPrompt(prompt)
         self.outputs = list(outputs)
@@ -106,7 +94,7 @@ class PromptRun:
     def input_types(self, definition: NodeDef) -> InputTypes:
         found = self._input_types.get(definition.class_type)
         if found is None:
-            found = self._input_types[definition.class_type] = definition.input_types(self.registry)
+            found = self._input_types[definition.class_type] = definition.input_types(self.env)
         return found
 
     def sign(self, node_ids: list[str]) -> None:
@@ -135,7 +123,7 @@ class PromptRun:
         constants = {k: v for k, v in inputs.items() if not is_link(v)}
         try:
             obj = self.executor.object_for(node_id, definition)
-            return definition.impl.fingerprint(obj, constants, self.registry)
+            return definition.impl.fingerprint(obj, constants, self.env)
         except Exception:  # ComfyUI: a raising IS_CHANGED means "always re-run"
             return never_cached()
 
@@ -212,7 +200,8 @@ class PromptRun:
     # -- running ------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Run until every output is done; raises NodeFailed or ExecutionInterrupted."""
+        """Run until every output is done; raises NodeExecutionError, DependencyCycleError or
+        ExecutionInterrupted."""
         self.require(self.outputs)
         while self.ready:
             self.executor.interrupt_flag.check()
@@ -224,12 +213,22 @@ class PromptRun:
             else:
                 self._run_node(node_id)
         self.current = None
-        stuck = [n for n in self.blockers]
-        if stuck:
-            raise LoomError(
-                f"dependency cycle among nodes {', '.join(sorted(stuck))}",
-                hint="graph.DependencyCycleError",
-            )
+        if self.blockers:
+            raise self._cycle_error()
+
+    def _cycle_error(self) -> DependencyCycleError:
+        """The nodes left waiting, less those that only wait on the cycle (peeled off)."""
+        waiting = {node: set(deps) for node, deps in self.blockers.items()}
+        waited_on = {dep for deps in waiting.values() for dep in deps}
+        while unneeded := [node for node in waiting if node not in waited_on]:
+            for node in unneeded:
+                del waiting[node]
+            waited_on = {dep for deps in waiting.values() for dep in deps}
+        on_cycle = sorted(waiting, key=id_sort_key)
+        return DependencyCycleError(
+            {node: sorted(waiting[node] & waiting.keys(), key=id_sort_key) for node in on_cycle},
+            {node: self.graph.nodes[node]["class_type"] for node in on_cycle},
+        )
 
     def _gather(
         self, node_id: str, definition: NodeDef
@@ -286,7 +285,7 @@ class PromptRun:
             if definition.has_lazy_check and self._needs_lazy(node_id, definition, obj, calls):
                 return
         except Exception as exc:
-            raise NodeFailed(node_id, definition.class_type, exc, inputs) from exc
+            raise NodeExecutionError(node_id, definition.class_type, exc, inputs) from exc
         display = self.graph.get_display_node_id(node_id)
         parent = self.graph.get_parent_node_id(node_id)
         self.reporter.node_state(node_id, display, parent, display, "running")
@@ -309,7 +308,7 @@ class PromptRun:
         except ExecutionInterrupted:
             raise
         except Exception as exc:
-            raise NodeFailed(node_id, definition.class_type, exc, inputs) from exc
+            raise NodeExecutionError(node_id, definition.class_type, exc, inputs) from exc
         if any(p.expand for p in produced):
             self._expand(node_id, produced)
             return
@@ -421,7 +420,7 @@ class PromptRun:
                     f"returned {len(values)} values, but the node declares "
                     f"{len(definition.outputs)} outputs"
                 )
-                raise NodeFailed(node_id, definition.class_type, error, inputs)
+                raise NodeExecutionError(node_id, definition.class_type, error, inputs)
             for slot, output in enumerate(definition.outputs):
                 if output.is_list:
                     merged[slot].extend(values[slot])
@@ -437,7 +436,7 @@ class PromptRun:
             for new_id, new_node in (part.expand or {}).items():
                 new_id = str(new_id)
                 if new_id in self.graph.nodes:
-                    raise NodeFailed(
+                    raise NodeExecutionError(
                         node_id,
                         self.definition(node_id).class_type,
                         ValueError(f"expansion reuses existing node id {new_id}"),

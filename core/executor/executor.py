@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from loom.errors import ExecutionInterrupted
+from loom.errors import DependencyCycleError, ExecutionInterrupted, NodeExecutionError
 from loom.executor.cache import OutputCache
 from loom.executor.context import InterruptFlag
-from loom.executor.execution import NodeFailed, PromptRun
 from loom.executor.graph import Prompt
+from loom.executor.prompt_run import PromptRun
 from loom.executor.reporting import EventCallback, Reporter
 from loom.executor.validate import ValidatedPrompt, validate_prompt
-from loom.nodes.spec import NodeDef
+from loom.nodes.spec import NodeDef, NodeEnvironment
 
 if TYPE_CHECKING:
     from loom.registry import Registry
@@ -61,6 +61,12 @@ class Executor:
         self.runtime = runtime
         self.registry = registry if registry is not None else runtime.registry  # type: ignore[union-attr]
         settings = runtime.settings if runtime is not None else None
+        #: What live combos, validate_inputs and fingerprint see.
+        self.environment = (
+            NodeEnvironment(self.registry, runtime.folders, settings)
+            if runtime is not None
+            else NodeEnvironment(registry=self.registry)
+        )
         self.cache = OutputCache(
             settings.cache_policy if settings else "classic",
             settings.cache_size if settings else 100,
@@ -74,7 +80,7 @@ class Executor:
         self, prompt: Any, partial_targets: Iterable[str] | None = None
     ) -> ValidatedPrompt:
         """Check a prompt; raises :class:`~loom.errors.PromptValidationError` when nothing can run."""
-        return validate_prompt(prompt, self.registry, partial_targets)
+        return validate_prompt(prompt, self.registry, partial_targets, self.environment)
 
     def interrupt(self, prompt_id: str | None = None) -> None:
         """Ask the running prompt to stop at the next node or sampler step.
@@ -127,7 +133,7 @@ class Executor:
                 interrupted = True
                 node = run.current
                 reporter.interrupted(node, _class_of(run, node), list(run.executed))
-            except NodeFailed as failed:
+            except NodeExecutionError as failed:
                 log.debug(
                     "node %s (%s) failed", failed.node_id, failed.class_type, exc_info=failed.cause
                 )
@@ -138,6 +144,11 @@ class Executor:
                     list(run.executed),
                     failed.inputs,
                     list(run.results),
+                )
+            except DependencyCycleError as cycle:
+                node = next(iter(cycle.waits_on))
+                error = reporter.error(
+                    node, _class_of(run, node), cycle, list(run.executed), {}, list(run.results)
                 )
             except Exception as exc:  # an executor bug must end this prompt, not the worker
                 log.exception("internal error while executing prompt %s", prompt_id)

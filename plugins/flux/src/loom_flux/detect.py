@@ -1,0 +1,140 @@
+"""Is a safetensors file Flux, and what shapes does it have? Keys and shapes only.
+
+The DiT is recognised in ComfyUI's layout (``double_blocks.0.img_mod.lin.weight``, bare or
+under ``model.diffusion_model.``) and in diffusers' (``x_embedder`` + ``transformer_blocks``);
+its config (widths, heads, depths, input channels, guidance) is read off the shapes. Text
+encoders: T5 (``encoder.block.N...``) and CLIP-L, bare or under ComfyUI's checkpoint prefixes
+``text_encoders.t5xxl.transformer.`` / ``text_encoders.clip_l.transformer.``. The VAE: 16
+latent channels and no quant convs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import attrs
+from loom_sd15.clip import text_encoder_config
+from loom_sd15.detect import ClipLayout
+
+from loom.types import CheckpointHeader
+from loom_flux import convert
+from loom_flux.dit import FluxConfig
+from loom_flux.t5 import is_t5
+from loom_flux.vae import flux_vae_prefix
+
+Shapes = Mapping[str, tuple[int, ...]]
+
+T5_PREFIXES = ("text_encoders.t5xxl.transformer.", "")
+CLIP_PREFIXES = ("text_encoders.clip_l.transformer.", "")
+
+
+def shapes_of(header: CheckpointHeader) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in header.tensors.items()}
+
+
+@attrs.frozen
+class DitLayout:
+    """Where a Flux DiT sits in a file and in which layout."""
+
+    prefix: str
+    diffusers: bool
+
+
+def dit_layout(shapes: Shapes) -> DitLayout | None:
+    for prefix in (convert.CHECKPOINT_PREFIX, ""):
+        if (
+            f"{prefix}double_blocks.0.img_mod.lin.weight" in shapes
+            and f"{prefix}img_in.weight" in shapes
+        ):
+            return DitLayout(prefix, diffusers=False)
+    for prefix in (convert.CHECKPOINT_PREFIX, "transformer.", ""):
+        if (
+            convert.is_diffusers_layout(shapes, prefix)
+            and f"{prefix}transformer_blocks.0.norm1.linear.weight" in shapes
+        ):
+            return DitLayout(prefix, diffusers=True)
+    return None
+
+
+def dit_config(shapes: Shapes, layout: DitLayout) -> FluxConfig:
+    """The DiT's config from ComfyUI-layout shapes (diffusers' are converted by name)."""
+    p = layout.prefix
+    if layout.diffusers:
+        img_in, txt_in = shapes[f"{p}x_embedder.weight"], shapes[f"{p}context_embedder.weight"]
+        vec = shapes[f"{p}time_text_embed.text_embedder.linear_1.weight"]
+        head = shapes[f"{p}transformer_blocks.0.attn.norm_q.weight"][0]
+        mlp = shapes[f"{p}transformer_blocks.0.ff.net.0.proj.weight"][0]
+        out = shapes[f"{p}proj_out.weight"][0]
+        depth, single, guidance = convert.diffusers_depths(shapes, p)
+        qkv_bias = f"{p}transformer_blocks.0.attn.to_q.bias" in shapes
+    else:
+        img_in, txt_in = shapes[f"{p}img_in.weight"], shapes[f"{p}txt_in.weight"]
+        vec = shapes[f"{p}vector_in.in_layer.weight"]
+        head = shapes[f"{p}double_blocks.0.img_attn.norm.query_norm.scale"][0]
+        mlp = shapes[f"{p}double_blocks.0.img_mlp.0.weight"][0]
+        out = shapes[f"{p}final_layer.linear.weight"][0]
+        depth = _count(shapes, f"{p}double_blocks.", "img_mod.lin.weight")
+        single = _count(shapes, f"{p}single_blocks.", "modulation.lin.weight")
+        guidance = f"{p}guidance_in.in_layer.weight" in shapes
+        qkv_bias = f"{p}double_blocks.0.img_attn.qkv.bias" in shapes
+    hidden = img_in[0]
+    return FluxConfig(
+        in_channels=img_in[1],
+        out_channels=out,
+        hidden_size=hidden,
+        num_heads=hidden // head,
+        context_dim=txt_in[1],
+        vec_dim=vec[1],
+        mlp_ratio=mlp / hidden,
+        depth=depth,
+        depth_single=single,
+        guidance_embed=guidance,
+        qkv_bias=qkv_bias,
+    )
+
+
+def _count(shapes: Shapes, stem: str, leaf: str) -> int:
+    n = 0
+    while f"{stem}{n}.{leaf}" in shapes:
+        n += 1
+    return n
+
+
+def t5_prefix(shapes: Shapes) -> str | None:
+    for prefix in T5_PREFIXES:
+        if is_t5(shapes, prefix):
+            return prefix
+    return None
+
+
+def clip_layout(shapes: Shapes) -> ClipLayout | None:
+    """A CLIP-L text encoder (with or without ``text_model.``), as loom-sd15 describes it."""
+    for prefix in CLIP_PREFIXES:
+        for text_model in (True, False):
+            base = prefix + ("text_model." if text_model else "")
+            if (
+                f"{base}embeddings.token_embedding.weight" in shapes
+                and f"{base}encoder.layers.0.mlp.fc1.weight" in shapes
+            ):
+                return ClipLayout(prefix, text_model, text_encoder_config(shapes, base))
+    return None
+
+
+def score(header: CheckpointHeader, part: str) -> float:
+    """How sure the flux family is that ``header`` holds Flux ``part`` (0 = not Flux).
+
+    A CLIP-L file alone scores 0.4, below loom-sd15's 0.5, so ``CLIPLoader`` keeps giving it
+    to SD1.x; beside a T5 file (``DualCLIPLoader``) only Flux claims both.
+    """
+    shapes = shapes_of(header)
+    if part == "diffusion_model":
+        return 1.0 if dit_layout(shapes) is not None else 0.0
+    if part == "checkpoint":
+        return 1.0 if dit_layout(shapes) is not None else 0.0
+    if part == "text_encoder":
+        if t5_prefix(shapes) is not None:
+            return 1.0
+        return 0.4 if clip_layout(shapes) is not None else 0.0
+    if part == "vae":
+        return 1.0 if flux_vae_prefix(shapes) is not None else 0.0
+    return 0.0

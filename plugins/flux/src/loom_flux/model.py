@@ -1,0 +1,175 @@
+"""The MODEL socket value for Flux: a :class:`loom.memory.ModelHandle` around the DiT.
+
+``apply_model(x, sigma, cond)`` is ComfyUI's ``Flux`` model: the latent (already in model
+space) goes in as it is, with the Fill/Canny/Depth concat channels appended; the timestep is
+sigma; the DiT predicts velocity and ``x0 = x - sigma * v``. ``extra_conds`` turns one
+conditioning entry into model inputs: ``y`` (CLIP-L pooled), ``guidance`` (dev-style models;
+3.5 when the conditioning names none), ``c_concat`` and ``ref_latents``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from loom.errors import LoomError
+from loom.memory import ModelHandle
+from loom.model_sampling import ModelSampling
+from loom.types import LatentFormat
+from loom_flux.dit import PATCH, FluxConfig, FluxTransformer
+from loom_flux.sampling import DEV_MU, SCHNELL_MU, FluxSampling
+from loom_flux.vae import FLUX_LATENT_FORMAT
+
+#: ComfyUI's ``memory_usage_factor`` for Flux.
+MEMORY_USAGE_FACTOR = 2.8
+DEFAULT_GUIDANCE = 3.5
+
+
+def dit_memory_estimate(input_shape: tuple[int, ...], dtype: torch.dtype) -> int:
+    """Activation bytes of one DiT forward on ``input_shape`` (ComfyUI's formula)."""
+    area = input_shape[0] * math.prod(input_shape[2:])
+    return int(area * dtype.itemsize * 0.01 * MEMORY_USAGE_FACTOR * 2**20)
+
+
+def default_sampling(config: FluxConfig) -> FluxSampling:
+    """The schedule without a ``ModelSamplingFlux`` node: mu 1.15 (dev) or 0 (schnell)."""
+    return FluxSampling(shift=DEV_MU if config.guidance_embed else SCHNELL_MU)
+
+
+class FluxModel(ModelHandle):
+    """A Flux denoiser handle. ``module`` is the :class:`FluxTransformer`."""
+
+    def __init__(
+        self,
+        dit: FluxTransformer,
+        *,
+        name: str = "flux-dit",
+        model_sampling: ModelSampling | None = None,
+        latent_format: LatentFormat = FLUX_LATENT_FORMAT,
+        compute_dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(
+            dit, name=name, memory_estimator=dit_memory_estimate, compute_dtype=compute_dtype
+        )
+        self.model_sampling = model_sampling or default_sampling(dit.config)
+        self.latent_format = latent_format
+
+    @property
+    def config(self) -> FluxConfig:
+        return self.module.config
+
+    @property
+    def load_device(self) -> torch.device:
+        """Where the DiT runs (the sampler puts the latent there)."""
+        return self.compute_target.device
+
+    def memory_required(self, shape: tuple[int, ...]) -> int:
+        return self.memory_estimate(shape, torch.float32)
+
+    @property
+    def concat_channels(self) -> int:
+        """Latent channels the model expects beyond the noisy latent (Fill 80, Canny 16)."""
+        return self.config.in_channels // (PATCH * PATCH) - self.config.latent_channels
+
+    def extra_conds(
+        self,
+        options: Mapping[str, Any],
+        *,
+        noise: torch.Tensor | None = None,
+        denoise_mask: torch.Tensor | None = None,
+        **_: Any,
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        pooled = options.get("pooled_output")
+        if pooled is None:
+            raise LoomError(
+                "Flux conditioning has no CLIP-L pooled output",
+                hint="encode the prompt with a Flux text encoder (DualCLIPLoader type=flux)",
+            )
+        out["y"] = pooled
+        if self.config.guidance_embed:
+            guidance = options.get("guidance", DEFAULT_GUIDANCE)
+            if guidance is not None:
+                out["guidance"] = torch.tensor([float(guidance)])
+        if self.concat_channels > 0 and noise is not None:
+            out["c_concat"] = self._concat(options, noise, denoise_mask)
+        refs = options.get("reference_latents")
+        if refs:
+            out["ref_latents"] = [self.process_latent_in(r) for r in refs]
+        return out
+
+    def process_latent_in(self, latent: torch.Tensor) -> torch.Tensor:
+        fmt = self.latent_format
+        return (latent - fmt.shift_factor) * fmt.scale_factor
+
+    def _concat(
+        self, options: Mapping[str, Any], noise: torch.Tensor, denoise_mask: Any
+    ) -> torch.Tensor:
+        image = options.get("concat_latent_image")
+        latent_channels = self.config.latent_channels
+        inpaint = self.concat_channels > latent_channels
+        if image is None:
+            what = (
+                "InpaintModelConditioning (pixels and mask)"
+                if inpaint
+                else ("InstructPixToPixConditioning (the control image)")
+            )
+            raise LoomError(
+                f"this Flux model takes {self.concat_channels} extra input channels "
+                f"({'Fill' if inpaint else 'Canny/Depth'}) but its conditioning has no image",
+                hint=f"feed the positive and negative conditioning through {what}",
+            )
+        h, w = noise.shape[-2:]
+        image = _resize(image.to(noise), h, w)
+        image = _batch(self.process_latent_in(image), noise.shape[0])
+        if not inpaint:
+            return image
+        mask = options.get("concat_mask", denoise_mask)
+        if mask is None:
+            mask = torch.ones_like(noise)[:, :1]
+        mask = mask.to(noise).reshape(-1, *mask.shape[-3:]) if mask.ndim > 3 else mask.to(noise)
+        if mask.ndim == 3:
+            mask = mask[:, None]
+        mask = _resize(mask.mean(dim=1, keepdim=True), h * 8, w * 8)
+        b = mask.shape[0]
+        mask = mask.view(b, h, 8, w, 8).permute(0, 2, 4, 1, 3).reshape(b, 64, h, w)
+        return torch.cat((image, _batch(mask, noise.shape[0])), dim=1)
+
+    def apply_model(
+        self, x: torch.Tensor, sigma: torch.Tensor, cond: Mapping[str, Any]
+    ) -> torch.Tensor:
+        ms = self.model_sampling
+        target = self.compute_target
+        device, dtype = target.device, target.dtype
+        sigma = sigma.to(x.device)
+        xc = ms.calculate_input(sigma, x)
+        if "c_concat" in cond:
+            xc = torch.cat((xc, cond["c_concat"].to(xc)), dim=1)
+        guidance = cond.get("guidance")
+        refs = cond.get("ref_latents")
+        with torch.inference_mode():
+            out = self.module(
+                xc.to(device, dtype),
+                ms.timestep(sigma).float().to(device),
+                cond["c_crossattn"].to(device, dtype),
+                cond["y"].to(device, dtype),
+                None if guidance is None else guidance.float().to(device),
+                None if not refs else [r.to(device, dtype) for r in refs],
+            )
+        return ms.calculate_denoised(sigma, out.float().to(x.device), x)
+
+
+def _resize(t: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    if t.shape[-2:] == (h, w):
+        return t
+    return F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)
+
+
+def _batch(t: torch.Tensor, n: int) -> torch.Tensor:
+    if t.shape[0] == n:
+        return t
+    return t.repeat(-(-n // t.shape[0]), *([1] * (t.ndim - 1)))[:n]

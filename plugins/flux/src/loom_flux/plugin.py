@@ -1,0 +1,30 @@
+"""Hook implementations of the ``flux`` plugin: the model family, its nodes, LoRA key maps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import loom
+
+
+@loom.hookimpl
+def register_model_families(register: Callable[..., None]) -> None:
+    from loom_flux.family import FluxFamily
+
+    register(FluxFamily())
+
+
+@loom.hookimpl
+def register_nodes(register: Callable[..., None]) -> None:
+    from loom_flux.nodes import NODES
+
+    for node_class, module in NODES:
+        register(node_class, python_module=module)
+
+
+@loom.hookimpl
+def adapter_key_map(model: Any, kind: str) -> Any:
+    from loom_flux.adapter_keys import flux_adapter_key_map
+
+    return flux_adapter_key_map(model, kind)

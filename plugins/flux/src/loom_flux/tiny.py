@@ -1,0 +1,128 @@
+"""Tiny Flux-layout files with random weights, for tests and benchmarks.
+
+The real architectures at toy widths (seeded): a DiT in ComfyUI's layout, a T5 encoder in
+``t5xxl_*.safetensors`` layout (real T5 vocabulary size, so the real tokenizer's ids fit),
+a CLIP-L in ``clip_l.safetensors`` layout, a 16-channel VAE in ``ae.safetensors`` layout, and
+the all-in-one checkpoint layout combining them. The same code, given full-size configs,
+writes full-size random files (the benchmark does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import attrs
+import torch
+from loom_sd15.clip import TextEncoderConfig, build_text_encoder
+from loom_sd15.vae import AutoencoderKL, VAEConfig
+from safetensors.torch import save_file
+
+from loom_flux.convert import CHECKPOINT_PREFIX
+from loom_flux.dit import FluxConfig, FluxTransformer
+from loom_flux.t5 import T5Config, build_t5
+from loom_flux.vae import FLUX_VAE
+
+
+@attrs.frozen
+class FluxSpec:
+    """Configs of the four parts of a Flux setup."""
+
+    dit: FluxConfig
+    t5: T5Config
+    clip: TextEncoderConfig
+    vae: VAEConfig
+
+
+def tiny_spec(guidance: bool = True, in_channels: int = 64) -> FluxSpec:
+    """Toy widths with Flux's structure: 2 double + 2 single blocks, 8x VAE, 2-layer encoders."""
+    return FluxSpec(
+        dit=FluxConfig(
+            in_channels=in_channels,
+            hidden_size=32,
+            num_heads=2,
+            context_dim=32,
+            vec_dim=32,
+            depth=2,
+            depth_single=2,
+            guidance_embed=guidance,
+        ),
+        t5=T5Config(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4),
+        clip=TextEncoderConfig(hidden_size=32, intermediate_size=64, num_layers=2),
+        vae=attrs.evolve(FLUX_VAE, ch=32, ch_mult=(1, 1, 2, 2), num_res_blocks=1),
+    )
+
+
+def _randomized(module: torch.nn.Module, seed: int, std: float) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, tensor in module.state_dict().items():
+        if not tensor.is_floating_point():
+            state[key] = tensor.contiguous()
+            continue
+        noise = torch.randn(tensor.shape, generator=generator) * std
+        state[key] = (noise + 1.0 if key.endswith(("scale", "norm.weight")) else noise).contiguous()
+    return state
+
+
+def dit_state(config: FluxConfig, seed: int = 0, std: float = 0.05) -> dict[str, torch.Tensor]:
+    return _randomized(FluxTransformer(config), seed, std)
+
+
+def t5_state(config: T5Config, seed: int = 1, std: float = 0.05) -> dict[str, torch.Tensor]:
+    state = _randomized(build_t5(config), seed, std)
+    state.pop("encoder.embed_tokens.weight", None)  # ComfyUI's files hold ``shared`` only
+    return state
+
+
+def clip_state(config: TextEncoderConfig, seed: int = 2) -> dict[str, torch.Tensor]:
+    model = build_text_encoder(config)
+    state = _randomized(model, seed, 0.05)
+    # clip_l.safetensors names keys ``text_model.*`` whatever transformers' version builds.
+    return {
+        k if k.startswith("text_model.") else f"text_model.{k}": v
+        for k, v in state.items()
+        if not k.endswith("position_ids")
+    }
+
+
+def vae_state(config: VAEConfig, seed: int = 3) -> dict[str, torch.Tensor]:
+    return _randomized(AutoencoderKL(config), seed, 0.05)
+
+
+def checkpoint_state(spec: FluxSpec, seed: int = 0) -> dict[str, torch.Tensor]:
+    """ComfyUI's all-in-one layout: DiT, both text encoders and the VAE under their prefixes."""
+    state = {CHECKPOINT_PREFIX + k: v for k, v in dit_state(spec.dit, seed).items()}
+    state |= {
+        f"text_encoders.t5xxl.transformer.{k}": v for k, v in t5_state(spec.t5, seed + 1).items()
+    }
+    state |= {
+        f"text_encoders.clip_l.transformer.{k}": v
+        for k, v in clip_state(spec.clip, seed + 2).items()
+    }
+    state |= {f"vae.{k}": v for k, v in vae_state(spec.vae, seed + 3).items()}
+    return state
+
+
+def save(state: Mapping[str, torch.Tensor], path: Path, dtype: torch.dtype | None = None) -> Path:
+    """Write ``state`` as safetensors, floating tensors converted to ``dtype`` if given."""
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(dict(state), str(path))
+    return path
+
+
+def write_tiny_files(folder: Path, seed: int = 0, guidance: bool = True) -> dict[str, Path]:
+    """The four separate files ComfyUI's Flux templates load, in ``models/`` subfolders."""
+    spec = tiny_spec(guidance)
+    return {
+        "dit": save(
+            dit_state(spec.dit, seed), folder / "diffusion_models" / "tiny-flux.safetensors"
+        ),
+        "t5": save(t5_state(spec.t5, seed + 1), folder / "text_encoders" / "tiny-t5.safetensors"),
+        "clip_l": save(
+            clip_state(spec.clip, seed + 2), folder / "text_encoders" / "tiny-clip-l.safetensors"
+        ),
+        "vae": save(vae_state(spec.vae, seed + 3), folder / "vae" / "tiny-ae.safetensors"),
+    }
