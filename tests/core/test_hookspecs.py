@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import logging
 import re
+import types
 from pathlib import Path
 from typing import Any
 
@@ -436,6 +437,34 @@ class EveryHook:
     def make_prompt_queue(self, settings):
         return None
 
+    @loom.hookimpl
+    def compile_node(self, node_class, class_type, display_name, python_module):
+        return None
+
+    @loom.hookimpl
+    def custom_node_entrypoint(self, module, name):
+        return None
+
+    @loom.hookimpl
+    def prepare_runtime(self, runtime):
+        pass
+
+    @loom.hookimpl
+    def plugin_notes(self, plugin_name):
+        return None
+
+    @loom.hookimpl
+    def web_server_started(self, server):
+        pass
+
+    @loom.hookimpl
+    def web_server_stopped(self, server):
+        pass
+
+
+class ForeignNode:
+    """A node class in no style core knows: the ``compile_node`` hook is asked for it."""
+
 
 def test_tracing_sees_every_hook_as_core_calls_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
@@ -450,6 +479,15 @@ def test_tracing_sees_every_hook_as_core_calls_it(
         assert runtime.queue is not None
         add_plugin_commands(runtime.host, click.Group("loom"))
         assert runtime.host.hook.adapter_key_map(model=object(), kind="model") is None
+        # a class in no known style goes to compile_node (declined here: a registration error)
+        registry = runtime.registry
+        with pytest.raises(loom.NodeDefinitionError, match="no installed plugin compiles"):
+            registry.add_node("test_plugin_0", ForeignNode, class_type="ForeignNode")
+        hook = runtime.host.hook
+        assert hook.custom_node_entrypoint(module=types.ModuleType("pack"), name="pack") is None
+        assert hook.plugin_notes(plugin_name="test_plugin_0") == []
+        hook.web_server_started(server=object())
+        hook.web_server_stopped(server=object())
     traced = {
         match.group(1)
         for record in caplog.records
