@@ -46,6 +46,12 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "loom.nodes.builtin.latent",
     "loom.nodes.builtin.mask",
     "loom.nodes.builtin.conditioning",
+    "loom.nodes.builtin.compositing",
+    "loom.nodes.builtin.image_ops",
+    "loom.nodes.builtin.latent_ops",
+    "loom.nodes.builtin.strings",
+    "loom.nodes.builtin.rebatch",
+    "loom.nodes.builtin.animation",
     "loom.nodes.builtin.loaders",
     "loom.nodes.builtin.models",
 )

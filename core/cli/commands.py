@@ -215,19 +215,37 @@ def convert(factory: Any, workflow: Path, indent: int) -> None:
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the /object_info document.")
+@click.option(
+    "--compare",
+    "reference",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A ComfyUI /object_info JSON dump: list which of its node types Loom lacks.",
+)
 @click.pass_obj
-def nodes(factory: Any, as_json: bool) -> None:
+def nodes(factory: Any, as_json: bool, reference: Path | None) -> None:
     """List the node types every loaded plugin registers."""
     from loom.nodes.object_info import object_info
 
     runtime = factory.runtime()
     registry = runtime.registry
+    if reference is not None:
+        click.echo(_coverage_text(_read_json(reference), registry.nodes, reference))
+        return
     if as_json:
         click.echo(json.dumps(object_info(registry, runtime.environment)))
         return
     for class_type, definition in sorted(registry.nodes.items()):
         owner = registry.owner.get(("node", class_type), "?")
         click.echo(f"{class_type:40} {definition.category:30} [{owner}]")
+
+
+def _coverage_text(reference: Any, registered: Any, path: Path) -> str:
+    from loom.nodes.coverage import ObjectInfoFormatError, compare_object_info, format_coverage
+
+    try:
+        return format_coverage(compare_object_info(reference, registered))
+    except ObjectInfoFormatError as exc:
+        raise click.ClickException(f"{path}: {exc}") from exc
 
 
 @click.command()

@@ -141,6 +141,15 @@ class ConditioningSetAreaPercentage:
         )
 
 
+@loom.node("ConditioningSetAreaStrength", category="conditioning")
+class ConditioningSetAreaStrength:
+    conditioning: Conditioning
+    strength: float = loom.ui.float(1.0, min=0.0, max=10.0, step=0.01)
+
+    def run(self, ctx: loom.RunContext) -> Conditioning:
+        return set_values(self.conditioning, {"strength": self.strength})
+
+
 @loom.node("ConditioningSetMask", category="conditioning", display_name="Conditioning (Set Mask)")
 class ConditioningSetMask:
     conditioning: Conditioning
@@ -195,6 +204,7 @@ NODES = (
     ConditioningConcat,
     ConditioningSetArea,
     ConditioningSetAreaPercentage,
+    ConditioningSetAreaStrength,
     ConditioningSetMask,
     ConditioningZeroOut,
     ConditioningSetTimestepRange,

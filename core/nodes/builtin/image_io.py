@@ -17,12 +17,12 @@ import random
 import string
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import loom
 from loom.nodes.builtin.save_paths import OutputPathError, confined, get_save_path
 from loom.settings import Settings
-from loom.types import AnyValue, Image, Mask
+from loom.types import AnyValue, Image, Mask, Socket
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -183,6 +183,31 @@ class LoadImage(_InputImageFile):
         return load_image_file(annotated_path(self.image, run_settings(ctx)))
 
 
+@loom.node(
+    "LoadImageOutput",
+    category="image",
+    display_name="Load Image (from Outputs)",
+    experimental=True,
+)
+class LoadImageOutput(_InputImageFile):
+    """Load an image from the output folder. When the refresh button is clicked, the node will update the image list and automatically select the first image, allowing for easy iteration."""
+
+    # No list of names: the frontend fetches the output folder's files from the remote route
+    # and sends the chosen one annotated ("x.png [output]"), which annotated_path resolves.
+    image: Annotated[str, Socket("COMBO")] = ui.input(
+        image_upload=True,
+        image_folder="output",
+        remote={
+            "route": "/internal/files/output",
+            "refresh_button": True,
+            "control_after_refresh": "first",
+        },
+    )
+
+    def run(self, ctx: loom.RunContext) -> LoadedImage:
+        return load_image_file(annotated_path(self.image, run_settings(ctx)))
+
+
 @loom.node("LoadImageMask", category="mask", display_name="Load Image (as Mask)")
 class LoadImageMask(_InputImageFile):
     image: str = ui.combo(input_image_files, image_upload=True)
@@ -331,7 +356,14 @@ class PreviewAny:
         return loom.NodeOutput(ui={"text": [preview_text(self.source)]})
 
 
-NODES: tuple[type, ...] = (LoadImage, LoadImageMask, SaveImage, PreviewImage, PreviewAny)
+NODES: tuple[type, ...] = (
+    LoadImage,
+    LoadImageMask,
+    LoadImageOutput,
+    SaveImage,
+    PreviewImage,
+    PreviewAny,
+)
 PYTHON_MODULES: dict[type, str] = {PreviewAny: "comfy_extras.nodes_preview_any"}
 
 

@@ -16,7 +16,8 @@ ui = loom.ui
 IMAGE_CHANNELS = ("red", "green", "blue", "alpha")
 
 
-def _batched(mask: Mask) -> Mask:
+def batched_mask(mask: Mask) -> Mask:
+    """``[B, H, W]`` view of a mask given as ``[H, W]``, ``[B, H, W]`` or ``[B, 1, H, W]``."""
     return mask.reshape((-1, mask.shape[-2], mask.shape[-1]))
 
 
@@ -45,7 +46,7 @@ class MaskToImage:
     mask: Mask
 
     def run(self, ctx: loom.RunContext) -> Image:
-        return _batched(self.mask).unsqueeze(-1).expand(-1, -1, -1, 3)
+        return batched_mask(self.mask).unsqueeze(-1).expand(-1, -1, -1, 3)
 
 
 @loom.node("ImageToMask", category="mask", display_name="Convert Image to Mask")
@@ -69,7 +70,7 @@ def grow(mask: Mask, expand: int, tapered_corners: bool) -> Mask:
         if not (tapered_corners and dy != 0 and dx != 0)
     ]
     reduce = torch.amin if expand < 0 else torch.amax
-    out = _batched(mask).clone()
+    out = batched_mask(mask).clone()
     height, width = out.shape[-2:]
     for _ in range(abs(expand)):
         padded = torch.nn.functional.pad(out.unsqueeze(1), (1, 1, 1, 1), mode="replicate").squeeze(
@@ -101,7 +102,7 @@ class FeatherMask:
     bottom: int = ui.int(0, min=0, max=MAX_RESOLUTION, step=1)
 
     def run(self, ctx: loom.RunContext) -> Mask:
-        out = _batched(self.mask).clone()
+        out = batched_mask(self.mask).clone()
         height, width = out.shape[-2:]
         left, right = min(self.left, width), min(self.right, width)
         top, bottom = min(self.top, height), min(self.bottom, height)

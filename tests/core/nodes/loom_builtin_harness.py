@@ -26,6 +26,16 @@ def builtin_registry() -> Registry:
     return make_registry()
 
 
+def object_info_of(class_type: str) -> dict[str, Any]:
+    """One built-in node's /object_info entry."""
+    from loom.nodes.object_info import to_json
+
+    registry = builtin_registry()
+    definition = registry.get_node(class_type)
+    assert definition is not None, class_type
+    return to_json(definition, registry)
+
+
 def make_ctx(
     base: Path,
     *,
