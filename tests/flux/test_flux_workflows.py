@@ -130,7 +130,6 @@ def runtime_with(base_dir, **settings):
     return Runtime(
         Settings(
             base_directory=base_dir,
-            extra_model_paths=[base_dir / "extra_model_paths.yaml"],
             load_custom_nodes=False,
             cpu_only=True,
             **settings,
@@ -300,8 +299,6 @@ def test_cli_runs_the_dev_template_under_a_vram_budget(base_dir):
             *command,
             "--base-directory",
             str(base_dir),
-            "--extra-model-paths-config",
-            str(base_dir / "extra_model_paths.yaml"),
             "--cpu",
             "--vram-budget",
             "0.001",
