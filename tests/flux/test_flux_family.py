@@ -9,9 +9,17 @@ from safetensors.torch import load_file, save_file
 from loom.errors import LoomError
 
 
-class Ctx:
-    def __init__(self, runtime):
-        self.runtime = runtime
+def Ctx(runtime):
+    from loom.executor.context import InterruptFlag, RunContext
+
+    return RunContext(
+        node_id="1",
+        prompt_id="p",
+        prompt={},
+        extra_data={},
+        runtime=runtime,
+        interrupt=InterruptFlag(),
+    )
 
 
 def _node(runtime, class_type, **inputs):

@@ -10,9 +10,17 @@ from loom_flux.adapter_keys import flux_adapter_key_map
 from safetensors.torch import save_file
 
 
-class Ctx:
-    def __init__(self, runtime):
-        self.runtime = runtime
+def Ctx(runtime):
+    from loom.executor.context import InterruptFlag, RunContext
+
+    return RunContext(
+        node_id="1",
+        prompt_id="p",
+        prompt={},
+        extra_data={},
+        runtime=runtime,
+        interrupt=InterruptFlag(),
+    )
 
 
 def _model(runtime):
