@@ -1,0 +1,22 @@
+"""Hook implementations of the ``sdxl`` plugin: the model family, its nodes, LoRA key maps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import loom
+
+
+@loom.hookimpl
+def register_model_families(register: Callable[..., None]) -> None:
+    from loom_sdxl.family import SDXLFamily
+
+    register(SDXLFamily())
+
+
+@loom.hookimpl
+def register_nodes(register: Callable[..., None]) -> None:
+    from loom_sdxl.nodes import COMFY_MODULE, NODES
+
+    for node_class in NODES:
+        register(node_class, python_module=COMFY_MODULE)
