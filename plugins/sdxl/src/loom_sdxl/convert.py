@@ -116,7 +116,7 @@ class OpenClipConversion:
         """Raise one error naming every missing and unexpected key, if any."""
         sources, unknown = self.mapping(checkpoint_keys)
         expected = {k for k in module_keys if not k.endswith("position_ids")}
-        missing = sorted(expected - set(sources))
+        missing = sorted(self.source_name(k) for k in expected - set(sources))
         unexpected = sorted(unknown + [sources[k].key for k in set(sources) - expected])
         if not missing and not unexpected:
             return
@@ -131,6 +131,20 @@ class OpenClipConversion:
             hint="the file may be truncated, merged badly, or a variant this plugin does not "
             "support",
         )
+
+    def source_name(self, target: str) -> str:
+        """The checkpoint key that feeds module key ``target`` (for messages)."""
+        inverse_top = {v: k for k, v in (_TOP | _TRANSPOSED).items()}
+        if target in inverse_top:
+            return self.source_prefix + inverse_top[target]
+        match = re.fullmatch(r"text_model\.encoder\.layers\.(\d+)\.(.+)", target)
+        if match is None:
+            return target
+        layer, part = match.groups()
+        inverse_parts = {v: k for k, v in _LAYER_PARTS.items()}
+        qkv = re.fullmatch(r"self_attn\.[qkv]_proj\.(weight|bias)", part)
+        rest = f"attn.in_proj_{qkv[1]}" if qkv else inverse_parts.get(part, part)
+        return f"{self.source_prefix}transformer.resblocks.{layer}.{rest}"
 
     def view(self, state: Mapping[str, Any]) -> Mapping[str, Any]:
         """Module-keyed lazy view of ``state``."""

@@ -17,7 +17,13 @@ from typing import Any
 
 import torch
 from loom_sd15.clip import build_text_encoder, materialize_buffers
-from loom_sd15.convert import clip_conversion, leftover_keys, unet_conversion, vae_conversion
+from loom_sd15.convert import (
+    Conversion,
+    clip_conversion,
+    leftover_keys,
+    unet_conversion,
+    vae_conversion,
+)
 from loom_sd15.family import WEIGHT_DTYPES, _assign, _memory
 from loom_sd15.tokenizer import TokenizerSource, search_dirs
 
@@ -160,6 +166,12 @@ class SDXLFamily:
         module = build_on_meta(build_text_encoder, layout.config)
         if layout.openclip:
             conversion: Any = OpenClipConversion(f"{layout.role} text encoder", layout.prefix)
+        elif layout.config.projection_dim is not None:  # transformers' WithProjection layout
+            conversion = Conversion(
+                f"{layout.role} text encoder",
+                layout.prefix,
+                skip=(r"text_model\.embeddings\.position_ids",),
+            )
         else:
             conversion = clip_conversion(
                 layout.prefix, hasattr(module, "text_model"), layout.has_text_model
