@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import loom
 
@@ -20,3 +21,10 @@ def register_nodes(register: Callable[..., None]) -> None:
 
     for node_class in NODES:
         register(node_class, python_module=COMFY_MODULE)
+
+
+@loom.hookimpl
+def adapter_key_map(model: Any, kind: str) -> Any:
+    from loom_sdxl.adapter_keys import sdxl_adapter_key_map
+
+    return sdxl_adapter_key_map(model, kind)
