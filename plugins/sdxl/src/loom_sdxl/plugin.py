@@ -28,3 +28,11 @@ def adapter_key_map(model: Any, kind: str) -> Any:
     from loom_sdxl.adapter_keys import sdxl_adapter_key_map
 
     return sdxl_adapter_key_map(model, kind)
+
+
+@loom.hookimpl(trylast=True)
+def register_commands(cli: Any) -> None:
+    """``loom demo`` with ``--family sd15|sdxl``: replaces loom-sd15's (which it runs for sd15)."""
+    from loom_sdxl.demo import demo_command
+
+    cli.add_command(demo_command)

@@ -46,9 +46,13 @@ class SDXLSpec:
         return self.clip_l is None
 
 
-def _clip(hidden: int, layers: int, act: str, projection: int | None) -> TextEncoderConfig:
+def _clip(
+    hidden: int, layers: int, act: str, projection: int | None, vocab_size: int = VOCAB
+) -> TextEncoderConfig:
     return TextEncoderConfig(
-        vocab_size=VOCAB,
+        vocab_size=vocab_size,
+        start_token=vocab_size - 2,
+        end_token=vocab_size - 1,
         hidden_size=hidden,
         intermediate_size=hidden * 4,
         num_layers=layers,
@@ -57,10 +61,10 @@ def _clip(hidden: int, layers: int, act: str, projection: int | None) -> TextEnc
     )
 
 
-def tiny_spec(refiner: bool = False, inpaint: bool = False) -> SDXLSpec:
+def tiny_spec(refiner: bool = False, inpaint: bool = False, vocab_size: int = VOCAB) -> SDXLSpec:
     """Toy widths: CLIP-L 32 wide, CLIP-G 64 (2 and 3 layers), UNet 32/64/128 channels."""
-    clip_g = _clip(64, 3, "gelu", 64)
-    clip_l = None if refiner else _clip(32, 2, "quick_gelu", None)
+    clip_g = _clip(64, 3, "gelu", 64, vocab_size)
+    clip_l = None if refiner else _clip(32, 2, "quick_gelu", None, vocab_size)
     fields = REFINER_SIZE_FIELDS if refiner else BASE_SIZE_FIELDS
     unet = SDXLUNetConfig(
         in_channels=9 if inpaint else 4,
@@ -138,6 +142,8 @@ def write_tiny_checkpoint(
     refiner: bool = False,
     inpaint: bool = False,
     dtype: torch.dtype = torch.float32,
+    vocab_size: int = VOCAB,
+    metadata: dict[str, str] | None = None,
 ) -> Path:
-    spec = tiny_spec(refiner=refiner, inpaint=inpaint)
-    return save_checkpoint(path, checkpoint_state(spec, seed, dtype))
+    spec = tiny_spec(refiner=refiner, inpaint=inpaint, vocab_size=vocab_size)
+    return save_checkpoint(path, checkpoint_state(spec, seed, dtype), metadata)
