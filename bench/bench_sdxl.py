@@ -18,7 +18,6 @@ diffusers and the CLIP-L tokenizer files (LOOM_TOKENIZERS_PATH, default
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import subprocess
@@ -28,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+from bench_sd15 import ab, measured_peaks, node_seconds, timed
 from machine import peak_rss_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,28 +38,6 @@ def spec_for(size: str):
     from loom_sdxl.tiny import full_spec, tiny_spec
 
     return full_spec() if size == "full" else tiny_spec()
-
-
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up (oneDNN primitive creation)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)  # least disturbed by other processes on a shared machine
-
-
-def ab(fn_a, fn_b, repeats: int) -> tuple[float, float]:
-    """Interleaved timing of two functions (fair under background load); minimum of each."""
-    fn_a(), fn_b()
-    a, b = [], []
-    for _ in range(repeats):
-        for fn, out in ((fn_a, a), (fn_b, b)):
-            start = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - start)
-    return min(a), min(b)
 
 
 def write_checkpoint(path: Path, size: str) -> None:
@@ -100,22 +78,6 @@ def txt2img(checkpoint: str, pixels: int, steps: int, seed: int) -> dict:
         "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
         "9": {"class_type": "PreviewImage", "inputs": {"images": ["8", 0]}},
     }
-
-
-def node_seconds(runtime, prompt: dict):
-    """Run ``prompt``: (seconds per executed node id, the result)."""
-    marks: list[tuple[str | None, float]] = []
-
-    def on_event(event) -> None:
-        if event.type == "executing":
-            marks.append(((event.data or {}).get("node"), time.perf_counter()))
-
-    validated = runtime.executor.validate(prompt)
-    result = runtime.executor.execute(
-        "bench", validated.prompt, validated.outputs, {}, on_event=on_event
-    )
-    assert result.error is None, result.error
-    return {a[0]: b[1] - a[1] for a, b in itertools.pairwise(marks)}, result
 
 
 def engine_child(checkpoint: Path, pixels: int, steps: int, compute_dtype: str | None) -> dict:
@@ -160,17 +122,6 @@ def in_child(*args: str) -> dict:
         return {}
     lines = child.stdout.strip().splitlines()
     return json.loads(lines[-1]) if lines else {}
-
-
-def measured_peaks(repeats: int = 3) -> dict[str, float]:
-    """GFLOP/s of a large, well-shaped convolution: what this machine delivers at best."""
-    peaks = {}
-    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        x = torch.randn(2, 320, 64, 64, dtype=dtype)
-        w = torch.randn(320, 320, 3, 3, dtype=dtype)
-        seconds = timed(lambda: torch.nn.functional.conv2d(x, w, padding=1), repeats)  # noqa: B023
-        peaks[name] = 2 * 2 * 320 * 320 * 9 * 64 * 64 / seconds / 1e9
-    return peaks
 
 
 def diffusers_unet(config, state: dict) -> torch.nn.Module:
