@@ -41,8 +41,6 @@ SDXL_LATENT_FORMAT = LatentFormat(
 SIZE_EMBED_DIM = 256
 BASE_SIZE_FIELDS = 6
 REFINER_SIZE_FIELDS = 5
-#: Scale of SDXL's memory use relative to SD1.x per latent pixel (ComfyUI's factor).
-MEMORY_USAGE_FACTOR = 0.8
 
 
 def size_embedding(values: list[float]) -> torch.Tensor:
