@@ -1,0 +1,113 @@
+"""``loom demo --family sdxl``: an SDXL txt2img workflow (UI format) on a tiny SDXL model.
+
+Like loom-sd15's demo (whose tokenizer it reuses): the first run builds
+``models/checkpoints/loom-demo-sdxl-tiny.safetensors`` (random weights in SDXL's single-file
+layout, CLIP-L and bigG included, its metadata naming the demo tokenizer); the bundled UI
+workflow (``CLIPTextEncodeSDXL`` positive, ``CLIPTextEncode`` negative, dpmpp_2m/karras) then
+runs through the whole stack. This module also owns the ``demo`` command, which picks the
+family with ``--family`` (sd15 runs loom-sd15's demo unchanged).
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import click
+
+DEMO_CHECKPOINT = "loom-demo-sdxl-tiny.safetensors"
+DEMO_SIZE = 256
+
+
+def ensure_demo_files(models_dir: Path) -> Path:
+    """Build the demo tokenizer (sd15's) and the tiny SDXL checkpoint once."""
+    from loom_sd15.demo import DEMO_TOKENIZER, write_demo_tokenizer
+    from loom_sd15.family import TOKENIZER_METADATA
+
+    from loom_sdxl.tiny import write_tiny_checkpoint
+
+    tokenizer_dir = models_dir / "tokenizers" / DEMO_TOKENIZER
+    checkpoint = models_dir / "checkpoints" / DEMO_CHECKPOINT
+    if not (tokenizer_dir / "vocab.json").is_file() or not (tokenizer_dir / "merges.txt").is_file():
+        write_demo_tokenizer(tokenizer_dir)
+    if not checkpoint.is_file():
+        vocab = json.loads((tokenizer_dir / "vocab.json").read_text(encoding="utf-8"))
+        write_tiny_checkpoint(
+            checkpoint,
+            seed=0,
+            vocab_size=len(vocab),
+            metadata={TOKENIZER_METADATA: DEMO_TOKENIZER},
+        )
+    return checkpoint
+
+
+def bundled_workflow() -> dict[str, Any]:
+    """An SDXL text-to-image workflow in ComfyUI's UI format, shipped with this plugin."""
+    path = resources.files("loom_sdxl").joinpath("workflows", "txt2img_sdxl.json")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def run_demo(runtime: Any, steps: int | None = None) -> list[Path]:
+    """Build the demo files if needed, run the bundled workflow, return the written PNGs."""
+    from loom_sd15.demo import set_widget
+
+    from loom.cli.report import execution_error_report, output_paths
+    from loom.errors import LoomError
+    from loom.workflow import convert_workflow
+
+    registry = runtime.registry
+    if "KSampler" not in registry.nodes:
+        raise LoomError(
+            "loom demo needs the KSampler node, which loom-samplers provides",
+            hint="pip install loom-samplers (or -e plugins/samplers in a checkout)",
+        )
+    ensure_demo_files(runtime.settings.models_dir)
+    workflow = bundled_workflow()
+    set_widget(workflow, "CheckpointLoaderSimple", 0, DEMO_CHECKPOINT)
+    set_widget(workflow, "SaveImage", 0, "loom_demo_sdxl")
+    set_widget(workflow, "EmptyLatentImage", 0, DEMO_SIZE)
+    set_widget(workflow, "EmptyLatentImage", 1, DEMO_SIZE)
+    if steps is not None:
+        set_widget(workflow, "KSampler", 2, steps)
+    prompt = convert_workflow(workflow, registry)
+    validated = runtime.executor.validate(prompt)
+    extra = {"extra_pnginfo": {"workflow": workflow}}
+    result = runtime.executor.execute("demo", validated.prompt, validated.outputs, extra)
+    if result.error is not None:
+        raise LoomError("the demo workflow failed:\n" + execution_error_report(result.error))
+    settings = runtime.settings
+    dirs = {"output": settings.output_dir, "temp": settings.temp_dir, "input": settings.input_dir}
+    return [Path(p) for p in output_paths(result.outputs, dirs)]
+
+
+@click.command("demo")
+@click.option(
+    "--steps", type=int, default=None, help="Sampling steps (default: the workflow's 20)."
+)
+@click.option(
+    "--family",
+    type=click.Choice(["sd15", "sdxl"]),
+    default="sd15",
+    show_default=True,
+    help="Which tiny model family to run.",
+)
+@click.pass_obj
+def demo_command(factory: Any, steps: int | None, family: str) -> int:
+    """Run a txt2img workflow on a tiny built-in model (SD1.5 or SDXL layout)."""
+    from loom_sd15.demo import run_demo as run_sd15_demo
+
+    from loom.errors import LoomError
+
+    runtime = factory.runtime()
+    run = run_demo if family == "sdxl" else run_sd15_demo
+    try:
+        paths = run(runtime, steps)
+    except LoomError as exc:
+        raise click.ClickException(
+            f"{exc.message}" + (f"\nhint: {exc.hint}" if exc.hint else "")
+        ) from exc
+    for path in paths:
+        click.echo(str(path))
+    return 0
