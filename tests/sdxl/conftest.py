@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sdxl_markers import TOKENIZERS
 
 
 @pytest.fixture(scope="session")
@@ -44,33 +43,21 @@ FOLDERS = {
 
 
 @pytest.fixture
-def base_dir(tmp_path, tiny_files) -> Path:
+def base_dir(tmp_path, tiny_files, shared_tokenizers) -> Path:
     """A base directory holding every tiny file in its model folder, tokenizers configured."""
-    import os
-    import shutil
-
     for key, (folder, name) in FOLDERS.items():
         target = tmp_path / "models" / folder
         target.mkdir(parents=True, exist_ok=True)
-        try:  # a hard link: core refuses symlinks that resolve outside the model folder
-            os.link(tiny_files[key], target / name)
-        except OSError:
-            shutil.copy(tiny_files[key], target / name)
+        (target / name).symlink_to(tiny_files[key])
     (tmp_path / "extra_model_paths.yaml").write_text(
-        f"shared:\n  tokenizers: {TOKENIZERS}\n", encoding="utf-8"
+        f"shared:\n  tokenizers: {shared_tokenizers}\n", encoding="utf-8"
     )
     (tmp_path / "input").mkdir()
     return tmp_path
 
 
 @pytest.fixture
-def runtime(base_dir):
-    from loom.runtime import Runtime
-    from loom.settings import Settings
-
-    settings = Settings(
-        base_directory=base_dir,
-        extra_model_paths=[base_dir / "extra_model_paths.yaml"],
-        load_custom_nodes=False,
-    )
-    return Runtime(settings)
+def runtime(base_dir, loom_runtime):
+    """Core's built-ins, loom-sd15, loom-sdxl, loom-samplers and loom-lora over ``base_dir``."""
+    extra = [base_dir / "extra_model_paths.yaml"]
+    return loom_runtime("sd15", "sdxl", "samplers", "lora", settings={"extra_model_paths": extra})

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import torch
-from sdxl_markers import needs_samplers, needs_tokenizer
+from sdxl_markers import needs_samplers
 
 
 def _loom(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -26,13 +26,12 @@ def test_loom_demo_family_sdxl_prints_a_png_path(tmp_path):
 
 
 @needs_samplers
-@needs_tokenizer
 def test_bundled_ui_workflow_converts_and_runs_on_the_tiny_checkpoint(runtime):
     from loom_sd15.demo import set_widget
     from loom_sdxl.demo import bundled_workflow
     from test_sdxl_workflows import base_prompt, image_of, run
 
-    from loom.workflow import convert_workflow
+    from loom.frontend import convert_workflow
 
     workflow = bundled_workflow()
     set_widget(workflow, "CheckpointLoaderSimple", 0, "sdxl.safetensors")

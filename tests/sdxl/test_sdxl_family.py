@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import types
+from pathlib import Path
 
 import pytest
 import torch
 from loom_sd15.family import SD15Family
 from loom_sdxl.family import SDXLFamily
 from safetensors.torch import load_file, save_file
-from sdxl_markers import CLIP_L, needs_tokenizer
-
-from loom.checkpoint import detect_family, read_header
 from loom.errors import LoomError, ModelFileError
+from loom.executor.context import InterruptFlag, RunContext
+from loom.family_detection import detect_family
+from loom.safetensors_header import read_header
+from loom.types import LoadRequest
 
 TOL = 1e-4
 
@@ -22,7 +24,7 @@ def _registry():
 
 
 def _ctx(runtime):
-    return types.SimpleNamespace(runtime=runtime)
+    return RunContext("1", "test", {}, {}, runtime, InterruptFlag())
 
 
 @pytest.mark.parametrize("key", ["base", "refiner", "inpaint"])
@@ -55,14 +57,13 @@ def test_an_unsupported_adm_unet_is_refused_naming_the_file(tiny_files, tmp_path
     path = tmp_path / "odd.safetensors"
     save_file(state, str(path))
     with pytest.raises(ModelFileError, match=r"odd\.safetensors"):
-        SDXLFamily().load(read_header(path), "diffusion_model", {})
+        SDXLFamily().load(read_header(path), "diffusion_model")
 
 
-@needs_tokenizer
 def test_checkpoint_loads_all_parts(runtime):
     from loom_sdxl.clip import SDXLClip
     from loom_sdxl.model import SDXLModel
-    from loom_sdxl.vae import SDXLVae
+    from loom_sd15.vae import SD15Vae
 
     from loom.nodes.builtin.loaders import CheckpointLoaderSimple
 
@@ -70,7 +71,7 @@ def test_checkpoint_loads_all_parts(runtime):
     assert isinstance(parts.model, SDXLModel) and not parts.model.refiner
     assert parts.model.latent_format.scale_factor == 0.13025
     assert isinstance(parts.clip, SDXLClip) and not parts.clip.is_refiner
-    assert isinstance(parts.vae, SDXLVae)
+    assert isinstance(parts.vae, SD15Vae)
     refiner = CheckpointLoaderSimple(ckpt_name="sdxl-refiner.safetensors").run(_ctx(runtime))
     assert refiner.model.refiner and refiner.clip.is_refiner
 
@@ -91,24 +92,26 @@ def _reference_encoders(tiny_files):
     return l_model, g_model
 
 
-def _ids(text: str, pad: int) -> torch.Tensor:
+def _ids(tokenizers: Path, text: str, pad: int) -> torch.Tensor:
     from transformers import CLIPTokenizer
 
-    tokenizer = CLIPTokenizer(str(CLIP_L / "vocab.json"), str(CLIP_L / "merges.txt"))
+    clip_l = tokenizers / "clip_l"
+    tokenizer = CLIPTokenizer(str(clip_l / "vocab.json"), str(clip_l / "merges.txt"))
     ids = tokenizer(text)["input_ids"]
     return torch.tensor([ids + [pad] * (77 - len(ids))])
 
 
-@needs_tokenizer
-def test_conditioning_is_penultimate_l_and_g_with_g_projected_pooled(runtime, tiny_files):
+def test_conditioning_is_penultimate_l_and_g_with_g_projected_pooled(
+    runtime, tiny_files, shared_tokenizers
+):
     from loom.nodes.builtin.loaders import CheckpointLoaderSimple
 
     clip = CheckpointLoaderSimple(ckpt_name="sdxl.safetensors").run(_ctx(runtime)).clip
     [[cond, options]] = clip.encode("a photo of a cat")
     l_model, g_model = _reference_encoders(tiny_files)
     with torch.no_grad():
-        l_out = l_model(_ids("a photo of a cat", 49407), output_hidden_states=True)
-        g_out = g_model(_ids("a photo of a cat", 0), output_hidden_states=True)
+        l_out = l_model(_ids(shared_tokenizers, "a photo of a cat", 49407), output_hidden_states=True)
+        g_out = g_model(_ids(shared_tokenizers, "a photo of a cat", 0), output_hidden_states=True)
     expected = torch.cat([l_out.hidden_states[-2], g_out.hidden_states[-2]], dim=-1)
     assert cond.shape == (1, 77, 96)
     assert (cond - expected).abs().max().item() <= TOL
@@ -116,8 +119,7 @@ def test_conditioning_is_penultimate_l_and_g_with_g_projected_pooled(runtime, ti
     assert set(options) == {"pooled_output"}  # sizes come from the latent at sampling time
 
 
-@needs_tokenizer
-def test_clip_set_last_layer_applies_to_both_encoders(runtime, tiny_files):
+def test_clip_set_last_layer_applies_to_both_encoders(runtime, tiny_files, shared_tokenizers):
     from loom.nodes.builtin.loaders import CheckpointLoaderSimple
 
     clip = CheckpointLoaderSimple(ckpt_name="sdxl.safetensors").run(_ctx(runtime)).clip.clone()
@@ -125,13 +127,12 @@ def test_clip_set_last_layer_applies_to_both_encoders(runtime, tiny_files):
     [[cond, _]] = clip.encode("a cat")
     l_model, g_model = _reference_encoders(tiny_files)
     with torch.no_grad():
-        l_out = l_model(_ids("a cat", 49407), output_hidden_states=True)
-        g_out = g_model(_ids("a cat", 0), output_hidden_states=True)
+        l_out = l_model(_ids(shared_tokenizers, "a cat", 49407), output_hidden_states=True)
+        g_out = g_model(_ids(shared_tokenizers, "a cat", 0), output_hidden_states=True)
     expected = torch.cat([l_out.hidden_states[-1], g_out.hidden_states[-1]], dim=-1)
     assert (cond - expected).abs().max().item() <= TOL
 
 
-@needs_tokenizer
 def test_dual_clip_loader_sdxl_matches_the_checkpoint_clip(runtime):
     from loom.nodes.builtin.loaders import CheckpointLoaderSimple, DualCLIPLoader
 
@@ -146,7 +147,6 @@ def test_dual_clip_loader_sdxl_matches_the_checkpoint_clip(runtime):
         assert (a[1]["pooled_output"] - b[1]["pooled_output"]).abs().max().item() <= TOL
 
 
-@needs_tokenizer
 def test_text_encode_sdxl_pads_the_shorter_prompt_with_empty_chunks(runtime):
     from loom_sdxl.nodes import CLIPTextEncodeSDXL
 
@@ -194,7 +194,7 @@ def test_missing_text_encoder_keys_are_an_error_naming_the_file(tiny_files, tmp_
     path = tmp_path / "broken-te.safetensors"
     save_file(state, str(path))
     with pytest.raises(ModelFileError) as error:
-        SDXLFamily().load(read_header(path), "checkpoint", {})
+        SDXLFamily().load(read_header(path), "checkpoint")
     message = str(error.value)
     assert "broken-te.safetensors" in message and "resblocks.1.mlp.c_fc.weight" in message
     assert "resblocks.1.mlp.extra" in message
@@ -208,13 +208,12 @@ def test_truncated_file_is_refused_naming_it(tiny_files, tmp_path):
         read_header(path)
 
 
-@needs_tokenizer
-def test_sdxl_encode_on_an_sd15_clip_names_node_and_input(runtime, tmp_path):
+def test_sdxl_encode_on_an_sd15_clip_names_node_and_input(tmp_path, shared_tokenizers):
     from loom_sd15.tiny import write_tiny_checkpoint
     from loom_sdxl.nodes import CLIPTextEncodeSDXL
 
     header = read_header(write_tiny_checkpoint(tmp_path / "sd15.safetensors"))
-    sd15_clip = SD15Family().load(header, "checkpoint", {"tokenizer_path": str(CLIP_L)}).clip
+    sd15_clip = SD15Family().load(header, "checkpoint", LoadRequest(tokenizer_dir=shared_tokenizers / "clip_l")).clip
     node = CLIPTextEncodeSDXL(
         clip=sd15_clip,
         width=1024,
@@ -230,25 +229,14 @@ def test_sdxl_encode_on_an_sd15_clip_names_node_and_input(runtime, tmp_path):
         node.run(None)
 
 
-def test_vae_never_computes_in_float16():
-    from loom_sd15.vae import AutoencoderKL, VAEConfig
-    from loom_sdxl.vae import SDXLVae
+def test_vae_never_computes_in_float16(tiny_files):
+    """Where the manager would compute in float16, SDXL's VAE (which overflows there) does not."""
+    from loom.memory import MemoryManager, cpu_device
 
-    from loom.memory import ModelHandle
-
-    class HalfMemory:
-        def compute_dtype_for(self, handle):
-            return handle.compute_dtype or torch.float16
-
-        def load(self, handles, extra_memory=0):
-            pass
-
-        def budget_bytes(self):
-            return 2**40
-
-        used_bytes = 0
-
-    config = VAEConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1)
-    vae = SDXLVae(ModelHandle(AutoencoderKL(config)), config, HalfMemory())
-    vae._module()
-    assert vae.handle.compute_dtype in (torch.bfloat16, torch.float32)
+    memory = MemoryManager(cpu_device(), compute_dtype=torch.float16)
+    parts = SDXLFamily().load(read_header(tiny_files["base"]), "checkpoint", LoadRequest(memory=memory))
+    assert memory.target_for(parts.model).dtype == torch.float16
+    assert memory.target_for(parts.vae.handle).dtype in (torch.bfloat16, torch.float32)
+    image = parts.vae.decode(torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)))
+    assert parts.vae.handle.compute_target.dtype != torch.float16
+    assert torch.isfinite(image).all()

@@ -7,10 +7,10 @@ import logging
 
 import torch
 from safetensors.torch import save_file
-from sdxl_markers import needs_samplers, needs_tokenizer
+from sdxl_markers import needs_samplers
 from test_sdxl_workflows import base_prompt, image_of, run
 
-pytestmark = [needs_samplers, needs_tokenizer]
+pytestmark = [needs_samplers]
 
 
 def _lora(path, layers: dict[str, tuple[int, int]], rank: int = 4, seed: int = 0) -> None:

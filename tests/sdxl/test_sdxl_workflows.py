@@ -6,9 +6,9 @@ import copy
 
 import numpy as np
 import torch
-from sdxl_markers import needs_samplers, needs_tokenizer
+from sdxl_markers import needs_samplers
 
-pytestmark = [needs_samplers, needs_tokenizer]
+pytestmark = [needs_samplers]
 
 SIZE = 64
 
@@ -64,7 +64,7 @@ def base_prompt(batch: int = 1, seed: int = 42, sdxl_encode: bool = False) -> di
 
 def run(runtime, prompt: dict):
     """One prompt on a fresh executor (empty cache), so repeated runs really recompute."""
-    from loom.executor.run import Executor
+    from loom.executor.executor import Executor
 
     executor = Executor(runtime)
     validated = executor.validate(copy.deepcopy(prompt))
@@ -74,7 +74,7 @@ def run(runtime, prompt: dict):
 
 
 def run_error(runtime, prompt: dict) -> str:
-    from loom.executor.run import Executor
+    from loom.executor.executor import Executor
 
     executor = Executor(runtime)
     validated = executor.validate(copy.deepcopy(prompt))

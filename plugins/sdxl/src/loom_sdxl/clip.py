@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
 import attrs
 import torch
 from loom_sd15.clip import TextEncoderConfig, weighted_encode
@@ -23,7 +21,7 @@ from loom_sd15.tokenizer import TokenizerSource, special_tokens, word_ids
 from torch import nn
 
 from loom.errors import LoomError
-from loom.memory import ModelHandle, set_compute_dtype
+from loom.memory import ComputeTarget, MemoryManager, ModelHandle, cpu_device
 
 #: ComfyUI's default layer for both SDXL encoders: the penultimate one.
 DEFAULT_LAYER = -2
@@ -66,14 +64,15 @@ class SDXLClip:
         l_config: TextEncoderConfig | None,
         tokenizer: TokenizerSource,
         embedding_dirs: Sequence[Path] = (),
-        memory: Any = None,
+        memory: MemoryManager | None = None,
     ) -> None:
         self.handle = handle
         self.g_config = g_config
         self.l_config = l_config
         self.tokenizer_source = tokenizer
         self.embedding_dirs = tuple(embedding_dirs)
-        self.memory = memory
+        # Without a runtime's manager, a CPU one (as SD15Clip): one load path.
+        self.memory = memory if memory is not None else MemoryManager(cpu_device())
         self.layer_idx = DEFAULT_LAYER
 
     @property
@@ -141,18 +140,16 @@ class SDXLClip:
 
     # --- encoding -----------------------------------------------------------------------
 
-    def _prepare(self) -> DualTextEncoder:
-        if self.memory is not None:
-            self.memory.load([self.handle])
-        else:
-            set_compute_dtype(self.handle.module, torch.float32)
-        return self.handle.module
+    def _prepare(self) -> ComputeTarget:
+        """Load both encoders (with their patches); where and how they compute."""
+        self.memory.load([self.handle])
+        return self.handle.compute_target
 
     @torch.inference_mode()
     def encode_from_tokens(self, tokens: SDXLTokens) -> tuple[torch.Tensor, torch.Tensor]:
         """``(cond [1, T, 2048 or 1280], pooled [1, projection])`` on the CPU, float32."""
-        module = self._prepare()
-        device = self.handle.compute_device
+        device = self._prepare().device
+        module: DualTextEncoder = self.handle.module
         g = self.g_config
         g_out, g_last = weighted_encode(
             module.clip_g,

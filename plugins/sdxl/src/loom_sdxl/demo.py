@@ -53,9 +53,8 @@ def run_demo(runtime: Any, steps: int | None = None) -> list[Path]:
     """Build the demo files if needed, run the bundled workflow, return the written PNGs."""
     from loom_sd15.demo import set_widget
 
-    from loom.cli.report import execution_error_report, output_paths
     from loom.errors import LoomError
-    from loom.workflow import convert_workflow
+    from loom.frontend import convert_workflow, execution_error_report, output_paths
 
     registry = runtime.registry
     if "KSampler" not in registry.nodes:

@@ -4,15 +4,15 @@ Loading follows loom-sd15's steps (memory-mapped file, config read from key shap
 coverage, modules built on the meta device, mapped tensors assigned): the UNet through
 :class:`loom_sdxl.unet.SDXLUNetModel`, the VAE through sd15's ``AutoencoderKL``, CLIP-L and
 OpenCLIP bigG through transformers. Missing or unexpected text-encoder keys are an error
-(ComfyUI only warns and runs an uninitialised encoder). Options read: ``runtime``,
-``tokenizer_path``, ``embedding_dirs``, ``weight_dtype``, ``extra_headers`` (DualCLIPLoader).
+(ComfyUI only warns and runs an uninitialised encoder). Of the :class:`~loom.types.LoadRequest`
+the family reads ``memory``, ``folders``, ``tokenizer_dir``, ``embedding_dirs``, ``weight_dtype``
+and ``extra_headers`` (DualCLIPLoader's second file).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,18 +24,18 @@ from loom_sd15.convert import (
     unet_conversion,
     vae_conversion,
 )
-from loom_sd15.family import WEIGHT_DTYPES, _assign, _memory
+from loom_sd15.family import TOKENIZER_METADATA, WEIGHT_DTYPES, _assign
 from loom_sd15.tokenizer import TokenizerSource, search_dirs
+from loom_sd15.vae import VAE_DTYPES, AutoencoderKL, SD15Vae
 
 from loom.errors import ModelFileError
-from loom.memory import ModelHandle, build_on_meta, open_safetensors
-from loom.types import CheckpointHeader, LoadedParts
+from loom.memory import MemoryManager, ModelHandle, build_on_meta, open_safetensors
+from loom.types import CheckpointHeader, LoadedParts, LoadRequest, ModelPart
 from loom_sdxl import detect
 from loom_sdxl.clip import DualTextEncoder, SDXLClip
 from loom_sdxl.convert import OpenClipConversion
 from loom_sdxl.model import SDXLModel
 from loom_sdxl.unet import SDXLUNetModel
-from loom_sdxl.vae import SDXLVae
 
 log = logging.getLogger(__name__)
 
@@ -45,18 +45,19 @@ class SDXLFamily:
 
     name = "sdxl"
 
-    def detect(self, header: CheckpointHeader, part: str) -> float:
+    def detect(self, header: CheckpointHeader, part: ModelPart) -> float:
         return detect.score(header, part)
 
-    def load(self, header: CheckpointHeader, part: str, options: Mapping[str, Any]) -> LoadedParts:
+    def load(
+        self, header: CheckpointHeader, part: ModelPart, request: LoadRequest = LoadRequest()
+    ) -> LoadedParts:
         shapes = detect.shapes_of(header)
         state = open_safetensors(header.path)
         file = header.path.name
-        runtime = options.get("runtime")
-        memory = _memory(runtime)
+        memory = request.memory
         if part == "text_encoder":
-            headers = (header, *options.get("extra_headers", ()))
-            return LoadedParts(clip=self.load_text_encoders(headers, options, memory))
+            headers = (header, *request.extra_headers)
+            return LoadedParts(clip=self.load_text_encoders(headers, request))
         if part == "vae":
             prefix = detect.vae_prefix(shapes)
             if prefix is None:
@@ -74,14 +75,14 @@ class SDXLFamily:
                 f"{len(config.channel_mult)} levels)",
                 hint="supported: SDXL base, refiner and the 9-channel inpainting UNet",
             )
-        model = self.load_unet(state, config, prefix, file, variant, options.get("weight_dtype"))
+        model = self.load_unet(state, config, prefix, file, variant, request.weight_dtype)
         if part == "diffusion_model":
             return LoadedParts(model=model)
         conversions: list[Any] = [unet_conversion(prefix)]
         clip = vae = None
         encoders = detect.checkpoint_encoders(shapes)
         if encoders:
-            clip, used = self._clip_from(state, encoders, header, options, memory)
+            clip, used = self._clip_from(state, encoders, header, request)
             conversions += used
         vae_prefix = detect.vae_prefix(shapes)
         if vae_prefix:
@@ -115,20 +116,26 @@ class SDXLFamily:
         return SDXLModel(unet, name=f"sdxl-{variant}:{file}", refiner=variant == "refiner")
 
     def load_vae(
-        self, state: Mapping[str, Any], shapes: Any, prefix: str, file: str, memory: Any
-    ) -> SDXLVae:
-        from loom_sd15.vae import AutoencoderKL
-
+        self,
+        state: Mapping[str, Any],
+        shapes: Any,
+        prefix: str,
+        file: str,
+        memory: MemoryManager | None,
+    ) -> SD15Vae:
+        """sd15's VAE socket value; its dtypes (bf16, fp32) keep SDXL's VAE out of fp16, where
+        it overflows (NaN images), as ComfyUI does unless ``--fp16-vae`` is given."""
         config = detect.vae_config(shapes, prefix)
         vae = build_on_meta(AutoencoderKL, config)
         _assign(vae, vae_conversion(prefix), state, file)
         vae.eval()
-        return SDXLVae(ModelHandle(vae, name=f"sdxl-vae:{file}"), config, memory)
+        handle = ModelHandle(vae, name=f"sdxl-vae:{file}", supported_dtypes=VAE_DTYPES)
+        return SD15Vae(handle, config, memory)
 
     # --- text encoders ------------------------------------------------------------------
 
     def load_text_encoders(
-        self, headers: tuple[CheckpointHeader, ...], options: Mapping[str, Any], memory: Any
+        self, headers: tuple[CheckpointHeader, ...], request: LoadRequest
     ) -> SDXLClip:
         """One or two standalone files (DualCLIPLoader type=sdxl: clip-l and clip-g)."""
         found: dict[str, tuple[CheckpointHeader, detect.EncoderLayout]] = {}
@@ -156,9 +163,7 @@ class SDXLFamily:
             l_module = self._encoder(open_safetensors(l_header.path), l_layout, l_header.path.name)[
                 0
             ]
-        return self._clip(
-            DualTextEncoder(g, l_module), g_layout, l_layout, g_header, options, memory
-        )
+        return self._clip(DualTextEncoder(g, l_module), g_layout, l_layout, g_header, request)
 
     def _encoder(
         self, state: Mapping[str, Any], layout: detect.EncoderLayout, file: str
@@ -186,8 +191,7 @@ class SDXLFamily:
         state: Mapping[str, Any],
         encoders: list[detect.EncoderLayout],
         header: CheckpointHeader,
-        options: Mapping[str, Any],
-        memory: Any,
+        request: LoadRequest,
     ) -> tuple[SDXLClip, list[Any]]:
         by_role = {e.role: e for e in encoders}
         file = header.path.name
@@ -208,8 +212,7 @@ class SDXLFamily:
             by_role["clip_g"],
             by_role.get("clip_l"),
             header,
-            options,
-            memory,
+            request,
         )
         return clip, conversions
 
@@ -219,25 +222,22 @@ class SDXLFamily:
         g_layout: detect.EncoderLayout,
         l_layout: detect.EncoderLayout | None,
         header: CheckpointHeader,
-        options: Mapping[str, Any],
-        memory: Any,
+        request: LoadRequest,
     ) -> SDXLClip:
-        runtime = options.get("runtime")
-        folders = getattr(runtime, "folders", None) if runtime is not None else None
-        path = options.get("tokenizer_path")
-        name = header.metadata.get("loom.tokenizer", "clip_l")
-        source = TokenizerSource(name, Path(path) if path else None, search_dirs(folders))
-        embedding_dirs = options.get("embedding_dirs")
+        folders = request.folders
+        name = header.metadata.get(TOKENIZER_METADATA, "clip_l")
+        source = TokenizerSource(name, request.tokenizer_dir, search_dirs(folders))
+        embedding_dirs = request.embedding_dirs
         if embedding_dirs is None and folders is not None:
-            embedding_dirs = folders.paths("embeddings")
+            embedding_dirs = tuple(folders.paths("embeddings"))
         handle = ModelHandle(module, name=f"sdxl-clip:{header.path.name}")
         return SDXLClip(
             handle,
             g_layout.config,
             None if l_layout is None else l_layout.config,
             source,
-            [Path(p) for p in embedding_dirs or ()],
-            memory,
+            list(embedding_dirs or ()),
+            request.memory,
         )
 
 

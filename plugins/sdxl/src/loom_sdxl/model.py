@@ -18,7 +18,7 @@ from loom_sd15.model import SD15Model
 from loom_sd15.unet import timestep_embedding
 
 from loom.errors import LoomError
-from loom.sampling import ModelSampling
+from loom.model_sampling import ModelSampling
 from loom.types import LatentFormat
 from loom_sdxl.unet import SDXLUNetConfig, SDXLUNetModel
 
@@ -99,11 +99,6 @@ class SDXLModel(SD15Model):
     def config(self) -> SDXLUNetConfig:  # type: ignore[override]
         return self.module.config
 
-    def clone(self) -> SDXLModel:
-        other = super().clone()
-        other.refiner = self.refiner  # type: ignore[attr-defined]
-        return other  # type: ignore[return-value]
-
     @property
     def size_fields(self) -> int:
         return REFINER_SIZE_FIELDS if self.refiner else BASE_SIZE_FIELDS
@@ -182,8 +177,8 @@ class SDXLModel(SD15Model):
         self, x: torch.Tensor, sigma: torch.Tensor, cond: Mapping[str, Any]
     ) -> torch.Tensor:
         ms = self.model_sampling
-        device = self.load_device
-        dtype = self.compute_dtype_now()
+        target = self.compute_target
+        device, dtype = target.device, target.dtype
         sigma = sigma.to(x.device)
         xc = ms.calculate_input(sigma, x)
         concat = cond.get("c_concat")

@@ -10,11 +10,12 @@ from typing import Any
 
 import loom
 from loom.errors import LoomError
-from loom.nodes.builtin.image import MAX_RESOLUTION
 from loom.types import Clip, Conditioning
 from loom_sdxl.clip import SDXLClip
 
 COMFY_MODULE = "comfy_extras.nodes_clip_sdxl"
+#: ComfyUI's largest image side (``nodes.MAX_RESOLUTION``).
+MAX_RESOLUTION = 16384
 
 
 def _sdxl_clip(node: str, clip: Any, refiner: bool) -> SDXLClip:
