@@ -179,8 +179,8 @@ def main() -> None:
     from loom_sdxl.unet import unet_flops
     from safetensors.torch import load_file
 
-    from loom.checkpoint import read_header
     from loom.memory import cast_to, set_compute_dtype
+    from loom.safetensors_header import read_header
 
     rows: list[tuple[str, str, str, str]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -196,7 +196,7 @@ def main() -> None:
         peaks = measured_peaks() if args.size == "full" else {"fp32": 0.0, "bf16": 0.0}
         print("engines done", {k: bool(v) for k, v in engines.items()}, file=sys.stderr)
         start = time.perf_counter()
-        parts = SDXLFamily().load(read_header(ckpt), "diffusion_model", {})
+        parts = SDXLFamily().load(read_header(ckpt), "diffusion_model")
         load_s = time.perf_counter() - start
         unet = parts.model.module
         config = unet.config

@@ -10,6 +10,7 @@ import torch
 from loom_sd15.family import SD15Family
 from loom_sdxl.family import SDXLFamily
 from safetensors.torch import load_file, save_file
+
 from loom.errors import LoomError, ModelFileError
 from loom.executor.context import InterruptFlag, RunContext
 from loom.family_detection import detect_family
@@ -61,9 +62,9 @@ def test_an_unsupported_adm_unet_is_refused_naming_the_file(tiny_files, tmp_path
 
 
 def test_checkpoint_loads_all_parts(runtime):
+    from loom_sd15.vae import SD15Vae
     from loom_sdxl.clip import SDXLClip
     from loom_sdxl.model import SDXLModel
-    from loom_sd15.vae import SD15Vae
 
     from loom.nodes.builtin.loaders import CheckpointLoaderSimple
 
@@ -110,7 +111,9 @@ def test_conditioning_is_penultimate_l_and_g_with_g_projected_pooled(
     [[cond, options]] = clip.encode("a photo of a cat")
     l_model, g_model = _reference_encoders(tiny_files)
     with torch.no_grad():
-        l_out = l_model(_ids(shared_tokenizers, "a photo of a cat", 49407), output_hidden_states=True)
+        l_out = l_model(
+            _ids(shared_tokenizers, "a photo of a cat", 49407), output_hidden_states=True
+        )
         g_out = g_model(_ids(shared_tokenizers, "a photo of a cat", 0), output_hidden_states=True)
     expected = torch.cat([l_out.hidden_states[-2], g_out.hidden_states[-2]], dim=-1)
     assert cond.shape == (1, 77, 96)
@@ -213,7 +216,11 @@ def test_sdxl_encode_on_an_sd15_clip_names_node_and_input(tmp_path, shared_token
     from loom_sdxl.nodes import CLIPTextEncodeSDXL
 
     header = read_header(write_tiny_checkpoint(tmp_path / "sd15.safetensors"))
-    sd15_clip = SD15Family().load(header, "checkpoint", LoadRequest(tokenizer_dir=shared_tokenizers / "clip_l")).clip
+    sd15_clip = (
+        SD15Family()
+        .load(header, "checkpoint", LoadRequest(tokenizer_dir=shared_tokenizers / "clip_l"))
+        .clip
+    )
     node = CLIPTextEncodeSDXL(
         clip=sd15_clip,
         width=1024,
@@ -234,7 +241,9 @@ def test_vae_never_computes_in_float16(tiny_files):
     from loom.memory import MemoryManager, cpu_device
 
     memory = MemoryManager(cpu_device(), compute_dtype=torch.float16)
-    parts = SDXLFamily().load(read_header(tiny_files["base"]), "checkpoint", LoadRequest(memory=memory))
+    parts = SDXLFamily().load(
+        read_header(tiny_files["base"]), "checkpoint", LoadRequest(memory=memory)
+    )
     assert memory.target_for(parts.model).dtype == torch.float16
     assert memory.target_for(parts.vae.handle).dtype in (torch.bfloat16, torch.float32)
     image = parts.vae.decode(torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+
 import attrs
 import torch
 from loom_sd15.clip import TextEncoderConfig, weighted_encode

@@ -18,7 +18,6 @@ from typing import Any
 import click
 
 DEMO_CHECKPOINT = "loom-demo-sdxl-tiny.safetensors"
-DEMO_SIZE = 256
 
 
 def ensure_demo_files(models_dir: Path) -> Path:
@@ -51,34 +50,11 @@ def bundled_workflow() -> dict[str, Any]:
 
 def run_demo(runtime: Any, steps: int | None = None) -> list[Path]:
     """Build the demo files if needed, run the bundled workflow, return the written PNGs."""
-    from loom_sd15.demo import set_widget
+    from loom_sd15.demo import run_demo_workflow
 
-    from loom.errors import LoomError
-    from loom.frontend import convert_workflow, execution_error_report, output_paths
-
-    registry = runtime.registry
-    if "KSampler" not in registry.nodes:
-        raise LoomError(
-            "loom demo needs the KSampler node, which loom-samplers provides",
-            hint="pip install loom-samplers (or -e plugins/samplers in a checkout)",
-        )
-    ensure_demo_files(runtime.settings.models_dir)
-    workflow = bundled_workflow()
-    set_widget(workflow, "CheckpointLoaderSimple", 0, DEMO_CHECKPOINT)
-    set_widget(workflow, "SaveImage", 0, "loom_demo_sdxl")
-    set_widget(workflow, "EmptyLatentImage", 0, DEMO_SIZE)
-    set_widget(workflow, "EmptyLatentImage", 1, DEMO_SIZE)
-    if steps is not None:
-        set_widget(workflow, "KSampler", 2, steps)
-    prompt = convert_workflow(workflow, registry)
-    validated = runtime.executor.validate(prompt)
-    extra = {"extra_pnginfo": {"workflow": workflow}}
-    result = runtime.executor.execute("demo", validated.prompt, validated.outputs, extra)
-    if result.error is not None:
-        raise LoomError("the demo workflow failed:\n" + execution_error_report(result.error))
-    settings = runtime.settings
-    dirs = {"output": settings.output_dir, "temp": settings.temp_dir, "input": settings.input_dir}
-    return [Path(p) for p in output_paths(result.outputs, dirs)]
+    return run_demo_workflow(
+        runtime, bundled_workflow(), ensure_demo_files, DEMO_CHECKPOINT, "loom_demo_sdxl", steps
+    )
 
 
 @click.command("demo")

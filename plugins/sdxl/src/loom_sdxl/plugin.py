@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import loom
 
+if TYPE_CHECKING:
+    import click
+
+    from loom.registration import RegisterModelFamily, RegisterNode
+    from loom.types import AdapterKeyMap, AdapterTarget
+
 
 @loom.hookimpl
-def register_model_families(register: Callable[..., None]) -> None:
+def register_model_families(register: RegisterModelFamily) -> None:
     from loom_sdxl.family import SDXLFamily
 
     register(SDXLFamily())
 
 
 @loom.hookimpl
-def register_nodes(register: Callable[..., None]) -> None:
+def register_nodes(register: RegisterNode) -> None:
     from loom_sdxl.nodes import COMFY_MODULE, NODES
 
     for node_class in NODES:
@@ -24,14 +29,14 @@ def register_nodes(register: Callable[..., None]) -> None:
 
 
 @loom.hookimpl
-def adapter_key_map(model: Any, kind: str) -> Any:
+def adapter_key_map(model: Any, kind: AdapterTarget) -> AdapterKeyMap | None:
     from loom_sdxl.adapter_keys import sdxl_adapter_key_map
 
     return sdxl_adapter_key_map(model, kind)
 
 
 @loom.hookimpl(trylast=True)
-def register_commands(cli: Any) -> None:
+def register_commands(cli: click.Group) -> None:
     """``loom demo`` with ``--family sd15|sdxl``: replaces loom-sd15's (which it runs for sd15)."""
     from loom_sdxl.demo import demo_command
 
