@@ -104,18 +104,25 @@ def write_demo_tokenizer(folder: Path) -> int:
     return len(vocab)
 
 
-def ensure_demo_files(models_dir: Path) -> Path:
-    """Build the demo tokenizer and checkpoint once; return the checkpoint path."""
+def ensure_demo_files(
+    models_dir: Path,
+    name: str = DEMO_CHECKPOINT,
+    write_checkpoint: Callable[..., Path] | None = None,
+) -> Path:
+    """Build the demo tokenizer and checkpoint ``name`` once; return the checkpoint path.
+
+    ``write_checkpoint(path, seed=, vocab_size=, metadata=)`` writes the tiny checkpoint
+    (loom-sd15's by default; another family's demo passes its own)."""
     from loom_sd15.family import TOKENIZER_METADATA
     from loom_sd15.tiny import write_tiny_checkpoint
 
     tokenizer_dir = models_dir / "tokenizers" / DEMO_TOKENIZER
-    checkpoint = models_dir / "checkpoints" / DEMO_CHECKPOINT
+    checkpoint = models_dir / "checkpoints" / name
     if not (tokenizer_dir / "vocab.json").is_file() or not (tokenizer_dir / "merges.txt").is_file():
         write_demo_tokenizer(tokenizer_dir)
     if not checkpoint.is_file():
         vocab = json.loads((tokenizer_dir / "vocab.json").read_text(encoding="utf-8"))
-        write_tiny_checkpoint(
+        (write_checkpoint or write_tiny_checkpoint)(
             checkpoint, seed=0, vocab_size=len(vocab), metadata={TOKENIZER_METADATA: DEMO_TOKENIZER}
         )
     return checkpoint

@@ -22,24 +22,11 @@ DEMO_CHECKPOINT = "loom-demo-sdxl-tiny.safetensors"
 
 def ensure_demo_files(models_dir: Path) -> Path:
     """Build the demo tokenizer (sd15's) and the tiny SDXL checkpoint once."""
-    from loom_sd15.demo import DEMO_TOKENIZER, write_demo_tokenizer
-    from loom_sd15.family import TOKENIZER_METADATA
+    from loom_sd15.demo import ensure_demo_files as ensure_files
 
     from loom_sdxl.tiny import write_tiny_checkpoint
 
-    tokenizer_dir = models_dir / "tokenizers" / DEMO_TOKENIZER
-    checkpoint = models_dir / "checkpoints" / DEMO_CHECKPOINT
-    if not (tokenizer_dir / "vocab.json").is_file() or not (tokenizer_dir / "merges.txt").is_file():
-        write_demo_tokenizer(tokenizer_dir)
-    if not checkpoint.is_file():
-        vocab = json.loads((tokenizer_dir / "vocab.json").read_text(encoding="utf-8"))
-        write_tiny_checkpoint(
-            checkpoint,
-            seed=0,
-            vocab_size=len(vocab),
-            metadata={TOKENIZER_METADATA: DEMO_TOKENIZER},
-        )
-    return checkpoint
+    return ensure_files(models_dir, DEMO_CHECKPOINT, write_tiny_checkpoint)
 
 
 def bundled_workflow() -> dict[str, Any]:
