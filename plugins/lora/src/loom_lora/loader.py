@@ -65,6 +65,7 @@ def plan_patches(
     suffixes = {s for adapter in adapters for s in adapter.suffixes}
     parsed = group_keys(tensors.keys(), suffixes)
     report = LoraReport(patches={t.kind: {} for t in targets})
+    shapes: dict[str, dict[str, tuple[int, ...]]] = {}
     for layer in parsed.layers.values():
         target, weight_key = _resolve(layer.layer, targets)
         if target is None or weight_key is None:
@@ -74,6 +75,10 @@ def plan_patches(
             found = adapter.patches(parts, weight_key)
             if not found:
                 continue
+            if target.kind not in shapes:
+                shapes[target.kind] = _shapes(target.handle)
+            if not all(_fits(p, shapes[target.kind].get(k)) for k, p in found.items()):
+                continue  # a layer of another model (an SD1.5 LoRA on SDXL): left unmatched
             for key, patch in found.items():
                 report.patches[target.kind].setdefault(key, []).append(patch)
             report.used.update(k for s, k in layer.keys.items() if s in adapter.suffixes)
@@ -87,6 +92,27 @@ def plan_patches(
         else:
             report.unmatched.append(key)
     return report
+
+
+def _shapes(handle: Any) -> dict[str, tuple[int, ...]]:
+    module = getattr(handle, "module", None)
+    if module is None:
+        return {}
+    return {k: tuple(v.shape) for k, v in module.state_dict(keep_vars=True).items()}
+
+
+def _fits(patch: Any, shape: tuple[int, ...] | None) -> bool:
+    """Whether ``patch`` gives a weight of ``shape``, tried on the meta device (no data)."""
+    import torch
+
+    if shape is None:  # a tensor the module lacks: apply_report drops and counts it
+        return True
+    try:
+        out = patch.apply(torch.empty(shape, device="meta"), 1.0)
+    except RuntimeError as exc:
+        log.debug("LoRA patch does not fit a %s weight: %s", shape, exc)
+        return False
+    return tuple(out.shape) == shape
 
 
 def _resolve(layer: str, targets: Sequence[Target]) -> tuple[Target | None, str | None]:
@@ -135,7 +161,8 @@ def log_report(name: str, report: LoraReport, counts: Mapping[str, int]) -> None
             else ""
         )
         log.warning(
-            "LoRA %s: %d keys match no weight and were not applied: %s%s",
+            "LoRA %s: %d keys match no weight and were not applied (no layer of that name, "
+            "or one of another shape): %s%s",
             name,
             len(report.unmatched),
             shown,

@@ -72,35 +72,54 @@ def _attention(names: dict[str, str], ldm: str, diffusers: str, depth: int) -> N
             )
 
 
+#: SDXL's class embedding (ADM), for configs that have one.
+LABEL_EMB = {"label_emb.0.0": "add_embedding.linear_1", "label_emb.0.2": "add_embedding.linear_2"}
+
+
+def _depths(config: Any) -> tuple[list[int], int]:
+    """Transformer depth per level and in the middle block. A config with
+    ``transformer_depths`` / ``middle_depth`` (SDXL's) gives them per level."""
+    levels = len(config.channel_mult)
+    if hasattr(config, "transformer_depths"):
+        return list(config.transformer_depths), config.middle_depth
+    depth = config.transformer_depth
+    return [depth if level in config.attention_levels else 0 for level in range(levels)], depth
+
+
 def unet_diffusers_names(config: Any) -> dict[str, str]:
     """LDM layer name -> diffusers layer name (no ``.weight``) for a UNet ``config``."""
     names: dict[str, str] = dict(BASIC)
-    levels, blocks, depth = (
-        len(config.channel_mult),
-        config.num_res_blocks,
-        config.transformer_depth,
-    )
+    if getattr(config, "adm_in_channels", None):
+        names.update(LABEL_EMB)
+    levels, blocks = len(config.channel_mult), config.num_res_blocks
+    depths, middle = _depths(config)
     for level in range(levels):
         n = 1 + (blocks + 1) * level
         for i in range(blocks):
             _resnet(names, f"input_blocks.{n}.0", f"down_blocks.{level}.resnets.{i}")
-            if level in config.attention_levels:
+            if depths[level]:
                 _attention(
-                    names, f"input_blocks.{n}.1", f"down_blocks.{level}.attentions.{i}", depth
+                    names,
+                    f"input_blocks.{n}.1",
+                    f"down_blocks.{level}.attentions.{i}",
+                    depths[level],
                 )
             n += 1
         names[f"input_blocks.{n}.0.op"] = f"down_blocks.{level}.downsamplers.0.conv"
     _resnet(names, "middle_block.0", "mid_block.resnets.0")
-    _attention(names, "middle_block.1", "mid_block.attentions.0", depth)
-    _resnet(names, "middle_block.2", "mid_block.resnets.1")
+    if middle:
+        _attention(names, "middle_block.1", "mid_block.attentions.0", middle)
+    _resnet(names, "middle_block.2" if middle else "middle_block.1", "mid_block.resnets.1")
     for up in range(levels):
         level = levels - 1 - up
         for i in range(blocks + 1):
             n = (blocks + 1) * up + i
             _resnet(names, f"output_blocks.{n}.0", f"up_blocks.{up}.resnets.{i}")
             index = 1
-            if level in config.attention_levels:
-                _attention(names, f"output_blocks.{n}.1", f"up_blocks.{up}.attentions.{i}", depth)
+            if depths[level]:
+                _attention(
+                    names, f"output_blocks.{n}.1", f"up_blocks.{up}.attentions.{i}", depths[level]
+                )
                 index = 2
             if i == blocks:
                 names[f"output_blocks.{n}.{index}.conv"] = f"up_blocks.{up}.upsamplers.0.conv"

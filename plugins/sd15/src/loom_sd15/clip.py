@@ -68,10 +68,12 @@ class TextEncoderConfig:
 
 
 def build_text_encoder(config: TextEncoderConfig) -> nn.Module:
-    """A ``CLIPTextModel`` whose layers cast weights on the fly (call under the meta device)."""
-    from transformers import CLIPTextModel
+    """A ``CLIPTextModel`` whose layers cast weights on the fly (call under the meta device);
+    ``CLIPTextModelWithProjection`` when the config has a ``projection_dim`` (SDXL's CLIP-G)."""
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-    model = CLIPTextModel(config.to_transformers())
+    cls = CLIPTextModel if config.projection_dim is None else CLIPTextModelWithProjection
+    model = cls(config.to_transformers())
     for module in model.modules():
         cast = _OPS.get(type(module))
         if cast is not None:
@@ -116,11 +118,13 @@ def encode_tokens(
     layer_idx: int | None,
     end_token: int,
     device: torch.device | None = None,
+    layer_norm_hidden: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Hidden states ``[N, T, D]`` (float32) and pooled output for token rows.
 
     ``layer_idx`` None uses the last layer; a negative index takes that layer's output
-    (ComfyUI's ``hidden``), with the final layer norm applied as ComfyUI does for SD1.x.
+    (ComfyUI's ``hidden``), with the final layer norm applied as ComfyUI does for SD1.x
+    (``layer_norm_hidden``; SDXL's encoders leave it out).
     """
     embeddings = model.get_input_embeddings()
     extra: list[torch.Tensor] = []
@@ -149,7 +153,8 @@ def encode_tokens(
         final_norm = model.get_submodule(
             "text_model.final_layer_norm" if hasattr(model, "text_model") else "final_layer_norm"
         )
-        z = final_norm(out.hidden_states[layer_idx])
+        z = out.hidden_states[layer_idx]
+        z = final_norm(z) if layer_norm_hidden else z
     positions = (input_ids == end_token).int().argmax(dim=-1)
     pooled = out.last_hidden_state[torch.arange(len(rows), device=device), positions]
     return z.float(), pooled.float()
@@ -162,14 +167,20 @@ def weighted_encode(
     start_token: int,
     end_token: int,
     device: torch.device | None = None,
+    pad_token: int | None = None,
+    layer_norm_hidden: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """ComfyUI's ``encode_token_weights``: ``[1, 77*chunks, D]`` and the first chunk's pooled."""
+    """ComfyUI's ``encode_token_weights``: ``[1, 77*chunks, D]`` and the first chunk's pooled.
+
+    The empty-prompt row weights are measured against is padded with ``pad_token`` (the end
+    token unless given: SDXL's CLIP-G pads with 0)."""
     rows = [[t for t, _ in chunk] for chunk in chunks]
     weighted = any(w != 1.0 for chunk in chunks for _, w in chunk)
     if weighted or not rows:
         length = max((len(r) for r in rows), default=77)
-        rows.append([start_token, end_token] + [end_token] * (length - 2))
-    z, pooled = encode_tokens(model, rows, layer_idx, end_token, device)
+        pad = end_token if pad_token is None else pad_token
+        rows.append([start_token, end_token] + [pad] * (length - 2))
+    z, pooled = encode_tokens(model, rows, layer_idx, end_token, device, layer_norm_hidden)
     outputs = []
     for k, chunk in enumerate(chunks):
         zk = z[k : k + 1]

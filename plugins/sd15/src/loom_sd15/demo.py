@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from collections.abc import Callable
 from importlib import resources
 from itertools import pairwise
 from pathlib import Path
@@ -103,18 +104,25 @@ def write_demo_tokenizer(folder: Path) -> int:
     return len(vocab)
 
 
-def ensure_demo_files(models_dir: Path) -> Path:
-    """Build the demo tokenizer and checkpoint once; return the checkpoint path."""
+def ensure_demo_files(
+    models_dir: Path,
+    name: str = DEMO_CHECKPOINT,
+    write_checkpoint: Callable[..., Path] | None = None,
+) -> Path:
+    """Build the demo tokenizer and checkpoint ``name`` once; return the checkpoint path.
+
+    ``write_checkpoint(path, seed=, vocab_size=, metadata=)`` writes the tiny checkpoint
+    (loom-sd15's by default; another family's demo passes its own)."""
     from loom_sd15.family import TOKENIZER_METADATA
     from loom_sd15.tiny import write_tiny_checkpoint
 
     tokenizer_dir = models_dir / "tokenizers" / DEMO_TOKENIZER
-    checkpoint = models_dir / "checkpoints" / DEMO_CHECKPOINT
+    checkpoint = models_dir / "checkpoints" / name
     if not (tokenizer_dir / "vocab.json").is_file() or not (tokenizer_dir / "merges.txt").is_file():
         write_demo_tokenizer(tokenizer_dir)
     if not checkpoint.is_file():
         vocab = json.loads((tokenizer_dir / "vocab.json").read_text(encoding="utf-8"))
-        write_tiny_checkpoint(
+        (write_checkpoint or write_tiny_checkpoint)(
             checkpoint, seed=0, vocab_size=len(vocab), metadata={TOKENIZER_METADATA: DEMO_TOKENIZER}
         )
     return checkpoint
@@ -134,6 +142,21 @@ def set_widget(workflow: dict[str, Any], node_type: str, index: int, value: Any)
 
 def run_demo(runtime: Any, steps: int | None = None) -> list[Path]:
     """Build the demo files if needed, run the bundled workflow, return the written PNGs."""
+    return run_demo_workflow(
+        runtime, bundled_workflow(), ensure_demo_files, DEMO_CHECKPOINT, "loom_demo", steps
+    )
+
+
+def run_demo_workflow(
+    runtime: Any,
+    workflow: dict[str, Any],
+    ensure_files: Callable[[Path], Path],
+    checkpoint: str,
+    prefix: str,
+    steps: int | None = None,
+) -> list[Path]:
+    """Run a demo's UI-format ``workflow`` on its tiny ``checkpoint`` (built by
+    ``ensure_files(models_dir)`` if needed) at 256x256; return the written PNGs."""
     from loom.errors import LoomError
     from loom.frontend import convert_workflow, execution_error_report, output_paths
 
@@ -143,11 +166,10 @@ def run_demo(runtime: Any, steps: int | None = None) -> list[Path]:
             "loom demo needs the KSampler node, which loom-samplers provides",
             hint="pip install loom-samplers (or -e plugins/samplers in a checkout)",
         )
-    ensure_demo_files(runtime.settings.models_dir)
-    workflow = bundled_workflow()
-    set_widget(workflow, "CheckpointLoaderSimple", 0, DEMO_CHECKPOINT)
-    set_widget(workflow, "SaveImage", 0, "loom_demo")
-    set_widget(workflow, "EmptyLatentImage", 0, DEMO_SIZE)  # the toy model is fast at 256
+    ensure_files(runtime.settings.models_dir)
+    set_widget(workflow, "CheckpointLoaderSimple", 0, checkpoint)
+    set_widget(workflow, "SaveImage", 0, prefix)
+    set_widget(workflow, "EmptyLatentImage", 0, DEMO_SIZE)  # the toy models are fast at 256
     set_widget(workflow, "EmptyLatentImage", 1, DEMO_SIZE)
     if steps is not None:
         set_widget(workflow, "KSampler", 2, steps)

@@ -1,0 +1,283 @@
+"""SDXL benchmark: random weights in the real single-file layout, stored fp16, in a temp dir.
+
+``--size full`` is the SDXL 1.0 base architecture (a ~6.9 GB fp16 file; writing it needs
+~11 GB of RAM in a child process, and the fp32 parity mode ~12 GB); ``--size tiny`` the
+test-size model, to check the script runs. Measures, next to diffusers in the same run: bare
+UNet forward (batch 2, fp32 and bf16) with achieved GFLOP/s against the peak this machine
+gives a large convolution; a sampling step inside the engine (txt2img through the executor,
+dpmpp_2m/karras, CFG) vs the bare forward of the same module; checkpoint load to
+ready-to-sample (CheckpointLoaderSimple node) and the whole run's peak RSS, each engine mode in
+a fresh child process (fp32 and ``--compute-dtype bf16``). Prints a markdown table. Needs
+diffusers and the CLIP-L tokenizer files (LOOM_TOKENIZERS_PATH, default
+../shared/data/tokenizers).
+
+    python bench/bench_sdxl.py --size tiny              # seconds, proves the script works
+    python bench/bench_sdxl.py --size full --pixels 512 # the issue's figures (big machine)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from bench_sd15 import ab, measured_peaks, node_seconds, timed
+from machine import peak_rss_bytes
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKENIZERS = Path(os.environ.get("LOOM_TOKENIZERS_PATH", ROOT.parent / "shared/data/tokenizers"))
+
+
+def spec_for(size: str):
+    from loom_sdxl.tiny import full_spec, tiny_spec
+
+    return full_spec() if size == "full" else tiny_spec()
+
+
+def write_checkpoint(path: Path, size: str) -> None:
+    """Random fp16 weights in SDXL's layout (run in a child: its RSS is not the engine's)."""
+    from loom_sd15.tiny import save_checkpoint
+    from loom_sdxl.tiny import checkpoint_state
+
+    save_checkpoint(path, checkpoint_state(spec_for(size), seed=0, dtype=torch.float16))
+
+
+def txt2img(checkpoint: str, pixels: int, steps: int, seed: int) -> dict:
+    return {
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint}},
+        "5": {
+            "class_type": "EmptyLatentImage",
+            "inputs": {"width": pixels, "height": pixels, "batch_size": 1},
+        },
+        "6": {
+            "class_type": "CLIPTextEncode",
+            "inputs": {"text": "a glass bottle", "clip": ["4", 1]},
+        },
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["4", 1]}},
+        "3": {
+            "class_type": "KSampler",
+            "inputs": {
+                "seed": seed,
+                "steps": steps,
+                "cfg": 7.0,
+                "sampler_name": "dpmpp_2m",
+                "scheduler": "karras",
+                "denoise": 1.0,
+                "model": ["4", 0],
+                "positive": ["6", 0],
+                "negative": ["7", 0],
+                "latent_image": ["5", 0],
+            },
+        },
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+        "9": {"class_type": "PreviewImage", "inputs": {"images": ["8", 0]}},
+    }
+
+
+def engine_child(checkpoint: Path, pixels: int, steps: int, compute_dtype: str | None) -> dict:
+    """Load and sample through the executor: load, per-step, bare forward, peak RSS."""
+    from loom.runtime import Runtime
+    from loom.settings import Settings
+
+    base = checkpoint.parent.parent.parent
+    os.environ.setdefault("LOOM_TOKENIZERS_PATH", str(TOKENIZERS))
+    runtime = Runtime(
+        Settings(base_directory=base, load_custom_nodes=False, compute_dtype=compute_dtype)
+    )
+    per_node, _ = node_seconds(runtime, txt2img(checkpoint.name, pixels, steps, seed=1))
+    sampler = []
+    for n in (steps, 2 * steps):
+        nodes, result = node_seconds(runtime, txt2img(checkpoint.name, pixels, n, seed=2 + n))
+        sampler.append(nodes.get("3", float("nan")))
+    model = result.values["4"][0][0]
+    runtime.memory.load([model])
+    config = model.config
+    side = pixels // 8
+    x = torch.randn(2, 4, side, side)
+    t = torch.tensor([500.0, 500.0])
+    c = torch.randn(2, 77, config.context_dim)
+    y = torch.randn(2, config.adm_in_channels)
+    with torch.inference_mode():
+        bare = timed(lambda: model.module(x, t, c, y), 2)
+    return {
+        "load_s": per_node.get("4", float("nan")),
+        "step_s": (sampler[1] - sampler[0]) / steps,
+        "bare_forward_s": bare,
+        "peak_rss_gb": peak_rss_bytes() / 2**30,
+    }
+
+
+def in_child(*args: str) -> dict:
+    child = subprocess.run(
+        [sys.executable, __file__, *args], capture_output=True, text=True, check=False
+    )
+    if child.returncode != 0:
+        print(child.stderr[-3000:], file=sys.stderr)
+        return {}
+    lines = child.stdout.strip().splitlines()
+    return json.loads(lines[-1]) if lines else {}
+
+
+def diffusers_unet(config, state: dict) -> torch.nn.Module:
+    from diffusers import UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
+
+    channels = tuple(config.model_channels * m for m in config.channel_mult)
+    with torch.device("meta"):
+        model = UNet2DConditionModel(
+            in_channels=4,
+            out_channels=4,
+            down_block_types=tuple(
+                "CrossAttnDownBlock2D" if d else "DownBlock2D" for d in config.transformer_depths
+            ),
+            up_block_types=tuple(
+                "CrossAttnUpBlock2D" if d else "UpBlock2D"
+                for d in reversed(config.transformer_depths)
+            ),
+            block_out_channels=channels,
+            cross_attention_dim=config.context_dim,
+            attention_head_dim=tuple(max(1, c // 64) for c in channels),
+            transformer_layers_per_block=tuple(max(1, d) for d in config.transformer_depths),
+            use_linear_projection=True,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=256,
+            projection_class_embeddings_input_dim=config.adm_in_channels,
+        )
+    model.load_state_dict(
+        convert_ldm_unet_checkpoint(state, model.config), strict=True, assign=True
+    )
+    return model.eval()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--size", choices=("tiny", "full"), default="tiny")
+    parser.add_argument("--pixels", type=int, default=None, help="image side (tiny 64, full 256)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--write", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--compute-dtype", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    pixels = args.pixels or (256 if args.size == "full" else 64)
+    if args.write:
+        write_checkpoint(args.write, args.size)
+        print("{}")
+        return
+    if args.child:
+        print(json.dumps(engine_child(args.child, pixels, args.steps, args.compute_dtype)))
+        return
+
+    from loom_sd15.unet import timestep_embedding
+    from loom_sdxl.family import SDXLFamily
+    from loom_sdxl.unet import unet_flops
+    from safetensors.torch import load_file
+
+    from loom.memory import cast_to, set_compute_dtype
+    from loom.safetensors_header import read_header
+
+    rows: list[tuple[str, str, str, str]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = Path(tmp) / "models" / "checkpoints" / f"sdxl-{args.size}-fp16.safetensors"
+        in_child("--write", str(ckpt), "--size", args.size)
+        size_gb = ckpt.stat().st_size / 1e9
+        common = ["--size", args.size, "--pixels", str(pixels), "--steps", str(args.steps)]
+        engines = {
+            dtype: in_child("--child", str(ckpt), "--compute-dtype", dtype, *common)
+            for dtype in ("fp32", "bf16")
+        }
+        # the large-convolution peak takes minutes on a slow CPU; tiny runs only check the script
+        peaks = measured_peaks() if args.size == "full" else {"fp32": 0.0, "bf16": 0.0}
+        print("engines done", {k: bool(v) for k, v in engines.items()}, file=sys.stderr)
+        start = time.perf_counter()
+        parts = SDXLFamily().load(read_header(ckpt), "diffusion_model")
+        load_s = time.perf_counter() - start
+        unet = parts.model.module
+        config = unet.config
+        side = pixels // 8
+        x = torch.randn(2, 4, side, side)
+        t = torch.tensor([500.0, 500.0])
+        c = torch.randn(2, 77, config.context_dim)
+        pooled = torch.randn(2, config.adm_in_channels - 6 * 256)
+        time_ids = torch.tensor([[pixels, pixels, 0, 0, pixels, pixels]] * 2, dtype=torch.float32)
+        y = torch.cat([pooled, timestep_embedding(time_ids.flatten(), 256).reshape(2, -1)], 1)
+        added = {"text_embeds": pooled, "time_ids": time_ids}
+        flops = unet_flops(config, 2, side, side)
+        unet_state = {
+            k: v.float()
+            for k, v in load_file(str(ckpt)).items()
+            if k.startswith("model.diffusion_model.")
+        }
+        with torch.inference_mode():
+            cast_to(unet, torch.float32)
+            set_compute_dtype(unet, torch.float32)
+            ref = diffusers_unet(config, unet_state)
+            unet_state = None
+            ours32, ref32 = ab(
+                lambda: unet(x, t, c, y),
+                lambda: ref(x, t, c, added_cond_kwargs=added),
+                args.repeats,
+            )
+            diff = (unet(x, t, c, y) - ref(x, t, c, added_cond_kwargs=added).sample).abs().max()
+            rows.append(
+                (
+                    f"UNet forward fp32, {pixels}² batch 2",
+                    f"{ours32:.3f} s ({flops / ours32 / 1e9:.0f} GFLOP/s)",
+                    f"{ref32:.3f} s ({flops / ref32 / 1e9:.0f} GFLOP/s)",
+                    f"max abs diff {diff.item():.2e}; peak conv {peaks['fp32']:.0f} GFLOP/s",
+                )
+            )
+            cast_to(unet, torch.bfloat16)
+            set_compute_dtype(unet, torch.bfloat16)
+            ref = ref.to(torch.bfloat16)
+            xb, cb = x.bfloat16(), c.bfloat16()
+            added_b = {k: v.bfloat16() for k, v in added.items()}
+            ours16, ref16 = ab(
+                lambda: unet(x, t, c, y),
+                lambda: ref(xb, t, cb, added_cond_kwargs=added_b),
+                args.repeats,
+            )
+            rows.append(
+                (
+                    f"UNet forward bf16, {pixels}² batch 2",
+                    f"{ours16:.3f} s ({flops / ours16 / 1e9:.0f} GFLOP/s)",
+                    f"{ref16:.3f} s ({flops / ref16 / 1e9:.0f} GFLOP/s)",
+                    f"peak conv {peaks['bf16']:.0f} GFLOP/s",
+                )
+            )
+        rows.append(("UNet load (meta + mmap)", f"{load_s:.2f} s", "-", f"{size_gb:.2f} GB file"))
+        for dtype, engine in engines.items():
+            if not engine:
+                rows.append((f"engine {dtype}", "failed (see stderr)", "-", ""))
+                continue
+            ratio = engine["step_s"] / engine["bare_forward_s"]
+            rows.append(
+                (
+                    f"engine {dtype}: step (CFG, batch 2) / bare forward",
+                    f"{engine['step_s']:.3f} s / {engine['bare_forward_s']:.3f} s",
+                    "-",
+                    f"ratio {ratio:.2f}",
+                )
+            )
+            rows.append(
+                (
+                    f"engine {dtype}: load node; peak RSS of the run",
+                    f"{engine['load_s']:.2f} s; {engine['peak_rss_gb']:.2f} GiB",
+                    "-",
+                    f"{engine['peak_rss_gb'] * 2**30 / (size_gb * 1e9):.2f}× the file",
+                )
+            )
+    print(f"\nSDXL bench, size {args.size}, {pixels}² ({torch.__version__})\n")
+    print("| measure | Loom | diffusers | note |\n|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Loom's SDXL model family plugin (``loom-sdxl``)."""

@@ -1,0 +1,184 @@
+"""SDXL's two text encoders as one CLIP socket value, encoded exactly as ComfyUI does.
+
+Base: CLIP-L (``CLIPTextModel``) and OpenCLIP bigG (``CLIPTextModelWithProjection``); refiner:
+bigG alone. Both tokenize with CLIP-L's vocabulary; CLIP-L pads with its end token, CLIP-G with
+0. Each gives its penultimate hidden states without the final layer norm (``CLIPSetLastLayer``
+picks another layer for both); the conditioning is L ‖ G along features (768 + 1280 = 2048,
+cut to the shorter token count) and the pooled vector is CLIP-G's (last hidden state at the
+first end token, ``ln_final`` applied, then ``text_projection``). Token weights and textual
+inversion come from :mod:`loom_sd15.clip` / :mod:`loom_sd15.prompt`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import attrs
+import torch
+from loom_sd15.clip import TextEncoderConfig, weighted_encode
+from loom_sd15.prompt import PromptTokenizer, WeightedChunk
+from loom_sd15.tokenizer import TokenizerSource, special_tokens, word_ids
+from torch import nn
+
+from loom.errors import LoomError
+from loom.memory import ComputeTarget, MemoryManager, ModelHandle, cpu_device
+
+#: ComfyUI's default layer for both SDXL encoders: the penultimate one.
+DEFAULT_LAYER = -2
+CLIP_G_PAD = 0
+
+
+class DualTextEncoder(nn.Module):
+    """``clip_l`` (absent in refiners) and ``clip_g``: one module, so one handle loads and
+    patches both (LoRA ``lora_te1_`` / ``lora_te2_`` keys land on the same clone)."""
+
+    def __init__(self, clip_g: nn.Module, clip_l: nn.Module | None = None) -> None:
+        super().__init__()
+        if clip_l is not None:
+            self.clip_l = clip_l
+        self.clip_g = clip_g
+
+
+@attrs.frozen
+class SDXLTokens:
+    """Weighted 77-token chunks for each encoder (``l`` is None for a refiner's CLIP)."""
+
+    g: list[WeightedChunk]
+    l: list[WeightedChunk] | None = None  # noqa: E741 - ComfyUI's key name
+
+
+def pad_chunks(
+    tokens: list[WeightedChunk], count: int, empty: list[WeightedChunk]
+) -> list[WeightedChunk]:
+    """``tokens`` followed by copies of the empty prompt's chunk up to ``count`` chunks."""
+    return tokens + [list(empty[0]) for _ in range(count - len(tokens))]
+
+
+class SDXLClip:
+    """The CLIP socket value for SDXL: both encoders' handle, their configs and tokenizer."""
+
+    def __init__(
+        self,
+        handle: ModelHandle,
+        g_config: TextEncoderConfig,
+        l_config: TextEncoderConfig | None,
+        tokenizer: TokenizerSource,
+        embedding_dirs: Sequence[Path] = (),
+        memory: MemoryManager | None = None,
+    ) -> None:
+        self.handle = handle
+        self.g_config = g_config
+        self.l_config = l_config
+        self.tokenizer_source = tokenizer
+        self.embedding_dirs = tuple(embedding_dirs)
+        # Without a runtime's manager, a CPU one (as SD15Clip): one load path.
+        self.memory = memory if memory is not None else MemoryManager(cpu_device())
+        self.layer_idx = DEFAULT_LAYER
+
+    @property
+    def is_refiner(self) -> bool:
+        """A refiner's CLIP: OpenCLIP bigG only, 1280-wide conditioning."""
+        return self.l_config is None
+
+    def clone(self) -> SDXLClip:
+        other = SDXLClip(
+            self.handle.clone(),
+            self.g_config,
+            self.l_config,
+            self.tokenizer_source,
+            self.embedding_dirs,
+            self.memory,
+        )
+        other.layer_idx = self.layer_idx
+        return other
+
+    def set_last_layer(self, layer: int) -> None:
+        """CLIPSetLastLayer, for both encoders (each falls back to its last layer)."""
+        self.layer_idx = layer
+
+    def _layer_for(self, config: TextEncoderConfig) -> int | None:
+        return None if abs(self.layer_idx) > config.num_layers else self.layer_idx
+
+    # --- tokenizing ---------------------------------------------------------------------
+
+    def _prompt_tokenizer(self, config: TextEncoderConfig, role: str) -> PromptTokenizer:
+        tokenizer = self.tokenizer_source.load()
+        start, end = special_tokens(tokenizer)
+        return PromptTokenizer(
+            encode_text=lambda word: word_ids(tokenizer, word),
+            start_token=start,
+            end_token=end,
+            pad_token=end if role == "clip_l" else CLIP_G_PAD,
+            embedding_dirs=self.embedding_dirs,
+            embedding_size=config.hidden_size,
+            embedding_key=role,
+            max_length=config.max_positions,
+        )
+
+    def tokenize(self, text: str) -> SDXLTokens:
+        """The same text for both encoders (plain ``CLIPTextEncode``)."""
+        g = self._prompt_tokenizer(self.g_config, "clip_g").tokenize(text)
+        if self.l_config is None:
+            return SDXLTokens(g)
+        return SDXLTokens(g, self._prompt_tokenizer(self.l_config, "clip_l").tokenize(text))
+
+    def tokenize_pair(self, text_g: str, text_l: str) -> SDXLTokens:
+        """``text_g`` for CLIP-G, ``text_l`` for CLIP-L; the shorter padded with empty chunks."""
+        if self.l_config is None:
+            raise LoomError(
+                "this CLIP is an SDXL refiner's (OpenCLIP bigG only): it has no CLIP-L for text_l",
+                hint="use CLIPTextEncodeSDXLRefiner with a refiner, or load the base checkpoint",
+            )
+        g = self.tokenize(text_g).g
+        tokens_l = self._prompt_tokenizer(self.l_config, "clip_l")
+        l_chunks = tokens_l.tokenize(text_l)
+        if len(l_chunks) != len(g):
+            count = max(len(l_chunks), len(g))
+            g = pad_chunks(g, count, self.tokenize("").g)
+            l_chunks = pad_chunks(l_chunks, count, tokens_l.tokenize(""))
+        return SDXLTokens(g, l_chunks)
+
+    # --- encoding -----------------------------------------------------------------------
+
+    def _prepare(self) -> ComputeTarget:
+        """Load both encoders (with their patches); where and how they compute."""
+        self.memory.load([self.handle])
+        return self.handle.compute_target
+
+    @torch.inference_mode()
+    def encode_from_tokens(self, tokens: SDXLTokens) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(cond [1, T, 2048 or 1280], pooled [1, projection])`` on the CPU, float32."""
+        device = self._prepare().device
+        module: DualTextEncoder = self.handle.module
+        g = self.g_config
+        g_out, g_last = weighted_encode(
+            module.clip_g,
+            tokens.g,
+            self._layer_for(g),
+            g.start_token,
+            g.end_token,
+            device,
+            pad_token=CLIP_G_PAD,
+            layer_norm_hidden=False,
+        )
+        pooled = module.clip_g.text_projection(g_last.to(device)).float()
+        if self.l_config is None or tokens.l is None:
+            return g_out.cpu(), pooled.cpu()
+        l_cfg = self.l_config
+        l_out, _ = weighted_encode(
+            module.clip_l,
+            tokens.l,
+            self._layer_for(l_cfg),
+            l_cfg.start_token,
+            l_cfg.end_token,
+            device,
+            layer_norm_hidden=False,
+        )
+        cut = min(l_out.shape[1], g_out.shape[1])
+        cond = torch.cat([l_out[:, :cut], g_out[:, :cut]], dim=-1)
+        return cond.cpu(), pooled.cpu()
+
+    def encode(self, text: str) -> list:
+        cond, pooled = self.encode_from_tokens(self.tokenize(text))
+        return [[cond, {"pooled_output": pooled}]]

@@ -1,0 +1,201 @@
+"""The MODEL socket value for SDXL: sd15's denoiser handle plus the ADM vector ``y``.
+
+:meth:`SDXLModel.extra_conds` is ComfyUI's ``SDXL.encode_adm`` / ``SDXLRefiner.encode_adm``:
+``y`` = pooled ‖ Timestep(256) embeddings of ``[height, width, crop_h, crop_w, target_height,
+target_width]`` (base) or ``[height, width, crop_h, crop_w, aesthetic_score]`` (refiner; 6.0
+for positive prompts, 2.5 for negative ones by default). Sizes a conditioning does not carry
+come from the latent (its size × 8), crops default to 0 and targets to the size. A 9-channel
+inpainting UNet also gets ``c_concat`` (mask ‖ masked latent), as ComfyUI's ``concat_cond``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from loom_sd15.model import SD15Model
+from loom_sd15.unet import timestep_embedding
+
+from loom.errors import LoomError
+from loom.model_sampling import ModelSampling
+from loom.types import LatentFormat
+from loom_sdxl.unet import SDXLUNetConfig, SDXLUNetModel
+
+#: ComfyUI's SDXL latent preview factors (``latent_formats.SDXL``).
+SDXL_RGB_FACTORS = (
+    (0.3651, 0.4232, 0.4341),
+    (-0.2533, -0.0042, 0.1068),
+    (0.1076, 0.1111, -0.0362),
+    (-0.3165, -0.2492, -0.2188),
+)
+SDXL_RGB_BIAS = (0.1084, -0.0175, -0.0011)
+SDXL_LATENT_FORMAT = LatentFormat(
+    channels=4,
+    scale_factor=0.13025,
+    shift_factor=0.0,
+    downscale=8,
+    rgb_factors=SDXL_RGB_FACTORS,
+    rgb_bias=SDXL_RGB_BIAS,
+)
+SIZE_EMBED_DIM = 256
+BASE_SIZE_FIELDS = 6
+REFINER_SIZE_FIELDS = 5
+
+
+def size_embedding(values: list[float]) -> torch.Tensor:
+    """``[1, 256 * len(values)]``: each value's sinusoidal embedding, in order."""
+    return timestep_embedding(torch.tensor(values, dtype=torch.float32), SIZE_EMBED_DIM).reshape(
+        1, -1
+    )
+
+
+def adm_vector(
+    pooled: torch.Tensor, options: Mapping[str, Any], *, refiner: bool, negative: bool
+) -> torch.Tensor:
+    """ComfyUI's ``encode_adm``: pooled ‖ size (and aesthetic score) embeddings."""
+    width = options.get("width", 768)
+    height = options.get("height", 768)
+    crop_w = options.get("crop_w", 0)
+    crop_h = options.get("crop_h", 0)
+    if refiner:
+        score = options.get("aesthetic_score", 2.5 if negative else 6.0)
+        values = [height, width, crop_h, crop_w, score]
+    else:
+        values = [
+            height,
+            width,
+            crop_h,
+            crop_w,
+            options.get("target_height", height),
+            options.get("target_width", width),
+        ]
+    flat = size_embedding([float(v) for v in values]).repeat(pooled.shape[0], 1)
+    return torch.cat([pooled.float().to(flat.device), flat], dim=1)
+
+
+class SDXLModel(SD15Model):
+    """An SDXL denoiser handle. ``module`` is the :class:`SDXLUNetModel`."""
+
+    def __init__(
+        self,
+        unet: SDXLUNetModel,
+        *,
+        name: str = "sdxl-unet",
+        refiner: bool = False,
+        model_sampling: ModelSampling | None = None,
+        compute_dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(
+            unet,  # type: ignore[arg-type]
+            name=name,
+            model_sampling=model_sampling,
+            latent_format=SDXL_LATENT_FORMAT,
+            compute_dtype=compute_dtype,
+        )
+        self.refiner = refiner
+
+    @property
+    def config(self) -> SDXLUNetConfig:  # type: ignore[override]
+        return self.module.config
+
+    @property
+    def size_fields(self) -> int:
+        return REFINER_SIZE_FIELDS if self.refiner else BASE_SIZE_FIELDS
+
+    def extra_conds(
+        self,
+        options: Mapping[str, Any],
+        *,
+        noise: torch.Tensor | None = None,
+        latent_image: torch.Tensor | None = None,
+        denoise_mask: torch.Tensor | None = None,
+        prompt_type: str = "positive",
+        **_: Any,
+    ) -> dict[str, Any]:
+        """``y`` for this conditioning entry (and ``c_concat`` for inpainting UNets)."""
+        sizes = dict(options)
+        if noise is not None and noise.ndim >= 4:
+            sizes.setdefault("width", noise.shape[3] * 8)
+            sizes.setdefault("height", noise.shape[2] * 8)
+        pooled = options.get("pooled_output")
+        kind = "refiner" if self.refiner else "base"
+        if pooled is None:
+            raise LoomError(
+                f"the SDXL {kind} model got a conditioning without a pooled text vector",
+                hint="encode the prompt with an SDXL CLIP (CheckpointLoaderSimple's CLIP output "
+                "of an SDXL checkpoint, or DualCLIPLoader type=sdxl)",
+            )
+        self._check_text_width(options.get("cross_attn"), pooled)
+        out: dict[str, Any] = {
+            "y": adm_vector(pooled, sizes, refiner=self.refiner, negative=prompt_type == "negative")
+        }
+        if self.config.in_channels == 9:
+            out["c_concat"] = self._inpaint_concat(noise, latent_image, denoise_mask)
+        return out
+
+    def _check_text_width(self, cross_attn: Any, pooled: torch.Tensor) -> None:
+        expected_y = self.config.adm_in_channels
+        got_y = pooled.shape[-1] + SIZE_EMBED_DIM * self.size_fields
+        context = self.config.context_dim
+        width = None if cross_attn is None else cross_attn.shape[-1]
+        if got_y == expected_y and width in (None, context):
+            return
+        kind = "refiner" if self.refiner else "base"
+        raise LoomError(
+            f"the SDXL {kind} model ({self.name}) takes {context}-wide text embeddings and a "
+            f"{expected_y}-wide ADM vector, but this conditioning has {width}-wide embeddings "
+            f"and a {pooled.shape[-1]}-wide pooled vector",
+            hint="SDXL base and refiner need the CLIP of their own checkpoint: a refiner takes "
+            "CLIPTextEncodeSDXLRefiner on the refiner's CLIP, the base CLIPTextEncodeSDXL or "
+            "CLIPTextEncode on the base's",
+        )
+
+    def _inpaint_concat(
+        self,
+        noise: torch.Tensor | None,
+        latent_image: torch.Tensor | None,
+        denoise_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """ComfyUI's ``concat_cond`` with a mask: rounded mask ‖ the (model-space) latent."""
+        if noise is None or latent_image is None or denoise_mask is None:
+            raise LoomError(
+                f"the SDXL inpainting model ({self.name}) needs a latent with a noise mask",
+                hint="encode the image with VAEEncodeForInpaint, or add SetLatentNoiseMask",
+            )
+        mask = denoise_mask.to(noise.device, noise.dtype)
+        if mask.ndim == noise.ndim:
+            mask = mask[:, :1]
+        mask = mask.reshape((-1, 1, *mask.shape[-2:]))
+        if mask.shape[-2:] != noise.shape[-2:]:
+            mask = torch.nn.functional.interpolate(mask, size=noise.shape[-2:], mode="bilinear")
+        mask = _to_batch(mask.round(), noise.shape[0])
+        latent = _to_batch(latent_image.to(noise.device, noise.dtype), noise.shape[0])
+        return torch.cat([mask, latent], dim=1)
+
+    def apply_model(
+        self, x: torch.Tensor, sigma: torch.Tensor, cond: Mapping[str, Any]
+    ) -> torch.Tensor:
+        ms = self.model_sampling
+        target = self.compute_target
+        device, dtype = target.device, target.dtype
+        sigma = sigma.to(x.device)
+        xc = ms.calculate_input(sigma, x)
+        concat = cond.get("c_concat")
+        if concat is not None:
+            xc = torch.cat([xc, concat.to(xc.device, xc.dtype)], dim=1)
+        t = ms.timestep(sigma).float()
+        context = cond["c_crossattn"]
+        y = cond["y"]
+        with torch.inference_mode():
+            out = self.module(
+                xc.to(device, dtype), t.to(device), context.to(device, dtype), y.to(device, dtype)
+            )
+        return ms.calculate_denoised(sigma, out.float().to(x.device), x)
+
+
+def _to_batch(tensor: torch.Tensor, batch: int) -> torch.Tensor:
+    if tensor.shape[0] == batch:
+        return tensor
+    repeats = -(-batch // tensor.shape[0])
+    return tensor.repeat(repeats, *([1] * (tensor.ndim - 1)))[:batch]

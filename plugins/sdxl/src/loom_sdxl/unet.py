@@ -1,0 +1,172 @@
+"""The SDXL UNet in the original single-file layout (``model.diffusion_model.*``).
+
+Built from :mod:`loom_sd15.unet`'s blocks (``ResBlock``, ``SpatialTransformer``,
+``Downsample``, ``Upsample``, ``TimestepBlock``) with what SDXL changes: a transformer depth
+per level (base 0/2/10, refiner 0/4/4/0), 64 channels per attention head, linear
+``proj_in``/``proj_out``, a 2048- (base) or 1280-wide (refiner) context, and the ADM class
+embedding ``label_emb`` (2816 inputs for base, 2560 for refiner) added to the timestep
+embedding. Module names match the checkpoint, so its state dict loads with no renaming.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import torch
+from loom_sd15.unet import (
+    Downsample,
+    ResBlock,
+    SpatialTransformer,
+    TimestepBlock,
+    UNetConfig,
+    Upsample,
+    timestep_embedding,
+)
+from torch import nn
+
+from loom.memory import ops
+
+
+@attrs.frozen
+class SDXLUNetConfig:
+    """Shape of an SDXL UNet. ``transformer_depths[level]`` is 0 where a level has no
+    attention; ``adm_in_channels`` is the width of the ``y`` vector (pooled text + sizes)."""
+
+    in_channels: int = 4
+    out_channels: int = 4
+    model_channels: int = 320
+    channel_mult: tuple[int, ...] = attrs.field(default=(1, 2, 4), converter=tuple)
+    num_res_blocks: int = 2
+    transformer_depths: tuple[int, ...] = attrs.field(default=(0, 2, 10), converter=tuple)
+    middle_depth: int = 10
+    head_channels: int = 64
+    context_dim: int = 2048
+    adm_in_channels: int = 2816
+    norm_groups: int = 32
+
+    @property
+    def time_embed_dim(self) -> int:
+        return self.model_channels * 4
+
+    def level_config(self, depth: int) -> UNetConfig:
+        """The sd15 block config of one level (what ``SpatialTransformer`` reads)."""
+        return UNetConfig(
+            in_channels=self.in_channels,
+            out_channels=self.out_channels,
+            model_channels=self.model_channels,
+            channel_mult=self.channel_mult,
+            num_res_blocks=self.num_res_blocks,
+            attention_levels=(),
+            head_channels=self.head_channels,
+            transformer_depth=depth,
+            context_dim=self.context_dim,
+            use_linear_in_transformer=True,
+            norm_groups=self.norm_groups,
+        )
+
+
+SDXL_BASE_UNET = SDXLUNetConfig()
+SDXL_REFINER_UNET = SDXLUNetConfig(
+    model_channels=384,
+    channel_mult=(1, 2, 4, 4),
+    transformer_depths=(0, 4, 4, 0),
+    middle_depth=4,
+    context_dim=1280,
+    adm_in_channels=2560,
+)
+
+
+class SDXLUNetModel(nn.Module):
+    """``forward(x, timesteps, context, y) -> eps``: the LDM UNet with SDXL's class embedding."""
+
+    def __init__(self, config: SDXLUNetConfig = SDXL_BASE_UNET) -> None:
+        super().__init__()
+        self.config = config
+        mc, emb_dim, groups = config.model_channels, config.time_embed_dim, config.norm_groups
+        self.time_embed = nn.Sequential(
+            ops.Linear(mc, emb_dim), nn.SiLU(), ops.Linear(emb_dim, emb_dim)
+        )
+        self.label_emb = nn.Sequential(
+            nn.Sequential(
+                ops.Linear(config.adm_in_channels, emb_dim), nn.SiLU(), ops.Linear(emb_dim, emb_dim)
+            )
+        )
+        self.input_blocks = nn.ModuleList(
+            [TimestepBlock([ops.Conv2d(config.in_channels, mc, 3, padding=1)])]
+        )
+        skip_channels = [mc]
+        ch = mc
+        last = len(config.channel_mult) - 1
+        for level, mult in enumerate(config.channel_mult):
+            depth = config.transformer_depths[level]
+            for _ in range(config.num_res_blocks):
+                layers: list[nn.Module] = [ResBlock(ch, emb_dim, mult * mc, groups)]
+                ch = mult * mc
+                if depth:
+                    layers.append(SpatialTransformer(ch, config.level_config(depth)))
+                self.input_blocks.append(TimestepBlock(layers))
+                skip_channels.append(ch)
+            if level != last:
+                self.input_blocks.append(TimestepBlock([Downsample(ch)]))
+                skip_channels.append(ch)
+        middle: list[nn.Module] = [ResBlock(ch, emb_dim, ch, groups)]
+        if config.middle_depth:
+            middle.append(SpatialTransformer(ch, config.level_config(config.middle_depth)))
+        middle.append(ResBlock(ch, emb_dim, ch, groups))
+        self.middle_block = TimestepBlock(middle)
+        self.output_blocks = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(config.channel_mult))):
+            depth = config.transformer_depths[level]
+            for i in range(config.num_res_blocks + 1):
+                layers = [ResBlock(ch + skip_channels.pop(), emb_dim, mc * mult, groups)]
+                ch = mc * mult
+                if depth:
+                    layers.append(SpatialTransformer(ch, config.level_config(depth)))
+                if level and i == config.num_res_blocks:
+                    layers.append(Upsample(ch))
+                self.output_blocks.append(TimestepBlock(layers))
+        self.out = nn.Sequential(
+            ops.GroupNorm(groups, ch), nn.SiLU(), ops.Conv2d(mc, config.out_channels, 3, padding=1)
+        )
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        timesteps: torch.Tensor,
+        context: torch.Tensor,
+        y: torch.Tensor | None = None,
+        **_: Any,
+    ) -> torch.Tensor:
+        if y is None:
+            raise ValueError("the SDXL UNet needs its ADM vector y (pooled text + sizes)")
+        t_emb = timestep_embedding(timesteps, self.config.model_channels).to(x.dtype)
+        emb = self.time_embed(t_emb) + self.label_emb(y.to(x.dtype))
+        skips = []
+        h = x
+        for block in self.input_blocks:
+            h = block(h, emb, context)
+            skips.append(h)
+        h = self.middle_block(h, emb, context)
+        for block in self.output_blocks:
+            h = torch.cat([h, skips.pop()], dim=1)
+            size = tuple(skips[-1].shape[-2:]) if skips else None
+            h = block(h, emb, context, size)
+        return self.out(h)
+
+
+def unet_flops(
+    config: SDXLUNetConfig, batch: int, height: int, width: int, tokens: int = 77
+) -> float:
+    """Approximate multiply-add FLOPs (x2) of one forward, from a meta-device trace."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        model = SDXLUNetModel(config)
+        x = torch.zeros(batch, config.in_channels, height, width)
+        t = torch.zeros(batch)
+        c = torch.zeros(batch, tokens, config.context_dim)
+        y = torch.zeros(batch, config.adm_in_channels)
+        with FlopCounterMode(display=False) as counter:
+            model(x, t, c, y)
+    return float(counter.get_total_flops())
