@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from loom import RunContext
 from loom.errors import LoomError
 from loom_samplers.model_interface import batch_fits
 
@@ -340,7 +341,7 @@ def calc_cond_batch(
     groups: Sequence[list[CondEntry] | None],
     x: Tensor,
     sigma: Tensor,
-    ctx: Any = None,
+    ctx: RunContext | None = None,
     kept: dict | None = None,
 ) -> list[Tensor]:
     """The weighted prediction of each group (None = not evaluated: zeros). ``kept``: see

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from loom import RunContext
 from loom_samplers.conditioning_batches import (
     CondEntry,
     calc_cond_batch,
@@ -68,7 +69,7 @@ class Guider:
         pair_areas(self.resolved)
 
     def predict(
-        self, x: Tensor, sigma: Tensor, *, need_uncond: bool = False, ctx: Any = None
+        self, x: Tensor, sigma: Tensor, *, need_uncond: bool = False, ctx: RunContext | None = None
     ) -> tuple[Tensor, Tensor | None]:
         """``(guided x0, unconditional x0 or None)``."""
         negative = self.resolved.get("negative")
@@ -92,7 +93,7 @@ class DualCFGGuider(Guider):
     nested: bool = False
 
     def predict(
-        self, x: Tensor, sigma: Tensor, *, need_uncond: bool = False, ctx: Any = None
+        self, x: Tensor, sigma: Tensor, *, need_uncond: bool = False, ctx: RunContext | None = None
     ) -> tuple[Tensor, Tensor | None]:
         negative = self.resolved.get("negative")
         middle = self.resolved.get("middle")
@@ -129,7 +130,7 @@ class GuidedDenoiser:
         noise: Tensor,
         denoise_mask: Tensor | None = None,
         keep_uncond: bool = False,
-        ctx: Any = None,
+        ctx: RunContext | None = None,
     ) -> None:
         self.guider = guider
         self.model_sampling = guider.model.model_sampling

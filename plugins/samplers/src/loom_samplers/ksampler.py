@@ -130,7 +130,7 @@ def sample(
     *,
     denoise_mask: Tensor | None = None,
     seed: int | None = None,
-    ctx: Any = None,
+    ctx: RunContext | None = None,
     on_step: Callable[[Step], None] | None = None,
 ) -> Tensor:
     """Denoise ``latent_image`` (CPU, latent space) with ``noise``; returns a CPU float32 latent."""
@@ -180,7 +180,7 @@ def sample(
 
 
 def step_reporter(
-    ctx: Any, model: Any, total: int, x0_out: dict | None = None
+    ctx: RunContext, model: Any, total: int, x0_out: dict | None = None
 ) -> Callable[[Step], None]:
     """An ``on_step`` that reports progress (and a latent preview when asked for) to ``ctx``."""
     extra = getattr(ctx, "extra_data", None) or {}

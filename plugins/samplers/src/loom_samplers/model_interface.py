@@ -42,6 +42,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from loom import RunContext
+
 if TYPE_CHECKING:
     from torch import Tensor
 
@@ -82,7 +84,7 @@ def fix_empty_latent_channels(model: Any, latent: Tensor) -> Tensor:
     return latent.repeat(1, repeats, *([1] * (latent.ndim - 2)))[:, :channels]
 
 
-def prepare_model(ctx: Any, model: Any, noise_shape: tuple[int, ...]) -> Any:
+def prepare_model(ctx: RunContext, model: Any, noise_shape: tuple[int, ...]) -> Any:
     """Load ``model`` through the runtime's memory manager before sampling ``noise_shape``.
 
     The single integration point with :mod:`loom.memory`: a model that is a
@@ -103,7 +105,7 @@ def _is_model_handle(model: Any) -> bool:
     return isinstance(model, ModelHandle)
 
 
-def batch_fits(ctx: Any, model: Any, shape: tuple[int, ...]) -> bool:
+def batch_fits(ctx: RunContext, model: Any, shape: tuple[int, ...]) -> bool:
     """Whether a batch of ``shape`` may run at once (ComfyUI: ``1.5 x memory_required < free``)."""
     required = getattr(model, "memory_required", None)
     memory = _memory(ctx)
@@ -114,6 +116,6 @@ def batch_fits(ctx: Any, model: Any, shape: tuple[int, ...]) -> bool:
     return required(shape) * 1.5 < free
 
 
-def _memory(ctx: Any) -> Any:
+def _memory(ctx: RunContext) -> Any:
     """The runtime's MemoryManager, or None (a bare context, as in unit tests)."""
     return getattr(getattr(ctx, "runtime", None), "memory", None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import loom
+from loom import RunContext
 from loom.samplers import find_sampler, find_scheduler
 from loom.types import Conditioning, Guider, Latent, Model, Noise, SamplerRef, Sigmas
 from loom_samplers import ksampler
@@ -336,7 +337,7 @@ class FlipSigmas:
 # --- samplers -----------------------------------------------------------------------------
 
 
-def _choice(ctx: Any, name: str, **options: Any) -> ksampler.SamplerChoice:
+def _choice(ctx: RunContext, name: str, **options: Any) -> ksampler.SamplerChoice:
     return ksampler.SamplerChoice(find_sampler(ksampler.registry_of(ctx), name), options)
 
 
@@ -457,7 +458,7 @@ class SampledLatents:
 
 
 def _custom_sample(
-    ctx: Any, guider: _Guider, noise_gen: Any, sampler: Any, sigmas: Any, latent: dict
+    ctx: RunContext, guider: _Guider, noise_gen: Any, sampler: Any, sigmas: Any, latent: dict
 ) -> SampledLatents:
     model = guider.model
     latent = dict(latent)
