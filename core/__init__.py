@@ -67,6 +67,7 @@ PUBLIC_MODULES: tuple[str, ...] = (
     "loom.events",
     "loom.folders",
     "loom.paths",
+    "loom.resample",
     "loom.memory",
     "loom.model_sampling",
     "loom.samplers",

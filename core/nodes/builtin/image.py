@@ -1,7 +1,7 @@
 """Image nodes: scaling, inverting, batching, blank images, cropping and outpaint padding.
 
 IMAGE tensors are ``[B, H, W, C]`` floats in ``[0, 1]``; resizing goes through
-:mod:`loom.nodes.builtin.resample` with channels moved first, as ComfyUI does.
+:mod:`loom.resample` with channels moved first, as ComfyUI does.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import math
 from collections.abc import Callable
 
 import loom
-from loom.nodes.builtin.resample import CROP_METHODS, IMAGE_METHODS, common_upscale
+from loom.resample import CROP_METHODS, IMAGE_METHODS, common_upscale
 from loom.types import Image, Mask
 
 #: ComfyUI's ``MAX_RESOLUTION`` (``nodes.py``).

@@ -14,7 +14,7 @@ from typing import Any
 import loom
 from loom.nodes.builtin.compositing import match_alpha
 from loom.nodes.builtin.image import MAX_RESOLUTION
-from loom.nodes.builtin.resample import common_upscale
+from loom.resample import common_upscale
 from loom.types import Image
 
 ui = loom.ui

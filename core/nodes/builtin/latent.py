@@ -13,7 +13,7 @@ from typing import Any
 
 import loom
 from loom.nodes.builtin.image import MAX_RESOLUTION
-from loom.nodes.builtin.resample import CROP_METHODS, LATENT_METHODS, common_upscale
+from loom.resample import CROP_METHODS, LATENT_METHODS, common_upscale
 from loom.types import Latent, Mask
 
 ui = loom.ui

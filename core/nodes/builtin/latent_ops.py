@@ -15,7 +15,7 @@ import loom
 from loom.nodes.builtin.compositing import check_channels, repeat_to_batch
 from loom.nodes.builtin.image import MAX_RESOLUTION
 from loom.nodes.builtin.image_ops import FLIP_METHODS, ROTATIONS, quarter_turns
-from loom.nodes.builtin.resample import common_upscale
+from loom.resample import common_upscale
 from loom.types import Latent
 
 ui = loom.ui

@@ -6,8 +6,8 @@ import pytest
 import torch
 from loom_builtin_harness import builtin_registry, make_ctx, run_one
 
-from loom.nodes.builtin.resample import bislerp
 from loom.nodes.object_info import to_json
+from loom.resample import bislerp
 
 
 @pytest.fixture

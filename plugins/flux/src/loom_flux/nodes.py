@@ -107,7 +107,7 @@ class FluxKontextImageScale:
     image: Image
 
     def run(self, ctx: loom.RunContext) -> Image:
-        from loom.nodes.builtin.resample import common_upscale
+        from loom.resample import common_upscale
 
         height, width = self.image.shape[1:3]
         aspect = width / height

@@ -24,8 +24,7 @@ import torch
 from torch import nn
 
 from loom.errors import ModelFileError
-from loom.memory import ops
-from loom.memory.cast import CastWeights
+from loom.memory import CastWeights, ops
 
 log = logging.getLogger(__name__)
 

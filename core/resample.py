@@ -1,6 +1,7 @@
 """Resizing ``[B, C, H, W]`` tensors the way ComfyUI's ``common_upscale`` does.
 
-Shared by the image nodes (which move channels first) and the latent nodes. Methods:
+Shared by the image nodes (which move channels first), the latent nodes and plugins (a
+public module: :data:`loom.PUBLIC_MODULES`). Methods:
 ``nearest-exact``, ``bilinear``, ``area``, ``bicubic`` (torch ``interpolate``),
 ``lanczos`` (PIL, through 8-bit images, as ComfyUI does) and ``bislerp`` (spherical
 interpolation of channel vectors, used on latents). ``crop="center"`` first trims the
@@ -134,3 +135,14 @@ def bislerp(samples: torch.Tensor, width: int, height: int) -> torch.Tensor:
     second = result.gather(-2, idx2).movedim(1, -1).reshape((-1, c))
     result = _slerp(first, second, ratios).reshape(n, height, width, c).movedim(-1, 1)
     return result.to(orig_dtype)
+
+
+__all__ = [
+    "CROP_METHODS",
+    "IMAGE_METHODS",
+    "LATENT_METHODS",
+    "bislerp",
+    "center_crop",
+    "common_upscale",
+    "lanczos",
+]
