@@ -163,9 +163,11 @@ def load_torch_file(
 
 
 def save_torch_file(sd: dict[str, Any], ckpt: str, metadata: dict[str, str] | None = None) -> None:
-    from safetensors.torch import save_file
+    from pathlib import Path
 
-    save_file({k: v.contiguous() for k, v in sd.items()}, ckpt, metadata=metadata)
+    from loom.memory import write_safetensors
+
+    write_safetensors(Path(ckpt), {k: v.contiguous() for k, v in sd.items()}, metadata)
 
 
 def common_upscale(samples: Any, width: int, height: int, upscale_method: str, crop: str) -> Any:

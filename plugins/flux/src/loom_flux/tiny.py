@@ -16,8 +16,8 @@ import attrs
 import torch
 from loom_sd15.clip import TextEncoderConfig, build_text_encoder
 from loom_sd15.vae import AutoencoderKL, VAEConfig
-from safetensors.torch import save_file
 
+from loom.memory import write_safetensors
 from loom_flux.convert import CHECKPOINT_PREFIX
 from loom_flux.dit import FluxConfig, FluxTransformer
 from loom_flux.t5 import T5Config, build_t5
@@ -108,9 +108,7 @@ def save(state: Mapping[str, torch.Tensor], path: Path, dtype: torch.dtype | Non
     """Write ``state`` as safetensors, floating tensors converted to ``dtype`` if given."""
     if dtype is not None:
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(dict(state), str(path))
-    return path
+    return write_safetensors(path, state)
 
 
 def write_tiny_files(folder: Path, seed: int = 0, guidance: bool = True) -> dict[str, Path]:
