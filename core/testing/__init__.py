@@ -23,6 +23,7 @@ nothing beyond ``import loom``: each helper imports what it uses when called.
 
 from loom.testing.harness import (
     HarnessError,
+    make_context,
     make_host,
     make_registry,
     make_runtime,
@@ -33,6 +34,7 @@ from loom.testing.prompts import PromptRecord, run_prompt
 __all__ = [
     "HarnessError",
     "PromptRecord",
+    "make_context",
     "make_host",
     "make_registry",
     "make_runtime",

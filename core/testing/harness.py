@@ -20,6 +20,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from loom.executor.context import RunContext
     from loom.plugins import PluginHost
     from loom.registry import Registry
     from loom.runtime import Runtime
@@ -171,3 +172,11 @@ def _import(path: str) -> Any:
         return getattr(module, attribute) if attribute else module
     except Exception as exc:
         raise HarnessError(f"plugin {path!r} failed to import: {exc}") from exc
+
+
+def make_context(runtime: Runtime | None = None, *, node_id: str = "1") -> RunContext:
+    """The :class:`~loom.RunContext` a node's ``run`` gets from the executor, for calling one
+    node directly in a test (prompt id ``"test"``, an empty prompt, a fresh interrupt flag)."""
+    from loom.executor import context
+
+    return context.RunContext(node_id, "test", {}, {}, runtime, context.InterruptFlag())

@@ -7,24 +7,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from loom.errors import LoomError
-
-
-def Ctx(runtime):
-    from loom.executor.context import InterruptFlag, RunContext
-
-    return RunContext(
-        node_id="1",
-        prompt_id="p",
-        prompt={},
-        extra_data={},
-        runtime=runtime,
-        interrupt=InterruptFlag(),
-    )
+from loom.testing import make_context
 
 
 def _node(runtime, class_type, **inputs):
     cls = runtime.registry.nodes[class_type].source_class
-    return cls(**inputs).run(Ctx(runtime))
+    return cls(**inputs).run(make_context(runtime))
 
 
 def test_plugin_is_installed_and_registers_family_and_nodes(runtime):

@@ -9,24 +9,15 @@ import torch
 from loom_flux.adapter_keys import flux_adapter_key_map
 from safetensors.torch import save_file
 
-
-def Ctx(runtime):
-    from loom.executor.context import InterruptFlag, RunContext
-
-    return RunContext(
-        node_id="1",
-        prompt_id="p",
-        prompt={},
-        extra_data={},
-        runtime=runtime,
-        interrupt=InterruptFlag(),
-    )
+from loom.testing import make_context
 
 
 def _model(runtime):
     from loom.nodes.builtin.loaders import UNETLoader
 
-    return UNETLoader(unet_name="tiny-flux.safetensors", weight_dtype="default").run(Ctx(runtime))
+    return UNETLoader(unet_name="tiny-flux.safetensors", weight_dtype="default").run(
+        make_context(runtime)
+    )
 
 
 @pytest.mark.parametrize(
@@ -63,7 +54,7 @@ def test_lora_loader_model_only_patches_a_flux_clone(runtime, base_dir):
     model = _model(runtime)
     base = model.module.get_parameter("double_blocks.0.img_attn.proj.weight").detach().clone()
     out = LoraLoaderModelOnly(model=model, lora_name="flux-lora.safetensors", strength_model=0.5)
-    patched = out.run(Ctx(runtime))
+    patched = out.run(make_context(runtime))
     runtime.memory.load([patched])
     got = patched.module.get_parameter("double_blocks.0.img_attn.proj.weight").detach().clone()
     assert torch.allclose(got, base + 0.5 * (up @ down), atol=1e-5)

@@ -12,9 +12,9 @@ from loom_sdxl.family import SDXLFamily
 from safetensors.torch import load_file, save_file
 
 from loom.errors import LoomError, ModelFileError
-from loom.executor.context import InterruptFlag, RunContext
 from loom.family_detection import detect_family
 from loom.safetensors_header import read_header
+from loom.testing import make_context
 from loom.types import LoadRequest
 
 TOL = 1e-4
@@ -22,10 +22,6 @@ TOL = 1e-4
 
 def _registry():
     return types.SimpleNamespace(families={"sd15": SD15Family(), "sdxl": SDXLFamily()})
-
-
-def _ctx(runtime):
-    return RunContext("1", "test", {}, {}, runtime, InterruptFlag())
 
 
 @pytest.mark.parametrize("key", ["base", "refiner", "inpaint"])
@@ -68,12 +64,14 @@ def test_checkpoint_loads_all_parts(runtime):
 
     from loom.nodes.builtin.loaders import CheckpointLoaderSimple
 
-    parts = CheckpointLoaderSimple(ckpt_name="sdxl.safetensors").run(_ctx(runtime))
+    parts = CheckpointLoaderSimple(ckpt_name="sdxl.safetensors").run(make_context(runtime))
     assert isinstance(parts.model, SDXLModel) and not parts.model.refiner
     assert parts.model.latent_format.scale_factor == 0.13025
     assert isinstance(parts.clip, SDXLClip) and not parts.clip.is_refiner
     assert isinstance(parts.vae, SD15Vae)
-    refiner = CheckpointLoaderSimple(ckpt_name="sdxl-refiner.safetensors").run(_ctx(runtime))
+    refiner = CheckpointLoaderSimple(ckpt_name="sdxl-refiner.safetensors").run(
+        make_context(runtime)
+    )
     assert refiner.model.refiner and refiner.clip.is_refiner
 
 
@@ -107,7 +105,7 @@ def test_conditioning_is_penultimate_l_and_g_with_g_projected_pooled(
 ):
     from loom.nodes.builtin.loaders import CheckpointLoaderSimple
 
-    clip = CheckpointLoaderSimple(ckpt_name="sdxl.safetensors").run(_ctx(runtime)).clip
+    clip = CheckpointLoaderSimple(ckpt_name="sdxl.safetensors").run(make_context(runtime)).clip
     [[cond, options]] = clip.encode("a photo of a cat")
     l_model, g_model = _reference_encoders(tiny_files)
     with torch.no_grad():
@@ -125,7 +123,9 @@ def test_conditioning_is_penultimate_l_and_g_with_g_projected_pooled(
 def test_clip_set_last_layer_applies_to_both_encoders(runtime, tiny_files, shared_tokenizers):
     from loom.nodes.builtin.loaders import CheckpointLoaderSimple
 
-    clip = CheckpointLoaderSimple(ckpt_name="sdxl.safetensors").run(_ctx(runtime)).clip.clone()
+    clip = (
+        CheckpointLoaderSimple(ckpt_name="sdxl.safetensors").run(make_context(runtime)).clip.clone()
+    )
     clip.set_last_layer(-1)
     [[cond, _]] = clip.encode("a cat")
     l_model, g_model = _reference_encoders(tiny_files)
@@ -139,11 +139,11 @@ def test_clip_set_last_layer_applies_to_both_encoders(runtime, tiny_files, share
 def test_dual_clip_loader_sdxl_matches_the_checkpoint_clip(runtime):
     from loom.nodes.builtin.loaders import CheckpointLoaderSimple, DualCLIPLoader
 
-    ckpt = CheckpointLoaderSimple(ckpt_name="sdxl.safetensors").run(_ctx(runtime)).clip
+    ckpt = CheckpointLoaderSimple(ckpt_name="sdxl.safetensors").run(make_context(runtime)).clip
     for first, second in (("clip_l", "clip_g"), ("clip_g", "clip_l")):
         dual = DualCLIPLoader(
             clip_name1=f"{first}.safetensors", clip_name2=f"{second}.safetensors", type="sdxl"
-        ).run(_ctx(runtime))
+        ).run(make_context(runtime))
         a, b = ckpt.encode("red (car:1.3)")[0], dual.encode("red (car:1.3)")[0]
         assert torch.equal(a[0], b[0])
         # the checkpoint's projection is a transposed view: another GEMM kernel, same values
@@ -155,7 +155,7 @@ def test_text_encode_sdxl_pads_the_shorter_prompt_with_empty_chunks(runtime):
 
     from loom.nodes.builtin.loaders import CheckpointLoaderSimple
 
-    clip = CheckpointLoaderSimple(ckpt_name="sdxl.safetensors").run(_ctx(runtime)).clip
+    clip = CheckpointLoaderSimple(ckpt_name="sdxl.safetensors").run(make_context(runtime)).clip
     long_text = ", ".join(["a red apple on a wooden table"] * 12)
     tokens = clip.tokenize_pair(long_text, "short")
     assert len(tokens.g) == len(tokens.l) > 1
