@@ -31,7 +31,7 @@ from loom_samplers.samplers.base import (
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from loom.types import Denoiser, NoiseSource, StepCallback
+    from loom.types import Denoiser, NoiseSampler, NoiseSource, StepCallback
 
 SOLVER_TYPES = ("phi_1", "phi_2")
 
@@ -51,14 +51,14 @@ class _ChainedNoise:
     from ``c_a`` to ``c_b`` (fractions of ``h``) it is ``ξ_a·e^{(c_a-c_b)hη} + √(1-e^{2(c_a-c_b)hη})·ξ``,
     so its variance is always ``1 - e^{-2·c_b·h·η}``."""
 
-    def __init__(self, draw, h_eta_base: Tensor) -> None:
+    def __init__(self, draw: NoiseSampler, h_times_eta: Tensor) -> None:
         self.draw = draw
-        self.h_eta_base = h_eta_base  # h·η
+        self.h_times_eta = h_times_eta
         self.value: Tensor | None = None
         self.at = 0.0
 
     def advance(self, to: float, sigma_from: Tensor, sigma_to: Tensor) -> Tensor:
-        segment = (self.at - to) * self.h_eta_base
+        segment = (self.at - to) * self.h_times_eta
         fresh = segment.mul(2).expm1().neg().sqrt() * self.draw(sigma_from, sigma_to)
         self.value = fresh if self.value is None else self.value * segment.exp() + fresh
         self.at = to
