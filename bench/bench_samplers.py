@@ -95,8 +95,16 @@ def load_kdiff():
     return sys.modules["_kdiff_bench.sampling"]
 
 
-def near_free(x, sigma, **_):
-    return x * 0.5 + 0.1
+class NearFree:
+    """The near-free denoiser, with the schedule a sampler may read (sa_solver's SDE interval)."""
+
+    model_sampling = DiscreteEps()
+
+    def __call__(self, x, sigma, **_):
+        return x * 0.5 + 0.1
+
+
+near_free = NearFree()
 
 
 class NearFreeModel:
@@ -127,6 +135,8 @@ def evals_per_run(name: str, sigmas, x) -> int:
     def counting(x, sigma, **_):
         counter["n"] += 1
         return near_free(x, sigma)
+
+    counting.model_sampling = near_free.model_sampling
 
     run_ours(name, counting, x, sigmas)
     return counter["n"]
@@ -166,7 +176,11 @@ def main() -> None:
     parser.add_argument(
         "--unet-ms", type=float, default=UNET_MS, help="a UNet forward at this latent size, ms"
     )
+    parser.add_argument(
+        "--samplers", default="", help="comma-separated sampler names (default: all registered)"
+    )
     args = parser.parse_args()
+    names = [n for n in args.samplers.split(",") if n] or list(SAMPLERS)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -199,7 +213,7 @@ def main() -> None:
     evals: dict[str, float] = {}
     ours: dict[str, float] = {}
     with torch.inference_mode():
-        for name in SAMPLERS:
+        for name in names:
             needs_uncond = SAMPLER_INFO.get(name, SamplerInfo()).needs_uncond
             if not needs_uncond:
                 evals[name] = evals_per_run(name, sigmas, x) / args.steps
@@ -231,7 +245,7 @@ def main() -> None:
         for batch in (1, 2):
             xb = x.repeat(batch, 1, 1, 1)
             plain = FunctionNoise(lambda a, b, s=xb.shape: torch.randn(s, device=device))
-            for name in SDE_NAMES:
+            for name in (n for n in SDE_NAMES if n in evals):
                 label = name if batch == 1 else f"{name} (batch 2)"
                 mine = (
                     ours[name]

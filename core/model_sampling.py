@@ -98,7 +98,8 @@ def discrete_sigmas(
     timesteps: int = 1000,
     schedule: str = "scaled_linear",
 ) -> torch.Tensor:
-    """DDPM sigmas ``sqrt((1-ᾱ)/ᾱ)`` for the ``linear`` or ``scaled_linear`` beta schedule."""
+    """DDPM sigmas ``sqrt((1-ᾱ)/ᾱ)`` for the ``linear`` or ``scaled_linear`` beta schedule,
+    in float64 (callers cast; ComfyUI takes ``log_sigmas`` from these before the cast)."""
     torch = _torch()
     if schedule == "scaled_linear":
         betas = (
@@ -109,7 +110,7 @@ def discrete_sigmas(
     else:
         raise ValueError(f"unknown beta schedule {schedule!r}")
     alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
-    return (((1 - alphas_cumprod) / alphas_cumprod) ** 0.5).float()
+    return ((1 - alphas_cumprod) / alphas_cumprod) ** 0.5
 
 
 @attrs.define(eq=False)
@@ -123,10 +124,12 @@ class DiscreteEps(ModelSampling):
     log_sigmas: torch.Tensor = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
-        self.sigmas = discrete_sigmas(
-            self.linear_start, self.linear_end, self.timesteps, self.schedule
-        )
-        self.log_sigmas = self.sigmas.log()
+        sigmas = discrete_sigmas(self.linear_start, self.linear_end, self.timesteps, self.schedule)
+        self.sigmas = sigmas.float()
+        # The log of the float64 sigmas, then cast, as ComfyUI does: the log of the float32
+        # sigmas differs by one ulp in 399 of 1,000 entries, which moves the nearest-timestep
+        # look-up (sgm_uniform, normal) onto a neighbouring step.
+        self.log_sigmas = sigmas.log().float()
 
     def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
         """Nearest-index lookup of ``log σ`` in the table (k-diffusion's ``sigma_to_t``)."""

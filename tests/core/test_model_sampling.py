@@ -77,3 +77,15 @@ def test_flow_matching_with_shift():
     assert flux_shift(256) == pytest.approx(math.exp(0.5)) and flux_shift(4096) == pytest.approx(
         math.exp(1.15)
     )
+
+
+def test_discrete_log_sigmas_are_the_float64_logs_cast_to_float32():
+    # ComfyUI: log_sigmas = log(float64 sigmas).float(), not log(float32 sigmas).
+    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
+    alphas_cumprod = torch.cumprod(1 - betas, dim=0)
+    sigmas64 = ((1 - alphas_cumprod) / alphas_cumprod) ** 0.5
+    sampling = DiscreteEps()
+    assert sampling.sigmas.dtype == torch.float32 and sampling.log_sigmas.dtype == torch.float32
+    assert torch.equal(sampling.sigmas, sigmas64.float())
+    assert torch.equal(sampling.log_sigmas, sigmas64.log().float())
+    assert not torch.equal(sampling.log_sigmas, sampling.sigmas.log())

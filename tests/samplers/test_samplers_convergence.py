@@ -36,6 +36,11 @@ STOCHASTIC = {
     "res_multistep_ancestral",
     "res_multistep_ancestral_cfg_pp",
     "er_sde",
+    "exp_heun_2_x0_sde",
+    "seeds_2",
+    "seeds_3",
+    "sa_solver",
+    "sa_solver_pece",
 }
 #: mean |error| allowed; first-order (euler, ddim, cfg++ euler), heunpp2 and the adaptive
 #: solver (rtol 0.05) are looser. lcm expects a consistency model: only its mean is checked.
@@ -103,6 +108,10 @@ def test_samplers_converge_on_gaussian_data(guided, name):
         "dpmpp_3m_sde",
         "er_sde",
         "lcm",
+        "exp_heun_2_x0",
+        "seeds_2",
+        "seeds_3",
+        "sa_solver",
     ],
 )
 def test_samplers_flow_models_converge(guided, name):

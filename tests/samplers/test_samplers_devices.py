@@ -73,7 +73,7 @@ def run_ksampler(
     return out["samples"]
 
 
-@pytest.mark.parametrize("sampler", ["dpmpp_2m_sde", "dpmpp_sde", "euler"])
+@pytest.mark.parametrize("sampler", ["dpmpp_2m_sde", "dpmpp_sde", "euler", "exp_heun_2_x0"])
 def test_sampler_on_device_matches_cpu(samplers_registry, device_model, cond, device, sampler):
     """CPU initial noise and a CPU Brownian tree: the device changes only the rounding."""
     model = device_model(device)
@@ -82,6 +82,19 @@ def test_sampler_on_device_matches_cpu(samplers_registry, device_model, cond, de
     assert out.device.type == "cpu" and out.dtype == torch.float32
     expected = run_ksampler(samplers_registry, device_model("cpu"), cond, sampler)
     torch.testing.assert_close(out, expected, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("sampler", ["sa_solver", "sa_solver_pece", "seeds_3"])
+def test_stochastic_adams_and_seeds_run_on_the_device(
+    samplers_registry, device_model, cond, device, sampler
+):
+    """Their noise is drawn on the latent's device (ComfyUI's default noise sampler), so only
+    the placement and the values' sanity are checked against the CPU run."""
+    model = device_model(device)
+    out = run_ksampler(samplers_registry, model, cond, sampler)
+    assert model.devices == {device}
+    assert out.device.type == "cpu" and out.dtype == torch.float32
+    assert torch.isfinite(out).all()
 
 
 def test_gpu_sde_variant_draws_on_the_latents_device(samplers_registry, device_model, cond, device):

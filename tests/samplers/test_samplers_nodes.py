@@ -51,7 +51,8 @@ def _reference(model, positive, negative, cfg, seed, steps, sampler, scheduler, 
 
 
 @pytest.mark.parametrize(
-    "sampler", ["euler", "euler_ancestral", "dpmpp_2m", "dpmpp_2m_sde", "uni_pc"]
+    "sampler",
+    ["euler", "euler_ancestral", "dpmpp_2m", "dpmpp_2m_sde", "uni_pc", "seeds_2", "sa_solver"],
 )
 def test_samplers_ksampler_end_to_end(samplers_registry, toy_model, cond, sampler):
     model = toy_model()

@@ -115,3 +115,43 @@ def test_samplers_flow_schedules_end_at_zero():
     for name in ("simple", "normal", "sgm_uniform", "karras", "beta", "kl_optimal"):
         sig = SCHEDULERS[name](flow, 12)
         assert float(sig[-1]) == 0.0 and float(sig[0]) <= 1.0 + 1e-6, name
+
+
+def _comfy_log_sigmas() -> torch.Tensor:
+    """ComfyUI's ``log_sigmas``: the log of the float64 sigmas, then cast to float32."""
+    return torch.from_numpy(np.log(_table())).float()
+
+
+@pytest.mark.parametrize("steps", [4, 7, 20])
+def test_samplers_normal_and_sgm_use_the_float64_log_sigma_table(steps):
+    # ComfyUI interpolates float32 log sigmas taken from the float64 table; the float32 log of
+    # the float32 sigmas is one ulp off in 399 entries and moves these schedules.
+    ms, logs = DiscreteEps(), _comfy_log_sigmas()
+    assert torch.equal(ms.log_sigmas, logs)
+
+    def comfy_sigma(t: float) -> float:
+        low, high = math.floor(t), math.ceil(t)
+        w = torch.tensor(t - low, dtype=torch.float32)
+        return float(((1 - w) * logs[low] + w * logs[high]).exp())
+
+    normal_ts = torch.linspace(999, 0, steps)
+    sgm_ts = torch.linspace(999, 0, steps + 1)[:-1]
+    assert SCHEDULERS["normal"](ms, steps).tolist() == [
+        *[comfy_sigma(float(t)) for t in normal_ts],
+        0.0,
+    ]
+    assert SCHEDULERS["sgm_uniform"](ms, steps).tolist() == [
+        *[comfy_sigma(float(t)) for t in sgm_ts],
+        0.0,
+    ]
+
+
+def test_samplers_seven_step_normal_schedule_looks_up_comfyuis_timesteps():
+    # uni_pc / dpm_2 at 6 steps schedule 7 normal steps; t = 832.5 lies half-way in log σ,
+    # and the model is called at ComfyUI's timestep 833 (832 with float32 logs).
+    ms = DiscreteEps()
+    sigmas = SCHEDULERS["normal"](ms, 7)
+    assert ms.timestep(sigmas[1]).item() == 833
+    logs = _comfy_log_sigmas()
+    expected = [int((s.log() - logs).abs().argmin()) for s in sigmas[:-1]]
+    assert ms.timestep(sigmas[:-1]).tolist() == expected

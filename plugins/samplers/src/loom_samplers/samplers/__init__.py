@@ -11,7 +11,16 @@ the unconditional prediction).
 from __future__ import annotations
 
 from loom.types import Sampler, SamplerInfo
-from loom_samplers.samplers import cfg_pp, dpm_solver, dpmpp, karras, multistep, unipc
+from loom_samplers.samplers import (
+    cfg_pp,
+    dpm_solver,
+    dpmpp,
+    karras,
+    multistep,
+    sa_solver,
+    seeds,
+    unipc,
+)
 
 SAMPLERS: dict[str, Sampler] = {
     "euler": karras.euler,
@@ -20,6 +29,8 @@ SAMPLERS: dict[str, Sampler] = {
     "euler_ancestral_cfg_pp": cfg_pp.euler_ancestral_cfg_pp,
     "heun": karras.heun,
     "heunpp2": karras.heunpp2,
+    "exp_heun_2_x0": seeds.exp_heun_2_x0,
+    "exp_heun_2_x0_sde": seeds.exp_heun_2_x0_sde,
     "dpm_2": karras.dpm_2,
     "dpm_2_ancestral": karras.dpm_2_ancestral,
     "lms": karras.lms,
@@ -49,6 +60,10 @@ SAMPLERS: dict[str, Sampler] = {
     "gradient_estimation": multistep.gradient_estimation,
     "gradient_estimation_cfg_pp": cfg_pp.gradient_estimation_cfg_pp,
     "er_sde": multistep.er_sde,
+    "seeds_2": seeds.seeds_2,
+    "seeds_3": seeds.seeds_3,
+    "sa_solver": sa_solver.sa_solver,
+    "sa_solver_pece": sa_solver.sa_solver_pece,
     "ddim": karras.ddim,
     "uni_pc": unipc.uni_pc,
     "uni_pc_bh2": unipc.uni_pc_bh2,

@@ -19,7 +19,6 @@ from loom_samplers.samplers.base import (
     ones_batch,
     report,
     require_uncond,
-    sigma_from_half_log_snr,
     to_d,
 )
 from loom_samplers.samplers.multistep import gradient_estimation, res_multistep
@@ -115,51 +114,39 @@ def dpmpp_2s_ancestral_cfg_pp(
     eta: float = 1.0,
     s_noise: float = 1.0,
 ) -> Tensor:
-    """DPM-Solver++(2S) ancestral with CFG++."""
-    from loom_samplers.samplers.karras import _rf_ancestral
+    """DPM-Solver++(2S) ancestral with CFG++, ComfyUI 0.8's form (for every model type).
 
+    With ``g = D(x) - u`` the guidance of the step's first call: the midpoint is
+    ``x_2 = (σ_s/σ)(x + g) - expm1(-h/2) D(x)`` and the step
+    ``x' = (σ_down/σ)(x + D(x) - u_2) - expm1(-h) D(x_2)``, where ``u_2`` is the unconditional
+    prediction of the **second** call (ComfyUI keeps only the latest one). The last step
+    (``σ_down = 0``) returns ``D(x)``.
+    """
     guided = require_uncond(denoiser)
-    flow = is_flow(denoiser)
     draw = noise.sampler(x)
     s_noise = s_noise * noise_scale(denoiser)
     s_in = ones_batch(x)
     for i in range(len(sigmas) - 1):
         denoised = denoiser(x, sigmas[i] * s_in)
-        uncond = guided.uncond_denoised
-        guidance = denoised - uncond
-        if flow:
-            sigma_down, alpha_ratio, sigma_up = _rf_ancestral(sigmas[i], sigmas[i + 1], eta)
-        else:
-            (sigma_down, sigma_up), alpha_ratio = ancestral_step(sigmas[i], sigmas[i + 1], eta), 1.0
+        sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1], eta)
         report(on_step, i, x, sigmas[i], denoised)
-        last = is_zero(sigmas[i + 1]) if flow else is_zero(sigma_down)
-        if last:
-            x = x + to_d(x, sigmas[i], uncond) * (sigma_down - sigmas[i])
-        elif flow:
-            if float(sigmas[i]) == 1.0:
-                sigma_s = 0.9999
-            else:
-                lam_i, lam_down = half_log_snr(sigmas[i], True), half_log_snr(sigma_down, True)
-                sigma_s = sigma_from_half_log_snr(lam_i + 0.5 * (lam_down - lam_i), True)
-            ratio_s = sigma_s / sigmas[i]
-            denoiser((ratio_s * x + (1 - ratio_s) * uncond), sigma_s * s_in)
-            ratio_down = sigma_down / sigmas[i]
-            x = ratio_down * x + (1 - ratio_down) * guided.uncond_denoised
+        if is_zero(sigma_down):
+            x = denoised
         else:
             t, t_next = sigmas[i].log().neg(), sigma_down.log().neg()
             h = t_next - t
             s = t + 0.5 * h
-            x_2 = ((-s).exp() / (-t).exp()) * x - (-h * 0.5).expm1() * uncond
-            denoiser(x_2, (-s).exp() * s_in)
-            x = ((-t_next).exp() / (-t).exp()) * x - (-h).expm1() * guided.uncond_denoised
-        if flow:
-            if sigmas[i + 1] > 0 and eta > 0:
-                x = alpha_ratio * x + draw(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
-            x = x + (1 - sigmas[i + 1]) * guidance
-        else:
-            if sigmas[i + 1] > 0:
-                x = x + draw(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
-            x = x + guidance
+            uncond = guided.uncond_denoised
+            x_2 = ((-s).exp() / (-t).exp()) * (x + (denoised - uncond)) - (
+                -h * 0.5
+            ).expm1() * denoised
+            denoised_2 = denoiser(x_2, (-s).exp() * s_in)
+            uncond_2 = guided.uncond_denoised
+            x = ((-t_next).exp() / (-t).exp()) * (x + (denoised - uncond_2)) - (
+                -h
+            ).expm1() * denoised_2
+        if sigmas[i + 1] > 0:
+            x = x + draw(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
     return x
 
 
