@@ -305,6 +305,9 @@ def test_sampler_lists_and_model_management_are_live(make_runtime):
     assert comfy.samplers.KSampler.SAMPLERS == runtime.registry.sampler_names()
     assert comfy.samplers.KSampler.SCHEDULERS == runtime.registry.scheduler_names()
     assert "euler" in comfy.samplers.KSampler.SAMPLERS
+    assert comfy.samplers.SAMPLER_NAMES == runtime.registry.sampler_names()
+    assert comfy.samplers.KSAMPLER_NAMES == comfy.samplers.SAMPLER_NAMES[:-3]
+    assert comfy.samplers.SAMPLER_NAMES[-3:] == ["ddim", "uni_pc", "uni_pc_bh2"]
     assert comfy.model_management.get_torch_device() == runtime.memory.device.torch_device
     assert comfy.model_management.intermediate_device() == torch.device("cpu")
     device = runtime.memory.device.torch_device

@@ -33,9 +33,16 @@ class KSampler(metaclass=PatchGuard):
     SCHEDULERS = _LiveNames("schedulers")
 
 
+# ComfyUI runs these three outside its k-diffusion wrapper, so they appear in SAMPLER_NAMES
+# but not in KSAMPLER_NAMES; packs that build sampler menus from either list rely on that.
+_OUTSIDE_KSAMPLER = ("ddim", "uni_pc", "uni_pc_bh2")
+
+
 def __getattr__(name):
-    if name in ("KSAMPLER_NAMES", "SAMPLER_NAMES"):
+    if name == "SAMPLER_NAMES":
         return _registry_names("samplers")
+    if name == "KSAMPLER_NAMES":
+        return [n for n in _registry_names("samplers") if n not in _OUTSIDE_KSAMPLER]
     if name == "SCHEDULER_NAMES":
         return _registry_names("schedulers")
     if name.startswith("__") and name.endswith("__"):
