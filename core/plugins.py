@@ -56,6 +56,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "loom.nodes.builtin.models",
     "loom.nodes.builtin.sampling",
     "loom.nodes.builtin.logic",
+    "loom.nodes.builtin.latent_files",
 )
 
 
