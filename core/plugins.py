@@ -57,6 +57,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "loom.nodes.builtin.sampling",
     "loom.nodes.builtin.logic",
     "loom.nodes.builtin.latent_files",
+    "loom.nodes.builtin.canny",
 )
 
 
