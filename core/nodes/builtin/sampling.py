@@ -61,7 +61,7 @@ class DifferentialDiffusion:
     # no docstring: /object_info's description is ComfyUI's (empty); the module says what it does
 
     model: Model
-    strength: float = ui.float(1.0, min=0.0, max=1.0, step=0.0001, optional=True)
+    strength: float = ui.float(1.0, min=0.0, max=1.0, step=0.01, optional=True)
 
     def run(self, ctx: loom.RunContext) -> Model:
         model = self.model.clone()

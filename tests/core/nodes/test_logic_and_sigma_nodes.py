@@ -104,7 +104,7 @@ def test_differential_diffusion_object_info():
     assert info["input"] == {
         "required": {"model": ["MODEL"]},
         "optional": {
-            "strength": ["FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.0001}]
+            "strength": ["FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01}]
         },
     }
     assert (info["output"], info["category"]) == (["MODEL"], "_for_testing")
