@@ -103,8 +103,19 @@ def test_differential_diffusion_object_info():
     info = object_info_of("DifferentialDiffusion")
     assert info["input"] == {
         "required": {"model": ["MODEL"]},
-        "optional": {
-            "strength": ["FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01}]
-        },
+        "optional": {"strength": ["FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01}]},
     }
     assert (info["output"], info["category"]) == (["MODEL"], "_for_testing")
+
+
+def test_differential_diffusion_sets_the_hook_on_a_clone_of_a_real_handle(tmp_path):
+    from loom.memory import ModelHandle
+    from loom.nodes.builtin.sampling import DifferentialMask
+    from loom.samplers import denoise_mask_function_of
+
+    base = ModelHandle(torch.nn.Linear(2, 2))
+    out = run_one("DifferentialDiffusion", make_ctx(tmp_path), model=base, strength=0.5)
+    assert out is not base and out.is_clone(base)
+    assert denoise_mask_function_of(base) is None
+    assert denoise_mask_function_of(out) == DifferentialMask(0.5)
+    assert denoise_mask_function_of(out.clone()) == DifferentialMask(0.5)  # clones keep it
