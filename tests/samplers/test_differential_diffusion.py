@@ -136,3 +136,18 @@ def test_inpaint_changes_only_the_soft_region(samplers_registry, cloning_model, 
     assert torch.allclose(plain[..., 0], torch.full_like(plain[..., 0], 0.5))
     soft = (plain[..., 1:7] - differential[..., 1:7]).abs().amax(dim=(0, 1, 2))
     assert bool((soft > 1e-3).all()), soft
+
+
+def test_flow_models_threshold_linearly_in_sigma():
+    from loom.model_sampling import FlowMatching
+    from loom.nodes.builtin.sampling import DifferentialMask
+
+    sampling = FlowMatching(shift=3.0)
+    sigmas = torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0])
+    soft = gradient_mask().expand(1, 16, 8, 8)
+    sigma_to = float(sampling.sigma_min)  # the schedule ends at 0, below sigma_min
+    for sigma in (0.75, 0.5, 0.25):
+        step = DenoiseMaskStep(torch.tensor([sigma]), soft, sigmas, sampling)
+        threshold = (sigma - sigma_to) / (1.0 - sigma_to)  # timestep = 1000 σ cancels out
+        assert DifferentialMask().threshold(step).item() == pytest.approx(threshold, rel=1e-5)
+        assert torch.equal(DifferentialMask()(step), (soft >= threshold).float())
