@@ -119,9 +119,10 @@ class GuidedDenoiser:
     With a ``denoise_mask`` (1 = denoise), the kept area of ``x`` is replaced by the original
     latent noised to σ before the call and by the original latent after it (ComfyUI's
     ``KSamplerX0Inpaint``); a model with a ``denoise_mask_function`` (DifferentialDiffusion)
-    rewrites that mask for each call from σ and the whole schedule ``sigmas``. With ``keep_uncond`` (samplers registered with
-    ``SamplerInfo(needs_uncond=True)``) the unconditional prediction is always evaluated and
-    kept in ``uncond_denoised``: it is then a :class:`loom.types.UncondDenoiser`.
+    rewrites that mask for each call from σ and the whole schedule ``sigmas``. With
+    ``keep_uncond`` (samplers registered with ``SamplerInfo(needs_uncond=True)``) the
+    unconditional prediction is always evaluated and kept in ``uncond_denoised``: it is then
+    a :class:`loom.types.UncondDenoiser`.
     """
 
     def __init__(
