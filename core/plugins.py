@@ -54,6 +54,10 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "loom.nodes.builtin.animation",
     "loom.nodes.builtin.loaders",
     "loom.nodes.builtin.models",
+    "loom.nodes.builtin.sampling",
+    "loom.nodes.builtin.logic",
+    "loom.nodes.builtin.latent_files",
+    "loom.nodes.builtin.canny",
 )
 
 

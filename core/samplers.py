@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from loom.registry import Registry
 
 __all__ = [
+    "DenoiseMaskFunction",
+    "DenoiseMaskStep",
     "Denoiser",
     "NoiseSampler",
     "NoiseSource",
@@ -34,6 +36,7 @@ __all__ = [
     "Step",
     "StepCallback",
     "UncondDenoiser",
+    "denoise_mask_function_of",
     "find_sampler",
     "find_scheduler",
 ]
@@ -129,6 +132,38 @@ class Scheduler(Protocol):
     """``scheduler(model_sampling, steps) -> sigmas``: ``steps + 1`` values ending in 0."""
 
     def __call__(self, model_sampling: ModelSampling, steps: int) -> Tensor: ...
+
+
+@attrs.frozen
+class DenoiseMaskStep:
+    """What a :class:`DenoiseMaskFunction` is given at each model evaluation of a masked run.
+
+    ``sigma`` has one value per batch item; ``denoise_mask`` is the run's mask (1 = denoise),
+    already at the latent's shape; ``sigmas`` is the whole schedule the sampler was given;
+    ``model_sampling`` is the model's (for ``timestep(sigma)`` and ``sigma_min``).
+    """
+
+    sigma: Tensor
+    denoise_mask: Tensor
+    sigmas: Tensor
+    model_sampling: ModelSampling
+
+
+class DenoiseMaskFunction(Protocol):
+    """A per-step rewrite of an inpainting run's denoise mask (ComfyUI's
+    ``denoise_mask_function`` model option, set by ``DifferentialDiffusion``).
+
+    A MODEL handle carries one in its ``denoise_mask_function`` attribute (``None``: the mask
+    is used as given); the sampling run calls it before every model evaluation and uses the
+    mask it returns, shaped like ``step.denoise_mask``, for that evaluation only.
+    """
+
+    def __call__(self, step: DenoiseMaskStep) -> Tensor: ...
+
+
+def denoise_mask_function_of(model: Any) -> DenoiseMaskFunction | None:
+    """The model handle's :class:`DenoiseMaskFunction`, or ``None`` when it has none."""
+    return getattr(model, "denoise_mask_function", None)
 
 
 @attrs.frozen

@@ -34,6 +34,8 @@ import attrs
 
 # the sampler contract, defined in loom.samplers and re-exported as part of the shared types
 from loom.samplers import (
+    DenoiseMaskFunction,  # noqa: F401
+    DenoiseMaskStep,  # noqa: F401
     Denoiser,  # noqa: F401
     NoiseSampler,  # noqa: F401
     NoiseSource,  # noqa: F401
@@ -86,6 +88,9 @@ class ModelLike(Protocol):
     """A denoising model handle (the MODEL socket).
 
     ``clone()`` must be cheap and share weights; patches and options live on the clone.
+    A handle may also carry a ``denoise_mask_function``
+    (:class:`loom.samplers.DenoiseMaskFunction`, read with
+    :func:`loom.samplers.denoise_mask_function_of`) that masked sampling applies each step.
     """
 
     model_sampling: ModelSampling

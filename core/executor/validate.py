@@ -88,13 +88,20 @@ def unknown_node_types_error(
     return PromptValidationError(_error("invalid_prompt", message, details, **extra), {})
 
 
+#: ComfyUI's V3 ``MatchType`` socket type
+MATCH_TYPE = "COMFY_MATCHTYPE_V3"
+
+
 def type_matches(received: Any, expected: Any) -> bool:
-    """ComfyUI's link type rule: equal, ``*`` on either side, or intersecting unions."""
+    """ComfyUI's link type rule: equal, ``*`` or a V3 match type on either side, or
+    intersecting unions."""
     if isinstance(expected, list) or expected == "COMBO":
         return received == "COMBO" or isinstance(received, list) or received == "*"
     if not isinstance(received, str) or not isinstance(expected, str):
         return False
     if received == expected or received == "*" or expected == "*":
+        return True
+    if MATCH_TYPE in (received, expected):  # the frontend matches these, ComfyUI accepts any
         return True
     return bool({t.strip() for t in received.split(",")} & {t.strip() for t in expected.split(",")})
 

@@ -24,6 +24,7 @@ from loom.memory.patches import WeightPatch, patch_keys_present
 
 if TYPE_CHECKING:
     from loom.memory.placement import Placement
+    from loom.samplers import DenoiseMaskFunction
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,9 @@ class ModelHandle:
         self.memory_estimator = memory_estimator
         self.compute_dtype = compute_dtype
         self.supported_dtypes = tuple(supported_dtypes)
+        #: The per-step denoise-mask rewrite sampling applies to masked runs (a
+        #: :class:`loom.samplers.DenoiseMaskFunction`); ``None``: the mask as given.
+        self.denoise_mask_function: DenoiseMaskFunction | None = None
 
     def __repr__(self) -> str:
         return (

@@ -1,5 +1,5 @@
 """Image post-processing and transforms: blend, blur, sharpen, quantize, flip, rotate,
-scale to a maximum side, and taking images out of a batch.
+stitch two images, scale to a maximum side, and taking images out of a batch.
 
 ComfyUI's ``comfy_extras/nodes_post_processing.py`` and ``nodes_images.py``. IMAGE tensors are
 ``[B, H, W, C]`` in ``[0, 1]``; filters run with channels first and reflect-padded edges.
@@ -240,8 +240,116 @@ class ImageFromBatch:
         return self.image[start : start + length].clone()
 
 
+STITCH_DIRECTIONS = ("right", "down", "left", "up")
+#: spacing colours: a grey level for all three channels, or an RGB triple
+SPACING_COLORS: dict[str, float | tuple[float, float, float]] = {
+    "white": 1.0,
+    "black": 0.0,
+    "red": (1.0, 0.0, 0.0),
+    "green": (0.0, 1.0, 0.0),
+    "blue": (0.0, 0.0, 1.0),
+}
+
+
+def _repeat_last(image: Image, batch: int) -> Image:
+    import torch
+
+    missing = batch - image.shape[0]
+    return torch.cat([image, image[-1:].repeat(missing, 1, 1, 1)]) if missing > 0 else image
+
+
+def _center_pad(image: Image, dim: int, size: int, value: float) -> Image:
+    """Pad axis ``dim`` (1 = height, 2 = width) to ``size``, the odd pixel after the image."""
+    import torch.nn.functional as F
+
+    extra = size - image.shape[dim]
+    if extra <= 0:
+        return image
+    before, after = extra // 2, extra - extra // 2
+    padding = (0, 0, 0, 0, before, after) if dim == 1 else (0, 0, before, after)
+    return F.pad(image, padding, mode="constant", value=value)
+
+
+def _with_channels(image: Image, channels: int) -> Image:
+    """Extra channels (an alpha) filled with ones."""
+    import torch
+
+    missing = channels - image.shape[-1]
+    if missing <= 0:
+        return image
+    ones = torch.ones(*image.shape[:-1], missing, device=image.device, dtype=image.dtype)
+    return torch.cat([image, ones], dim=-1)
+
+
+def spacing_strip(shape: tuple[int, int, int, int], color: str, like: Image) -> Image:
+    """A ``[B, H, W, C]`` strip of the spacing colour, alpha (if any) opaque."""
+    import torch
+
+    strip = torch.zeros(shape, device=like.device, dtype=like.dtype)
+    value = SPACING_COLORS[color]
+    if isinstance(value, tuple):
+        for channel, level in enumerate(value[: shape[-1]]):
+            strip[..., channel] = level
+    else:
+        strip[..., : min(3, shape[-1])] = value
+    if shape[-1] == 4:
+        strip[..., 3] = 1.0
+    return strip
+
+
+@loom.node("ImageStitch", category="image/transform", display_name="Image Stitch")
+class ImageStitch:
+    """Stitches image2 to image1 in the specified direction.
+    If image2 is not provided, returns image1 unchanged.
+    Optional spacing can be added between images."""
+
+    image1: Image
+    direction: str = ui.combo(STITCH_DIRECTIONS, default="right")
+    match_image_size: bool = ui.boolean(True)
+    spacing_width: int = ui.int(0, min=0, max=1024, step=2)
+    spacing_color: str = ui.combo(tuple(SPACING_COLORS), default="white")
+    image2: Image = ui.input(optional=True)
+
+    def run(self, ctx: loom.RunContext) -> Image:
+        import torch
+
+        image1, image2 = self.image1, self.image2
+        if image2 is None:
+            return image1
+        batch = max(image1.shape[0], image2.shape[0])
+        image1, image2 = _repeat_last(image1, batch), _repeat_last(image2, batch)
+        sideways = self.direction in ("left", "right")
+        if self.match_image_size:
+            # image2 scaled (lanczos) to image1's height (sideways) or width, aspect kept
+            (h1, w1), (h2, w2) = image1.shape[1:3], image2.shape[1:3]
+            aspect = w2 / h2
+            width, height = (int(h1 * aspect), h1) if sideways else (w1, int(w1 / aspect))
+            image2 = common_upscale(
+                image2.movedim(-1, 1), width, height, "lanczos", "disabled"
+            ).movedim(1, -1)
+        else:
+            # the other side padded to the larger one, centred, grey colours only (else black)
+            value = SPACING_COLORS[self.spacing_color]
+            pad_value = value if not isinstance(value, tuple) else 0.0
+            dim = 1 if sideways else 2
+            size = max(image1.shape[dim], image2.shape[dim])
+            image1 = _center_pad(image1, dim, size, pad_value)
+            image2 = _center_pad(image2, dim, size, pad_value)
+        channels = max(image1.shape[-1], image2.shape[-1])
+        image1, image2 = _with_channels(image1, channels), _with_channels(image2, channels)
+        parts = [image2, image1] if self.direction in ("left", "up") else [image1, image2]
+        if self.spacing_width > 0:
+            width = self.spacing_width + self.spacing_width % 2  # even
+            if sideways:
+                shape = (batch, max(image1.shape[1], image2.shape[1]), width, channels)
+            else:
+                shape = (batch, width, max(image1.shape[2], image2.shape[2]), channels)
+            parts.insert(1, spacing_strip(shape, self.spacing_color, image1))
+        return torch.cat(parts, dim=2 if sideways else 1)
+
+
 _POST_PROCESSING = (ImageBlend, ImageBlur, ImageQuantize, ImageSharpen)
-_IMAGES = (ImageFromBatch, ImageRotate, ImageFlip, ImageScaleToMaxDimension)
+_IMAGES = (ImageFromBatch, ImageStitch, ImageRotate, ImageFlip, ImageScaleToMaxDimension)
 NODES: tuple[type, ...] = _POST_PROCESSING + _IMAGES
 
 

@@ -203,3 +203,104 @@ def test_object_info_matches_comfyui_schemas():
         {"default": 0, "min": 0, "max": 4095},
     ]
     assert from_batch["python_module"] == "comfy_extras.nodes_images"
+
+
+def flat(batch: int, height: int, width: int, value: float, channels: int = 3) -> torch.Tensor:
+    return torch.full((batch, height, width, channels), value)
+
+
+def test_image_stitch_pads_centred_and_inserts_even_spacing():
+    ctx = None
+    out = run_one(
+        "ImageStitch",
+        ctx,
+        image1=flat(1, 2, 3, 0.2),
+        image2=flat(1, 5, 1, 0.7),
+        direction="right",
+        match_image_size=False,
+        spacing_width=1,  # rounded up to 2
+        spacing_color="white",
+    )
+    expected = torch.ones(1, 5, 3 + 2 + 1, 3)  # white pad and spacing
+    expected[:, 1:3, :3] = 0.2  # 3 rows of padding: 1 above, 2 below
+    expected[:, :, 5:] = 0.7
+    assert torch.equal(out, expected)
+    left = run_one(
+        "ImageStitch",
+        ctx,
+        image1=flat(1, 2, 3, 0.2),
+        image2=flat(1, 2, 1, 0.7),
+        direction="left",
+        match_image_size=False,
+        spacing_width=0,
+        spacing_color="black",
+    )
+    assert left[0, 0, :, 0].tolist() == pytest.approx([0.7, 0.2, 0.2, 0.2])
+
+
+def test_image_stitch_up_pads_width_black_for_colours_and_spaces_in_colour():
+    out = run_one(
+        "ImageStitch",
+        None,
+        image1=flat(1, 1, 2, 0.5),
+        image2=flat(1, 1, 4, 0.25),
+        direction="up",
+        match_image_size=False,
+        spacing_width=2,
+        spacing_color="red",
+    )
+    assert out.shape == (1, 1 + 2 + 1, 4, 3)
+    assert torch.equal(out[0, 0], torch.full((4, 3), 0.25))  # image2 on top
+    assert torch.equal(out[0, 1:3], torch.tensor([1.0, 0.0, 0.0]).expand(2, 4, 3))
+    assert out[0, 3, :, 0].tolist() == [0.0, 0.5, 0.5, 0.0]  # a colour pads with black
+
+
+def test_image_stitch_matches_size_repeats_batch_and_adds_alpha():
+    image1 = torch.rand(2, 4, 6, 4)
+    out = run_one(
+        "ImageStitch",
+        None,
+        image1=image1,
+        image2=flat(1, 2, 3, 0.6),
+        direction="down",
+        match_image_size=True,
+        spacing_width=2,
+        spacing_color="blue",
+    )
+    # image2 scaled to image1's width 6, height int(6 / 1.5) = 4; its last item repeated
+    assert out.shape == (2, 4 + 2 + 4, 6, 4)
+    assert torch.equal(out[:, :4], image1)
+    assert torch.equal(out[:, 4:6], torch.tensor([0.0, 0.0, 1.0, 1.0]).expand(2, 2, 6, 4))
+    assert torch.allclose(out[:, 6:, :, :3], torch.full((2, 4, 6, 3), 0.6), atol=1e-2)
+    assert torch.equal(out[:, 6:, :, 3], torch.ones(2, 4, 6))  # alpha added to image2
+    sideways = run_one(
+        "ImageStitch",
+        None,
+        image1=flat(1, 4, 2, 0.1),
+        image2=flat(1, 2, 3, 0.6),
+        direction="right",
+        match_image_size=True,
+        spacing_width=0,
+        spacing_color="white",
+    )
+    assert sideways.shape == (1, 4, 2 + 6, 3)  # image2 to height 4, width int(4 * 1.5)
+
+
+def test_image_stitch_without_image2_returns_image1():
+    image1 = torch.rand(1, 3, 3, 3)
+    out = run_one(
+        "ImageStitch",
+        None,
+        image1=image1,
+        direction="right",
+        match_image_size=True,
+        spacing_width=0,
+        spacing_color="white",
+    )
+    assert out is image1
+    info = object_info_of("ImageStitch")
+    assert info["input"]["optional"] == {"image2": ["IMAGE"]}
+    assert info["input"]["required"]["spacing_width"] == [
+        "INT",
+        {"default": 0, "min": 0, "max": 1024, "step": 2},
+    ]

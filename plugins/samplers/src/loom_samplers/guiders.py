@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from loom import RunContext
+from loom.samplers import DenoiseMaskStep, denoise_mask_function_of
 from loom_samplers.conditioning_batches import (
     CondEntry,
     calc_cond_batch,
@@ -117,9 +118,11 @@ class GuidedDenoiser:
 
     With a ``denoise_mask`` (1 = denoise), the kept area of ``x`` is replaced by the original
     latent noised to σ before the call and by the original latent after it (ComfyUI's
-    ``KSamplerX0Inpaint``). With ``keep_uncond`` (samplers registered with
-    ``SamplerInfo(needs_uncond=True)``) the unconditional prediction is always evaluated and
-    kept in ``uncond_denoised``: it is then a :class:`loom.types.UncondDenoiser`.
+    ``KSamplerX0Inpaint``); a model with a ``denoise_mask_function`` (DifferentialDiffusion)
+    rewrites that mask for each call from σ and the whole schedule ``sigmas``. With
+    ``keep_uncond`` (samplers registered with ``SamplerInfo(needs_uncond=True)``) the
+    unconditional prediction is always evaluated and kept in ``uncond_denoised``: it is then
+    a :class:`loom.types.UncondDenoiser`.
     """
 
     def __init__(
@@ -129,6 +132,7 @@ class GuidedDenoiser:
         latent_image: Tensor,
         noise: Tensor,
         denoise_mask: Tensor | None = None,
+        sigmas: Tensor | None = None,
         keep_uncond: bool = False,
         ctx: RunContext | None = None,
     ) -> None:
@@ -137,6 +141,8 @@ class GuidedDenoiser:
         self.latent_image = latent_image
         self.noise = noise
         self.denoise_mask = denoise_mask
+        self.sigmas = sigmas
+        self.mask_function = denoise_mask_function_of(guider.model)
         self.ctx = ctx
         self.keep_uncond = keep_uncond
         if keep_uncond:
@@ -144,6 +150,10 @@ class GuidedDenoiser:
 
     def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
         mask = self.denoise_mask
+        if mask is not None and self.mask_function is not None:
+            mask = self.mask_function(
+                DenoiseMaskStep(sigma, mask, self.sigmas, self.model_sampling)
+            )
         if mask is not None:
             kept = 1.0 - mask
             sigma_b = sigma.reshape([sigma.shape[0]] + [1] * (self.noise.ndim - 1))

@@ -162,6 +162,7 @@ def sample(
         latent_image=latent,
         noise=inpaint_noise,
         denoise_mask=denoise_mask,
+        sigmas=sigmas,
         keep_uncond=info.needs_uncond,
         ctx=ctx,
     )

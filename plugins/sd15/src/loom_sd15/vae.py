@@ -226,21 +226,26 @@ class AutoencoderKL(nn.Module):
 # --- tiling ---------------------------------------------------------------------------
 
 
-def _feather(mask: torch.Tensor, feather: int) -> None:
-    for t in range(feather):
-        w = (t + 1) / feather
-        mask[:, :, t : t + 1, :] *= w
-        mask[:, :, mask.shape[2] - 1 - t : mask.shape[2] - t, :] *= w
-        mask[:, :, :, t : t + 1] *= w
-        mask[:, :, :, mask.shape[3] - 1 - t : mask.shape[3] - t] *= w
+def feather_mask(shape: tuple[int, ...], feather: int) -> torch.Tensor:
+    """Ones of ``shape`` (``[B, C, H, W]``), ramped ``1/f, 2/f, ..., 1`` over ``feather``
+    pixels in from each border of H and W; an axis no longer than ``feather`` stays flat."""
+    mask = torch.ones(shape)
+    for dim in (2, 3):
+        if feather >= mask.shape[dim]:
+            continue
+        for t in range(feather):
+            ramp = (t + 1) / feather
+            mask.narrow(dim, t, 1).mul_(ramp)
+            mask.narrow(dim, mask.shape[dim] - 1 - t, 1).mul_(ramp)
+    return mask
 
 
-def _starts(size: int, tile: int, overlap: int) -> list[int]:
+def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
+    """Tile origins along one axis: the regular grid of ``tile - overlap`` strides from 0
+    below ``size - overlap``; the last tile is cut at the border, never shifted back."""
     if size <= tile:
         return [0]
-    step = max(1, tile - overlap)
-    starts = list(range(0, size - overlap, step))
-    return sorted({max(0, min(size - tile, s)) for s in starts})
+    return list(range(0, size - overlap, max(1, tile - overlap)))
 
 
 def tiled_scale(
@@ -251,22 +256,31 @@ def tiled_scale(
     scale: float,
     out_channels: int,
 ) -> torch.Tensor:
-    """Apply ``fn`` (which scales H, W by ``scale``) tile by tile; overlaps are feathered."""
-    b, _, h, w = samples.shape
+    """Apply ``fn`` (which scales H, W by ``scale``) tile by tile, one batch item at a time
+    (ComfyUI's ``tiled_scale_multidim``): tiles ``(height, width)`` on :func:`tile_starts`,
+    each weighted by :func:`feather_mask` over ``round(overlap * scale)`` output pixels; an
+    item that fits in one tile goes through ``fn`` whole."""
+    _, _, h, w = samples.shape
     out_h, out_w = round(h * scale), round(w * scale)
-    output = torch.zeros(b, out_channels, out_h, out_w)
-    weight = torch.zeros(b, 1, out_h, out_w)
-    feather = round(overlap * scale)
-    for y in _starts(h, tile[0], overlap):
-        for x in _starts(w, tile[1], overlap):
-            piece = samples[:, :, y : y + tile[0], x : x + tile[1]]
-            result = fn(piece).float().cpu()
-            mask = torch.ones(1, 1, result.shape[2], result.shape[3])
-            _feather(mask, min(feather, result.shape[2] // 2, result.shape[3] // 2))
-            oy, ox = round(y * scale), round(x * scale)
-            output[:, :, oy : oy + result.shape[2], ox : ox + result.shape[3]] += result * mask
-            weight[:, :, oy : oy + result.shape[2], ox : ox + result.shape[3]] += mask
-    return output / weight.clamp_min(1e-8)
+    outputs = []
+    for item in samples.split(1):
+        if h <= tile[0] and w <= tile[1]:
+            outputs.append(fn(item).float().cpu())
+            continue
+        output = torch.zeros(1, out_channels, out_h, out_w)
+        weight = torch.zeros(1, out_channels, out_h, out_w)
+        feather = round(overlap * scale)
+        for y in tile_starts(h, tile[0], overlap):
+            for x in tile_starts(w, tile[1], overlap):
+                result = fn(item[:, :, y : y + tile[0], x : x + tile[1]]).float().cpu()
+                mask = feather_mask(tuple(result.shape), feather)
+                oy, ox = round(y * scale), round(x * scale)
+                region = (slice(None), slice(None), slice(oy, oy + mask.shape[2]))
+                region = (*region, slice(ox, ox + mask.shape[3]))
+                output[region] += result * mask
+                weight[region] += mask
+        outputs.append(output / weight)
+    return torch.cat(outputs)
 
 
 def three_tilings(
@@ -277,10 +291,14 @@ def three_tilings(
     scale: float,
     out_channels: int,
 ) -> torch.Tensor:
-    """ComfyUI's tiled VAE: the mean of square, wide and tall tilings (fewer seams)."""
-    shapes = [(tile // 2, tile * 2), (tile * 2, tile // 2), (tile, tile)]
-    total = sum(tiled_scale(samples, fn, s, overlap, scale, out_channels) for s in shapes)
-    return total / len(shapes)
+    """ComfyUI's tiled VAE: the mean of tall, wide and square tilings (fewer seams), summed
+    in ComfyUI's order (decode: tall, wide, square; encode: square, wide, tall)."""
+    tall, wide, square = (tile * 2, tile // 2), (tile // 2, tile * 2), (tile, tile)
+    shapes = (tall, wide, square) if scale >= 1 else (square, wide, tall)
+    total = tiled_scale(samples, fn, shapes[0], overlap, scale, out_channels)
+    for shape in shapes[1:]:
+        total = total + tiled_scale(samples, fn, shape, overlap, scale, out_channels)
+    return total / 3.0
 
 
 #: ComfyUI's SD1.5 latent-preview factors (``latent_formats.SD15``): latent channel -> RGB.
