@@ -42,6 +42,12 @@ class UpscaleModel:
     descriptor: Any
     handle: ModelHandle
     path: Path
+    #: spandrel's architecture id (``"ESRGAN"``, ``"SwinIR"``, ``"HAT"``, ...)
+    architecture: str
+    #: how many times larger each side of the output is
+    scale: int
+    input_channels: int
+    output_channels: int
 
     @classmethod
     def from_descriptor(cls, descriptor: Any, path: Path) -> UpscaleModel:
@@ -50,31 +56,22 @@ class UpscaleModel:
         module = descriptor.model
         first = next(iter(module.parameters()), None)
         dtype = first.dtype if first is not None else torch.float32
+        scale = int(descriptor.scale)
         handle = ModelHandle(
             module,
             name=f"upscale:{path.name}",
-            memory_estimator=_estimator(float(descriptor.scale)),
+            memory_estimator=_estimator(float(scale)),
             compute_dtype=dtype,
         )
-        return cls(descriptor, handle, path)
-
-    @property
-    def architecture(self) -> str:
-        """spandrel's architecture id (``"ESRGAN"``, ``"SwinIR"``, ``"HAT"``, ...)."""
-        return str(self.descriptor.architecture.id)
-
-    @property
-    def scale(self) -> int:
-        """How many times larger each side of the output is."""
-        return int(self.descriptor.scale)
-
-    @property
-    def input_channels(self) -> int:
-        return int(self.descriptor.input_channels)
-
-    @property
-    def output_channels(self) -> int:
-        return int(self.descriptor.output_channels)
+        return cls(
+            descriptor,
+            handle,
+            path,
+            architecture=str(descriptor.architecture.id),
+            scale=scale,
+            input_channels=int(descriptor.input_channels),
+            output_channels=int(descriptor.output_channels),
+        )
 
     @property
     def model(self) -> torch.nn.Module:
