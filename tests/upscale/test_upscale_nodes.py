@@ -63,6 +63,16 @@ def test_a_2x_real_esrgan_file_pixel_unshuffles_and_scales_by_2(runtime, models_
     assert torch.allclose(out, reference_upscale(net, image), atol=1e-5)
 
 
+def test_an_fp16_file_loads_into_a_float32_model(runtime, models_dir, reference):
+    half = {key: value.half() for key, value in reference.state_dict().items()}
+    write_model(models_dir, "half.safetensors", half)
+    model = load(runtime, "half.safetensors")
+    assert {p.dtype for p in model.model.parameters()} == {torch.float32}
+    image = image_batch(1, 8, 12)
+    out = run_upscale(runtime, model, image)
+    assert torch.allclose(out, reference_upscale(reference, image), atol=2e-2)
+
+
 def test_tiled_result_matches_one_untiled_call_within_the_blend(runtime, esrgan_file):
     """520 pixels wide: two 512-pixel tiles overlapping by 32, as ComfyUI tiles it."""
     model = load(runtime, esrgan_file)
@@ -89,6 +99,7 @@ def test_a_small_budget_starts_with_smaller_tiles(runtime, esrgan_file):
     out = upscale(model, image, memory, progress=lambda done, total: ticks.append(total))
     assert ticks == [3, 3, 3]  # ceil((260 - 32) / (128 - 32)) tiles
     assert model.handle.compute_target.dtype == torch.float32
+    assert [m.name for m in memory.accounting().models] == ["upscale:tiny-x4.safetensors"]
     with torch.inference_mode():
         whole = model(image.movedim(-1, 1)).movedim(1, -1)
     assert (out - whole).abs().mean() < 5e-3

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from loom.errors import LoomError, ModelFileError
+from loom.errors import ModelFileError
 from loom_upscale.model import UpscaleModel
 from loom_upscale.spandrel_import import import_spandrel
 
@@ -113,13 +113,3 @@ def load_upscale_model(path: Path, context: str) -> UpscaleModel:
         time.perf_counter() - started,
     )
     return model
-
-
-def require_loaded(value: object, context: str) -> UpscaleModel:
-    """``value`` as an :class:`UpscaleModel`, or a :class:`LoomError` naming ``context``."""
-    if not isinstance(value, UpscaleModel):
-        raise LoomError(
-            f"{context}: expected an UPSCALE_MODEL from UpscaleModelLoader, got "
-            f"{type(value).__name__}"
-        )
-    return value
