@@ -2,7 +2,7 @@
 
 Plain script; prints a markdown table::
 
-    python bench/bench_upscale.py               # 64x64 and 96x128 inputs, about a minute
+    python bench/bench_upscale.py               # 48x48 and 64x96 inputs, a minute or two
     python bench/bench_upscale.py --sizes 128x128 --repeat 1
 
 The model is ``RealESRGAN_x4plus``'s architecture at full size (RRDBNet, 64 features,
@@ -72,8 +72,8 @@ def write_model(path: Path) -> int:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="64x64,96x128", help="HxW inputs, comma-separated")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--sizes", default="48x48,64x96", help="HxW inputs, comma-separated")
+    parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args(argv)
 
     import torch

@@ -63,6 +63,35 @@ def test_a_2x_real_esrgan_file_pixel_unshuffles_and_scales_by_2(runtime, models_
     assert torch.allclose(out, reference_upscale(net, image), atol=1e-5)
 
 
+def test_a_data_parallel_swinir_file_loses_its_module_prefix(runtime, models_dir):
+    """SwinIR's released files were saved from DataParallel (``module.layers...``)."""
+    from loom_upscale.spandrel_import import import_spandrel
+
+    import_spandrel()
+    from spandrel.architectures.SwinIR import SwinIR  # SwinIR's own module, as published
+
+    torch.manual_seed(0)
+    net = SwinIR(
+        upscale=2,
+        img_size=16,
+        window_size=4,
+        depths=[2],
+        embed_dim=12,
+        num_heads=[2],
+        mlp_ratio=2,
+        upsampler="pixelshuffledirect",
+    ).eval()
+    write_model(
+        models_dir, "swinir.safetensors", {f"module.{k}": v for k, v in net.state_dict().items()}
+    )
+    model = load(runtime, "swinir.safetensors")
+    assert (model.architecture, model.scale) == ("SwinIR", 2)
+    image = image_batch(1, 16, 16)
+    assert torch.allclose(
+        run_upscale(runtime, model, image), reference_upscale(net, image), atol=1e-5
+    )
+
+
 def test_an_fp16_file_loads_into_a_float32_model(runtime, models_dir, reference):
     half = {key: value.half() for key, value in reference.state_dict().items()}
     write_model(models_dir, "half.safetensors", half)
