@@ -57,13 +57,16 @@ def _plugin_paths(plugins: list[str]) -> list[str]:
 #: Test-only parity references installed without their dependencies (k-diffusion would pull
 #: torchvision, which has no CPU build here, and a CUDA torch with it).
 NO_DEPS_REFERENCES = ["k-diffusion==0.1.1.post1"]
+#: Runtime requirements packages list under ``[tool.loom] no-deps-requirements`` (spandrel,
+#: whose torchvision requirement would pull a torch build of its own).
+NO_DEPS_REQUIREMENTS = packages.no_deps_requirements()
 
 
 def _install(session: nox.Session, *editable: str) -> None:
     """torch first, then core with its test extra, then the given editable paths."""
     session.install(TORCH)
     session.install(*_editable(".[test]", *editable))
-    session.install("--no-deps", *NO_DEPS_REFERENCES)
+    session.install("--no-deps", *NO_DEPS_REFERENCES, *NO_DEPS_REQUIREMENTS)
 
 
 @nox.session

@@ -7,6 +7,7 @@ any virtual environment exists.
     python3 .ci/packages.py plugins        # one line per plugin: FOLDER [LOOM_DEP_FOLDER ...]
     python3 .ci/packages.py requirements   # third-party requirements, one per line
     python3 .ci/packages.py distributions  # every Loom distribution name
+    python3 .ci/packages.py no-deps        # requirements to install with `pip install --no-deps`
 """
 
 from __future__ import annotations
@@ -28,9 +29,13 @@ TORCH = "torch==2.13.0"
 EXTRAS = ("test", "lint")
 
 
-def _project(folder: Path) -> dict:
+def _pyproject(folder: Path) -> dict:
     with (folder / "pyproject.toml").open("rb") as file:
-        return tomllib.load(file)["project"]
+        return tomllib.load(file)
+
+
+def _project(folder: Path) -> dict:
+    return _pyproject(folder)["project"]
 
 
 def _name(requirement: str) -> str:
@@ -94,9 +99,24 @@ def plugins(root: Path = ROOT) -> dict[str, list[str]]:
     return ordered
 
 
+def no_deps_requirements(root: Path = ROOT) -> list[str]:
+    """Requirements a package lists under ``[tool.loom] no-deps-requirements``: installed with
+    ``pip install --no-deps``, because their declared dependencies must not come along
+    (spandrel's torchvision would pull a torch build of its own)."""
+    found: list[str] = []
+    for folder in package_folders(root).values():
+        tool = _pyproject(root / folder).get("tool", {}).get("loom", {})
+        for requirement in tool.get("no-deps-requirements", []):
+            if requirement not in found:
+                found.append(requirement)
+    return found
+
+
 def requirements(root: Path = ROOT) -> list[str]:
-    """Third-party requirements (dependencies and :data:`EXTRAS`) of every Loom package."""
+    """Third-party requirements (dependencies and :data:`EXTRAS`) of every Loom package,
+    without torch and without the :func:`no_deps_requirements` (never a plain requirement)."""
     folders = package_folders(root)
+    no_deps = {_name(r) for r in no_deps_requirements(root)}
     found: list[str] = []
     for folder in folders.values():
         project = _project(root / folder)
@@ -105,7 +125,8 @@ def requirements(root: Path = ROOT) -> list[str]:
             *project.get("dependencies", []),
             *(r for extra in EXTRAS for r in extras.get(extra, [])),
         ]:
-            if _name(requirement) not in folders and _name(requirement) != "torch":
+            name = _name(requirement)
+            if name not in folders and name != "torch" and name not in no_deps:
                 if requirement not in found:
                     found.append(requirement)
     return found
@@ -120,6 +141,8 @@ def main(argv: list[str]) -> int:
         print("\n".join(requirements()))
     elif command == "distributions":
         print("\n".join(package_folders()))
+    elif command == "no-deps":
+        print("\n".join(no_deps_requirements()))
     else:
         print(__doc__, file=sys.stderr)
         return 2

@@ -84,3 +84,20 @@ def test_the_repository_has_tests_for_every_plugin(packages) -> None:
     for plugin in packages.plugins():
         candidates = [REPO / "tests" / plugin, REPO / "tests" / plugin.replace("-", "_")]
         assert any(path.is_dir() for path in candidates), f"plugins/{plugin} has no tests/{plugin}"
+
+
+def test_no_deps_requirements_are_listed_apart_and_never_as_plain_requirements(
+    packages, tree
+) -> None:
+    folder = tree / "plugins" / "upscale"
+    write_project(folder, "loom-upscale", ["loom-core", "einops>=0.6", "spandrel>=0.4"])
+    with (folder / "pyproject.toml").open("a") as file:
+        file.write('\n[tool.loom]\nno-deps-requirements = ["spandrel==0.4.2"]\n')
+    assert packages.no_deps_requirements(tree) == ["spandrel==0.4.2"]
+    found = packages.requirements(tree)
+    assert "einops>=0.6" in found and not [r for r in found if r.startswith("spandrel")]
+
+
+def test_the_repository_installs_spandrel_without_its_dependencies(packages) -> None:
+    assert [r for r in packages.no_deps_requirements() if r.startswith("spandrel")]
+    assert not [r for r in packages.requirements() if r.startswith(("spandrel", "torchvision"))]

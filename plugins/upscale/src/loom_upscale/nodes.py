@@ -1,0 +1,71 @@
+"""ComfyUI's upscale-model nodes: ``UpscaleModelLoader`` and ``ImageUpscaleWithModel``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import loom
+from loom.types import Image
+from loom_upscale.loader import FOLDER, UpscaleModelError, load_upscale_model, where
+from loom_upscale.model import UpscaleModelSocket
+from loom_upscale.upscale import upscale
+
+if TYPE_CHECKING:
+    from loom.folders import ModelFolders
+    from loom.memory import MemoryManager
+
+#: ComfyUI's source module of both nodes (``comfy_extras/nodes_upscale_model.py``).
+PYTHON_MODULE = "comfy_extras.nodes_upscale_model"
+
+
+def upscale_model_files(folders: ModelFolders | None) -> list[str]:
+    """The ``model_name`` combo: files in the ``upscale_models`` folder (live)."""
+    return folders.filenames(FOLDER) if folders is not None else []
+
+
+def memory_of(ctx: loom.RunContext) -> MemoryManager:
+    """The runtime's memory manager; without a runtime, a CPU one (same load path)."""
+    if ctx.runtime is not None:
+        return ctx.runtime.memory
+    from loom.memory import MemoryManager, cpu_device
+
+    return MemoryManager(cpu_device())
+
+
+# ComfyUI gives these nodes no description; class comments keep /object_info's empty.
+@loom.node("UpscaleModelLoader", category="loaders", display_name="Load Upscale Model")
+class UpscaleModelLoader:
+    model_name: str = loom.ui.combo(upscale_model_files)
+
+    def run(self, ctx: loom.RunContext) -> UpscaleModelSocket:
+        context = where("UpscaleModelLoader", "model_name", self.model_name)
+        folders = ctx.require_runtime("the upscale_models model folder").folders
+        path = folders.find(FOLDER, self.model_name)
+        if path is None:
+            searched = ", ".join(str(p) for p in folders.paths(FOLDER))
+            raise UpscaleModelError(
+                f"{context}: Model in folder '{FOLDER}' with filename "
+                f"'{self.model_name}' not found.",
+                hint=f"put the file in one of: {searched}",
+            )
+        return load_upscale_model(path, context)
+
+
+@loom.node(
+    "ImageUpscaleWithModel", category="image/upscaling", display_name="Upscale Image (using Model)"
+)
+class ImageUpscaleWithModel:
+    upscale_model: UpscaleModelSocket
+    image: Image
+
+    def run(self, ctx: loom.RunContext) -> Image:
+        return upscale(
+            self.upscale_model,
+            self.image,
+            memory_of(ctx),
+            progress=ctx.progress,
+            context="ImageUpscaleWithModel",
+        )
+
+
+NODES: tuple[type, ...] = (UpscaleModelLoader, ImageUpscaleWithModel)
