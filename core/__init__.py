@@ -68,6 +68,7 @@ PUBLIC_MODULES: tuple[str, ...] = (
     "loom.folders",
     "loom.paths",
     "loom.resample",
+    "loom.tiling",
     "loom.memory",
     "loom.model_sampling",
     "loom.samplers",

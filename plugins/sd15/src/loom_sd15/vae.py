@@ -10,7 +10,6 @@ decode average three tilings with feathered overlaps, as ComfyUI does.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 import attrs
 import torch
@@ -18,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from loom.memory import ComputeTarget, MemoryManager, ModelHandle, cpu_device, ops
+from loom.tiling import ScaleFn, Tiling, tiled_scale
 
 log = logging.getLogger(__name__)
 
@@ -226,66 +226,9 @@ class AutoencoderKL(nn.Module):
 # --- tiling ---------------------------------------------------------------------------
 
 
-def feather_mask(shape: tuple[int, ...], feather: int) -> torch.Tensor:
-    """Ones of ``shape`` (``[B, C, H, W]``), ramped ``1/f, 2/f, ..., 1`` over ``feather``
-    pixels in from each border of H and W; an axis no longer than ``feather`` stays flat."""
-    mask = torch.ones(shape)
-    for dim in (2, 3):
-        if feather >= mask.shape[dim]:
-            continue
-        for t in range(feather):
-            ramp = (t + 1) / feather
-            mask.narrow(dim, t, 1).mul_(ramp)
-            mask.narrow(dim, mask.shape[dim] - 1 - t, 1).mul_(ramp)
-    return mask
-
-
-def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
-    """Tile origins along one axis: the regular grid of ``tile - overlap`` strides from 0
-    below ``size - overlap``; the last tile is cut at the border, never shifted back."""
-    if size <= tile:
-        return [0]
-    return list(range(0, size - overlap, max(1, tile - overlap)))
-
-
-def tiled_scale(
-    samples: torch.Tensor,
-    fn: Callable[[torch.Tensor], torch.Tensor],
-    tile: tuple[int, int],
-    overlap: int,
-    scale: float,
-    out_channels: int,
-) -> torch.Tensor:
-    """Apply ``fn`` (which scales H, W by ``scale``) tile by tile, one batch item at a time
-    (ComfyUI's ``tiled_scale_multidim``): tiles ``(height, width)`` on :func:`tile_starts`,
-    each weighted by :func:`feather_mask` over ``round(overlap * scale)`` output pixels; an
-    item that fits in one tile goes through ``fn`` whole."""
-    _, _, h, w = samples.shape
-    out_h, out_w = round(h * scale), round(w * scale)
-    outputs = []
-    for item in samples.split(1):
-        if h <= tile[0] and w <= tile[1]:
-            outputs.append(fn(item).float().cpu())
-            continue
-        output = torch.zeros(1, out_channels, out_h, out_w)
-        weight = torch.zeros(1, out_channels, out_h, out_w)
-        feather = round(overlap * scale)
-        for y in tile_starts(h, tile[0], overlap):
-            for x in tile_starts(w, tile[1], overlap):
-                result = fn(item[:, :, y : y + tile[0], x : x + tile[1]]).float().cpu()
-                mask = feather_mask(tuple(result.shape), feather)
-                oy, ox = round(y * scale), round(x * scale)
-                region = (slice(None), slice(None), slice(oy, oy + mask.shape[2]))
-                region = (*region, slice(ox, ox + mask.shape[3]))
-                output[region] += result * mask
-                weight[region] += mask
-        outputs.append(output / weight)
-    return torch.cat(outputs)
-
-
 def three_tilings(
     samples: torch.Tensor,
-    fn: Callable[[torch.Tensor], torch.Tensor],
+    fn: ScaleFn,
     tile: int,
     overlap: int,
     scale: float,
@@ -295,9 +238,9 @@ def three_tilings(
     in ComfyUI's order (decode: tall, wide, square; encode: square, wide, tall)."""
     tall, wide, square = (tile * 2, tile // 2), (tile // 2, tile * 2), (tile, tile)
     shapes = (tall, wide, square) if scale >= 1 else (square, wide, tall)
-    total = tiled_scale(samples, fn, shapes[0], overlap, scale, out_channels)
+    total = tiled_scale(samples, fn, Tiling(shapes[0], overlap, scale), out_channels)
     for shape in shapes[1:]:
-        total = total + tiled_scale(samples, fn, shape, overlap, scale, out_channels)
+        total = total + tiled_scale(samples, fn, Tiling(shape, overlap, scale), out_channels)
     return total / 3.0
 
 

@@ -18,8 +18,8 @@ import torch
 
 from loom.errors import LoomError
 from loom.memory import MemoryManager
+from loom.tiling import Tiling, tiled_scale
 from loom_upscale.model import UpscaleModel, activation_bytes
-from loom_upscale.tiling import Tiling, tiled_scale
 
 log = logging.getLogger(__name__)
 
