@@ -83,8 +83,9 @@ def test_unet_with_gligen_matches_diffusers_gated_attention(tmp_path, context):
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
 
     sd1 = context == 768
+    channels = 32 if sd1 else 64  # 64-channel heads need widths of 64 and 128
     config = UNetConfig(
-        model_channels=64,
+        model_channels=channels,
         channel_mult=(1, 2),
         num_res_blocks=1,
         attention_levels=(0, 1),
@@ -107,7 +108,7 @@ def test_unet_with_gligen_matches_diffusers_gated_attention(tmp_path, context):
         out_channels=4,
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        block_out_channels=(64, 128),
+        block_out_channels=(channels, channels * 2),
         layers_per_block=1,
         cross_attention_dim=context,
         attention_head_dim=8 if sd1 else (1, 2),
