@@ -261,8 +261,9 @@ class FuserPatch:
         return fuser(x, self.objects.to(x.device, x.dtype))
 
 
-def check_fits(gligen: Gligen, unet: nn.Module, model_name: str) -> None:
-    """A clear error when the GLIGEN layers do not match the UNet's spatial transformers."""
+def check_fits(gligen: Gligen, unet: nn.Module, model_name: str, prompt_type: str) -> None:
+    """A clear error when the GLIGEN layers do not match the UNet's spatial transformers
+    (``prompt_type``: which conditioning input of the sampler carries the boxes)."""
     from loom_sd15.unet import SpatialTransformer
 
     widths = [
@@ -274,7 +275,8 @@ def check_fits(gligen: Gligen, unet: nn.Module, model_name: str) -> None:
     if widths == fusers:
         return
     raise LoomError(
-        f"the GLIGEN file {gligen.file} has {len(fusers)} gated layers for transformers of "
+        f"the {prompt_type} conditioning has GLIGEN boxes (GLIGENTextBoxApply) of the file "
+        f"{gligen.file}, whose {len(fusers)} gated layers are for transformers of "
         f"widths {_widths(fusers)}, but the model {model_name} has {len(widths)} transformers "
         f"of widths {_widths(widths)}",
         hint="GLIGEN text-box files are made for one UNet: gligen_sd14_textbox is for SD1.x "

@@ -53,7 +53,7 @@ class GLIGENLoader:
             return load_gligen(path)
         except LoomError as error:
             raise LoomError(
-                f"GLIGENLoader: input 'gligen_name' ({self.gligen_name}): {error.message}",
+                f"GLIGENLoader: input 'gligen_name': {error.message}",
                 hint=error.hint,
             ) from error
 

@@ -68,7 +68,9 @@ class SD15Model(ModelHandle):
     def memory_required(self, shape: tuple[int, ...]) -> int:
         return self.memory_estimate(shape, torch.float32)
 
-    def extra_conds(self, options: Mapping[str, Any], **_: Any) -> dict[str, Any]:
+    def extra_conds(
+        self, options: Mapping[str, Any], *, prompt_type: str = "positive", **_: Any
+    ) -> dict[str, Any]:
         """A conditioning entry's GLIGEN boxes (``gligen``), checked against this UNet."""
         boxes = options.get("gligen")
         if boxes is None:
@@ -81,7 +83,7 @@ class SD15Model(ModelHandle):
                 f"({type(boxes).__name__})",
                 hint="add GLIGEN boxes with GLIGENTextBoxApply",
             )
-        check_fits(boxes.gligen, self.module, self.name)
+        check_fits(boxes.gligen, self.module, self.name, prompt_type)
         return {"gligen": boxes}
 
     def apply_model(
