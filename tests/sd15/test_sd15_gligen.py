@@ -365,3 +365,48 @@ def test_a_clip_of_another_family_is_refused(runtime, gligen_file):
     message = str(caught.value)
     assert "GLIGENTextBoxApply" in message and "'clip'" in message
     assert "tiny-gligen.safetensors" in message and "SD1.x" in message
+
+
+def test_ui_workflow_widgets_map_to_comfyuis_inputs(runtime):
+    """A UI-format GLIGEN pair as ComfyUI's frontend saves it (widget values in order)."""
+    from loom.workflow.convert import convert_workflow
+
+    def socket(name, kind, link):
+        return {"name": name, "type": kind, "link": link}
+
+    workflow = {
+        "version": 0.4,
+        "nodes": [
+            {
+                "id": 1,
+                "type": "GLIGENLoader",
+                "mode": 0,
+                "inputs": [],
+                "outputs": [{"name": "GLIGEN", "type": "GLIGEN", "links": [1]}],
+                "widgets_values": ["gligen_sd14_textbox_pruned.safetensors"],
+            },
+            {
+                "id": 2,
+                "type": "GLIGENTextBoxApply",
+                "mode": 0,
+                "inputs": [
+                    socket("conditioning_to", "CONDITIONING", None),
+                    socket("clip", "CLIP", None),
+                    socket("gligen_textbox_model", "GLIGEN", 1),
+                ],
+                "outputs": [{"name": "CONDITIONING", "type": "CONDITIONING", "links": []}],
+                "widgets_values": ["purple galaxy bottle", 256, 384, 64, 128],
+            },
+        ],
+        "links": [[1, 1, 0, 2, 2, "GLIGEN"]],
+    }
+    prompt = convert_workflow(workflow, runtime.registry)
+    assert prompt["1"]["inputs"] == {"gligen_name": "gligen_sd14_textbox_pruned.safetensors"}
+    assert prompt["2"]["inputs"] == {
+        "text": "purple galaxy bottle",
+        "width": 256,
+        "height": 384,
+        "x": 64,
+        "y": 128,
+        "gligen_textbox_model": ["1", 0],
+    }
