@@ -60,6 +60,28 @@ def test_sd1_width_tokens_get_eight_heads(tmp_path):
     assert {f.attn.heads for f in gligen.net.fusers} == {8}
 
 
+def test_fp16_file_runs_in_the_unets_compute_dtype(tmp_path):
+    """Weights stay fp16 as stored; the object tokens are float32, the fusers follow x."""
+    unet = tiny_spec().unet
+    state = {k: v.half() for k, v in gligen_state(unet, 32).items()}
+    write_safetensors(tmp_path / "g16.safetensors", state)
+    gligen = load_gligen(tmp_path / "g16.safetensors")
+    assert gligen.net.fusers[0].linear.weight.dtype == torch.float16
+    boxes = GligenBoxes(gligen, (GligenBox(torch.randn(1, 32), 2, 3, 1, 0),))
+    objects = boxes.objects(2, 8, 8, torch.device("cpu"))
+    assert objects.shape == (2, MAX_OBJECTS, 32) and objects.dtype == torch.float32
+    model = UNetModel(unet).eval()
+    x = torch.randn(2, 4, 8, 8, dtype=torch.bfloat16)
+    with torch.inference_mode():
+        out = model(
+            x,
+            torch.tensor([10.0, 10.0]),
+            torch.randn(2, 77, 32, dtype=torch.bfloat16),
+            self_attention_patch=FuserPatch(gligen, objects),
+        )
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+
+
 # --- parity with diffusers -----------------------------------------------------------------
 
 
