@@ -4,7 +4,8 @@ It is what loom-samplers expects of a MODEL (see ``loom_samplers.model_interface
 ``model_sampling`` (:class:`loom.model_sampling.DiscreteEps`), ``latent_format`` (scale 0.18215,
 ComfyUI's SD1.5 preview factors) and ``apply_model(x, sigma, cond) -> x0``, computed as
 ComfyUI's ``BaseModel.apply_model``: scale the input, look up the timestep, run the UNet on
-``cond["c_crossattn"]``, turn the ε prediction into x0. Being a ``ModelHandle``, it clones
+``cond["c_crossattn"]`` (plus GLIGEN's gated layers when the entry carries text boxes,
+:mod:`loom_sd15.gligen`), turn the ε prediction into x0. Being a ``ModelHandle``, it clones
 cheaply (weights shared, patches per clone) and the memory manager loads it directly.
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 
 import torch
 
+from loom.errors import LoomError
 from loom.memory import ModelHandle
 from loom.model_sampling import DiscreteEps, ModelSampling
 from loom.types import LatentFormat
@@ -66,6 +68,24 @@ class SD15Model(ModelHandle):
     def memory_required(self, shape: tuple[int, ...]) -> int:
         return self.memory_estimate(shape, torch.float32)
 
+    def extra_conds(
+        self, options: Mapping[str, Any], *, prompt_type: str = "positive", **_: Any
+    ) -> dict[str, Any]:
+        """A conditioning entry's GLIGEN boxes (``gligen``), checked against this UNet."""
+        boxes = options.get("gligen")
+        if boxes is None:
+            return {}
+        from loom_sd15.gligen import GligenBoxes, check_fits
+
+        if not isinstance(boxes, GligenBoxes):
+            raise LoomError(
+                f"the model {self.name} got a 'gligen' conditioning option it cannot use "
+                f"({type(boxes).__name__})",
+                hint="add GLIGEN boxes with GLIGENTextBoxApply",
+            )
+        check_fits(boxes.gligen, self.module, self.name, prompt_type)
+        return {"gligen": boxes}
+
     def apply_model(
         self, x: torch.Tensor, sigma: torch.Tensor, cond: Mapping[str, Any]
     ) -> torch.Tensor:
@@ -75,10 +95,18 @@ class SD15Model(ModelHandle):
         xc = ms.calculate_input(sigma, x)
         t = ms.timestep(sigma).float()
         context = cond["c_crossattn"]
+        boxes = cond.get("gligen")
         with torch.inference_mode():
+            patch = None
+            if boxes is not None:
+                from loom_sd15.gligen import FuserPatch
+
+                objects = boxes.objects(x.shape[0], x.shape[2], x.shape[3], target.device)
+                patch = FuserPatch(boxes.gligen, objects)
             out = self.module(
                 xc.to(target.device, target.dtype),
                 t.to(target.device),
                 context.to(target.device, target.dtype),
+                self_attention_patch=patch,
             )
         return ms.calculate_denoised(sigma, out.float().to(x.device), x)

@@ -110,3 +110,33 @@ def write_tiny_checkpoint(
 ) -> Path:
     spec = tiny_spec(vocab_size=vocab_size, **spec_args)
     return save_checkpoint(path, checkpoint_state(spec, seed, dtype), metadata)
+
+
+def gligen_state(
+    unet: UNetConfig, text_dim: int, seed: int = 0, std: float = 0.2
+) -> dict[str, torch.Tensor]:
+    """Random GLIGEN weights for a UNet of ``unet``'s shape, in the GLIGEN file layout
+    (``position_net.*`` and ``<block>.1.transformer_blocks.0.fuser.*``): one fuser per
+    spatial transformer, object tokens ``unet.context_dim`` wide, phrases ``text_dim`` wide."""
+    from loom_sd15.gligen import FuserShape, GligenNet
+    from loom_sd15.unet import SpatialTransformer
+
+    with torch.device("meta"):
+        model = UNetModel(unet)
+    prefixes = [
+        (f"{name}.transformer_blocks.0.fuser.", module.transformer_blocks[0].attn1.to_q.in_features)
+        for name, module in model.named_modules()
+        if isinstance(module, SpatialTransformer)
+    ]
+    shapes = [FuserShape(prefix, width, unet.context_dim) for prefix, width in prefixes]
+    net = GligenNet(shapes, text_dim, unet.context_dim)
+    _randomize(net, torch.Generator().manual_seed(seed), std)
+    state = {
+        k: v.detach().contiguous()
+        for k, v in net.position_net.state_dict(prefix="position_net.").items()
+    }
+    for shape, fuser in zip(shapes, net.fusers, strict=True):
+        state.update(
+            {shape.prefix + k: v.detach().contiguous() for k, v in fuser.state_dict().items()}
+        )
+    return state

@@ -8,12 +8,17 @@ dict loads with no renaming. Widths, depth, heads and context size come from
 tiny models the tests use. Layers are built from :data:`loom.memory.ops`, so weights keep
 their stored dtype and are cast to the compute dtype on the fly; attention goes through
 ``torch.nn.functional.scaled_dot_product_attention``.
+
+One hook reaches inside the transformer blocks: a :class:`SelfAttentionPatch` given to
+:meth:`UNetModel.forward` runs on each block's tokens right after its self-attention
+(ComfyUI's ``middle_patch``; GLIGEN's gated layers use it, :mod:`loom_sd15.gligen`).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import attrs
 import torch
@@ -54,6 +59,17 @@ class UNetConfig:
 
 SD15_UNET = UNetConfig()
 SD2_UNET = UNetConfig(head_channels=64, context_dim=1024, use_linear_in_transformer=True)
+
+
+class SelfAttentionPatch(Protocol):
+    """Runs on a transformer block's tokens ``[B, H*W, C]`` right after its self-attention
+    (residual added) and before its cross-attention; returns the new tokens.
+
+    ``transformer_index`` numbers the UNet's spatial transformers in order (input blocks,
+    middle block, output blocks), as ComfyUI's ``transformer_index``.
+    """
+
+    def __call__(self, x: torch.Tensor, transformer_index: int) -> torch.Tensor: ...
 
 
 def timestep_embedding(
@@ -128,14 +144,24 @@ class BasicTransformerBlock(nn.Module):
         self.norm2 = ops.LayerNorm(dim)
         self.norm3 = ops.LayerNorm(dim)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor,
+        after_self_attention: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         x = self.attn1(self.norm1(x)) + x
+        if after_self_attention is not None:
+            x = after_self_attention(x)
         x = self.attn2(self.norm2(x), context) + x
         return self.ff(self.norm3(x)) + x
 
 
 class SpatialTransformer(nn.Module):
     """Norm, project in, ``depth`` transformer blocks over the ``H*W`` tokens, project out."""
+
+    #: position among the UNet's spatial transformers (set by :class:`UNetModel`)
+    transformer_index: int = 0
 
     def __init__(self, channels: int, config: UNetConfig) -> None:
         super().__init__()
@@ -154,8 +180,15 @@ class SpatialTransformer(nn.Module):
             for _ in range(config.transformer_depth)
         )
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor,
+        patch: SelfAttentionPatch | None = None,
+    ) -> torch.Tensor:
         b, _, h, w = x.shape
+        index = self.transformer_index
+        after = None if patch is None else (lambda tokens: patch(tokens, index))
         residual = x
         x = self.norm(x)
         if not self.linear:
@@ -164,7 +197,7 @@ class SpatialTransformer(nn.Module):
         if self.linear:
             x = self.proj_in(x)
         for block in self.transformer_blocks:
-            x = block(x, context)
+            x = block(x, context, after)
         if self.linear:
             x = self.proj_out(x)
         # contiguous: the transposed view is channels-last strided, and a channels-last input
@@ -234,12 +267,13 @@ class TimestepBlock(nn.ModuleList):
         emb: torch.Tensor,
         context: torch.Tensor,
         size: tuple[int, int] | None = None,
+        patch: SelfAttentionPatch | None = None,
     ) -> torch.Tensor:
         for layer in self:
             if isinstance(layer, ResBlock):
                 x = layer(x, emb)
             elif isinstance(layer, SpatialTransformer):
-                x = layer(x, context)
+                x = layer(x, context, patch)
             elif isinstance(layer, Upsample):
                 x = layer(x, size)
             else:
@@ -294,24 +328,32 @@ class UNetModel(nn.Module):
         self.out = nn.Sequential(
             ops.GroupNorm(groups, ch), nn.SiLU(), ops.Conv2d(mc, config.out_channels, 3, padding=1)
         )
+        transformers = [m for m in self.modules() if isinstance(m, SpatialTransformer)]
+        for index, transformer in enumerate(transformers):
+            transformer.transformer_index = index
 
     def forward(
-        self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor, **_: Any
+        self,
+        x: torch.Tensor,
+        timesteps: torch.Tensor,
+        context: torch.Tensor,
+        self_attention_patch: SelfAttentionPatch | None = None,
+        **_: Any,
     ) -> torch.Tensor:
         t_emb = timestep_embedding(timesteps, self.config.model_channels).to(x.dtype)
         emb = self.time_embed(t_emb)
         skips = []
         h = x
         for block in self.input_blocks:
-            h = block(h, emb, context)
+            h = block(h, emb, context, patch=self_attention_patch)
             skips.append(h)
-        h = self.middle_block(h, emb, context)
+        h = self.middle_block(h, emb, context, patch=self_attention_patch)
         for block in self.output_blocks:
             skip = skips.pop()
             h = torch.cat([h, skip], dim=1)
             # Odd latent sizes: upsample to the size of the next skip, not blindly 2x.
             size = tuple(skips[-1].shape[-2:]) if skips else None
-            h = block(h, emb, context, size)
+            h = block(h, emb, context, size, self_attention_patch)
         return self.out(h)
 
 
