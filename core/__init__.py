@@ -51,6 +51,7 @@ from loom.types import (
     ModelFamily,
     ModelPart,
     WeightAdapter,
+    WeightSlice,
 )
 
 __version__ = "0.1.0"
@@ -105,6 +106,7 @@ __all__ = [
     "RunContext",
     "UnknownCheckpointError",
     "WeightAdapter",
+    "WeightSlice",
     "__version__",
     "hookimpl",
     "node",
