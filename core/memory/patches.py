@@ -87,16 +87,20 @@ def set_tensor(owner: nn.Module, name: str, value: torch.Tensor) -> None:
 
 
 def patched_weight(
-    original: torch.Tensor, entries: PatchEntries, device: torch.device | None = None
+    original: torch.Tensor,
+    entries: PatchEntries,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """``original`` with ``entries`` applied in float32 on ``device``, cast back to its dtype."""
+    """``original`` with ``entries`` applied in float32 on ``device``, rounded once to
+    ``dtype`` (default: the original's) after the last patch."""
     device = original.device if device is None else device
     weight = original.detach().to(device=device, dtype=torch.float32, copy=True)
     for patch, strength in entries:
         if strength == 0:  # no arithmetic at all: W + 0*d would turn -0.0 into +0.0
             continue
         weight = patch.apply(weight, float(strength))
-    return weight.to(original.dtype)
+    return weight.to(original.dtype if dtype is None else dtype)
 
 
 def patch_keys_present(module: nn.Module, keys: Iterable[str]) -> list[str]:
