@@ -86,21 +86,41 @@ def set_tensor(owner: nn.Module, name: str, value: torch.Tensor) -> None:
         owner._buffers[name] = value
 
 
+@runtime_checkable
+class QuantizedWeights(Protocol):
+    """A layer whose stored tensors are not the values it computes with (scaled fp8): weight
+    patches are merged into the dequantised values and the result quantised back."""
+
+    def dequantize(self, name: str, tensor: torch.Tensor) -> torch.Tensor: ...
+
+    def quantize(self, name: str, tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor: ...
+
+
 def patched_weight(
     original: torch.Tensor,
     entries: PatchEntries,
     device: torch.device | None = None,
     dtype: torch.dtype | None = None,
+    owner: tuple[QuantizedWeights, str] | None = None,
 ) -> torch.Tensor:
     """``original`` with ``entries`` applied in float32 on ``device``, rounded once to
-    ``dtype`` (default: the original's) after the last patch."""
+    ``dtype`` (default: the original's) after the last patch.
+
+    :param owner: ``(layer, tensor name)`` when the layer stores quantised values: the
+        patches apply to ``layer.dequantize`` of the weight, ``layer.quantize`` stores it.
+    """
     device = original.device if device is None else device
+    dtype = original.dtype if dtype is None else dtype
     weight = original.detach().to(device=device, dtype=torch.float32, copy=True)
+    if owner is not None:
+        weight = owner[0].dequantize(owner[1], weight)
     for patch, strength in entries:
         if strength == 0:  # no arithmetic at all: W + 0*d would turn -0.0 into +0.0
             continue
         weight = patch.apply(weight, float(strength))
-    return weight.to(original.dtype if dtype is None else dtype)
+    if owner is not None:
+        return owner[0].quantize(owner[1], weight, dtype)
+    return weight.to(dtype)
 
 
 def patch_keys_present(module: nn.Module, keys: Iterable[str]) -> list[str]:

@@ -22,6 +22,7 @@ from loom.memory.cast import FLOAT8_DTYPES, CastWeights, set_compute_dtype
 from loom.memory.compute import ComputeTarget
 from loom.memory.handle import ModelHandle
 from loom.memory.patches import (
+    QuantizedWeights,
     apply_object_patches,
     patched_weight,
     revert_object_patches,
@@ -203,7 +204,8 @@ def _place_unit(placement: Placement, unit: Unit, to_device: bool) -> None:
         )
         if entries:
             merged = _merged_dtype(unit, name, original, compute_dtype)
-            new = patched_weight(original, entries, device, merged)
+            owner = (unit.module, name) if isinstance(unit.module, QuantizedWeights) else None
+            new = patched_weight(original, entries, device, merged, owner)
             new = new.to(device if to_device else original.device)
         elif (to_device and original.device != device) or dtype != original.dtype:
             new = original.detach().to(device, dtype)
