@@ -17,6 +17,8 @@ import attrs
 import torch
 from torch import nn
 
+from loom.memory.rounding import round_to
+
 log = logging.getLogger(__name__)
 
 
@@ -93,7 +95,9 @@ class QuantizedWeights(Protocol):
 
     def dequantize(self, name: str, tensor: torch.Tensor) -> torch.Tensor: ...
 
-    def quantize(self, name: str, tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor: ...
+    def quantize(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` (float32 values) in stored units, before rounding to the stored dtype."""
+        ...
 
 
 def patched_weight(
@@ -102,9 +106,11 @@ def patched_weight(
     device: torch.device | None = None,
     dtype: torch.dtype | None = None,
     owner: tuple[QuantizedWeights, str] | None = None,
+    seed: int = 0,
 ) -> torch.Tensor:
     """``original`` with ``entries`` applied in float32 on ``device``, rounded once to
-    ``dtype`` (default: the original's) after the last patch.
+    ``dtype`` (default: the original's) after the last patch
+    (:func:`loom.memory.rounding.round_to`: stochastically, seeded by ``seed``, for fp8).
 
     :param owner: ``(layer, tensor name)`` when the layer stores quantised values: the
         patches apply to ``layer.dequantize`` of the weight, ``layer.quantize`` stores it.
@@ -119,8 +125,8 @@ def patched_weight(
             continue
         weight = patch.apply(weight, float(strength))
     if owner is not None:
-        return owner[0].quantize(owner[1], weight, dtype)
-    return weight.to(dtype)
+        weight = owner[0].quantize(owner[1], weight)
+    return round_to(weight, dtype, seed)
 
 
 def patch_keys_present(module: nn.Module, keys: Iterable[str]) -> list[str]:

@@ -28,6 +28,7 @@ from loom.memory.patches import (
     revert_object_patches,
     set_tensor,
 )
+from loom.memory.rounding import key_seed
 from loom.memory.safetensors_file import release_file_pages
 
 log = logging.getLogger(__name__)
@@ -205,7 +206,8 @@ def _place_unit(placement: Placement, unit: Unit, to_device: bool) -> None:
         if entries:
             merged = _merged_dtype(unit, name, original, compute_dtype)
             owner = (unit.module, name) if isinstance(unit.module, QuantizedWeights) else None
-            new = patched_weight(original, entries, device, merged, owner)
+            seed = key_seed(placement.handle.comfy_prefix + key)
+            new = patched_weight(original, entries, device, merged, owner, seed)
             new = new.to(device if to_device else original.device)
         elif (to_device and original.device != device) or dtype != original.dtype:
             new = original.detach().to(device, dtype)

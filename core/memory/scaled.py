@@ -48,11 +48,11 @@ class ScaledLinear(ops.Linear):
             return tensor
         return tensor * self.scale_weight.to(tensor.device, tensor.dtype)
 
-    def quantize(self, name: str, tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """The inverse of :meth:`dequantize`, rounded to ``dtype`` (the stored one)."""
+    def quantize(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`dequantize` (still float32: the caller rounds)."""
         if name != "weight":
-            return tensor.to(dtype)
-        return (tensor / self.scale_weight.to(tensor.device, tensor.dtype)).to(dtype)
+            return tensor
+        return tensor / self.scale_weight.to(tensor.device, tensor.dtype)
 
 
 def is_scaled_fp8(keys: Any, prefix: str = "") -> bool:

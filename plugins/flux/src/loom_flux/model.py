@@ -56,6 +56,7 @@ class FluxModel(ModelHandle):
         super().__init__(
             dit, name=name, memory_estimator=dit_memory_estimate, compute_dtype=compute_dtype
         )
+        self.comfy_prefix = "diffusion_model."
         self.model_sampling = model_sampling or default_sampling(dit.config)
         self.latent_format = latent_format
 
