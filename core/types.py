@@ -306,7 +306,9 @@ class AdapterKeyMap:
     the layer names that patch only part of one of the module's weights to that part.
     """
 
-    #: A :class:`loom.memory.ModelHandle` (the clone the patches go on).
+    #: A :class:`loom.memory.ModelHandle` (the clone the patches go on), or an object with
+    #: its ``module`` and ``add_patches`` spreading the keys over several handles (a text
+    #: encoder pair in separate modules).
     handle: Any
     keys: Mapping[str, str]
     slices: Mapping[str, WeightSlice] = attrs.field(factory=dict)

@@ -164,7 +164,7 @@ def test_lora_loader_in_a_workflow_equals_the_merged_model(runtime, base_dir, ti
             "clip": ["2", 0],
             "lora_name": name,
             "strength_model": 1.0,
-            "strength_clip": 0.0,  # a Flux CLIP has no LoRA key map yet
+            "strength_clip": 1.0,  # a model-only LoRA: the text encoders stay as they are
         },
     }
     with_lora["6"]["inputs"]["model"] = ["20", 0]
