@@ -143,3 +143,16 @@ def test_a_lora_merges_into_the_dequantized_weight(runtime, base_dir, scaled_fil
         model.module.get_parameter(f"{key}.weight").view(torch.uint8),
         stored[f"{key}.weight"].view(torch.uint8),
     )
+
+
+def test_a_scale_for_a_layer_the_model_lacks_is_a_clear_error(runtime, base_dir, scaled_files):
+    from loom.errors import LoomError
+
+    stored, _ = scaled_files
+    broken = {**stored, "double_blocks.0.img_attn.norm.scale_weight": torch.ones(())}
+    save(broken, base_dir / "models" / "diffusion_models" / "odd-scaled.safetensors")
+    with pytest.raises(LoomError) as error:
+        _unet(runtime, "odd-scaled.safetensors")
+    message = str(error.value)
+    assert "odd-scaled.safetensors" in message
+    assert "double_blocks.0.img_attn.norm.scale_weight" in message
