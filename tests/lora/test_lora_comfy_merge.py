@@ -76,3 +76,29 @@ def test_scale_then_add_is_not_a_fused_addmm():
     merged = lora.apply(weight, 0.8)
     expected = weight + (0.8 * (ALPHA / RANK)) * torch.mm(lora.up.float(), lora.down.float())
     assert torch.equal(merged, expected)
+
+
+def comfy_dora(weight, lora, magnitude, strength):
+    """ComfyUI's ``weight_decompose`` on a float32 weight, written out."""
+    diff = torch.mm(lora.up.float(), lora.down.float()) * (ALPHA / RANK)
+    calc = weight + diff
+    if magnitude.shape[0] == calc.shape[0]:
+        norm = weight.norm(dim=1, keepdim=True)  # the unpatched rows
+    else:
+        norm = calc.norm(dim=0, keepdim=True)
+    calc = calc * (magnitude / (norm + torch.finfo(torch.float32).eps))
+    return calc if strength == 1.0 else weight + strength * (calc - weight)
+
+
+@pytest.mark.parametrize("axis", ["input", "output"])
+@pytest.mark.parametrize("strength", [1.0, 0.7])
+def test_dora_merge_equals_comfyui(axis, strength):
+    from loom_lora.adapters.dora import DoraPatch
+
+    g = torch.Generator().manual_seed(9)
+    weight = torch.randn(320, 384, generator=g) * 0.05
+    shape = (1, 384) if axis == "input" else (320, 1)
+    magnitude = torch.rand(shape, generator=g) + 0.5
+    lora = _lora(5)
+    got = DoraPatch(lora, magnitude).apply(weight, strength)
+    assert torch.equal(got, comfy_dora(weight, lora, magnitude, strength))
