@@ -51,6 +51,7 @@ from loom.types import (
     ModelFamily,
     ModelPart,
     WeightAdapter,
+    WeightSlice,
 )
 
 __version__ = "0.1.0"
@@ -106,6 +107,7 @@ __all__ = [
     "RunContext",
     "UnknownCheckpointError",
     "WeightAdapter",
+    "WeightSlice",
     "__version__",
     "hookimpl",
     "node",

@@ -282,18 +282,41 @@ AdapterTarget = Literal["model", "clip"]
 
 
 @attrs.frozen
+class WeightSlice:
+    """Rows ``offset .. offset + length`` of a fused weight: where an adapter layer lands
+    when the file's model has separate layers the family's module fuses (diffusers' Flux
+    ``to_q`` / ``to_k`` / ``to_v`` inside ComfyUI's ``qkv``).
+
+    The adapter's patch is computed on that slice alone (its bias patch on the same rows of
+    the bias). ``swap_halves``: the file's layer stores the slice's two halves in the other
+    order (diffusers' final ``(scale, shift)`` vs ComfyUI's ``(shift, scale)``), so the delta
+    is swapped before it is added.
+    """
+
+    #: The fused weight's key in ``handle.module`` (``"double_blocks.0.img_attn.qkv.weight"``).
+    key: str
+    offset: int
+    length: int
+    swap_halves: bool = False
+
+
+@attrs.frozen
 class AdapterKeyMap:
     """What a model family answers to ``adapter_key_map``: which handle to patch, and the
     names adapter files use for its weights.
 
     ``keys`` maps every layer name an adapter format may use (kohya ``lora_unet_...``,
     diffusers / PEFT ``unet.down_blocks...``, ComfyUI's ``diffusion_model....``) to the key of
-    the weight in ``handle.module`` (``"input_blocks.1.1.proj_in.weight"``).
+    the weight in ``handle.module`` (``"input_blocks.1.1.proj_in.weight"``). ``slices`` maps
+    the layer names that patch only part of one of the module's weights to that part.
     """
 
-    #: A :class:`loom.memory.ModelHandle` (the clone the patches go on).
+    #: A :class:`loom.memory.ModelHandle` (the clone the patches go on), or an object with
+    #: its ``module`` and ``add_patches`` spreading the keys over several handles (a text
+    #: encoder pair in separate modules).
     handle: Any
     keys: Mapping[str, str]
+    slices: Mapping[str, WeightSlice] = attrs.field(factory=dict)
 
 
 class WebServer(Protocol):

@@ -49,6 +49,13 @@ _EXPORTS = {
     "manager": ("Accounting", "Eviction", "MemoryManager", "ModelAccount"),
     "patches": ("DiffPatch", "ReplacePatch", "WeightPatch"),
     "safetensors_file": ("SafetensorsFile", "read_header"),
+    "scaled": (
+        "ScaledLinear",
+        "ScaledView",
+        "is_scaled_fp8",
+        "scale_layers",
+        "scaled_layer_names",
+    ),
     "safetensors_writer": ("write_safetensors",),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
@@ -73,6 +80,8 @@ __all__ = [
     "PrefixView",
     "ReplacePatch",
     "SafetensorsFile",
+    "ScaledLinear",
+    "ScaledView",
     "WeightPatch",
     "build_on_meta",
     "cast_to",
@@ -81,11 +90,14 @@ __all__ = [
     "cpu_device",
     "default_memory_estimate",
     "discover_devices",
+    "is_scaled_fp8",
     "load_into_module",
     "load_module",
     "open_safetensors",
     "ops",
     "read_header",
+    "scale_layers",
+    "scaled_layer_names",
     "set_compute_dtype",
     "simulated_device",
     "split_state_dict_by_prefix",
@@ -138,3 +150,10 @@ if TYPE_CHECKING:
     from loom.memory.patches import DiffPatch, ReplacePatch, WeightPatch
     from loom.memory.safetensors_file import SafetensorsFile, read_header
     from loom.memory.safetensors_writer import write_safetensors
+    from loom.memory.scaled import (
+        ScaledLinear,
+        ScaledView,
+        is_scaled_fp8,
+        scale_layers,
+        scaled_layer_names,
+    )

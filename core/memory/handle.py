@@ -87,6 +87,9 @@ class ModelHandle:
     ) -> None:
         self._shared = SharedModel(module, name or type(module).__name__)
         self.weight_patches: dict[str, list[tuple[WeightPatch, float]]] = {}
+        #: What ComfyUI's model puts before this module's keys (``"diffusion_model."``):
+        #: the seeds of its stochastic fp8 rounding of patched weights hash those names.
+        self.comfy_prefix = ""
         self.object_patches: dict[str, Any] = {}
         self.memory_estimator = memory_estimator
         self.compute_dtype = compute_dtype

@@ -17,6 +17,8 @@ import attrs
 import torch
 from torch import nn
 
+from loom.memory.rounding import round_to
+
 log = logging.getLogger(__name__)
 
 
@@ -86,17 +88,45 @@ def set_tensor(owner: nn.Module, name: str, value: torch.Tensor) -> None:
         owner._buffers[name] = value
 
 
+@runtime_checkable
+class QuantizedWeights(Protocol):
+    """A layer whose stored tensors are not the values it computes with (scaled fp8): weight
+    patches are merged into the dequantised values and the result quantised back."""
+
+    def dequantize(self, name: str, tensor: torch.Tensor) -> torch.Tensor: ...
+
+    def quantize(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` (float32 values) in stored units, before rounding to the stored dtype."""
+        ...
+
+
 def patched_weight(
-    original: torch.Tensor, entries: PatchEntries, device: torch.device | None = None
+    original: torch.Tensor,
+    entries: PatchEntries,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    owner: tuple[QuantizedWeights, str] | None = None,
+    seed: int = 0,
 ) -> torch.Tensor:
-    """``original`` with ``entries`` applied in float32 on ``device``, cast back to its dtype."""
+    """``original`` with ``entries`` applied in float32 on ``device``, rounded once to
+    ``dtype`` (default: the original's) after the last patch
+    (:func:`loom.memory.rounding.round_to`: stochastically, seeded by ``seed``, for fp8).
+
+    :param owner: ``(layer, tensor name)`` when the layer stores quantised values: the
+        patches apply to ``layer.dequantize`` of the weight, ``layer.quantize`` stores it.
+    """
     device = original.device if device is None else device
+    dtype = original.dtype if dtype is None else dtype
     weight = original.detach().to(device=device, dtype=torch.float32, copy=True)
+    if owner is not None:
+        weight = owner[0].dequantize(owner[1], weight)
     for patch, strength in entries:
         if strength == 0:  # no arithmetic at all: W + 0*d would turn -0.0 into +0.0
             continue
         weight = patch.apply(weight, float(strength))
-    return weight.to(original.dtype)
+    if owner is not None:
+        weight = owner[0].quantize(owner[1], weight)
+    return round_to(weight, dtype, seed)
 
 
 def patch_keys_present(module: nn.Module, keys: Iterable[str]) -> list[str]:

@@ -22,11 +22,13 @@ from loom.memory.cast import FLOAT8_DTYPES, CastWeights, set_compute_dtype
 from loom.memory.compute import ComputeTarget
 from loom.memory.handle import ModelHandle
 from loom.memory.patches import (
+    QuantizedWeights,
     apply_object_patches,
     patched_weight,
     revert_object_patches,
     set_tensor,
 )
+from loom.memory.rounding import key_seed
 from loom.memory.safetensors_file import release_file_pages
 
 log = logging.getLogger(__name__)
@@ -170,6 +172,28 @@ def _resident_dtype(
     return tensor.dtype if grows else compute_dtype
 
 
+def _merged_dtype(
+    unit: Unit, name: str, tensor: torch.Tensor, compute_dtype: torch.dtype | None
+) -> torch.dtype:
+    """The dtype a patched tensor is rounded to once its patches are merged (in float32).
+
+    ComfyUI's rule: the merge is rounded to the dtype the model holds its weights in, which
+    for 16- and 32-bit files is the dtype it computes in (it converts them at load; on a CPU
+    that is float32, so a LoRA on an fp16 file is never rounded to fp16), and for fp8 the
+    fp8 storage itself (cast per layer). A cast layer's weight and bias follow that rule;
+    anything else keeps its stored dtype.
+    """
+    if (
+        compute_dtype is None
+        or not isinstance(unit.module, CastWeights)
+        or name not in ("weight", "bias")
+        or not tensor.is_floating_point()
+        or tensor.dtype in FLOAT8_DTYPES
+    ):
+        return tensor.dtype
+    return compute_dtype
+
+
 def _place_unit(placement: Placement, unit: Unit, to_device: bool) -> None:
     patches = placement.handle.weight_patches
     device, compute_dtype = placement.target.device, placement.target.dtype
@@ -180,8 +204,11 @@ def _place_unit(placement: Placement, unit: Unit, to_device: bool) -> None:
             _resident_dtype(unit, name, original, compute_dtype) if to_device else original.dtype
         )
         if entries:
-            new = patched_weight(original, entries, device)
-            new = new.to(device if to_device else original.device, dtype)
+            merged = _merged_dtype(unit, name, original, compute_dtype)
+            owner = (unit.module, name) if isinstance(unit.module, QuantizedWeights) else None
+            seed = key_seed(placement.handle.comfy_prefix + key)
+            new = patched_weight(original, entries, device, merged, owner, seed)
+            new = new.to(device if to_device else original.device)
         elif (to_device and original.device != device) or dtype != original.dtype:
             new = original.detach().to(device, dtype)
         else:
@@ -219,7 +246,9 @@ def place(
     """Put ``handle`` on ``target.device``: units fitting ``resident_limit_bytes`` move, the
     rest stream.
 
-    Weight patches are computed in float32 on the target device; object patches are set;
+    Weight patches are computed in float32 on the target device and rounded to the compute
+    dtype (cast layers' 16/32-bit tensors) or the stored dtype (fp8, other tensors) as
+    ComfyUI rounds its merges; object patches are set;
     cast layers compute in ``target.dtype``. On failure everything done so far is reverted.
     """
     resident, streamed = choose_resident(units_of(handle.module), resident_limit_bytes)

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from loom_flux.t5 import T5Config, T5View, build_t5, is_scaled, t5_config
+from loom_flux.t5 import T5Config, T5View, build_t5, t5_config
 from loom_flux.tiny import t5_state, tiny_spec, vae_state
 
-from loom.memory import build_on_meta, load_into_module
+from loom.memory import (
+    ScaledView,
+    build_on_meta,
+    is_scaled_fp8,
+    load_into_module,
+    scale_layers,
+    scaled_layer_names,
+)
 
 TOL = 1e-4
 CONFIG = T5Config(vocab_size=128, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
@@ -25,9 +32,13 @@ def _reference(state: dict[str, torch.Tensor]) -> torch.nn.Module:
 def _ours(state: dict[str, torch.Tensor], scaled: bool = False) -> torch.nn.Module:
     shapes = {k: tuple(v.shape) for k, v in state.items()}
     assert t5_config(shapes) == CONFIG
-    assert is_scaled(shapes) == scaled
-    module = build_on_meta(build_t5, CONFIG, scaled)
-    load_into_module(module, T5View(state))
+    assert is_scaled_fp8(shapes) == scaled
+    module = build_on_meta(build_t5, CONFIG)
+    view = T5View(state)
+    if scaled:
+        scale_layers(module, scaled_layer_names(shapes))
+        view = ScaledView(view)
+    load_into_module(module, view)
     return module
 
 
@@ -74,8 +85,7 @@ def test_scaled_fp8_t5_multiplies_by_scale_weight():
             dequantized[key] = q.float() * scale
         else:
             stored[key] = dequantized[key] = tensor
-    scales = {k: v.reshape(()) if k.endswith("scale_weight") else v for k, v in stored.items()}
-    ours = _ours(scales, scaled=True)
+    ours = _ours(stored, scaled=True)
     diff = _compare(ours, _reference(dequantized))
     print(f"scaled fp8 t5 max abs diff {diff:.3g}")
     assert diff <= TOL

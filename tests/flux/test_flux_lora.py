@@ -58,3 +58,59 @@ def test_lora_loader_model_only_patches_a_flux_clone(runtime, base_dir):
     runtime.memory.load([patched])
     got = patched.module.get_parameter("double_blocks.0.img_attn.proj.weight").detach().clone()
     assert torch.allclose(got, base + 0.5 * (up @ down), atol=1e-5)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("loom_lora") is None, reason="loom-lora missing")
+def test_lora_loader_patches_both_flux_text_encoders(runtime, base_dir):
+    from loom_lora.nodes import LoraLoader
+
+    from loom.nodes.builtin.loaders import DualCLIPLoader
+
+    g = torch.Generator().manual_seed(4)
+    layers = {
+        # kohya's Flux names: CLIP-L as te1, T5 as te2 (ComfyUI also reads te1/te3 for T5)
+        "lora_te1_text_model_encoder_layers_0_self_attn_q_proj": (
+            "clip_l",
+            "encoder.layers.0.self_attn.q_proj.weight",
+        ),
+        "lora_te2_encoder_block_1_layer_0_SelfAttention_q": (
+            "t5",
+            "encoder.block.1.layer.0.SelfAttention.q.weight",
+        ),
+        "text_encoders.t5xxl.transformer.encoder.block.0.layer.1.DenseReluDense.wo": (
+            "t5",
+            "encoder.block.0.layer.1.DenseReluDense.wo.weight",
+        ),
+        "lora_unet_double_blocks_0_img_attn_proj": (
+            "model",
+            "double_blocks.0.img_attn.proj.weight",
+        ),
+    }
+    clip = DualCLIPLoader(
+        clip_name1="tiny-t5.safetensors", clip_name2="tiny-clip-l.safetensors", type="flux"
+    ).run(make_context(runtime))
+    model = _model(runtime)
+    handles = {"clip_l": clip.clip_l.handle, "t5": clip.t5, "model": model}
+    lora, expected = {}, {}
+    for layer, (part, key) in layers.items():
+        rows, cols = handles[part].module.get_parameter(key).shape
+        up, down = torch.randn(rows, 2, generator=g), torch.randn(2, cols, generator=g)
+        lora[f"{layer}.lora_up.weight"], lora[f"{layer}.lora_down.weight"] = up, down
+        base = handles[part].module.get_parameter(key).detach().float()
+        expected[(part, key)] = base + 0.5 * (up @ down)
+    (base_dir / "models" / "loras").mkdir(parents=True, exist_ok=True)
+    save_file(lora, str(base_dir / "models" / "loras" / "flux-te.safetensors"))
+    out = LoraLoader(
+        model=model,
+        clip=clip,
+        lora_name="flux-te.safetensors",
+        strength_model=0.5,
+        strength_clip=0.5,
+    ).run(make_context(runtime))
+    patched = {"clip_l": out.clip.clip_l.handle, "t5": out.clip.t5, "model": out.model}
+    runtime.memory.load(list(patched.values()))
+    for (part, key), want in expected.items():
+        got = patched[part].module.get_parameter(key).detach().float()
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-5, msg=f"{part} {key}")
+    runtime.memory.unload_all()
+    assert out.clip.t5 is not clip.t5 and clip.t5.weight_patches == {}  # the input is unchanged

@@ -55,8 +55,9 @@ def test_patches_and_bitwise_restore_over_cycles(device, dtype):
         mm.load([clone])
         for key, diff in diffs.items():
             weight = net.get_parameter(key)
-            assert weight.device.type == device and weight.dtype == dtype
-            expected = (originals[key].float() + strength * diff).to(dtype)
+            # cast layers' merges are rounded to the compute dtype (ComfyUI's rule)
+            assert weight.device.type == device and weight.dtype == torch.float32
+            expected = originals[key].float() + strength * diff
             torch.testing.assert_close(weight.cpu(), expected, atol=0, rtol=0)
         patched = net(x.to(device)).cpu()
         mm.load([handle])  # the bare handle: patches reverted, still on the device

@@ -59,16 +59,19 @@ def test_resident_dtype_follows_compute_dtype_unless_it_grows(tmp_path, stored, 
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
-def test_patched_weights_are_patched_in_storage_dtype_then_converted(tmp_path):
+@pytest.mark.parametrize("compute", [torch.bfloat16, torch.float32])
+def test_patched_weights_are_rounded_once_to_the_compute_dtype(tmp_path, compute):
+    """ComfyUI's rule: the merge (in float32) is rounded to the dtype the model computes in,
+    not first to the file's dtype (an fp16 file on a float32 CPU keeps a float32 merge)."""
     handle = _loaded(tmp_path, torch.float16)
     reference = handle.module.out.weight.clone()
     diff = torch.full_like(reference, 1e-3, dtype=torch.float32)
     from loom.memory.patches import DiffPatch
 
     handle.add_patches({"out.weight": DiffPatch(diff)}, strength=1.0)
-    manager = MemoryManager(cpu_device(), compute_dtype=torch.bfloat16)
+    manager = MemoryManager(cpu_device(), compute_dtype=compute)
     manager.load([handle])
-    expected = (reference.float() + diff).to(torch.float16).to(torch.bfloat16)
+    expected = (reference.float() + diff).to(compute)
     assert torch.equal(handle.module.out.weight, expected)
     manager.unload(handle)
     assert torch.equal(handle.module.out.weight, reference)

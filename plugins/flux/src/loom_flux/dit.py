@@ -23,6 +23,10 @@ from loom.memory import ops
 
 PATCH = 2
 
+#: ComfyUI's ``reference_latents_method`` values (``"uxo/uno"`` in the node is ``"uxo"``).
+REFERENCE_METHODS = ("offset", "index", "uxo", "index_timestep_zero")
+DEFAULT_REFERENCE_METHOD = "offset"
+
 
 def default_axes(head_dim: int) -> tuple[int, int, int]:
     """Rotary channels per (t, h, w) axis: Flux's (16, 56, 56) at head width 128, and the
@@ -183,15 +187,45 @@ class SelfAttention(nn.Module):
         return q, k, v
 
 
+@attrs.frozen
+class SplitVec:
+    """Two conditioning vectors over one token sequence: ``main`` for tokens before
+    ``split``, ``zero`` (the timestep-0 vector) for the ``length - split`` after them.
+
+    ComfyUI's ``index_timestep_zero`` reference method: reference tokens are modulated as if
+    clean (timestep 0) while the image's own tokens see the sampling timestep.
+    """
+
+    main: torch.Tensor
+    zero: torch.Tensor
+    split: int
+    length: int
+
+    def shifted(self, tokens: int) -> SplitVec:
+        """The same split with ``tokens`` more ``main`` tokens in front (the text's)."""
+        return SplitVec(self.main, self.zero, self.split + tokens, self.length + tokens)
+
+
+Vec = torch.Tensor | SplitVec
+
+
 class Modulation(nn.Module):
-    """``lin(silu(vec))`` split into ``(shift, scale, gate)`` once or twice."""
+    """``lin(silu(vec))`` split into ``(shift, scale, gate)`` once or twice; per token
+    (``[B, L, D]``) for a :class:`SplitVec`, else broadcast (``[B, 1, D]``)."""
 
     def __init__(self, dim: int, double: bool) -> None:
         super().__init__()
         self.multiplier = 6 if double else 3
         self.lin = ops.Linear(dim, self.multiplier * dim)
 
-    def forward(self, vec: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, vec: Vec) -> list[torch.Tensor]:
+        if isinstance(vec, SplitVec):
+            main, zero = self.forward(vec.main), self.forward(vec.zero)
+            rest = vec.length - vec.split
+            return [
+                torch.cat((a.expand(-1, vec.split, -1), b.expand(-1, rest, -1)), dim=1)
+                for a, b in zip(main, zero, strict=True)
+            ]
         return self.lin(F.silu(vec))[:, None, :].chunk(self.multiplier, dim=-1)
 
 
@@ -219,9 +253,15 @@ class DoubleStreamBlock(nn.Module):
             setattr(self, f"{stream}_mlp", _mlp(dim, hidden))
 
     def forward(
-        self, img: torch.Tensor, txt: torch.Tensor, vec: torch.Tensor, pe: torch.Tensor
+        self,
+        img: torch.Tensor,
+        txt: torch.Tensor,
+        vec: torch.Tensor,
+        pe: torch.Tensor,
+        img_vec: Vec | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        img_mod = self.img_mod(vec)
+        """``img_vec``: the image stream's own vector when it differs (a :class:`SplitVec`)."""
+        img_mod = self.img_mod(vec if img_vec is None else img_vec)
         txt_mod = self.txt_mod(vec)
         img_q, img_k, img_v = self.img_attn.split_heads(
             (1 + img_mod[1]) * self.img_norm1(img) + img_mod[0]
@@ -257,7 +297,7 @@ class SingleStreamBlock(nn.Module):
         self.pre_norm = _layer_norm(dim)
         self.modulation = Modulation(dim, double=False)
 
-    def forward(self, x: torch.Tensor, vec: torch.Tensor, pe: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, vec: Vec, pe: torch.Tensor) -> torch.Tensor:
         shift, scale, gate = self.modulation(vec)
         hidden = (1 + scale) * self.pre_norm(x) + shift
         qkv, mlp = torch.split(self.linear1(hidden), [3 * x.shape[-1], self.mlp_hidden], dim=-1)
@@ -309,8 +349,8 @@ class FluxTransformer(nn.Module):
 
     ``timestep`` is sigma (0..1); ``context`` the T5 tokens ``[B, T, 4096]``; ``y`` the CLIP-L
     pooled vector ``[B, 768]``; ``guidance`` (dev-style models) the distilled guidance scale.
-    ``ref_latents`` (Kontext) are extra image tokens at time index 1 that the image attends
-    to; only the image's own tokens come out.
+    ``ref_latents`` (Kontext) are extra image tokens the image attends to, placed by
+    ``ref_method``; only the image's own tokens come out.
     """
 
     def __init__(self, config: FluxConfig = FLUX_DEV) -> None:
@@ -338,23 +378,43 @@ class FluxTransformer(nn.Module):
         timestep: torch.Tensor,
         y: torch.Tensor,
         guidance: torch.Tensor | None = None,
+        zero_from: int | None = None,
     ) -> torch.Tensor:
-        """The transformer on packed tokens (diffusers' ``FluxTransformer2DModel`` shape)."""
+        """The transformer on packed tokens (diffusers' ``FluxTransformer2DModel`` shape).
+
+        ``zero_from``: image tokens from this index on (references) are modulated with the
+        vector of timestep 0 (:class:`SplitVec`); None: every token sees ``timestep``.
+        """
         img = self.img_in(img)
-        vec = self.time_in(timestep_embedding(timestep, 256).to(img.dtype))
-        if self.config.guidance_embed and guidance is not None:
-            vec = vec + self.guidance_in(timestep_embedding(guidance, 256).to(img.dtype))
-        vec = vec + self.vector_in(y[:, : self.config.vec_dim].to(img.dtype))
+        vec = self._vec(timestep, y, guidance, img.dtype)
+        img_vec: Vec = vec
+        if zero_from is not None:
+            zero = self._vec(timestep * 0, y, guidance, img.dtype)
+            img_vec = SplitVec(vec, zero, zero_from, img.shape[1])
         txt = self.txt_in(txt.to(img.dtype))
         pe = position_embedding(
             torch.cat((txt_ids, img_ids), dim=1), self.config.axes_dim, self.config.theta
         )
         for block in self.double_blocks:
-            img, txt = block(img, txt, vec, pe)
+            img, txt = block(img, txt, vec, pe, img_vec)
         x = torch.cat((txt, img), dim=1)
+        joint_vec = img_vec.shifted(txt.shape[1]) if isinstance(img_vec, SplitVec) else vec
         for block in self.single_blocks:
-            x = block(x, vec, pe)
+            x = block(x, joint_vec, pe)
         return self.final_layer(x[:, txt.shape[1] :], vec)
+
+    def _vec(
+        self,
+        timestep: torch.Tensor,
+        y: torch.Tensor,
+        guidance: torch.Tensor | None,
+        dtype: torch.dtype,
+    ) -> torch.Tensor:
+        """The conditioning vector: timestep, guidance (dev-style) and pooled-text embeddings."""
+        vec = self.time_in(timestep_embedding(timestep, 256).to(dtype))
+        if self.config.guidance_embed and guidance is not None:
+            vec = vec + self.guidance_in(timestep_embedding(guidance, 256).to(dtype))
+        return vec + self.vector_in(y[:, : self.config.vec_dim].to(dtype))
 
     def forward(
         self,
@@ -364,7 +424,9 @@ class FluxTransformer(nn.Module):
         y: torch.Tensor,
         guidance: torch.Tensor | None = None,
         ref_latents: list[torch.Tensor] | None = None,
+        ref_method: str = DEFAULT_REFERENCE_METHOD,
     ) -> torch.Tensor:
+        """``ref_method``: how reference latents are placed (:func:`reference_positions`)."""
         b, _, h, w = x.shape
         pad_h, pad_w = (-h) % PATCH, (-w) % PATCH
         if pad_h or pad_w:
@@ -373,35 +435,75 @@ class FluxTransformer(nn.Module):
         img = patchify(x)
         img_ids = image_ids(b, h_len, w_len, x.device)
         tokens = img.shape[1]
-        placed_h = placed_w = 0
-        for ref in ref_latents or ():
-            # ComfyUI's default "offset" placement: every reference at time index 1, each
-            # new one beside (or below) those already placed, along the shorter side.
-            h_offset = w_offset = 0
-            if ref.shape[-2] + placed_h > ref.shape[-1] + placed_w:
-                w_offset = placed_w
-            else:
-                h_offset = placed_h
-            placed_h = max(placed_h, ref.shape[-2] + h_offset)
-            placed_w = max(placed_w, ref.shape[-1] + w_offset)
-            img, img_ids = _append_reference(img, img_ids, ref.to(x), h_offset, w_offset)
+        refs = list(ref_latents or ())
+        shapes = [tuple(ref.shape[-2:]) for ref in refs]
+        for ref, place in zip(
+            refs, reference_positions(ref_method, shapes, h_len, w_len), strict=True
+        ):
+            img, img_ids = _append_reference(img, img_ids, ref.to(x), place)
+        zero_from = tokens if refs and ref_method == "index_timestep_zero" else None
         txt_ids = torch.zeros(b, context.shape[1], 3, device=x.device)
-        out = self.forward_tokens(img, img_ids, context, txt_ids, timestep, y, guidance)
+        out = self.forward_tokens(img, img_ids, context, txt_ids, timestep, y, guidance, zero_from)
         return unpatchify(out[:, :tokens], h_len, w_len)[:, :, :h, :w]
 
 
+@attrs.frozen
+class ReferencePlace:
+    """Where a reference latent's tokens go: time id ``index``, and its rows and columns
+    shifted by ``h_offset`` / ``w_offset`` latent pixels (rounded to patches)."""
+
+    index: int
+    h_offset: int = 0
+    w_offset: int = 0
+
+
+def reference_positions(
+    method: str, shapes: list[tuple[int, int]], h_len: int, w_len: int
+) -> list[ReferencePlace]:
+    """ComfyUI's placement of reference latents of ``shapes`` (latent ``(h, w)``) beside an
+    image of ``h_len x w_len`` patches, for each ``reference_latents_method``:
+
+    - ``offset`` (Kontext's default): all at time 1; each new one beside or below those
+      already placed, along the side that keeps the placed block squarer;
+    - ``index`` / ``index_timestep_zero``: the n-th at time n, unshifted;
+    - ``uxo`` (UNO / USO): all at time 0, each shifted diagonally past the image and the
+      references before it.
+
+    An unknown method places as ``offset``, as ComfyUI does.
+    """
+    places = []
+    placed_h = placed_w = index = 0
+    for ref_h, ref_w in shapes:
+        if method in ("index", "index_timestep_zero"):
+            index += 1
+            places.append(ReferencePlace(index))
+        elif method == "uxo":
+            places.append(ReferencePlace(0, h_len * PATCH + placed_h, w_len * PATCH + placed_w))
+            placed_h += ref_h
+            placed_w += ref_w
+        else:
+            h_offset = w_offset = 0
+            if ref_h + placed_h > ref_w + placed_w:
+                w_offset = placed_w
+            else:
+                h_offset = placed_h
+            placed_h = max(placed_h, ref_h + h_offset)
+            placed_w = max(placed_w, ref_w + w_offset)
+            places.append(ReferencePlace(1, h_offset, w_offset))
+    return places
+
+
 def _append_reference(
-    img: torch.Tensor, img_ids: torch.Tensor, ref: torch.Tensor, h_offset: int, w_offset: int
+    img: torch.Tensor, img_ids: torch.Tensor, ref: torch.Tensor, place: ReferencePlace
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Kontext: a reference latent's tokens after the image's, at time index 1, its rows and
-    columns shifted by the offsets (in latent pixels, rounded to patches)."""
+    """Kontext: a reference latent's tokens after the image's, at ``place``."""
     h, w = ref.shape[-2:]
     pad_h, pad_w = (-h) % PATCH, (-w) % PATCH
     if pad_h or pad_w:
         ref = F.pad(ref, (0, pad_w, 0, pad_h), mode="circular")
     ids = image_ids(img.shape[0], (h + pad_h) // PATCH, (w + pad_w) // PATCH, img.device).clone()
-    ids[..., 0] = 1
-    ids[..., 1] += (h_offset + PATCH // 2) // PATCH
-    ids[..., 2] += (w_offset + PATCH // 2) // PATCH
+    ids[..., 0] = place.index
+    ids[..., 1] += (place.h_offset + PATCH // 2) // PATCH
+    ids[..., 2] += (place.w_offset + PATCH // 2) // PATCH
     tokens = patchify(ref).expand(img.shape[0], -1, -1)
     return torch.cat((img, tokens), dim=1), torch.cat((img_ids, ids), dim=1)

@@ -24,14 +24,24 @@ from loom_sd15.tokenizer import search_dirs
 from loom_sd15.vae import AutoencoderKL, SD15Vae
 
 from loom.errors import ModelFileError
-from loom.memory import LoadPolicy, ModelHandle, build_on_meta, load_into_module, open_safetensors
+from loom.memory import (
+    LoadPolicy,
+    ModelHandle,
+    ScaledView,
+    build_on_meta,
+    is_scaled_fp8,
+    load_into_module,
+    open_safetensors,
+    scale_layers,
+    scaled_layer_names,
+)
 from loom.types import CheckpointHeader, LoadedParts, LoadRequest, ModelPart
 from loom_flux import detect
 from loom_flux.clip import FluxClip
 from loom_flux.convert import DiffusersView
 from loom_flux.dit import FluxTransformer
 from loom_flux.model import FluxModel
-from loom_flux.t5 import T5View, build_t5, find_tokenizer_dir, is_scaled, t5_config
+from loom_flux.t5 import T5View, build_t5, find_tokenizer_dir, t5_config
 from loom_flux.vae import FLUX_VAE, flux_vae_prefix
 
 log = logging.getLogger(__name__)
@@ -122,6 +132,14 @@ class FluxFamily:
         dtype = (
             getattr(torch, WEIGHT_DTYPES[weight_dtype]) if weight_dtype in WEIGHT_DTYPES else None
         )
+        if is_scaled_fp8(shapes, layout.prefix):
+            if layout.diffusers:
+                raise ModelFileError(
+                    f"{file}: a scaled-fp8 Flux transformer in diffusers' layout is not supported",
+                    hint="use the ComfyUI-layout file (double_blocks.*)",
+                )
+            view = _scaled(dit, view, shapes, layout.prefix, file)
+            dtype = None  # already fp8 with its scales: weight_dtype does not apply (ComfyUI)
         _assign(dit, view, file, "Flux diffusion model", dtype)
         dit.eval()
         log.debug("%s: Flux DiT %s", file, config)
@@ -176,11 +194,10 @@ class FluxFamily:
         file = header.path.name
         state = open_safetensors(header.path)
         config = t5_config(shapes, prefix)
-        scaled = is_scaled(shapes, prefix)
-        encoder = build_on_meta(build_t5, config, scaled)
-        view = T5View(state, prefix)
-        if scaled:
-            view = _ScaledScalars(view)
+        encoder = build_on_meta(build_t5, config)
+        view: Mapping[str, Any] = T5View(state, prefix)
+        if is_scaled_fp8(shapes, prefix):
+            view = _scaled(encoder, view, shapes, prefix, file)
         _assign(encoder, view, file, "T5 text encoder")
         return ModelHandle(encoder, name=f"flux-t5:{file}")
 
@@ -217,18 +234,17 @@ class FluxFamily:
         return find_tokenizer_dir(search_dirs(request.folders))
 
 
-class _ScaledScalars(Mapping[str, Any]):
-    """Scaled-fp8 scales may be stored as ``[1]``; the buffers are scalars."""
-
-    def __init__(self, source: Mapping[str, Any]) -> None:
-        self.source = source
-
-    def __getitem__(self, key: str) -> Any:
-        tensor = self.source[key]
-        return tensor.reshape(()) if key.endswith(".scale_weight") else tensor
-
-    def __iter__(self) -> Any:
-        return iter(self.source)
-
-    def __len__(self) -> int:
-        return len(self.source)
+def _scaled(
+    module: torch.nn.Module, view: Mapping[str, Any], shapes: detect.Shapes, prefix: str, file: str
+) -> Mapping[str, Any]:
+    """Make the layers a scaled-fp8 file scales :class:`~loom.memory.ScaledLinear`; the view
+    of the file those layers load from."""
+    try:
+        count = scale_layers(module, scaled_layer_names(shapes, prefix))
+    except KeyError as exc:
+        raise ModelFileError(
+            f"{file}: scaled-fp8 scale {exc.args[0]} names no linear layer of the model",
+            hint="the file may be truncated, merged badly, or a variant this plugin does not support",
+        ) from exc
+    log.debug("%s: %d scaled-fp8 layers", file, count)
+    return ScaledView(view)

@@ -4,7 +4,8 @@
 space) goes in as it is, with the Fill/Canny/Depth concat channels appended; the timestep is
 sigma; the DiT predicts velocity and ``x0 = x - sigma * v``. ``extra_conds`` turns one
 conditioning entry into model inputs: ``y`` (CLIP-L pooled), ``guidance`` (dev-style models;
-3.5 when the conditioning names none), ``c_concat`` and ``ref_latents``.
+3.5 when the conditioning names none), ``c_concat``, ``ref_latents`` and the
+``ref_latents_method`` that places them (FluxKontextMultiReferenceLatentMethod).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from loom.errors import LoomError
 from loom.memory import ModelHandle
 from loom.model_sampling import ModelSampling
 from loom.types import LatentFormat
-from loom_flux.dit import PATCH, FluxConfig, FluxTransformer
+from loom_flux.dit import DEFAULT_REFERENCE_METHOD, PATCH, FluxConfig, FluxTransformer
 from loom_flux.sampling import DEV_MU, SCHNELL_MU, FluxSampling
 from loom_flux.vae import FLUX_LATENT_FORMAT
 
@@ -55,6 +56,7 @@ class FluxModel(ModelHandle):
         super().__init__(
             dit, name=name, memory_estimator=dit_memory_estimate, compute_dtype=compute_dtype
         )
+        self.comfy_prefix = "diffusion_model."
         self.model_sampling = model_sampling or default_sampling(dit.config)
         self.latent_format = latent_format
 
@@ -100,6 +102,9 @@ class FluxModel(ModelHandle):
         refs = options.get("reference_latents")
         if refs:
             out["ref_latents"] = [self.process_latent_in(r) for r in refs]
+            method = options.get("reference_latents_method")
+            if method is not None:
+                out["ref_latents_method"] = method
         return out
 
     def process_latent_in(self, latent: torch.Tensor) -> torch.Tensor:
@@ -159,6 +164,7 @@ class FluxModel(ModelHandle):
                 cond["y"].to(device, dtype),
                 None if guidance is None else guidance.float().to(device),
                 None if not refs else [r.to(device, dtype) for r in refs],
+                cond.get("ref_latents_method", DEFAULT_REFERENCE_METHOD),
             )
         return ms.calculate_denoised(sigma, out.float().to(x.device), x)
 

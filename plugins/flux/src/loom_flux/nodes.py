@@ -100,6 +100,30 @@ class ReferenceLatent:
         ]
 
 
+@loom.node(
+    "FluxKontextMultiReferenceLatentMethod",
+    category="advanced/conditioning/flux",
+    experimental=True,
+)
+class FluxKontextMultiReferenceLatentMethod:
+    # No docstring: ComfyUI's node has no description. It records how the model places the
+    # conditioning's reference latents (loom_flux.dit.reference_positions); "uxo/uno" -> "uxo".
+
+    conditioning: Conditioning
+    reference_latents_method: str = loom.ui.combo(
+        ["offset", "index", "uxo/uno", "index_timestep_zero"]
+    )
+
+    def run(self, ctx: loom.RunContext) -> Conditioning:
+        method = self.reference_latents_method
+        if "uxo" in method or "uso" in method:
+            method = "uxo"
+        return [
+            [tensor, {**options, "reference_latents_method": method}]
+            for tensor, options in self.conditioning
+        ]
+
+
 @loom.node("FluxKontextImageScale", category="advanced/conditioning/flux")
 class FluxKontextImageScale:
     """This node resizes the image to one that is more optimal for flux kontext."""
@@ -121,6 +145,7 @@ NODES: tuple[tuple[type, str], ...] = (
     (FluxGuidance, NODES_FLUX),
     (FluxDisableGuidance, NODES_FLUX),
     (FluxKontextImageScale, NODES_FLUX),
+    (FluxKontextMultiReferenceLatentMethod, NODES_FLUX),
     (ModelSamplingFlux, NODES_MODEL_ADVANCED),
     (ReferenceLatent, NODES_EDIT_MODEL),
 )

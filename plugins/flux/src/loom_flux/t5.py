@@ -4,8 +4,9 @@ ComfyUI's ``t5xxl_*.safetensors`` use transformers' own key names (``shared.weig
 ``encoder.block.N.layer.M...``), stored in fp16, fp8 (``float8_e4m3fn``) or *scaled* fp8: fp8
 weights plus a per-tensor ``<layer>.scale_weight`` and a ``scaled_fp8`` marker. The module is
 built on the meta device from a config read off the key shapes; its linear layers become
-:data:`loom.memory.ops` layers (weights stay fp8, cast per layer to the compute dtype), the
-scaled ones multiply by their scale after the cast, exactly ComfyUI's dequantisation.
+:data:`loom.memory.ops` layers (weights stay fp8, cast per layer to the compute dtype); the
+family makes the scaled ones :class:`loom.memory.ScaledLinear` (:mod:`loom.memory.scaled`),
+which multiply by their scale after the cast, exactly ComfyUI's dequantisation.
 
 Prompts follow ComfyUI's T5 rules: emphasis as for CLIP, no start token, one end token, padded
 with 0 to at least 256 tokens and never truncated, no attention mask; a weighted token becomes
@@ -31,10 +32,6 @@ log = logging.getLogger(__name__)
 END_TOKEN = 1
 PAD_TOKEN = 0
 MIN_LENGTH = 256
-SCALE_SUFFIX = ".scale_weight"
-#: Keys of scaled-fp8 files that only fp8 matmul kernels use (or that only mark the format).
-IGNORED = ("scaled_fp8",)
-IGNORED_SUFFIXES = (".scale_input",)
 
 
 @attrs.frozen
@@ -101,15 +98,6 @@ def t5_config(shapes: Mapping[str, tuple[int, ...]], prefix: str = "") -> T5Conf
     )
 
 
-class ScaledLinear(ops.Linear):
-    """A cast layer whose fp8 weight is multiplied by ``scale_weight`` after the cast."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x, weight, bias, dtype = self.cast_params(x)
-        scale = self.scale_weight.to(x.device, dtype)
-        return nn.functional.linear(x, weight * scale, bias)
-
-
 class T5Norm(CastWeights, nn.Module):
     """transformers' ``T5LayerNorm`` (RMS, no bias) with its weight cast like the others."""
 
@@ -136,11 +124,8 @@ class FeedForward(nn.Module):
         return self.wo(self.dropout(self.act(self.wi(hidden))))
 
 
-def build_t5(config: T5Config, scaled: bool = False) -> nn.Module:
-    """A ``T5EncoderModel`` of cast layers (call under the meta device).
-
-    ``scaled``: every linear layer carries a ``scale_weight`` scalar (scaled fp8 files).
-    """
+def build_t5(config: T5Config) -> nn.Module:
+    """A ``T5EncoderModel`` of cast layers (call under the meta device)."""
     from transformers import T5EncoderModel
     from transformers.models.t5.modeling_t5 import (
         T5DenseActDense,
@@ -151,9 +136,7 @@ def build_t5(config: T5Config, scaled: bool = False) -> nn.Module:
     model = T5EncoderModel(config.to_transformers())
     for module in model.modules():
         if type(module) is nn.Linear:
-            module.__class__ = ScaledLinear if scaled else ops.Linear
-            if scaled:
-                module.register_buffer("scale_weight", torch.empty(()))
+            module.__class__ = ops.Linear
         elif type(module) is nn.Embedding:
             module.__class__ = ops.Embedding
         elif isinstance(module, T5LayerNorm):
@@ -169,14 +152,13 @@ def build_t5(config: T5Config, scaled: bool = False) -> nn.Module:
 
 
 class T5View(Mapping[str, Any]):
-    """A T5 file's tensors as the module names them: ``encoder.embed_tokens`` is ``shared``,
-    scaled-fp8 scales become ``scale_weight`` buffers, marker keys are dropped."""
+    """A T5 file's tensors as the module names them: ``encoder.embed_tokens`` is ``shared``
+    (a scaled-fp8 file's extra keys are :class:`loom.memory.ScaledView`'s job)."""
 
     def __init__(self, source: Mapping[str, Any], prefix: str = "") -> None:
         self.source = source
         self.prefix = prefix
-        keys = [k[len(prefix) :] for k in source if k.startswith(prefix)]
-        self._keys = [k for k in keys if k not in IGNORED and not k.endswith(IGNORED_SUFFIXES)]
+        self._keys = [k[len(prefix) :] for k in source if k.startswith(prefix)]
         if "encoder.embed_tokens.weight" not in self._keys:
             self._keys.append("encoder.embed_tokens.weight")
         self._set = set(self._keys)
@@ -193,12 +175,6 @@ class T5View(Mapping[str, Any]):
 
     def __len__(self) -> int:
         return len(self._keys)
-
-
-def is_scaled(keys: Any, prefix: str = "") -> bool:
-    return f"{prefix}scaled_fp8" in keys or any(
-        k.startswith(prefix) and k.endswith(SCALE_SUFFIX) for k in keys
-    )
 
 
 # --- prompts ---------------------------------------------------------------------------

@@ -15,8 +15,9 @@ from typing import Any
 
 import attrs
 
-from loom.types import AdapterTarget
+from loom.types import AdapterTarget, WeightSlice
 from loom_lora.keys import group_keys, part_of
+from loom_lora.slices import sliced
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +27,14 @@ EXAMPLES = 8
 
 @attrs.frozen
 class Target:
-    """One part to patch: ``kind`` (``"model"`` / ``"clip"``), its handle, its key map."""
+    """One part to patch: ``kind`` (``"model"`` / ``"clip"``), its handle, its key map
+    (whole weights) and its slice map (layers that are rows of a fused weight)."""
 
     kind: AdapterTarget
     handle: Any
     key_map: Mapping[str, str]
     strength: float
+    slices: Mapping[str, WeightSlice] = attrs.field(factory=dict)
 
 
 @attrs.define
@@ -72,7 +75,10 @@ def plan_patches(
             continue
         parts = {suffix: tensors[key] for suffix, key in layer.keys.items()}
         for adapter in adapters:
-            found = adapter.patches(parts, weight_key)
+            if isinstance(weight_key, WeightSlice):
+                found = sliced(adapter.patches(parts, weight_key.key), weight_key)
+            else:
+                found = adapter.patches(parts, weight_key)
             if not found:
                 continue
             if target.kind not in shapes:
@@ -115,9 +121,13 @@ def _fits(patch: Any, shape: tuple[int, ...] | None) -> bool:
     return tuple(out.shape) == shape
 
 
-def _resolve(layer: str, targets: Sequence[Target]) -> tuple[Target | None, str | None]:
+def _resolve(
+    layer: str, targets: Sequence[Target]
+) -> tuple[Target | None, str | WeightSlice | None]:
     for target in targets:
         key = target.key_map.get(layer)
+        if key is None:
+            key = target.slices.get(layer)
         if key is not None:
             return target, key
     return None, None

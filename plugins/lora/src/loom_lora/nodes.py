@@ -87,7 +87,7 @@ def load_lora(
     targets = []
     for kind, _, strength in active:
         answer = key_map_of(ctx, clones[kind], kind)
-        targets.append(Target(kind, answer.handle, answer.keys, strength))
+        targets.append(Target(kind, answer.handle, answer.keys, strength, answer.slices))
     tensors = open_safetensors(path)
     report = plan_patches(tensors, targets, adapters_of(ctx), skip_parts=skip_parts)
     counts = apply_report(report, targets)

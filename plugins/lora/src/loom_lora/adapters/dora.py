@@ -1,10 +1,17 @@
 """DoRA: weight-decomposed low-rank adaptation (``.dora_scale``), ComfyUI's semantics.
 
 Liu et al. (2024), "DoRA: Weight-Decomposed Low-Rank Adaptation". The merged weight
-``W' = W + scale * delta`` is renormalised so that each *input* column (dim 1, all other
-dims flattened) has the norm stored in ``dora_scale`` (shape ``[1, in, 1...]``), as
-ComfyUI's ``weight_decompose`` and LyCORIS (``wd_on_output=False``) do. Strength blends
-linearly between ``W`` and the renormalised weight: ``W + s * (W'' - W)``.
+``W' = W + scale * delta`` is renormalised to the magnitudes stored in ``dora_scale``, as
+ComfyUI's ``weight_decompose`` does:
+
+- a ``dora_scale`` of shape ``[1, in, 1...]`` (LyCORIS' default, ``wd_on_output=False``):
+  ``W'`` times ``dora_scale / (norm of each input column of W' + eps)``;
+- one whose first dim is the weight's (``[out, 1...]``, ``wd_on_output=True``): ``W'``
+  times ``dora_scale / (norm of each output row of W + eps)`` -- the rows of the *unpatched*
+  weight, ComfyUI's rule, kept for equal images.
+
+``eps`` is float32's machine epsilon (the merge runs in float32). Strength blends linearly
+between ``W`` and the renormalised weight: ``W + s * (W'' - W)``.
 """
 
 from __future__ import annotations
@@ -25,6 +32,12 @@ def column_norm(weight: torch.Tensor) -> torch.Tensor:
     return norm.reshape(weight.shape[1], *[1] * (weight.dim() - 1)).transpose(0, 1)
 
 
+def row_norm(weight: torch.Tensor) -> torch.Tensor:
+    """The norm of each output row of ``weight``, shaped ``[out, 1, ...]``."""
+    norm = weight.reshape(weight.shape[0], -1).norm(dim=1, keepdim=True)
+    return norm.reshape(weight.shape[0], *[1] * (weight.dim() - 1))
+
+
 @attrs.frozen(eq=False)
 class DoraPatch:
     """A low-rank patch whose merge is renormalised to the magnitudes ``dora_scale``."""
@@ -36,7 +49,12 @@ class DoraPatch:
         if strength == 0.0:
             return weight
         merged = weight + self.inner.scale * self.inner.delta(weight)
-        merged = merged * (f32(self.dora_scale, weight) / column_norm(merged))
+        magnitude = f32(self.dora_scale, weight)
+        if magnitude.shape[0] == weight.shape[0]:  # on the output axis: the base's row norms
+            norm = row_norm(weight)
+        else:
+            norm = column_norm(merged)
+        merged = merged * (magnitude / (norm + torch.finfo(torch.float32).eps))
         if strength == 1.0:
             return merged
         return weight + strength * (merged - weight)

@@ -61,16 +61,12 @@ class LoraPatch(DeltaPatch):
         return up.flatten(1), down.flatten(1)
 
     def delta(self, weight: torch.Tensor) -> torch.Tensor:
+        """``up @ down`` as ComfyUI computes it: one float32 matmul, then reshaped. The merge
+        (:meth:`DeltaPatch.apply`) scales that product and adds it, in that order, for
+        ComfyUI's float32 rounding; a fused ``addmm`` rounds differently in a few percent
+        of the elements, which shows after the cast to fp16 / bf16."""
         up, down = self.factors(weight)
-        return (up @ down).reshape(weight.shape)
-
-    def apply(self, weight: torch.Tensor, strength: float) -> torch.Tensor:
-        if strength == 0.0:
-            return weight
-        up, down = self.factors(weight)
-        # One fused GEMM + add: no full-size delta temporary (the load-time hot path).
-        merged = torch.addmm(weight.reshape(up.shape[0], -1), up, down, alpha=strength * self.scale)
-        return merged.reshape(weight.shape)
+        return torch.mm(up, down).reshape(weight.shape)
 
 
 class LoraAdapter:

@@ -1,0 +1,158 @@
+"""Scaled-fp8 Flux DiT files (ComfyUI's ``scaled_fp8`` marker, per-layer ``scale_weight`` and
+``scale_input``): loaded through UNETLoader and CheckpointLoaderSimple, weights kept fp8,
+dequantised by scale at compute time; equal to the same model dequantised by hand."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+from loom_flux.tiny import checkpoint_state, dit_state, save, tiny_spec
+
+from loom.memory import ScaledLinear
+from loom.memory.rounding import key_seed, round_to
+from loom.testing import make_context
+
+FP8 = torch.float8_e4m3fn
+#: Layers the tiny file leaves unscaled (bf16, no scale), as real scaled files do for some.
+UNSCALED = ("img_in.", "final_layer.")
+
+
+def _quantize(state: dict[str, torch.Tensor], prefix: str = "") -> tuple[dict, dict]:
+    """``(scaled-fp8 file, the same weights dequantised by hand in float32)``."""
+    stored: dict[str, torch.Tensor] = {f"{prefix}scaled_fp8": torch.empty(0, dtype=FP8)}
+    dequantized: dict[str, torch.Tensor] = {}
+    for key, tensor in state.items():
+        name = key[len(prefix) :]
+        if not key.startswith(prefix) or tensor.ndim != 2 or name.startswith(UNSCALED):
+            stored[key] = tensor.to(torch.bfloat16) if name.startswith(UNSCALED) else tensor
+            dequantized[key] = stored[key].float() if name.startswith(UNSCALED) else tensor
+            continue
+        scale = tensor.abs().max().float() / 448.0
+        q = (tensor / scale).to(FP8)
+        layer = key.removesuffix(".weight")
+        # both shapes ComfyUI's files use for the scale, and an input scale only fp8 kernels read
+        stored[f"{layer}.scale_weight"] = scale.reshape(1) if "double" in key else scale
+        stored[f"{layer}.scale_input"] = torch.ones(())
+        stored[key] = q
+        dequantized[key] = q.float() * scale
+    return stored, dequantized
+
+
+@pytest.fixture
+def scaled_files(base_dir):
+    spec = tiny_spec()
+    stored, dequantized = _quantize(dit_state(spec.dit, seed=11))
+    folder = base_dir / "models" / "diffusion_models"
+    save(stored, folder / "tiny-flux-fp8-scaled.safetensors")
+    save(dequantized, folder / "tiny-flux-dequantized.safetensors")
+    return stored, dequantized
+
+
+def _unet(runtime, name: str, weight_dtype: str = "default"):
+    from loom.nodes.builtin.loaders import UNETLoader
+
+    return UNETLoader(unet_name=name, weight_dtype=weight_dtype).run(make_context(runtime))
+
+
+def _forward(runtime, model) -> torch.Tensor:
+    g = torch.Generator().manual_seed(5)
+    config = model.config
+    x = torch.randn(1, config.latent_channels, 8, 12, generator=g)
+    context = torch.randn(1, 7, config.context_dim, generator=g)
+    cond = {
+        "c_crossattn": context,
+        "y": torch.randn(1, config.vec_dim, generator=g),
+        "guidance": torch.tensor([3.5]),
+    }
+    runtime.memory.load([model])
+    out = model.apply_model(x, torch.tensor([0.7]), cond)
+    runtime.memory.unload_all()
+    return out
+
+
+def test_unet_loader_keeps_fp8_and_equals_the_dequantized_model(runtime, scaled_files):
+    scaled = _unet(runtime, "tiny-flux-fp8-scaled.safetensors")
+    qkv = scaled.module.double_blocks[0].img_attn.qkv
+    assert isinstance(qkv, ScaledLinear) and qkv.weight.dtype == FP8
+    assert qkv.scale_weight.shape == () and qkv.scale_weight.dtype == torch.float32
+    assert not isinstance(scaled.module.img_in, ScaledLinear)  # no scale in the file
+    assert scaled.module.img_in.weight.dtype == torch.bfloat16
+    reference = _unet(runtime, "tiny-flux-dequantized.safetensors")
+    got, want = _forward(runtime, scaled), _forward(runtime, reference)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+
+
+def test_weight_dtype_does_not_requantize_a_scaled_file(runtime, scaled_files):
+    scaled = _unet(runtime, "tiny-flux-fp8-scaled.safetensors", weight_dtype="fp8_e4m3fn")
+    qkv = scaled.module.double_blocks[0].img_attn.qkv
+    assert qkv.scale_weight.dtype == torch.float32  # the scales are not rounded to fp8
+    reference = _unet(runtime, "tiny-flux-dequantized.safetensors")
+    torch.testing.assert_close(
+        _forward(runtime, scaled), _forward(runtime, reference), rtol=0, atol=1e-6
+    )
+
+
+def test_checkpoint_loader_reads_a_scaled_fp8_all_in_one_file(runtime, base_dir, scaled_files):
+    from loom.nodes.builtin.loaders import CheckpointLoaderSimple
+
+    prefix = "model.diffusion_model."
+    state = checkpoint_state(tiny_spec(), seed=11)
+    stored, _ = _quantize(state, prefix)
+    save(stored, base_dir / "models" / "checkpoints" / "tiny-flux-aio-fp8-scaled.safetensors")
+    loader = CheckpointLoaderSimple(ckpt_name="tiny-flux-aio-fp8-scaled.safetensors")
+    model = loader.run(make_context(runtime)).model
+    assert isinstance(model.module.single_blocks[1].linear1, ScaledLinear)
+    reference = _unet(runtime, "tiny-flux-dequantized.safetensors")
+    torch.testing.assert_close(
+        _forward(runtime, model), _forward(runtime, reference), rtol=0, atol=1e-6
+    )
+
+
+@pytest.mark.skipif(importlib.util.find_spec("loom_lora") is None, reason="loom-lora missing")
+def test_a_lora_merges_into_the_dequantized_weight(runtime, base_dir, scaled_files):
+    from loom_lora.nodes import LoraLoaderModelOnly
+    from safetensors.torch import save_file
+
+    stored, _ = scaled_files
+    g = torch.Generator().manual_seed(2)
+    layer = "lora_unet_double_blocks_0_img_attn_proj"
+    up, down = torch.randn(32, 2, generator=g) * 0.1, torch.randn(2, 32, generator=g) * 0.1
+    (base_dir / "models" / "loras").mkdir(parents=True, exist_ok=True)
+    save_file(
+        {f"{layer}.lora_up.weight": up, f"{layer}.lora_down.weight": down},
+        str(base_dir / "models" / "loras" / "l.safetensors"),
+    )
+    model = _unet(runtime, "tiny-flux-fp8-scaled.safetensors")
+    patched = LoraLoaderModelOnly(model=model, lora_name="l.safetensors", strength_model=1.0).run(
+        make_context(runtime)
+    )
+    runtime.memory.load([patched])
+    key = "double_blocks.0.img_attn.proj"
+    scale = stored[f"{key}.scale_weight"].reshape(())
+    weight = patched.module.get_parameter(f"{key}.weight")
+    merged = (stored[f"{key}.weight"].float() * scale + up @ down) / scale
+    # ComfyUI rounds the requantised merge stochastically, seeded by its own key name
+    expected = round_to(merged, FP8, key_seed(f"diffusion_model.{key}.weight"))
+    assert weight.dtype == FP8
+    assert torch.equal(weight.view(torch.uint8), expected.view(torch.uint8))
+    assert not torch.equal(weight.view(torch.uint8), merged.to(FP8).view(torch.uint8))
+    runtime.memory.unload_all()
+    assert torch.equal(
+        model.module.get_parameter(f"{key}.weight").view(torch.uint8),
+        stored[f"{key}.weight"].view(torch.uint8),
+    )
+
+
+def test_a_scale_for_a_layer_the_model_lacks_is_a_clear_error(runtime, base_dir, scaled_files):
+    from loom.errors import LoomError
+
+    stored, _ = scaled_files
+    broken = {**stored, "double_blocks.0.img_attn.norm.scale_weight": torch.ones(())}
+    save(broken, base_dir / "models" / "diffusion_models" / "odd-scaled.safetensors")
+    with pytest.raises(LoomError) as error:
+        _unet(runtime, "odd-scaled.safetensors")
+    message = str(error.value)
+    assert "odd-scaled.safetensors" in message
+    assert "double_blocks.0.img_attn.norm.scale_weight" in message
