@@ -53,6 +53,7 @@ class SD15Model(ModelHandle):
         super().__init__(
             unet, name=name, memory_estimator=unet_memory_estimate, compute_dtype=compute_dtype
         )
+        self.comfy_prefix = "diffusion_model."
         self.model_sampling = model_sampling or DiscreteEps()
         self.latent_format = latent_format
 
