@@ -89,9 +89,22 @@ def build_tower(config: VisionConfig) -> nn.Module:
     return model.eval()
 
 
+def _tower(model: nn.Module) -> nn.Module:
+    """The module holding ``embeddings`` / ``encoder`` (transformers 5's SigLIP is flat)."""
+    return getattr(model, "vision_model", model)
+
+
+def module_key(model: nn.Module, file_key: str) -> str:
+    """The module's key for a file key: the file's ``vision_model.`` prefix is the
+    module's own unless the tower is flat (``SiglipVisionModel`` in transformers 5)."""
+    if _tower(model) is model and file_key.startswith(PREFIX):
+        return file_key[len(PREFIX) :]
+    return file_key
+
+
 def _materialize_buffers(model: nn.Module) -> None:
     """``position_ids`` is not in the files: rebuild it where it is still on meta."""
-    embeddings = model.vision_model.embeddings
+    embeddings = _tower(model).embeddings
     if embeddings.position_ids.is_meta:
         count = embeddings.position_embedding.weight.shape[0]
         embeddings.position_ids = torch.arange(count).expand((1, -1))
@@ -160,8 +173,8 @@ def load_clip_vision(header: CheckpointHeader, memory: MemoryManager | None = No
     """
     config = vision_config(header)
     tensors = open_safetensors(header.path)
-    state = {key: tensors[key] for key in _tower_keys(header)}
     tower = build_on_meta(build_tower, config)
+    state = {module_key(tower, key): tensors[key] for key in _tower_keys(header)}
     load_into_module(tower, state, LoadPolicy(), source=header.path.name)
     _materialize_buffers(tower)
     handle = ModelHandle(tower, name=f"clip-vision-{config.kind}")

@@ -82,7 +82,7 @@ class CLIPVisionEncode:
 
 
 @loom.node("unCLIPConditioning", category="conditioning")
-class unCLIPConditioning:  # noqa: N801  (ComfyUI's class name)
+class unCLIPConditioning:
     conditioning: Conditioning
     clip_vision_output: ClipVisionOutputRef
     strength: float = loom.ui.float(1.0, min=-10.0, max=10.0, step=0.01)
@@ -105,7 +105,7 @@ class UnclipCheckpointParts:
 
 
 @loom.node("unCLIPCheckpointLoader", category="loaders")
-class unCLIPCheckpointLoader:  # noqa: N801  (ComfyUI's class name)
+class unCLIPCheckpointLoader:
     ckpt_name: str = loom.ui.combo(checkpoint_files)
 
     def run(self, ctx: loom.RunContext) -> UnclipCheckpointParts:
