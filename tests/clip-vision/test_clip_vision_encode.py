@@ -30,8 +30,8 @@ def test_clip_tower_matches_transformers(tiny_files):
 
     path = tiny_files / "clip_vision" / "tiny-clip-vision.safetensors"
     config = CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=48,
+        intermediate_size=96,
         num_hidden_layers=3,
         num_attention_heads=16,
         image_size=16,

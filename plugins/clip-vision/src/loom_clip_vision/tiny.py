@@ -19,11 +19,11 @@ from loom_clip_vision.style import ReduxConfig, ReduxEncoder
 
 
 def tiny_clip_config(layers: int = 3) -> VisionConfig:
-    """A 16 px CLIP tower: 4 px patches (16 + 1 tokens), 32 wide, projection to 24."""
+    """A 16 px CLIP tower: 4 px patches (16 + 1 tokens), 48 wide, projection to 24."""
     return VisionConfig(
         kind="clip",
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=48,
+        intermediate_size=96,
         num_layers=layers,
         patch_size=4,
         image_size=16,
