@@ -118,3 +118,20 @@ def test_redux_tokens_reach_flux_and_change_the_image(runtime):
     assert cond.shape == (1, text.shape[1] + 16, text.shape[2])  # 16 SigLIP patches
     latent = styled.value("12")["samples"]
     assert not torch.allclose(latent, plain.value("12")["samples"])
+
+
+def test_attn_bias_at_strength_0_hides_the_style_tokens_from_flux(runtime):
+    # log(0) = -inf on the style tokens' columns: no text or image token attends to them,
+    # so the sample is the one without Redux; other strengths change it
+    hidden = run_prompt(runtime, redux_prompt(strength=0.0, strength_type="attn_bias"))
+    plain = run_prompt(runtime, redux_prompt(style=False), prompt_id="plain")
+    biased = run_prompt(
+        runtime, redux_prompt(strength=0.5, strength_type="attn_bias"), prompt_id="biased"
+    )
+    assert hidden.ok and plain.ok and biased.ok, (hidden.error, plain.error, biased.error)
+
+    options = hidden.value("9")[0][1]
+    assert options["attention_mask"].shape[-1] == hidden.value("9")[0][0].shape[1] + 1
+    latent = hidden.value("12")["samples"]
+    torch.testing.assert_close(latent, plain.value("12")["samples"], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(biased.value("12")["samples"], latent, atol=1e-4)

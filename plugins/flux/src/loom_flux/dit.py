@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from loom.errors import LoomError
 from loom.memory import ops
 
 PATCH = 2
@@ -123,10 +124,20 @@ def apply_rope(x: torch.Tensor, pe: torch.Tensor) -> torch.Tensor:
     return out.reshape(*x.shape).type_as(x)
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pe: torch.Tensor) -> torch.Tensor:
-    """Joint attention with rotary ids: ``[B, H, L, D]`` in, ``[B, L, H*D]`` out."""
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    pe: torch.Tensor,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Joint attention with rotary ids: ``[B, H, L, D]`` in, ``[B, L, H*D]`` out.
+
+    ``mask`` is an additive bias ``[B, L, L]`` over the joint sequence (text first), as
+    ComfyUI's ``attention_mask`` (``StyleModelApply``'s ``attn_bias``)."""
     q, k = apply_rope(q, pe), apply_rope(k, pe)
-    out = F.scaled_dot_product_attention(q, k, v)
+    bias = None if mask is None else mask[:, None].to(q.dtype)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
     return out.transpose(1, 2).reshape(out.shape[0], out.shape[2], -1)
 
 
@@ -219,7 +230,12 @@ class DoubleStreamBlock(nn.Module):
             setattr(self, f"{stream}_mlp", _mlp(dim, hidden))
 
     def forward(
-        self, img: torch.Tensor, txt: torch.Tensor, vec: torch.Tensor, pe: torch.Tensor
+        self,
+        img: torch.Tensor,
+        txt: torch.Tensor,
+        vec: torch.Tensor,
+        pe: torch.Tensor,
+        mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         img_mod = self.img_mod(vec)
         txt_mod = self.txt_mod(vec)
@@ -234,6 +250,7 @@ class DoubleStreamBlock(nn.Module):
             torch.cat((txt_k, img_k), dim=2),
             torch.cat((txt_v, img_v), dim=2),
             pe,
+            mask,
         )
         txt_attn, img_attn = attn[:, : txt.shape[1]], attn[:, txt.shape[1] :]
         img = img + img_mod[2] * self.img_attn.proj(img_attn)
@@ -257,14 +274,20 @@ class SingleStreamBlock(nn.Module):
         self.pre_norm = _layer_norm(dim)
         self.modulation = Modulation(dim, double=False)
 
-    def forward(self, x: torch.Tensor, vec: torch.Tensor, pe: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        vec: torch.Tensor,
+        pe: torch.Tensor,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         shift, scale, gate = self.modulation(vec)
         hidden = (1 + scale) * self.pre_norm(x) + shift
         qkv, mlp = torch.split(self.linear1(hidden), [3 * x.shape[-1], self.mlp_hidden], dim=-1)
         b, length, _ = x.shape
         q, k, v = qkv.view(b, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
         q, k = self.norm(q, k, v)
-        attn = attention(q, k, v, pe)
+        attn = attention(q, k, v, pe, mask)
         out = self.linear2(torch.cat((attn, F.gelu(mlp, approximate="tanh")), dim=2))
         return x + gate * out
 
@@ -338,8 +361,10 @@ class FluxTransformer(nn.Module):
         timestep: torch.Tensor,
         y: torch.Tensor,
         guidance: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The transformer on packed tokens (diffusers' ``FluxTransformer2DModel`` shape)."""
+        """The transformer on packed tokens (diffusers' ``FluxTransformer2DModel`` shape);
+        ``mask``: an additive attention bias over text + image tokens."""
         img = self.img_in(img)
         vec = self.time_in(timestep_embedding(timestep, 256).to(img.dtype))
         if self.config.guidance_embed and guidance is not None:
@@ -350,10 +375,10 @@ class FluxTransformer(nn.Module):
             torch.cat((txt_ids, img_ids), dim=1), self.config.axes_dim, self.config.theta
         )
         for block in self.double_blocks:
-            img, txt = block(img, txt, vec, pe)
+            img, txt = block(img, txt, vec, pe, mask)
         x = torch.cat((txt, img), dim=1)
         for block in self.single_blocks:
-            x = block(x, vec, pe)
+            x = block(x, vec, pe, mask)
         return self.final_layer(x[:, txt.shape[1] :], vec)
 
     def forward(
@@ -364,6 +389,7 @@ class FluxTransformer(nn.Module):
         y: torch.Tensor,
         guidance: torch.Tensor | None = None,
         ref_latents: list[torch.Tensor] | None = None,
+        attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         b, _, h, w = x.shape
         pad_h, pad_w = (-h) % PATCH, (-w) % PATCH
@@ -386,7 +412,19 @@ class FluxTransformer(nn.Module):
             placed_w = max(placed_w, ref.shape[-1] + w_offset)
             img, img_ids = _append_reference(img, img_ids, ref.to(x), h_offset, w_offset)
         txt_ids = torch.zeros(b, context.shape[1], 3, device=x.device)
-        out = self.forward_tokens(img, img_ids, context, txt_ids, timestep, y, guidance)
+        if attention_mask is not None and attention_mask.shape[-1] != context.shape[1] + len(
+            img_ids[0]
+        ):
+            raise LoomError(
+                f"Flux: the conditioning's attention mask covers {attention_mask.shape[-1]} "
+                f"tokens, but the model attends over {context.shape[1]} text and "
+                f"{len(img_ids[0])} image tokens",
+                hint="an attention mask (StyleModelApply attn_bias) cannot be combined with "
+                "reference latents",
+            )
+        out = self.forward_tokens(
+            img, img_ids, context, txt_ids, timestep, y, guidance, attention_mask
+        )
         return unpatchify(out[:, :tokens], h_len, w_len)[:, :, :h, :w]
 
 
