@@ -190,3 +190,47 @@ def test_sigclip_384_for_redux_is_detected():
     assert detected.kind == "siglip"
     assert (detected.image_size, detected.patch_size, detected.num_layers) == (384, 14, 27)
     assert detected.hidden_act == "gelu_pytorch_tanh" and detected.image_mean == (0.5, 0.5, 0.5)
+
+
+def _as_openclip(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A transformers-layout tower written in OpenCLIP's ``visual.*`` layout."""
+    top = {
+        "embeddings.class_embedding": "class_embedding",
+        "embeddings.patch_embedding.weight": "conv1.weight",
+        "embeddings.position_embedding.weight": "positional_embedding",
+        "pre_layrnorm.weight": "ln_pre.weight",
+        "pre_layrnorm.bias": "ln_pre.bias",
+        "post_layernorm.weight": "ln_post.weight",
+        "post_layernorm.bias": "ln_post.bias",
+    }
+    layer = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1": "mlp.c_fc"}
+    layer |= {"mlp.fc2": "mlp.c_proj", "self_attn.out_proj": "attn.out_proj"}
+    out = {"visual.proj": state["visual_projection.weight"].t().contiguous()}
+    for key, name in top.items():
+        out[f"visual.{name}"] = state[f"vision_model.{key}"]
+    i = 0
+    while f"vision_model.encoder.layers.{i}.layer_norm1.weight" in state:
+        src, dst = f"vision_model.encoder.layers.{i}.", f"visual.transformer.resblocks.{i}."
+        for a, b in layer.items():
+            for kind in ("weight", "bias"):
+                out[f"{dst}{b}.{kind}"] = state[f"{src}{a}.{kind}"]
+        for kind in ("weight", "bias"):
+            qkv = [state[f"{src}self_attn.{p}_proj.{kind}"] for p in "qkv"]
+            out[f"{dst}attn.in_proj_{kind}"] = torch.cat(qkv)
+        i += 1
+    return out
+
+
+def test_an_openclip_layout_tower_loads_as_its_transformers_twin(tiny_files, tmp_path):
+    from loom.memory import write_safetensors
+
+    path = tiny_files / "clip_vision" / "tiny-clip-vision.safetensors"
+    twin = write_safetensors(tmp_path / "openclip.safetensors", _as_openclip(load_file(path)))
+    image = _image(batch=1, seed=7)
+
+    expected = load_clip_vision(read_header(path)).encode_image(image)
+    got = load_clip_vision(read_header(twin)).encode_image(image)
+
+    assert vision_config(read_header(twin)) == vision_config(read_header(path))
+    torch.testing.assert_close(got.image_embeds, expected.image_embeds)
+    torch.testing.assert_close(got.penultimate_hidden_states, expected.penultimate_hidden_states)

@@ -1,7 +1,7 @@
 """What a CLIP vision file is, read off its safetensors header (no tensor is loaded).
 
 ComfyUI's ``models/clip_vision/`` files are transformers' vision towers under
-``vision_model.*`` (plus ``visual_projection.weight`` for CLIP): ``clip_vision_g``
+``vision_model.*`` (OpenCLIP's ``visual.*`` layout is renamed to it first) (plus ``visual_projection.weight`` for CLIP): ``clip_vision_g``
 (ViT-bigG, 48 layers), ``clip_vision_h`` (ViT-H, 32 layers), ``clip_vision_l`` / ViT-L-336
 (24 layers) and SigLIP (``sigclip_vision_patch14_384``, Flux Redux's encoder: no class
 token, a patch-embedding bias, 1152 wide). ComfyUI picks a fixed config by the layer count;
@@ -92,12 +92,22 @@ def is_vision_tower(shapes: Mapping[str, tuple[int, ...]]) -> bool:
     )
 
 
+def vision_shapes(header: CheckpointHeader) -> dict[str, tuple[int, ...]]:
+    """The tower's tensor shapes under transformers' names (an OpenCLIP file renamed)."""
+    from loom_clip_vision.openclip import converted_shapes, is_openclip, openclip_plan
+
+    shapes = shapes_of(header)
+    if is_openclip(shapes):
+        return converted_shapes(shapes, openclip_plan(shapes))
+    return shapes
+
+
 def vision_config(header: CheckpointHeader) -> VisionConfig:
     """Detect the tower in ``header``.
 
     :raises ModelFileError: the file is not a vision tower in a layout Loom reads.
     """
-    shapes = shapes_of(header)
+    shapes = vision_shapes(header)
     if not is_vision_tower(shapes):
         raise ModelFileError(
             f"{header.path.name} is not a CLIP vision model in a layout Loom reads",
@@ -142,11 +152,6 @@ def vision_config(header: CheckpointHeader) -> VisionConfig:
 
 
 def _layout_hint(shapes: Mapping[str, tuple[int, ...]]) -> str:
-    if any(k.startswith("visual.transformer.resblocks.") for k in shapes):
-        return (
-            "this is an OpenCLIP-layout image tower (visual.transformer.resblocks.*); "
-            "Loom reads ComfyUI's clip_vision files (transformers' vision_model.* keys)"
-        )
     if any(k.startswith(("redux_", "style_embedding")) for k in shapes):
         return (
             "this looks like a style model: put it in models/style_models and use StyleModelLoader"
@@ -155,5 +160,6 @@ def _layout_hint(shapes: Mapping[str, tuple[int, ...]]) -> str:
         return "this looks like a checkpoint: load it with a checkpoint loader"
     return (
         "expected transformers' vision_model.embeddings.patch_embedding.weight and "
-        "vision_model.encoder.layers.N.* keys (clip_vision_l/h/g, sigclip_vision_patch14_384)"
+        "vision_model.encoder.layers.N.* keys (clip_vision_l/h/g, sigclip_vision_patch14_384) "
+        "or OpenCLIP's visual.transformer.resblocks.N.*"
     )

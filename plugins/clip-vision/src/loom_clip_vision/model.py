@@ -30,6 +30,7 @@ from loom.memory import (
 )
 from loom.types import CheckpointHeader
 from loom_clip_vision.config import PREFIX, VisionConfig, vision_config
+from loom_clip_vision.openclip import converted_tensors, is_openclip, openclip_plan
 from loom_clip_vision.preprocess import clip_preprocess
 
 log = logging.getLogger(__name__)
@@ -174,7 +175,11 @@ def load_clip_vision(header: CheckpointHeader, memory: MemoryManager | None = No
     config = vision_config(header)
     tensors = open_safetensors(header.path)
     tower = build_on_meta(build_tower, config)
-    state = {module_key(tower, key): tensors[key] for key in _tower_keys(header)}
+    if is_openclip(header.tensors):
+        renamed = converted_tensors(tensors, openclip_plan(header.tensors))
+        state = {module_key(tower, key): value for key, value in renamed.items()}
+    else:
+        state = {module_key(tower, key): tensors[key] for key in _tower_keys(header)}
     load_into_module(tower, state, LoadPolicy(), source=header.path.name)
     _materialize_buffers(tower)
     handle = ModelHandle(tower, name=f"clip-vision-{config.kind}")
