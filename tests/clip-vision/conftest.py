@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-#: Redux at toy width: SigLIP features (32 wide) -> 48-wide text tokens.
-REDUX_TEXT_DIM = 48
+from clip_vision_tiny import REDUX_TEXT_DIM
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REDUX_TEXT_DIM
+from clip_vision_tiny import REDUX_TEXT_DIM
 from loom_clip_vision.nodes import (
     CLIPVisionLoader,
     StyleModelApply,
