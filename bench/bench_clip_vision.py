@@ -2,7 +2,7 @@
 
 Plain script; prints a markdown table::
 
-    python bench/bench_clip_vision.py            # fp16 files (0.8 GB + 0.13 GB), a minute or two
+    python bench/bench_clip_vision.py            # fp16 files (0.8 GB + 0.13 GB), ~5 min on 2 cores
 
 A SigLIP so400m-patch14-384 tower (1152 wide, 27 layers, random weights) and a Redux model
 (1152 -> 12288 -> 4096) are written in ComfyUI's layouts to a temporary folder, loaded
