@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from loom.errors import LoomError
 from loom.memory import ops
 
 PATCH = 2
@@ -127,10 +128,20 @@ def apply_rope(x: torch.Tensor, pe: torch.Tensor) -> torch.Tensor:
     return out.reshape(*x.shape).type_as(x)
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pe: torch.Tensor) -> torch.Tensor:
-    """Joint attention with rotary ids: ``[B, H, L, D]`` in, ``[B, L, H*D]`` out."""
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    pe: torch.Tensor,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Joint attention with rotary ids: ``[B, H, L, D]`` in, ``[B, L, H*D]`` out.
+
+    ``mask`` is an additive bias ``[B, L, L]`` over the joint sequence (text first), as
+    ComfyUI's ``attention_mask`` (``StyleModelApply``'s ``attn_bias``)."""
     q, k = apply_rope(q, pe), apply_rope(k, pe)
-    out = F.scaled_dot_product_attention(q, k, v)
+    bias = None if mask is None else mask[:, None].to(q.dtype)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
     return out.transpose(1, 2).reshape(out.shape[0], out.shape[2], -1)
 
 
@@ -259,6 +270,7 @@ class DoubleStreamBlock(nn.Module):
         vec: torch.Tensor,
         pe: torch.Tensor,
         img_vec: Vec | None = None,
+        mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``img_vec``: the image stream's own vector when it differs (a :class:`SplitVec`)."""
         img_mod = self.img_mod(vec if img_vec is None else img_vec)
@@ -274,6 +286,7 @@ class DoubleStreamBlock(nn.Module):
             torch.cat((txt_k, img_k), dim=2),
             torch.cat((txt_v, img_v), dim=2),
             pe,
+            mask,
         )
         txt_attn, img_attn = attn[:, : txt.shape[1]], attn[:, txt.shape[1] :]
         img = img + img_mod[2] * self.img_attn.proj(img_attn)
@@ -297,14 +310,20 @@ class SingleStreamBlock(nn.Module):
         self.pre_norm = _layer_norm(dim)
         self.modulation = Modulation(dim, double=False)
 
-    def forward(self, x: torch.Tensor, vec: Vec, pe: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        vec: Vec,
+        pe: torch.Tensor,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         shift, scale, gate = self.modulation(vec)
         hidden = (1 + scale) * self.pre_norm(x) + shift
         qkv, mlp = torch.split(self.linear1(hidden), [3 * x.shape[-1], self.mlp_hidden], dim=-1)
         b, length, _ = x.shape
         q, k, v = qkv.view(b, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
         q, k = self.norm(q, k, v)
-        attn = attention(q, k, v, pe)
+        attn = attention(q, k, v, pe, mask)
         out = self.linear2(torch.cat((attn, F.gelu(mlp, approximate="tanh")), dim=2))
         return x + gate * out
 
@@ -379,11 +398,13 @@ class FluxTransformer(nn.Module):
         y: torch.Tensor,
         guidance: torch.Tensor | None = None,
         zero_from: int | None = None,
+        mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The transformer on packed tokens (diffusers' ``FluxTransformer2DModel`` shape).
 
         ``zero_from``: image tokens from this index on (references) are modulated with the
         vector of timestep 0 (:class:`SplitVec`); None: every token sees ``timestep``.
+        ``mask``: an additive attention bias over text + image tokens.
         """
         img = self.img_in(img)
         vec = self._vec(timestep, y, guidance, img.dtype)
@@ -396,11 +417,11 @@ class FluxTransformer(nn.Module):
             torch.cat((txt_ids, img_ids), dim=1), self.config.axes_dim, self.config.theta
         )
         for block in self.double_blocks:
-            img, txt = block(img, txt, vec, pe, img_vec)
+            img, txt = block(img, txt, vec, pe, img_vec, mask)
         x = torch.cat((txt, img), dim=1)
         joint_vec = img_vec.shifted(txt.shape[1]) if isinstance(img_vec, SplitVec) else vec
         for block in self.single_blocks:
-            x = block(x, joint_vec, pe)
+            x = block(x, joint_vec, pe, mask)
         return self.final_layer(x[:, txt.shape[1] :], vec)
 
     def _vec(
@@ -425,6 +446,7 @@ class FluxTransformer(nn.Module):
         guidance: torch.Tensor | None = None,
         ref_latents: list[torch.Tensor] | None = None,
         ref_method: str = DEFAULT_REFERENCE_METHOD,
+        attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``ref_method``: how reference latents are placed (:func:`reference_positions`)."""
         b, _, h, w = x.shape
@@ -443,7 +465,19 @@ class FluxTransformer(nn.Module):
             img, img_ids = _append_reference(img, img_ids, ref.to(x), place)
         zero_from = tokens if refs and ref_method == "index_timestep_zero" else None
         txt_ids = torch.zeros(b, context.shape[1], 3, device=x.device)
-        out = self.forward_tokens(img, img_ids, context, txt_ids, timestep, y, guidance, zero_from)
+        if attention_mask is not None and attention_mask.shape[-1] != context.shape[1] + len(
+            img_ids[0]
+        ):
+            raise LoomError(
+                f"Flux: the conditioning's attention mask covers {attention_mask.shape[-1]} "
+                f"tokens, but the model attends over {context.shape[1]} text and "
+                f"{len(img_ids[0])} image tokens",
+                hint="an attention mask (StyleModelApply attn_bias) cannot be combined with "
+                "reference latents",
+            )
+        out = self.forward_tokens(
+            img, img_ids, context, txt_ids, timestep, y, guidance, zero_from, attention_mask
+        )
         return unpatchify(out[:, :tokens], h_len, w_len)[:, :, :h, :w]
 
 

@@ -4,8 +4,9 @@
 space) goes in as it is, with the Fill/Canny/Depth concat channels appended; the timestep is
 sigma; the DiT predicts velocity and ``x0 = x - sigma * v``. ``extra_conds`` turns one
 conditioning entry into model inputs: ``y`` (CLIP-L pooled), ``guidance`` (dev-style models;
-3.5 when the conditioning names none), ``c_concat``, ``ref_latents`` and the
-``ref_latents_method`` that places them (FluxKontextMultiReferenceLatentMethod).
+3.5 when the conditioning names none), ``c_concat``, ``ref_latents``, the
+``ref_latents_method`` that places them (FluxKontextMultiReferenceLatentMethod) and
+``attention_mask`` (an additive bias over text + image tokens, resized to the latent's token grid).
 """
 
 from __future__ import annotations
@@ -105,6 +106,13 @@ class FluxModel(ModelHandle):
             method = options.get("reference_latents_method")
             if method is not None:
                 out["ref_latents_method"] = method
+        mask = options.get("attention_mask")
+        if mask is not None:
+            if noise is not None:
+                grid = (-(-noise.shape[-2] // PATCH), -(-noise.shape[-1] // PATCH))
+                ref_grid = tuple(options.get("attention_mask_img_shape", (1, 1)))
+                mask = resize_joint_mask(mask, ref_grid, grid)
+            out["attention_mask"] = mask
         return out
 
     def process_latent_in(self, latent: torch.Tensor) -> torch.Tensor:
@@ -156,6 +164,7 @@ class FluxModel(ModelHandle):
             xc = torch.cat((xc, cond["c_concat"].to(xc)), dim=1)
         guidance = cond.get("guidance")
         refs = cond.get("ref_latents")
+        mask = cond.get("attention_mask")
         with torch.inference_mode():
             out = self.module(
                 xc.to(device, dtype),
@@ -165,8 +174,45 @@ class FluxModel(ModelHandle):
                 None if guidance is None else guidance.float().to(device),
                 None if not refs else [r.to(device, dtype) for r in refs],
                 cond.get("ref_latents_method", DEFAULT_REFERENCE_METHOD),
+                None if mask is None else mask.to(device),
             )
         return ms.calculate_denoised(sigma, out.float().to(x.device), x)
+
+
+def resize_joint_mask(
+    mask: torch.Tensor, grid_in: tuple[int, int], grid_out: tuple[int, int]
+) -> torch.Tensor:
+    """ComfyUI's ``upscale_dit_mask``: a ``[B, T+hi*wi, T+hi*wi]`` attention bias whose image
+    part is on a ``grid_in`` token grid, resized (bilinear) to ``grid_out``.
+
+    A 1 x 1 grid (``StyleModelApply``'s placeholder) is broadcast instead: the same values
+    bilinear resizing gives for finite entries, and ``-inf`` (strength 0) stays ``-inf``
+    where interpolation would make NaN.
+    """
+    if tuple(grid_in) == tuple(grid_out):
+        return mask
+    if mask.ndim == 2:
+        mask = mask[None]
+    (hi, wi), (ho, wo) = grid_in, grid_out
+    batch, text = mask.shape[0], mask.shape[1] - hi * wi
+
+    def keys(part: torch.Tensor) -> torch.Tensor:  # [B, n, hi*wi] -> [B, n, ho*wo]
+        n = part.shape[1]
+        if hi * wi == 1:
+            return part.expand(batch, n, ho * wo)
+        grid = part.reshape(batch, n, hi, wi)
+        return F.interpolate(grid, size=(ho, wo), mode="bilinear").reshape(batch, n, ho * wo)
+
+    to_image = keys(mask[:, :text, text:])
+    from_image = keys(mask[:, text:, :text].transpose(1, 2)).transpose(1, 2)
+    image = keys(keys(mask[:, text:, text:]).transpose(1, 2)).transpose(1, 2)
+    return torch.cat(
+        (
+            torch.cat((mask[:, :text, :text], to_image), dim=2),
+            torch.cat((from_image, image), dim=2),
+        ),
+        dim=1,
+    )
 
 
 def _resize(t: torch.Tensor, h: int, w: int) -> torch.Tensor:

@@ -1,0 +1,1 @@
+"""Loom plugin: CLIP vision / SigLIP image encoders, unCLIP conditioning, Flux Redux."""
