@@ -135,8 +135,8 @@ def test_the_method_travels_from_the_conditioning_to_the_dit(dit, monkeypatch):
     assert conds["ref_latents_method"] == "uxo"
     seen = {}
 
-    def spy(*args):
-        seen["method"] = args[-1]
+    def spy(*args, **kwargs):
+        seen["method"] = kwargs["ref_method"]
         return torch.zeros(1, 16, 4, 4)
 
     monkeypatch.setattr(model.module, "forward", spy)

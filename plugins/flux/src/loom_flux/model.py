@@ -173,8 +173,8 @@ class FluxModel(ModelHandle):
                 cond["y"].to(device, dtype),
                 None if guidance is None else guidance.float().to(device),
                 None if not refs else [r.to(device, dtype) for r in refs],
-                cond.get("ref_latents_method", DEFAULT_REFERENCE_METHOD),
-                None if mask is None else mask.to(device),
+                ref_method=cond.get("ref_latents_method", DEFAULT_REFERENCE_METHOD),
+                attention_mask=None if mask is None else mask.to(device),
             )
         return ms.calculate_denoised(sigma, out.float().to(x.device), x)
 
