@@ -10,9 +10,9 @@ import loom
 
 @loom.hookimpl
 def register_model_families(register: Callable[..., None]) -> None:
-    from loom_flux.family import FluxFamily
+    from loom.registration import DeferredModelFamily
 
-    register(FluxFamily())
+    register(DeferredModelFamily("flux", _build_family))
 
 
 @loom.hookimpl
@@ -28,3 +28,10 @@ def adapter_key_map(model: Any, kind: str) -> Any:
     from loom_flux.adapter_keys import flux_adapter_key_map
 
     return flux_adapter_key_map(model, kind)
+
+
+def _build_family() -> Any:
+    """The family, its model code and torch: imported on the first file it is asked about."""
+    from loom_flux.family import FluxFamily
+
+    return FluxFamily()

@@ -15,9 +15,9 @@ if TYPE_CHECKING:
 
 @loom.hookimpl
 def register_model_families(register: RegisterModelFamily) -> None:
-    from loom_sd15.family import SD15Family
+    from loom.registration import DeferredModelFamily
 
-    register(SD15Family())
+    register(DeferredModelFamily("sd15", _build_family))
 
 
 @loom.hookimpl
@@ -41,3 +41,10 @@ def adapter_key_map(model: Any, kind: AdapterTarget) -> AdapterKeyMap | None:
     from loom_sd15.adapter_keys import sd15_adapter_key_map
 
     return sd15_adapter_key_map(model, kind)
+
+
+def _build_family() -> Any:
+    """The family, its model code and torch: imported on the first file it is asked about."""
+    from loom_sd15.family import SD15Family
+
+    return SD15Family()
