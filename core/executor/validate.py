@@ -186,7 +186,18 @@ class _Checker:
                 errors.extend(_check_range(name, value, expected, options, config))
         if definition.has_validate and not errors:
             errors.extend(self._custom_validation(definition, constants, skip))
+        if not errors and self.registry.node_problems is not None:
+            errors.extend(self._plugin_problems(node_id))
         return errors
+
+    def _plugin_problems(self, node_id: str) -> list[dict[str, Any]]:
+        """The ``node_problems`` hook's answers (a tokenizer a text encoder will not find)."""
+        answers = self.registry.node_problems(node_id=node_id, prompt=self.prompt, env=self.env)
+        return [
+            _error("missing_resource", "A file the node needs is missing", problem)
+            for answer in answers
+            for problem in answer or ()
+        ]
 
     def _check_link(
         self,

@@ -9,6 +9,7 @@ import loom
 if TYPE_CHECKING:
     import click
 
+    from loom import NodeEnvironment
     from loom.registration import RegisterModelFamily, RegisterNode
     from loom.types import AdapterKeyMap, AdapterTarget
 
@@ -26,6 +27,14 @@ def register_nodes(register: RegisterNode) -> None:
 
     for node_class in NODES:
         register(node_class, python_module="nodes")
+
+
+@loom.hookimpl
+def node_problems(node_id: str, prompt: dict[str, Any], env: NodeEnvironment) -> list[str] | None:
+    """A text encoder's CLIP tokenizer files that are nowhere to be found."""
+    from loom_sd15.tokenizer_check import tokenizer_problems
+
+    return tokenizer_problems(node_id, prompt, env) or None
 
 
 @loom.hookimpl
