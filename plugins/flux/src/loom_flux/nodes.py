@@ -73,9 +73,9 @@ class ModelSamplingFlux:
     height: int = loom.ui.int(1024, min=16, max=MAX_RESOLUTION, step=8)
 
     def run(self, ctx: loom.RunContext) -> Model:
-        model = self.model.clone()
         from loom_flux.sampling import FluxSampling, mu_for_size
 
+        model = self.model.clone()
         mu = mu_for_size(self.width, self.height, self.max_shift, self.base_shift)
         model.model_sampling = FluxSampling(shift=mu)
         return model
