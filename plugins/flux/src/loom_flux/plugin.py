@@ -24,6 +24,14 @@ def register_nodes(register: Callable[..., None]) -> None:
 
 
 @loom.hookimpl
+def node_problems(node_id: str, prompt: dict[str, Any], env: Any) -> list[str] | None:
+    """A ``type=flux`` text encoder's T5 tokenizer files that are nowhere to be found."""
+    from loom_flux.tokenizer_check import t5_tokenizer_problems
+
+    return t5_tokenizer_problems(node_id, prompt, env) or None
+
+
+@loom.hookimpl
 def adapter_key_map(model: Any, kind: str) -> Any:
     from loom_flux.adapter_keys import flux_adapter_key_map
 
