@@ -1,7 +1,9 @@
 """`loom run` start-up: wall time of the whole command for tiny graphs (issue 2: < 1 s).
 
 Two graphs: one that never needs torch (PrimitiveInt -> PreviewAny) and one that does
-(EmptyImage -> SaveImage), so the cost of importing torch shows on its own. Best of 5.
+(EmptyImage -> SaveImage), so the cost of importing torch shows on its own. Then the commands
+that only need the node registry (`loom nodes --json`, `loom validate`), which must not import
+torch (issue 15), and whether registering every plugin imports torch. Best of 5.
 """
 
 from __future__ import annotations
@@ -60,7 +62,21 @@ def main() -> int:
             print(
                 f"| loom run, {name} | {best_wall([*loom_command(), 'run', str(path), '-q'], cwd):.2f} |"
             )
+        nodes = best_wall([*loom_command(), "nodes", "--json"], cwd)
+        print(f"| loom nodes --json | {nodes:.2f} |")
+        validate = best_wall([*loom_command(), "validate", str(path)], cwd)
+        print(f"| loom validate, {name} | {validate:.2f} |")
+        print(f"| registering every plugin imports torch | {registration_imports_torch()} |")
     return 0
+
+
+def registration_imports_torch() -> str:
+    probe = (
+        "import sys; from loom.runtime import Runtime; Runtime().registry; "
+        "print('yes' if 'torch' in sys.modules else 'no')"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True)
+    return done.stdout.strip()
 
 
 if __name__ == "__main__":

@@ -253,4 +253,34 @@ def _unique(paths: Iterable[Path]) -> list[Path]:
     return list(seen)
 
 
-__all__ = ["MODEL_EXTENSIONS", "ExtraPaths", "ExtraPathsError", "FolderKind", "ModelFolders"]
+@attrs.frozen
+class ModelFileChoices:
+    """A live combo source: the files in model folder ``key`` (empty without folders).
+
+    Validation asks :meth:`searched` for the directories behind an empty list, so
+    ``ckpt_name 'x.safetensors' not in []`` says where Loom looked.
+    """
+
+    key: str
+
+    def __call__(self, folders: ModelFolders | None) -> list[str]:
+        return folders.filenames(self.key) if folders is not None else []
+
+    def searched(self, folders: ModelFolders | None) -> list[Path]:
+        """The directories of model folder ``key``, in search order."""
+        if folders is None:
+            return []
+        try:
+            return folders.paths(self.key)
+        except KeyError:
+            return []
+
+
+__all__ = [
+    "MODEL_EXTENSIONS",
+    "ExtraPaths",
+    "ExtraPathsError",
+    "FolderKind",
+    "ModelFileChoices",
+    "ModelFolders",
+]

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from loom.events import ExecutionEvent
     from loom.executor.queue import PromptQueue
-    from loom.nodes.spec import NodeDef
+    from loom.nodes.spec import NodeDef, NodeEnvironment
     from loom.registration import (
         RegisterFolderKind,
         RegisterModelFamily,
@@ -278,6 +278,22 @@ def make_prompt_queue(settings: Settings) -> PromptQueue | None:
 
     Stops at the first non-None result; without one, core's in-process queue is used.
     Called once, when the runtime first needs its queue.
+    """
+
+
+@hookspec
+def node_problems(node_id: str, prompt: dict[str, Any], env: NodeEnvironment) -> list[str] | None:
+    """What running node ``node_id`` would fail on that can be known without running it.
+
+    For resources outside the prompt a plugin's code needs: a text encoder's tokenizer files
+    that are nowhere to be found, say. Called by validation (``loom validate``, ``/prompt``)
+    for each node whose own inputs are valid; every plugin is asked and each message becomes
+    a ``missing_resource`` error of that node, so nothing runs. Never load models here.
+
+    :param node_id: the node asked about.
+    :param prompt: the whole API prompt (its links say who uses the node's outputs).
+    :param env: the runtime's registry, model folders and settings.
+    :return: one message per problem, or None when the node is not yours.
     """
 
 

@@ -8,11 +8,24 @@ registration it rejects (a duplicate id, a malformed node) is reported and the o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
+
+import attrs
 
 if TYPE_CHECKING:
     from loom.folders import FolderKind
-    from loom.types import ModelFamily, Sampler, SamplerInfo, Scheduler, WeightAdapter
+    from loom.types import (
+        CheckpointHeader,
+        LoadedParts,
+        LoadRequest,
+        ModelFamily,
+        ModelPart,
+        Sampler,
+        SamplerInfo,
+        Scheduler,
+        WeightAdapter,
+    )
 
 
 class RegisterNode(Protocol):
@@ -65,7 +78,37 @@ class RegisterWeightAdapter(Protocol):
     def __call__(self, adapter: WeightAdapter) -> None: ...
 
 
+@attrs.define(eq=False)
+class DeferredModelFamily:
+    """A :class:`~loom.types.ModelFamily` registered by name whose modules (torch, the model
+    code) are imported only when a file is first detected or loaded, so registering every
+    plugin (``loom nodes``, ``loom validate``, ``/object_info``) stays cheap.
+
+    ``build`` returns the real family; it is called once, on the first ``detect`` or ``load``.
+    """
+
+    name: str
+    build: Callable[[], ModelFamily]
+    _family: ModelFamily | None = attrs.field(default=None, init=False)
+
+    @property
+    def family(self) -> ModelFamily:
+        """The real family (built on first use)."""
+        if self._family is None:
+            self._family = self.build()
+        return self._family
+
+    def detect(self, header: CheckpointHeader, part: ModelPart) -> float:
+        """The real family's score."""
+        return self.family.detect(header, part)
+
+    def load(self, header: CheckpointHeader, part: ModelPart, request: LoadRequest) -> LoadedParts:
+        """The real family's load."""
+        return self.family.load(header, part, request)
+
+
 __all__ = [
+    "DeferredModelFamily",
     "RegisterFolderKind",
     "RegisterModelFamily",
     "RegisterNode",

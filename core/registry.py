@@ -46,6 +46,8 @@ class Registry:
         self.failures: list[LoomError] = []
         #: Set by :func:`collect`: the ``compile_node`` hook, for node styles core does not know.
         self.compile_other: Callable[..., NodeDef | None] | None = None
+        #: Set by :func:`collect`: the ``node_problems`` hook, asked by validation.
+        self.node_problems: Callable[..., list[list[str] | None]] | None = None
 
     # -- adding ---------------------------------------------------------------------
 
@@ -146,6 +148,7 @@ def collect(host: PluginHost, registry: Registry | None = None) -> Registry:
     """Call every registration hook once and gather the results into a :class:`Registry`."""
     registry = registry or Registry()
     registry.compile_other = host.hook.compile_node
+    registry.node_problems = host.hook.node_problems
     hooks: list[tuple[str, Callable[..., Any]]] = [
         ("register_model_folders", registry.add_folder_kind),
         ("register_nodes", registry.add_node),

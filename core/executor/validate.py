@@ -190,10 +190,39 @@ class _Checker:
             inputs[name] = value
             constants[name] = value
             if name not in skip:
-                errors.extend(_check_range(name, value, expected, options, config))
+                problems = _check_range(name, value, expected, options, config)
+                if problems and expected == []:
+                    self._name_searched_folders(definition, name, problems)
+                errors.extend(problems)
         if definition.has_validate and not errors:
             errors.extend(self._custom_validation(definition, constants, skip))
+        if not errors and self.registry.node_problems is not None:
+            errors.extend(self._plugin_problems(node_id))
         return errors
+
+    def _name_searched_folders(
+        self, definition: NodeDef, name: str, problems: list[dict[str, Any]]
+    ) -> None:
+        """An empty model-file combo: say which directories held no file."""
+        source_of = getattr(definition.impl, "combo_source", None)
+        searched = getattr(source_of(name) if source_of else None, "searched", None)
+        if searched is None:
+            return
+        folders = [str(path) for path in searched(self.env.folders)]
+        for problem in problems:
+            if problem["type"] == "value_not_in_list":
+                where = ", ".join(folders) or "no model folder is configured for it"
+                problem["details"] += f" (no model files found in: {where})"
+                problem["extra_info"]["searched_folders"] = folders
+
+    def _plugin_problems(self, node_id: str) -> list[dict[str, Any]]:
+        """The ``node_problems`` hook's answers (a tokenizer a text encoder will not find)."""
+        answers = self.registry.node_problems(node_id=node_id, prompt=self.prompt, env=self.env)
+        return [
+            _error("missing_resource", "A file the node needs is missing", problem)
+            for answer in answers
+            for problem in answer or ()
+        ]
 
     def _check_link(
         self,

@@ -48,7 +48,9 @@ _EXPORTS = {
     ),
     "manager": ("Accounting", "Eviction", "MemoryManager", "ModelAccount"),
     "patches": ("DiffPatch", "ReplacePatch", "WeightPatch"),
-    "safetensors_file": ("SafetensorsFile", "read_header"),
+    "safetensors_file": ("SafetensorsFile",),
+    # torch-free: validation reads headers without importing torch
+    "loom.safetensors_header": ("read_header",),
     "scaled": (
         "ScaledLinear",
         "ScaledView",
@@ -110,7 +112,8 @@ def __getattr__(name: str) -> Any:
     module = _MODULE_OF.get(name)
     if module is None:
         raise AttributeError(f"module 'loom.memory' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"loom.memory.{module}"), name)
+    full = module if module.startswith("loom.") else f"loom.memory.{module}"
+    value = getattr(importlib.import_module(full), name)
     globals()[name] = value
     return value
 

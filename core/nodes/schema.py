@@ -332,6 +332,13 @@ class DeclarativeImpl:
     def create(self) -> None:
         return None
 
+    def combo_source(self, name: str) -> Any:
+        """What input ``name``'s combo options come from (a list or a live source), or None."""
+        for field in self.fields:
+            if field.name == name:
+                return field.meta.choices
+        return None
+
     # fingerprint and validate_inputs may also name ``registry``, ``folders`` or ``settings``
     # (the NodeEnvironment): ``settings`` for directories, ``folders`` for model files.
     def fingerprint(

@@ -454,6 +454,10 @@ class EveryHook:
         return None
 
     @loom.hookimpl
+    def node_problems(self, node_id, prompt, env):
+        return None
+
+    @loom.hookimpl
     def web_server_started(self, server):
         pass
 
@@ -488,6 +492,8 @@ def test_tracing_sees_every_hook_as_core_calls_it(
         assert hook.plugin_notes(plugin_name="test_plugin_0") == []
         hook.web_server_started(server=object())
         hook.web_server_stopped(server=object())
+        prompt = {"1": {"class_type": "HookTestInvert", "inputs": {}}}
+        assert hook.node_problems(node_id="1", prompt=prompt, env=runtime.environment) == []
     traced = {
         match.group(1)
         for record in caplog.records
@@ -555,3 +561,39 @@ def test_hook_on_execution_event_reaches_plugins_registered_later(tmp_path: Path
     runtime.host.register(Observer("c"), "test_plugin_1")
     runtime.emit(ExecutionEvent("status", {}))
     assert seen == ["a", "b", "a", "c"]
+
+
+def test_hook_node_problems(tmp_path: Path) -> None:
+    from loom.executor.validate import PromptValidationError, validate_prompt
+
+    @loom.node("NeedsFile", category="test", output_node=True)
+    class NeedsFile:
+        name: str = loom.ui.string("")
+
+        def run(self, ctx: loom.RunContext) -> None:
+            return None
+
+    seen: list[tuple[str, str]] = []
+
+    class Checker:
+        @loom.hookimpl
+        def register_nodes(self, register):
+            register(NeedsFile)
+
+        @loom.hookimpl
+        def node_problems(self, node_id, prompt, env):
+            seen.append((node_id, prompt[node_id]["class_type"]))
+            name = prompt[node_id]["inputs"].get("name")
+            assert env.folders is not None and env.registry is not None
+            return [f"{name} is missing"] if name else None
+
+    runtime = make_runtime(tmp_path, Checker())
+    prompt = {"1": {"class_type": "NeedsFile", "inputs": {"name": "x.bin"}}}
+    with pytest.raises(PromptValidationError) as info:
+        validate_prompt(prompt, runtime.registry, env=runtime.environment)
+    (error,) = info.value.node_errors["1"]["errors"]
+    assert error["type"] == "missing_resource"
+    assert error["details"] == "x.bin is missing"
+    ok = {"1": {"class_type": "NeedsFile", "inputs": {"name": ""}}}
+    assert validate_prompt(ok, runtime.registry, env=runtime.environment).outputs == ["1"]
+    assert seen == [("1", "NeedsFile"), ("1", "NeedsFile")]

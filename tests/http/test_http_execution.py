@@ -233,3 +233,20 @@ async def test_jobs(client):
         response = await client.get(f"/api/jobs?{bad}")
         assert response.status == 400 and "error" in await response.json()
     assert (await client.get("/jobs")).status == 404  # /api/jobs only exists with the prefix
+
+
+async def test_a_model_combo_with_no_files_names_the_folders_searched(client, runtime):
+    prompt = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "x.safetensors"}},
+        "2": {"class_type": "EmptyLatentImage", "inputs": {"width": 8, "height": 8}},
+        "3": {"class_type": "VAEDecode", "inputs": {"samples": ["2", 0], "vae": ["1", 2]}},
+        "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "x"}},
+    }
+    response = await client.post("/prompt", json={"prompt": prompt})
+    assert response.status == 400
+    (error,) = (await response.json())["node_errors"]["1"]["errors"]
+    searched = [str(p) for p in runtime.folders.paths("checkpoints")]
+    assert error["type"] == "value_not_in_list"
+    assert error["details"].startswith("ckpt_name: 'x.safetensors' not in []")
+    assert str(runtime.settings.models_dir / "checkpoints") in error["details"]
+    assert error["extra_info"]["searched_folders"] == searched

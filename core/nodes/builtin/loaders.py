@@ -21,7 +21,7 @@ import loom
 from loom.errors import ModelFileError
 from loom.executor.context import RunContext
 from loom.family_detection import detect_common_family, detect_family
-from loom.folders import ModelFolders
+from loom.folders import ModelFileChoices
 from loom.safetensors_header import read_header
 from loom.types import CheckpointHeader, Clip, LoadedParts, LoadRequest, Model, ModelPart, Vae
 
@@ -73,13 +73,9 @@ DUAL_CLIP_TYPES = [
 CLIP_DEVICES = ["default", "cpu"]
 
 
-def model_files(key: str) -> Callable[[ModelFolders | None], list[str]]:
+def model_files(key: str) -> ModelFileChoices:
     """A live combo source: the files in model folder ``key`` (empty without folders)."""
-
-    def options(folders: ModelFolders | None) -> list[str]:
-        return folders.filenames(key) if folders is not None else []
-
-    return options
+    return ModelFileChoices(key)
 
 
 # --- shared loading steps --------------------------------------------------------------

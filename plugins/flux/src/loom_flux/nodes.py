@@ -10,7 +10,6 @@ from typing import Any
 import loom
 from loom.errors import LoomError
 from loom.types import Clip, Conditioning, Image, Latent, Model
-from loom_flux.sampling import FluxSampling, mu_for_size
 
 MAX_RESOLUTION = 16384
 NODES_FLUX = "comfy_extras.nodes_flux"
@@ -74,6 +73,8 @@ class ModelSamplingFlux:
     height: int = loom.ui.int(1024, min=16, max=MAX_RESOLUTION, step=8)
 
     def run(self, ctx: loom.RunContext) -> Model:
+        from loom_flux.sampling import FluxSampling, mu_for_size
+
         model = self.model.clone()
         mu = mu_for_size(self.width, self.height, self.max_shift, self.base_shift)
         model.model_sampling = FluxSampling(shift=mu)

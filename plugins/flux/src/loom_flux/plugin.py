@@ -10,9 +10,9 @@ import loom
 
 @loom.hookimpl
 def register_model_families(register: Callable[..., None]) -> None:
-    from loom_flux.family import FluxFamily
+    from loom.registration import DeferredModelFamily
 
-    register(FluxFamily())
+    register(DeferredModelFamily("flux", _build_family))
 
 
 @loom.hookimpl
@@ -24,7 +24,22 @@ def register_nodes(register: Callable[..., None]) -> None:
 
 
 @loom.hookimpl
+def node_problems(node_id: str, prompt: dict[str, Any], env: Any) -> list[str] | None:
+    """A ``type=flux`` text encoder's T5 tokenizer files that are nowhere to be found."""
+    from loom_flux.tokenizer_check import t5_tokenizer_problems
+
+    return t5_tokenizer_problems(node_id, prompt, env) or None
+
+
+@loom.hookimpl
 def adapter_key_map(model: Any, kind: str) -> Any:
     from loom_flux.adapter_keys import flux_adapter_key_map
 
     return flux_adapter_key_map(model, kind)
+
+
+def _build_family() -> Any:
+    """The family, its model code and torch: imported on the first file it is asked about."""
+    from loom_flux.family import FluxFamily
+
+    return FluxFamily()

@@ -24,8 +24,13 @@ import attrs
 import torch
 from torch import nn
 
-from loom.errors import ModelFileError
 from loom.memory import CastWeights, ops
+from loom_flux.t5_tokenizer import (  # noqa: F401 (re-exported)
+    TOKENIZER_FILES,
+    TOKENIZER_NAME,
+    find_tokenizer_dir,
+    packaged_tokenizer_dir,
+)
 
 log = logging.getLogger(__name__)
 
@@ -210,32 +215,6 @@ def t5_encode(
 
 
 # --- tokenizer files -------------------------------------------------------------------
-
-TOKENIZER_NAME = "t5xxl"
-TOKENIZER_FILES = ("tokenizer.json",)
-
-
-def packaged_tokenizer_dir() -> Path:
-    """The T5 tokenizer files shipped with this plugin (Google's T5 v1.1, Apache-2.0)."""
-    return Path(__file__).parent / "tokenizers" / TOKENIZER_NAME
-
-
-def find_tokenizer_dir(search_dirs: Sequence[Path] = (), explicit: Path | None = None) -> Path:
-    """``explicit``, else ``<dir>/t5xxl`` of the tokenizers model folder, else package data."""
-    candidates = [explicit] if explicit is not None else []
-    candidates += [Path(d) / TOKENIZER_NAME for d in search_dirs]
-    for folder in candidates:
-        if all((folder / name).is_file() for name in TOKENIZER_FILES):
-            return folder
-    packaged = packaged_tokenizer_dir()
-    if not (packaged / "tokenizer.json").is_file():
-        raise ModelFileError(
-            "the T5 tokenizer files were not found",
-            hint=f"put tokenizer.json of T5 v1.1 (google/t5-v1_1-xxl) in models/tokenizers/"
-            f"{TOKENIZER_NAME}/ or reinstall loom-flux",
-        )
-    return packaged
-
 
 _TOKENIZERS: dict[Path, Any] = {}
 

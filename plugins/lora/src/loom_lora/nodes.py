@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import loom
 from loom.errors import LoomError
+from loom.folders import ModelFileChoices
 from loom.types import AdapterKeyMap, AdapterTarget, Clip, Model, WeightAdapter
 from loom_lora.loader import Target, apply_report, log_report, plan_patches
 
 if TYPE_CHECKING:
-    from loom.folders import ModelFolders
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +31,8 @@ DESCRIPTION_HINT = "install the model family plugin that loaded this model"
 _NEEDS = "the loras model folder and the plugins' weight adapters"
 
 
-def lora_files(folders: ModelFolders | None) -> list[str]:
-    """The ``lora_name`` combo: files in the ``loras`` model folder (live)."""
-    return folders.filenames("loras") if folders is not None else []
+#: The ``lora_name`` combo: files in the ``loras`` model folder (live).
+lora_files = ModelFileChoices("loras")
 
 
 def resolve_lora(ctx: loom.RunContext, name: str) -> Path:

@@ -29,14 +29,12 @@ from loom_sd15.convert import (
     vae_conversion,
 )
 from loom_sd15.model import SD15Model
-from loom_sd15.tokenizer import TokenizerSource, search_dirs
+from loom_sd15.tokenizer import TOKENIZER_METADATA, TokenizerSource, search_dirs
 from loom_sd15.unet import UNetModel
 from loom_sd15.vae import VAE_DTYPES, AutoencoderKL, SD15Vae
 
 log = logging.getLogger(__name__)
 
-#: safetensors metadata key naming the tokenizer folder a checkpoint needs (the demo's).
-TOKENIZER_METADATA = "loom.tokenizer"
 EXACT = LoadPolicy(missing="error", unexpected="error")
 WEIGHT_DTYPES = {
     "fp8_e4m3fn": "float8_e4m3fn",

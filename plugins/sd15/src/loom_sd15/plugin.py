@@ -9,15 +9,16 @@ import loom
 if TYPE_CHECKING:
     import click
 
+    from loom import NodeEnvironment
     from loom.registration import RegisterModelFamily, RegisterNode
     from loom.types import AdapterKeyMap, AdapterTarget
 
 
 @loom.hookimpl
 def register_model_families(register: RegisterModelFamily) -> None:
-    from loom_sd15.family import SD15Family
+    from loom.registration import DeferredModelFamily
 
-    register(SD15Family())
+    register(DeferredModelFamily("sd15", _build_family))
 
 
 @loom.hookimpl
@@ -27,6 +28,14 @@ def register_nodes(register: RegisterNode) -> None:
 
     for node_class in (*NODES, *GLIGEN_NODES):
         register(node_class, python_module="nodes")
+
+
+@loom.hookimpl
+def node_problems(node_id: str, prompt: dict[str, Any], env: NodeEnvironment) -> list[str] | None:
+    """A text encoder's CLIP tokenizer files that are nowhere to be found."""
+    from loom_sd15.tokenizer_check import tokenizer_problems
+
+    return tokenizer_problems(node_id, prompt, env) or None
 
 
 @loom.hookimpl
@@ -42,3 +51,10 @@ def adapter_key_map(model: Any, kind: AdapterTarget) -> AdapterKeyMap | None:
     from loom_sd15.adapter_keys import sd15_adapter_key_map
 
     return sd15_adapter_key_map(model, kind)
+
+
+def _build_family() -> Any:
+    """The family, its model code and torch: imported on the first file it is asked about."""
+    from loom_sd15.family import SD15Family
+
+    return SD15Family()

@@ -27,6 +27,10 @@ from loom.errors import LoomError
 log = logging.getLogger(__name__)
 
 TOKENIZER_FILES = ("vocab.json", "merges.txt")
+#: safetensors metadata key naming the tokenizer folder a checkpoint needs (the demo's).
+TOKENIZER_METADATA = "loom.tokenizer"
+#: The tokenizer a checkpoint without that key needs.
+DEFAULT_TOKENIZER = "clip_l"
 #: Hugging Face repositories whose cached snapshot holds each tokenizer.
 HF_REPOS = {"clip_l": ("openai/clip-vit-large-patch14",)}
 ENV_PATH = "LOOM_TOKENIZERS_PATH"

@@ -19,6 +19,7 @@ from loom_sd15.unet import timestep_embedding
 
 from loom.errors import LoomError
 from loom.model_sampling import ModelSampling
+from loom.resample import common_upscale
 from loom.types import LatentFormat
 from loom_sdxl.unet import SDXLUNetConfig, SDXLUNetModel
 
@@ -131,7 +132,7 @@ class SDXLModel(SD15Model):
             "y": adm_vector(pooled, sizes, refiner=self.refiner, negative=prompt_type == "negative")
         }
         if self.config.in_channels == 9:
-            out["c_concat"] = self._inpaint_concat(noise, latent_image, denoise_mask)
+            out["c_concat"] = self._inpaint_concat(options, noise, latent_image, denoise_mask)
         return out
 
     def _check_text_width(self, cross_attn: Any, pooled: torch.Tensor) -> None:
@@ -153,25 +154,47 @@ class SDXLModel(SD15Model):
 
     def _inpaint_concat(
         self,
+        options: Mapping[str, Any],
         noise: torch.Tensor | None,
         latent_image: torch.Tensor | None,
         denoise_mask: torch.Tensor | None,
     ) -> torch.Tensor:
-        """ComfyUI's ``concat_cond`` with a mask: rounded mask ‖ the (model-space) latent."""
-        if noise is None or latent_image is None or denoise_mask is None:
+        """ComfyUI's ``concat_cond`` for inpainting UNets: mask ‖ masked-image latent.
+
+        The image is the conditioning's ``concat_latent_image`` (InpaintModelConditioning;
+        brought into model space here) or else the sampled latent (already in model space);
+        the mask is the conditioning's ``concat_mask``, else the latent's noise mask. With no
+        mask at all the model sees "inpaint everything": a mask of ones and the latent of a
+        blank image, whatever image was given.
+        """
+        if noise is None:
+            raise LoomError(f"the SDXL inpainting model ({self.name}) was called without noise")
+        batch, size = noise.shape[0], noise.shape[-2:]
+        mask = options.get("concat_mask", denoise_mask)
+        if mask is None:
+            ones = torch.ones_like(noise)[:, :1]
+            return torch.cat([ones, _blank_inpaint_latent(noise)], dim=1)
+        image = options.get("concat_latent_image")
+        if image is not None:
+            fmt = self.latent_format
+            image = (image.to(noise) - fmt.shift_factor) * fmt.scale_factor
+        elif latent_image is not None:
+            image = latent_image.to(noise)
+        else:
             raise LoomError(
-                f"the SDXL inpainting model ({self.name}) needs a latent with a noise mask",
-                hint="encode the image with VAEEncodeForInpaint, or add SetLatentNoiseMask",
+                f"the SDXL inpainting model ({self.name}) got a mask but no image to inpaint",
+                hint="feed the conditioning through InpaintModelConditioning, or sample a "
+                "latent from VAEEncodeForInpaint",
             )
-        mask = denoise_mask.to(noise.device, noise.dtype)
+        if image.shape[1:] != noise.shape[1:]:
+            image = common_upscale(image, size[1], size[0], "bilinear", "center")
+        mask = mask.to(noise)
         if mask.ndim == noise.ndim:
             mask = mask[:, :1]
         mask = mask.reshape((-1, 1, *mask.shape[-2:]))
-        if mask.shape[-2:] != noise.shape[-2:]:
-            mask = torch.nn.functional.interpolate(mask, size=noise.shape[-2:], mode="bilinear")
-        mask = _to_batch(mask.round(), noise.shape[0])
-        latent = _to_batch(latent_image.to(noise.device, noise.dtype), noise.shape[0])
-        return torch.cat([mask, latent], dim=1)
+        if mask.shape[-2:] != size:
+            mask = common_upscale(mask, size[1], size[0], "bilinear", "center")
+        return torch.cat([_to_batch(mask.round(), batch), _to_batch(image, batch)], dim=1)
 
     def apply_model(
         self, x: torch.Tensor, sigma: torch.Tensor, cond: Mapping[str, Any]
@@ -192,6 +215,16 @@ class SDXLModel(SD15Model):
                 xc.to(device, dtype), t.to(device), context.to(device, dtype), y.to(device, dtype)
             )
         return ms.calculate_denoised(sigma, out.float().to(x.device), x)
+
+
+#: The latent of an all-zero (mid-grey after decoding) image, per SD latent channel: what an
+#: inpainting UNet is shown as the masked image when no mask is given (ComfyUI's values).
+BLANK_INPAINT_LATENT = (0.8223, -0.6876, 0.6364, 0.1380)
+
+
+def _blank_inpaint_latent(like: torch.Tensor) -> torch.Tensor:
+    scale = torch.tensor(BLANK_INPAINT_LATENT, dtype=like.dtype, device=like.device)
+    return torch.ones_like(like) * scale.reshape(1, -1, *[1] * (like.ndim - 2))
 
 
 def _to_batch(tensor: torch.Tensor, batch: int) -> torch.Tensor:

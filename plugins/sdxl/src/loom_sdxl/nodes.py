@@ -6,12 +6,14 @@ Both attach size fields to the conditioning (the model turns them into the ADM v
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import loom
 from loom.errors import LoomError
 from loom.types import Clip, Conditioning
-from loom_sdxl.clip import SDXLClip
+
+if TYPE_CHECKING:
+    from loom_sdxl.clip import SDXLClip
 
 COMFY_MODULE = "comfy_extras.nodes_clip_sdxl"
 #: ComfyUI's largest image side (``nodes.MAX_RESOLUTION``).
@@ -19,6 +21,8 @@ MAX_RESOLUTION = 16384
 
 
 def _sdxl_clip(node: str, clip: Any, refiner: bool) -> SDXLClip:
+    from loom_sdxl.clip import SDXLClip
+
     what = "an SDXL refiner's CLIP (OpenCLIP bigG)" if refiner else "an SDXL base CLIP"
     if clip is None:
         raise LoomError(f"{node}: input 'clip' is empty", hint=f"connect {what}")

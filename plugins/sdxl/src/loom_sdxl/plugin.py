@@ -15,9 +15,9 @@ if TYPE_CHECKING:
 
 @loom.hookimpl
 def register_model_families(register: RegisterModelFamily) -> None:
-    from loom_sdxl.family import SDXLFamily
+    from loom.registration import DeferredModelFamily
 
-    register(SDXLFamily())
+    register(DeferredModelFamily("sdxl", _build_family))
 
 
 @loom.hookimpl
@@ -41,3 +41,10 @@ def register_commands(cli: click.Group) -> None:
     from loom_sdxl.demo import demo_command
 
     cli.add_command(demo_command)
+
+
+def _build_family() -> Any:
+    """The family, its model code and torch: imported on the first file it is asked about."""
+    from loom_sdxl.family import SDXLFamily
+
+    return SDXLFamily()

@@ -9,9 +9,10 @@ which keeps a zero-strength LoRA bitwise identical to none.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 #: Suffixes every low-rank format shares: the scale numerator and DoRA's magnitude.
 ALPHA = ".alpha"
@@ -21,11 +22,15 @@ SHARED_SUFFIXES = (ALPHA, DORA_SCALE)
 
 def f32(tensor: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """``tensor`` as float32 on ``like``'s device (no copy when it already is)."""
+    import torch
+
     return tensor.to(device=like.device, dtype=torch.float32)
 
 
 def alpha_of(parts: Mapping[str, Any]) -> float | None:
     """The layer's ``.alpha`` as a float (kohya stores a 0-d tensor), or None."""
+    import torch
+
     alpha = parts.get(ALPHA)
     if alpha is None:
         return None

@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from loom.memory import DiffPatch, ReplacePatch
-
 DIFF, DIFF_B, W_NORM, B_NORM, SET_WEIGHT = ".diff", ".diff_b", ".w_norm", ".b_norm", ".set_weight"
 
 
@@ -27,6 +25,8 @@ class DiffAdapter:
     suffixes = (DIFF, DIFF_B, W_NORM, B_NORM, SET_WEIGHT)
 
     def patches(self, parts: Mapping[str, Any], weight_key: str) -> dict[str, Any]:
+        from loom.memory import DiffPatch, ReplacePatch
+
         found: dict[str, Any] = {}
         for name in (W_NORM, DIFF):
             if name in parts:

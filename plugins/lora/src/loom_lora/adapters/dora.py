@@ -17,12 +17,14 @@ between ``W`` and the renormalised weight: ``W + s * (W'' - W)``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import torch
 
 from loom_lora.adapters.base import DORA_SCALE, DeltaPatch, f32
+
+if TYPE_CHECKING:
+    import torch
 
 
 def column_norm(weight: torch.Tensor) -> torch.Tensor:

@@ -9,13 +9,15 @@ factor is rebuilt as ``einsum("ijkl,jr,ip->prkl", t, w_b, w_a)``, where ``w_a`` 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import torch
 
 from loom_lora.adapters.base import SHARED_SUFFIXES, DeltaPatch, alpha_of, alpha_scale, f32
 from loom_lora.adapters.dora import with_dora
+
+if TYPE_CHECKING:
+    import torch
 
 W1_A, W1_B, W2_A, W2_B = ".hada_w1_a", ".hada_w1_b", ".hada_w2_a", ".hada_w2_b"
 T1, T2 = ".hada_t1", ".hada_t2"
@@ -23,6 +25,8 @@ T1, T2 = ".hada_t1", ".hada_t2"
 
 def tucker(t: torch.Tensor, w_b: torch.Tensor, w_a: torch.Tensor) -> torch.Tensor:
     """Rebuild a conv factor ``[out, in, kh, kw]`` from its Tucker core and two matrices."""
+    import torch
+
     return torch.einsum("ijkl,jr,ip->prkl", t, w_b, w_a)
 
 

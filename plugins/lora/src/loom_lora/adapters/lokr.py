@@ -10,14 +10,16 @@ when a factor is low-rank; rank is the rows of ``lokr_w2_b`` if ``w2`` is factor
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import torch
 
 from loom_lora.adapters.base import SHARED_SUFFIXES, DeltaPatch, alpha_of, alpha_scale, f32
 from loom_lora.adapters.dora import with_dora
 from loom_lora.adapters.loha import tucker
+
+if TYPE_CHECKING:
+    import torch
 
 W1, W2 = ".lokr_w1", ".lokr_w2"
 W1_A, W1_B, W2_A, W2_B, T2 = ".lokr_w1_a", ".lokr_w1_b", ".lokr_w2_a", ".lokr_w2_b", ".lokr_t2"
@@ -43,6 +45,8 @@ class LokrPatch(DeltaPatch):
         return 1.0
 
     def delta(self, weight: torch.Tensor) -> torch.Tensor:
+        import torch
+
         if self.w1 is not None:
             w1 = f32(self.w1, weight)
         else:

@@ -16,13 +16,15 @@ compose like the three convolutions they stand for.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import torch
 
 from loom_lora.adapters.base import SHARED_SUFFIXES, DeltaPatch, alpha_of, alpha_scale, f32
 from loom_lora.adapters.dora import with_dora
+
+if TYPE_CHECKING:
+    import torch
 
 #: (up, down) suffix pairs, in ComfyUI's order of preference.
 UP_DOWN = (
@@ -54,6 +56,8 @@ class LoraPatch(DeltaPatch):
 
     def factors(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(up [out, rank], down [rank, in * kh * kw])`` in float32 on ``weight``'s device."""
+        import torch
+
         up, down = f32(self.up, weight), f32(self.down, weight)
         if self.mid is not None:
             # mid [rank, rank, kh, kw] after down [rank, in, 1, 1]: down' [rank, in, kh, kw]
@@ -66,6 +70,8 @@ class LoraPatch(DeltaPatch):
         ComfyUI's float32 rounding; a fused ``addmm`` rounds differently in a few percent
         of the elements, which shows after the cast to fp16 / bf16."""
         up, down = self.factors(weight)
+        import torch
+
         return torch.mm(up, down).reshape(weight.shape)
 
 
