@@ -12,13 +12,14 @@ import loom
 from loom.errors import ModelFileError
 from loom.folders import ModelFolders
 from loom.types import Clip, Conditioning, Image, Model, Socket, Vae
-from loom_clip_vision.style import STRENGTH_TYPES, apply_style, load_style_model
 
 ClipVisionRef = Annotated[Any, Socket("CLIP_VISION")]
 ClipVisionOutputRef = Annotated[Any, Socket("CLIP_VISION_OUTPUT")]
 StyleModelRef = Annotated[Any, Socket("STYLE_MODEL")]
 
 COMFY_MODULE = "nodes"
+#: StyleModelApply's ``strength_type`` choices (ComfyUI 0.8).
+STRENGTH_TYPES = ["multiply", "attn_bias"]
 _NEEDS = "model folders"
 
 
@@ -124,6 +125,7 @@ class StyleModelLoader:
 
     def run(self, ctx: loom.RunContext) -> StyleModelRef:
         from loom.memory import read_header
+        from loom_clip_vision.style import load_style_model
 
         path = resolve(ctx, "style_models", self.style_model_name)
         return load_style_model(read_header(path), _memory(ctx))
@@ -138,6 +140,8 @@ class StyleModelApply:
     strength_type: str = loom.ui.combo(STRENGTH_TYPES)
 
     def run(self, ctx: loom.RunContext) -> Conditioning:
+        from loom_clip_vision.style import apply_style
+
         tokens = self.style_model.get_cond(self.clip_vision_output)
         return apply_style(
             self.conditioning,

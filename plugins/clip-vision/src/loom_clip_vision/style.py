@@ -33,7 +33,6 @@ from loom.memory import (
 from loom.types import CheckpointHeader
 
 REDUX_KEYS = ("redux_up.weight", "redux_up.bias", "redux_down.weight", "redux_down.bias")
-STRENGTH_TYPES = ["multiply", "attn_bias"]
 
 
 @attrs.frozen

@@ -8,15 +8,19 @@ untouched. The bias patch of such a layer (``.diff_b``) lands on the same rows o
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import torch
 
 from loom.types import WeightSlice
 
+if TYPE_CHECKING:
+    import torch
+
 
 def _swap(tensor: torch.Tensor) -> torch.Tensor:
+    import torch
+
     first, second = tensor.chunk(2, dim=0)
     return torch.cat((second, first), dim=0)
 
@@ -31,6 +35,8 @@ class SlicePatch:
     swap_halves: bool = False
 
     def apply(self, weight: torch.Tensor, strength: float) -> torch.Tensor:
+        import torch
+
         if strength == 0.0:
             return weight
         end = self.offset + self.length

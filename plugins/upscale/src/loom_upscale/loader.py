@@ -12,11 +12,12 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loom.errors import ModelFileError
-from loom_upscale.model import UpscaleModel
-from loom_upscale.spandrel_import import import_spandrel
+
+if TYPE_CHECKING:
+    from loom_upscale.model import UpscaleModel
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ def describe(state_dict: dict[str, Any], context: str) -> Any:
     :raises UpscaleModelError: spandrel knows no architecture with these keys, the weights
         do not fit the architecture it detected, or the model is not a single-image model.
     """
+    from loom_upscale.spandrel_import import import_spandrel
+
     spandrel = import_spandrel()
     if _DATA_PARALLEL_KEY in state_dict:
         state_dict = {key.removeprefix("module."): value for key, value in state_dict.items()}
@@ -103,6 +106,8 @@ def load_upscale_model(path: Path, context: str) -> UpscaleModel:
     """Read ``path`` and build its model on the CPU; ``context`` prefixes error messages."""
     started = time.perf_counter()
     descriptor = describe(read_state_dict(path, context), context)
+    from loom_upscale.model import UpscaleModel
+
     model = UpscaleModel.from_descriptor(descriptor, path)
     log.info(
         "loaded upscale model %s (%s, %dx, %.1f MB) in %.2f s",

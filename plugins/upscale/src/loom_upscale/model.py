@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import attrs
 import torch
 
 from loom.memory import MemoryEstimator, ModelHandle
-from loom.types import Socket
 
 #: ComfyUI's activation estimate for one tile: ``tile² · 3 · bytes · max(scale, 1) · 384``
 #: (its comment calls 384 "an estimate of how much some of these models take").
@@ -81,7 +80,3 @@ class UpscaleModel:
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         """One ``[1, C, H, W]`` image in [0, 1] on the model's device and dtype -> scaled."""
         return self.descriptor(image)
-
-
-#: The ``UPSCALE_MODEL`` socket.
-UpscaleModelSocket = Annotated[UpscaleModel, Socket("UPSCALE_MODEL")]

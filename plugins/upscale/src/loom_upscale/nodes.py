@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Any
 
 import loom
-from loom.types import Image
+from loom.types import Image, Socket
 from loom_upscale.loader import FOLDER, UpscaleModelError, load_upscale_model, where
-from loom_upscale.model import UpscaleModelSocket
-from loom_upscale.upscale import upscale
 
 if TYPE_CHECKING:
     from loom.folders import ModelFolders
     from loom.memory import MemoryManager
+
+#: The ``UPSCALE_MODEL`` socket: a :class:`loom_upscale.model.UpscaleModel` (the annotation
+#: names no class, so registering the nodes imports no torch).
+UpscaleModelSocket = Annotated[Any, Socket("UPSCALE_MODEL")]
 
 #: ComfyUI's source module of both nodes (``comfy_extras/nodes_upscale_model.py``).
 PYTHON_MODULE = "comfy_extras.nodes_upscale_model"
@@ -59,6 +61,8 @@ class ImageUpscaleWithModel:
     image: Image
 
     def run(self, ctx: loom.RunContext) -> Image:
+        from loom_upscale.upscale import upscale
+
         return upscale(
             self.upscale_model,
             self.image,

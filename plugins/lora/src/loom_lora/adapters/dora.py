@@ -48,6 +48,8 @@ class DoraPatch:
     dora_scale: torch.Tensor
 
     def apply(self, weight: torch.Tensor, strength: float) -> torch.Tensor:
+        import torch
+
         if strength == 0.0:
             return weight
         merged = weight + self.inner.scale * self.inner.delta(weight)
