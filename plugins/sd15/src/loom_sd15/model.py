@@ -80,5 +80,6 @@ class SD15Model(ModelHandle):
                 xc.to(target.device, target.dtype),
                 t.to(target.device),
                 context.to(target.device, target.dtype),
+                control=cond.get("control"),
             )
         return ms.calculate_denoised(sigma, out.float().to(x.device), x)
