@@ -15,7 +15,7 @@ import loom
 
 REPO = Path(__file__).resolve().parents[2]
 #: Plugins held to the public surface (the ones core's maintainers adapt with it).
-PLUGINS = ("sd15", "lora", "http", "samplers", "sdxl", "flux")
+PLUGINS = ("sd15", "lora", "http", "samplers", "sdxl", "flux", "controlnet")
 
 
 def public_names(module_name: str) -> set[str]:

@@ -23,6 +23,7 @@ from loom_sd15.adapter_keys import unet_diffusers_names
 from loom_sd15.detect import unet_config
 from loom_sd15.unet import UNetConfig
 
+from loom.errors import ModelFileError
 from loom_controlnet.model import ControlNetConfig
 
 Shapes = Mapping[str, tuple[int, ...]]
@@ -53,37 +54,73 @@ def detect_layout(shapes: Shapes) -> Layout | None:
     return None
 
 
+def _sdxl() -> Any:
+    """loom-sdxl's UNet (class, config reader), needed for ControlNets with a class embedding."""
+    try:
+        from loom_sdxl import detect, unet
+    except ImportError as error:
+        raise ModelFileError(
+            "this is an SDXL ControlNet, which needs the loom-sdxl plugin",
+            hint="pip install loom-sdxl",
+        ) from error
+    return detect, unet
+
+
 def original_config(shapes: Shapes, prefix: str) -> ControlNetConfig:
-    """Config of an original-layout ControlNet (loom-sd15's UNet reader on its encoder)."""
-    # The reader wants the UNet's output width, which a ControlNet (no decoder) lacks.
+    """Config of an original-layout ControlNet (loom-sd15's or loom-sdxl's UNet reader on
+    its encoder; SDXL's when the encoder has a class embedding)."""
+    # The readers want the UNet's output width, which a ControlNet (no decoder) lacks.
     encoder = dict(shapes)
     encoder[f"{prefix}out.2.weight"] = (shapes[f"{prefix}input_blocks.0.0.weight"][1], 1, 3, 3)
-    config = unet_config(encoder, prefix)
     hint = shapes[f"{prefix}input_hint_block.0.weight"][1]
-    return ControlNetConfig(unet=config, hint_channels=hint)
+    if f"{prefix}label_emb.0.0.weight" in shapes:
+        detect, unet = _sdxl()
+        config = detect.unet_config(encoder, prefix)
+        return ControlNetConfig(unet=config, hint_channels=hint, unet_class=unet.SDXLUNetModel)
+    return ControlNetConfig(unet=unet_config(encoder, prefix), hint_channels=hint)
+
+
+def _depth(shapes: Shapes, base: str) -> int:
+    depth = 0
+    while f"{base}.transformer_blocks.{depth}.norm1.weight" in shapes:
+        depth += 1
+    return depth
 
 
 def diffusers_config(shapes: Shapes) -> ControlNetConfig:
-    """Config of a diffusers ``ControlNetModel`` file (SD1.x / SD2.x encoder)."""
+    """Config of a diffusers ``ControlNetModel`` file (SD1.x / SD2.x / SDXL encoder)."""
     first = shapes["conv_in.weight"]
     mc = first[0]
-    mult, attention = [], []
+    mult, attention, depths = [], [], []
     depth, context, linear = 1, 768, False
     level = 0
     while f"down_blocks.{level}.resnets.0.conv1.weight" in shapes:
         mult.append(shapes[f"down_blocks.{level}.resnets.0.conv1.weight"][0] // mc)
         base = f"down_blocks.{level}.attentions.0"
+        depths.append(_depth(shapes, base))
         if f"{base}.proj_in.weight" in shapes:
             attention.append(level)
             linear = len(shapes[f"{base}.proj_in.weight"]) == 2
             context = shapes[f"{base}.transformer_blocks.0.attn2.to_k.weight"][1]
-            depth = 0
-            while f"{base}.transformer_blocks.{depth}.norm1.weight" in shapes:
-                depth += 1
+            depth = depths[-1]
         level += 1
     blocks = 0
     while f"down_blocks.0.resnets.{blocks}.conv1.weight" in shapes:
         blocks += 1
+    hint = shapes["controlnet_cond_embedding.conv_in.weight"][1]
+    if "add_embedding.linear_1.weight" in shapes:
+        _, unet = _sdxl()
+        sdxl = unet.SDXLUNetConfig(
+            in_channels=first[1],
+            model_channels=mc,
+            channel_mult=tuple(mult),
+            num_res_blocks=blocks,
+            transformer_depths=tuple(depths),
+            middle_depth=_depth(shapes, "mid_block.attentions.0"),
+            context_dim=context,
+            adm_in_channels=shapes["add_embedding.linear_1.weight"][1],
+        )
+        return ControlNetConfig(unet=sdxl, hint_channels=hint, unet_class=unet.SDXLUNetModel)
     sd2 = context == 1024
     config = UNetConfig(
         in_channels=first[1],
@@ -97,7 +134,6 @@ def diffusers_config(shapes: Shapes) -> ControlNetConfig:
         context_dim=context,
         use_linear_in_transformer=linear,
     )
-    hint = shapes["controlnet_cond_embedding.conv_in.weight"][1]
     return ControlNetConfig(unet=config, hint_channels=hint)
 
 

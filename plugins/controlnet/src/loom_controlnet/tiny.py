@@ -17,11 +17,19 @@ from loom_controlnet.model import ControlNet, ControlNetConfig
 
 
 def controlnet_state(
-    unet_config: Any, *, seed: int = 0, layout: str = "original", std: float = 0.1
+    unet_config: Any,
+    *,
+    seed: int = 0,
+    layout: str = "original",
+    std: float = 0.1,
+    unet_class: Any = None,
 ) -> dict[str, torch.Tensor]:
     """Random weights of a ControlNet for ``unet_config`` in ``layout``
-    (``"original"``, ``"original-bare"`` without the prefix, or ``"diffusers"``)."""
+    (``"original"``, ``"original-bare"`` without the prefix, or ``"diffusers"``);
+    ``unet_class``: loom-sdxl's ``SDXLUNetModel`` for an SDXL config."""
     config = ControlNetConfig(unet=unet_config)
+    if unet_class is not None:
+        config = ControlNetConfig(unet=unet_config, unet_class=unet_class)
     with torch.device("meta"):
         module = ControlNet(config)
     module.to_empty(device="cpu")
