@@ -97,3 +97,45 @@ def test_diffusers_layout_round_trips_through_the_tiny_writer(tmp_path):
     sa, sb = a.module.state_dict(), b.module.state_dict()
     assert sa.keys() == sb.keys()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_unet_adds_the_residuals_like_diffusers(files):
+    """A whole controlled UNet call: Loom's ControlNet + loom-sd15's UNet against diffusers'
+    ControlNetModel + UNet2DConditionModel (down/mid additional residuals)."""
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
+    from loom_controlnet.loader import load_controlnet
+    from loom_sd15.convert import unet_conversion
+    from loom_sd15.tiny import tiny_spec
+    from loom_sd15.unet import UNetModel
+
+    ours = UNetModel(tiny_spec().unet).eval()
+    generator = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for param in ours.parameters():
+            param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
+    unet = diffusers.UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=32,
+    ).eval()
+    checkpoint = unet_conversion().to_checkpoint(ours.state_dict())
+    unet.load_state_dict(convert_ldm_unet_checkpoint(checkpoint, unet.config), strict=True)
+    x, hint, t, context = inputs()
+    control = load_controlnet(files["original"]).module
+    with torch.no_grad():
+        down, mid = reference()(x, t, context, hint, return_dict=False)
+        expected = unet(
+            x, t, context, down_block_additional_residuals=down, mid_block_additional_residual=mid
+        ).sample
+        residuals = control(x, hint, t, context)
+        got = ours(x, t, context, control=residuals)
+        plain = ours(x, t, context)
+    assert float((got - plain).abs().max()) > 1e-2
+    assert float((got - expected).abs().max()) <= TOLERANCE
