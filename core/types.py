@@ -334,12 +334,13 @@ class ControlSignal(Protocol):
         x: torch.Tensor,
         sigma: torch.Tensor,
         cond: Mapping[str, Any],
-        model_sampling: ModelSampling,
+        model: ModelLike,
         batched_number: int,
     ) -> ControlResiduals | None:
         """Residuals for the model call on ``x`` (model space) at ``sigma`` (``[N]``).
 
         ``cond`` holds the call's batched model inputs (``c_crossattn``, ``y`` ...);
+        ``model`` is the MODEL being sampled (its ``model_sampling`` gives the timestep);
         ``batched_number`` is how many conditioning chunks were concatenated into the batch
         (a hint of batch ``B`` is repeated per chunk). ``None``: nothing to add at this sigma
         (outside every signal's timestep range).

@@ -92,6 +92,8 @@ def test_sdxl_residuals_match_diffusers(files, layout):
 
 
 def test_sdxl_controlnet_on_an_sd15_model_is_refused_clearly(files):
+    from types import SimpleNamespace
+
     from loom_controlnet.loader import load_controlnet
     from loom_controlnet.signal import ControlNetSignal
 
@@ -102,7 +104,9 @@ def test_sdxl_controlnet_on_an_sd15_model_is_refused_clearly(files):
     x = torch.randn(2, 4, 8, 8)
     sd15_cond = {"c_crossattn": torch.randn(2, 77, 32)}  # no y: not SDXL
     with pytest.raises(LoomError) as caught:
-        signal.residuals(x, torch.full((2,), 1.0), sd15_cond, DiscreteEps(), 2)
+        signal.residuals(
+            x, torch.full((2,), 1.0), sd15_cond, SimpleNamespace(model_sampling=DiscreteEps()), 2
+        )
     message = str(caught.value)
     assert message.startswith("ControlNetApplyAdvanced: input 'control_net' (original.safetensors)")
     assert "SDXL ControlNet" in message and "96" in message and "pooled" in message

@@ -4,6 +4,7 @@ resizing and batching, and clear errors for a ControlNet that does not fit the m
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -11,6 +12,9 @@ import torch
 from loom.errors import LoomError, ModelFileError
 from loom.model_sampling import DiscreteEps
 from loom.types import ControlSignal
+
+#: what a signal reads of the MODEL being sampled
+MODEL = SimpleNamespace(model_sampling=DiscreteEps())
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +45,7 @@ def call(sig, sigma: float = 1.0, batch: int = 2, chunks: int = 2, width: int = 
     g = torch.Generator().manual_seed(1)
     x = torch.randn(batch, 4, 8, 8, generator=g)
     cond = {"c_crossattn": torch.randn(batch, 5, width, generator=g)}
-    return sig.residuals(x, torch.full((batch,), sigma), cond, DiscreteEps(), chunks)
+    return sig.residuals(x, torch.full((batch,), sigma), cond, MODEL, chunks)
 
 
 def test_is_a_control_signal_and_names_its_models(controls):

@@ -24,11 +24,12 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-sd15.safetensors", seed=0)
 
 
-@pytest.fixture
-def base_dir(tmp_path, tiny_checkpoint, demo_tokenizers) -> Path:
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory, tiny_checkpoint, demo_tokenizers) -> Path:
     from loom_controlnet.tiny import write_tiny_controlnet
     from loom_sd15.tiny import tiny_spec
 
+    tmp_path = tmp_path_factory.mktemp("base")
     checkpoints = tmp_path / "models" / "checkpoints"
     checkpoints.mkdir(parents=True)
     try:
@@ -53,7 +54,7 @@ def base_dir(tmp_path, tiny_checkpoint, demo_tokenizers) -> Path:
     return tmp_path
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def executor(base_dir):
     from loom.executor.executor import Executor
     from loom.settings import Settings
@@ -150,17 +151,29 @@ def run(executor, prompt: dict):
     return executor.execute("test", validated.prompt, validated.outputs, {})
 
 
-def image(executor, *controls: dict, **kwargs) -> torch.Tensor:
-    result = run(executor, txt2img(*controls, **kwargs))
+_IMAGES: dict[str, torch.Tensor] = {}
+
+
+def rendered(executor, prompt: dict) -> torch.Tensor:
+    result = run(executor, prompt)
     assert result.error is None, result.error.get("exception_message")
     return result.values["8"][0][0]
 
 
-def fresh(executor):
-    """Another executor on the same runtime: nothing cached, the models already loaded."""
+def image(executor, *controls: dict, **kwargs) -> torch.Tensor:
+    """The decoded image of :func:`txt2img` (each prompt rendered once per module)."""
+    prompt = txt2img(*controls, **kwargs)
+    key = repr(prompt)
+    if key not in _IMAGES:
+        _IMAGES[key] = rendered(executor, prompt)
+    return _IMAGES[key]
+
+
+def rerun(executor, *controls: dict) -> torch.Tensor:
+    """The same prompt again on another executor (nothing cached; models already loaded)."""
     from loom.executor.executor import Executor
 
-    return Executor(executor.runtime)
+    return rendered(Executor(executor.runtime), txt2img(*controls))
 
 
 def differ(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -175,7 +188,7 @@ def test_controlnet_changes_the_image_deterministically(executor):
     base = image(executor)
     controlled = image(executor, A)
     assert differ(base, controlled)
-    assert torch.equal(controlled, image(fresh(executor), A))  # uncached rerun: same bits
+    assert torch.equal(controlled, rerun(executor, A))  # uncached rerun: same bits
     assert torch.equal(base, image(executor, {**A, "strength": 0.0}))
     assert differ(controlled, image(executor, {**A, "strength": 0.5}))
 
@@ -195,7 +208,7 @@ def test_two_chained_controlnets(executor):
     a, b = image(executor, A), image(executor, B)
     both = image(executor, A, B)
     assert differ(both, a) and differ(both, b) and differ(a, b)
-    assert torch.equal(both, image(fresh(executor), A, B))
+    assert torch.equal(both, rerun(executor, A, B))
 
 
 def test_old_apply_node_also_controls_the_negative(executor):

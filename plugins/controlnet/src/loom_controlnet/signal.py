@@ -18,7 +18,6 @@ import attrs
 import torch
 
 from loom.errors import LoomError
-from loom.model_sampling import ModelSampling
 from loom.resample import common_upscale
 from loom.types import ControlResiduals, ControlSignal
 from loom_controlnet.loader import ControlNetModel
@@ -92,12 +91,13 @@ class ControlNetSignal:
         x: torch.Tensor,
         sigma: torch.Tensor,
         cond: Mapping[str, Any],
-        model_sampling: ModelSampling,
+        model: Any,
         batched_number: int,
     ) -> ControlResiduals | None:
         previous = None
         if self.previous is not None:
-            previous = self.previous.residuals(x, sigma, cond, model_sampling, batched_number)
+            previous = self.previous.residuals(x, sigma, cond, model, batched_number)
+        model_sampling = model.model_sampling
         start = model_sampling.percent_to_sigma(self.start_percent)
         end = model_sampling.percent_to_sigma(self.end_percent)
         if float(sigma[0]) > start or float(sigma[0]) < end:

@@ -410,9 +410,7 @@ def calc_cond_batch(
         if first.control is not None:
             batched = {
                 **batched,
-                "control": first.control.residuals(
-                    input_x, sigma_in, batched, model.model_sampling, len(chunks)
-                ),
+                "control": first.control.residuals(input_x, sigma_in, batched, model, len(chunks)),
             }
         output = model.apply_model(input_x, sigma_in, batched).chunk(len(chunks))
         for c, out in zip(chunks, output, strict=True):
