@@ -16,6 +16,14 @@ import attrs
 
 from loom.errors import ModelFileError
 from loom.memory import LoadPolicy, ModelHandle, build_on_meta, load_into_module, open_safetensors
+from loom_controlnet.adapter import (
+    AdapterConfig,
+    T2IAdapter,
+    adapter_config,
+    diffusers_blocks,
+    is_adapter,
+    original_keys,
+)
 from loom_controlnet.convert import (
     Layout,
     RenamedView,
@@ -51,6 +59,39 @@ class ControlNetModel:
     def module(self) -> ControlNet:
         return self.handle.module  # type: ignore[return-value]
 
+    @property
+    def hint_channels(self) -> int:
+        return self.config.hint_channels
+
+
+@attrs.frozen
+class AdapterModel:
+    """A loaded T2I-Adapter (also a CONTROL_NET socket value)."""
+
+    handle: ModelHandle
+    config: AdapterConfig
+    file: str
+    control_type: int | None = None
+
+    @property
+    def module(self) -> T2IAdapter:
+        return self.handle.module  # type: ignore[return-value]
+
+    @property
+    def hint_channels(self) -> int:
+        return self.config.hint_channels
+
+
+def load_adapter(state: Mapping[str, Any], shapes: Mapping[str, Any], file: str) -> AdapterModel:
+    """A T2I-Adapter file (original or diffusers layout) onto :class:`T2IAdapter`."""
+    keys = original_keys(shapes)
+    config = adapter_config({k: shapes[v] for k, v in keys.items()}, diffusers_blocks(shapes))
+    module = build_on_meta(T2IAdapter, config)
+    tensors = RenamedView(state, keys)
+    load_into_module(module, tensors, LoadPolicy(missing="error", unexpected="warn"), source=file)
+    module.eval()
+    return AdapterModel(ModelHandle(module, name=f"t2i-adapter:{file}"), config, file)
+
 
 def _describe(shapes: Mapping[str, Any]) -> str:
     keys = sorted(shapes)
@@ -63,13 +104,15 @@ def _describe(shapes: Mapping[str, Any]) -> str:
     return f"{len(keys)} tensors starting {', '.join(keys[:3])}"
 
 
-def load_controlnet(path: Path, model: Any = None) -> ControlNetModel:
+def load_controlnet(path: Path, model: Any = None) -> ControlNetModel | AdapterModel:
     """Load the ControlNet in ``path``. ``model`` (DiffControlNetLoader's MODEL) supplies the
     base weights of "difference" files, whose tensors are deltas on the model's UNet."""
     state = open_safetensors(path)
     shapes = {k: tuple(v.shape) for k, v in state.entries.items()}
     file = path.name
     layout = detect_layout(shapes)
+    if layout is None and is_adapter(shapes):
+        return load_adapter(state, shapes, file)
     if layout is None:
         if "lora_controlnet" in shapes:
             raise ModelFileError(
@@ -78,7 +121,7 @@ def load_controlnet(path: Path, model: Any = None) -> ControlNetModel:
         raise ModelFileError(
             f"{file} is not a ControlNet: it holds {_describe(shapes)}",
             hint="put ControlNet files (original control_model.* or diffusers "
-            "ControlNetModel layout) in models/controlnet",
+            "ControlNetModel layout) and T2I-Adapters in models/controlnet",
         )
     config = original_config(shapes, layout.prefix) if layout.kind == "original" else None
     if config is None:

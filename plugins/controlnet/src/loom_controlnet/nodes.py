@@ -17,7 +17,8 @@ import attrs
 import loom
 from loom.errors import LoomError, ModelFileError
 from loom.types import Conditioning, ControlNet, Image, Model, Vae
-from loom_controlnet.loader import ControlNetModel, load_controlnet
+from loom_controlnet.adapter_signal import AdapterSignal
+from loom_controlnet.loader import AdapterModel, ControlNetModel, load_controlnet
 from loom_controlnet.signal import ControlNetSignal
 
 if TYPE_CHECKING:
@@ -56,7 +57,9 @@ def resolve_controlnet(ctx: loom.RunContext, name: str) -> Path:
     return path
 
 
-def _load(ctx: loom.RunContext, node: str, name: str, model: Any = None) -> ControlNetModel:
+def _load(
+    ctx: loom.RunContext, node: str, name: str, model: Any = None
+) -> ControlNetModel | AdapterModel:
     path = resolve_controlnet(ctx, name)
     try:
         return load_controlnet(path, model)
@@ -83,16 +86,24 @@ class DiffControlNetLoader:
         return _load(ctx, "DiffControlNetLoader", self.control_net_name, self.model)
 
 
-def _hint(node: str, image: Any, control: ControlNetModel) -> Any:
-    """IMAGE ``[B, H, W, C]`` -> hint ``[B, C, H, W]``, its channels checked."""
+def _hint(node: str, image: Any, control: Any) -> Any:
+    """IMAGE ``[B, H, W, C]`` -> hint ``[B, C, H, W]``, its channels checked (a
+    single-channel adapter averages the channels itself, as ComfyUI)."""
     hint = image.movedim(-1, 1)
-    if hint.shape[1] != control.config.hint_channels:
+    if hint.shape[1] != control.hint_channels and control.hint_channels != 1:
         raise LoomError(
             f"{node}: input 'image' has {hint.shape[1]} channels but the ControlNet "
-            f"{control.file} takes {control.config.hint_channels}-channel hints",
+            f"{control.file} takes {control.hint_channels}-channel hints",
             hint="convert the image to RGB (e.g. SplitImageWithAlpha) before applying",
         )
     return hint
+
+
+def bind(control: Any, hint: Any, **options: Any) -> Any:
+    """The control signal of a CONTROL_NET value bound to ``hint``."""
+    if isinstance(control, AdapterModel):
+        return AdapterSignal(control, hint, **options)
+    return ControlNetSignal(control, hint, **options)
 
 
 def apply_control(
@@ -146,13 +157,13 @@ class ControlNetApplyAdvanced:
         hint = _hint("ControlNetApplyAdvanced", self.image, self.control_net)
 
         def signal_for(previous: Any) -> ControlNetSignal:
-            return ControlNetSignal(
+            return bind(
                 self.control_net,
                 hint,
-                self.strength,
-                self.start_percent,
-                self.end_percent,
-                previous,
+                strength=self.strength,
+                start_percent=self.start_percent,
+                end_percent=self.end_percent,
+                previous=previous,
                 applied_by="ControlNetApplyAdvanced",
             )
 
@@ -178,10 +189,10 @@ class ControlNetApply:
         hint = _hint("ControlNetApply", self.image, self.control_net)
 
         def signal_for(previous: Any) -> ControlNetSignal:
-            return ControlNetSignal(
+            return bind(
                 self.control_net,
                 hint,
-                self.strength,
+                strength=self.strength,
                 previous=previous,
                 applied_by="ControlNetApply",
             )

@@ -65,6 +65,37 @@ def merge(
     )
 
 
+def in_range(model_sampling: Any, sigma: torch.Tensor, start: float, end: float) -> bool:
+    """Whether ``sigma`` lies in the ``start`` .. ``end`` percent part of the schedule."""
+    high = model_sampling.percent_to_sigma(start)
+    low = model_sampling.percent_to_sigma(end)
+    return low <= float(sigma[0]) <= high
+
+
+def resized_hint(hint: torch.Tensor, kept: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+    """``hint`` resized to ``x``'s latent size x 8 (``kept`` when it already is)."""
+    height, width = x.shape[2] * COMPRESSION, x.shape[3] * COMPRESSION
+    if kept is not None and tuple(kept.shape[2:]) == (height, width):
+        return kept
+    return common_upscale(hint, width, height, HINT_UPSCALE, "center")
+
+
+def scaled(out: ControlResiduals, strength: float, average: bool = False) -> ControlResiduals:
+    """Every residual times ``strength`` (first averaged over space when ``average``)."""
+
+    def scale(values: tuple[Any, ...]) -> tuple[Any, ...]:
+        result = []
+        for value in values:
+            if value is not None:
+                if average:
+                    value = value.mean(dim=(2, 3), keepdim=True).expand_as(value)
+                value = value * strength
+            result.append(value)
+        return tuple(result)
+
+    return ControlResiduals(scale(out.input), scale(out.middle), scale(out.output))
+
+
 @attrs.define(eq=False)
 class ControlNetSignal:
     """A :class:`ControlNetModel` bound to ``hint`` (``[B, C, H, W]`` in ``[0, 1]``),
@@ -98,9 +129,7 @@ class ControlNetSignal:
         if self.previous is not None:
             previous = self.previous.residuals(x, sigma, cond, model, batched_number)
         model_sampling = model.model_sampling
-        start = model_sampling.percent_to_sigma(self.start_percent)
-        end = model_sampling.percent_to_sigma(self.end_percent)
-        if float(sigma[0]) > start or float(sigma[0]) < end:
+        if not in_range(model_sampling, sigma, self.start_percent, self.end_percent):
             return previous
         context = cond["c_crossattn"]
         self._check_model(x, context, cond.get("y"))
@@ -116,26 +145,11 @@ class ControlNetSignal:
                 context.to(device, dtype),
                 None if y is None else y.to(device, dtype),
             )
-        return merge(self._scaled(out), previous)
+        return merge(scaled(out, self.strength, self.control.global_average_pooling), previous)
 
     def _hint_for(self, x: torch.Tensor) -> torch.Tensor:
-        height, width = x.shape[2] * COMPRESSION, x.shape[3] * COMPRESSION
-        if self._resized is None or tuple(self._resized.shape[2:]) != (height, width):
-            self._resized = common_upscale(self.hint, width, height, HINT_UPSCALE, "center")
+        self._resized = resized_hint(self.hint, self._resized, x)
         return self._resized
-
-    def _scaled(self, out: ControlResiduals) -> ControlResiduals:
-        def scale(values: tuple[Any, ...]) -> tuple[Any, ...]:
-            scaled = []
-            for value in values:
-                if value is not None:
-                    if self.control.global_average_pooling:
-                        value = value.mean(dim=(2, 3), keepdim=True).expand_as(value)
-                    value = value * self.strength
-                scaled.append(value)
-            return tuple(scaled)
-
-        return ControlResiduals(scale(out.input), scale(out.middle), scale(out.output))
 
     def _check_model(self, x: torch.Tensor, context: torch.Tensor, y: Any) -> None:
         """A ControlNet made for another model family fails here with a message naming the
