@@ -104,8 +104,8 @@ def _describe(shapes: Mapping[str, Any]) -> str:
     return f"{len(keys)} tensors starting {', '.join(keys[:3])}"
 
 
-def load_controlnet(path: Path, model: Any = None) -> ControlNetModel | AdapterModel:
-    """Load the ControlNet in ``path``. ``model`` (DiffControlNetLoader's MODEL) supplies the
+def load_controlnet(path: Path, model: Any = None) -> Any:
+    """Load the ControlNet, T2I-Adapter or control-LoRA in ``path``. ``model`` (DiffControlNetLoader's MODEL) supplies the
     base weights of "difference" files, whose tensors are deltas on the model's UNet."""
     state = open_safetensors(path)
     shapes = {k: tuple(v.shape) for k, v in state.entries.items()}
@@ -113,11 +113,13 @@ def load_controlnet(path: Path, model: Any = None) -> ControlNetModel | AdapterM
     layout = detect_layout(shapes)
     if layout is None and is_adapter(shapes):
         return load_adapter(state, shapes, file)
+    if "lora_controlnet" in shapes:
+        from loom_controlnet.control_lora import ControlLoraModel
+
+        if "input_hint_block.0.weight" not in shapes:
+            raise ModelFileError(f"{file} is a control-LoRA without its hint encoder")
+        return ControlLoraModel(state, file, shapes["input_hint_block.0.weight"][1])
     if layout is None:
-        if "lora_controlnet" in shapes:
-            raise ModelFileError(
-                f"{file} is a control-LoRA, which this version of loom-controlnet cannot load yet"
-            )
         raise ModelFileError(
             f"{file} is not a ControlNet: it holds {_describe(shapes)}",
             hint="put ControlNet files (original control_model.* or diffusers "

@@ -18,7 +18,8 @@ import loom
 from loom.errors import LoomError, ModelFileError
 from loom.types import Conditioning, ControlNet, Image, Model, Vae
 from loom_controlnet.adapter_signal import AdapterSignal
-from loom_controlnet.loader import AdapterModel, ControlNetModel, load_controlnet
+from loom_controlnet.control_lora import ControlLoraModel, ControlLoraSignal
+from loom_controlnet.loader import AdapterModel, load_controlnet
 from loom_controlnet.signal import ControlNetSignal
 
 if TYPE_CHECKING:
@@ -57,9 +58,7 @@ def resolve_controlnet(ctx: loom.RunContext, name: str) -> Path:
     return path
 
 
-def _load(
-    ctx: loom.RunContext, node: str, name: str, model: Any = None
-) -> ControlNetModel | AdapterModel:
+def _load(ctx: loom.RunContext, node: str, name: str, model: Any = None) -> Any:
     path = resolve_controlnet(ctx, name)
     try:
         return load_controlnet(path, model)
@@ -103,6 +102,8 @@ def bind(control: Any, hint: Any, **options: Any) -> Any:
     """The control signal of a CONTROL_NET value bound to ``hint``."""
     if isinstance(control, AdapterModel):
         return AdapterSignal(control, hint, **options)
+    if isinstance(control, ControlLoraModel):
+        return ControlLoraSignal(control, hint, **options)
     return ControlNetSignal(control, hint, **options)
 
 
