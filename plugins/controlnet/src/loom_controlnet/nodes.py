@@ -204,8 +204,8 @@ class ControlNetApply:
 
 @loom.node("SetUnionControlNetType", category="conditioning/controlnet")
 class SetUnionControlNetType:
-    """Pick the control type of a union ControlNet (``auto``: the model infers it); other
-    ControlNets ignore it."""
+    # the control type of a union ControlNet (auto: the model infers it); others ignore it.
+    # (no docstring: it would become the node's description, which ComfyUI's lacks)
 
     control_net: ControlNet
     type: str = loom.ui.combo(["auto", *UNION_CONTROLNET_TYPES])
