@@ -110,3 +110,63 @@ def test_sdxl_controlnet_on_an_sd15_model_is_refused_clearly(files):
     message = str(caught.value)
     assert message.startswith("ControlNetApplyAdvanced: input 'control_net' (original.safetensors)")
     assert "SDXL ControlNet" in message and "96" in message and "pooled" in message
+
+
+def test_sdxl_unet_adds_the_residuals_like_diffusers(files):
+    """A controlled SDXL UNet call: Loom's SDXL ControlNet + loom-sdxl's UNet against
+    diffusers' ControlNetModel + UNet2DConditionModel (additional residuals)."""
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
+    from loom_controlnet.loader import load_controlnet
+    from loom_sd15.convert import unet_conversion
+    from loom_sdxl.unet import SDXLUNetModel
+
+    control = load_controlnet(files["original"])
+    config = control.config.unet
+    ours = SDXLUNetModel(config).eval()
+    generator = torch.Generator().manual_seed(9)
+    with torch.no_grad():
+        for param in ours.parameters():
+            param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
+    unet = diffusers.UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        block_out_channels=(32, 64, 128),
+        layers_per_block=2,
+        cross_attention_dim=96,
+        attention_head_dim=(1, 1, 2),
+        transformer_layers_per_block=(1, 1, 2),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=TEXT + 6 * 8,
+        norm_num_groups=32,
+    ).eval()
+    checkpoint = unet_conversion().to_checkpoint(ours.state_dict())
+    unet.load_state_dict(convert_ldm_unet_checkpoint(checkpoint, unet.config), strict=True)
+    model = reference()
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 4, 8, 8, generator=g)
+    hint = torch.rand(2, 3, 64, 64, generator=g)
+    t = torch.tensor([999.0, 20.5])
+    context = torch.randn(2, 7, 96, generator=g)
+    text = torch.randn(2, TEXT, generator=g)
+    time_ids = torch.tensor([[64.0, 64.0, 0.0, 0.0, 64.0, 64.0]] * 2)
+    added = {"text_embeds": text, "time_ids": time_ids}
+    with torch.no_grad():
+        down, mid = model(x, t, context, hint, added_cond_kwargs=added, return_dict=False)
+        expected = unet(
+            x,
+            t,
+            context,
+            added_cond_kwargs=added,
+            down_block_additional_residuals=down,
+            mid_block_additional_residual=mid,
+        ).sample
+        y = torch.cat([text, model.add_time_proj(time_ids.flatten()).reshape(2, -1)], dim=-1)
+        got = ours(x, t, context, y, control=control.module(x, hint, t, context, y))
+        plain = ours(x, t, context, y)
+    assert float((got - plain).abs().max()) > 1e-2
+    assert float((got - expected).abs().max()) <= TOLERANCE
