@@ -32,6 +32,12 @@ DIFFUSERS_MARK = "controlnet_cond_embedding.conv_in.weight"
 #: encoder layers the ControlNet keeps from the UNet (the rest of the UNet is not in the file)
 ENCODER_PARTS = ("time_embed.", "label_emb.", "input_blocks.", "middle_block.")
 SD1_HEADS = 8
+UNION_PARTS = (
+    "task_embedding",
+    "transformer_layes.",
+    "spatial_ch_projs.",
+    "control_add_embedding.",
+)
 
 
 @attrs.frozen
@@ -178,5 +184,14 @@ def file_keys(layout: Layout, module_keys: list[str], names: Mapping[str, str]) 
     out = {}
     for key in module_keys:
         layer, _, suffix = key.rpartition(".")
-        out[key] = f"{names.get(layer, layer)}.{suffix}"
+        if key.startswith(UNION_PARTS):  # diffusers keeps these names; its attention is fused
+            out[key] = key.replace(".attn.in_proj.", ".attn.in_proj_")
+        else:
+            out[key] = f"{names.get(layer, layer)}.{suffix}"
     return out
+
+
+def union_types(shapes: Shapes, prefix: str = "") -> tuple[int, int] | None:
+    """``(control types, token width)`` of a union ControlNet, else None."""
+    shape = shapes.get(f"{prefix}task_embedding")
+    return None if shape is None else (shape[0], shape[1])

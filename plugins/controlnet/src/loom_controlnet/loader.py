@@ -32,6 +32,7 @@ from loom_controlnet.convert import (
     diffusers_names,
     file_keys,
     original_config,
+    union_types,
 )
 from loom_controlnet.model import ControlNet, ControlNetConfig
 
@@ -128,6 +129,9 @@ def load_controlnet(path: Path, model: Any = None) -> Any:
     config = original_config(shapes, layout.prefix) if layout.kind == "original" else None
     if config is None:
         config = diffusers_config(shapes)
+    union = union_types(shapes, layout.prefix)
+    if union is not None:
+        config = attrs.evolve(config, union_types=union[0], union_width=union[1])
     module = build_on_meta(ControlNet, config)
     module_keys = list(module.state_dict().keys())
     names = diffusers_names(config, len(module.zero_convs)) if layout.kind == "diffusers" else {}

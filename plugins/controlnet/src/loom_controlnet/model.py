@@ -22,6 +22,7 @@ from torch import nn
 
 from loom.memory import ops
 from loom.types import ControlResiduals
+from loom_controlnet.union import HEADS, ControlTypeEmbedding, UnionBlock, union_hint
 
 #: channels of the hint encoder's convolutions (ControlNet 1.0 / 1.1, SD1.x and SDXL)
 HINT_CHANNELS = (16, 16, 32, 32, 96, 96, 256)
@@ -35,6 +36,9 @@ class ControlNetConfig:
     unet: Any = attrs.field(factory=UNetConfig)
     hint_channels: int = 3
     unet_class: Callable[[Any], nn.Module] = UNetModel
+    #: union ControlNets: how many control types, and the width of the type tokens
+    union_types: int | None = None
+    union_width: int = 320
 
     @property
     def family(self) -> str:
@@ -83,6 +87,14 @@ class ControlNet(nn.Module):
         widths = [_block_channels(block) for block in self.input_blocks]
         self.zero_convs = nn.ModuleList(nn.Sequential(ops.Conv2d(c, c, 1)) for c in widths)
         self.middle_block_out = nn.Sequential(ops.Conv2d(widths[-1], widths[-1], 1))
+        if config.union_types is not None:
+            width = config.union_width
+            self.task_embedding = nn.Parameter(torch.empty(config.union_types, width))
+            self.transformer_layes = nn.Sequential(UnionBlock(width, HEADS))  # the file's spelling
+            self.spatial_ch_projs = ops.Linear(width, width)
+            self.control_add_embedding = ControlTypeEmbedding(
+                config.union_types, config.unet.time_embed_dim
+            )
 
     def forward(
         self,
@@ -91,13 +103,27 @@ class ControlNet(nn.Module):
         timesteps: torch.Tensor,
         context: torch.Tensor,
         y: torch.Tensor | None = None,
+        control_type: int | None = None,
     ) -> ControlResiduals:
+        """``control_type``: a union ControlNet's type (None: auto); others ignore it."""
         emb = self.time_embed(timestep_embedding(timesteps, self.model_channels).to(x.dtype))
+        union = self.config.union_types is not None
+        types = [] if control_type is None else [control_type]
+        if union:
+            emb = emb + self.control_add_embedding(types, emb.dtype, emb.device)
         if hasattr(self, "label_emb"):
             if y is None:
                 raise ValueError("an SDXL ControlNet needs the model's ADM vector y")
             emb = emb + self.label_emb(y.to(x.dtype))
         guided_hint: torch.Tensor | None = self.input_hint_block(hint)
+        if union and types:
+            guided_hint = union_hint(
+                guided_hint,
+                types[0],
+                self.task_embedding,
+                self.transformer_layes,
+                self.spatial_ch_projs,
+            )
         outs = []
         h = x
         for block, zero_conv in zip(self.input_blocks, self.zero_convs, strict=True):

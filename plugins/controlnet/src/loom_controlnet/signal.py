@@ -144,6 +144,7 @@ class ControlNetSignal:
                 model_sampling.timestep(sigma).to(device, dtype),
                 context.to(device, dtype),
                 None if y is None else y.to(device, dtype),
+                self.control.control_type,
             )
         return merge(scaled(out, self.strength, self.control.global_average_pooling), previous)
 
