@@ -116,3 +116,70 @@ def test_diff_controlnet_adds_the_models_weights(tmp_path):
         assert "DiffControlNetLoader" in str(error)
     else:
         raise AssertionError("a difference file loaded without a model")
+
+
+def test_ui_workflow_widgets_convert_in_comfyuis_order(tmp_path):
+    """A UI-format workflow (as ComfyUI saves it) becomes the API prompt with the widgets
+    named in ComfyUI's order."""
+    from loom.workflow.convert import convert_workflow
+
+    rt = runtime(tmp_path)
+
+    def node(id_, type_, inputs, outputs, widgets):
+        return {
+            "id": id_,
+            "type": type_,
+            "mode": 0,
+            "inputs": [{"name": n, "type": t, "link": link} for n, t, link in inputs],
+            "outputs": [{"name": n, "type": t, "links": links} for n, t, links in outputs],
+            "widgets_values": widgets,
+        }
+
+    workflow = {
+        "last_node_id": 4,
+        "last_link_id": 5,
+        "nodes": [
+            node(
+                1, "ControlNetLoader", [], [("CONTROL_NET", "CONTROL_NET", [1])], ["cn.safetensors"]
+            ),
+            node(
+                2,
+                "SetUnionControlNetType",
+                [("control_net", "CONTROL_NET", 1)],
+                [("CONTROL_NET", "CONTROL_NET", [2])],
+                ["depth"],
+            ),
+            node(
+                4,
+                "LoadImage",
+                [],
+                [("IMAGE", "IMAGE", [3]), ("MASK", "MASK", [])],
+                ["h.png", "image"],
+            ),
+            node(
+                3,
+                "ControlNetApplyAdvanced",
+                [
+                    ("positive", "CONDITIONING", None),
+                    ("negative", "CONDITIONING", None),
+                    ("control_net", "CONTROL_NET", 2),
+                    ("image", "IMAGE", 3),
+                    ("vae", "VAE", None),
+                ],
+                [("positive", "CONDITIONING", []), ("negative", "CONDITIONING", [])],
+                [0.8, 0.1, 0.9],
+            ),
+        ],
+        "links": [
+            [1, 1, 0, 2, 0, "CONTROL_NET"],
+            [2, 2, 0, 3, 2, "CONTROL_NET"],
+            [3, 4, 0, 3, 3, "IMAGE"],
+        ],
+        "version": 0.4,
+    }
+    prompt = convert_workflow(workflow, rt.registry)
+    assert prompt["1"]["inputs"] == {"control_net_name": "cn.safetensors"}
+    assert prompt["2"]["inputs"] == {"control_net": ["1", 0], "type": "depth"}
+    apply = prompt["3"]["inputs"]
+    assert (apply["strength"], apply["start_percent"], apply["end_percent"]) == (0.8, 0.1, 0.9)
+    assert apply["control_net"] == ["2", 0] and apply["image"] == ["4", 0]
