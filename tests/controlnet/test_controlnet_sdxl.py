@@ -109,7 +109,7 @@ def test_sdxl_controlnet_on_an_sd15_model_is_refused_clearly(files):
         )
     message = str(caught.value)
     assert message.startswith("ControlNetApplyAdvanced: input 'control_net' (original.safetensors)")
-    assert "SDXL ControlNet" in message and "96" in message and "pooled" in message
+    assert "an SDXL ControlNet" in message and "96" in message and "pooled" in message
 
 
 def test_sdxl_unet_adds_the_residuals_like_diffusers(files):

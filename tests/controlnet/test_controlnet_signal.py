@@ -143,3 +143,16 @@ def test_a_file_that_is_not_a_controlnet(tmp_path):
         ModelFileError, match=r"ckpt\.safetensors is not a ControlNet: .*checkpoint"
     ):
         load_controlnet(ckpt)
+
+
+def test_shuffle_files_average_their_residuals_over_space(controls, tmp_path):
+    """ComfyUI's rule for ``*_shuffle`` files: each residual is its spatial mean, repeated."""
+    import shutil
+
+    shuffle = tmp_path / "control_v11e_sd15_shuffle.safetensors"
+    shutil.copy(controls["a"], shuffle)
+    plain, averaged = call(signal(controls["a"])), call(signal(shuffle))
+    for p, a in zip(
+        (*plain.output, *plain.middle), (*averaged.output, *averaged.middle), strict=True
+    ):
+        torch.testing.assert_close(a, p.mean(dim=(2, 3), keepdim=True).expand_as(p))

@@ -169,9 +169,9 @@ class ControlNetSignal:
         if config.family == "sdxl" and y is None:
             problems.append("SDXL's pooled-text vector, which the model does not provide")
         if problems:
-            family = "SDXL" if config.family == "sdxl" else "SD1.x/SD2.x"
+            family = "an SDXL" if config.family == "sdxl" else "an SD1.x/SD2.x"
             raise LoomError(
-                f"{self.applied_by}: input 'control_net' ({self.control.file}) is a {family} "
+                f"{self.applied_by}: input 'control_net' ({self.control.file}) is {family} "
                 f"ControlNet that does not fit the model being sampled: it needs "
                 + "; ".join(problems),
                 hint="load a ControlNet made for the same model family as the checkpoint",
