@@ -14,6 +14,10 @@ Socket types (used as annotations on declarative nodes; the string is the wire t
     options (``pooled_output``, ``area``, ``mask``, ``strength``, ``timestep_start`` ...).
 ``Model`` / ``Clip`` / ``Vae`` (``MODEL`` / ``CLIP`` / ``VAE``)
     handles implementing :class:`ModelLike`, :class:`ClipLike` and :class:`VaeLike`.
+``ControlNet`` (``CONTROL_NET``)
+    a control model (ControlNet, T2I-Adapter) not yet bound to a hint image; the apply nodes
+    bind it and put the resulting :class:`ControlSignal` in a conditioning entry's options
+    under ``"control"`` (ComfyUI's key).
 
 The sampler contract (:class:`Sampler`, :class:`Scheduler`, :class:`Denoiser`,
 :class:`UncondDenoiser`, :class:`NoiseSource`, :class:`Step`, :class:`SamplerInfo`) is defined
@@ -74,6 +78,7 @@ Sigmas = Annotated[Any, Socket("SIGMAS")]
 Noise = Annotated[Any, Socket("NOISE")]
 SamplerRef = Annotated[Any, Socket("SAMPLER")]
 Guider = Annotated[Any, Socket("GUIDER")]
+ControlNet = Annotated[Any, Socket("CONTROL_NET")]
 AnyValue = Annotated[Any, Socket("*")]
 
 #: Widget types a plain Python annotation maps to.
@@ -317,6 +322,63 @@ class AdapterKeyMap:
     handle: Any
     keys: Mapping[str, str]
     slices: Mapping[str, WeightSlice] = attrs.field(factory=dict)
+
+
+# --- control signals (ControlNet, T2I-Adapter) carried by conditioning --------------------
+
+
+@attrs.frozen
+class ControlResiduals:
+    """Tensors a control model adds inside an LDM-style UNet for one model call.
+
+    Every list is in the UNet's own order; an entry may be ``None`` (nothing added there).
+    ``input[i]`` is added to the output of input block ``i`` before it is kept as a skip
+    (T2I-Adapters); ``middle[0]`` to the middle block's output; ``output[i]`` to skip
+    connection ``i`` (the output of input block ``i``) when the decoder takes it
+    (ControlNets). Batch sizes equal the model call's.
+    """
+
+    input: tuple[Any, ...] = ()
+    middle: tuple[Any, ...] = ()
+    output: tuple[Any, ...] = ()
+
+
+@runtime_checkable
+class ControlSignal(Protocol):
+    """A control model bound to its hint, strength and timestep range: the ``"control"``
+    option of a conditioning entry.
+
+    The guidance path (loom-samplers) calls :meth:`residuals` once per model call that
+    evaluates an entry carrying it, with the batched inputs of that call, and hands the
+    result to ``model.apply_model`` as ``cond["control"]``. Several control models on one
+    conditioning form a chain through ``previous``: :meth:`residuals` includes the previous
+    signal's residuals (summed), so the sampler only ever asks the last one.
+    """
+
+    previous: ControlSignal | None
+
+    def residuals(
+        self,
+        x: torch.Tensor,
+        sigma: torch.Tensor,
+        cond: Mapping[str, Any],
+        model: ModelLike,
+        batched_number: int,
+    ) -> ControlResiduals | None:
+        """Residuals for the model call on ``x`` (model space) at ``sigma`` (``[N]``).
+
+        ``cond`` holds the call's batched model inputs (``c_crossattn``, ``y`` ...);
+        ``model`` is the MODEL being sampled (its ``model_sampling`` gives the timestep);
+        ``batched_number`` is how many conditioning chunks were concatenated into the batch
+        (a hint of batch ``B`` is repeated per chunk). ``None``: nothing to add at this sigma
+        (outside every signal's timestep range).
+        """
+        ...
+
+    def models(self) -> list[Any]:
+        """The :class:`loom.memory.ModelHandle` objects of this signal and its previous ones,
+        for the sampler to load together with the diffusion model."""
+        ...
 
 
 class WebServer(Protocol):

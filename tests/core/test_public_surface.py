@@ -15,7 +15,17 @@ import loom
 
 REPO = Path(__file__).resolve().parents[2]
 #: Plugins held to the public surface (the ones core's maintainers adapt with it).
-PLUGINS = ("sd15", "lora", "http", "samplers", "sdxl", "flux", "upscale", "clip-vision")
+PLUGINS = (
+    "sd15",
+    "lora",
+    "http",
+    "samplers",
+    "sdxl",
+    "flux",
+    "upscale",
+    "clip-vision",
+    "controlnet",
+)
 
 
 def public_names(module_name: str) -> set[str]:

@@ -17,7 +17,13 @@ Covered (ComfyUI ``comfy/samplers.py`` behaviour):
 * Token-length padding by repetition up to the least common multiple (≤ 4x), as
   ``CONDCrossAttn``.
 
-Not covered: ControlNet / T2I adapters (``control``), GLIGEN, hooks and ``clip_start_percent``
+* ``control`` (a :class:`loom.types.ControlSignal`): entries batch together only when they
+  carry the same signal; the signal's residuals for the batched call go to the model as
+  ``cond["control"]``. ``control_apply_to_uncond`` (the deprecated ControlNetApply) copies a
+  positive entry's signal onto the negative entries that have none
+  (:func:`share_control_with_uncond`).
+
+Not covered: GLIGEN, hooks and ``clip_start_percent``
 scheduling, ``model_options`` wrappers and pre/post-CFG functions, context windows.
 """
 
@@ -54,6 +60,8 @@ class CondEntry:
     mask_strength: float = 1.0
     timestep_start: float | None = None
     timestep_end: float | None = None
+    control: Any = None  # a loom.types.ControlSignal
+    control_apply_to_uncond: bool = False
 
 
 # --- preparing conditioning lists ------------------------------------------------------
@@ -107,9 +115,33 @@ def resolve_conditioning(
                 float(options.get("mask_strength", 1.0)),
                 start,
                 end,
+                options.get("control"),
+                bool(options.get("control_apply_to_uncond", False)),
             )
         )
     return entries
+
+
+def share_control_with_uncond(positive: list[CondEntry], negative: list[CondEntry]) -> None:
+    """Give negative entries the control signals of positive entries marked
+    ``control_apply_to_uncond`` (in place), as ComfyUI does for its old ControlNetApply node:
+    only full-size entries take part, and nothing changes when a negative entry already
+    carries a signal. The i-th signal goes to the (i mod n)-th negative entry without one,
+    replacing it the first time and adding a copy after that."""
+    signals = [
+        e.control
+        for e in positive
+        if e.area is None and e.control is not None and e.control_apply_to_uncond
+    ]
+    full = [(i, e) for i, e in enumerate(negative) if e.area is None]
+    if not signals or not full or any(e.control is not None for _, e in full):
+        return
+    for n, signal in enumerate(signals):
+        index, entry = full[n % len(full)]
+        if negative[index].control is None:
+            negative[index] = attrs.evolve(entry, control=signal)
+        else:
+            negative.append(attrs.evolve(entry, control=signal))
 
 
 def _model_conds(model: Any, tensor: Any, options: dict, **extra: Any) -> dict[str, Any]:
@@ -219,6 +251,7 @@ class _Chunk:
     area: tuple[int, ...] | None
     group: int
     plain: bool = False  # full size, no mask, strength 1: its weights are all ones
+    control: Any = None
 
 
 def _chunk(entry: CondEntry, x: Tensor, sigma: Tensor, group: int) -> _Chunk | None:
@@ -238,7 +271,7 @@ def _chunk(entry: CondEntry, x: Tensor, sigma: Tensor, group: int) -> _Chunk | N
     plain = entry.area is None and entry.mask is None and entry.strength == 1.0
     conds = {k: _process_cond(v, x, area, dims) for k, v in entry.model_conds.items()}
     if plain:
-        return _Chunk(input_x, None, conds, None, group, True)
+        return _Chunk(input_x, None, conds, None, group, True, entry.control)
     if entry.mask is not None:
         mask = entry.mask[: input_x.shape[0]]
         if area is not None:
@@ -253,7 +286,9 @@ def _chunk(entry: CondEntry, x: Tensor, sigma: Tensor, group: int) -> _Chunk | N
     mult = mask * entry.strength
     if entry.mask is None and area is not None:
         _feather(mult, area, x.shape, dims)
-    return _Chunk(input_x, mult, conds, tuple(area) if area is not None else None, group)
+    return _Chunk(
+        input_x, mult, conds, tuple(area) if area is not None else None, group, False, entry.control
+    )
 
 
 def _feather(mult: Tensor, area: list[int], shape: Any, dims: int, fuzz: int = 8) -> None:
@@ -282,7 +317,7 @@ def _process_cond(value: Any, x: Tensor, area: list[int] | None, dims: int) -> A
 
 
 def _can_concat(a: _Chunk, b: _Chunk) -> bool:
-    if a.x.shape != b.x.shape or a.conds.keys() != b.conds.keys():
+    if a.x.shape != b.x.shape or a.conds.keys() != b.conds.keys() or a.control is not b.control:
         return False
     for key, va in a.conds.items():
         vb = b.conds[key]
@@ -371,9 +406,13 @@ def calc_cond_batch(
         chunks = [to_run.pop(i) for i in batch]
         input_x = torch.cat([c.x for c in chunks])
         sigma_in = torch.cat([sigma] * len(chunks))
-        output = model.apply_model(input_x, sigma_in, _cat_conds(chunks, x.device, kept)).chunk(
-            len(chunks)
-        )
+        batched = _cat_conds(chunks, x.device, kept)
+        if first.control is not None:
+            batched = {
+                **batched,
+                "control": first.control.residuals(input_x, sigma_in, batched, model, len(chunks)),
+            }
+        output = model.apply_model(input_x, sigma_in, batched).chunk(len(chunks))
         for c, out in zip(chunks, output, strict=True):
             if c.plain and entries_per_group[c.group] == 1:
                 # the group's only entry, full size, weight 1: (0 + o*1) / (1e-37 + 1) == o exactly

@@ -19,6 +19,7 @@ from loom_samplers.conditioning_batches import (
     calc_cond_batch,
     pair_areas,
     resolve_conditioning,
+    share_control_with_uncond,
 )
 
 if TYPE_CHECKING:
@@ -68,6 +69,10 @@ class Guider:
             for name, cond in self.conds.items()
         }
         pair_areas(self.resolved)
+        positive = self.resolved.get("positive")
+        for name, entries in self.resolved.items():
+            if positive is not None and name != "positive":
+                share_control_with_uncond(positive, entries)
 
     def predict(
         self, x: Tensor, sigma: Tensor, *, need_uncond: bool = False, ctx: RunContext | None = None

@@ -19,7 +19,12 @@ import attrs
 
 from loom import RunContext
 from loom_samplers.guiders import GuidedDenoiser, Guider
-from loom_samplers.model_interface import prepare_model, process_latent_in, process_latent_out
+from loom_samplers.model_interface import (
+    control_models,
+    prepare_model,
+    process_latent_in,
+    process_latent_out,
+)
 from loom_samplers.noise import SeededNoise
 
 if TYPE_CHECKING:
@@ -138,7 +143,8 @@ def sample(
     if sigmas.shape[-1] == 0:
         return latent_image
     model = guider.model
-    device = prepare_model(ctx, model, tuple(noise.shape)) or latent_image.device
+    controls = control_models(guider.conds)
+    device = prepare_model(ctx, model, tuple(noise.shape), controls) or latent_image.device
     noise = noise.to(device)
     latent = latent_image.to(device)
     sigmas = sigmas.to(device)

@@ -15,6 +15,8 @@ A MODEL handle (``loom.types.ModelLike``) must provide:
     * every entry ``model.extra_conds(...)`` returned (``y``, ``c_concat``, ...), concatenated
       along dim 0; tensors whose trailing dims equal the latent's spatial size are cropped to
       the conditioning's area first.
+    * ``control``: a :class:`loom.types.ControlResiduals` (or None) when the entries carry a
+      control signal (ControlNet, T2I-Adapter): the model adds it inside its UNet.
 
     It returns the denoised estimate x0 (the parameterisation is the model's business:
     ``model_sampling.calculate_input`` / ``calculate_denoised``).
@@ -40,6 +42,7 @@ Optional:
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from loom import RunContext
@@ -84,19 +87,36 @@ def fix_empty_latent_channels(model: Any, latent: Tensor) -> Tensor:
     return latent.repeat(1, repeats, *([1] * (latent.ndim - 2)))[:, :channels]
 
 
-def prepare_model(ctx: RunContext, model: Any, noise_shape: tuple[int, ...]) -> Any:
+def prepare_model(
+    ctx: RunContext, model: Any, noise_shape: tuple[int, ...], extra_models: Sequence[Any] = ()
+) -> Any:
     """Load ``model`` through the runtime's memory manager before sampling ``noise_shape``.
 
     The single integration point with :mod:`loom.memory`: a model that is a
     :class:`loom.memory.ModelHandle` is loaded with room for one forward's activations
     (``model.memory_required(shape)`` bytes, when it says); other models (toy models in
-    tests) are used as they are. Returns the device to sample on.
+    tests) are used as they are. ``extra_models`` (the handles of the conditioning's control
+    signals, :func:`control_models`) are loaded with it. Returns the device to sample on.
     """
     memory = _memory(ctx)
     if memory is not None and _is_model_handle(model):
         required = getattr(model, "memory_required", None)
-        memory.load([model], extra_memory=int(required(noise_shape)) if callable(required) else 0)
+        handles = [model, *(m for m in extra_models if _is_model_handle(m))]
+        memory.load(handles, extra_memory=int(required(noise_shape)) if callable(required) else 0)
     return getattr(model, "load_device", None)
+
+
+def control_models(conds: Mapping[str, Sequence[Any]]) -> list[Any]:
+    """The model handles of every control signal (``"control"`` option, with its
+    ``previous`` chain) in a guider's conditioning groups, each once."""
+    found: dict[int, Any] = {}
+    for conditioning in conds.values():
+        for item in conditioning:
+            signal = item[1].get("control")
+            if signal is not None:
+                for handle in signal.models():
+                    found.setdefault(id(handle), handle)
+    return list(found.values())
 
 
 def _is_model_handle(model: Any) -> bool:

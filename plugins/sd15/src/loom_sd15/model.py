@@ -109,5 +109,6 @@ class SD15Model(ModelHandle):
                 t.to(target.device),
                 context.to(target.device, target.dtype),
                 self_attention_patch=patch,
+                control=cond.get("control"),
             )
         return ms.calculate_denoised(sigma, out.float().to(x.device), x)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from loom.memory import ops
+from loom.types import ControlResiduals
 
 
 @attrs.frozen
@@ -281,6 +282,19 @@ class TimestepBlock(nn.ModuleList):
         return x
 
 
+def add_control(
+    h: torch.Tensor, control: ControlResiduals | None, where: str, index: int
+) -> torch.Tensor:
+    """``h`` plus the control residual at ``where`` (``input`` / ``middle`` / ``output``)
+    ``index``, if the control signal has one there."""
+    if control is None:
+        return h
+    residuals = getattr(control, where)
+    if index >= len(residuals) or residuals[index] is None:
+        return h
+    return h + residuals[index].to(h.device, h.dtype)
+
+
 class UNetModel(nn.Module):
     """``forward(x, timesteps, context) -> eps`` (or ``v``), LDM checkpoint layout."""
 
@@ -338,18 +352,20 @@ class UNetModel(nn.Module):
         timesteps: torch.Tensor,
         context: torch.Tensor,
         self_attention_patch: SelfAttentionPatch | None = None,
+        control: ControlResiduals | None = None,
         **_: Any,
     ) -> torch.Tensor:
         t_emb = timestep_embedding(timesteps, self.config.model_channels).to(x.dtype)
         emb = self.time_embed(t_emb)
         skips = []
         h = x
-        for block in self.input_blocks:
-            h = block(h, emb, context, patch=self_attention_patch)
+        for i, block in enumerate(self.input_blocks):
+            h = add_control(block(h, emb, context, patch=self_attention_patch), control, "input", i)
             skips.append(h)
         h = self.middle_block(h, emb, context, patch=self_attention_patch)
+        h = add_control(h, control, "middle", 0)
         for block in self.output_blocks:
-            skip = skips.pop()
+            skip = add_control(skips.pop(), control, "output", len(skips))
             h = torch.cat([h, skip], dim=1)
             # Odd latent sizes: upsample to the size of the next skip, not blindly 2x.
             size = tuple(skips[-1].shape[-2:]) if skips else None

@@ -212,7 +212,11 @@ class SDXLModel(SD15Model):
         y = cond["y"]
         with torch.inference_mode():
             out = self.module(
-                xc.to(device, dtype), t.to(device), context.to(device, dtype), y.to(device, dtype)
+                xc.to(device, dtype),
+                t.to(device),
+                context.to(device, dtype),
+                y.to(device, dtype),
+                control=cond.get("control"),
             )
         return ms.calculate_denoised(sigma, out.float().to(x.device), x)
 

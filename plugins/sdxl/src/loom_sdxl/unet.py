@@ -21,11 +21,13 @@ from loom_sd15.unet import (
     TimestepBlock,
     UNetConfig,
     Upsample,
+    add_control,
     timestep_embedding,
 )
 from torch import nn
 
 from loom.memory import ops
+from loom.types import ControlResiduals
 
 
 @attrs.frozen
@@ -136,6 +138,7 @@ class SDXLUNetModel(nn.Module):
         timesteps: torch.Tensor,
         context: torch.Tensor,
         y: torch.Tensor | None = None,
+        control: ControlResiduals | None = None,
         **_: Any,
     ) -> torch.Tensor:
         if y is None:
@@ -144,12 +147,13 @@ class SDXLUNetModel(nn.Module):
         emb = self.time_embed(t_emb) + self.label_emb(y.to(x.dtype))
         skips = []
         h = x
-        for block in self.input_blocks:
-            h = block(h, emb, context)
+        for i, block in enumerate(self.input_blocks):
+            h = add_control(block(h, emb, context), control, "input", i)
             skips.append(h)
-        h = self.middle_block(h, emb, context)
+        h = add_control(self.middle_block(h, emb, context), control, "middle", 0)
         for block in self.output_blocks:
-            h = torch.cat([h, skips.pop()], dim=1)
+            skip = add_control(skips.pop(), control, "output", len(skips))
+            h = torch.cat([h, skip], dim=1)
             size = tuple(skips[-1].shape[-2:]) if skips else None
             h = block(h, emb, context, size)
         return self.out(h)

@@ -1,0 +1,226 @@
+"""ComfyUI's ControlNet nodes: the loaders, the two apply nodes and ``SetUnionControlNetType``.
+
+The apply nodes do not touch the model: they bind the CONTROL_NET to a hint image in a
+:class:`~loom_controlnet.signal.ControlNetSignal` and put it in every conditioning entry's
+options under ``control``, chained to the entry's previous signal. Entries that had the same
+previous signal get the same new one, so positive and negative keep batching together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+import loom
+from loom.errors import LoomError, ModelFileError
+from loom.types import Conditioning, ControlNet, Image, Model, Vae
+from loom_controlnet.adapter_signal import AdapterSignal
+from loom_controlnet.control_lora import ControlLoraModel, ControlLoraSignal
+from loom_controlnet.loader import AdapterModel, load_controlnet
+from loom_controlnet.signal import ControlNetSignal
+
+if TYPE_CHECKING:
+    from loom.folders import ModelFolders
+
+FOLDER = "controlnet"
+STRENGTH = {"min": 0.0, "max": 10.0, "step": 0.01}
+PERCENT = {"min": 0.0, "max": 1.0, "step": 0.001}
+#: ComfyUI's ``UNION_CONTROLNET_TYPES`` (name -> the union model's control type index).
+UNION_CONTROLNET_TYPES = {
+    "openpose": 0,
+    "depth": 1,
+    "hed/pidi/scribble/ted": 2,
+    "canny/lineart/anime_lineart/mlsd": 3,
+    "normal": 4,
+    "segment": 5,
+    "tile": 6,
+    "repaint": 7,
+}
+
+
+def controlnet_files(folders: ModelFolders | None) -> list[str]:
+    """The ``control_net_name`` combo: files in the ``controlnet`` folder (live)."""
+    return folders.filenames(FOLDER) if folders is not None else []
+
+
+def resolve_controlnet(ctx: loom.RunContext, name: str) -> Path:
+    folders = ctx.require_runtime("the controlnet model folder").folders
+    path = folders.find(FOLDER, name)
+    if path is None:
+        searched = ", ".join(str(p) for p in folders.paths(FOLDER))
+        raise ModelFileError(
+            f"Model in folder '{FOLDER}' with filename '{name}' not found.",
+            hint=f"put the file in one of: {searched}",
+        )
+    return path
+
+
+def _load(ctx: loom.RunContext, node: str, name: str, model: Any = None) -> Any:
+    path = resolve_controlnet(ctx, name)
+    try:
+        return load_controlnet(path, model)
+    except ModelFileError as error:
+        raise ModelFileError(
+            f"{node}: input 'control_net_name': {error}", hint=error.hint
+        ) from None
+
+
+@loom.node("ControlNetLoader", category="loaders", display_name="Load ControlNet Model")
+class ControlNetLoader:
+    control_net_name: str = loom.ui.combo(controlnet_files)
+
+    def run(self, ctx: loom.RunContext) -> ControlNet:
+        return _load(ctx, "ControlNetLoader", self.control_net_name)
+
+
+@loom.node("DiffControlNetLoader", category="loaders", display_name="Load ControlNet Model (diff)")
+class DiffControlNetLoader:
+    model: Model
+    control_net_name: str = loom.ui.combo(controlnet_files)
+
+    def run(self, ctx: loom.RunContext) -> ControlNet:
+        return _load(ctx, "DiffControlNetLoader", self.control_net_name, self.model)
+
+
+def _hint(node: str, image: Any, control: Any) -> Any:
+    """IMAGE ``[B, H, W, C]`` -> hint ``[B, C, H, W]``, its channels checked (a
+    single-channel adapter averages the channels itself, as ComfyUI)."""
+    hint = image.movedim(-1, 1)
+    if hint.shape[1] != control.hint_channels and control.hint_channels != 1:
+        raise LoomError(
+            f"{node}: input 'image' has {hint.shape[1]} channels but the ControlNet "
+            f"{control.file} takes {control.hint_channels}-channel hints",
+            hint="convert the image to RGB (e.g. SplitImageWithAlpha) before applying",
+        )
+    return hint
+
+
+def bind(control: Any, hint: Any, **options: Any) -> Any:
+    """The control signal of a CONTROL_NET value bound to ``hint``."""
+    if isinstance(control, AdapterModel):
+        return AdapterSignal(control, hint, **options)
+    if isinstance(control, ControlLoraModel):
+        return ControlLoraSignal(control, hint, **options)
+    return ControlNetSignal(control, hint, **options)
+
+
+def apply_control(
+    conditionings: list[list],
+    signal_for: Callable[[Any], ControlNetSignal],
+    apply_to_uncond: bool,
+) -> list[list]:
+    """New conditioning lists whose entries carry ``signal_for(previous signal)``; one new
+    signal per distinct previous signal, shared by every entry that had it."""
+    made: dict[int, ControlNetSignal] = {}
+    out = []
+    for conditioning in conditionings:
+        entries = []
+        for tensor, options in conditioning:
+            previous = options.get("control")
+            key = id(previous)
+            if key not in made:
+                made[key] = signal_for(previous)
+            entries.append(
+                [
+                    tensor,
+                    {**options, "control": made[key], "control_apply_to_uncond": apply_to_uncond},
+                ]
+            )
+        out.append(entries)
+    return out
+
+
+@loom.outputs
+class ControlNetApplyOutputs:
+    positive: Conditioning = loom.output(name="positive")
+    negative: Conditioning = loom.output(name="negative")
+
+
+@loom.node(
+    "ControlNetApplyAdvanced", category="conditioning/controlnet", display_name="Apply ControlNet"
+)
+class ControlNetApplyAdvanced:
+    positive: Conditioning
+    negative: Conditioning
+    control_net: ControlNet
+    image: Image
+    strength: float = loom.ui.float(1.0, **STRENGTH)
+    start_percent: float = loom.ui.float(0.0, **PERCENT)
+    end_percent: float = loom.ui.float(1.0, **PERCENT)
+    vae: Vae = loom.ui.input(optional=True)
+
+    def run(self, ctx: loom.RunContext) -> ControlNetApplyOutputs:
+        if self.strength == 0:
+            return ControlNetApplyOutputs(positive=self.positive, negative=self.negative)
+        hint = _hint("ControlNetApplyAdvanced", self.image, self.control_net)
+
+        def signal_for(previous: Any) -> ControlNetSignal:
+            return bind(
+                self.control_net,
+                hint,
+                strength=self.strength,
+                start_percent=self.start_percent,
+                end_percent=self.end_percent,
+                previous=previous,
+                applied_by="ControlNetApplyAdvanced",
+            )
+
+        positive, negative = apply_control([self.positive, self.negative], signal_for, False)
+        return ControlNetApplyOutputs(positive=positive, negative=negative)
+
+
+@loom.node(
+    "ControlNetApply",
+    category="conditioning/controlnet",
+    display_name="Apply ControlNet (OLD)",
+    deprecated=True,
+)
+class ControlNetApply:
+    conditioning: Conditioning
+    control_net: ControlNet
+    image: Image
+    strength: float = loom.ui.float(1.0, **STRENGTH)
+
+    def run(self, ctx: loom.RunContext) -> Conditioning:
+        if self.strength == 0:
+            return self.conditioning
+        hint = _hint("ControlNetApply", self.image, self.control_net)
+
+        def signal_for(previous: Any) -> ControlNetSignal:
+            return bind(
+                self.control_net,
+                hint,
+                strength=self.strength,
+                previous=previous,
+                applied_by="ControlNetApply",
+            )
+
+        [conditioning] = apply_control([self.conditioning], signal_for, True)
+        return conditioning
+
+
+@loom.node("SetUnionControlNetType", category="conditioning/controlnet")
+class SetUnionControlNetType:
+    # the control type of a union ControlNet (auto: the model infers it); others ignore it.
+    # (no docstring: it would become the node's description, which ComfyUI's lacks)
+
+    control_net: ControlNet
+    type: str = loom.ui.combo(["auto", *UNION_CONTROLNET_TYPES])
+
+    def run(self, ctx: loom.RunContext) -> ControlNet:
+        control_type = UNION_CONTROLNET_TYPES.get(self.type)
+        return attrs.evolve(self.control_net, control_type=control_type)
+
+
+NODES: tuple[Callable[..., Any], ...] = (
+    ControlNetLoader,
+    DiffControlNetLoader,
+    ControlNetApply,
+    ControlNetApplyAdvanced,
+    SetUnionControlNetType,
+)
+#: ComfyUI's ``python_module`` of each node (``nodes`` unless listed).
+PYTHON_MODULES = {"SetUnionControlNetType": "comfy_extras.nodes_controlnet"}
