@@ -17,13 +17,10 @@ import attrs
 import loom
 from loom.errors import LoomError, ModelFileError
 from loom.types import Conditioning, ControlNet, Image, Model, Vae
-from loom_controlnet.adapter_signal import AdapterSignal
-from loom_controlnet.control_lora import ControlLoraModel, ControlLoraSignal
-from loom_controlnet.loader import AdapterModel, load_controlnet
-from loom_controlnet.signal import ControlNetSignal
 
 if TYPE_CHECKING:
     from loom.folders import ModelFolders
+    from loom_controlnet.signal import ControlNetSignal
 
 FOLDER = "controlnet"
 STRENGTH = {"min": 0.0, "max": 10.0, "step": 0.01}
@@ -59,6 +56,8 @@ def resolve_controlnet(ctx: loom.RunContext, name: str) -> Path:
 
 
 def _load(ctx: loom.RunContext, node: str, name: str, model: Any = None) -> Any:
+    from loom_controlnet.loader import load_controlnet
+
     path = resolve_controlnet(ctx, name)
     try:
         return load_controlnet(path, model)
@@ -100,6 +99,12 @@ def _hint(node: str, image: Any, control: Any) -> Any:
 
 def bind(control: Any, hint: Any, **options: Any) -> Any:
     """The control signal of a CONTROL_NET value bound to ``hint``."""
+    # the model code (and torch) loads when a ControlNet is applied, not at registration
+    from loom_controlnet.adapter_signal import AdapterSignal
+    from loom_controlnet.control_lora import ControlLoraModel, ControlLoraSignal
+    from loom_controlnet.loader import AdapterModel
+    from loom_controlnet.signal import ControlNetSignal
+
     if isinstance(control, AdapterModel):
         return AdapterSignal(control, hint, **options)
     if isinstance(control, ControlLoraModel):
