@@ -22,9 +22,10 @@ Covered (ComfyUI ``comfy/samplers.py`` behaviour):
   ``cond["control"]``. ``control_apply_to_uncond`` (the deprecated ControlNetApply) copies a
   positive entry's signal onto the negative entries that have none
   (:func:`share_control_with_uncond`).
+* Family-specific options (GLIGEN boxes, Flux reference latents and attention masks, ...)
+  reach the model through its ``extra_conds``.
 
-Not covered: GLIGEN, hooks and ``clip_start_percent``
-scheduling, ``model_options`` wrappers and pre/post-CFG functions, context windows.
+Not covered: hooks and ``clip_start_percent`` scheduling, ``model_options`` wrappers and pre/post-CFG functions, context windows.
 """
 
 from __future__ import annotations
