@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import attrs
 import yaml
 
-from loom.errors import LoomError
+from loom.errors import LoomError, ModelFileError
 from loom.hookspecs import hookimpl
 from loom.paths import model_relative_path
 
@@ -244,6 +244,21 @@ class ModelFolders:
             if candidate.exists():
                 return candidate
         return None
+
+    def require(self, key: str, filename: str) -> Path:
+        """:meth:`find`, for a loader node: the file, or ComfyUI's "not found" message with
+        the directories searched as the hint.
+
+        :raises ModelFileError: no such file in any of ``key``'s directories.
+        """
+        path = self.find(key, filename)
+        if path is None:
+            searched = ", ".join(str(p) for p in self.paths(key)) or "(no directories)"
+            raise ModelFileError(
+                f"Model in folder '{key}' with filename '{filename}' not found.",
+                hint=f"put the file in one of: {searched}",
+            )
+        return path
 
 
 def _unique(paths: Iterable[Path]) -> list[Path]:

@@ -35,6 +35,22 @@ def test_standard_layout_aliases_and_recursive_listing(tmp_path):
         folders.paths("nonsense")
 
 
+def test_require_gives_the_file_or_comfyuis_message_with_the_folders_searched(tmp_path):
+    from loom.errors import ModelFileError
+
+    touch(tmp_path / "models/controlnet/c.safetensors")
+    folders = ModelFolders(tmp_path / "models", tmp_path / "output", KINDS)
+    assert folders.require("controlnet", "c.safetensors") == folders.find(
+        "controlnet", "c.safetensors"
+    )
+    with pytest.raises(ModelFileError) as raised:
+        folders.require("controlnet", "../secret.safetensors")
+    assert raised.value.message == (
+        "Model in folder 'controlnet' with filename '../secret.safetensors' not found."
+    )
+    assert str(tmp_path / "models" / "controlnet") in raised.value.hint
+
+
 @pytest.mark.parametrize(
     "name", ["../secret.safetensors", "/etc/passwd", "a\x00.safetensors", "sub/../../x"]
 )

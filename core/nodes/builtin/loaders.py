@@ -89,15 +89,7 @@ def resolve_file(ctx: RunContext, key: str, filename: str) -> Path:
     :raises ModelFileError: no such file in any of the folder's directories (ComfyUI's
         message, with the directories searched as the hint).
     """
-    folders = ctx.require_runtime(_NEEDS).folders
-    path = folders.find(key, filename)
-    if path is None:
-        searched = ", ".join(str(p) for p in folders.paths(key))
-        raise ModelFileError(
-            f"Model in folder '{key}' with filename '{filename}' not found.",
-            hint=f"put the file in one of: {searched}",
-        )
-    return path
+    return ctx.require_runtime(_NEEDS).folders.require(key, filename)
 
 
 def load_part(

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import loom
 from loom.errors import ModelFileError
-from loom.folders import ModelFolders
+from loom.folders import ModelFileChoices
 from loom.types import Clip, Conditioning, Image, Model, Socket, Vae
 
 ClipVisionRef = Annotated[Any, Socket("CLIP_VISION")]
@@ -23,32 +23,17 @@ STRENGTH_TYPES = ["multiply", "attn_bias"]
 _NEEDS = "model folders"
 
 
-def clip_vision_files(folders: ModelFolders | None) -> list[str]:
-    """The ``clip_name`` combo: files in the ``clip_vision`` model folder (live)."""
-    return folders.filenames("clip_vision") if folders is not None else []
-
-
-def style_model_files(folders: ModelFolders | None) -> list[str]:
-    """The ``style_model_name`` combo: files in the ``style_models`` model folder (live)."""
-    return folders.filenames("style_models") if folders is not None else []
-
-
-def checkpoint_files(folders: ModelFolders | None) -> list[str]:
-    """The ``ckpt_name`` combo: files in the ``checkpoints`` model folder (live)."""
-    return folders.filenames("checkpoints") if folders is not None else []
+#: The ``clip_name`` combo: files in the ``clip_vision`` model folder (live).
+clip_vision_files = ModelFileChoices("clip_vision")
+#: The ``style_model_name`` combo: files in the ``style_models`` model folder (live).
+style_model_files = ModelFileChoices("style_models")
+#: The ``ckpt_name`` combo: files in the ``checkpoints`` model folder (live).
+checkpoint_files = ModelFileChoices("checkpoints")
 
 
 def resolve(ctx: loom.RunContext, key: str, filename: str) -> Path:
     """The path of ``filename`` in model folder ``key`` (ComfyUI's message when absent)."""
-    folders = ctx.require_runtime(_NEEDS).folders
-    path = folders.find(key, filename)
-    if path is None:
-        searched = ", ".join(str(p) for p in folders.paths(key))
-        raise ModelFileError(
-            f"Model in folder '{key}' with filename '{filename}' not found.",
-            hint=f"put the file in one of: {searched}",
-        )
-    return path
+    return ctx.require_runtime(_NEEDS).folders.require(key, filename)
 
 
 def _memory(ctx: loom.RunContext) -> Any:

@@ -16,10 +16,10 @@ import attrs
 
 import loom
 from loom.errors import LoomError, ModelFileError
+from loom.folders import ModelFileChoices
 from loom.types import Conditioning, ControlNet, Image, Model, Vae
 
 if TYPE_CHECKING:
-    from loom.folders import ModelFolders
     from loom_controlnet.signal import ControlNetSignal
 
 FOLDER = "controlnet"
@@ -38,21 +38,12 @@ UNION_CONTROLNET_TYPES = {
 }
 
 
-def controlnet_files(folders: ModelFolders | None) -> list[str]:
-    """The ``control_net_name`` combo: files in the ``controlnet`` folder (live)."""
-    return folders.filenames(FOLDER) if folders is not None else []
+#: The ``control_net_name`` combo: files in the ``controlnet`` folder (live).
+controlnet_files = ModelFileChoices(FOLDER)
 
 
 def resolve_controlnet(ctx: loom.RunContext, name: str) -> Path:
-    folders = ctx.require_runtime("the controlnet model folder").folders
-    path = folders.find(FOLDER, name)
-    if path is None:
-        searched = ", ".join(str(p) for p in folders.paths(FOLDER))
-        raise ModelFileError(
-            f"Model in folder '{FOLDER}' with filename '{name}' not found.",
-            hint=f"put the file in one of: {searched}",
-        )
-    return path
+    return ctx.require_runtime("the controlnet model folder").folders.require(FOLDER, name)
 
 
 def _load(ctx: loom.RunContext, node: str, name: str, model: Any = None) -> Any:
@@ -63,7 +54,7 @@ def _load(ctx: loom.RunContext, node: str, name: str, model: Any = None) -> Any:
         return load_controlnet(path, model)
     except ModelFileError as error:
         raise ModelFileError(
-            f"{node}: input 'control_net_name': {error}", hint=error.hint
+            f"{node}: input 'control_net_name': {error.message}", hint=error.hint
         ) from None
 
 

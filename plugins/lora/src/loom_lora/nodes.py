@@ -36,15 +36,7 @@ lora_files = ModelFileChoices("loras")
 
 
 def resolve_lora(ctx: loom.RunContext, name: str) -> Path:
-    folders = ctx.require_runtime(_NEEDS).folders
-    path = folders.find("loras", name)
-    if path is None:
-        searched = ", ".join(str(p) for p in folders.paths("loras"))
-        raise LoomError(
-            f"Model in folder 'loras' with filename '{name}' not found.",
-            hint=f"put the file in one of: {searched}",
-        )
-    return path
+    return ctx.require_runtime(_NEEDS).folders.require("loras", name)
 
 
 def adapters_of(ctx: loom.RunContext) -> list[WeightAdapter]:

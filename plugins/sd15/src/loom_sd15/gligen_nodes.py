@@ -13,19 +13,19 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import loom
 from loom.errors import LoomError
+from loom.folders import ModelFileChoices
 from loom.types import Clip, Conditioning, Socket
 
 if TYPE_CHECKING:
-    from loom.folders import ModelFolders
+    pass
 
 MAX_RESOLUTION = 16384
 GligenSocket = Annotated[Any, Socket("GLIGEN")]
 _NEEDS = "the gligen model folder"
 
 
-def gligen_files(folders: ModelFolders | None) -> list[str]:
-    """The ``gligen_name`` combo: files in the ``gligen`` model folder (live)."""
-    return folders.filenames("gligen") if folders is not None else []
+#: The ``gligen_name`` combo: files in the ``gligen`` model folder (live).
+gligen_files = ModelFileChoices("gligen")
 
 
 @loom.node("GLIGENLoader", category="loaders")
@@ -35,14 +35,7 @@ class GLIGENLoader:
     def run(self, ctx: loom.RunContext) -> GligenSocket:
         from loom_sd15.gligen import load_gligen
 
-        folders = ctx.require_runtime(_NEEDS).folders
-        path = folders.find("gligen", self.gligen_name)
-        if path is None:
-            searched = ", ".join(str(p) for p in folders.paths("gligen"))
-            raise LoomError(
-                f"Model in folder 'gligen' with filename '{self.gligen_name}' not found.",
-                hint=f"put the file in one of: {searched}",
-            )
+        path = ctx.require_runtime(_NEEDS).folders.require("gligen", self.gligen_name)
         if path.suffix.lower() != ".safetensors":
             raise LoomError(
                 f"GLIGENLoader: input 'gligen_name' is {self.gligen_name}; "

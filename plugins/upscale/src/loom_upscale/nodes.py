@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Any
 
 import loom
+from loom.errors import ModelFileError
+from loom.folders import ModelFileChoices
 from loom.types import Image, Socket
 from loom_upscale.loader import FOLDER, UpscaleModelError, load_upscale_model, where
 
 if TYPE_CHECKING:
-    from loom.folders import ModelFolders
     from loom.memory import MemoryManager
 
 #: The ``UPSCALE_MODEL`` socket: a :class:`loom_upscale.model.UpscaleModel` (the annotation
@@ -20,9 +21,8 @@ UpscaleModelSocket = Annotated[Any, Socket("UPSCALE_MODEL")]
 PYTHON_MODULE = "comfy_extras.nodes_upscale_model"
 
 
-def upscale_model_files(folders: ModelFolders | None) -> list[str]:
-    """The ``model_name`` combo: files in the ``upscale_models`` folder (live)."""
-    return folders.filenames(FOLDER) if folders is not None else []
+#: The ``model_name`` combo: files in the ``upscale_models`` folder (live).
+upscale_model_files = ModelFileChoices(FOLDER)
 
 
 def memory_of(ctx: loom.RunContext) -> MemoryManager:
@@ -42,14 +42,10 @@ class UpscaleModelLoader:
     def run(self, ctx: loom.RunContext) -> UpscaleModelSocket:
         context = where("UpscaleModelLoader", "model_name", self.model_name)
         folders = ctx.require_runtime("the upscale_models model folder").folders
-        path = folders.find(FOLDER, self.model_name)
-        if path is None:
-            searched = ", ".join(str(p) for p in folders.paths(FOLDER))
-            raise UpscaleModelError(
-                f"{context}: Model in folder '{FOLDER}' with filename "
-                f"'{self.model_name}' not found.",
-                hint=f"put the file in one of: {searched}",
-            )
+        try:
+            path = folders.require(FOLDER, self.model_name)
+        except ModelFileError as error:
+            raise UpscaleModelError(f"{context}: {error.message}", hint=error.hint) from None
         return load_upscale_model(path, context)
 
 
