@@ -42,4 +42,4 @@ def runtime(tmp_path, tiny_files, loom_runtime):
         target.parent.mkdir(parents=True, exist_ok=True)
         target.symlink_to(source)
     (tmp_path / "input").mkdir(exist_ok=True)
-    return loom_runtime("clip_vision")
+    return loom_runtime("clip-vision")

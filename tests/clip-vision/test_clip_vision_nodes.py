@@ -275,7 +275,7 @@ class _ToyFamilyPlugin:
 
 
 def test_a_checkpoint_a_family_loads_comes_back_without_clip_vision(tmp_path, loom_runtime):
-    runtime = loom_runtime("clip_vision", toy=_ToyFamilyPlugin())
+    runtime = loom_runtime("clip-vision", toy=_ToyFamilyPlugin())
     path = tmp_path / "models" / "checkpoints" / "toy.safetensors"
     write_safetensors(path, {"toy.weight": torch.zeros(2)})
 

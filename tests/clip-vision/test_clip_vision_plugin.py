@@ -15,19 +15,19 @@ NODES = {
 
 
 def test_plugin_is_installed():
-    [ep] = [ep for ep in entry_points(group="loom") if ep.name == "clip_vision"]
+    [ep] = [ep for ep in entry_points(group="loom") if ep.name == "clip-vision"]
     assert ep.value == "loom_clip_vision.plugin"
 
 
 def test_loading_plugins_registers_the_nodes(loom_registry):
-    registry = loom_registry("clip_vision")
-    assert set(registry.by_plugin["clip_vision"]["node"]) == NODES
+    registry = loom_registry("clip-vision")
+    assert set(registry.by_plugin["clip-vision"]["node"]) == NODES
 
 
 def test_object_info_has_comfyuis_inputs_and_outputs(loom_runtime, tmp_path):
     from loom.nodes.object_info import object_info
 
-    runtime = loom_runtime("clip_vision")
+    runtime = loom_runtime("clip-vision")
     for folder, name in (("style_models", "flux1-redux-dev"), ("clip_vision", "sigclip")):
         (tmp_path / "models" / folder).mkdir(parents=True)
         (tmp_path / "models" / folder / f"{name}.safetensors").write_bytes(b"")
@@ -72,7 +72,7 @@ def test_a_ui_format_redux_workflow_converts_with_comfyuis_widget_order(loom_run
     """A ComfyUI-saved graph: widgets_values map onto the inputs in ComfyUI's order."""
     from loom.workflow import convert_workflow
 
-    runtime = loom_runtime("clip_vision")
+    runtime = loom_runtime("clip-vision")
     cond = ("conditioning", "CONDITIONING", 1)
     workflow = {
         "nodes": [

@@ -33,7 +33,7 @@ def runtime(tmp_path, loom_runtime):
     (tmp_path / "input").mkdir()
     pixels = np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(tmp_path / "input" / "style.png")
-    return loom_runtime("flux", "samplers", "clip_vision", "sd15")
+    return loom_runtime("flux", "samplers", "clip-vision", "sd15")
 
 
 def redux_prompt(
