@@ -156,3 +156,35 @@ def test_residuals_spread_over_flux_blocks_as_comfyui():
     assert spread(("a", "b"), 19, consecutive=False) == tuple("ab" * 9 + "a")
     assert spread(tuple(range(10)), 38, consecutive=True)[:9] == (0, 0, 0, 0, 1, 1, 1, 1, 2)
     assert spread((), 38, consecutive=True) == ()
+
+
+@pytest.mark.parametrize("kind", ["xlabs", "mistoline"])
+def test_pixel_hint_files_encode_the_hint_then_run_the_latent_path(tmp_path, kind):
+    """XLabs and MistoLine: the image, scaled to [-1, 1] and taken down 8x by the file's hint
+    encoder, feeds the same trunk an InstantX file's latent does; MistoLine's outputs pass a
+    SiLU."""
+    import attrs
+    import torch.nn.functional as F
+    from loom_controlnet.flux_model import FluxControlNet
+    from loom_controlnet.tiny import write_tiny_flux_controlnet
+
+    path = tmp_path / f"{kind}.safetensors"
+    control = load_controlnet(write_tiny_flux_controlnet(path, tiny_spec().dit, kind=kind))
+    assert control.config.kind == {"xlabs": "XLabs", "mistoline": "MistoLine"}[kind]
+    module = control.module
+    encoder = module.input_cond_block if kind == "mistoline" else module.input_hint_block
+    twin = FluxControlNet(attrs.evolve(control.config, latent_input=True, mistoline=False))
+    state = {k.replace(".linear.", "."): v for k, v in module.state_dict().items()}
+    missing, _ = twin.load_state_dict(state, strict=False)
+    assert missing == []
+    x, _, context, pooled, sigma, guidance = inputs()
+    image = torch.rand(2, 3, 48, 80, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        doubles, singles = module(x, image, sigma, context, pooled, guidance)
+        latent = encoder(image * 2 - 1)
+        assert latent.shape == (2, 16, 6, 10)
+        expected = twin(x, latent, sigma, context, pooled, guidance)
+    if kind == "mistoline":
+        expected = tuple(tuple(F.silu(t) for t in group) for group in expected)
+    pairs = list(zip([*doubles, *singles], [*expected[0], *expected[1]], strict=True))
+    assert max((a - b).abs().max().item() for a, b in pairs) <= TOL

@@ -36,6 +36,7 @@ def base_dir(tmp_path_factory) -> Path:
     write_tiny_flux_controlnet(
         folder / "xlabs.safetensors", dit, kind="xlabs", depth=2, depth_single=0, seed=3
     )
+    write_tiny_flux_controlnet(folder / "mistoline.safetensors", dit, kind="mistoline", seed=6)
     write_tiny_controlnet(folder / "sd15.safetensors", sd15_spec().unet, seed=4)
     inputs = base / "input"
     inputs.mkdir()
@@ -138,7 +139,9 @@ def differ(a: torch.Tensor, b: torch.Tensor) -> bool:
     return float((a - b).abs().max()) > 1e-3
 
 
-@pytest.mark.parametrize("control", ["instantx.safetensors", "xlabs.safetensors"])
+@pytest.mark.parametrize(
+    "control", ["instantx.safetensors", "xlabs.safetensors", "mistoline.safetensors"]
+)
 def test_flux_controlnet_changes_the_image_deterministically(runtime, control):
     base = image(runtime)
     controlled = image(runtime, control)

@@ -1,4 +1,5 @@
-"""A Flux ControlNet file (InstantX/diffusers or XLabs layout) -> a :class:`FluxControlNetModel`."""
+"""A Flux ControlNet file (InstantX/diffusers, XLabs or MistoLine layout) -> a
+:class:`FluxControlNetModel`."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
+from loom_flux.convert import Source
 
 from loom.memory import LoadPolicy, ModelHandle, build_on_meta, load_into_module
 from loom_controlnet.flux_model import (
@@ -15,6 +17,7 @@ from loom_controlnet.flux_model import (
     PlannedView,
     flux_controlnet_config,
     instantx_plan,
+    mistoline_file_key,
 )
 
 log = logging.getLogger(__name__)
@@ -50,12 +53,12 @@ def load_flux_controlnet(
     config = flux_controlnet_config(shapes)
     module = build_on_meta(FluxControlNet, config)
     if config.latent_input:
-        view = PlannedView(state, instantx_plan(config))
-        tensors: Mapping[str, Any] = view
-        used = view.used()
+        plan = instantx_plan(config)
     else:
-        tensors = state
-        used = set(module.state_dict())
+        rename = mistoline_file_key if config.mistoline else str
+        plan = {k: Source((rename(k),)) for k in module.state_dict()}
+    tensors = PlannedView(state, plan)
+    used = tensors.used()
     load_into_module(module, tensors, LoadPolicy(missing="error", unexpected="ignore"), source=file)
     module.eval()
     unused = sorted(set(state.keys()) - used)

@@ -12,6 +12,8 @@ Two kinds of file, as ComfyUI loads them:
   ``input_hint_block.*``): the hint is the image in pixels (``[-1, 1]``), taken down 8x by a
   small convolutional encoder; the residual list is repeated whole until it covers the
   model's 19 double blocks.
+- **MistoLine** (XLabs-like, ``controlnet_blocks.N.linear``, ``single_controlnet_blocks``,
+  ``input_cond_block``): its own hint encoder, SiLU after each output layer; XLabs' rules.
 
 The trunk is loom-flux's own :class:`~loom_flux.dit.FluxTransformer` without its final layer,
 so the module names (and the XLabs file's keys) are Flux's.
@@ -47,6 +49,8 @@ MAIN_SINGLE_BLOCKS = 38
 #: The XLabs hint encoder: eight 3x3 convolutions to 16 channels, three of them stride 2.
 XLABS_HINT_CHANNELS = 16
 XLABS_STRIDED = (2, 4, 6)
+#: MistoLine's hint encoder: (kernel, stride) of its ten convolutions to 16 channels.
+MISTOLINE_CONVS = ((3, 1), (1, 1), (3, 1), (3, 2), (3, 1), (3, 2), (3, 1), (3, 2), (1, 1), (3, 1))
 
 
 @attrs.frozen
@@ -59,6 +63,7 @@ class FluxControlNetConfig:
     #: InstantX: the hint is a VAE latent (True); XLabs: pixels through ``input_hint_block``
     latent_input: bool
     union_modes: int = 0
+    mistoline: bool = False
 
     @property
     def hint_latent_channels(self) -> int:
@@ -67,20 +72,49 @@ class FluxControlNetConfig:
 
     @property
     def kind(self) -> str:
+        if self.mistoline:
+            return "MistoLine"
         return "InstantX" if self.latent_input else "XLabs"
 
 
 def xlabs_hint_encoder() -> nn.Sequential:
     """RGB -> 16 channels at 1/8 size (conv-SiLU pairs; ``input_hint_block.{0,2,..,14}``)."""
+    return _hint_convs(tuple((3, 2 if i in XLABS_STRIDED else 1) for i in range(8)))
+
+
+def _hint_convs(convs: tuple[tuple[int, int], ...]) -> nn.Sequential:
     layers: list[nn.Module] = []
     cin = 3
-    for i in range(8):
-        stride = 2 if i in XLABS_STRIDED else 1
-        layers.append(ops.Conv2d(cin, XLABS_HINT_CHANNELS, 3, padding=1, stride=stride))
-        if i < 7:
+    for i, (kernel, stride) in enumerate(convs):
+        layers.append(
+            ops.Conv2d(cin, XLABS_HINT_CHANNELS, kernel, padding=kernel // 2, stride=stride)
+        )
+        if i < len(convs) - 1:
             layers.append(nn.SiLU())
         cin = XLABS_HINT_CHANNELS
     return nn.Sequential(*layers)
+
+
+class MistolineHintEncoder(nn.Module):
+    """MistoLine's RGB -> 16 channels at 1/8 size (``input_cond_block.encoder``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = _hint_convs(MISTOLINE_CONVS)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+
+class MistolineOutput(nn.Module):
+    """MistoLine's output layer: ``silu(linear(x))``."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.linear = ops.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.silu(self.linear(x))
 
 
 def _pad_to_patch(x: torch.Tensor) -> torch.Tensor:
@@ -100,16 +134,17 @@ class FluxControlNet(FluxTransformer):
         del self.final_layer
         self.control_config = config
         dim = config.dit.hidden_size
-        self.controlnet_blocks = nn.ModuleList(
-            ops.Linear(dim, dim) for _ in range(config.dit.depth)
-        )
+        output = MistolineOutput if config.mistoline else (lambda d: ops.Linear(d, d))
+        self.controlnet_blocks = nn.ModuleList(output(dim) for _ in range(config.dit.depth))
         self.controlnet_single_blocks = nn.ModuleList(
-            ops.Linear(dim, dim) for _ in range(config.dit.depth_single)
+            output(dim) for _ in range(config.dit.depth_single)
         )
         if config.union_modes:
             self.controlnet_mode_embedder = ops.Embedding(config.union_modes, dim)
         self.pos_embed_input = ops.Linear(config.hint_width, dim)
-        if not config.latent_input:
+        if config.mistoline:
+            self.input_cond_block = MistolineHintEncoder()
+        elif not config.latent_input:
             self.input_hint_block = xlabs_hint_encoder()
 
     def forward(  # type: ignore[override]
@@ -130,6 +165,8 @@ class FluxControlNet(FluxTransformer):
         x = _pad_to_patch(x)
         if config.latent_input:
             hint = _pad_to_patch(hint)
+        elif config.mistoline:
+            hint = self.input_cond_block(hint * 2.0 - 1.0)
         else:
             hint = self.input_hint_block(hint * 2.0 - 1.0)
         img = self.img_in(patchify(x)) + self.pos_embed_input(patchify(hint))
@@ -186,12 +223,16 @@ def is_xlabs(shapes: Shapes) -> bool:
     )
 
 
+def is_mistoline(shapes: Shapes) -> bool:
+    return "controlnet_blocks.0.linear.weight" in shapes
+
+
 def is_instantx(shapes: Shapes) -> bool:
     return "controlnet_blocks.0.weight" in shapes and "controlnet_x_embedder.weight" in shapes
 
 
 def is_flux_controlnet(shapes: Shapes) -> bool:
-    return is_xlabs(shapes) or is_instantx(shapes)
+    return is_xlabs(shapes) or is_instantx(shapes) or is_mistoline(shapes)
 
 
 def _count(shapes: Shapes, stem: str, leaf: str) -> int:
@@ -203,7 +244,8 @@ def _count(shapes: Shapes, stem: str, leaf: str) -> int:
 
 def flux_controlnet_config(shapes: Shapes) -> FluxControlNetConfig:
     """The config of an InstantX or XLabs file, read off its shapes."""
-    if is_xlabs(shapes):
+    mistoline = is_mistoline(shapes)
+    if mistoline or is_xlabs(shapes):
         img_in, txt_in = shapes["img_in.weight"], shapes["txt_in.weight"]
         vec = shapes["vector_in.in_layer.weight"]
         head = shapes["double_blocks.0.img_attn.norm.query_norm.scale"][0]
@@ -238,7 +280,13 @@ def flux_controlnet_config(shapes: Shapes) -> FluxControlNetConfig:
         qkv_bias=qkv_bias,
     )
     modes = shapes.get("controlnet_mode_embedder.weight", (0,))[0]
-    return FluxControlNetConfig(dit, hint, latent_input=not is_xlabs(shapes), union_modes=modes)
+    latent = not (mistoline or is_xlabs(shapes))
+    return FluxControlNetConfig(dit, hint, latent, union_modes=modes, mistoline=mistoline)
+
+
+def mistoline_file_key(key: str) -> str:
+    """A module key's name in a MistoLine file (its single-block outputs are named apart)."""
+    return key.replace("controlnet_single_blocks.", "single_controlnet_blocks.", 1)
 
 
 def instantx_plan(config: FluxControlNetConfig) -> dict[str, Source]:

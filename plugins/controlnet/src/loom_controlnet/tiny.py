@@ -72,18 +72,25 @@ def flux_controlnet_state(
     std: float = 0.05,
 ) -> dict[str, torch.Tensor]:
     """Random weights of a Flux ControlNet whose trunk has ``dit_config``'s widths, in the
-    InstantX (diffusers ``FluxControlNetModel``) or XLabs (``kind="xlabs"``) layout."""
+    InstantX (diffusers ``FluxControlNetModel``), XLabs (``kind="xlabs"``) or MistoLine
+    (``kind="mistoline"``) layout."""
     import attrs
 
-    from loom_controlnet.flux_model import FluxControlNet, FluxControlNetConfig, instantx_plan
+    from loom_controlnet.flux_model import (
+        FluxControlNet,
+        FluxControlNetConfig,
+        instantx_plan,
+        mistoline_file_key,
+    )
 
-    latent = kind != "xlabs"
+    latent = kind == "instantx"
     hint_width = dit_config.in_channels + (4 if latent and mask_channel else 0)
     config = FluxControlNetConfig(
         attrs.evolve(dit_config, depth=depth, depth_single=depth_single),
         hint_width,
         latent_input=latent,
         union_modes=union_modes if latent else 0,
+        mistoline=kind == "mistoline",
     )
     with torch.device("meta"):
         module = FluxControlNet(config)
@@ -92,6 +99,8 @@ def flux_controlnet_state(
     for key, tensor in module.state_dict().items():
         noise = torch.randn(tensor.shape, generator=generator) * std
         state[key] = noise + 1.0 if key.endswith(".scale") else noise
+    if kind == "mistoline":
+        return {mistoline_file_key(k): v for k, v in state.items()}
     if not latent:
         return state
     hidden = dit_config.hidden_size
