@@ -196,3 +196,27 @@ def test_flux_controlnet_on_sd15_model_names_node_input_and_file(base_dir):
     message = str(caught.value)
     assert message.startswith("ControlNetApply: input 'control_net' (xlabs.safetensors)")
     assert "Flux ControlNet" in message and "16 channels" in message
+
+
+def test_two_flux_controlnets_chain_on_one_conditioning(runtime):
+    prompt = txt2img("instantx.safetensors")
+    prompt["15"] = {
+        "class_type": "ControlNetLoader",
+        "inputs": {"control_net_name": "xlabs.safetensors"},
+    }
+    prompt["16"] = {
+        "class_type": "ControlNetApplyAdvanced",
+        "inputs": {
+            **prompt["12"]["inputs"],
+            "positive": ["12", 0],
+            "negative": ["12", 1],
+            "control_net": ["15", 0],
+        },
+    }
+    prompt["7"]["inputs"]["positive"] = ["16", 0]
+    prompt["7"]["inputs"]["negative"] = ["16", 1]
+    result = run(runtime, prompt)
+    assert result.error is None, result.error.get("exception_message")
+    both = result.values["8"][0][0]
+    assert differ(both, image(runtime, "instantx.safetensors"))
+    assert differ(both, image(runtime, "xlabs.safetensors"))
