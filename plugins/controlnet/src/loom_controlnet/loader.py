@@ -106,11 +106,17 @@ def _describe(shapes: Mapping[str, Any]) -> str:
 
 
 def load_controlnet(path: Path, model: Any = None) -> Any:
-    """Load the ControlNet, T2I-Adapter or control-LoRA in ``path``. ``model`` (DiffControlNetLoader's MODEL) supplies the
+    """Load the ControlNet (SD1.x/SDXL or Flux), T2I-Adapter or control-LoRA in ``path``. ``model`` (DiffControlNetLoader's MODEL) supplies the
     base weights of "difference" files, whose tensors are deltas on the model's UNet."""
     state = open_safetensors(path)
     shapes = {k: tuple(v.shape) for k, v in state.entries.items()}
     file = path.name
+    from loom_controlnet.flux_model import is_flux_controlnet
+
+    if is_flux_controlnet(shapes):
+        from loom_controlnet.flux_loader import load_flux_controlnet
+
+        return load_flux_controlnet(state, shapes, file)
     layout = detect_layout(shapes)
     if layout is None and is_adapter(shapes):
         return load_adapter(state, shapes, file)

@@ -75,6 +75,17 @@ class DiffControlNetLoader:
         return _load(ctx, "DiffControlNetLoader", self.control_net_name, self.model)
 
 
+def _require_vae(node: str, control: Any, vae: Any) -> None:
+    """A ControlNet whose hint is a VAE latent (InstantX Flux) needs the node's ``vae``."""
+    if getattr(control, "needs_vae", False) and vae is None:
+        where = "input 'vae'" if node == "ControlNetApplyAdvanced" else "input 'control_net'"
+        raise LoomError(
+            f"{node}: {where}: the ControlNet {control.file} takes a VAE-encoded hint "
+            "but no VAE is connected",
+            hint="use ControlNetApplyAdvanced and connect the model's VAE to its 'vae' input",
+        )
+
+
 def _hint(node: str, image: Any, control: Any) -> Any:
     """IMAGE ``[B, H, W, C]`` -> hint ``[B, C, H, W]``, its channels checked (a
     single-channel adapter averages the channels itself, as ComfyUI)."""
@@ -89,13 +100,19 @@ def _hint(node: str, image: Any, control: Any) -> Any:
 
 
 def bind(control: Any, hint: Any, **options: Any) -> Any:
-    """The control signal of a CONTROL_NET value bound to ``hint``."""
+    """The control signal of a CONTROL_NET value bound to ``hint`` (``vae``: the apply
+    node's, used by ControlNets whose hint is a latent)."""
     # the model code (and torch) loads when a ControlNet is applied, not at registration
     from loom_controlnet.adapter_signal import AdapterSignal
     from loom_controlnet.control_lora import ControlLoraModel, ControlLoraSignal
     from loom_controlnet.loader import AdapterModel
     from loom_controlnet.signal import ControlNetSignal
 
+    vae = options.pop("vae", None)
+    if getattr(control, "needs_vae", None) is not None:
+        from loom_controlnet.flux_signal import FluxControlNetSignal
+
+        return FluxControlNetSignal(control, hint, vae=vae, **options)
     if isinstance(control, AdapterModel):
         return AdapterSignal(control, hint, **options)
     if isinstance(control, ControlLoraModel):
@@ -151,6 +168,7 @@ class ControlNetApplyAdvanced:
     def run(self, ctx: loom.RunContext) -> ControlNetApplyOutputs:
         if self.strength == 0:
             return ControlNetApplyOutputs(positive=self.positive, negative=self.negative)
+        _require_vae("ControlNetApplyAdvanced", self.control_net, self.vae)
         hint = _hint("ControlNetApplyAdvanced", self.image, self.control_net)
 
         def signal_for(previous: Any) -> ControlNetSignal:
@@ -162,6 +180,7 @@ class ControlNetApplyAdvanced:
                 end_percent=self.end_percent,
                 previous=previous,
                 applied_by="ControlNetApplyAdvanced",
+                vae=self.vae,
             )
 
         positive, negative = apply_control([self.positive, self.negative], signal_for, False)
@@ -183,6 +202,7 @@ class ControlNetApply:
     def run(self, ctx: loom.RunContext) -> Conditioning:
         if self.strength == 0:
             return self.conditioning
+        _require_vae("ControlNetApply", self.control_net, None)
         hint = _hint("ControlNetApply", self.image, self.control_net)
 
         def signal_for(previous: Any) -> ControlNetSignal:

@@ -1,4 +1,4 @@
-"""Tiny ControlNet files with random weights, for tests and benchmarks.
+"""Tiny ControlNet files (SD1.x/SDXL and Flux) with random weights, for tests and benchmarks.
 
 :func:`controlnet_state` builds the real :class:`~loom_controlnet.model.ControlNet` for a UNet
 config (seeded; zero convolutions random too, so the residuals are not zero) and returns its
@@ -58,3 +58,64 @@ def write_tiny_controlnet(path: Path, unet_config: Any, **kwargs: Any) -> Path:
     from loom.memory import write_safetensors
 
     return write_safetensors(path, controlnet_state(unet_config, **kwargs))
+
+
+def flux_controlnet_state(
+    dit_config: Any,
+    *,
+    kind: str = "instantx",
+    depth: int = 2,
+    depth_single: int = 2,
+    union_modes: int = 0,
+    mask_channel: bool = False,
+    seed: int = 0,
+    std: float = 0.05,
+) -> dict[str, torch.Tensor]:
+    """Random weights of a Flux ControlNet whose trunk has ``dit_config``'s widths, in the
+    InstantX (diffusers ``FluxControlNetModel``), XLabs (``kind="xlabs"``) or MistoLine
+    (``kind="mistoline"``) layout."""
+    import attrs
+
+    from loom_controlnet.flux_model import (
+        FluxControlNet,
+        FluxControlNetConfig,
+        instantx_plan,
+        mistoline_file_key,
+    )
+
+    latent = kind == "instantx"
+    hint_width = dit_config.in_channels + (4 if latent and mask_channel else 0)
+    config = FluxControlNetConfig(
+        attrs.evolve(dit_config, depth=depth, depth_single=depth_single),
+        hint_width,
+        latent_input=latent,
+        union_modes=union_modes if latent else 0,
+        mistoline=kind == "mistoline",
+    )
+    with torch.device("meta"):
+        module = FluxControlNet(config)
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, tensor in module.state_dict().items():
+        noise = torch.randn(tensor.shape, generator=generator) * std
+        state[key] = noise + 1.0 if key.endswith(".scale") else noise
+    if kind == "mistoline":
+        return {mistoline_file_key(k): v for k, v in state.items()}
+    if not latent:
+        return state
+    hidden = dit_config.hidden_size
+    out = {}
+    for key, source in instantx_plan(config).items():
+        if len(source.keys) == 1:
+            out[source.keys[0]] = state[key]
+            continue
+        total = state[key].shape[0]
+        sizes = [hidden] * 3 + ([total - 3 * hidden] if len(source.keys) == 4 else [])
+        out.update(zip(source.keys, torch.split(state[key], sizes), strict=True))
+    return {k: v.contiguous() for k, v in out.items()}
+
+
+def write_tiny_flux_controlnet(path: Path, dit_config: Any, **kwargs: Any) -> Path:
+    from loom.memory import write_safetensors
+
+    return write_safetensors(path, flux_controlnet_state(dit_config, **kwargs))

@@ -13,6 +13,7 @@ stored dtype (fp8 included) and are cast per layer to the compute dtype.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import attrs
 import torch
@@ -21,6 +22,7 @@ from torch import nn
 
 from loom.errors import LoomError
 from loom.memory import ops
+from loom.types import ControlResiduals
 
 PATCH = 2
 
@@ -341,6 +343,18 @@ class LastLayer(nn.Module):
         return self.linear(x)
 
 
+def add_residual(
+    tokens: torch.Tensor, residuals: tuple[Any, ...], index: int, start: int
+) -> torch.Tensor:
+    """``tokens`` plus ``residuals[index]`` on the tokens from ``start`` on that it covers
+    (unchanged when the list is shorter or the entry is None)."""
+    if index >= len(residuals) or residuals[index] is None:
+        return tokens
+    add = residuals[index].to(tokens)
+    end = start + add.shape[1]
+    return torch.cat((tokens[:, :start], tokens[:, start:end] + add, tokens[:, end:]), dim=1)
+
+
 def image_ids(batch: int, h_len: int, w_len: int, device: torch.device) -> torch.Tensor:
     """``[B, h*w, 3]`` ids: t = 0, row, column of each 2x2 patch."""
     ids = torch.zeros(h_len, w_len, 3, device=device)
@@ -399,12 +413,16 @@ class FluxTransformer(nn.Module):
         guidance: torch.Tensor | None = None,
         zero_from: int | None = None,
         mask: torch.Tensor | None = None,
+        control: ControlResiduals | None = None,
     ) -> torch.Tensor:
         """The transformer on packed tokens (diffusers' ``FluxTransformer2DModel`` shape).
 
         ``zero_from``: image tokens from this index on (references) are modulated with the
         vector of timestep 0 (:class:`SplitVec`); None: every token sees ``timestep``.
         ``mask``: an additive attention bias over text + image tokens.
+        ``control``: ControlNet residuals, as ComfyUI adds them: ``input[i]`` to the image
+        tokens after double block ``i``, ``output[i]`` to the image tokens after single
+        block ``i`` (each to the first tokens it covers: reference tokens get none).
         """
         img = self.img_in(img)
         vec = self._vec(timestep, y, guidance, img.dtype)
@@ -416,12 +434,16 @@ class FluxTransformer(nn.Module):
         pe = position_embedding(
             torch.cat((txt_ids, img_ids), dim=1), self.config.axes_dim, self.config.theta
         )
-        for block in self.double_blocks:
+        for i, block in enumerate(self.double_blocks):
             img, txt = block(img, txt, vec, pe, img_vec, mask)
+            if control is not None:
+                img = add_residual(img, control.input, i, 0)
         x = torch.cat((txt, img), dim=1)
         joint_vec = img_vec.shifted(txt.shape[1]) if isinstance(img_vec, SplitVec) else vec
-        for block in self.single_blocks:
+        for i, block in enumerate(self.single_blocks):
             x = block(x, joint_vec, pe, mask)
+            if control is not None:
+                x = add_residual(x, control.output, i, txt.shape[1])
         return self.final_layer(x[:, txt.shape[1] :], vec)
 
     def _vec(
@@ -447,8 +469,10 @@ class FluxTransformer(nn.Module):
         ref_latents: list[torch.Tensor] | None = None,
         ref_method: str = DEFAULT_REFERENCE_METHOD,
         attention_mask: torch.Tensor | None = None,
+        control: ControlResiduals | None = None,
     ) -> torch.Tensor:
-        """``ref_method``: how reference latents are placed (:func:`reference_positions`)."""
+        """``ref_method``: how reference latents are placed (:func:`reference_positions`);
+        ``control``: ControlNet residuals (:meth:`forward_tokens`)."""
         b, _, h, w = x.shape
         pad_h, pad_w = (-h) % PATCH, (-w) % PATCH
         if pad_h or pad_w:
@@ -476,7 +500,16 @@ class FluxTransformer(nn.Module):
                 "reference latents",
             )
         out = self.forward_tokens(
-            img, img_ids, context, txt_ids, timestep, y, guidance, zero_from, attention_mask
+            img,
+            img_ids,
+            context,
+            txt_ids,
+            timestep,
+            y,
+            guidance,
+            zero_from,
+            attention_mask,
+            control,
         )
         return unpatchify(out[:, :tokens], h_len, w_len)[:, :, :h, :w]
 

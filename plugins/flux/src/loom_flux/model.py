@@ -7,6 +7,7 @@ conditioning entry into model inputs: ``y`` (CLIP-L pooled), ``guidance`` (dev-s
 3.5 when the conditioning names none), ``c_concat``, ``ref_latents``, the
 ``ref_latents_method`` that places them (FluxKontextMultiReferenceLatentMethod) and
 ``attention_mask`` (an additive bias over text + image tokens, resized to the latent's token grid).
+``apply_model`` hands a ControlNet's ``cond["control"]`` residuals to the DiT.
 """
 
 from __future__ import annotations
@@ -175,6 +176,7 @@ class FluxModel(ModelHandle):
                 None if not refs else [r.to(device, dtype) for r in refs],
                 ref_method=cond.get("ref_latents_method", DEFAULT_REFERENCE_METHOD),
                 attention_mask=None if mask is None else mask.to(device),
+                control=cond.get("control"),
             )
         return ms.calculate_denoised(sigma, out.float().to(x.device), x)
 

@@ -1,0 +1,129 @@
+"""A Flux ControlNet bound to a hint image (a :class:`loom.types.ControlSignal`).
+
+As ComfyUI's ``ControlNet.get_control`` for Flux files: inside its timestep range the hint is
+resized to the latent's size x 8 (``nearest-exact``, centre crop); an InstantX file's hint is
+then encoded by the apply node's VAE and put in model space (17-channel files get a mask
+channel of ones), an XLabs file's stays in pixels. The ControlNet runs on the model-space
+latent at the model's timestep with the call's ``y`` and ``guidance``; its residuals, times
+``strength``, are spread over Flux's 19 double blocks (``input``) and 38 single blocks
+(``output``) and summed with the previous signal's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import torch
+from loom_flux.vae import FLUX_LATENT_FORMAT
+
+from loom.errors import LoomError
+from loom.types import ControlResiduals, ControlSignal
+from loom_controlnet.flux_loader import FluxControlNetModel
+from loom_controlnet.flux_model import MAIN_DOUBLE_BLOCKS, MAIN_SINGLE_BLOCKS, spread
+from loom_controlnet.signal import broadcast_hint, in_range, merge, resized_hint, scaled
+
+
+def encode_hint(vae: Any, hint: torch.Tensor, mask_channel: bool) -> torch.Tensor:
+    """A ``[B, 3, H, W]`` hint in ``[0, 1]`` -> the model-space Flux latent (plus a channel of
+    ones when ``mask_channel``)."""
+    latent = vae.encode(hint.movedim(1, -1)).float()
+    latent = (latent - FLUX_LATENT_FORMAT.shift_factor) * FLUX_LATENT_FORMAT.scale_factor
+    if mask_channel:
+        latent = torch.cat((latent, torch.ones_like(latent[:, :1])), dim=1)
+    return latent
+
+
+@attrs.define(eq=False)
+class FluxControlNetSignal:
+    """A :class:`FluxControlNetModel` bound to ``hint`` (``[B, 3, H, W]`` in ``[0, 1]``),
+    ``strength``, the ``start_percent`` .. ``end_percent`` part of the schedule and, for
+    InstantX files, the ``vae`` that encodes the hint."""
+
+    control: FluxControlNetModel
+    hint: torch.Tensor
+    strength: float = 1.0
+    start_percent: float = 0.0
+    end_percent: float = 1.0
+    previous: ControlSignal | None = None
+    applied_by: str = "ControlNetApplyAdvanced"
+    vae: Any = None
+    _resized: torch.Tensor | None = attrs.field(default=None, init=False)
+    _encoded: torch.Tensor | None = attrs.field(default=None, init=False)
+
+    def models(self) -> list[Any]:
+        previous = self.previous.models() if self.previous is not None else []
+        return [self.control.handle, *previous]
+
+    def residuals(
+        self,
+        x: torch.Tensor,
+        sigma: torch.Tensor,
+        cond: Mapping[str, Any],
+        model: Any,
+        batched_number: int,
+    ) -> ControlResiduals | None:
+        previous = None
+        if self.previous is not None:
+            previous = self.previous.residuals(x, sigma, cond, model, batched_number)
+        model_sampling = model.model_sampling
+        if not in_range(model_sampling, sigma, self.start_percent, self.end_percent):
+            return previous
+        context, y = cond["c_crossattn"], cond.get("y")
+        self._check_model(x, context, y)
+        target = self.control.handle.compute_target
+        device, dtype = target.device, target.dtype
+        hint = broadcast_hint(self._hint_for(x), x.shape[0], batched_number)
+        guidance = cond.get("guidance")
+        with torch.inference_mode():
+            doubles, singles = self.control.module(
+                model_sampling.calculate_input(sigma, x).to(device, dtype),
+                hint.to(device, dtype),
+                model_sampling.timestep(sigma).float().to(device),
+                context.to(device, dtype),
+                y.to(device, dtype),
+                None if guidance is None else guidance.float().to(device),
+                self.control.control_type,
+            )
+        consecutive = self.control.config.latent_input
+        out = ControlResiduals(
+            input=spread(doubles, MAIN_DOUBLE_BLOCKS, consecutive),
+            output=spread(singles, MAIN_SINGLE_BLOCKS, consecutive),
+        )
+        return merge(scaled(out, self.strength), previous)
+
+    def _hint_for(self, x: torch.Tensor) -> torch.Tensor:
+        resized = resized_hint(self.hint, self._resized, x)
+        if not self.control.config.latent_input:
+            self._resized = resized
+            return resized
+        if resized is not self._resized or self._encoded is None:
+            self._resized = resized
+            mask = self.control.config.hint_latent_channels > x.shape[1]
+            self._encoded = encode_hint(self.vae, resized, mask)
+        return self._encoded
+
+    def _check_model(self, x: torch.Tensor, context: torch.Tensor, y: Any) -> None:
+        """A Flux ControlNet on another family's model fails with a message naming the node,
+        its input and the file, not with a shape error inside the network."""
+        dit = self.control.config.dit
+        problems = []
+        channels = dit.in_channels // 4
+        if x.shape[1] != channels:
+            problems.append(f"latents of {channels} channels, the model's have {x.shape[1]}")
+        if context.shape[-1] != dit.context_dim:
+            problems.append(
+                f"text embeddings {dit.context_dim} wide, the model's are {context.shape[-1]}"
+            )
+        if y is None or y.shape[-1] < dit.vec_dim:
+            problems.append(
+                f"a pooled-text vector of {dit.vec_dim}, which the model does not provide"
+            )
+        if problems:
+            raise LoomError(
+                f"{self.applied_by}: input 'control_net' ({self.control.file}) is a Flux "
+                f"ControlNet ({self.control.config.kind}) that does not fit the model being "
+                "sampled: it needs " + "; ".join(problems),
+                hint="load a ControlNet made for the same model family as the checkpoint",
+            )
