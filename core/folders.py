@@ -277,7 +277,9 @@ class ModelFileChoices:
 
 
 __all__ = [
+    "ALIASES",
     "MODEL_EXTENSIONS",
+    "STANDARD_KINDS",
     "ExtraPaths",
     "ExtraPathsError",
     "FolderKind",
