@@ -292,7 +292,9 @@ class ModelFileChoices:
 
 
 __all__ = [
+    "ALIASES",
     "MODEL_EXTENSIONS",
+    "STANDARD_KINDS",
     "ExtraPaths",
     "ExtraPathsError",
     "FolderKind",

@@ -19,6 +19,10 @@ Socket types (used as annotations on declarative nodes; the string is the wire t
     bind it and put the resulting :class:`ControlSignal` in a conditioning entry's options
     under ``"control"`` (ComfyUI's key).
 
+A conditioning option whose value runs models of its own while sampling (a ControlSignal,
+GLIGEN's boxes) implements :class:`NeedsModels`: the sampler loads those handles through the
+memory manager together with the sampled model.
+
 The sampler contract (:class:`Sampler`, :class:`Scheduler`, :class:`Denoiser`,
 :class:`UncondDenoiser`, :class:`NoiseSource`, :class:`Step`, :class:`SamplerInfo`) is defined
 in :mod:`loom.samplers` and re-exported here.
@@ -30,7 +34,7 @@ declaring nodes never imports torch.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, runtime_checkable
 
@@ -344,7 +348,21 @@ class ControlResiduals:
 
 
 @runtime_checkable
-class ControlSignal(Protocol):
+class NeedsModels(Protocol):
+    """A conditioning option's value that runs model handles of its own while sampling
+    (ComfyUI's "additional models": ControlNets, GLIGEN): the sampler loads them through the
+    memory manager with the sampled model, and their forward code computes at each handle's
+    ``compute_target`` instead of copying weights per call."""
+
+    def models(self, model: ModelLike) -> Sequence[Any]:
+        """The :class:`loom.memory.ModelHandle` objects to load for sampling ``model`` (the
+        MODEL being sampled, already loaded: a control-LoRA builds its network from its
+        weights)."""
+        ...
+
+
+@runtime_checkable
+class ControlSignal(NeedsModels, Protocol):
     """A control model bound to its hint, strength and timestep range: the ``"control"``
     option of a conditioning entry.
 
@@ -375,9 +393,9 @@ class ControlSignal(Protocol):
         """
         ...
 
-    def models(self) -> list[Any]:
+    def models(self, model: ModelLike) -> Sequence[Any]:
         """The :class:`loom.memory.ModelHandle` objects of this signal and its previous ones,
-        for the sampler to load together with the diffusion model."""
+        for the sampler to load together with ``model``, the diffusion model."""
         ...
 
 

@@ -33,6 +33,7 @@ _EXPORTS = {
         "MemoryView",
         "cpu_device",
         "discover_devices",
+        "free_bytes",
         "simulated_device",
     ),
     "handle": ("MemoryEstimator", "ModelHandle", "default_memory_estimate"),
@@ -92,6 +93,7 @@ __all__ = [
     "cpu_device",
     "default_memory_estimate",
     "discover_devices",
+    "free_bytes",
     "is_scaled_fp8",
     "load_into_module",
     "load_module",
@@ -136,6 +138,7 @@ if TYPE_CHECKING:
         MemoryView,
         cpu_device,
         discover_devices,
+        free_bytes,
         simulated_device,
     )
     from loom.memory.handle import MemoryEstimator, ModelHandle, default_memory_estimate

@@ -12,10 +12,6 @@ from loom.errors import LoomError
 from loom.memory import write_safetensors
 from loom.model_sampling import DiscreteEps
 
-LORA_LAYERS = (
-    "input_blocks.1.0.in_layers.2",  # a 3x3 convolution
-    "input_blocks.3.1.transformer_blocks.0.attn2.to_k",  # a linear layer
-)
 RANK = 2
 
 
@@ -31,21 +27,10 @@ def tiny_model(seed: int = 0):
 
 @pytest.fixture
 def control_lora(tmp_path):
-    from loom_controlnet.tiny import controlnet_state
+    from loom_controlnet.tiny import control_lora_state
     from loom_sd15.tiny import tiny_spec
 
-    full = controlnet_state(tiny_spec().unet, seed=3, layout="original-bare")
-    own = ("input_hint_block.", "zero_convs.", "middle_block_out.", "input_blocks.1.0.in_layers.0.")
-    weights = {k: v for k, v in full.items() if k.startswith(own)}  # a replaced norm too
-    g = torch.Generator().manual_seed(4)
-    base = tiny_model().module.state_dict()
-    for layer in LORA_LAYERS:
-        shape = base[f"{layer}.weight"].shape
-        weights[f"{layer}.up"] = (
-            torch.randn(shape[0], RANK, *([1, 1] if len(shape) == 4 else []), generator=g) * 0.2
-        )
-        weights[f"{layer}.down"] = torch.randn(RANK, *shape[1:], generator=g) * 0.2
-    weights["lora_controlnet"] = torch.tensor([])
+    weights = control_lora_state(tiny_spec().unet, rank=RANK)
     return write_safetensors(tmp_path / "control-lora-canny.safetensors", weights), weights
 
 
@@ -53,6 +38,7 @@ def test_control_lora_is_the_model_encoder_plus_the_file(control_lora):
     from loom_controlnet.control_lora import ControlLoraModel, ControlLoraSignal
     from loom_controlnet.loader import load_controlnet
     from loom_controlnet.model import ControlNet, ControlNetConfig
+    from loom_controlnet.tiny import CONTROL_LORA_LAYERS
     from loom_sd15.tiny import tiny_spec
 
     path, weights = control_lora
@@ -67,7 +53,7 @@ def test_control_lora_is_the_model_encoder_plus_the_file(control_lora):
         layer = key.rpartition(".")[0]
         if key in weights:
             state[key] = weights[key]
-        elif layer in LORA_LAYERS and key.endswith(".weight"):
+        elif layer in CONTROL_LORA_LAYERS and key.endswith(".weight"):
             up, down = weights[f"{layer}.up"], weights[f"{layer}.down"]
             state[key] = base[key] + (up.flatten(1) @ down.flatten(1)).reshape(base[key].shape)
         else:
@@ -75,7 +61,8 @@ def test_control_lora_is_the_model_encoder_plus_the_file(control_lora):
     expected.load_state_dict(state)
     hint = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     signal = ControlLoraSignal(loaded, hint)
-    assert signal.models() == []
+    (handle,) = signal.models(model)  # built from the model, loaded by its sampler
+    assert handle is signal.signal_for(model).control.handle
     g = torch.Generator().manual_seed(1)
     x = torch.randn(2, 4, 8, 8, generator=g)
     sigma = torch.full((2,), 2.0)

@@ -52,7 +52,7 @@ def test_is_a_control_signal_and_names_its_models(controls):
     a = signal(controls["a"])
     b = signal(controls["b"], previous=a)
     assert isinstance(b, ControlSignal)
-    assert b.models() == [b.control.handle, a.control.handle]
+    assert b.models(None) == [b.control.handle, a.control.handle]
 
 
 def test_strength_scales_every_residual(controls):

@@ -26,8 +26,10 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def base_dir(tmp_path_factory, tiny_checkpoint, demo_tokenizers) -> Path:
-    from loom_controlnet.tiny import write_tiny_controlnet
+    from loom_controlnet.tiny import control_lora_state, write_tiny_controlnet
     from loom_sd15.tiny import tiny_spec
+
+    from loom.memory import write_safetensors
 
     tmp_path = tmp_path_factory.mktemp("base")
     checkpoints = tmp_path / "models" / "checkpoints"
@@ -41,6 +43,7 @@ def base_dir(tmp_path_factory, tiny_checkpoint, demo_tokenizers) -> Path:
     unet = tiny_spec().unet
     write_tiny_controlnet(controlnet / "a.safetensors", unet, seed=1)
     write_tiny_controlnet(controlnet / "b_diffusers.safetensors", unet, seed=2, layout="diffusers")
+    write_safetensors(controlnet / "lora.safetensors", control_lora_state(unet))
     (tmp_path / "models" / "loras").mkdir()
     (tmp_path / "models" / "loras" / "not_a_controlnet.safetensors").write_bytes(b"")
     inputs = tmp_path / "input"
@@ -54,8 +57,7 @@ def base_dir(tmp_path_factory, tiny_checkpoint, demo_tokenizers) -> Path:
     return tmp_path
 
 
-@pytest.fixture(scope="module")
-def executor(base_dir):
+def make_executor(base_dir, **settings):
     from loom.executor.executor import Executor
     from loom.settings import Settings
     from loom.testing import make_runtime
@@ -69,9 +71,15 @@ def executor(base_dir):
             load_custom_nodes=False,
             cpu_only=True,
             extra_model_paths=[base_dir / "extra_model_paths.yaml"],
+            **settings,
         ),
     )
     return Executor(runtime)
+
+
+@pytest.fixture(scope="module")
+def executor(base_dir):
+    return make_executor(base_dir)
 
 
 def txt2img(*controls: dict, old: tuple[str, float] | None = None) -> dict:
@@ -182,6 +190,9 @@ def differ(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 A = {"name": "a.safetensors"}
 B = {"name": "b_diffusers.safetensors"}
+LORA = {"name": "lora.safetensors"}
+#: Less than the tiny UNet beside its activations: models are evicted and streamed.
+BUDGET = 5 * 2**20
 
 
 def test_controlnet_changes_the_image_deterministically(executor):
@@ -218,3 +229,29 @@ def test_old_apply_node_also_controls_the_negative(executor):
     # ControlNetApply marks its signal for the uncond too; the advanced node gives both
     # prompts the same signal: same guidance, same image
     assert torch.allclose(old, advanced, atol=1e-5)
+
+
+@pytest.mark.parametrize("control", [A, LORA], ids=["controlnet", "control-lora"])
+def test_control_models_load_through_the_memory_manager_under_a_budget(executor, base_dir, control):
+    """With ``--vram-budget`` on the CPU (a simulated device), a ControlNet's and a
+    control-LoRA's network are handles the manager loads with the UNet and evicts for the
+    VAE, and the image is the unbudgeted one."""
+    budgeted = make_executor(base_dir, vram_budget_bytes=BUDGET)
+    memory = budgeted.runtime.memory
+    loads: list[list[str]] = []
+    load = memory.load
+
+    def spy(handles, extra_memory=0):
+        handles = list(handles)
+        loads.append([h.name for h in handles])
+        load(handles, extra_memory)
+
+    memory.load = spy
+    got = rendered(budgeted, txt2img(control))
+    name = ("control-lora:" if control is LORA else "controlnet:") + control["name"]
+    assert ["sd15-unet:tiny.safetensors", name] in loads
+    assert name in [e.name for e in memory.evictions]  # made room for the VAE
+    want = image(executor, control)
+    assert differ(want, image(executor))
+    # not bitwise: the small budget also splits cond and uncond into batches of one
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)

@@ -25,6 +25,8 @@ PLUGINS = (
     "upscale",
     "clip-vision",
     "controlnet",
+    "redis",
+    "comfy-compat",
 )
 
 

@@ -18,6 +18,8 @@ from loom.memory import write_safetensors
 
 TOL = 1e-4
 SIZE = 64
+#: Less than the tiny UNet (3.9 MB) beside its activations: models are evicted and streamed.
+BUDGET = 5 * 2**20
 
 
 def _write_gligen(path, unet: UNetConfig, text_dim: int, seed: int = 0, prefix: str = ""):
@@ -68,7 +70,7 @@ def test_fp16_file_runs_in_the_unets_compute_dtype(tmp_path):
     gligen = load_gligen(tmp_path / "g16.safetensors")
     assert gligen.net.fusers[0].linear.weight.dtype == torch.float16
     boxes = GligenBoxes(gligen, (GligenBox(torch.randn(1, 32), 2, 3, 1, 0),))
-    objects = boxes.objects(2, 8, 8, torch.device("cpu"))
+    objects = boxes.objects(2, 8, 8)
     assert objects.shape == (2, MAX_OBJECTS, 32) and objects.dtype == torch.float32
     model = UNetModel(unet).eval()
     x = torch.randn(2, 4, 8, 8, dtype=torch.bfloat16)
@@ -164,7 +166,7 @@ def test_unet_with_gligen_matches_diffusers_gated_attention(tmp_path, context):
     )
     boxes = GligenBoxes(gligen, placed)
     with torch.no_grad():
-        objects = boxes.objects(2, 16, 12, torch.device("cpu"))
+        objects = boxes.objects(2, 16, 12)
         plain = ours(x, t, text)
         a = ours(x, t, text, self_attention_patch=FuserPatch(gligen, objects))
         hand = _boxes_by_hand(placed, 2, 16, 12, context)
@@ -432,3 +434,34 @@ def test_ui_workflow_widgets_map_to_comfyuis_inputs(runtime):
         "y": 128,
         "gligen_textbox_model": ["1", 0],
     }
+
+
+@needs_samplers
+def test_gligen_loads_through_the_memory_manager_under_a_budget(
+    base_dir, gligen_file, loom_runtime
+):
+    """With ``--vram-budget`` on the CPU (a simulated device), the GLIGEN modules are a
+    handle the manager loads with the UNet and evicts for the VAE, and the image is the
+    unbudgeted one."""
+    extra = [base_dir / "extra_model_paths.yaml"]
+    plain = loom_runtime("sd15", "samplers", settings={"extra_model_paths": extra})
+    budgeted = loom_runtime(
+        "sd15", "samplers", settings={"extra_model_paths": extra, "vram_budget_bytes": BUDGET}
+    )
+    memory = budgeted.memory
+    loads = []
+    original_load = memory.load
+
+    def recording_load(handles, extra_memory=0):
+        handles = list(handles)
+        loads.append([h.name for h in handles])
+        return original_load(handles, extra_memory)
+
+    memory.load = recording_load
+    want = image(plain, txt2img([CAT, HAT]))
+    got = image(budgeted, txt2img([CAT, HAT]))
+    assert ["sd15-unet:tiny.safetensors", "gligen:tiny-gligen.safetensors"] in loads
+    evicted = [e.name for e in memory.evictions]
+    assert "gligen:tiny-gligen.safetensors" in evicted  # made room for the VAE
+    # not bitwise: the small budget also splits cond and uncond into batches of one
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)

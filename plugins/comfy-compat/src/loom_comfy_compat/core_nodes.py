@@ -17,8 +17,9 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from loom import RunContext
 from loom.errors import LoomError
-from loom.executor.context import RunContext, current_context
+from loom.frontend import current_context
 from loom_comfy_compat.environment import ENV
 from loom_comfy_compat.missing import PatchGuard
 
@@ -283,7 +284,7 @@ class SaveImage:
         from PIL import Image
         from PIL.PngImagePlugin import PngInfo
 
-        from loom.nodes.builtin.save_paths import get_save_path
+        from loom.frontend import get_save_path
 
         target = get_save_path(
             filename_prefix + self.prefix_append,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from loom.errors import LoomError
 
 if TYPE_CHECKING:
-    from loom.runtime import Runtime
+    from loom.frontend import Runtime
     from loom.types import WebServer
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from loom.folders import ALIASES, MODEL_EXTENSIONS, STANDARD_KINDS, FolderKind, ModelFolders
-from loom.nodes.builtin.image_io import split_annotation
-from loom.nodes.builtin.save_paths import get_save_path
+from loom.frontend import get_save_path, split_annotation
 from loom_comfy_compat.environment import ENV
 
 supported_pt_extensions: set[str] = set(MODEL_EXTENSIONS)

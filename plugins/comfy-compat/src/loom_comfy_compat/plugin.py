@@ -16,8 +16,7 @@ from loom_comfy_compat.environment import ENV
 
 if TYPE_CHECKING:
     from loom.events import ExecutionEvent
-    from loom.nodes.spec import NodeDef
-    from loom.runtime import Runtime
+    from loom.frontend import NodeDef, Runtime
     from loom.types import WebServer
 
 finder.install()

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from loom.errors import ExecutionInterrupted, LoomError
-from loom.executor.context import current_context
+from loom.frontend import current_context
 from loom_comfy_compat.environment import ENV
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ def xformers_enabled() -> bool:
 
 
 def get_free_memory(dev: Any = None, torch_free_too: bool = False) -> int | tuple[int, int]:
-    from loom.memory.devices import free_bytes
+    from loom.memory import free_bytes
 
     free = free_bytes(_memory().device)
     return (free, free) if torch_free_too else free

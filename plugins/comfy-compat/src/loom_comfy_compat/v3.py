@@ -17,10 +17,9 @@ from collections.abc import Coroutine
 from types import ModuleType
 from typing import Any
 
+from loom import ExecutionBlocker, NodeOutput, OutputDef
 from loom.errors import NodeDefinitionError
-from loom.executor.context import ExecutionBlocker
-from loom.nodes.compat import accepted_args, call_with_accepted
-from loom.nodes.spec import InputTypes, NodeDef, NodeOutput, OutputDef
+from loom.frontend import InputTypes, NodeDef, accepted_args, call_with_accepted
 from loom_comfy_compat.v3_node import ComfyNode, HiddenHolder, Schema
 from loom_comfy_compat.v3_node import NodeOutput as V3Output
 from loom_comfy_compat.v3_ui import ui_dict

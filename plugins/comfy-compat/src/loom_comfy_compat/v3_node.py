@@ -12,7 +12,7 @@ from typing import Any
 
 import attrs
 
-from loom.executor.context import ExecutionBlocker
+from loom import ExecutionBlocker
 from loom_comfy_compat.v3_io import Input, Output
 
 

@@ -11,8 +11,7 @@ import random
 import string
 from typing import Any
 
-from loom.executor.context import current_context
-from loom.nodes.builtin.image_io import save_images
+from loom.frontend import current_context, save_images
 
 
 class _UIOutput:

@@ -35,8 +35,8 @@ class AdapterSignal:
     _resized: torch.Tensor | None = attrs.field(default=None, init=False)
     _features: list[torch.Tensor] | None = attrs.field(default=None, init=False)
 
-    def models(self) -> list[Any]:
-        previous = self.previous.models() if self.previous is not None else []
+    def models(self, model: Any) -> list[Any]:
+        previous = list(self.previous.models(model)) if self.previous is not None else []
         return [self.control.handle, *previous]
 
     def residuals(

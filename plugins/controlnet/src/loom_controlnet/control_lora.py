@@ -83,8 +83,9 @@ def build_controlnet(lora: ControlLoraModel, model: Any, applied_by: str) -> Con
 
 @attrs.define(eq=False)
 class ControlLoraSignal:
-    """A control-LoRA bound to a hint: a :class:`ControlNetSignal` made for the first model
-    it is sampled with (and remade for another model)."""
+    """A control-LoRA bound to a hint: a :class:`ControlNetSignal` made for the model it is
+    sampled with (remade for another model, or the same one with other patches); its handle
+    is one of :meth:`models`, so the memory manager places it."""
 
     control: ControlLoraModel
     hint: torch.Tensor
@@ -93,11 +94,13 @@ class ControlLoraSignal:
     end_percent: float = 1.0
     previous: ControlSignal | None = None
     applied_by: str = "ControlNetApplyAdvanced"
-    _built: tuple[int, ControlNetSignal] | None = attrs.field(default=None, init=False)
+    _built: tuple[tuple[int, Any], ControlNetSignal] | None = attrs.field(default=None, init=False)
 
-    def models(self) -> list[Any]:
-        """Only the previous signals' handles: this one's is built from the sampled model."""
-        return self.previous.models() if self.previous is not None else []
+    def models(self, model: Any) -> list[Any]:
+        """The ControlNet built for ``model`` (the loaded model being sampled, so its patched
+        weights) and the previous signals' handles."""
+        previous = list(self.previous.models(model)) if self.previous is not None else []
+        return [self.signal_for(model).control.handle, *previous]
 
     def residuals(
         self,
@@ -110,8 +113,9 @@ class ControlLoraSignal:
         return self.signal_for(model).residuals(x, sigma, cond, model, batched_number)
 
     def signal_for(self, model: Any) -> ControlNetSignal:
-        module = getattr(model, "module", model)
-        if self._built is None or self._built[0] != id(module):
+        signature = getattr(model, "patch_signature", None)
+        key = (id(getattr(model, "module", model)), signature() if callable(signature) else ())
+        if self._built is None or self._built[0] != key:
             control = build_controlnet(self.control, model, self.applied_by)
             signal = ControlNetSignal(
                 control,
@@ -122,5 +126,5 @@ class ControlLoraSignal:
                 self.previous,
                 self.applied_by,
             )
-            self._built = (id(module), signal)
+            self._built = (key, signal)
         return self._built[1]

@@ -52,8 +52,8 @@ class FluxControlNetSignal:
     _resized: torch.Tensor | None = attrs.field(default=None, init=False)
     _encoded: torch.Tensor | None = attrs.field(default=None, init=False)
 
-    def models(self) -> list[Any]:
-        previous = self.previous.models() if self.previous is not None else []
+    def models(self, model: Any) -> list[Any]:
+        previous = list(self.previous.models(model)) if self.previous is not None else []
         return [self.control.handle, *previous]
 
     def residuals(

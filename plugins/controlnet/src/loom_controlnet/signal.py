@@ -113,8 +113,8 @@ class ControlNetSignal:
     applied_by: str = "ControlNetApplyAdvanced"
     _resized: torch.Tensor | None = attrs.field(default=None, init=False)
 
-    def models(self) -> list[Any]:
-        previous = self.previous.models() if self.previous is not None else []
+    def models(self, model: Any) -> list[Any]:
+        previous = list(self.previous.models(model)) if self.previous is not None else []
         return [self.control.handle, *previous]
 
     def residuals(

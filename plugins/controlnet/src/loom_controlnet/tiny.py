@@ -2,7 +2,8 @@
 
 :func:`controlnet_state` builds the real :class:`~loom_controlnet.model.ControlNet` for a UNet
 config (seeded; zero convolutions random too, so the residuals are not zero) and returns its
-weights in the original (``control_model.*``) or diffusers layout.
+weights in the original (``control_model.*``) or diffusers layout; :func:`control_lora_state`
+a control-LoRA file's for the same UNet.
 """
 
 from __future__ import annotations
@@ -119,3 +120,35 @@ def write_tiny_flux_controlnet(path: Path, dit_config: Any, **kwargs: Any) -> Pa
     from loom.memory import write_safetensors
 
     return write_safetensors(path, flux_controlnet_state(dit_config, **kwargs))
+
+
+#: Layers a tiny control-LoRA patches with low-rank pairs: a 3x3 convolution, a linear layer.
+CONTROL_LORA_LAYERS = (
+    "input_blocks.1.0.in_layers.2",
+    "input_blocks.3.1.transformer_blocks.0.attn2.to_k",
+)
+#: Prefixes of the tensors a tiny control-LoRA holds in full (a replaced norm among them).
+CONTROL_LORA_OWN = (
+    "input_hint_block.",
+    "zero_convs.",
+    "middle_block_out.",
+    "input_blocks.1.0.in_layers.0.",
+)
+
+
+def control_lora_state(
+    unet_config: Any, *, seed: int = 3, rank: int = 2, std: float = 0.2
+) -> dict[str, torch.Tensor]:
+    """A control-LoRA file's tensors (Stability AI's layout) for ``unet_config``: the
+    :data:`CONTROL_LORA_OWN` tensors of a random ControlNet in full, ``up`` / ``down`` pairs
+    of ``rank`` for :data:`CONTROL_LORA_LAYERS`, and the ``lora_controlnet`` marker."""
+    full = controlnet_state(unet_config, seed=seed, layout="original-bare")
+    weights = {k: v for k, v in full.items() if k.startswith(CONTROL_LORA_OWN)}
+    generator = torch.Generator().manual_seed(seed + 1)
+    for layer in CONTROL_LORA_LAYERS:
+        shape = full[f"{layer}.weight"].shape
+        kernel = [1, 1] if len(shape) == 4 else []
+        weights[f"{layer}.up"] = torch.randn(shape[0], rank, *kernel, generator=generator) * std
+        weights[f"{layer}.down"] = torch.randn(rank, *shape[1:], generator=generator) * std
+    weights["lora_controlnet"] = torch.tensor([])
+    return weights

@@ -9,7 +9,7 @@ from typing import Any
 import attrs
 
 from loom.events import ExecutionEvent, Preview
-from loom.executor.queue import HistoryEntry, QueueItem
+from loom.frontend import HistoryEntry, QueueItem
 
 #: Input values that name a model file: what a worker advertises as loaded and a prompt
 #: prefers (core never names a family; a file name is all the queue looks at).

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from loom.cli.report import output_paths
+from loom.frontend import output_paths
 
 log = logging.getLogger(__name__)
 

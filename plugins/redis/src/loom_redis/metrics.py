@@ -7,7 +7,7 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
-from loom.executor.queue import QueueMetrics, WorkerState
+from loom.frontend import QueueMetrics, WorkerState
 
 if TYPE_CHECKING:
     from loom_redis.queue import RedisQueue

@@ -11,8 +11,7 @@ import loom
 if TYPE_CHECKING:
     import click
 
-    from loom.executor.queue import PromptQueue
-    from loom.settings import Settings
+    from loom.frontend import PromptQueue, Settings
 
 SCHEMES = ("redis://", "rediss://", "unix://")
 

@@ -25,7 +25,7 @@ import attrs
 import redis
 
 from loom.events import ExecutionEvent, now_ms
-from loom.executor.queue import HistoryEntry, QueueItem, QueueMetrics
+from loom.frontend import HistoryEntry, QueueItem, QueueMetrics
 from loom_redis import scripts
 from loom_redis.bus import Bus, Channels
 from loom_redis.codec import decode_entry, decode_item, encode_entry, encode_item, model_files

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 
 import redis
 
-from loom.executor.service import PromptService
+from loom.frontend import PromptService
 from loom_redis.bus import EventPublisher
 
 if TYPE_CHECKING:
-    from loom.runtime import Runtime
+    from loom.frontend import Runtime
     from loom_redis.queue import RedisQueue
 
 log = logging.getLogger(__name__)

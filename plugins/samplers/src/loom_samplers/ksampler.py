@@ -20,7 +20,6 @@ import attrs
 from loom import RunContext
 from loom_samplers.guiders import GuidedDenoiser, Guider
 from loom_samplers.model_interface import (
-    control_models,
     prepare_model,
     process_latent_in,
     process_latent_out,
@@ -143,8 +142,7 @@ def sample(
     if sigmas.shape[-1] == 0:
         return latent_image
     model = guider.model
-    controls = control_models(guider.conds)
-    device = prepare_model(ctx, model, tuple(noise.shape), controls) or latent_image.device
+    device = prepare_model(ctx, model, tuple(noise.shape), guider.conds) or latent_image.device
     noise = noise.to(device)
     latent = latent_image.to(device)
     sigmas = sigmas.to(device)

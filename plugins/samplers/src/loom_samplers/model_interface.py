@@ -88,34 +88,45 @@ def fix_empty_latent_channels(model: Any, latent: Tensor) -> Tensor:
 
 
 def prepare_model(
-    ctx: RunContext, model: Any, noise_shape: tuple[int, ...], extra_models: Sequence[Any] = ()
+    ctx: RunContext,
+    model: Any,
+    noise_shape: tuple[int, ...],
+    conds: Mapping[str, Sequence[Any]] | None = None,
 ) -> Any:
     """Load ``model`` through the runtime's memory manager before sampling ``noise_shape``.
 
     The single integration point with :mod:`loom.memory`: a model that is a
     :class:`loom.memory.ModelHandle` is loaded with room for one forward's activations
     (``model.memory_required(shape)`` bytes, when it says); other models (toy models in
-    tests) are used as they are. ``extra_models`` (the handles of the conditioning's control
-    signals, :func:`control_models`) are loaded with it. Returns the device to sample on.
+    tests) are used as they are. Then the handles the conditioning groups ``conds`` need
+    (:func:`conditioning_models`: ControlNets, GLIGEN) are loaded with it; they are asked
+    once the model is loaded, so a control-LoRA builds from its patched weights. Returns the
+    device to sample on.
     """
     memory = _memory(ctx)
     if memory is not None and _is_model_handle(model):
         required = getattr(model, "memory_required", None)
-        handles = [model, *(m for m in extra_models if _is_model_handle(m))]
-        memory.load(handles, extra_memory=int(required(noise_shape)) if callable(required) else 0)
+        extra = int(required(noise_shape)) if callable(required) else 0
+        memory.load([model], extra_memory=extra)
+        extras = [m for m in conditioning_models(conds or {}, model) if _is_model_handle(m)]
+        if extras:
+            memory.load([model, *extras], extra_memory=extra)
     return getattr(model, "load_device", None)
 
 
-def control_models(conds: Mapping[str, Sequence[Any]]) -> list[Any]:
-    """The model handles of every control signal (``"control"`` option, with its
-    ``previous`` chain) in a guider's conditioning groups, each once."""
+def conditioning_models(conds: Mapping[str, Sequence[Any]], model: Any) -> list[Any]:
+    """The model handles every option of every entry in a guider's conditioning groups
+    needs (a :class:`loom.types.NeedsModels` value: the ``"control"`` signal with its
+    ``previous`` chain, GLIGEN's ``"gligen"`` boxes ...) for sampling ``model``, each once."""
+    from loom.types import NeedsModels
+
     found: dict[int, Any] = {}
     for conditioning in conds.values():
         for item in conditioning:
-            signal = item[1].get("control")
-            if signal is not None:
-                for handle in signal.models():
-                    found.setdefault(id(handle), handle)
+            for value in item[1].values():
+                if isinstance(value, NeedsModels):
+                    for handle in value.models(model):
+                        found.setdefault(id(handle), handle)
     return list(found.values())
 
 

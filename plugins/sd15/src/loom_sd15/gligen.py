@@ -17,6 +17,10 @@ The layers run through the UNet's :class:`~loom_sd15.unet.SelfAttentionPatch` ho
 fuser of spatial transformer ``i`` at ``transformer_index`` ``i`` (ComfyUI's GLIGEN
 ``middle_patch``). Heads follow ComfyUI: 8 when the object tokens are 768 wide (SD1.x),
 else 64 channels per head.
+
+The modules are a :class:`loom.memory.ModelHandle` the boxes name as a model they need
+(:class:`loom.types.NeedsModels`), so the sampler loads them through the memory manager with
+the UNet; they compute at the handle's ``compute_target``.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import torch
 from torch import nn
 
 from loom.errors import LoomError
-from loom.memory import LoadPolicy, load_into_module, ops
+from loom.memory import LoadPolicy, ModelHandle, load_into_module, ops
 from loom_sd15.unet import CrossAttention, FeedForward
 
 #: object slots of the position net (ComfyUI's ``max_objs``)
@@ -183,10 +187,15 @@ def read_gligen(tensors: Mapping[str, torch.Tensor], source: str) -> GligenNet:
 
 @attrs.frozen(eq=False)
 class Gligen:
-    """The GLIGEN socket value: the loaded modules and the file they came from."""
+    """The GLIGEN socket value: the handle of the loaded modules (a :class:`GligenNet`) and
+    the file they came from."""
 
-    net: GligenNet
+    handle: ModelHandle
     file: str
+
+    @property
+    def net(self) -> GligenNet:
+        return self.handle.module
 
     @property
     def text_dim(self) -> int:
@@ -201,7 +210,8 @@ def load_gligen(path: Path) -> Gligen:
     """Read a GLIGEN safetensors file (memory-mapped)."""
     from loom.memory import open_safetensors
 
-    return Gligen(read_gligen(open_safetensors(path), path.name), path.name)
+    net = read_gligen(open_safetensors(path), path.name)
+    return Gligen(ModelHandle(net, name=f"gligen:{path.name}"), path.name)
 
 
 @attrs.frozen(eq=False)
@@ -222,9 +232,15 @@ class GligenBoxes:
     gligen: Gligen
     boxes: tuple[GligenBox, ...]
 
-    def objects(self, batch: int, height: int, width: int, device: torch.device) -> torch.Tensor:
-        """Object tokens ``[batch, MAX_OBJECTS, D]`` (float32) for a latent of this size:
-        boxes as fractions of it, empty slots masked to the learned null features."""
+    def models(self, model: object) -> list[ModelHandle]:
+        """The GLIGEN modules' handle, for the sampler to load with ``model``."""
+        return [self.gligen.handle]
+
+    def objects(self, batch: int, height: int, width: int) -> torch.Tensor:
+        """Object tokens ``[batch, MAX_OBJECTS, D]`` (float32, on the GLIGEN handle's compute
+        device) for a latent of this size: boxes as fractions of it, empty slots masked to
+        the learned null features."""
+        device = self.gligen.handle.compute_target.device
         n = len(self.boxes)
         text_dim = self.gligen.text_dim
         boxes = torch.zeros(MAX_OBJECTS, 4)
@@ -258,7 +274,8 @@ class FuserPatch:
 
     def __call__(self, x: torch.Tensor, transformer_index: int) -> torch.Tensor:
         fuser = self.gligen.net.fusers[transformer_index]
-        return fuser(x, self.objects.to(x.device, x.dtype))
+        device = self.gligen.handle.compute_target.device
+        return fuser(x.to(device), self.objects.to(device, x.dtype)).to(x.device)
 
 
 def check_fits(gligen: Gligen, unet: nn.Module, model_name: str, prompt_type: str) -> None:

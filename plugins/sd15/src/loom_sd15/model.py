@@ -102,7 +102,7 @@ class SD15Model(ModelHandle):
             if boxes is not None:
                 from loom_sd15.gligen import FuserPatch
 
-                objects = boxes.objects(x.shape[0], x.shape[2], x.shape[3], target.device)
+                objects = boxes.objects(x.shape[0], x.shape[2], x.shape[3])
                 patch = FuserPatch(boxes.gligen, objects)
             out = self.module(
                 xc.to(target.device, target.dtype),

@@ -2,8 +2,8 @@
 
 from loom_comfy_compat.missing import module_getattr
 
-from loom.executor.context import ExecutionBlocker
-from loom.executor.prompt_run import DynamicPrompt
+from loom import ExecutionBlocker
+from loom.frontend import DynamicPrompt
 
 __getattr__ = module_getattr(__name__)
 __all__ = ["DynamicPrompt", "ExecutionBlocker"]

@@ -3,7 +3,7 @@
 from loom_comfy_compat.graph_builder import GraphBuilder, Node, is_link
 from loom_comfy_compat.missing import module_getattr
 
-from loom.executor.context import ExecutionBlocker
+from loom import ExecutionBlocker
 
 __getattr__ = module_getattr(__name__)
 __all__ = ["ExecutionBlocker", "GraphBuilder", "Node", "is_link"]
