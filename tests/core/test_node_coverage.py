@@ -99,8 +99,9 @@ def test_out_of_scope_nodes_are_counted_apart_with_their_reason():
 
 
 def test_the_comfyui_0_8_node_list_is_a_valid_reference_covering_every_loom_node():
-    """bench/comfyui_0_8_nodes.json loads as a reference, and every node type Loom registers
-    is one of ComfyUI 0.8's (a Loom-only id would be a typo or a node ComfyUI does not have)."""
+    """bench/comfyui_0_8_nodes.json loads as a reference, every node type Loom registers is
+    one of ComfyUI 0.8's (a Loom-only id would be a typo or a node ComfyUI does not have), with
+    ComfyUI's category and python_module, and served in V3 form exactly when ComfyUI's is."""
     from importlib import metadata
     from pathlib import Path
 
@@ -115,4 +116,7 @@ def test_the_comfyui_0_8_node_list_is_a_valid_reference_covering_every_loom_node
     report = compare_object_info(reference, registry.nodes)
     assert report.extra == ()
     for class_type, definition in registry.nodes.items():
-        assert definition.category == reference[class_type]["category"], class_type
+        facts = reference[class_type]
+        assert definition.category == facts["category"], class_type
+        assert definition.python_module == facts["python_module"], class_type
+        assert definition.v3 == facts["v3"], class_type
