@@ -13,11 +13,15 @@ source: ``nodes.py``'s NODE_CLASS_MAPPINGS (63 classic nodes) and the
 ``yangchuangfu11/ComfyUI_v0.7.0``, nodes.py at 08c927b8; its fork-only ``KSamplerBoolean``
 left out), and the V3 form from ``comfy_api/latest/_io.py`` at 09d11ab9 of that snapshot.
 The node ids, categories and V3 status of the comfy_extras modules were written from the
-author's knowledge of ComfyUI's sources, checked where a stored file was read
-(nodes_custom_sampler, nodes_primitive, nodes_upscale_model: V3 in v0.7.0; no V3
-PreviewAny anywhere in the index, so nodes_preview_any stays classic) and against every id
-and category Loom registers (all 155 match). Entries for nodes Loom lacks, and the ``v3``
-flag of modules not checked, are an estimate. Not listed: API nodes (comfy_api_nodes),
+author's knowledge of ComfyUI's sources, checked against every id, category and
+python_module Loom registers (all 155 match) and, for the ``v3`` flag of every module Loom
+implements nodes of, against the stored source: nodes_custom_sampler, nodes_primitive and
+nodes_upscale_model read at v0.7.0; an ``io.Schema(node_id=...)`` definition found in the
+index for a node of nodes_mask, _images, _latent, _post_processing, _compositing,
+_rebatch, _canny, _string, _logic, _clip_sdxl, _flux, _sd3, _controlnet,
+_differential_diffusion, _edit_model and _ip2p; none for PreviewAny or the
+nodes_model_advanced nodes, which stay classic. The ``v3`` flag of modules Loom has no node
+of, and entries for nodes Loom lacks, are an estimate. Not listed: API nodes (comfy_api_nodes),
 dev-only test nodes, the ids of nodes_dataset, nodes_lt_audio and nodes_nop, and any module
 0.8.0 added after 0.7.0. A real 0.8 ``/object_info`` dump replaces all of it: pass it as
 the argument.

@@ -64,7 +64,7 @@ class FluxDisableGuidance:
         return _with(self.conditioning, guidance=None)
 
 
-@loom.node("ModelSamplingFlux", category="advanced/model", v3=True)
+@loom.node("ModelSamplingFlux", category="advanced/model")
 class ModelSamplingFlux:
     model: Model
     max_shift: float = loom.ui.float(1.15, min=0.0, max=100.0, step=0.01)
