@@ -219,7 +219,10 @@ def convert(factory: Any, workflow: Path, indent: int) -> None:
     "--compare",
     "reference",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="A ComfyUI /object_info JSON dump: list which of its node types Loom lacks.",
+    help=(
+        "A ComfyUI /object_info JSON dump (or bench/comfyui_0_8_nodes.json): list which "
+        "of its node types Loom lacks."
+    ),
 )
 @click.pass_obj
 def nodes(factory: Any, as_json: bool, reference: Path | None) -> None:

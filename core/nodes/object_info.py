@@ -2,7 +2,8 @@
 
 A :class:`NodeInfo` is built per node and unstructured by a private cattrs converter that
 drops the keys ComfyUI only sends when set (``output_tooltips``, ``deprecated``,
-``experimental``, ``api_node``).
+``experimental``, ``api_node``). A node ComfyUI 0.8 declares with its V3 schema
+(``NodeDef.v3``) gets the V3 form instead (:mod:`loom.nodes.v3_form`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import cattrs
 from cattrs.gen import make_dict_unstructure_fn, override
 
 from loom.nodes.spec import SECTIONS, NodeDef, NodeEnvironment
+from loom.nodes.v3_form import v3_entry
 
 if TYPE_CHECKING:
     from loom.registry import Registry
@@ -89,6 +91,8 @@ def node_info(definition: NodeDef, env: NodeEnvironment | Registry | None = None
 
 def to_json(definition: NodeDef, env: NodeEnvironment | Registry | None = None) -> dict[str, Any]:
     """One node's /object_info entry as plain JSON data."""
+    if definition.v3:
+        return v3_entry(definition, definition.input_types(env))
     return _converter.unstructure(node_info(definition, env))
 
 

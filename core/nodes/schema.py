@@ -229,6 +229,7 @@ def node(
     not_idempotent: bool = False,
     deprecated: bool = False,
     experimental: bool = False,
+    v3: bool = False,
 ) -> Callable[[type], type]:
     """Declare a node class. The class becomes a frozen, keyword-only attrs class.
 
@@ -236,6 +237,8 @@ def node(
     :param outputs: explicit outputs, for ``run`` methods annotated ``-> NodeOutput``.
     :param hidden: hidden inputs to advertise, e.g. ``{"prompt": "PROMPT"}``; their values
         reach ``run`` through ``ctx``, not as fields.
+    :param v3: ComfyUI 0.8 declares this node with its V3 schema, so ``/object_info``
+        renders it in that form (``["COMBO", {"options": [...]}]``, every key present...).
     """
 
     def decorate(cls: type) -> type:
@@ -256,6 +259,7 @@ def node(
             not_idempotent=not_idempotent,
             deprecated=deprecated,
             experimental=experimental,
+            v3=v3,
         )
         setattr(cls, _NODE_MARK, spec)
         return cls
@@ -275,6 +279,7 @@ class _DeclaredSpec:
     not_idempotent: bool
     deprecated: bool
     experimental: bool
+    v3: bool = False
 
 
 def is_declarative(cls: Any) -> bool:
@@ -423,6 +428,7 @@ def compile_declarative(cls: type, *, python_module: str | None = None) -> NodeD
         deprecated=spec.deprecated,
         experimental=spec.experimental,
         has_output_tooltips=any(o.tooltip for o in outputs),
+        v3=spec.v3,
         has_fingerprint=hasattr(cls, "fingerprint"),
         has_validate=hasattr(cls, "validate_inputs"),
         has_lazy_check=has_lazy,

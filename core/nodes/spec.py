@@ -123,6 +123,9 @@ class NodeDef:
     experimental: bool = False
     api_node: bool | None = None
     has_output_tooltips: bool = False
+    #: ComfyUI 0.8 declares this node with the V3 schema (``io.Schema``): /object_info
+    #: renders it in that form (:mod:`loom.nodes.v3_form`).
+    v3: bool = False
     has_fingerprint: bool = False
     has_validate: bool = False
     has_lazy_check: bool = False

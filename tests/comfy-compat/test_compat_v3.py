@@ -200,6 +200,10 @@ def test_v3_schema_is_served_as_comfyui_serves_it(v3_pack, make_runtime):
     assert info["python_module"] == "custom_nodes.v3_pack"
     assert (info["display_name"], info["category"]) == ("Scale (V3)", "v3test")
     assert info["description"] == "Scale or invert an image."
+    # ComfyUI sends every NodeInfoV1 key for a V3 node, and null for a missing display name.
+    flags = ("output_matchtypes", "deprecated", "experimental", "api_node")
+    assert tuple(info[key] for key in flags) == (None, False, False, False)
+    assert object_info(make_runtime().registry)["V3Pick"]["display_name"] is None
     show = object_info(make_runtime().registry)["V3Show"]
     assert show["output_node"] is True
     assert show["input"]["hidden"] == {"prompt": ["PROMPT"], "extra_pnginfo": ["EXTRA_PNGINFO"]}

@@ -56,7 +56,11 @@ def test_schemas_are_comfyuis(tmp_path):
         "control_net_name",
     ]
     union = info(rt, "SetUnionControlNetType")
-    assert union["input"]["required"]["type"][0][:3] == ["auto", "openpose", "depth"]
+    # ComfyUI 0.8 declares SetUnionControlNetType with its V3 schema: a COMBO-form input.
+    kind, options = union["input"]["required"]["type"]
+    assert (kind, options["multiselect"]) == ("COMBO", False)
+    assert options["options"][:3] == ["auto", "openpose", "depth"]
+    assert union["output_tooltips"] == [None]
     assert union["python_module"] == "comfy_extras.nodes_controlnet"
 
 

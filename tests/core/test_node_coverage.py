@@ -68,3 +68,55 @@ def test_cli_compare_rejects_other_documents_naming_the_file(
     assert main(["nodes", "--compare", "dump.json"]) == 1
     err = capsys.readouterr().err
     assert "dump.json" in err and message in err and "Traceback" not in err
+
+
+# The node-list form of bench/comfyui_0_8_nodes.json: out-of-scope node types carry a reason;
+# a real /object_info dump marks API nodes with "api_node": true.
+NODE_LIST = {
+    "EmptyImage": {"category": "image", "python_module": "nodes", "v3": False},
+    "ZzImageOnlyInComfy": {"category": "image/transform", "python_module": "x", "v3": True},
+    "ZzVideoOnlyInComfy": {"category": "image/video", "v3": True, "excluded": "video"},
+    "ZzApiOnlyInComfy": {"category": "image/api", "api_node": True},
+    "InvertMask": {"category": "mask", "python_module": "comfy_extras.nodes_mask", "v3": True},
+    "ZzAudioOnlyInComfy": {"category": "audio", "excluded": "audio"},
+}
+
+
+def test_out_of_scope_nodes_are_counted_apart_with_their_reason():
+    report = compare_object_info(NODE_LIST, ["EmptyImage", "InvertMask"])
+    image = next(c for c in report.categories if c.category == "image")
+    assert image.out_of_scope == ("ZzApiOnlyInComfy", "ZzVideoOnlyInComfy")
+    assert (image.scope_total, image.scope_missing) == (2, ("ZzImageOnlyInComfy",))
+    assert report.in_scope() == (2, 3)
+    assert report.in_scope(["mask"]) == (1, 1)
+    assert report.in_scope(["image", "audio"]) == (1, 2)
+    text = format_coverage(report)
+    assert "In scope (3 left out: API, video, audio, 3D, other model families...): " in text
+    assert "2 of 3 (66.7%)." in text
+    assert "  ZzImageOnlyInComfy  (not built yet)" in text
+    assert "  ZzVideoOnlyInComfy  (video)" in text
+    assert "  ZzApiOnlyInComfy  (API node)" in text
+
+
+def test_the_comfyui_0_8_node_list_is_a_valid_reference_covering_every_loom_node():
+    """bench/comfyui_0_8_nodes.json loads as a reference, every node type Loom registers is
+    one of ComfyUI 0.8's (a Loom-only id would be a typo or a node ComfyUI does not have), with
+    ComfyUI's category and python_module, and served in V3 form exactly when ComfyUI's is."""
+    from importlib import metadata
+    from pathlib import Path
+
+    from loom.testing import make_registry
+
+    path = Path(__file__).parents[2] / "bench" / "comfyui_0_8_nodes.json"
+    reference = json.loads(path.read_text())
+    assert all({"category", "python_module", "v3"} <= set(e) for e in reference.values())
+    plugins = sorted({entry.name for entry in metadata.entry_points(group="loom")})
+    registry = make_registry(*plugins)
+    assert {"KSampler", "CLIPTextEncodeFlux", "ControlNetLoader"} <= set(registry.nodes)
+    report = compare_object_info(reference, registry.nodes)
+    assert report.extra == ()
+    for class_type, definition in registry.nodes.items():
+        facts = reference[class_type]
+        assert definition.category == facts["category"], class_type
+        assert definition.python_module == facts["python_module"], class_type
+        assert definition.v3 == facts["v3"], class_type

@@ -24,16 +24,41 @@ def test_nodes_are_described_as_comfyui_describes_them(runtime, esrgan_file):
     (runtime.settings.models_dir / "upscale_models" / "RealESRGAN_x4plus.pth").write_bytes(b"")
     info = object_info(runtime.registry, runtime.environment)
     loader, upscaler = info["UpscaleModelLoader"], info["ImageUpscaleWithModel"]
-    # ComfyUI lists every model extension; only loading refuses what is not safetensors
-    assert loader["input"] == {"required": {"model_name": [["RealESRGAN_x4plus.pth", esrgan_file]]}}
-    assert (loader["output"], loader["output_name"]) == (["UPSCALE_MODEL"], ["UPSCALE_MODEL"])
-    assert (loader["category"], loader["display_name"]) == ("loaders", "Load Upscale Model")
+    # ComfyUI 0.8 declares both with its V3 schema (comfy_extras/nodes_upscale_model.py), so
+    # /object_info holds every key, the COMBO form and an options object on every input.
+    # ComfyUI lists every model extension; only loading refuses what is not safetensors.
+    assert loader == {
+        "input": {
+            "required": {
+                "model_name": [
+                    "COMBO",
+                    {"multiselect": False, "options": ["RealESRGAN_x4plus.pth", esrgan_file]},
+                ]
+            }
+        },
+        "input_order": {"required": ["model_name"]},
+        "output": ["UPSCALE_MODEL"],
+        "output_is_list": [False],
+        "output_name": ["UPSCALE_MODEL"],
+        "output_tooltips": [None],
+        "output_matchtypes": None,
+        "name": "UpscaleModelLoader",
+        "display_name": "Load Upscale Model",
+        "description": "",
+        "python_module": "comfy_extras.nodes_upscale_model",
+        "category": "loaders",
+        "output_node": False,
+        "deprecated": False,
+        "experimental": False,
+        "api_node": False,
+    }
     assert upscaler["input"] == {
-        "required": {"upscale_model": ["UPSCALE_MODEL"], "image": ["IMAGE"]}
+        "required": {"upscale_model": ["UPSCALE_MODEL", {}], "image": ["IMAGE", {}]}
     }
     assert upscaler["input_order"] == {"required": ["upscale_model", "image"]}
     assert (upscaler["output"], upscaler["category"]) == (["IMAGE"], "image/upscaling")
     assert upscaler["display_name"] == "Upscale Image (using Model)"
+    assert (upscaler["output_tooltips"], upscaler["deprecated"]) == ([None], False)
     for node in (loader, upscaler):
         assert node["python_module"] == "comfy_extras.nodes_upscale_model"
         assert node["description"] == "" and node["output_node"] is False

@@ -75,7 +75,9 @@ def apng_metadata(ctx: loom.RunContext) -> Any:
     return info
 
 
-@loom.node("SaveAnimatedWEBP", category="image/animation", output_node=True, hidden=_HIDDEN)
+@loom.node(
+    "SaveAnimatedWEBP", category="image/animation", output_node=True, hidden=_HIDDEN, v3=True
+)
 class SaveAnimatedWEBP:
     images: Image
     filename_prefix: str = ui.string("ComfyUI")
@@ -100,7 +102,7 @@ class SaveAnimatedWEBP:
         return loom.NodeOutput(ui=_ui(entry, len(frames)))
 
 
-@loom.node("SaveAnimatedPNG", category="image/animation", output_node=True, hidden=_HIDDEN)
+@loom.node("SaveAnimatedPNG", category="image/animation", output_node=True, hidden=_HIDDEN, v3=True)
 class SaveAnimatedPNG:
     images: Image
     filename_prefix: str = ui.string("ComfyUI")

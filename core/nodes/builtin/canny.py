@@ -118,7 +118,7 @@ def canny_edges(image: Image, low: float, high: float) -> Any:
     return hysteresis(weak, strong)
 
 
-@loom.node("Canny", category="image/preprocessors")
+@loom.node("Canny", category="image/preprocessors", v3=True)
 class Canny:
     image: Image
     low_threshold: float = ui.float(0.4, min=0.01, max=0.99, step=0.01)

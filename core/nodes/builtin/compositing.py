@@ -101,7 +101,7 @@ def composite(
     return destination
 
 
-@loom.node("LatentCompositeMasked", category="latent")
+@loom.node("LatentCompositeMasked", category="latent", v3=True)
 class LatentCompositeMasked:
     destination: Latent
     source: Latent
@@ -120,7 +120,7 @@ class LatentCompositeMasked:
         return {**self.destination, "samples": pasted}
 
 
-@loom.node("ImageCompositeMasked", category="image")
+@loom.node("ImageCompositeMasked", category="image", v3=True)
 class ImageCompositeMasked:
     destination: Image
     source: Image
@@ -138,7 +138,7 @@ class ImageCompositeMasked:
         return pasted.movedim(1, -1)
 
 
-@loom.node("CropMask", category="mask")
+@loom.node("CropMask", category="mask", v3=True)
 class CropMask:
     mask: Mask
     x: int = ui.int(0, min=0, max=MAX_RESOLUTION, step=1)
@@ -151,7 +151,7 @@ class CropMask:
         return mask[:, self.y : self.y + self.height, self.x : self.x + self.width]
 
 
-@loom.node("MaskComposite", category="mask")
+@loom.node("MaskComposite", category="mask", v3=True)
 class MaskComposite:
     destination: Mask
     source: Mask
@@ -183,7 +183,7 @@ class MaskComposite:
         return torch.clamp(out, 0.0, 1.0)
 
 
-@loom.node("ThresholdMask", category="mask")
+@loom.node("ThresholdMask", category="mask", v3=True)
 class ThresholdMask:
     mask: Mask
     value: float = ui.float(0.5, min=0.0, max=1.0, step=0.01)
@@ -198,6 +198,7 @@ class ThresholdMask:
     display_name="Preview Mask",
     output_node=True,
     hidden={"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
+    v3=True,
 )
 class MaskPreview:
     """Saves the input images to your ComfyUI output directory."""
@@ -219,7 +220,10 @@ class ImageAndMask:
 
 
 @loom.node(
-    "SplitImageWithAlpha", category="mask/compositing", display_name="Split Image with Alpha"
+    "SplitImageWithAlpha",
+    category="mask/compositing",
+    display_name="Split Image with Alpha",
+    v3=True,
 )
 class SplitImageWithAlpha:
     image: Image
@@ -234,7 +238,9 @@ class SplitImageWithAlpha:
         return ImageAndMask(image=self.image[..., :3], mask=1.0 - alpha)
 
 
-@loom.node("JoinImageWithAlpha", category="mask/compositing", display_name="Join Image with Alpha")
+@loom.node(
+    "JoinImageWithAlpha", category="mask/compositing", display_name="Join Image with Alpha", v3=True
+)
 class JoinImageWithAlpha:
     image: Image
     alpha: Mask

@@ -54,7 +54,7 @@ class ImageScaleBy:
         return _resize(self.image, width, height, self.upscale_method, "disabled")
 
 
-@loom.node("ImageScaleToTotalPixels", category="image/upscaling")
+@loom.node("ImageScaleToTotalPixels", category="image/upscaling", v3=True)
 class ImageScaleToTotalPixels:
     image: Image
     upscale_method: str = ui.combo(IMAGE_METHODS)
@@ -110,7 +110,7 @@ class EmptyImage:
         return torch.cat(planes, dim=-1)
 
 
-@loom.node("ImageCrop", category="image/transform")
+@loom.node("ImageCrop", category="image/transform", v3=True)
 class ImageCrop:
     image: Image
     width: int = ui.int(512, min=1, max=MAX_RESOLUTION, step=1)

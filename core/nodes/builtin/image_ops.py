@@ -70,7 +70,7 @@ def filter_image(image: Image, kernel: Any, radius: int) -> Image:
     return out.movedim(1, -1)
 
 
-@loom.node("ImageBlend", category="image/postprocessing")
+@loom.node("ImageBlend", category="image/postprocessing", v3=True)
 class ImageBlend:
     image1: Image
     image2: Image
@@ -91,7 +91,7 @@ class ImageBlend:
         return torch.clamp(mixed, 0, 1)
 
 
-@loom.node("ImageBlur", category="image/postprocessing")
+@loom.node("ImageBlur", category="image/postprocessing", v3=True)
 class ImageBlur:
     image: Image
     blur_radius: int = ui.int(1, min=1, max=31, step=1)
@@ -103,7 +103,7 @@ class ImageBlur:
         return filter_image(self.image, kernel, self.blur_radius)
 
 
-@loom.node("ImageSharpen", category="image/postprocessing")
+@loom.node("ImageSharpen", category="image/postprocessing", v3=True)
 class ImageSharpen:
     image: Image
     sharpen_radius: int = ui.int(1, min=1, max=31, step=1)
@@ -164,7 +164,7 @@ def _quantize_one(pixels: Any, colors: int, dither: str) -> Any:
     return torch.from_numpy(np.array(quantized.convert("RGB"))).float() / 255
 
 
-@loom.node("ImageQuantize", category="image/postprocessing")
+@loom.node("ImageQuantize", category="image/postprocessing", v3=True)
 class ImageQuantize:
     image: Image
     colors: int = ui.int(256, min=1, max=256, step=1)
@@ -180,7 +180,7 @@ class ImageQuantize:
         return out
 
 
-@loom.node("ImageFlip", category="image/transform")
+@loom.node("ImageFlip", category="image/transform", v3=True)
 class ImageFlip:
     image: Image
     flip_method: str = ui.combo(FLIP_METHODS)
@@ -196,7 +196,7 @@ def quarter_turns(rotation: str) -> int:
     return 0 if rotation == "none" else int(rotation.split()[0]) // 90
 
 
-@loom.node("ImageRotate", category="image/transform")
+@loom.node("ImageRotate", category="image/transform", v3=True)
 class ImageRotate:
     image: Image
     rotation: str = ui.combo(ROTATIONS)
@@ -207,7 +207,7 @@ class ImageRotate:
         return torch.rot90(self.image, k=quarter_turns(self.rotation), dims=[2, 1])
 
 
-@loom.node("ImageScaleToMaxDimension", category="image/upscaling")
+@loom.node("ImageScaleToMaxDimension", category="image/upscaling", v3=True)
 class ImageScaleToMaxDimension:
     image: Image
     upscale_method: str = ui.combo(MAX_DIMENSION_METHODS)
@@ -228,7 +228,7 @@ class ImageScaleToMaxDimension:
         return scaled.movedim(1, -1)
 
 
-@loom.node("ImageFromBatch", category="image/batch")
+@loom.node("ImageFromBatch", category="image/batch", v3=True)
 class ImageFromBatch:
     image: Image
     batch_index: int = ui.int(0, min=0, max=4095)
@@ -297,7 +297,7 @@ def spacing_strip(shape: tuple[int, int, int, int], color: str, like: Image) -> 
     return strip
 
 
-@loom.node("ImageStitch", category="image/transform", display_name="Image Stitch")
+@loom.node("ImageStitch", category="image/transform", display_name="Image Stitch", v3=True)
 class ImageStitch:
     """Stitches image2 to image1 in the specified direction.
     If image2 is not provided, returns image1 unchanged.

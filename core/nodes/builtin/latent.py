@@ -197,7 +197,7 @@ class SetLatentNoiseMask:
 
 # An empty 16-channel latent batch (SD3, Flux): zeros [B, 16, H/8, W/8]. ComfyUI gives it no
 # description, so a comment rather than a docstring keeps /object_info's empty.
-@loom.node("EmptySD3LatentImage", category="latent/sd3")
+@loom.node("EmptySD3LatentImage", category="latent/sd3", v3=True)
 class EmptySD3LatentImage:
     width: int = ui.int(1024, min=16, max=MAX_RESOLUTION, step=16)
     height: int = ui.int(1024, min=16, max=MAX_RESOLUTION, step=16)

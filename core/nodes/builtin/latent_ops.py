@@ -33,7 +33,7 @@ def _with_samples(latent: Latent, samples: Any) -> Latent:
     return {**latent, "samples": samples}
 
 
-@loom.node("LatentAdd", category="latent/advanced")
+@loom.node("LatentAdd", category="latent/advanced", v3=True)
 class LatentAdd:
     samples1: Latent
     samples2: Latent
@@ -44,7 +44,7 @@ class LatentAdd:
         return _with_samples(self.samples1, s1 + fit_latent(s1.shape, self.samples2["samples"]))
 
 
-@loom.node("LatentSubtract", category="latent/advanced")
+@loom.node("LatentSubtract", category="latent/advanced", v3=True)
 class LatentSubtract:
     samples1: Latent
     samples2: Latent
@@ -55,7 +55,7 @@ class LatentSubtract:
         return _with_samples(self.samples1, s1 - fit_latent(s1.shape, self.samples2["samples"]))
 
 
-@loom.node("LatentMultiply", category="latent/advanced")
+@loom.node("LatentMultiply", category="latent/advanced", v3=True)
 class LatentMultiply:
     samples: Latent
     multiplier: float = ui.float(1.0, min=-10.0, max=10.0, step=0.01)
@@ -64,7 +64,7 @@ class LatentMultiply:
         return _with_samples(self.samples, self.samples["samples"] * self.multiplier)
 
 
-@loom.node("LatentInterpolate", category="latent/advanced")
+@loom.node("LatentInterpolate", category="latent/advanced", v3=True)
 class LatentInterpolate:
     # Interpolates directions and magnitudes of the per-pixel channel vectors separately.
 
@@ -90,7 +90,7 @@ class LatentInterpolate:
         return _with_samples(self.samples1, direction * magnitude)
 
 
-@loom.node("LatentBatch", category="latent/batch", deprecated=True)
+@loom.node("LatentBatch", category="latent/batch", deprecated=True, v3=True)
 class LatentBatch:
     samples1: Latent
     samples2: Latent

@@ -29,6 +29,7 @@ SWITCH_TEMPLATE = {"template_id": "switch", "allowed_types": "*"}
     display_name="Switch",
     experimental=True,
     outputs=[OutputDef(MATCH_TYPE, "output")],
+    v3=True,
 )
 class ComfySwitchNode:
     # on_true when switch is true, else on_false; only that branch runs (no docstring:
@@ -53,7 +54,7 @@ def _no_options() -> list[str]:
     return []
 
 
-@loom.node("CustomCombo", category="utils", display_name="Custom Combo", experimental=True)
+@loom.node("CustomCombo", category="utils", display_name="Custom Combo", experimental=True, v3=True)
 class CustomCombo:
     # the option picked in a dropdown whose options the user types in the frontend
 

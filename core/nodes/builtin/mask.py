@@ -21,7 +21,7 @@ def batched_mask(mask: Mask) -> Mask:
     return mask.reshape((-1, mask.shape[-2], mask.shape[-1]))
 
 
-@loom.node("SolidMask", category="mask")
+@loom.node("SolidMask", category="mask", v3=True)
 class SolidMask:
     value: float = ui.float(1.0, min=0.0, max=1.0, step=0.01)
     width: int = ui.int(512, min=1, max=MAX_RESOLUTION, step=1)
@@ -33,7 +33,7 @@ class SolidMask:
         return torch.full((1, self.height, self.width), self.value, dtype=torch.float32)
 
 
-@loom.node("InvertMask", category="mask")
+@loom.node("InvertMask", category="mask", v3=True)
 class InvertMask:
     mask: Mask
 
@@ -41,7 +41,7 @@ class InvertMask:
         return 1.0 - self.mask
 
 
-@loom.node("MaskToImage", category="mask", display_name="Convert Mask to Image")
+@loom.node("MaskToImage", category="mask", display_name="Convert Mask to Image", v3=True)
 class MaskToImage:
     mask: Mask
 
@@ -49,7 +49,7 @@ class MaskToImage:
         return batched_mask(self.mask).unsqueeze(-1).expand(-1, -1, -1, 3)
 
 
-@loom.node("ImageToMask", category="mask", display_name="Convert Image to Mask")
+@loom.node("ImageToMask", category="mask", display_name="Convert Image to Mask", v3=True)
 class ImageToMask:
     image: Image
     channel: str = ui.combo(IMAGE_CHANNELS)
@@ -83,7 +83,7 @@ def grow(mask: Mask, expand: int, tapered_corners: bool) -> Mask:
     return out
 
 
-@loom.node("GrowMask", category="mask")
+@loom.node("GrowMask", category="mask", v3=True)
 class GrowMask:
     mask: Mask
     expand: int = ui.int(0, min=-MAX_RESOLUTION, max=MAX_RESOLUTION, step=1)
@@ -93,7 +93,7 @@ class GrowMask:
         return grow(self.mask, self.expand, self.tapered_corners)
 
 
-@loom.node("FeatherMask", category="mask")
+@loom.node("FeatherMask", category="mask", v3=True)
 class FeatherMask:
     mask: Mask
     left: int = ui.int(0, min=0, max=MAX_RESOLUTION, step=1)

@@ -235,7 +235,7 @@ class InpaintModelConditioning:
 
 
 # Control models taking the encoded image as concat input (Flux Canny/Depth, InstructPix2Pix).
-@loom.node("InstructPixToPixConditioning", category="conditioning/instructpix2pix")
+@loom.node("InstructPixToPixConditioning", category="conditioning/instructpix2pix", v3=True)
 class InstructPixToPixConditioning:
     positive: Conditioning
     negative: Conditioning

@@ -16,7 +16,7 @@ COMFY_MODULE = "comfy_extras.nodes_primitive"
 CATEGORY = "utils/primitive"
 
 
-@loom.node("PrimitiveString", category=CATEGORY, display_name="String")
+@loom.node("PrimitiveString", category=CATEGORY, display_name="String", v3=True)
 class PrimitiveString:
     value: str = loom.ui.string(None, multiline=False)
 
@@ -24,7 +24,9 @@ class PrimitiveString:
         return self.value
 
 
-@loom.node("PrimitiveStringMultiline", category=CATEGORY, display_name="String (Multiline)")
+@loom.node(
+    "PrimitiveStringMultiline", category=CATEGORY, display_name="String (Multiline)", v3=True
+)
 class PrimitiveStringMultiline:
     value: str = loom.ui.string(None, multiline=True)
 
@@ -32,7 +34,7 @@ class PrimitiveStringMultiline:
         return self.value
 
 
-@loom.node("PrimitiveInt", category=CATEGORY, display_name="Int")
+@loom.node("PrimitiveInt", category=CATEGORY, display_name="Int", v3=True)
 class PrimitiveInt:
     value: int = loom.ui.int(None, min=-sys.maxsize, max=sys.maxsize, control_after_generate=True)
 
@@ -40,7 +42,7 @@ class PrimitiveInt:
         return self.value
 
 
-@loom.node("PrimitiveFloat", category=CATEGORY, display_name="Float")
+@loom.node("PrimitiveFloat", category=CATEGORY, display_name="Float", v3=True)
 class PrimitiveFloat:
     value: float = loom.ui.float(None, min=-sys.maxsize, max=sys.maxsize, step=0.1)
 
@@ -48,7 +50,7 @@ class PrimitiveFloat:
         return self.value
 
 
-@loom.node("PrimitiveBoolean", category=CATEGORY, display_name="Boolean")
+@loom.node("PrimitiveBoolean", category=CATEGORY, display_name="Boolean", v3=True)
 class PrimitiveBoolean:
     value: bool = loom.ui.boolean(None)
 

@@ -24,6 +24,7 @@ ui = loom.ui
     display_name="Rebatch Images",
     input_is_list=True,
     outputs=[loom.OutputDef("IMAGE", "IMAGE", is_list=True)],
+    v3=True,
 )
 class RebatchImages:
     images: Image
@@ -89,6 +90,7 @@ def _as_run(latent: Latent, offset: int) -> _Run:
     display_name="Rebatch Latents",
     input_is_list=True,
     outputs=[loom.OutputDef("LATENT", "LATENT", is_list=True)],
+    v3=True,
 )
 class RebatchLatents:
     latents: Latent

@@ -56,6 +56,7 @@ class DifferentialMask:
     category="_for_testing",
     display_name="Differential Diffusion",
     experimental=True,
+    v3=True,
 )
 class DifferentialDiffusion:
     # no docstring: /object_info's description is ComfyUI's (empty); the module says what it does
@@ -70,7 +71,7 @@ class DifferentialDiffusion:
         return model
 
 
-@loom.node("SetFirstSigma", category="sampling/custom_sampling/sigmas")
+@loom.node("SetFirstSigma", category="sampling/custom_sampling/sigmas", v3=True)
 class SetFirstSigma:
     # the schedule with its first sigma replaced (descriptions stay ComfyUI's: empty)
 

@@ -31,7 +31,7 @@ def regex_flags(case_insensitive: bool, multiline: bool, dotall: bool) -> int:
     return flags
 
 
-@loom.node("StringConcatenate", category=CATEGORY, display_name="Concatenate")
+@loom.node("StringConcatenate", category=CATEGORY, display_name="Concatenate", v3=True)
 class StringConcatenate:
     string_a: str = _text()
     string_b: str = _text()
@@ -41,7 +41,7 @@ class StringConcatenate:
         return self.delimiter.join((self.string_a, self.string_b))
 
 
-@loom.node("StringSubstring", category=CATEGORY, display_name="Substring")
+@loom.node("StringSubstring", category=CATEGORY, display_name="Substring", v3=True)
 class StringSubstring:
     string: str = _text()
     start: int = ui.int(None)
@@ -56,6 +56,7 @@ class StringSubstring:
     category=CATEGORY,
     display_name="Length",
     outputs=[loom.OutputDef("INT", "length")],
+    v3=True,
 )
 class StringLength:
     string: str = _text()
@@ -67,7 +68,7 @@ class StringLength:
 CASE_MODES = ("UPPERCASE", "lowercase", "Capitalize", "Title Case")
 
 
-@loom.node("CaseConverter", category=CATEGORY, display_name="Case Converter")
+@loom.node("CaseConverter", category=CATEGORY, display_name="Case Converter", v3=True)
 class CaseConverter:
     string: str = _text()
     mode: str = ui.combo(CASE_MODES)
@@ -85,7 +86,7 @@ class CaseConverter:
 TRIM_MODES = ("Both", "Left", "Right")
 
 
-@loom.node("StringTrim", category=CATEGORY, display_name="Trim")
+@loom.node("StringTrim", category=CATEGORY, display_name="Trim", v3=True)
 class StringTrim:
     string: str = _text()
     mode: str = ui.combo(TRIM_MODES)
@@ -95,7 +96,7 @@ class StringTrim:
         return trim[self.mode](self.string)
 
 
-@loom.node("StringReplace", category=CATEGORY, display_name="Replace")
+@loom.node("StringReplace", category=CATEGORY, display_name="Replace", v3=True)
 class StringReplace:
     string: str = _text()
     find: str = _text()
@@ -110,6 +111,7 @@ class StringReplace:
     category=CATEGORY,
     display_name="Contains",
     outputs=[loom.OutputDef("BOOLEAN", "contains")],
+    v3=True,
 )
 class StringContains:
     string: str = _text()
@@ -125,7 +127,7 @@ class StringContains:
 COMPARE_MODES = ("Starts With", "Ends With", "Equal")
 
 
-@loom.node("StringCompare", category=CATEGORY, display_name="Compare")
+@loom.node("StringCompare", category=CATEGORY, display_name="Compare", v3=True)
 class StringCompare:
     string_a: str = _text()
     string_b: str = _text()
@@ -148,6 +150,7 @@ class StringCompare:
     category=CATEGORY,
     display_name="Regex Match",
     outputs=[loom.OutputDef("BOOLEAN", "matches")],
+    v3=True,
 )
 class RegexMatch:
     string: str = _text()
@@ -167,7 +170,7 @@ class RegexMatch:
 EXTRACT_MODES = ("First Match", "All Matches", "First Group", "All Groups")
 
 
-@loom.node("RegexExtract", category=CATEGORY, display_name="Regex Extract")
+@loom.node("RegexExtract", category=CATEGORY, display_name="Regex Extract", v3=True)
 class RegexExtract:
     string: str = _text()
     regex_pattern: str = _text()
@@ -204,7 +207,7 @@ class RegexExtract:
         ]
 
 
-@loom.node("RegexReplace", category=CATEGORY, display_name="Regex Replace")
+@loom.node("RegexReplace", category=CATEGORY, display_name="Regex Replace", v3=True)
 class RegexReplace:
     """Find and replace text using regex patterns."""
 

@@ -109,15 +109,15 @@ def test_object_info_matches_comfyui_schemas():
     registry = builtin_registry()
     webp = to_json(registry.get_node("SaveAnimatedWEBP"), registry)
     assert webp["input"]["required"] == {
-        "images": ["IMAGE"],
-        "filename_prefix": ["STRING", {"default": "ComfyUI"}],
+        "images": ["IMAGE", {}],
+        "filename_prefix": ["STRING", {"default": "ComfyUI", "multiline": False}],
         "fps": ["FLOAT", {"default": 6.0, "min": 0.01, "max": 1000.0, "step": 0.01}],
         "lossless": ["BOOLEAN", {"default": True}],
         "quality": ["INT", {"default": 80, "min": 0, "max": 100}],
-        "method": [["default", "fastest", "slowest"]],
+        "method": ["COMBO", {"multiselect": False, "options": ["default", "fastest", "slowest"]}],
     }
     assert webp["output_node"] is True and webp["category"] == "image/animation"
-    assert webp["input"]["hidden"] == {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}
+    assert webp["input"]["hidden"] == {"prompt": ["PROMPT"], "extra_pnginfo": ["EXTRA_PNGINFO"]}
     png = to_json(registry.get_node("SaveAnimatedPNG"), registry)
     assert png["input_order"]["required"] == ["images", "filename_prefix", "fps", "compress_level"]
     assert png["python_module"] == "comfy_extras.nodes_images"

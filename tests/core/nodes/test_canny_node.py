@@ -56,7 +56,7 @@ def test_hysteresis_keeps_weak_pixels_connected_to_strong_ones():
 def test_canny_schema():
     info = object_info_of("Canny")
     assert info["input"]["required"] == {
-        "image": ["IMAGE"],
+        "image": ["IMAGE", {}],
         "low_threshold": ["FLOAT", {"default": 0.4, "min": 0.01, "max": 0.99, "step": 0.01}],
         "high_threshold": ["FLOAT", {"default": 0.8, "min": 0.01, "max": 0.99, "step": 0.01}],
     }

@@ -170,13 +170,13 @@ def test_object_info_matches_comfyui_schemas():
     composite = object_info_of("LatentCompositeMasked")
     assert composite["input"] == {
         "required": {
-            "destination": ["LATENT"],
-            "source": ["LATENT"],
+            "destination": ["LATENT", {}],
+            "source": ["LATENT", {}],
             "x": ["INT", {"default": 0, "min": 0, "max": 16384, "step": 8}],
             "y": ["INT", {"default": 0, "min": 0, "max": 16384, "step": 8}],
             "resize_source": ["BOOLEAN", {"default": False}],
         },
-        "optional": {"mask": ["MASK"]},
+        "optional": {"mask": ["MASK", {}]},
     }
     assert composite["category"] == "latent" and composite["output"] == ["LATENT"]
     image = object_info_of("ImageCompositeMasked")
@@ -187,7 +187,8 @@ def test_object_info_matches_comfyui_schemas():
     assert image["input"]["required"]["x"][1]["step"] == 1 and image["category"] == "image"
     mask_composite = object_info_of("MaskComposite")
     assert mask_composite["input"]["required"]["operation"] == [
-        ["multiply", "add", "subtract", "and", "or", "xor"]
+        "COMBO",
+        {"multiselect": False, "options": ["multiply", "add", "subtract", "and", "or", "xor"]},
     ]
     crop = object_info_of("CropMask")
     assert crop["input_order"]["required"] == ["mask", "x", "y", "width", "height"]
@@ -202,7 +203,7 @@ def test_object_info_matches_comfyui_schemas():
     ]
     preview = object_info_of("MaskPreview")
     assert preview["output_node"] is True and preview["display_name"] == "Preview Mask"
-    assert preview["input"]["hidden"] == {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}
+    assert preview["input"]["hidden"] == {"prompt": ["PROMPT"], "extra_pnginfo": ["EXTRA_PNGINFO"]}
     split = object_info_of("SplitImageWithAlpha")
     assert split["output"] == ["IMAGE", "MASK"] and split["category"] == "mask/compositing"
     assert split["python_module"] == "comfy_extras.nodes_compositing"

@@ -163,10 +163,16 @@ def test_image_from_batch_clamps_start_and_length(ctx):
 def test_object_info_matches_comfyui_schemas():
     blend = object_info_of("ImageBlend")
     assert blend["input"]["required"] == {
-        "image1": ["IMAGE"],
-        "image2": ["IMAGE"],
+        "image1": ["IMAGE", {}],
+        "image2": ["IMAGE", {}],
         "blend_factor": ["FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01}],
-        "blend_mode": [["normal", "multiply", "screen", "overlay", "soft_light", "difference"]],
+        "blend_mode": [
+            "COMBO",
+            {
+                "multiselect": False,
+                "options": ["normal", "multiply", "screen", "overlay", "soft_light", "difference"],
+            },
+        ],
     }
     assert blend["category"] == "image/postprocessing"
     assert blend["python_module"] == "comfy_extras.nodes_post_processing"
@@ -181,19 +187,29 @@ def test_object_info_matches_comfyui_schemas():
         {"default": 1.0, "min": 0.0, "max": 5.0, "step": 0.01},
     ]
     assert object_info_of("ImageQuantize")["input"]["required"]["dither"] == [
-        ["none", "floyd-steinberg", "bayer-2", "bayer-4", "bayer-8", "bayer-16"]
+        "COMBO",
+        {
+            "multiselect": False,
+            "options": ["none", "floyd-steinberg", "bayer-2", "bayer-4", "bayer-8", "bayer-16"],
+        },
     ]
     flip = object_info_of("ImageFlip")
     assert flip["category"] == "image/transform"
     assert flip["input"]["required"]["flip_method"] == [
-        ["x-axis: vertically", "y-axis: horizontally"]
+        "COMBO",
+        {"multiselect": False, "options": ["x-axis: vertically", "y-axis: horizontally"]},
     ]
     assert object_info_of("ImageRotate")["input"]["required"]["rotation"] == [
-        ["none", "90 degrees", "180 degrees", "270 degrees"]
+        "COMBO",
+        {"multiselect": False, "options": ["none", "90 degrees", "180 degrees", "270 degrees"]},
     ]
     scale = object_info_of("ImageScaleToMaxDimension")
     assert scale["input"]["required"]["upscale_method"] == [
-        ["area", "lanczos", "bilinear", "nearest-exact", "bilinear", "bicubic"]
+        "COMBO",
+        {
+            "multiselect": False,
+            "options": ["area", "lanczos", "bilinear", "nearest-exact", "bilinear", "bicubic"],
+        },
     ]
     assert scale["category"] == "image/upscaling"
     from_batch = object_info_of("ImageFromBatch")
@@ -299,7 +315,7 @@ def test_image_stitch_without_image2_returns_image1():
     )
     assert out is image1
     info = object_info_of("ImageStitch")
-    assert info["input"]["optional"] == {"image2": ["IMAGE"]}
+    assert info["input"]["optional"] == {"image2": ["IMAGE", {}]}
     assert info["input"]["required"]["spacing_width"] == [
         "INT",
         {"default": 0, "min": 0, "max": 1024, "step": 2},

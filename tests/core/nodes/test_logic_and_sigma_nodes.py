@@ -50,11 +50,12 @@ def test_switch_runs_only_the_chosen_branch(tmp_path, switch, chosen, skipped, c
 def test_switch_object_info_and_match_type_links():
     info = object_info_of("ComfySwitchNode")
     assert info["input"]["required"] == {
-        "switch": ["BOOLEAN"],
+        "switch": ["BOOLEAN", {}],
         "on_false": ["COMFY_MATCHTYPE_V3", {"lazy": True, "template": TEMPLATE}],
         "on_true": ["COMFY_MATCHTYPE_V3", {"lazy": True, "template": TEMPLATE}],
     }
     assert info["output"] == ["COMFY_MATCHTYPE_V3"] and info["output_name"] == ["output"]
+    assert info["output_matchtypes"] == ["switch"]
     assert (info["category"], info["display_name"], info["experimental"]) == (
         "logic",
         "Switch",
@@ -68,7 +69,7 @@ def test_switch_object_info_and_match_type_links():
 
 def test_custom_combo_returns_the_frontend_chosen_option(tmp_path):
     info = object_info_of("CustomCombo")
-    assert info["input"]["required"] == {"choice": [[]]}
+    assert info["input"]["required"] == {"choice": ["COMBO", {"multiselect": False, "options": []}]}
     assert (info["output"], info["category"], info["display_name"]) == (
         ["STRING"],
         "utils",
@@ -102,7 +103,7 @@ def test_set_first_sigma_replaces_only_the_first(tmp_path):
 def test_differential_diffusion_object_info():
     info = object_info_of("DifferentialDiffusion")
     assert info["input"] == {
-        "required": {"model": ["MODEL"]},
+        "required": {"model": ["MODEL", {}]},
         "optional": {"strength": ["FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01}]},
     }
     assert (info["output"], info["category"]) == (["MODEL"], "_for_testing")

@@ -96,12 +96,15 @@ def test_object_info_mask_nodes():
     registry = builtin_registry()
     grow = to_json(registry.get_node("GrowMask"), registry)
     assert grow["input"]["required"] == {
-        "mask": ["MASK"],
+        "mask": ["MASK", {}],
         "expand": ["INT", {"default": 0, "min": -16384, "max": 16384, "step": 1}],
         "tapered_corners": ["BOOLEAN", {"default": True}],
     }
     assert grow["category"] == "mask" and grow["python_module"] == "comfy_extras.nodes_mask"
     to_mask = to_json(registry.get_node("ImageToMask"), registry)
     assert to_mask["display_name"] == "Convert Image to Mask"
-    assert to_mask["input"]["required"]["channel"][0] == ["red", "green", "blue", "alpha"]
+    assert to_mask["input"]["required"]["channel"] == [
+        "COMBO",
+        {"multiselect": False, "options": ["red", "green", "blue", "alpha"]},
+    ]
     assert to_mask["output"] == ["MASK"]

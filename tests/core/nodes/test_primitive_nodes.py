@@ -29,7 +29,7 @@ EXPECTED = {
         "FLOAT",
         2.5,
     ),
-    "PrimitiveBoolean": ("Boolean", ["BOOLEAN"], "BOOLEAN", True),
+    "PrimitiveBoolean": ("Boolean", ["BOOLEAN", {}], "BOOLEAN", True),
 }
 
 

@@ -67,7 +67,7 @@ def test_object_info_matches_comfyui_schemas():
     registry = builtin_registry()
     images = to_json(registry.get_node("RebatchImages"), registry)
     assert images["input"]["required"] == {
-        "images": ["IMAGE"],
+        "images": ["IMAGE", {}],
         "batch_size": ["INT", {"default": 1, "min": 1, "max": 4096}],
     }
     assert images["output_is_list"] == [True] and images["category"] == "image/batch"

@@ -150,4 +150,4 @@ def test_object_info_matches_comfyui_schemas():
         "optional": ["case_insensitive", "multiline", "dotall", "count"],
     }
     assert replace["description"] == "Find and replace text using regex patterns."
-    assert object_info_of("StringSubstring")["input"]["required"]["start"] == ["INT"]
+    assert object_info_of("StringSubstring")["input"]["required"]["start"] == ["INT", {}]

@@ -221,6 +221,7 @@ def compile_v3(
         has_lazy_check=any(i.lazy for i in schema.inputs),
         validate_args=validate_args,
         source_class=cls,
+        v3=True,
     )
 
 

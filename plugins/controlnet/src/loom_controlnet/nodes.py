@@ -218,7 +218,7 @@ class ControlNetApply:
         return conditioning
 
 
-@loom.node("SetUnionControlNetType", category="conditioning/controlnet")
+@loom.node("SetUnionControlNetType", category="conditioning/controlnet", v3=True)
 class SetUnionControlNetType:
     # the control type of a union ControlNet (auto: the model infers it); others ignore it.
     # (no docstring: it would become the node's description, which ComfyUI's lacks)

@@ -28,7 +28,7 @@ def _with(conditioning: Conditioning, **values: Any) -> Conditioning:
     return [[tensor, {**options, **values}] for tensor, options in conditioning]
 
 
-@loom.node("CLIPTextEncodeFlux", category="advanced/conditioning/flux")
+@loom.node("CLIPTextEncodeFlux", category="advanced/conditioning/flux", v3=True)
 class CLIPTextEncodeFlux:
     clip: Clip
     clip_l: str = loom.ui.string("", multiline=True, dynamic_prompts=True)
@@ -45,7 +45,7 @@ class CLIPTextEncodeFlux:
         return _with(encode(self.clip_l, self.t5xxl), guidance=self.guidance)
 
 
-@loom.node("FluxGuidance", category="advanced/conditioning/flux")
+@loom.node("FluxGuidance", category="advanced/conditioning/flux", v3=True)
 class FluxGuidance:
     conditioning: Conditioning
     guidance: float = loom.ui.float(3.5, min=0.0, max=100.0, step=0.1)
@@ -54,7 +54,7 @@ class FluxGuidance:
         return _with(self.conditioning, guidance=self.guidance)
 
 
-@loom.node("FluxDisableGuidance", category="advanced/conditioning/flux")
+@loom.node("FluxDisableGuidance", category="advanced/conditioning/flux", v3=True)
 class FluxDisableGuidance:
     """This node completely disables the guidance embed on Flux and Flux like models"""
 
@@ -81,7 +81,7 @@ class ModelSamplingFlux:
         return model
 
 
-@loom.node("ReferenceLatent", category="advanced/conditioning/edit_models")
+@loom.node("ReferenceLatent", category="advanced/conditioning/edit_models", v3=True)
 class ReferenceLatent:
     """This node sets the guiding latent for an edit model. If the model supports it you can chain multiple to set multiple reference images."""
 
@@ -105,6 +105,7 @@ class ReferenceLatent:
     "FluxKontextMultiReferenceLatentMethod",
     category="advanced/conditioning/flux",
     experimental=True,
+    v3=True,
 )
 class FluxKontextMultiReferenceLatentMethod:
     # No docstring: ComfyUI's node has no description. It records how the model places the
@@ -125,7 +126,7 @@ class FluxKontextMultiReferenceLatentMethod:
         ]
 
 
-@loom.node("FluxKontextImageScale", category="advanced/conditioning/flux")
+@loom.node("FluxKontextImageScale", category="advanced/conditioning/flux", v3=True)
 class FluxKontextImageScale:
     """This node resizes the image to one that is more optimal for flux kontext."""
 

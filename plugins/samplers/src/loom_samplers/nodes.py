@@ -210,7 +210,7 @@ def _float(default: float, max: float, *, min: float = 0.0, step: float = 0.01) 
     return ui.float(default, min=min, max=max, step=step, round=False)
 
 
-@loom.node("BasicScheduler", category="sampling/custom_sampling/schedulers")
+@loom.node("BasicScheduler", category="sampling/custom_sampling/schedulers", v3=True)
 class BasicScheduler:
     model: Model
     scheduler: str = ui.combo(_scheduler_names)
@@ -230,7 +230,7 @@ class BasicScheduler:
         return sigmas[-(self.steps + 1) :]
 
 
-@loom.node("KarrasScheduler", category="sampling/custom_sampling/schedulers")
+@loom.node("KarrasScheduler", category="sampling/custom_sampling/schedulers", v3=True)
 class KarrasScheduler:
     steps: int = ui.int(20, min=1, max=10000)
     sigma_max: float = _float(14.614642, 5000.0)
@@ -243,7 +243,7 @@ class KarrasScheduler:
         return karras_sigmas(self.steps, self.sigma_min, self.sigma_max, self.rho)
 
 
-@loom.node("ExponentialScheduler", category="sampling/custom_sampling/schedulers")
+@loom.node("ExponentialScheduler", category="sampling/custom_sampling/schedulers", v3=True)
 class ExponentialScheduler:
     steps: int = ui.int(20, min=1, max=10000)
     sigma_max: float = _float(14.614642, 5000.0)
@@ -255,7 +255,7 @@ class ExponentialScheduler:
         return exponential_sigmas(self.steps, self.sigma_min, self.sigma_max)
 
 
-@loom.node("PolyexponentialScheduler", category="sampling/custom_sampling/schedulers")
+@loom.node("PolyexponentialScheduler", category="sampling/custom_sampling/schedulers", v3=True)
 class PolyexponentialScheduler:
     steps: int = ui.int(20, min=1, max=10000)
     sigma_max: float = _float(14.614642, 5000.0)
@@ -268,7 +268,7 @@ class PolyexponentialScheduler:
         return polyexponential_sigmas(self.steps, self.sigma_min, self.sigma_max, self.rho)
 
 
-@loom.node("SDTurboScheduler", category="sampling/custom_sampling/schedulers")
+@loom.node("SDTurboScheduler", category="sampling/custom_sampling/schedulers", v3=True)
 class SDTurboScheduler:
     model: Model
     steps: int = ui.int(1, min=1, max=10)
@@ -280,7 +280,7 @@ class SDTurboScheduler:
         return sd_turbo(self.model.model_sampling, self.steps, self.denoise)
 
 
-@loom.node("BetaSamplingScheduler", category="sampling/custom_sampling/schedulers")
+@loom.node("BetaSamplingScheduler", category="sampling/custom_sampling/schedulers", v3=True)
 class BetaSamplingScheduler:
     model: Model
     steps: int = ui.int(20, min=1, max=10000)
@@ -299,7 +299,7 @@ class SigmasPair:
     low_sigmas: Sigmas = loom.output()
 
 
-@loom.node("SplitSigmas", category="sampling/custom_sampling/sigmas")
+@loom.node("SplitSigmas", category="sampling/custom_sampling/sigmas", v3=True)
 class SplitSigmas:
     sigmas: Sigmas
     step: int = ui.int(0, min=0, max=10000)
@@ -310,7 +310,7 @@ class SplitSigmas:
         )
 
 
-@loom.node("SplitSigmasDenoise", category="sampling/custom_sampling/sigmas")
+@loom.node("SplitSigmasDenoise", category="sampling/custom_sampling/sigmas", v3=True)
 class SplitSigmasDenoise:
     sigmas: Sigmas
     denoise: float = ui.float(1.0, min=0.0, max=1.0, step=0.01)
@@ -321,7 +321,7 @@ class SplitSigmasDenoise:
         return SigmasPair(high_sigmas=self.sigmas[:-total], low_sigmas=self.sigmas[-(total + 1) :])
 
 
-@loom.node("FlipSigmas", category="sampling/custom_sampling/sigmas")
+@loom.node("FlipSigmas", category="sampling/custom_sampling/sigmas", v3=True)
 class FlipSigmas:
     sigmas: Sigmas
 
@@ -341,7 +341,7 @@ def _choice(ctx: RunContext, name: str, **options: Any) -> ksampler.SamplerChoic
     return ksampler.SamplerChoice(find_sampler(ksampler.registry_of(ctx), name), options)
 
 
-@loom.node("KSamplerSelect", category="sampling/custom_sampling/samplers")
+@loom.node("KSamplerSelect", category="sampling/custom_sampling/samplers", v3=True)
 class KSamplerSelect:
     sampler_name: str = ui.combo(_sampler_names)
 
@@ -349,7 +349,7 @@ class KSamplerSelect:
         return _choice(ctx, self.sampler_name)
 
 
-@loom.node("SamplerEulerAncestral", category="sampling/custom_sampling/samplers")
+@loom.node("SamplerEulerAncestral", category="sampling/custom_sampling/samplers", v3=True)
 class SamplerEulerAncestral:
     eta: float = _float(1.0, 100.0)
     s_noise: float = _float(1.0, 100.0)
@@ -358,7 +358,7 @@ class SamplerEulerAncestral:
         return _choice(ctx, "euler_ancestral", eta=self.eta, s_noise=self.s_noise)
 
 
-@loom.node("SamplerLMS", category="sampling/custom_sampling/samplers")
+@loom.node("SamplerLMS", category="sampling/custom_sampling/samplers", v3=True)
 class SamplerLMS:
     order: int = ui.int(4, min=1, max=100)
 
@@ -366,7 +366,7 @@ class SamplerLMS:
         return _choice(ctx, "lms", order=self.order)
 
 
-@loom.node("SamplerDPMPP_2M_SDE", category="sampling/custom_sampling/samplers")
+@loom.node("SamplerDPMPP_2M_SDE", category="sampling/custom_sampling/samplers", v3=True)
 class SamplerDPMPP_2M_SDE:
     solver_type: str = ui.combo(["midpoint", "heun"])
     eta: float = _float(1.0, 100.0)
@@ -378,7 +378,7 @@ class SamplerDPMPP_2M_SDE:
         return _choice(ctx, name, eta=self.eta, s_noise=self.s_noise, solver_type=self.solver_type)
 
 
-@loom.node("SamplerDPMPP_SDE", category="sampling/custom_sampling/samplers")
+@loom.node("SamplerDPMPP_SDE", category="sampling/custom_sampling/samplers", v3=True)
 class SamplerDPMPP_SDE:
     eta: float = _float(1.0, 100.0)
     s_noise: float = _float(1.0, 100.0)
@@ -390,7 +390,7 @@ class SamplerDPMPP_SDE:
         return _choice(ctx, name, eta=self.eta, s_noise=self.s_noise, r=self.r)
 
 
-@loom.node("SamplerSASolver", category="sampling/custom_sampling/samplers")
+@loom.node("SamplerSASolver", category="sampling/custom_sampling/samplers", v3=True)
 class SamplerSASolver:
     """SA-Solver with its stochastic interval given as fractions of the model's schedule."""
 
@@ -420,7 +420,7 @@ class SamplerSASolver:
         )
 
 
-@loom.node("SamplerSEEDS2", category="sampling/custom_sampling/samplers")
+@loom.node("SamplerSEEDS2", category="sampling/custom_sampling/samplers", v3=True)
 class SamplerSEEDS2:
     """SEEDS-2; ``phi_2`` with r = 1 is exp_heun_2_x0 (eta 0) or exp_heun_2_x0_sde (eta 1)."""
 
@@ -454,7 +454,7 @@ class SamplerSEEDS2:
 # --- guiders and noise ----------------------------------------------------------------------
 
 
-@loom.node("CFGGuider", category="sampling/custom_sampling/guiders")
+@loom.node("CFGGuider", category="sampling/custom_sampling/guiders", v3=True)
 class CFGGuider:
     model: Model
     positive: Conditioning
@@ -465,7 +465,7 @@ class CFGGuider:
         return _Guider(self.model, {"positive": self.positive, "negative": self.negative}, self.cfg)
 
 
-@loom.node("BasicGuider", category="sampling/custom_sampling/guiders")
+@loom.node("BasicGuider", category="sampling/custom_sampling/guiders", v3=True)
 class BasicGuider:
     model: Model
     conditioning: Conditioning
@@ -474,7 +474,7 @@ class BasicGuider:
         return _Guider(self.model, {"positive": self.conditioning}, 1.0)
 
 
-@loom.node("DualCFGGuider", category="sampling/custom_sampling/guiders")
+@loom.node("DualCFGGuider", category="sampling/custom_sampling/guiders", v3=True)
 class DualCFGGuider:
     model: Model
     cond1: Conditioning
@@ -495,7 +495,7 @@ class DualCFGGuider:
         )
 
 
-@loom.node("RandomNoise", category="sampling/custom_sampling/noise")
+@loom.node("RandomNoise", category="sampling/custom_sampling/noise", v3=True)
 class RandomNoise:
     noise_seed: int = ui.int(0, min=0, max=SEED_MAX, control_after_generate=True)
 
@@ -503,7 +503,7 @@ class RandomNoise:
         return RandomNoiseGen(self.noise_seed)
 
 
-@loom.node("DisableNoise", category="sampling/custom_sampling/noise")
+@loom.node("DisableNoise", category="sampling/custom_sampling/noise", v3=True)
 class DisableNoise:
     def run(self, ctx: loom.RunContext) -> Noise:
         return EmptyNoiseGen()
@@ -546,7 +546,7 @@ def _custom_sample(
     return SampledLatents(output=out, denoised_output=denoised)
 
 
-@loom.node("SamplerCustom", category="sampling/custom_sampling")
+@loom.node("SamplerCustom", category="sampling/custom_sampling", v3=True)
 class SamplerCustom:
     model: Model
     add_noise: bool = ui.boolean(True)
@@ -568,7 +568,7 @@ class SamplerCustom:
         return _custom_sample(ctx, guider, noise, self.sampler, self.sigmas, self.latent_image)
 
 
-@loom.node("SamplerCustomAdvanced", category="sampling/custom_sampling")
+@loom.node("SamplerCustomAdvanced", category="sampling/custom_sampling", v3=True)
 class SamplerCustomAdvanced:
     noise: Noise
     guider: Guider

@@ -12,10 +12,13 @@ import loom
 
 @loom.hookimpl
 def register_nodes(register: Callable[..., None]) -> None:
-    from loom_samplers.nodes import NODES
+    from loom_samplers.nodes import NODES, KSampler, KSamplerAdvanced
 
+    # Where ComfyUI 0.8 defines them: /object_info's python_module (the frontend shows it).
+    classic = {KSampler, KSamplerAdvanced}
     for node_class in NODES:
-        register(node_class)
+        module = "nodes" if node_class in classic else "comfy_extras.nodes_custom_sampler"
+        register(node_class, python_module=module)
 
 
 @loom.hookimpl

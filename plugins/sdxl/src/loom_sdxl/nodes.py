@@ -50,7 +50,7 @@ def _size(default: int) -> Any:
     return loom.ui.int(default, min=0, max=MAX_RESOLUTION)
 
 
-@loom.node("CLIPTextEncodeSDXL", category="advanced/conditioning")
+@loom.node("CLIPTextEncodeSDXL", category="advanced/conditioning", v3=True)
 class CLIPTextEncodeSDXL:
     clip: Clip
     width: int = _size(1024)
@@ -77,7 +77,7 @@ class CLIPTextEncodeSDXL:
         return [[cond, options]]
 
 
-@loom.node("CLIPTextEncodeSDXLRefiner", category="advanced/conditioning")
+@loom.node("CLIPTextEncodeSDXLRefiner", category="advanced/conditioning", v3=True)
 class CLIPTextEncodeSDXLRefiner:
     ascore: float = loom.ui.float(6.0, min=0.0, max=1000.0, step=0.01)
     width: int = _size(1024)

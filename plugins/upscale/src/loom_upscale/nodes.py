@@ -35,7 +35,7 @@ def memory_of(ctx: loom.RunContext) -> MemoryManager:
 
 
 # ComfyUI gives these nodes no description; class comments keep /object_info's empty.
-@loom.node("UpscaleModelLoader", category="loaders", display_name="Load Upscale Model")
+@loom.node("UpscaleModelLoader", category="loaders", display_name="Load Upscale Model", v3=True)
 class UpscaleModelLoader:
     model_name: str = loom.ui.combo(upscale_model_files)
 
@@ -50,7 +50,10 @@ class UpscaleModelLoader:
 
 
 @loom.node(
-    "ImageUpscaleWithModel", category="image/upscaling", display_name="Upscale Image (using Model)"
+    "ImageUpscaleWithModel",
+    category="image/upscaling",
+    display_name="Upscale Image (using Model)",
+    v3=True,
 )
 class ImageUpscaleWithModel:
     upscale_model: UpscaleModelSocket
