@@ -1,8 +1,9 @@
 """The sampling nodes, with ComfyUI 0.8's ids, input names, types and defaults.
 
 KSampler, KSamplerAdvanced (``nodes.py``) and the custom-sampling family
-(``comfy_extras/nodes_custom_sampler.py``): schedulers, sigma tools, sampler selectors,
-guiders, noise sources and SamplerCustom / SamplerCustomAdvanced.
+(``comfy_extras/nodes_custom_sampler.py``): guiders, noise sources and SamplerCustom /
+SamplerCustomAdvanced here; schedulers and sigma tools in :mod:`.schedule_nodes`, sampler
+selectors in :mod:`.sampler_nodes`. :data:`NODES` lists them all.
 """
 
 from __future__ import annotations
@@ -17,29 +18,32 @@ from loom_samplers import ksampler
 from loom_samplers.guiders import DualCFGGuider as _DualCFG
 from loom_samplers.guiders import Guider as _Guider
 from loom_samplers.model_interface import fix_empty_latent_channels, process_latent_out
+from loom_samplers.node_inputs import sampler_names, scheduler_names
 from loom_samplers.noise import EmptyNoiseGen, RandomNoiseGen, prepare_noise
+from loom_samplers.sampler_nodes import (
+    KSamplerSelect,
+    SamplerDPMPP_2M_SDE,
+    SamplerDPMPP_SDE,
+    SamplerEulerAncestral,
+    SamplerLMS,
+    SamplerSASolver,
+    SamplerSEEDS2,
+)
+from loom_samplers.schedule_nodes import (
+    BasicScheduler,
+    BetaSamplingScheduler,
+    ExponentialScheduler,
+    FlipSigmas,
+    KarrasScheduler,
+    PolyexponentialScheduler,
+    SDTurboScheduler,
+    SplitSigmas,
+    SplitSigmasDenoise,
+)
 
 ui = loom.ui
 
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
-
-
-def _sampler_names(registry: Any) -> list[str]:
-    names = registry.sampler_names() if registry is not None else []
-    if names:
-        return names
-    from loom_samplers.samplers import SAMPLERS
-
-    return list(SAMPLERS)
-
-
-def _scheduler_names(registry: Any) -> list[str]:
-    names = registry.scheduler_names() if registry is not None else []
-    if names:
-        return names
-    from loom_samplers.schedulers import SCHEDULERS
-
-    return list(SCHEDULERS)
 
 
 def _common_ksampler(
@@ -129,11 +133,11 @@ class KSampler:
         tooltip="The Classifier-Free Guidance scale balances creativity and adherence to the prompt. Higher values result in images more closely matching the prompt however too high values will negatively impact quality.",
     )
     sampler_name: str = ui.combo(
-        _sampler_names,
+        sampler_names,
         tooltip="The algorithm used when sampling, this can affect the quality, speed, and style of the generated output.",
     )
     scheduler: str = ui.combo(
-        _scheduler_names,
+        scheduler_names,
         tooltip="The scheduler controls how noise is gradually removed to form the image.",
     )
     positive: Conditioning = ui.input(
@@ -174,8 +178,8 @@ class KSamplerAdvanced:
     noise_seed: int = ui.int(0, min=0, max=SEED_MAX, control_after_generate=True)
     steps: int = ui.int(20, min=1, max=10000)
     cfg: float = ui.float(8.0, min=0.0, max=100.0, step=0.1, round=0.01)
-    sampler_name: str = ui.combo(_sampler_names)
-    scheduler: str = ui.combo(_scheduler_names)
+    sampler_name: str = ui.combo(sampler_names)
+    scheduler: str = ui.combo(scheduler_names)
     positive: Conditioning
     negative: Conditioning
     latent_image: Latent
@@ -200,254 +204,6 @@ class KSamplerAdvanced:
             start_step=self.start_at_step,
             last_step=self.end_at_step,
             force_full_denoise=self.return_with_leftover_noise != "enable",
-        )
-
-
-# --- schedulers and sigma tools -----------------------------------------------------------
-
-
-def _float(default: float, max: float, *, min: float = 0.0, step: float = 0.01) -> Any:
-    return ui.float(default, min=min, max=max, step=step, round=False)
-
-
-@loom.node("BasicScheduler", category="sampling/custom_sampling/schedulers", v3=True)
-class BasicScheduler:
-    model: Model
-    scheduler: str = ui.combo(_scheduler_names)
-    steps: int = ui.int(20, min=1, max=10000)
-    denoise: float = ui.float(1.0, min=0.0, max=1.0, step=0.01)
-
-    def run(self, ctx: loom.RunContext) -> Sigmas:
-        import torch
-
-        total = self.steps
-        if self.denoise < 1.0:
-            if self.denoise <= 0.0:
-                return torch.FloatTensor([])
-            total = int(self.steps / self.denoise)
-        schedule = find_scheduler(ksampler.registry_of(ctx), self.scheduler)
-        sigmas = ksampler.calculate_sigmas(self.model.model_sampling, schedule, total).cpu()
-        return sigmas[-(self.steps + 1) :]
-
-
-@loom.node("KarrasScheduler", category="sampling/custom_sampling/schedulers", v3=True)
-class KarrasScheduler:
-    steps: int = ui.int(20, min=1, max=10000)
-    sigma_max: float = _float(14.614642, 5000.0)
-    sigma_min: float = _float(0.0291675, 5000.0)
-    rho: float = _float(7.0, 100.0)
-
-    def run(self, ctx: loom.RunContext) -> Sigmas:
-        from loom_samplers.schedulers import karras_sigmas
-
-        return karras_sigmas(self.steps, self.sigma_min, self.sigma_max, self.rho)
-
-
-@loom.node("ExponentialScheduler", category="sampling/custom_sampling/schedulers", v3=True)
-class ExponentialScheduler:
-    steps: int = ui.int(20, min=1, max=10000)
-    sigma_max: float = _float(14.614642, 5000.0)
-    sigma_min: float = _float(0.0291675, 5000.0)
-
-    def run(self, ctx: loom.RunContext) -> Sigmas:
-        from loom_samplers.schedulers import exponential_sigmas
-
-        return exponential_sigmas(self.steps, self.sigma_min, self.sigma_max)
-
-
-@loom.node("PolyexponentialScheduler", category="sampling/custom_sampling/schedulers", v3=True)
-class PolyexponentialScheduler:
-    steps: int = ui.int(20, min=1, max=10000)
-    sigma_max: float = _float(14.614642, 5000.0)
-    sigma_min: float = _float(0.0291675, 5000.0)
-    rho: float = _float(1.0, 100.0)
-
-    def run(self, ctx: loom.RunContext) -> Sigmas:
-        from loom_samplers.schedulers import polyexponential_sigmas
-
-        return polyexponential_sigmas(self.steps, self.sigma_min, self.sigma_max, self.rho)
-
-
-@loom.node("SDTurboScheduler", category="sampling/custom_sampling/schedulers", v3=True)
-class SDTurboScheduler:
-    model: Model
-    steps: int = ui.int(1, min=1, max=10)
-    denoise: float = ui.float(1.0, min=0, max=1.0, step=0.01)
-
-    def run(self, ctx: loom.RunContext) -> Sigmas:
-        from loom_samplers.schedulers import sd_turbo
-
-        return sd_turbo(self.model.model_sampling, self.steps, self.denoise)
-
-
-@loom.node("BetaSamplingScheduler", category="sampling/custom_sampling/schedulers", v3=True)
-class BetaSamplingScheduler:
-    model: Model
-    steps: int = ui.int(20, min=1, max=10000)
-    alpha: float = _float(0.6, 50.0)
-    beta: float = _float(0.6, 50.0)
-
-    def run(self, ctx: loom.RunContext) -> Sigmas:
-        from loom_samplers.schedulers import beta
-
-        return beta(self.model.model_sampling, self.steps, alpha=self.alpha, beta=self.beta)
-
-
-@loom.outputs
-class SigmasPair:
-    high_sigmas: Sigmas = loom.output()
-    low_sigmas: Sigmas = loom.output()
-
-
-@loom.node("SplitSigmas", category="sampling/custom_sampling/sigmas", v3=True)
-class SplitSigmas:
-    sigmas: Sigmas
-    step: int = ui.int(0, min=0, max=10000)
-
-    def run(self, ctx: loom.RunContext) -> SigmasPair:
-        return SigmasPair(
-            high_sigmas=self.sigmas[: self.step + 1], low_sigmas=self.sigmas[self.step :]
-        )
-
-
-@loom.node("SplitSigmasDenoise", category="sampling/custom_sampling/sigmas", v3=True)
-class SplitSigmasDenoise:
-    sigmas: Sigmas
-    denoise: float = ui.float(1.0, min=0.0, max=1.0, step=0.01)
-
-    def run(self, ctx: loom.RunContext) -> SigmasPair:
-        steps = max(self.sigmas.shape[-1] - 1, 0)
-        total = round(steps * self.denoise)
-        return SigmasPair(high_sigmas=self.sigmas[:-total], low_sigmas=self.sigmas[-(total + 1) :])
-
-
-@loom.node("FlipSigmas", category="sampling/custom_sampling/sigmas", v3=True)
-class FlipSigmas:
-    sigmas: Sigmas
-
-    def run(self, ctx: loom.RunContext) -> Sigmas:
-        if len(self.sigmas) == 0:
-            return self.sigmas
-        sigmas = self.sigmas.flip(0)
-        if sigmas[0] == 0:
-            sigmas[0] = 0.0001
-        return sigmas
-
-
-# --- samplers -----------------------------------------------------------------------------
-
-
-def _choice(ctx: RunContext, name: str, **options: Any) -> ksampler.SamplerChoice:
-    return ksampler.SamplerChoice(find_sampler(ksampler.registry_of(ctx), name), options)
-
-
-@loom.node("KSamplerSelect", category="sampling/custom_sampling/samplers", v3=True)
-class KSamplerSelect:
-    sampler_name: str = ui.combo(_sampler_names)
-
-    def run(self, ctx: loom.RunContext) -> SamplerRef:
-        return _choice(ctx, self.sampler_name)
-
-
-@loom.node("SamplerEulerAncestral", category="sampling/custom_sampling/samplers", v3=True)
-class SamplerEulerAncestral:
-    eta: float = _float(1.0, 100.0)
-    s_noise: float = _float(1.0, 100.0)
-
-    def run(self, ctx: loom.RunContext) -> SamplerRef:
-        return _choice(ctx, "euler_ancestral", eta=self.eta, s_noise=self.s_noise)
-
-
-@loom.node("SamplerLMS", category="sampling/custom_sampling/samplers", v3=True)
-class SamplerLMS:
-    order: int = ui.int(4, min=1, max=100)
-
-    def run(self, ctx: loom.RunContext) -> SamplerRef:
-        return _choice(ctx, "lms", order=self.order)
-
-
-@loom.node("SamplerDPMPP_2M_SDE", category="sampling/custom_sampling/samplers", v3=True)
-class SamplerDPMPP_2M_SDE:
-    solver_type: str = ui.combo(["midpoint", "heun"])
-    eta: float = _float(1.0, 100.0)
-    s_noise: float = _float(1.0, 100.0)
-    noise_device: str = ui.combo(["gpu", "cpu"])
-
-    def run(self, ctx: loom.RunContext) -> SamplerRef:
-        name = "dpmpp_2m_sde" if self.noise_device == "cpu" else "dpmpp_2m_sde_gpu"
-        return _choice(ctx, name, eta=self.eta, s_noise=self.s_noise, solver_type=self.solver_type)
-
-
-@loom.node("SamplerDPMPP_SDE", category="sampling/custom_sampling/samplers", v3=True)
-class SamplerDPMPP_SDE:
-    eta: float = _float(1.0, 100.0)
-    s_noise: float = _float(1.0, 100.0)
-    r: float = _float(0.5, 100.0)
-    noise_device: str = ui.combo(["gpu", "cpu"])
-
-    def run(self, ctx: loom.RunContext) -> SamplerRef:
-        name = "dpmpp_sde" if self.noise_device == "cpu" else "dpmpp_sde_gpu"
-        return _choice(ctx, name, eta=self.eta, s_noise=self.s_noise, r=self.r)
-
-
-@loom.node("SamplerSASolver", category="sampling/custom_sampling/samplers", v3=True)
-class SamplerSASolver:
-    """SA-Solver with its stochastic interval given as fractions of the model's schedule."""
-
-    model: Model
-    eta: float = _float(1.0, 10.0)
-    sde_start_percent: float = ui.float(0.2, min=0.0, max=1.0, step=0.001)
-    sde_end_percent: float = ui.float(0.8, min=0.0, max=1.0, step=0.001)
-    s_noise: float = _float(1.0, 100.0)
-    predictor_order: int = ui.int(3, min=1, max=6)
-    corrector_order: int = ui.int(4, min=0, max=6)
-    use_pece: bool = ui.boolean(False)
-    simple_order_2: bool = ui.boolean(False)
-
-    def run(self, ctx: loom.RunContext) -> SamplerRef:
-        model_sampling = self.model.model_sampling
-        return _choice(
-            ctx,
-            "sa_solver",
-            eta=self.eta,
-            sde_start_sigma=model_sampling.percent_to_sigma(self.sde_start_percent),
-            sde_end_sigma=model_sampling.percent_to_sigma(self.sde_end_percent),
-            s_noise=self.s_noise,
-            predictor_order=self.predictor_order,
-            corrector_order=self.corrector_order,
-            use_pece=self.use_pece,
-            simple_order_2=self.simple_order_2,
-        )
-
-
-@loom.node("SamplerSEEDS2", category="sampling/custom_sampling/samplers", v3=True)
-class SamplerSEEDS2:
-    """SEEDS-2; ``phi_2`` with r = 1 is exp_heun_2_x0 (eta 0) or exp_heun_2_x0_sde (eta 1)."""
-
-    solver_type: str = ui.combo(["phi_1", "phi_2"])
-    eta: float = ui.float(
-        1.0, min=0.0, max=100.0, step=0.01, round=False, tooltip="Stochastic strength"
-    )
-    s_noise: float = ui.float(
-        1.0, min=0.0, max=100.0, step=0.01, round=False, tooltip="SDE noise multiplier"
-    )
-    r: float = ui.float(
-        0.5,
-        min=0.01,
-        max=1.0,
-        step=0.01,
-        round=False,
-        tooltip="Relative step size for the intermediate stage (c2 node)",
-    )
-
-    def run(self, ctx: loom.RunContext) -> SamplerRef:
-        return _choice(
-            ctx,
-            "seeds_2",
-            eta=self.eta,
-            s_noise=self.s_noise,
-            r=self.r,
-            solver_type=self.solver_type,
         )
 
 
