@@ -22,9 +22,14 @@ from loom_samplers.node_inputs import sampler_names, scheduler_names
 from loom_samplers.noise import EmptyNoiseGen, RandomNoiseGen, prepare_noise
 from loom_samplers.sampler_nodes import (
     KSamplerSelect,
+    SamplerDPMAdaptative,
     SamplerDPMPP_2M_SDE,
+    SamplerDPMPP_2S_Ancestral,
+    SamplerDPMPP_3M_SDE,
     SamplerDPMPP_SDE,
+    SamplerER_SDE,
     SamplerEulerAncestral,
+    SamplerEulerAncestralCFGPP,
     SamplerLMS,
     SamplerSASolver,
     SamplerSEEDS2,
@@ -35,11 +40,14 @@ from loom_samplers.schedule_nodes import (
     ExponentialScheduler,
     FlipSigmas,
     KarrasScheduler,
+    LaplaceScheduler,
     PolyexponentialScheduler,
     SDTurboScheduler,
     SplitSigmas,
     SplitSigmasDenoise,
+    VPScheduler,
 )
+from loom_samplers.sigma_nodes import NODES as SIGMA_NODES
 
 ui = loom.ui
 
@@ -364,4 +372,12 @@ NODES = [
     SamplerLMS,
     SamplerSASolver,
     SamplerSEEDS2,
+    SamplerDPMPP_3M_SDE,
+    SamplerDPMPP_2S_Ancestral,
+    SamplerEulerAncestralCFGPP,
+    SamplerDPMAdaptative,
+    SamplerER_SDE,
+    LaplaceScheduler,
+    VPScheduler,
+    *SIGMA_NODES,
 ]
