@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -397,3 +398,88 @@ def test_samplers_add_noise(samplers_registry):
         latent_image=latent,
     )
     assert same is latent
+
+
+_MODEL_TYPE_STEPS_DENOISE = {
+    "denoise": ["FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01}],
+}
+
+
+@pytest.mark.parametrize(
+    ("class_type", "model_types", "steps", "module"),
+    [
+        (
+            "AlignYourStepsScheduler",
+            ["SD1", "SDXL", "SVD"],
+            {"default": 10, "min": 1, "max": 10000},
+            "comfy_extras.nodes_align_your_steps",
+        ),
+        (
+            "OptimalStepsScheduler",
+            ["FLUX", "Wan", "Chroma"],
+            {"default": 20, "min": 3, "max": 1000},
+            "comfy_extras.nodes_optimalsteps",
+        ),
+    ],
+)
+def test_samplers_table_schedulers_object_info(
+    samplers_registry, class_type, model_types, steps, module
+):
+    entry = to_json(samplers_registry.get_node(class_type), samplers_registry)
+    assert entry["input"] == {
+        "required": {
+            "model_type": ["COMBO", {"multiselect": False, "options": model_types}],
+            "steps": ["INT", steps],
+            **_MODEL_TYPE_STEPS_DENOISE,
+        }
+    }
+    assert entry["output"] == ["SIGMAS"] and entry["python_module"] == module
+    assert entry["category"] == SCHEDULERS and entry["experimental"] is False
+
+
+SD1_AYS = [
+    14.6146412293, 6.4745760956, 3.8636745985, 2.6946151520, 1.8841921177, 1.3943805092,
+    0.9642583904, 0.6523686016, 0.3977456272, 0.1515232662, 0.0291671582,
+]  # fmt: skip
+
+
+def test_samplers_align_your_steps(samplers_registry):
+    def ays(steps, denoise=1.0, model_type="SD1"):
+        return _run(
+            samplers_registry,
+            "AlignYourStepsScheduler",
+            model_type=model_type,
+            steps=steps,
+            denoise=denoise,
+        )[0]
+
+    assert torch.allclose(ays(10), torch.tensor([*SD1_AYS[:-1], 0.0]))
+    # 6 points over 11: every second published level, exactly.
+    assert torch.allclose(ays(5), torch.tensor([*SD1_AYS[:-1:2], 0.0]))
+    # 21 points: the published levels with their geometric means between them.
+    between = [math.sqrt(a * b) for a, b in itertools.pairwise(SD1_AYS)]
+    interleaved = [v for pair in zip(SD1_AYS[:-1], between, strict=True) for v in pair]
+    assert torch.allclose(ays(20), torch.tensor([*interleaved, 0.0]), rtol=1e-6)
+    assert torch.allclose(ays(10, denoise=0.5), torch.tensor([*SD1_AYS[5:-1], 0.0]))
+    assert ays(10, denoise=0.0).shape == (0,)
+    assert ays(10, model_type="SVD")[0] == 700.0
+
+
+def test_samplers_optimal_steps(samplers_registry):
+    flux = [0.9968, 0.9886, 0.9819, 0.975, 0.966, 0.9471, 0.9158, 0.8287, 0.5512, 0.2808, 0.001]
+
+    def optimal(steps, denoise=1.0):
+        return _run(
+            samplers_registry,
+            "OptimalStepsScheduler",
+            model_type="FLUX",
+            steps=steps,
+            denoise=denoise,
+        )[0]
+
+    assert torch.allclose(optimal(10), torch.tensor([*flux[:-1], 0.0]))
+    assert torch.allclose(optimal(5), torch.tensor([*flux[:-1:2], 0.0]))
+    # round(10 · 0.25) = 2 (round half to even): the last three of the table.
+    assert torch.allclose(optimal(10, denoise=0.25), torch.tensor([*flux[-3:-1], 0.0]))
+    assert len(_run(samplers_registry, "OptimalStepsScheduler", model_type="Wan", steps=20,
+                    denoise=1.0)[0]) == 21  # fmt: skip

@@ -20,6 +20,7 @@ from loom_samplers.guiders import Guider as _Guider
 from loom_samplers.model_interface import fix_empty_latent_channels, process_latent_out
 from loom_samplers.node_inputs import sampler_names, scheduler_names
 from loom_samplers.noise import EmptyNoiseGen, RandomNoiseGen, prepare_noise
+from loom_samplers.noise_level_nodes import NODES as NOISE_LEVEL_NODES
 from loom_samplers.sampler_nodes import (
     KSamplerSelect,
     SamplerDPMAdaptative,
@@ -380,4 +381,5 @@ NODES = [
     LaplaceScheduler,
     VPScheduler,
     *SIGMA_NODES,
+    *NOISE_LEVEL_NODES,
 ]
