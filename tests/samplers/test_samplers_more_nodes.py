@@ -483,3 +483,105 @@ def test_samplers_optimal_steps(samplers_registry):
     assert torch.allclose(optimal(10, denoise=0.25), torch.tensor([*flux[-3:-1], 0.0]))
     assert len(_run(samplers_registry, "OptimalStepsScheduler", model_type="Wan", steps=20,
                     denoise=1.0)[0]) == 21  # fmt: skip
+
+
+def test_samplers_advanced_sampler_nodes_object_info(samplers_registry):
+    lcm = to_json(samplers_registry.get_node("SamplerLCMUpscale"), samplers_registry)
+    assert lcm["input"] == {
+        "required": {
+            "scale_ratio": ["FLOAT", {"default": 1.0, "min": 0.1, "max": 20.0, "step": 0.01}],
+            "scale_steps": ["INT", {"default": -1, "min": -1, "max": 1000, "step": 1}],
+            "upscale_method": [
+                "COMBO",
+                {
+                    "multiselect": False,
+                    "options": ["bislerp", "nearest-exact", "bilinear", "area", "bicubic"],
+                },
+            ],
+        }
+    }
+    euler = to_json(samplers_registry.get_node("SamplerEulerCFGpp"), samplers_registry)
+    assert euler["input"] == {
+        "required": {
+            "version": ["COMBO", {"multiselect": False, "options": ["regular", "alternative"]}]
+        }
+    }
+    assert euler["display_name"] == "SamplerEulerCFG++" and euler["experimental"] is True
+    for entry in (lcm, euler):
+        assert entry["output"] == ["SAMPLER"] and entry["category"] == SAMPLERS
+        assert entry["python_module"] == "comfy_extras.nodes_advanced_samplers"
+
+
+class _Recording:
+    """D(x) = 0.25 everywhere; records the shapes and inputs it is called with."""
+
+    def __init__(self):
+        self.inputs = []
+
+    def __call__(self, x, sigma):
+        self.inputs.append(x.clone())
+        return torch.full_like(x, 0.25)
+
+
+def test_samplers_lcm_upscale_enlarges_between_steps(samplers_registry):
+    from loom_samplers.noise import SeededNoise
+
+    (choice,) = _run(
+        samplers_registry,
+        "SamplerLCMUpscale",
+        scale_ratio=2.0,
+        scale_steps=-1,
+        upscale_method="nearest-exact",
+    )
+    assert choice.options == {
+        "total_upscale": 2.0,
+        "upscale_steps": None,
+        "upscale_method": "nearest-exact",
+    }
+    denoiser = _Recording()
+    sigmas = torch.tensor([3.0, 2.0, 1.0, 0.0])
+    x = torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(1))
+    out = choice.registered.function(denoiser, x, sigmas, noise=SeededNoise(5), **choice.options)
+    # 4 sigmas: 3 sizes evenly from 1 to 2 (×1.5 after step 0, ×2 after step 1), then plain LCM.
+    assert [tuple(i.shape[-2:]) for i in denoiser.inputs] == [(4, 4), (6, 6), (8, 8)]
+    first_noise = SeededNoise(5).sampler(torch.zeros(1, 4, 6, 6))(sigmas[0], sigmas[1])
+    assert torch.allclose(denoiser.inputs[1], 0.25 + 2.0 * first_noise)
+    assert torch.equal(out, torch.full((1, 4, 8, 8), 0.25))  # last step lands on D(x)
+    (fixed,) = _run(
+        samplers_registry,
+        "SamplerLCMUpscale",
+        scale_ratio=1.5,
+        scale_steps=1,
+        upscale_method="area",
+    )
+    assert fixed.options["upscale_steps"] == 1
+    denoiser = _Recording()
+    fixed.registered.function(denoiser, x, sigmas, noise=SeededNoise(5), **fixed.options)
+    assert [tuple(i.shape[-2:]) for i in denoiser.inputs] == [(4, 4), (6, 6), (6, 6)]
+
+
+class _Guided:
+    """CFG with its uncond kept: D = u + 3 (c - u), u = x/(1+σ²), c = u + 0.5."""
+
+    def __init__(self):
+        self.uncond_denoised = None
+
+    def __call__(self, x, sigma):
+        self.uncond_denoised = x / (1 + float(sigma[0]) ** 2)
+        return self.uncond_denoised + 1.5
+
+
+def test_samplers_euler_cfg_pp_versions(samplers_registry):
+    (regular,) = _run(samplers_registry, "SamplerEulerCFGpp", version="regular")
+    assert regular.name == "euler_cfg_pp" and dict(regular.options) == {}
+    assert regular.registered.info.needs_uncond
+    (alternative,) = _run(samplers_registry, "SamplerEulerCFGpp", version="alternative")
+    assert alternative.name == "euler_cfg_pp_alternative"
+    assert alternative.registered.info.needs_uncond
+    assert "euler_cfg_pp_alternative" not in samplers_registry.sampler_names()
+    x = torch.tensor([[[[2.0]]]])
+    sigmas = torch.tensor([1.0, 0.5, 0.0])
+    got = alternative.registered.function(_Guided(), x, sigmas, noise=None)
+    # By hand: σ=1: u = 1, D = 2.5, d = (x - 2D + u)/σ = -2, x = 2 + (-2)(-0.5) = 3;
+    # σ=0.5: u = 3/1.25 = 2.4, D = 3.9, d = (3 - 7.8 + 2.4)/0.5 = -4.8, x = 3 + 2.4 = 5.4.
+    assert torch.allclose(got, torch.tensor([[[[5.4]]]]))

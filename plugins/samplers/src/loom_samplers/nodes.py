@@ -15,6 +15,7 @@ from loom import RunContext
 from loom.samplers import find_sampler, find_scheduler
 from loom.types import Conditioning, Guider, Latent, Model, Noise, SamplerRef, Sigmas
 from loom_samplers import ksampler
+from loom_samplers.advanced_sampler_nodes import NODES as ADVANCED_SAMPLER_NODES
 from loom_samplers.guiders import DualCFGGuider as _DualCFG
 from loom_samplers.guiders import Guider as _Guider
 from loom_samplers.model_interface import fix_empty_latent_channels, process_latent_out
@@ -382,4 +383,5 @@ NODES = [
     VPScheduler,
     *SIGMA_NODES,
     *NOISE_LEVEL_NODES,
+    *ADVANCED_SAMPLER_NODES,
 ]
