@@ -585,3 +585,35 @@ def test_samplers_euler_cfg_pp_versions(samplers_registry):
     # By hand: σ=1: u = 1, D = 2.5, d = (x - 2D + u)/σ = -2, x = 2 + (-2)(-0.5) = 3;
     # σ=0.5: u = 3/1.25 = 2.4, D = 3.9, d = (3 - 7.8 + 2.4)/0.5 = -4.8, x = 3 + 2.4 = 5.4.
     assert torch.allclose(got, torch.tensor([[[[5.4]]]]))
+
+
+@pytest.mark.parametrize("version", ["regular", "alternative"])
+def test_samplers_advanced_samplers_run_in_sampler_custom(
+    samplers_registry, toy_model, cond, version
+):
+    """Through SamplerCustom with a toy MODEL: CFG++ gets its uncond, LCM upscale its size."""
+    (euler,) = _run(samplers_registry, "SamplerEulerCFGpp", version=version)
+    (lcm,) = _run(
+        samplers_registry,
+        "SamplerLCMUpscale",
+        scale_ratio=1.5,
+        scale_steps=-1,
+        upscale_method="bislerp",
+    )
+    sigmas = torch.tensor([14.6, 4.0, 1.0, 0.0])
+    for sampler, size in ((euler, 8), (lcm, 12)):
+        out, _ = _run(
+            samplers_registry,
+            "SamplerCustom",
+            model=toy_model(),
+            add_noise=True,
+            noise_seed=3,
+            cfg=2.0,
+            positive=cond(1.0),
+            negative=cond(0.0),
+            sampler=sampler,
+            sigmas=sigmas,
+            latent_image={"samples": torch.zeros(1, 4, 8, 8)},
+        )
+        assert out["samples"].shape == (1, 4, size, size)
+        assert torch.isfinite(out["samples"]).all()
