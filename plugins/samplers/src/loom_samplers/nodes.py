@@ -15,16 +15,23 @@ from loom import RunContext
 from loom.samplers import find_sampler, find_scheduler
 from loom.types import Conditioning, Guider, Latent, Model, Noise, SamplerRef, Sigmas
 from loom_samplers import ksampler
+from loom_samplers.advanced_sampler_nodes import NODES as ADVANCED_SAMPLER_NODES
 from loom_samplers.guiders import DualCFGGuider as _DualCFG
 from loom_samplers.guiders import Guider as _Guider
 from loom_samplers.model_interface import fix_empty_latent_channels, process_latent_out
 from loom_samplers.node_inputs import sampler_names, scheduler_names
 from loom_samplers.noise import EmptyNoiseGen, RandomNoiseGen, prepare_noise
+from loom_samplers.noise_level_nodes import NODES as NOISE_LEVEL_NODES
 from loom_samplers.sampler_nodes import (
     KSamplerSelect,
+    SamplerDPMAdaptative,
     SamplerDPMPP_2M_SDE,
+    SamplerDPMPP_2S_Ancestral,
+    SamplerDPMPP_3M_SDE,
     SamplerDPMPP_SDE,
+    SamplerER_SDE,
     SamplerEulerAncestral,
+    SamplerEulerAncestralCFGPP,
     SamplerLMS,
     SamplerSASolver,
     SamplerSEEDS2,
@@ -35,11 +42,14 @@ from loom_samplers.schedule_nodes import (
     ExponentialScheduler,
     FlipSigmas,
     KarrasScheduler,
+    LaplaceScheduler,
     PolyexponentialScheduler,
     SDTurboScheduler,
     SplitSigmas,
     SplitSigmasDenoise,
+    VPScheduler,
 )
+from loom_samplers.sigma_nodes import NODES as SIGMA_NODES
 
 ui = loom.ui
 
@@ -364,4 +374,14 @@ NODES = [
     SamplerLMS,
     SamplerSASolver,
     SamplerSEEDS2,
+    SamplerDPMPP_3M_SDE,
+    SamplerDPMPP_2S_Ancestral,
+    SamplerEulerAncestralCFGPP,
+    SamplerDPMAdaptative,
+    SamplerER_SDE,
+    LaplaceScheduler,
+    VPScheduler,
+    *SIGMA_NODES,
+    *NOISE_LEVEL_NODES,
+    *ADVANCED_SAMPLER_NODES,
 ]

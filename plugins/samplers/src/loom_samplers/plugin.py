@@ -17,8 +17,19 @@ def register_nodes(register: Callable[..., None]) -> None:
     # Where ComfyUI 0.8 defines them: /object_info's python_module (the frontend shows it).
     classic = {KSampler, KSamplerAdvanced}
     for node_class in NODES:
+        class_type = node_class.__loom_node__.class_type
         module = "nodes" if node_class in classic else "comfy_extras.nodes_custom_sampler"
-        register(node_class, python_module=module)
+        register(node_class, python_module=_ELSEWHERE.get(class_type, module))
+
+
+# Sampling nodes ComfyUI 0.8 defines outside nodes_custom_sampler.
+_ELSEWHERE = {
+    "SamplerEulerCFGpp": "comfy_extras.nodes_advanced_samplers",
+    "SamplerLCMUpscale": "comfy_extras.nodes_advanced_samplers",
+    "AlignYourStepsScheduler": "comfy_extras.nodes_align_your_steps",
+    "GITSScheduler": "comfy_extras.nodes_gits",
+    "OptimalStepsScheduler": "comfy_extras.nodes_optimalsteps",
+}
 
 
 @loom.hookimpl

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
+
 import loom
 from loom import RunContext
 from loom.samplers import find_sampler
@@ -126,4 +128,109 @@ class SamplerSEEDS2:
             s_noise=self.s_noise,
             r=self.r,
             solver_type=self.solver_type,
+        )
+
+
+@loom.node("SamplerDPMPP_3M_SDE", category="sampling/custom_sampling/samplers", v3=True)
+class SamplerDPMPP_3M_SDE:
+    eta: float = unrounded_float(1.0, 100.0)
+    s_noise: float = unrounded_float(1.0, 100.0)
+    noise_device: str = ui.combo(["gpu", "cpu"])
+
+    def run(self, ctx: loom.RunContext) -> SamplerRef:
+        name = "dpmpp_3m_sde" if self.noise_device == "cpu" else "dpmpp_3m_sde_gpu"
+        return _choice(ctx, name, eta=self.eta, s_noise=self.s_noise)
+
+
+@loom.node("SamplerDPMPP_2S_Ancestral", category="sampling/custom_sampling/samplers", v3=True)
+class SamplerDPMPP_2S_Ancestral:
+    eta: float = unrounded_float(1.0, 100.0)
+    s_noise: float = unrounded_float(1.0, 100.0)
+
+    def run(self, ctx: loom.RunContext) -> SamplerRef:
+        return _choice(ctx, "dpmpp_2s_ancestral", eta=self.eta, s_noise=self.s_noise)
+
+
+@loom.node(
+    "SamplerEulerAncestralCFGPP",
+    category="sampling/custom_sampling/samplers",
+    display_name="SamplerEulerAncestralCFG++",
+    v3=True,
+)
+class SamplerEulerAncestralCFGPP:
+    eta: float = unrounded_float(1.0, 1.0)
+    s_noise: float = unrounded_float(1.0, 10.0)
+
+    def run(self, ctx: loom.RunContext) -> SamplerRef:
+        return _choice(ctx, "euler_ancestral_cfg_pp", eta=self.eta, s_noise=self.s_noise)
+
+
+@loom.node("SamplerDPMAdaptative", category="sampling/custom_sampling/samplers", v3=True)
+class SamplerDPMAdaptative:
+    """DPM-Solver adaptive with its PID step-size controller's settings."""
+
+    order: int = ui.int(3, min=2, max=3)
+    rtol: float = unrounded_float(0.05, 100.0)
+    atol: float = unrounded_float(0.0078, 100.0)
+    h_init: float = unrounded_float(0.05, 100.0)
+    pcoeff: float = unrounded_float(0.0, 100.0)
+    icoeff: float = unrounded_float(1.0, 100.0)
+    dcoeff: float = unrounded_float(0.0, 100.0)
+    accept_safety: float = unrounded_float(0.81, 100.0)
+    eta: float = unrounded_float(0.0, 100.0)
+    s_noise: float = unrounded_float(1.0, 100.0)
+
+    def run(self, ctx: loom.RunContext) -> SamplerRef:
+        return _choice(
+            ctx,
+            "dpm_adaptive",
+            order=self.order,
+            rtol=self.rtol,
+            atol=self.atol,
+            h_init=self.h_init,
+            pcoeff=self.pcoeff,
+            icoeff=self.icoeff,
+            dcoeff=self.dcoeff,
+            accept_safety=self.accept_safety,
+            eta=self.eta,
+            s_noise=self.s_noise,
+        )
+
+
+@attrs.frozen
+class ReverseTimeSDENoiseScaler:
+    """ER-SDE's noise scaler for the reverse-time SDE: ``λ ↦ λ^(η+1)``."""
+
+    eta: float
+
+    def __call__(self, x: Any) -> Any:
+        return x ** (self.eta + 1)
+
+
+@loom.node("SamplerER_SDE", category="sampling/custom_sampling/samplers", v3=True)
+class SamplerER_SDE:
+    """ER-SDE as its own solver, the reverse-time SDE (strength ``eta``) or the ODE."""
+
+    solver_type: str = ui.combo(["ER-SDE", "Reverse-time SDE", "ODE"])
+    max_stage: int = ui.int(3, min=1, max=3)
+    eta: float = ui.float(
+        1.0,
+        min=0.0,
+        max=100.0,
+        step=0.01,
+        round=False,
+        tooltip="Stochastic strength of reverse-time SDE.\n"
+        "When eta=0, it reduces to deterministic ODE. This setting doesn't apply to ER-SDE "
+        "solver type.",
+    )
+    s_noise: float = unrounded_float(1.0, 100.0)
+
+    def run(self, ctx: loom.RunContext) -> SamplerRef:
+        eta, s_noise = self.eta, self.s_noise
+        if self.solver_type == "ODE" or (self.solver_type == "Reverse-time SDE" and eta == 0):
+            eta, s_noise = 0, 0
+        # ER-SDE proper uses er_sde's own default scaler.
+        scaler = None if self.solver_type == "ER-SDE" else ReverseTimeSDENoiseScaler(eta)
+        return _choice(
+            ctx, "er_sde", s_noise=s_noise, noise_scaler=scaler, max_stage=self.max_stage
         )

@@ -95,6 +95,33 @@ class BetaSamplingScheduler:
         return beta(self.model.model_sampling, self.steps, alpha=self.alpha, beta=self.beta)
 
 
+@loom.node("LaplaceScheduler", category="sampling/custom_sampling/schedulers", v3=True)
+class LaplaceScheduler:
+    steps: int = ui.int(20, min=1, max=10000)
+    sigma_max: float = unrounded_float(14.614642, 5000.0)
+    sigma_min: float = unrounded_float(0.0291675, 5000.0)
+    mu: float = unrounded_float(0.0, 10.0, min=-10.0, step=0.1)
+    beta: float = unrounded_float(0.5, 10.0, step=0.1)
+
+    def run(self, ctx: loom.RunContext) -> Sigmas:
+        from loom_samplers.schedulers import laplace_sigmas
+
+        return laplace_sigmas(self.steps, self.sigma_min, self.sigma_max, self.mu, self.beta)
+
+
+@loom.node("VPScheduler", category="sampling/custom_sampling/schedulers", v3=True)
+class VPScheduler:
+    steps: int = ui.int(20, min=1, max=10000)
+    beta_d: float = unrounded_float(19.9, 5000.0)
+    beta_min: float = unrounded_float(0.1, 5000.0)
+    eps_s: float = unrounded_float(0.001, 1.0, step=0.0001)
+
+    def run(self, ctx: loom.RunContext) -> Sigmas:
+        from loom_samplers.schedulers import vp_sigmas
+
+        return vp_sigmas(self.steps, self.beta_d, self.beta_min, self.eps_s)
+
+
 @loom.outputs
 class SigmasPair:
     high_sigmas: Sigmas = loom.output()

@@ -59,6 +59,25 @@ def polyexponential_sigmas(n: int, sigma_min: float, sigma_max: float, rho: floa
     )
 
 
+def vp_sigmas(n: int, beta_d: float = 19.9, beta_min: float = 0.1, eps_s: float = 1e-3) -> Tensor:
+    """Continuous VP schedule: ``σ(t) = sqrt(expm1(β_d t²/2 + β_min t))`` for t from 1 to eps_s."""
+    torch = _torch()
+    t = torch.linspace(1, eps_s, n)
+    return _append_zero(torch.sqrt(torch.special.expm1(beta_d * t**2 / 2 + beta_min * t)))
+
+
+def laplace_sigmas(
+    n: int, sigma_min: float, sigma_max: float, mu: float = 0.0, beta: float = 0.5
+) -> Tensor:
+    """Laplace schedule (Tiankai et al. 2024): ``log σ`` follows the inverse Laplace CDF of a
+    linear ramp, clamped to [σ_min, σ_max]. As in ComfyUI, no final 0 is appended."""
+    torch = _torch()
+    epsilon = 1e-5  # keeps the log finite at the ramp's ends
+    x = torch.linspace(0, 1, n)
+    lam = mu - beta * torch.sign(0.5 - x) * torch.log(1 - 2 * torch.abs(0.5 - x) + epsilon)
+    return torch.clamp(torch.exp(lam), min=sigma_min, max=sigma_max)
+
+
 def kl_optimal_sigmas(n: int, sigma_min: float, sigma_max: float) -> Tensor:
     """``tan`` of a linear ramp between ``atan(σ_max)`` and ``atan(σ_min)``."""
     torch = _torch()
