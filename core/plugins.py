@@ -60,6 +60,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "loom.nodes.builtin.canny",
     "loom.nodes.builtin.image_extras",
     "loom.nodes.builtin.latent_extras",
+    "loom.nodes.builtin.morphology",
 )
 
 
