@@ -61,6 +61,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "loom.nodes.builtin.image_extras",
     "loom.nodes.builtin.latent_extras",
     "loom.nodes.builtin.morphology",
+    "loom.nodes.builtin.porter_duff",
 )
 
 
