@@ -62,6 +62,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "loom.nodes.builtin.latent_extras",
     "loom.nodes.builtin.morphology",
     "loom.nodes.builtin.porter_duff",
+    "loom.nodes.builtin.latent_operations",
 )
 
 
