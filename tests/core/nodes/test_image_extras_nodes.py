@@ -42,6 +42,9 @@ def test_image_add_noise_adds_seeded_normal_noise_and_clips(ctx):
     assert torch.equal(out, expected)
     assert out.min() >= 0.0 and out.max() <= 1.0
     assert not torch.equal(out, run_one("ImageAddNoise", ctx, image=image, seed=43, strength=0.25))
+    top = run_one("ImageAddNoise", ctx, image=image, seed=2**64 - 1, strength=0.25)
+    noise = torch.randn((1, 4, 4, 3), generator=torch.manual_seed(2**64 - 1))
+    assert torch.equal(top, torch.clip(0.5 + 0.25 * noise, 0, 1))  # the widest seed works
     seed = object_info_of("ImageAddNoise")["input"]["required"]["seed"][1]
     assert seed["max"] == 0xFFFFFFFFFFFFFFFF and seed["control_after_generate"] is True
 
