@@ -58,6 +58,11 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "loom.nodes.builtin.logic",
     "loom.nodes.builtin.latent_files",
     "loom.nodes.builtin.canny",
+    "loom.nodes.builtin.image_extras",
+    "loom.nodes.builtin.latent_extras",
+    "loom.nodes.builtin.morphology",
+    "loom.nodes.builtin.porter_duff",
+    "loom.nodes.builtin.latent_operations",
 )
 
 

@@ -29,6 +29,8 @@ __all__ = [
     "Denoiser",
     "NoiseSampler",
     "NoiseSource",
+    "PreCfgFunction",
+    "PreCfgStep",
     "RegisteredSampler",
     "Sampler",
     "SamplerInfo",
@@ -39,6 +41,7 @@ __all__ = [
     "denoise_mask_function_of",
     "find_sampler",
     "find_scheduler",
+    "pre_cfg_functions_of",
 ]
 
 
@@ -164,6 +167,39 @@ class DenoiseMaskFunction(Protocol):
 def denoise_mask_function_of(model: Any) -> DenoiseMaskFunction | None:
     """The model handle's :class:`DenoiseMaskFunction`, or ``None`` when it has none."""
     return getattr(model, "denoise_mask_function", None)
+
+
+@attrs.frozen
+class PreCfgStep:
+    """The predictions a :class:`PreCfgFunction` is given at each guided model evaluation.
+
+    ``cond`` and ``uncond`` are the conditional and unconditional x0 predictions (``uncond``
+    is zeros where the negative was not evaluated, e.g. at cfg 1, as in ComfyUI);
+    ``cond_scale`` is the guider's cfg, ``sigma`` one value per batch item, ``x`` the noisy
+    input.
+    """
+
+    cond: Tensor
+    uncond: Tensor
+    cond_scale: float
+    sigma: Tensor
+    x: Tensor
+
+
+class PreCfgFunction(Protocol):
+    """A rewrite of the conditional and unconditional predictions before CFG combines them
+    (ComfyUI's ``sampler_pre_cfg_function`` model option, set by ``LatentApplyOperationCFG``).
+
+    A MODEL handle carries a tuple of them in its ``pre_cfg_functions`` attribute, applied in
+    order by the CFG guider; each returns the new ``(cond, uncond)``.
+    """
+
+    def __call__(self, step: PreCfgStep) -> tuple[Tensor, Tensor]: ...
+
+
+def pre_cfg_functions_of(model: Any) -> tuple[PreCfgFunction, ...]:
+    """The model handle's :class:`PreCfgFunction` chain (empty when it has none)."""
+    return tuple(getattr(model, "pre_cfg_functions", ()))
 
 
 @attrs.frozen

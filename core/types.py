@@ -47,6 +47,8 @@ from loom.samplers import (
     Denoiser,  # noqa: F401
     NoiseSampler,  # noqa: F401
     NoiseSource,  # noqa: F401
+    PreCfgFunction,  # noqa: F401
+    PreCfgStep,  # noqa: F401
     RegisteredSampler,  # noqa: F401
     Sampler,  # noqa: F401
     SamplerInfo,  # noqa: F401
@@ -83,6 +85,8 @@ Noise = Annotated[Any, Socket("NOISE")]
 SamplerRef = Annotated[Any, Socket("SAMPLER")]
 Guider = Annotated[Any, Socket("GUIDER")]
 ControlNet = Annotated[Any, Socket("CONTROL_NET")]
+#: A :class:`LatentOperationFunction` (ComfyUI's LATENT_OPERATION socket).
+LatentOperation = Annotated[Any, Socket("LATENT_OPERATION")]
 AnyValue = Annotated[Any, Socket("*")]
 
 #: Widget types a plain Python annotation maps to.
@@ -99,7 +103,9 @@ class ModelLike(Protocol):
     ``clone()`` must be cheap and share weights; patches and options live on the clone.
     A handle may also carry a ``denoise_mask_function``
     (:class:`loom.samplers.DenoiseMaskFunction`, read with
-    :func:`loom.samplers.denoise_mask_function_of`) that masked sampling applies each step.
+    :func:`loom.samplers.denoise_mask_function_of`) that masked sampling applies each step,
+    and ``pre_cfg_functions`` (:class:`loom.samplers.PreCfgFunction`, read with
+    :func:`loom.samplers.pre_cfg_functions_of`) that CFG guidance applies before combining.
     """
 
     model_sampling: ModelSampling
@@ -112,6 +118,13 @@ class ModelLike(Protocol):
     ) -> torch.Tensor:
         """Denoise ``x`` at noise level ``sigma``; returns the denoised estimate x0."""
         ...
+
+
+class LatentOperationFunction(Protocol):
+    """A LATENT_OPERATION value: a rewrite of ``[B, C, H, W]`` latent samples (or of a
+    guidance direction, under ``LatentApplyOperationCFG``) into a tensor of the same shape."""
+
+    def __call__(self, latent: torch.Tensor) -> torch.Tensor: ...
 
 
 @runtime_checkable

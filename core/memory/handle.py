@@ -24,7 +24,7 @@ from loom.memory.patches import WeightPatch, patch_keys_present
 
 if TYPE_CHECKING:
     from loom.memory.placement import Placement
-    from loom.samplers import DenoiseMaskFunction
+    from loom.samplers import DenoiseMaskFunction, PreCfgFunction
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,9 @@ class ModelHandle:
         #: The per-step denoise-mask rewrite sampling applies to masked runs (a
         #: :class:`loom.samplers.DenoiseMaskFunction`); ``None``: the mask as given.
         self.denoise_mask_function: DenoiseMaskFunction | None = None
+        #: Rewrites of the cond/uncond predictions before CFG (a tuple of
+        #: :class:`loom.samplers.PreCfgFunction`), applied in order.
+        self.pre_cfg_functions: tuple[PreCfgFunction, ...] = ()
 
     def __repr__(self) -> str:
         return (

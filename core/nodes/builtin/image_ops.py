@@ -59,6 +59,15 @@ def gaussian_kernel(size: int, sigma: float, device: Any = None) -> Any:
     return g / g.sum()
 
 
+def sharpen_kernel(radius: int, sigma: float, alpha: float, device: Any = None) -> Any:
+    """The unsharp kernel of ``ImageSharpen``/``LatentOperationSharpen``: ``-10 * alpha`` times
+    the Gaussian, its centre raised so the kernel sums to 1."""
+    size = radius * 2 + 1
+    kernel = gaussian_kernel(size, sigma, device) * -(alpha * 10)
+    kernel[radius, radius] = kernel[radius, radius] - kernel.sum() + 1.0
+    return kernel
+
+
 def filter_image(image: Image, kernel: Any, radius: int) -> Image:
     """Convolve each channel with ``kernel`` (``(2r+1)^2``), edges reflected."""
     import torch.nn.functional as F
@@ -113,11 +122,7 @@ class ImageSharpen:
     def run(self, ctx: loom.RunContext) -> Image:
         import torch
 
-        size = self.sharpen_radius * 2 + 1
-        # Unsharp kernel: -10*alpha times the Gaussian, centre raised so the kernel sums to 1.
-        kernel = gaussian_kernel(size, self.sigma, self.image.device) * -(self.alpha * 10)
-        center = size // 2
-        kernel[center, center] = kernel[center, center] - kernel.sum() + 1.0
+        kernel = sharpen_kernel(self.sharpen_radius, self.sigma, self.alpha, self.image.device)
         return torch.clamp(filter_image(self.image, kernel, self.sharpen_radius), 0, 1)
 
 

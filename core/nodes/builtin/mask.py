@@ -58,6 +58,19 @@ class ImageToMask:
         return self.image[:, :, :, IMAGE_CHANNELS.index(self.channel)]
 
 
+@loom.node("ImageColorToMask", category="mask", v3=True)
+class ImageColorToMask:
+    image: Image
+    color: int = ui.int(0, min=0, max=0xFFFFFF, step=1, display="number")
+
+    def run(self, ctx: loom.RunContext) -> Mask:
+        import torch
+
+        rgb = (torch.clamp(self.image, 0, 1.0) * 255.0).round().to(torch.int)
+        packed = (rgb[..., 0] << 16) + (rgb[..., 1] << 8) + rgb[..., 2]
+        return (packed == self.color).float()
+
+
 def grow(mask: Mask, expand: int, tapered_corners: bool) -> Mask:
     """Grey dilation (``expand > 0``) or erosion (``< 0``), ``|expand|`` times, with a 3x3 cross
     (tapered) or square footprint; edges repeat the border pixel (scipy's ``reflect``)."""
@@ -120,7 +133,15 @@ class FeatherMask:
         return out
 
 
-NODES: tuple[type, ...] = (SolidMask, InvertMask, MaskToImage, ImageToMask, GrowMask, FeatherMask)
+NODES: tuple[type, ...] = (
+    SolidMask,
+    InvertMask,
+    MaskToImage,
+    ImageToMask,
+    ImageColorToMask,
+    GrowMask,
+    FeatherMask,
+)
 
 
 @loom.hookimpl

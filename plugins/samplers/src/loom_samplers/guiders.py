@@ -13,7 +13,12 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from loom import RunContext
-from loom.samplers import DenoiseMaskStep, denoise_mask_function_of
+from loom.samplers import (
+    DenoiseMaskStep,
+    PreCfgStep,
+    denoise_mask_function_of,
+    pre_cfg_functions_of,
+)
 from loom_samplers.conditioning_batches import (
     CondEntry,
     calc_cond_batch,
@@ -84,6 +89,8 @@ class Guider:
         cond, uncond = calc_cond_batch(
             self.model, [self.resolved.get("positive"), negative], x, sigma, ctx, self.batched
         )
+        for rewrite in pre_cfg_functions_of(self.model):
+            cond, uncond = rewrite(PreCfgStep(cond, uncond, self.cfg, sigma, x))
         return cfg_combine(cond, uncond, self.cfg), uncond
 
 
