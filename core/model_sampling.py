@@ -226,3 +226,110 @@ def flux_shift(
     slope = (max_shift - base_shift) / (max_seq_len - base_seq_len)
     mu = base_shift + slope * (image_seq_len - base_seq_len)
     return math.exp(mu)
+
+
+# --- alternative parameterisations (ModelSamplingDiscrete / ModelSamplingContinuousV) ------
+
+
+def rescale_zero_terminal_snr(sigmas: torch.Tensor) -> torch.Tensor:
+    """Sigmas of the same schedule rescaled to zero terminal SNR (Lin et al. 2024): ``sqrt(ᾱ)``
+    shifted so the last step's is 0, scaled back to the first step's, the last ``ᾱ`` then set
+    to ComfyUI's 4.8973451890853435e-08 (a finite last sigma)."""
+    alphas_bar_sqrt = (1 / (sigmas * sigmas + 1)).sqrt()
+    first, last = alphas_bar_sqrt[0].clone(), alphas_bar_sqrt[-1].clone()
+    alphas_bar_sqrt = (alphas_bar_sqrt - last) * (first / (first - last))
+    alphas_bar = alphas_bar_sqrt**2
+    alphas_bar[-1] = 4.8973451890853435e-08
+    return ((1 - alphas_bar) / alphas_bar) ** 0.5
+
+
+def set_sigmas(sampling: DiscreteEps, sigmas: torch.Tensor) -> None:
+    """Replace a discrete schedule's sigma table (and the log table its look-ups use)."""
+    sampling.sigmas = sigmas.float()
+    sampling.log_sigmas = sigmas.log().float()
+
+
+@attrs.define(eq=False)
+class DiscreteX0(DiscreteEps):
+    """Discrete schedule, the network predicts x0 itself."""
+
+    def calculate_denoised(
+        self, sigma: torch.Tensor, output: torch.Tensor, noisy: torch.Tensor
+    ) -> torch.Tensor:
+        return output
+
+
+@attrs.define(eq=False)
+class DiscreteImgToImg(DiscreteX0):
+    """x0-prediction fed the noisy latent unscaled (ComfyUI's ``img_to_img``)."""
+
+    def calculate_input(self, sigma: torch.Tensor, noisy: torch.Tensor) -> torch.Tensor:
+        return noisy
+
+
+@attrs.define(eq=False)
+class DiscreteLCM(DiscreteEps):
+    """Latent consistency models: 50 of the 1,000 discrete steps (every 20th, ending at 999),
+    and the consistency boundary condition ``c_skip x + c_out x0`` on the ε estimate."""
+
+    original_timesteps: int = 50
+    skip_steps: int = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        self.skip_steps = self.timesteps // self.original_timesteps
+        last = self.timesteps - 1
+        picked = [last - x * self.skip_steps for x in range(self.original_timesteps)][::-1]
+        set_sigmas(self, self.sigmas[picked])
+
+    def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
+        index = super().timestep(sigma)
+        return index * self.skip_steps + (self.skip_steps - 1)
+
+    def sigma(self, timestep: torch.Tensor) -> torch.Tensor:
+        return super().sigma((timestep.float() - (self.skip_steps - 1)) / self.skip_steps)
+
+    def calculate_denoised(
+        self, sigma: torch.Tensor, output: torch.Tensor, noisy: torch.Tensor
+    ) -> torch.Tensor:
+        timestep = _broadcast(self.timestep(sigma).float(), output)
+        x0 = noisy - output * _broadcast(sigma, output)
+        sigma_data = 0.5
+        scaled = timestep * 10.0
+        c_skip = sigma_data**2 / (scaled**2 + sigma_data**2)
+        c_out = scaled / (scaled**2 + sigma_data**2) ** 0.5
+        return c_out * x0 + c_skip * noisy
+
+
+@attrs.define(eq=False)
+class ContinuousV(ModelSampling):
+    """Continuous-time v-prediction (ComfyUI's ``ModelSamplingContinuousV``): 1,000 sigmas
+    log-spaced from ``sigma_min`` to ``sigma_max``, timestep ``atan(σ)·2/π``."""
+
+    sigma_min_value: float = 0.03
+    sigma_max_value: float = 500.0
+
+    def __attrs_post_init__(self) -> None:
+        torch = _torch()
+        low, high = math.log(self.sigma_min_value), math.log(self.sigma_max_value)
+        self.sigmas = torch.linspace(low, high, 1000).exp()
+
+    def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
+        return sigma.atan() / math.pi * 2
+
+    def sigma(self, timestep: torch.Tensor) -> torch.Tensor:
+        return (timestep * math.pi / 2).tan()
+
+    def percent_to_sigma(self, percent: float) -> float:
+        if percent <= 0.0:
+            return 999999999.9
+        if percent >= 1.0:
+            return 0.0
+        low, high = math.log(self.sigma_min_value), math.log(self.sigma_max_value)
+        return math.exp((high - low) * (1.0 - percent) + low)
+
+    def calculate_denoised(
+        self, sigma: torch.Tensor, output: torch.Tensor, noisy: torch.Tensor
+    ) -> torch.Tensor:
+        sigma = _broadcast(sigma, output)
+        return noisy / (sigma**2 + 1.0) - output * sigma / (sigma**2 + 1.0) ** 0.5

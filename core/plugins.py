@@ -54,6 +54,8 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "loom.nodes.builtin.animation",
     "loom.nodes.builtin.loaders",
     "loom.nodes.builtin.models",
+    "loom.nodes.builtin.model_merging",
+    "loom.nodes.builtin.model_sampling_nodes",
     "loom.nodes.builtin.sampling",
     "loom.nodes.builtin.logic",
     "loom.nodes.builtin.latent_files",

@@ -48,6 +48,7 @@ _EXPORTS = {
         "split_state_dict_by_prefix",
     ),
     "manager": ("Accounting", "Eviction", "MemoryManager", "ModelAccount"),
+    "merge": ("MergePatch", "block_ratio", "merge_into", "ratio_scales", "stored_tensors"),
     "patches": ("DiffPatch", "ReplacePatch", "WeightPatch"),
     "safetensors_file": ("SafetensorsFile",),
     # torch-free: validation reads headers without importing torch
@@ -78,6 +79,7 @@ __all__ = [
     "MemoryEstimator",
     "MemoryManager",
     "MemoryView",
+    "MergePatch",
     "ModelAccount",
     "ModelHandle",
     "PrefixView",
@@ -86,6 +88,7 @@ __all__ = [
     "ScaledLinear",
     "ScaledView",
     "WeightPatch",
+    "block_ratio",
     "build_on_meta",
     "cast_to",
     "compute_dtype_for",
@@ -97,14 +100,17 @@ __all__ = [
     "is_scaled_fp8",
     "load_into_module",
     "load_module",
+    "merge_into",
     "open_safetensors",
     "ops",
+    "ratio_scales",
     "read_header",
     "scale_layers",
     "scaled_layer_names",
     "set_compute_dtype",
     "simulated_device",
     "split_state_dict_by_prefix",
+    "stored_tensors",
     "trim_host_memory",
     "write_safetensors",
 ]
@@ -153,6 +159,13 @@ if TYPE_CHECKING:
         split_state_dict_by_prefix,
     )
     from loom.memory.manager import Accounting, Eviction, MemoryManager, ModelAccount
+    from loom.memory.merge import (
+        MergePatch,
+        block_ratio,
+        merge_into,
+        ratio_scales,
+        stored_tensors,
+    )
     from loom.memory.patches import DiffPatch, ReplacePatch, WeightPatch
     from loom.memory.safetensors_file import SafetensorsFile, read_header
     from loom.memory.safetensors_writer import write_safetensors

@@ -6,6 +6,11 @@ A classic class declares ``INPUT_TYPES()`` (a classmethod), ``RETURN_TYPES``,
 ``IS_CHANGED``, ``VALIDATE_INPUTS``, ``check_lazy_status``, ``NOT_IDEMPOTENT``,
 ``DEPRECATED``, ``EXPERIMENTAL`` and ``API_NODE``. This module turns it into the same
 :class:`~loom.nodes.spec.NodeDef` a declarative node compiles to.
+
+Loom reads one attribute ComfyUI does not: ``COMFY_V3_SCHEMA = True`` marks a node ComfyUI
+declares with ``io.Schema`` (rendered in that form by ``/object_info``), for the few such
+nodes whose input names are not Python identifiers (``input_blocks.0.``) and so cannot be
+declarative fields.
 """
 
 from __future__ import annotations
@@ -147,6 +152,7 @@ def compile_classic(
         deprecated=bool(getattr(cls, "DEPRECATED", False)),
         experimental=bool(getattr(cls, "EXPERIMENTAL", False)),
         api_node=getattr(cls, "API_NODE", None),
+        v3=bool(getattr(cls, "COMFY_V3_SCHEMA", False)),
         has_output_tooltips=tooltips is not None,
         has_fingerprint=hasattr(cls, "IS_CHANGED"),
         has_validate=validate is not None,

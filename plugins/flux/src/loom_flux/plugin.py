@@ -17,10 +17,14 @@ def register_model_families(register: Callable[..., None]) -> None:
 
 @loom.hookimpl
 def register_nodes(register: Callable[..., None]) -> None:
+    from loom_sd15.merge_nodes import MODULE
+
+    from loom_flux.merge_nodes import ModelMergeFlux1
     from loom_flux.nodes import NODES
 
     for node_class, module in NODES:
         register(node_class, python_module=module)
+    register(ModelMergeFlux1, "ModelMergeFlux1", python_module=MODULE)
 
 
 @loom.hookimpl

@@ -24,10 +24,12 @@ def register_model_families(register: RegisterModelFamily) -> None:
 @loom.hookimpl
 def register_nodes(register: RegisterNode) -> None:
     from loom_sd15.gligen_nodes import NODES as GLIGEN_NODES
+    from loom_sd15.merge_nodes import MODULE, ModelMergeSD1
     from loom_sd15.nodes import NODES
 
     for node_class in (*NODES, *GLIGEN_NODES):
         register(node_class, python_module="nodes")
+    register(ModelMergeSD1, "ModelMergeSD1", python_module=MODULE)
 
 
 @loom.hookimpl

@@ -22,10 +22,14 @@ def register_model_families(register: RegisterModelFamily) -> None:
 
 @loom.hookimpl
 def register_nodes(register: RegisterNode) -> None:
+    from loom_sd15.merge_nodes import MODULE
+
+    from loom_sdxl.merge_nodes import ModelMergeSDXL
     from loom_sdxl.nodes import COMFY_MODULE, NODES
 
     for node_class in NODES:
         register(node_class, python_module=COMFY_MODULE)
+    register(ModelMergeSDXL, "ModelMergeSDXL", python_module=MODULE)
 
 
 @loom.hookimpl

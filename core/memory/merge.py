@@ -1,0 +1,124 @@
+"""Merging two models as weight patches (ComfyUI's model-merging nodes).
+
+ComfyUI merges by patching a clone of the first model with the second model's weights:
+each weight becomes ``model_scale * W1 + other_scale * W2``, where ``W1`` is the first model's
+weight with the patches it already carries and ``W2`` the second's with its own patches
+(``ModelMergeSimple``: ``ratio * W1 + (1 - ratio) * W2``). Nothing is computed until the
+merged handle is loaded, and the second model's weights stay shared, not copied.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import attrs
+import torch
+
+from loom.memory.handle import ModelHandle
+from loom.memory.patches import PatchEntries, patched_weight
+
+log = logging.getLogger(__name__)
+
+#: ``(model_scale, other_scale)`` for a weight, from its ComfyUI key; ``None`` leaves it alone.
+MergeScales = Callable[[str], "tuple[float, float] | None"]
+
+
+@attrs.frozen(eq=False)
+class MergePatch:
+    """``model_scale * weight + strength * other_scale * other``: one weight of a merge.
+
+    ``other`` is the second model's stored weight and ``other_entries`` the patches that
+    model carried when merged (applied to ``other`` first, as its own load would).
+    """
+
+    other: torch.Tensor
+    other_entries: tuple[tuple[object, float], ...]
+    model_scale: float
+    other_scale: float
+
+    def apply(self, weight: torch.Tensor, strength: float) -> torch.Tensor:
+        if self.model_scale != 1.0:
+            weight = weight * self.model_scale
+        scale = strength * self.other_scale
+        if scale == 0:  # ComfyUI adds nothing then (not even 0 * W2, which could hold inf/nan)
+            return weight
+        other = patched_weight(
+            self.other, self.other_entries, device=weight.device, dtype=torch.float32
+        )
+        return weight + scale * other
+
+
+def stored_tensors(handle: ModelHandle) -> dict[str, torch.Tensor]:
+    """The module's tensors as stored (before any handle's patches), by state-dict key.
+
+    While a handle is loaded its patched weights replace the stored ones in the module;
+    the stored tensors are then those the placement keeps to put back.
+    """
+    tensors = dict(handle.module.state_dict(keep_vars=True))
+    placement = handle.shared.placement
+    if placement is not None:
+        for key, (_owner, _name, original) in placement.home.items():
+            if key in tensors:
+                tensors[key] = original
+    return {key: tensor.detach() for key, tensor in tensors.items()}
+
+
+def merge_into(target: ModelHandle, source: ModelHandle, scales: MergeScales) -> list[str]:
+    """Queue on ``target`` (a clone) a :class:`MergePatch` per weight both modules hold.
+
+    ``scales`` receives each key with ``source.comfy_prefix`` in front (ComfyUI's name, e.g.
+    ``diffusion_model.input_blocks.0.0.weight``). Weights whose shapes differ are left
+    unmerged, as ComfyUI does; weights only one model has are ignored. Returns the merged
+    module keys.
+    """
+    own = dict(target.module.state_dict(keep_vars=True))
+    merged: list[str] = []
+    skipped: list[str] = []
+    for key, other in stored_tensors(source).items():
+        answer = scales(source.comfy_prefix + key)
+        if answer is None or key not in own:
+            continue
+        if tuple(own[key].shape) != tuple(other.shape):
+            skipped.append(key)
+            continue
+        entries: PatchEntries = tuple(source.weight_patches.get(key, ()))
+        patch = MergePatch(other, tuple(entries), float(answer[0]), float(answer[1]))
+        merged.extend(target.add_patches({key: patch}, 1.0))
+    if skipped:
+        log.warning(
+            "%s: %d weights differ in shape from %s's and were not merged (first: %s)",
+            target.name,
+            len(skipped),
+            source.name,
+            skipped[0],
+        )
+    return merged
+
+
+def ratio_scales(ratio_of: Callable[[str], float | None]) -> MergeScales:
+    """``(ratio, 1 - ratio)``: a weighted sum keeping ``ratio`` of the first model."""
+
+    def scales(key: str) -> tuple[float, float] | None:
+        ratio = ratio_of(key)
+        return None if ratio is None else (ratio, 1.0 - ratio)
+
+    return scales
+
+
+def block_ratio(
+    ratios: dict[str, float], prefix: str = "diffusion_model."
+) -> Callable[[str], float]:
+    """ComfyUI's ModelMergeBlocks rule: the ratio of the longest name in ``ratios`` that the
+    key (without ``prefix``) starts with; the first ratio for keys no name matches."""
+    default = next(iter(ratios.values()))
+
+    def ratio_of(key: str) -> float:
+        local = key[len(prefix) :] if key.startswith(prefix) else key
+        best, ratio = 0, default
+        for name, value in ratios.items():
+            if local.startswith(name) and len(name) > best:
+                best, ratio = len(name), value
+        return ratio
+
+    return ratio_of

@@ -1,0 +1,83 @@
+"""ComfyUI's ``ModelSamplingDiscrete`` and ``ModelSamplingContinuousV``: a clone of the model
+with another :mod:`loom.model_sampling` parameterisation (what the network predicts, and the
+sigma schedule samplers read from it). The weights are untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import loom
+from loom import ui
+from loom.errors import LoomError
+from loom.types import Model
+
+COMFY_MODULE = "comfy_extras.nodes_model_advanced"
+CATEGORY = "advanced/model"
+DISCRETE_SAMPLINGS = ("eps", "v_prediction", "lcm", "x0", "img_to_img")
+
+
+def _clone(node: str, model: Any) -> Any:
+    if not hasattr(model, "model_sampling") or not hasattr(model, "clone"):
+        raise LoomError(f"{node}: input model ({type(model).__name__}) has no model sampling")
+    return model.clone()
+
+
+def discrete_sampling(current: Any, sampling: str, zsnr: bool) -> Any:
+    """The discrete parameterisation ``sampling`` over the beta schedule of ``current`` (if it
+    is a discrete one; SD1.x's otherwise), rescaled to zero terminal SNR if ``zsnr``."""
+    from loom import model_sampling as ms
+
+    kinds = {
+        "eps": ms.DiscreteEps,
+        "v_prediction": ms.DiscreteV,
+        "lcm": ms.DiscreteLCM,
+        "x0": ms.DiscreteX0,
+        "img_to_img": ms.DiscreteImgToImg,
+    }
+    schedule = {}
+    if isinstance(current, ms.DiscreteEps):
+        schedule = {
+            "linear_start": current.linear_start,
+            "linear_end": current.linear_end,
+            "timesteps": current.timesteps,
+            "schedule": current.schedule,
+        }
+    result = kinds[sampling](**schedule)
+    if zsnr:
+        ms.set_sigmas(result, ms.rescale_zero_terminal_snr(result.sigmas))
+    return result
+
+
+@loom.node("ModelSamplingDiscrete", category=CATEGORY)
+class ModelSamplingDiscrete:
+    model: Model
+    sampling: str = ui.combo(list(DISCRETE_SAMPLINGS))
+    zsnr: bool = ui.boolean(False)
+
+    def run(self, ctx: loom.RunContext) -> Model:
+        model = _clone("ModelSamplingDiscrete", self.model)
+        model.model_sampling = discrete_sampling(model.model_sampling, self.sampling, self.zsnr)
+        return model
+
+
+@loom.node("ModelSamplingContinuousV", category=CATEGORY)
+class ModelSamplingContinuousV:
+    model: Model
+    sampling: str = ui.combo(["v_prediction"])
+    sigma_max: float = ui.float(500.0, min=0.0, max=1000.0, step=0.001, round=False)
+    sigma_min: float = ui.float(0.03, min=0.0, max=1000.0, step=0.001, round=False)
+
+    def run(self, ctx: loom.RunContext) -> Model:
+        from loom.model_sampling import ContinuousV
+
+        model = _clone("ModelSamplingContinuousV", self.model)
+        model.model_sampling = ContinuousV(self.sigma_min, self.sigma_max)
+        return model
+
+
+@loom.hookimpl
+def register_nodes(register: Callable[..., None]) -> None:
+    for node_class in (ModelSamplingDiscrete, ModelSamplingContinuousV):
+        register(node_class, python_module=COMFY_MODULE)
