@@ -4,10 +4,15 @@
 ~11 GB of RAM in a child process, and the fp32 parity mode ~12 GB); ``--size tiny`` the
 test-size model, to check the script runs. Measures, next to diffusers in the same run: bare
 UNet forward (batch 2, fp32 and bf16) with achieved GFLOP/s against the peak this machine
-gives a large convolution; a sampling step inside the engine (txt2img through the executor,
-dpmpp_2m/karras, CFG) vs the bare forward of the same module; checkpoint load to
-ready-to-sample (CheckpointLoaderSimple node) and the whole run's peak RSS, each engine mode in
-a fresh child process (fp32 and ``--compute-dtype bf16``). Prints a markdown table. Needs
+gives a large convolution, and the max abs difference of the two fp32 outputs; a sampling
+step inside the engine (txt2img through the executor, dpmpp_2m/karras, CFG) vs the bare
+forward of the same module; checkpoint load to ready-to-sample (CheckpointLoaderSimple node)
+and the whole run's peak RSS. Every part runs in a fresh child process, one at a time, so
+no two copies of the weights share a process's RAM: each engine mode (fp32 and
+``--compute-dtype bf16``), then Loom's bare forward (UNet loaded meta + mmap, cast fp32, then
+bf16), then diffusers' (fp32 copies of the file's fp16 made one tensor at a time, then bf16).
+The two bare forwards are timed in separate processes one after the other, not interleaved.
+Prints a markdown table. Needs
 diffusers and the CLIP-L tokenizer files (LOOM_TOKENIZERS_PATH, default
 ../shared/data/tokenizers).
 
@@ -27,7 +32,7 @@ import time
 from pathlib import Path
 
 import torch
-from bench_sd15 import ab, measured_peaks, node_seconds, timed
+from bench_sd15 import measured_peaks, node_seconds, timed
 from machine import peak_rss_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,6 +160,82 @@ def diffusers_unet(config, state: dict) -> torch.nn.Module:
     return model.eval()
 
 
+def forward_inputs(config, pixels: int) -> dict[str, torch.Tensor]:
+    """The same seeded batch-2 inputs for both UNets (Loom's ``y`` is diffusers' added conds)."""
+    from loom_sd15.unet import timestep_embedding
+
+    g = torch.Generator().manual_seed(3)
+    side = pixels // 8
+    pooled = torch.randn(2, config.adm_in_channels - 6 * 256, generator=g)
+    time_ids = torch.tensor([[pixels, pixels, 0, 0, pixels, pixels]] * 2, dtype=torch.float32)
+    return {
+        "x": torch.randn(2, 4, side, side, generator=g),
+        "t": torch.tensor([500.0, 500.0]),
+        "c": torch.randn(2, 77, config.context_dim, generator=g),
+        "y": torch.cat([pooled, timestep_embedding(time_ids.flatten(), 256).reshape(2, -1)], 1),
+        "pooled": pooled,
+        "time_ids": time_ids,
+    }
+
+
+def loom_forward_child(ckpt: Path, pixels: int, repeats: int) -> dict:
+    """Loom's UNet from the file (meta build + mmap), bare forward fp32 then bf16."""
+    from loom_sdxl.family import SDXLFamily
+    from safetensors.torch import save_file
+
+    from loom.memory import cast_to, set_compute_dtype
+    from loom.safetensors_header import read_header
+
+    start = time.perf_counter()
+    unet = SDXLFamily().load(read_header(ckpt), "diffusion_model").model.module
+    load_s = time.perf_counter() - start
+    i = forward_inputs(unet.config, pixels)
+    result = {"load_s": load_s}
+    with torch.inference_mode():
+        for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+            cast_to(unet, dtype)
+            set_compute_dtype(unet, dtype)
+            result[name] = timed(lambda: unet(i["x"], i["t"], i["c"], i["y"]), repeats)
+            if name == "fp32":
+                out = unet(i["x"], i["t"], i["c"], i["y"])
+                save_file({"out": out.contiguous()}, str(ckpt.with_suffix(".loom-out.safetensors")))
+    return {**result, "peak_rss_gb": peak_rss_bytes() / 2**30}
+
+
+def diffusers_forward_child(ckpt: Path, pixels: int, repeats: int) -> dict:
+    """diffusers' UNet2DConditionModel with the same weights (fp32 copies of the file's fp16,
+    made one tensor at a time from the memory map), bare forward fp32 then bf16."""
+    from loom_sdxl.family import SDXLFamily
+    from safetensors.torch import load_file
+
+    from loom.memory.safetensors_file import SafetensorsFile, release_file_pages
+    from loom.safetensors_header import read_header
+
+    config = SDXLFamily().load(read_header(ckpt), "diffusion_model").model.module.config
+    state = {}
+    for key, tensor in SafetensorsFile(ckpt, prefetch=False).items():
+        if key.startswith("model.diffusion_model."):
+            state[key] = tensor.float()
+            release_file_pages(tensor)
+    ref = diffusers_unet(config, state)
+    state = None
+    i = forward_inputs(config, pixels)
+    added = {"text_embeds": i["pooled"], "time_ids": i["time_ids"]}
+    result = {}
+    with torch.inference_mode():
+        result["fp32"] = timed(
+            lambda: ref(i["x"], i["t"], i["c"], added_cond_kwargs=added), repeats
+        )
+        out = ref(i["x"], i["t"], i["c"], added_cond_kwargs=added).sample
+        ours = load_file(str(ckpt.with_suffix(".loom-out.safetensors")))["out"]
+        result["max_abs_diff"] = (out - ours).abs().max().item()
+        ref = ref.to(torch.bfloat16)
+        xb, cb = i["x"].bfloat16(), i["c"].bfloat16()
+        added_b = {k: v.bfloat16() for k, v in added.items()}
+        result["bf16"] = timed(lambda: ref(xb, i["t"], cb, added_cond_kwargs=added_b), repeats)
+    return {**result, "peak_rss_gb": peak_rss_bytes() / 2**30}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size", choices=("tiny", "full"), default="tiny")
@@ -163,6 +244,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--write", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--forward", choices=("loom", "diffusers"), help=argparse.SUPPRESS)
     parser.add_argument("--compute-dtype", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     pixels = args.pixels or (256 if args.size == "full" else 64)
@@ -170,18 +252,18 @@ def main() -> None:
         write_checkpoint(args.write, args.size)
         print("{}")
         return
+    if args.child and args.forward:
+        child = loom_forward_child if args.forward == "loom" else diffusers_forward_child
+        print(json.dumps(child(args.child, pixels, args.repeats)))
+        return
     if args.child:
         print(json.dumps(engine_child(args.child, pixels, args.steps, args.compute_dtype)))
         return
 
-    from loom_sd15.unet import timestep_embedding
-    from loom_sdxl.family import SDXLFamily
+    from loom_sdxl.tiny import full_spec, tiny_spec
     from loom_sdxl.unet import unet_flops
-    from safetensors.torch import load_file
 
-    from loom.memory import cast_to, set_compute_dtype
-    from loom.safetensors_header import read_header
-
+    config = (full_spec() if args.size == "full" else tiny_spec()).unet
     rows: list[tuple[str, str, str, str]] = []
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(tmp) / "models" / "checkpoints" / f"sdxl-{args.size}-fp16.safetensors"
@@ -192,87 +274,71 @@ def main() -> None:
             dtype: in_child("--child", str(ckpt), "--compute-dtype", dtype, *common)
             for dtype in ("fp32", "bf16")
         }
-        # the large-convolution peak takes minutes on a slow CPU; tiny runs only check the script
-        peaks = measured_peaks() if args.size == "full" else {"fp32": 0.0, "bf16": 0.0}
         print("engines done", {k: bool(v) for k, v in engines.items()}, file=sys.stderr)
-        start = time.perf_counter()
-        parts = SDXLFamily().load(read_header(ckpt), "diffusion_model")
-        load_s = time.perf_counter() - start
-        unet = parts.model.module
-        config = unet.config
-        side = pixels // 8
-        x = torch.randn(2, 4, side, side)
-        t = torch.tensor([500.0, 500.0])
-        c = torch.randn(2, 77, config.context_dim)
-        pooled = torch.randn(2, config.adm_in_channels - 6 * 256)
-        time_ids = torch.tensor([[pixels, pixels, 0, 0, pixels, pixels]] * 2, dtype=torch.float32)
-        y = torch.cat([pooled, timestep_embedding(time_ids.flatten(), 256).reshape(2, -1)], 1)
-        added = {"text_embeds": pooled, "time_ids": time_ids}
-        flops = unet_flops(config, 2, side, side)
-        unet_state = {
-            k: v.float()
-            for k, v in load_file(str(ckpt)).items()
-            if k.startswith("model.diffusion_model.")
-        }
-        with torch.inference_mode():
-            cast_to(unet, torch.float32)
-            set_compute_dtype(unet, torch.float32)
-            ref = diffusers_unet(config, unet_state)
-            unet_state = None
-            ours32, ref32 = ab(
-                lambda: unet(x, t, c, y),
-                lambda: ref(x, t, c, added_cond_kwargs=added),
-                args.repeats,
+        forward = ["--repeats", str(args.repeats), *common]
+        ours = in_child("--child", str(ckpt), "--forward", "loom", *forward)
+        ref = in_child("--child", str(ckpt), "--forward", "diffusers", *forward) if ours else {}
+    # the large-convolution peak takes minutes on a slow CPU; tiny runs only check the script
+    peaks = measured_peaks() if args.size == "full" else {"fp32": 0.0, "bf16": 0.0}
+    side = pixels // 8
+    flops = unet_flops(config, 2, side, side)
+
+    def rate(result: dict, name: str) -> str:
+        if name not in result:
+            return "failed (see stderr)"
+        return f"{result[name]:.3f} s ({flops / result[name] / 1e9:.0f} GFLOP/s)"
+
+    diff = f"max abs diff {ref['max_abs_diff']:.2e}; " if "max_abs_diff" in ref else ""
+    for name in ("fp32", "bf16"):
+        note = f"peak conv {peaks[name]:.0f} GFLOP/s"
+        if name in ours and name in ref:
+            note = f"Loom/diffusers {ours[name] / ref[name]:.2f}; " + note
+        rows.append(
+            (
+                f"UNet forward {name}, {pixels}² batch 2 (best of {args.repeats})",
+                rate(ours, name),
+                rate(ref, name),
+                (diff if name == "fp32" else "") + note,
             )
-            diff = (unet(x, t, c, y) - ref(x, t, c, added_cond_kwargs=added).sample).abs().max()
-            rows.append(
-                (
-                    f"UNet forward fp32, {pixels}² batch 2",
-                    f"{ours32:.3f} s ({flops / ours32 / 1e9:.0f} GFLOP/s)",
-                    f"{ref32:.3f} s ({flops / ref32 / 1e9:.0f} GFLOP/s)",
-                    f"max abs diff {diff.item():.2e}; peak conv {peaks['fp32']:.0f} GFLOP/s",
-                )
+        )
+    if ours:
+        rows.append(
+            (
+                "UNet load (meta + mmap), warm",
+                f"{ours['load_s']:.2f} s",
+                "-",
+                f"{size_gb:.2f} GB file",
             )
-            cast_to(unet, torch.bfloat16)
-            set_compute_dtype(unet, torch.bfloat16)
-            ref = ref.to(torch.bfloat16)
-            xb, cb = x.bfloat16(), c.bfloat16()
-            added_b = {k: v.bfloat16() for k, v in added.items()}
-            ours16, ref16 = ab(
-                lambda: unet(x, t, c, y),
-                lambda: ref(xb, t, cb, added_cond_kwargs=added_b),
-                args.repeats,
+        )
+        rows.append(
+            (
+                "peak RSS of the bare-forward process (fp32 then bf16)",
+                f"{ours['peak_rss_gb']:.2f} GiB",
+                f"{ref['peak_rss_gb']:.2f} GiB" if ref else "-",
+                "UNet only, each in its own process",
             )
-            rows.append(
-                (
-                    f"UNet forward bf16, {pixels}² batch 2",
-                    f"{ours16:.3f} s ({flops / ours16 / 1e9:.0f} GFLOP/s)",
-                    f"{ref16:.3f} s ({flops / ref16 / 1e9:.0f} GFLOP/s)",
-                    f"peak conv {peaks['bf16']:.0f} GFLOP/s",
-                )
+        )
+    for dtype, engine in engines.items():
+        if not engine:
+            rows.append((f"engine {dtype}", "failed (see stderr)", "-", ""))
+            continue
+        ratio = engine["step_s"] / engine["bare_forward_s"]
+        rows.append(
+            (
+                f"engine {dtype}: step (CFG, batch 2) / bare forward",
+                f"{engine['step_s']:.3f} s / {engine['bare_forward_s']:.3f} s",
+                "-",
+                f"ratio {ratio:.2f}",
             )
-        rows.append(("UNet load (meta + mmap)", f"{load_s:.2f} s", "-", f"{size_gb:.2f} GB file"))
-        for dtype, engine in engines.items():
-            if not engine:
-                rows.append((f"engine {dtype}", "failed (see stderr)", "-", ""))
-                continue
-            ratio = engine["step_s"] / engine["bare_forward_s"]
-            rows.append(
-                (
-                    f"engine {dtype}: step (CFG, batch 2) / bare forward",
-                    f"{engine['step_s']:.3f} s / {engine['bare_forward_s']:.3f} s",
-                    "-",
-                    f"ratio {ratio:.2f}",
-                )
+        )
+        rows.append(
+            (
+                f"engine {dtype}: load node; peak RSS of the run",
+                f"{engine['load_s']:.2f} s; {engine['peak_rss_gb']:.2f} GiB",
+                "-",
+                f"{engine['peak_rss_gb'] * 2**30 / (size_gb * 1e9):.2f}× the file",
             )
-            rows.append(
-                (
-                    f"engine {dtype}: load node; peak RSS of the run",
-                    f"{engine['load_s']:.2f} s; {engine['peak_rss_gb']:.2f} GiB",
-                    "-",
-                    f"{engine['peak_rss_gb'] * 2**30 / (size_gb * 1e9):.2f}× the file",
-                )
-            )
+        )
     print(f"\nSDXL bench, size {args.size}, {pixels}² ({torch.__version__})\n")
     print("| measure | Loom | diffusers | note |\n|---|---|---|---|")
     for row in rows:
