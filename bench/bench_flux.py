@@ -5,10 +5,11 @@ load, first and warm page cache; seconds and the child's peak RSS next to the fi
 and one DiT forward at 256x256 (latent 32x32, 512 T5 tokens), computing in bf16, for Loom's
 DiT and for diffusers' ``FluxTransformer2DModel`` holding the same weights, each in its own
 child process (Loom's first; the file stays in the page cache). Diffusers in bf16 would need
-~24 GB for Flux.1-dev, so its weights stay stored in the file's fp8, memory-mapped, and are
-cast to bf16 layer by layer as each runs (``enable_layerwise_casting(storage_dtype=
-float8_e4m3fn, compute_dtype=bfloat16)``; the layers diffusers leaves out of that, norms and
-embeddings, are cast to bf16 once); Loom likewise keeps the fp8 weights and computes in bf16.
+~24 GB for Flux.1-dev, so its weights stay stored in the file's fp8 (copied into its process,
+since the casting hook re-creates each fp8 weight after its layer runs) and are cast to bf16
+layer by layer as each runs (``enable_layerwise_casting(storage_dtype=float8_e4m3fn,
+compute_dtype=bfloat16)``; the layers diffusers leaves out of that, norms and embeddings, are
+cast to bf16 once); Loom likewise keeps the fp8 weights and computes in bf16.
 Both outputs are compared (max abs difference). The file is streamed to disk one tensor at a
 time, so writing never holds the whole model. Temp files go under ``$TMPDIR``.
 
@@ -146,10 +147,15 @@ def diffusers_step(
     from loom_flux.dit import image_ids, patchify
     from safetensors.torch import load_file
 
-    from loom.memory.safetensors_file import SafetensorsFile
+    from loom.memory.safetensors_file import SafetensorsFile, release_file_pages
 
     bf, fp8 = torch.bfloat16, torch.float8_e4m3fn
-    state = to_diffusers(SafetensorsFile(path))
+    state = {}
+    for key, view in to_diffusers(SafetensorsFile(path, prefetch=False)).items():
+        # own copies: the casting hook replaces each weight by a new fp8 tensor after its
+        # layer runs, so views into the map would leave file pages and copies both resident
+        state[key] = view.clone()
+        release_file_pages(view)
     with torch.device("meta"):
         reference = diffusers.FluxTransformer2DModel(
             in_channels=config.in_channels, num_layers=config.depth, num_single_layers=config.depth_single,
