@@ -1,7 +1,7 @@
 """SDXL benchmark: random weights in the real single-file layout, stored fp16, in a temp dir.
 
 ``--size full`` is the SDXL 1.0 base architecture (a ~6.9 GB fp16 file; writing it needs
-~11 GB of RAM in a child process, and the fp32 parity mode ~12 GB); ``--size tiny`` the
+~6 GB of RAM in a child process, and the fp32 parity mode ~12 GB); ``--size tiny`` the
 test-size model, to check the script runs. Measures, next to diffusers in the same run: bare
 UNet forward (batch 2, fp32 and bf16) with achieved GFLOP/s against the peak this machine
 gives a large convolution, and the max abs difference of the two fp32 outputs; a sampling
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import struct
 import subprocess
 import sys
 import tempfile
@@ -46,11 +47,62 @@ def spec_for(size: str):
 
 
 def write_checkpoint(path: Path, size: str) -> None:
-    """Random fp16 weights in SDXL's layout (run in a child: its RSS is not the engine's)."""
-    from loom_sd15.tiny import save_checkpoint
-    from loom_sdxl.tiny import checkpoint_state
+    """Random fp16 weights in SDXL's single-file layout, streamed to ``path``.
 
-    save_checkpoint(path, checkpoint_state(spec_for(size), seed=0, dtype=torch.float16))
+    One component at a time is built directly in fp16 and its tensors appended to a data
+    file, then the header and the data are joined: the full-size file is written in ~6 GB of
+    RAM (building the whole state, then ``save_file``, would need ~19 GB).
+    """
+    import shutil
+
+    from loom_sd15.clip import build_text_encoder
+    from loom_sd15.convert import clip_conversion, unet_conversion, vae_conversion
+    from loom_sd15.tiny import _randomize
+    from loom_sd15.vae import AutoencoderKL
+    from loom_sdxl.convert import BASE_CLIP_G_PREFIX, BASE_CLIP_L_PREFIX, OpenClipConversion
+    from loom_sdxl.unet import SDXLUNetModel
+
+    spec = spec_for(size)
+    generator = torch.Generator().manual_seed(0)
+    builders = [
+        (lambda: SDXLUNetModel(spec.unet), lambda m: unet_conversion()),
+        (lambda: AutoencoderKL(spec.vae), lambda m: vae_conversion()),
+        (lambda: build_text_encoder(spec.clip_g), lambda m: OpenClipConversion("CLIP-G", BASE_CLIP_G_PREFIX)),
+        (
+            lambda: build_text_encoder(spec.clip_l),
+            lambda m: clip_conversion(BASE_CLIP_L_PREFIX, hasattr(m, "text_model"), True),
+        ),
+    ]  # fmt: skip
+    header, offset = {}, 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data_path = path.with_name(path.name + ".data")
+    with data_path.open("wb") as data:
+        for build, conversion in builders:
+            with torch.device("meta"):
+                module = build().to(torch.float16)
+            module.to_empty(device="cpu")
+            _randomize(module, generator, 0.2)
+            state = {
+                k: v.detach()
+                for k, v in module.state_dict().items()
+                if not k.endswith("position_ids")
+            }
+            for key, tensor in conversion(module).to_checkpoint(state).items():
+                raw = tensor.to(torch.float16).contiguous().view(torch.uint8).numpy().tobytes()
+                header[key] = {
+                    "dtype": "F16",
+                    "shape": list(tensor.shape),
+                    "data_offsets": [offset, offset + len(raw)],
+                }
+                offset += len(raw)
+                data.write(raw)
+            module = state = None
+    encoded = json.dumps(header).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    with path.open("wb") as out, data_path.open("rb") as data:
+        out.write(struct.pack("<Q", len(encoded)) + encoded)
+        shutil.copyfileobj(data, out, 64 * 2**20)
+    data_path.unlink()
 
 
 def txt2img(checkpoint: str, pixels: int, steps: int, seed: int) -> dict:
