@@ -288,6 +288,14 @@ def diffusers_forward_child(ckpt: Path, pixels: int, repeats: int) -> dict:
     return {**result, "peak_rss_gb": peak_rss_bytes() / 2**30}
 
 
+def report_child(ckpt: Path, name: str, result: dict) -> None:
+    """Print a child's result for the parent, and keep it next to the file (a long run
+    stopped early still leaves what its finished children measured)."""
+    line = json.dumps(result)
+    ckpt.with_suffix(f".{name}.json").write_text(line + "\n")
+    print(line)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size", choices=("tiny", "full"), default="tiny")
@@ -306,10 +314,11 @@ def main() -> None:
         return
     if args.child and args.forward:
         child = loom_forward_child if args.forward == "loom" else diffusers_forward_child
-        print(json.dumps(child(args.child, pixels, args.repeats)))
+        report_child(args.child, args.forward, child(args.child, pixels, args.repeats))
         return
     if args.child:
-        print(json.dumps(engine_child(args.child, pixels, args.steps, args.compute_dtype)))
+        engine = engine_child(args.child, pixels, args.steps, args.compute_dtype)
+        report_child(args.child, f"engine-{args.compute_dtype}", engine)
         return
 
     from loom_sdxl.tiny import full_spec, tiny_spec
