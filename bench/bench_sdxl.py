@@ -1,13 +1,18 @@
 """SDXL benchmark: random weights in the real single-file layout, stored fp16, in a temp dir.
 
 ``--size full`` is the SDXL 1.0 base architecture (a ~6.9 GB fp16 file; writing it needs
-~11 GB of RAM in a child process, and the fp32 parity mode ~12 GB); ``--size tiny`` the
+~6 GB of RAM in a child process, and the fp32 parity mode ~12 GB); ``--size tiny`` the
 test-size model, to check the script runs. Measures, next to diffusers in the same run: bare
 UNet forward (batch 2, fp32 and bf16) with achieved GFLOP/s against the peak this machine
-gives a large convolution; a sampling step inside the engine (txt2img through the executor,
-dpmpp_2m/karras, CFG) vs the bare forward of the same module; checkpoint load to
-ready-to-sample (CheckpointLoaderSimple node) and the whole run's peak RSS, each engine mode in
-a fresh child process (fp32 and ``--compute-dtype bf16``). Prints a markdown table. Needs
+gives a large convolution, and the max abs difference of the two fp32 outputs; a sampling
+step inside the engine (txt2img through the executor, dpmpp_2m/karras, CFG) vs the bare
+forward of the same module; checkpoint load to ready-to-sample (CheckpointLoaderSimple node)
+and the whole run's peak RSS. Every part runs in a fresh child process, one at a time, so
+no two copies of the weights share a process's RAM: each engine mode (fp32 and
+``--compute-dtype bf16``), then Loom's bare forward (UNet loaded meta + mmap, cast fp32, then
+bf16), then diffusers' (fp32 copies of the file's fp16 made one tensor at a time, then bf16).
+The two bare forwards are timed in separate processes one after the other, not interleaved.
+Prints a markdown table. Needs
 diffusers and the CLIP-L tokenizer files (LOOM_TOKENIZERS_PATH, default
 ../shared/data/tokenizers).
 
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import struct
 import subprocess
 import sys
 import tempfile
@@ -27,7 +33,7 @@ import time
 from pathlib import Path
 
 import torch
-from bench_sd15 import ab, measured_peaks, node_seconds, timed
+from bench_sd15 import measured_peaks, node_seconds, timed
 from machine import peak_rss_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,11 +47,62 @@ def spec_for(size: str):
 
 
 def write_checkpoint(path: Path, size: str) -> None:
-    """Random fp16 weights in SDXL's layout (run in a child: its RSS is not the engine's)."""
-    from loom_sd15.tiny import save_checkpoint
-    from loom_sdxl.tiny import checkpoint_state
+    """Random fp16 weights in SDXL's single-file layout, streamed to ``path``.
 
-    save_checkpoint(path, checkpoint_state(spec_for(size), seed=0, dtype=torch.float16))
+    One component at a time is built directly in fp16 and its tensors appended to a data
+    file, then the header and the data are joined: the full-size file is written in ~6 GB of
+    RAM (building the whole state, then ``save_file``, would need ~19 GB).
+    """
+    import shutil
+
+    from loom_sd15.clip import build_text_encoder
+    from loom_sd15.convert import clip_conversion, unet_conversion, vae_conversion
+    from loom_sd15.tiny import _randomize
+    from loom_sd15.vae import AutoencoderKL
+    from loom_sdxl.convert import BASE_CLIP_G_PREFIX, BASE_CLIP_L_PREFIX, OpenClipConversion
+    from loom_sdxl.unet import SDXLUNetModel
+
+    spec = spec_for(size)
+    generator = torch.Generator().manual_seed(0)
+    builders = [
+        (lambda: SDXLUNetModel(spec.unet), lambda m: unet_conversion()),
+        (lambda: AutoencoderKL(spec.vae), lambda m: vae_conversion()),
+        (lambda: build_text_encoder(spec.clip_g), lambda m: OpenClipConversion("CLIP-G", BASE_CLIP_G_PREFIX)),
+        (
+            lambda: build_text_encoder(spec.clip_l),
+            lambda m: clip_conversion(BASE_CLIP_L_PREFIX, hasattr(m, "text_model"), True),
+        ),
+    ]  # fmt: skip
+    header, offset = {}, 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data_path = path.with_name(path.name + ".data")
+    with data_path.open("wb") as data:
+        for build, conversion in builders:
+            with torch.device("meta"):
+                module = build().to(torch.float16)
+            module.to_empty(device="cpu")
+            _randomize(module, generator, 0.2)
+            state = {
+                k: v.detach()
+                for k, v in module.state_dict().items()
+                if not k.endswith("position_ids")
+            }
+            for key, tensor in conversion(module).to_checkpoint(state).items():
+                raw = tensor.to(torch.float16).contiguous().view(torch.uint8).numpy().tobytes()
+                header[key] = {
+                    "dtype": "F16",
+                    "shape": list(tensor.shape),
+                    "data_offsets": [offset, offset + len(raw)],
+                }
+                offset += len(raw)
+                data.write(raw)
+            module = state = None
+    encoded = json.dumps(header).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    with path.open("wb") as out, data_path.open("rb") as data:
+        out.write(struct.pack("<Q", len(encoded)) + encoded)
+        shutil.copyfileobj(data, out, 64 * 2**20)
+    data_path.unlink()
 
 
 def txt2img(checkpoint: str, pixels: int, steps: int, seed: int) -> dict:
@@ -155,6 +212,101 @@ def diffusers_unet(config, state: dict) -> torch.nn.Module:
     return model.eval()
 
 
+def forward_inputs(config, pixels: int) -> dict[str, torch.Tensor]:
+    """The same seeded batch-2 inputs for both UNets (Loom's ``y`` is diffusers' added conds)."""
+    from loom_sd15.unet import timestep_embedding
+
+    g = torch.Generator().manual_seed(3)
+    side = pixels // 8
+    pooled = torch.randn(2, config.adm_in_channels - 6 * 256, generator=g)
+    time_ids = torch.tensor([[pixels, pixels, 0, 0, pixels, pixels]] * 2, dtype=torch.float32)
+    return {
+        "x": torch.randn(2, 4, side, side, generator=g),
+        "t": torch.tensor([500.0, 500.0]),
+        "c": torch.randn(2, 77, config.context_dim, generator=g),
+        "y": torch.cat([pooled, timestep_embedding(time_ids.flatten(), 256).reshape(2, -1)], 1),
+        "pooled": pooled,
+        "time_ids": time_ids,
+    }
+
+
+def best_of(fn, repeats: int) -> tuple[float, torch.Tensor]:
+    """Fastest of ``repeats`` timed calls and the last output; one warm-up call first only
+    when ``repeats`` > 1 (at full size on 2 cores one forward takes a minute)."""
+    if repeats > 1:
+        fn()
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, out
+
+
+def loom_forward_child(ckpt: Path, pixels: int, repeats: int) -> dict:
+    """Loom's UNet from the file (meta build + mmap), bare forward fp32 then bf16."""
+    from loom_sdxl.family import SDXLFamily
+    from safetensors.torch import save_file
+
+    from loom.memory import cast_to, set_compute_dtype
+    from loom.safetensors_header import read_header
+
+    start = time.perf_counter()
+    unet = SDXLFamily().load(read_header(ckpt), "diffusion_model").model.module
+    load_s = time.perf_counter() - start
+    i = forward_inputs(unet.config, pixels)
+    result = {"load_s": load_s}
+    with torch.inference_mode():
+        for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+            cast_to(unet, dtype)
+            set_compute_dtype(unet, dtype)
+            result[name], out = best_of(lambda: unet(i["x"], i["t"], i["c"], i["y"]), repeats)
+            if name == "fp32":
+                save_file({"out": out.contiguous()}, str(ckpt.with_suffix(".loom-out.safetensors")))
+    return {**result, "peak_rss_gb": peak_rss_bytes() / 2**30}
+
+
+def diffusers_forward_child(ckpt: Path, pixels: int, repeats: int) -> dict:
+    """diffusers' UNet2DConditionModel with the same weights (fp32 copies of the file's fp16,
+    made one tensor at a time from the memory map), bare forward fp32 then bf16."""
+    from loom_sdxl.family import SDXLFamily
+    from safetensors.torch import load_file
+
+    from loom.memory.safetensors_file import SafetensorsFile, release_file_pages
+    from loom.safetensors_header import read_header
+
+    config = SDXLFamily().load(read_header(ckpt), "diffusion_model").model.module.config
+    state = {}
+    for key, tensor in SafetensorsFile(ckpt, prefetch=False).items():
+        if key.startswith("model.diffusion_model."):
+            state[key] = tensor.float()
+            release_file_pages(tensor)
+    ref = diffusers_unet(config, state)
+    state = None
+    i = forward_inputs(config, pixels)
+    added = {"text_embeds": i["pooled"], "time_ids": i["time_ids"]}
+    result = {}
+    with torch.inference_mode():
+        result["fp32"], out = best_of(
+            lambda: ref(i["x"], i["t"], i["c"], added_cond_kwargs=added).sample, repeats
+        )
+        ours = load_file(str(ckpt.with_suffix(".loom-out.safetensors")))["out"]
+        result["max_abs_diff"] = (out - ours).abs().max().item()
+        ref = ref.to(torch.bfloat16)
+        xb, cb = i["x"].bfloat16(), i["c"].bfloat16()
+        added_b = {k: v.bfloat16() for k, v in added.items()}
+        result["bf16"], _ = best_of(lambda: ref(xb, i["t"], cb, added_cond_kwargs=added_b), repeats)
+    return {**result, "peak_rss_gb": peak_rss_bytes() / 2**30}
+
+
+def report_child(ckpt: Path, name: str, result: dict) -> None:
+    """Print a child's result for the parent, and keep it next to the file (a long run
+    stopped early still leaves what its finished children measured)."""
+    line = json.dumps(result)
+    ckpt.with_suffix(f".{name}.json").write_text(line + "\n")
+    print(line)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size", choices=("tiny", "full"), default="tiny")
@@ -163,6 +315,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--write", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--forward", choices=("loom", "diffusers"), help=argparse.SUPPRESS)
     parser.add_argument("--compute-dtype", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     pixels = args.pixels or (256 if args.size == "full" else 64)
@@ -170,18 +323,19 @@ def main() -> None:
         write_checkpoint(args.write, args.size)
         print("{}")
         return
+    if args.child and args.forward:
+        child = loom_forward_child if args.forward == "loom" else diffusers_forward_child
+        report_child(args.child, args.forward, child(args.child, pixels, args.repeats))
+        return
     if args.child:
-        print(json.dumps(engine_child(args.child, pixels, args.steps, args.compute_dtype)))
+        engine = engine_child(args.child, pixels, args.steps, args.compute_dtype)
+        report_child(args.child, f"engine-{args.compute_dtype}", engine)
         return
 
-    from loom_sd15.unet import timestep_embedding
-    from loom_sdxl.family import SDXLFamily
+    from loom_sdxl.tiny import full_spec, tiny_spec
     from loom_sdxl.unet import unet_flops
-    from safetensors.torch import load_file
 
-    from loom.memory import cast_to, set_compute_dtype
-    from loom.safetensors_header import read_header
-
+    config = (full_spec() if args.size == "full" else tiny_spec()).unet
     rows: list[tuple[str, str, str, str]] = []
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(tmp) / "models" / "checkpoints" / f"sdxl-{args.size}-fp16.safetensors"
@@ -192,87 +346,71 @@ def main() -> None:
             dtype: in_child("--child", str(ckpt), "--compute-dtype", dtype, *common)
             for dtype in ("fp32", "bf16")
         }
-        # the large-convolution peak takes minutes on a slow CPU; tiny runs only check the script
-        peaks = measured_peaks() if args.size == "full" else {"fp32": 0.0, "bf16": 0.0}
         print("engines done", {k: bool(v) for k, v in engines.items()}, file=sys.stderr)
-        start = time.perf_counter()
-        parts = SDXLFamily().load(read_header(ckpt), "diffusion_model")
-        load_s = time.perf_counter() - start
-        unet = parts.model.module
-        config = unet.config
-        side = pixels // 8
-        x = torch.randn(2, 4, side, side)
-        t = torch.tensor([500.0, 500.0])
-        c = torch.randn(2, 77, config.context_dim)
-        pooled = torch.randn(2, config.adm_in_channels - 6 * 256)
-        time_ids = torch.tensor([[pixels, pixels, 0, 0, pixels, pixels]] * 2, dtype=torch.float32)
-        y = torch.cat([pooled, timestep_embedding(time_ids.flatten(), 256).reshape(2, -1)], 1)
-        added = {"text_embeds": pooled, "time_ids": time_ids}
-        flops = unet_flops(config, 2, side, side)
-        unet_state = {
-            k: v.float()
-            for k, v in load_file(str(ckpt)).items()
-            if k.startswith("model.diffusion_model.")
-        }
-        with torch.inference_mode():
-            cast_to(unet, torch.float32)
-            set_compute_dtype(unet, torch.float32)
-            ref = diffusers_unet(config, unet_state)
-            unet_state = None
-            ours32, ref32 = ab(
-                lambda: unet(x, t, c, y),
-                lambda: ref(x, t, c, added_cond_kwargs=added),
-                args.repeats,
+        forward = ["--repeats", str(args.repeats), *common]
+        ours = in_child("--child", str(ckpt), "--forward", "loom", *forward)
+        ref = in_child("--child", str(ckpt), "--forward", "diffusers", *forward) if ours else {}
+    # the large-convolution peak takes minutes on a slow CPU; tiny runs only check the script
+    peaks = measured_peaks() if args.size == "full" else {"fp32": 0.0, "bf16": 0.0}
+    side = pixels // 8
+    flops = unet_flops(config, 2, side, side)
+
+    def rate(result: dict, name: str) -> str:
+        if name not in result:
+            return "failed (see stderr)"
+        return f"{result[name]:.3f} s ({flops / result[name] / 1e9:.0f} GFLOP/s)"
+
+    diff = f"max abs diff {ref['max_abs_diff']:.2e}; " if "max_abs_diff" in ref else ""
+    for name in ("fp32", "bf16"):
+        note = f"peak conv {peaks[name]:.0f} GFLOP/s"
+        if name in ours and name in ref:
+            note = f"Loom/diffusers {ours[name] / ref[name]:.2f}; " + note
+        rows.append(
+            (
+                f"UNet forward {name}, {pixels}² batch 2 (best of {args.repeats})",
+                rate(ours, name),
+                rate(ref, name),
+                (diff if name == "fp32" else "") + note,
             )
-            diff = (unet(x, t, c, y) - ref(x, t, c, added_cond_kwargs=added).sample).abs().max()
-            rows.append(
-                (
-                    f"UNet forward fp32, {pixels}² batch 2",
-                    f"{ours32:.3f} s ({flops / ours32 / 1e9:.0f} GFLOP/s)",
-                    f"{ref32:.3f} s ({flops / ref32 / 1e9:.0f} GFLOP/s)",
-                    f"max abs diff {diff.item():.2e}; peak conv {peaks['fp32']:.0f} GFLOP/s",
-                )
+        )
+    if ours:
+        rows.append(
+            (
+                "UNet load (meta + mmap), warm",
+                f"{ours['load_s']:.2f} s",
+                "-",
+                f"{size_gb:.2f} GB file",
             )
-            cast_to(unet, torch.bfloat16)
-            set_compute_dtype(unet, torch.bfloat16)
-            ref = ref.to(torch.bfloat16)
-            xb, cb = x.bfloat16(), c.bfloat16()
-            added_b = {k: v.bfloat16() for k, v in added.items()}
-            ours16, ref16 = ab(
-                lambda: unet(x, t, c, y),
-                lambda: ref(xb, t, cb, added_cond_kwargs=added_b),
-                args.repeats,
+        )
+        rows.append(
+            (
+                "peak RSS of the bare-forward process (fp32 then bf16)",
+                f"{ours['peak_rss_gb']:.2f} GiB",
+                f"{ref['peak_rss_gb']:.2f} GiB" if ref else "-",
+                "UNet only, each in its own process",
             )
-            rows.append(
-                (
-                    f"UNet forward bf16, {pixels}² batch 2",
-                    f"{ours16:.3f} s ({flops / ours16 / 1e9:.0f} GFLOP/s)",
-                    f"{ref16:.3f} s ({flops / ref16 / 1e9:.0f} GFLOP/s)",
-                    f"peak conv {peaks['bf16']:.0f} GFLOP/s",
-                )
+        )
+    for dtype, engine in engines.items():
+        if not engine:
+            rows.append((f"engine {dtype}", "failed (see stderr)", "-", ""))
+            continue
+        ratio = engine["step_s"] / engine["bare_forward_s"]
+        rows.append(
+            (
+                f"engine {dtype}: step (CFG, batch 2) / bare forward",
+                f"{engine['step_s']:.3f} s / {engine['bare_forward_s']:.3f} s",
+                "-",
+                f"ratio {ratio:.2f}",
             )
-        rows.append(("UNet load (meta + mmap)", f"{load_s:.2f} s", "-", f"{size_gb:.2f} GB file"))
-        for dtype, engine in engines.items():
-            if not engine:
-                rows.append((f"engine {dtype}", "failed (see stderr)", "-", ""))
-                continue
-            ratio = engine["step_s"] / engine["bare_forward_s"]
-            rows.append(
-                (
-                    f"engine {dtype}: step (CFG, batch 2) / bare forward",
-                    f"{engine['step_s']:.3f} s / {engine['bare_forward_s']:.3f} s",
-                    "-",
-                    f"ratio {ratio:.2f}",
-                )
+        )
+        rows.append(
+            (
+                f"engine {dtype}: load node; peak RSS of the run",
+                f"{engine['load_s']:.2f} s; {engine['peak_rss_gb']:.2f} GiB",
+                "-",
+                f"{engine['peak_rss_gb'] * 2**30 / (size_gb * 1e9):.2f}× the file",
             )
-            rows.append(
-                (
-                    f"engine {dtype}: load node; peak RSS of the run",
-                    f"{engine['load_s']:.2f} s; {engine['peak_rss_gb']:.2f} GiB",
-                    "-",
-                    f"{engine['peak_rss_gb'] * 2**30 / (size_gb * 1e9):.2f}× the file",
-                )
-            )
+        )
     print(f"\nSDXL bench, size {args.size}, {pixels}² ({torch.__version__})\n")
     print("| measure | Loom | diffusers | note |\n|---|---|---|---|")
     for row in rows:

@@ -1,7 +1,9 @@
 """Run every ``bench/bench_*.py`` and write their tables, with machine details, to bench/README.md.
 
 ``python bench/run_all.py [NAME ...]`` runs only the named scripts (``executor`` for
-``bench_executor.py``) and keeps the other sections of the README as they were.
+``bench_executor.py``) and keeps the other sections of the README as they were;
+``python bench/run_all.py NAME -- ARG ...`` passes the arguments to that script (e.g.
+``sdxl -- --size full --pixels 512``), and the section records the command line.
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ def sections(text: str) -> dict[str, str]:
 
 
 def main(argv: list[str]) -> int:
+    script_args = argv[argv.index("--") + 1 :] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
     wanted = {f"bench_{name.removeprefix('bench_').removesuffix('.py')}" for name in argv}
     scripts = [p for p in sorted(BENCH.glob("bench_*.py")) if not wanted or p.stem in wanted]
     existing = sections(README.read_text()) if README.exists() else {}
@@ -67,7 +71,9 @@ def main(argv: list[str]) -> int:
         print(f"==> {script.name}", flush=True)
         started = time.perf_counter()
         with OtherCpuUse() as contention:
-            result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+            result = subprocess.run(
+                [sys.executable, str(script), *script_args], capture_output=True, text=True
+            )
         seconds = time.perf_counter() - started
         if result.returncode == SKIPPED:  # e.g. needs a GPU: keep the section last recorded
             print(f"skipped: {result.stderr.strip()}")
@@ -92,7 +98,8 @@ def main(argv: list[str]) -> int:
         )
         output = re.sub(r"^## ", "### ", result.stdout.strip(), flags=re.M)  # one level below ours
         existing[script.stem] = (
-            f"{doc}\n\n{machine()}- wall time of the script: {seconds:.0f} s\n"
+            f"{doc}\n\n{machine()}- command: `python bench/{script.name} {' '.join(script_args)}`\n"
+            f"- wall time of the script: {seconds:.0f} s\n"
             f"- {contention.describe()}\n\n{output}\n{status}"
         )
     body = HEADER + "".join(
