@@ -42,11 +42,18 @@ import attrs
 
 # the sampler contract, defined in loom.samplers and re-exported as part of the shared types
 from loom.samplers import (
+    CFGFunction,  # noqa: F401
+    CFGStep,  # noqa: F401
     DenoiseMaskFunction,  # noqa: F401
     DenoiseMaskStep,  # noqa: F401
     Denoiser,  # noqa: F401
+    GuidanceHooks,  # noqa: F401
     NoiseSampler,  # noqa: F401
     NoiseSource,  # noqa: F401
+    PostCFGFunction,  # noqa: F401
+    PostCFGStep,  # noqa: F401
+    PreCFGFunction,  # noqa: F401
+    PreCFGStep,  # noqa: F401
     RegisteredSampler,  # noqa: F401
     Sampler,  # noqa: F401
     SamplerInfo,  # noqa: F401
@@ -99,7 +106,9 @@ class ModelLike(Protocol):
     ``clone()`` must be cheap and share weights; patches and options live on the clone.
     A handle may also carry a ``denoise_mask_function``
     (:class:`loom.samplers.DenoiseMaskFunction`, read with
-    :func:`loom.samplers.denoise_mask_function_of`) that masked sampling applies each step.
+    :func:`loom.samplers.denoise_mask_function_of`) that masked sampling applies each step,
+    and ``guidance`` (:class:`loom.samplers.GuidanceHooks`, read with
+    :func:`loom.samplers.guidance_hooks_of`): its pre-CFG, CFG and post-CFG functions.
     """
 
     model_sampling: ModelSampling

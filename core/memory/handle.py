@@ -21,6 +21,7 @@ from torch import nn
 
 from loom.memory.compute import ComputeTarget
 from loom.memory.patches import WeightPatch, patch_keys_present
+from loom.samplers import GuidanceHooks
 
 if TYPE_CHECKING:
     from loom.memory.placement import Placement
@@ -97,6 +98,9 @@ class ModelHandle:
         #: The per-step denoise-mask rewrite sampling applies to masked runs (a
         #: :class:`loom.samplers.DenoiseMaskFunction`); ``None``: the mask as given.
         self.denoise_mask_function: DenoiseMaskFunction | None = None
+        #: How this handle changes classifier-free guidance (RescaleCFG, CFGZeroStar ...);
+        #: immutable, so clones share it until a node gives a clone a new one.
+        self.guidance: GuidanceHooks = GuidanceHooks()
 
     def __repr__(self) -> str:
         return (

@@ -13,7 +13,15 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from loom import RunContext
-from loom.samplers import DenoiseMaskStep, denoise_mask_function_of
+from loom.samplers import (
+    CFGStep,
+    DenoiseMaskStep,
+    GuidanceHooks,
+    PostCFGStep,
+    PreCFGStep,
+    denoise_mask_function_of,
+    guidance_hooks_of,
+)
 from loom_samplers.conditioning_batches import (
     CondEntry,
     calc_cond_batch,
@@ -28,6 +36,28 @@ if TYPE_CHECKING:
 
 def cfg_combine(cond: Tensor, uncond: Tensor, scale: float) -> Tensor:
     return uncond + (cond - uncond) * scale
+
+
+def guided(
+    hooks: GuidanceHooks,
+    model: Any,
+    x: Tensor,
+    sigma: Tensor,
+    cond: Tensor,
+    uncond: Tensor,
+    scale: float,
+) -> tuple[Tensor, Tensor]:
+    """``(guided x0, unconditional x0)`` with a model's :class:`GuidanceHooks` applied in
+    ComfyUI's order: pre-CFG functions, the CFG function (or plain CFG), post-CFG functions."""
+    for pre in hooks.pre_cfg:
+        cond, uncond = pre(PreCFGStep(x, sigma, (cond, uncond), scale, model))
+    if hooks.cfg_function is None:
+        out = cfg_combine(cond, uncond, scale)
+    else:
+        out = hooks.cfg_function(CFGStep(x, sigma, cond, uncond, scale, model))
+    for post in hooks.post_cfg:
+        out = post(PostCFGStep(x, sigma, out, cond, uncond, scale, model))
+    return out, uncond
 
 
 @attrs.define(eq=False)
@@ -77,14 +107,16 @@ class Guider:
     def predict(
         self, x: Tensor, sigma: Tensor, *, need_uncond: bool = False, ctx: RunContext | None = None
     ) -> tuple[Tensor, Tensor | None]:
-        """``(guided x0, unconditional x0 or None)``."""
+        """``(guided x0, unconditional x0 or None)``, with the model's
+        :class:`~loom.samplers.GuidanceHooks` applied."""
+        hooks = guidance_hooks_of(self.model)
         negative = self.resolved.get("negative")
-        if math.isclose(self.cfg, 1.0) and not need_uncond:
+        if math.isclose(self.cfg, 1.0) and not (need_uncond or hooks.disable_cfg1_optimization):
             negative = None
         cond, uncond = calc_cond_batch(
             self.model, [self.resolved.get("positive"), negative], x, sigma, ctx, self.batched
         )
-        return cfg_combine(cond, uncond, self.cfg), uncond
+        return guided(hooks, self.model, x, sigma, cond, uncond, self.cfg)
 
 
 @attrs.define(eq=False)

@@ -19,6 +19,10 @@ def register_nodes(register: Callable[..., None]) -> None:
     for node_class in NODES:
         module = "nodes" if node_class in classic else "comfy_extras.nodes_custom_sampler"
         register(node_class, python_module=module)
+    from loom_samplers.cfg_nodes import CFG_NODES
+
+    for node_class, module in CFG_NODES.items():
+        register(node_class, python_module=module)
 
 
 @loom.hookimpl
