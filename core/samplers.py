@@ -179,8 +179,8 @@ class PreCFGStep:
     """What a :class:`PreCFGFunction` is given once the model has been evaluated.
 
     ``outputs`` holds the x0 prediction of each conditioning group, positive first, then
-    negative (all zeros when the cfg = 1 shortcut skipped it); ``x`` is the noisy input and
-    ``sigma`` has one value per batch item.
+    negative (all zeros when the cfg = 1 shortcut skipped it: ``evaluated`` says which were
+    evaluated); ``x`` is the noisy input and ``sigma`` has one value per batch item.
     """
 
     x: Tensor
@@ -188,6 +188,7 @@ class PreCFGStep:
     outputs: tuple[Tensor, ...]
     cond_scale: float
     model: Any
+    evaluated: tuple[bool, ...] = ()
 
 
 class PreCFGFunction(Protocol):

@@ -163,3 +163,48 @@ def test_pre_cfg_runs_first_and_cfg1_shortcut_can_be_disabled(cloning_model, con
     out, *_ = _predict(model, cond, cfg=1.0)
     assert [call[0][0] for call in model.calls] == [2]
     assert torch.equal(out, torch.zeros_like(out))  # ComfyUI: a skipped negative is zeros
+
+
+def test_tcfg_damps_the_negative_as_comfyui_does(samplers_registry, cloning_model, cond):
+    (model,) = _run(samplers_registry, "TCFG", model=cloning_model())
+    out, x, c, u = _predict(model, cond)
+    # the uncond score projected on the first right singular vector of [uncond; cond] scores
+    damped = torch.empty_like(u)
+    for i in range(2):
+        matrix = torch.stack([(x - u)[i].flatten(), (x - c)[i].flatten()]).double()
+        v1 = torch.linalg.svd(matrix, full_matrices=False).Vh[0]
+        damped[i] = ((matrix[0] @ v1) * v1).view_as(u[i]).float()
+    new_u = x - damped
+    assert torch.allclose(out, new_u + (c - new_u) * CFG, atol=1e-4)
+    assert not torch.allclose(new_u, u, atol=1e-3)
+    # at cfg 1 the negative is not evaluated: TCFG leaves the zeros ComfyUI passes
+    plain, *_ = _predict(model, cond, cfg=1.0)
+    assert torch.allclose(plain, c, atol=1e-6)
+
+
+def comfy_apg_positive(c, u, cond_scale, eta, norm_threshold, guidance):
+    if norm_threshold > 0:
+        norm = guidance.norm(p=2, dim=[-1, -2, -3], keepdim=True)
+        guidance = guidance * torch.minimum(torch.ones_like(norm), norm_threshold / norm)
+    unit = c / c.norm(p=2, dim=[-1, -2, -3], keepdim=True)
+    parallel = (guidance * unit).sum(dim=[-1, -2, -3], keepdim=True) * unit
+    return u + (guidance - parallel) + eta * parallel + (c - u) / cond_scale
+
+
+def test_apg_projects_the_guidance_with_momentum(samplers_registry, cloning_model, cond):
+    (model,) = _run(
+        samplers_registry, "APG", model=cloning_model(), eta=0.5, norm_threshold=3.0, momentum=0.5
+    )
+    out, _x, c, u = _predict(model, cond)  # first call: the running average is the guidance
+    pos = comfy_apg_positive(c, u, CFG, 0.5, 3.0, c - u)
+    assert torch.allclose(out, u + (pos - u) * CFG, atol=1e-4)
+    assert not torch.allclose(out, u + (c - u) * CFG, atol=1e-2)
+    second, *_ = _predict(model, cond)  # same sigma, not higher: the average goes on
+    pos = comfy_apg_positive(c, u, CFG, 0.5, 3.0, 0.5 * (c - u) + (c - u))
+    assert torch.allclose(second, u + (pos - u) * CFG, atol=1e-4)
+    (fresh,) = _run(
+        samplers_registry, "APG", model=cloning_model(), eta=1.0, norm_threshold=0.0, momentum=0.0
+    )
+    plain, *_ = _predict(fresh, cond)
+    # eta 1, no clip, no momentum: ComfyUI's rule is CFG at cond_scale + 1
+    assert torch.allclose(plain, u + (c - u) * (CFG + 1), atol=1e-4)

@@ -30,6 +30,8 @@ def patched_prompt(class_type: str, **inputs) -> dict:
         ("CFGNorm", {"strength": 0.9}),
         ("Mahiro", {}),
         ("EpsilonScaling", {"scaling_factor": 1.2}),
+        ("TCFG", {}),
+        ("APG", {"eta": 0.5, "norm_threshold": 5.0, "momentum": 0.5}),
     ],
 )
 def test_guidance_node_changes_the_image_deterministically(runtime, class_type, inputs):

@@ -3,19 +3,20 @@
 Each node sets a function of :class:`loom.samplers.GuidanceHooks` on a clone of the model;
 the CFG guider applies them at every model evaluation. The rules are ComfyUI 0.8's
 (``comfy_extras``: ``nodes_model_advanced`` RescaleCFG, ``nodes_cfg`` CFGZeroStar and
-CFGNorm, ``nodes_mahiro`` Mahiro, ``nodes_eps`` EpsilonScaling), written in x0 space: the
+CFGNorm, ``nodes_mahiro`` Mahiro, ``nodes_eps`` EpsilonScaling, ``nodes_tcfg`` TCFG,
+``nodes_apg`` APG), written in x0 space: the
 functions are given and return denoised predictions. Torch is imported when a function runs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 import loom
-from loom.samplers import CFGStep, PostCFGStep, guidance_hooks_of
+from loom.samplers import CFGStep, PostCFGStep, PreCFGStep, guidance_hooks_of
 from loom.types import Model
 
 if TYPE_CHECKING:
@@ -122,6 +123,79 @@ class EpsilonScaled:
         return step.x - (step.x - step.denoised) / factor
 
 
+def tangential_damping(cond_score: Tensor, uncond_score: Tensor) -> Tensor:
+    """TCFG's negative score: its projection on the first right singular vector of the
+    ``[uncond; cond]`` score matrix of each batch item (computed in float32)."""
+    import torch
+
+    batch = cond_score.shape[0]
+    cond_flat = cond_score.reshape(batch, 1, -1).float()
+    uncond_flat = uncond_score.reshape(batch, 1, -1).float()
+    matrix = torch.cat((uncond_flat, cond_flat), dim=1)
+    try:
+        _, _, vh = torch.linalg.svd(matrix, full_matrices=False)
+    except RuntimeError:  # some backends lack this SVD
+        _, _, vh = torch.linalg.svd(matrix.cpu(), full_matrices=False)
+    first = vh[:, 0:1, :].to(uncond_flat.device)
+    damped = (uncond_flat @ first.transpose(-2, -1)) * first
+    return damped.reshape_as(uncond_score).to(uncond_score.dtype)
+
+
+def tangential_damping_cfg(step: PreCFGStep) -> tuple[Tensor, ...]:
+    """TCFG (Kwon et al. 2025, arXiv:2503.18137): the negative x0 rebuilt from its damped
+    noise; unchanged when the negative was not evaluated."""
+    if len(step.outputs) < 2 or not all(step.evaluated[:2]):
+        return step.outputs
+    cond, uncond = step.outputs[:2]
+    damped = tangential_damping(step.x - cond, step.x - uncond)
+    return (cond, step.x - damped, *step.outputs[2:])
+
+
+@attrs.define(eq=False)
+class ProjectedGuidance:
+    """APG (Sadat et al. 2024, arXiv:2410.02416) as a pre-CFG rewrite of the positive x0.
+
+    The guidance ``cond - uncond`` is averaged with ``momentum`` over the run (restarted when
+    sigma rises: a new run), clipped to L2 norm ``norm_threshold`` (0: off), split into parts
+    parallel and orthogonal to ``cond`` and recombined with the parallel part times ``eta``;
+    the positive becomes ``uncond + modified + (cond - uncond) / cond_scale``, so that plain
+    CFG then gives ``uncond + cond_scale * modified + (cond - uncond)``. Holds the running
+    average: one instance per patched model, as ComfyUI's closure.
+    """
+
+    eta: float
+    norm_threshold: float
+    momentum: float
+    running: Any = None
+    previous_sigma: float | None = None
+
+    def __call__(self, step: PreCFGStep) -> tuple[Tensor, ...]:
+        import torch
+
+        if len(step.outputs) < 2:
+            return step.outputs
+        cond, uncond = step.outputs[:2]
+        sigma = float(step.sigma[0])
+        if self.previous_sigma is not None and sigma > self.previous_sigma:
+            self.running = None
+        self.previous_sigma = sigma
+        guidance = cond - uncond
+        if self.momentum != 0:
+            self.running = (
+                guidance if self.running is None else self.momentum * self.running + guidance
+            )
+            guidance = self.running
+        dims = [-1, -2, -3]
+        if self.norm_threshold > 0:
+            norm = guidance.norm(p=2, dim=dims, keepdim=True)
+            guidance = guidance * torch.minimum(torch.ones_like(norm), self.norm_threshold / norm)
+        unit = torch.nn.functional.normalize(cond, dim=dims)
+        parallel = (guidance * unit).sum(dim=dims, keepdim=True) * unit
+        modified = (guidance - parallel) + self.eta * parallel
+        positive = (uncond + modified) + (cond - uncond) / step.cond_scale
+        return (positive, uncond, *step.outputs[2:])
+
+
 @loom.node("RescaleCFG", category="advanced/model")
 class RescaleCFG:
     model: Model
@@ -186,11 +260,71 @@ class EpsilonScaling:
         return _with_post_cfg(self.model, EpsilonScaled(float(self.scaling_factor)))
 
 
+def _with_pre_cfg(model: Model, function: Callable[[PreCFGStep], Any]) -> Model:
+    patched = model.clone()
+    patched.guidance = guidance_hooks_of(patched).with_pre_cfg(function)
+    return patched
+
+
+@loom.node(
+    "TCFG",
+    category="advanced/guidance",
+    display_name="Tangential Damping CFG",
+    outputs=PATCHED_MODEL,
+    v3=True,
+)
+class TCFG:
+    """TCFG – Tangential Damping CFG (2503.18137)
+
+    Refine the uncond (negative) to align with the cond (positive) for improving quality."""
+
+    model: Model
+
+    def run(self, ctx: loom.RunContext) -> loom.NodeOutput:
+        return loom.NodeOutput((_with_pre_cfg(self.model, tangential_damping_cfg),))
+
+
+@loom.node(
+    "APG", category="sampling/custom_sampling", display_name="Adaptive Projected Guidance", v3=True
+)
+class APG:
+    # no docstring: /object_info's description is ComfyUI's (empty)
+
+    model: Model
+    eta: float = ui.float(
+        1.0,
+        min=-10.0,
+        max=10.0,
+        step=0.01,
+        tooltip="Controls the scale of the parallel guidance vector. Default CFG behavior at a setting of 1.",
+    )
+    norm_threshold: float = ui.float(
+        5.0,
+        min=0.0,
+        max=50.0,
+        step=0.1,
+        tooltip="Normalize guidance vector to this value, normalization disable at a setting of 0.",
+    )
+    momentum: float = ui.float(
+        0.0,
+        min=-5.0,
+        max=1.0,
+        step=0.01,
+        tooltip="Controls a running average of guidance during diffusion, disabled at a setting of 0.",
+    )
+
+    def run(self, ctx: loom.RunContext) -> Model:
+        rule = ProjectedGuidance(float(self.eta), float(self.norm_threshold), float(self.momentum))
+        return _with_pre_cfg(self.model, rule)
+
+
 CFG_NODES = {
     RescaleCFG: "comfy_extras.nodes_model_advanced",
     CFGZeroStar: "comfy_extras.nodes_cfg",
     CFGNorm: "comfy_extras.nodes_cfg",
     Mahiro: "comfy_extras.nodes_mahiro",
     EpsilonScaling: "comfy_extras.nodes_eps",
+    TCFG: "comfy_extras.nodes_tcfg",
+    APG: "comfy_extras.nodes_apg",
 }
 """The nodes and where ComfyUI 0.8 defines them (/object_info's ``python_module``)."""

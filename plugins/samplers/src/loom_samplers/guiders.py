@@ -46,11 +46,14 @@ def guided(
     cond: Tensor,
     uncond: Tensor,
     scale: float,
+    *,
+    uncond_evaluated: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """``(guided x0, unconditional x0)`` with a model's :class:`GuidanceHooks` applied in
     ComfyUI's order: pre-CFG functions, the CFG function (or plain CFG), post-CFG functions."""
+    evaluated = (True, uncond_evaluated)
     for pre in hooks.pre_cfg:
-        cond, uncond = pre(PreCFGStep(x, sigma, (cond, uncond), scale, model))
+        cond, uncond = pre(PreCFGStep(x, sigma, (cond, uncond), scale, model, evaluated))
     if hooks.cfg_function is None:
         out = cfg_combine(cond, uncond, scale)
     else:
@@ -116,7 +119,16 @@ class Guider:
         cond, uncond = calc_cond_batch(
             self.model, [self.resolved.get("positive"), negative], x, sigma, ctx, self.batched
         )
-        return guided(hooks, self.model, x, sigma, cond, uncond, self.cfg)
+        return guided(
+            hooks,
+            self.model,
+            x,
+            sigma,
+            cond,
+            uncond,
+            self.cfg,
+            uncond_evaluated=negative is not None,
+        )
 
 
 @attrs.define(eq=False)
