@@ -208,3 +208,47 @@ def test_apg_projects_the_guidance_with_momentum(samplers_registry, cloning_mode
     plain, *_ = _predict(fresh, cond)
     # eta 1, no clip, no momentum: ComfyUI's rule is CFG at cond_scale + 1
     assert torch.allclose(plain, u + (c - u) * (CFG + 1), atol=1e-4)
+
+
+def _alone(model_class, cond, value, x):
+    guider = Guider(model_class(), {"positive": cond(value)}, 1.0)
+    guider.prepare(torch.zeros_like(x), torch.zeros_like(x), None, 0)
+    return guider.predict(x, SIGMA)[0]
+
+
+def test_perp_neg_guider_is_comfyuis_rule(samplers_registry, cloning_model, cond):
+    model = cloning_model()
+    (guider,) = _run(
+        samplers_registry,
+        "PerpNegGuider",
+        model=model,
+        positive=cond(1.0),
+        negative=cond(-0.5),
+        empty_conditioning=cond(0.2),
+        cfg=CFG,
+        neg_scale=0.7,
+    )
+    x = torch.randn((2, 4, 8, 8), generator=torch.Generator().manual_seed(5))
+    guider.prepare(torch.zeros_like(x), torch.zeros_like(x), None, 0)
+    out, uncond = guider.predict(x, SIGMA)
+    assert [call[0][0] for call in model.calls] == [6]  # the three prompts in one batch
+    c, u, e = (_alone(cloning_model, cond, v, x) for v in (1.0, -0.5, 0.2))
+    pos, neg = c - e, u - e
+    perp = neg - ((neg * pos).sum() / pos.norm() ** 2) * pos
+    assert torch.allclose(out, e + CFG * (pos - perp * 0.7), atol=1e-5)
+    assert torch.allclose(uncond, u, atol=1e-6)
+
+    (only,) = _run(
+        samplers_registry,
+        "PerpNegGuider",
+        model=model,
+        positive=cond(1.0),
+        negative=cond(-0.5),
+        empty_conditioning=cond(0.2),
+        cfg=1.0,
+        neg_scale=0.0,
+    )
+    only.prepare(torch.zeros_like(x), torch.zeros_like(x), None, 0)
+    out, _ = only.predict(x, SIGMA)
+    assert [call[0][0] for call in model.calls][1:] == [2]  # neg_scale 0, cfg 1: positive only
+    assert torch.allclose(out, c, atol=1e-6)

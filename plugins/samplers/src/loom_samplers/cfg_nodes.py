@@ -4,7 +4,7 @@ Each node sets a function of :class:`loom.samplers.GuidanceHooks` on a clone of 
 the CFG guider applies them at every model evaluation. The rules are ComfyUI 0.8's
 (``comfy_extras``: ``nodes_model_advanced`` RescaleCFG, ``nodes_cfg`` CFGZeroStar and
 CFGNorm, ``nodes_mahiro`` Mahiro, ``nodes_eps`` EpsilonScaling, ``nodes_tcfg`` TCFG,
-``nodes_apg`` APG), written in x0 space: the
+``nodes_apg`` APG; ``nodes_perpneg`` PerpNegGuider builds a guider), written in x0 space: the
 functions are given and return denoised predictions. Torch is imported when a function runs.
 """
 
@@ -17,7 +17,7 @@ import attrs
 
 import loom
 from loom.samplers import CFGStep, PostCFGStep, PreCFGStep, guidance_hooks_of
-from loom.types import Model
+from loom.types import Conditioning, Guider, Model
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -318,6 +318,26 @@ class APG:
         return _with_pre_cfg(self.model, rule)
 
 
+@loom.node("PerpNegGuider", category="_for_testing", experimental=True, v3=True)
+class PerpNegGuider:
+    model: Model
+    positive: Conditioning
+    negative: Conditioning
+    empty_conditioning: Conditioning
+    cfg: float = ui.float(8.0, min=0.0, max=100.0, step=0.1, round=0.01)
+    neg_scale: float = ui.float(1.0, min=0.0, max=100.0, step=0.01)
+
+    def run(self, ctx: loom.RunContext) -> Guider:
+        from loom_samplers.guiders import PerpNegGuider as _PerpNeg
+
+        conds = {
+            "positive": self.positive,
+            "empty_negative_prompt": self.empty_conditioning,
+            "negative": self.negative,
+        }
+        return _PerpNeg(self.model, conds, float(self.cfg), neg_scale=float(self.neg_scale))
+
+
 CFG_NODES = {
     RescaleCFG: "comfy_extras.nodes_model_advanced",
     CFGZeroStar: "comfy_extras.nodes_cfg",
@@ -326,5 +346,6 @@ CFG_NODES = {
     EpsilonScaling: "comfy_extras.nodes_eps",
     TCFG: "comfy_extras.nodes_tcfg",
     APG: "comfy_extras.nodes_apg",
+    PerpNegGuider: "comfy_extras.nodes_perpneg",
 }
 """The nodes and where ComfyUI 0.8 defines them (/object_info's ``python_module``)."""

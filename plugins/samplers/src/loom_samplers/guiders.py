@@ -162,6 +162,56 @@ class DualCFGGuider(Guider):
         return cfg_combine(out[1], out[0], self.cfg2) + (out[2] - out[1]) * self.cfg, out[0]
 
 
+def perp_neg(
+    positive: Tensor, negative: Tensor, empty: Tensor, neg_scale: float, scale: float
+) -> Tensor:
+    """Perp-Neg (Armandpour et al. 2023, arXiv:2304.04968) as ComfyUI computes it: the
+    negative's direction from the empty prompt, less its projection on the positive's (over
+    the whole batch at once), subtracted at ``neg_scale`` before scaling by ``scale``."""
+    import torch
+
+    pos = positive - empty
+    neg = negative - empty
+    perpendicular = neg - (torch.mul(neg, pos).sum() / torch.norm(pos) ** 2) * pos
+    return empty + scale * (pos - perpendicular * neg_scale)
+
+
+@attrs.define(eq=False)
+class PerpNegGuider(Guider):
+    """A positive, a negative and an empty prompt combined by :func:`perp_neg` (ComfyUI's
+    ``Guider_PerpNeg``), all three in one batch.
+
+    With ``neg_scale`` 0 the negative is not evaluated, and the empty prompt neither when
+    ``cfg`` is 1 too (unless the model's guidance hooks disable that shortcut). The model's
+    pre-CFG and post-CFG functions apply; its CFG function does not (Perp-Neg is the rule).
+    """
+
+    negative_groups: frozenset[str] = frozenset({"negative", "empty_negative_prompt"})
+    neg_scale: float = 1.0
+
+    def predict(
+        self, x: Tensor, sigma: Tensor, *, need_uncond: bool = False, ctx: RunContext | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        hooks = guidance_hooks_of(self.model)
+        groups = [self.resolved.get(name) for name in ("positive", "negative")]
+        groups.append(self.resolved.get("empty_negative_prompt"))
+        if not (hooks.disable_cfg1_optimization or need_uncond) and math.isclose(
+            self.neg_scale, 0.0
+        ):
+            groups[1] = None
+            if math.isclose(self.cfg, 1.0):
+                groups[2] = None
+        outputs = tuple(calc_cond_batch(self.model, groups, x, sigma, ctx, self.batched))
+        evaluated = tuple(group is not None for group in groups)
+        for pre in hooks.pre_cfg:
+            outputs = tuple(pre(PreCFGStep(x, sigma, outputs, self.cfg, self.model, evaluated)))
+        positive, negative, empty = outputs
+        out = perp_neg(positive, negative, empty, self.neg_scale, self.cfg)
+        for post in hooks.post_cfg:
+            out = post(PostCFGStep(x, sigma, out, positive, negative, self.cfg, self.model))
+        return out, negative
+
+
 class GuidedDenoiser:
     """``D(x, σ)`` for the samplers: a guider's prediction, with inpainting applied.
 
