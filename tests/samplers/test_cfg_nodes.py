@@ -252,3 +252,19 @@ def test_perp_neg_guider_is_comfyuis_rule(samplers_registry, cloning_model, cond
     out, _ = only.predict(x, SIGMA)
     assert [call[0][0] for call in model.calls][1:] == [2]  # neg_scale 0, cfg 1: positive only
     assert torch.allclose(out, c, atol=1e-6)
+
+
+def test_perp_neg_node_evaluates_the_empty_prompt_in_its_cfg_function(
+    samplers_registry, cloning_model, cond
+):
+    model = cloning_model()
+    (patched,) = _run(
+        samplers_registry, "PerpNeg", model=model, empty_conditioning=cond(0.2), neg_scale=0.7
+    )
+    out, x, c, u = _predict(patched, cond)
+    # one batch for positive and negative, then the empty prompt alone
+    assert [call[0][0] for call in patched.calls] == [4, 2]
+    e = _alone(cloning_model, cond, 0.2, x)
+    pos, neg = c - e, u - e
+    perp = neg - ((neg * pos).sum() / pos.norm() ** 2) * pos
+    assert torch.allclose(out, e + CFG * (pos - perp * 0.7), atol=1e-5)

@@ -18,6 +18,7 @@ def samples_of(result) -> torch.Tensor:
 def patched_prompt(class_type: str, **inputs) -> dict:
     prompt = txt2img(steps=2)
     prompt["20"] = {"class_type": class_type, "inputs": {"model": ["4", 0], **inputs}}
+    prompt["33"] = {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["4", 1]}}
     prompt["3"]["inputs"]["model"] = ["20", 0]
     return prompt
 
@@ -32,6 +33,7 @@ def patched_prompt(class_type: str, **inputs) -> dict:
         ("EpsilonScaling", {"scaling_factor": 1.2}),
         ("TCFG", {}),
         ("APG", {"eta": 0.5, "norm_threshold": 5.0, "momentum": 0.5}),
+        ("PerpNeg", {"empty_conditioning": ["33", 0], "neg_scale": 1.0}),
     ],
 )
 def test_guidance_node_changes_the_image_deterministically(runtime, class_type, inputs):

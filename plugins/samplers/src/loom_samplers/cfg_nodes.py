@@ -4,7 +4,7 @@ Each node sets a function of :class:`loom.samplers.GuidanceHooks` on a clone of 
 the CFG guider applies them at every model evaluation. The rules are ComfyUI 0.8's
 (``comfy_extras``: ``nodes_model_advanced`` RescaleCFG, ``nodes_cfg`` CFGZeroStar and
 CFGNorm, ``nodes_mahiro`` Mahiro, ``nodes_eps`` EpsilonScaling, ``nodes_tcfg`` TCFG,
-``nodes_apg`` APG; ``nodes_perpneg`` PerpNegGuider builds a guider), written in x0 space: the
+``nodes_apg`` APG, ``nodes_perpneg`` PerpNeg; PerpNegGuider builds a guider), written in x0 space: the
 functions are given and return denoised predictions. Torch is imported when a function runs.
 """
 
@@ -196,6 +196,28 @@ class ProjectedGuidance:
         return (positive, uncond, *step.outputs[2:])
 
 
+@attrs.frozen
+class PerpNegCFG:
+    """The deprecated PerpNeg node's CFG function: the empty prompt evaluated at each call
+    (resolved for the call's latent as a negative prompt) and combined with the positive and
+    negative x0 by :func:`loom_samplers.guiders.perp_neg`."""
+
+    empty_conditioning: list
+    neg_scale: float
+
+    def __call__(self, step: CFGStep) -> Tensor:
+        from loom_samplers.conditioning_batches import calc_cond_batch, resolve_conditioning
+        from loom_samplers.guiders import perp_neg
+
+        entries = resolve_conditioning(
+            self.empty_conditioning, step.model, step.x, prompt_type="negative"
+        )
+        (empty,) = calc_cond_batch(step.model, [entries], step.x, step.sigma)
+        return perp_neg(
+            step.cond_denoised, step.uncond_denoised, empty, self.neg_scale, step.cond_scale
+        )
+
+
 @loom.node("RescaleCFG", category="advanced/model")
 class RescaleCFG:
     model: Model
@@ -318,6 +340,26 @@ class APG:
         return _with_pre_cfg(self.model, rule)
 
 
+@loom.node(
+    "PerpNeg",
+    category="_for_testing",
+    display_name="Perp-Neg (DEPRECATED by PerpNegGuider)",
+    experimental=True,
+    deprecated=True,
+    v3=True,
+)
+class PerpNeg:
+    model: Model
+    empty_conditioning: Conditioning
+    neg_scale: float = ui.float(1.0, min=0.0, max=100.0, step=0.01)
+
+    def run(self, ctx: loom.RunContext) -> Model:
+        model = self.model.clone()
+        rule = PerpNegCFG(list(self.empty_conditioning), float(self.neg_scale))
+        model.guidance = guidance_hooks_of(model).with_cfg_function(rule)
+        return model
+
+
 @loom.node("PerpNegGuider", category="_for_testing", experimental=True, v3=True)
 class PerpNegGuider:
     model: Model
@@ -347,5 +389,6 @@ CFG_NODES = {
     TCFG: "comfy_extras.nodes_tcfg",
     APG: "comfy_extras.nodes_apg",
     PerpNegGuider: "comfy_extras.nodes_perpneg",
+    PerpNeg: "comfy_extras.nodes_perpneg",
 }
 """The nodes and where ComfyUI 0.8 defines them (/object_info's ``python_module``)."""
