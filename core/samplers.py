@@ -10,7 +10,7 @@ type checking.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
@@ -24,13 +24,18 @@ if TYPE_CHECKING:
     from loom.registry import Registry
 
 __all__ = [
+    "CFGFunction",
+    "CFGStep",
     "DenoiseMaskFunction",
     "DenoiseMaskStep",
     "Denoiser",
+    "GuidanceHooks",
     "NoiseSampler",
     "NoiseSource",
-    "PreCfgFunction",
-    "PreCfgStep",
+    "PostCFGFunction",
+    "PostCFGStep",
+    "PreCFGFunction",
+    "PreCFGStep",
     "RegisteredSampler",
     "Sampler",
     "SamplerInfo",
@@ -41,7 +46,7 @@ __all__ = [
     "denoise_mask_function_of",
     "find_sampler",
     "find_scheduler",
-    "pre_cfg_functions_of",
+    "guidance_hooks_of",
 ]
 
 
@@ -170,36 +175,123 @@ def denoise_mask_function_of(model: Any) -> DenoiseMaskFunction | None:
 
 
 @attrs.frozen
-class PreCfgStep:
-    """The predictions a :class:`PreCfgFunction` is given at each guided model evaluation.
+class PreCFGStep:
+    """What a :class:`PreCFGFunction` is given once the model has been evaluated.
 
-    ``cond`` and ``uncond`` are the conditional and unconditional x0 predictions (``uncond``
-    is zeros where the negative was not evaluated, e.g. at cfg 1, as in ComfyUI);
-    ``cond_scale`` is the guider's cfg, ``sigma`` one value per batch item, ``x`` the noisy
-    input.
+    ``outputs`` holds the x0 prediction of each conditioning group, positive first, then
+    negative (all zeros when the cfg = 1 shortcut skipped it: ``evaluated`` says which were
+    evaluated); ``x`` is the noisy input and ``sigma`` has one value per batch item.
     """
 
-    cond: Tensor
-    uncond: Tensor
-    cond_scale: float
-    sigma: Tensor
     x: Tensor
+    sigma: Tensor
+    outputs: tuple[Tensor, ...]
+    cond_scale: float
+    model: Any
+    evaluated: tuple[bool, ...] = ()
 
 
-class PreCfgFunction(Protocol):
-    """A rewrite of the conditional and unconditional predictions before CFG combines them
-    (ComfyUI's ``sampler_pre_cfg_function`` model option, set by ``LatentApplyOperationCFG``).
+class PreCFGFunction(Protocol):
+    """A rewrite of the group predictions before they are combined (ComfyUI's
+    ``sampler_pre_cfg_function`` model option); returns as many tensors as it was given."""
 
-    A MODEL handle carries a tuple of them in its ``pre_cfg_functions`` attribute, applied in
-    order by the CFG guider; each returns the new ``(cond, uncond)``.
+    def __call__(self, step: PreCFGStep) -> Sequence[Tensor]: ...
+
+
+@attrs.frozen
+class CFGStep:
+    """What a :class:`CFGFunction` is given: the positive and negative x0 predictions of one
+    model evaluation, the noisy input ``x`` and ``sigma`` (one value per batch item)."""
+
+    x: Tensor
+    sigma: Tensor
+    cond_denoised: Tensor
+    uncond_denoised: Tensor
+    cond_scale: float
+    model: Any
+
+
+class CFGFunction(Protocol):
+    """A replacement of ``uncond + (cond - uncond) * cond_scale`` (ComfyUI's
+    ``sampler_cfg_function``). Loom's returns the guided x0 (ComfyUI's is given and returns
+    noise, ``x - x0``: the same rule written in the other space)."""
+
+    def __call__(self, step: CFGStep) -> Tensor: ...
+
+
+@attrs.frozen
+class PostCFGStep:
+    """What a :class:`PostCFGFunction` is given: the guided x0 ``denoised`` so far, with the
+    step's :class:`CFGStep` fields."""
+
+    x: Tensor
+    sigma: Tensor
+    denoised: Tensor
+    cond_denoised: Tensor
+    uncond_denoised: Tensor
+    cond_scale: float
+    model: Any
+
+
+class PostCFGFunction(Protocol):
+    """A rewrite of the guided x0 (ComfyUI's ``sampler_post_cfg_function``); returns the new
+    guided x0."""
+
+    def __call__(self, step: PostCFGStep) -> Tensor: ...
+
+
+@attrs.frozen
+class GuidanceHooks:
+    """How a MODEL handle changes classifier-free guidance; a handle carries one in its
+    ``guidance`` attribute (read with :func:`guidance_hooks_of`).
+
+    Applied by the CFG guider in ComfyUI's order at each model evaluation: the pre-CFG
+    functions in the order added, then ``cfg_function`` (or plain CFG), then the post-CFG
+    functions in the order added. ``disable_cfg1_optimization``: evaluate the negative even
+    at cfg 1. Immutable: nodes build a new one with the ``with_*`` methods on a clone, so the
+    original handle keeps its own.
     """
 
-    def __call__(self, step: PreCfgStep) -> tuple[Tensor, Tensor]: ...
+    cfg_function: CFGFunction | None = None
+    pre_cfg: tuple[PreCFGFunction, ...] = ()
+    post_cfg: tuple[PostCFGFunction, ...] = ()
+    disable_cfg1_optimization: bool = False
+
+    def with_cfg_function(
+        self, function: CFGFunction, *, disable_cfg1_optimization: bool = False
+    ) -> GuidanceHooks:
+        return attrs.evolve(
+            self,
+            cfg_function=function,
+            disable_cfg1_optimization=self.disable_cfg1_optimization or disable_cfg1_optimization,
+        )
+
+    def with_pre_cfg(
+        self, function: PreCFGFunction, *, disable_cfg1_optimization: bool = False
+    ) -> GuidanceHooks:
+        return attrs.evolve(
+            self,
+            pre_cfg=(*self.pre_cfg, function),
+            disable_cfg1_optimization=self.disable_cfg1_optimization or disable_cfg1_optimization,
+        )
+
+    def with_post_cfg(
+        self, function: PostCFGFunction, *, disable_cfg1_optimization: bool = False
+    ) -> GuidanceHooks:
+        return attrs.evolve(
+            self,
+            post_cfg=(*self.post_cfg, function),
+            disable_cfg1_optimization=self.disable_cfg1_optimization or disable_cfg1_optimization,
+        )
 
 
-def pre_cfg_functions_of(model: Any) -> tuple[PreCfgFunction, ...]:
-    """The model handle's :class:`PreCfgFunction` chain (empty when it has none)."""
-    return tuple(getattr(model, "pre_cfg_functions", ()))
+NO_GUIDANCE_HOOKS = GuidanceHooks()
+
+
+def guidance_hooks_of(model: Any) -> GuidanceHooks:
+    """The model handle's :class:`GuidanceHooks` (none set: hooks that change nothing)."""
+    hooks = getattr(model, "guidance", None)
+    return hooks if isinstance(hooks, GuidanceHooks) else NO_GUIDANCE_HOOKS
 
 
 @attrs.frozen

@@ -42,13 +42,18 @@ import attrs
 
 # the sampler contract, defined in loom.samplers and re-exported as part of the shared types
 from loom.samplers import (
+    CFGFunction,  # noqa: F401
+    CFGStep,  # noqa: F401
     DenoiseMaskFunction,  # noqa: F401
     DenoiseMaskStep,  # noqa: F401
     Denoiser,  # noqa: F401
+    GuidanceHooks,  # noqa: F401
     NoiseSampler,  # noqa: F401
     NoiseSource,  # noqa: F401
-    PreCfgFunction,  # noqa: F401
-    PreCfgStep,  # noqa: F401
+    PostCFGFunction,  # noqa: F401
+    PostCFGStep,  # noqa: F401
+    PreCFGFunction,  # noqa: F401
+    PreCFGStep,  # noqa: F401
     RegisteredSampler,  # noqa: F401
     Sampler,  # noqa: F401
     SamplerInfo,  # noqa: F401
@@ -104,8 +109,8 @@ class ModelLike(Protocol):
     A handle may also carry a ``denoise_mask_function``
     (:class:`loom.samplers.DenoiseMaskFunction`, read with
     :func:`loom.samplers.denoise_mask_function_of`) that masked sampling applies each step,
-    and ``pre_cfg_functions`` (:class:`loom.samplers.PreCfgFunction`, read with
-    :func:`loom.samplers.pre_cfg_functions_of`) that CFG guidance applies before combining.
+    and ``guidance`` (:class:`loom.samplers.GuidanceHooks`, read with
+    :func:`loom.samplers.guidance_hooks_of`): its pre-CFG, CFG and post-CFG functions.
     """
 
     model_sampling: ModelSampling

@@ -21,10 +21,11 @@ from torch import nn
 
 from loom.memory.compute import ComputeTarget
 from loom.memory.patches import WeightPatch, patch_keys_present
+from loom.samplers import GuidanceHooks
 
 if TYPE_CHECKING:
     from loom.memory.placement import Placement
-    from loom.samplers import DenoiseMaskFunction, PreCfgFunction
+    from loom.samplers import DenoiseMaskFunction
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +98,9 @@ class ModelHandle:
         #: The per-step denoise-mask rewrite sampling applies to masked runs (a
         #: :class:`loom.samplers.DenoiseMaskFunction`); ``None``: the mask as given.
         self.denoise_mask_function: DenoiseMaskFunction | None = None
-        #: Rewrites of the cond/uncond predictions before CFG (a tuple of
-        #: :class:`loom.samplers.PreCfgFunction`), applied in order.
-        self.pre_cfg_functions: tuple[PreCfgFunction, ...] = ()
+        #: How this handle changes classifier-free guidance (RescaleCFG, CFGZeroStar ...);
+        #: immutable, so clones share it until a node gives a clone a new one.
+        self.guidance: GuidanceHooks = GuidanceHooks()
 
     def __repr__(self) -> str:
         return (

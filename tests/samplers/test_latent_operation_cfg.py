@@ -10,6 +10,7 @@ from loom_samplers.guiders import Guider
 
 from loom.executor.context import InterruptFlag, RunContext
 from loom.nodes.builtin.latent_operations import TonemapReinhard
+from loom.samplers import guidance_hooks_of
 
 
 def _apply_cfg_node(registry, model, operation):
@@ -42,14 +43,15 @@ def test_operation_scales_the_guidance_direction(samplers_registry, toy_model, c
 
     base = Cloning()
     doubled = _apply_cfg_node(samplers_registry, base, lambda latent: 2.0 * latent)
-    assert doubled is not base and getattr(base, "pre_cfg_functions", ()) == ()
+    assert doubled is not base and guidance_hooks_of(base).pre_cfg == ()
     x, out = _predict(doubled, cond, cfg=3.0)
     d = lambda mu: (x + 4.0 * mu) / 5.0  # noqa: E731 - the toy model's answer at σ = 2
     # cond' = 2 (cond - uncond) + uncond, then uncond + (cond' - uncond) * 3
     assert torch.allclose(out, d(-1.0) + 2.0 * (d(1.0) - d(-1.0)) * 3.0, atol=1e-5)
     # chained: applied in order, each on the previous one's direction
     tonemapped = _apply_cfg_node(samplers_registry, doubled, TonemapReinhard(1.0))
-    assert len(tonemapped.pre_cfg_functions) == 2 and len(doubled.pre_cfg_functions) == 1
+    assert len(guidance_hooks_of(tonemapped).pre_cfg) == 2
+    assert len(guidance_hooks_of(doubled).pre_cfg) == 1
     _, chained = _predict(tonemapped, cond, cfg=3.0)
     direction = TonemapReinhard(1.0)(2.0 * (d(1.0) - d(-1.0)))
     assert torch.allclose(chained, d(-1.0) + direction * 3.0, atol=1e-5)

@@ -15,7 +15,7 @@ import attrs
 
 import loom
 from loom.nodes.builtin.image_ops import filter_image, sharpen_kernel
-from loom.samplers import PreCfgStep
+from loom.samplers import PreCFGStep, guidance_hooks_of
 from loom.types import Latent, LatentOperation, LatentOperationFunction, Model
 
 ui = loom.ui
@@ -61,13 +61,15 @@ class Sharpen:
 
 @attrs.frozen
 class OperationOnGuidance:
-    """A :class:`loom.samplers.PreCfgFunction` applying an operation to ``cond - uncond``
-    (the guidance direction), the unconditional prediction left as it is."""
+    """A :class:`loom.samplers.PreCFGFunction` applying an operation to ``cond - uncond``
+    (the guidance direction), the unconditional prediction left as it is (zeros where the
+    cfg = 1 shortcut skipped it, so the operation then sees the conditional prediction)."""
 
     operation: LatentOperationFunction
 
-    def __call__(self, step: PreCfgStep) -> tuple[Any, Any]:
-        return self.operation(step.cond - step.uncond) + step.uncond, step.uncond
+    def __call__(self, step: PreCFGStep) -> tuple[Any, ...]:
+        cond, uncond, *rest = step.outputs
+        return (self.operation(cond - uncond) + uncond, uncond, *rest)
 
 
 @loom.node(
@@ -90,8 +92,8 @@ class LatentApplyOperationCFG:
 
     def run(self, ctx: loom.RunContext) -> Model:
         model = self.model.clone()
-        existing = tuple(getattr(model, "pre_cfg_functions", ()))
-        model.pre_cfg_functions = (*existing, OperationOnGuidance(self.operation))
+        hooks = guidance_hooks_of(model)
+        model.guidance = hooks.with_pre_cfg(OperationOnGuidance(self.operation))
         return model
 
 

@@ -14,10 +14,13 @@ import attrs
 
 from loom import RunContext
 from loom.samplers import (
+    CFGStep,
     DenoiseMaskStep,
-    PreCfgStep,
+    GuidanceHooks,
+    PostCFGStep,
+    PreCFGStep,
     denoise_mask_function_of,
-    pre_cfg_functions_of,
+    guidance_hooks_of,
 )
 from loom_samplers.conditioning_batches import (
     CondEntry,
@@ -33,6 +36,31 @@ if TYPE_CHECKING:
 
 def cfg_combine(cond: Tensor, uncond: Tensor, scale: float) -> Tensor:
     return uncond + (cond - uncond) * scale
+
+
+def guided(
+    hooks: GuidanceHooks,
+    model: Any,
+    x: Tensor,
+    sigma: Tensor,
+    cond: Tensor,
+    uncond: Tensor,
+    scale: float,
+    *,
+    uncond_evaluated: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """``(guided x0, unconditional x0)`` with a model's :class:`GuidanceHooks` applied in
+    ComfyUI's order: pre-CFG functions, the CFG function (or plain CFG), post-CFG functions."""
+    evaluated = (True, uncond_evaluated)
+    for pre in hooks.pre_cfg:
+        cond, uncond = pre(PreCFGStep(x, sigma, (cond, uncond), scale, model, evaluated))
+    if hooks.cfg_function is None:
+        out = cfg_combine(cond, uncond, scale)
+    else:
+        out = hooks.cfg_function(CFGStep(x, sigma, cond, uncond, scale, model))
+    for post in hooks.post_cfg:
+        out = post(PostCFGStep(x, sigma, out, cond, uncond, scale, model))
+    return out, uncond
 
 
 @attrs.define(eq=False)
@@ -82,16 +110,25 @@ class Guider:
     def predict(
         self, x: Tensor, sigma: Tensor, *, need_uncond: bool = False, ctx: RunContext | None = None
     ) -> tuple[Tensor, Tensor | None]:
-        """``(guided x0, unconditional x0 or None)``."""
+        """``(guided x0, unconditional x0 or None)``, with the model's
+        :class:`~loom.samplers.GuidanceHooks` applied."""
+        hooks = guidance_hooks_of(self.model)
         negative = self.resolved.get("negative")
-        if math.isclose(self.cfg, 1.0) and not need_uncond:
+        if math.isclose(self.cfg, 1.0) and not (need_uncond or hooks.disable_cfg1_optimization):
             negative = None
         cond, uncond = calc_cond_batch(
             self.model, [self.resolved.get("positive"), negative], x, sigma, ctx, self.batched
         )
-        for rewrite in pre_cfg_functions_of(self.model):
-            cond, uncond = rewrite(PreCfgStep(cond, uncond, self.cfg, sigma, x))
-        return cfg_combine(cond, uncond, self.cfg), uncond
+        return guided(
+            hooks,
+            self.model,
+            x,
+            sigma,
+            cond,
+            uncond,
+            self.cfg,
+            uncond_evaluated=negative is not None,
+        )
 
 
 @attrs.define(eq=False)
@@ -123,6 +160,56 @@ class DualCFGGuider(Guider):
                 middle = None
         out = calc_cond_batch(self.model, [negative, middle, positive], x, sigma, ctx, self.batched)
         return cfg_combine(out[1], out[0], self.cfg2) + (out[2] - out[1]) * self.cfg, out[0]
+
+
+def perp_neg(
+    positive: Tensor, negative: Tensor, empty: Tensor, neg_scale: float, scale: float
+) -> Tensor:
+    """Perp-Neg (Armandpour et al. 2023, arXiv:2304.04968) as ComfyUI computes it: the
+    negative's direction from the empty prompt, less its projection on the positive's (over
+    the whole batch at once), subtracted at ``neg_scale`` before scaling by ``scale``."""
+    import torch
+
+    pos = positive - empty
+    neg = negative - empty
+    perpendicular = neg - (torch.mul(neg, pos).sum() / torch.norm(pos) ** 2) * pos
+    return empty + scale * (pos - perpendicular * neg_scale)
+
+
+@attrs.define(eq=False)
+class PerpNegGuider(Guider):
+    """A positive, a negative and an empty prompt combined by :func:`perp_neg` (ComfyUI's
+    ``Guider_PerpNeg``), all three in one batch.
+
+    With ``neg_scale`` 0 the negative is not evaluated, and the empty prompt neither when
+    ``cfg`` is 1 too (unless the model's guidance hooks disable that shortcut). The model's
+    pre-CFG and post-CFG functions apply; its CFG function does not (Perp-Neg is the rule).
+    """
+
+    negative_groups: frozenset[str] = frozenset({"negative", "empty_negative_prompt"})
+    neg_scale: float = 1.0
+
+    def predict(
+        self, x: Tensor, sigma: Tensor, *, need_uncond: bool = False, ctx: RunContext | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        hooks = guidance_hooks_of(self.model)
+        groups = [self.resolved.get(name) for name in ("positive", "negative")]
+        groups.append(self.resolved.get("empty_negative_prompt"))
+        if not (hooks.disable_cfg1_optimization or need_uncond) and math.isclose(
+            self.neg_scale, 0.0
+        ):
+            groups[1] = None
+            if math.isclose(self.cfg, 1.0):
+                groups[2] = None
+        outputs = tuple(calc_cond_batch(self.model, groups, x, sigma, ctx, self.batched))
+        evaluated = tuple(group is not None for group in groups)
+        for pre in hooks.pre_cfg:
+            outputs = tuple(pre(PreCFGStep(x, sigma, outputs, self.cfg, self.model, evaluated)))
+        positive, negative, empty = outputs
+        out = perp_neg(positive, negative, empty, self.neg_scale, self.cfg)
+        for post in hooks.post_cfg:
+            out = post(PostCFGStep(x, sigma, out, positive, negative, self.cfg, self.model))
+        return out, negative
 
 
 class GuidedDenoiser:

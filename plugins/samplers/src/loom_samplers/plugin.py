@@ -20,6 +20,10 @@ def register_nodes(register: Callable[..., None]) -> None:
         class_type = node_class.__loom_node__.class_type
         module = "nodes" if node_class in classic else "comfy_extras.nodes_custom_sampler"
         register(node_class, python_module=_ELSEWHERE.get(class_type, module))
+    from loom_samplers.cfg_nodes import CFG_NODES
+
+    for node_class, module in CFG_NODES.items():
+        register(node_class, python_module=module)
 
 
 # Sampling nodes ComfyUI 0.8 defines outside nodes_custom_sampler.

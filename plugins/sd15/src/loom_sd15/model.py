@@ -21,7 +21,7 @@ from loom.errors import LoomError
 from loom.memory import ModelHandle
 from loom.model_sampling import DiscreteEps, ModelSampling
 from loom.types import LatentFormat
-from loom_sd15.unet import UNetConfig, UNetModel
+from loom_sd15.unet import OutputBlockPatch, UNetConfig, UNetModel
 from loom_sd15.vae import SD15_RGB_FACTORS
 
 SD15_LATENT_FORMAT = LatentFormat(
@@ -56,6 +56,9 @@ class SD15Model(ModelHandle):
         self.comfy_prefix = "diffusion_model."
         self.model_sampling = model_sampling or DiscreteEps()
         self.latent_format = latent_format
+        #: :class:`loom_sd15.unet.OutputBlockPatch` functions the UNet applies (FreeU);
+        #: a tuple, so clones share it until a node gives a clone its own.
+        self.output_block_patches: tuple[OutputBlockPatch, ...] = ()
 
     @property
     def config(self) -> UNetConfig:
@@ -110,5 +113,6 @@ class SD15Model(ModelHandle):
                 context.to(target.device, target.dtype),
                 self_attention_patch=patch,
                 control=cond.get("control"),
+                output_block_patches=self.output_block_patches,
             )
         return ms.calculate_denoised(sigma, out.float().to(x.device), x)

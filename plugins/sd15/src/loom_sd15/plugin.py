@@ -30,6 +30,10 @@ def register_nodes(register: RegisterNode) -> None:
     for node_class in (*NODES, *GLIGEN_NODES):
         register(node_class, python_module="nodes")
     register(ModelMergeSD1, "ModelMergeSD1", python_module=MODULE)
+    from loom_sd15.freeu import NODES as FREEU_NODES
+
+    for node_class in FREEU_NODES:
+        register(node_class, python_module="comfy_extras.nodes_freelunch")
 
 
 @loom.hookimpl

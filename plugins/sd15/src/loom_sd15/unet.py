@@ -12,12 +12,15 @@ their stored dtype and are cast to the compute dtype on the fly; attention goes 
 One hook reaches inside the transformer blocks: a :class:`SelfAttentionPatch` given to
 :meth:`UNetModel.forward` runs on each block's tokens right after its self-attention
 (ComfyUI's ``middle_patch``; GLIGEN's gated layers use it, :mod:`loom_sd15.gligen`).
+Another sits between the decoder and its skip connections: the :class:`OutputBlockPatch`
+functions given to :meth:`UNetModel.forward` rewrite both before each output block joins them
+(ComfyUI's ``output_block_patch``; FreeU uses it, :mod:`loom_sd15.freeu`; SDXL's UNet too).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -282,6 +285,24 @@ class TimestepBlock(nn.ModuleList):
         return x
 
 
+class OutputBlockPatch(Protocol):
+    """``patch(h, skip) -> (h, skip)``: the decoder features and the skip connection an
+    output block is about to concatenate, rewritten (after any control residual is added)."""
+
+    def __call__(
+        self, h: torch.Tensor, skip: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+def patch_output_block(
+    patches: Sequence[OutputBlockPatch], h: torch.Tensor, skip: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(h, skip)`` through each patch in order."""
+    for patch in patches:
+        h, skip = patch(h, skip)
+    return h, skip
+
+
 def add_control(
     h: torch.Tensor, control: ControlResiduals | None, where: str, index: int
 ) -> torch.Tensor:
@@ -353,6 +374,7 @@ class UNetModel(nn.Module):
         context: torch.Tensor,
         self_attention_patch: SelfAttentionPatch | None = None,
         control: ControlResiduals | None = None,
+        output_block_patches: Sequence[OutputBlockPatch] = (),
         **_: Any,
     ) -> torch.Tensor:
         t_emb = timestep_embedding(timesteps, self.config.model_channels).to(x.dtype)
@@ -366,6 +388,7 @@ class UNetModel(nn.Module):
         h = add_control(h, control, "middle", 0)
         for block in self.output_blocks:
             skip = add_control(skips.pop(), control, "output", len(skips))
+            h, skip = patch_output_block(output_block_patches, h, skip)
             h = torch.cat([h, skip], dim=1)
             # Odd latent sizes: upsample to the size of the next skip, not blindly 2x.
             size = tuple(skips[-1].shape[-2:]) if skips else None

@@ -217,6 +217,7 @@ class SDXLModel(SD15Model):
                 context.to(device, dtype),
                 y.to(device, dtype),
                 control=cond.get("control"),
+                output_block_patches=self.output_block_patches,
             )
         return ms.calculate_denoised(sigma, out.float().to(x.device), x)
 

@@ -10,18 +10,21 @@ embedding. Module names match the checkpoint, so its state dict loads with no re
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
 import torch
 from loom_sd15.unet import (
     Downsample,
+    OutputBlockPatch,
     ResBlock,
     SpatialTransformer,
     TimestepBlock,
     UNetConfig,
     Upsample,
     add_control,
+    patch_output_block,
     timestep_embedding,
 )
 from torch import nn
@@ -139,6 +142,7 @@ class SDXLUNetModel(nn.Module):
         context: torch.Tensor,
         y: torch.Tensor | None = None,
         control: ControlResiduals | None = None,
+        output_block_patches: Sequence[OutputBlockPatch] = (),
         **_: Any,
     ) -> torch.Tensor:
         if y is None:
@@ -153,6 +157,7 @@ class SDXLUNetModel(nn.Module):
         h = add_control(self.middle_block(h, emb, context), control, "middle", 0)
         for block in self.output_blocks:
             skip = add_control(skips.pop(), control, "output", len(skips))
+            h, skip = patch_output_block(output_block_patches, h, skip)
             h = torch.cat([h, skip], dim=1)
             size = tuple(skips[-1].shape[-2:]) if skips else None
             h = block(h, emb, context, size)
