@@ -8,9 +8,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from sd15_markers import needs_samplers
 from test_sd15_workflows import txt2img
 
 from loom.cli.main import main
+
+#: The workflow validated is ComfyUI's default txt2img, whose KSampler loom-samplers provides.
+pytestmark = [needs_samplers]
 
 
 @pytest.fixture
