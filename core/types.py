@@ -188,6 +188,18 @@ class CheckpointModel(CheckpointPart, Protocol):
     def checkpoint_metadata(self) -> dict[str, str]: ...
 
 
+@runtime_checkable
+class SavableTextEncoders(Protocol):
+    """A CLIP whose text encoders can be saved one file each (CLIPSave).
+
+    ``text_encoder_files()`` maps each encoder's name (``clip_l``, ``clip_g``, ``t5xxl``;
+    ``""`` for a CLIP holding one unnamed encoder) to its weights, patches applied, keyed as
+    in that encoder's own file (``text_model.*``).
+    """
+
+    def text_encoder_files(self) -> dict[str, dict[str, torch.Tensor]]: ...
+
+
 @attrs.frozen
 class LatentFormat:
     """How a family's latents relate to its VAE: channels, scale/shift, preview factors."""

@@ -15,8 +15,8 @@ from safetensors.torch import load_file
 
 from loom.errors import LoomError
 from loom.memory import DiffPatch
-from loom.nodes.builtin.loaders import CheckpointLoaderSimple, VAELoader
-from loom.nodes.builtin.model_save import CheckpointSave, ModelSave, VAESave
+from loom.nodes.builtin.loaders import CheckpointLoaderSimple, CLIPLoader, VAELoader
+from loom.nodes.builtin.model_save import CheckpointSave, CLIPSave, ModelSave, VAESave
 from loom.testing import make_context
 
 UNET_KEY = "input_blocks.0.0.weight"
@@ -113,3 +113,30 @@ def test_model_save_and_vae_save_write_their_part_alone(base_dir, ctx, runtime, 
 def test_saving_something_without_a_checkpoint_layout_names_the_input(ctx):
     with pytest.raises(LoomError, match="ModelSave: input 'model'"):
         ModelSave(model=object()).run(ctx)
+
+
+def test_clip_save_writes_clip_l_in_its_own_layout(base_dir, ctx, runtime, tiny_checkpoint):
+    clip = CheckpointLoaderSimple(ckpt_name="tiny.safetensors").run(ctx).clip
+    patched = clip.clone()
+    state = clip.handle.module.state_dict()
+    (key,) = (k for k in state if k.endswith(CLIP_WEIGHT))
+    diff = torch.randn(state[key].shape)
+    patched.handle.add_patches({key: DiffPatch(diff)}, 1.0)
+    CLIPSave(clip=patched).run(ctx)
+    saved_file = base_dir / "output" / "clip" / "ComfyUI_clip_l_00001_.safetensors"
+    saved = load_file(str(saved_file))
+    prefix = "cond_stage_model.transformer."
+    original = load_file(str(tiny_checkpoint))
+    assert set(saved) == {
+        k[len(prefix) :] for k in original if k.startswith(prefix) and "position_ids" not in k
+    }
+    assert all(k.startswith("text_model.") for k in saved)
+    target = base_dir / "models" / "text_encoders" / saved_file.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(saved_file, target)
+    reloaded = CLIPLoader(clip_name=saved_file.name, type="stable_diffusion").run(ctx)
+    expected = loaded(runtime, patched.handle)
+    got = loaded(runtime, reloaded.handle)
+    for name, tensor in expected.items():
+        assert torch.equal(got[name], tensor), name
+    assert torch.allclose(got[key], state[key] + diff, atol=1e-6)

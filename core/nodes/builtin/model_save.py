@@ -1,11 +1,13 @@
-"""Saving models as safetensors files: ``CheckpointSave``, ``ModelSave`` and ``VAESave``
+"""Saving models as safetensors files: ``CheckpointSave``, ``ModelSave``, ``CLIPSave`` and
+``VAESave``
 (ComfyUI's ``comfy_extras/nodes_model_merging.py``).
 
 Each writes ``output/<prefix>_<counter:05>_.safetensors`` (the counter and subfolders as
 SaveLatent finds them) with the weights the inputs would compute with: the family's
 :class:`loom.types.CheckpointPart` gives them, patches applied, in its checkpoint layout.
 CheckpointSave and ModelSave write the checkpoint's keys (``model.diffusion_model.*`` ...);
-VAESave writes the VAE alone, without its checkpoint prefix. The metadata is ComfyUI's: the
+VAESave writes the VAE alone, without its checkpoint prefix; CLIPSave one file per text
+encoder (:class:`loom.types.SavableTextEncoders`), the encoder's name after the prefix. The metadata is ComfyUI's: the
 model's ``modelspec`` keys (always), then the prompt and workflow JSON unless metadata is
 disabled.
 """
@@ -19,7 +21,7 @@ from loom.errors import LoomError
 from loom.nodes.builtin.image_io import _SAVE_HIDDEN, run_settings
 from loom.nodes.builtin.latent_files import latent_metadata
 from loom.nodes.builtin.save_paths import get_save_path
-from loom.types import CheckpointModel, CheckpointPart, Clip, Model, Vae
+from loom.types import CheckpointModel, CheckpointPart, Clip, Model, SavableTextEncoders, Vae
 
 ui = loom.ui
 
@@ -90,6 +92,22 @@ class ModelSave:
         return save_parts(ctx, self.filename_prefix, tensors, metadata)
 
 
+@loom.node("CLIPSave", category=CATEGORY, output_node=True, hidden=_SAVE_HIDDEN, v3=True)
+class CLIPSave:
+    """Each text encoder of the CLIP in a file of its own, named after it
+    (``clip/ComfyUI_clip_l_00001_.safetensors``), keyed as that encoder's own file."""
+
+    clip: Clip
+    filename_prefix: str = ui.string("clip/ComfyUI")
+
+    def run(self, ctx: loom.RunContext) -> loom.NodeOutput:
+        part = _part("CLIPSave", "clip", self.clip, SavableTextEncoders)
+        for name, tensors in part.text_encoder_files().items():
+            prefix = f"{self.filename_prefix}_{name}" if name else self.filename_prefix
+            save_parts(ctx, prefix, tensors, {})
+        return loom.NodeOutput()
+
+
 @loom.node("VAESave", category=CATEGORY, output_node=True, hidden=_SAVE_HIDDEN, v3=True)
 class VAESave:
     """The VAE alone, its keys without the checkpoint prefix."""
@@ -106,5 +124,5 @@ class VAESave:
 
 @loom.hookimpl
 def register_nodes(register) -> None:
-    for node_class in (CheckpointSave, ModelSave, VAESave):
+    for node_class in (CheckpointSave, ModelSave, CLIPSave, VAESave):
         register(node_class, python_module=COMFY_MODULE)

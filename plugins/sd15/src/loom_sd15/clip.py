@@ -232,6 +232,11 @@ class SD15Clip:
             if not key.endswith("position_ids")
         }
 
+    def text_encoder_files(self) -> dict[str, dict[str, torch.Tensor]]:
+        """CLIP-L alone, keyed ``text_model.*`` as ComfyUI's CLIPSave writes it."""
+        start = len(self.checkpoint_prefix)
+        return {"clip_l": {key[start:]: value for key, value in self.checkpoint_state().items()}}
+
     def clone(self) -> SD15Clip:
         other = SD15Clip(
             self.handle.clone(),
