@@ -55,6 +55,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "loom.nodes.builtin.loaders",
     "loom.nodes.builtin.models",
     "loom.nodes.builtin.model_merging",
+    "loom.nodes.builtin.model_save",
     "loom.nodes.builtin.model_sampling_nodes",
     "loom.nodes.builtin.sampling",
     "loom.nodes.builtin.logic",

@@ -165,6 +165,41 @@ class VaeLike(Protocol):
     def decode_tiled(self, samples: torch.Tensor, tile_size: int, overlap: int) -> torch.Tensor: ...
 
 
+@runtime_checkable
+class CheckpointPart(Protocol):
+    """A MODEL, CLIP or VAE whose weights can be saved (CheckpointSave, ModelSave, VAESave).
+
+    ``checkpoint_state()`` gives the weights with the handle's patches applied (LoRA,
+    merges), keyed as in the family's original single-file checkpoint; every key starts
+    with ``checkpoint_prefix`` (``first_stage_model.``), which a file holding the part
+    alone (VAESave) leaves out.
+    """
+
+    checkpoint_prefix: str
+
+    def checkpoint_state(self) -> dict[str, torch.Tensor]: ...
+
+
+@runtime_checkable
+class CheckpointModel(CheckpointPart, Protocol):
+    """A MODEL that can be saved: ``checkpoint_metadata()`` is the file metadata ComfyUI
+    writes for its architecture (``modelspec.*`` keys), besides the prompt and workflow."""
+
+    def checkpoint_metadata(self) -> dict[str, str]: ...
+
+
+@runtime_checkable
+class SavableTextEncoders(Protocol):
+    """A CLIP whose text encoders can be saved one file each (CLIPSave).
+
+    ``text_encoder_files()`` maps each encoder's name (``clip_l``, ``clip_g``, ``t5xxl``;
+    ``""`` for a CLIP holding one unnamed encoder) to its weights, patches applied, keyed as
+    in that encoder's own file (``text_model.*``).
+    """
+
+    def text_encoder_files(self) -> dict[str, dict[str, torch.Tensor]]: ...
+
+
 @attrs.frozen
 class LatentFormat:
     """How a family's latents relate to its VAE: channels, scale/shift, preview factors."""

@@ -48,7 +48,14 @@ _EXPORTS = {
         "split_state_dict_by_prefix",
     ),
     "manager": ("Accounting", "Eviction", "MemoryManager", "ModelAccount"),
-    "merge": ("MergePatch", "block_ratio", "merge_into", "ratio_scales", "stored_tensors"),
+    "merge": (
+        "MergePatch",
+        "block_ratio",
+        "merge_into",
+        "patched_tensors",
+        "ratio_scales",
+        "stored_tensors",
+    ),
     "patches": ("DiffPatch", "ReplacePatch", "WeightPatch"),
     "safetensors_file": ("SafetensorsFile",),
     # torch-free: validation reads headers without importing torch
@@ -103,6 +110,7 @@ __all__ = [
     "merge_into",
     "open_safetensors",
     "ops",
+    "patched_tensors",
     "ratio_scales",
     "read_header",
     "scale_layers",

@@ -16,7 +16,7 @@ import attrs
 import torch
 
 from loom.memory.handle import ModelHandle
-from loom.memory.patches import PatchEntries, patched_weight
+from loom.memory.patches import PatchEntries, QuantizedWeights, patched_weight
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,22 @@ def stored_tensors(handle: ModelHandle) -> dict[str, torch.Tensor]:
             if key in tensors:
                 tensors[key] = original
     return {key: tensor.detach() for key, tensor in tensors.items()}
+
+
+def patched_tensors(handle: ModelHandle) -> dict[str, torch.Tensor]:
+    """The module's tensors with ``handle``'s weight patches applied (LoRA, merges), on the
+    CPU in their stored dtypes, by state-dict key: what saving the handle writes (ComfyUI
+    saves a model with its patches applied)."""
+    out = {}
+    for key, tensor in stored_tensors(handle).items():
+        entries = handle.weight_patches.get(key)
+        if entries:
+            owner_path, _, name = key.rpartition(".")
+            layer = handle.module.get_submodule(owner_path)
+            owner = (layer, name) if isinstance(layer, QuantizedWeights) else None
+            tensor = patched_weight(tensor, entries, torch.device("cpu"), tensor.dtype, owner)
+        out[key] = tensor.to("cpu")
+    return out
 
 
 def merge_into(target: ModelHandle, source: ModelHandle, scales: MergeScales) -> list[str]:

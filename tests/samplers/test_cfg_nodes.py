@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from loom_samplers.guiders import Guider
 
 from loom.executor.context import InterruptFlag, RunContext
-from loom.samplers import GuidanceHooks, PreCFGStep, guidance_hooks_of
+from loom.samplers import CFGStep, GuidanceHooks, PostCFGStep, PreCFGStep, guidance_hooks_of
 
 CFG = 6.0
 SIGMA = torch.tensor([2.0, 3.0])
@@ -268,3 +268,95 @@ def test_perp_neg_node_evaluates_the_empty_prompt_in_its_cfg_function(
     pos, neg = c - e, u - e
     perp = neg - ((neg * pos).sum() / pos.norm() ** 2) * pos
     assert torch.allclose(out, e + CFG * (pos - perp * 0.7), atol=1e-5)
+
+
+def _dual_hooks(seen: list):
+    """A CFG function (CFG at twice the scale), a post-CFG function (halves the result) and a
+    pre-CFG function that would zero everything: ComfyUI's dual guider never runs it."""
+
+    def cfg_function(step: CFGStep):
+        seen.append(("cfg", step))
+        return step.uncond_denoised + (step.cond_denoised - step.uncond_denoised) * (
+            2 * step.cond_scale
+        )
+
+    def post(step: PostCFGStep):
+        seen.append(("post", step))
+        return step.denoised * 0.5
+
+    def pre(step: PreCFGStep):
+        seen.append(("pre", step))
+        return tuple(torch.zeros_like(o) for o in step.outputs)
+
+    return GuidanceHooks().with_pre_cfg(pre).with_cfg_function(cfg_function).with_post_cfg(post)
+
+
+@pytest.mark.parametrize("style", ["regular", "nested"])
+def test_dual_cfg_guider_applies_cfg_and_post_cfg_hooks_as_comfyui(
+    samplers_registry, cloning_model, cond, style
+):
+    seen: list = []
+    model = cloning_model()
+    model.guidance = _dual_hooks(seen)
+    (guider,) = _run(
+        samplers_registry,
+        "DualCFGGuider",
+        model=model,
+        cond1=cond(1.0),
+        cond2=cond(0.3),
+        negative=cond(-0.5),
+        cfg_conds=3.0,
+        cfg_cond2_negative=5.0,
+        style=style,
+    )
+    x = torch.randn((2, 4, 8, 8), generator=torch.Generator().manual_seed(9))
+    guider.prepare(torch.zeros_like(x), torch.zeros_like(x), None, 0)
+    out, uncond = guider.predict(x, SIGMA)
+    p, m, n = (_alone(cloning_model, cond, v, x) for v in (1.0, 0.3, -0.5))
+    assert [kind for kind, _ in seen] == ["cfg", "post"]  # no pre-CFG, as in ComfyUI
+    (_, cfg_step), (_, post_step) = seen
+    if style == "regular":
+        inner = (n + (m - n) * 2 * 5.0) * 0.5  # the hooks on (cond2 vs negative, cfg2)
+        assert torch.allclose(out, inner + (p - m) * 3.0, atol=1e-4)
+        assert torch.allclose(uncond, n, atol=1e-6)
+        pair, scale = (m, n), 5.0
+    else:
+        text = (m + (p - m) * 2 * 3.0) * 0.5  # the hooks on (cond1 vs cond2, cfg1)
+        assert torch.allclose(out, n + 5.0 * (text - n), atol=1e-4)
+        assert torch.allclose(uncond, m, atol=1e-6)  # the pair's negative, as ComfyUI's
+        pair, scale = (p, m), 3.0
+    assert cfg_step.cond_scale == post_step.cond_scale == scale
+    assert torch.allclose(cfg_step.cond_denoised, pair[0], atol=1e-6)
+    assert torch.allclose(post_step.uncond_denoised, pair[1], atol=1e-6)
+    assert torch.equal(cfg_step.sigma, SIGMA) and torch.equal(post_step.x, x)
+
+
+def test_dual_cfg_guider_cfg1_shortcut_follows_the_hooks(samplers_registry, cloning_model, cond):
+    def build(model):
+        (guider,) = _run(
+            samplers_registry,
+            "DualCFGGuider",
+            model=model,
+            cond1=cond(1.0),
+            cond2=cond(0.3),
+            negative=cond(-0.5),
+            cfg_conds=1.0,
+            cfg_cond2_negative=1.0,
+            style="regular",
+        )
+        x = torch.randn((2, 4, 8, 8), generator=torch.Generator().manual_seed(2))
+        guider.prepare(torch.zeros_like(x), torch.zeros_like(x), None, 0)
+        return guider.predict(x, SIGMA)[0], x
+
+    plain = cloning_model()
+    out, x = build(plain)
+    assert [call[0][0] for call in plain.calls] == [2]  # both scales 1: positive only
+    assert torch.allclose(out, _alone(cloning_model, cond, 1.0, x), atol=1e-6)
+
+    kept = cloning_model()
+    kept.guidance = GuidanceHooks().with_post_cfg(
+        lambda step: step.denoised, disable_cfg1_optimization=True
+    )
+    out, x = build(kept)
+    assert [call[0][0] for call in kept.calls] == [6]  # a CFG++-style hook: all three
+    assert torch.allclose(out, _alone(cloning_model, cond, 1.0, x), atol=1e-5)

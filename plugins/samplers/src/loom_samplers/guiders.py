@@ -54,13 +54,27 @@ def guided(
     evaluated = (True, uncond_evaluated)
     for pre in hooks.pre_cfg:
         cond, uncond = pre(PreCFGStep(x, sigma, (cond, uncond), scale, model, evaluated))
+    return hooked_cfg(hooks, model, x, sigma, cond, uncond, scale), uncond
+
+
+def hooked_cfg(
+    hooks: GuidanceHooks,
+    model: Any,
+    x: Tensor,
+    sigma: Tensor,
+    cond: Tensor,
+    uncond: Tensor,
+    scale: float,
+) -> Tensor:
+    """The CFG function (or plain CFG) then the post-CFG functions: ComfyUI's
+    ``cfg_function``, which guiders with their own combination rule call on one pair."""
     if hooks.cfg_function is None:
         out = cfg_combine(cond, uncond, scale)
     else:
         out = hooks.cfg_function(CFGStep(x, sigma, cond, uncond, scale, model))
     for post in hooks.post_cfg:
         out = post(PostCFGStep(x, sigma, out, cond, uncond, scale, model))
-    return out, uncond
+    return out
 
 
 @attrs.define(eq=False)
@@ -136,7 +150,10 @@ class DualCFGGuider(Guider):
     """Two prompts against a negative (ComfyUI ``Guider_DualCFG``).
 
     ``regular``: ``cfg(cond2 vs negative, cfg2) + (cond1 - cond2) * cfg1``; ``nested``:
-    ``negative + cfg2 * (cfg(cond1 vs cond2, cfg1) - negative)``.
+    ``negative + cfg2 * (cfg(cond1 vs cond2, cfg1) - negative)``. The inner ``cfg`` is
+    :func:`hooked_cfg`: the model's CFG function and post-CFG functions apply to that pair
+    (its unconditional side is the one a CFG++ sampler gets); its pre-CFG functions do not,
+    as in ComfyUI, whose guider bypasses the step that runs them.
     """
 
     cfg2: float = 1.0
@@ -145,6 +162,7 @@ class DualCFGGuider(Guider):
     def predict(
         self, x: Tensor, sigma: Tensor, *, need_uncond: bool = False, ctx: RunContext | None = None
     ) -> tuple[Tensor, Tensor | None]:
+        hooks = guidance_hooks_of(self.model)
         negative = self.resolved.get("negative")
         middle = self.resolved.get("middle")
         positive = self.resolved.get("positive")
@@ -152,14 +170,16 @@ class DualCFGGuider(Guider):
             out = calc_cond_batch(
                 self.model, [negative, middle, positive], x, sigma, ctx, self.batched
             )
-            text = cfg_combine(out[2], out[1], self.cfg)
-            return out[0] + self.cfg2 * (text - out[0]), out[0]
-        if not need_uncond and math.isclose(self.cfg2, 1.0):
+            text = hooked_cfg(hooks, self.model, x, sigma, out[2], out[1], self.cfg)
+            return out[0] + self.cfg2 * (text - out[0]), out[1]
+        shortcut = not (need_uncond or hooks.disable_cfg1_optimization)
+        if shortcut and math.isclose(self.cfg2, 1.0):
             negative = None
             if math.isclose(self.cfg, 1.0):
                 middle = None
         out = calc_cond_batch(self.model, [negative, middle, positive], x, sigma, ctx, self.batched)
-        return cfg_combine(out[1], out[0], self.cfg2) + (out[2] - out[1]) * self.cfg, out[0]
+        combined = hooked_cfg(hooks, self.model, x, sigma, out[1], out[0], self.cfg2)
+        return combined + (out[2] - out[1]) * self.cfg, out[0]
 
 
 def perp_neg(

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from loom.memory import ComputeTarget, MemoryManager, ModelHandle, cpu_device, ops
+from loom_sd15.convert import CLIP_PREFIX, clip_conversion
 from loom_sd15.prompt import PromptTokenizer, WeightedChunk
 from loom_sd15.tokenizer import TokenizerSource, special_tokens, word_ids
 
@@ -214,6 +215,27 @@ class SD15Clip:
         # device and dtype decided by a manager), not a second way to run.
         self.memory = memory if memory is not None else MemoryManager(cpu_device())
         self.layer_idx: int | None = None
+        #: where the text encoder's keys sit in a single-file checkpoint
+        self.checkpoint_prefix = CLIP_PREFIX
+
+    def checkpoint_state(self) -> dict[str, torch.Tensor]:
+        """The text encoder's weights, patches applied, as
+        ``cond_stage_model.transformer.text_model.*`` (no ``position_ids``, as ComfyUI)."""
+        from loom.memory import patched_tensors
+
+        tensors = patched_tensors(self.handle)
+        has_text_model = hasattr(self.handle.module, "text_model")
+        conversion = clip_conversion(self.checkpoint_prefix, has_text_model, True)
+        return {
+            key: value
+            for key, value in conversion.to_checkpoint(tensors).items()
+            if not key.endswith("position_ids")
+        }
+
+    def text_encoder_files(self) -> dict[str, dict[str, torch.Tensor]]:
+        """CLIP-L alone, keyed ``text_model.*`` as ComfyUI's CLIPSave writes it."""
+        start = len(self.checkpoint_prefix)
+        return {"clip_l": {key[start:]: value for key, value in self.checkpoint_state().items()}}
 
     def clone(self) -> SD15Clip:
         other = SD15Clip(

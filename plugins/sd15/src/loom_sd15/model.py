@@ -21,6 +21,7 @@ from loom.errors import LoomError
 from loom.memory import ModelHandle
 from loom.model_sampling import DiscreteEps, ModelSampling
 from loom.types import LatentFormat
+from loom_sd15.convert import UNET_PREFIX, unet_conversion
 from loom_sd15.unet import OutputBlockPatch, UNetConfig, UNetModel
 from loom_sd15.vae import SD15_RGB_FACTORS
 
@@ -59,6 +60,8 @@ class SD15Model(ModelHandle):
         #: :class:`loom_sd15.unet.OutputBlockPatch` functions the UNet applies (FreeU);
         #: a tuple, so clones share it until a node gives a clone its own.
         self.output_block_patches: tuple[OutputBlockPatch, ...] = ()
+        #: where the UNet's keys sit in a single-file checkpoint
+        self.checkpoint_prefix = UNET_PREFIX
 
     @property
     def config(self) -> UNetConfig:
@@ -68,6 +71,16 @@ class SD15Model(ModelHandle):
     def load_device(self) -> torch.device:
         """Where the UNet runs (the sampler puts the latent there)."""
         return self.compute_target.device
+
+    def checkpoint_state(self) -> dict[str, torch.Tensor]:
+        """The UNet's weights, patches applied, as ``model.diffusion_model.*``."""
+        from loom.memory import patched_tensors
+
+        return unet_conversion(self.checkpoint_prefix).to_checkpoint(patched_tensors(self))
+
+    def checkpoint_metadata(self) -> dict[str, str]:
+        """ComfyUI names the prediction of an ε model (SD1.x has no modelspec architecture)."""
+        return {"modelspec.predict_key": "epsilon"}
 
     def memory_required(self, shape: tuple[int, ...]) -> int:
         return self.memory_estimate(shape, torch.float32)

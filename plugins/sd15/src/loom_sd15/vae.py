@@ -18,6 +18,7 @@ from torch import nn
 
 from loom.memory import ComputeTarget, MemoryManager, ModelHandle, cpu_device, ops
 from loom.tiling import ScaleFn, Tiling, tiled_scale
+from loom_sd15.convert import VAE_PREFIX, vae_conversion
 
 log = logging.getLogger(__name__)
 
@@ -276,9 +277,18 @@ class SD15Vae:
         self.memory = memory if memory is not None else MemoryManager(cpu_device())
         self.downscale_ratio = config.downscale
         self.latent_channels = config.embed_dim
+        #: where the VAE's keys sit in a single-file checkpoint
+        self.checkpoint_prefix = VAE_PREFIX
 
     def clone(self) -> SD15Vae:
         return SD15Vae(self.handle.clone(), self.config, self.memory)
+
+    def checkpoint_state(self) -> dict[str, torch.Tensor]:
+        """The VAE's weights, patches applied, as ``first_stage_model.*`` (attention
+        projections as the 1x1 convolutions the module holds)."""
+        from loom.memory import patched_tensors
+
+        return vae_conversion(self.checkpoint_prefix).to_checkpoint(patched_tensors(self.handle))
 
     @property
     def module(self) -> AutoencoderKL:

@@ -1,0 +1,128 @@
+"""Saving models as safetensors files: ``CheckpointSave``, ``ModelSave``, ``CLIPSave`` and
+``VAESave``
+(ComfyUI's ``comfy_extras/nodes_model_merging.py``).
+
+Each writes ``output/<prefix>_<counter:05>_.safetensors`` (the counter and subfolders as
+SaveLatent finds them) with the weights the inputs would compute with: the family's
+:class:`loom.types.CheckpointPart` gives them, patches applied, in its checkpoint layout.
+CheckpointSave and ModelSave write the checkpoint's keys (``model.diffusion_model.*`` ...);
+VAESave writes the VAE alone, without its checkpoint prefix; CLIPSave one file per text
+encoder (:class:`loom.types.SavableTextEncoders`), the encoder's name after the prefix. The metadata is ComfyUI's: the
+model's ``modelspec`` keys (always), then the prompt and workflow JSON unless metadata is
+disabled.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import loom
+from loom.errors import LoomError
+from loom.nodes.builtin.image_io import _SAVE_HIDDEN, run_settings
+from loom.nodes.builtin.latent_files import latent_metadata
+from loom.nodes.builtin.save_paths import get_save_path
+from loom.types import CheckpointModel, CheckpointPart, Clip, Model, SavableTextEncoders, Vae
+
+ui = loom.ui
+
+COMFY_MODULE = "comfy_extras.nodes_model_merging"
+CATEGORY = "advanced/model_merging"
+EXTENSION = "safetensors"
+
+
+def _part(node: str, name: str, value: Any, protocol: type = CheckpointPart) -> Any:
+    if not isinstance(value, protocol):
+        raise LoomError(
+            f"{node}: input '{name}' ({type(value).__name__}) cannot give its weights in a "
+            "checkpoint layout; saving it is not supported",
+            hint="the model family that loaded it does not implement saving",
+        )
+    return value
+
+
+def save_parts(
+    ctx: loom.RunContext,
+    filename_prefix: str,
+    tensors: dict[str, Any],
+    metadata: dict[str, str],
+) -> loom.NodeOutput:
+    """Write ``tensors`` to the next ``<prefix>_<counter:05>_.safetensors`` in the output
+    folder with ``metadata`` and the prompt's (ComfyUI's ``save_checkpoint``)."""
+    from loom.memory import write_safetensors
+
+    target = get_save_path(filename_prefix, run_settings(ctx).output_dir)
+    name = target.file_name(target.counter, EXTENSION)
+    metadata = dict(metadata)
+    metadata.update(latent_metadata(ctx) or {})
+    contiguous = {key: tensor.contiguous() for key, tensor in tensors.items()}
+    write_safetensors(target.folder / name, contiguous, metadata)
+    return loom.NodeOutput()
+
+
+def _model_parts(node: str, model: Any) -> tuple[dict[str, Any], dict[str, str]]:
+    part = _part(node, "model", model, CheckpointModel)
+    return part.checkpoint_state(), dict(part.checkpoint_metadata())
+
+
+@loom.node("CheckpointSave", category=CATEGORY, output_node=True, hidden=_SAVE_HIDDEN, v3=True)
+class CheckpointSave:
+    """The MODEL, CLIP and VAE in one checkpoint file."""
+
+    model: Model
+    clip: Clip
+    vae: Vae
+    filename_prefix: str = ui.string("checkpoints/ComfyUI")
+
+    def run(self, ctx: loom.RunContext) -> loom.NodeOutput:
+        tensors, metadata = _model_parts("CheckpointSave", self.model)
+        tensors.update(_part("CheckpointSave", "clip", self.clip).checkpoint_state())
+        tensors.update(_part("CheckpointSave", "vae", self.vae).checkpoint_state())
+        return save_parts(ctx, self.filename_prefix, tensors, metadata)
+
+
+@loom.node("ModelSave", category=CATEGORY, output_node=True, hidden=_SAVE_HIDDEN, v3=True)
+class ModelSave:
+    """The MODEL alone, keyed as in a checkpoint."""
+
+    model: Model
+    filename_prefix: str = ui.string("diffusion_models/ComfyUI")
+
+    def run(self, ctx: loom.RunContext) -> loom.NodeOutput:
+        tensors, metadata = _model_parts("ModelSave", self.model)
+        return save_parts(ctx, self.filename_prefix, tensors, metadata)
+
+
+@loom.node("CLIPSave", category=CATEGORY, output_node=True, hidden=_SAVE_HIDDEN, v3=True)
+class CLIPSave:
+    """Each text encoder of the CLIP in a file of its own, named after it
+    (``clip/ComfyUI_clip_l_00001_.safetensors``), keyed as that encoder's own file."""
+
+    clip: Clip
+    filename_prefix: str = ui.string("clip/ComfyUI")
+
+    def run(self, ctx: loom.RunContext) -> loom.NodeOutput:
+        part = _part("CLIPSave", "clip", self.clip, SavableTextEncoders)
+        for name, tensors in part.text_encoder_files().items():
+            prefix = f"{self.filename_prefix}_{name}" if name else self.filename_prefix
+            save_parts(ctx, prefix, tensors, {})
+        return loom.NodeOutput()
+
+
+@loom.node("VAESave", category=CATEGORY, output_node=True, hidden=_SAVE_HIDDEN, v3=True)
+class VAESave:
+    """The VAE alone, its keys without the checkpoint prefix."""
+
+    vae: Vae
+    filename_prefix: str = ui.string("vae/ComfyUI")
+
+    def run(self, ctx: loom.RunContext) -> loom.NodeOutput:
+        part = _part("VAESave", "vae", self.vae)
+        start = len(part.checkpoint_prefix)
+        tensors = {key[start:]: value for key, value in part.checkpoint_state().items()}
+        return save_parts(ctx, self.filename_prefix, tensors, {})
+
+
+@loom.hookimpl
+def register_nodes(register) -> None:
+    for node_class in (CheckpointSave, ModelSave, CLIPSave, VAESave):
+        register(node_class, python_module=COMFY_MODULE)
