@@ -21,7 +21,7 @@ from loom.errors import LoomError
 from loom.memory import ModelHandle
 from loom.model_sampling import DiscreteEps, ModelSampling
 from loom.types import LatentFormat
-from loom_sd15.unet import OutputBlockPatch, UNetConfig, UNetModel
+from loom_sd15.unet import OutputBlockPatch, SelfAttentionReplacements, UNetConfig, UNetModel
 from loom_sd15.vae import SD15_RGB_FACTORS
 
 SD15_LATENT_FORMAT = LatentFormat(
@@ -59,6 +59,9 @@ class SD15Model(ModelHandle):
         #: :class:`loom_sd15.unet.OutputBlockPatch` functions the UNet applies (FreeU);
         #: a tuple, so clones share it until a node gives a clone its own.
         self.output_block_patches: tuple[OutputBlockPatch, ...] = ()
+        #: :class:`loom_sd15.unet.SelfAttentionReplacement` per block (PAG), shared by clones
+        #: until a node gives a clone a new mapping; never mutated in place.
+        self.self_attention_replacements: SelfAttentionReplacements = {}
 
     @property
     def config(self) -> UNetConfig:
@@ -114,5 +117,6 @@ class SD15Model(ModelHandle):
                 self_attention_patch=patch,
                 control=cond.get("control"),
                 output_block_patches=self.output_block_patches,
+                self_attention_replacements=self.self_attention_replacements,
             )
         return ms.calculate_denoised(sigma, out.float().to(x.device), x)

@@ -39,6 +39,10 @@ def register_nodes(register: RegisterNode) -> None:
 
     for node_class in MULTIPLY_NODES:
         register(node_class, python_module=MULTIPLY_MODULE)
+    from loom_sd15.pag import NODES as PAG_NODES
+
+    for node_class in PAG_NODES:
+        register(node_class, python_module="comfy_extras.nodes_pag")
 
 
 @loom.hookimpl
