@@ -222,7 +222,13 @@ class CFGFunction(Protocol):
 @attrs.frozen
 class PostCFGStep:
     """What a :class:`PostCFGFunction` is given: the guided x0 ``denoised`` so far, with the
-    step's :class:`CFGStep` fields."""
+    step's :class:`CFGStep` fields.
+
+    ``predict_positive(handle)``: the x0 of the step's positive conditioning at ``x``,
+    ``sigma`` predicted by another MODEL handle (a patched clone of ``model``: ComfyUI's
+    re-evaluation of ``cond`` with changed ``model_options``, as PerturbedAttentionGuidance
+    does); None where the guider has no positive conditioning.
+    """
 
     x: Tensor
     sigma: Tensor
@@ -231,6 +237,7 @@ class PostCFGStep:
     uncond_denoised: Tensor
     cond_scale: float
     model: Any
+    predict_positive: Callable[[Any], Tensor] | None = None
 
 
 class PostCFGFunction(Protocol):

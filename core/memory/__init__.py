@@ -56,7 +56,7 @@ _EXPORTS = {
         "ratio_scales",
         "stored_tensors",
     ),
-    "patches": ("DiffPatch", "ReplacePatch", "WeightPatch"),
+    "patches": ("DiffPatch", "ReplacePatch", "ScalePatch", "WeightPatch"),
     "safetensors_file": ("SafetensorsFile",),
     # torch-free: validation reads headers without importing torch
     "loom.safetensors_header": ("read_header",),
@@ -92,6 +92,7 @@ __all__ = [
     "PrefixView",
     "ReplacePatch",
     "SafetensorsFile",
+    "ScalePatch",
     "ScaledLinear",
     "ScaledView",
     "WeightPatch",
@@ -174,7 +175,7 @@ if TYPE_CHECKING:
         ratio_scales,
         stored_tensors,
     )
-    from loom.memory.patches import DiffPatch, ReplacePatch, WeightPatch
+    from loom.memory.patches import DiffPatch, ReplacePatch, ScalePatch, WeightPatch
     from loom.memory.safetensors_file import SafetensorsFile, read_header
     from loom.memory.safetensors_writer import write_safetensors
     from loom.memory.scaled import (

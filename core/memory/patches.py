@@ -55,6 +55,17 @@ class ReplacePatch:
         return torch.lerp(weight, value, strength)
 
 
+@attrs.frozen
+class ScalePatch:
+    """``weight * factor``, blended with ``strength`` (the attention-multiply nodes; ComfyUI's
+    ``strength_model`` of a ``(None,)`` patch)."""
+
+    factor: float
+
+    def apply(self, weight: torch.Tensor, strength: float) -> torch.Tensor:
+        return weight * (1.0 + strength * (float(self.factor) - 1.0))
+
+
 PatchEntries = Sequence[tuple[WeightPatch, float]]
 
 

@@ -6,7 +6,14 @@ import pytest
 import torch
 from memory_helpers import bits, make_input, make_net, snapshot
 
-from loom.memory import DiffPatch, MemoryManager, ModelHandle, ReplacePatch, simulated_device
+from loom.memory import (
+    DiffPatch,
+    MemoryManager,
+    ModelHandle,
+    ReplacePatch,
+    ScalePatch,
+    simulated_device,
+)
 from loom.memory.patches import patched_weight
 
 
@@ -51,6 +58,14 @@ def test_replace_patch_blends():
     weight = torch.zeros(3)
     out = patched_weight(weight, [(ReplacePatch(torch.ones(3)), 0.25)])
     assert torch.allclose(out, torch.full((3,), 0.25))
+
+
+def test_scale_patch_scales_after_earlier_patches_and_blends_with_strength():
+    weight = torch.full((3,), 2.0)
+    diff = torch.ones(3)
+    out = patched_weight(weight, [(DiffPatch(diff), 1.0), (ScalePatch(1.5), 1.0)])
+    assert torch.equal(out, torch.full((3,), 4.5))  # (2 + 1) * 1.5: the diff is scaled too
+    assert torch.equal(patched_weight(weight, [(ScalePatch(3.0), 0.5)]), torch.full((3,), 4.0))
 
 
 def test_patched_output_matches_manual_patch(x):

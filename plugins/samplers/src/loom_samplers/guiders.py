@@ -8,6 +8,7 @@ prediction). The conditioning is resolved and batched by :mod:`.conditioning_bat
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -38,6 +39,16 @@ def cfg_combine(cond: Tensor, uncond: Tensor, scale: float) -> Tensor:
     return uncond + (cond - uncond) * scale
 
 
+def positive_predictor(
+    positive: list[CondEntry] | None, x: Tensor, sigma: Tensor, ctx: RunContext | None
+) -> Callable[[Any], Tensor] | None:
+    """``handle -> x0`` of the resolved ``positive`` entries at ``x``, ``sigma`` by another
+    MODEL handle (:attr:`loom.samplers.PostCFGStep.predict_positive`)."""
+    if positive is None:
+        return None
+    return lambda model: calc_cond_batch(model, [positive], x, sigma, ctx)[0]
+
+
 def guided(
     hooks: GuidanceHooks,
     model: Any,
@@ -48,13 +59,15 @@ def guided(
     scale: float,
     *,
     uncond_evaluated: bool = True,
+    predict_positive: Callable[[Any], Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """``(guided x0, unconditional x0)`` with a model's :class:`GuidanceHooks` applied in
     ComfyUI's order: pre-CFG functions, the CFG function (or plain CFG), post-CFG functions."""
     evaluated = (True, uncond_evaluated)
     for pre in hooks.pre_cfg:
         cond, uncond = pre(PreCFGStep(x, sigma, (cond, uncond), scale, model, evaluated))
-    return hooked_cfg(hooks, model, x, sigma, cond, uncond, scale), uncond
+    out = hooked_cfg(hooks, model, x, sigma, cond, uncond, scale, predict_positive=predict_positive)
+    return out, uncond
 
 
 def hooked_cfg(
@@ -65,6 +78,8 @@ def hooked_cfg(
     cond: Tensor,
     uncond: Tensor,
     scale: float,
+    *,
+    predict_positive: Callable[[Any], Tensor] | None = None,
 ) -> Tensor:
     """The CFG function (or plain CFG) then the post-CFG functions: ComfyUI's
     ``cfg_function``, which guiders with their own combination rule call on one pair."""
@@ -73,7 +88,7 @@ def hooked_cfg(
     else:
         out = hooks.cfg_function(CFGStep(x, sigma, cond, uncond, scale, model))
     for post in hooks.post_cfg:
-        out = post(PostCFGStep(x, sigma, out, cond, uncond, scale, model))
+        out = post(PostCFGStep(x, sigma, out, cond, uncond, scale, model, predict_positive))
     return out
 
 
@@ -142,6 +157,7 @@ class Guider:
             uncond,
             self.cfg,
             uncond_evaluated=negative is not None,
+            predict_positive=positive_predictor(self.resolved.get("positive"), x, sigma, ctx),
         )
 
 
@@ -228,7 +244,9 @@ class PerpNegGuider(Guider):
         positive, negative, empty = outputs
         out = perp_neg(positive, negative, empty, self.neg_scale, self.cfg)
         for post in hooks.post_cfg:
-            out = post(PostCFGStep(x, sigma, out, positive, negative, self.cfg, self.model))
+            predict = positive_predictor(self.resolved.get("positive"), x, sigma, ctx)
+            step = PostCFGStep(x, sigma, out, positive, negative, self.cfg, self.model, predict)
+            out = post(step)
         return out, negative
 
 

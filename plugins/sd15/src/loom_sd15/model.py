@@ -22,7 +22,7 @@ from loom.memory import ModelHandle
 from loom.model_sampling import DiscreteEps, ModelSampling
 from loom.types import LatentFormat
 from loom_sd15.convert import UNET_PREFIX, unet_conversion
-from loom_sd15.unet import OutputBlockPatch, UNetConfig, UNetModel
+from loom_sd15.unet import OutputBlockPatch, SelfAttentionReplacements, UNetConfig, UNetModel
 from loom_sd15.vae import SD15_RGB_FACTORS
 
 SD15_LATENT_FORMAT = LatentFormat(
@@ -62,6 +62,9 @@ class SD15Model(ModelHandle):
         self.output_block_patches: tuple[OutputBlockPatch, ...] = ()
         #: where the UNet's keys sit in a single-file checkpoint
         self.checkpoint_prefix = UNET_PREFIX
+        #: :class:`loom_sd15.unet.SelfAttentionReplacement` per block (PAG), shared by clones
+        #: until a node gives a clone a new mapping; never mutated in place.
+        self.self_attention_replacements: SelfAttentionReplacements = {}
 
     @property
     def config(self) -> UNetConfig:
@@ -127,5 +130,6 @@ class SD15Model(ModelHandle):
                 self_attention_patch=patch,
                 control=cond.get("control"),
                 output_block_patches=self.output_block_patches,
+                self_attention_replacements=self.self_attention_replacements,
             )
         return ms.calculate_denoised(sigma, out.float().to(x.device), x)

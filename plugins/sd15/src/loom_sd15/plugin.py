@@ -34,6 +34,15 @@ def register_nodes(register: RegisterNode) -> None:
 
     for node_class in FREEU_NODES:
         register(node_class, python_module="comfy_extras.nodes_freelunch")
+    from loom_sd15.attention_multiply import MODULE as MULTIPLY_MODULE
+    from loom_sd15.attention_multiply import NODES as MULTIPLY_NODES
+
+    for node_class in MULTIPLY_NODES:
+        register(node_class, python_module=MULTIPLY_MODULE)
+    from loom_sd15.pag import NODES as PAG_NODES
+
+    for node_class in PAG_NODES:
+        register(node_class, python_module="comfy_extras.nodes_pag")
 
 
 @loom.hookimpl

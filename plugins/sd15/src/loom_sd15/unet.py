@@ -15,12 +15,15 @@ One hook reaches inside the transformer blocks: a :class:`SelfAttentionPatch` gi
 Another sits between the decoder and its skip connections: the :class:`OutputBlockPatch`
 functions given to :meth:`UNetModel.forward` rewrite both before each output block joins them
 (ComfyUI's ``output_block_patch``; FreeU uses it, :mod:`loom_sd15.freeu`; SDXL's UNet too).
+A :class:`SelfAttentionReplacement` chosen per block (``("middle", 0)``, ``("input", 4)``...)
+computes the self-attention of that block's transformers in place of SDPA (ComfyUI's ``attn1``
+patch replace; PerturbedAttentionGuidance uses it, :mod:`loom_sd15.pag`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -76,6 +79,20 @@ class SelfAttentionPatch(Protocol):
     def __call__(self, x: torch.Tensor, transformer_index: int) -> torch.Tensor: ...
 
 
+class SelfAttentionReplacement(Protocol):
+    """Computes a self-attention from its projected ``q``, ``k``, ``v`` (``[B, N, heads*d]``)
+    in place of scaled dot-product attention; the result goes through ``to_out`` as usual."""
+
+    def __call__(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int
+    ) -> torch.Tensor: ...
+
+
+#: ``(block name, index) -> replacement``: ``("input", i)`` / ``("middle", 0)`` /
+#: ``("output", i)``, numbered as ``input_blocks`` / ``output_blocks`` (ComfyUI's block ids)
+SelfAttentionReplacements = Mapping[tuple[str, int], SelfAttentionReplacement]
+
+
 def timestep_embedding(
     timesteps: torch.Tensor, dim: int, max_period: float = 10000.0
 ) -> torch.Tensor:
@@ -112,9 +129,18 @@ class CrossAttention(nn.Module):
         self.to_v = ops.Linear(context_dim, inner, bias=False)
         self.to_out = nn.Sequential(ops.Linear(inner, dim), nn.Dropout(0.0))
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor | None = None,
+        replacement: SelfAttentionReplacement | None = None,
+    ) -> torch.Tensor:
         context = x if context is None else context
-        out = attention(self.to_q(x), self.to_k(context), self.to_v(context), self.heads)
+        q, k, v = self.to_q(x), self.to_k(context), self.to_v(context)
+        if replacement is None:
+            out = attention(q, k, v, self.heads)
+        else:
+            out = replacement(q, k, v, self.heads)
         return self.to_out(out)
 
 
@@ -153,8 +179,9 @@ class BasicTransformerBlock(nn.Module):
         x: torch.Tensor,
         context: torch.Tensor,
         after_self_attention: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        self_attention: SelfAttentionReplacement | None = None,
     ) -> torch.Tensor:
-        x = self.attn1(self.norm1(x)) + x
+        x = self.attn1(self.norm1(x), replacement=self_attention) + x
         if after_self_attention is not None:
             x = after_self_attention(x)
         x = self.attn2(self.norm2(x), context) + x
@@ -189,6 +216,7 @@ class SpatialTransformer(nn.Module):
         x: torch.Tensor,
         context: torch.Tensor,
         patch: SelfAttentionPatch | None = None,
+        replacement: SelfAttentionReplacement | None = None,
     ) -> torch.Tensor:
         b, _, h, w = x.shape
         index = self.transformer_index
@@ -201,7 +229,7 @@ class SpatialTransformer(nn.Module):
         if self.linear:
             x = self.proj_in(x)
         for block in self.transformer_blocks:
-            x = block(x, context, after)
+            x = block(x, context, after, replacement)
         if self.linear:
             x = self.proj_out(x)
         # contiguous: the transposed view is channels-last strided, and a channels-last input
@@ -272,12 +300,13 @@ class TimestepBlock(nn.ModuleList):
         context: torch.Tensor,
         size: tuple[int, int] | None = None,
         patch: SelfAttentionPatch | None = None,
+        replacement: SelfAttentionReplacement | None = None,
     ) -> torch.Tensor:
         for layer in self:
             if isinstance(layer, ResBlock):
                 x = layer(x, emb)
             elif isinstance(layer, SpatialTransformer):
-                x = layer(x, context, patch)
+                x = layer(x, context, patch, replacement)
             elif isinstance(layer, Upsample):
                 x = layer(x, size)
             else:
@@ -375,24 +404,30 @@ class UNetModel(nn.Module):
         self_attention_patch: SelfAttentionPatch | None = None,
         control: ControlResiduals | None = None,
         output_block_patches: Sequence[OutputBlockPatch] = (),
+        self_attention_replacements: SelfAttentionReplacements | None = None,
         **_: Any,
     ) -> torch.Tensor:
         t_emb = timestep_embedding(timesteps, self.config.model_channels).to(x.dtype)
         emb = self.time_embed(t_emb)
+        replaced = self_attention_replacements or {}
         skips = []
         h = x
         for i, block in enumerate(self.input_blocks):
-            h = add_control(block(h, emb, context, patch=self_attention_patch), control, "input", i)
+            h = block(h, emb, context, None, self_attention_patch, replaced.get(("input", i)))
+            h = add_control(h, control, "input", i)
             skips.append(h)
-        h = self.middle_block(h, emb, context, patch=self_attention_patch)
+        h = self.middle_block(
+            h, emb, context, None, self_attention_patch, replaced.get(("middle", 0))
+        )
         h = add_control(h, control, "middle", 0)
-        for block in self.output_blocks:
+        for index, block in enumerate(self.output_blocks):
             skip = add_control(skips.pop(), control, "output", len(skips))
             h, skip = patch_output_block(output_block_patches, h, skip)
             h = torch.cat([h, skip], dim=1)
             # Odd latent sizes: upsample to the size of the next skip, not blindly 2x.
             size = tuple(skips[-1].shape[-2:]) if skips else None
-            h = block(h, emb, context, size, self_attention_patch)
+            replacement = replaced.get(("output", index))
+            h = block(h, emb, context, size, self_attention_patch, replacement)
         return self.out(h)
 
 

@@ -218,6 +218,7 @@ class SDXLModel(SD15Model):
                 y.to(device, dtype),
                 control=cond.get("control"),
                 output_block_patches=self.output_block_patches,
+                self_attention_replacements=self.self_attention_replacements,
             )
         return ms.calculate_denoised(sigma, out.float().to(x.device), x)
 

@@ -19,6 +19,7 @@ from loom_sd15.unet import (
     Downsample,
     OutputBlockPatch,
     ResBlock,
+    SelfAttentionReplacements,
     SpatialTransformer,
     TimestepBlock,
     UNetConfig,
@@ -143,24 +144,28 @@ class SDXLUNetModel(nn.Module):
         y: torch.Tensor | None = None,
         control: ControlResiduals | None = None,
         output_block_patches: Sequence[OutputBlockPatch] = (),
+        self_attention_replacements: SelfAttentionReplacements | None = None,
         **_: Any,
     ) -> torch.Tensor:
         if y is None:
             raise ValueError("the SDXL UNet needs its ADM vector y (pooled text + sizes)")
         t_emb = timestep_embedding(timesteps, self.config.model_channels).to(x.dtype)
         emb = self.time_embed(t_emb) + self.label_emb(y.to(x.dtype))
+        replaced = self_attention_replacements or {}
         skips = []
         h = x
         for i, block in enumerate(self.input_blocks):
-            h = add_control(block(h, emb, context), control, "input", i)
+            h = block(h, emb, context, None, None, replaced.get(("input", i)))
+            h = add_control(h, control, "input", i)
             skips.append(h)
-        h = add_control(self.middle_block(h, emb, context), control, "middle", 0)
-        for block in self.output_blocks:
+        h = self.middle_block(h, emb, context, None, None, replaced.get(("middle", 0)))
+        h = add_control(h, control, "middle", 0)
+        for index, block in enumerate(self.output_blocks):
             skip = add_control(skips.pop(), control, "output", len(skips))
             h, skip = patch_output_block(output_block_patches, h, skip)
             h = torch.cat([h, skip], dim=1)
             size = tuple(skips[-1].shape[-2:]) if skips else None
-            h = block(h, emb, context, size)
+            h = block(h, emb, context, size, None, replaced.get(("output", index)))
         return self.out(h)
 
 
