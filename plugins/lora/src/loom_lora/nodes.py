@@ -11,16 +11,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import loom
 from loom.errors import LoomError
 from loom.folders import ModelFileChoices
 from loom.types import AdapterKeyMap, AdapterTarget, Clip, Model, WeightAdapter
 from loom_lora.loader import Target, apply_report, log_report, plan_patches
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 

@@ -9,15 +9,12 @@ sampling time. Box sizes and positions are pixels, divided by 8 as ComfyUI does.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import loom
 from loom.errors import LoomError
 from loom.folders import ModelFileChoices
 from loom.types import Clip, Conditioning, Socket
-
-if TYPE_CHECKING:
-    pass
 
 MAX_RESOLUTION = 16384
 GligenSocket = Annotated[Any, Socket("GLIGEN")]
