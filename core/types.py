@@ -147,6 +147,26 @@ class ClipLike(Protocol):
         ...
 
 
+@attrs.frozen
+class TokenizerPadding:
+    """How a text encoder's tokenizer pads a prompt (ComfyUI's ``<encoder>_min_padding`` and
+    ``<encoder>_min_length`` tokenizer options): ``min_padding`` pad tokens after the end
+    token, then pad tokens up to ``min_length`` tokens in all. Replaces the encoder's own
+    rule (Flux's T5 pads to 256; ``TokenizerPadding(0, 0)`` pads nothing)."""
+
+    min_padding: int = 0
+    min_length: int = 0
+
+
+@runtime_checkable
+class TokenizerOptions(Protocol):
+    """A CLIP handle whose tokenizers take padding options (T5TokenizerOptions). ``encoder``
+    is ComfyUI's name for one encoder (``"t5xxl"``); a handle without that encoder ignores
+    the call. Called on a clone: the options belong to that handle only."""
+
+    def set_tokenizer_padding(self, encoder: str, padding: TokenizerPadding) -> None: ...
+
+
 @runtime_checkable
 class VaeLike(Protocol):
     """An image autoencoder handle (the VAE socket). Images are IMAGE tensors.
@@ -447,6 +467,24 @@ class ControlResiduals:
     input: tuple[Any, ...] = ()
     middle: tuple[Any, ...] = ()
     output: tuple[Any, ...] = ()
+
+
+#: Conditioning options (ComfyUI's names, set by CLIPTextEncodeControlnet): text embeddings
+#: ``[1, T, D]`` and pooled output a control model sees instead of the entry's own.
+CONTROL_CROSS_ATTN_OPTION = "cross_attn_controlnet"
+CONTROL_POOLED_OPTION = "pooled_output_controlnet"
+#: The model-call input the sampler batches from :data:`CONTROL_CROSS_ATTN_OPTION` (padded
+#: like ``c_crossattn``); read it with :func:`control_context`.
+CONTROL_CONTEXT_INPUT = "crossattn_controlnet"
+
+
+def control_context(cond: Mapping[str, Any]) -> torch.Tensor:
+    """The text embeddings a control model attends to in one model call (``cond`` as given
+    to :meth:`ControlSignal.residuals`): the batched ``cross_attn_controlnet`` option when the
+    call's entries carry one, else the model's own ``c_crossattn`` (ComfyUI's rule; the
+    pooled ``pooled_output_controlnet`` is carried but, as in ComfyUI, not read)."""
+    context = cond.get(CONTROL_CONTEXT_INPUT)
+    return cond["c_crossattn"] if context is None else context
 
 
 @runtime_checkable
