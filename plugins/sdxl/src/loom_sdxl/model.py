@@ -242,6 +242,7 @@ class SDXLModel(SD15Model):
                 control=cond.get("control"),
                 output_block_patches=self.output_block_patches,
                 self_attention_replacements=self.self_attention_replacements,
+                attention_input_patches=self.attention_input_patches,
             )
         return ms.calculate_denoised(sigma, out.float().to(x.device), x)
 
