@@ -66,6 +66,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "loom.nodes.builtin.morphology",
     "loom.nodes.builtin.porter_duff",
     "loom.nodes.builtin.latent_operations",
+    "loom.nodes.builtin.cond_nodes",
 )
 
 

@@ -147,6 +147,26 @@ class ClipLike(Protocol):
         ...
 
 
+@attrs.frozen
+class TokenizerPadding:
+    """How a text encoder's tokenizer pads a prompt (ComfyUI's ``<encoder>_min_padding`` and
+    ``<encoder>_min_length`` tokenizer options): ``min_padding`` pad tokens after the end
+    token, then pad tokens up to ``min_length`` tokens in all. Replaces the encoder's own
+    rule (Flux's T5 pads to 256; ``TokenizerPadding(0, 0)`` pads nothing)."""
+
+    min_padding: int = 0
+    min_length: int = 0
+
+
+@runtime_checkable
+class TokenizerOptions(Protocol):
+    """A CLIP handle whose tokenizers take padding options (T5TokenizerOptions). ``encoder``
+    is ComfyUI's name for one encoder (``"t5xxl"``); a handle without that encoder ignores
+    the call. Called on a clone: the options belong to that handle only."""
+
+    def set_tokenizer_padding(self, encoder: str, padding: TokenizerPadding) -> None: ...
+
+
 @runtime_checkable
 class VaeLike(Protocol):
     """An image autoencoder handle (the VAE socket). Images are IMAGE tensors.
@@ -211,6 +231,55 @@ class LatentFormat:
     #: ``[channels][3]`` matrix mapping a latent pixel to RGB for cheap previews.
     rgb_factors: tuple[tuple[float, float, float], ...] | None = None
     rgb_bias: tuple[float, float, float] | None = None
+    #: Per-channel statistics of the VAE's latents (Playground v2.5): when set, model space
+    #: is ``(latent - mean) * scale / std`` per channel and ``shift_factor`` is not used.
+    latents_mean: tuple[float, ...] | None = None
+    latents_std: tuple[float, ...] | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if (self.latents_mean is None) != (self.latents_std is None):
+            raise ValueError("LatentFormat: latents_mean and latents_std go together")
+        for stats in (self.latents_mean, self.latents_std):
+            if stats is not None and len(stats) != self.channels:
+                raise ValueError(
+                    f"LatentFormat: {len(stats)} per-channel statistics for {self.channels} "
+                    "channels"
+                )
+
+    def process_in(self, latent: torch.Tensor) -> torch.Tensor:
+        """VAE latent -> the space the diffusion model samples in (ComfyUI's ``process_in``)."""
+        if self.latents_mean is None:
+            return (latent - self.shift_factor) * self.scale_factor
+        mean, std = self._channel_stats(latent)
+        return (latent - mean) * self.scale_factor / std
+
+    def process_out(self, latent: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`process_in`: model space -> VAE latent."""
+        if self.latents_mean is None:
+            return latent / self.scale_factor + self.shift_factor
+        mean, std = self._channel_stats(latent)
+        return latent * std / self.scale_factor + mean
+
+    def _channel_stats(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
+
+        shape = (1, len(self.latents_mean or ())) + (1,) * (latent.ndim - 2)
+        kwargs = {"device": latent.device, "dtype": latent.dtype}
+        mean = torch.tensor(self.latents_mean, **kwargs).view(shape)
+        std = torch.tensor(self.latents_std, **kwargs).view(shape)
+        return mean, std
+
+
+@runtime_checkable
+class LatentFormatVariants(Protocol):
+    """A MODEL handle whose family knows other latent formats its architecture is trained
+    with, by ComfyUI's ``ModelSamplingContinuousEDM`` sampling name (``"edm_playground_v2.5"``:
+    Playground v2.5's per-channel format, from the family whose architecture it uses).
+
+    ``latent_format_variant(name)`` returns the format, or None for a name it does not know.
+    """
+
+    def latent_format_variant(self, name: str) -> LatentFormat | None: ...
 
 
 # --- loading: what the generic loader nodes ask families -------------------------------
@@ -398,6 +467,24 @@ class ControlResiduals:
     input: tuple[Any, ...] = ()
     middle: tuple[Any, ...] = ()
     output: tuple[Any, ...] = ()
+
+
+#: Conditioning options (ComfyUI's names, set by CLIPTextEncodeControlnet): text embeddings
+#: ``[1, T, D]`` and pooled output a control model sees instead of the entry's own.
+CONTROL_CROSS_ATTN_OPTION = "cross_attn_controlnet"
+CONTROL_POOLED_OPTION = "pooled_output_controlnet"
+#: The model-call input the sampler batches from :data:`CONTROL_CROSS_ATTN_OPTION` (padded
+#: like ``c_crossattn``); read it with :func:`control_context`.
+CONTROL_CONTEXT_INPUT = "crossattn_controlnet"
+
+
+def control_context(cond: Mapping[str, Any]) -> torch.Tensor:
+    """The text embeddings a control model attends to in one model call (``cond`` as given
+    to :meth:`ControlSignal.residuals`): the batched ``cross_attn_controlnet`` option when the
+    call's entries carry one, else the model's own ``c_crossattn`` (ComfyUI's rule; the
+    pooled ``pooled_output_controlnet`` is carried but, as in ComfyUI, not read)."""
+    context = cond.get(CONTROL_CONTEXT_INPUT)
+    return cond["c_crossattn"] if context is None else context
 
 
 @runtime_checkable

@@ -154,3 +154,19 @@ def test_samplers_batched_conditioning_kept_is_bounded(toy_model, cond):
     for step in range(conditioning_batches._BATCHED_KEPT + 5):
         guider.predict(torch.randn(2, 4, 8, 8), torch.tensor([1.0 + step, 1.0 + step]))
     assert len(guider.batched) == conditioning_batches._BATCHED_KEPT  # the oldest went first
+
+
+def test_samplers_controlnet_text_is_batched_like_the_prompt(toy_model, cond):
+    """CLIPTextEncodeControlnet's ``cross_attn_controlnet`` reaches the model call as
+    ``crossattn_controlnet``, token lengths padded by repetition to their LCM like
+    ``c_crossattn``; entries with and without it are not batched together."""
+    text_a, text_b = torch.full((1, 3, 8), 2.0), torch.full((1, 2, 8), 3.0)
+    positive = cond(1.0, cross_attn_controlnet=text_a)
+    negative = cond(0.0, tokens=77, cross_attn_controlnet=text_b)
+    model, guider = _prepared(toy_model, {"positive": positive, "negative": negative})
+    guider.predict(torch.randn(1, 4, 16, 16), torch.tensor([1.0]))
+    [(_, _, shapes)] = model.calls
+    assert shapes["crossattn_controlnet"] == (2, 6, 8)
+    model, guider = _prepared(toy_model, {"positive": positive, "negative": cond(0.0)})
+    guider.predict(torch.randn(1, 4, 16, 16), torch.tensor([1.0]))
+    assert sorted("crossattn_controlnet" in call[2] for call in model.calls) == [False, True]

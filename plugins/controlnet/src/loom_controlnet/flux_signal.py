@@ -19,7 +19,7 @@ import torch
 from loom_flux.vae import FLUX_LATENT_FORMAT
 
 from loom.errors import LoomError
-from loom.types import ControlResiduals, ControlSignal
+from loom.types import ControlResiduals, ControlSignal, control_context
 from loom_controlnet.flux_loader import FluxControlNetModel
 from loom_controlnet.flux_model import MAIN_DOUBLE_BLOCKS, MAIN_SINGLE_BLOCKS, spread
 from loom_controlnet.signal import broadcast_hint, in_range, merge, resized_hint, scaled
@@ -70,7 +70,7 @@ class FluxControlNetSignal:
         model_sampling = model.model_sampling
         if not in_range(model_sampling, sigma, self.start_percent, self.end_percent):
             return previous
-        context, y = cond["c_crossattn"], cond.get("y")
+        context, y = control_context(cond), cond.get("y")
         self._check_model(x, context, y)
         target = self.control.handle.compute_target
         device, dtype = target.device, target.dtype

@@ -19,7 +19,7 @@ import torch
 
 from loom.errors import LoomError
 from loom.resample import common_upscale
-from loom.types import ControlResiduals, ControlSignal
+from loom.types import ControlResiduals, ControlSignal, control_context
 from loom_controlnet.loader import ControlNetModel
 
 #: latent pixels -> image pixels of the hint (every SD1.x / SDXL ControlNet)
@@ -131,7 +131,7 @@ class ControlNetSignal:
         model_sampling = model.model_sampling
         if not in_range(model_sampling, sigma, self.start_percent, self.end_percent):
             return previous
-        context = cond["c_crossattn"]
+        context = control_context(cond)
         self._check_model(x, context, cond.get("y"))
         target = self.control.handle.compute_target
         device, dtype = target.device, target.dtype

@@ -16,6 +16,7 @@ from loom_sd15.prompt import PromptTokenizer
 
 from loom.errors import LoomError
 from loom.memory import MemoryManager, ModelHandle, cpu_device
+from loom.types import TokenizerPadding
 from loom_flux.t5 import (
     load_t5_tokenizer,
     t5_encode,
@@ -38,14 +39,23 @@ class FluxClip:
         self.tokenizer_dir = tokenizer_dir
         self.clip_l = clip_l
         self.memory = memory if memory is not None else MemoryManager(cpu_device())
+        #: T5TokenizerOptions' padding for T5 (None: ComfyUI's default, 256 tokens at least)
+        self.t5_padding: TokenizerPadding | None = None
 
     def clone(self) -> FluxClip:
-        return FluxClip(
+        other = FluxClip(
             self.t5.clone() if self.t5 is not None else None,
             self.tokenizer_dir,
             self.clip_l.clone() if self.clip_l is not None else None,
             self.memory,
         )
+        other.t5_padding = self.t5_padding
+        return other
+
+    def set_tokenizer_padding(self, encoder: str, padding: TokenizerPadding) -> None:
+        """T5TokenizerOptions (:class:`loom.types.TokenizerOptions`): ``"t5xxl"`` is T5's."""
+        if encoder == "t5xxl":
+            self.t5_padding = padding
 
     def set_last_layer(self, layer: int) -> None:
         """CLIPSetLastLayer reaches CLIP-L only (T5 always gives its last layer)."""
@@ -62,7 +72,10 @@ class FluxClip:
             embedding_size=4096,
             embedding_key="t5xxl",
         )
-        return t5_tokenize(prompt.groups(text))
+        padding = self.t5_padding
+        if padding is None:
+            return t5_tokenize(prompt.groups(text))
+        return t5_tokenize(prompt.groups(text), padding.min_padding, padding.min_length)
 
     @torch.inference_mode()
     def encode_t5(self, text: str) -> torch.Tensor:

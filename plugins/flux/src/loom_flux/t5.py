@@ -188,11 +188,17 @@ Token = Any  # int | torch.Tensor
 WeightedTokens = list[tuple[Token, float]]
 
 
-def t5_tokenize(groups: Sequence[Sequence[tuple[Token, float]]]) -> WeightedTokens:
-    """ComfyUI's T5 token row: the groups, the end token, 0-padding to ``MIN_LENGTH``."""
+def t5_tokenize(
+    groups: Sequence[Sequence[tuple[Token, float]]],
+    min_padding: int = 0,
+    min_length: int = MIN_LENGTH,
+) -> WeightedTokens:
+    """ComfyUI's T5 token row: the groups, the end token, ``min_padding`` pad tokens (0),
+    then pad tokens up to ``min_length`` (256 unless T5TokenizerOptions says otherwise)."""
     row: WeightedTokens = [pair for group in groups for pair in group]
     row.append((END_TOKEN, 1.0))
-    row.extend([(PAD_TOKEN, 1.0)] * (MIN_LENGTH - len(row)))
+    row.extend([(PAD_TOKEN, 1.0)] * min_padding)
+    row.extend([(PAD_TOKEN, 1.0)] * (min_length - len(row)))
     return row
 
 

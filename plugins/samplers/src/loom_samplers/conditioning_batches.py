@@ -38,6 +38,7 @@ import attrs
 
 from loom import RunContext
 from loom.errors import LoomError
+from loom.types import CONTROL_CONTEXT_INPUT, CONTROL_CROSS_ATTN_OPTION
 from loom_samplers.model_interface import batch_fits
 
 if TYPE_CHECKING:
@@ -149,6 +150,9 @@ def _model_conds(model: Any, tensor: Any, options: dict, **extra: Any) -> dict[s
     conds: dict[str, Any] = {}
     if tensor is not None:
         conds["c_crossattn"] = tensor
+    control_text = options.get(CONTROL_CROSS_ATTN_OPTION)
+    if control_text is not None:
+        conds[CONTROL_CONTEXT_INPUT] = control_text
     hook = getattr(model, "extra_conds", None)
     if callable(hook):
         produced = hook({**options, "cross_attn": tensor}, **extra) or {}
@@ -325,7 +329,7 @@ def _can_concat(a: _Chunk, b: _Chunk) -> bool:
         if not hasattr(va, "shape"):
             if va is not vb:
                 return False
-        elif key == "c_crossattn":
+        elif key in CROSS_ATTN_INPUTS:
             s1, s2 = va.shape, vb.shape
             if s1 != s2:
                 if s1[0] != s2[0] or s1[2] != s2[2]:
@@ -337,6 +341,9 @@ def _can_concat(a: _Chunk, b: _Chunk) -> bool:
     return True
 
 
+#: Model-call inputs holding text embeddings: rows of different token lengths are batched
+#: by repeating each to the least common multiple (ComfyUI's ``CONDCrossAttn``).
+CROSS_ATTN_INPUTS = frozenset({"c_crossattn", CONTROL_CONTEXT_INPUT})
 _BATCHED_KEPT = 8  # batched conditionings a run keeps (one per batch layout it evaluates)
 
 
@@ -358,7 +365,7 @@ def _cat_conds(chunks: list[_Chunk], device: Any, kept: dict | None = None) -> d
         if kept is not None and memo in kept:
             out[key] = kept[memo][1]  # kept[memo][0] holds the values: their ids stay theirs
             continue
-        if key == "c_crossattn":
+        if key in CROSS_ATTN_INPUTS:
             length = math.lcm(*[v.shape[1] for v in values])
             out[key] = torch.cat(
                 [v.repeat(1, length // v.shape[1], 1) if v.shape[1] < length else v for v in values]

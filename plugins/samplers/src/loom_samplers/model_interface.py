@@ -22,9 +22,9 @@ A MODEL handle (``loom.types.ModelLike``) must provide:
     ``model_sampling.calculate_input`` / ``calculate_denoised``).
 ``model.latent_format``
     a :class:`loom.types.LatentFormat`: ``channels`` (empty latents are widened to it),
-    ``scale_factor`` / ``shift_factor`` (model space = ``(latent - shift) * scale``; applied
-    to non-empty latents before sampling and undone after), ``rgb_factors`` / ``rgb_bias``
-    (previews).
+    ``process_in`` / ``process_out`` (model space = ``(latent - shift) * scale``, or per
+    channel ``(latent - mean) * scale / std``; applied to non-empty latents before sampling
+    and undone after), ``rgb_factors`` / ``rgb_bias`` (previews).
 
 Optional:
 
@@ -60,7 +60,7 @@ def process_latent_in(model: Any, latent: Tensor) -> Tensor:
     fmt = getattr(model, "latent_format", None)
     if fmt is None:
         return latent
-    return (latent - fmt.shift_factor) * fmt.scale_factor
+    return fmt.process_in(latent)
 
 
 def process_latent_out(model: Any, latent: Tensor) -> Tensor:
@@ -70,7 +70,7 @@ def process_latent_out(model: Any, latent: Tensor) -> Tensor:
     fmt = getattr(model, "latent_format", None)
     if fmt is None:
         return latent
-    return latent / fmt.scale_factor + fmt.shift_factor
+    return fmt.process_out(latent)
 
 
 def fix_empty_latent_channels(model: Any, latent: Tensor) -> Tensor:

@@ -22,7 +22,13 @@ from loom.memory import ModelHandle
 from loom.model_sampling import DiscreteEps, ModelSampling
 from loom.types import LatentFormat
 from loom_sd15.convert import UNET_PREFIX, unet_conversion
-from loom_sd15.unet import OutputBlockPatch, SelfAttentionReplacements, UNetConfig, UNetModel
+from loom_sd15.unet import (
+    AttentionInputPatches,
+    OutputBlockPatch,
+    SelfAttentionReplacements,
+    UNetConfig,
+    UNetModel,
+)
 from loom_sd15.vae import SD15_RGB_FACTORS
 
 SD15_LATENT_FORMAT = LatentFormat(
@@ -65,6 +71,9 @@ class SD15Model(ModelHandle):
         #: :class:`loom_sd15.unet.SelfAttentionReplacement` per block (PAG), shared by clones
         #: until a node gives a clone a new mapping; never mutated in place.
         self.self_attention_replacements: SelfAttentionReplacements = {}
+        #: :class:`loom_sd15.unet.AttentionInputPatches` (hypernetworks), shared by clones
+        #: until a node gives a clone new ones; never mutated in place.
+        self.attention_input_patches: AttentionInputPatches | None = None
 
     @property
     def config(self) -> UNetConfig:
@@ -131,5 +140,6 @@ class SD15Model(ModelHandle):
                 control=cond.get("control"),
                 output_block_patches=self.output_block_patches,
                 self_attention_replacements=self.self_attention_replacements,
+                attention_input_patches=self.attention_input_patches,
             )
         return ms.calculate_denoised(sigma, out.float().to(x.device), x)

@@ -39,6 +39,11 @@ def register_nodes(register: RegisterNode) -> None:
 
     for node_class in MULTIPLY_NODES:
         register(node_class, python_module=MULTIPLY_MODULE)
+    from loom_sd15.hypernetwork_node import MODULE as HYPERNETWORK_MODULE
+    from loom_sd15.hypernetwork_node import NODES as HYPERNETWORK_NODES
+
+    for node_class in HYPERNETWORK_NODES:
+        register(node_class, python_module=HYPERNETWORK_MODULE)
     from loom_sd15.pag import NODES as PAG_NODES
 
     for node_class in PAG_NODES:

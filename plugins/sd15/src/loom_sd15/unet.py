@@ -88,6 +88,28 @@ class SelfAttentionReplacement(Protocol):
     ) -> torch.Tensor: ...
 
 
+class AttentionInputPatch(Protocol):
+    """Rewrites an attention's inputs before their projections: the query tokens ``x``
+    ``[B, N, C]``, the key context and the value context (``x`` itself for self-attention,
+    the text embeddings for cross-attention), as ComfyUI's ``attn1_patch`` / ``attn2_patch``
+    (hypernetworks). Returns the three, in that order."""
+
+    def __call__(
+        self, x: torch.Tensor, key: torch.Tensor, value: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+
+
+@attrs.frozen
+class AttentionInputPatches:
+    """The :class:`AttentionInputPatch` functions every transformer block applies, in order:
+    ``self_attention`` to ``attn1``'s inputs, ``cross_attention`` to ``attn2``'s."""
+
+    self_attention: tuple[AttentionInputPatch, ...] = ()
+    cross_attention: tuple[AttentionInputPatch, ...] = ()
+
+
+NO_INPUT_PATCHES = AttentionInputPatches()
+
 #: ``(block name, index) -> replacement``: ``("input", i)`` / ``("middle", 0)`` /
 #: ``("output", i)``, numbered as ``input_blocks`` / ``output_blocks`` (ComfyUI's block ids)
 SelfAttentionReplacements = Mapping[tuple[str, int], SelfAttentionReplacement]
@@ -134,9 +156,13 @@ class CrossAttention(nn.Module):
         x: torch.Tensor,
         context: torch.Tensor | None = None,
         replacement: SelfAttentionReplacement | None = None,
+        input_patches: Sequence[AttentionInputPatch] = (),
     ) -> torch.Tensor:
         context = x if context is None else context
-        q, k, v = self.to_q(x), self.to_k(context), self.to_v(context)
+        value = context
+        for patch in input_patches:
+            x, context, value = patch(x, context, value)
+        q, k, v = self.to_q(x), self.to_k(context), self.to_v(value)
         if replacement is None:
             out = attention(q, k, v, self.heads)
         else:
@@ -180,11 +206,13 @@ class BasicTransformerBlock(nn.Module):
         context: torch.Tensor,
         after_self_attention: Callable[[torch.Tensor], torch.Tensor] | None = None,
         self_attention: SelfAttentionReplacement | None = None,
+        input_patches: AttentionInputPatches | None = None,
     ) -> torch.Tensor:
-        x = self.attn1(self.norm1(x), replacement=self_attention) + x
+        patches = input_patches or NO_INPUT_PATCHES
+        x = self.attn1(self.norm1(x), None, self_attention, patches.self_attention) + x
         if after_self_attention is not None:
             x = after_self_attention(x)
-        x = self.attn2(self.norm2(x), context) + x
+        x = self.attn2(self.norm2(x), context, None, patches.cross_attention) + x
         return self.ff(self.norm3(x)) + x
 
 
@@ -217,6 +245,7 @@ class SpatialTransformer(nn.Module):
         context: torch.Tensor,
         patch: SelfAttentionPatch | None = None,
         replacement: SelfAttentionReplacement | None = None,
+        input_patches: AttentionInputPatches | None = None,
     ) -> torch.Tensor:
         b, _, h, w = x.shape
         index = self.transformer_index
@@ -229,7 +258,7 @@ class SpatialTransformer(nn.Module):
         if self.linear:
             x = self.proj_in(x)
         for block in self.transformer_blocks:
-            x = block(x, context, after, replacement)
+            x = block(x, context, after, replacement, input_patches)
         if self.linear:
             x = self.proj_out(x)
         # contiguous: the transposed view is channels-last strided, and a channels-last input
@@ -301,12 +330,13 @@ class TimestepBlock(nn.ModuleList):
         size: tuple[int, int] | None = None,
         patch: SelfAttentionPatch | None = None,
         replacement: SelfAttentionReplacement | None = None,
+        input_patches: AttentionInputPatches | None = None,
     ) -> torch.Tensor:
         for layer in self:
             if isinstance(layer, ResBlock):
                 x = layer(x, emb)
             elif isinstance(layer, SpatialTransformer):
-                x = layer(x, context, patch, replacement)
+                x = layer(x, context, patch, replacement, input_patches)
             elif isinstance(layer, Upsample):
                 x = layer(x, size)
             else:
@@ -405,19 +435,22 @@ class UNetModel(nn.Module):
         control: ControlResiduals | None = None,
         output_block_patches: Sequence[OutputBlockPatch] = (),
         self_attention_replacements: SelfAttentionReplacements | None = None,
+        attention_input_patches: AttentionInputPatches | None = None,
         **_: Any,
     ) -> torch.Tensor:
         t_emb = timestep_embedding(timesteps, self.config.model_channels).to(x.dtype)
         emb = self.time_embed(t_emb)
         replaced = self_attention_replacements or {}
+        inputs = attention_input_patches
         skips = []
         h = x
         for i, block in enumerate(self.input_blocks):
-            h = block(h, emb, context, None, self_attention_patch, replaced.get(("input", i)))
+            replacement = replaced.get(("input", i))
+            h = block(h, emb, context, None, self_attention_patch, replacement, inputs)
             h = add_control(h, control, "input", i)
             skips.append(h)
         h = self.middle_block(
-            h, emb, context, None, self_attention_patch, replaced.get(("middle", 0))
+            h, emb, context, None, self_attention_patch, replaced.get(("middle", 0)), inputs
         )
         h = add_control(h, control, "middle", 0)
         for index, block in enumerate(self.output_blocks):
@@ -427,7 +460,7 @@ class UNetModel(nn.Module):
             # Odd latent sizes: upsample to the size of the next skip, not blindly 2x.
             size = tuple(skips[-1].shape[-2:]) if skips else None
             replacement = replaced.get(("output", index))
-            h = block(h, emb, context, size, self_attention_patch, replacement)
+            h = block(h, emb, context, size, self_attention_patch, replacement, inputs)
         return self.out(h)
 
 

@@ -39,6 +39,25 @@ SDXL_LATENT_FORMAT = LatentFormat(
     rgb_factors=SDXL_RGB_FACTORS,
     rgb_bias=SDXL_RGB_BIAS,
 )
+#: Playground v2.5's latent format (an SDXL UNet trained with EDM on normalised latents): the
+#: per-channel mean and std of its VAE's latents, from the ``latents_mean`` / ``latents_std`` of
+#: ``playgroundai/playground-v2.5-1024px-aesthetic``'s diffusers scheduler/VAE config, scale 0.5;
+#: ComfyUI's ``latent_formats.SDXL_Playground_2_5`` preview factors (no bias).
+PLAYGROUND_V2_5_LATENT_FORMAT = LatentFormat(
+    channels=4,
+    scale_factor=0.5,
+    downscale=8,
+    rgb_factors=(
+        (0.3920, 0.4054, 0.4549),
+        (-0.2634, -0.0196, 0.0653),
+        (0.0568, 0.1687, -0.0755),
+        (-0.3112, -0.2359, -0.2076),
+    ),
+    latents_mean=(-1.6574, 1.886, -1.383, 2.5155),
+    latents_std=(8.4927, 5.9022, 6.5498, 5.2299),
+)
+#: Other latent formats an SDXL UNet is trained with, by ComfyUI's sampling name.
+LATENT_FORMAT_VARIANTS = {"edm_playground_v2.5": PLAYGROUND_V2_5_LATENT_FORMAT}
 SIZE_EMBED_DIM = 256
 BASE_SIZE_FIELDS = 6
 REFINER_SIZE_FIELDS = 5
@@ -99,6 +118,11 @@ class SDXLModel(SD15Model):
     @property
     def config(self) -> SDXLUNetConfig:  # type: ignore[override]
         return self.module.config
+
+    def latent_format_variant(self, name: str) -> LatentFormat | None:
+        """Playground v2.5's per-channel format for ``"edm_playground_v2.5"``
+        (:class:`loom.types.LatentFormatVariants`)."""
+        return LATENT_FORMAT_VARIANTS.get(name)
 
     @property
     def size_fields(self) -> int:
@@ -176,8 +200,7 @@ class SDXLModel(SD15Model):
             return torch.cat([ones, _blank_inpaint_latent(noise)], dim=1)
         image = options.get("concat_latent_image")
         if image is not None:
-            fmt = self.latent_format
-            image = (image.to(noise) - fmt.shift_factor) * fmt.scale_factor
+            image = self.latent_format.process_in(image.to(noise))
         elif latent_image is not None:
             image = latent_image.to(noise)
         else:
@@ -219,6 +242,7 @@ class SDXLModel(SD15Model):
                 control=cond.get("control"),
                 output_block_patches=self.output_block_patches,
                 self_attention_replacements=self.self_attention_replacements,
+                attention_input_patches=self.attention_input_patches,
             )
         return ms.calculate_denoised(sigma, out.float().to(x.device), x)
 

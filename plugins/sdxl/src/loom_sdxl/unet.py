@@ -16,6 +16,7 @@ from typing import Any
 import attrs
 import torch
 from loom_sd15.unet import (
+    AttentionInputPatches,
     Downsample,
     OutputBlockPatch,
     ResBlock,
@@ -145,6 +146,7 @@ class SDXLUNetModel(nn.Module):
         control: ControlResiduals | None = None,
         output_block_patches: Sequence[OutputBlockPatch] = (),
         self_attention_replacements: SelfAttentionReplacements | None = None,
+        attention_input_patches: AttentionInputPatches | None = None,
         **_: Any,
     ) -> torch.Tensor:
         if y is None:
@@ -152,20 +154,21 @@ class SDXLUNetModel(nn.Module):
         t_emb = timestep_embedding(timesteps, self.config.model_channels).to(x.dtype)
         emb = self.time_embed(t_emb) + self.label_emb(y.to(x.dtype))
         replaced = self_attention_replacements or {}
+        inputs = attention_input_patches
         skips = []
         h = x
         for i, block in enumerate(self.input_blocks):
-            h = block(h, emb, context, None, None, replaced.get(("input", i)))
+            h = block(h, emb, context, None, None, replaced.get(("input", i)), inputs)
             h = add_control(h, control, "input", i)
             skips.append(h)
-        h = self.middle_block(h, emb, context, None, None, replaced.get(("middle", 0)))
+        h = self.middle_block(h, emb, context, None, None, replaced.get(("middle", 0)), inputs)
         h = add_control(h, control, "middle", 0)
         for index, block in enumerate(self.output_blocks):
             skip = add_control(skips.pop(), control, "output", len(skips))
             h, skip = patch_output_block(output_block_patches, h, skip)
             h = torch.cat([h, skip], dim=1)
             size = tuple(skips[-1].shape[-2:]) if skips else None
-            h = block(h, emb, context, size, None, replaced.get(("output", index)))
+            h = block(h, emb, context, size, None, replaced.get(("output", index)), inputs)
         return self.out(h)
 
 
