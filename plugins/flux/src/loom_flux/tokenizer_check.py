@@ -17,7 +17,7 @@ from loom_sd15.tokenizer import search_dirs
 from loom_sd15.tokenizer_check import makes_text_encoder, model_files
 
 from loom.errors import LoomError, ModelFileError
-from loom.safetensors_header import read_header
+from loom.memory import read_header  # torch-free: loom.safetensors_header
 from loom_flux.t5_keys import t5_prefix
 from loom_flux.t5_tokenizer import find_tokenizer_dir
 
