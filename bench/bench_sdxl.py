@@ -18,6 +18,12 @@ diffusers and the CLIP-L tokenizer files (LOOM_TOKENIZERS_PATH, default
 
     python bench/bench_sdxl.py --size tiny              # seconds, proves the script works
     python bench/bench_sdxl.py --size full --pixels 512 # the issue's figures (big machine)
+    python bench/bench_sdxl.py --size full --pixels 512 --steps 2 --whole-run bf16
+
+``--whole-run DTYPE`` measures only issue 13's memory figure: one txt2img in a fresh engine
+process computing in DTYPE (``bf16``: the fp16 file's weights are held in bf16, the same
+bytes; ``fp16``: kept as stored) — load, encode, sample ``--steps``, decode — and its peak RSS
+against the file's size (target <= 1.3x).
 """
 
 from __future__ import annotations
@@ -170,6 +176,53 @@ def engine_child(checkpoint: Path, pixels: int, steps: int, compute_dtype: str |
     }
 
 
+def whole_run_child(checkpoint: Path, pixels: int, steps: int, compute_dtype: str) -> dict:
+    """One txt2img (load, encode, sample, decode) in ``compute_dtype``; its peak RSS."""
+    from loom.runtime import Runtime
+    from loom.settings import Settings
+
+    os.environ.setdefault("LOOM_TOKENIZERS_PATH", str(TOKENIZERS))
+    settings = Settings(
+        base_directory=checkpoint.parent.parent.parent,
+        load_custom_nodes=False,
+        compute_dtype=compute_dtype,
+    )
+    start = time.perf_counter()
+    per_node, _ = node_seconds(Runtime(settings), txt2img(checkpoint.name, pixels, steps, seed=1))
+    return {
+        "wall_s": time.perf_counter() - start,
+        "nodes_s": per_node,
+        "peak_rss_gb": peak_rss_bytes() / 2**30,
+    }
+
+
+def whole_run(args: argparse.Namespace, pixels: int) -> None:
+    """Write the checkpoint, run one whole txt2img in a child, print the memory figure."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = Path(tmp) / "models" / "checkpoints" / f"sdxl-{args.size}-fp16.safetensors"
+        in_child("--write", str(ckpt), "--size", args.size)
+        size_gb = ckpt.stat().st_size / 1e9
+        common = ["--size", args.size, "--pixels", str(pixels), "--steps", str(args.steps)]
+        result = in_child("--child", str(ckpt), "--whole-run", args.whole_run, *common)
+    print(
+        f"\nSDXL whole run, size {args.size}, {pixels}², {args.steps} steps ({torch.__version__})\n"
+    )
+    print("| measure | Loom | note |\n|---|---|---|")
+    if not result:
+        print(f"| whole run {args.whole_run} | failed (see stderr) | |")
+        return
+    ratio = result["peak_rss_gb"] * 2**30 / (size_gb * 1e9)
+    nodes = result["nodes_s"]
+    print(
+        f"| peak RSS, whole {pixels}² run, compute {args.whole_run} | {result['peak_rss_gb']:.2f} GiB"
+        f" | {ratio:.2f}× the {size_gb:.2f} GB fp16 file (target ≤ 1.3×) |"
+    )
+    print(
+        f"| wall time of the run | {result['wall_s']:.1f} s | load {nodes.get('4', 0):.1f} s, "
+        f"sampler {nodes.get('3', 0):.1f} s, decode {nodes.get('8', 0):.1f} s |"
+    )
+
+
 def in_child(*args: str) -> dict:
     child = subprocess.run(
         [sys.executable, __file__, *args], capture_output=True, text=True, check=False
@@ -317,6 +370,11 @@ def main() -> None:
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--forward", choices=("loom", "diffusers"), help=argparse.SUPPRESS)
     parser.add_argument("--compute-dtype", default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--whole-run",
+        choices=("bf16", "fp16", "fp32"),
+        help="only the whole-run peak RSS, computing in this dtype",
+    )
     args = parser.parse_args()
     pixels = args.pixels or (256 if args.size == "full" else 64)
     if args.write:
@@ -326,6 +384,13 @@ def main() -> None:
     if args.child and args.forward:
         child = loom_forward_child if args.forward == "loom" else diffusers_forward_child
         report_child(args.child, args.forward, child(args.child, pixels, args.repeats))
+        return
+    if args.child and args.whole_run:
+        result = whole_run_child(args.child, pixels, args.steps, args.whole_run)
+        report_child(args.child, f"whole-{args.whole_run}", result)
+        return
+    if args.whole_run:
+        whole_run(args, pixels)
         return
     if args.child:
         engine = engine_child(args.child, pixels, args.steps, args.compute_dtype)

@@ -495,9 +495,11 @@ class NeedsModels(Protocol):
     ``compute_target`` instead of copying weights per call."""
 
     def models(self, model: ModelLike) -> Sequence[Any]:
-        """The :class:`loom.memory.ModelHandle` objects to load for sampling ``model`` (the
-        MODEL being sampled, already loaded: a control-LoRA builds its network from its
-        weights)."""
+        """The :class:`loom.memory.ModelHandle` objects to load for sampling ``model``.
+
+        Asked before ``model`` is loaded, so everything loads in one call, and again once it
+        is loaded (``model.is_loaded``): a value whose network is built from the loaded
+        model's weights (a control-LoRA) names that handle only then."""
         ...
 
 

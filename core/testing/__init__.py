@@ -16,6 +16,9 @@ import; ``-p no:loom`` turns them off:
 ``loom_run(runtime, prompt)``
     runs a prompt and returns a :class:`PromptRecord` (history entry, events, values).
 
+:func:`txt2img_prompt` builds ComfyUI's default txt2img graph (checkpoint, empty latent,
+two text encodings, KSampler, VAEDecode, image output) for a family's workflow tests.
+
 The functions behind them (:func:`make_host`, :func:`make_registry`, :func:`make_runtime`,
 :func:`run_prompt`) serve session-scoped fixtures and scripts. Importing this package loads
 nothing beyond ``import loom``: each helper imports what it uses when called.
@@ -30,14 +33,18 @@ from loom.testing.harness import (
     make_settings,
 )
 from loom.testing.prompts import PromptRecord, run_prompt
+from loom.testing.workflows import DEFAULT_IDS, Txt2ImgIds, txt2img_prompt
 
 __all__ = [
+    "DEFAULT_IDS",
     "HarnessError",
     "PromptRecord",
+    "Txt2ImgIds",
     "make_context",
     "make_host",
     "make_registry",
     "make_runtime",
     "make_settings",
     "run_prompt",
+    "txt2img_prompt",
 ]

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from loom.errors import LoomError
-from loom.memory import write_safetensors
+from loom.memory import MemoryManager, write_safetensors
+from loom.memory.devices import simulated_device
 from loom.model_sampling import DiscreteEps
 
 RANK = 2
@@ -61,6 +62,9 @@ def test_control_lora_is_the_model_encoder_plus_the_file(control_lora):
     expected.load_state_dict(state)
     hint = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     signal = ControlLoraSignal(loaded, hint)
+    assert signal.models(model) == []  # built from the loaded model's weights, not before
+    manager = MemoryManager(simulated_device(2**30), budget_bytes=2**30)
+    manager.load([model])  # as its sampler loads it
     (handle,) = signal.models(model)  # built from the model, loaded by its sampler
     assert handle is signal.signal_for(model).control.handle
     g = torch.Generator().manual_seed(1)

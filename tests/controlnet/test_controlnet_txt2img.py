@@ -14,6 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
+from loom.testing import txt2img_prompt
+
 SIZE = 32
 
 
@@ -85,36 +87,16 @@ def executor(base_dir):
 def txt2img(*controls: dict, old: tuple[str, float] | None = None) -> dict:
     """``controls``: ControlNetApplyAdvanced inputs (``name`` + widgets), chained in order;
     ``old``: one ControlNetApply (file, strength) on the positive first."""
-    prompt = {
-        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny.safetensors"}},
-        "5": {
-            "class_type": "EmptyLatentImage",
-            "inputs": {"width": SIZE, "height": SIZE, "batch_size": 1},
-        },
-        "6": {
-            "class_type": "CLIPTextEncode",
-            "inputs": {"text": "a glass bottle", "clip": ["4", 1]},
-        },
-        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "watermark", "clip": ["4", 1]}},
-        "10": {"class_type": "LoadImage", "inputs": {"image": "hint.png"}},
-        "3": {
-            "class_type": "KSampler",
-            "inputs": {
-                "seed": 42,
-                "steps": 3,
-                "cfg": 6.0,
-                "sampler_name": "euler",
-                "scheduler": "normal",
-                "denoise": 1.0,
-                "model": ["4", 0],
-                "positive": ["6", 0],
-                "negative": ["7", 0],
-                "latent_image": ["5", 0],
-            },
-        },
-        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
-        "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "t", "images": ["8", 0]}},
-    }
+    prompt = txt2img_prompt(
+        "tiny.safetensors",
+        positive="a glass bottle",
+        negative="watermark",
+        width=SIZE,
+        height=SIZE,
+        steps=3,
+        cfg=6.0,
+    )
+    prompt["10"] = {"class_type": "LoadImage", "inputs": {"image": "hint.png"}}
     positive, negative = ["6", 0], ["7", 0]
     if old is not None:
         prompt["29"] = {"class_type": "ControlNetLoader", "inputs": {"control_net_name": old[0]}}

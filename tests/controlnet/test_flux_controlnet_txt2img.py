@@ -12,6 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
+from loom.testing import Txt2ImgIds, txt2img_prompt
+
 pytest.importorskip("loom_flux")
 pytest.importorskip("loom_samplers")
 
@@ -55,7 +57,7 @@ def runtime(base_dir):
 
 
 def txt2img(control: str | None = None, vae: bool = True, union_type: str | None = None) -> dict:
-    prompt = {
+    loaders = {
         "1": {
             "class_type": "UNETLoader",
             "inputs": {"unet_name": "tiny-flux.safetensors", "weight_dtype": "default"},
@@ -69,30 +71,24 @@ def txt2img(control: str | None = None, vae: bool = True, union_type: str | None
             },
         },
         "3": {"class_type": "VAELoader", "inputs": {"vae_name": "tiny-ae.safetensors"}},
-        "4": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red fox", "clip": ["2", 0]}},
-        "5": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["2", 0]}},
-        "6": {
-            "class_type": "EmptySD3LatentImage",
-            "inputs": {"width": SIZE, "height": SIZE, "batch_size": 1},
-        },
-        "7": {
-            "class_type": "KSampler",
-            "inputs": {
-                "seed": 42,
-                "steps": 2,
-                "cfg": 1.0,
-                "sampler_name": "euler",
-                "scheduler": "simple",
-                "denoise": 1.0,
-                "model": ["1", 0],
-                "positive": ["4", 0],
-                "negative": ["5", 0],
-                "latent_image": ["6", 0],
-            },
-        },
-        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["7", 0], "vae": ["3", 0]}},
-        "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "f", "images": ["8", 0]}},
     }
+    prompt = txt2img_prompt(
+        None,
+        loaders=loaders,
+        model=["1", 0],
+        clip=["2", 0],
+        vae=["3", 0],
+        ids=Txt2ImgIds(positive="4", negative="5", latent="6", sampler="7"),
+        positive="a red fox",
+        negative="",
+        latent_class="EmptySD3LatentImage",
+        width=SIZE,
+        height=SIZE,
+        steps=2,
+        cfg=1.0,
+        scheduler="simple",
+        filename_prefix="f",
+    )
     if control is not None:
         prompt["10"] = {"class_type": "LoadImage", "inputs": {"image": "hint.png"}}
         prompt["11"] = {"class_type": "ControlNetLoader", "inputs": {"control_net_name": control}}

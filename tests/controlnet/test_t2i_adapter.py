@@ -10,6 +10,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from loom.testing import txt2img_prompt
+
 diffusers = pytest.importorskip("diffusers")
 
 TOLERANCE = 1e-4
@@ -124,46 +126,35 @@ def test_txt2img_with_an_adapter(tmp_path, demo_tokenizers):
             extra_model_paths=[tmp_path / "paths.yaml"],
         ),
     )
-    prompt = {
-        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny.safetensors"}},
-        "5": {
-            "class_type": "EmptyLatentImage",
-            "inputs": {"width": 32, "height": 32, "batch_size": 1},
-        },
-        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a bottle", "clip": ["4", 1]}},
-        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["4", 1]}},
-        "10": {"class_type": "LoadImage", "inputs": {"image": "hint.png"}},
-        "11": {"class_type": "ControlNetLoader", "inputs": {"control_net_name": "t2i.safetensors"}},
-        "12": {
-            "class_type": "ControlNetApplyAdvanced",
-            "inputs": {
-                "positive": ["6", 0],
-                "negative": ["7", 0],
-                "control_net": ["11", 0],
-                "image": ["10", 0],
-                "strength": 1.0,
-                "start_percent": 0.0,
-                "end_percent": 1.0,
-            },
-        },
-        "3": {
-            "class_type": "KSampler",
-            "inputs": {
-                "seed": 1,
-                "steps": 2,
-                "cfg": 5.0,
-                "sampler_name": "euler",
-                "scheduler": "normal",
-                "denoise": 1.0,
-                "model": ["4", 0],
-                "positive": ["12", 0],
-                "negative": ["12", 1],
-                "latent_image": ["5", 0],
-            },
-        },
-        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
-        "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "t", "images": ["8", 0]}},
+    prompt = txt2img_prompt(
+        "tiny.safetensors",
+        positive="a bottle",
+        negative="",
+        width=32,
+        height=32,
+        seed=1,
+        steps=2,
+        cfg=5.0,
+    )
+    prompt["10"] = {"class_type": "LoadImage", "inputs": {"image": "hint.png"}}
+    prompt["11"] = {
+        "class_type": "ControlNetLoader",
+        "inputs": {"control_net_name": "t2i.safetensors"},
     }
+    prompt["12"] = {
+        "class_type": "ControlNetApplyAdvanced",
+        "inputs": {
+            "positive": ["6", 0],
+            "negative": ["7", 0],
+            "control_net": ["11", 0],
+            "image": ["10", 0],
+            "strength": 1.0,
+            "start_percent": 0.0,
+            "end_percent": 1.0,
+        },
+    }
+    prompt["3"]["inputs"]["positive"] = ["12", 0]
+    prompt["3"]["inputs"]["negative"] = ["12", 1]
 
     def render(p: dict) -> torch.Tensor:
         executor = Executor(runtime)

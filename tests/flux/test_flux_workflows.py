@@ -7,6 +7,8 @@ import copy
 import pytest
 from flux_markers import needs_samplers
 
+from loom.testing import Txt2ImgIds, txt2img_prompt
+
 pytestmark = needs_samplers
 
 
@@ -75,37 +77,32 @@ def custom_advanced(width=64, height=48, batch=1, weight_dtype="default") -> dic
 
 def ksampler_flux(width=64, height=64) -> dict:
     """KSampler at cfg 1 with CLIPTextEncodeFlux (schnell-style prompts, guidance in the node)."""
+    return txt2img_prompt(
+        None,
+        loaders=loaders(),
+        model=["1", 0],
+        clip=["2", 0],
+        vae=["3", 0],
+        ids=Txt2ImgIds(
+            positive="4", negative="5", latent="11", sampler="12", decode="13", output="14"
+        ),
+        positive=flux_encode("a fox", "a red fox"),
+        negative=flux_encode("", ""),
+        latent_class="EmptySD3LatentImage",
+        width=width,
+        height=height,
+        seed=7,
+        steps=2,
+        cfg=1.0,
+        scheduler="simple",
+        filename_prefix="k",
+    )
+
+
+def flux_encode(clip_l: str, t5xxl: str) -> dict:
     return {
-        **loaders(),
-        "4": {
-            "class_type": "CLIPTextEncodeFlux",
-            "inputs": {"clip": ["2", 0], "clip_l": "a fox", "t5xxl": "a red fox", "guidance": 3.5},
-        },
-        "5": {
-            "class_type": "CLIPTextEncodeFlux",
-            "inputs": {"clip": ["2", 0], "clip_l": "", "t5xxl": "", "guidance": 3.5},
-        },
-        "11": {
-            "class_type": "EmptySD3LatentImage",
-            "inputs": {"width": width, "height": height, "batch_size": 1},
-        },
-        "12": {
-            "class_type": "KSampler",
-            "inputs": {
-                "seed": 7,
-                "steps": 2,
-                "cfg": 1.0,
-                "sampler_name": "euler",
-                "scheduler": "simple",
-                "denoise": 1.0,
-                "model": ["1", 0],
-                "positive": ["4", 0],
-                "negative": ["5", 0],
-                "latent_image": ["11", 0],
-            },
-        },
-        "13": {"class_type": "VAEDecode", "inputs": {"samples": ["12", 0], "vae": ["3", 0]}},
-        "14": {"class_type": "SaveImage", "inputs": {"filename_prefix": "k", "images": ["13", 0]}},
+        "class_type": "CLIPTextEncodeFlux",
+        "inputs": {"clip": ["2", 0], "clip_l": clip_l, "t5xxl": t5xxl, "guidance": 3.5},
     }
 
 

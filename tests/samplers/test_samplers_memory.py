@@ -63,5 +63,66 @@ def test_models_any_conditioning_option_needs_load_with_the_model():
     conds = {"positive": [entry, entry], "negative": [[torch.zeros(1, 2, 4), {"gligen": boxes}]]}
     prepare_model(ctx, model, (1, 4, 8, 8), conds)
     assert set(manager.loaded_handles()) == {model, extra}
-    # asked with the sampled model once it is loaded (a control-LoRA builds from its weights)
-    assert boxes.asked_for and all(m is model and loaded for m, loaded in boxes.asked_for)
+    # asked before the load (one load for all) and again with the model loaded
+    assert [m for m, _ in boxes.asked_for] == [model] * len(boxes.asked_for)
+    assert (model, False) in boxes.asked_for and (model, True) in boxes.asked_for
+
+
+class LateBoxes(Boxes):
+    """A value whose handle is built from the loaded model (as a control-LoRA's is)."""
+
+    def models(self, model):
+        self.asked_for.append((model, model.is_loaded))
+        return [self.handle] if model.is_loaded else []
+
+
+def counting_places(manager, monkeypatch) -> list[str]:
+    """The names of the handles the manager places (loads), in order."""
+    placed = []
+    place = manager._place
+
+    def spy(handle, extra_memory):
+        placed.append(handle.name)
+        return place(handle, extra_memory)
+
+    monkeypatch.setattr(manager, "_place", spy)
+    return placed
+
+
+def test_a_tight_budget_loads_model_and_extras_once_without_evicting_an_extra(monkeypatch):
+    """A ControlNet left resident by the last prompt is not evicted to make room for the
+    model and then loaded again: one load places the model beside it."""
+    from loom.types import NeedsModels
+
+    shape = (1, 4, 8, 8)
+    model = Handle(torch.nn.Linear(64, 64), name="model")
+    extra = Handle(torch.nn.Linear(32, 32), name="controlnet")
+    activations = model.memory_required(shape)
+    budget = model.size_bytes() + extra.size_bytes() + activations - 1024  # not all fits
+    manager = MemoryManager(simulated_device(budget), budget_bytes=budget)
+    ctx = types.SimpleNamespace(runtime=types.SimpleNamespace(memory=manager))
+    manager.load([extra])  # resident from the last prompt
+    placed = counting_places(manager, monkeypatch)
+    boxes = Boxes(extra)
+    assert isinstance(boxes, NeedsModels)
+    conds = {"positive": [[torch.zeros(1, 2, 4), {"control": boxes}]]}
+    prepare_model(ctx, model, shape, conds)
+    assert list(manager.evictions) == []
+    assert placed == ["model"]
+    assert set(manager.loaded_handles()) == {model, extra}
+
+
+def test_a_handle_built_from_the_loaded_model_loads_after_it(monkeypatch):
+    manager, ctx, model = make(10 * 1024**2)
+    early, late = (
+        Handle(torch.nn.Linear(8, 8), name="early"),
+        Handle(torch.nn.Linear(8, 8), name="late"),
+    )
+    placed = counting_places(manager, monkeypatch)
+    late_boxes = LateBoxes(late)
+    conds = {"positive": [[torch.zeros(1, 2, 4), {"gligen": Boxes(early), "control": late_boxes}]]}
+    prepare_model(ctx, model, (1, 4, 8, 8), conds)
+    assert set(manager.loaded_handles()) == {model, early, late}
+    assert placed == [model.name, "early", "late"]  # each placed once
+    assert (model, True) in late_boxes.asked_for
+    assert list(manager.evictions) == []

@@ -15,6 +15,7 @@ from loom_sd15.unet import UNetConfig, UNetModel
 from sd15_markers import needs_samplers
 
 from loom.memory import write_safetensors
+from loom.testing import txt2img_prompt
 
 TOL = 1e-4
 SIZE = 64
@@ -192,32 +193,17 @@ def gligen_file(base_dir):
 
 
 def txt2img(boxes: list[dict] | None = None, seed: int = 42) -> dict:
-    prompt = {
-        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny.safetensors"}},
-        "5": {
-            "class_type": "EmptyLatentImage",
-            "inputs": {"width": SIZE, "height": SIZE, "batch_size": 1},
-        },
-        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["4", 1]}},
-        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["4", 1]}},
-        "3": {
-            "class_type": "KSampler",
-            "inputs": {
-                "seed": seed,
-                "steps": 2,
-                "cfg": 7.0,
-                "sampler_name": "euler",
-                "scheduler": "normal",
-                "denoise": 1.0,
-                "model": ["4", 0],
-                "positive": ["6", 0],
-                "negative": ["7", 0],
-                "latent_image": ["5", 0],
-            },
-        },
-        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
-        "9": {"class_type": "PreviewImage", "inputs": {"images": ["8", 0]}},
-    }
+    prompt = txt2img_prompt(
+        "tiny.safetensors",
+        positive="a cat",
+        negative="blurry",
+        width=SIZE,
+        height=SIZE,
+        seed=seed,
+        steps=2,
+        cfg=7.0,
+        output="PreviewImage",
+    )
     positive = ["6", 0]
     if boxes:
         prompt["20"] = {

@@ -9,44 +9,17 @@ import pytest
 import torch
 from sd15_markers import needs_samplers
 
+from loom.testing import txt2img_prompt
+
 pytestmark = [needs_samplers]
 
 SIZE = 64
 
 
 def txt2img(batch: int = 1, seed: int = 42, steps: int = 3) -> dict:
-    return {
-        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny.safetensors"}},
-        "5": {
-            "class_type": "EmptyLatentImage",
-            "inputs": {"width": SIZE, "height": SIZE, "batch_size": batch},
-        },
-        "6": {
-            "class_type": "CLIPTextEncode",
-            "inputs": {"text": "a (glass:1.2) bottle", "clip": ["4", 1]},
-        },
-        "7": {
-            "class_type": "CLIPTextEncode",
-            "inputs": {"text": "text, watermark", "clip": ["4", 1]},
-        },
-        "3": {
-            "class_type": "KSampler",
-            "inputs": {
-                "seed": seed,
-                "steps": steps,
-                "cfg": 8.0,
-                "sampler_name": "euler",
-                "scheduler": "normal",
-                "denoise": 1.0,
-                "model": ["4", 0],
-                "positive": ["6", 0],
-                "negative": ["7", 0],
-                "latent_image": ["5", 0],
-            },
-        },
-        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
-        "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "t", "images": ["8", 0]}},
-    }
+    return txt2img_prompt(
+        "tiny.safetensors", width=SIZE, height=SIZE, batch=batch, seed=seed, steps=steps
+    )
 
 
 def run(runtime, prompt: dict, extra: dict | None = None):

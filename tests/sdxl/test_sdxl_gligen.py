@@ -8,49 +8,38 @@ import copy
 from loom_sd15.tiny import gligen_state, tiny_spec
 
 from loom.memory import write_safetensors
+from loom.testing import txt2img_prompt
 
 
 def _prompt() -> dict:
-    return {
-        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sdxl.safetensors"}},
-        "5": {
-            "class_type": "EmptyLatentImage",
-            "inputs": {"width": 64, "height": 64, "batch_size": 1},
-        },
-        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["4", 1]}},
-        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["4", 1]}},
-        "20": {"class_type": "GLIGENLoader", "inputs": {"gligen_name": "gligen-sd1.safetensors"}},
-        "21": {
-            "class_type": "GLIGENTextBoxApply",
-            "inputs": {
-                "conditioning_to": ["6", 0],
-                "clip": ["4", 1],
-                "gligen_textbox_model": ["20", 0],
-                "text": "cat",
-                "width": 32,
-                "height": 32,
-                "x": 0,
-                "y": 0,
-            },
-        },
-        "3": {
-            "class_type": "KSampler",
-            "inputs": {
-                "seed": 1,
-                "steps": 1,
-                "cfg": 7.0,
-                "sampler_name": "euler",
-                "scheduler": "normal",
-                "denoise": 1.0,
-                "model": ["4", 0],
-                "positive": ["21", 0],
-                "negative": ["7", 0],
-                "latent_image": ["5", 0],
-            },
-        },
-        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
-        "9": {"class_type": "PreviewImage", "inputs": {"images": ["8", 0]}},
+    prompt = txt2img_prompt(
+        "sdxl.safetensors",
+        positive="a cat",
+        negative="",
+        seed=1,
+        steps=1,
+        cfg=7.0,
+        output="PreviewImage",
+    )
+    prompt["20"] = {
+        "class_type": "GLIGENLoader",
+        "inputs": {"gligen_name": "gligen-sd1.safetensors"},
     }
+    prompt["21"] = {
+        "class_type": "GLIGENTextBoxApply",
+        "inputs": {
+            "conditioning_to": ["6", 0],
+            "clip": ["4", 1],
+            "gligen_textbox_model": ["20", 0],
+            "text": "cat",
+            "width": 32,
+            "height": 32,
+            "x": 0,
+            "y": 0,
+        },
+    }
+    prompt["3"]["inputs"]["positive"] = ["21", 0]
+    return prompt
 
 
 def test_gligen_with_an_sdxl_checkpoint_is_refused(runtime, base_dir):

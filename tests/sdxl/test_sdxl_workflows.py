@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from sdxl_markers import needs_samplers
 
+from loom.testing import txt2img_prompt
+
 pytestmark = [needs_samplers]
 
 SIZE = 64
@@ -30,36 +32,21 @@ def base_prompt(batch: int = 1, seed: int = 42, sdxl_encode: bool = False) -> di
             },
         }
     else:
-        positive = {
-            "class_type": "CLIPTextEncode",
-            "inputs": {"text": "a (glass:1.2) bottle", "clip": ["4", 1]},
-        }
-    return {
-        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sdxl.safetensors"}},
-        "5": {
-            "class_type": "EmptyLatentImage",
-            "inputs": {"width": SIZE, "height": SIZE, "batch_size": batch},
-        },
-        "6": positive,
-        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["4", 1]}},
-        "3": {
-            "class_type": "KSampler",
-            "inputs": {
-                "seed": seed,
-                "steps": 3,
-                "cfg": 6.0,
-                "sampler_name": "dpmpp_2m",
-                "scheduler": "karras",
-                "denoise": 1.0,
-                "model": ["4", 0],
-                "positive": ["6", 0],
-                "negative": ["7", 0],
-                "latent_image": ["5", 0],
-            },
-        },
-        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
-        "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "x", "images": ["8", 0]}},
-    }
+        positive = "a (glass:1.2) bottle"
+    return txt2img_prompt(
+        "sdxl.safetensors",
+        positive=positive,
+        negative="blurry",
+        width=SIZE,
+        height=SIZE,
+        batch=batch,
+        seed=seed,
+        steps=3,
+        cfg=6.0,
+        sampler_name="dpmpp_2m",
+        scheduler="karras",
+        filename_prefix="x",
+    )
 
 
 def run(runtime, prompt: dict):

@@ -97,9 +97,12 @@ class ControlLoraSignal:
     _built: tuple[tuple[int, Any], ControlNetSignal] | None = attrs.field(default=None, init=False)
 
     def models(self, model: Any) -> list[Any]:
-        """The ControlNet built for ``model`` (the loaded model being sampled, so its patched
-        weights) and the previous signals' handles."""
+        """The ControlNet built for ``model`` and the previous signals' handles; before
+        ``model`` is loaded only the previous ones (the ControlNet is built from the loaded
+        model's weights, its patches applied)."""
         previous = list(self.previous.models(model)) if self.previous is not None else []
+        if not getattr(model, "is_loaded", True):
+            return previous
         return [self.signal_for(model).control.handle, *previous]
 
     def residuals(

@@ -19,12 +19,11 @@ from loom_sd15.detect import ClipLayout
 from loom.types import CheckpointHeader
 from loom_flux import convert
 from loom_flux.dit import FluxConfig
-from loom_flux.t5 import is_t5
+from loom_flux.t5_keys import t5_prefix
 from loom_flux.vae import flux_vae_prefix
 
 Shapes = Mapping[str, tuple[int, ...]]
 
-T5_PREFIXES = ("text_encoders.t5xxl.transformer.", "")
 CLIP_PREFIXES = ("text_encoders.clip_l.transformer.", "")
 
 
@@ -98,13 +97,6 @@ def _count(shapes: Shapes, stem: str, leaf: str) -> int:
     while f"{stem}{n}.{leaf}" in shapes:
         n += 1
     return n
-
-
-def t5_prefix(shapes: Shapes) -> str | None:
-    for prefix in T5_PREFIXES:
-        if is_t5(shapes, prefix):
-            return prefix
-    return None
 
 
 def clip_layout(shapes: Shapes) -> ClipLayout | None:

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from loom.memory import CastWeights, ops
+from loom_flux.t5_keys import is_t5  # noqa: F401 (re-exported)
 from loom_flux.t5_tokenizer import (  # noqa: F401 (re-exported)
     TOKENIZER_FILES,
     TOKENIZER_NAME,
@@ -71,13 +72,6 @@ class T5Config:
         )
         config._attn_implementation = "eager"
         return config
-
-
-def is_t5(keys: Any, prefix: str = "") -> bool:
-    return (
-        f"{prefix}encoder.block.0.layer.0.SelfAttention.q.weight" in keys
-        and f"{prefix}encoder.final_layer_norm.weight" in keys
-    )
 
 
 def t5_config(shapes: Mapping[str, tuple[int, ...]], prefix: str = "") -> T5Config:

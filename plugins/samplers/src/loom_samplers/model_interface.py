@@ -98,20 +98,27 @@ def prepare_model(
     The single integration point with :mod:`loom.memory`: a model that is a
     :class:`loom.memory.ModelHandle` is loaded with room for one forward's activations
     (``model.memory_required(shape)`` bytes, when it says); other models (toy models in
-    tests) are used as they are. Then the handles the conditioning groups ``conds`` need
-    (:func:`conditioning_models`: ControlNets, GLIGEN) are loaded with it; they are asked
-    once the model is loaded, so a control-LoRA builds from its patched weights. Returns the
-    device to sample on.
+    tests) are used as they are. The handles the conditioning groups ``conds`` need
+    (:func:`conditioning_models`: ControlNets, GLIGEN) are loaded in the same call, so a
+    tight budget never evicts one to make room for the model and then reloads it. A value
+    whose network is built from the loaded model's weights (a control-LoRA) names its handle
+    only once the model is loaded: it is asked again then, and only such late handles are
+    loaded in a second call, beside the ones already placed. Returns the device to sample on.
     """
     memory = _memory(ctx)
     if memory is not None and _is_model_handle(model):
         required = getattr(model, "memory_required", None)
         extra = int(required(noise_shape)) if callable(required) else 0
-        memory.load([model], extra_memory=extra)
-        extras = [m for m in conditioning_models(conds or {}, model) if _is_model_handle(m)]
-        if extras:
-            memory.load([model, *extras], extra_memory=extra)
+        extras = _handles(conds, model)
+        memory.load([model, *extras], extra_memory=extra)
+        late = [m for m in _handles(conds, model) if m not in extras]
+        if late:
+            memory.load([model, *extras, *late], extra_memory=extra)
     return getattr(model, "load_device", None)
+
+
+def _handles(conds: Mapping[str, Sequence[Any]] | None, model: Any) -> list[Any]:
+    return [m for m in conditioning_models(conds or {}, model) if _is_model_handle(m)]
 
 
 def conditioning_models(conds: Mapping[str, Sequence[Any]], model: Any) -> list[Any]:

@@ -85,52 +85,58 @@ def multiplied_clip(clip: Clip, scales: Mapping[str, float]):
     return patched
 
 
-def _factor(default: float = 1.0) -> Any:
-    return ui.float(default, min=0.0, max=10.0, step=0.01)
+#: The four factor inputs every attention-multiply node has, in ComfyUI's order.
+PROJECTIONS = ("q", "k", "v", "out")
+
+
+class ProjectionFactors:
+    """What an attention-multiply node's factor inputs give it: :meth:`scales`."""
+
+    def scales(self) -> dict[str, float]:
+        """The factor of each projection, by its name in ``PROJECTIONS``."""
+        return {name: float(getattr(self, name)) for name in PROJECTIONS}
+
+
+def projection_factors(cls: type[ProjectionFactors]) -> type[ProjectionFactors]:
+    """Give a node class (below its ``@loom.node``) the ``q`` / ``k`` / ``v`` / ``out``
+    factor inputs, after the inputs it declares itself (ComfyUI's order)."""
+    for name in PROJECTIONS:
+        cls.__annotations__[name] = float
+        setattr(cls, name, ui.float(1.0, min=0.0, max=10.0, step=0.01))
+    return cls
 
 
 @loom.node("UNetSelfAttentionMultiply", category=CATEGORY, experimental=True, v3=True)
-class UNetSelfAttentionMultiply:
+@projection_factors
+class UNetSelfAttentionMultiply(ProjectionFactors):
     """Scale the q / k / v / out projections of every UNet self-attention (``attn1``)."""
 
     model: Model
-    q: float = _factor()
-    k: float = _factor()
-    v: float = _factor()
-    out: float = _factor()
 
     def run(self, ctx: loom.RunContext) -> Model:
-        scales = {"q": self.q, "k": self.k, "v": self.v, "out": self.out}
-        return multiplied_model(self.model, "UNetSelfAttentionMultiply", "attn1", scales)
+        return multiplied_model(self.model, "UNetSelfAttentionMultiply", "attn1", self.scales())
 
 
 @loom.node("UNetCrossAttentionMultiply", category=CATEGORY, experimental=True, v3=True)
-class UNetCrossAttentionMultiply:
+@projection_factors
+class UNetCrossAttentionMultiply(ProjectionFactors):
     """Scale the q / k / v / out projections of every UNet cross-attention (``attn2``)."""
 
     model: Model
-    q: float = _factor()
-    k: float = _factor()
-    v: float = _factor()
-    out: float = _factor()
 
     def run(self, ctx: loom.RunContext) -> Model:
-        scales = {"q": self.q, "k": self.k, "v": self.v, "out": self.out}
-        return multiplied_model(self.model, "UNetCrossAttentionMultiply", "attn2", scales)
+        return multiplied_model(self.model, "UNetCrossAttentionMultiply", "attn2", self.scales())
 
 
 @loom.node("CLIPAttentionMultiply", category=CATEGORY, experimental=True, v3=True)
-class CLIPAttentionMultiply:
+@projection_factors
+class CLIPAttentionMultiply(ProjectionFactors):
     """Scale the q / k / v / out projections of every CLIP text-encoder self-attention."""
 
     clip: Clip
-    q: float = _factor()
-    k: float = _factor()
-    v: float = _factor()
-    out: float = _factor()
 
     def run(self, ctx: loom.RunContext) -> Clip:
-        return multiplied_clip(self.clip, {"q": self.q, "k": self.k, "v": self.v, "out": self.out})
+        return multiplied_clip(self.clip, self.scales())
 
 
 NODES = [UNetSelfAttentionMultiply, UNetCrossAttentionMultiply, CLIPAttentionMultiply]

@@ -58,7 +58,7 @@ def makes_text_encoder(node_id: str, prompt: Mapping[str, Any], env: NodeEnviron
 def tokenizer_names(inputs: Mapping[str, Any], env: NodeEnvironment) -> set[str]:
     """The tokenizers the model files named by ``inputs`` ask for (CLIP-L's by default)."""
     names = set()
-    for path in _model_files(inputs, env):
+    for path in model_files(inputs, env):
         try:
             from loom.memory import read_header
 
@@ -87,7 +87,8 @@ def _type_of(config: Any) -> Any:
     return config[0] if isinstance(config, (list, tuple)) and config else config
 
 
-def _model_files(inputs: Mapping[str, Any], env: NodeEnvironment) -> Iterator[Path]:
+def model_files(inputs: Mapping[str, Any], env: NodeEnvironment) -> Iterator[Path]:
+    """The text-encoder model files (checkpoints, text encoders) a loader's ``inputs`` name."""
     folders = env.folders
     if folders is None:
         return
