@@ -32,6 +32,7 @@ from loom_flux.dit_blocks import (
     timestep_embedding,
 )
 from loom_flux.dit_config import FLUX_DEV, FLUX_SCHNELL, PATCH, FluxConfig, default_axes
+from loom_flux.dit_options import BlockSkip, RopeScale
 from loom_flux.dit_tokens import (
     DEFAULT_REFERENCE_METHOD,
     REFERENCE_METHODS,
@@ -40,6 +41,7 @@ from loom_flux.dit_tokens import (
     image_ids,
     patchify,
     reference_positions,
+    scaled_image_ids,
     unpatchify,
 )
 
@@ -103,6 +105,7 @@ class FluxTransformer(nn.Module):
         zero_from: int | None = None,
         mask: torch.Tensor | None = None,
         control: ControlResiduals | None = None,
+        skip: BlockSkip | None = None,
     ) -> torch.Tensor:
         """The transformer on packed tokens (diffusers' ``FluxTransformer2DModel`` shape).
 
@@ -112,7 +115,9 @@ class FluxTransformer(nn.Module):
         ``control``: ControlNet residuals, as ComfyUI adds them: ``input[i]`` to the image
         tokens after double block ``i``, ``output[i]`` to the image tokens after single
         block ``i`` (each to the first tokens it covers: reference tokens get none).
+        ``skip``: blocks passed over (their input goes on unchanged; residuals still added).
         """
+        skip = skip or BlockSkip()
         img = self.img_in(img)
         vec = self._vec(timestep, y, guidance, img.dtype)
         img_vec: Vec = vec
@@ -124,13 +129,15 @@ class FluxTransformer(nn.Module):
             torch.cat((txt_ids, img_ids), dim=1), self.config.axes_dim, self.config.theta
         )
         for i, block in enumerate(self.double_blocks):
-            img, txt = block(img, txt, vec, pe, img_vec, mask)
+            if i not in skip.double:
+                img, txt = block(img, txt, vec, pe, img_vec, mask)
             if control is not None:
                 img = add_residual(img, control.input, i, 0)
         x = torch.cat((txt, img), dim=1)
         joint_vec = img_vec.shifted(txt.shape[1]) if isinstance(img_vec, SplitVec) else vec
         for i, block in enumerate(self.single_blocks):
-            x = block(x, joint_vec, pe, mask)
+            if i not in skip.single:
+                x = block(x, joint_vec, pe, mask)
             if control is not None:
                 x = add_residual(x, control.output, i, txt.shape[1])
         return self.final_layer(x[:, txt.shape[1] :], vec)
@@ -159,23 +166,29 @@ class FluxTransformer(nn.Module):
         ref_method: str = DEFAULT_REFERENCE_METHOD,
         attention_mask: torch.Tensor | None = None,
         control: ControlResiduals | None = None,
+        skip: BlockSkip | None = None,
+        rope: RopeScale | None = None,
     ) -> torch.Tensor:
         """``ref_method``: how reference latents are placed (:func:`reference_positions`);
-        ``control``: ControlNet residuals (:meth:`forward_tokens`)."""
+        ``control``: ControlNet residuals and ``skip``: blocks passed over
+        (:meth:`forward_tokens`); ``rope``: ScaleROPE's scaling of the image position ids."""
         b, _, h, w = x.shape
         pad_h, pad_w = (-h) % PATCH, (-w) % PATCH
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="circular")
         h_len, w_len = (h + pad_h) // PATCH, (w + pad_w) // PATCH
         img = patchify(x)
-        img_ids = image_ids(b, h_len, w_len, x.device)
+        if rope is None:
+            img_ids = image_ids(b, h_len, w_len, x.device)
+        else:
+            img_ids = scaled_image_ids(b, h_len, w_len, x.device, rope)
         tokens = img.shape[1]
         refs = list(ref_latents or ())
         shapes = [tuple(ref.shape[-2:]) for ref in refs]
         for ref, place in zip(
             refs, reference_positions(ref_method, shapes, h_len, w_len), strict=True
         ):
-            img, img_ids = append_reference(img, img_ids, ref.to(x), place)
+            img, img_ids = append_reference(img, img_ids, ref.to(x), place, rope)
         zero_from = tokens if refs and ref_method == "index_timestep_zero" else None
         txt_ids = torch.zeros(b, context.shape[1], 3, device=x.device)
         if attention_mask is not None and attention_mask.shape[-1] != context.shape[1] + len(
@@ -199,5 +212,6 @@ class FluxTransformer(nn.Module):
             zero_from,
             attention_mask,
             control,
+            skip,
         )
         return unpatchify(out[:, :tokens], h_len, w_len)[:, :, :h, :w]

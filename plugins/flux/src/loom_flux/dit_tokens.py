@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from loom_flux.dit_config import PATCH
+from loom_flux.dit_options import RopeScale
 
 #: ComfyUI's ``reference_latents_method`` values (``"uxo/uno"`` in the node is ``"uxo"``).
 REFERENCE_METHODS = ("offset", "index", "uxo", "index_timestep_zero")
@@ -19,6 +20,30 @@ def image_ids(batch: int, h_len: int, w_len: int, device: torch.device) -> torch
     ids = torch.zeros(h_len, w_len, 3, device=device)
     ids[..., 1] = torch.arange(h_len, device=device, dtype=torch.float32)[:, None]
     ids[..., 2] = torch.arange(w_len, device=device, dtype=torch.float32)[None, :]
+    return ids.reshape(1, h_len * w_len, 3).expand(batch, -1, -1)
+
+
+def scaled_image_ids(
+    batch: int,
+    h_len: int,
+    w_len: int,
+    device: torch.device,
+    rope: RopeScale,
+    index: float = 0.0,
+    h_offset: int = 0,
+    w_offset: int = 0,
+) -> torch.Tensor:
+    """:func:`image_ids` under ScaleROPE (ComfyUI's Flux ``process_img`` with
+    ``rope_options``): time ``index + shift_t``; rows ``linspace`` from ``h_offset + shift_y``
+    over ``(h_len - 1) * scale_y``; columns likewise with x. Offsets are in patches."""
+    ids = torch.zeros(h_len, w_len, 3, device=device)
+    top = h_offset + rope.shift_y
+    left = w_offset + rope.shift_x
+    rows = torch.linspace(top, top + (h_len - 1.0) * rope.scale_y, steps=h_len, device=device)
+    cols = torch.linspace(left, left + (w_len - 1.0) * rope.scale_x, steps=w_len, device=device)
+    ids[..., 0] = index + rope.shift_t
+    ids[..., 1] = ids[..., 1] + rows[:, None]
+    ids[..., 2] = ids[..., 2] + cols[None, :]
     return ids.reshape(1, h_len * w_len, 3).expand(batch, -1, -1)
 
 
@@ -83,16 +108,29 @@ def reference_positions(
 
 
 def append_reference(
-    img: torch.Tensor, img_ids: torch.Tensor, ref: torch.Tensor, place: ReferencePlace
+    img: torch.Tensor,
+    img_ids: torch.Tensor,
+    ref: torch.Tensor,
+    place: ReferencePlace,
+    rope: RopeScale | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Kontext: a reference latent's tokens after the image's, at ``place``."""
+    """Kontext: a reference latent's tokens after the image's, at ``place`` (its ids under
+    ``rope`` when ScaleROPE is set)."""
     h, w = ref.shape[-2:]
     pad_h, pad_w = (-h) % PATCH, (-w) % PATCH
     if pad_h or pad_w:
         ref = F.pad(ref, (0, pad_w, 0, pad_h), mode="circular")
-    ids = image_ids(img.shape[0], (h + pad_h) // PATCH, (w + pad_w) // PATCH, img.device).clone()
-    ids[..., 0] = place.index
-    ids[..., 1] += (place.h_offset + PATCH // 2) // PATCH
-    ids[..., 2] += (place.w_offset + PATCH // 2) // PATCH
+    h_len, w_len = (h + pad_h) // PATCH, (w + pad_w) // PATCH
+    h_offset = (place.h_offset + PATCH // 2) // PATCH
+    w_offset = (place.w_offset + PATCH // 2) // PATCH
+    if rope is not None:
+        ids = scaled_image_ids(
+            img.shape[0], h_len, w_len, img.device, rope, place.index, h_offset, w_offset
+        )
+    else:
+        ids = image_ids(img.shape[0], h_len, w_len, img.device).clone()
+        ids[..., 0] = place.index
+        ids[..., 1] += h_offset
+        ids[..., 2] += w_offset
     tokens = patchify(ref).expand(img.shape[0], -1, -1)
     return torch.cat((img, tokens), dim=1), torch.cat((img_ids, ids), dim=1)

@@ -24,6 +24,7 @@ from loom.memory import ModelHandle
 from loom.model_sampling import ModelSampling
 from loom.types import LatentFormat
 from loom_flux.dit import DEFAULT_REFERENCE_METHOD, PATCH, FluxConfig, FluxTransformer
+from loom_flux.dit_options import BlockSkip, RopeScale
 from loom_flux.sampling import DEV_MU, SCHNELL_MU, FluxSampling
 from loom_flux.vae import FLUX_LATENT_FORMAT
 
@@ -61,6 +62,10 @@ class FluxModel(ModelHandle):
         self.comfy_prefix = "diffusion_model."
         self.model_sampling = model_sampling or default_sampling(dit.config)
         self.latent_format = latent_format
+        #: blocks every forward of this handle skips (SkipLayerGuidanceDiT's perturbed pass)
+        self.block_skip: BlockSkip | None = None
+        #: ScaleROPE's scaling of the image position ids; None: Flux's own ids
+        self.rope_scale: RopeScale | None = None
 
     @property
     def config(self) -> FluxConfig:
@@ -177,6 +182,8 @@ class FluxModel(ModelHandle):
                 ref_method=cond.get("ref_latents_method", DEFAULT_REFERENCE_METHOD),
                 attention_mask=None if mask is None else mask.to(device),
                 control=cond.get("control"),
+                skip=self.block_skip,
+                rope=self.rope_scale,
             )
         return ms.calculate_denoised(sigma, out.float().to(x.device), x)
 

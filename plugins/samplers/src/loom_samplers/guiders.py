@@ -8,7 +8,7 @@ prediction). The conditioning is resolved and batched by :mod:`.conditioning_bat
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -16,6 +16,7 @@ import attrs
 from loom import RunContext
 from loom.samplers import (
     CFGStep,
+    CondBatchStep,
     DenoiseMaskStep,
     GuidanceHooks,
     PostCFGStep,
@@ -145,9 +146,16 @@ class Guider:
         negative = self.resolved.get("negative")
         if math.isclose(self.cfg, 1.0) and not (need_uncond or hooks.disable_cfg1_optimization):
             negative = None
-        cond, uncond = calc_cond_batch(
-            self.model, [self.resolved.get("positive"), negative], x, sigma, ctx, self.batched
-        )
+        groups = (self.resolved.get("positive"), negative)
+        if hooks.cond_batch_function is None:
+            cond, uncond = calc_cond_batch(self.model, list(groups), x, sigma, ctx, self.batched)
+        else:
+
+            def evaluate(handle: Any, chosen: Sequence[Any]) -> list[Tensor]:
+                return calc_cond_batch(handle, list(chosen), x, sigma, ctx, self.batched)
+
+            step = CondBatchStep(x, sigma, self.model, groups, evaluate)
+            cond, uncond = hooks.cond_batch_function(step)
         return guided(
             hooks,
             self.model,
