@@ -332,3 +332,25 @@ def test_scale_rope_prompt_through_the_executor(runtime):
     shifted = _with_patch(custom_advanced(), "ScaleROPE", **{**rope, "scale_x": 2.0})
     # the tiny DiT's attention is nearly flat: the ids' effect is small but real
     assert not torch.equal(samples_of(run(runtime, shifted)), samples_of(plain_run))
+
+
+@needs_samplers
+def test_model_compute_dtype_bf16_runs_the_tiny_flux_dit_in_bf16(runtime, monkeypatch):
+    from test_flux_workflows import custom_advanced, run
+
+    seen: list[torch.dtype] = []
+    original = FluxTransformer.forward
+
+    def spy(self, x, *args, **kwargs):
+        seen.append(x.dtype)
+        return original(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(FluxTransformer, "forward", spy)
+    plain = run(runtime, custom_advanced())
+    assert set(seen) == {torch.float32}
+    seen.clear()
+    bf16 = run(runtime, _with_patch(custom_advanced(), "ModelComputeDtype", dtype="bf16"))
+    assert seen and set(seen) == {torch.bfloat16}
+    assert samples_of(bf16).dtype == torch.float32
+    assert torch.allclose(samples_of(bf16), samples_of(plain), atol=0.1)
+    assert not torch.equal(samples_of(bf16), samples_of(plain))
