@@ -354,3 +354,34 @@ def test_model_compute_dtype_bf16_runs_the_tiny_flux_dit_in_bf16(runtime, monkey
     assert samples_of(bf16).dtype == torch.float32
     assert torch.allclose(samples_of(bf16), samples_of(plain), atol=0.1)
     assert not torch.equal(samples_of(bf16), samples_of(plain))
+
+
+@needs_samplers
+@pytest.mark.parametrize("node", ["EasyCache", "LazyCache"])
+def test_step_cache_on_tiny_flux(runtime, monkeypatch, node):
+    from test_flux_workflows import custom_advanced, run
+
+    calls: list[int] = []
+    original = FluxModel.apply_model
+
+    def counting(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(FluxModel, "apply_model", counting)
+
+    def prompt(threshold=None):
+        base = custom_advanced()
+        base["8"]["inputs"]["steps"] = 8
+        if threshold is None:
+            return base
+        cache = dict(reuse_threshold=threshold, start_percent=0.0, end_percent=1.0, verbose=True)
+        return _with_patch(base, node, **cache)
+
+    plain = samples_of(run(runtime, prompt()))
+    assert len(calls) == 8
+    calls.clear()
+    assert torch.equal(samples_of(run(runtime, prompt(0.0))), plain) and len(calls) == 8
+    calls.clear()
+    loose = samples_of(run(runtime, prompt(3.0)))
+    assert 2 <= len(calls) < 8 and torch.isfinite(loose).all()
