@@ -7,7 +7,9 @@ conditioning entry into model inputs: ``y`` (CLIP-L pooled), ``guidance`` (dev-s
 3.5 when the conditioning names none), ``c_concat``, ``ref_latents``, the
 ``ref_latents_method`` that places them (FluxKontextMultiReferenceLatentMethod) and
 ``attention_mask`` (an additive bias over text + image tokens, resized to the latent's token grid).
-``apply_model`` hands a ControlNet's ``cond["control"]`` residuals to the DiT.
+``apply_model`` hands a ControlNet's ``cond["control"]`` residuals to the DiT, and the handle's
+``block_skip`` (SkipLayerGuidanceDiT) and ``rope_scale`` (ScaleROPE) options
+(:mod:`loom_flux.dit_options`).
 """
 
 from __future__ import annotations
