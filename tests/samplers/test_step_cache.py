@@ -152,3 +152,45 @@ def test_object_info_is_comfyuis(samplers_registry):
         assert (entry["category"], entry["output"]) == ("advanced/debug/model", ["MODEL"])
         assert entry["python_module"] == "comfy_extras.nodes_easycache"
         assert entry["display_name"] == name and entry["experimental"]
+
+
+def test_easy_cache_reuses_each_entrys_network_space_change_by_hand():
+    from loom_samplers.step_cache import EasyCacheRun
+
+    sampling = DiscreteEps()
+    settings = StepCache(EASY_CACHE, 0.5, 0.0, 1.0, subsample=1)
+    run = EasyCacheRun(settings, 1e9, 0.0, ChangeTracker(settings))
+    g = torch.Generator().manual_seed(4)
+    weights = torch.randn(2, 1, 2, 1, 1, generator=g)
+
+    class Scripted:
+        model_sampling = sampling
+        calls = 0
+
+        def apply_model(self, x, sigma, cond):
+            Scripted.calls += 1
+            return torch.tanh(x * weights.reshape(-1, *x.shape[1:2], 1, 1)[: x.shape[0]])
+
+    model = Scripted()
+    keys = [(1, 0), (0, 0)]  # negative first, as the guider batches
+    sigma = torch.tensor([2.0, 2.0])
+    x1 = torch.randn(2, 2, 4, 4, generator=g)
+    x2 = x1 * 0.9
+    x3 = x2 + 1e-3
+    outs = []
+    for x in (x1, x2):
+        run.new_evaluation()
+        outs.append(run(model, x, sigma, {}, keys))
+    assert Scripted.calls == 2 and run.first_key == (1, 0)
+    run.new_evaluation()
+    reused = run(model, x3, sigma, {}, keys)
+    assert Scripted.calls == 2 and run.skip_this_step and run.tracker.skipped == 1
+    xc2, xc3 = sampling.calculate_input(sigma, x2), sampling.calculate_input(sigma, x3)
+    out2 = network_output(sampling, sigma, outs[1], x2)
+    expected = sampling.calculate_denoised(sigma, xc3 + (out2 - xc2), x3)
+    assert torch.allclose(reused, expected, atol=1e-5)
+    # the rate came from the first entry's rows: |out2 - out1| / |xc2 - xc1| over row 0
+    out1 = network_output(sampling, sigma, outs[0], x1)
+    xc1 = sampling.calculate_input(sigma, x1)
+    rate = mean_abs(out2[:1] - out1[:1]) / mean_abs(xc2[:1] - xc1[:1])
+    assert torch.isclose(run.tracker.rate, rate, rtol=1e-4)
