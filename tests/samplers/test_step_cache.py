@@ -194,3 +194,20 @@ def test_easy_cache_reuses_each_entrys_network_space_change_by_hand():
     xc1 = sampling.calculate_input(sigma, x1)
     rate = mean_abs(out2[:1] - out1[:1]) / mean_abs(xc2[:1] - xc1[:1])
     assert torch.isclose(run.tracker.rate, rate, rtol=1e-4)
+
+
+def test_a_new_latent_shape_starts_the_cache_over():
+    settings = StepCache(LAZY_CACHE, 3.0, 0.0, 1.0)
+    run = LazyCacheRun(settings, 1e9, 0.0, ChangeTracker(settings))
+    sigma = torch.tensor([1.0])
+    calls = []
+
+    def model(x):
+        return lambda: (calls.append(x.shape), x * 0.5)[1]
+
+    for scale in (1.0, 0.9, 0.8):
+        run.predict(torch.ones(1, 4, 8, 8) * scale, sigma, model(torch.ones(1, 4, 8, 8)))
+    assert len(calls) == 2  # the third call reused the cached change
+    bigger = torch.ones(1, 4, 16, 16)
+    out = run.predict(bigger, sigma, model(bigger))  # no stale change of another shape
+    assert len(calls) == 3 and out.shape == bigger.shape

@@ -81,14 +81,16 @@ class ChangeTracker:
         f = self.settings.subsample
         return t[..., ::f, ::f] if f > 1 else t
 
-    def check_shape(self, x: Tensor) -> None:
-        """A change of shape, dtype or device starts the bookkeeping over."""
+    def check_shape(self, x: Tensor) -> bool:
+        """A change of shape, dtype or device starts the bookkeeping over; True if it did."""
         meta = (x.device, x.dtype, tuple(x.shape[1:]))
-        if self.shape is not None and meta != self.shape:
+        changed = self.shape is not None and meta != self.shape
+        if changed:
             log.warning("%s: latent shape, dtype or device changed; cache reset", self.name)
             self.x_prev = self.out_prev = self.out_prev_norm = self.rate = None
             self.cumulative = 0.0
         self.shape = meta
+        return changed
 
     @property
     def name(self) -> str:
@@ -139,7 +141,8 @@ class LazyCacheRun:
         x_sub = t.subsample(x)
         change = None
         if not past(sigma, self.start_sigma):
-            t.check_shape(x)
+            if t.check_shape(x):
+                self.diff = None
             change = t.input_change(x_sub)
             if t.reuse(change, cached=self.diff is not None):
                 t.skipped += 1
@@ -183,7 +186,10 @@ class EasyCacheRun:
         has_first = self.first_key in keys
         change = None
         if not past(sigma, self.start_sigma):
-            t.check_shape(xc)
+            if t.check_shape(xc):
+                self.diffs.clear()
+                self.first_key = None
+                has_first = False
             cached = all(key in self.diffs for key in keys)
             if self.skip_this_step and cached:
                 return self._reuse(sampling, x, xc, sigma, keys)
