@@ -57,6 +57,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "loom.nodes.builtin.model_merging",
     "loom.nodes.builtin.model_save",
     "loom.nodes.builtin.model_sampling_nodes",
+    "loom.nodes.builtin.torch_compile",
     "loom.nodes.builtin.sampling",
     "loom.nodes.builtin.logic",
     "loom.nodes.builtin.latent_files",

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 __all__ = [
     "CFGFunction",
     "CFGStep",
+    "CondBatchFunction",
+    "CondBatchStep",
     "DenoiseMaskFunction",
     "DenoiseMaskStep",
     "Denoiser",
@@ -248,11 +250,37 @@ class PostCFGFunction(Protocol):
 
 
 @attrs.frozen
+class CondBatchStep:
+    """What a :class:`CondBatchFunction` is given at each model evaluation of a CFG guider.
+
+    ``groups`` are the conditioning groups to evaluate, positive first, then negative (None:
+    not evaluated, as the cfg = 1 shortcut leaves the negative); ``evaluate(handle, groups)``
+    returns the x0 prediction of each of ``groups`` (zeros for None) at ``x``, ``sigma`` by
+    ``handle`` (the step's ``model`` or a patched clone of it).
+    """
+
+    x: Tensor
+    sigma: Tensor
+    model: Any
+    groups: tuple[Any, ...]
+    evaluate: Callable[[Any, Sequence[Any]], list[Tensor]]
+
+
+class CondBatchFunction(Protocol):
+    """A replacement of the guider's evaluation of its conditioning groups (ComfyUI's
+    ``sampler_calc_cond_batch_function``, set by SkipLayerGuidanceDiTSimple); returns one x0
+    prediction per group of ``step.groups``."""
+
+    def __call__(self, step: CondBatchStep) -> Sequence[Tensor]: ...
+
+
+@attrs.frozen
 class GuidanceHooks:
     """How a MODEL handle changes classifier-free guidance; a handle carries one in its
     ``guidance`` attribute (read with :func:`guidance_hooks_of`).
 
-    Applied by the CFG guider in ComfyUI's order at each model evaluation: the pre-CFG
+    Applied by the CFG guider in ComfyUI's order at each model evaluation: the groups are
+    evaluated (by ``cond_batch_function`` when set), then the pre-CFG
     functions in the order added, then ``cfg_function`` (or plain CFG), then the post-CFG
     functions in the order added. ``disable_cfg1_optimization``: evaluate the negative even
     at cfg 1. Immutable: nodes build a new one with the ``with_*`` methods on a clone, so the
@@ -263,6 +291,11 @@ class GuidanceHooks:
     pre_cfg: tuple[PreCFGFunction, ...] = ()
     post_cfg: tuple[PostCFGFunction, ...] = ()
     disable_cfg1_optimization: bool = False
+    #: evaluates the conditioning groups in place of the guider's own batching (None: its own)
+    cond_batch_function: CondBatchFunction | None = None
+
+    def with_cond_batch_function(self, function: CondBatchFunction) -> GuidanceHooks:
+        return attrs.evolve(self, cond_batch_function=function)
 
     def with_cfg_function(
         self, function: CFGFunction, *, disable_cfg1_optimization: bool = False

@@ -44,6 +44,8 @@ import attrs
 from loom.samplers import (
     CFGFunction,  # noqa: F401
     CFGStep,  # noqa: F401
+    CondBatchFunction,  # noqa: F401
+    CondBatchStep,  # noqa: F401
     DenoiseMaskFunction,  # noqa: F401
     DenoiseMaskStep,  # noqa: F401
     Denoiser,  # noqa: F401

@@ -158,3 +158,65 @@ def test_model_sampling_continuous_v_node():
 def test_a_value_without_model_sampling_is_refused_naming_the_node():
     with pytest.raises(LoomError, match="ModelSamplingDiscrete: input model"):
         ModelSamplingDiscrete(model="nope", sampling="eps", zsnr=False).run(make_context())
+
+
+# --- ModelComputeDtype ----------------------------------------------------------------------
+
+
+def test_model_compute_dtype_bf16_computes_in_bf16_and_keeps_the_stored_weights():
+    from loom.memory import ComputeTarget, MemoryManager, cpu_device, ops
+    from loom.nodes.builtin.model_sampling_nodes import ModelComputeDtype
+
+    torch.manual_seed(0)
+    layer = ops.Linear(8, 8)
+    model = ModelHandle(layer, name="tiny")
+    stored = {k: v.clone() for k, v in layer.state_dict().items()}
+    seen: list[torch.dtype] = []
+    layer.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    patched = ModelComputeDtype(model=model, dtype="bf16").run(make_context())
+    assert patched is not model and model.compute_dtype is None
+    assert patched.compute_dtype == torch.bfloat16
+
+    memory = MemoryManager(cpu_device())
+    memory.load([patched])
+    target = patched.compute_target
+    assert target == ComputeTarget(torch.device("cpu"), torch.bfloat16)
+    x = torch.randn(2, 8)
+    with torch.no_grad():
+        out = layer(x.to(target.device, target.dtype))
+    assert seen == [torch.bfloat16] and out.dtype == torch.bfloat16
+
+    # the original handle: the manager's policy again (fp32 on the CPU), and the weights as
+    # stored (a placement's bf16 resident copies are dropped when it is reverted)
+    memory.load([model])
+    assert model.compute_target.dtype == torch.float32
+    assert all(torch.equal(layer.state_dict()[k], v) for k, v in stored.items())
+    assert {p.dtype for p in layer.parameters()} == {torch.float32}
+    with torch.no_grad():
+        assert layer(x).dtype == torch.float32
+    for choice, dtype in (("fp16", torch.float16), ("fp32", torch.float32), ("default", None)):
+        assert ModelComputeDtype(model=patched, dtype=choice).run(None).compute_dtype == dtype
+
+
+def test_model_compute_dtype_bad_input_names_the_node():
+    from loom.nodes.builtin.model_sampling_nodes import ModelComputeDtype
+
+    with pytest.raises(LoomError, match="ModelComputeDtype: dtype 'fp8'"):
+        ModelComputeDtype(model=ModelHandle(torch.nn.Linear(2, 2)), dtype="fp8").run(None)
+    with pytest.raises(LoomError, match="ModelComputeDtype: input model"):
+        ModelComputeDtype(model=object(), dtype="bf16").run(None)
+
+
+def test_model_compute_dtype_object_info(tmp_path):
+    from loom.nodes.object_info import object_info
+    from loom.settings import Settings
+    from loom.testing import make_runtime
+
+    runtime = make_runtime(settings=Settings(base_directory=tmp_path, load_custom_nodes=False))
+    entry = object_info(runtime.registry, runtime.environment)["ModelComputeDtype"]
+    assert entry["input"]["required"] == {
+        "model": ["MODEL"],
+        "dtype": [["default", "fp32", "fp16", "bf16"]],
+    }
+    assert (entry["category"], entry["output"]) == ("advanced/debug/model", ["MODEL"])
+    assert entry["python_module"] == "comfy_extras.nodes_model_advanced"

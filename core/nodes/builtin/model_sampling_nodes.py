@@ -1,7 +1,9 @@
 """ComfyUI's ``ModelSamplingDiscrete``, ``ModelSamplingContinuousV`` and
 ``ModelSamplingContinuousEDM``: a clone of the model
 with another :mod:`loom.model_sampling` parameterisation (what the network predicts, and the
-sigma schedule samplers read from it). The weights are untouched.
+sigma schedule samplers read from it); and ``ModelComputeDtype``: a clone computing in another
+dtype (the handle's ``compute_dtype``, which the memory manager's
+:meth:`~loom.memory.MemoryManager.target_for` honours). The weights are untouched.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from loom.types import Model
 
 COMFY_MODULE = "comfy_extras.nodes_model_advanced"
 CATEGORY = "advanced/model"
+#: ComfyUI's choices; "default" leaves the dtype to the memory manager's policy
+COMPUTE_DTYPES = ("default", "fp32", "fp16", "bf16")
 DISCRETE_SAMPLINGS = ("eps", "v_prediction", "lcm", "x0", "img_to_img")
 
 
@@ -130,7 +134,32 @@ def _latent_format_variant(node: str, model: Any, name: str) -> Any:
     return found
 
 
+@loom.node("ModelComputeDtype", category="advanced/debug/model")
+class ModelComputeDtype:
+    model: Model
+    dtype: str = ui.combo(list(COMPUTE_DTYPES))
+
+    def run(self, ctx: loom.RunContext) -> Model:
+        from loom.memory import DtypeChoice
+
+        if self.dtype not in COMPUTE_DTYPES or not hasattr(self.model, "compute_dtype"):
+            what = (
+                f"dtype {self.dtype!r} is not one of {', '.join(COMPUTE_DTYPES)}"
+                if self.dtype not in COMPUTE_DTYPES
+                else f"input model ({type(self.model).__name__}) is not a model handle"
+            )
+            raise LoomError(f"ModelComputeDtype: {what}")
+        model = self.model.clone()
+        model.compute_dtype = DtypeChoice.parse(self.dtype).fixed_dtype
+        return model
+
+
 @loom.hookimpl
 def register_nodes(register: Callable[..., None]) -> None:
-    for node_class in (ModelSamplingDiscrete, ModelSamplingContinuousV, ModelSamplingContinuousEDM):
+    for node_class in (
+        ModelSamplingDiscrete,
+        ModelSamplingContinuousV,
+        ModelSamplingContinuousEDM,
+        ModelComputeDtype,
+    ):
         register(node_class, python_module=COMFY_MODULE)

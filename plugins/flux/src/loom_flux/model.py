@@ -7,7 +7,9 @@ conditioning entry into model inputs: ``y`` (CLIP-L pooled), ``guidance`` (dev-s
 3.5 when the conditioning names none), ``c_concat``, ``ref_latents``, the
 ``ref_latents_method`` that places them (FluxKontextMultiReferenceLatentMethod) and
 ``attention_mask`` (an additive bias over text + image tokens, resized to the latent's token grid).
-``apply_model`` hands a ControlNet's ``cond["control"]`` residuals to the DiT.
+``apply_model`` hands a ControlNet's ``cond["control"]`` residuals to the DiT, and the handle's
+``block_skip`` (SkipLayerGuidanceDiT) and ``rope_scale`` (ScaleROPE) options
+(:mod:`loom_flux.dit_options`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from loom.memory import ModelHandle
 from loom.model_sampling import ModelSampling
 from loom.types import LatentFormat
 from loom_flux.dit import DEFAULT_REFERENCE_METHOD, PATCH, FluxConfig, FluxTransformer
+from loom_flux.dit_options import BlockSkip, RopeScale
 from loom_flux.sampling import DEV_MU, SCHNELL_MU, FluxSampling
 from loom_flux.vae import FLUX_LATENT_FORMAT
 
@@ -61,6 +64,10 @@ class FluxModel(ModelHandle):
         self.comfy_prefix = "diffusion_model."
         self.model_sampling = model_sampling or default_sampling(dit.config)
         self.latent_format = latent_format
+        #: blocks every forward of this handle skips (SkipLayerGuidanceDiT's perturbed pass)
+        self.block_skip: BlockSkip | None = None
+        #: ScaleROPE's scaling of the image position ids; None: Flux's own ids
+        self.rope_scale: RopeScale | None = None
 
     @property
     def config(self) -> FluxConfig:
@@ -177,6 +184,8 @@ class FluxModel(ModelHandle):
                 ref_method=cond.get("ref_latents_method", DEFAULT_REFERENCE_METHOD),
                 attention_mask=None if mask is None else mask.to(device),
                 control=cond.get("control"),
+                skip=self.block_skip,
+                rope=self.rope_scale,
             )
         return ms.calculate_denoised(sigma, out.float().to(x.device), x)
 

@@ -44,6 +44,8 @@ from loom_samplers.model_interface import batch_fits
 if TYPE_CHECKING:
     from torch import Tensor
 
+    from loom_samplers.step_cache import ModelCall
+
 
 def _torch() -> Any:
     import torch
@@ -257,6 +259,7 @@ class _Chunk:
     group: int
     plain: bool = False  # full size, no mask, strength 1: its weights are all ones
     control: Any = None
+    key: tuple[int, int] = (0, 0)  # (group, entry): which conditioning entry this is
 
 
 def _chunk(entry: CondEntry, x: Tensor, sigma: Tensor, group: int) -> _Chunk | None:
@@ -386,19 +389,21 @@ def calc_cond_batch(
     sigma: Tensor,
     ctx: RunContext | None = None,
     kept: dict | None = None,
+    model_call: ModelCall | None = None,
 ) -> list[Tensor]:
     """The weighted prediction of each group (None = not evaluated: zeros). ``kept``: see
-    :func:`_cat_conds`."""
+    :func:`_cat_conds`; ``model_call``: makes each batched call in place of
+    ``model.apply_model`` (EasyCache, :mod:`.step_cache`)."""
     torch = _torch()
     outs: list[Any] = [None] * len(groups)  # made when a group needs them (ComfyUI's zeros)
     counts: list[Any] = [None] * len(groups)  # (and ones * 1e-37)
     direct: list[Any] = [_UNSET] * len(groups)
     to_run: list[_Chunk] = []
     for g, entries in enumerate(groups):
-        for entry in entries or ():
+        for e, entry in enumerate(entries or ()):
             chunk = _chunk(entry, x, sigma, g)
             if chunk is not None:
-                to_run.append(chunk)
+                to_run.append(attrs.evolve(chunk, key=(g, e)))
     entries_per_group = [sum(1 for c in to_run if c.group == g) for g in range(len(groups))]
     while to_run:
         first = to_run[0]
@@ -420,7 +425,11 @@ def calc_cond_batch(
                 **batched,
                 "control": first.control.residuals(input_x, sigma_in, batched, model, len(chunks)),
             }
-        output = model.apply_model(input_x, sigma_in, batched).chunk(len(chunks))
+        if model_call is None:
+            output = model.apply_model(input_x, sigma_in, batched)
+        else:
+            output = model_call(model, input_x, sigma_in, batched, [c.key for c in chunks])
+        output = output.chunk(len(chunks))
         for c, out in zip(chunks, output, strict=True):
             if c.plain and entries_per_group[c.group] == 1:
                 # the group's only entry, full size, weight 1: (0 + o*1) / (1e-37 + 1) == o exactly

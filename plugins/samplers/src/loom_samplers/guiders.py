@@ -8,7 +8,7 @@ prediction). The conditioning is resolved and batched by :mod:`.conditioning_bat
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -16,6 +16,7 @@ import attrs
 from loom import RunContext
 from loom.samplers import (
     CFGStep,
+    CondBatchStep,
     DenoiseMaskStep,
     GuidanceHooks,
     PostCFGStep,
@@ -30,6 +31,7 @@ from loom_samplers.conditioning_batches import (
     resolve_conditioning,
     share_control_with_uncond,
 )
+from loom_samplers.step_cache import EasyCacheRun, LazyCacheRun, step_cache_of
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -109,6 +111,8 @@ class Guider:
     resolved: dict[str, list[CondEntry]] = attrs.field(factory=dict, init=False)
     #: conditioning batched by :func:`calc_cond_batch` during this run (see ``_cat_conds``)
     batched: dict = attrs.field(factory=dict, init=False)
+    #: this run's step cache (EasyCache / LazyCache, :mod:`.step_cache`), or None
+    cache_run: EasyCacheRun | LazyCacheRun | None = attrs.field(default=None, init=False)
 
     def prepare(
         self,
@@ -118,6 +122,8 @@ class Guider:
         seed: int | None,
     ) -> None:
         self.batched = {}
+        cache = step_cache_of(self.model)
+        self.cache_run = None if cache is None else cache.start(self.model)
         self.resolved = {
             name: resolve_conditioning(
                 cond,
@@ -145,9 +151,24 @@ class Guider:
         negative = self.resolved.get("negative")
         if math.isclose(self.cfg, 1.0) and not (need_uncond or hooks.disable_cfg1_optimization):
             negative = None
-        cond, uncond = calc_cond_batch(
-            self.model, [self.resolved.get("positive"), negative], x, sigma, ctx, self.batched
-        )
+        groups = (self.resolved.get("positive"), negative)
+        easy = self.cache_run if isinstance(self.cache_run, EasyCacheRun) else None
+        if easy is not None:
+            easy.new_evaluation()
+        if hooks.cond_batch_function is None:
+            cond, uncond = calc_cond_batch(
+                self.model, list(groups), x, sigma, ctx, self.batched, model_call=easy
+            )
+        else:
+
+            def evaluate(handle: Any, chosen: Sequence[Any]) -> list[Tensor]:
+                call = easy if handle is self.model else None
+                return calc_cond_batch(
+                    handle, list(chosen), x, sigma, ctx, self.batched, model_call=call
+                )
+
+            step = CondBatchStep(x, sigma, self.model, groups, evaluate)
+            cond, uncond = hooks.cond_batch_function(step)
         return guided(
             hooks,
             self.model,
@@ -298,8 +319,20 @@ class GuidedDenoiser:
                 x * mask
                 + self.model_sampling.noise_scaling(sigma_b, self.noise, self.latent_image) * kept
             )
-        out, uncond = self.guider.predict(x, sigma, need_uncond=self.keep_uncond, ctx=self.ctx)
-        if self.keep_uncond:
+        lazy = getattr(self.guider, "cache_run", None)
+        if isinstance(lazy, LazyCacheRun):
+            found: list[Tensor | None] = [None]
+
+            def call() -> Tensor:
+                out, found[0] = self.guider.predict(
+                    x, sigma, need_uncond=self.keep_uncond, ctx=self.ctx
+                )
+                return out
+
+            out, uncond = lazy.predict(x, sigma, call), found[0]
+        else:
+            out, uncond = self.guider.predict(x, sigma, need_uncond=self.keep_uncond, ctx=self.ctx)
+        if self.keep_uncond and uncond is not None:
             self.uncond_denoised = uncond
         if mask is not None:
             out = out * mask + self.latent_image * kept

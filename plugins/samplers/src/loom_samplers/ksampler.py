@@ -178,6 +178,11 @@ def sample(
             denoiser, x, sigmas, noise=SeededNoise(seed), on_step=on_step, **dict(sampler.options)
         )
     samples = sampling.inverse_noise_scaling(sigmas[-1], samples)
+    cache = getattr(guider, "cache_run", None)
+    if cache is not None:
+        steps = len(sigmas) - 1
+        skipped = cache.tracker.skipped
+        log.info("%s: skipped %d of %d steps", cache.settings.kind, skipped, steps)
     return process_latent_out(model, samples.to(torch.float32)).cpu()
 
 

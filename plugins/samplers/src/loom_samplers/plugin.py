@@ -24,6 +24,11 @@ def register_nodes(register: Callable[..., None]) -> None:
 
     for node_class, module in CFG_NODES.items():
         register(node_class, python_module=module)
+    from loom_samplers.step_cache_nodes import NODES as CACHE_NODES
+    from loom_samplers.step_cache_nodes import NODES_EASYCACHE
+
+    for node_class in CACHE_NODES:
+        register(node_class, python_module=NODES_EASYCACHE)
 
 
 # Sampling nodes ComfyUI 0.8 defines outside nodes_custom_sampler.
