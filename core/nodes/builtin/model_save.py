@@ -28,6 +28,7 @@ ui = loom.ui
 COMFY_MODULE = "comfy_extras.nodes_model_merging"
 CATEGORY = "advanced/model_merging"
 EXTENSION = "safetensors"
+ARCHITECTURE = "modelspec.architecture"
 
 
 def _part(node: str, name: str, value: Any, protocol: type = CheckpointPart) -> Any:
@@ -38,6 +39,19 @@ def _part(node: str, name: str, value: Any, protocol: type = CheckpointPart) -> 
             hint="the model family that loaded it does not implement saving",
         )
     return value
+
+
+def modelspec(metadata: dict[str, str], title: str) -> dict[str, str]:
+    """``metadata`` with ComfyUI's modelspec header keys added when it names an architecture
+    (spec version, implementation, ``"<file name> <counter>"`` title), in ComfyUI's order."""
+    if ARCHITECTURE not in metadata:
+        return dict(metadata)
+    out = {ARCHITECTURE: metadata[ARCHITECTURE]}
+    out["modelspec.sai_model_spec"] = "1.0.0"
+    out["modelspec.implementation"] = "sgm"
+    out["modelspec.title"] = title
+    out.update((key, value) for key, value in metadata.items() if key not in out)
+    return out
 
 
 def save_parts(
@@ -52,7 +66,7 @@ def save_parts(
 
     target = get_save_path(filename_prefix, run_settings(ctx).output_dir)
     name = target.file_name(target.counter, EXTENSION)
-    metadata = dict(metadata)
+    metadata = modelspec(metadata, f"{target.filename} {target.counter}")
     metadata.update(latent_metadata(ctx) or {})
     contiguous = {key: tensor.contiguous() for key, tensor in tensors.items()}
     write_safetensors(target.folder / name, contiguous, metadata)
