@@ -1,5 +1,5 @@
-"""Saving models as safetensors files: ``CheckpointSave``, ``ModelSave``, ``CLIPSave`` and
-``VAESave``
+"""Saving models as safetensors files: ``CheckpointSave``, ``ImageOnlyCheckpointSave``,
+``ModelSave``, ``CLIPSave`` and ``VAESave``
 (ComfyUI's ``comfy_extras/nodes_model_merging.py``).
 
 Each writes ``output/<prefix>_<counter:05>_.safetensors`` (the counter and subfolders as
@@ -21,7 +21,15 @@ from loom.errors import LoomError
 from loom.nodes.builtin.image_io import _SAVE_HIDDEN, run_settings
 from loom.nodes.builtin.latent_files import latent_metadata
 from loom.nodes.builtin.save_paths import get_save_path
-from loom.types import CheckpointModel, CheckpointPart, Clip, Model, SavableTextEncoders, Vae
+from loom.types import (
+    CheckpointModel,
+    CheckpointPart,
+    Clip,
+    ClipVision,
+    Model,
+    SavableTextEncoders,
+    Vae,
+)
 
 ui = loom.ui
 
@@ -94,6 +102,26 @@ class CheckpointSave:
         return save_parts(ctx, self.filename_prefix, tensors, metadata)
 
 
+@loom.node(
+    "ImageOnlyCheckpointSave", category=CATEGORY, output_node=True, hidden=_SAVE_HIDDEN, v3=True
+)
+class ImageOnlyCheckpointSave:
+    """The MODEL, CLIP vision tower and VAE in one checkpoint file (the tower keyed as its own
+    ``clip_vision`` file, as ComfyUI writes it for the families Loom runs)."""
+
+    model: Model
+    clip_vision: ClipVision
+    vae: Vae
+    filename_prefix: str = ui.string("checkpoints/ComfyUI")
+
+    def run(self, ctx: loom.RunContext) -> loom.NodeOutput:
+        node = "ImageOnlyCheckpointSave"
+        tensors, metadata = _model_parts(node, self.model)
+        tensors.update(_part(node, "clip_vision", self.clip_vision).checkpoint_state())
+        tensors.update(_part(node, "vae", self.vae).checkpoint_state())
+        return save_parts(ctx, self.filename_prefix, tensors, metadata)
+
+
 @loom.node("ModelSave", category=CATEGORY, output_node=True, hidden=_SAVE_HIDDEN, v3=True)
 class ModelSave:
     """The MODEL alone, keyed as in a checkpoint."""
@@ -138,5 +166,5 @@ class VAESave:
 
 @loom.hookimpl
 def register_nodes(register) -> None:
-    for node_class in (CheckpointSave, ModelSave, CLIPSave, VAESave):
+    for node_class in (CheckpointSave, ImageOnlyCheckpointSave, ModelSave, CLIPSave, VAESave):
         register(node_class, python_module=COMFY_MODULE)
