@@ -98,6 +98,8 @@ def test_clip_save_writes_clip_l_and_t5xxl_files(base_dir, ctx, runtime, tiny_mo
     t5_file = folder / "ComfyUI_t5xxl_00001_.safetensors"
     l_file = folder / "ComfyUI_clip_l_00001_.safetensors"
     assert sorted(p.name for p in folder.iterdir()) == sorted([l_file.name, t5_file.name])
+    with safe_open(str(t5_file), "pt") as f:
+        assert f.metadata() == {"format": "pt", "prompt": json.dumps({})}  # ComfyUI's CLIPSave
     text = tiny_models / "text_encoders"
     assert set(load_file(str(t5_file))) == set(load_file(str(text / "tiny-t5.safetensors")))
     assert set(load_file(str(l_file))) == set(load_file(str(text / "tiny-clip-l.safetensors")))
@@ -110,7 +112,7 @@ def test_clip_save_writes_clip_l_and_t5xxl_files(base_dir, ctx, runtime, tiny_mo
 def test_vae_save_writes_ae_layout(base_dir, ctx, runtime, tiny_models):
     vae = VAELoader(vae_name="tiny-ae.safetensors").run(ctx)
     VAESave(vae=vae).run(ctx)
-    saved = base_dir / "output" / "vae" / "ComfyUI_00001_.safetensors"
+    saved = base_dir / "output" / "vae" / "ComfyUI_vae_00001_.safetensors"
     original = load_file(str(tiny_models / "vae" / "tiny-ae.safetensors"))
     assert_same(load_file(str(saved)), original)
 

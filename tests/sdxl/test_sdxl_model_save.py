@@ -14,6 +14,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from loom.errors import LoomError
 from loom.memory import DiffPatch
 from loom.nodes.builtin.loaders import CheckpointLoaderSimple, DualCLIPLoader
 from loom.nodes.builtin.model_save import CheckpointSave, CLIPSave, ModelSave, VAESave
@@ -135,7 +136,7 @@ def test_model_and_vae_save_write_their_parts(base_dir, ctx, runtime, tiny_files
     unet = load_file(str(base_dir / "output" / "diffusion_models" / "ComfyUI_00001_.safetensors"))
     assert unet.keys() == {k for k in original if k.startswith("model.diffusion_model.")}
     assert all(torch.equal(unet[k], original[k]) for k in unet)
-    vae = load_file(str(base_dir / "output" / "vae" / "ComfyUI_00001_.safetensors"))
+    vae = load_file(str(base_dir / "output" / "vae" / "ComfyUI_vae_00001_.safetensors"))
     assert vae.keys() == {k[18:] for k in original if k.startswith("first_stage_model.")}
 
 
@@ -157,3 +158,12 @@ def test_clip_save_writes_clip_l_and_clip_g_files_that_dual_clip_loader_reads(
     names = [_into_models(base_dir, p, "text_encoders") for p in sorted(folder.iterdir())]
     again = DualCLIPLoader(clip_name1=names[1], clip_name2=names[0], type="sdxl").run(ctx)
     assert_same(loaded(runtime, again.handle), loaded(runtime, clip.handle))
+
+
+def test_a_prefix_outside_the_output_folder_is_refused(base_dir, ctx):
+    parts = CheckpointLoaderSimple(ckpt_name="sdxl.safetensors").run(ctx)
+    with pytest.raises(LoomError, match="outside the output folder"):
+        CheckpointSave(
+            model=parts.model, clip=parts.clip, vae=parts.vae, filename_prefix="../../escape"
+        ).run(ctx)
+    assert not list(base_dir.parent.glob("escape*"))

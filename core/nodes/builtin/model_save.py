@@ -144,9 +144,11 @@ class CLIPSave:
 
     def run(self, ctx: loom.RunContext) -> loom.NodeOutput:
         part = _part("CLIPSave", "clip", self.clip, SavableTextEncoders)
+        # ComfyUI's CLIPSave marks its files "pt" unless metadata is disabled
+        metadata = {} if latent_metadata(ctx) is None else {"format": "pt"}
         for name, tensors in part.text_encoder_files().items():
             prefix = f"{self.filename_prefix}_{name}" if name else self.filename_prefix
-            save_parts(ctx, prefix, tensors, {})
+            save_parts(ctx, prefix, tensors, metadata)
         return loom.NodeOutput()
 
 
@@ -155,7 +157,7 @@ class VAESave:
     """The VAE alone, its keys without the checkpoint prefix."""
 
     vae: Vae
-    filename_prefix: str = ui.string("vae/ComfyUI")
+    filename_prefix: str = ui.string("vae/ComfyUI_vae")
 
     def run(self, ctx: loom.RunContext) -> loom.NodeOutput:
         part = _part("VAESave", "vae", self.vae)
