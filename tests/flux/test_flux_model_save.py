@@ -153,3 +153,35 @@ def test_scaled_fp8_model_saves_fp8_weights_scales_and_marker(base_dir, ctx, run
     ).run(ctx)
     assert isinstance(again.module.double_blocks[0].img_attn.proj, ScaledLinear)
     assert_same(loaded(runtime, again), loaded(runtime, patched))
+
+
+def test_scaled_fp8_t5_saves_with_its_scales_and_marker(base_dir, ctx, runtime):
+    from loom_flux.tiny import t5_state
+
+    t5 = t5_state(tiny_spec().t5, seed=3)
+    embeddings = ("shared.weight", "relative_attention_bias.weight")  # not linear layers
+    stored = _scaled_fp8({k: v for k, v in t5.items() if not k.endswith(embeddings)})
+    stored |= {k: v for k, v in t5.items() if k.endswith(embeddings)}
+    save(stored, base_dir / "models" / "text_encoders" / "t5-fp8-scaled.safetensors")
+    clip = DualCLIPLoader(
+        clip_name1="t5-fp8-scaled.safetensors", clip_name2="tiny-clip-l.safetensors", type="flux"
+    ).run(ctx)
+    CLIPSave(clip=clip).run(ctx)
+    t5_file = base_dir / "output" / "clip" / "ComfyUI_t5xxl_00001_.safetensors"
+    saved = load_file(str(t5_file))
+    assert set(saved) == set(stored)
+    for key, tensor in stored.items():
+        assert saved[key].dtype == tensor.dtype, key
+        assert torch.equal(bits(saved[key]), bits(tensor)), key
+
+
+def test_fp8_weight_dtype_saves_the_fp8_weights(base_dir, ctx, runtime, tiny_models):
+    model = UNETLoader(unet_name="tiny-flux.safetensors", weight_dtype="fp8_e4m3fn").run(ctx)
+    ModelSave(model=model, filename_prefix="fp8/dit").run(ctx)
+    saved_file = base_dir / "output" / "fp8" / "dit_00001_.safetensors"
+    saved = load_file(str(saved_file))
+    assert saved["model.diffusion_model." + DIT_KEY].dtype == FP8
+    again = UNETLoader(
+        unet_name=_into_models(base_dir, saved_file, "diffusion_models"), weight_dtype="default"
+    ).run(ctx)
+    assert_same(loaded(runtime, again), loaded(runtime, model))
