@@ -42,7 +42,9 @@ def extract_lora(diff: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Ten
         matrix = (
             matrix.flatten(start_dim=1) if kernel != (1, 1) else matrix.reshape(out_dim, in_dim)
         )
-    u, s, vh = torch.linalg.svd(matrix)
+    # the thin SVD: the same leading factors as ComfyUI's full one, without an [out, out]
+    # U (a 49408-row token embedding would need ~10 GB for it)
+    u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
     up = u[:, :rank] @ torch.diag(s[:rank])
     down = vh[:rank, :]
     high = torch.quantile(torch.cat([up.flatten(), down.flatten()]), CLAMP_QUANTILE)
