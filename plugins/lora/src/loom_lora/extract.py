@@ -15,6 +15,7 @@ MODEL (its :class:`loom.types.CheckpointModel` keys without the checkpoint prefi
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 import loom
@@ -22,6 +23,8 @@ from loom.types import CheckpointModel, Clip, Model, SavableTextEncoders
 
 if TYPE_CHECKING:
     import torch
+
+log = logging.getLogger(__name__)
 
 CLAMP_QUANTILE = 0.99
 LORA_TYPES = ("standard", "full_diff")
@@ -72,7 +75,12 @@ def lora_tensors(
                 if bias_diff:
                     out[f"{layer}.diff"] = diff
             else:
-                up, down = extract_lora(diff, rank)
+                try:
+                    up, down = extract_lora(diff, rank)
+                except RuntimeError as exc:  # torch.quantile's size limit, a failed SVD
+                    # ComfyUI leaves such a layer out with a warning; so does Loom
+                    log.warning("LoraSave: no LoRA weights for %s: %s", key, exc)
+                    continue
                 out[f"{layer}.lora_up.weight"] = up
                 out[f"{layer}.lora_down.weight"] = down
         elif bias_diff and key.endswith(".bias"):
