@@ -167,3 +167,40 @@ def test_a_prefix_outside_the_output_folder_is_refused(base_dir, ctx):
             model=parts.model, clip=parts.clip, vae=parts.vae, filename_prefix="../../escape"
         ).run(ctx)
     assert not list(base_dir.parent.glob("escape*"))
+
+
+def test_lora_save_of_an_sdxl_difference_loads_back_through_lora_loader(base_dir, ctx, runtime):
+    from loom_lora.extract import LoraSave
+    from loom_lora.nodes import LoraLoader
+
+    from loom.nodes.builtin.model_merging import CLIPMergeSubtract, ModelMergeSubtract
+
+    parts = CheckpointLoaderSimple(ckpt_name="sdxl.safetensors").run(ctx)
+    model, clip = parts.model.clone(), parts.clip.clone()
+    unet_key = next(k for k in model.module.state_dict() if k.endswith("attn2.to_k.weight"))
+    projection = "clip_g.text_projection.weight"
+    state = {**model.module.state_dict(), **clip.handle.module.state_dict()}
+    diffs = {key: torch.randn(state[key].shape) * 0.01 for key in (unet_key, G_KEY, projection)}
+    model.add_patches({unet_key: DiffPatch(diffs[unet_key])}, 1.0)
+    clip.handle.add_patches({k: DiffPatch(diffs[k]) for k in (G_KEY, projection)}, 1.0)
+    model_diff = ModelMergeSubtract(model1=model, model2=parts.model, multiplier=1.0).run(ctx)
+    clip_diff = CLIPMergeSubtract(clip1=clip, clip2=parts.clip, multiplier=1.0).run(ctx)
+    LoraSave(lora_type="full_diff", model_diff=model_diff, text_encoder_diff=clip_diff, rank=8).run(
+        ctx
+    )
+    saved = base_dir / "output" / "loras" / "ComfyUI_extracted_lora_00001_.safetensors"
+    lora = load_file(str(saved))
+    assert "text_encoders.clip_g.transformer.text_projection.diff" in lora
+    assert "text_encoders.clip_l.transformer.text_model.encoder.layers.0.mlp.fc1.diff" in lora
+    (base_dir / "models" / "loras").mkdir(parents=True, exist_ok=True)
+    shutil.copy(saved, base_dir / "models" / "loras" / saved.name)
+    out = LoraLoader(
+        model=parts.model,
+        clip=parts.clip,
+        lora_name=saved.name,
+        strength_model=1.0,
+        strength_clip=1.0,
+    ).run(ctx)
+    patched = {**loaded(runtime, out.model), **loaded(runtime, out.clip.handle)}
+    for key, diff in diffs.items():
+        torch.testing.assert_close(patched[key] - state[key], diff, rtol=0, atol=1e-4)
