@@ -87,6 +87,7 @@ Conditioning = Annotated[list, Socket("CONDITIONING")]
 Model = Annotated[Any, Socket("MODEL")]
 Clip = Annotated[Any, Socket("CLIP")]
 Vae = Annotated[Any, Socket("VAE")]
+ClipVision = Annotated[Any, Socket("CLIP_VISION")]
 Sigmas = Annotated[Any, Socket("SIGMAS")]
 Noise = Annotated[Any, Socket("NOISE")]
 SamplerRef = Annotated[Any, Socket("SAMPLER")]
@@ -189,7 +190,8 @@ class VaeLike(Protocol):
 
 @runtime_checkable
 class CheckpointPart(Protocol):
-    """A MODEL, CLIP or VAE whose weights can be saved (CheckpointSave, ModelSave, VAESave).
+    """A MODEL, CLIP, VAE or CLIP_VISION whose weights can be saved (CheckpointSave,
+    ModelSave, VAESave, ImageOnlyCheckpointSave).
 
     ``checkpoint_state()`` gives the weights with the handle's patches applied (LoRA,
     merges), keyed as in the family's original single-file checkpoint; every key starts

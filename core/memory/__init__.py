@@ -66,6 +66,7 @@ _EXPORTS = {
         "is_scaled_fp8",
         "scale_layers",
         "scaled_layer_names",
+        "scaled_marker",
     ),
     "safetensors_writer": ("write_safetensors",),
 }
@@ -116,6 +117,7 @@ __all__ = [
     "read_header",
     "scale_layers",
     "scaled_layer_names",
+    "scaled_marker",
     "set_compute_dtype",
     "simulated_device",
     "split_state_dict_by_prefix",
@@ -184,4 +186,5 @@ if TYPE_CHECKING:
         is_scaled_fp8,
         scale_layers,
         scaled_layer_names,
+        scaled_marker,
     )

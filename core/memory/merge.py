@@ -17,6 +17,7 @@ import torch
 
 from loom.memory.handle import ModelHandle
 from loom.memory.patches import PatchEntries, QuantizedWeights, patched_weight
+from loom.memory.rounding import key_seed
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,10 @@ def patched_tensors(handle: ModelHandle) -> dict[str, torch.Tensor]:
             owner_path, _, name = key.rpartition(".")
             layer = handle.module.get_submodule(owner_path)
             owner = (layer, name) if isinstance(layer, QuantizedWeights) else None
-            tensor = patched_weight(tensor, entries, torch.device("cpu"), tensor.dtype, owner)
+            # rounded as loading rounds it (fp8: seeded by ComfyUI's key), so a saved file
+            # holds exactly the weights the handle computes with
+            seed = key_seed(handle.comfy_prefix + key)
+            tensor = patched_weight(tensor, entries, torch.device("cpu"), tensor.dtype, owner, seed)
         out[key] = tensor.to("cpu")
     return out
 

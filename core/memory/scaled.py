@@ -91,6 +91,16 @@ def scale_layers(module: nn.Module, layers: list[str]) -> int:
     return len(layers)
 
 
+def scaled_marker(module: nn.Module) -> dict[str, torch.Tensor]:
+    """``{"scaled_fp8": <empty tensor of the scaled weights' dtype>}`` when ``module`` has
+    :class:`ScaledLinear` layers, else ``{}``: the marker a saved scaled-fp8 file carries next
+    to its weights and ``scale_weight`` tensors (ComfyUI writes it when saving such a model)."""
+    for layer in module.modules():
+        if isinstance(layer, ScaledLinear):
+            return {MARKER: torch.tensor([], dtype=layer.weight.dtype)}
+    return {}
+
+
 class ScaledView(Mapping[str, Any]):
     """A scaled-fp8 state dict as :class:`ScaledLinear` modules name it: the marker and the
     input scales dropped, each weight scale a scalar."""

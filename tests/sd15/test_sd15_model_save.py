@@ -98,7 +98,7 @@ def test_model_save_and_vae_save_write_their_part_alone(base_dir, ctx, runtime, 
     assert all(torch.equal(saved[k], original[k]) for k in unet_keys)
 
     VAESave(vae=vae).run(ctx)
-    vae_file = base_dir / "output" / "vae" / "ComfyUI_00001_.safetensors"
+    vae_file = base_dir / "output" / "vae" / "ComfyUI_vae_00001_.safetensors"
     saved = load_file(str(vae_file))
     prefix = "first_stage_model."
     vae_keys = {k[len(prefix) :] for k in original if k.startswith(prefix)}

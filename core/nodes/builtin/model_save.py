@@ -1,5 +1,5 @@
-"""Saving models as safetensors files: ``CheckpointSave``, ``ModelSave``, ``CLIPSave`` and
-``VAESave``
+"""Saving models as safetensors files: ``CheckpointSave``, ``ImageOnlyCheckpointSave``,
+``ModelSave``, ``CLIPSave`` and ``VAESave``
 (ComfyUI's ``comfy_extras/nodes_model_merging.py``).
 
 Each writes ``output/<prefix>_<counter:05>_.safetensors`` (the counter and subfolders as
@@ -21,13 +21,22 @@ from loom.errors import LoomError
 from loom.nodes.builtin.image_io import _SAVE_HIDDEN, run_settings
 from loom.nodes.builtin.latent_files import latent_metadata
 from loom.nodes.builtin.save_paths import get_save_path
-from loom.types import CheckpointModel, CheckpointPart, Clip, Model, SavableTextEncoders, Vae
+from loom.types import (
+    CheckpointModel,
+    CheckpointPart,
+    Clip,
+    ClipVision,
+    Model,
+    SavableTextEncoders,
+    Vae,
+)
 
 ui = loom.ui
 
 COMFY_MODULE = "comfy_extras.nodes_model_merging"
 CATEGORY = "advanced/model_merging"
 EXTENSION = "safetensors"
+ARCHITECTURE = "modelspec.architecture"
 
 
 def _part(node: str, name: str, value: Any, protocol: type = CheckpointPart) -> Any:
@@ -38,6 +47,19 @@ def _part(node: str, name: str, value: Any, protocol: type = CheckpointPart) -> 
             hint="the model family that loaded it does not implement saving",
         )
     return value
+
+
+def modelspec(metadata: dict[str, str], title: str) -> dict[str, str]:
+    """``metadata`` with ComfyUI's modelspec header keys added when it names an architecture
+    (spec version, implementation, ``"<file name> <counter>"`` title), in ComfyUI's order."""
+    if ARCHITECTURE not in metadata:
+        return dict(metadata)
+    out = {ARCHITECTURE: metadata[ARCHITECTURE]}
+    out["modelspec.sai_model_spec"] = "1.0.0"
+    out["modelspec.implementation"] = "sgm"
+    out["modelspec.title"] = title
+    out.update((key, value) for key, value in metadata.items() if key not in out)
+    return out
 
 
 def save_parts(
@@ -52,7 +74,7 @@ def save_parts(
 
     target = get_save_path(filename_prefix, run_settings(ctx).output_dir)
     name = target.file_name(target.counter, EXTENSION)
-    metadata = dict(metadata)
+    metadata = modelspec(metadata, f"{target.filename} {target.counter}")
     metadata.update(latent_metadata(ctx) or {})
     contiguous = {key: tensor.contiguous() for key, tensor in tensors.items()}
     write_safetensors(target.folder / name, contiguous, metadata)
@@ -80,6 +102,26 @@ class CheckpointSave:
         return save_parts(ctx, self.filename_prefix, tensors, metadata)
 
 
+@loom.node(
+    "ImageOnlyCheckpointSave", category=CATEGORY, output_node=True, hidden=_SAVE_HIDDEN, v3=True
+)
+class ImageOnlyCheckpointSave:
+    """The MODEL, CLIP vision tower and VAE in one checkpoint file (the tower keyed as its own
+    ``clip_vision`` file, as ComfyUI writes it for the families Loom runs)."""
+
+    model: Model
+    clip_vision: ClipVision
+    vae: Vae
+    filename_prefix: str = ui.string("checkpoints/ComfyUI")
+
+    def run(self, ctx: loom.RunContext) -> loom.NodeOutput:
+        node = "ImageOnlyCheckpointSave"
+        tensors, metadata = _model_parts(node, self.model)
+        tensors.update(_part(node, "clip_vision", self.clip_vision).checkpoint_state())
+        tensors.update(_part(node, "vae", self.vae).checkpoint_state())
+        return save_parts(ctx, self.filename_prefix, tensors, metadata)
+
+
 @loom.node("ModelSave", category=CATEGORY, output_node=True, hidden=_SAVE_HIDDEN, v3=True)
 class ModelSave:
     """The MODEL alone, keyed as in a checkpoint."""
@@ -102,9 +144,11 @@ class CLIPSave:
 
     def run(self, ctx: loom.RunContext) -> loom.NodeOutput:
         part = _part("CLIPSave", "clip", self.clip, SavableTextEncoders)
+        # ComfyUI's CLIPSave marks its files "pt" unless metadata is disabled
+        metadata = {} if latent_metadata(ctx) is None else {"format": "pt"}
         for name, tensors in part.text_encoder_files().items():
             prefix = f"{self.filename_prefix}_{name}" if name else self.filename_prefix
-            save_parts(ctx, prefix, tensors, {})
+            save_parts(ctx, prefix, tensors, metadata)
         return loom.NodeOutput()
 
 
@@ -113,7 +157,7 @@ class VAESave:
     """The VAE alone, its keys without the checkpoint prefix."""
 
     vae: Vae
-    filename_prefix: str = ui.string("vae/ComfyUI")
+    filename_prefix: str = ui.string("vae/ComfyUI_vae")
 
     def run(self, ctx: loom.RunContext) -> loom.NodeOutput:
         part = _part("VAESave", "vae", self.vae)
@@ -124,5 +168,5 @@ class VAESave:
 
 @loom.hookimpl
 def register_nodes(register) -> None:
-    for node_class in (CheckpointSave, ModelSave, CLIPSave, VAESave):
+    for node_class in (CheckpointSave, ImageOnlyCheckpointSave, ModelSave, CLIPSave, VAESave):
         register(node_class, python_module=COMFY_MODULE)

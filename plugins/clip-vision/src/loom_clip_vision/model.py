@@ -136,6 +136,22 @@ class ClipVision:
         self.path = path
         # Without a runtime's manager, a CPU one: the same load path as under a runtime.
         self.memory = memory if memory is not None else MemoryManager(cpu_device())
+        #: ComfyUI writes a CLIP vision tower into an SD-family checkpoint under no prefix
+        #: (ImageOnlyCheckpointSave), keyed as its own file.
+        self.checkpoint_prefix = ""
+
+    def checkpoint_state(self) -> dict[str, torch.Tensor]:
+        """The tower's weights, patches applied, keyed as in a ``clip_vision`` file
+        (``vision_model.*`` and ``visual_projection.weight``; no ``position_ids``)."""
+        from loom.memory import patched_tensors
+
+        model = self.handle.module
+        flat = _tower(model) is model
+        return {
+            (PREFIX + key if flat else key): value
+            for key, value in patched_tensors(self.handle).items()
+            if not key.endswith("position_ids")
+        }
 
     @torch.inference_mode()
     def encode_image(self, image: torch.Tensor, crop: bool = True) -> ClipVisionOutput:

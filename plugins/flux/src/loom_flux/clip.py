@@ -24,6 +24,9 @@ from loom_flux.t5 import (
     t5_word_ids,
 )
 
+CHECKPOINT_PREFIX = "text_encoders."
+TIED_EMBEDDING = "encoder.embed_tokens.weight"
+
 
 class FluxClip:
     """T5 handle + tokenizer folder, and a CLIP-L :class:`SD15Clip` (either may be missing)."""
@@ -41,6 +44,32 @@ class FluxClip:
         self.memory = memory if memory is not None else MemoryManager(cpu_device())
         #: T5TokenizerOptions' padding for T5 (None: ComfyUI's default, 256 tokens at least)
         self.t5_padding: TokenizerPadding | None = None
+        #: where the text encoders' keys sit in ComfyUI's all-in-one checkpoints
+        self.checkpoint_prefix = CHECKPOINT_PREFIX
+
+    def text_encoder_files(self) -> dict[str, dict[str, torch.Tensor]]:
+        """Each encoder's weights, patches applied, as ComfyUI's CLIPSave writes them:
+        ``clip_l`` keyed ``text_model.*``, ``t5xxl`` keyed ``encoder.*`` + ``shared.weight``
+        (a scaled-fp8 T5 with its scales and ``scaled_fp8`` marker)."""
+        from loom.memory import patched_tensors, scaled_marker
+
+        files = {}
+        if self.clip_l is not None:
+            files.update(self.clip_l.text_encoder_files())
+        if self.t5 is not None:
+            t5 = patched_tensors(self.t5) | scaled_marker(self.t5.module)
+            t5.pop(TIED_EMBEDDING, None)  # the same tensor as shared.weight
+            files["t5xxl"] = t5
+        return files
+
+    def checkpoint_state(self) -> dict[str, torch.Tensor]:
+        """Both encoders under ``text_encoders.<name>.transformer.``, as in ComfyUI's
+        all-in-one Flux checkpoints."""
+        return {
+            f"{self.checkpoint_prefix}{name}.transformer.{key}": value
+            for name, tensors in self.text_encoder_files().items()
+            for key, value in tensors.items()
+        }
 
     def clone(self) -> FluxClip:
         other = FluxClip(

@@ -42,7 +42,7 @@ from loom_flux.convert import DiffusersView
 from loom_flux.dit import FluxTransformer
 from loom_flux.model import FluxModel
 from loom_flux.t5 import T5View, build_t5, find_tokenizer_dir, t5_config
-from loom_flux.vae import FLUX_VAE, flux_vae_prefix
+from loom_flux.vae import CHECKPOINT_VAE_PREFIX, FLUX_VAE, flux_vae_prefix
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +228,9 @@ class FluxFamily:
             source=file,
         )
         vae.eval()
-        return SD15Vae(ModelHandle(vae, name=f"flux-vae:{file}"), config, memory)
+        out = SD15Vae(ModelHandle(vae, name=f"flux-vae:{file}"), config, memory)
+        out.checkpoint_prefix = CHECKPOINT_VAE_PREFIX  # ComfyUI saves Flux's VAE as ``vae.*``
+        return out
 
     def _tokenizer_dir(self, request: LoadRequest) -> Path:
         return find_tokenizer_dir(search_dirs(request.folders))

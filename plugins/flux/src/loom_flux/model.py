@@ -25,6 +25,7 @@ from loom.errors import LoomError
 from loom.memory import ModelHandle
 from loom.model_sampling import ModelSampling
 from loom.types import LatentFormat
+from loom_flux.convert import CHECKPOINT_PREFIX
 from loom_flux.dit import DEFAULT_REFERENCE_METHOD, PATCH, FluxConfig, FluxTransformer
 from loom_flux.dit_options import BlockSkip, RopeScale
 from loom_flux.sampling import DEV_MU, SCHNELL_MU, FluxSampling
@@ -62,6 +63,8 @@ class FluxModel(ModelHandle):
             dit, name=name, memory_estimator=dit_memory_estimate, compute_dtype=compute_dtype
         )
         self.comfy_prefix = "diffusion_model."
+        #: where the DiT's keys sit in ComfyUI's all-in-one checkpoints
+        self.checkpoint_prefix = CHECKPOINT_PREFIX
         self.model_sampling = model_sampling or default_sampling(dit.config)
         self.latent_format = latent_format
         #: blocks every forward of this handle skips (SkipLayerGuidanceDiT's perturbed pass)
@@ -77,6 +80,19 @@ class FluxModel(ModelHandle):
     def load_device(self) -> torch.device:
         """Where the DiT runs (the sampler puts the latent there)."""
         return self.compute_target.device
+
+    def checkpoint_state(self) -> dict[str, torch.Tensor]:
+        """The DiT's weights, patches applied, as ``model.diffusion_model.*`` in ComfyUI's
+        layout; a scaled-fp8 DiT keeps its fp8 weights and ``scale_weight`` tensors (a patched
+        weight requantised with its layer's scale) and carries the ``scaled_fp8`` marker."""
+        from loom.memory import patched_tensors, scaled_marker
+
+        state = patched_tensors(self) | scaled_marker(self.module)
+        return {self.checkpoint_prefix + key: value for key, value in state.items()}
+
+    def checkpoint_metadata(self) -> dict[str, str]:
+        """None: ComfyUI writes no modelspec for Flux (a flow model names no prediction key)."""
+        return {}
 
     def memory_required(self, shape: tuple[int, ...]) -> int:
         return self.memory_estimate(shape, torch.float32)

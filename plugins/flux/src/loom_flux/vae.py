@@ -46,7 +46,8 @@ FLUX_LATENT_FORMAT = LatentFormat(
 FLUX_VAE = VAEConfig(z_channels=16, embed_dim=16, use_quant_conv=False)
 
 #: Where the VAE sits inside all-in-one checkpoints (ComfyUI saves ``vae.``).
-VAE_PREFIXES = ("vae.", "first_stage_model.", "")
+CHECKPOINT_VAE_PREFIX = "vae."
+VAE_PREFIXES = (CHECKPOINT_VAE_PREFIX, "first_stage_model.", "")
 
 
 def flux_vae_prefix(shapes: Mapping[str, tuple[int, ...]]) -> str | None:

@@ -21,10 +21,16 @@ def register_weight_adapters(register: RegisterWeightAdapter) -> None:
 
 @loom.hookimpl
 def register_nodes(register: RegisterNode) -> None:
+    from loom_lora.extract import LoraSave
     from loom_lora.nodes import NODES
 
     for node_class in NODES:
         register(node_class, python_module="nodes")
+    register(
+        LoraSave,
+        python_module="comfy_extras.nodes_lora_extract",
+        display_name="Extract and Save Lora",
+    )
 
 
 @loom.hookimpl(trylast=True)

@@ -23,10 +23,19 @@ from torch import nn
 
 from loom.errors import LoomError
 from loom.memory import ComputeTarget, MemoryManager, ModelHandle, cpu_device
+from loom_sdxl.convert import (
+    BASE_CLIP_G_PREFIX,
+    BASE_CLIP_L_PREFIX,
+    REFINER_CLIP_G_PREFIX,
+    OpenClipConversion,
+)
 
 #: ComfyUI's default layer for both SDXL encoders: the penultimate one.
 DEFAULT_LAYER = -2
 CLIP_G_PAD = 0
+CHECKPOINT_PREFIX = "conditioner.embedders."
+#: CLIP-L's position ids, which ComfyUI writes into saved SDXL checkpoints (int64 ``[1, 77]``).
+POSITION_IDS = "text_model.embeddings.position_ids"
 
 
 class DualTextEncoder(nn.Module):
@@ -75,6 +84,8 @@ class SDXLClip:
         # Without a runtime's manager, a CPU one (as SD15Clip): one load path.
         self.memory = memory if memory is not None else MemoryManager(cpu_device())
         self.layer_idx = DEFAULT_LAYER
+        #: where the text encoders' keys sit in a single-file checkpoint
+        self.checkpoint_prefix = CHECKPOINT_PREFIX
 
     @property
     def is_refiner(self) -> bool:
@@ -92,6 +103,39 @@ class SDXLClip:
         )
         other.layer_idx = self.layer_idx
         return other
+
+    # --- saving -------------------------------------------------------------------------
+
+    def text_encoder_files(self) -> dict[str, dict[str, torch.Tensor]]:
+        """Each encoder's weights, patches applied, as its own file (CLIPSave): ``clip_l``
+        keyed ``text_model.*`` and ``clip_g`` keyed ``text_model.*`` + ``text_projection.weight``
+        (transformers' layout, as ComfyUI writes them); a refiner has ``clip_g`` only."""
+        from loom.memory import patched_tensors
+
+        files: dict[str, dict[str, torch.Tensor]] = {}
+        for key, tensor in patched_tensors(self.handle).items():
+            role, _, rest = key.partition(".")
+            if rest.endswith("position_ids"):
+                continue
+            if not rest.startswith(("text_model.", "text_projection.")):
+                rest = f"text_model.{rest}"  # transformers builds without the text_model level
+            files.setdefault(role, {})[rest] = tensor
+        return dict(sorted(files.items(), key=lambda item: item[0] != "clip_l"))
+
+    def checkpoint_state(self) -> dict[str, torch.Tensor]:
+        """Both encoders in SDXL's single-file layout, as ComfyUI saves them: CLIP-L under
+        ``conditioner.embedders.0.transformer.`` (with its ``position_ids``), OpenCLIP bigG under
+        ``conditioner.embedders.1.model.`` (``embedders.0`` in a refiner) with q/k/v fused into
+        ``in_proj`` and ``text_projection`` stored as ``x @ W``."""
+        files = self.text_encoder_files()
+        g_prefix = REFINER_CLIP_G_PREFIX if self.is_refiner else BASE_CLIP_G_PREFIX
+        state = OpenClipConversion("CLIP-G", g_prefix).to_checkpoint(files["clip_g"])
+        if "clip_l" in files:
+            clip_l = {BASE_CLIP_L_PREFIX + key: value for key, value in files["clip_l"].items()}
+            positions = files["clip_l"]["text_model.embeddings.position_embedding.weight"].shape[0]
+            clip_l[BASE_CLIP_L_PREFIX + POSITION_IDS] = torch.arange(positions)[None]
+            state = clip_l | state
+        return state
 
     def set_last_layer(self, layer: int) -> None:
         """CLIPSetLastLayer, for both encoders (each falls back to its last layer)."""

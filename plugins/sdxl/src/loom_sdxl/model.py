@@ -124,6 +124,15 @@ class SDXLModel(SD15Model):
         (:class:`loom.types.LatentFormatVariants`)."""
         return LATENT_FORMAT_VARIANTS.get(name)
 
+    def checkpoint_metadata(self) -> dict[str, str]:
+        """ComfyUI's modelspec architecture for SDXL base (inpainting included) or refiner,
+        and the ε prediction key."""
+        kind = "refiner" if self.refiner else "base"
+        return {
+            "modelspec.architecture": f"stable-diffusion-xl-v1-{kind}",
+            "modelspec.predict_key": "epsilon",
+        }
+
     @property
     def size_fields(self) -> int:
         return REFINER_SIZE_FIELDS if self.refiner else BASE_SIZE_FIELDS

@@ -1,0 +1,62 @@
+"""What saving a handle writes: ``patched_tensors`` (patches applied; a scaled-fp8 layer's
+patched weight requantised with its scale and rounded with the seed loading uses, so the file
+holds exactly the weights the handle computes with) and ``scaled_marker``."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from loom.memory import (
+    DiffPatch,
+    ModelHandle,
+    ScaledLinear,
+    ops,
+    patched_tensors,
+    scale_layers,
+    scaled_marker,
+)
+from loom.memory.rounding import key_seed, round_to
+
+FP8 = torch.float8_e4m3fn
+
+
+class Pair(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = ops.Linear(4, 3)
+        self.b = ops.Linear(3, 2)
+
+
+def _scaled_pair() -> nn.Module:
+    torch.manual_seed(0)
+    module = Pair().eval().requires_grad_(False)
+    scale_layers(module, ["a"])
+    module.a.weight = nn.Parameter((torch.randn(3, 4) * 4).to(FP8), requires_grad=False)
+    module.a.scale_weight = torch.tensor(0.05)
+    return module
+
+
+def test_patched_tensors_requantise_a_scaled_weight_with_the_load_seed():
+    module = _scaled_pair()
+    stored_b = module.b.weight.clone()
+    handle = ModelHandle(module, name="pair")
+    handle.comfy_prefix = "diffusion_model."
+    diff = torch.randn(3, 4) * 0.1
+    handle.add_patches({"a.weight": DiffPatch(diff), "b.weight": DiffPatch(torch.ones(2, 3))})
+    tensors = patched_tensors(handle)
+    merged = (module.a.weight.float() * 0.05 + diff) / 0.05
+    expected = round_to(merged, FP8, key_seed("diffusion_model.a.weight"))
+    assert tensors["a.weight"].dtype == FP8
+    assert torch.equal(tensors["a.weight"].view(torch.uint8), expected.view(torch.uint8))
+    assert torch.equal(tensors["b.weight"], stored_b + 1)
+    assert torch.equal(tensors["a.scale_weight"], torch.tensor(0.05))
+    assert torch.equal(module.b.weight, stored_b)  # the module itself stays unpatched
+
+
+def test_scaled_marker_names_the_fp8_dtype_only_for_scaled_modules():
+    (marker,) = scaled_marker(_scaled_pair()).values()
+    assert marker.dtype == FP8 and marker.numel() == 0
+    assert "scaled_fp8" in scaled_marker(_scaled_pair())
+    assert scaled_marker(Pair()) == {}
+    assert isinstance(_scaled_pair().a, ScaledLinear)
