@@ -19,6 +19,7 @@ from loom.executor.cache import CachedOutput, never_cached, node_signature
 from loom.executor.context import ExecutionBlocker, RunContext, running
 from loom.executor.graph import Prompt, id_sort_key, is_link, link_source, topological_order
 from loom.executor.reporting import ExecutionBlockedError, Reporter
+from loom.nodes.dynamic import finalize_inputs, has_dynamic, nest_values
 from loom.nodes.spec import InputTypes, NodeDef, NodeOutput
 
 if TYPE_CHECKING:
@@ -88,6 +89,7 @@ class PromptRun:
         self.expansions: dict[str, list[NodeOutput]] = {}
         self.current: str | None = None
         self._input_types: dict[str, InputTypes] = {}
+        self._dynamic: dict[str, bool] = {}
 
     # -- signatures ---------------------------------------------------------------------
 
@@ -95,6 +97,12 @@ class PromptRun:
         found = self._input_types.get(definition.class_type)
         if found is None:
             found = self._input_types[definition.class_type] = definition.input_types(self.env)
+        return found
+
+    def _has_dynamic(self, definition: NodeDef) -> bool:
+        found = self._dynamic.get(definition.class_type)
+        if found is None:
+            found = self._dynamic[definition.class_type] = has_dynamic(self.input_types(definition))
         return found
 
     def sign(self, node_ids: list[str]) -> None:
@@ -281,6 +289,11 @@ class PromptRun:
             return
         obj = self.executor.object_for(node_id, definition)
         calls = self._calls(definition, inputs)
+        if self._has_dynamic(definition):  # hand Autogrow / DynamicCombo values grouped
+            finalized = finalize_inputs(
+                self.input_types(definition), self.graph.nodes[node_id]["inputs"]
+            )
+            calls = [nest_values(call, finalized) for call in calls]
         try:
             if definition.has_lazy_check and self._needs_lazy(node_id, definition, obj, calls):
                 return
