@@ -66,6 +66,8 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "loom.nodes.builtin.morphology",
     "loom.nodes.builtin.porter_duff",
     "loom.nodes.builtin.latent_operations",
+    "loom.nodes.builtin.batch_nodes",
+    "loom.nodes.builtin.resize_image_mask",
 )
 
 
