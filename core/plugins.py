@@ -68,6 +68,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "loom.nodes.builtin.latent_operations",
     "loom.nodes.builtin.batch_nodes",
     "loom.nodes.builtin.resize_image_mask",
+    "loom.nodes.builtin.webcam",
 )
 
 

@@ -131,9 +131,12 @@ class PromptRun:
         constants = {k: v for k, v in inputs.items() if not is_link(v)}
         try:
             obj = self.executor.object_for(node_id, definition)
-            return definition.impl.fingerprint(obj, constants, self.env)
+            fingerprint = definition.impl.fingerprint(obj, constants, self.env)
         except Exception:  # ComfyUI: a raising IS_CHANGED means "always re-run"
             return never_cached()
+        if isinstance(fingerprint, float) and fingerprint != fingerprint:
+            return never_cached()  # NaN equals nothing, not even the last run's NaN
+        return fingerprint
 
     def definition(self, node_id: str) -> NodeDef:
         class_type = self.graph.nodes[node_id]["class_type"]

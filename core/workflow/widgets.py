@@ -30,6 +30,8 @@ from loom.registry import Registry
 log = logging.getLogger(__name__)
 
 SCALAR_WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN"})
+#: Widget-typed inputs whose widget is not a scalar (WebcamCapture's captured file name).
+OTHER_WIDGET_TYPES = frozenset({"WEBCAM"})
 SEED_NAMES = frozenset({"seed", "noise_seed"})
 UPLOAD_OPTIONS = ("image_upload", "video_upload", "audio_upload", "animated_image_upload")
 _FALLBACK_DEFAULTS: dict[str, Any] = {"INT": 0, "FLOAT": 0, "STRING": "", "BOOLEAN": False}
@@ -162,7 +164,7 @@ def _input_slots(name: str, spec: Any) -> list[LayoutSlot]:
     if options.get("forceInput"):
         return []
     combo = _combo_options(type_, options)
-    if combo is None and type_ not in SCALAR_WIDGET_TYPES:
+    if combo is None and type_ not in SCALAR_WIDGET_TYPES and type_ not in OTHER_WIDGET_TYPES:
         return []
     slots: list[Widget | None] = [Widget(name, _default(type_, options, combo))]
     control = options.get("control_after_generate")
