@@ -69,6 +69,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "loom.nodes.builtin.batch_nodes",
     "loom.nodes.builtin.resize_image_mask",
     "loom.nodes.builtin.webcam",
+    "loom.nodes.builtin.svg",
 )
 
 
