@@ -441,3 +441,35 @@ def test_ui_workflow_with_grown_slots_and_a_dynamic_combo(tmp_path, slots):
     assert result.status_str == "success", result.messages
     ((resized,),) = result.values["21"]
     assert resized.shape == (slots, 8, 8, 3)
+
+
+def test_match_size_links_a_mask_to_an_image_through_the_option_input(tmp_path):
+    prompt = {
+        "1": _empty(12, 0xFFFFFF),
+        "2": {"class_type": "SolidMask", "inputs": {"value": 0.5, "width": 3, "height": 6}},
+        "10": {
+            "class_type": "ResizeImageMaskNode",
+            "inputs": {
+                "input": ["2", 0],
+                "resize_type": "match size",
+                "resize_type.match": ["1", 0],
+                "resize_type.crop": "center",
+                "scale_method": "nearest-exact",
+            },
+        },
+        "11": {"class_type": "MaskPreview", "inputs": {"mask": ["10", 0]}},
+    }
+    result = _runner(tmp_path).run_prompt(prompt, prompt_id="p")
+    assert result.status_str == "success", result.messages
+    ((resized,),) = result.values["10"]
+    assert resized.shape == (1, 4, 12) and float(resized.max()) == float(resized.min()) == 0.5
+    prompt["3"] = {
+        "class_type": "EmptyLatentImage",
+        "inputs": {"width": 64, "height": 64, "batch_size": 1},
+    }
+    prompt["10"]["inputs"]["resize_type.match"] = ["3", 0]
+    (error,) = _errors(_runner(tmp_path), prompt)
+    assert (error["type"], error["extra_info"]["input_name"]) == (
+        "return_type_mismatch",
+        "resize_type.match",
+    )
