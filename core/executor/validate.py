@@ -8,6 +8,11 @@ written back into the returned copy of the prompt.
 
 Unlike ComfyUI nothing here recurses (a 10,000-node chain validates), and dependency
 cycles are reported at validation time (type ``dependency_cycle``), so nothing runs.
+
+This module walks the prompt; the checks of one input (link, coercion, range) live in
+:mod:`loom.executor.value_checks`. A node's V3 dynamic inputs (Autogrow slots, a
+DynamicCombo's chosen option's inputs) are expanded first (:mod:`loom.nodes.dynamic`), so
+each is checked like a plain input under its dotted name (``images.image1``).
 """
 
 from __future__ import annotations
@@ -21,8 +26,6 @@ import attrs
 from loom.errors import PromptValidationError
 from loom.executor.graph import (
     Prompt,
-    is_link,
-    link_source,
     reachable,
     topological_order,
     upstream_ids,
@@ -30,6 +33,7 @@ from loom.executor.graph import (
 from loom.executor.reporting import type_name
 from loom.executor.value_checks import (
     MATCH_TYPE,
+    check_link,
     check_range,
     coerce,
     error,
@@ -178,7 +182,15 @@ class _Checker:
             value = inputs[name]
             if isinstance(value, list) and not isinstance(value, str):
                 errors.extend(
-                    self._check_link(node_id, name, value, config, expected, "input_types" in skip)
+                    check_link(
+                        name,
+                        value,
+                        config,
+                        expected,
+                        skip_type="input_types" in skip,
+                        prompt=self.prompt,
+                        output_type=self.output_type,
+                    )
                 )
                 continue
             if isinstance(value, dict) and "__value__" in value:
@@ -223,72 +235,6 @@ class _Checker:
             for answer in answers
             for problem in answer or ()
         ]
-
-    def _check_link(
-        self,
-        node_id: str,
-        name: str,
-        value: list[Any],
-        config: list[Any],
-        expected: Any,
-        skip_type: bool,
-    ) -> list[dict[str, Any]]:
-        if not is_link(value):
-            return [
-                error(
-                    "bad_linked_input",
-                    "Bad linked input, must be a length-2 list of [node_id, slot_index]",
-                    name,
-                    input_name=name,
-                    input_config=config,
-                    received_value=value,
-                )
-            ]
-        source_id, slot = link_source(value)
-        if source_id not in self.prompt:
-            return [
-                error(
-                    "exception_during_inner_validation",
-                    "Exception when validating inner node",
-                    f"input '{name}' links to node {source_id}, which is not in the prompt",
-                    input_name=name,
-                    input_config=config,
-                    exception_message=f"node {source_id} does not exist",
-                    exception_type="KeyError",
-                    traceback=[],
-                    linked_node=value,
-                )
-            ]
-        try:
-            received = self.output_type(source_id, slot)
-        except IndexError as exc:
-            return [
-                error(
-                    "exception_during_inner_validation",
-                    "Exception when validating inner node",
-                    str(exc),
-                    input_name=name,
-                    input_config=config,
-                    exception_message=str(exc),
-                    exception_type="IndexError",
-                    traceback=[],
-                    linked_node=value,
-                )
-            ]
-        if not skip_type and not type_matches(received, expected):
-            shown = expected if isinstance(expected, str) else "COMBO"
-            return [
-                error(
-                    "return_type_mismatch",
-                    "Return type mismatch between linked nodes",
-                    f"{name}, received_type({received}) mismatch input_type({shown})",
-                    input_name=name,
-                    input_config=config,
-                    received_type=received,
-                    linked_node=value,
-                )
-            ]
-        return []
 
     def _custom_validation(
         self, definition: NodeDef, constants: dict[str, Any], accepted: frozenset[str]

@@ -1,4 +1,5 @@
-"""Checks of one input value: ComfyUI's link type rule, constant coercion and ranges.
+"""Checks of one input of one node: its link (well formed, type accepted), or its constant
+(coerced to the input's type, within min/max, among the combo's choices).
 
 Each returns errors in ComfyUI's validation error shape (``type``, ``message``,
 ``details``, ``extra_info``); :mod:`loom.executor.validate` runs them over a prompt.
@@ -7,8 +8,10 @@ Each returns errors in ComfyUI's validation error shape (``type``, ``message``,
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
+
+from loom.executor.graph import is_link, link_source
 
 MAX_LISTED_OPTIONS = 20
 
@@ -122,3 +125,73 @@ def check_range(
             )
         )
     return errors
+
+
+def check_link(
+    name: str,
+    value: Any,
+    config: list[Any],
+    expected: Any,
+    *,
+    skip_type: bool,
+    prompt: Mapping[str, Any],
+    output_type: Callable[[str, int], Any],
+) -> list[dict[str, Any]]:
+    """A linked input: a well-formed ``[node_id, slot]`` to a node and output that exist,
+    whose type (``output_type(node_id, slot)``) the input accepts unless ``skip_type``."""
+    if not is_link(value):
+        return [
+            error(
+                "bad_linked_input",
+                "Bad linked input, must be a length-2 list of [node_id, slot_index]",
+                name,
+                input_name=name,
+                input_config=config,
+                received_value=value,
+            )
+        ]
+    source_id, slot = link_source(value)
+    if source_id not in prompt:
+        return [
+            error(
+                "exception_during_inner_validation",
+                "Exception when validating inner node",
+                f"input '{name}' links to node {source_id}, which is not in the prompt",
+                input_name=name,
+                input_config=config,
+                exception_message=f"node {source_id} does not exist",
+                exception_type="KeyError",
+                traceback=[],
+                linked_node=value,
+            )
+        ]
+    try:
+        received = output_type(source_id, slot)
+    except IndexError as exc:
+        return [
+            error(
+                "exception_during_inner_validation",
+                "Exception when validating inner node",
+                str(exc),
+                input_name=name,
+                input_config=config,
+                exception_message=str(exc),
+                exception_type="IndexError",
+                traceback=[],
+                linked_node=value,
+            )
+        ]
+    if not skip_type and not type_matches(received, expected):
+        shown = expected if isinstance(expected, str) else "COMBO"
+        return [
+            error(
+                "return_type_mismatch",
+                "Return type mismatch between linked nodes",
+                f"{name}, received_type({received}) mismatch input_type({shown})",
+                input_name=name,
+                input_config=config,
+                received_type=received,
+                linked_node=value,
+            )
+        ]
+    return []
