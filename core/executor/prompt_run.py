@@ -129,6 +129,9 @@ class PromptRun:
 
     def _fingerprint(self, node_id: str, definition: NodeDef, inputs: Mapping[str, Any]) -> Any:
         constants = {k: v for k, v in inputs.items() if not is_link(v)}
+        if self._has_dynamic(definition):  # fingerprint sees the values grouped, as run does
+            finalized = finalize_inputs(self.input_types(definition), inputs)
+            constants = nest_values(constants, finalized)
         try:
             obj = self.executor.object_for(node_id, definition)
             fingerprint = definition.impl.fingerprint(obj, constants, self.env)

@@ -39,7 +39,7 @@ from loom.executor.value_checks import (
     error,
     type_matches,
 )
-from loom.nodes.dynamic import finalize_inputs, has_dynamic
+from loom.nodes.dynamic import finalize_inputs, has_dynamic, nest_values
 from loom.nodes.spec import InputTypes, NodeDef, NodeEnvironment
 
 if TYPE_CHECKING:
@@ -156,6 +156,7 @@ class _Checker:
     ) -> list[dict[str, Any]]:
         inputs = node["inputs"]
         spec = self.input_types(definition)
+        finalized = None
         if self._has_dynamic(definition):  # Autogrow slots / DynamicCombo option inputs
             finalized = finalize_inputs(spec, inputs)
             spec = {"required": finalized.required, "optional": finalized.optional}
@@ -207,6 +208,8 @@ class _Checker:
                     self._name_searched_folders(definition, name, problems)
                 errors.extend(problems)
         if definition.has_validate and not errors:
+            if finalized is not None:  # validate_inputs sees the values grouped, as run does
+                constants = nest_values(constants, finalized)
             errors.extend(self._custom_validation(definition, constants, skip))
         if not errors and self.registry.node_problems is not None:
             errors.extend(self._plugin_problems(node_id))

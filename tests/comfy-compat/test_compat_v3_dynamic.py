@@ -53,6 +53,17 @@ class Adjust(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, extra):
+        if extra.get("w_a") == 0.75:
+            return "0.75 is not allowed"
+        return True
+
+    @classmethod
+    def fingerprint_inputs(cls, how):
+        SEEN.append(("fingerprint", how))
+        return how["how"]
+
+    @classmethod
     def execute(cls, image, how, extra):
         SEEN.append((how, extra))
         if how["how"] == "add":
@@ -162,6 +173,14 @@ def test_dynamic_combo_hands_the_chosen_option_and_its_inputs(runtime):
     (error,) = info.value.node_errors["9"]["errors"]
     assert (error["type"], error["extra_info"]["input_name"]) == ("value_not_in_list", "how")
     assert error["details"] == "how: 'blur' not in ['add', 'invert']"
+
+    # validate_inputs and fingerprint_inputs see the option grouped, as execute does
+    assert ("fingerprint", {"how": "invert"}) in _seen()
+    with pytest.raises(PromptValidationError) as info:
+        runtime.executor.validate(adjust(**{"how": "invert", "extra.w_a": 0.75}))
+    (error,) = info.value.node_errors["9"]["errors"]
+    assert error["type"] == "custom_validation_failed"
+    assert error["details"].endswith("0.75 is not allowed")
 
     with pytest.raises(PromptValidationError) as info:
         runtime.executor.validate(adjust(**{"how": "add", "how.amount": 2.0}))
