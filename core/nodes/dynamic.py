@@ -178,17 +178,21 @@ def nest_values(values: Mapping[str, Any], finalized: FinalizedInputs) -> dict[s
         return dict(values)
     result = {k: v for k, v in values.items() if k not in finalized.paths}
     for group in finalized.empty:
-        result[group] = {}
+        _place(result, group, {})
     for key, path in finalized.paths.items():
-        *parents, last = path.split(".")
-        current = result
-        for part in parents:
-            nested = current.get(part)
-            if not isinstance(nested, dict):
-                nested = current[part] = {}
-            current = nested
-        current[last] = values.get(key)
+        _place(result, path, values.get(key))
     return result
+
+
+def _place(result: dict[str, Any], path: str, value: Any) -> None:
+    *parents, last = path.split(".")
+    current = result
+    for part in parents:
+        nested = current.get(part)
+        if not isinstance(nested, dict):
+            nested = current[part] = {}
+        current = nested
+    current[last] = value
 
 
 def _head(spec: Any) -> Any:

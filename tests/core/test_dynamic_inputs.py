@@ -76,6 +76,8 @@ def test_nested_dynamic_inputs_use_dotted_paths():
     assert nest_values({"pick": "y", "pick.masks.b": 1}, finalized) == {
         "pick": {"pick": "y", "masks": {"b": 1}}
     }
+    finalized = finalize_inputs({"required": {"pick": spec}}, {"pick": "y"})
+    assert nest_values({"pick": "y"}, finalized) == {"pick": {"pick": "y", "masks": {}}}
 
 
 def test_widget_templates_are_forced_to_sockets_and_declarations_are_checked():
