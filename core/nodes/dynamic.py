@@ -24,6 +24,22 @@ import attrs
 
 from loom.errors import NodeDefinitionError
 
+__all__ = [
+    "AUTOGROW",
+    "DYNAMIC_COMBO",
+    "DYNAMIC_TYPES",
+    "MAX_AUTOGROW_NAMES",
+    "Autogrow",
+    "DynamicCombo",
+    "DynamicOption",
+    "FinalizedInputs",
+    "Slot",
+    "finalize_inputs",
+    "has_dynamic",
+    "input_dict",
+    "nest_values",
+]
+
 AUTOGROW = "COMFY_AUTOGROW_V3"
 DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"
 DYNAMIC_TYPES = frozenset({AUTOGROW, DYNAMIC_COMBO})
