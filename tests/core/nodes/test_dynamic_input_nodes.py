@@ -304,10 +304,14 @@ def test_batch_images_prompt_with_grown_slots(tmp_path, slots):
     )
 
 
-def _errors(executor: Executor, prompt: dict) -> list[dict]:
+def _errors_of(executor: Executor, prompt: dict, node_id: str) -> list[dict]:
     with pytest.raises(PromptValidationError) as info:
         executor.validate(prompt)
-    return info.value.node_errors["10"]["errors"]
+    return info.value.node_errors[node_id]["errors"]
+
+
+def _errors(executor: Executor, prompt: dict) -> list[dict]:
+    return _errors_of(executor, prompt, "10")
 
 
 def test_grown_slot_errors_name_node_and_input(tmp_path):
@@ -392,7 +396,7 @@ def _ui_node(node_id, type_, inputs=(), outputs=(), widgets=None, order=0) -> di
     }
 
 
-@pytest.mark.parametrize("slots", [2, 3])
+@pytest.mark.parametrize("slots", [1, 2, 3])
 def test_ui_workflow_with_grown_slots_and_a_dynamic_combo(tmp_path, slots):
     nodes, links = [], []
     for i in range(slots):
@@ -437,6 +441,10 @@ def test_ui_workflow_with_grown_slots_and_a_dynamic_combo(tmp_path, slots):
         "input": ["20", 0],
     }
     assert set(prompt["20"]["inputs"]) == {f"images.image{i}" for i in range(slots)}
+    if slots == 1:  # BatchImagesNode needs two: the second slot is reported missing
+        (error,) = _errors_of(executor, prompt, "20")
+        assert (error["type"], error["details"]) == ("required_input_missing", "images.image1")
+        return
     result = executor.run_prompt(prompt, prompt_id="p")
     assert result.status_str == "success", result.messages
     ((resized,),) = result.values["21"]
