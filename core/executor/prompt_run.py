@@ -163,7 +163,7 @@ class PromptRun:
                 self._use_cached(node_id, cached)
                 continue
             definition = self.definition(node_id)
-            lazy = self._lazy_names(definition)
+            lazy = self._lazy_names(node_id, definition)
             deps = {
                 link_source(value)[0]
                 for name, value in self.graph.nodes[node_id]["inputs"].items()
@@ -179,10 +179,13 @@ class PromptRun:
         if not deps:
             self.ready.append(node_id)
 
-    def _lazy_names(self, definition: NodeDef) -> set[str]:
+    def _lazy_names(self, node_id: str, definition: NodeDef) -> set[str]:
         if not definition.has_lazy_check:
             return set()
         spec = self.input_types(definition)
+        if self._has_dynamic(definition):  # lazy grown slots / option inputs, by dotted name
+            finalized = finalize_inputs(spec, self.graph.nodes[node_id]["inputs"])
+            spec = {"required": finalized.required, "optional": finalized.optional}
         return {
             name
             for section in ("required", "optional")

@@ -73,9 +73,31 @@ class Adjust(io.ComfyNode):
         return io.NodeOutput(image * sum(extra.values(), 1.0))
 
 
+class First(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        template = io.Autogrow.TemplatePrefix(
+            io.Image.Input("value", lazy=True), prefix="value", min=1, max=3
+        )
+        return io.Schema(
+            node_id="V3First",
+            inputs=[io.Autogrow.Input("values", template=template)],
+            outputs=[io.Image.Output()],
+        )
+
+    @classmethod
+    def check_lazy_status(cls, values):
+        return ["values.value0"] if values.get("value0") is None else []
+
+    @classmethod
+    def execute(cls, values):
+        SEEN.append(("first", sorted(k for k, v in values.items() if v is not None)))
+        return io.NodeOutput(values["value0"])
+
+
 class Extension(ComfyExtension):
     async def get_node_list(self):
-        return [Stack, Adjust]
+        return [Stack, Adjust, First]
 
 
 async def comfy_entrypoint():
@@ -197,3 +219,19 @@ def test_missing_required_grown_slot_is_reported(runtime):
         runtime.executor.validate(prompt)
     (error,) = info.value.node_errors["9"]["errors"]
     assert (error["type"], error["details"]) == ("required_input_missing", "images.image0")
+
+
+def test_lazy_grown_slots_run_only_when_asked_for(runtime):
+    prompt = {
+        "1": empty_image(),
+        "2": empty_image(color=0),
+        "9": {
+            "class_type": "V3First",
+            "inputs": {"values.value0": ["1", 0], "values.value1": ["2", 0]},
+        },
+        "10": {"class_type": "PreviewImage", "inputs": {"images": ["9", 0]}},
+    }
+    result = runtime.executor.run_prompt(prompt)
+    assert result.error is None, result.error
+    assert "1" in result.values and "2" not in result.values  # value1's upstream never ran
+    assert _seen()[-1] == ("first", ["value0"])

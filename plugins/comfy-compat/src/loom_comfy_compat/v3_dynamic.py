@@ -111,4 +111,16 @@ class DynamicCombo(ComfyTypeI):
             return super().options() | {"options": [o.as_dict() for o in self.choices]}
 
 
+def nested_inputs(inputs: Sequence[Input]) -> list[Input]:
+    """``inputs`` and every input inside their Autogrow templates and DynamicCombo options."""
+    found: list[Input] = []
+    for item in inputs:
+        found.append(item)
+        if isinstance(item, Autogrow.Input):
+            found.extend(nested_inputs([item.template.input]))
+        elif isinstance(item, DynamicCombo.Input):
+            found.extend(nested_inputs([i for option in item.choices for i in option.inputs]))
+    return found
+
+
 __all__ = ["Autogrow", "DynamicCombo"]
