@@ -74,6 +74,7 @@ PUBLIC_MODULES: tuple[str, ...] = (
     "loom.model_sampling",
     "loom.samplers",
     "loom.frontend",
+    "loom.nodes.dynamic",
 )
 
 __all__ = [

@@ -68,6 +68,10 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "loom.nodes.builtin.porter_duff",
     "loom.nodes.builtin.latent_operations",
     "loom.nodes.builtin.cond_nodes",
+    "loom.nodes.builtin.batch_nodes",
+    "loom.nodes.builtin.resize_image_mask",
+    "loom.nodes.builtin.webcam",
+    "loom.nodes.builtin.svg",
 )
 
 

@@ -19,6 +19,7 @@ from loom.executor.cache import CachedOutput, never_cached, node_signature
 from loom.executor.context import ExecutionBlocker, RunContext, running
 from loom.executor.graph import Prompt, id_sort_key, is_link, link_source, topological_order
 from loom.executor.reporting import ExecutionBlockedError, Reporter
+from loom.nodes.dynamic import finalize_inputs, has_dynamic, nest_values
 from loom.nodes.spec import InputTypes, NodeDef, NodeOutput
 
 if TYPE_CHECKING:
@@ -88,6 +89,7 @@ class PromptRun:
         self.expansions: dict[str, list[NodeOutput]] = {}
         self.current: str | None = None
         self._input_types: dict[str, InputTypes] = {}
+        self._dynamic: dict[str, bool] = {}
 
     # -- signatures ---------------------------------------------------------------------
 
@@ -95,6 +97,12 @@ class PromptRun:
         found = self._input_types.get(definition.class_type)
         if found is None:
             found = self._input_types[definition.class_type] = definition.input_types(self.env)
+        return found
+
+    def _has_dynamic(self, definition: NodeDef) -> bool:
+        found = self._dynamic.get(definition.class_type)
+        if found is None:
+            found = self._dynamic[definition.class_type] = has_dynamic(self.input_types(definition))
         return found
 
     def sign(self, node_ids: list[str]) -> None:
@@ -121,11 +129,17 @@ class PromptRun:
 
     def _fingerprint(self, node_id: str, definition: NodeDef, inputs: Mapping[str, Any]) -> Any:
         constants = {k: v for k, v in inputs.items() if not is_link(v)}
+        if self._has_dynamic(definition):  # fingerprint sees the values grouped, as run does
+            finalized = finalize_inputs(self.input_types(definition), inputs)
+            constants = nest_values(constants, finalized)
         try:
             obj = self.executor.object_for(node_id, definition)
-            return definition.impl.fingerprint(obj, constants, self.env)
+            fingerprint = definition.impl.fingerprint(obj, constants, self.env)
         except Exception:  # ComfyUI: a raising IS_CHANGED means "always re-run"
             return never_cached()
+        if isinstance(fingerprint, float) and fingerprint != fingerprint:
+            return never_cached()  # NaN equals nothing, not even the last run's NaN
+        return fingerprint
 
     def definition(self, node_id: str) -> NodeDef:
         class_type = self.graph.nodes[node_id]["class_type"]
@@ -149,7 +163,7 @@ class PromptRun:
                 self._use_cached(node_id, cached)
                 continue
             definition = self.definition(node_id)
-            lazy = self._lazy_names(definition)
+            lazy = self._lazy_names(node_id, definition)
             deps = {
                 link_source(value)[0]
                 for name, value in self.graph.nodes[node_id]["inputs"].items()
@@ -165,10 +179,13 @@ class PromptRun:
         if not deps:
             self.ready.append(node_id)
 
-    def _lazy_names(self, definition: NodeDef) -> set[str]:
+    def _lazy_names(self, node_id: str, definition: NodeDef) -> set[str]:
         if not definition.has_lazy_check:
             return set()
         spec = self.input_types(definition)
+        if self._has_dynamic(definition):  # lazy grown slots / option inputs, by dotted name
+            finalized = finalize_inputs(spec, self.graph.nodes[node_id]["inputs"])
+            spec = {"required": finalized.required, "optional": finalized.optional}
         return {
             name
             for section in ("required", "optional")
@@ -281,6 +298,11 @@ class PromptRun:
             return
         obj = self.executor.object_for(node_id, definition)
         calls = self._calls(definition, inputs)
+        if self._has_dynamic(definition):  # hand Autogrow / DynamicCombo values grouped
+            finalized = finalize_inputs(
+                self.input_types(definition), self.graph.nodes[node_id]["inputs"]
+            )
+            calls = [nest_values(call, finalized) for call in calls]
         try:
             if definition.has_lazy_check and self._needs_lazy(node_id, definition, obj, calls):
                 return

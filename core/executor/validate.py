@@ -8,11 +8,15 @@ written back into the returned copy of the prompt.
 
 Unlike ComfyUI nothing here recurses (a 10,000-node chain validates), and dependency
 cycles are reported at validation time (type ``dependency_cycle``), so nothing runs.
+
+This module walks the prompt; the checks of one input (link, coercion, range) live in
+:mod:`loom.executor.value_checks`. A node's V3 dynamic inputs (Autogrow slots, a
+DynamicCombo's chosen option's inputs) are expanded first (:mod:`loom.nodes.dynamic`), so
+each is checked like a plain input under its dotted name (``images.image1``).
 """
 
 from __future__ import annotations
 
-import math
 import traceback
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -22,19 +26,31 @@ import attrs
 from loom.errors import PromptValidationError
 from loom.executor.graph import (
     Prompt,
-    is_link,
-    link_source,
     reachable,
     topological_order,
     upstream_ids,
 )
 from loom.executor.reporting import type_name
+from loom.executor.value_checks import (
+    MATCH_TYPE,
+    check_link,
+    check_range,
+    coerce,
+    error,
+    type_matches,
+)
+from loom.nodes.dynamic import finalize_inputs, has_dynamic, nest_values
 from loom.nodes.spec import InputTypes, NodeDef, NodeEnvironment
 
 if TYPE_CHECKING:
     from loom.registry import Registry
-
-MAX_LISTED_OPTIONS = 20
+__all__ = [
+    "MATCH_TYPE",
+    "ValidatedPrompt",
+    "type_matches",
+    "unknown_node_types_error",
+    "validate_prompt",
+]
 
 
 @attrs.frozen
@@ -47,14 +63,10 @@ class ValidatedPrompt:
     node_errors: dict[str, Any]
 
 
-def _error(kind: str, message: str, details: str = "", **extra: Any) -> dict[str, Any]:
-    return {"type": kind, "message": message, "details": details, "extra_info": extra}
-
-
 def _reject(
     kind: str, message: str, details: str = "", node_errors: dict | None = None
 ) -> PromptValidationError:
-    return PromptValidationError(_error(kind, message, details), node_errors or {})
+    return PromptValidationError(error(kind, message, details), node_errors or {})
 
 
 def unknown_node_types_error(
@@ -85,25 +97,7 @@ def unknown_node_types_error(
     hint = provider_hint(types)
     if hint is not None:
         extra["hint"] = hint
-    return PromptValidationError(_error("invalid_prompt", message, details, **extra), {})
-
-
-#: ComfyUI's V3 ``MatchType`` socket type
-MATCH_TYPE = "COMFY_MATCHTYPE_V3"
-
-
-def type_matches(received: Any, expected: Any) -> bool:
-    """ComfyUI's link type rule: equal, ``*`` or a V3 match type on either side, or
-    intersecting unions."""
-    if isinstance(expected, list) or expected == "COMBO":
-        return received == "COMBO" or isinstance(received, list) or received == "*"
-    if not isinstance(received, str) or not isinstance(expected, str):
-        return False
-    if received == expected or received == "*" or expected == "*":
-        return True
-    if MATCH_TYPE in (received, expected):  # the frontend matches these, ComfyUI accepts any
-        return True
-    return bool({t.strip() for t in received.split(",")} & {t.strip() for t in expected.split(",")})
+    return PromptValidationError(error("invalid_prompt", message, details, **extra), {})
 
 
 class _Checker:
@@ -114,6 +108,7 @@ class _Checker:
         self.registry = registry
         self.env = env
         self._input_types: dict[str, InputTypes] = {}
+        self._dynamic: dict[str, bool] = {}
 
     def input_types(self, definition: NodeDef) -> InputTypes:
         cached = self._input_types.get(definition.class_type)
@@ -121,6 +116,12 @@ class _Checker:
             cached = definition.input_types(self.env)
             self._input_types[definition.class_type] = cached
         return cached
+
+    def _has_dynamic(self, definition: NodeDef) -> bool:
+        found = self._dynamic.get(definition.class_type)
+        if found is None:
+            found = self._dynamic[definition.class_type] = has_dynamic(self.input_types(definition))
+        return found
 
     def output_type(self, source_id: str, slot: int) -> Any:
         definition = self.registry.get_node(self.prompt[source_id]["class_type"])
@@ -141,7 +142,7 @@ class _Checker:
             return self._check_inputs(node_id, node, definition)
         except Exception as exc:  # INPUT_TYPES or VALIDATE_INPUTS of a custom node raised
             return [
-                _error(
+                error(
                     "exception_during_validation",
                     "Exception when validating node",
                     str(exc),
@@ -155,6 +156,10 @@ class _Checker:
     ) -> list[dict[str, Any]]:
         inputs = node["inputs"]
         spec = self.input_types(definition)
+        finalized = None
+        if self._has_dynamic(definition):  # Autogrow slots / DynamicCombo option inputs
+            finalized = finalize_inputs(spec, inputs)
+            spec = {"required": finalized.required, "optional": finalized.optional}
         required = spec.get("required") or {}
         declared = {**required, **(spec.get("optional") or {})}
         skip = definition.validate_args
@@ -167,7 +172,7 @@ class _Checker:
             if name not in inputs:
                 if name in required:
                     errors.append(
-                        _error(
+                        error(
                             "required_input_missing",
                             "Required input is missing",
                             name,
@@ -178,23 +183,33 @@ class _Checker:
             value = inputs[name]
             if isinstance(value, list) and not isinstance(value, str):
                 errors.extend(
-                    self._check_link(node_id, name, value, config, expected, "input_types" in skip)
+                    check_link(
+                        name,
+                        value,
+                        config,
+                        expected,
+                        skip_type="input_types" in skip,
+                        prompt=self.prompt,
+                        output_type=self.output_type,
+                    )
                 )
                 continue
             if isinstance(value, dict) and "__value__" in value:
                 value = value["__value__"]
-            problem, value = _coerce(name, value, expected, config)
+            problem, value = coerce(name, value, expected, config)
             if problem is not None:
                 errors.append(problem)
                 continue
             inputs[name] = value
             constants[name] = value
             if name not in skip:
-                problems = _check_range(name, value, expected, options, config)
+                problems = check_range(name, value, expected, options, config)
                 if problems and expected == []:
                     self._name_searched_folders(definition, name, problems)
                 errors.extend(problems)
         if definition.has_validate and not errors:
+            if finalized is not None:  # validate_inputs sees the values grouped, as run does
+                constants = nest_values(constants, finalized)
             errors.extend(self._custom_validation(definition, constants, skip))
         if not errors and self.registry.node_problems is not None:
             errors.extend(self._plugin_problems(node_id))
@@ -219,76 +234,10 @@ class _Checker:
         """The ``node_problems`` hook's answers (a tokenizer a text encoder will not find)."""
         answers = self.registry.node_problems(node_id=node_id, prompt=self.prompt, env=self.env)
         return [
-            _error("missing_resource", "A file the node needs is missing", problem)
+            error("missing_resource", "A file the node needs is missing", problem)
             for answer in answers
             for problem in answer or ()
         ]
-
-    def _check_link(
-        self,
-        node_id: str,
-        name: str,
-        value: list[Any],
-        config: list[Any],
-        expected: Any,
-        skip_type: bool,
-    ) -> list[dict[str, Any]]:
-        if not is_link(value):
-            return [
-                _error(
-                    "bad_linked_input",
-                    "Bad linked input, must be a length-2 list of [node_id, slot_index]",
-                    name,
-                    input_name=name,
-                    input_config=config,
-                    received_value=value,
-                )
-            ]
-        source_id, slot = link_source(value)
-        if source_id not in self.prompt:
-            return [
-                _error(
-                    "exception_during_inner_validation",
-                    "Exception when validating inner node",
-                    f"input '{name}' links to node {source_id}, which is not in the prompt",
-                    input_name=name,
-                    input_config=config,
-                    exception_message=f"node {source_id} does not exist",
-                    exception_type="KeyError",
-                    traceback=[],
-                    linked_node=value,
-                )
-            ]
-        try:
-            received = self.output_type(source_id, slot)
-        except IndexError as exc:
-            return [
-                _error(
-                    "exception_during_inner_validation",
-                    "Exception when validating inner node",
-                    str(exc),
-                    input_name=name,
-                    input_config=config,
-                    exception_message=str(exc),
-                    exception_type="IndexError",
-                    traceback=[],
-                    linked_node=value,
-                )
-            ]
-        if not skip_type and not type_matches(received, expected):
-            shown = expected if isinstance(expected, str) else "COMBO"
-            return [
-                _error(
-                    "return_type_mismatch",
-                    "Return type mismatch between linked nodes",
-                    f"{name}, received_type({received}) mismatch input_type({shown})",
-                    input_name=name,
-                    input_config=config,
-                    received_type=received,
-                    linked_node=value,
-                )
-            ]
-        return []
 
     def _custom_validation(
         self, definition: NodeDef, constants: dict[str, Any], accepted: frozenset[str]
@@ -302,99 +251,13 @@ class _Checker:
         last = next(reversed(arguments), "") if arguments else ""
         details = f"{last}" if result is False else f"{last} - {result}"
         return [
-            _error(
+            error(
                 "custom_validation_failed",
                 "Custom validation failed for node",
                 details,
                 input_name=last,
             )
         ]
-
-
-_CONVERTERS = {"INT": int, "FLOAT": float, "STRING": str, "BOOLEAN": bool}
-
-
-def _coerce(name: str, value: Any, expected: Any, config: list[Any]) -> tuple[dict | None, Any]:
-    if not isinstance(expected, str) or expected not in _CONVERTERS:
-        return None, value
-    try:
-        if expected == "INT" and isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"{value} is not a finite number")
-        if (
-            expected == "FLOAT"
-            and isinstance(value, str)
-            and value.strip().lower() in ("nan", "inf", "-inf", "infinity", "-infinity")
-        ):
-            raise ValueError(f"{value!r} is not a finite number")
-        if expected in ("INT", "FLOAT") and isinstance(value, (dict, list)):
-            raise TypeError(f"expected a number, got {type(value).__name__}")
-        converted = _CONVERTERS[expected](value)
-        if expected == "FLOAT" and math.isnan(converted):
-            raise ValueError("NaN is not a valid FLOAT value")
-    except (TypeError, ValueError, OverflowError) as exc:
-        return _error(
-            "invalid_input_type",
-            f"Failed to convert an input value to a {expected} value",
-            f"{name}, {value}, {exc}",
-            input_name=name,
-            input_config=config,
-            received_value=value,
-            exception_message=str(exc),
-        ), value
-    return None, converted
-
-
-def _check_range(
-    name: str, value: Any, expected: Any, options: Mapping[str, Any], config: list[Any]
-) -> list[dict[str, Any]]:
-    errors = []
-    if expected in ("INT", "FLOAT"):
-        low, high = options.get("min"), options.get("max")
-        if low is not None and value < low:
-            errors.append(
-                _error(
-                    "value_smaller_than_min",
-                    f"Value {value} smaller than min of {low}",
-                    name,
-                    input_name=name,
-                    input_config=config,
-                    received_value=value,
-                )
-            )
-        if high is not None and value > high:
-            errors.append(
-                _error(
-                    "value_bigger_than_max",
-                    f"Value {value} bigger than max of {high}",
-                    name,
-                    input_name=name,
-                    input_config=config,
-                    received_value=value,
-                )
-            )
-    choices = (
-        expected
-        if isinstance(expected, list)
-        else (options.get("options") if expected == "COMBO" else None)
-    )
-    if isinstance(choices, (list, tuple)) and value not in choices:
-        listed = (
-            f"(list of length {len(choices)})"
-            if len(choices) > MAX_LISTED_OPTIONS
-            else str(list(choices))
-        )
-        shown_config = None if len(choices) > MAX_LISTED_OPTIONS else config
-        errors.append(
-            _error(
-                "value_not_in_list",
-                "Value not in list",
-                f"{name}: '{value}' not in {listed}",
-                input_name=name,
-                input_config=shown_config,
-                received_value=value,
-            )
-        )
-    return errors
 
 
 def _check_shape(prompt: Any, registry: Registry) -> Prompt:
@@ -466,7 +329,7 @@ def validate_prompt(
         valid[node_id] = not own_errors[node_id] and upstream_ok
     for node_id in cyclic:
         own_errors[node_id] = [
-            _error(
+            error(
                 "dependency_cycle",
                 "Dependency cycle detected",
                 f"node {node_id} ({checked[node_id]['class_type']}) depends on itself "
@@ -484,8 +347,8 @@ def validate_prompt(
         if valid.get(output_id, False):
             good.append(output_id)
             continue
-        for error in own_errors.get(output_id, []):
-            output_errors.append(f"{error['message']}: {error['details']}")
+        for problem in own_errors.get(output_id, []):
+            output_errors.append(f"{problem['message']}: {problem['details']}")
         # ComfyUI appends each failing output to every failing node validated so far.
         for node_id in seen:
             if own_errors.get(node_id):

@@ -28,6 +28,7 @@ import attrs
 
 from loom.errors import NodeDefinitionError
 from loom.nodes.compat import accepted_args, call_with_accepted
+from loom.nodes.dynamic import AUTOGROW, DYNAMIC_COMBO, Autogrow, DynamicCombo
 from loom.nodes.spec import (
     ENVIRONMENT_NAMES,
     InputTypes,
@@ -55,6 +56,8 @@ class InputMeta:
     options: Mapping[str, Any] = attrs.field(factory=dict)
     choices: Sequence[Any] | Callable[..., list[Any]] | None = None
     section: str = "required"
+    #: an Autogrow or DynamicCombo (:mod:`loom.nodes.dynamic`): the input's slots vary
+    dynamic: Autogrow | DynamicCombo | None = None
 
 
 class ui:
@@ -186,6 +189,26 @@ class ui:
         """A socket input (its type comes from the annotation)."""
         opts = ui._opts(tooltip=tooltip, lazy=lazy, forceInput=force_input, **extra)
         return ui._field(InputMeta(None, opts, section=_section(optional)))
+
+    @staticmethod
+    def autogrow(template: Autogrow, *, tooltip: str | None = None, optional: bool = False) -> Any:
+        """A V3 Autogrow input (:class:`loom.nodes.dynamic.Autogrow`); the field receives
+        ``{slot name: value}`` for the slots given."""
+        meta = InputMeta(
+            AUTOGROW, ui._opts(tooltip=tooltip), section=_section(optional), dynamic=template
+        )
+        return ui._field(meta)
+
+    @staticmethod
+    def dynamic_combo(
+        combo: DynamicCombo, *, tooltip: str | None = None, optional: bool = False
+    ) -> Any:
+        """A V3 DynamicCombo input (:class:`loom.nodes.dynamic.DynamicCombo`); the field
+        receives ``{<field name>: chosen key, <option input>: value, ...}``."""
+        meta = InputMeta(
+            DYNAMIC_COMBO, ui._opts(tooltip=tooltip), section=_section(optional), dynamic=combo
+        )
+        return ui._field(meta)
 
 
 def _section(optional: bool) -> str:
@@ -320,6 +343,10 @@ class DeclarativeImpl:
         sections: InputTypes = {"required": {}}
         for field in self.fields:
             options = dict(field.meta.options)
+            if field.meta.dynamic is not None:
+                spec = field.meta.dynamic.spec(options)
+                sections.setdefault(field.meta.section, {})[field.name] = spec
+                continue
             if field.meta.choices is not None:
                 choices = field.meta.choices
                 if callable(choices):

@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from loom.nodes.dynamic import AUTOGROW, DYNAMIC_COMBO
 from loom.nodes.spec import SECTIONS, InputTypes, NodeDef
 
 #: The hidden inputs ComfyUI's ``Schema.finalize`` adds to every V3 output node, in order.
@@ -46,7 +47,24 @@ def v3_input(spec: Any) -> list[Any]:
         return ["COMBO", {**leading, "multiselect": False, "options": list(head), **options}]
     if head == "STRING":
         options.setdefault("multiline", False)
+    if head == AUTOGROW and isinstance(options.get("template"), Mapping):
+        template = dict(options["template"])
+        template["input"] = _v3_sections(template.get("input") or {})
+        options["template"] = template
+    elif head == DYNAMIC_COMBO:
+        options["options"] = [
+            {**choice, "inputs": _v3_sections(choice.get("inputs") or {})}
+            for choice in options.get("options") or ()
+        ]
     return [head, options]
+
+
+def _v3_sections(inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """The inputs nested in a dynamic input (an Autogrow template, a DynamicCombo option)."""
+    return {
+        section: {name: v3_input(spec) for name, spec in (specs or {}).items()}
+        for section, specs in inputs.items()
+    }
 
 
 def v3_inputs(inputs: InputTypes, output_node: bool) -> dict[str, dict[str, Any]]:

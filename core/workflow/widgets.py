@@ -10,6 +10,11 @@ that also take a slot in ``widgets_values`` but are never sent to the API:
 * combos with ``control_after_generate`` get the control plus a ``control_filter_list``
   string (frontend ``addValueControlWidgets``).
 * upload buttons (``image_upload`` and friends) after the combo they fill.
+
+A V3 DynamicCombo's chosen option brings its own widgets, saved right after the combo's
+value (``["scale dimensions", 512, 512, "center", "area"]``), so where a later widget sits
+depends on the value saved: :class:`ComboBranch` reads them with a cursor. Autogrow slots
+are sockets and take no widget.
 """
 
 from __future__ import annotations
@@ -18,12 +23,15 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from loom.nodes.dynamic import DYNAMIC_COMBO
 from loom.nodes.spec import NodeDef
 from loom.registry import Registry
 
 log = logging.getLogger(__name__)
 
 SCALAR_WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN"})
+#: Widget-typed inputs whose widget is not a scalar (WebcamCapture's captured file name).
+OTHER_WIDGET_TYPES = frozenset({"WEBCAM"})
 SEED_NAMES = frozenset({"seed", "noise_seed"})
 UPLOAD_OPTIONS = ("image_upload", "video_upload", "audio_upload", "animated_image_upload")
 _FALLBACK_DEFAULTS: dict[str, Any] = {"INT": 0, "FLOAT": 0, "STRING": "", "BOOLEAN": False}
@@ -39,18 +47,49 @@ class Widget:
         self.default = default
 
 
+class ComboBranch:
+    """A DynamicCombo's widget, followed by the widgets of the option its value chose."""
+
+    __slots__ = ("branches", "widget")
+
+    def __init__(self, widget: Widget, branches: dict[Any, list[LayoutSlot]]) -> None:
+        self.widget = widget
+        self.branches = branches
+
+    def names(self) -> set[str]:
+        """Its own name and those of every option's widgets."""
+        found = {self.widget.name}
+        for slots in self.branches.values():
+            found |= _names(slots)
+        return found
+
+
+LayoutSlot = Widget | ComboBranch | None
+
+
+def _names(slots: list[LayoutSlot]) -> set[str]:
+    found: set[str] = set()
+    for slot in slots:
+        if isinstance(slot, ComboBranch):
+            found |= slot.names()
+        elif slot is not None:
+            found.add(slot.name)
+    return found
+
+
 class WidgetLayout:
     """The widgets of one node type, and the ``widgets_values`` index of each.
 
-    ``slots`` has one entry per ``widgets_values`` position: a :class:`Widget`, or ``None``
-    for a UI-only companion (seed control, combo filter, upload button).
+    ``slots`` has one entry per ``widgets_values`` position: a :class:`Widget`, ``None``
+    for a UI-only companion (seed control, combo filter, upload button), or a
+    :class:`ComboBranch` (its value, then its chosen option's widgets).
     """
 
     __slots__ = ("names", "slots")
 
-    def __init__(self, slots: list[Widget | None]) -> None:
+    def __init__(self, slots: list[LayoutSlot]) -> None:
         self.slots = slots
-        self.names = frozenset(w.name for w in slots if w is not None)
+        self.names = frozenset(_names(slots))
 
     def values(self, widgets_values: Any) -> dict[str, Any]:
         """Each widget's saved value (or its default) by name, in widget order.
@@ -60,16 +99,35 @@ class WidgetLayout:
         """
         result: dict[str, Any] = {}
         if isinstance(widgets_values, dict):
-            for widget in self.slots:
-                if widget is not None:
-                    result[widget.name] = widgets_values.get(widget.name, widget.default)
+            _by_name(self.slots, widgets_values, result)
             return result
         saved = widgets_values if isinstance(widgets_values, list) else []
-        count = len(saved)
-        for index, widget in enumerate(self.slots):
-            if widget is not None:
-                result[widget.name] = saved[index] if index < count else widget.default
+        _by_position(self.slots, saved, 0, result)
         return result
+
+
+def _by_name(slots: list[LayoutSlot], saved: Mapping[str, Any], result: dict[str, Any]) -> None:
+    for slot in slots:
+        if isinstance(slot, ComboBranch):
+            chosen = result[slot.widget.name] = saved.get(slot.widget.name, slot.widget.default)
+            _by_name(slot.branches.get(chosen, []), saved, result)
+        elif slot is not None:
+            result[slot.name] = saved.get(slot.name, slot.default)
+
+
+def _by_position(
+    slots: list[LayoutSlot], saved: list[Any], index: int, result: dict[str, Any]
+) -> int:
+    for slot in slots:
+        widget = slot.widget if isinstance(slot, ComboBranch) else slot
+        if widget is not None:
+            result[widget.name] = saved[index] if index < len(saved) else widget.default
+        index += 1
+        if isinstance(slot, ComboBranch):
+            index = _by_position(
+                slot.branches.get(result[slot.widget.name], []), saved, index, result
+            )
+    return index
 
 
 def _spec_parts(spec: Any) -> tuple[Any, Mapping[str, Any]]:
@@ -98,13 +156,15 @@ def _default(type_: Any, options: Mapping[str, Any], combo: list[Any] | None) ->
     return _FALLBACK_DEFAULTS.get(type_) if isinstance(type_, str) else None
 
 
-def _input_slots(name: str, spec: Any) -> list[Widget | None]:
+def _input_slots(name: str, spec: Any) -> list[LayoutSlot]:
     """The ``widgets_values`` slots one input takes (empty for sockets)."""
     type_, options = _spec_parts(spec)
+    if type_ == DYNAMIC_COMBO:
+        return [_combo_branch(name, options)]
     if options.get("forceInput"):
         return []
     combo = _combo_options(type_, options)
-    if combo is None and type_ not in SCALAR_WIDGET_TYPES:
+    if combo is None and type_ not in SCALAR_WIDGET_TYPES and type_ not in OTHER_WIDGET_TYPES:
         return []
     slots: list[Widget | None] = [Widget(name, _default(type_, options, combo))]
     control = options.get("control_after_generate")
@@ -121,10 +181,23 @@ def _input_slots(name: str, spec: Any) -> list[Widget | None]:
     return slots
 
 
+def _combo_branch(name: str, options: Mapping[str, Any]) -> ComboBranch:
+    choices = [c for c in options.get("options") or () if isinstance(c, Mapping)]
+    default = options.get("default", choices[0].get("key") if choices else None)
+    branches: dict[Any, list[LayoutSlot]] = {}
+    for choice in choices:
+        slots: list[LayoutSlot] = []
+        for section in ("required", "optional"):
+            for inner, inner_spec in ((choice.get("inputs") or {}).get(section) or {}).items():
+                slots.extend(_input_slots(f"{name}.{inner}", inner_spec))
+        branches[choice.get("key")] = slots
+    return ComboBranch(Widget(name, default), branches)
+
+
 def layout_for(definition: NodeDef, registry: Registry) -> WidgetLayout:
     """The widget layout of a node type, from its live ``INPUT_TYPES`` (hidden never counts)."""
     input_types = definition.input_types(registry) or {}
-    slots: list[Widget | None] = []
+    slots: list[LayoutSlot] = []
     for section in ("required", "optional"):
         inputs = input_types.get(section)
         if isinstance(inputs, Mapping):

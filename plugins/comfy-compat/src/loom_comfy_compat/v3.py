@@ -20,6 +20,7 @@ from typing import Any
 from loom import ExecutionBlocker, NodeOutput, OutputDef
 from loom.errors import NodeDefinitionError
 from loom.frontend import InputTypes, NodeDef, accepted_args, call_with_accepted
+from loom_comfy_compat.v3_dynamic import nested_inputs
 from loom_comfy_compat.v3_node import ComfyNode, HiddenHolder, Schema
 from loom_comfy_compat.v3_node import NodeOutput as V3Output
 from loom_comfy_compat.v3_ui import ui_dict
@@ -218,7 +219,7 @@ def compile_v3(
         has_output_tooltips=any(o.tooltip for o in schema.outputs),
         has_fingerprint=overrides(cls, "fingerprint_inputs"),
         has_validate=overrides(cls, "validate_inputs"),
-        has_lazy_check=any(i.lazy for i in schema.inputs),
+        has_lazy_check=any(i.lazy for i in nested_inputs(schema.inputs)),
         validate_args=validate_args,
         source_class=cls,
         v3=True,

@@ -1,0 +1,126 @@
+"""``io.Autogrow`` and ``io.DynamicCombo``: V3 inputs whose set of slots varies.
+
+They render the ``INPUT_TYPES`` entries Loom's core expands (:mod:`loom.nodes.dynamic`
+reads the same shapes): validation then checks each grown slot / chosen option's input like
+a plain one, and ``execute`` receives ``{slot: value}`` for an Autogrow and
+``{<id>: chosen key, <option input>: value}`` for a DynamicCombo, as in ComfyUI.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+from loom_comfy_compat.v3_io import ComfyTypeI, Input, WidgetInput, comfytype
+
+#: ComfyUI caps an Autogrow at 100 slot names.
+MAX_NAMES = 100
+
+
+def input_dict(inputs: Sequence[Input]) -> dict[str, dict[str, Any]]:
+    """Inputs as an ``INPUT_TYPES`` dict (``required`` always present), as nested inputs are."""
+    sections: dict[str, dict[str, Any]] = {"required": {}}
+    for item in inputs:
+        section = "optional" if item.optional else "required"
+        sections.setdefault(section, {})[item.id] = (item.get_io_type(), item.options())
+    return sections
+
+
+@comfytype("COMFY_AUTOGROW_V3")
+class Autogrow(ComfyTypeI):
+    """A template input repeated as the user connects more (``images.image0``, ...)."""
+
+    Type = dict
+
+    class _Template:
+        def __init__(self, input: Input) -> None:
+            if isinstance(input, (Autogrow.Input, DynamicCombo.Input)):
+                raise TypeError("an Autogrow template cannot itself be a dynamic input")
+            self.input = copy.copy(input)
+            if isinstance(self.input, WidgetInput):
+                self.input.force_input = True  # grown slots are sockets
+            self.names: list[str] = []
+            self.min = 1
+
+        def as_dict(self) -> dict[str, Any]:
+            return {"input": input_dict([self.input])}
+
+    class TemplatePrefix(_Template):
+        """Slots ``<prefix>0`` .. ``<prefix><max - 1>``; the first ``min`` are required."""
+
+        def __init__(self, input: Input, prefix: str, min: int = 1, max: int = 10) -> None:
+            super().__init__(input)
+            if min < 0 or not 1 <= max <= MAX_NAMES:
+                raise ValueError(f"Autogrow needs min >= 0 and 1 <= max <= {MAX_NAMES}")
+            self.prefix, self.min, self.max = prefix, min, max
+            self.names = [f"{prefix}{i}" for i in range(max)]
+
+        def as_dict(self) -> dict[str, Any]:
+            return super().as_dict() | {"prefix": self.prefix, "min": self.min, "max": self.max}
+
+    class TemplateNames(_Template):
+        """Slots with the given names; the first ``min`` are required."""
+
+        def __init__(self, input: Input, names: list[str], min: int = 1) -> None:
+            super().__init__(input)
+            if min < 0:
+                raise ValueError("Autogrow needs min >= 0")
+            self.names, self.min = list(names)[:MAX_NAMES], min
+
+        def as_dict(self) -> dict[str, Any]:
+            return super().as_dict() | {"names": self.names, "min": self.min}
+
+    class Input(Input):
+        def __init__(
+            self, id: str, template: Any, display_name: str | None = None,
+            optional: bool = False, tooltip: str | None = None, lazy: bool | None = None,
+            extra_dict: dict[str, Any] | None = None,
+        ) -> None:  # fmt: skip
+            super().__init__(id, display_name, optional, tooltip, lazy, extra_dict)
+            self.template = template
+
+        def options(self) -> dict[str, Any]:
+            return super().options() | {"template": self.template.as_dict()}
+
+
+@comfytype("COMFY_DYNAMICCOMBO_V3")
+class DynamicCombo(ComfyTypeI):
+    """A dropdown whose chosen option adds its own inputs (``resize_type.width``)."""
+
+    Type = dict
+
+    class Option:
+        def __init__(self, key: str, inputs: list[Input]) -> None:
+            self.key = getattr(key, "value", key)  # a str Enum member counts as its value
+            self.inputs = list(inputs)
+
+        def as_dict(self) -> dict[str, Any]:
+            return {"key": self.key, "inputs": input_dict(self.inputs)}
+
+    class Input(Input):
+        def __init__(
+            self, id: str, options: list[Any], display_name: str | None = None,
+            optional: bool = False, tooltip: str | None = None, lazy: bool | None = None,
+            extra_dict: dict[str, Any] | None = None,
+        ) -> None:  # fmt: skip
+            super().__init__(id, display_name, optional, tooltip, lazy, extra_dict)
+            self.choices = list(options)
+
+        def options(self) -> dict[str, Any]:
+            return super().options() | {"options": [o.as_dict() for o in self.choices]}
+
+
+def nested_inputs(inputs: Sequence[Input]) -> list[Input]:
+    """``inputs`` and every input inside their Autogrow templates and DynamicCombo options."""
+    found: list[Input] = []
+    for item in inputs:
+        found.append(item)
+        if isinstance(item, Autogrow.Input):
+            found.extend(nested_inputs([item.template.input]))
+        elif isinstance(item, DynamicCombo.Input):
+            found.extend(nested_inputs([i for option in item.choices for i in option.inputs]))
+    return found
+
+
+__all__ = ["Autogrow", "DynamicCombo"]
