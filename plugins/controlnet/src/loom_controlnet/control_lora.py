@@ -21,7 +21,7 @@ from loom.memory import LoadPolicy, ModelHandle, build_on_meta, load_into_module
 from loom.types import ControlResiduals, ControlSignal
 from loom_controlnet.loader import ControlNetModel
 from loom_controlnet.model import ControlNet, ControlNetConfig
-from loom_controlnet.signal import ControlNetSignal
+from loom_controlnet.signal import ControlNetSignal, chained_models
 
 MARKER = "lora_controlnet"
 
@@ -99,8 +99,7 @@ class ControlLoraSignal:
     def models(self, model: Any) -> list[Any]:
         """The ControlNet built for ``model`` (the loaded model being sampled, so its patched
         weights) and the previous signals' handles."""
-        previous = list(self.previous.models(model)) if self.previous is not None else []
-        return [self.signal_for(model).control.handle, *previous]
+        return chained_models(self.signal_for(model).control.handle, self.previous, model)
 
     def residuals(
         self,

@@ -22,7 +22,14 @@ from loom.errors import LoomError
 from loom.types import ControlResiduals, ControlSignal
 from loom_controlnet.flux_loader import FluxControlNetModel
 from loom_controlnet.flux_model import MAIN_DOUBLE_BLOCKS, MAIN_SINGLE_BLOCKS, spread
-from loom_controlnet.signal import broadcast_hint, in_range, merge, resized_hint, scaled
+from loom_controlnet.signal import (
+    broadcast_hint,
+    chained_models,
+    merge,
+    previous_and_active,
+    resized_hint,
+    scaled,
+)
 
 
 def encode_hint(vae: Any, hint: torch.Tensor, mask_channel: bool) -> torch.Tensor:
@@ -53,8 +60,7 @@ class FluxControlNetSignal:
     _encoded: torch.Tensor | None = attrs.field(default=None, init=False)
 
     def models(self, model: Any) -> list[Any]:
-        previous = list(self.previous.models(model)) if self.previous is not None else []
-        return [self.control.handle, *previous]
+        return chained_models(self.control.handle, self.previous, model)
 
     def residuals(
         self,
@@ -64,12 +70,10 @@ class FluxControlNetSignal:
         model: Any,
         batched_number: int,
     ) -> ControlResiduals | None:
-        previous = None
-        if self.previous is not None:
-            previous = self.previous.residuals(x, sigma, cond, model, batched_number)
-        model_sampling = model.model_sampling
-        if not in_range(model_sampling, sigma, self.start_percent, self.end_percent):
+        previous, active = previous_and_active(self, x, sigma, cond, model, batched_number)
+        if not active:
             return previous
+        model_sampling = model.model_sampling
         context, y = cond["c_crossattn"], cond.get("y")
         self._check_model(x, context, y)
         target = self.control.handle.compute_target
