@@ -414,6 +414,7 @@ class FluxTransformer(nn.Module):
         zero_from: int | None = None,
         mask: torch.Tensor | None = None,
         control: ControlResiduals | None = None,
+        txt_prefix: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The transformer on packed tokens (diffusers' ``FluxTransformer2DModel`` shape).
 
@@ -423,6 +424,8 @@ class FluxTransformer(nn.Module):
         ``control``: ControlNet residuals, as ComfyUI adds them: ``input[i]`` to the image
         tokens after double block ``i``, ``output[i]`` to the image tokens after single
         block ``i`` (each to the first tokens it covers: reference tokens get none).
+        ``txt_prefix``: DiT-width tokens put before the text tokens after ``txt_in``, with
+        position ids of zero (ComfyUI's ``post_input`` patch: USO's style tokens).
         """
         img = self.img_in(img)
         vec = self._vec(timestep, y, guidance, img.dtype)
@@ -431,6 +434,9 @@ class FluxTransformer(nn.Module):
             zero = self._vec(timestep * 0, y, guidance, img.dtype)
             img_vec = SplitVec(vec, zero, zero_from, img.shape[1])
         txt = self.txt_in(txt.to(img.dtype))
+        if txt_prefix is not None:
+            txt = torch.cat((txt_prefix.to(txt), txt), dim=1)
+            txt_ids = torch.cat((txt_ids.new_zeros(*txt_prefix.shape[:2], 3), txt_ids), dim=1)
         pe = position_embedding(
             torch.cat((txt_ids, img_ids), dim=1), self.config.axes_dim, self.config.theta
         )
@@ -470,9 +476,11 @@ class FluxTransformer(nn.Module):
         ref_method: str = DEFAULT_REFERENCE_METHOD,
         attention_mask: torch.Tensor | None = None,
         control: ControlResiduals | None = None,
+        txt_prefix: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``ref_method``: how reference latents are placed (:func:`reference_positions`);
-        ``control``: ControlNet residuals (:meth:`forward_tokens`)."""
+        ``control``: ControlNet residuals, ``txt_prefix``: tokens before the text
+        (:meth:`forward_tokens`)."""
         b, _, h, w = x.shape
         pad_h, pad_w = (-h) % PATCH, (-w) % PATCH
         if pad_h or pad_w:
@@ -510,6 +518,7 @@ class FluxTransformer(nn.Module):
             zero_from,
             attention_mask,
             control,
+            txt_prefix,
         )
         return unpatchify(out[:, :tokens], h_len, w_len)[:, :, :h, :w]
 
