@@ -6,7 +6,6 @@ CLIP-L, ``text_encoder_2/`` CLIP-G with projection) gives ``CheckpointLoaderSimp
 from __future__ import annotations
 
 import pytest
-import torch
 from sdxl_markers import needs_samplers
 from test_sdxl_workflows import base_prompt, run
 
