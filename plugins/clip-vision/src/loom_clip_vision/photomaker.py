@@ -22,7 +22,7 @@ from torch import nn
 from loom.errors import ModelFileError
 from loom.memory import LoadPolicy, ModelHandle, build_on_meta, load_into_module
 from loom_clip_vision.config import PREFIX, VisionConfig, tower_config
-from loom_clip_vision.model import materialize_position_ids, build_tower, module_key
+from loom_clip_vision.model import build_tower, materialize_position_ids, module_key
 from loom_clip_vision.preprocess import clip_preprocess
 
 ID_ENCODER = "id_encoder."
