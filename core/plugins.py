@@ -53,6 +53,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "loom.nodes.builtin.rebatch",
     "loom.nodes.builtin.animation",
     "loom.nodes.builtin.loaders",
+    "loom.nodes.builtin.diffusers_loader",
     "loom.nodes.builtin.models",
     "loom.nodes.builtin.model_merging",
     "loom.nodes.builtin.model_save",

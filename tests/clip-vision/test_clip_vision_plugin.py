@@ -11,6 +11,8 @@ NODES = {
     "unCLIPCheckpointLoader",
     "StyleModelLoader",
     "StyleModelApply",
+    "PhotoMakerLoader",
+    "PhotoMakerEncode",
 }
 
 

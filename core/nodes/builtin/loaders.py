@@ -1,5 +1,5 @@
-"""The generic loader nodes: ComfyUI's ``CheckpointLoaderSimple``, ``UNETLoader``, ``CLIPLoader``,
-``DualCLIPLoader`` and ``VAELoader``.
+"""The generic loader nodes: ComfyUI's ``CheckpointLoaderSimple``, ``CheckpointLoader``,
+``UNETLoader``, ``CLIPLoader``, ``DualCLIPLoader`` and ``VAELoader``.
 
 None of them knows a model family. Each resolves the chosen file in its model folder,
 reads the safetensors header (:mod:`loom.safetensors_header`), asks the registered families which
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import yaml
 
 import loom
 from loom.errors import ModelFileError
@@ -176,6 +177,58 @@ class CheckpointLoaderSimple:
         return CheckpointParts(model=parts.model, clip=parts.clip, vae=parts.vae)
 
 
+def read_model_config(ctx: RunContext, config_name: str, where: str) -> dict[str, Any]:
+    """The YAML mapping of ``config_name`` in ``models/configs`` (ComfyUI's LDM configs).
+
+    :raises ModelFileError: missing, unreadable or not a YAML mapping (``where`` names the
+        node and input).
+    """
+    path = resolve_file(ctx, "configs", config_name)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ModelFileError(f"{where} ({path.name}) is not a readable YAML file: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ModelFileError(f"{where} ({path.name}) does not hold a YAML mapping")
+    return data
+
+
+def config_parameterization(config: dict[str, Any]) -> str:
+    """``model.params.parameterization`` of an LDM config (``eps`` when absent)."""
+    model = config.get("model")
+    params = model.get("params") if isinstance(model, dict) else None
+    value = params.get("parameterization") if isinstance(params, dict) else None
+    return str(value) if value is not None else "eps"
+
+
+# ComfyUI gives CheckpointLoader no description; a class comment keeps /object_info's empty.
+# ComfyUI builds the model from the config; Loom's families detect the architecture from the
+# weights (as CheckpointLoaderSimple does), so the config is read only to refuse what the
+# weights cannot say: a v-prediction config.
+@loom.node(
+    "CheckpointLoader",
+    category="advanced/loaders",
+    display_name="Load Checkpoint With Config (DEPRECATED)",
+    deprecated=True,
+)
+class CheckpointLoader:
+    config_name: str = loom.ui.combo(model_files("configs"))
+    ckpt_name: str = loom.ui.combo(model_files("checkpoints"))
+
+    def run(self, ctx: loom.RunContext) -> CheckpointParts:
+        where = "CheckpointLoader: input 'config_name'"
+        config = read_model_config(ctx, self.config_name, where)
+        parameterization = config_parameterization(config)
+        if parameterization != "eps":
+            raise ModelFileError(
+                f"{where} ({self.config_name}) asks for {parameterization!r} parameterization; "
+                "Loom takes the model from the checkpoint's weights, which predict noise (eps)",
+                hint="load the checkpoint with CheckpointLoaderSimple and set the prediction "
+                "with ModelSamplingDiscrete",
+            )
+        return CheckpointLoaderSimple(ckpt_name=self.ckpt_name).run(ctx)
+
+
 # ComfyUI gives UNETLoader no description; a class comment keeps /object_info's empty.
 @loom.node("UNETLoader", category="advanced/loaders", display_name="Load Diffusion Model")
 class UNETLoader:
@@ -271,7 +324,14 @@ class VAELoader:
         return _require(parts.vae, header, "VAE", "choose a VAE file (models/vae)")
 
 
-NODES = (CheckpointLoaderSimple, UNETLoader, CLIPLoader, DualCLIPLoader, VAELoader)
+NODES = (
+    CheckpointLoaderSimple,
+    CheckpointLoader,
+    UNETLoader,
+    CLIPLoader,
+    DualCLIPLoader,
+    VAELoader,
+)
 
 
 @loom.hookimpl

@@ -28,6 +28,7 @@ BUILTINS = (
     "loom.nodes.builtin.primitives",
     "loom.nodes.builtin.conditioning",
     "loom.nodes.builtin.loaders",
+    "loom.nodes.builtin.diffusers_loader",
     "loom.nodes.builtin.models",
 )
 

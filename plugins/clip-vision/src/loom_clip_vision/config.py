@@ -107,10 +107,17 @@ def vision_config(header: CheckpointHeader) -> VisionConfig:
 
     :raises ModelFileError: the file is not a vision tower in a layout Loom reads.
     """
-    shapes = vision_shapes(header)
+    return tower_config(vision_shapes(header), header.path.name)
+
+
+def tower_config(shapes: Mapping[str, tuple[int, ...]], file: str) -> VisionConfig:
+    """Detect the tower from transformers-layout ``shapes`` of ``file``.
+
+    :raises ModelFileError: the shapes hold no vision tower in a layout Loom reads.
+    """
     if not is_vision_tower(shapes):
         raise ModelFileError(
-            f"{header.path.name} is not a CLIP vision model in a layout Loom reads",
+            f"{file} is not a CLIP vision model in a layout Loom reads",
             hint=_layout_hint(shapes),
         )
     patch = shapes[f"{PREFIX}embeddings.patch_embedding.weight"]
@@ -133,8 +140,7 @@ def vision_config(header: CheckpointHeader) -> VisionConfig:
     hidden = patch[0]
     if hidden % NUM_HEADS:
         raise ModelFileError(
-            f"{header.path.name}: a {hidden}-wide vision tower does not split into "
-            f"{NUM_HEADS} attention heads",
+            f"{file}: a {hidden}-wide vision tower does not split into {NUM_HEADS} attention heads",
             hint="CLIP vision files have 16 heads (ViT-L, ViT-H, ViT-bigG, SigLIP)",
         )
     return VisionConfig(

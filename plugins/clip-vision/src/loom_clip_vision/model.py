@@ -103,7 +103,7 @@ def module_key(model: nn.Module, file_key: str) -> str:
     return file_key
 
 
-def _materialize_buffers(model: nn.Module) -> None:
+def materialize_position_ids(model: nn.Module) -> None:
     """``position_ids`` is not in the files: rebuild it where it is still on meta."""
     embeddings = _tower(model).embeddings
     if embeddings.position_ids.is_meta:
@@ -197,7 +197,7 @@ def load_clip_vision(header: CheckpointHeader, memory: MemoryManager | None = No
     else:
         state = {module_key(tower, key): tensors[key] for key in _tower_keys(header)}
     load_into_module(tower, state, LoadPolicy(), source=header.path.name)
-    _materialize_buffers(tower)
+    materialize_position_ids(tower)
     handle = ModelHandle(tower, name=f"clip-vision-{config.kind}")
     log.info(
         "CLIP vision %s: %s, %d layers, %d wide, %dpx",

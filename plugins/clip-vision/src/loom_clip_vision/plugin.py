@@ -12,7 +12,10 @@ if TYPE_CHECKING:
 
 @loom.hookimpl
 def register_nodes(register: RegisterNode) -> None:
+    from loom_clip_vision import photomaker_nodes
     from loom_clip_vision.nodes import COMFY_MODULE, NODES
 
     for node_class in NODES:
         register(node_class, python_module=COMFY_MODULE)
+    for node_class in photomaker_nodes.NODES:
+        register(node_class, python_module=photomaker_nodes.PYTHON_MODULE)

@@ -84,3 +84,27 @@ def redux_state(config: ReduxConfig, seed: int = 0) -> dict[str, torch.Tensor]:
 
 def save(state: dict[str, torch.Tensor], path: Path) -> Path:
     return write_safetensors(path, state)
+
+
+def photomaker_state(
+    config: VisionConfig, projection_2: int, seed: int = 0
+) -> dict[str, torch.Tensor]:
+    """A random PhotoMaker v1 file in its converted layout: the ID encoder under
+    ``id_encoder.`` (tower, ``visual_projection_2``, ``fuse_module``) beside a
+    ``lora_weights.`` tensor the loader must leave alone."""
+    from loom_clip_vision.photomaker import ID_ENCODER, FuseModule
+
+    tower = vision_state(config, seed)
+    dim = (config.projection_dim or 0) + projection_2
+    generator = torch.Generator().manual_seed(seed + 1)
+    extra = {
+        "visual_projection_2.weight": torch.randn(
+            projection_2, config.hidden_size, generator=generator
+        )
+        * 0.2
+    }
+    fuse = _random_state(FuseModule(dim), seed + 2)
+    extra.update({f"fuse_module.{key}": value for key, value in fuse.items()})
+    state = {ID_ENCODER + key: value.contiguous() for key, value in {**tower, **extra}.items()}
+    state["lora_weights.unet.down.lora_A.weight"] = torch.zeros(4, 4)
+    return state

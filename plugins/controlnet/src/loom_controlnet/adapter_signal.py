@@ -18,7 +18,14 @@ from loom.errors import LoomError
 from loom.types import ControlResiduals, ControlSignal
 from loom_controlnet.adapter import block_placement
 from loom_controlnet.loader import AdapterModel
-from loom_controlnet.signal import broadcast_hint, in_range, merge, resized_hint, scaled
+from loom_controlnet.signal import (
+    broadcast_hint,
+    chained_models,
+    merge,
+    previous_and_active,
+    resized_hint,
+    scaled,
+)
 
 
 @attrs.define(eq=False)
@@ -36,8 +43,7 @@ class AdapterSignal:
     _features: list[torch.Tensor] | None = attrs.field(default=None, init=False)
 
     def models(self, model: Any) -> list[Any]:
-        previous = list(self.previous.models(model)) if self.previous is not None else []
-        return [self.control.handle, *previous]
+        return chained_models(self.control.handle, self.previous, model)
 
     def residuals(
         self,
@@ -47,10 +53,8 @@ class AdapterSignal:
         model: Any,
         batched_number: int,
     ) -> ControlResiduals | None:
-        previous = None
-        if self.previous is not None:
-            previous = self.previous.residuals(x, sigma, cond, model, batched_number)
-        if not in_range(model.model_sampling, sigma, self.start_percent, self.end_percent):
+        previous, active = previous_and_active(self, x, sigma, cond, model, batched_number)
+        if not active:
             return previous
         features = self._features_for(x, batched_number)
         placement, xl = block_placement(

@@ -21,7 +21,7 @@ from loom.memory import LoadPolicy, ModelHandle, build_on_meta, load_into_module
 from loom.types import ControlResiduals, ControlSignal
 from loom_controlnet.loader import ControlNetModel
 from loom_controlnet.model import ControlNet, ControlNetConfig
-from loom_controlnet.signal import ControlNetSignal
+from loom_controlnet.signal import ControlNetSignal, chained_models
 
 MARKER = "lora_controlnet"
 
@@ -100,10 +100,9 @@ class ControlLoraSignal:
         """The ControlNet built for ``model`` and the previous signals' handles; before
         ``model`` is loaded only the previous ones (the ControlNet is built from the loaded
         model's weights, its patches applied)."""
-        previous = list(self.previous.models(model)) if self.previous is not None else []
         if not getattr(model, "is_loaded", True):
-            return previous
-        return [self.signal_for(model).control.handle, *previous]
+            return list(self.previous.models(model)) if self.previous is not None else []
+        return chained_models(self.signal_for(model).control.handle, self.previous, model)
 
     def residuals(
         self,

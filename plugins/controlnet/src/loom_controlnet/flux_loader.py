@@ -9,6 +9,7 @@ from typing import Any
 
 import attrs
 from loom_flux.convert import Source
+from loom_flux.dit import PATCH
 
 from loom.memory import LoadPolicy, ModelHandle, build_on_meta, load_into_module
 from loom_controlnet.flux_model import (
@@ -45,6 +46,13 @@ class FluxControlNetModel:
     @property
     def needs_vae(self) -> bool:
         return self.config.latent_input
+
+    @property
+    def concat_mask(self) -> bool:
+        """Whether the hint latent carries an extra mask channel (AliMama's inpainting files):
+        ``ControlNetInpaintingAliMamaApply`` then masks the image and supplies the channel."""
+        latent_channels = self.config.dit.in_channels // (PATCH * PATCH)
+        return self.config.latent_input and self.config.hint_latent_channels > latent_channels
 
 
 def load_flux_controlnet(

@@ -1,4 +1,5 @@
-"""ComfyUI's ControlNet nodes: the loaders, the two apply nodes and ``SetUnionControlNetType``.
+"""ComfyUI's ControlNet nodes: the loaders, the apply nodes (``ControlNetApply``,
+``ControlNetApplyAdvanced``, ``ControlNetInpaintingAliMamaApply``) and ``SetUnionControlNetType``.
 
 The apply nodes do not touch the model: they bind the CONTROL_NET to a hint image in a
 :class:`~loom_controlnet.signal.ControlNetSignal` and put it in every conditioning entry's
@@ -17,7 +18,7 @@ import attrs
 import loom
 from loom.errors import LoomError, ModelFileError
 from loom.folders import ModelFileChoices
-from loom.types import Conditioning, ControlNet, Image, Model, Vae
+from loom.types import Conditioning, ControlNet, Image, Mask, Model, Vae
 
 if TYPE_CHECKING:
     from loom_controlnet.signal import ControlNetSignal
@@ -218,6 +219,58 @@ class ControlNetApply:
         return conditioning
 
 
+@loom.node("ControlNetInpaintingAliMamaApply", category="conditioning/controlnet", v3=True)
+class ControlNetInpaintingAliMamaApply:
+    # ControlNetApplyAdvanced with a VAE and an inpainting mask: for a mask-channel ControlNet
+    # (AliMama's Flux inpainting files) the masked part of the image is blacked out and the
+    # inverted mask becomes the hint latent's extra channel; other ControlNets get the plain
+    # image. (no docstring: it would become the node's description, which ComfyUI's lacks)
+
+    positive: Conditioning
+    negative: Conditioning
+    control_net: ControlNet
+    vae: Vae
+    image: Image
+    mask: Mask
+    strength: float = loom.ui.float(1.0, **STRENGTH)
+    start_percent: float = loom.ui.float(0.0, **PERCENT)
+    end_percent: float = loom.ui.float(1.0, **PERCENT)
+
+    def run(self, ctx: loom.RunContext) -> ControlNetApplyOutputs:
+        node = "ControlNetInpaintingAliMamaApply"
+        if self.strength == 0:
+            return ControlNetApplyOutputs(positive=self.positive, negative=self.negative)
+        image, extra = self.image, {}
+        if getattr(self.control_net, "concat_mask", False):
+            from loom_controlnet.flux_signal import inpainting_hint
+
+            masks = self.mask.reshape(-1, self.mask.shape[-2], self.mask.shape[-1]).shape[0]
+            if masks not in (1, image.shape[0]):
+                raise LoomError(
+                    f"{node}: input 'mask' holds {masks} masks for the {image.shape[0]} images "
+                    f"of input 'image' (ControlNet {self.control_net.file})",
+                    hint="give one mask, or one per image",
+                )
+            image, extra["mask"] = inpainting_hint(image, self.mask)
+        hint = _hint(node, image, self.control_net)
+
+        def signal_for(previous: Any) -> ControlNetSignal:
+            return bind(
+                self.control_net,
+                hint,
+                strength=self.strength,
+                start_percent=self.start_percent,
+                end_percent=self.end_percent,
+                previous=previous,
+                applied_by=node,
+                vae=self.vae,
+                **extra,
+            )
+
+        positive, negative = apply_control([self.positive, self.negative], signal_for, False)
+        return ControlNetApplyOutputs(positive=positive, negative=negative)
+
+
 @loom.node("SetUnionControlNetType", category="conditioning/controlnet", v3=True)
 class SetUnionControlNetType:
     # the control type of a union ControlNet (auto: the model infers it); others ignore it.
@@ -236,7 +289,11 @@ NODES: tuple[Callable[..., Any], ...] = (
     DiffControlNetLoader,
     ControlNetApply,
     ControlNetApplyAdvanced,
+    ControlNetInpaintingAliMamaApply,
     SetUnionControlNetType,
 )
 #: ComfyUI's ``python_module`` of each node (``nodes`` unless listed).
-PYTHON_MODULES = {"SetUnionControlNetType": "comfy_extras.nodes_controlnet"}
+PYTHON_MODULES = {
+    "SetUnionControlNetType": "comfy_extras.nodes_controlnet",
+    "ControlNetInpaintingAliMamaApply": "comfy_extras.nodes_controlnet",
+}

@@ -12,7 +12,7 @@ previous signal's.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import torch
@@ -72,6 +72,39 @@ def in_range(model_sampling: Any, sigma: torch.Tensor, start: float, end: float)
     return low <= float(sigma[0]) <= high
 
 
+def chained_models(handle: Any, previous: ControlSignal | None, model: Any) -> list[Any]:
+    """A signal's ``models()``: its own ``handle``, then every model of the previous signals."""
+    earlier = list(previous.models(model)) if previous is not None else []
+    return [handle, *earlier]
+
+
+class ChainedSignal(Protocol):
+    """What :func:`previous_and_active` reads of a signal: the one it was chained after and its
+    part of the schedule."""
+
+    previous: ControlSignal | None
+    start_percent: float
+    end_percent: float
+
+
+def previous_and_active(
+    signal: ChainedSignal,
+    x: torch.Tensor,
+    sigma: torch.Tensor,
+    cond: Mapping[str, Any],
+    model: Any,
+    batched_number: int,
+) -> tuple[ControlResiduals | None, bool]:
+    """The common start of a signal's ``residuals()``: the previous signal's residuals for this
+    call, and whether ``sigma`` lies in ``signal``'s ``start_percent`` .. ``end_percent`` range
+    (outside it the signal gives only the previous residuals)."""
+    previous = None
+    if signal.previous is not None:
+        previous = signal.previous.residuals(x, sigma, cond, model, batched_number)
+    active = in_range(model.model_sampling, sigma, signal.start_percent, signal.end_percent)
+    return previous, active
+
+
 def resized_hint(hint: torch.Tensor, kept: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
     """``hint`` resized to ``x``'s latent size x 8 (``kept`` when it already is)."""
     height, width = x.shape[2] * COMPRESSION, x.shape[3] * COMPRESSION
@@ -114,8 +147,7 @@ class ControlNetSignal:
     _resized: torch.Tensor | None = attrs.field(default=None, init=False)
 
     def models(self, model: Any) -> list[Any]:
-        previous = list(self.previous.models(model)) if self.previous is not None else []
-        return [self.control.handle, *previous]
+        return chained_models(self.control.handle, self.previous, model)
 
     def residuals(
         self,
@@ -125,12 +157,10 @@ class ControlNetSignal:
         model: Any,
         batched_number: int,
     ) -> ControlResiduals | None:
-        previous = None
-        if self.previous is not None:
-            previous = self.previous.residuals(x, sigma, cond, model, batched_number)
-        model_sampling = model.model_sampling
-        if not in_range(model_sampling, sigma, self.start_percent, self.end_percent):
+        previous, active = previous_and_active(self, x, sigma, cond, model, batched_number)
+        if not active:
             return previous
+        model_sampling = model.model_sampling
         context = control_context(cond)
         self._check_model(x, context, cond.get("y"))
         target = self.control.handle.compute_target

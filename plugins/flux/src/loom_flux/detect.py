@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import attrs
+from loom_sd15 import diffusers_layout
 from loom_sd15.clip import text_encoder_config
 from loom_sd15.detect import ClipLayout
 
@@ -28,7 +29,8 @@ CLIP_PREFIXES = ("text_encoders.clip_l.transformer.", "")
 
 
 def shapes_of(header: CheckpointHeader) -> dict[str, tuple[int, ...]]:
-    return {k: tuple(v.shape) for k, v in header.tensors.items()}
+    """Key -> shape, a diffusers-layout VAE under its LDM names."""
+    return diffusers_layout.ldm_shapes({k: tuple(v.shape) for k, v in header.tensors.items()})
 
 
 @attrs.frozen

@@ -106,6 +106,7 @@ class FluxTransformer(nn.Module):
         mask: torch.Tensor | None = None,
         control: ControlResiduals | None = None,
         skip: BlockSkip | None = None,
+        txt_prefix: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The transformer on packed tokens (diffusers' ``FluxTransformer2DModel`` shape).
 
@@ -116,6 +117,8 @@ class FluxTransformer(nn.Module):
         tokens after double block ``i``, ``output[i]`` to the image tokens after single
         block ``i`` (each to the first tokens it covers: reference tokens get none).
         ``skip``: blocks passed over (their input goes on unchanged; residuals still added).
+        ``txt_prefix``: DiT-width tokens put before the text tokens after ``txt_in``, with
+        position ids of zero (ComfyUI's ``post_input`` patch: USO's style tokens).
         """
         skip = skip or BlockSkip()
         img = self.img_in(img)
@@ -125,6 +128,9 @@ class FluxTransformer(nn.Module):
             zero = self._vec(timestep * 0, y, guidance, img.dtype)
             img_vec = SplitVec(vec, zero, zero_from, img.shape[1])
         txt = self.txt_in(txt.to(img.dtype))
+        if txt_prefix is not None:
+            txt = torch.cat((txt_prefix.to(txt), txt), dim=1)
+            txt_ids = torch.cat((txt_ids.new_zeros(*txt_prefix.shape[:2], 3), txt_ids), dim=1)
         pe = position_embedding(
             torch.cat((txt_ids, img_ids), dim=1), self.config.axes_dim, self.config.theta
         )
@@ -168,10 +174,12 @@ class FluxTransformer(nn.Module):
         control: ControlResiduals | None = None,
         skip: BlockSkip | None = None,
         rope: RopeScale | None = None,
+        txt_prefix: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``ref_method``: how reference latents are placed (:func:`reference_positions`);
-        ``control``: ControlNet residuals and ``skip``: blocks passed over
-        (:meth:`forward_tokens`); ``rope``: ScaleROPE's scaling of the image position ids."""
+        ``control``: ControlNet residuals, ``skip``: blocks passed over, ``txt_prefix``:
+        tokens before the text (:meth:`forward_tokens`); ``rope``: ScaleROPE's scaling of
+        the image position ids."""
         b, _, h, w = x.shape
         pad_h, pad_w = (-h) % PATCH, (-w) % PATCH
         if pad_h or pad_w:
@@ -213,5 +221,6 @@ class FluxTransformer(nn.Module):
             attention_mask,
             control,
             skip,
+            txt_prefix,
         )
         return unpatchify(out[:, :tokens], h_len, w_len)[:, :, :h, :w]

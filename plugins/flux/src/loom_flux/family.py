@@ -18,6 +18,7 @@ from typing import Any
 import attrs
 import torch
 from loom_sd15 import detect as sd15_detect
+from loom_sd15 import diffusers_layout
 from loom_sd15.convert import Conversion, vae_conversion
 from loom_sd15.family import SD15Family
 from loom_sd15.tokenizer import search_dirs
@@ -100,7 +101,7 @@ class FluxFamily:
         self, header: CheckpointHeader, part: ModelPart, request: LoadRequest = LoadRequest()
     ) -> LoadedParts:
         shapes = detect.shapes_of(header)
-        state = open_safetensors(header.path)
+        state = diffusers_layout.ldm_state(header, open_safetensors(header.path))
         file = header.path.name
         memory = request.memory
         model = clip = vae = None

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -47,8 +47,17 @@ def default_sampling(config: FluxConfig) -> FluxSampling:
     return FluxSampling(shift=DEV_MU if config.guidance_embed else SCHNELL_MU)
 
 
+class TextPrefix(Protocol):
+    """Tokens a model patch puts before the DiT's text tokens (USO's style tokens)."""
+
+    def tokens(self, batch: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """``[batch, n, hidden]`` tokens for a model call of ``batch`` rows."""
+        ...
+
+
 class FluxModel(ModelHandle):
-    """A Flux denoiser handle. ``module`` is the :class:`FluxTransformer`."""
+    """A Flux denoiser handle. ``module`` is the :class:`FluxTransformer`; ``text_prefix``
+    (set on a clone by ``USOStyleReference``) puts tokens before the text after ``txt_in``."""
 
     def __init__(
         self,
@@ -71,6 +80,7 @@ class FluxModel(ModelHandle):
         self.block_skip: BlockSkip | None = None
         #: ScaleROPE's scaling of the image position ids; None: Flux's own ids
         self.rope_scale: RopeScale | None = None
+        self.text_prefix: TextPrefix | None = None
 
     @property
     def config(self) -> FluxConfig:
@@ -189,6 +199,15 @@ class FluxModel(ModelHandle):
         guidance = cond.get("guidance")
         refs = cond.get("ref_latents")
         mask = cond.get("attention_mask")
+        prefix = None
+        if self.text_prefix is not None:
+            if mask is not None:
+                raise LoomError(
+                    "USOStyleReference: the model's style tokens cannot be combined with a "
+                    "conditioning attention mask (StyleModelApply attn_bias)",
+                    hint="apply the Redux style with strength_type multiply, or drop one",
+                )
+            prefix = self.text_prefix.tokens(x.shape[0], device, dtype)
         with torch.inference_mode():
             out = self.module(
                 xc.to(device, dtype),
@@ -202,6 +221,7 @@ class FluxModel(ModelHandle):
                 control=cond.get("control"),
                 skip=self.block_skip,
                 rope=self.rope_scale,
+                txt_prefix=prefix,
             )
         return ms.calculate_denoised(sigma, out.float().to(x.device), x)
 

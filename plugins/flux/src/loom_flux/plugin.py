@@ -19,12 +19,15 @@ def register_model_families(register: Callable[..., None]) -> None:
 def register_nodes(register: Callable[..., None]) -> None:
     from loom_sd15.merge_nodes import MODULE
 
+    from loom_flux import model_patch_nodes
     from loom_flux.dit_patch_nodes import NODES as DIT_PATCH_NODES
     from loom_flux.merge_nodes import ModelMergeFlux1
     from loom_flux.nodes import NODES
 
     for node_class, module in (*NODES, *DIT_PATCH_NODES):
         register(node_class, python_module=module)
+    for node_class in model_patch_nodes.NODES:
+        register(node_class, python_module=model_patch_nodes.PYTHON_MODULE)
     register(ModelMergeFlux1, "ModelMergeFlux1", python_module=MODULE)
 
 

@@ -124,3 +124,14 @@ def write_tiny_files(folder: Path, seed: int = 0, guidance: bool = True) -> dict
         ),
         "vae": save(vae_state(spec.vae, seed + 3), folder / "vae" / "tiny-ae.safetensors"),
     }
+
+
+def uso_projector_state(
+    siglip_tokens: int, siglip_dim: int, hidden_size: int, style_tokens: int = 4, seed: int = 7
+) -> dict[str, torch.Tensor]:
+    """A random USO style projector in its ``model_patches`` layout (``feature_embedder.*``)."""
+    from loom_flux.uso import PREFIX, ProjectorConfig, USOProjector
+
+    config = ProjectorConfig(siglip_tokens, style_tokens, siglip_dim, hidden_size, True)
+    state = _randomized(USOProjector(config), seed, 0.2)
+    return {PREFIX + key: value for key, value in state.items()}

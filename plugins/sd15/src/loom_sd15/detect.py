@@ -14,6 +14,7 @@ from collections.abc import Mapping
 import attrs
 
 from loom.types import CheckpointHeader, ModelPart
+from loom_sd15 import diffusers_layout
 from loom_sd15.clip import TextEncoderConfig, text_encoder_config
 from loom_sd15.convert import CLIP_PREFIX, UNET_PREFIX, VAE_PREFIX
 from loom_sd15.unet import UNetConfig
@@ -27,7 +28,8 @@ SD2_CONTEXT = 1024
 
 
 def shapes_of(header: CheckpointHeader) -> dict[str, tuple[int, ...]]:
-    return {k: tuple(v.shape) for k, v in header.tensors.items()}
+    """Key -> shape, a diffusers-layout UNet or VAE under its LDM names."""
+    return diffusers_layout.ldm_shapes({k: tuple(v.shape) for k, v in header.tensors.items()})
 
 
 def unet_prefix(shapes: Shapes) -> str | None:

@@ -19,7 +19,7 @@ import torch
 from loom.errors import ModelFileError
 from loom.memory import LoadPolicy, ModelHandle, build_on_meta, load_into_module, open_safetensors
 from loom.types import CheckpointHeader, LoadedParts, LoadRequest, ModelPart
-from loom_sd15 import detect
+from loom_sd15 import detect, diffusers_layout
 from loom_sd15.clip import SD15Clip, build_text_encoder, materialize_buffers
 from loom_sd15.convert import (
     Conversion,
@@ -75,7 +75,7 @@ class SD15Family:
         self, header: CheckpointHeader, part: ModelPart, request: LoadRequest = LoadRequest()
     ) -> LoadedParts:
         shapes = detect.shapes_of(header)
-        state = open_safetensors(header.path)
+        state = diffusers_layout.ldm_state(header, open_safetensors(header.path))
         file = header.path.name
         memory = request.memory
         conversions: list[Conversion] = []

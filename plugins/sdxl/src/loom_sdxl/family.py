@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from loom_sd15 import diffusers_layout
 from loom_sd15.clip import build_text_encoder, materialize_buffers
 from loom_sd15.convert import (
     Conversion,
@@ -52,7 +53,7 @@ class SDXLFamily:
         self, header: CheckpointHeader, part: ModelPart, request: LoadRequest = LoadRequest()
     ) -> LoadedParts:
         shapes = detect.shapes_of(header)
-        state = open_safetensors(header.path)
+        state = diffusers_layout.ldm_state(header, open_safetensors(header.path))
         file = header.path.name
         memory = request.memory
         if part == "text_encoder":
