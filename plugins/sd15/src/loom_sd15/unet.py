@@ -23,7 +23,7 @@ patch replace; PerturbedAttentionGuidance uses it, :mod:`loom_sd15.pag`).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -33,6 +33,27 @@ from torch import nn
 
 from loom.memory import ops
 from loom.types import ControlResiduals
+from loom_sd15.unet_hooks import (
+    AttentionSite,
+    BlockAttention,
+    BlockSite,
+    InputBlockPatch,
+    SelfAttentionReplacement,
+    SelfAttentionReplacements,
+    SelfAttentionTokenPatch,
+    UNetCall,
+)
+
+__all__ = [
+    "AttentionSite",
+    "BlockAttention",
+    "BlockSite",
+    "InputBlockPatch",
+    "SelfAttentionReplacement",
+    "SelfAttentionReplacements",
+    "SelfAttentionTokenPatch",
+    "UNetCall",
+]
 
 
 @attrs.frozen
@@ -79,20 +100,6 @@ class SelfAttentionPatch(Protocol):
     def __call__(self, x: torch.Tensor, transformer_index: int) -> torch.Tensor: ...
 
 
-class SelfAttentionReplacement(Protocol):
-    """Computes a self-attention from its projected ``q``, ``k``, ``v`` (``[B, N, heads*d]``)
-    in place of scaled dot-product attention; the result goes through ``to_out`` as usual."""
-
-    def __call__(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int
-    ) -> torch.Tensor: ...
-
-
-#: ``(block name, index) -> replacement``: ``("input", i)`` / ``("middle", 0)`` /
-#: ``("output", i)``, numbered as ``input_blocks`` / ``output_blocks`` (ComfyUI's block ids)
-SelfAttentionReplacements = Mapping[tuple[str, int], SelfAttentionReplacement]
-
-
 def timestep_embedding(
     timesteps: torch.Tensor, dim: int, max_period: float = 10000.0
 ) -> torch.Tensor:
@@ -134,13 +141,14 @@ class CrossAttention(nn.Module):
         x: torch.Tensor,
         context: torch.Tensor | None = None,
         replacement: SelfAttentionReplacement | None = None,
+        site: AttentionSite | None = None,
     ) -> torch.Tensor:
         context = x if context is None else context
         q, k, v = self.to_q(x), self.to_k(context), self.to_v(context)
-        if replacement is None:
+        if replacement is None or site is None:
             out = attention(q, k, v, self.heads)
         else:
-            out = replacement(q, k, v, self.heads)
+            out = replacement(q, k, v, self.heads, site)
         return self.to_out(out)
 
 
@@ -179,13 +187,32 @@ class BasicTransformerBlock(nn.Module):
         x: torch.Tensor,
         context: torch.Tensor,
         after_self_attention: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        self_attention: SelfAttentionReplacement | None = None,
+        attention: BlockAttention | None = None,
+        site: AttentionSite | None = None,
     ) -> torch.Tensor:
-        x = self.attn1(self.norm1(x), replacement=self_attention) + x
+        x = self.self_attention(self.norm1(x), attention, site) + x
         if after_self_attention is not None:
             x = after_self_attention(x)
         x = self.attn2(self.norm2(x), context) + x
         return self.ff(self.norm3(x)) + x
+
+    def self_attention(
+        self, tokens: torch.Tensor, attention: BlockAttention | None, site: AttentionSite | None
+    ) -> torch.Tensor:
+        """``attn1`` on the normed tokens, through the block's token patches and replacement."""
+        if attention is None or site is None:
+            return self.attn1(tokens)
+        query, context = tokens, tokens
+        restores = []
+        for patch in attention.token_patches:
+            rewrite = patch(query, context, site)
+            query, context = rewrite.query, rewrite.context
+            restores.append(rewrite.restore)
+        replacement = attention.replacement(site.block_index)
+        out = self.attn1(query, context, replacement, site)
+        for restore in restores:
+            out = restore(out)
+        return out
 
 
 class SpatialTransformer(nn.Module):
@@ -216,7 +243,7 @@ class SpatialTransformer(nn.Module):
         x: torch.Tensor,
         context: torch.Tensor,
         patch: SelfAttentionPatch | None = None,
-        replacement: SelfAttentionReplacement | None = None,
+        attention: BlockAttention | None = None,
     ) -> torch.Tensor:
         b, _, h, w = x.shape
         index = self.transformer_index
@@ -228,8 +255,12 @@ class SpatialTransformer(nn.Module):
         x = x.flatten(2).transpose(1, 2)
         if self.linear:
             x = self.proj_in(x)
-        for block in self.transformer_blocks:
-            x = block(x, context, after, replacement)
+        for block_index, block in enumerate(self.transformer_blocks):
+            site = None
+            if attention is not None:
+                heads = block.attn1.heads
+                site = AttentionSite(attention.site, block_index, index, heads)
+            x = block(x, context, after, attention, site)
         if self.linear:
             x = self.proj_out(x)
         # contiguous: the transposed view is channels-last strided, and a channels-last input
@@ -300,13 +331,13 @@ class TimestepBlock(nn.ModuleList):
         context: torch.Tensor,
         size: tuple[int, int] | None = None,
         patch: SelfAttentionPatch | None = None,
-        replacement: SelfAttentionReplacement | None = None,
+        attention: BlockAttention | None = None,
     ) -> torch.Tensor:
         for layer in self:
             if isinstance(layer, ResBlock):
                 x = layer(x, emb)
             elif isinstance(layer, SpatialTransformer):
-                x = layer(x, context, patch, replacement)
+                x = layer(x, context, patch, attention)
             elif isinstance(layer, Upsample):
                 x = layer(x, size)
             else:
@@ -330,6 +361,27 @@ def patch_output_block(
     for patch in patches:
         h, skip = patch(h, skip)
     return h, skip
+
+
+def patch_input_block(
+    patches: Sequence[InputBlockPatch], h: torch.Tensor, site: BlockSite
+) -> torch.Tensor:
+    """``h`` through each input-block patch in order."""
+    for patch in patches:
+        h = patch(h, site)
+    return h
+
+
+def block_attention(
+    call: UNetCall,
+    block: tuple[str, int],
+    replacements: SelfAttentionReplacements | None,
+    token_patches: Sequence[SelfAttentionTokenPatch],
+) -> BlockAttention | None:
+    """What the transformers of ``block`` apply to their self-attention (None: nothing)."""
+    if not replacements and not token_patches:
+        return None
+    return BlockAttention(BlockSite(call, block), replacements or {}, tuple(token_patches))
 
 
 def add_control(
@@ -405,20 +457,29 @@ class UNetModel(nn.Module):
         control: ControlResiduals | None = None,
         output_block_patches: Sequence[OutputBlockPatch] = (),
         self_attention_replacements: SelfAttentionReplacements | None = None,
+        input_block_patches: Sequence[InputBlockPatch] = (),
+        input_block_patches_after_skip: Sequence[InputBlockPatch] = (),
+        self_attention_token_patches: Sequence[SelfAttentionTokenPatch] = (),
+        call: UNetCall | None = None,
         **_: Any,
     ) -> torch.Tensor:
         t_emb = timestep_embedding(timesteps, self.config.model_channels).to(x.dtype)
         emb = self.time_embed(t_emb)
-        replaced = self_attention_replacements or {}
+        call = attrs.evolve(call or UNetCall(), latent_shape=tuple(x.shape))
+        replaced = self_attention_replacements
+        tokens = self_attention_token_patches
         skips = []
         h = x
         for i, block in enumerate(self.input_blocks):
-            h = block(h, emb, context, None, self_attention_patch, replaced.get(("input", i)))
+            attention = block_attention(call, ("input", i), replaced, tokens)
+            h = block(h, emb, context, None, self_attention_patch, attention)
             h = add_control(h, control, "input", i)
+            site = BlockSite(call, ("input", i))
+            h = patch_input_block(input_block_patches, h, site)
             skips.append(h)
-        h = self.middle_block(
-            h, emb, context, None, self_attention_patch, replaced.get(("middle", 0))
-        )
+            h = patch_input_block(input_block_patches_after_skip, h, site)
+        attention = block_attention(call, ("middle", 0), replaced, tokens)
+        h = self.middle_block(h, emb, context, None, self_attention_patch, attention)
         h = add_control(h, control, "middle", 0)
         for index, block in enumerate(self.output_blocks):
             skip = add_control(skips.pop(), control, "output", len(skips))
@@ -426,8 +487,8 @@ class UNetModel(nn.Module):
             h = torch.cat([h, skip], dim=1)
             # Odd latent sizes: upsample to the size of the next skip, not blindly 2x.
             size = tuple(skips[-1].shape[-2:]) if skips else None
-            replacement = replaced.get(("output", index))
-            h = block(h, emb, context, size, self_attention_patch, replacement)
+            attention = block_attention(call, ("output", index), replaced, tokens)
+            h = block(h, emb, context, size, self_attention_patch, attention)
         return self.out(h)
 
 
