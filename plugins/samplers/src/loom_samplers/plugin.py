@@ -24,6 +24,9 @@ def register_nodes(register: Callable[..., None]) -> None:
 
     for node_class, module in CFG_NODES.items():
         register(node_class, python_module=module)
+    from loom_samplers.fresca import FreSca
+
+    register(FreSca, python_module="comfy_extras.nodes_fresca")
 
 
 # Sampling nodes ComfyUI 0.8 defines outside nodes_custom_sampler.

@@ -15,6 +15,7 @@ reads as a typed value:
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
@@ -115,8 +116,9 @@ class BlockAttention:
         return found if found is not None else self.replacements.get(block)
 
 
-def chunk_groups(call: UNetCall, batch: int) -> list[int]:
-    """The conditioning group of each of ``batch`` items (chunks of equal size)."""
-    groups = call.cond_or_uncond or (0,)
-    per_chunk = max(batch // len(groups), 1)
-    return [group for group in groups for _ in range(per_chunk)][:batch]
+def site_seed(site: AttentionSite) -> int:
+    """A seed for a patch's random choices at ``site``: the same for the same step (sigma)
+    and transformer block in every run, different from block to block and step to step."""
+    sigma = site.site.call.sigma
+    level = repr(float(sigma.reshape(-1)[0])) if sigma is not None else "-"
+    return zlib.crc32(f"{level}/{site.transformer_index}/{site.block_index}".encode())
