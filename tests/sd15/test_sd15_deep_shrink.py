@@ -7,7 +7,7 @@ import attrs
 import pytest
 import torch
 from loom_sd15.deep_shrink import Downscale, PatchModelAddDownscale, UpscaleToSkip
-from loom_sd15.unet import UNetCall, UNetConfig, UNetModel
+from loom_sd15.unet import BlockSite, UNetCall, UNetConfig, UNetModel
 
 from loom.errors import LoomError
 from loom.resample import common_upscale
@@ -73,6 +73,13 @@ def test_downscale_at_its_block_inside_the_window_equals_a_hand_patch(unet, bloc
     assert torch.equal(edge, inside)  # the window includes its ends
     assert torch.equal(outside, plain)
     assert not torch.allclose(inside, plain, atol=1e-4)
+
+
+def test_a_factor_shrinking_the_features_to_nothing_names_the_node():
+    rule = Downscale(3, 9.0, sigma_start=5.0, sigma_end=1.0, method="bicubic")
+    site = BlockSite(UNetCall(sigma=torch.tensor([2.0])), ("input", 3))
+    with pytest.raises(LoomError, match=r"PatchModelAddDownscale: downscale_factor 9\.0"):
+        rule(torch.randn(1, 4, 4, 4), site)
 
 
 def test_upscale_to_skip_only_when_heights_differ():

@@ -45,6 +45,13 @@ class Downscale:
 
         width = round(h.shape[-1] * (1.0 / self.factor))
         height = round(h.shape[-2] * (1.0 / self.factor))
+        if width < 1 or height < 1:
+            raise LoomError(
+                f"PatchModelAddDownscale: downscale_factor {self.factor} shrinks the "
+                f"{h.shape[-2]}x{h.shape[-1]} features of input block {self.block_number} to "
+                "nothing",
+                hint="use a smaller downscale_factor or an earlier block_number, or a larger image",
+            )
         return common_upscale(h, width, height, self.method, "disabled")
 
 

@@ -16,8 +16,14 @@ Another sits between the decoder and its skip connections: the :class:`OutputBlo
 functions given to :meth:`UNetModel.forward` rewrite both before each output block joins them
 (ComfyUI's ``output_block_patch``; FreeU uses it, :mod:`loom_sd15.freeu`; SDXL's UNet too).
 A :class:`SelfAttentionReplacement` chosen per block (``("middle", 0)``, ``("input", 4)``...)
-computes the self-attention of that block's transformers in place of SDPA (ComfyUI's ``attn1``
-patch replace; PerturbedAttentionGuidance uses it, :mod:`loom_sd15.pag`).
+or per transformer block (``("middle", 0, 0)``) computes the self-attention of that block's
+transformers in place of SDPA (ComfyUI's ``attn1`` patch replace; PerturbedAttentionGuidance
+and SelfAttentionGuidance use it, :mod:`loom_sd15.pag`, :mod:`loom_sd15.sag`).
+:class:`SelfAttentionTokenPatch` functions rewrite every self-attention's tokens before the
+projections and after ``to_out`` (``attn1_patch`` / ``attn1_output_patch``: HyperTile, ToMe),
+and :class:`InputBlockPatch` functions each input block's output before or after the skip
+connection keeps it (``input_block_patch`` / ``..._after_skip``: deep shrink). These typed
+contracts, and the :class:`UNetCall` they are given, live in :mod:`loom_sd15.unet_hooks`.
 """
 
 from __future__ import annotations
