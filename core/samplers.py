@@ -229,7 +229,10 @@ class PostCFGStep:
     ``predict_positive(handle)``: the x0 of the step's positive conditioning at ``x``,
     ``sigma`` predicted by another MODEL handle (a patched clone of ``model``: ComfyUI's
     re-evaluation of ``cond`` with changed ``model_options``, as PerturbedAttentionGuidance
-    does); None where the guider has no positive conditioning.
+    does); None where the guider has no positive conditioning. ``predict_negative(x)``: the
+    x0 of the step's negative conditioning at another input ``x`` (same ``sigma``) by
+    ``model`` (ComfyUI's re-evaluation of ``uncond``, as SelfAttentionGuidance does); None
+    where the guider has no negative conditioning.
     """
 
     x: Tensor
@@ -240,6 +243,7 @@ class PostCFGStep:
     cond_scale: float
     model: Any
     predict_positive: Callable[[Any], Tensor] | None = None
+    predict_negative: Callable[[Tensor], Tensor] | None = None
 
 
 class PostCFGFunction(Protocol):

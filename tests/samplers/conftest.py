@@ -134,7 +134,7 @@ class ToyModel:
             (
                 tuple(x.shape),
                 [float(v) for v in sigma],
-                {k: tuple(v.shape) for k, v in cond.items()},
+                {k: tuple(v.shape) if hasattr(v, "shape") else v for k, v in cond.items()},
             )
         )
         mu = cond["c_crossattn"].mean(dim=(1, 2)).view(-1, *([1] * (x.ndim - 1)))

@@ -66,9 +66,9 @@ def test_replacement_reaches_only_its_block(unet):
     x, t, context = inputs()
     seen = []
 
-    def recording(q, k, v, heads):
+    def recording(q, k, v, heads, site):
         seen.append((q.shape, heads))
-        return identity_attention(q, k, v, heads)
+        return identity_attention(q, k, v, heads, site)
 
     with torch.no_grad():
         plain = unet(x, t, context)

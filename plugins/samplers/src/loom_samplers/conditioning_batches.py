@@ -420,6 +420,9 @@ def calc_cond_batch(
         input_x = torch.cat([c.x for c in chunks])
         sigma_in = torch.cat([sigma] * len(chunks))
         batched = _cat_conds(chunks, x.device, kept)
+        # ComfyUI's ``cond_or_uncond``: the group of each chunk, for UNet patches that treat
+        # the negative's items apart (SelfAttentionGuidance)
+        batched = {**batched, "cond_or_uncond": tuple(c.group for c in chunks)}
         if first.control is not None:
             batched = {
                 **batched,

@@ -51,6 +51,16 @@ def positive_predictor(
     return lambda model: calc_cond_batch(model, [positive], x, sigma, ctx)[0]
 
 
+def negative_predictor(
+    model: Any, negative: list[CondEntry] | None, sigma: Tensor, ctx: RunContext | None
+) -> Callable[[Tensor], Tensor] | None:
+    """``x -> x0`` of the resolved ``negative`` entries at another input, same ``sigma``
+    (:attr:`loom.samplers.PostCFGStep.predict_negative`)."""
+    if negative is None:
+        return None
+    return lambda x: calc_cond_batch(model, [negative], x, sigma, ctx)[0]
+
+
 def guided(
     hooks: GuidanceHooks,
     model: Any,
@@ -62,13 +72,24 @@ def guided(
     *,
     uncond_evaluated: bool = True,
     predict_positive: Callable[[Any], Tensor] | None = None,
+    predict_negative: Callable[[Tensor], Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """``(guided x0, unconditional x0)`` with a model's :class:`GuidanceHooks` applied in
     ComfyUI's order: pre-CFG functions, the CFG function (or plain CFG), post-CFG functions."""
     evaluated = (True, uncond_evaluated)
     for pre in hooks.pre_cfg:
         cond, uncond = pre(PreCFGStep(x, sigma, (cond, uncond), scale, model, evaluated))
-    out = hooked_cfg(hooks, model, x, sigma, cond, uncond, scale, predict_positive=predict_positive)
+    out = hooked_cfg(
+        hooks,
+        model,
+        x,
+        sigma,
+        cond,
+        uncond,
+        scale,
+        predict_positive=predict_positive,
+        predict_negative=predict_negative,
+    )
     return out, uncond
 
 
@@ -82,6 +103,7 @@ def hooked_cfg(
     scale: float,
     *,
     predict_positive: Callable[[Any], Tensor] | None = None,
+    predict_negative: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor:
     """The CFG function (or plain CFG) then the post-CFG functions: ComfyUI's
     ``cfg_function``, which guiders with their own combination rule call on one pair."""
@@ -90,7 +112,10 @@ def hooked_cfg(
     else:
         out = hooks.cfg_function(CFGStep(x, sigma, cond, uncond, scale, model))
     for post in hooks.post_cfg:
-        out = post(PostCFGStep(x, sigma, out, cond, uncond, scale, model, predict_positive))
+        step = PostCFGStep(
+            x, sigma, out, cond, uncond, scale, model, predict_positive, predict_negative
+        )
+        out = post(step)
     return out
 
 
@@ -179,6 +204,7 @@ class Guider:
             self.cfg,
             uncond_evaluated=negative is not None,
             predict_positive=positive_predictor(self.resolved.get("positive"), x, sigma, ctx),
+            predict_negative=negative_predictor(self.model, negative, sigma, ctx),
         )
 
 

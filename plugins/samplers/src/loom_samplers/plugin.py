@@ -30,6 +30,10 @@ def register_nodes(register: Callable[..., None]) -> None:
     for node_class in CACHE_NODES:
         register(node_class, python_module=NODES_EASYCACHE)
 
+    from loom_samplers.fresca import FreSca
+
+    register(FreSca, python_module="comfy_extras.nodes_fresca")
+
 
 # Sampling nodes ComfyUI 0.8 defines outside nodes_custom_sampler.
 _ELSEWHERE = {

@@ -29,6 +29,7 @@ from loom_sd15.unet import (
     UNetConfig,
     UNetModel,
 )
+from loom_sd15.unet_hooks import InputBlockPatch, SelfAttentionTokenPatch, UNetCall
 from loom_sd15.vae import SD15_RGB_FACTORS
 
 SD15_LATENT_FORMAT = LatentFormat(
@@ -74,6 +75,14 @@ class SD15Model(ModelHandle):
         #: :class:`loom_sd15.unet.AttentionInputPatches` (hypernetworks), shared by clones
         #: until a node gives a clone new ones; never mutated in place.
         self.attention_input_patches: AttentionInputPatches | None = None
+        #: :class:`loom_sd15.unet_hooks.InputBlockPatch` functions run on each input block's
+        #: output before / after the skip connection keeps it (deep shrink); tuples like
+        #: ``output_block_patches``
+        self.input_block_patches: tuple[InputBlockPatch, ...] = ()
+        self.input_block_patches_after_skip: tuple[InputBlockPatch, ...] = ()
+        #: :class:`loom_sd15.unet_hooks.SelfAttentionTokenPatch` functions run around every
+        #: self-attention (HyperTile, ToMe), in order
+        self.self_attention_token_patches: tuple[SelfAttentionTokenPatch, ...] = ()
 
     @property
     def config(self) -> UNetConfig:
@@ -115,6 +124,18 @@ class SD15Model(ModelHandle):
         check_fits(boxes.gligen, self.module, self.name, prompt_type)
         return {"gligen": boxes}
 
+    def unet_patches(self, sigma: torch.Tensor, cond: Mapping[str, Any]) -> dict[str, Any]:
+        """The UNet ``forward`` keywords of this handle's patches for one call."""
+        return {
+            "output_block_patches": self.output_block_patches,
+            "self_attention_replacements": self.self_attention_replacements,
+            "input_block_patches": self.input_block_patches,
+            "input_block_patches_after_skip": self.input_block_patches_after_skip,
+            "self_attention_token_patches": self.self_attention_token_patches,
+            "attention_input_patches": self.attention_input_patches,
+            "call": UNetCall(sigma=sigma, cond_or_uncond=tuple(cond.get("cond_or_uncond", ()))),
+        }
+
     def apply_model(
         self, x: torch.Tensor, sigma: torch.Tensor, cond: Mapping[str, Any]
     ) -> torch.Tensor:
@@ -138,8 +159,6 @@ class SD15Model(ModelHandle):
                 context.to(target.device, target.dtype),
                 self_attention_patch=patch,
                 control=cond.get("control"),
-                output_block_patches=self.output_block_patches,
-                self_attention_replacements=self.self_attention_replacements,
-                attention_input_patches=self.attention_input_patches,
+                **self.unet_patches(sigma, cond),
             )
         return ms.calculate_denoised(sigma, out.float().to(x.device), x)

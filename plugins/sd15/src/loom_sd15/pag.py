@@ -25,7 +25,7 @@ ui = loom.ui
 PERTURBED_BLOCK = ("middle", 0)
 
 
-def identity_attention(q: Any, k: Any, v: Any, heads: int) -> Any:
+def identity_attention(q: Any, k: Any, v: Any, heads: int, site: Any = None) -> Any:
     """Self-attention whose map is the identity: the output is the value."""
     return v
 

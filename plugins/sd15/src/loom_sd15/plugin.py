@@ -48,6 +48,10 @@ def register_nodes(register: RegisterNode) -> None:
 
     for node_class in PAG_NODES:
         register(node_class, python_module="comfy_extras.nodes_pag")
+    from loom_sd15.unet_patch_nodes import UNET_PATCH_NODES
+
+    for node_class, module in UNET_PATCH_NODES.items():
+        register(node_class, python_module=module)
 
 
 @loom.hookimpl

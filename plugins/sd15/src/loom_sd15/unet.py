@@ -16,14 +16,20 @@ Another sits between the decoder and its skip connections: the :class:`OutputBlo
 functions given to :meth:`UNetModel.forward` rewrite both before each output block joins them
 (ComfyUI's ``output_block_patch``; FreeU uses it, :mod:`loom_sd15.freeu`; SDXL's UNet too).
 A :class:`SelfAttentionReplacement` chosen per block (``("middle", 0)``, ``("input", 4)``...)
-computes the self-attention of that block's transformers in place of SDPA (ComfyUI's ``attn1``
-patch replace; PerturbedAttentionGuidance uses it, :mod:`loom_sd15.pag`).
+or per transformer block (``("middle", 0, 0)``) computes the self-attention of that block's
+transformers in place of SDPA (ComfyUI's ``attn1`` patch replace; PerturbedAttentionGuidance
+and SelfAttentionGuidance use it, :mod:`loom_sd15.pag`, :mod:`loom_sd15.sag`).
+:class:`SelfAttentionTokenPatch` functions rewrite every self-attention's tokens before the
+projections and after ``to_out`` (``attn1_patch`` / ``attn1_output_patch``: HyperTile, ToMe),
+and :class:`InputBlockPatch` functions each input block's output before or after the skip
+connection keeps it (``input_block_patch`` / ``..._after_skip``: deep shrink). These typed
+contracts, and the :class:`UNetCall` they are given, live in :mod:`loom_sd15.unet_hooks`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -33,6 +39,33 @@ from torch import nn
 
 from loom.memory import ops
 from loom.types import ControlResiduals
+from loom_sd15.unet_hooks import (
+    NO_INPUT_PATCHES,
+    AttentionInputPatch,
+    AttentionInputPatches,
+    AttentionSite,
+    BlockAttention,
+    BlockSite,
+    InputBlockPatch,
+    SelfAttentionReplacement,
+    SelfAttentionReplacements,
+    SelfAttentionTokenPatch,
+    UNetCall,
+)
+
+__all__ = [
+    "NO_INPUT_PATCHES",
+    "AttentionInputPatch",
+    "AttentionInputPatches",
+    "AttentionSite",
+    "BlockAttention",
+    "BlockSite",
+    "InputBlockPatch",
+    "SelfAttentionReplacement",
+    "SelfAttentionReplacements",
+    "SelfAttentionTokenPatch",
+    "UNetCall",
+]
 
 
 @attrs.frozen
@@ -79,42 +112,6 @@ class SelfAttentionPatch(Protocol):
     def __call__(self, x: torch.Tensor, transformer_index: int) -> torch.Tensor: ...
 
 
-class SelfAttentionReplacement(Protocol):
-    """Computes a self-attention from its projected ``q``, ``k``, ``v`` (``[B, N, heads*d]``)
-    in place of scaled dot-product attention; the result goes through ``to_out`` as usual."""
-
-    def __call__(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int
-    ) -> torch.Tensor: ...
-
-
-class AttentionInputPatch(Protocol):
-    """Rewrites an attention's inputs before their projections: the query tokens ``x``
-    ``[B, N, C]``, the key context and the value context (``x`` itself for self-attention,
-    the text embeddings for cross-attention), as ComfyUI's ``attn1_patch`` / ``attn2_patch``
-    (hypernetworks). Returns the three, in that order."""
-
-    def __call__(
-        self, x: torch.Tensor, key: torch.Tensor, value: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
-
-
-@attrs.frozen
-class AttentionInputPatches:
-    """The :class:`AttentionInputPatch` functions every transformer block applies, in order:
-    ``self_attention`` to ``attn1``'s inputs, ``cross_attention`` to ``attn2``'s."""
-
-    self_attention: tuple[AttentionInputPatch, ...] = ()
-    cross_attention: tuple[AttentionInputPatch, ...] = ()
-
-
-NO_INPUT_PATCHES = AttentionInputPatches()
-
-#: ``(block name, index) -> replacement``: ``("input", i)`` / ``("middle", 0)`` /
-#: ``("output", i)``, numbered as ``input_blocks`` / ``output_blocks`` (ComfyUI's block ids)
-SelfAttentionReplacements = Mapping[tuple[str, int], SelfAttentionReplacement]
-
-
 def timestep_embedding(
     timesteps: torch.Tensor, dim: int, max_period: float = 10000.0
 ) -> torch.Tensor:
@@ -156,6 +153,7 @@ class CrossAttention(nn.Module):
         x: torch.Tensor,
         context: torch.Tensor | None = None,
         replacement: SelfAttentionReplacement | None = None,
+        site: AttentionSite | None = None,
         input_patches: Sequence[AttentionInputPatch] = (),
     ) -> torch.Tensor:
         context = x if context is None else context
@@ -163,10 +161,10 @@ class CrossAttention(nn.Module):
         for patch in input_patches:
             x, context, value = patch(x, context, value)
         q, k, v = self.to_q(x), self.to_k(context), self.to_v(value)
-        if replacement is None:
+        if replacement is None or site is None:
             out = attention(q, k, v, self.heads)
         else:
-            out = replacement(q, k, v, self.heads)
+            out = replacement(q, k, v, self.heads, site)
         return self.to_out(out)
 
 
@@ -205,15 +203,33 @@ class BasicTransformerBlock(nn.Module):
         x: torch.Tensor,
         context: torch.Tensor,
         after_self_attention: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        self_attention: SelfAttentionReplacement | None = None,
-        input_patches: AttentionInputPatches | None = None,
+        attention: BlockAttention | None = None,
+        site: AttentionSite | None = None,
     ) -> torch.Tensor:
-        patches = input_patches or NO_INPUT_PATCHES
-        x = self.attn1(self.norm1(x), None, self_attention, patches.self_attention) + x
+        x = self.self_attention(self.norm1(x), attention, site) + x
         if after_self_attention is not None:
             x = after_self_attention(x)
-        x = self.attn2(self.norm2(x), context, None, patches.cross_attention) + x
+        cross = () if attention is None else attention.input_patches.cross_attention
+        x = self.attn2(self.norm2(x), context, input_patches=cross) + x
         return self.ff(self.norm3(x)) + x
+
+    def self_attention(
+        self, tokens: torch.Tensor, attention: BlockAttention | None, site: AttentionSite | None
+    ) -> torch.Tensor:
+        """``attn1`` on the normed tokens, through the block's token patches and replacement."""
+        if attention is None or site is None:
+            return self.attn1(tokens)
+        query, context = tokens, tokens
+        restores = []
+        for patch in attention.token_patches:
+            rewrite = patch(query, context, site)
+            query, context = rewrite.query, rewrite.context
+            restores.append(rewrite.restore)
+        replacement = attention.replacement(site.block_index)
+        out = self.attn1(query, context, replacement, site, attention.input_patches.self_attention)
+        for restore in restores:
+            out = restore(out)
+        return out
 
 
 class SpatialTransformer(nn.Module):
@@ -244,8 +260,7 @@ class SpatialTransformer(nn.Module):
         x: torch.Tensor,
         context: torch.Tensor,
         patch: SelfAttentionPatch | None = None,
-        replacement: SelfAttentionReplacement | None = None,
-        input_patches: AttentionInputPatches | None = None,
+        attention: BlockAttention | None = None,
     ) -> torch.Tensor:
         b, _, h, w = x.shape
         index = self.transformer_index
@@ -257,8 +272,12 @@ class SpatialTransformer(nn.Module):
         x = x.flatten(2).transpose(1, 2)
         if self.linear:
             x = self.proj_in(x)
-        for block in self.transformer_blocks:
-            x = block(x, context, after, replacement, input_patches)
+        for block_index, block in enumerate(self.transformer_blocks):
+            site = None
+            if attention is not None:
+                heads = block.attn1.heads
+                site = AttentionSite(attention.site, block_index, index, heads)
+            x = block(x, context, after, attention, site)
         if self.linear:
             x = self.proj_out(x)
         # contiguous: the transposed view is channels-last strided, and a channels-last input
@@ -329,14 +348,13 @@ class TimestepBlock(nn.ModuleList):
         context: torch.Tensor,
         size: tuple[int, int] | None = None,
         patch: SelfAttentionPatch | None = None,
-        replacement: SelfAttentionReplacement | None = None,
-        input_patches: AttentionInputPatches | None = None,
+        attention: BlockAttention | None = None,
     ) -> torch.Tensor:
         for layer in self:
             if isinstance(layer, ResBlock):
                 x = layer(x, emb)
             elif isinstance(layer, SpatialTransformer):
-                x = layer(x, context, patch, replacement, input_patches)
+                x = layer(x, context, patch, attention)
             elif isinstance(layer, Upsample):
                 x = layer(x, size)
             else:
@@ -360,6 +378,29 @@ def patch_output_block(
     for patch in patches:
         h, skip = patch(h, skip)
     return h, skip
+
+
+def patch_input_block(
+    patches: Sequence[InputBlockPatch], h: torch.Tensor, site: BlockSite
+) -> torch.Tensor:
+    """``h`` through each input-block patch in order."""
+    for patch in patches:
+        h = patch(h, site)
+    return h
+
+
+def block_attention(
+    call: UNetCall,
+    block: tuple[str, int],
+    replacements: SelfAttentionReplacements | None,
+    token_patches: Sequence[SelfAttentionTokenPatch],
+    input_patches: AttentionInputPatches | None = None,
+) -> BlockAttention | None:
+    """What the transformers of ``block`` apply to their attentions (None: nothing)."""
+    inputs = input_patches or NO_INPUT_PATCHES
+    if not replacements and not token_patches and inputs == NO_INPUT_PATCHES:
+        return None
+    return BlockAttention(BlockSite(call, block), replacements or {}, tuple(token_patches), inputs)
 
 
 def add_control(
@@ -436,22 +477,30 @@ class UNetModel(nn.Module):
         output_block_patches: Sequence[OutputBlockPatch] = (),
         self_attention_replacements: SelfAttentionReplacements | None = None,
         attention_input_patches: AttentionInputPatches | None = None,
+        input_block_patches: Sequence[InputBlockPatch] = (),
+        input_block_patches_after_skip: Sequence[InputBlockPatch] = (),
+        self_attention_token_patches: Sequence[SelfAttentionTokenPatch] = (),
+        call: UNetCall | None = None,
         **_: Any,
     ) -> torch.Tensor:
         t_emb = timestep_embedding(timesteps, self.config.model_channels).to(x.dtype)
         emb = self.time_embed(t_emb)
-        replaced = self_attention_replacements or {}
+        call = attrs.evolve(call or UNetCall(), latent_shape=tuple(x.shape))
+        replaced = self_attention_replacements
+        tokens = self_attention_token_patches
         inputs = attention_input_patches
         skips = []
         h = x
         for i, block in enumerate(self.input_blocks):
-            replacement = replaced.get(("input", i))
-            h = block(h, emb, context, None, self_attention_patch, replacement, inputs)
+            attention = block_attention(call, ("input", i), replaced, tokens, inputs)
+            h = block(h, emb, context, None, self_attention_patch, attention)
             h = add_control(h, control, "input", i)
+            site = BlockSite(call, ("input", i))
+            h = patch_input_block(input_block_patches, h, site)
             skips.append(h)
-        h = self.middle_block(
-            h, emb, context, None, self_attention_patch, replaced.get(("middle", 0)), inputs
-        )
+            h = patch_input_block(input_block_patches_after_skip, h, site)
+        attention = block_attention(call, ("middle", 0), replaced, tokens, inputs)
+        h = self.middle_block(h, emb, context, None, self_attention_patch, attention)
         h = add_control(h, control, "middle", 0)
         for index, block in enumerate(self.output_blocks):
             skip = add_control(skips.pop(), control, "output", len(skips))
@@ -459,8 +508,8 @@ class UNetModel(nn.Module):
             h = torch.cat([h, skip], dim=1)
             # Odd latent sizes: upsample to the size of the next skip, not blindly 2x.
             size = tuple(skips[-1].shape[-2:]) if skips else None
-            replacement = replaced.get(("output", index))
-            h = block(h, emb, context, size, self_attention_patch, replacement, inputs)
+            attention = block_attention(call, ("output", index), replaced, tokens, inputs)
+            h = block(h, emb, context, size, self_attention_patch, attention)
         return self.out(h)
 
 

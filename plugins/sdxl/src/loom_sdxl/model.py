@@ -249,9 +249,7 @@ class SDXLModel(SD15Model):
                 context.to(device, dtype),
                 y.to(device, dtype),
                 control=cond.get("control"),
-                output_block_patches=self.output_block_patches,
-                self_attention_replacements=self.self_attention_replacements,
-                attention_input_patches=self.attention_input_patches,
+                **self.unet_patches(sigma, cond),
             )
         return ms.calculate_denoised(sigma, out.float().to(x.device), x)
 

@@ -17,15 +17,21 @@ import attrs
 import torch
 from loom_sd15.unet import (
     AttentionInputPatches,
+    BlockSite,
     Downsample,
+    InputBlockPatch,
     OutputBlockPatch,
     ResBlock,
     SelfAttentionReplacements,
+    SelfAttentionTokenPatch,
     SpatialTransformer,
     TimestepBlock,
+    UNetCall,
     UNetConfig,
     Upsample,
     add_control,
+    block_attention,
+    patch_input_block,
     patch_output_block,
     timestep_embedding,
 )
@@ -147,28 +153,40 @@ class SDXLUNetModel(nn.Module):
         output_block_patches: Sequence[OutputBlockPatch] = (),
         self_attention_replacements: SelfAttentionReplacements | None = None,
         attention_input_patches: AttentionInputPatches | None = None,
+        input_block_patches: Sequence[InputBlockPatch] = (),
+        input_block_patches_after_skip: Sequence[InputBlockPatch] = (),
+        self_attention_token_patches: Sequence[SelfAttentionTokenPatch] = (),
+        call: UNetCall | None = None,
         **_: Any,
     ) -> torch.Tensor:
         if y is None:
             raise ValueError("the SDXL UNet needs its ADM vector y (pooled text + sizes)")
         t_emb = timestep_embedding(timesteps, self.config.model_channels).to(x.dtype)
         emb = self.time_embed(t_emb) + self.label_emb(y.to(x.dtype))
-        replaced = self_attention_replacements or {}
+        call = attrs.evolve(call or UNetCall(), latent_shape=tuple(x.shape))
+        replaced = self_attention_replacements
+        tokens = self_attention_token_patches
         inputs = attention_input_patches
         skips = []
         h = x
         for i, block in enumerate(self.input_blocks):
-            h = block(h, emb, context, None, None, replaced.get(("input", i)), inputs)
+            attention = block_attention(call, ("input", i), replaced, tokens, inputs)
+            h = block(h, emb, context, None, None, attention)
             h = add_control(h, control, "input", i)
+            site = BlockSite(call, ("input", i))
+            h = patch_input_block(input_block_patches, h, site)
             skips.append(h)
-        h = self.middle_block(h, emb, context, None, None, replaced.get(("middle", 0)), inputs)
+            h = patch_input_block(input_block_patches_after_skip, h, site)
+        attention = block_attention(call, ("middle", 0), replaced, tokens, inputs)
+        h = self.middle_block(h, emb, context, None, None, attention)
         h = add_control(h, control, "middle", 0)
         for index, block in enumerate(self.output_blocks):
             skip = add_control(skips.pop(), control, "output", len(skips))
             h, skip = patch_output_block(output_block_patches, h, skip)
             h = torch.cat([h, skip], dim=1)
             size = tuple(skips[-1].shape[-2:]) if skips else None
-            h = block(h, emb, context, size, None, replaced.get(("output", index)), inputs)
+            attention = block_attention(call, ("output", index), replaced, tokens, inputs)
+            h = block(h, emb, context, size, None, attention)
         return self.out(h)
 
 
