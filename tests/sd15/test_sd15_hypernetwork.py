@@ -88,7 +88,7 @@ def test_patch_rewrites_the_key_and_value_inputs_of_attention(tmp_path):
     x, context = torch.randn(2, 16, 64, generator=gen), torch.randn(2, 7, 32, generator=gen)
     patch = HypernetworkPatch(mlps, 0.7)
     with torch.no_grad():
-        got = attn(x, context, None, [patch])
+        got = attn(x, context, input_patches=[patch])
         key = context + mlps[32][0](context) * 0.7
         value = context + mlps[32][1](context) * 0.7
         q, k, v = attn.to_q(x), attn.to_k(key), attn.to_v(value)
@@ -96,7 +96,7 @@ def test_patch_rewrites_the_key_and_value_inputs_of_attention(tmp_path):
         torch.testing.assert_close(got, expected)
         # self-attention: the key and value inputs are the tokens (width 64)
         attn_self = CrossAttention(64, None, heads=8, head_dim=8).eval()
-        got_self = attn_self(x, None, None, [patch])
+        got_self = attn_self(x, None, input_patches=[patch])
         k_in, v_in = x + mlps[64][0](x) * 0.7, x + mlps[64][1](x) * 0.7
         q, k, v = attn_self.to_q(x), attn_self.to_k(k_in), attn_self.to_v(v_in)
         torch.testing.assert_close(got_self, attn_self.to_out(attention(q, k, v, 8)))
