@@ -46,6 +46,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "loom.nodes.builtin.latent",
     "loom.nodes.builtin.mask",
     "loom.nodes.builtin.conditioning",
+    "loom.nodes.builtin.hooks",
     "loom.nodes.builtin.compositing",
     "loom.nodes.builtin.image_ops",
     "loom.nodes.builtin.latent_ops",

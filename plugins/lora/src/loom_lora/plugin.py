@@ -21,10 +21,13 @@ def register_weight_adapters(register: RegisterWeightAdapter) -> None:
 
 @loom.hookimpl
 def register_nodes(register: RegisterNode) -> None:
+    from loom_lora.hook_nodes import NODES as HOOK_NODES
     from loom_lora.nodes import NODES
 
     for node_class in NODES:
         register(node_class, python_module="nodes")
+    for node_class in HOOK_NODES:
+        register(node_class, python_module="comfy_extras.nodes_hooks")
 
 
 @loom.hookimpl(trylast=True)

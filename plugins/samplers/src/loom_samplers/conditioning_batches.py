@@ -25,7 +25,14 @@ Covered (ComfyUI ``comfy/samplers.py`` behaviour):
 * Family-specific options (GLIGEN boxes, Flux reference latents and attention masks, ...)
   reach the model through its ``extra_conds``.
 
-Not covered: hooks and ``clip_start_percent`` scheduling, ``model_options`` wrappers and pre/post-CFG functions, context windows.
+* ``hooks`` (a :class:`loom.hooks.HookGroup`): entries batch together only when they carry
+  the same group, and each batch runs on the handle :class:`.hook_models.HookedModels`
+  gives for its group (the MODEL with the group's weight patches at the current keyframe
+  strength). ``default`` entries are evaluated only where the group's other entries leave
+  weight: with a weight of ``relu(1 - sum of the others' weights)``, and not at all when
+  that is zero everywhere (ComfyUI's ``finalize_default_conds``).
+
+Not covered: ``clip_start_percent`` scheduling, ``model_options`` wrappers and pre/post-CFG functions, context windows.
 """
 
 from __future__ import annotations
@@ -38,6 +45,8 @@ import attrs
 
 from loom import RunContext
 from loom.errors import LoomError
+from loom.hooks import DEFAULT, HOOKS, HookGroup
+from loom_samplers.hook_models import HookedModels, load_for_call
 from loom_samplers.model_interface import batch_fits
 
 if TYPE_CHECKING:
@@ -63,6 +72,8 @@ class CondEntry:
     timestep_end: float | None = None
     control: Any = None  # a loom.types.ControlSignal
     control_apply_to_uncond: bool = False
+    hooks: Any = None  # a loom.hooks.HookGroup
+    default: bool = False
 
 
 # --- preparing conditioning lists ------------------------------------------------------
@@ -118,9 +129,21 @@ def resolve_conditioning(
                 end,
                 options.get("control"),
                 bool(options.get("control_apply_to_uncond", False)),
+                _hooks_of(options),
+                bool(options.get(DEFAULT, False)),
             )
         )
     return entries
+
+
+def _hooks_of(options: Mapping[str, Any]) -> Any:
+    hooks = options.get(HOOKS)
+    if hooks is None or isinstance(hooks, HookGroup):
+        return hooks if hooks else None
+    raise LoomError(
+        f"a conditioning entry's 'hooks' option holds {type(hooks).__name__}, not HOOKS",
+        hint="attach hooks with ConditioningSetProperties or SetClipHooks",
+    )
 
 
 def share_control_with_uncond(positive: list[CondEntry], negative: list[CondEntry]) -> None:
@@ -253,6 +276,7 @@ class _Chunk:
     group: int
     plain: bool = False  # full size, no mask, strength 1: its weights are all ones
     control: Any = None
+    hooks: Any = None
 
 
 def _chunk(entry: CondEntry, x: Tensor, sigma: Tensor, group: int) -> _Chunk | None:
@@ -272,7 +296,7 @@ def _chunk(entry: CondEntry, x: Tensor, sigma: Tensor, group: int) -> _Chunk | N
     plain = entry.area is None and entry.mask is None and entry.strength == 1.0
     conds = {k: _process_cond(v, x, area, dims) for k, v in entry.model_conds.items()}
     if plain:
-        return _Chunk(input_x, None, conds, None, group, True, entry.control)
+        return _Chunk(input_x, None, conds, None, group, True, entry.control, entry.hooks)
     if entry.mask is not None:
         mask = entry.mask[: input_x.shape[0]]
         if area is not None:
@@ -287,9 +311,8 @@ def _chunk(entry: CondEntry, x: Tensor, sigma: Tensor, group: int) -> _Chunk | N
     mult = mask * entry.strength
     if entry.mask is None and area is not None:
         _feather(mult, area, x.shape, dims)
-    return _Chunk(
-        input_x, mult, conds, tuple(area) if area is not None else None, group, False, entry.control
-    )
+    area_out = tuple(area) if area is not None else None
+    return _Chunk(input_x, mult, conds, area_out, group, False, entry.control, entry.hooks)
 
 
 def _feather(mult: Tensor, area: list[int], shape: Any, dims: int, fuzz: int = 8) -> None:
@@ -319,6 +342,8 @@ def _process_cond(value: Any, x: Tensor, area: list[int] | None, dims: int) -> A
 
 def _can_concat(a: _Chunk, b: _Chunk) -> bool:
     if a.x.shape != b.x.shape or a.conds.keys() != b.conds.keys() or a.control is not b.control:
+        return False
+    if a.hooks is not b.hooks:
         return False
     for key, va in a.conds.items():
         vb = b.conds[key]
@@ -379,19 +404,30 @@ def calc_cond_batch(
     sigma: Tensor,
     ctx: RunContext | None = None,
     kept: dict | None = None,
+    hooked: HookedModels | None = None,
 ) -> list[Tensor]:
     """The weighted prediction of each group (None = not evaluated: zeros). ``kept``: see
-    :func:`_cat_conds`."""
+    :func:`_cat_conds`; ``hooked``: the run's hook-group handles (None: no entry has hooks)."""
     torch = _torch()
     outs: list[Any] = [None] * len(groups)  # made when a group needs them (ComfyUI's zeros)
     counts: list[Any] = [None] * len(groups)  # (and ones * 1e-37)
     direct: list[Any] = [_UNSET] * len(groups)
     to_run: list[_Chunk] = []
+    defaults: dict[int, list[CondEntry]] = {}
     for g, entries in enumerate(groups):
         for entry in entries or ():
+            if entry.default:
+                defaults.setdefault(g, []).append(entry)
+                continue
             chunk = _chunk(entry, x, sigma, g)
             if chunk is not None:
                 to_run.append(chunk)
+    for g, entries in defaults.items():
+        to_run += _default_chunks(entries, [c for c in to_run if c.group == g], x, sigma, g)
+    if hooked is not None:
+        for chunk in to_run:
+            if chunk.hooks is not None:
+                hooked.advance(chunk.hooks, float(sigma[0]))
     entries_per_group = [sum(1 for c in to_run if c.group == g) for g in range(len(groups))]
     while to_run:
         first = to_run[0]
@@ -408,12 +444,14 @@ def calc_cond_batch(
         input_x = torch.cat([c.x for c in chunks])
         sigma_in = torch.cat([sigma] * len(chunks))
         batched = _cat_conds(chunks, x.device, kept)
+        call_model = model
+        if hooked is not None:
+            call_model = hooked.model_for(first.hooks)
+            load_for_call(ctx, call_model, input_x)
         if first.control is not None:
-            batched = {
-                **batched,
-                "control": first.control.residuals(input_x, sigma_in, batched, model, len(chunks)),
-            }
-        output = model.apply_model(input_x, sigma_in, batched).chunk(len(chunks))
+            residuals = first.control.residuals(input_x, sigma_in, batched, call_model, len(chunks))
+            batched = {**batched, "control": residuals}
+        output = call_model.apply_model(input_x, sigma_in, batched).chunk(len(chunks))
         for c, out in zip(chunks, output, strict=True):
             if c.plain and entries_per_group[c.group] == 1:
                 # the group's only entry, full size, weight 1: (0 + o*1) / (1e-37 + 1) == o exactly
@@ -446,3 +484,34 @@ def calc_cond_batch(
 
 
 _UNSET = object()
+
+
+def _default_chunks(
+    entries: list[CondEntry], others: list[_Chunk], x: Tensor, sigma: Tensor, group: int
+) -> list[_Chunk]:
+    """Chunks for a group's default entries, weighted by what the group's other chunks
+    leave uncovered (``relu(1 - their weights)``); none when nothing is left."""
+    torch = _torch()
+    left = torch.ones_like(x)
+    for chunk in others:
+        target = left
+        if chunk.area is not None:
+            dims = len(chunk.area) // 2
+            for i in range(dims):
+                target = target.narrow(i + 2, chunk.area[i + dims], chunk.area[i])
+        target -= 1.0 if chunk.mult is None else chunk.mult
+    torch.nn.functional.relu(left, inplace=True)
+    if float(torch.max(left)) == 0.0:
+        return []
+    out = []
+    for entry in entries:
+        chunk = _chunk(entry, x, sigma, group)
+        if chunk is None:
+            continue
+        mult = left
+        if chunk.area is not None:
+            dims = len(chunk.area) // 2
+            for i in range(dims):
+                mult = mult.narrow(i + 2, chunk.area[i + dims], chunk.area[i])
+        out.append(attrs.evolve(chunk, mult=mult.clone(), plain=False))
+    return out

@@ -30,6 +30,7 @@ from loom_samplers.conditioning_batches import (
     resolve_conditioning,
     share_control_with_uncond,
 )
+from loom_samplers.hook_models import HookedModels
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -109,6 +110,8 @@ class Guider:
     resolved: dict[str, list[CondEntry]] = attrs.field(factory=dict, init=False)
     #: conditioning batched by :func:`calc_cond_batch` during this run (see ``_cat_conds``)
     batched: dict = attrs.field(factory=dict, init=False)
+    #: the run's hook-group handles; None when no entry carries hooks
+    hooked: HookedModels | None = attrs.field(default=None, init=False)
 
     def prepare(
         self,
@@ -116,7 +119,10 @@ class Guider:
         latent_image: Tensor | None,
         denoise_mask: Tensor | None,
         seed: int | None,
+        sigmas: Tensor | None = None,
     ) -> None:
+        """Resolve the conditioning for ``noise``; ``sigmas`` (the run's schedule) place
+        hook keyframes that start before the sampled range."""
         self.batched = {}
         self.resolved = {
             name: resolve_conditioning(
@@ -135,6 +141,11 @@ class Guider:
         for name, entries in self.resolved.items():
             if positive is not None and name != "positive":
                 share_control_with_uncond(positive, entries)
+        hooked = any(e.hooks is not None for es in self.resolved.values() for e in es)
+        self.hooked = None
+        if hooked:
+            top = float(sigmas.max()) if sigmas is not None and sigmas.numel() else float("inf")
+            self.hooked = HookedModels(self.model, top)
 
     def predict(
         self, x: Tensor, sigma: Tensor, *, need_uncond: bool = False, ctx: RunContext | None = None
@@ -146,7 +157,13 @@ class Guider:
         if math.isclose(self.cfg, 1.0) and not (need_uncond or hooks.disable_cfg1_optimization):
             negative = None
         cond, uncond = calc_cond_batch(
-            self.model, [self.resolved.get("positive"), negative], x, sigma, ctx, self.batched
+            self.model,
+            [self.resolved.get("positive"), negative],
+            x,
+            sigma,
+            ctx,
+            self.batched,
+            self.hooked,
         )
         return guided(
             hooks,
@@ -184,7 +201,7 @@ class DualCFGGuider(Guider):
         positive = self.resolved.get("positive")
         if self.nested:
             out = calc_cond_batch(
-                self.model, [negative, middle, positive], x, sigma, ctx, self.batched
+                self.model, [negative, middle, positive], x, sigma, ctx, self.batched, self.hooked
             )
             text = hooked_cfg(hooks, self.model, x, sigma, out[2], out[1], self.cfg)
             return out[0] + self.cfg2 * (text - out[0]), out[1]
@@ -193,7 +210,9 @@ class DualCFGGuider(Guider):
             negative = None
             if math.isclose(self.cfg, 1.0):
                 middle = None
-        out = calc_cond_batch(self.model, [negative, middle, positive], x, sigma, ctx, self.batched)
+        out = calc_cond_batch(
+            self.model, [negative, middle, positive], x, sigma, ctx, self.batched, self.hooked
+        )
         combined = hooked_cfg(hooks, self.model, x, sigma, out[1], out[0], self.cfg2)
         return combined + (out[2] - out[1]) * self.cfg, out[0]
 
@@ -237,7 +256,9 @@ class PerpNegGuider(Guider):
             groups[1] = None
             if math.isclose(self.cfg, 1.0):
                 groups[2] = None
-        outputs = tuple(calc_cond_batch(self.model, groups, x, sigma, ctx, self.batched))
+        outputs = tuple(
+            calc_cond_batch(self.model, groups, x, sigma, ctx, self.batched, self.hooked)
+        )
         evaluated = tuple(group is not None for group in groups)
         for pre in hooks.pre_cfg:
             outputs = tuple(pre(PreCFGStep(x, sigma, outputs, self.cfg, self.model, evaluated)))
