@@ -32,15 +32,12 @@ STEPS = 4
 
 @pytest.fixture
 def executor(base_dir):  # noqa: F811
+    from loom_sd15.tiny import write_tiny_checkpoint
     from safetensors.torch import save_file
 
     from loom.executor.executor import Executor
 
-    checkpoint_shapes = {}
-    from loom.memory import open_safetensors
-
-    ckpt = base_dir / "models" / "checkpoints" / "tiny.safetensors"
-    checkpoint_shapes = {k: tuple(v.shape) for k, v in open_safetensors(ckpt).items()}
+    write_tiny_checkpoint(base_dir / "models" / "checkpoints" / "tiny2.safetensors", seed=1)
     # a LoRA whose layers have other shapes (as one for another family): it fits nothing
     wrong = {
         "lora_unet_input_blocks_1_0_proj_in.lora_up.weight": torch.randn(7, 2),
@@ -49,7 +46,6 @@ def executor(base_dir):  # noqa: F811
         "lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": torch.randn(2, 5),
     }
     save_file(wrong, str(base_dir / "models" / "loras" / "other_family.safetensors"))
-    del checkpoint_shapes
     return Executor(make_runtime(base_dir))
 
 
@@ -273,3 +269,23 @@ def test_bad_inputs_name_node_and_input(executor):
     else:
         text = str(validated.node_errors)
     assert "hooks" in text and "HOOK_KEYFRAMES" in text and "HOOKS" in text, text
+
+
+def test_model_as_lora_hook_at_strength_one_samples_with_the_other_checkpoints_weights(executor):
+    hooked = with_hook(base_prompt(), on=("6", "7"))
+    hooked["30"] = {
+        "class_type": "CreateHookModelAsLoraModelOnly",
+        "inputs": {"ckpt_name": "tiny2.safetensors", "strength_model": 1.0},
+    }
+    other = base_prompt()
+    other["20"] = {
+        "class_type": "CheckpointLoaderSimple",
+        "inputs": {"ckpt_name": "tiny2.safetensors"},
+    }
+    other["3"]["inputs"]["model"] = ["20", 0]
+    expected = run(executor, other)
+    assert (expected - run(executor, base_prompt())).abs().max() > 1e-3
+    assert torch.allclose(run(executor, hooked), expected, atol=1e-5, rtol=0)
+    hooked["30"]["inputs"]["strength_model"] = 0.5
+    halfway = run(executor, hooked)
+    assert (halfway - expected).abs().max() > 1e-3

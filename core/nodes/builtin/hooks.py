@@ -483,7 +483,7 @@ class RangeOutputs:
 
 @loom.node(
     "ConditioningTimestepsRange",
-    category="advanced/hooks",
+    category="advanced/hooks/scheduling",
     display_name="Timesteps Range",
     experimental=True,
 )
