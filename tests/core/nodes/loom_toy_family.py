@@ -27,6 +27,7 @@ BUILTINS = (
     "loom.folders",
     "loom.nodes.builtin.primitives",
     "loom.nodes.builtin.conditioning",
+    "loom.nodes.builtin.hooks",
     "loom.nodes.builtin.loaders",
     "loom.nodes.builtin.models",
 )
