@@ -18,7 +18,13 @@ def test_plugin_is_installed():
 def test_loading_plugins_registers_adapters_and_nodes(loom_registry):
     registry = loom_registry("lora")
     assert set(registry.by_plugin["lora"]["weight_adapter"]) == {"lora", "loha", "lokr", "diff"}
-    assert set(registry.by_plugin["lora"]["node"]) == {"LoraLoader", "LoraLoaderModelOnly"}
+    assert set(registry.by_plugin["lora"]["node"]) == {
+        "LoraLoader",
+        "LoraLoaderModelOnly",
+        "CreateHookLora",
+        "CreateHookLoraModelOnly",
+        "SetClipHooks",
+    }
 
 
 def test_fallback_key_map_names_a_bare_handle_by_its_own_keys():
