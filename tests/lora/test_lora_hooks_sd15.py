@@ -289,3 +289,114 @@ def test_model_as_lora_hook_at_strength_one_samples_with_the_other_checkpoints_w
     hooked["30"]["inputs"]["strength_model"] = 0.5
     halfway = run(executor, hooked)
     assert (halfway - expected).abs().max() > 1e-3
+
+
+def test_clip_schedule_ranges_follow_strength_changes():
+    from loom_lora.hook_nodes import clip_schedule
+
+    from loom.hooks import HookGroup, HookKeyframe, HookKeyframes, WeightHook
+
+    frames = HookKeyframes(
+        (
+            HookKeyframe(1.0, 0.0),
+            HookKeyframe(0.5, 0.3),
+            HookKeyframe(0.5, 0.5),  # same strength: no new range
+            HookKeyframe(0.0, 0.8),
+        )
+    )
+    scheduled = WeightHook(object(), keyframes=frames)
+    late = WeightHook(object(), keyframes=HookKeyframes((HookKeyframe(2.0, 0.6),)))
+    assert clip_schedule(HookGroup((scheduled, late))) == [
+        ((0.0, 0.3), [1.0, 1.0]),
+        ((0.3, 0.6), [0.5, 1.0]),  # the late hook has no keyframe before 60%: strength 1
+        ((0.6, 0.8), [0.5, 2.0]),
+        ((0.8, 1.0), [0.0, 2.0]),
+    ]
+
+
+def test_scheduled_clip_hooks_encode_per_range_and_sample_like_two_halves(executor):
+    hooked = base_prompt()
+    hooked["30"] = {
+        "class_type": "CreateHookLora",
+        "inputs": {"lora_name": "a_kohya.safetensors", "strength_model": 0.0, "strength_clip": 0.7},
+    }
+    hooked["40"] = {
+        "class_type": "CreateHookKeyframe",
+        "inputs": {"strength_mult": 1.0, "start_percent": 0.0},
+    }
+    hooked["41"] = {
+        "class_type": "CreateHookKeyframe",
+        "inputs": {"strength_mult": 0.0, "start_percent": 0.45, "prev_hook_kf": ["40", 0]},
+    }
+    hooked["42"] = {
+        "class_type": "SetHookKeyframes",
+        "inputs": {"hooks": ["30", 0], "hook_kf": ["41", 0]},
+    }
+    hooked["31"] = {
+        "class_type": "SetClipHooks",
+        "inputs": {
+            "clip": ["4", 1],
+            "apply_to_conds": True,
+            "schedule_clip": True,
+            "hooks": ["42", 0],
+        },
+    }
+    hooked["6"]["inputs"]["clip"] = ["31", 0]
+    [(first, first_options), (second, second_options)] = encodings(executor, hooked)
+    loader = base_prompt()
+    loader["20"] = {
+        "class_type": "LoraLoader",
+        "inputs": {
+            "model": ["4", 0],
+            "clip": ["4", 1],
+            "lora_name": "a_kohya.safetensors",
+            "strength_model": 0.0,
+            "strength_clip": 0.7,
+        },
+    }
+    loader["6"]["inputs"]["clip"] = ["20", 1]
+    [(with_lora, _)] = encodings(executor, loader)
+    [(base, _)] = encodings(executor, base_prompt())
+    assert torch.allclose(first, with_lora, atol=1e-5, rtol=0)
+    assert torch.allclose(second, base, atol=1e-5, rtol=0)
+    assert (first_options["clip_start_percent"], first_options["clip_end_percent"]) == (0.0, 0.45)
+    assert (second_options["clip_start_percent"], second_options["clip_end_percent"]) == (
+        0.45,
+        1.0,
+    )
+    scheduled = run(executor, hooked)
+
+    half = STEPS // 2
+    two = copy.deepcopy(loader)
+    two["60"] = {
+        "class_type": "CLIPTextEncode",
+        "inputs": {"text": "a glass bottle", "clip": ["4", 1]},
+    }
+    common = {"add_noise": "enable", "noise_seed": 42, "steps": STEPS, "cfg": 8.0}
+    common |= {"sampler_name": "euler", "scheduler": "normal", "negative": ["7", 0]}
+    common |= {"model": ["4", 0]}
+    two["3"] = {
+        "class_type": "KSamplerAdvanced",
+        "inputs": common
+        | {
+            "positive": ["6", 0],
+            "latent_image": ["5", 0],
+            "start_at_step": 0,
+            "end_at_step": half,
+            "return_with_leftover_noise": "enable",
+        },
+    }
+    two["50"] = {
+        "class_type": "KSamplerAdvanced",
+        "inputs": common
+        | {
+            "add_noise": "disable",
+            "positive": ["60", 0],
+            "latent_image": ["3", 0],
+            "start_at_step": half,
+            "end_at_step": 10000,
+            "return_with_leftover_noise": "disable",
+        },
+    }
+    two["8"]["inputs"]["samples"] = ["50", 0]
+    assert torch.allclose(scheduled, run(executor, two), atol=1e-5, rtol=0)

@@ -3,13 +3,17 @@
 ``CreateHookLora`` makes a :class:`loom.hooks.WeightHook` whose weights are a LoRA file
 (:class:`LoraHookWeights`): nothing is patched until the sampler (or a hooked CLIP) adds
 the hook's patches to a clone, with the same key maps and adapters ``LoraLoader`` uses.
-``SetClipHooks`` gives a CLIP the hooks' text-encoder patches (at ``strength_clip``) and,
-with ``apply_to_conds``, attaches the hooks to everything it encodes.
+``SetClipHooks`` gives a CLIP the hooks' text-encoder patches (at ``strength_clip``, or per
+keyframe range with ``schedule_clip``) and, with ``apply_to_conds``, attaches the hooks to
+everything it encodes.
 """
 
 from __future__ import annotations
 
+import copy
+import itertools
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +21,7 @@ import attrs
 
 import loom
 from loom.errors import LoomError
-from loom.hooks import HOOKS, HookGroup, Hooks, WeightHook, attach_hooks
+from loom.hooks import HookGroup, Hooks, WeightHook, attach_hooks
 from loom.types import AdapterTarget, Clip
 from loom_lora.loader import Target, apply_report, plan_patches
 from loom_lora.nodes import adapters_of, key_map_of, lora_files, resolve_lora
@@ -134,40 +138,97 @@ class CreateHookLoraModelOnly:
         )
 
 
-class HookedClip:
-    """A CLIP whose encodings carry ``hooks`` (``SetClipHooks``' ``apply_to_conds``); the
-    wrapped CLIP already holds the hooks' text-encoder patches. Everything else is the
-    wrapped CLIP's."""
+def clip_schedule(hooks: HookGroup) -> list[tuple[tuple[float, float], list[float]]]:
+    """``[((start, end), [keyframe strength of each hook])]``: the percent ranges a scheduled
+    CLIP encodes separately (ComfyUI's ``get_hooks_for_clip_schedule``).
 
-    def __init__(self, clip: Any, hooks: HookGroup) -> None:
-        self._clip = clip
+    Each hook's keyframes become ranges wherever its strength changes (a keyframe starting
+    where the previous one did replaces it); all hooks' range ends, with 0, cut ``[0, 1]``
+    into the ranges returned; in each, a hook has the strength of its first range that
+    overlaps it, or 1 where none does.
+    """
+    per_hook: list[list[tuple[tuple[float, float], float]]] = []
+    for hook in hooks.hooks:
+        frames = hook.keyframes.keyframes
+        if not frames:
+            per_hook.append([((0.0, 1.0), 1.0)])
+            continue
+        ranges = []
+        previous = frames[0]
+        for frame in frames:
+            if frame.start_percent > previous.start_percent and not math.isclose(
+                frame.strength, previous.strength
+            ):
+                ranges.append(((previous.start_percent, frame.start_percent), previous.strength))
+                previous = frame
+            elif frame.start_percent == previous.start_percent:
+                previous = frame
+        if not math.isclose(previous.start_percent, 1.0):
+            ranges.append(((previous.start_percent, 1.0), previous.strength))
+        per_hook.append(ranges)
+    bounds = sorted({0.0, *(v for ranges in per_hook for (span, _) in ranges for v in span)})
+    out = []
+    for low, high in itertools.pairwise(bounds):
+        strengths = []
+        for ranges in per_hook:
+            found = [s for (a, b), s in ranges if a < high and b > low]
+            strengths.append(float(found[0]) if found else 1.0)
+        out.append(((low, high), strengths))
+    return out
+
+
+def _patched(clip: Any, hooks: HookGroup, multipliers: list[float] | None = None) -> Any:
+    """A clone of ``clip`` with each hook's CLIP patches at ``strength_clip`` (times its
+    keyframe strength in ``multipliers``)."""
+    clone = clip.clone()
+    for index, hook in enumerate(hooks.hooks):
+        strength = hook.strength_clip * (multipliers[index] if multipliers else 1.0)
+        if strength != 0:
+            hook.weights.add_patches(clone, "clip", strength)
+    return clone
+
+
+class HookedClip:
+    """A CLIP given hooks by ``SetClipHooks``.
+
+    Unscheduled, it encodes with every hook at ``strength_clip`` (keyframes ignored, as in
+    ComfyUI). Scheduled, a prompt is encoded once per :func:`clip_schedule` range, with the
+    hooks at their keyframe strengths there, and each entry gets ``clip_start_percent`` /
+    ``clip_end_percent`` (the sampler uses it only within that range). With
+    ``apply_to_conds`` the entries carry the hooks. Everything else is the wrapped CLIP's.
+    """
+
+    def __init__(self, base: Any, hooks: HookGroup, apply_to_conds: bool, scheduled: bool) -> None:
+        self._base = base
+        self._clip = _patched(base, hooks)
         self.hooks = hooks
+        self.apply_to_conds = apply_to_conds
+        self.scheduled = scheduled
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._clip, name)
 
     def clone(self) -> HookedClip:
-        return HookedClip(self._clip.clone(), self.hooks)
+        other = copy.copy(self)
+        other._base, other._clip = self._base.clone(), self._clip.clone()
+        return other
+
+    def _attach(self, conditioning: list) -> list:
+        return attach_hooks(conditioning, self.hooks) if self.apply_to_conds else conditioning
 
     def encode(self, text: str) -> list:
-        return attach_hooks(self._clip.encode(text), self.hooks)
+        if not self.scheduled:
+            return self._attach(self._clip.encode(text))
+        out = []
+        for (start, end), multipliers in clip_schedule(self.hooks):
+            encoded = _patched(self._base, self.hooks, multipliers).encode(text)
+            span = {"clip_start_percent": start, "clip_end_percent": end}
+            out += [[tensor, {**options, **span}] for tensor, options in encoded]
+        return self._attach(out)
 
     def set_last_layer(self, layer: int) -> None:
+        self._base.set_last_layer(layer)
         self._clip.set_last_layer(layer)
-
-
-def hooks_on_clip(clip: Any, hooks: HookGroup, apply_to_conds: bool) -> Any:
-    """A clone of ``clip`` with each hook's CLIP patches at ``strength_clip`` (keyframes
-    ignored: ComfyUI drops them unless the CLIP is scheduled)."""
-    inner = clip._clip if isinstance(clip, HookedClip) else clip
-    clone = inner.clone()
-    for hook in hooks.hooks:
-        if hook.strength_clip != 0:
-            hook.weights.add_patches(clone, "clip", hook.strength_clip)
-    if apply_to_conds:
-        present = clip.hooks if isinstance(clip, HookedClip) else None
-        return HookedClip(clone, present.combine(hooks) if present is not None else hooks)
-    return clone
 
 
 @loom.node(
@@ -189,13 +250,13 @@ class SetClipHooks:
             raise LoomError(
                 f"SetClipHooks: input 'hooks' expects HOOKS, got {type(self.hooks).__name__}"
             )
-        if self.schedule_clip and any(len(h.keyframes) for h in self.hooks.hooks):
-            log.warning(
-                "SetClipHooks: schedule_clip is not supported; the CLIP encodes with the "
-                "hooks at their strength_clip throughout"
-            )
-        return hooks_on_clip(self.clip, self.hooks, self.apply_to_conds)
+        clip, hooks = self.clip, self.hooks
+        if isinstance(clip, HookedClip):  # hooks set twice: both sets, on the unhooked CLIP
+            clip, hooks = clip._base, clip.hooks.combine(hooks)
+        if not self.apply_to_conds and not self.schedule_clip:
+            return _patched(clip, hooks)
+        return HookedClip(clip, hooks, self.apply_to_conds, self.schedule_clip)
 
 
 NODES = (CreateHookLora, CreateHookLoraModelOnly, SetClipHooks)
-__all__ = ["HOOKS", "NODES", "HookedClip", "LoraHookWeights"]
+__all__ = ["NODES", "HookedClip", "LoraHookWeights", "clip_schedule"]

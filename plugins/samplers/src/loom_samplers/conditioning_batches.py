@@ -32,7 +32,10 @@ Covered (ComfyUI ``comfy/samplers.py`` behaviour):
   weight: with a weight of ``relu(1 - sum of the others' weights)``, and not at all when
   that is zero everywhere (ComfyUI's ``finalize_default_conds``).
 
-Not covered: ``clip_start_percent`` scheduling, ``model_options`` wrappers and pre/post-CFG functions, context windows.
+* ``clip_start_percent`` / ``clip_end_percent`` (entries of a scheduled hooked CLIP): the
+  entry's range is the overlap with its ``start_percent`` / ``end_percent``.
+
+Not covered: ``model_options`` wrappers and pre/post-CFG functions, context windows.
 """
 
 from __future__ import annotations
@@ -100,14 +103,7 @@ def resolve_conditioning(
         mask = None
         if options.get("mask") is not None:
             mask, area = _resolve_mask(options["mask"], dims, noise.device, options, area)
-        start = (
-            sampling.percent_to_sigma(options["start_percent"])
-            if "start_percent" in options
-            else None
-        )
-        end = (
-            sampling.percent_to_sigma(options["end_percent"]) if "end_percent" in options else None
-        )
+        start, end = _sigma_range(sampling, options)
         model_conds = _model_conds(
             model,
             tensor,
@@ -134,6 +130,21 @@ def resolve_conditioning(
             )
         )
     return entries
+
+
+def _sigma_range(sampling: Any, options: Mapping[str, Any]) -> tuple[Any, Any]:
+    """The entry's sigma range: its ``start_percent`` / ``end_percent``; an entry a scheduled
+    CLIP encoded for ``clip_start_percent .. clip_end_percent`` takes the overlap of both."""
+    if "clip_start_percent" in options:
+        low = max(options["clip_start_percent"], options.get("start_percent", 0.0))
+        high = min(options["clip_end_percent"], options.get("end_percent", 1.0))
+        return sampling.percent_to_sigma(low), sampling.percent_to_sigma(high)
+    start = options.get("start_percent")
+    end = options.get("end_percent")
+    return (
+        sampling.percent_to_sigma(start) if start is not None else None,
+        sampling.percent_to_sigma(end) if end is not None else None,
+    )
 
 
 def _hooks_of(options: Mapping[str, Any]) -> Any:
