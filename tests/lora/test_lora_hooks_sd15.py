@@ -400,3 +400,18 @@ def test_scheduled_clip_hooks_encode_per_range_and_sample_like_two_halves(execut
     }
     two["8"]["inputs"]["samples"] = ["50", 0]
     assert torch.allclose(scheduled, run(executor, two), atol=1e-5, rtol=0)
+
+
+def test_weights_are_merged_once_per_group_change_not_every_step(executor):
+    memory = executor.runtime.memory
+    run(executor, base_prompt())
+
+    def swaps(prompt: dict) -> int:
+        memory.evictions.clear()
+        run(executor, prompt)
+        return sum(1 for e in memory.evictions if e.reason == "another clone requested")
+
+    # one group on every entry: the hooked clone is placed once for the whole run
+    assert swaps(with_hook(base_prompt(), on=("6", "7"))) <= 2
+    # positive hooked, negative not: the clone and the MODEL alternate within each step
+    assert swaps(with_hook(base_prompt(), on=("6",))) >= 2 * STEPS - 1
