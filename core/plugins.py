@@ -47,6 +47,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "loom.nodes.builtin.mask",
     "loom.nodes.builtin.conditioning",
     "loom.nodes.builtin.hooks",
+    "loom.nodes.builtin.hook_scheduling",
     "loom.nodes.builtin.hooks_model_as_lora",
     "loom.nodes.builtin.compositing",
     "loom.nodes.builtin.image_ops",

@@ -28,6 +28,7 @@ BUILTINS = (
     "loom.nodes.builtin.primitives",
     "loom.nodes.builtin.conditioning",
     "loom.nodes.builtin.hooks",
+    "loom.nodes.builtin.hook_scheduling",
     "loom.nodes.builtin.loaders",
     "loom.nodes.builtin.models",
 )
