@@ -8,7 +8,6 @@ import copy
 
 import pytest
 import torch
-from conftest import ToyModel
 from loom_samplers.guiders import Guider
 from loom_samplers.hook_models import HookedModels, KeyframeCursor
 
@@ -16,17 +15,21 @@ from loom.errors import LoomError
 from loom.hooks import DEFAULT, HOOKS, HookGroup, HookKeyframe, HookKeyframes, WeightHook
 
 
-class ShiftedToy(ToyModel):
+@pytest.fixture
+def shifted(toy_model):
     """The toy MODEL whose clones may add ``shift`` to every prediction (a stand-in for
     weight patches); clones share the call log."""
 
-    shift = 0.0
+    class ShiftedToy(toy_model):
+        shift = 0.0
 
-    def clone(self) -> ShiftedToy:
-        return copy.copy(self)
+        def clone(self):
+            return copy.copy(self)
 
-    def apply_model(self, x, sigma, cond):
-        return super().apply_model(x, sigma, cond) + self.shift
+        def apply_model(self, x, sigma, cond):
+            return super().apply_model(x, sigma, cond) + self.shift
+
+    return ShiftedToy
 
 
 class Shift:
@@ -48,18 +51,18 @@ def hooks(strength: float = 1.0, keyframes: HookKeyframes | None = None) -> Hook
     return HookGroup((hook.with_keyframes(keyframes),))
 
 
-def prepared(conds, cfg=1.0, sigmas=None):
-    model = ShiftedToy()
+def prepared(model_class, conds, cfg=1.0, sigmas=None):
+    model = model_class()
     guider = Guider(model, conds, cfg)
     noise = torch.zeros(1, 4, 16, 16)
     guider.prepare(noise, noise, None, 0, sigmas)
     return model, guider
 
 
-def test_a_hooked_positive_runs_on_its_own_clone_and_the_negative_on_the_model(cond):
+def test_a_hooked_positive_runs_on_its_own_clone_and_the_negative_on_the_model(cond, shifted):
     group = hooks(0.25)
     model, guider = prepared(
-        {"positive": cond(1.0, **{HOOKS: group}), "negative": cond(-1.0)}, cfg=3.0
+        shifted, {"positive": cond(1.0, **{HOOKS: group}), "negative": cond(-1.0)}, cfg=3.0
     )
     x = torch.zeros(1, 4, 16, 16)
     out, _ = guider.predict(x, torch.tensor([1.0]))
@@ -71,9 +74,10 @@ def test_a_hooked_positive_runs_on_its_own_clone_and_the_negative_on_the_model(c
     assert group.hooks[0].weights.asked == [("model", 0.25)]  # one clone for the run
 
 
-def test_the_same_group_on_both_entries_batches_them_in_one_call(cond):
+def test_the_same_group_on_both_entries_batches_them_in_one_call(cond, shifted):
     group = hooks()
     model, guider = prepared(
+        shifted,
         {"positive": cond(1.0, **{HOOKS: group}), "negative": cond(-1.0, **{HOOKS: group})},
         cfg=2.0,
     )
@@ -113,8 +117,8 @@ def test_keyframe_cursor_follows_guaranteed_steps_as_comfyui():
     assert strengths == [1.0, 1.0, 0.0]
 
 
-def test_hooked_models_scale_by_the_keyframe_and_use_the_model_at_strength_zero():
-    model = ShiftedToy()
+def test_hooked_models_scale_by_the_keyframe_and_use_the_model_at_strength_zero(shifted):
+    model = shifted()
     frames = HookKeyframes((HookKeyframe(1.0, 0.0), HookKeyframe(0.0, 0.5)))
     group = hooks(2.0, frames)
     hooked = HookedModels(model, max_sigma=14.6)
@@ -127,25 +131,25 @@ def test_hooked_models_scale_by_the_keyframe_and_use_the_model_at_strength_zero(
     assert hooked.model_for(None) is model
 
 
-def test_default_entries_fill_only_what_the_others_leave(cond):
+def test_default_entries_fill_only_what_the_others_leave(cond, shifted):
     mask = torch.zeros(16, 16)
     mask[:, :8] = 1.0
     positive = cond(1.0, mask=mask, mask_strength=1.0) + cond(3.0, **{DEFAULT: True})
-    _model, guider = prepared({"positive": positive})
+    _model, guider = prepared(shifted, {"positive": positive})
     out, _ = guider.predict(torch.zeros(1, 4, 16, 16), torch.tensor([1.0]))
     # left: the masked entry alone (1/2); right: the default entry alone (3/2)
     assert torch.allclose(out[..., :8], torch.full((1, 4, 16, 8), 0.5))
     assert torch.allclose(out[..., 8:], torch.full((1, 4, 16, 8), 1.5))
 
 
-def test_default_entries_are_not_evaluated_when_the_others_cover_everything(cond):
+def test_default_entries_are_not_evaluated_when_the_others_cover_everything(cond, shifted):
     positive = cond(1.0) + cond(3.0, **{DEFAULT: True})
-    model, guider = prepared({"positive": positive})
+    model, guider = prepared(shifted, {"positive": positive})
     out, _ = guider.predict(torch.zeros(1, 4, 16, 16), torch.tensor([1.0]))
     assert torch.allclose(out, torch.full_like(out, 0.5))
     assert [c[0][0] for c in model.calls] == [1]
 
 
-def test_a_hooks_option_of_the_wrong_type_is_named(cond):
+def test_a_hooks_option_of_the_wrong_type_is_named(cond, shifted):
     with pytest.raises(LoomError, match="'hooks' option holds HookKeyframes, not HOOKS"):
-        prepared({"positive": cond(1.0, **{HOOKS: HookKeyframes()})})
+        prepared(shifted, {"positive": cond(1.0, **{HOOKS: HookKeyframes()})})
