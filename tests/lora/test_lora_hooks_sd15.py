@@ -415,3 +415,20 @@ def test_weights_are_merged_once_per_group_change_not_every_step(executor):
     assert swaps(with_hook(base_prompt(), on=("6", "7"))) <= 2
     # positive hooked, negative not: the clone and the MODEL alternate within each step
     assert swaps(with_hook(base_prompt(), on=("6",))) >= 2 * STEPS - 1
+
+
+def test_model_as_lora_diffs_against_the_stored_weights_so_a_lora_stays_on_top(executor):
+    # ComfyUI's model_as_lora: w + s * (w_ckpt - w_base); with a LoRA already on the MODEL,
+    # strength 1 gives the other checkpoint's weights plus the LoRA
+    hooked = with_lora_model_only(with_hook(base_prompt(), on=("6", "7")))
+    hooked["30"] = {
+        "class_type": "CreateHookModelAsLoraModelOnly",
+        "inputs": {"ckpt_name": "tiny2.safetensors", "strength_model": 1.0},
+    }
+    other = with_lora_model_only(base_prompt())
+    other["21"] = {
+        "class_type": "CheckpointLoaderSimple",
+        "inputs": {"ckpt_name": "tiny2.safetensors"},
+    }
+    other["20"]["inputs"]["model"] = ["21", 0]
+    assert torch.allclose(run(executor, hooked), run(executor, other), atol=1e-5, rtol=0)

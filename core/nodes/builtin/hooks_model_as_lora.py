@@ -3,8 +3,10 @@ weights as a hook ("model as LoRA").
 
 The checkpoint is loaded by its model family like ``CheckpointLoaderSimple`` does; the
 hook's patch on each weight the sampled MODEL (or hooked CLIP) shares with it moves that
-weight toward the checkpoint's: ``w + strength * (w_ckpt - w)``, so strength 1 samples with
-the checkpoint's weights and 0.5 halfway. Weights are matched by their key in the model
+weight toward the checkpoint's by ``strength * (w_ckpt - w_base)``, ``w_base`` being the stored weight
+before any patch (ComfyUI's "model_as_lora" patch): on an unpatched model strength 1
+samples with the checkpoint's weights and 0.5 halfway; patches the model already carries
+(a LoRA) stay on top. Weights are matched by their key in the model
 family's module; none of matching shape means the checkpoint is of another family.
 """
 
@@ -26,6 +28,22 @@ COMFY_MODULE = "comfy_extras.nodes_hooks"
 
 
 @attrs.frozen(eq=False)
+class ModelAsLoraPatch:
+    """``weight + strength * (other - base)``: one weight of a checkpoint taken as a LoRA,
+    ``base`` being the sampled model's stored (unpatched) weight, as ComfyUI diffs it."""
+
+    other: Any
+    base: Any
+
+    def apply(self, weight: Any, strength: float) -> Any:
+        import torch
+
+        other = self.other.to(weight.device, torch.float32)
+        base = self.base.to(weight.device, torch.float32)
+        return weight + strength * (other - base)
+
+
+@attrs.frozen(eq=False)
 class CheckpointHookWeights:
     """A loaded checkpoint as a hook's weights (implements :class:`loom.hooks.HookWeights`)."""
 
@@ -35,16 +53,20 @@ class CheckpointHookWeights:
     key_map: Callable[[Any, AdapterTarget], Any]
 
     def add_patches(self, value: Any, kind: AdapterTarget, strength: float) -> int:
-        from loom.memory import ReplacePatch
+        from loom.memory import ModelHandle, ReplacePatch, stored_tensors
 
         source = self.parts.model if kind == "model" else self.parts.clip
         if source is None:
             raise LoomError(f"{self.label}: the checkpoint holds no {kind} weights")
         target = self.key_map(value, kind).handle
         own = self.key_map(source, kind).handle.module.state_dict()
+        if isinstance(target, ModelHandle):
+            base = stored_tensors(target)
+        else:  # a CLIP spreading its keys over several handles: diff to the current weight
+            base = {}
         shapes = {k: tuple(v.shape) for k, v in target.module.state_dict(keep_vars=True).items()}
         patches = {
-            key: ReplacePatch(tensor)
+            key: ModelAsLoraPatch(tensor, base[key]) if key in base else ReplacePatch(tensor)
             for key, tensor in own.items()
             if shapes.get(key) == tuple(tensor.shape) and tensor.is_floating_point()
         }
