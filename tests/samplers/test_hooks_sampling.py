@@ -8,6 +8,7 @@ import copy
 
 import pytest
 import torch
+from device_params import DEVICES, memory_manager
 from loom_samplers.guiders import Guider
 from loom_samplers.hook_models import HookedModels, KeyframeCursor
 
@@ -153,3 +154,42 @@ def test_default_entries_are_not_evaluated_when_the_others_cover_everything(cond
 def test_a_hooks_option_of_the_wrong_type_is_named(cond, shifted):
     with pytest.raises(LoomError, match="'hooks' option holds HookKeyframes, not HOOKS"):
         prepared(shifted, {"positive": cond(1.0, **{HOOKS: HookKeyframes()})})
+
+
+class DiffWeights:
+    """Hook weights adding ``diff`` to a handle's ``weight`` (a stand-in LoRA)."""
+
+    label = "diff"
+
+    def __init__(self, diff: torch.Tensor) -> None:
+        self.diff = diff
+
+    def add_patches(self, value, kind, strength):
+        from loom.memory import DiffPatch
+
+        return len(value.add_patches({"weight": DiffPatch(self.diff)}, strength))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_groups_clone_is_patched_where_the_model_computes_and_the_model_comes_back(device):
+    from types import SimpleNamespace
+
+    from loom_samplers.hook_models import load_for_call
+
+    from loom.memory import ModelHandle
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(4, 4).requires_grad_(False)
+    base = layer.weight.detach().clone()
+    diff = torch.randn(4, 4)
+    handle = ModelHandle(layer)
+    ctx = SimpleNamespace(runtime=SimpleNamespace(memory=memory_manager(device)))
+    group = HookGroup((WeightHook(DiffWeights(diff), strength_model=0.5),))
+    hooked = HookedModels(handle, max_sigma=10.0)
+    x = torch.zeros(1, 4)
+    clone = hooked.model_for(group)
+    load_for_call(ctx, clone, x)
+    assert layer.weight.device.type == device
+    torch.testing.assert_close(layer.weight.cpu(), base + 0.5 * diff, atol=1e-6, rtol=0)
+    load_for_call(ctx, hooked.model_for(None), x)
+    assert torch.equal(layer.weight.cpu(), base)

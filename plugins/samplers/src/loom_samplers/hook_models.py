@@ -78,10 +78,9 @@ class HookedModels:
     def _cursor(self, hook: WeightHook) -> KeyframeCursor:
         found = self._cursors.get(id(hook.keyframes))
         if found is None:
-            sampling = self.model.model_sampling
-            starts = tuple(
-                float(sampling.percent_to_sigma(k.start_percent)) for k in hook.keyframes.keyframes
-            )
+            frames = hook.keyframes.keyframes
+            sampling = self.model.model_sampling if frames else None
+            starts = tuple(float(sampling.percent_to_sigma(k.start_percent)) for k in frames)
             cursor = KeyframeCursor(hook.keyframes, starts, self.max_sigma)
             found = self._cursors[id(hook.keyframes)] = (hook.keyframes, cursor)
         return found[1]
