@@ -432,3 +432,41 @@ def test_model_as_lora_diffs_against_the_stored_weights_so_a_lora_stays_on_top(e
     }
     other["20"]["inputs"]["model"] = ["21", 0]
     assert torch.allclose(run(executor, hooked), run(executor, other), atol=1e-5, rtol=0)
+
+
+def test_lora_loader_after_set_clip_hooks_patches_the_hooked_clip(executor):
+    def lora_loader(prompt: dict, node: str, clip: list, name: str, strength: float) -> list:
+        prompt[node] = {
+            "class_type": "LoraLoader",
+            "inputs": {
+                "model": ["4", 0],
+                "clip": clip,
+                "lora_name": name,
+                "strength_model": 0.0,
+                "strength_clip": strength,
+            },
+        }
+        return [node, 1]
+
+    hooked = base_prompt()
+    hooked["30"] = {
+        "class_type": "CreateHookLora",
+        "inputs": {"lora_name": "a_kohya.safetensors", "strength_model": 0.0, "strength_clip": 0.7},
+    }
+    hooked["31"] = {
+        "class_type": "SetClipHooks",
+        "inputs": {
+            "clip": ["4", 1],
+            "apply_to_conds": True,
+            "schedule_clip": False,
+            "hooks": ["30", 0],
+        },
+    }
+    hooked["6"]["inputs"]["clip"] = lora_loader(hooked, "20", ["31", 0], "b_kohya.safetensors", 1.0)
+    chained = base_prompt()
+    first = lora_loader(chained, "20", ["4", 1], "a_kohya.safetensors", 0.7)
+    chained["6"]["inputs"]["clip"] = lora_loader(chained, "21", first, "b_kohya.safetensors", 1.0)
+    [(tensor, options)] = encodings(executor, hooked)
+    [(expected, _)] = encodings(executor, chained)
+    assert torch.allclose(tensor, expected, atol=1e-5, rtol=0)
+    assert len(options["hooks"]) == 1

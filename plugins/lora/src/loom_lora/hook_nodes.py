@@ -14,6 +14,7 @@ import copy
 import itertools
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ import attrs
 import loom
 from loom.errors import LoomError
 from loom.hooks import HookGroup, Hooks, WeightHook, attach_hooks
-from loom.types import AdapterTarget, Clip
+from loom.types import AdapterKeyMap, AdapterTarget, Clip
 from loom_lora.loader import Target, apply_report, plan_patches
 from loom_lora.nodes import adapters_of, key_map_of, lora_files, resolve_lora
 
@@ -188,6 +189,23 @@ def _patched(clip: Any, hooks: HookGroup, multipliers: list[float] | None = None
     return clone
 
 
+@attrs.frozen
+class _BothHandles:
+    """Two clones of one CLIP module patched alike (what ``adapter_key_map`` hands back
+    for a :class:`HookedClip`)."""
+
+    first: Any
+    second: Any
+
+    @property
+    def module(self) -> Any:
+        return self.second.module
+
+    def add_patches(self, patches: Any, strength: float = 1.0) -> list[str]:
+        self.first.add_patches(patches, strength)
+        return self.second.add_patches(patches, strength)
+
+
 class HookedClip:
     """A CLIP given hooks by ``SetClipHooks``.
 
@@ -198,14 +216,32 @@ class HookedClip:
     ``apply_to_conds`` the entries carry the hooks. Everything else is the wrapped CLIP's.
     """
 
-    def __init__(self, base: Any, hooks: HookGroup, apply_to_conds: bool, scheduled: bool) -> None:
+    def __init__(
+        self,
+        base: Any,
+        hooks: HookGroup,
+        apply_to_conds: bool,
+        scheduled: bool,
+        key_map: Callable[[Any, AdapterTarget], AdapterKeyMap],
+    ) -> None:
         self._base = base
         self._clip = _patched(base, hooks)
         self.hooks = hooks
         self.apply_to_conds = apply_to_conds
         self.scheduled = scheduled
+        self._key_map = key_map
+
+    def adapter_key_map(self, kind: AdapterTarget) -> AdapterKeyMap | None:
+        """The wrapped CLIP's key map, its handle patching both the unhooked CLIP and the
+        hooked one (so a LoraLoader after SetClipHooks patches every encoding)."""
+        if kind != "clip":
+            return None
+        base, hooked = self._key_map(self._base, kind), self._key_map(self._clip, kind)
+        return attrs.evolve(hooked, handle=_BothHandles(base.handle, hooked.handle))
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # private and dunder names are never the wrapped CLIP's
+            raise AttributeError(name)
         return getattr(self._clip, name)
 
     def clone(self) -> HookedClip:
@@ -255,7 +291,8 @@ class SetClipHooks:
             clip, hooks = clip._base, clip.hooks.combine(hooks)
         if not self.apply_to_conds and not self.schedule_clip:
             return _patched(clip, hooks)
-        return HookedClip(clip, hooks, self.apply_to_conds, self.schedule_clip)
+        key_map = lambda value, kind: key_map_of(ctx, value, kind)  # noqa: E731
+        return HookedClip(clip, hooks, self.apply_to_conds, self.schedule_clip, key_map)
 
 
 NODES = (CreateHookLora, CreateHookLoraModelOnly, SetClipHooks)

@@ -32,8 +32,12 @@ def register_nodes(register: RegisterNode) -> None:
 
 @loom.hookimpl(trylast=True)
 def adapter_key_map(model: object, kind: AdapterTarget) -> AdapterKeyMap | None:
-    """Fallback for models no family maps: a bare ``loom.memory.ModelHandle`` is named by
-    its own keys (ComfyUI's generic ``diffusion_model.*`` layout and kohya-flattened names)."""
+    """Fallback for models no family maps: a CLIP wrapped by ``SetClipHooks`` answers for
+    the CLIP inside; a bare ``loom.memory.ModelHandle`` is named by its own keys (ComfyUI's
+    generic ``diffusion_model.*`` layout and kohya-flattened names)."""
     from loom_lora.generic import generic_key_map
+    from loom_lora.hook_nodes import HookedClip
 
+    if isinstance(model, HookedClip):  # SetClipHooks' CLIP: patch the CLIP it wraps
+        return model.adapter_key_map(kind)
     return generic_key_map(model, kind)
