@@ -73,6 +73,7 @@ PUBLIC_MODULES: tuple[str, ...] = (
     "loom.memory",
     "loom.model_sampling",
     "loom.samplers",
+    "loom.hooks",
     "loom.frontend",
     "loom.nodes.dynamic",
 )

@@ -108,3 +108,12 @@ def test_importing_loom_stays_cheap() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_the_hooks_contract_is_public_and_torch_free() -> None:
+    assert "loom.hooks" in loom.PUBLIC_MODULES
+    code = "import sys, loom.hooks; print('torch' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert result.stdout.strip() == "False"

@@ -22,6 +22,9 @@ def test_loading_plugins_registers_adapters_and_nodes(loom_registry):
         "LoraLoader",
         "LoraLoaderModelOnly",
         "LoraSave",
+        "CreateHookLora",
+        "CreateHookLoraModelOnly",
+        "SetClipHooks",
     }
 
 

@@ -158,17 +158,21 @@ class ConditioningSetMask:
     set_cond_area: str = loom.ui.combo(["default", "mask bounds"])
 
     def run(self, ctx: loom.RunContext) -> Conditioning:
-        mask = self.mask
-        if mask.ndim < 3:
-            mask = mask.unsqueeze(0)
         return set_values(
-            self.conditioning,
-            {
-                "mask": mask,
-                "set_area_to_bounds": self.set_cond_area != "default",
-                "mask_strength": self.strength,
-            },
+            self.conditioning, mask_values(self.mask, self.strength, self.set_cond_area)
         )
+
+
+def mask_values(mask: Any, strength: float, set_cond_area: str) -> dict[str, Any]:
+    """The options ConditioningSetMask writes: a ``[B, H, W]`` mask, its strength, and
+    whether the entry's area shrinks to the mask's bounds (``set_cond_area != "default"``)."""
+    if mask.ndim < 3:
+        mask = mask.unsqueeze(0)
+    return {
+        "mask": mask,
+        "set_area_to_bounds": set_cond_area != "default",
+        "mask_strength": strength,
+    }
 
 
 @loom.node("ConditioningZeroOut", category="advanced/conditioning")

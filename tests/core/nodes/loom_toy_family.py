@@ -27,6 +27,8 @@ BUILTINS = (
     "loom.folders",
     "loom.nodes.builtin.primitives",
     "loom.nodes.builtin.conditioning",
+    "loom.nodes.builtin.hooks",
+    "loom.nodes.builtin.hook_scheduling",
     "loom.nodes.builtin.loaders",
     "loom.nodes.builtin.diffusers_loader",
     "loom.nodes.builtin.models",

@@ -22,6 +22,7 @@ def register_weight_adapters(register: RegisterWeightAdapter) -> None:
 @loom.hookimpl
 def register_nodes(register: RegisterNode) -> None:
     from loom_lora.extract import LoraSave
+    from loom_lora.hook_nodes import NODES as HOOK_NODES
     from loom_lora.nodes import NODES
 
     for node_class in NODES:
@@ -31,12 +32,18 @@ def register_nodes(register: RegisterNode) -> None:
         python_module="comfy_extras.nodes_lora_extract",
         display_name="Extract and Save Lora",
     )
+    for node_class in HOOK_NODES:
+        register(node_class, python_module="comfy_extras.nodes_hooks")
 
 
 @loom.hookimpl(trylast=True)
 def adapter_key_map(model: object, kind: AdapterTarget) -> AdapterKeyMap | None:
-    """Fallback for models no family maps: a bare ``loom.memory.ModelHandle`` is named by
-    its own keys (ComfyUI's generic ``diffusion_model.*`` layout and kohya-flattened names)."""
+    """Fallback for models no family maps: a CLIP wrapped by ``SetClipHooks`` answers for
+    the CLIP inside; a bare ``loom.memory.ModelHandle`` is named by its own keys (ComfyUI's
+    generic ``diffusion_model.*`` layout and kohya-flattened names)."""
     from loom_lora.generic import generic_key_map
+    from loom_lora.hook_nodes import HookedClip
 
+    if isinstance(model, HookedClip):  # SetClipHooks' CLIP: patch the CLIP it wraps
+        return model.adapter_key_map(kind)
     return generic_key_map(model, kind)

@@ -25,7 +25,17 @@ Covered (ComfyUI ``comfy/samplers.py`` behaviour):
 * Family-specific options (GLIGEN boxes, Flux reference latents and attention masks, ...)
   reach the model through its ``extra_conds``.
 
-Not covered: hooks and ``clip_start_percent`` scheduling, ``model_options`` wrappers and pre/post-CFG functions, context windows.
+* ``hooks`` (a :class:`loom.hooks.HookGroup`): entries batch together only when they carry
+  the same group, and each batch runs on the handle :class:`.hook_models.HookedModels`
+  gives for its group (the MODEL with the group's weight patches at the current keyframe
+  strength). ``default`` entries are evaluated only where the group's other entries leave
+  weight: with a weight of ``relu(1 - sum of the others' weights)``, and not at all when
+  that is zero everywhere (ComfyUI's ``finalize_default_conds``).
+
+* ``clip_start_percent`` / ``clip_end_percent`` (entries of a scheduled hooked CLIP): the
+  entry's range is the overlap with its ``start_percent`` / ``end_percent``.
+
+Not covered: ``model_options`` wrappers and pre/post-CFG functions, context windows.
 """
 
 from __future__ import annotations
@@ -38,7 +48,9 @@ import attrs
 
 from loom import RunContext
 from loom.errors import LoomError
+from loom.hooks import DEFAULT, HOOKS, HookGroup
 from loom.types import CONTROL_CONTEXT_INPUT, CONTROL_CROSS_ATTN_OPTION
+from loom_samplers.hook_models import HookedModels, load_for_call
 from loom_samplers.model_interface import batch_fits
 
 if TYPE_CHECKING:
@@ -66,6 +78,8 @@ class CondEntry:
     timestep_end: float | None = None
     control: Any = None  # a loom.types.ControlSignal
     control_apply_to_uncond: bool = False
+    hooks: Any = None  # a loom.hooks.HookGroup
+    default: bool = False
 
 
 # --- preparing conditioning lists ------------------------------------------------------
@@ -92,14 +106,7 @@ def resolve_conditioning(
         mask = None
         if options.get("mask") is not None:
             mask, area = _resolve_mask(options["mask"], dims, noise.device, options, area)
-        start = (
-            sampling.percent_to_sigma(options["start_percent"])
-            if "start_percent" in options
-            else None
-        )
-        end = (
-            sampling.percent_to_sigma(options["end_percent"]) if "end_percent" in options else None
-        )
+        start, end = _sigma_range(sampling, options)
         model_conds = _model_conds(
             model,
             tensor,
@@ -121,9 +128,36 @@ def resolve_conditioning(
                 end,
                 options.get("control"),
                 bool(options.get("control_apply_to_uncond", False)),
+                _hooks_of(options),
+                bool(options.get(DEFAULT, False)),
             )
         )
     return entries
+
+
+def _sigma_range(sampling: Any, options: Mapping[str, Any]) -> tuple[Any, Any]:
+    """The entry's sigma range: its ``start_percent`` / ``end_percent``; an entry a scheduled
+    CLIP encoded for ``clip_start_percent .. clip_end_percent`` takes the overlap of both."""
+    if "clip_start_percent" in options:
+        low = max(options["clip_start_percent"], options.get("start_percent", 0.0))
+        high = min(options["clip_end_percent"], options.get("end_percent", 1.0))
+        return sampling.percent_to_sigma(low), sampling.percent_to_sigma(high)
+    start = options.get("start_percent")
+    end = options.get("end_percent")
+    return (
+        sampling.percent_to_sigma(start) if start is not None else None,
+        sampling.percent_to_sigma(end) if end is not None else None,
+    )
+
+
+def _hooks_of(options: Mapping[str, Any]) -> Any:
+    hooks = options.get(HOOKS)
+    if hooks is None or isinstance(hooks, HookGroup):
+        return hooks if hooks else None
+    raise LoomError(
+        f"a conditioning entry's 'hooks' option holds {type(hooks).__name__}, not HOOKS",
+        hint="attach hooks with ConditioningSetProperties or SetClipHooks",
+    )
 
 
 def share_control_with_uncond(positive: list[CondEntry], negative: list[CondEntry]) -> None:
@@ -260,6 +294,7 @@ class _Chunk:
     plain: bool = False  # full size, no mask, strength 1: its weights are all ones
     control: Any = None
     key: tuple[int, int] = (0, 0)  # (group, entry): which conditioning entry this is
+    hooks: Any = None
 
 
 def _chunk(entry: CondEntry, x: Tensor, sigma: Tensor, group: int) -> _Chunk | None:
@@ -279,7 +314,7 @@ def _chunk(entry: CondEntry, x: Tensor, sigma: Tensor, group: int) -> _Chunk | N
     plain = entry.area is None and entry.mask is None and entry.strength == 1.0
     conds = {k: _process_cond(v, x, area, dims) for k, v in entry.model_conds.items()}
     if plain:
-        return _Chunk(input_x, None, conds, None, group, True, entry.control)
+        return _Chunk(input_x, None, conds, None, group, True, entry.control, entry.hooks)
     if entry.mask is not None:
         mask = entry.mask[: input_x.shape[0]]
         if area is not None:
@@ -294,9 +329,8 @@ def _chunk(entry: CondEntry, x: Tensor, sigma: Tensor, group: int) -> _Chunk | N
     mult = mask * entry.strength
     if entry.mask is None and area is not None:
         _feather(mult, area, x.shape, dims)
-    return _Chunk(
-        input_x, mult, conds, tuple(area) if area is not None else None, group, False, entry.control
-    )
+    area_out = tuple(area) if area is not None else None
+    return _Chunk(input_x, mult, conds, area_out, group, False, entry.control, entry.hooks)
 
 
 def _feather(mult: Tensor, area: list[int], shape: Any, dims: int, fuzz: int = 8) -> None:
@@ -326,6 +360,8 @@ def _process_cond(value: Any, x: Tensor, area: list[int] | None, dims: int) -> A
 
 def _can_concat(a: _Chunk, b: _Chunk) -> bool:
     if a.x.shape != b.x.shape or a.conds.keys() != b.conds.keys() or a.control is not b.control:
+        return False
+    if a.hooks is not b.hooks:
         return False
     for key, va in a.conds.items():
         vb = b.conds[key]
@@ -390,20 +426,32 @@ def calc_cond_batch(
     ctx: RunContext | None = None,
     kept: dict | None = None,
     model_call: ModelCall | None = None,
+    hooked: HookedModels | None = None,
 ) -> list[Tensor]:
     """The weighted prediction of each group (None = not evaluated: zeros). ``kept``: see
     :func:`_cat_conds`; ``model_call``: makes each batched call in place of
-    ``model.apply_model`` (EasyCache, :mod:`.step_cache`)."""
+    ``model.apply_model`` (EasyCache, :mod:`.step_cache`); ``hooked``: the run's hook-group
+    handles (None: no entry has hooks)."""
     torch = _torch()
     outs: list[Any] = [None] * len(groups)  # made when a group needs them (ComfyUI's zeros)
     counts: list[Any] = [None] * len(groups)  # (and ones * 1e-37)
     direct: list[Any] = [_UNSET] * len(groups)
     to_run: list[_Chunk] = []
+    defaults: dict[int, list[CondEntry]] = {}
     for g, entries in enumerate(groups):
         for e, entry in enumerate(entries or ()):
+            if entry.default:
+                defaults.setdefault(g, []).append(entry)
+                continue
             chunk = _chunk(entry, x, sigma, g)
             if chunk is not None:
                 to_run.append(attrs.evolve(chunk, key=(g, e)))
+    for g, entries in defaults.items():
+        to_run += _default_chunks(entries, [c for c in to_run if c.group == g], x, sigma, g)
+    if hooked is not None:
+        for chunk in to_run:
+            if chunk.hooks is not None:
+                hooked.advance(chunk.hooks, float(sigma[0]))
     entries_per_group = [sum(1 for c in to_run if c.group == g) for g in range(len(groups))]
     while to_run:
         first = to_run[0]
@@ -423,15 +471,17 @@ def calc_cond_batch(
         # ComfyUI's ``cond_or_uncond``: the group of each chunk, for UNet patches that treat
         # the negative's items apart (SelfAttentionGuidance)
         batched = {**batched, "cond_or_uncond": tuple(c.group for c in chunks)}
+        call_model = model
+        if hooked is not None:
+            call_model = hooked.model_for(first.hooks)
+            load_for_call(ctx, call_model, input_x)
         if first.control is not None:
-            batched = {
-                **batched,
-                "control": first.control.residuals(input_x, sigma_in, batched, model, len(chunks)),
-            }
+            residuals = first.control.residuals(input_x, sigma_in, batched, call_model, len(chunks))
+            batched = {**batched, "control": residuals}
         if model_call is None:
-            output = model.apply_model(input_x, sigma_in, batched)
+            output = call_model.apply_model(input_x, sigma_in, batched)
         else:
-            output = model_call(model, input_x, sigma_in, batched, [c.key for c in chunks])
+            output = model_call(call_model, input_x, sigma_in, batched, [c.key for c in chunks])
         output = output.chunk(len(chunks))
         for c, out in zip(chunks, output, strict=True):
             if c.plain and entries_per_group[c.group] == 1:
@@ -465,3 +515,34 @@ def calc_cond_batch(
 
 
 _UNSET = object()
+
+
+def _default_chunks(
+    entries: list[CondEntry], others: list[_Chunk], x: Tensor, sigma: Tensor, group: int
+) -> list[_Chunk]:
+    """Chunks for a group's default entries, weighted by what the group's other chunks
+    leave uncovered (``relu(1 - their weights)``); none when nothing is left."""
+    torch = _torch()
+    left = torch.ones_like(x)
+    for chunk in others:
+        target = left
+        if chunk.area is not None:
+            dims = len(chunk.area) // 2
+            for i in range(dims):
+                target = target.narrow(i + 2, chunk.area[i + dims], chunk.area[i])
+        target -= 1.0 if chunk.mult is None else chunk.mult
+    torch.nn.functional.relu(left, inplace=True)
+    if float(torch.max(left)) == 0.0:
+        return []
+    out = []
+    for entry in entries:
+        chunk = _chunk(entry, x, sigma, group)
+        if chunk is None:
+            continue
+        mult = left
+        if chunk.area is not None:
+            dims = len(chunk.area) // 2
+            for i in range(dims):
+                mult = mult.narrow(i + 2, chunk.area[i + dims], chunk.area[i])
+        out.append(attrs.evolve(chunk, mult=mult.clone(), plain=False))
+    return out

@@ -31,6 +31,7 @@ from loom_samplers.conditioning_batches import (
     resolve_conditioning,
     share_control_with_uncond,
 )
+from loom_samplers.hook_models import HookedModels
 from loom_samplers.step_cache import EasyCacheRun, LazyCacheRun, step_cache_of
 
 if TYPE_CHECKING:
@@ -138,6 +139,8 @@ class Guider:
     batched: dict = attrs.field(factory=dict, init=False)
     #: this run's step cache (EasyCache / LazyCache, :mod:`.step_cache`), or None
     cache_run: EasyCacheRun | LazyCacheRun | None = attrs.field(default=None, init=False)
+    #: the run's hook-group handles; None when no entry carries hooks
+    hooked: HookedModels | None = attrs.field(default=None, init=False)
 
     def prepare(
         self,
@@ -145,7 +148,10 @@ class Guider:
         latent_image: Tensor | None,
         denoise_mask: Tensor | None,
         seed: int | None,
+        sigmas: Tensor | None = None,
     ) -> None:
+        """Resolve the conditioning for ``noise``; ``sigmas`` (the run's schedule) place
+        hook keyframes that start before the sampled range."""
         self.batched = {}
         cache = step_cache_of(self.model)
         self.cache_run = None if cache is None else cache.start(self.model)
@@ -166,6 +172,11 @@ class Guider:
         for name, entries in self.resolved.items():
             if positive is not None and name != "positive":
                 share_control_with_uncond(positive, entries)
+        hooked = any(e.hooks is not None for es in self.resolved.values() for e in es)
+        self.hooked = None
+        if hooked:
+            top = float(sigmas.max()) if sigmas is not None and sigmas.numel() else float("inf")
+            self.hooked = HookedModels(self.model, top)
 
     def predict(
         self, x: Tensor, sigma: Tensor, *, need_uncond: bool = False, ctx: RunContext | None = None
@@ -182,14 +193,29 @@ class Guider:
             easy.new_evaluation()
         if hooks.cond_batch_function is None:
             cond, uncond = calc_cond_batch(
-                self.model, list(groups), x, sigma, ctx, self.batched, model_call=easy
+                self.model,
+                list(groups),
+                x,
+                sigma,
+                ctx,
+                self.batched,
+                model_call=easy,
+                hooked=self.hooked,
             )
         else:
 
             def evaluate(handle: Any, chosen: Sequence[Any]) -> list[Tensor]:
                 call = easy if handle is self.model else None
+                hooked = self.hooked if handle is self.model else None
                 return calc_cond_batch(
-                    handle, list(chosen), x, sigma, ctx, self.batched, model_call=call
+                    handle,
+                    list(chosen),
+                    x,
+                    sigma,
+                    ctx,
+                    self.batched,
+                    model_call=call,
+                    hooked=hooked,
                 )
 
             step = CondBatchStep(x, sigma, self.model, groups, evaluate)
@@ -231,7 +257,13 @@ class DualCFGGuider(Guider):
         positive = self.resolved.get("positive")
         if self.nested:
             out = calc_cond_batch(
-                self.model, [negative, middle, positive], x, sigma, ctx, self.batched
+                self.model,
+                [negative, middle, positive],
+                x,
+                sigma,
+                ctx,
+                self.batched,
+                hooked=self.hooked,
             )
             text = hooked_cfg(hooks, self.model, x, sigma, out[2], out[1], self.cfg)
             return out[0] + self.cfg2 * (text - out[0]), out[1]
@@ -240,7 +272,15 @@ class DualCFGGuider(Guider):
             negative = None
             if math.isclose(self.cfg, 1.0):
                 middle = None
-        out = calc_cond_batch(self.model, [negative, middle, positive], x, sigma, ctx, self.batched)
+        out = calc_cond_batch(
+            self.model,
+            [negative, middle, positive],
+            x,
+            sigma,
+            ctx,
+            self.batched,
+            hooked=self.hooked,
+        )
         combined = hooked_cfg(hooks, self.model, x, sigma, out[1], out[0], self.cfg2)
         return combined + (out[2] - out[1]) * self.cfg, out[0]
 
@@ -284,7 +324,9 @@ class PerpNegGuider(Guider):
             groups[1] = None
             if math.isclose(self.cfg, 1.0):
                 groups[2] = None
-        outputs = tuple(calc_cond_batch(self.model, groups, x, sigma, ctx, self.batched))
+        outputs = tuple(
+            calc_cond_batch(self.model, groups, x, sigma, ctx, self.batched, hooked=self.hooked)
+        )
         evaluated = tuple(group is not None for group in groups)
         for pre in hooks.pre_cfg:
             outputs = tuple(pre(PreCFGStep(x, sigma, outputs, self.cfg, self.model, evaluated)))

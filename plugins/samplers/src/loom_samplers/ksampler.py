@@ -150,7 +150,7 @@ def sample(
         denoise_mask = prepare_mask(denoise_mask, tuple(noise.shape), device)
     if torch.count_nonzero(latent) > 0:
         latent = process_latent_in(model, latent)
-    guider.prepare(noise, latent, denoise_mask, seed)
+    guider.prepare(noise, latent, denoise_mask, seed, sigmas)
     sampling = model.model_sampling
     inpaint_noise = noise
     info = sampler.registered.info
