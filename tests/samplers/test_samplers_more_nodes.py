@@ -15,6 +15,7 @@ from loom_samplers.sampler_nodes import ReverseTimeSDENoiseScaler
 from loom.executor.context import InterruptFlag, RunContext
 from loom.model_sampling import DiscreteEps
 from loom.nodes.object_info import to_json
+from loom.types import LatentFormat
 
 
 class _Runtime:
@@ -330,10 +331,7 @@ def test_samplers_extend_intermediate_sigmas(samplers_registry):
 
 class _Model:
     model_sampling = DiscreteEps()
-
-    class latent_format:
-        scale_factor = 0.5
-        shift_factor = 0.0
+    latent_format = LatentFormat(scale_factor=0.5)
 
 
 def test_samplers_sampling_percent_to_sigma(samplers_registry):

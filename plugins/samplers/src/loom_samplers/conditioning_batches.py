@@ -293,8 +293,8 @@ class _Chunk:
     group: int
     plain: bool = False  # full size, no mask, strength 1: its weights are all ones
     control: Any = None
-    key: tuple[int, int] = (0, 0)  # (group, entry): which conditioning entry this is
     hooks: Any = None
+    key: tuple[int, int] = (0, 0)  # (group, entry): which conditioning entry this is
 
 
 def _chunk(entry: CondEntry, x: Tensor, sigma: Tensor, group: int) -> _Chunk | None:
