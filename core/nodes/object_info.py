@@ -65,7 +65,9 @@ _converter = _make_converter()
 def node_info(definition: NodeDef, env: NodeEnvironment | Registry | None = None) -> NodeInfo:
     """Build the NodeInfo of one node, evaluating live combo lists now (from ``env``)."""
     inputs = definition.input_types(env)
-    present = {section: dict(inputs[section]) for section in SECTIONS if inputs.get(section)}
+    # a section the node declares stays even when empty (ComfyUI sends INPUT_TYPES as given:
+    # CombineHooks2 has "required": {})
+    present = {section: dict(inputs[section]) for section in SECTIONS if section in inputs}
     return NodeInfo(
         input=present,
         input_order={section: list(values) for section, values in present.items()},

@@ -50,6 +50,11 @@ def info(registry, class_type: str) -> dict:
 
 
 def test_object_info_entries_match_comfyui(registry):
+    combine = info(registry, "CombineHooks2")
+    # ComfyUI sends the node's INPUT_TYPES as declared: an empty "required" stays
+    assert combine["input"]["required"] == {}
+    assert list(combine["input"]["optional"]) == ["hooks_A", "hooks_B"]
+    assert combine["input_order"]["required"] == []
     props = info(registry, "PairConditioningSetProperties")
     assert props["category"] == "advanced/hooks/cond pair"
     assert props["python_module"] == "comfy_extras.nodes_hooks"
