@@ -24,6 +24,7 @@ from typing import Annotated, Any, Protocol, runtime_checkable
 
 import attrs
 
+from loom.errors import LoomError
 from loom.types import AdapterTarget, Socket
 
 #: Conditioning option holding a :class:`HookGroup` (ComfyUI's key).
@@ -196,4 +197,17 @@ __all__ = [
     "TimestepsRangeSocket",
     "WeightHook",
     "attach_hooks",
+    "check_hooks",
 ]
+
+
+def check_hooks(value: Any, node: str, name: str = "hooks") -> HookGroup | None:
+    """``value`` (a node's input ``name``) if it is a HOOKS value or None; otherwise an error
+    naming node and input (a HOOK_KEYFRAMES schedule wired where hooks are expected, say)."""
+    if value is None or isinstance(value, HookGroup):
+        return value
+    what = "a HOOK_KEYFRAMES schedule" if isinstance(value, HookKeyframes) else type(value).__name__
+    raise LoomError(
+        f"{node}: input '{name}' expects HOOKS (from CreateHookLora, CombineHooks...), got {what}",
+        hint="connect keyframes to SetHookKeyframes' hook_kf, and its HOOKS output here",
+    )

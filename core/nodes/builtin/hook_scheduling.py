@@ -17,8 +17,8 @@ from loom.hooks import (
     Hooks,
     TimestepsRange,
     TimestepsRangeSocket,
+    check_hooks,
 )
-from loom.nodes.builtin.hooks import check_hooks
 from loom.types import Socket
 
 COMFY_MODULE = "comfy_extras.nodes_hooks"

@@ -17,11 +17,11 @@ import loom
 from loom.hooks import (
     DEFAULT,
     HookGroup,
-    HookKeyframes,
     Hooks,
     TimestepsRange,
     TimestepsRangeSocket,
     attach_hooks,
+    check_hooks,
 )
 from loom.nodes.builtin.conditioning import mask_values, set_values
 from loom.types import Conditioning, Mask
@@ -68,18 +68,6 @@ def _check_range(value: Any, node: str) -> TimestepsRange | None:
     raise loom.LoomError(
         f"{node}: input 'timesteps' expects a TIMESTEPS_RANGE (from ConditioningTimestepsRange), "
         f"got {type(value).__name__}"
-    )
-
-
-def check_hooks(value: Any, node: str, name: str = "hooks") -> HookGroup | None:
-    """``value`` if it is a HOOKS value or None; otherwise a message naming node and input
-    (a HOOK_KEYFRAMES schedule wired where hooks are expected, say)."""
-    if value is None or isinstance(value, HookGroup):
-        return value
-    what = "a HOOK_KEYFRAMES schedule" if isinstance(value, HookKeyframes) else type(value).__name__
-    raise loom.LoomError(
-        f"{node}: input '{name}' expects HOOKS (from CreateHookLora, CombineHooks...), got {what}",
-        hint="connect keyframes to SetHookKeyframes' hook_kf, and its HOOKS output here",
     )
 
 

@@ -19,7 +19,7 @@ import attrs
 
 import loom
 from loom.errors import LoomError
-from loom.hooks import HookGroup, Hooks, WeightHook
+from loom.hooks import HookGroup, Hooks, WeightHook, check_hooks
 from loom.nodes.builtin.loaders import load_part, model_files
 from loom.types import AdapterTarget, LoadedParts, ModelPart
 
@@ -79,14 +79,6 @@ class CheckpointHookWeights:
         return len(target.add_patches(patches, strength))
 
 
-def _prev(value: Any, node: str) -> HookGroup:
-    if value is None:
-        return HookGroup()
-    if isinstance(value, HookGroup):
-        return value
-    raise LoomError(f"{node}: input 'prev_hooks' expects HOOKS, got {type(value).__name__}")
-
-
 def create_model_hook(
     ctx: loom.RunContext,
     node: str,
@@ -95,7 +87,7 @@ def create_model_hook(
     strength_clip: float,
     prev_hooks: Any,
 ) -> HookGroup:
-    previous = _prev(prev_hooks, node)
+    previous = check_hooks(prev_hooks, node, "prev_hooks") or HookGroup()
     runtime = ctx.require_runtime("the checkpoints model folder and the model families")
     header, parts = load_part(ctx, "checkpoints", ckpt_name, ModelPart.CHECKPOINT)
     weights = CheckpointHookWeights(

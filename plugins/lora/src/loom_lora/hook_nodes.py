@@ -22,7 +22,7 @@ import attrs
 
 import loom
 from loom.errors import LoomError
-from loom.hooks import HookGroup, Hooks, WeightHook, attach_hooks
+from loom.hooks import HookGroup, Hooks, WeightHook, attach_hooks, check_hooks
 from loom.types import AdapterKeyMap, AdapterTarget, Clip
 from loom_lora.loader import Target, apply_report, plan_patches
 from loom_lora.nodes import adapters_of, key_map_of, lora_files, resolve_lora
@@ -61,17 +61,6 @@ class LoraHookWeights:
         return count
 
 
-def _check_prev(value: Any, node: str) -> HookGroup:
-    if value is None:
-        return HookGroup()
-    if isinstance(value, HookGroup):
-        return value
-    raise LoomError(
-        f"{node}: input 'prev_hooks' expects HOOKS, got {type(value).__name__}",
-        hint="a HOOK_KEYFRAMES schedule goes to SetHookKeyframes' hook_kf",
-    )
-
-
 def create_lora_hook(
     ctx: loom.RunContext,
     node: str,
@@ -80,7 +69,7 @@ def create_lora_hook(
     strength_clip: float,
     prev_hooks: Any,
 ) -> HookGroup:
-    previous = _check_prev(prev_hooks, node)
+    previous = check_hooks(prev_hooks, node, "prev_hooks") or HookGroup()
     if strength_model == 0 and strength_clip == 0:
         return previous
     path = resolve_lora(ctx, lora_name)
