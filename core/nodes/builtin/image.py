@@ -79,20 +79,25 @@ class ImageInvert:
         return 1.0 - self.image
 
 
-@loom.node("ImageBatch", category="image", display_name="Batch Images")
+@loom.node("ImageBatch", category="image", display_name="Batch Images", deprecated=True)
 class ImageBatch:
+    """ComfyUI's deprecated two-image batch: an RGB image meeting an RGBA one gains an opaque
+    alpha channel, and the second image is resized to the first one's size."""
+
     image1: Image
     image2: Image
 
     def run(self, ctx: loom.RunContext) -> Image:
         import torch
 
-        image2 = self.image2
-        if self.image1.shape[1:] != image2.shape[1:]:
-            image2 = _resize(
-                image2, self.image1.shape[2], self.image1.shape[1], "bilinear", "center"
-            )
-        return torch.cat((self.image1, image2), dim=0)
+        image1, image2 = self.image1, self.image2
+        if image1.shape[-1] < image2.shape[-1]:
+            image1 = torch.nn.functional.pad(image1, (0, 1), value=1.0)
+        elif image2.shape[-1] < image1.shape[-1]:
+            image2 = torch.nn.functional.pad(image2, (0, 1), value=1.0)
+        if image1.shape[1:] != image2.shape[1:]:
+            image2 = _resize(image2, image1.shape[2], image1.shape[1], "bilinear", "center")
+        return torch.cat((image1, image2), dim=0)
 
 
 @loom.node("EmptyImage", category="image")

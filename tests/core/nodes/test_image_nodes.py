@@ -106,6 +106,23 @@ def test_image_batch_resizes_the_second_image(ctx):
     assert out.shape == (3, 4, 4, 3)
 
 
+@pytest.mark.parametrize("rgba_first", [True, False])
+def test_image_batch_gives_an_rgb_image_an_opaque_alpha_to_meet_an_rgba_one(ctx, rgba_first):
+    rgb, rgba = ramp(1, 4, 4), ramp(1, 4, 4, channels=4)
+    image1, image2 = (rgba, rgb) if rgba_first else (rgb, rgba)
+    out = run_one("ImageBatch", ctx, image1=image1, image2=image2)
+    assert out.shape == (2, 4, 4, 4)
+    padded = out[1] if rgba_first else out[0]
+    assert torch.equal(padded[..., :3], rgb[0]) and torch.all(padded[..., 3] == 1.0)
+    assert torch.equal(out[0] if rgba_first else out[1], rgba[0])
+
+
+def test_object_info_image_batch_is_deprecated_as_in_comfyui():
+    registry = builtin_registry()
+    info = to_json(registry.get_node("ImageBatch"), registry)
+    assert info["deprecated"] is True and info["display_name"] == "Batch Images"
+
+
 def test_image_crop_clamps_the_origin(ctx):
     image = ramp(1, 6, 6)
     out = run_one("ImageCrop", ctx, image=image, width=3, height=2, x=100, y=1)
