@@ -67,8 +67,9 @@ def interface_differences(entry: dict[str, Any], definition: NodeDef) -> list[st
         served_display = definition.display_name or definition.class_type
         if served_display != entry["display_name"]:
             found.append(f"display_name {entry['display_name']!r} != {served_display!r}")
-    if "output_node" in entry and definition.output_node != entry["output_node"]:
-        found.append(f"output_node {entry['output_node']} != {definition.output_node}")
+    for flag in ("output_node", "deprecated", "experimental"):
+        if flag in entry and bool(getattr(definition, flag)) != entry[flag]:
+            found.append(f"{flag} {entry[flag]} != served {bool(getattr(definition, flag))}")
     return found
 
 
