@@ -115,7 +115,7 @@ class EmptyImage:
         return torch.cat(planes, dim=-1)
 
 
-@loom.node("ImageCrop", category="image/transform", v3=True)
+@loom.node("ImageCrop", category="image/transform", display_name="Image Crop", v3=True)
 class ImageCrop:
     image: Image
     width: int = ui.int(512, min=1, max=MAX_RESOLUTION, step=1)
