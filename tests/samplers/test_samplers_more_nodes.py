@@ -169,7 +169,7 @@ EXPECTED = {
         },
         ["LATENT"],
         ["LATENT"],
-        "sampling/custom_sampling/noise",
+        "_for_testing/custom_sampling/noise",
         None,
         True,
     ),
