@@ -144,7 +144,7 @@ class ui:
 
     @staticmethod
     def boolean(
-        default: bool = False,
+        default: bool | None = False,
         *,
         label_on: str | None = None,
         label_off: str | None = None,
@@ -152,6 +152,8 @@ class ui:
         optional: bool = False,
         lazy: bool | None = None,
     ) -> Any:
+        """A BOOLEAN widget; ``default=None`` declares none (ComfyUI's ``io.Boolean.Input``
+        given no default), which a client shows as off."""
         opts = ui._opts(
             default=default, label_on=label_on, label_off=label_off, tooltip=tooltip, lazy=lazy
         )

@@ -1,4 +1,4 @@
-"""Guidance-patch nodes (RescaleCFG, CFGZeroStar, CFGNorm, Mahiro, EpsilonScaling) against a
+"""Guidance-patch nodes (RescaleCFG, CFGZeroStar, CFGNorm, Mahiro, Epsilon Scaling) against a
 hand computation of ComfyUI's formulas in ComfyUI's own terms (its ``args`` dicts, noise space
 for ``sampler_cfg_function``), and the order the CFG guider applies model guidance hooks in."""
 
@@ -132,7 +132,7 @@ def test_mahiro_is_comfyuis_rule(samplers_registry, cloning_model, cond):
 def test_epsilon_scaling_then_cfg_norm_apply_in_the_order_added(
     samplers_registry, cloning_model, cond
 ):
-    (eps,) = _run(samplers_registry, "EpsilonScaling", model=cloning_model(), scaling_factor=1.2)
+    (eps,) = _run(samplers_registry, "Epsilon Scaling", model=cloning_model(), scaling_factor=1.2)
     out, x, c, u = _predict(eps, cond)
     cfg = u + (c - u) * CFG
     scaled = x - (x - cfg) / 1.2

@@ -169,7 +169,7 @@ EXPECTED = {
         },
         ["LATENT"],
         ["LATENT"],
-        "sampling/custom_sampling/noise",
+        "_for_testing/custom_sampling/noise",
         None,
         True,
     ),
@@ -505,8 +505,9 @@ def test_samplers_advanced_sampler_nodes_object_info(samplers_registry):
         }
     }
     assert euler["display_name"] == "SamplerEulerCFG++" and euler["experimental"] is True
+    assert lcm["category"] == SAMPLERS and euler["category"] == "_for_testing"
     for entry in (lcm, euler):
-        assert entry["output"] == ["SAMPLER"] and entry["category"] == SAMPLERS
+        assert entry["output"] == ["SAMPLER"]
         assert entry["python_module"] == "comfy_extras.nodes_advanced_samplers"
 
 

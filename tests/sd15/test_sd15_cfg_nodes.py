@@ -30,7 +30,7 @@ def patched_prompt(class_type: str, **inputs) -> dict:
         ("CFGZeroStar", {}),
         ("CFGNorm", {"strength": 0.9}),
         ("Mahiro", {}),
-        ("EpsilonScaling", {"scaling_factor": 1.2}),
+        ("Epsilon Scaling", {"scaling_factor": 1.2}),
         ("TCFG", {}),
         ("APG", {"eta": 0.5, "norm_threshold": 5.0, "momentum": 0.5}),
         ("PerpNeg", {"empty_conditioning": ["33", 0], "neg_scale": 1.0}),

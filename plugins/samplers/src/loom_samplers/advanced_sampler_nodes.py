@@ -43,7 +43,7 @@ class SamplerLCMUpscale:
 
 @loom.node(
     "SamplerEulerCFGpp",
-    category="sampling/custom_sampling/samplers",
+    category="_for_testing",
     display_name="SamplerEulerCFG++",
     experimental=True,
     v3=True,

@@ -3,7 +3,7 @@
 Each node sets a function of :class:`loom.samplers.GuidanceHooks` on a clone of the model;
 the CFG guider applies them at every model evaluation. The rules are ComfyUI 0.8's
 (``comfy_extras``: ``nodes_model_advanced`` RescaleCFG, ``nodes_cfg`` CFGZeroStar and
-CFGNorm, ``nodes_mahiro`` Mahiro, ``nodes_eps`` EpsilonScaling, ``nodes_tcfg`` TCFG,
+CFGNorm, ``nodes_mahiro`` Mahiro, ``nodes_eps`` Epsilon Scaling, ``nodes_tcfg`` TCFG,
 ``nodes_apg`` APG, ``nodes_perpneg`` PerpNeg; PerpNegGuider builds a guider), written in x0 space: the
 functions are given and return denoised predictions. Torch is imported when a function runs.
 """
@@ -260,6 +260,7 @@ class CFGNorm:
     category="_for_testing",
     display_name="Mahiro is so cute that she deserves a better guidance function!! (。・ω・。)",
     outputs=PATCHED_MODEL,
+    experimental=True,
     v3=True,
 )
 class Mahiro:
@@ -271,7 +272,8 @@ class Mahiro:
         return loom.NodeOutput((_with_post_cfg(self.model, mahiro),))
 
 
-@loom.node("EpsilonScaling", category="model_patches/unet", v3=True)
+# ComfyUI's id has a space; saved workflows and API prompts name the node by it
+@loom.node("Epsilon Scaling", category="model_patches/unet", v3=True)
 class EpsilonScaling:
     # no docstring: /object_info's description is ComfyUI's (empty); EpsilonScaled says what it does
 

@@ -81,8 +81,8 @@ class SamplerSASolver:
     s_noise: float = unrounded_float(1.0, 100.0)
     predictor_order: int = ui.int(3, min=1, max=6)
     corrector_order: int = ui.int(4, min=0, max=6)
-    use_pece: bool = ui.boolean(False)
-    simple_order_2: bool = ui.boolean(False)
+    use_pece: bool = ui.boolean(None)
+    simple_order_2: bool = ui.boolean(None)
 
     def run(self, ctx: loom.RunContext) -> SamplerRef:
         model_sampling = self.model.model_sampling

@@ -94,7 +94,7 @@ class ManualSigmas:
         return torch.FloatTensor([float(n) for n in _NUMBER.findall(self.sigmas)])
 
 
-@loom.node("AddNoise", category="sampling/custom_sampling/noise", experimental=True, v3=True)
+@loom.node("AddNoise", category="_for_testing/custom_sampling/noise", experimental=True, v3=True)
 class AddNoise:
     """Noises a latent to the level the sigmas span (``|σ_first - σ_last|``, or σ itself)."""
 
