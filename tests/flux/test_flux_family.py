@@ -22,6 +22,13 @@ def test_plugin_is_installed_and_registers_family_and_nodes(runtime):
         assert name in registry.nodes
 
 
+def test_clip_text_encode_flux_prompts_have_no_default(runtime):
+    """ComfyUI declares clip_l and t5xxl without a default: /object_info sends none."""
+    required = runtime.registry.nodes["CLIPTextEncodeFlux"].input_types(None)["required"]
+    for name in ("clip_l", "t5xxl"):
+        assert required[name] == ["STRING", {"multiline": True, "dynamicPrompts": True}]
+
+
 @pytest.mark.parametrize("weight_dtype", ["default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"])
 def test_unet_loader_reads_config_and_keeps_stored_dtype(runtime, weight_dtype):
     model = _node(

@@ -95,9 +95,9 @@ def test_model_patch_loader_schema_and_messages(tmp_path):
         "flux", settings=Settings(base_directory=tmp_path, load_custom_nodes=False, cpu_only=True)
     )
     info = to_json(rt.registry.nodes["ModelPatchLoader"], rt.environment)
-    kind, options = info["input"]["required"]["name"]  # ComfyUI 0.8's V3 combo form
-    assert kind == "COMBO"
-    assert options["options"] == ["qwen.safetensors", "uso.safetensors", "x.safetensors"]
+    # ComfyUI's classic combo form: nodes_model_patch declares INPUT_TYPES, not io.Schema
+    (choices,) = info["input"]["required"]["name"]
+    assert choices == ["qwen.safetensors", "uso.safetensors", "x.safetensors"]
     assert info["output"] == ["MODEL_PATCH"]
     assert (info["category"], info["python_module"], info["experimental"]) == (
         "advanced/loaders",

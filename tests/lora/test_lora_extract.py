@@ -71,6 +71,7 @@ def test_object_info_is_comfyuis(lora_runtime):
     entry = object_info(lora_runtime.registry, lora_runtime.environment)["LoraSave"]
     assert entry["display_name"] == "Extract and Save Lora"
     assert entry["category"] == "_for_testing" and entry["output_node"] is True
+    assert entry["experimental"] is True  # is_experimental=True in ComfyUI's schema
     assert entry["python_module"] == "comfy_extras.nodes_lora_extract"
     required = entry["input"]["required"]
     assert required == {  # the V3 form

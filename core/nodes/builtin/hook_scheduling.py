@@ -189,7 +189,7 @@ class RangeOutputs:
 
 @loom.node(
     "ConditioningTimestepsRange",
-    category="advanced/hooks/scheduling",
+    category="advanced/hooks",
     display_name="Timesteps Range",
     experimental=True,
 )

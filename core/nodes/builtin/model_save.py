@@ -1,6 +1,7 @@
 """Saving models as safetensors files: ``CheckpointSave``, ``ImageOnlyCheckpointSave``,
 ``ModelSave``, ``CLIPSave`` and ``VAESave``
-(ComfyUI's ``comfy_extras/nodes_model_merging.py``).
+(ComfyUI's ``comfy_extras/nodes_model_merging.py``; ImageOnlyCheckpointSave is in its
+``nodes_video_model.py``).
 
 Each writes ``output/<prefix>_<counter:05>_.safetensors`` (the counter and subfolders as
 SaveLatent finds them) with the weights the inputs would compute with: the family's
@@ -86,7 +87,14 @@ def _model_parts(node: str, model: Any) -> tuple[dict[str, Any], dict[str, str]]
     return part.checkpoint_state(), dict(part.checkpoint_metadata())
 
 
-@loom.node("CheckpointSave", category=CATEGORY, output_node=True, hidden=_SAVE_HIDDEN, v3=True)
+@loom.node(
+    "CheckpointSave",
+    category=CATEGORY,
+    display_name="Save Checkpoint",
+    output_node=True,
+    hidden=_SAVE_HIDDEN,
+    v3=True,
+)
 class CheckpointSave:
     """The MODEL, CLIP and VAE in one checkpoint file."""
 
@@ -168,5 +176,7 @@ class VAESave:
 
 @loom.hookimpl
 def register_nodes(register) -> None:
-    for node_class in (CheckpointSave, ImageOnlyCheckpointSave, ModelSave, CLIPSave, VAESave):
+    for node_class in (CheckpointSave, ModelSave, CLIPSave, VAESave):
         register(node_class, python_module=COMFY_MODULE)
+    # ComfyUI defines it in nodes_video_model.py (a CheckpointSave subclass), not with the others.
+    register(ImageOnlyCheckpointSave, python_module="comfy_extras.nodes_video_model")

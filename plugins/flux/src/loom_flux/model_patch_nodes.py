@@ -33,7 +33,8 @@ class ModelPatch:
     file: str
 
 
-@loom.node("ModelPatchLoader", category="advanced/loaders", experimental=True, v3=True)
+# nodes_model_patch is INPUT_TYPES-based in ComfyUI (v0.7.0 source): classic /object_info form.
+@loom.node("ModelPatchLoader", category="advanced/loaders", experimental=True)
 class ModelPatchLoader:
     # No docstring: ComfyUI's node has no description.
 
@@ -52,7 +53,7 @@ class ModelPatchLoader:
             ) from None
 
 
-@loom.node("USOStyleReference", category="advanced/model_patches/flux", experimental=True, v3=True)
+@loom.node("USOStyleReference", category="advanced/model_patches/flux", experimental=True)
 class USOStyleReference:
     # No docstring: ComfyUI's node has no description.
 

@@ -31,8 +31,8 @@ def _with(conditioning: Conditioning, **values: Any) -> Conditioning:
 @loom.node("CLIPTextEncodeFlux", category="advanced/conditioning/flux", v3=True)
 class CLIPTextEncodeFlux:
     clip: Clip
-    clip_l: str = loom.ui.string("", multiline=True, dynamic_prompts=True)
-    t5xxl: str = loom.ui.string("", multiline=True, dynamic_prompts=True)
+    clip_l: str = loom.ui.string(None, multiline=True, dynamic_prompts=True)
+    t5xxl: str = loom.ui.string(None, multiline=True, dynamic_prompts=True)
     guidance: float = loom.ui.float(3.5, min=0.0, max=100.0, step=0.1)
 
     def run(self, ctx: loom.RunContext) -> Conditioning:

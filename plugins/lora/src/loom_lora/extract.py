@@ -113,7 +113,7 @@ def _text_encoder_diffs(clip: Any) -> dict[str, torch.Tensor]:
     }
 
 
-@loom.node("LoraSave", category="_for_testing", output_node=True, v3=True)
+@loom.node("LoraSave", category="_for_testing", output_node=True, experimental=True, v3=True)
 class LoraSave:
     """A LoRA extracted from a model (and text encoder) difference, saved to the output folder."""
 
