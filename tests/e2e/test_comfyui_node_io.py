@@ -94,6 +94,12 @@ def test_every_recorded_comfyui_interface_is_what_loom_serves(registry):
     assert not problems, "\n".join(problems)
 
 
+def test_every_node_loom_registers_has_its_comfyui_interface_recorded(registry):
+    """A new node comes with its ComfyUI interface in bench/comfyui_0_8_io, so it is checked too."""
+    unrecorded = sorted(set(registry.nodes) - set(reference_entries()))
+    assert not unrecorded, f"record these in bench/comfyui_0_8_io/*.json: {unrecorded}"
+
+
 def test_a_changed_default_is_reported(registry):
     entry = reference_entries()["EmptyLatentImage"]
     changed = json.loads(json.dumps(entry))
