@@ -360,3 +360,57 @@ def test_dual_cfg_guider_cfg1_shortcut_follows_the_hooks(samplers_registry, clon
     out, x = build(kept)
     assert [call[0][0] for call in kept.calls] == [6]  # a CFG++-style hook: all three
     assert torch.allclose(out, _alone(cloning_model, cond, 1.0, x), atol=1e-5)
+
+
+def _tsr_by_hand(x, guided, sigma: float, k: float, s: float, *, flow: bool):
+    """arXiv:2510.01184 eq. 6 as ComfyUI's TemporalScoreRescaling applies it to the guided x0."""
+    alpha = 1.0 - sigma if flow else 1.0
+    snr = (alpha / sigma) ** 2
+    r = (snr * s * s + 1) / (snr * s * s / k + 1)
+    return x / alpha + r * (guided - x / alpha)
+
+
+def test_temporal_score_rescaling_is_comfyuis_rule_on_an_eps_model(
+    samplers_registry, cloning_model, cond
+):
+    (model,) = _run(
+        samplers_registry, "TemporalScoreRescaling", model=cloning_model(), tsr_k=0.8, tsr_sigma=1.5
+    )
+    out, x, c, u = _predict(model, cond)
+    guided = u + (c - u) * CFG
+    # one rescale factor per step, from the batch's first sigma (2.0), as ComfyUI
+    assert torch.allclose(out, _tsr_by_hand(x, guided, 2.0, 0.8, 1.5, flow=False), atol=1e-5)
+    assert not torch.allclose(out, guided, atol=1e-3)
+
+
+def test_temporal_score_rescaling_at_k_1_leaves_the_image_alone(
+    samplers_registry, cloning_model, cond
+):
+    (model,) = _run(
+        samplers_registry, "TemporalScoreRescaling", model=cloning_model(), tsr_k=1.0, tsr_sigma=3.0
+    )
+    assert torch.equal(_predict(model, cond)[0], _predict(cloning_model(), cond)[0])
+
+
+def test_temporal_score_rescaling_uses_the_flow_snr_on_a_flow_model(
+    samplers_registry, cloning_model, cond
+):
+    from loom.model_sampling import FlowMatching
+
+    (model,) = _run(
+        samplers_registry,
+        "TemporalScoreRescaling",
+        model=cloning_model(FlowMatching()),
+        tsr_k=1.3,
+        tsr_sigma=0.5,
+    )
+    shape = (2, 4, 8, 8)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(5)) * 0.6
+    sigma = torch.tensor([0.6, 0.6])
+    predictions = []
+    for patched in (model, cloning_model(FlowMatching())):
+        guider = Guider(patched, {"positive": cond(1.0), "negative": cond(-0.5)}, CFG)
+        guider.prepare(torch.zeros(shape), torch.zeros(shape), None, 0)
+        predictions.append(guider.predict(x, sigma)[0])
+    out, guided = predictions
+    assert torch.allclose(out, _tsr_by_hand(x, guided, 0.6, 1.3, 0.5, flow=True), atol=1e-5)

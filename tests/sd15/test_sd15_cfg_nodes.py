@@ -31,6 +31,7 @@ def patched_prompt(class_type: str, **inputs) -> dict:
         ("CFGNorm", {"strength": 0.9}),
         ("Mahiro", {}),
         ("Epsilon Scaling", {"scaling_factor": 1.2}),
+        ("TemporalScoreRescaling", {"tsr_k": 0.3, "tsr_sigma": 4.0}),
         ("TCFG", {}),
         ("APG", {"eta": 0.5, "norm_threshold": 5.0, "momentum": 0.5}),
         ("PerpNeg", {"empty_conditioning": ["33", 0], "neg_scale": 1.0}),

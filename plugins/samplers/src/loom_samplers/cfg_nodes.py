@@ -3,9 +3,9 @@
 Each node sets a function of :class:`loom.samplers.GuidanceHooks` on a clone of the model;
 the CFG guider applies them at every model evaluation. The rules are ComfyUI 0.8's
 (``comfy_extras``: ``nodes_model_advanced`` RescaleCFG, ``nodes_cfg`` CFGZeroStar and
-CFGNorm, ``nodes_mahiro`` Mahiro, ``nodes_eps`` Epsilon Scaling, ``nodes_tcfg`` TCFG,
-``nodes_apg`` APG, ``nodes_perpneg`` PerpNeg; PerpNegGuider builds a guider), written in x0 space: the
-functions are given and return denoised predictions. Torch is imported when a function runs.
+CFGNorm, ``nodes_mahiro`` Mahiro, ``nodes_eps`` Epsilon Scaling and TemporalScoreRescaling,
+``nodes_tcfg`` TCFG, ``nodes_apg`` APG, ``nodes_perpneg`` PerpNeg; PerpNegGuider builds a
+guider), written in x0 space: the functions are given and return denoised predictions. Torch is imported when a function runs.
 """
 
 from __future__ import annotations
@@ -284,6 +284,72 @@ class EpsilonScaling:
         return _with_post_cfg(self.model, EpsilonScaled(float(self.scaling_factor)))
 
 
+@attrs.frozen
+class TemporalScoreRescaled:
+    """Temporal score rescaling (arXiv:2510.01184, eq. 6): the guided x0 is pulled from
+    ``x / α`` by ``r = (snr·s² + 1) / (snr·s²/k + 1)`` (``r = k`` at infinite snr), which
+    scales the predicted noise by ``r``. One sigma per step (the batch's first), as ComfyUI."""
+
+    k: float
+    sigma: float
+
+    def __call__(self, step: PostCFGStep) -> Tensor:
+        import torch
+
+        from loom_samplers.samplers.base import half_log_snr, is_flow
+
+        sigma = step.sigma.reshape(-1)[0]
+        if self.k == 1 or sigma.item() == 0:
+            return step.denoised
+        lam = half_log_snr(sigma, is_flow(step.model))
+        snr = (2 * lam).exp()
+        if snr.item() == 0:
+            return step.denoised
+        variance = self.sigma**2
+        rescale = torch.where(
+            torch.isposinf(snr),
+            torch.tensor(self.k, dtype=snr.dtype),
+            (snr * variance + 1) / (snr * variance / self.k + 1),
+        )
+        alpha = sigma * lam.exp()
+        return torch.lerp(step.x / alpha, step.denoised, rescale.to(step.denoised.dtype))
+
+
+@loom.node(
+    "TemporalScoreRescaling",
+    category="model_patches/unet",
+    display_name="TSR - Temporal Score Rescaling",
+    outputs=PATCHED_MODEL,
+    v3=True,
+)
+class TemporalScoreRescaling:
+    """[Post-CFG Function] Temporal Score Rescaling (arXiv:2510.01184): scales the model's
+    predicted noise by a factor that depends on the step's noise level, to make samples more
+    detailed (k < 1) or smoother (k > 1)."""
+
+    model: Model
+    tsr_k: float = ui.float(
+        0.95,
+        min=0.01,
+        max=100.0,
+        step=0.001,
+        display="number",
+        tooltip="Rescaling strength: below 1 more detail, above 1 smoother; 1 turns it off.",
+    )
+    tsr_sigma: float = ui.float(
+        1.0,
+        min=0.01,
+        max=100.0,
+        step=0.001,
+        display="number",
+        tooltip="How early in sampling the rescaling starts: larger starts earlier.",
+    )
+
+    def run(self, ctx: loom.RunContext) -> loom.NodeOutput:
+        rescaled = TemporalScoreRescaled(float(self.tsr_k), float(self.tsr_sigma))
+        return loom.NodeOutput((_with_post_cfg(self.model, rescaled),))
+
+
 def _with_pre_cfg(model: Model, function: Callable[[PreCFGStep], Any]) -> Model:
     patched = model.clone()
     patched.guidance = guidance_hooks_of(patched).with_pre_cfg(function)
@@ -388,6 +454,7 @@ CFG_NODES = {
     CFGNorm: "comfy_extras.nodes_cfg",
     Mahiro: "comfy_extras.nodes_mahiro",
     EpsilonScaling: "comfy_extras.nodes_eps",
+    TemporalScoreRescaling: "comfy_extras.nodes_eps",
     TCFG: "comfy_extras.nodes_tcfg",
     APG: "comfy_extras.nodes_apg",
     PerpNegGuider: "comfy_extras.nodes_perpneg",
