@@ -1,18 +1,22 @@
-"""V3 dynamic inputs: ComfyUI 0.8's ``io.Autogrow`` and ``io.DynamicCombo``.
+"""V3 dynamic inputs: ComfyUI 0.8's ``io.Autogrow``, ``io.DynamicCombo`` and ``io.DynamicSlot``.
 
 An **Autogrow** input is one template input repeated as the user connects more: its slots
 are named from a prefix (``image0``, ``image1``...) or from a list of names, the first
 ``min`` are required, and a prompt sends them with dotted names (``"images.image0"``).
 A **DynamicCombo** is a dropdown whose chosen option brings its own inputs
 (``"resize_type": "scale by multiplier"``, ``"resize_type.multiplier": 1.5``).
+A **DynamicSlot** is an optional socket that, once connected, brings its own inputs
+(``"guide": ["4", 0]``, ``"guide.strength": 0.5``).
 
-Both live in a node's ``INPUT_TYPES`` as one entry (``["COMFY_AUTOGROW_V3", {"template":
-...}]``, ``["COMFY_DYNAMICCOMBO_V3", {"options": [...]}]``), which is what ``/object_info``
-serves. :func:`finalize_inputs` expands them against a node's live inputs into the flat
+Each lives in a node's ``INPUT_TYPES`` as one entry (``["COMFY_AUTOGROW_V3", {"template":
+...}]``, ``["COMFY_DYNAMICCOMBO_V3", {"options": [...]}]``, ``["COMFY_DYNAMICSLOT_V3",
+{"slotType": ..., "inputs": {...}}]``), which is what ``/object_info`` serves. :func:`finalize_inputs` expands them against a node's live inputs into the flat
 inputs validation checks one by one (ComfyUI's ``get_finalized_class_inputs``), and
 :func:`nest_values` regroups the flat values into what the node receives: a dict of slot
-name -> value for an Autogrow, the chosen key plus its inputs for a DynamicCombo
-(ComfyUI's ``build_nested_inputs``).
+name -> value for an Autogrow, the chosen key plus its inputs for a DynamicCombo, the
+connected value plus its inputs for a DynamicSlot (ComfyUI's ``build_nested_inputs``).
+Grown slots and nested inputs may be lazy (``"lazy": True`` in their options): they are
+evaluated only when the node's ``check_lazy_status`` names them, by dotted name.
 """
 
 from __future__ import annotations
@@ -27,22 +31,26 @@ from loom.errors import NodeDefinitionError
 __all__ = [
     "AUTOGROW",
     "DYNAMIC_COMBO",
+    "DYNAMIC_SLOT",
     "DYNAMIC_TYPES",
     "MAX_AUTOGROW_NAMES",
     "Autogrow",
     "DynamicCombo",
     "DynamicOption",
+    "DynamicSlot",
     "FinalizedInputs",
     "Slot",
     "finalize_inputs",
     "has_dynamic",
     "input_dict",
     "nest_values",
+    "unevaluated_lazy",
 ]
 
 AUTOGROW = "COMFY_AUTOGROW_V3"
 DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"
-DYNAMIC_TYPES = frozenset({AUTOGROW, DYNAMIC_COMBO})
+DYNAMIC_SLOT = "COMFY_DYNAMICSLOT_V3"
+DYNAMIC_TYPES = frozenset({AUTOGROW, DYNAMIC_COMBO, DYNAMIC_SLOT})
 #: ComfyUI caps an Autogrow at 100 slot names.
 MAX_AUTOGROW_NAMES = 100
 
@@ -57,14 +65,27 @@ class Slot:
     optional: bool = False
 
     @classmethod
-    def socket(cls, name: str, type: str, *, optional: bool = False, **options: Any) -> Slot:
-        """A socket slot of wire type ``type`` (``"IMAGE"``, ``"IMAGE,MASK"``)."""
-        return cls(name, (type, dict(options)), optional)
+    def socket(
+        cls, name: str, type: str, *, optional: bool = False, lazy: bool = False, **options: Any
+    ) -> Slot:
+        """A socket slot of wire type ``type`` (``"IMAGE"``, ``"IMAGE,MASK"``); a ``lazy``
+        one is evaluated only when the node's ``check_lazy_status`` asks for it."""
+        return cls(name, (type, dict(options) | ({"lazy": True} if lazy else {})), optional)
+
+    @property
+    def lazy(self) -> bool:
+        """Whether the slot is evaluated only on request."""
+        return bool(len(self.spec) > 1 and self.spec[1].get("lazy"))
+
+    def made_lazy(self) -> Slot:
+        """This slot with ``"lazy": True`` in its options."""
+        head, options = self.spec[0], dict(self.spec[1]) if len(self.spec) > 1 else {}
+        return attrs.evolve(self, spec=(head, options | {"lazy": True}))
 
     @classmethod
     def widget(cls, name: str, field: Any) -> Slot:
         """A slot declared with a ``loom.ui`` helper: ``Slot.widget("width", ui.int(512))``."""
-        from loom.nodes.schema import InputMeta
+        from loom.nodes.fields import InputMeta
 
         meta = getattr(field, "metadata", {}).get("loom")
         if not isinstance(meta, InputMeta) or (meta.type is None and meta.choices is None):
@@ -111,6 +132,21 @@ class Autogrow:
                 f"got min={self.min}, max={self.max}"
             )
 
+    @property
+    def has_lazy(self) -> bool:
+        """Whether grown slots are lazy."""
+        return self.template.lazy
+
+    def made_lazy(self) -> Autogrow:
+        """This Autogrow with every grown slot lazy."""
+        return attrs.evolve(self, template=self.template.made_lazy())
+
+    def unevaluated(self, name: str, grouped: Mapping[str, Any]) -> list[str]:
+        """Dotted names of the given lazy slots not evaluated yet (None)."""
+        if not self.template.lazy:
+            return []
+        return [f"{name}.{slot}" for slot, value in grouped.items() if value is None]
+
     def spec(self, options: Mapping[str, Any]) -> list[Any]:
         """The ``INPUT_TYPES`` entry."""
         spec = self.template.spec
@@ -148,14 +184,96 @@ class DynamicCombo:
         if not self.options:
             raise NodeDefinitionError("DynamicCombo needs at least one option")
 
+    @property
+    def has_lazy(self) -> bool:
+        """Whether any option brings a lazy input."""
+        return any(slot.lazy for option in self.options for slot in option.inputs)
+
+    def made_lazy(self) -> DynamicCombo:
+        """This DynamicCombo with every option's inputs lazy."""
+        return attrs.evolve(
+            self,
+            options=[
+                attrs.evolve(o, inputs=[slot.made_lazy() for slot in o.inputs])
+                for o in self.options
+            ],
+        )
+
+    def unevaluated(self, name: str, grouped: Mapping[str, Any]) -> list[str]:
+        """Dotted names of the chosen option's lazy inputs not evaluated yet (None)."""
+        chosen = next((o for o in self.options if o.key == grouped.get(name)), None)
+        if chosen is None:
+            return []
+        return [
+            f"{name}.{slot.name}"
+            for slot in chosen.inputs
+            if slot.lazy and slot.name in grouped and grouped[slot.name] is None
+        ]
+
     def spec(self, options: Mapping[str, Any]) -> list[Any]:
         """The ``INPUT_TYPES`` entry."""
         rendered = [{"key": o.key, "inputs": input_dict(o.inputs)} for o in self.options]
         return [DYNAMIC_COMBO, {**options, "options": rendered}]
 
 
+_WIDGET_HEADS = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
+
+
+@attrs.frozen
+class DynamicSlot:
+    """An optional socket that, once connected, brings its own inputs (``io.DynamicSlot``).
+
+    Unconnected, the node receives nothing for it (the field keeps its default, None) and
+    its inputs are neither shown nor checked. Connected, the node receives
+    ``{<input name>: connected value, <inner input>: value, ...}``. ``lazy`` makes the
+    socket itself lazy; inner inputs are lazy by their own options.
+    """
+
+    slot_type: str
+    inputs: tuple[Slot, ...] = attrs.field(default=(), converter=tuple)
+    lazy: bool = False
+
+    @property
+    def has_lazy(self) -> bool:
+        """Whether the socket or any of its inputs is lazy."""
+        return self.lazy or any(slot.lazy for slot in self.inputs)
+
+    def made_lazy(self) -> DynamicSlot:
+        """This DynamicSlot with its socket and its inputs lazy."""
+        return DynamicSlot(self.slot_type, [s.made_lazy() for s in self.inputs], lazy=True)
+
+    def unevaluated(self, name: str, grouped: Mapping[str, Any]) -> list[str]:
+        """Dotted names of its lazy socket / inputs not evaluated yet (None)."""
+        found = [name] if self.lazy and name in grouped and grouped[name] is None else []
+        return found + [
+            f"{name}.{slot.name}"
+            for slot in self.inputs
+            if slot.lazy and slot.name in grouped and grouped[slot.name] is None
+        ]
+
+    def spec(self, options: Mapping[str, Any]) -> list[Any]:
+        """The ``INPUT_TYPES`` entry; a widget-typed slot is forced to be a socket."""
+        entry: dict[str, Any] = {**options}
+        if self.lazy:
+            entry["lazy"] = True
+        entry |= {"slotType": self.slot_type, "inputs": input_dict(self.inputs)}
+        if self.slot_type in _WIDGET_HEADS:
+            entry["forceInput"] = True
+        return [DYNAMIC_SLOT, entry]
+
+
+def unevaluated_lazy(
+    name: str, declared: Autogrow | DynamicCombo | DynamicSlot, grouped: Any
+) -> list[str]:
+    """Dotted names of the lazy inputs inside a dynamic input's grouped value that are not
+    evaluated yet: what a node's default ``check_lazy_status`` asks for."""
+    if not isinstance(grouped, Mapping):
+        return []
+    return declared.unevaluated(name, grouped)
+
+
 def has_dynamic(input_types: Mapping[str, Any]) -> bool:
-    """Whether any required/optional input is an Autogrow or DynamicCombo."""
+    """Whether any required/optional input is an Autogrow, DynamicCombo or DynamicSlot."""
     return any(
         isinstance(head := _head(spec), str) and head in DYNAMIC_TYPES
         for section in ("required", "optional")
@@ -235,6 +353,8 @@ def _parse(
             _expand_autogrow(out, empty, live, spec, [*prefix, name])
         elif head == DYNAMIC_COMBO:
             _expand_combo(out, empty, live, section, spec, [*prefix, name])
+        elif head == DYNAMIC_SLOT:
+            _expand_slot(out, empty, live, section, spec, [*prefix, name])
         else:
             flat = ".".join([*prefix, name])
             getattr(out, section)[flat] = spec
@@ -297,3 +417,26 @@ def _expand_combo(
         for inner_section, inputs in (chosen.get("inputs") or {}).items():
             if inner_section in ("required", "optional"):
                 _parse(out, empty, live, inner_section, inputs or {}, prefix)
+
+
+def _expand_slot(
+    out: FinalizedInputs,
+    empty: list[str],
+    live: Mapping[str, Any],
+    section: str,
+    spec: Any,
+    prefix: list[str],
+) -> None:
+    flat = ".".join(prefix)
+    if flat not in live:  # unconnected: nothing to check, nothing handed over
+        return
+    options = dict(_options(spec))
+    inner = options.pop("inputs", None) or {}
+    slot_type = options.pop("slotType", "*")
+    # Checked as a plain socket of its slot type (ComfyUI 0.7/0.8 keep the entry's own
+    # COMFY_DYNAMICSLOT_V3 type here, which no link type can match).
+    getattr(out, section)[flat] = [slot_type, options]
+    out.paths[flat] = f"{flat}.{prefix[-1]}"
+    for inner_section, inputs in inner.items():
+        if inner_section in ("required", "optional"):
+            _parse(out, empty, live, inner_section, inputs or {}, prefix)
