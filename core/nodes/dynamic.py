@@ -308,9 +308,9 @@ def finalize_inputs(input_types: Mapping[str, Any], live: Mapping[str, Any]) -> 
 
 def nest_values(values: Mapping[str, Any], finalized: FinalizedInputs) -> dict[str, Any]:
     """Regroup flat values into the nested dicts dynamic inputs hand their node."""
-    if not finalized.paths and not finalized.empty:
-        return dict(values)
-    result = {k: v for k, v in values.items() if k not in finalized.paths}
+    # a dotted name outside the expansion (an unconnected DynamicSlot's input, an unchosen
+    # option's) is dropped, as ComfyUI hands a node only its finalized inputs
+    result = {k: v for k, v in values.items() if k not in finalized.paths and "." not in k}
     for group in finalized.empty:
         _place(result, group, {})
     for key, path in finalized.paths.items():

@@ -96,6 +96,8 @@ def output_matchtypes(definition: NodeDef, inputs: InputTypes) -> list[str | Non
     """The template id of each match-type output (None when the node has none)."""
     if not any(o.type == MATCH_TYPE for o in definition.outputs):
         return None
+    if any(o.template_id is not None for o in definition.outputs):  # declared per output
+        return [o.template_id if o.type == MATCH_TYPE else None for o in definition.outputs]
     templates = {
         spec[1]["template"]["template_id"]
         for section in ("required", "optional")

@@ -267,7 +267,11 @@ def test_dynamic_slot_connected_brings_its_inputs_grouped(executor):
 
 
 def test_dynamic_slot_unconnected_gives_none_and_ignores_its_inputs(executor):
-    prompt = {"10": {"class_type": "Guided", "inputs": {"base": 5}}, "11": _show("10")}
+    # a stale inner value (out of range, even) is neither checked nor handed over
+    prompt = {
+        "10": {"class_type": "Guided", "inputs": {"base": 5, "guide.strength": 99}},
+        "11": _show("10"),
+    }
     _run(executor, prompt)
     assert SEEN == [None, 5]
 

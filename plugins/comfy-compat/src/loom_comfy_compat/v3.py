@@ -160,6 +160,12 @@ class V3Impl:
         return NodeOutput(values=tuple(result.args), ui=ui_dict(result.ui), expand=result.expand)
 
 
+def _template_id(output: Any) -> str | None:
+    """A MatchType output's template id (``output_matchtypes``), else None."""
+    template = getattr(output, "template", None)
+    return getattr(template, "template_id", None)
+
+
 def _hidden_keys(schema: Schema) -> dict[str, str]:
     own = {item.id for item in schema.inputs}
     return {
@@ -190,6 +196,7 @@ def compile_v3(
             name=output.display_name or output.get_io_type(),
             is_list=bool(output.is_output_list),
             tooltip=output.tooltip,
+            template_id=_template_id(output),
         )
         for output in schema.outputs
     )
