@@ -1,9 +1,12 @@
 """A V3 pack using the parts of ``comfy_api.latest.io`` a pack reaches for beyond plain
 sockets: ``io.DynamicSlot``, ``io.MatchType``, ``io.MultiType``, the wider socket types
 (``io.SEGS``, ``io.Mesh``...), ``io.Combo.Input(remote=io.RemoteOptions(...))``, the
-``IO`` alias and ``comfy_api.latest._io``; each served as ComfyUI serves it and run."""
+``IO`` alias, ``comfy_api.latest._io`` and ``ComfyAPI().execution.set_progress``; each
+served as ComfyUI serves it and run."""
 
 from __future__ import annotations
+
+import io
 
 import pytest
 import torch
@@ -13,7 +16,7 @@ from loom.errors import PromptValidationError
 from loom.nodes.object_info import object_info
 
 PACK = """
-from comfy_api.latest import ComfyExtension, IO, io
+from comfy_api.latest import ComfyAPI, ComfyAPISync, ComfyExtension, IO, io
 from comfy_api.latest._io import DynamicSlot
 
 SEEN = []
@@ -119,9 +122,27 @@ class CountSegs(io.ComfyNode):
         return io.NodeOutput(len(segs) + mesh["vertices"], ui={"text": [str(len(segs))]})
 
 
+class Steps(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="V3Steps",
+            inputs=[io.Image.Input("image"), io.Boolean.Input("sync", default=False)],
+            outputs=[io.Image.Output()],
+        )
+
+    @classmethod
+    async def execute(cls, image, sync):
+        if sync:
+            ComfyAPISync().execution.set_progress(1, 2)
+        else:
+            await ComfyAPI().execution.set_progress(1, 2, preview_image=image)
+        return io.NodeOutput(image)
+
+
 class Extension(ComfyExtension):
     async def get_node_list(self):
-        return [Guided, PassThrough, Scale, MakeSegs, CountSegs]
+        return [Guided, PassThrough, Scale, MakeSegs, CountSegs, Steps]
 
 
 async def comfy_entrypoint():
@@ -280,3 +301,27 @@ def test_wider_socket_types_flow_between_pack_nodes(runtime):
         runtime.executor.validate(crossed)
     (error,) = info.value.node_errors["3"]["errors"]
     assert (error["type"], error["extra_info"]["input_name"]) == ("return_type_mismatch", "segs")
+
+
+@pytest.mark.parametrize("sync", [False, True])
+def test_comfy_api_set_progress_reports_for_the_running_node(runtime, sync):
+    events = []
+    prompt = {
+        "1": empty_image(16, 0xFF0000),
+        "9": {"class_type": "V3Steps", "inputs": {"image": ["1", 0], "sync": sync}},
+        "10": _preview("9"),
+    }
+    result = runtime.executor.run_prompt(prompt, on_event=events.append)
+    assert result.error is None, result.error
+    (progress,) = [e for e in events if e.type == "progress" and e.data["node"] == "9"]
+    assert (progress.data["value"], progress.data["max"]) == (1, 2)
+    if sync:
+        assert progress.preview is None
+    else:
+        from PIL import Image
+
+        assert progress.preview.image_format == "JPEG"
+        picture = Image.open(io.BytesIO(progress.preview.data))
+        assert picture.size == (16, 16)
+        red, green, _ = picture.getpixel((8, 8))
+        assert red > 240 and green < 16

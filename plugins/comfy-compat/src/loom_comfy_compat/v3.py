@@ -11,6 +11,7 @@ inputs arrive as ``cls.hidden`` on a per-call subclass, lazy inputs through
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import threading
 from collections.abc import Coroutine
@@ -47,10 +48,11 @@ def run_sync(coroutine: Coroutine[Any, Any, Any]) -> Any:
     except RuntimeError:
         return asyncio.run(coroutine)
     outcome: dict[str, Any] = {}
+    context = contextvars.copy_context()  # the running node's context goes along
 
     def target() -> None:
         try:
-            outcome["value"] = asyncio.run(coroutine)
+            outcome["value"] = context.run(asyncio.run, coroutine)
         except BaseException as exc:  # handed back to the caller's thread below
             outcome["error"] = exc
 
