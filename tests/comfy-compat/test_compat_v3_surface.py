@@ -7,6 +7,7 @@ served as ComfyUI serves it and run."""
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ from loom.errors import PromptValidationError
 from loom.nodes.object_info import object_info
 
 PACK = """
-from comfy_api.latest import ComfyAPI, ComfyAPISync, ComfyExtension, IO, io
+from comfy_api.latest import ComfyAPI, ComfyAPISync, ComfyExtension, IO, io, ui
 from comfy_api.latest._io import DynamicSlot
 
 SEEN = []
@@ -140,9 +141,23 @@ class Steps(io.ComfyNode):
         return io.NodeOutput(image)
 
 
+class Save(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="V3Save",
+            inputs=[io.Image.Input("images"), io.String.Input("filename_prefix", default="v3")],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, images, filename_prefix):
+        return io.NodeOutput(ui=ui.ImageSaveHelper.get_save_images_ui(images, filename_prefix, cls=cls))
+
+
 class Extension(ComfyExtension):
     async def get_node_list(self):
-        return [Guided, PassThrough, Scale, MakeSegs, CountSegs, Steps]
+        return [Guided, PassThrough, Scale, MakeSegs, CountSegs, Steps, Save]
 
 
 async def comfy_entrypoint():
@@ -325,3 +340,20 @@ def test_comfy_api_set_progress_reports_for_the_running_node(runtime, sync):
         assert picture.size == (16, 16)
         red, green, _ = picture.getpixel((8, 8))
         assert red > 240 and green < 16
+
+
+def test_image_save_helper_writes_pngs_with_the_prompt(runtime):
+    from PIL import Image
+
+    prompt = {
+        "1": empty_image(8, 0x00FF00),
+        "9": {"class_type": "V3Save", "inputs": {"images": ["1", 0], "filename_prefix": "v3save"}},
+    }
+    result = runtime.executor.run_prompt(prompt)
+    assert result.error is None, result.error
+    (saved,) = result.outputs["9"]["images"]
+    assert saved == {"filename": "v3save_00001_.png", "subfolder": "", "type": "output"}
+    path = runtime.settings.directory("output") / saved["filename"]
+    with Image.open(path) as picture:
+        assert picture.size == (8, 8) and picture.getpixel((4, 4)) == (0, 255, 0)
+        assert json.loads(picture.info["prompt"])["9"]["class_type"] == "V3Save"
