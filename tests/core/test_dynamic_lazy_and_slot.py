@@ -20,6 +20,7 @@ from loom.nodes.dynamic import (
     finalize_inputs,
     nest_values,
 )
+from loom.nodes.object_info import object_info
 from loom.types import AnyValue
 from loom.workflow.convert import convert_workflow
 
@@ -143,6 +144,18 @@ class LazyGuided:
         return self.guide["guide"] if self.use and self.guide else -1
 
 
+@loom.node("GuidedV3", category="test", v3=True)
+class GuidedV3:
+    """A DynamicSlot on a node ComfyUI declares with the V3 schema."""
+
+    guide: dict[str, Any] | None = ui.dynamic_slot(
+        DynamicSlot("IMAGE", [Slot.widget("mode", ui.combo(["a", "b"], default="a"))])
+    )
+
+    def run(self, ctx) -> int:
+        return 0
+
+
 class Nodes:
     @loom.hookimpl
     def register_nodes(self, register):
@@ -154,6 +167,7 @@ class Nodes:
             SumGrownByDefault,
             ChooseSource,
             Guided,
+            GuidedV3,
             LazyGuided,
         ):
             register(cls)
@@ -251,6 +265,21 @@ def test_dynamic_slot_object_info_is_comfyuis_form(executor):
         },
     ]
     assert "guide" not in inputs["required"]
+
+
+def test_dynamic_slot_inputs_render_in_v3_form_on_a_v3_node(executor):
+    info = object_info(executor.registry)["GuidedV3"]
+    assert info["input"]["optional"]["guide"] == [
+        "COMFY_DYNAMICSLOT_V3",
+        {
+            "slotType": "IMAGE",
+            "inputs": {
+                "required": {
+                    "mode": ["COMBO", {"default": "a", "multiselect": False, "options": ["a", "b"]}]
+                }
+            },
+        },
+    ]
 
 
 def test_dynamic_slot_connected_brings_its_inputs_grouped(executor):
