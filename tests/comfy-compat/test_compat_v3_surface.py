@@ -357,3 +357,23 @@ def test_image_save_helper_writes_pngs_with_the_prompt(runtime):
     with Image.open(path) as picture:
         assert picture.size == (8, 8) and picture.getpixel((4, 4)) == (0, 255, 0)
         assert json.loads(picture.info["prompt"])["9"]["class_type"] == "V3Save"
+
+
+def test_async_execute_under_a_running_loop_keeps_the_nodes_context():
+    """run_sync runs a coroutine on a worker thread when a loop is already running (loom
+    serve); the running node's context must go with it, or ComfyAPI sees no node."""
+    import asyncio
+    import contextvars
+
+    from loom_comfy_compat.v3 import run_sync
+
+    marker = contextvars.ContextVar("marker", default=None)
+
+    async def read() -> object:
+        return marker.get()
+
+    async def outer() -> object:
+        marker.set("node 9")
+        return run_sync(read())  # called from inside a running loop
+
+    assert asyncio.run(outer()) == "node 9"
