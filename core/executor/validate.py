@@ -171,11 +171,13 @@ class _Checker:
             options = config[1] if len(config) > 1 and isinstance(config[1], dict) else {}
             if name not in inputs:
                 if name in required:
+                    # ComfyUI names a V3 node's missing input by its last part ("image1")
+                    details = name.rsplit(".", 1)[-1] if definition.v3 else name
                     errors.append(
                         error(
                             "required_input_missing",
                             "Required input is missing",
-                            name,
+                            details,
                             input_name=name,
                         )
                     )

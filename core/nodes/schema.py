@@ -22,13 +22,14 @@ from __future__ import annotations
 import inspect
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, get_args, get_origin
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from loom.errors import NodeDefinitionError
 from loom.nodes.compat import accepted_args, call_with_accepted
-from loom.nodes.dynamic import AUTOGROW, DYNAMIC_COMBO, Autogrow, DynamicCombo
+from loom.nodes.dynamic import unevaluated_lazy
+from loom.nodes.fields import META, OUTPUTS_MARK, InputMeta, output, outputs, socket_type, ui
 from loom.nodes.spec import (
     ENVIRONMENT_NAMES,
     InputTypes,
@@ -37,209 +38,24 @@ from loom.nodes.spec import (
     NodeOutput,
     OutputDef,
 )
-from loom.types import WIDGET_TYPES, Socket
 
 if TYPE_CHECKING:
     from loom.executor.context import RunContext
     from loom.registry import Registry
 
-_META = "loom"
-_OUTPUTS_MARK = "__loom_outputs__"
 _NODE_MARK = "__loom_node__"
 
-
-@attrs.frozen
-class InputMeta:
-    """Widget options for one input field, stored in the attrs field metadata."""
-
-    type: str | None = None
-    options: Mapping[str, Any] = attrs.field(factory=dict)
-    choices: Sequence[Any] | Callable[..., list[Any]] | None = None
-    section: str = "required"
-    #: an Autogrow or DynamicCombo (:mod:`loom.nodes.dynamic`): the input's slots vary
-    dynamic: Autogrow | DynamicCombo | None = None
-
-
-class ui:
-    """Field helpers that attach widget options to node inputs."""
-
-    @staticmethod
-    def _field(meta: InputMeta, default: Any = attrs.NOTHING) -> Any:
-        if meta.section == "optional" and default is attrs.NOTHING:
-            default = None
-        return attrs.field(default=default, metadata={_META: meta})
-
-    @staticmethod
-    def _opts(**kwargs: Any) -> dict[str, Any]:
-        return {key: value for key, value in kwargs.items() if value is not None}
-
-    @staticmethod
-    def int(
-        default: int = 0,
-        *,
-        min: int | None = None,
-        max: int | None = None,
-        step: int | None = None,
-        tooltip: str | None = None,
-        control_after_generate: bool | None = None,
-        display: str | None = None,
-        optional: bool = False,
-        lazy: bool | None = None,
-    ) -> Any:
-        opts = ui._opts(
-            default=default,
-            min=min,
-            max=max,
-            step=step,
-            tooltip=tooltip,
-            control_after_generate=control_after_generate,
-            display=display,
-            lazy=lazy,
-        )
-        return ui._field(InputMeta("INT", opts, section=_section(optional)), default)
-
-    @staticmethod
-    def float(
-        default: float = 0.0,
-        *,
-        min: float | None = None,
-        max: float | None = None,
-        step: float | None = None,
-        round: float | bool | None = None,
-        tooltip: str | None = None,
-        display: str | None = None,
-        optional: bool = False,
-        lazy: bool | None = None,
-    ) -> Any:
-        opts = ui._opts(
-            default=default,
-            min=min,
-            max=max,
-            step=step,
-            round=round,
-            tooltip=tooltip,
-            display=display,
-            lazy=lazy,
-        )
-        return ui._field(InputMeta("FLOAT", opts, section=_section(optional)), default)
-
-    @staticmethod
-    def string(
-        default: str = "",
-        *,
-        multiline: bool | None = None,
-        dynamic_prompts: bool | None = None,
-        tooltip: str | None = None,
-        optional: bool = False,
-        lazy: bool | None = None,
-    ) -> Any:
-        opts = ui._opts(
-            default=default,
-            multiline=multiline,
-            dynamicPrompts=dynamic_prompts,
-            tooltip=tooltip,
-            lazy=lazy,
-        )
-        return ui._field(InputMeta("STRING", opts, section=_section(optional)), default)
-
-    @staticmethod
-    def boolean(
-        default: bool | None = False,
-        *,
-        label_on: str | None = None,
-        label_off: str | None = None,
-        tooltip: str | None = None,
-        optional: bool = False,
-        lazy: bool | None = None,
-    ) -> Any:
-        """A BOOLEAN widget; ``default=None`` declares none (ComfyUI's ``io.Boolean.Input``
-        given no default), which a client shows as off."""
-        opts = ui._opts(
-            default=default, label_on=label_on, label_off=label_off, tooltip=tooltip, lazy=lazy
-        )
-        return ui._field(InputMeta("BOOLEAN", opts, section=_section(optional)), default)
-
-    @staticmethod
-    def combo(
-        options: Sequence[Any] | Callable[..., list[Any]],
-        *,
-        default: Any = None,
-        tooltip: str | None = None,
-        optional: bool = False,
-        **extra: Any,
-    ) -> Any:
-        """A dropdown. ``options`` is a list, or a callable computing the list when asked,
-        which names what it needs: ``registry``, ``folders`` and/or ``settings``
-        (:class:`loom.nodes.spec.NodeEnvironment`), e.g. ``lambda folders: ...``."""
-        if not callable(options) and not list(options) and default is None:
-            raise NodeDefinitionError("ui.combo needs options or a default")
-        opts = ui._opts(default=default, tooltip=tooltip, **extra)
-        field_default = default if default is not None else attrs.NOTHING
-        return ui._field(
-            InputMeta(None, opts, choices=options, section=_section(optional)), field_default
-        )
-
-    @staticmethod
-    def input(
-        *,
-        tooltip: str | None = None,
-        optional: bool = False,
-        lazy: bool | None = None,
-        force_input: bool | None = None,
-        **extra: Any,
-    ) -> Any:
-        """A socket input (its type comes from the annotation)."""
-        opts = ui._opts(tooltip=tooltip, lazy=lazy, forceInput=force_input, **extra)
-        return ui._field(InputMeta(None, opts, section=_section(optional)))
-
-    @staticmethod
-    def autogrow(template: Autogrow, *, tooltip: str | None = None, optional: bool = False) -> Any:
-        """A V3 Autogrow input (:class:`loom.nodes.dynamic.Autogrow`); the field receives
-        ``{slot name: value}`` for the slots given."""
-        meta = InputMeta(
-            AUTOGROW, ui._opts(tooltip=tooltip), section=_section(optional), dynamic=template
-        )
-        return ui._field(meta)
-
-    @staticmethod
-    def dynamic_combo(
-        combo: DynamicCombo, *, tooltip: str | None = None, optional: bool = False
-    ) -> Any:
-        """A V3 DynamicCombo input (:class:`loom.nodes.dynamic.DynamicCombo`); the field
-        receives ``{<field name>: chosen key, <option input>: value, ...}``."""
-        meta = InputMeta(
-            DYNAMIC_COMBO, ui._opts(tooltip=tooltip), section=_section(optional), dynamic=combo
-        )
-        return ui._field(meta)
-
-
-def _section(optional: bool) -> str:
-    return "optional" if optional else "required"
-
-
-def output(*, name: str | None = None, is_list: bool = False, tooltip: str | None = None) -> Any:
-    """Options for a field of an ``@loom.outputs`` class; ``name`` defaults to the field name."""
-    return attrs.field(default=None, metadata={_META: OutputDef("", name or "", is_list, tooltip)})
-
-
-def outputs(cls: type) -> type:
-    """Mark an attrs class as a multi-output result: each field is one named output."""
-    cls = attrs.frozen(kw_only=True)(cls) if not attrs.has(cls) else cls
-    setattr(cls, _OUTPUTS_MARK, True)
-    return cls
-
-
-def socket_type(annotation: Any, where: str) -> str:
-    """The wire type an annotation stands for."""
-    if get_origin(annotation) is typing.Annotated:
-        for extra in get_args(annotation)[1:]:
-            if isinstance(extra, Socket):
-                return extra.type
-    if annotation in WIDGET_TYPES:
-        return WIDGET_TYPES[annotation]
-    if isinstance(annotation, Socket):
-        return annotation.type
-    raise NodeDefinitionError(f"{where}: cannot tell the socket type of annotation {annotation!r}")
+__all__ = [
+    "DeclarativeImpl",
+    "InputMeta",
+    "compile_declarative",
+    "is_declarative",
+    "node",
+    "output",
+    "outputs",
+    "socket_type",
+    "ui",
+]
 
 
 def node(
@@ -319,6 +135,9 @@ class _InputField:
 
     @property
     def lazy(self) -> bool:
+        """Whether the input, or a slot inside a dynamic input, is lazy."""
+        if self.meta.dynamic is not None:
+            return self.meta.dynamic.has_lazy
         return bool(self.meta.options.get("lazy"))
 
 
@@ -397,8 +216,14 @@ class DeclarativeImpl:
 
     def check_lazy_status(self, obj: Any, inputs: dict[str, Any]) -> list[str]:
         method = getattr(self.cls, "check_lazy_status", None)
-        if method is None:
-            return [f.name for f in self.fields if f.lazy and inputs.get(f.name) is None]
+        if method is None:  # as ComfyUI's default: every lazy input not evaluated yet
+            wanted = []
+            for f in self.fields:
+                if f.meta.dynamic is not None:
+                    wanted += unevaluated_lazy(f.name, f.meta.dynamic, inputs.get(f.name))
+                elif f.lazy and inputs.get(f.name) is None:
+                    wanted.append(f.name)
+            return wanted
         return list(method(self._instance(inputs)) or [])
 
     def _instance(self, inputs: dict[str, Any]) -> Any:
@@ -426,7 +251,7 @@ def compile_declarative(cls: type, *, python_module: str | None = None) -> NodeD
         raise NodeDefinitionError(f"{where}: cannot resolve annotations: {exc}") from exc
     fields = []
     for field in attrs.fields(cls):
-        meta = field.metadata.get(_META, InputMeta())
+        meta = field.metadata.get(META, InputMeta())
         annotation = hints.get(field.name)
         if meta.choices is not None:
             _check_combo_source(meta.choices, f"{where} input {field.name!r}")
@@ -489,11 +314,11 @@ def _outputs_of(
     annotation = run_hints.get("return")
     if annotation is None or annotation is type(None) or annotation is NodeOutput:
         return (), False
-    if isinstance(annotation, type) and getattr(annotation, _OUTPUTS_MARK, False):
+    if isinstance(annotation, type) and getattr(annotation, OUTPUTS_MARK, False):
         result_hints = typing.get_type_hints(annotation, include_extras=True)
         found = []
         for field in attrs.fields(annotation):
-            opts = field.metadata.get(_META, OutputDef("", ""))
+            opts = field.metadata.get(META, OutputDef("", ""))
             wire = socket_type(result_hints[field.name], f"{where} output {field.name!r}")
             found.append(OutputDef(wire, opts.name or field.name, opts.is_list, opts.tooltip))
         return tuple(found), True

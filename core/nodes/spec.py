@@ -33,6 +33,9 @@ class OutputDef:
     name: str
     is_list: bool = False
     tooltip: str | None = None
+    #: for a ``COMFY_MATCHTYPE_V3`` output: the id of the MatchType template it shares
+    #: with inputs (``/object_info``'s ``output_matchtypes``); None: the node's only one
+    template_id: str | None = None
 
 
 @attrs.frozen

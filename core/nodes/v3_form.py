@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from loom.nodes.dynamic import AUTOGROW, DYNAMIC_COMBO
+from loom.nodes.dynamic import AUTOGROW, DYNAMIC_COMBO, DYNAMIC_SLOT
 from loom.nodes.spec import SECTIONS, InputTypes, NodeDef
 
 #: The hidden inputs ComfyUI's ``Schema.finalize`` adds to every V3 output node, in order.
@@ -56,11 +56,14 @@ def v3_input(spec: Any) -> list[Any]:
             {**choice, "inputs": _v3_sections(choice.get("inputs") or {})}
             for choice in options.get("options") or ()
         ]
+    elif head == DYNAMIC_SLOT and isinstance(options.get("inputs"), Mapping):
+        options["inputs"] = _v3_sections(options["inputs"])
     return [head, options]
 
 
 def _v3_sections(inputs: Mapping[str, Any]) -> dict[str, Any]:
-    """The inputs nested in a dynamic input (an Autogrow template, a DynamicCombo option)."""
+    """The inputs nested in a dynamic input (an Autogrow template, a DynamicCombo option,
+    a DynamicSlot)."""
     return {
         section: {name: v3_input(spec) for name, spec in (specs or {}).items()}
         for section, specs in inputs.items()
@@ -93,6 +96,8 @@ def output_matchtypes(definition: NodeDef, inputs: InputTypes) -> list[str | Non
     """The template id of each match-type output (None when the node has none)."""
     if not any(o.type == MATCH_TYPE for o in definition.outputs):
         return None
+    if any(o.template_id is not None for o in definition.outputs):  # declared per output
+        return [o.template_id if o.type == MATCH_TYPE else None for o in definition.outputs]
     templates = {
         spec[1]["template"]["template_id"]
         for section in ("required", "optional")

@@ -106,7 +106,8 @@ def _convert_node(
         raise WorkflowConversionError(
             f"node {node.id} ({node.type}): reading its inputs failed: {type(exc).__name__}: {exc}"
         ) from exc
-    values = layout.values(node.widgets_values)
+    linked = {socket.name for socket in node.inputs if socket.link is not None}
+    values = layout.values(node.widgets_values, linked)
     for name, value in overrides.get(node.id, {}).items():
         if name in layout.names:
             values[name] = value

@@ -14,7 +14,9 @@ that also take a slot in ``widgets_values`` but are never sent to the API:
 A V3 DynamicCombo's chosen option brings its own widgets, saved right after the combo's
 value (``["scale dimensions", 512, 512, "center", "area"]``), so where a later widget sits
 depends on the value saved: :class:`ComboBranch` reads them with a cursor. Autogrow slots
-are sockets and take no widget.
+are sockets and take no widget. A DynamicSlot is a socket too; once connected, its inputs'
+widgets appear where it sits (:class:`SlotBranch`), so the layout also depends on which
+inputs are linked.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from loom.nodes.dynamic import DYNAMIC_COMBO
+from loom.nodes.dynamic import DYNAMIC_COMBO, DYNAMIC_SLOT
 from loom.nodes.spec import NodeDef
 from loom.registry import Registry
 
@@ -64,7 +66,17 @@ class ComboBranch:
         return found
 
 
-LayoutSlot = Widget | ComboBranch | None
+class SlotBranch:
+    """A DynamicSlot: no widget of its own; its inputs' widgets while it is connected."""
+
+    __slots__ = ("name", "slots")
+
+    def __init__(self, name: str, slots: list[LayoutSlot]) -> None:
+        self.name = name
+        self.slots = slots
+
+
+LayoutSlot = Widget | ComboBranch | SlotBranch | None
 
 
 def _names(slots: list[LayoutSlot]) -> set[str]:
@@ -72,6 +84,8 @@ def _names(slots: list[LayoutSlot]) -> set[str]:
     for slot in slots:
         if isinstance(slot, ComboBranch):
             found |= slot.names()
+        elif isinstance(slot, SlotBranch):
+            found |= _names(slot.slots)
         elif slot is not None:
             found.add(slot.name)
     return found
@@ -81,8 +95,9 @@ class WidgetLayout:
     """The widgets of one node type, and the ``widgets_values`` index of each.
 
     ``slots`` has one entry per ``widgets_values`` position: a :class:`Widget`, ``None``
-    for a UI-only companion (seed control, combo filter, upload button), or a
-    :class:`ComboBranch` (its value, then its chosen option's widgets).
+    for a UI-only companion (seed control, combo filter, upload button), a
+    :class:`ComboBranch` (its value, then its chosen option's widgets), or a
+    :class:`SlotBranch` (no position of its own; its inputs' widgets when connected).
     """
 
     __slots__ = ("names", "slots")
@@ -91,41 +106,60 @@ class WidgetLayout:
         self.slots = slots
         self.names = frozenset(_names(slots))
 
-    def values(self, widgets_values: Any) -> dict[str, Any]:
+    def values(
+        self, widgets_values: Any, linked: frozenset[str] | set[str] = frozenset()
+    ) -> dict[str, Any]:
         """Each widget's saved value (or its default) by name, in widget order.
 
         ``widgets_values`` may be a list (the usual form), a dict keyed by widget name
-        (some custom nodes), or missing.
+        (some custom nodes), or missing. ``linked`` names the node's connected inputs
+        (a DynamicSlot's widgets exist only while it is connected).
         """
         result: dict[str, Any] = {}
         if isinstance(widgets_values, dict):
-            _by_name(self.slots, widgets_values, result)
+            _by_name(self.slots, widgets_values, result, linked)
             return result
         saved = widgets_values if isinstance(widgets_values, list) else []
-        _by_position(self.slots, saved, 0, result)
+        _by_position(self.slots, saved, 0, result, linked)
         return result
 
 
-def _by_name(slots: list[LayoutSlot], saved: Mapping[str, Any], result: dict[str, Any]) -> None:
+def _by_name(
+    slots: list[LayoutSlot],
+    saved: Mapping[str, Any],
+    result: dict[str, Any],
+    linked: frozenset[str] | set[str],
+) -> None:
     for slot in slots:
-        if isinstance(slot, ComboBranch):
+        if isinstance(slot, SlotBranch):
+            if slot.name in linked:
+                _by_name(slot.slots, saved, result, linked)
+        elif isinstance(slot, ComboBranch):
             chosen = result[slot.widget.name] = saved.get(slot.widget.name, slot.widget.default)
-            _by_name(slot.branches.get(chosen, []), saved, result)
+            _by_name(slot.branches.get(chosen, []), saved, result, linked)
         elif slot is not None:
             result[slot.name] = saved.get(slot.name, slot.default)
 
 
 def _by_position(
-    slots: list[LayoutSlot], saved: list[Any], index: int, result: dict[str, Any]
+    slots: list[LayoutSlot],
+    saved: list[Any],
+    index: int,
+    result: dict[str, Any],
+    linked: frozenset[str] | set[str],
 ) -> int:
     for slot in slots:
+        if isinstance(slot, SlotBranch):
+            if slot.name in linked:
+                index = _by_position(slot.slots, saved, index, result, linked)
+            continue
         widget = slot.widget if isinstance(slot, ComboBranch) else slot
         if widget is not None:
             result[widget.name] = saved[index] if index < len(saved) else widget.default
         index += 1
         if isinstance(slot, ComboBranch):
             index = _by_position(
-                slot.branches.get(result[slot.widget.name], []), saved, index, result
+                slot.branches.get(result[slot.widget.name], []), saved, index, result, linked
             )
     return index
 
@@ -161,6 +195,8 @@ def _input_slots(name: str, spec: Any) -> list[LayoutSlot]:
     type_, options = _spec_parts(spec)
     if type_ == DYNAMIC_COMBO:
         return [_combo_branch(name, options)]
+    if type_ == DYNAMIC_SLOT:
+        return [SlotBranch(name, _nested_slots(name, options.get("inputs") or {}))]
     if options.get("forceInput"):
         return []
     combo = _combo_options(type_, options)
@@ -186,12 +222,18 @@ def _combo_branch(name: str, options: Mapping[str, Any]) -> ComboBranch:
     default = options.get("default", choices[0].get("key") if choices else None)
     branches: dict[Any, list[LayoutSlot]] = {}
     for choice in choices:
-        slots: list[LayoutSlot] = []
-        for section in ("required", "optional"):
-            for inner, inner_spec in ((choice.get("inputs") or {}).get(section) or {}).items():
-                slots.extend(_input_slots(f"{name}.{inner}", inner_spec))
-        branches[choice.get("key")] = slots
+        branches[choice.get("key")] = _nested_slots(name, choice.get("inputs") or {})
     return ComboBranch(Widget(name, default), branches)
+
+
+def _nested_slots(name: str, inputs: Mapping[str, Any]) -> list[LayoutSlot]:
+    """The widget slots of inputs nested in dynamic input ``name``, named ``name.<input>``."""
+    slots: list[LayoutSlot] = []
+    for section in ("required", "optional"):
+        nested = inputs.get(section) if isinstance(inputs, Mapping) else None
+        for inner, inner_spec in (nested or {}).items():
+            slots.extend(_input_slots(f"{name}.{inner}", inner_spec))
+    return slots
 
 
 def layout_for(definition: NodeDef, registry: Registry) -> WidgetLayout:

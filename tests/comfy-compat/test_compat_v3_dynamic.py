@@ -218,7 +218,8 @@ def test_missing_required_grown_slot_is_reported(runtime):
     with pytest.raises(PromptValidationError) as info:
         runtime.executor.validate(prompt)
     (error,) = info.value.node_errors["9"]["errors"]
-    assert (error["type"], error["details"]) == ("required_input_missing", "images.image0")
+    assert (error["type"], error["details"]) == ("required_input_missing", "image0")
+    assert error["extra_info"]["input_name"] == "images.image0"
 
 
 def test_lazy_grown_slots_run_only_when_asked_for(runtime):

@@ -11,6 +11,7 @@ inputs arrive as ``cls.hidden`` on a per-call subclass, lazy inputs through
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import threading
 from collections.abc import Coroutine
@@ -47,10 +48,11 @@ def run_sync(coroutine: Coroutine[Any, Any, Any]) -> Any:
     except RuntimeError:
         return asyncio.run(coroutine)
     outcome: dict[str, Any] = {}
+    context = contextvars.copy_context()  # the running node's context goes along
 
     def target() -> None:
         try:
-            outcome["value"] = asyncio.run(coroutine)
+            outcome["value"] = context.run(asyncio.run, coroutine)
         except BaseException as exc:  # handed back to the caller's thread below
             outcome["error"] = exc
 
@@ -160,6 +162,12 @@ class V3Impl:
         return NodeOutput(values=tuple(result.args), ui=ui_dict(result.ui), expand=result.expand)
 
 
+def _template_id(output: Any) -> str | None:
+    """A MatchType output's template id (``output_matchtypes``), else None."""
+    template = getattr(output, "template", None)
+    return getattr(template, "template_id", None)
+
+
 def _hidden_keys(schema: Schema) -> dict[str, str]:
     own = {item.id for item in schema.inputs}
     return {
@@ -190,6 +198,7 @@ def compile_v3(
             name=output.display_name or output.get_io_type(),
             is_list=bool(output.is_output_list),
             tooltip=output.tooltip,
+            template_id=_template_id(output),
         )
         for output in schema.outputs
     )

@@ -1,9 +1,11 @@
-"""``io.Autogrow`` and ``io.DynamicCombo``: V3 inputs whose set of slots varies.
+"""``io.Autogrow``, ``io.DynamicCombo`` and ``io.DynamicSlot``: V3 inputs whose set of
+slots varies.
 
 They render the ``INPUT_TYPES`` entries Loom's core expands (:mod:`loom.nodes.dynamic`
-reads the same shapes): validation then checks each grown slot / chosen option's input like
-a plain one, and ``execute`` receives ``{slot: value}`` for an Autogrow and
-``{<id>: chosen key, <option input>: value}`` for a DynamicCombo, as in ComfyUI.
+reads the same shapes): validation then checks each grown slot / chosen option's input /
+connected slot's input like a plain one, and ``execute`` receives ``{slot: value}`` for an
+Autogrow, ``{<id>: chosen key, <option input>: value}`` for a DynamicCombo and, once
+connected, ``{<id>: value, <inner input>: value}`` for a DynamicSlot, as in ComfyUI.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ class Autogrow(ComfyTypeI):
 
     class _Template:
         def __init__(self, input: Input) -> None:
-            if isinstance(input, (Autogrow.Input, DynamicCombo.Input)):
+            if is_dynamic(input):
                 raise TypeError("an Autogrow template cannot itself be a dynamic input")
             self.input = copy.copy(input)
             if isinstance(self.input, WidgetInput):
@@ -111,6 +113,52 @@ class DynamicCombo(ComfyTypeI):
             return super().options() | {"options": [o.as_dict() for o in self.choices]}
 
 
+@comfytype("COMFY_DYNAMICSLOT_V3")
+class DynamicSlot(ComfyTypeI):
+    """An optional socket that, once connected, brings its own inputs (``guide.strength``).
+
+    Unconnected, ``execute`` gets no argument for it; the slot is always optional and a
+    widget-typed slot is forced to be a socket.
+    """
+
+    Type = dict
+
+    class Input(Input):
+        def __init__(
+            self, slot: Input, inputs: list[Input], display_name: str | None = None,
+            tooltip: str | None = None, lazy: bool | None = None,
+            extra_dict: dict[str, Any] | None = None,
+        ) -> None:  # fmt: skip
+            if is_dynamic(slot):
+                raise TypeError("a DynamicSlot's slot cannot itself be a dynamic input")
+            self.slot = copy.copy(slot)
+            # the slot's own settings win; the DynamicSlot's fill the gaps
+            for attr, fallback in (("display_name", display_name), ("tooltip", tooltip),
+                                   ("lazy", lazy)):  # fmt: skip
+                if getattr(self.slot, attr) is None:
+                    setattr(self.slot, attr, fallback)
+            # as in ComfyUI, the slot's extra_dict (always set) wins over ``extra_dict``
+            super().__init__(
+                slot.id, self.slot.display_name, True, self.slot.tooltip, self.slot.lazy,
+                self.slot.extra_dict,
+            )  # fmt: skip
+            self.inputs = list(inputs)
+            self.force_input = True if isinstance(self.slot, WidgetInput) else None
+            if self.force_input:
+                self.slot.force_input = True
+
+        def options(self) -> dict[str, Any]:
+            own = {"slotType": str(self.slot.get_io_type()), "inputs": input_dict(self.inputs)}
+            if self.force_input:
+                own["forceInput"] = True
+            return super().options() | own
+
+
+def is_dynamic(item: Input) -> bool:
+    """Whether ``item`` is an Autogrow, DynamicCombo or DynamicSlot input."""
+    return isinstance(item, (Autogrow.Input, DynamicCombo.Input, DynamicSlot.Input))
+
+
 def nested_inputs(inputs: Sequence[Input]) -> list[Input]:
     """``inputs`` and every input inside their Autogrow templates and DynamicCombo options."""
     found: list[Input] = []
@@ -120,7 +168,9 @@ def nested_inputs(inputs: Sequence[Input]) -> list[Input]:
             found.extend(nested_inputs([item.template.input]))
         elif isinstance(item, DynamicCombo.Input):
             found.extend(nested_inputs([i for option in item.choices for i in option.inputs]))
+        elif isinstance(item, DynamicSlot.Input):
+            found.extend(nested_inputs(item.inputs))
     return found
 
 
-__all__ = ["Autogrow", "DynamicCombo"]
+__all__ = ["Autogrow", "DynamicCombo", "DynamicSlot"]

@@ -38,6 +38,35 @@ class NumberDisplay(str, enum.Enum):
     slider = "slider"
 
 
+class RemoteOptions:
+    """Where a combo fetches its options from (the frontend calls ``route``)."""
+
+    def __init__(
+        self,
+        route: str,
+        refresh_button: bool,
+        control_after_refresh: str = "first",
+        timeout: int | None = None,
+        max_retries: int | None = None,
+        refresh: int | None = None,
+    ) -> None:
+        self.route, self.refresh_button = route, refresh_button
+        self.control_after_refresh = control_after_refresh
+        self.timeout, self.max_retries, self.refresh = timeout, max_retries, refresh
+
+    def as_dict(self) -> dict[str, Any]:
+        return _pruned(
+            {
+                "route": self.route,
+                "refresh_button": self.refresh_button,
+                "control_after_refresh": self.control_after_refresh,
+                "timeout": self.timeout,
+                "max_retries": self.max_retries,
+                "refresh": self.refresh,
+            }
+        )
+
+
 class Input:
     """One input socket or widget; ``options()`` is its V1 options dict."""
 
@@ -275,17 +304,16 @@ class Combo(ComfyTypeIO):
             optional: bool = False, tooltip: str | None = None, lazy: bool | None = None,
             default: Any = None, control_after_generate: bool | None = None,
             upload: UploadType | None = None, image_folder: FolderType | None = None,
-            **kwargs: Any,
+            remote: RemoteOptions | None = None, **kwargs: Any,
         ) -> None:  # fmt: skip
             if isinstance(options, type) and issubclass(options, enum.Enum):
                 options = [member.value for member in options]
             if isinstance(default, enum.Enum):
                 default = default.value
-            kwargs.pop("remote", None)
             super().__init__(id, display_name, optional, tooltip, lazy, default, **kwargs)
             self.choices = list(options) if options is not None else []
             self.control_after_generate = control_after_generate
-            self.upload, self.image_folder = upload, image_folder
+            self.upload, self.image_folder, self.remote = upload, image_folder, remote
             self.multiselect = False
 
         def options(self) -> dict[str, Any]:
@@ -295,8 +323,9 @@ class Combo(ComfyTypeIO):
                     "multiselect": self.multiselect,
                     "options": self.choices,
                     "control_after_generate": self.control_after_generate,
-                    "image_folder": self.image_folder.value if self.image_folder else None,
                     **upload,
+                    "image_folder": self.image_folder.value if self.image_folder else None,
+                    "remote": self.remote.as_dict() if self.remote else None,
                 }
             )
 
@@ -306,40 +335,6 @@ class Combo(ComfyTypeIO):
                      is_output_list: bool = False) -> None:  # fmt: skip
             super().__init__(id, display_name, tooltip, is_output_list)
             self.choices = list(options or [])
-
-
-#: Socket types that are plain values passed between nodes (no widget).
-_PLAIN_TYPES = {
-    "Image": "IMAGE",
-    "Mask": "MASK",
-    "Latent": "LATENT",
-    "Conditioning": "CONDITIONING",
-    "Model": "MODEL",
-    "Clip": "CLIP",
-    "Vae": "VAE",
-    "Sampler": "SAMPLER",
-    "Sigmas": "SIGMAS",
-    "Noise": "NOISE",
-    "Guider": "GUIDER",
-    "ControlNet": "CONTROL_NET",
-    "ClipVision": "CLIP_VISION",
-    "ClipVisionOutput": "CLIP_VISION_OUTPUT",
-    "StyleModel": "STYLE_MODEL",
-    "UpscaleModel": "UPSCALE_MODEL",
-    "LoraModel": "LORA_MODEL",
-    "Audio": "AUDIO",
-    "Video": "VIDEO",
-    "Photomaker": "PHOTOMAKER",
-    "Gligen": "GLIGEN",
-    "Hooks": "HOOKS",
-    "AnyType": "*",
-}
-for _name, _io_type in _PLAIN_TYPES.items():
-    globals()[_name] = comfytype(_io_type)(type(_name, (ComfyTypeIO,), {}))
-Image: type[ComfyTypeIO]
-Latent: type[ComfyTypeIO]
-Mask: type[ComfyTypeIO]
-AnyType: type[ComfyTypeIO]
 
 
 @comfytype("COMBO")
@@ -374,9 +369,9 @@ __all__ = [
     "MultiCombo",
     "NumberDisplay",
     "Output",
+    "RemoteOptions",
     "String",
     "UploadType",
     "WidgetInput",
     "comfytype",
-    *_PLAIN_TYPES,
 ]

@@ -72,7 +72,8 @@ class Schema:
         return self
 
     def problems(self) -> list[str]:
-        """Every problem with the declaration (duplicate ids), gathered before raising."""
+        """Every problem with the declaration (duplicate ids), gathered before raising.
+        An input and an output may share an id, as from ComfyUI 0.7 on."""
         input_ids = [i.id for i in self.inputs]
         output_ids = [o.id for o in self.outputs]
         issues = []
@@ -80,9 +81,6 @@ class Schema:
             repeated = sorted({i for i in ids if ids.count(i) > 1})
             if repeated:
                 issues.append(f"{label} ids must be unique, but {repeated} repeat")
-        shared = sorted(set(input_ids) & set(output_ids))
-        if shared:
-            issues.append(f"ids {shared} are used by both an input and an output")
         return issues
 
     def v1_inputs(self) -> dict[str, dict[str, Any]]:

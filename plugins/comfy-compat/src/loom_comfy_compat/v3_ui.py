@@ -43,13 +43,45 @@ def _temp_prefix() -> str:
     return "ComfyUI_temp_" + "".join(random.choices(string.ascii_lowercase, k=5))
 
 
+def _running(what: str) -> Any:
+    ctx = current_context()
+    if ctx is None:
+        raise RuntimeError(f"{what} can only be used while a node executes")
+    return ctx
+
+
+class ImageSaveHelper:
+    """Image saving for V3 save nodes: PNGs with the prompt's metadata, as SavedResults."""
+
+    @staticmethod
+    def save_images(
+        images: Any,
+        filename_prefix: str,
+        folder_type: Any,
+        cls: Any = None,
+        compress_level: int = 4,
+    ) -> list[SavedResult]:
+        """Write each image of the batch as a PNG under ``folder_type``'s directory."""
+        ctx = _running("ui.ImageSaveHelper.save_images")
+        kind = getattr(folder_type, "value", folder_type)
+        saved = save_images(images, ctx, filename_prefix, kind=kind, compress_level=compress_level)
+        return [SavedResult(r["filename"], r["subfolder"], r["type"]) for r in saved]
+
+    @staticmethod
+    def get_save_images_ui(
+        images: Any, filename_prefix: str, cls: Any = None, compress_level: int = 4
+    ) -> SavedImages:
+        """Save to the output directory and wrap the files for ``NodeOutput(ui=...)``."""
+        return SavedImages(
+            ImageSaveHelper.save_images(images, filename_prefix, "output", cls, compress_level)
+        )
+
+
 class PreviewImage(_UIOutput):
     """Write ``image`` (``[B, H, W, C]``) to the temp directory and show it on the node."""
 
     def __init__(self, image: Any, animated: bool = False, cls: Any = None, **_: Any) -> None:
-        ctx = current_context()
-        if ctx is None:
-            raise RuntimeError("ui.PreviewImage can only be made while a node executes")
+        ctx = _running("ui.PreviewImage")
         self.results = save_images(image, ctx, _temp_prefix(), kind="temp", compress_level=1)
         self.animated = animated
 
@@ -87,4 +119,11 @@ def ui_dict(ui: Any) -> dict[str, Any] | None:
     raise TypeError(f"ui must be a comfy_api ui object or a dict, got {type(ui).__name__}")
 
 
-__all__ = ["PreviewImage", "PreviewMask", "PreviewText", "SavedImages", "SavedResult"]
+__all__ = [
+    "ImageSaveHelper",
+    "PreviewImage",
+    "PreviewMask",
+    "PreviewText",
+    "SavedImages",
+    "SavedResult",
+]
