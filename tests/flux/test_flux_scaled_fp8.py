@@ -76,7 +76,8 @@ def test_unet_loader_keeps_fp8_and_equals_the_dequantized_model(runtime, scaled_
     scaled = _unet(runtime, "tiny-flux-fp8-scaled.safetensors")
     qkv = scaled.module.double_blocks[0].img_attn.qkv
     assert isinstance(qkv, ScaledLinear) and qkv.weight.dtype == FP8
-    assert qkv.scale_weight.shape == () and qkv.scale_weight.dtype == torch.float32
+    # the scale as the file stores it (ComfyUI keeps a [1]-shaped one as it is)
+    assert qkv.weight_scale.shape == (1,) and qkv.weight_scale.dtype == torch.float32
     assert not isinstance(scaled.module.img_in, ScaledLinear)  # no scale in the file
     assert scaled.module.img_in.weight.dtype == torch.bfloat16
     reference = _unet(runtime, "tiny-flux-dequantized.safetensors")
@@ -87,7 +88,7 @@ def test_unet_loader_keeps_fp8_and_equals_the_dequantized_model(runtime, scaled_
 def test_weight_dtype_does_not_requantize_a_scaled_file(runtime, scaled_files):
     scaled = _unet(runtime, "tiny-flux-fp8-scaled.safetensors", weight_dtype="fp8_e4m3fn")
     qkv = scaled.module.double_blocks[0].img_attn.qkv
-    assert qkv.scale_weight.dtype == torch.float32  # the scales are not rounded to fp8
+    assert qkv.weight_scale.dtype == torch.float32  # the scales are not rounded to fp8
     reference = _unet(runtime, "tiny-flux-dequantized.safetensors")
     torch.testing.assert_close(
         _forward(runtime, scaled), _forward(runtime, reference), rtol=0, atol=1e-6
