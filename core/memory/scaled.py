@@ -43,6 +43,8 @@ SCALE_INPUT = ".scale_input"
 WEIGHT_SCALE = ".weight_scale"
 INPUT_SCALE = ".input_scale"
 QUANT_CONFIG = ".comfy_quant"
+#: A :class:`ScaledLinear`'s scale buffers (quantisation data, not weights to patch or merge).
+SCALE_TENSORS = ("weight_scale", "input_scale")
 #: Per-tensor-scaled fp8 formats of ComfyUI's layout (others, e.g. nvfp4, are not supported).
 FP8_FORMATS = ("float8_e4m3fn", "float8_e5m2")
 #: The format ComfyUI gives every layer of an old-layout file.
@@ -156,6 +158,19 @@ def quant_config_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
                 full_precision_matrix_mult=layer.full_precision_matrix_mult,
             )
             out[name + QUANT_CONFIG] = config_tensor(spec.config())
+    return out
+
+
+def dequantized_weights(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``tensors`` (a saved state, e.g. ``checkpoint_state()``) with each scaled layer's
+    ``<layer>.weight`` replaced by the values it computes with, ``weight * weight_scale`` in
+    float32 (the scale and config entries stay)."""
+    out = dict(tensors)
+    for key, scale in tensors.items():
+        if key.endswith(WEIGHT_SCALE):
+            weight = key[: -len(WEIGHT_SCALE)] + ".weight"
+            if weight in out:
+                out[weight] = out[weight].float() * scale.float()
     return out
 
 
