@@ -195,6 +195,11 @@ class HookedEncoder(Protocol):
 
     def encode_hooked(self, encode: Callable[[Any], list]) -> list: ...
 
+    def plain_encoder(self) -> Any:
+        """The CLIP with the hooks' weights at their CLIP strength, keyframes ignored, that
+        attaches nothing (what ComfyUI's plain ``encode_from_tokens`` encodes with)."""
+        ...
+
 
 def encode_scheduled(clip: Any, encode: Callable[[Any], list]) -> list:
     """The CONDITIONING a text encoder node makes with ``clip``: ``encode(handle)`` builds
@@ -207,6 +212,12 @@ def encode_scheduled(clip: Any, encode: Callable[[Any], list]) -> list:
     if isinstance(clip, HookedEncoder):
         return clip.encode_hooked(encode)
     return encode(clip)
+
+
+def plain_encoder(clip: Any) -> Any:
+    """The CLIP a node that only reads tensors from ``clip`` encodes with (ComfyUI's
+    ``encode_from_tokens``): a hooked CLIP's weights, unscheduled, attaching nothing."""
+    return clip.plain_encoder() if isinstance(clip, HookedEncoder) else clip
 
 
 __all__ = [
@@ -225,6 +236,7 @@ __all__ = [
     "attach_hooks",
     "check_hooks",
     "encode_scheduled",
+    "plain_encoder",
 ]
 
 

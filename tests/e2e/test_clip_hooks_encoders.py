@@ -108,3 +108,30 @@ def test_a_scheduled_clip_encodes_once_per_range(ctx, encode, base, other):
     [(base_cond, _)] = encode(ctx, _clip(ctx, base))
     torch.testing.assert_close(first, other_cond, rtol=0, atol=1e-5)
     torch.testing.assert_close(second, base_cond, rtol=0, atol=1e-5)
+
+
+def test_clip_text_encode_controlnet_encodes_unscheduled_without_hooks(ctx):
+    # ComfyUI's CLIPTextEncodeControlnet calls encode_from_tokens: the hooked weights with
+    # keyframes ignored (strength 1 here, though the schedule starts at strength 0)
+    from loom_lora.hook_nodes import SetClipHooks
+
+    from loom.nodes.builtin.cond_nodes import CLIPTextEncodeControlnet
+    from loom.nodes.builtin.hook_scheduling import CreateHookKeyframe, SetHookKeyframes
+    from loom.nodes.builtin.hooks_model_as_lora import CreateHookModelAsLora
+
+    hooks = CreateHookModelAsLora(
+        ckpt_name="sdxl-b.safetensors", strength_model=0.0, strength_clip=1.0
+    ).run(ctx)
+    first = CreateHookKeyframe(strength_mult=0.0, start_percent=0.0).run(ctx).hook_kf
+    second = CreateHookKeyframe(strength_mult=1.0, start_percent=0.4, prev_hook_kf=first)
+    hooks = SetHookKeyframes(hooks=hooks, hook_kf=second.run(ctx).hook_kf).run(ctx)
+    clip = SetClipHooks(
+        clip=_clip(ctx, "sdxl-a.safetensors"), apply_to_conds=True, schedule_clip=True, hooks=hooks
+    ).run(ctx)
+    base = [[torch.zeros(1, 77, 96), {}]]
+    [(_, options)] = CLIPTextEncodeControlnet(clip=clip, conditioning=base, text="a cat").run(ctx)
+    from loom.nodes.builtin.models import CLIPTextEncode
+
+    [(other, _)] = CLIPTextEncode(text="a cat", clip=_clip(ctx, "sdxl-b.safetensors")).run(ctx)
+    torch.testing.assert_close(options["cross_attn_controlnet"], other, rtol=0, atol=1e-5)
+    assert HOOKS not in options

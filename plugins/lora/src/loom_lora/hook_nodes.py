@@ -254,6 +254,10 @@ class HookedClip:
             out += [[tensor, {**options, **span}] for tensor, options in encoded]
         return self._attach(out)
 
+    def plain_encoder(self) -> Any:
+        """The CLIP with every hook at ``strength_clip``, attaching nothing."""
+        return self._clip
+
     def encode(self, text: str) -> list:
         return self.encode_hooked(lambda clip: clip.encode(text))
 
