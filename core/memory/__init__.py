@@ -68,7 +68,6 @@ _EXPORTS = {
         "is_scaled_fp8",
         "quant_config_tensors",
         "scale_layers",
-        "scaled_layer_names",
     ),
     "safetensors_writer": ("write_safetensors",),
 }
@@ -121,7 +120,6 @@ __all__ = [
     "ratio_scales",
     "read_header",
     "scale_layers",
-    "scaled_layer_names",
     "set_compute_dtype",
     "simulated_device",
     "split_state_dict_by_prefix",
@@ -192,5 +190,4 @@ if TYPE_CHECKING:
         is_scaled_fp8,
         quant_config_tensors,
         scale_layers,
-        scaled_layer_names,
     )

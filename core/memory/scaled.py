@@ -19,7 +19,8 @@ scales into :class:`ScaledLinear` (on the meta device, before loading);
 stays fp8; each forward casts it to the compute dtype and multiplies by the scale, ComfyUI's
 dequantisation. A weight patch (LoRA) is merged into the dequantised weight and the result
 quantised back with the same scale (:meth:`ScaledLinear.dequantize` /
-:meth:`ScaledLinear.quantize`).
+:meth:`ScaledLinear.quantize`), as ComfyUI's old ``scaled_fp8`` ops did; ComfyUI 0.7+
+recalculates the scale from the merged weight instead (not reproduced yet).
 """
 
 from __future__ import annotations
@@ -103,17 +104,6 @@ def is_scaled_fp8(keys: Any, prefix: str = "") -> bool:
     return f"{prefix}{MARKER}" in keys or any(
         k.startswith(prefix) and k.endswith((SCALE_WEIGHT, QUANT_CONFIG)) for k in keys
     )
-
-
-def scaled_layer_names(keys: Any, prefix: str = "") -> list[str]:
-    """The layers (module paths, ``prefix`` removed) the file stores a weight scale for."""
-    return [
-        k[len(prefix) : -len(suffix)]
-        for k in keys
-        if k.startswith(prefix)
-        for suffix in (SCALE_WEIGHT, QUANT_CONFIG)
-        if k.endswith(suffix)
-    ]
 
 
 def scale_layers(module: nn.Module, layers: Iterable[str | ScaledLayer]) -> int:
