@@ -198,3 +198,17 @@ def test_lora_save_extracts_from_the_dequantised_difference(runtime, base_dir):
     written = written @ lora[f"diffusion_model.{key}.lora_down.weight"].float()
     torch.testing.assert_close(written, expected.half().float(), rtol=0, atol=2e-3)
     assert not any(k.endswith(("scale.diff", "comfy_quant.diff")) for k in lora)
+
+
+def test_an_unsupported_quantisation_format_is_a_clear_error(runtime, base_dir, scaled_files):
+    from loom.errors import LoomError
+
+    stored, _ = scaled_files
+    layer = "double_blocks.0.img_attn.proj"
+    config = torch.tensor(list(b'{"format": "nvfp4"}'), dtype=torch.uint8)
+    odd = {k: v for k, v in stored.items() if k != "scaled_fp8"} | {f"{layer}.comfy_quant": config}
+    save(odd, base_dir / "models" / "diffusion_models" / "nvfp4.safetensors")
+    with pytest.raises(LoomError) as error:
+        _unet(runtime, "nvfp4.safetensors")
+    assert "nvfp4.safetensors" in str(error.value)
+    assert f"{layer}.comfy_quant" in str(error.value) and "'nvfp4'" in str(error.value)
