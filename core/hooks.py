@@ -11,7 +11,9 @@ are batched per group and each batch runs on a clone of the MODEL with the group
 added at the current keyframe strength; entries without hooks run on the MODEL as given.
 Entries marked :data:`DEFAULT` are only evaluated where the other entries of their group
 leave the latent uncovered. A CLIP given hooks (``SetClipHooks``) encodes with them and may
-attach them to what it encodes.
+attach them to what it encodes: text encoder nodes build their conditioning through
+:func:`encode_scheduled` (ComfyUI's ``CLIP.encode_from_tokens_scheduled``), the one place a
+hooked CLIP (:class:`HookedEncoder`) schedules the encoding and attaches its hooks.
 
 Torch-free: the patches themselves are built by the :class:`HookWeights` implementation
 (loom-lora) when the sampler or CLIP asks for them.
@@ -19,7 +21,7 @@ Torch-free: the patches themselves are built by the :class:`HookWeights` impleme
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Annotated, Any, Protocol, runtime_checkable
 
 import attrs
@@ -184,6 +186,40 @@ def attach_hooks(
     return out
 
 
+@runtime_checkable
+class HookedEncoder(Protocol):
+    """A CLIP given hooks (``SetClipHooks``): :meth:`encode_hooked` runs a text encoder
+    node's encoding on the hooked CLIP (once per keyframe range when the CLIP schedules its
+    hooks, each entry then limited to its range) and attaches the hooks to the entries when
+    asked to (``apply_to_conds``)."""
+
+    def encode_hooked(self, encode: Callable[[Any], list]) -> list: ...
+
+    def plain_encoder(self) -> Any:
+        """The CLIP with the hooks' weights at their CLIP strength, keyframes ignored, that
+        attaches nothing (what ComfyUI's plain ``encode_from_tokens`` encodes with)."""
+        ...
+
+
+def encode_scheduled(clip: Any, encode: Callable[[Any], list]) -> list:
+    """The CONDITIONING a text encoder node makes with ``clip``: ``encode(handle)`` builds
+    the entries from a CLIP handle (the family's own, which it may check and call any
+    method of). A hooked CLIP (:class:`HookedEncoder`) runs it with its hooked weights, per
+    schedule range, and attaches its hooks, as ComfyUI's ``encode_from_tokens_scheduled``
+    does for every encoder node that goes through it; any other CLIP is passed as it is.
+    Nodes that only read tensors from a CLIP (ComfyUI's plain ``encode_from_tokens``:
+    PhotoMakerEncode, CLIPTextEncodeControlnet) use the hooked weights without this."""
+    if isinstance(clip, HookedEncoder):
+        return clip.encode_hooked(encode)
+    return encode(clip)
+
+
+def plain_encoder(clip: Any) -> Any:
+    """The CLIP a node that only reads tensors from ``clip`` encodes with (ComfyUI's
+    ``encode_from_tokens``): a hooked CLIP's weights, unscheduled, attaching nothing."""
+    return clip.plain_encoder() if isinstance(clip, HookedEncoder) else clip
+
+
 __all__ = [
     "DEFAULT",
     "HOOKS",
@@ -192,12 +228,15 @@ __all__ = [
     "HookKeyframes",
     "HookKeyframesSocket",
     "HookWeights",
+    "HookedEncoder",
     "Hooks",
     "TimestepsRange",
     "TimestepsRangeSocket",
     "WeightHook",
     "attach_hooks",
     "check_hooks",
+    "encode_scheduled",
+    "plain_encoder",
 ]
 
 

@@ -61,12 +61,13 @@ _EXPORTS = {
     # torch-free: validation reads headers without importing torch
     "loom.safetensors_header": ("read_header",),
     "scaled": (
+        "ScaledLayer",
         "ScaledLinear",
         "ScaledView",
+        "dequantized_weights",
         "is_scaled_fp8",
+        "quant_config_tensors",
         "scale_layers",
-        "scaled_layer_names",
-        "scaled_marker",
     ),
     "safetensors_writer": ("write_safetensors",),
 }
@@ -94,6 +95,7 @@ __all__ = [
     "ReplacePatch",
     "SafetensorsFile",
     "ScalePatch",
+    "ScaledLayer",
     "ScaledLinear",
     "ScaledView",
     "WeightPatch",
@@ -104,6 +106,7 @@ __all__ = [
     "configure_host_allocator",
     "cpu_device",
     "default_memory_estimate",
+    "dequantized_weights",
     "discover_devices",
     "free_bytes",
     "is_scaled_fp8",
@@ -113,11 +116,10 @@ __all__ = [
     "open_safetensors",
     "ops",
     "patched_tensors",
+    "quant_config_tensors",
     "ratio_scales",
     "read_header",
     "scale_layers",
-    "scaled_layer_names",
-    "scaled_marker",
     "set_compute_dtype",
     "simulated_device",
     "split_state_dict_by_prefix",
@@ -181,10 +183,11 @@ if TYPE_CHECKING:
     from loom.memory.safetensors_file import SafetensorsFile, read_header
     from loom.memory.safetensors_writer import write_safetensors
     from loom.memory.scaled import (
+        ScaledLayer,
         ScaledLinear,
         ScaledView,
+        dequantized_weights,
         is_scaled_fp8,
+        quant_config_tensors,
         scale_layers,
-        scaled_layer_names,
-        scaled_marker,
     )

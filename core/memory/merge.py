@@ -18,6 +18,7 @@ import torch
 from loom.memory.handle import ModelHandle
 from loom.memory.patches import PatchEntries, QuantizedWeights, patched_weight
 from loom.memory.rounding import key_seed
+from loom.memory.scaled import SCALE_TENSORS, ScaledLinear
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +31,16 @@ class MergePatch:
     """``model_scale * weight + strength * other_scale * other``: one weight of a merge.
 
     ``other`` is the second model's stored weight and ``other_entries`` the patches that
-    model carried when merged (applied to ``other`` first, as its own load would).
+    model carried when merged (applied to ``other`` first, as its own load would);
+    ``other_owner`` the second model's layer and tensor name when that layer stores quantised
+    values (scaled fp8): ``other`` is dequantised first, as ComfyUI's ``convert_func`` does.
     """
 
     other: torch.Tensor
     other_entries: tuple[tuple[object, float], ...]
     model_scale: float
     other_scale: float
+    other_owner: tuple[QuantizedWeights, str] | None = None
 
     def apply(self, weight: torch.Tensor, strength: float) -> torch.Tensor:
         if self.model_scale != 1.0:
@@ -44,9 +48,10 @@ class MergePatch:
         scale = strength * self.other_scale
         if scale == 0:  # ComfyUI adds nothing then (not even 0 * W2, which could hold inf/nan)
             return weight
-        other = patched_weight(
-            self.other, self.other_entries, device=weight.device, dtype=torch.float32
-        )
+        other = self.other.to(device=weight.device, dtype=torch.float32)
+        if self.other_owner is not None:
+            other = self.other_owner[0].dequantize(self.other_owner[1], other)
+        other = patched_weight(other, self.other_entries, dtype=torch.float32)
         return weight + scale * other
 
 
@@ -89,8 +94,8 @@ def merge_into(target: ModelHandle, source: ModelHandle, scales: MergeScales) ->
 
     ``scales`` receives each key with ``source.comfy_prefix`` in front (ComfyUI's name, e.g.
     ``diffusion_model.input_blocks.0.0.weight``). Weights whose shapes differ are left
-    unmerged, as ComfyUI does; weights only one model has are ignored. Returns the merged
-    module keys.
+    unmerged, as ComfyUI does; weights only one model has are ignored; a scaled-fp8 layer's
+    scales are not weights (its weight merges dequantised). Returns the merged module keys.
     """
     own = dict(target.module.state_dict(keep_vars=True))
     merged: list[str] = []
@@ -102,8 +107,13 @@ def merge_into(target: ModelHandle, source: ModelHandle, scales: MergeScales) ->
         if tuple(own[key].shape) != tuple(other.shape):
             skipped.append(key)
             continue
+        owner_path, _, name = key.rpartition(".")
+        layer = source.module.get_submodule(owner_path) if owner_path else source.module
+        if isinstance(layer, ScaledLinear) and name in SCALE_TENSORS:
+            continue
+        owner = (layer, name) if isinstance(layer, QuantizedWeights) else None
         entries: PatchEntries = tuple(source.weight_patches.get(key, ()))
-        patch = MergePatch(other, tuple(entries), float(answer[0]), float(answer[1]))
+        patch = MergePatch(other, tuple(entries), float(answer[0]), float(answer[1]), owner)
         merged.extend(target.add_patches({key: patch}, 1.0))
     if skipped:
         log.warning(

@@ -1,123 +1,252 @@
-"""ComfyUI's *scaled fp8* files: fp8 weights with a per-layer ``scale_weight``.
+"""ComfyUI's *scaled fp8* files: fp8 weights with a per-layer weight scale.
 
-Such a file (T5-XXL, Flux, SD3 ... ``*_fp8_scaled.safetensors``) marks itself with a
-``scaled_fp8`` key and stores, next to each quantised ``<layer>.weight``, a float32
+Two layouts exist. The old one (T5-XXL, Flux, SD3 ... ``*_fp8_scaled.safetensors``) marks the
+file with a ``scaled_fp8`` key and stores, next to each quantised ``<layer>.weight``, a float32
 ``<layer>.scale_weight`` (a scalar, sometimes shaped ``[1]``) and possibly a
-``<layer>.scale_input`` that only fp8 matmul kernels use. The real weight is
-``weight * scale_weight``. Layers without a scale are ordinary ones (often kept in bf16).
+``<layer>.scale_input``. ComfyUI (0.7 on) converts that at load to its quantisation layout,
+which newer files use directly and which its save nodes write: ``<layer>.weight_scale``,
+``<layer>.input_scale`` (an old file's input scale of exactly 1.0 is dropped) and a
+``<layer>.comfy_quant`` uint8 tensor holding the layer's JSON config
+(``{"format": "float8_e4m3fn"}``, plus ``"full_precision_matrix_mult": true`` when the old
+marker had two elements); the ``scaled_fp8`` marker is gone. The real weight is
+``weight * weight_scale``; the input scale only feeds fp8 matmul kernels (ComfyUI uses them on
+fp8-capable GPUs; elsewhere it dequantises the weight and ignores the input scale, as here).
 
-:func:`scale_layers` turns the cast linear layers the file scales into
-:class:`ScaledLinear` (on the meta device, before loading); :class:`ScaledView` shows the
-file's tensors as those modules name them. The weight stays fp8; each forward casts it to
-the compute dtype and multiplies by the scale, ComfyUI's dequantisation. A weight patch
-(LoRA) is merged into the dequantised weight and the result quantised back with the same
-scale (:meth:`ScaledLinear.dequantize` / :meth:`ScaledLinear.quantize`), as ComfyUI's
-``convert_func`` / ``set_func`` do.
+:class:`ScaledView` shows a file in either layout as :class:`ScaledLinear` modules name their
+tensors (ComfyUI's new names); :func:`scale_layers` turns the cast linear layers the file
+scales into :class:`ScaledLinear` (on the meta device, before loading);
+:func:`quant_config_tensors` gives the ``comfy_quant`` tensors a saved file carries. The weight
+stays fp8; each forward casts it to the compute dtype and multiplies by the scale, ComfyUI's
+dequantisation. A weight patch (LoRA) is merged into the dequantised weight and the result
+quantised back with the same scale (:meth:`ScaledLinear.dequantize` /
+:meth:`ScaledLinear.quantize`), as ComfyUI's old ``scaled_fp8`` ops did; ComfyUI 0.7+
+recalculates the scale from the merged weight instead (not reproduced yet).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import json
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+import attrs
 import torch
 from torch import nn
 
 from loom.memory.cast import ops
 
-#: The marker key of a scaled-fp8 file.
+#: The marker key of an old-layout scaled-fp8 file.
 MARKER = "scaled_fp8"
+#: Old-layout per-layer scales.
 SCALE_WEIGHT = ".scale_weight"
-#: Per-layer input scales: used only by fp8 matmul kernels, not by a cast-and-multiply.
 SCALE_INPUT = ".scale_input"
+#: ComfyUI's quantisation layout (what it loads into and saves).
+WEIGHT_SCALE = ".weight_scale"
+INPUT_SCALE = ".input_scale"
+QUANT_CONFIG = ".comfy_quant"
+#: A :class:`ScaledLinear`'s scale buffers (quantisation data, not weights to patch or merge).
+SCALE_TENSORS = ("weight_scale", "input_scale")
+#: Per-tensor-scaled fp8 formats of ComfyUI's layout (others, e.g. nvfp4, are not supported).
+FP8_FORMATS = ("float8_e4m3fn", "float8_e5m2")
+#: The format ComfyUI gives every layer of an old-layout file.
+OLD_LAYOUT_FORMAT = "float8_e4m3fn"
+
+
+@attrs.frozen
+class ScaledLayer:
+    """One scaled layer of a file: its module path, the shape its weight scale is stored in,
+    whether it keeps an input scale, its ComfyUI quantisation config, and the file's key that
+    declares it (for messages)."""
+
+    name: str
+    scale_shape: tuple[int, ...] = ()
+    has_input_scale: bool = False
+    quant_format: str = OLD_LAYOUT_FORMAT
+    full_precision_matrix_mult: bool = False
+    key: str = ""
+
+    def config(self) -> dict[str, Any]:
+        """The layer's ``comfy_quant`` config as ComfyUI writes it."""
+        out: dict[str, Any] = {"format": self.quant_format}
+        if self.full_precision_matrix_mult:
+            out["full_precision_matrix_mult"] = True
+        return out
 
 
 class ScaledLinear(ops.Linear):
-    """A cast linear layer whose stored weight is multiplied by ``scale_weight`` after the cast."""
+    """A cast linear layer whose stored weight is multiplied by ``weight_scale`` after the cast
+    (an ``input_scale`` buffer, when the file has one, is kept for saving)."""
 
-    scale_weight: torch.Tensor
+    weight_scale: torch.Tensor
+    quant_format: str = OLD_LAYOUT_FORMAT
+    full_precision_matrix_mult: bool = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, weight, bias, dtype = self.cast_params(x)
-        scale = self.scale_weight.to(x.device, dtype)
+        scale = self.weight_scale.to(x.device, dtype)
         return nn.functional.linear(x, weight * scale, bias)
 
     def dequantize(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
         """``tensor`` (this layer's ``name``, in float32) as the values the layer computes with."""
         if name != "weight":
             return tensor
-        return tensor * self.scale_weight.to(tensor.device, tensor.dtype)
+        return tensor * self.weight_scale.to(tensor.device, tensor.dtype)
 
     def quantize(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
         """The inverse of :meth:`dequantize` (still float32: the caller rounds)."""
         if name != "weight":
             return tensor
-        return tensor / self.scale_weight.to(tensor.device, tensor.dtype)
+        return tensor / self.weight_scale.to(tensor.device, tensor.dtype)
 
 
 def is_scaled_fp8(keys: Any, prefix: str = "") -> bool:
-    """Whether the keys (of a file, under ``prefix``) are a scaled-fp8 model."""
+    """Whether the keys (of a file, under ``prefix``) are a scaled-fp8 model, in either layout."""
     return f"{prefix}{MARKER}" in keys or any(
-        k.startswith(prefix) and k.endswith(SCALE_WEIGHT) for k in keys
+        k.startswith(prefix) and k.endswith((SCALE_WEIGHT, QUANT_CONFIG)) for k in keys
     )
 
 
-def scaled_layer_names(keys: Any, prefix: str = "") -> list[str]:
-    """The layers (module paths, ``prefix`` removed) the file stores a weight scale for."""
-    return [
-        k[len(prefix) : -len(SCALE_WEIGHT)]
-        for k in keys
-        if k.startswith(prefix) and k.endswith(SCALE_WEIGHT)
-    ]
-
-
-def scale_layers(module: nn.Module, layers: list[str]) -> int:
-    """Make each named cast ``ops.Linear`` of ``module`` a :class:`ScaledLinear` with a
-    (meta) ``scale_weight`` buffer; returns how many. Call before loading the weights.
+def scale_layers(module: nn.Module, layers: Iterable[str | ScaledLayer]) -> int:
+    """Make each named cast ``ops.Linear`` of ``module`` a :class:`ScaledLinear` with (meta)
+    ``weight_scale`` and, where the layer has one, ``input_scale`` buffers; returns how many.
+    Call before loading the weights.
 
     :raises KeyError: a named layer is missing or not a cast linear layer (the file does not
         fit the architecture).
     """
-    for name in layers:
+    count = 0
+    for spec in layers:
+        spec = spec if isinstance(spec, ScaledLayer) else ScaledLayer(spec)
+        key = spec.key or spec.name + WEIGHT_SCALE
         try:
-            layer = module.get_submodule(name)
+            layer = module.get_submodule(spec.name)
         except AttributeError as exc:
-            raise KeyError(f"{name}{SCALE_WEIGHT}") from exc
+            raise KeyError(key) from exc
         if not isinstance(layer, ops.Linear):
-            raise KeyError(f"{name}{SCALE_WEIGHT}")
+            raise KeyError(key)
         if not isinstance(layer, ScaledLinear):
             layer.__class__ = ScaledLinear
-            layer.register_buffer("scale_weight", torch.empty((), device="meta"))
-    return len(layers)
+        layer.register_buffer("weight_scale", torch.empty(spec.scale_shape, device="meta"))
+        if spec.has_input_scale:
+            layer.register_buffer("input_scale", torch.empty((), device="meta"))
+        layer.quant_format = spec.quant_format
+        layer.full_precision_matrix_mult = spec.full_precision_matrix_mult
+        count += 1
+    return count
 
 
-def scaled_marker(module: nn.Module) -> dict[str, torch.Tensor]:
-    """``{"scaled_fp8": <empty tensor of the scaled weights' dtype>}`` when ``module`` has
-    :class:`ScaledLinear` layers, else ``{}``: the marker a saved scaled-fp8 file carries next
-    to its weights and ``scale_weight`` tensors (ComfyUI writes it when saving such a model)."""
-    for layer in module.modules():
+def quant_config_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
+    """``{"<layer>.comfy_quant": <uint8 JSON config>}`` for each :class:`ScaledLinear` of
+    ``module``: what ComfyUI writes next to a quantised layer's weight and scales when saving
+    (it writes no ``scaled_fp8`` marker)."""
+    out = {}
+    for name, layer in module.named_modules():
         if isinstance(layer, ScaledLinear):
-            return {MARKER: torch.tensor([], dtype=layer.weight.dtype)}
-    return {}
+            spec = ScaledLayer(
+                name,
+                quant_format=layer.quant_format,
+                full_precision_matrix_mult=layer.full_precision_matrix_mult,
+            )
+            out[name + QUANT_CONFIG] = config_tensor(spec.config())
+    return out
+
+
+def dequantized_weights(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``tensors`` (a saved state, e.g. ``checkpoint_state()``) with each scaled layer's
+    ``<layer>.weight`` replaced by the values it computes with, ``weight * weight_scale`` in
+    float32 (the scale and config entries stay)."""
+    out = dict(tensors)
+    for key, scale in tensors.items():
+        if key.endswith(WEIGHT_SCALE):
+            weight = key[: -len(WEIGHT_SCALE)] + ".weight"
+            if weight in out:
+                out[weight] = out[weight].float() * scale.float()
+    return out
+
+
+def config_tensor(config: Mapping[str, Any]) -> torch.Tensor:
+    """A ``comfy_quant`` tensor: the config's JSON (Python's default separators) as uint8."""
+    return torch.tensor(list(json.dumps(dict(config)).encode("utf-8")), dtype=torch.uint8)
+
+
+def read_config(tensor: torch.Tensor) -> dict[str, Any]:
+    """A ``comfy_quant`` tensor's config."""
+    return json.loads(bytes(tensor.to(torch.uint8).flatten().tolist()).decode("utf-8"))
 
 
 class ScaledView(Mapping[str, Any]):
-    """A scaled-fp8 state dict as :class:`ScaledLinear` modules name it: the marker and the
-    input scales dropped, each weight scale a scalar."""
+    """A scaled-fp8 state dict (either layout) as :class:`ScaledLinear` modules name it:
+    scales under ComfyUI's new names, the marker, the configs and an old file's input scales of
+    1.0 dropped. :attr:`layers` describes each scaled layer.
+
+    :raises ValueError: a layer's ``comfy_quant`` names a format other than per-tensor fp8.
+    """
 
     def __init__(self, source: Mapping[str, Any]) -> None:
         self.source = source
-        self._keys = [k for k in source if k != MARKER and not k.endswith(SCALE_INPUT)]
-        self._set = set(self._keys)
+        keys = list(source)
+        present = set(keys)
+        marker = source[MARKER] if MARKER in present else None
+        full_precision = marker is not None and marker.numel() == 2
+        #: module key -> source key
+        self._names: dict[str, str] = {}
+        self.layers: list[ScaledLayer] = []
+        for key in keys:
+            if key.endswith(SCALE_WEIGHT):
+                name = key[: -len(SCALE_WEIGHT)]
+                scale_input = self._kept_old_input_scale(name, present)
+                self.layers.append(
+                    ScaledLayer(
+                        name,
+                        tuple(source[key].shape),
+                        scale_input,
+                        full_precision_matrix_mult=full_precision,
+                        key=key,
+                    )
+                )
+            elif key.endswith(QUANT_CONFIG):
+                name = key[: -len(QUANT_CONFIG)]
+                config = read_config(source[key])
+                fmt = config.get("format")
+                if fmt not in FP8_FORMATS:
+                    raise ValueError(
+                        f"{key}: quantisation format {fmt!r} is not supported "
+                        f"(supported: {', '.join(FP8_FORMATS)})"
+                    )
+                scale = name + WEIGHT_SCALE
+                self.layers.append(
+                    ScaledLayer(
+                        name,
+                        tuple(source[scale].shape) if scale in present else (),
+                        name + INPUT_SCALE in present,
+                        fmt,
+                        bool(config.get("full_precision_matrix_mult", False)),
+                        key,
+                    )
+                )
+        kept_inputs = {layer.name for layer in self.layers if layer.has_input_scale}
+        for key in keys:
+            if key == MARKER or key.endswith(QUANT_CONFIG):
+                continue
+            if key.endswith(SCALE_WEIGHT):
+                self._names[key[: -len(SCALE_WEIGHT)] + WEIGHT_SCALE] = key
+            elif key.endswith(SCALE_INPUT):
+                name = key[: -len(SCALE_INPUT)]
+                if name in kept_inputs:
+                    self._names[name + INPUT_SCALE] = key
+            else:
+                self._names[key] = key
+
+    def _kept_old_input_scale(self, name: str, present: set[str]) -> bool:
+        # ComfyUI drops an old-layout input scale of exactly 1.0 when converting
+        key = name + SCALE_INPUT
+        return key in present and float(self.source[key].float().flatten()[0]) != 1.0
 
     def __getitem__(self, key: str) -> Any:
-        if key not in self._set:
-            raise KeyError(key)
-        tensor = self.source[key]
-        return tensor.reshape(()) if key.endswith(SCALE_WEIGHT) else tensor
+        return self.source[self._names[key]]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._keys)
+        return iter(self._names)
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return len(self._names)

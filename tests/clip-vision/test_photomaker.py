@@ -13,7 +13,7 @@ from loom_clip_vision.photomaker import (
     fuse_prompt,
     load_photomaker,
     trigger_position,
-    without_trigger,
+    trigger_word_id,
 )
 from loom_clip_vision.preprocess import clip_preprocess
 from loom_clip_vision.tiny import photomaker_state, tiny_clip_config
@@ -93,8 +93,10 @@ def test_trigger_rule_is_comfyuis():
     assert trigger_position("a man photomaker smiling") == 2
     assert trigger_position("a photomaker") == 1
     assert trigger_position("a man, photomaker.") is None  # words split on spaces only
-    assert without_trigger("a man photomaker smiling") == "a man smiling"
-    assert without_trigger("no trigger here") == "no trigger here"
+    # the word id whose tokens ComfyUI drops: the trigger's 1-based word number
+    assert trigger_word_id("a man photomaker smiling") == 3
+    assert trigger_word_id("(a) (b) photomaker") == 3
+    assert trigger_word_id("no trigger here") == -1
 
 
 def test_loader_schema_and_messages(tmp_path, state):

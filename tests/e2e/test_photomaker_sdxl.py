@@ -1,6 +1,8 @@
 """PhotoMaker v1 on a tiny SDXL checkpoint through the executor: PhotoMakerLoader ->
-PhotoMakerEncode -> KSampler. The conditioning is the prompt without the trigger word with
-one token fused with the ID image; the sample changes, deterministically."""
+PhotoMakerEncode -> KSampler. The conditioning is the prompt's with one token fused with the
+ID image (a plain prompt is a single token group, so ComfyUI's trigger removal, which drops
+the group numbered like the trigger word, removes nothing from it); the sample changes,
+deterministically."""
 
 from __future__ import annotations
 
@@ -78,7 +80,7 @@ def prompt(photomaker: bool = True) -> dict:
     if not photomaker:
         out["4"] = {
             "class_type": "CLIPTextEncode",
-            "inputs": {"text": "a man smiling", "clip": ["1", 1]},
+            "inputs": {"text": "a man photomaker smiling", "clip": ["1", 1]},
         }
         del out["2"], out["3"]
     return out
@@ -95,7 +97,7 @@ def test_photomaker_fuses_one_token_and_changes_the_sample(runtime):
     [(text_cond, text_options)] = plain.value("4")
     assert cond.shape == text_cond.shape and cond.shape[-1] == 96
     others = [i for i in range(cond.shape[1]) if i != 2]
-    assert torch.equal(cond[:, others], text_cond[:, others])  # the prompt minus the trigger
+    assert torch.equal(cond[:, others], text_cond[:, others])  # the prompt, trigger kept
     assert not torch.allclose(cond[:, 2], text_cond[:, 2])  # "man" carries the ID
     assert torch.equal(options["pooled_output"], text_options["pooled_output"])
     latent = fused.value("7")["samples"]

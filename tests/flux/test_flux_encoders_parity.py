@@ -13,7 +13,6 @@ from loom.memory import (
     is_scaled_fp8,
     load_into_module,
     scale_layers,
-    scaled_layer_names,
 )
 
 TOL = 1e-4
@@ -36,8 +35,8 @@ def _ours(state: dict[str, torch.Tensor], scaled: bool = False) -> torch.nn.Modu
     module = build_on_meta(build_t5, CONFIG)
     view = T5View(state)
     if scaled:
-        scale_layers(module, scaled_layer_names(shapes))
         view = ScaledView(view)
+        scale_layers(module, view.layers)
     load_into_module(module, view)
     return module
 

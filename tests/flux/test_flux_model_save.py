@@ -1,8 +1,9 @@
 """CheckpointSave, ModelSave, CLIPSave and VAESave on tiny Flux files loaded by the real
 loaders: ComfyUI's all-in-one layout (``model.diffusion_model.``, ``text_encoders.clip_l`` /
 ``text_encoders.t5xxl``, ``vae.``), the separate files CLIPSave writes, and a scaled-fp8 DiT
-saved as ComfyUI saves it (fp8 weights, scales, marker), each loading back with exactly the
-weights the inputs computed with."""
+saved as ComfyUI 0.8 saves it (fp8 weights; an old-layout file's ``scale_weight`` /
+``scale_input`` written as ``weight_scale`` / ``input_scale`` with a ``comfy_quant`` config per
+layer, no marker), each loading back with exactly the weights the inputs computed with."""
 
 from __future__ import annotations
 
@@ -118,19 +119,46 @@ def test_vae_save_writes_ae_layout(base_dir, ctx, runtime, tiny_models):
 
 
 def _scaled_fp8(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """An old-layout scaled-fp8 file: marker, ``scale_weight`` and ``scale_input`` (1.0 for
+    every other layer, as in real files, else a calibrated value)."""
     stored: dict[str, torch.Tensor] = {"scaled_fp8": torch.empty(0, dtype=FP8)}
-    for key, tensor in state.items():
+    for index, (key, tensor) in enumerate(state.items()):
         if tensor.ndim != 2 or key.startswith(("img_in.", "final_layer.")):
             stored[key] = tensor.to(torch.bfloat16)
             continue
         scale = tensor.abs().max().float() / 448.0
+        layer = key.removesuffix(".weight")
         stored[key] = (tensor / scale).to(FP8)
-        stored[key.removesuffix(".weight") + ".scale_weight"] = scale
+        stored[layer + ".scale_weight"] = scale
+        stored[layer + ".scale_input"] = torch.tensor(1.0 if index % 2 else 0.125 + index / 64)
     return stored
 
 
-def test_scaled_fp8_model_saves_fp8_weights_scales_and_marker(base_dir, ctx, runtime):
+def _as_comfyui_saves(stored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """What ComfyUI 0.8 writes for ``stored`` (its load-time conversion, then its save): the
+    marker gone, ``scale_weight`` as ``weight_scale``, ``scale_input`` as ``input_scale``
+    unless exactly 1.0, and ``{"format": "float8_e4m3fn"}`` as each layer's ``comfy_quant``."""
+    out: dict[str, torch.Tensor] = {}
+    config = torch.tensor(list(b'{"format": "float8_e4m3fn"}'), dtype=torch.uint8)
+    for key, tensor in stored.items():
+        if key == "scaled_fp8":
+            continue
+        if key.endswith(".scale_weight"):
+            layer = key.removesuffix(".scale_weight")
+            out[layer + ".weight_scale"] = tensor
+            out[layer + ".comfy_quant"] = config
+        elif key.endswith(".scale_input"):
+            if tensor.item() != 1.0:
+                out[key.removesuffix(".scale_input") + ".input_scale"] = tensor
+        else:
+            out[key] = tensor
+    return out
+
+
+def test_scaled_fp8_model_saves_as_comfyui_does(base_dir, ctx, runtime):
     stored = _scaled_fp8(dit_state(tiny_spec().dit, seed=11))
+    expected = _as_comfyui_saves(stored)
+    assert any(k.endswith(".input_scale") for k in expected)
     save(stored, base_dir / "models" / "diffusion_models" / "fp8-scaled.safetensors")
     model = UNETLoader(unet_name="fp8-scaled.safetensors", weight_dtype="default").run(ctx)
     patched = model.clone()
@@ -139,23 +167,22 @@ def test_scaled_fp8_model_saves_fp8_weights_scales_and_marker(base_dir, ctx, run
     saved_file = base_dir / "output" / "diffusion_models" / "ComfyUI_00001_.safetensors"
     saved = load_file(str(saved_file))
     prefix = "model.diffusion_model."
-    assert set(saved) == {prefix + k for k in stored}
-    assert saved[prefix + "scaled_fp8"].dtype == FP8
-    untouched = [k for k in stored if k != DIT_KEY and k != "scaled_fp8"]
-    for key in untouched:
-        assert saved[prefix + key].dtype == stored[key].dtype, key
-        assert torch.equal(bits(saved[prefix + key]), bits(stored[key])), key
+    assert set(saved) == {prefix + k for k in expected}
+    for key in [k for k in expected if k != DIT_KEY]:
+        assert saved[prefix + key].dtype == expected[key].dtype, key
+        assert saved[prefix + key].shape == expected[key].shape, key
+        assert torch.equal(bits(saved[prefix + key]), bits(expected[key])), key
     assert saved[prefix + DIT_KEY].dtype == FP8
     assert not torch.equal(bits(saved[prefix + DIT_KEY]), bits(stored[DIT_KEY]))
 
     again = UNETLoader(
         unet_name=_into_models(base_dir, saved_file, "diffusion_models"), weight_dtype="default"
-    ).run(ctx)
+    ).run(ctx)  # ComfyUI's new layout loads too
     assert isinstance(again.module.double_blocks[0].img_attn.proj, ScaledLinear)
     assert_same(loaded(runtime, again), loaded(runtime, patched))
 
 
-def test_scaled_fp8_t5_saves_with_its_scales_and_marker(base_dir, ctx, runtime):
+def test_scaled_fp8_t5_saves_as_comfyui_does(base_dir, ctx, runtime):
     from loom_flux.tiny import t5_state
 
     t5 = t5_state(tiny_spec().t5, seed=3)
@@ -169,9 +196,11 @@ def test_scaled_fp8_t5_saves_with_its_scales_and_marker(base_dir, ctx, runtime):
     CLIPSave(clip=clip).run(ctx)
     t5_file = base_dir / "output" / "clip" / "ComfyUI_t5xxl_00001_.safetensors"
     saved = load_file(str(t5_file))
-    assert set(saved) == set(stored)
-    for key, tensor in stored.items():
+    expected = _as_comfyui_saves(stored)
+    assert set(saved) == set(expected)
+    for key, tensor in expected.items():
         assert saved[key].dtype == tensor.dtype, key
+        assert saved[key].shape == tensor.shape, key
         assert torch.equal(bits(saved[key]), bits(tensor)), key
 
 

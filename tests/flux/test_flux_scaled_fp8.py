@@ -76,7 +76,8 @@ def test_unet_loader_keeps_fp8_and_equals_the_dequantized_model(runtime, scaled_
     scaled = _unet(runtime, "tiny-flux-fp8-scaled.safetensors")
     qkv = scaled.module.double_blocks[0].img_attn.qkv
     assert isinstance(qkv, ScaledLinear) and qkv.weight.dtype == FP8
-    assert qkv.scale_weight.shape == () and qkv.scale_weight.dtype == torch.float32
+    # the scale as the file stores it (ComfyUI keeps a [1]-shaped one as it is)
+    assert qkv.weight_scale.shape == (1,) and qkv.weight_scale.dtype == torch.float32
     assert not isinstance(scaled.module.img_in, ScaledLinear)  # no scale in the file
     assert scaled.module.img_in.weight.dtype == torch.bfloat16
     reference = _unet(runtime, "tiny-flux-dequantized.safetensors")
@@ -87,7 +88,7 @@ def test_unet_loader_keeps_fp8_and_equals_the_dequantized_model(runtime, scaled_
 def test_weight_dtype_does_not_requantize_a_scaled_file(runtime, scaled_files):
     scaled = _unet(runtime, "tiny-flux-fp8-scaled.safetensors", weight_dtype="fp8_e4m3fn")
     qkv = scaled.module.double_blocks[0].img_attn.qkv
-    assert qkv.scale_weight.dtype == torch.float32  # the scales are not rounded to fp8
+    assert qkv.weight_scale.dtype == torch.float32  # the scales are not rounded to fp8
     reference = _unet(runtime, "tiny-flux-dequantized.safetensors")
     torch.testing.assert_close(
         _forward(runtime, scaled), _forward(runtime, reference), rtol=0, atol=1e-6
@@ -156,3 +157,58 @@ def test_a_scale_for_a_layer_the_model_lacks_is_a_clear_error(runtime, base_dir,
     message = str(error.value)
     assert "odd-scaled.safetensors" in message
     assert "double_blocks.0.img_attn.norm.scale_weight" in message
+
+
+@pytest.mark.skipif(importlib.util.find_spec("loom_lora") is None, reason="loom-lora missing")
+def test_lora_save_extracts_from_the_dequantised_difference(runtime, base_dir):
+    from loom_lora.extract import LoraSave
+    from safetensors.torch import load_file
+
+    from loom.nodes.builtin.model_merging import ModelMergeSubtract
+
+    spec = tiny_spec()
+    first, _ = _quantize(dit_state(spec.dit, seed=11))
+    second, _ = _quantize(dit_state(spec.dit, seed=12))
+    folder = base_dir / "models" / "diffusion_models"
+    save(first, folder / "first.safetensors")
+    save(second, folder / "second.safetensors")
+    ctx = make_context(runtime)
+    diff_model = ModelMergeSubtract(
+        model1=_unet(runtime, "first.safetensors"),
+        model2=_unet(runtime, "second.safetensors"),
+        multiplier=1.0,
+    ).run(ctx)
+    diff_model = diff_model[0] if isinstance(diff_model, tuple) else diff_model
+    LoraSave(filename_prefix="x/lora", rank=2, lora_type="standard", model_diff=diff_model).run(ctx)
+    lora = load_file(str(base_dir / "output" / "x" / "lora_00001_.safetensors"))
+    key = "double_blocks.0.img_attn.proj"
+    scale_1 = first[f"{key}.scale_weight"].reshape(())
+    scale_2 = second[f"{key}.scale_weight"].reshape(())
+    # the difference ModelMergeSubtract computes with: both weights dequantised, subtracted,
+    # requantised with model1's scale (rounded as ComfyUI rounds a patched fp8 weight)
+    merged = first[f"{key}.weight"].float() * scale_1 - second[f"{key}.weight"].float() * scale_2
+    stored = round_to(merged / scale_1, FP8, key_seed(f"diffusion_model.{key}.weight"))
+    diff = stored.float() * scale_1
+    matrix = diff.float()
+    u, s, vh = torch.linalg.svd(matrix)
+    up, down = u[:, :2] * s[:2], vh[:2]
+    high = torch.quantile(torch.cat([up.flatten(), down.flatten()]), 0.99)
+    expected = up.clamp(-high, high) @ down.clamp(-high, high)
+    written = lora[f"diffusion_model.{key}.lora_up.weight"].float()
+    written = written @ lora[f"diffusion_model.{key}.lora_down.weight"].float()
+    torch.testing.assert_close(written, expected.half().float(), rtol=0, atol=2e-3)
+    assert not any(k.endswith(("scale.diff", "comfy_quant.diff")) for k in lora)
+
+
+def test_an_unsupported_quantisation_format_is_a_clear_error(runtime, base_dir, scaled_files):
+    from loom.errors import LoomError
+
+    stored, _ = scaled_files
+    layer = "double_blocks.0.img_attn.proj"
+    config = torch.tensor(list(b'{"format": "nvfp4"}'), dtype=torch.uint8)
+    odd = {k: v for k, v in stored.items() if k != "scaled_fp8"} | {f"{layer}.comfy_quant": config}
+    save(odd, base_dir / "models" / "diffusion_models" / "nvfp4.safetensors")
+    with pytest.raises(LoomError) as error:
+        _unet(runtime, "nvfp4.safetensors")
+    assert "nvfp4.safetensors" in str(error.value)
+    assert f"{layer}.comfy_quant" in str(error.value) and "'nvfp4'" in str(error.value)

@@ -290,3 +290,30 @@ def test_standard_writes_the_clamped_rank_r_factors(sd15_runtime, tiny_checkpoin
         torch.testing.assert_close(got, written, rtol=0, atol=1e-5)
     assert "diffusion_model.input_blocks.1.0.in_layers.0.diff" in lora  # a norm's 1-D weight
     assert f"text_encoders.clip_l.transformer.{CLIP_LAYER}.lora_up.weight" in lora
+
+
+def test_a_scaled_fp8_difference_is_dequantised_before_the_svd():
+    from loom_lora.extract import lora_tensors
+
+    g = torch.Generator().manual_seed(3)
+    stored = (torch.randn(12, 10, generator=g) * 100).to(torch.float8_e4m3fn)
+    scale = torch.tensor(0.003)
+    diffs = {
+        "layer.weight": stored,
+        "layer.weight_scale": scale,
+        "layer.input_scale": torch.tensor(0.5),
+        "layer.comfy_quant": torch.tensor(list(b'{"format": "float8_e4m3fn"}'), dtype=torch.uint8),
+        "layer.bias": torch.zeros(12),
+    }
+    out = lora_tensors(diffs, "diffusion_model.", 3, "standard", bias_diff=True)
+    assert set(out) == {
+        "diffusion_model.layer.lora_up.weight",
+        "diffusion_model.layer.lora_down.weight",
+        "diffusion_model.layer.diff_b",
+    }  # the scales and the config are no weights
+    up, down = hand_factors(stored.float() * scale, 3)
+    written = out["diffusion_model.layer.lora_up.weight"].float()
+    written = written @ out["diffusion_model.layer.lora_down.weight"].float()
+    torch.testing.assert_close(written, (up @ down).half().float(), rtol=0, atol=2e-3)
+    full = lora_tensors(diffs, "diffusion_model.", 3, "full_diff", bias_diff=False)
+    assert torch.equal(full["diffusion_model.layer.diff"], (stored.float() * scale).half())

@@ -13,6 +13,7 @@ from typing import Any
 import loom
 from loom import ui
 from loom.errors import LoomError
+from loom.hooks import plain_encoder
 from loom.types import (
     CONTROL_CROSS_ATTN_OPTION,
     CONTROL_POOLED_OPTION,
@@ -48,7 +49,8 @@ class CLIPTextEncodeControlnet:
 
     def run(self, ctx: loom.RunContext) -> Conditioning:
         clip = _require_clip("CLIPTextEncodeControlnet", self.clip)
-        encoded = clip.encode(self.text)
+        # ComfyUI encodes with encode_from_tokens: a hooked CLIP's weights, unscheduled
+        encoded = plain_encoder(clip).encode(self.text)
         cross_attn, options = encoded[0][0], encoded[0][1]
         pooled = options.get("pooled_output")
         out = []

@@ -1,6 +1,6 @@
 """What saving a handle writes: ``patched_tensors`` (patches applied; a scaled-fp8 layer's
 patched weight requantised with its scale and rounded with the seed loading uses, so the file
-holds exactly the weights the handle computes with) and ``scaled_marker``."""
+holds exactly the weights the handle computes with) and ``quant_config_tensors``."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from loom.memory import (
     ScaledLinear,
     ops,
     patched_tensors,
+    quant_config_tensors,
     scale_layers,
-    scaled_marker,
 )
 from loom.memory.rounding import key_seed, round_to
 
@@ -33,7 +33,7 @@ def _scaled_pair() -> nn.Module:
     module = Pair().eval().requires_grad_(False)
     scale_layers(module, ["a"])
     module.a.weight = nn.Parameter((torch.randn(3, 4) * 4).to(FP8), requires_grad=False)
-    module.a.scale_weight = torch.tensor(0.05)
+    module.a.weight_scale = torch.tensor(0.05)
     return module
 
 
@@ -50,13 +50,14 @@ def test_patched_tensors_requantise_a_scaled_weight_with_the_load_seed():
     assert tensors["a.weight"].dtype == FP8
     assert torch.equal(tensors["a.weight"].view(torch.uint8), expected.view(torch.uint8))
     assert torch.equal(tensors["b.weight"], stored_b + 1)
-    assert torch.equal(tensors["a.scale_weight"], torch.tensor(0.05))
+    assert torch.equal(tensors["a.weight_scale"], torch.tensor(0.05))
     assert torch.equal(module.b.weight, stored_b)  # the module itself stays unpatched
 
 
-def test_scaled_marker_names_the_fp8_dtype_only_for_scaled_modules():
-    (marker,) = scaled_marker(_scaled_pair()).values()
-    assert marker.dtype == FP8 and marker.numel() == 0
-    assert "scaled_fp8" in scaled_marker(_scaled_pair())
-    assert scaled_marker(Pair()) == {}
+def test_quant_config_tensors_give_each_scaled_layer_comfyuis_config():
+    configs = quant_config_tensors(_scaled_pair())
+    assert list(configs) == ["a.comfy_quant"]
+    assert configs["a.comfy_quant"].dtype == torch.uint8
+    assert bytes(configs["a.comfy_quant"].tolist()) == b'{"format": "float8_e4m3fn"}'
+    assert quant_config_tensors(Pair()) == {}
     assert isinstance(_scaled_pair().a, ScaledLinear)

@@ -160,12 +160,18 @@ def trigger_position(text: str) -> int | None:
     return words.index(TRIGGER) if TRIGGER in words else None
 
 
-def without_trigger(text: str) -> str:
-    """``text`` with its first trigger word removed (ComfyUI drops that word's tokens)."""
+def trigger_word_id(text: str) -> int:
+    """The word id whose tokens ComfyUI's PhotoMakerEncode removes: the trigger's word number
+    in ``text.split(" ")`` (1-based), -1 without the trigger.
+
+    ComfyUI compares it with its tokenizer's word ids, which number token groups (each
+    weighted segment or embedding, from 1), not space-separated words: the tokens removed
+    are those of the group with that number, if there is one. A plain prompt is a single
+    group, so "photograph of photomaker" keeps its trigger; "(a) (b) photomaker" (groups
+    "a", " ", "b", " photomaker") loses "b".
+    """
     words = text.split(" ")
-    if TRIGGER in words:
-        words.remove(TRIGGER)
-    return " ".join(words)
+    return words.index(TRIGGER) + 1 if TRIGGER in words else -1
 
 
 @torch.inference_mode()

@@ -1,9 +1,11 @@
 """ComfyUI's ``PhotoMakerLoader`` and ``PhotoMakerEncode`` (comfy_extras.nodes_photomaker).
 
-``PhotoMakerEncode`` encodes the prompt with the CLIP input minus the ``photomaker`` trigger
-word, and fuses the ID image into the prompt token ComfyUI picks (:func:`trigger_position`);
-without the trigger the conditioning is the prompt's. PhotoMaker v1 is made for SDXL: its
-fuse module is as wide as SDXL's text embeddings (2048).
+``PhotoMakerEncode`` encodes the prompt with the CLIP input, the tokens of ComfyUI's
+trigger word id removed from each chunk (:func:`trigger_word_id`), and fuses the ID image into
+the prompt token ComfyUI picks (:func:`trigger_position`); without the trigger the
+conditioning is the prompt's. Like ComfyUI (which calls ``encode_from_tokens``, not the
+scheduled encode) it uses a hooked CLIP's weights without attaching the hooks. PhotoMaker v1
+is made for SDXL: its fuse module is as wide as SDXL's text embeddings (2048).
 """
 
 from __future__ import annotations
@@ -64,12 +66,21 @@ class PhotoMakerEncode:
     text: str = loom.ui.string("photograph of photomaker", multiline=True, dynamic_prompts=True)
 
     def run(self, ctx: loom.RunContext) -> Conditioning:
-        from loom_clip_vision.photomaker import fuse_prompt, trigger_position, without_trigger
+        from loom_clip_vision.photomaker import fuse_prompt, trigger_position, trigger_word_id
 
         if self.clip is None:
             raise LoomError("PhotoMakerEncode: input 'clip' is empty (no text encoder)")
-        [(cond, options)] = self.clip.encode(without_trigger(self.text))[:1]
-        pooled = {"pooled_output": options.get("pooled_output")}
+        tokenize = getattr(self.clip, "tokenize_without_word", None)
+        if tokenize is None:
+            raise LoomError(
+                "PhotoMakerEncode: input 'clip' cannot give its prompt tokens with word ids "
+                f"({type(self.clip).__name__})",
+                hint="PhotoMaker v1 is made for SDXL: use an SDXL checkpoint's CLIP",
+            )
+        cond, pooled_output = self.clip.encode_from_tokens(
+            tokenize(self.text, trigger_word_id(self.text))
+        )
+        pooled = {"pooled_output": pooled_output}
         position = trigger_position(self.text)
         if position is None:
             return [[cond, pooled]]

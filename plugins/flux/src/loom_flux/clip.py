@@ -50,14 +50,15 @@ class FluxClip:
     def text_encoder_files(self) -> dict[str, dict[str, torch.Tensor]]:
         """Each encoder's weights, patches applied, as ComfyUI's CLIPSave writes them:
         ``clip_l`` keyed ``text_model.*``, ``t5xxl`` keyed ``encoder.*`` + ``shared.weight``
-        (a scaled-fp8 T5 with its scales and ``scaled_fp8`` marker)."""
-        from loom.memory import patched_tensors, scaled_marker
+        (a scaled-fp8 T5 with ComfyUI's ``weight_scale`` / ``input_scale`` / ``comfy_quant``
+        tensors)."""
+        from loom.memory import patched_tensors, quant_config_tensors
 
         files = {}
         if self.clip_l is not None:
             files.update(self.clip_l.text_encoder_files())
         if self.t5 is not None:
-            t5 = patched_tensors(self.t5) | scaled_marker(self.t5.module)
+            t5 = patched_tensors(self.t5) | quant_config_tensors(self.t5.module)
             t5.pop(TIED_EMBEDDING, None)  # the same tensor as shared.weight
             files["t5xxl"] = t5
         return files

@@ -34,7 +34,6 @@ from loom.memory import (
     load_into_module,
     open_safetensors,
     scale_layers,
-    scaled_layer_names,
 )
 from loom.types import CheckpointHeader, LoadedParts, LoadRequest, ModelPart
 from loom_flux import detect
@@ -139,7 +138,7 @@ class FluxFamily:
                     f"{file}: a scaled-fp8 Flux transformer in diffusers' layout is not supported",
                     hint="use the ComfyUI-layout file (double_blocks.*)",
                 )
-            view = _scaled(dit, view, shapes, layout.prefix, file)
+            view = _scaled(dit, view, file)
             dtype = None  # already fp8 with its scales: weight_dtype does not apply (ComfyUI)
         _assign(dit, view, file, "Flux diffusion model", dtype)
         dit.eval()
@@ -198,7 +197,7 @@ class FluxFamily:
         encoder = build_on_meta(build_t5, config)
         view: Mapping[str, Any] = T5View(state, prefix)
         if is_scaled_fp8(shapes, prefix):
-            view = _scaled(encoder, view, shapes, prefix, file)
+            view = _scaled(encoder, view, file)
         _assign(encoder, view, file, "T5 text encoder")
         return ModelHandle(encoder, name=f"flux-t5:{file}")
 
@@ -237,17 +236,21 @@ class FluxFamily:
         return find_tokenizer_dir(search_dirs(request.folders))
 
 
-def _scaled(
-    module: torch.nn.Module, view: Mapping[str, Any], shapes: detect.Shapes, prefix: str, file: str
-) -> Mapping[str, Any]:
+def _scaled(module: torch.nn.Module, view: Mapping[str, Any], file: str) -> Mapping[str, Any]:
     """Make the layers a scaled-fp8 file scales :class:`~loom.memory.ScaledLinear`; the view
     of the file those layers load from."""
     try:
-        count = scale_layers(module, scaled_layer_names(shapes, prefix))
+        scaled = ScaledView(view)
+    except ValueError as exc:
+        raise ModelFileError(
+            f"{file}: {exc}", hint="use a scaled-fp8 (float8_e4m3fn / float8_e5m2) file"
+        ) from exc
+    try:
+        count = scale_layers(module, scaled.layers)
     except KeyError as exc:
         raise ModelFileError(
             f"{file}: scaled-fp8 scale {exc.args[0]} names no linear layer of the model",
             hint="the file may be truncated, merged badly, or a variant this plugin does not support",
         ) from exc
     log.debug("%s: %d scaled-fp8 layers", file, count)
-    return ScaledView(view)
+    return scaled

@@ -93,11 +93,12 @@ class FluxModel(ModelHandle):
 
     def checkpoint_state(self) -> dict[str, torch.Tensor]:
         """The DiT's weights, patches applied, as ``model.diffusion_model.*`` in ComfyUI's
-        layout; a scaled-fp8 DiT keeps its fp8 weights and ``scale_weight`` tensors (a patched
-        weight requantised with its layer's scale) and carries the ``scaled_fp8`` marker."""
-        from loom.memory import patched_tensors, scaled_marker
+        layout; a scaled-fp8 DiT keeps its fp8 weights (a patched weight requantised with its
+        layer's scale) with ComfyUI's ``weight_scale`` / ``input_scale`` / ``comfy_quant``
+        tensors, as ComfyUI 0.8 saves one."""
+        from loom.memory import patched_tensors, quant_config_tensors
 
-        state = patched_tensors(self) | scaled_marker(self.module)
+        state = patched_tensors(self) | quant_config_tensors(self.module)
         return {self.checkpoint_prefix + key: value for key, value in state.items()}
 
     def checkpoint_metadata(self) -> dict[str, str]:

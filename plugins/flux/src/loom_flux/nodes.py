@@ -36,7 +36,12 @@ class CLIPTextEncodeFlux:
     guidance: float = loom.ui.float(3.5, min=0.0, max=100.0, step=0.1)
 
     def run(self, ctx: loom.RunContext) -> Conditioning:
-        encode = getattr(self.clip, "encode_flux", None)
+        from loom.hooks import encode_scheduled
+
+        return encode_scheduled(self.clip, self._encode)
+
+    def _encode(self, handle: Any) -> Conditioning:
+        encode = getattr(handle, "encode_flux", None)
         if encode is None:
             raise LoomError(
                 "CLIPTextEncodeFlux needs Flux text encoders (T5-XXL + CLIP-L)",

@@ -10,7 +10,9 @@ With ``bias_diff`` the 1-D weights (norms) become ``.diff`` and biases ``.diff_b
 ComfyUI's own LoRA layout, read back by LoraLoader: ``diffusion_model.<layer>`` for the
 MODEL (its :class:`loom.types.CheckpointModel` keys without the checkpoint prefix) and
 ``text_encoders.<encoder>.transformer.<layer>`` for the CLIP
-(:class:`loom.types.SavableTextEncoders`). Tensors are stored in fp16.
+(:class:`loom.types.SavableTextEncoders`). A scaled-fp8 layer's difference is its stored
+values times its ``weight_scale`` (what it computes with), not the raw fp8 values. Tensors
+are stored in fp16.
 """
 
 from __future__ import annotations
@@ -62,11 +64,16 @@ def lora_tensors(
     diffs: dict[str, torch.Tensor], prefix: str, rank: int, lora_type: str, bias_diff: bool
 ) -> dict[str, torch.Tensor]:
     """The LoRA file entries of the weight differences ``diffs`` (keyed as ComfyUI's state
-    dict), their layer names under ``prefix``."""
+    dict; a scaled-fp8 layer's weight dequantised by its ``weight_scale`` first), their layer
+    names under ``prefix``."""
+    from loom.memory import dequantized_weights
+
     out: dict[str, Any] = {}
-    for key, diff in diffs.items():
+    for key, diff in dequantized_weights(diffs).items():
         if not diff.is_floating_point() or diff.numel() == 0:
-            continue  # position ids, a scaled-fp8 marker: no weights
+            continue  # position ids, a quantisation config: no weights
+        if key.endswith((".weight_scale", ".input_scale")):
+            continue
         if key.endswith(".weight"):
             layer = prefix + key[: -len(".weight")]
             if lora_type == "full_diff":

@@ -241,15 +241,25 @@ class HookedClip:
     def _attach(self, conditioning: list) -> list:
         return attach_hooks(conditioning, self.hooks) if self.apply_to_conds else conditioning
 
-    def encode(self, text: str) -> list:
+    def encode_hooked(self, encode: Callable[[Any], list]) -> list:
+        """``encode`` (a node's encoding, given a CLIP handle) run on the hooked CLIP (per
+        schedule range when scheduled), the hooks attached with ``apply_to_conds``
+        (:func:`loom.hooks.encode_scheduled`)."""
         if not self.scheduled:
-            return self._attach(self._clip.encode(text))
+            return self._attach(encode(self._clip))
         out = []
         for (start, end), multipliers in clip_schedule(self.hooks):
-            encoded = _patched(self._base, self.hooks, multipliers).encode(text)
+            encoded = encode(_patched(self._base, self.hooks, multipliers))
             span = {"clip_start_percent": start, "clip_end_percent": end}
             out += [[tensor, {**options, **span}] for tensor, options in encoded]
         return self._attach(out)
+
+    def plain_encoder(self) -> Any:
+        """The CLIP with every hook at ``strength_clip``, attaching nothing."""
+        return self._clip
+
+    def encode(self, text: str) -> list:
+        return self.encode_hooked(lambda clip: clip.encode(text))
 
     def set_last_layer(self, layer: int) -> None:
         self._base.set_last_layer(layer)

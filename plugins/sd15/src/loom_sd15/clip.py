@@ -21,7 +21,7 @@ from torch import nn
 
 from loom.memory import ComputeTarget, MemoryManager, ModelHandle, cpu_device, ops
 from loom_sd15.convert import CLIP_PREFIX, clip_conversion
-from loom_sd15.prompt import PromptTokenizer, WeightedChunk
+from loom_sd15.prompt import PromptTokenizer, WeightedChunk, without_word
 from loom_sd15.tokenizer import TokenizerSource, special_tokens, word_ids
 
 log = logging.getLogger(__name__)
@@ -272,6 +272,11 @@ class SD15Clip:
 
     def tokenize(self, text: str) -> list[WeightedChunk]:
         return self.prompt_tokenizer().tokenize(text)
+
+    def tokenize_without_word(self, text: str, word_id: int) -> list[WeightedChunk]:
+        """:meth:`tokenize` with the tokens of ComfyUI word id ``word_id`` removed from each
+        chunk (:func:`loom_sd15.prompt.without_word`)."""
+        return without_word(self.prompt_tokenizer().tokenize_with_word_ids(text), word_id)
 
     def _prepare(self) -> ComputeTarget:
         """Load the encoder (with its patches) and return where and how it computes."""

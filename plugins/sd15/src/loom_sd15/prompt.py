@@ -34,6 +34,8 @@ EMBEDDING_EXTENSIONS = (".safetensors", ".pt", ".bin")
 
 Token = Any  # int | torch.Tensor
 WeightedChunk = list[tuple[Token, float]]
+#: A chunk with ComfyUI's word ids: ``(token, weight, word id)``.
+WordChunk = list[tuple[Token, float, int]]
 
 
 def _split_parentheses(text: str) -> list[str]:
@@ -223,27 +225,45 @@ class PromptTokenizer:
 
     def tokenize(self, text: str) -> list[WeightedChunk]:
         """Chunks of exactly ``max_length`` ``(token, weight)`` pairs."""
-        chunks: list[WeightedChunk] = []
-        chunk: WeightedChunk = [(self.start_token, 1.0)]
+        return [[(t, w) for t, w, _ in chunk] for chunk in self.tokenize_with_word_ids(text)]
+
+    def tokenize_with_word_ids(self, text: str) -> list[WordChunk]:
+        """:meth:`tokenize` with ComfyUI's word ids (``return_word_ids``): each token's
+        group number (a weighted segment or an embedding, counted from 1, empty groups
+        included), 0 for the start, end and pad tokens."""
+        chunks: list[WordChunk] = []
+        chunk: WordChunk = [(self.start_token, 1.0, 0)]
         chunks.append(chunk)
         limit = self.max_length - 1  # room for the end token
-        for group in self.groups(text):
+        for index, group in enumerate(self.groups(text)):
+            word = index + 1
             is_large = len(group) >= MAX_WORD_LENGTH
             while group:
                 if len(group) + len(chunk) > limit:
                     remaining = self.max_length - len(chunk) - 1
                     if is_large:
-                        chunk.extend(group[:remaining])
-                        chunk.append((self.end_token, 1.0))
+                        chunk.extend((t, w, word) for t, w in group[:remaining])
+                        chunk.append((self.end_token, 1.0, 0))
                         group = group[remaining:]
                     else:
-                        chunk.append((self.end_token, 1.0))
-                        chunk.extend([(self.pad_token, 1.0)] * remaining)
-                    chunk = [(self.start_token, 1.0)]
+                        chunk.append((self.end_token, 1.0, 0))
+                        chunk.extend([(self.pad_token, 1.0, 0)] * remaining)
+                    chunk = [(self.start_token, 1.0, 0)]
                     chunks.append(chunk)
                 else:
-                    chunk.extend(group)
+                    chunk.extend((t, w, word) for t, w in group)
                     group = []
-        chunk.append((self.end_token, 1.0))
-        chunk.extend([(self.pad_token, 1.0)] * (self.max_length - len(chunk)))
+        chunk.append((self.end_token, 1.0, 0))
+        chunk.extend([(self.pad_token, 1.0, 0)] * (self.max_length - len(chunk)))
         return chunks
+
+
+def without_word(chunks: Sequence[WordChunk], word_id: int) -> list[WeightedChunk]:
+    """Each chunk without the tokens of word ``word_id``, refilled to its length with copies
+    of its last token (ComfyUI's PhotoMakerEncode removes its trigger word this way)."""
+    out = []
+    for chunk in chunks:
+        kept = [(t, w) for t, w, word in chunk if word != word_id]
+        last = (chunk[-1][0], chunk[-1][1])
+        out.append(kept + [last] * (len(chunk) - len(kept)))
+    return out

@@ -17,7 +17,7 @@ from pathlib import Path
 import attrs
 import torch
 from loom_sd15.clip import TextEncoderConfig, weighted_encode
-from loom_sd15.prompt import PromptTokenizer, WeightedChunk
+from loom_sd15.prompt import PromptTokenizer, WeightedChunk, without_word
 from loom_sd15.tokenizer import TokenizerSource, special_tokens, word_ids
 from torch import nn
 
@@ -166,6 +166,15 @@ class SDXLClip:
         if self.l_config is None:
             return SDXLTokens(g)
         return SDXLTokens(g, self._prompt_tokenizer(self.l_config, "clip_l").tokenize(text))
+
+    def tokenize_without_word(self, text: str, word_id: int) -> SDXLTokens:
+        """:meth:`tokenize` with the tokens of ComfyUI word id ``word_id`` removed from each
+        chunk of each encoder (:func:`loom_sd15.prompt.without_word`)."""
+        g = self._prompt_tokenizer(self.g_config, "clip_g").tokenize_with_word_ids(text)
+        if self.l_config is None:
+            return SDXLTokens(without_word(g, word_id))
+        l_ids = self._prompt_tokenizer(self.l_config, "clip_l").tokenize_with_word_ids(text)
+        return SDXLTokens(without_word(g, word_id), without_word(l_ids, word_id))
 
     def tokenize_pair(self, text_g: str, text_l: str) -> SDXLTokens:
         """``text_g`` for CLIP-G, ``text_l`` for CLIP-L; the shorter padded with empty chunks."""

@@ -63,7 +63,12 @@ class CLIPTextEncodeSDXL:
     text_l: str = loom.ui.string(None, multiline=True, dynamic_prompts=True)
 
     def run(self, ctx: loom.RunContext) -> Conditioning:
-        clip = _sdxl_clip("CLIPTextEncodeSDXL", self.clip, refiner=False)
+        from loom.hooks import encode_scheduled
+
+        return encode_scheduled(self.clip, self._encode)
+
+    def _encode(self, handle: Any) -> Conditioning:
+        clip = _sdxl_clip("CLIPTextEncodeSDXL", handle, refiner=False)
         cond, pooled = clip.encode_from_tokens(clip.tokenize_pair(self.text_g, self.text_l))
         options = {
             "pooled_output": pooled,
@@ -86,7 +91,12 @@ class CLIPTextEncodeSDXLRefiner:
     clip: Clip
 
     def run(self, ctx: loom.RunContext) -> Conditioning:
-        clip = _sdxl_clip("CLIPTextEncodeSDXLRefiner", self.clip, refiner=True)
+        from loom.hooks import encode_scheduled
+
+        return encode_scheduled(self.clip, self._encode)
+
+    def _encode(self, handle: Any) -> Conditioning:
+        clip = _sdxl_clip("CLIPTextEncodeSDXLRefiner", handle, refiner=True)
         cond, pooled = clip.encode_from_tokens(clip.tokenize(self.text))
         options = {
             "pooled_output": pooled,
