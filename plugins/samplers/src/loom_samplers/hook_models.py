@@ -74,6 +74,7 @@ class HookedModels:
         self.max_sigma = float(max_sigma)
         self._cursors: dict[int, tuple[HookKeyframes, KeyframeCursor]] = {}
         self._clones: dict[tuple[int, tuple[float, ...]], tuple[HookGroup, Any]] = {}
+        self._foreign: tuple[Any, dict] | None = None
 
     def _cursor(self, hook: WeightHook) -> KeyframeCursor:
         found = self._cursors.get(id(hook.keyframes))
@@ -94,22 +95,41 @@ class HookedModels:
         """Each hook's model strength at its current keyframe."""
         return tuple(h.strength_model * self._cursor(h).strength for h in hooks.hooks)
 
-    def model_for(self, hooks: HookGroup | None) -> Any:
-        """The handle to run ``hooks``' entries on now (the MODEL for None)."""
+    def model_for(self, hooks: HookGroup | None, base: Any = None) -> Any:
+        """The handle to run ``hooks``' entries on now: ``base`` (default: the MODEL) with
+        the group's weight patches; ``base`` itself for None or all-zero strengths.
+
+        ``base`` is the MODEL or a clone of it (a post-CFG function's patched handle, as
+        PerturbedAttentionGuidance's): its hooked entries carry their hooks there too, as
+        ComfyUI patches the hook weights whatever the call's model options."""
+        base = self.model if base is None else base
         if hooks is None:
-            return self.model
+            return base
         strengths = self.strengths(hooks)
         if all(s == 0 for s in strengths):
-            return self.model
+            return base
+        clones = self._clones if base is self.model else self._foreign_clones(base)
         key = (id(hooks), strengths)
-        found = self._clones.get(key)
+        found = clones.get(key)
         if found is None:
-            clone = self.model.clone()
+            clone = base.clone()
             for hook, strength in zip(hooks.hooks, strengths, strict=True):
                 if strength != 0:
                     hook.weights.add_patches(clone, "model", strength)
-            found = self._clones[key] = (hooks, clone)
+            found = clones[key] = (hooks, clone)
         return found[1]
+
+    def _foreign_clones(self, base: Any) -> dict:
+        """Hook-group clones of ``base``, a handle other than the MODEL; only the latest such
+        base's are kept (post-CFG functions make a fresh one per step)."""
+        if self._foreign is None or self._foreign[0] is not base:
+            self._foreign = (base, {})
+        return self._foreign[1]
+
+    def release(self) -> None:
+        """Drop the run's clones."""
+        self._clones.clear()
+        self._foreign = None
 
 
 def load_for_call(ctx: RunContext | None, handle: Any, x: Tensor) -> None:
