@@ -320,6 +320,7 @@ class MemoryManager:
         room = 0
         if cache is not None:
             self._caches[id(cache)] = cache
+        if cache is not None and limit >= size:  # a partial load keeps none: room is streaming's
             # the copies it keeps must fit beside every resident model and the activations
             others = self.used_bytes - cache.idle_bytes()
             room = max(0, budget - others - size - extra_memory)

@@ -124,5 +124,9 @@ class MergedWeightCache:
     def _idle(self) -> list[_Kept]:
         return [k for k in self._kept.values() if k.applied == 0]
 
+    def tensor_keys(self) -> set[str]:
+        """The module tensor keys some kept merge is for."""
+        return {key[0] for key in self._kept}
+
     def __len__(self) -> int:
         return len(self._kept)

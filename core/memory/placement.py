@@ -237,11 +237,12 @@ def _merged(
     to_device: bool,
 ) -> torch.Tensor:
     """``original`` with its patches merged: from the placement's cache when it kept the
-    same merge, else computed (and kept when there is room)."""
+    same merge, else computed (and kept when there is room). Only resident weights are
+    kept: a streamed unit's merge lives off the compute device, outside its budget."""
     device, compute_dtype = placement.target.device, placement.target.dtype
     merged = _merged_dtype(unit, name, original, compute_dtype)
     home = device if to_device else original.device
-    cache = placement.cache
+    cache = placement.cache if to_device else None
     cache_key = None
     if cache is not None:
         cache_key = cache.key(key, original, entries, home, merged)

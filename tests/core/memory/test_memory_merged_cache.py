@@ -127,3 +127,41 @@ def test_other_strengths_are_other_merges(merges):
     assert len(merges) == 2 * len(PATCHED)
     mm.unload_all()
     assert len(cache) == 0  # unloading everything lets go of the copies too
+
+
+def test_a_partial_load_keeps_no_copies(merges):
+    """The room beside a partially loaded model is its streaming room: nothing is kept, every
+    load merges again, and the outputs stay the same."""
+    cache = MergedWeightCache()
+    net, plain, hooked = patched_pair(cache)
+    size = plain.size_bytes()
+    mm = manager(size // 2)
+    x = make_input()
+    outputs = []
+    for _ in range(3):
+        mm.load([hooked])
+        assert hooked.shared.placement.is_partial
+        outputs.append(net(x))
+        mm.load([plain])
+        assert mm.used_bytes <= size // 2
+    assert len(cache) == 0 and len(merges) == 3 * len(PATCHED)
+    assert all(torch.equal(out, outputs[0]) for out in outputs)
+
+
+def test_only_resident_weights_are_kept(merges):
+    """A weight merged for a streamed unit lives off the compute device: not kept."""
+    from loom.memory.compute import ComputeTarget
+    from loom.memory.placement import StreamMeter, place
+
+    cache = MergedWeightCache()
+    _, _, hooked = patched_pair(cache)
+    limit = hooked.module.conv.weight.numel() * 4  # a few small units fit, the rest stream
+    target = ComputeTarget(torch.device("cpu"), torch.float32)
+    placement = place(hooked, target, limit, StreamMeter(), cache_room=10**9)
+    try:
+        resident = {unit.path for unit in placement.resident}
+        on_device = {k for k in PATCHED if k.rpartition(".")[0] in resident}
+        assert on_device and on_device != set(PATCHED) and len(merges) == len(PATCHED)
+        assert cache.tensor_keys() == on_device
+    finally:
+        placement.revert()
