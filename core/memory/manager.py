@@ -154,13 +154,15 @@ class MemoryManager:
 
     def cached_bytes(self) -> int:
         """Bytes of merged weights kept by caches whose clones are not loaded now."""
-        for key in [k for k, c in self._caches.items() if len(c) == 0]:
-            del self._caches[key]  # emptied (its run is over): forget it
-        return sum(cache.idle_bytes() for cache in self._caches.values())
+        with self._lock:  # the books are read from other threads (system stats)
+            for key in [k for k, c in self._caches.items() if len(c) == 0]:
+                del self._caches[key]  # emptied (its run is over): forget it
+            return sum(cache.idle_bytes() for cache in self._caches.values())
 
     def drop_cached(self, reason: str = "free") -> int:
         """Let go of every merged weight kept for a clone not loaded now; returns the bytes."""
-        freed = sum(cache.drop_idle() for cache in self._caches.values())
+        with self._lock:
+            freed = sum(cache.drop_idle() for cache in list(self._caches.values()))
         if freed:
             log.debug("dropped %d bytes of kept merged weights: %s", freed, reason)
         return freed

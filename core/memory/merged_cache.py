@@ -122,7 +122,8 @@ class MergedWeightCache:
         self.held_bytes = 0
 
     def _idle(self) -> list[_Kept]:
-        return [k for k in self._kept.values() if k.applied == 0]
+        # a snapshot: the manager's books may read this while a run clears it
+        return [k for k in list(self._kept.values()) if k.applied == 0]
 
     def tensor_keys(self) -> set[str]:
         """The module tensor keys some kept merge is for."""
