@@ -203,7 +203,13 @@ class PreCFGFunction(Protocol):
 @attrs.frozen
 class CFGStep:
     """What a :class:`CFGFunction` is given: the positive and negative x0 predictions of one
-    model evaluation, the noisy input ``x`` and ``sigma`` (one value per batch item)."""
+    model evaluation, the noisy input ``x`` and ``sigma`` (one value per batch item).
+
+    ``evaluate(handle, groups)``: the x0 of other conditioning groups (lists of resolved
+    entries; None: zeros) at ``x``, ``sigma`` by ``handle``, made as the guider makes its own
+    calls (with the run's hook groups and step cache: ComfyUI's ``calc_cond_batch`` with the
+    step's ``model_options``); None where the caller has no guider run.
+    """
 
     x: Tensor
     sigma: Tensor
@@ -211,6 +217,7 @@ class CFGStep:
     uncond_denoised: Tensor
     cond_scale: float
     model: Any
+    evaluate: Callable[[Any, Sequence[Any]], list[Tensor]] | None = None
 
 
 class CFGFunction(Protocol):

@@ -48,6 +48,7 @@ _EXPORTS = {
         "split_state_dict_by_prefix",
     ),
     "manager": ("Accounting", "Eviction", "MemoryManager", "ModelAccount"),
+    "merged_cache": ("MergedWeightCache",),
     "merge": (
         "MergePatch",
         "block_ratio",
@@ -89,6 +90,7 @@ __all__ = [
     "MemoryManager",
     "MemoryView",
     "MergePatch",
+    "MergedWeightCache",
     "ModelAccount",
     "ModelHandle",
     "PrefixView",

@@ -24,6 +24,7 @@ from loom.memory.patches import WeightPatch, patch_keys_present
 from loom.samplers import GuidanceHooks
 
 if TYPE_CHECKING:
+    from loom.memory.merged_cache import MergedWeightCache
     from loom.memory.placement import Placement
     from loom.samplers import DenoiseMaskFunction
 
@@ -101,6 +102,9 @@ class ModelHandle:
         #: How this handle changes classifier-free guidance (RescaleCFG, CFGZeroStar ...);
         #: immutable, so clones share it until a node gives a clone a new one.
         self.guidance: GuidanceHooks = GuidanceHooks()
+        #: Where loading keeps merged weights for the next load of a clone with the same
+        #: patches (:class:`loom.memory.merged_cache.MergedWeightCache`); None: not kept.
+        self.merged_cache: MergedWeightCache | None = None
 
     def __repr__(self) -> str:
         return (

@@ -31,6 +31,7 @@ from loom.memory.devices import (
     simulated_device,
 )
 from loom.memory.handle import ModelHandle, SharedModel
+from loom.memory.merged_cache import MergedWeightCache
 from loom.memory.placement import StreamMeter, place, units_of
 
 if TYPE_CHECKING:
@@ -118,6 +119,7 @@ class MemoryManager:
         self.meter = StreamMeter()
         self.evictions: deque[Eviction] = deque(maxlen=256)
         self._loaded: dict[int, _Entry] = {}
+        self._caches: dict[int, MergedWeightCache] = {}
         self._clock = 0
         self._lock = threading.RLock()
 
@@ -141,12 +143,29 @@ class MemoryManager:
 
     @property
     def used_bytes(self) -> int:
-        """Bytes of loaded models resident on the compute device."""
-        return sum(
+        """Bytes of loaded models resident on the compute device, and of merged weights
+        kept for clones not loaded now (:mod:`loom.memory.merged_cache`)."""
+        models = sum(
             e.shared.placement.resident_bytes
             for e in self._loaded.values()
             if e.shared.placement is not None
         )
+        return models + self.cached_bytes()
+
+    def cached_bytes(self) -> int:
+        """Bytes of merged weights kept by caches whose clones are not loaded now."""
+        with self._lock:  # the books are read from other threads (system stats)
+            for key in [k for k, c in self._caches.items() if len(c) == 0]:
+                del self._caches[key]  # emptied (its run is over): forget it
+            return sum(cache.idle_bytes() for cache in self._caches.values())
+
+    def drop_cached(self, reason: str = "free") -> int:
+        """Let go of every merged weight kept for a clone not loaded now; returns the bytes."""
+        with self._lock:
+            freed = sum(cache.drop_idle() for cache in list(self._caches.values()))
+        if freed:
+            log.debug("dropped %d bytes of kept merged weights: %s", freed, reason)
+        return freed
 
     def budget_bytes(self) -> int:
         """Bytes models plus activations may occupy on the compute device now."""
@@ -299,7 +318,15 @@ class MemoryManager:
                     largest,
                     available,
                 )
-        placement = place(handle, self.target_for(handle), limit, self.meter)
+        cache = handle.merged_cache
+        room = 0
+        if cache is not None:
+            self._caches[id(cache)] = cache
+        if cache is not None and limit >= size:  # a partial load keeps none: room is streaming's
+            # the copies it keeps must fit beside every resident model and the activations
+            others = self.used_bytes - cache.idle_bytes()
+            room = max(0, budget - others - size - extra_memory)
+        placement = place(handle, self.target_for(handle), limit, self.meter, room)
         handle.shared.placement = placement
         self._loaded[id(handle.shared)] = _Entry(handle.shared, self._clock)
         self.meter.resident_bytes = self.used_bytes
@@ -339,6 +366,8 @@ class MemoryManager:
         keep_ids = {id(h.shared) for h in keep}
         freed = 0
         with self._lock:
+            if self.budget_bytes() - self.used_bytes < bytes_needed:
+                freed += self.drop_cached(reason)  # copies go before models do
             for entry in sorted(self._loaded.values(), key=lambda e: e.last_used):
                 if self.budget_bytes() - self.used_bytes >= bytes_needed:
                     break
@@ -352,6 +381,7 @@ class MemoryManager:
         """Take ``handle``'s module off the device (whichever clone is applied)."""
         with self._lock:
             freed = self._unload(handle.shared, reason)
+            freed += self.drop_cached(reason)
             self._empty_cache()
             return freed
 
@@ -359,6 +389,7 @@ class MemoryManager:
         """Unload every model; returns the bytes freed."""
         with self._lock:
             freed = sum(self._unload(e.shared, reason) for e in list(self._loaded.values()))
+            freed += self.drop_cached(reason)
             self._empty_cache()
             return freed
 

@@ -12,6 +12,7 @@ which also clears the cast layers' dtype, so the module ends as it started.
 from __future__ import annotations
 
 import logging
+from collections.abc import Hashable
 from typing import Any
 
 import attrs
@@ -21,7 +22,9 @@ from torch import nn
 from loom.memory.cast import FLOAT8_DTYPES, CastWeights, set_compute_dtype
 from loom.memory.compute import ComputeTarget
 from loom.memory.handle import ModelHandle
+from loom.memory.merged_cache import MergedWeightCache
 from loom.memory.patches import (
+    PatchEntries,
     QuantizedWeights,
     apply_object_patches,
     patched_weight,
@@ -105,6 +108,11 @@ class Placement:
     object_backups: dict[str, Any] = attrs.Factory(dict)
     hooks: list[Any] = attrs.Factory(list)
     signature: tuple[Any, ...] = ()
+    #: where merged weights are kept between loads (the handle's ``merged_cache``), the
+    #: bytes it may hold, and the keys of the kept tensors this placement applied
+    cache: MergedWeightCache | None = None
+    cache_room: int = 0
+    cached_keys: list[Hashable] = attrs.Factory(list)
 
     @property
     def resident_bytes(self) -> int:
@@ -135,6 +143,10 @@ class Placement:
         for owner, name, original in self.home.values():
             set_tensor(owner, name, original)
         self.home.clear()
+        if self.cache is not None:
+            for key in self.cached_keys:
+                self.cache.release(key)
+        self.cached_keys.clear()
 
 
 def choose_resident(units: list[Unit], limit_bytes: int) -> tuple[list[Unit], list[Unit]]:
@@ -204,11 +216,7 @@ def _place_unit(placement: Placement, unit: Unit, to_device: bool) -> None:
             _resident_dtype(unit, name, original, compute_dtype) if to_device else original.dtype
         )
         if entries:
-            merged = _merged_dtype(unit, name, original, compute_dtype)
-            owner = (unit.module, name) if isinstance(unit.module, QuantizedWeights) else None
-            seed = key_seed(placement.handle.comfy_prefix + key)
-            new = patched_weight(original, entries, device, merged, owner, seed)
-            new = new.to(device if to_device else original.device)
+            new = _merged(placement, unit, key, name, original, entries, to_device)
         elif (to_device and original.device != device) or dtype != original.dtype:
             new = original.detach().to(device, dtype)
         else:
@@ -217,6 +225,37 @@ def _place_unit(placement: Placement, unit: Unit, to_device: bool) -> None:
         set_tensor(unit.module, name, new)
         if to_device:
             release_file_pages(original)
+
+
+def _merged(
+    placement: Placement,
+    unit: Unit,
+    key: str,
+    name: str,
+    original: torch.Tensor,
+    entries: PatchEntries,
+    to_device: bool,
+) -> torch.Tensor:
+    """``original`` with its patches merged: from the placement's cache when it kept the
+    same merge, else computed (and kept when there is room). Only resident weights are
+    kept: a streamed unit's merge lives off the compute device, outside its budget."""
+    device, compute_dtype = placement.target.device, placement.target.dtype
+    merged = _merged_dtype(unit, name, original, compute_dtype)
+    home = device if to_device else original.device
+    cache = placement.cache if to_device else None
+    cache_key = None
+    if cache is not None:
+        cache_key = cache.key(key, original, entries, home, merged)
+        kept = cache.get(cache_key)
+        if kept is not None:
+            placement.cached_keys.append(cache_key)
+            return kept
+    owner = (unit.module, name) if isinstance(unit.module, QuantizedWeights) else None
+    seed = key_seed(placement.handle.comfy_prefix + key)
+    new = patched_weight(original, entries, device, merged, owner, seed).to(home)
+    if cache is not None and cache.put(cache_key, original, entries, new, placement.cache_room):
+        placement.cached_keys.append(cache_key)
+    return new
 
 
 def _stream_hooks(unit: Unit, device: torch.device, meter: StreamMeter) -> list[Any]:
@@ -241,7 +280,11 @@ def _stream_hooks(unit: Unit, device: torch.device, meter: StreamMeter) -> list[
 
 
 def place(
-    handle: ModelHandle, target: ComputeTarget, resident_limit_bytes: int, meter: StreamMeter
+    handle: ModelHandle,
+    target: ComputeTarget,
+    resident_limit_bytes: int,
+    meter: StreamMeter,
+    cache_room: int = 0,
 ) -> Placement:
     """Put ``handle`` on ``target.device``: units fitting ``resident_limit_bytes`` move, the
     rest stream.
@@ -249,10 +292,20 @@ def place(
     Weight patches are computed in float32 on the target device and rounded to the compute
     dtype (cast layers' 16/32-bit tensors) or the stored dtype (fp8, other tensors) as
     ComfyUI rounds its merges; object patches are set;
-    cast layers compute in ``target.dtype``. On failure everything done so far is reverted.
+    cast layers compute in ``target.dtype``. Merged weights come from and go to the handle's
+    ``merged_cache`` (:mod:`loom.memory.merged_cache`), which may hold ``cache_room`` bytes.
+    On failure everything done so far is reverted.
     """
     resident, streamed = choose_resident(units_of(handle.module), resident_limit_bytes)
-    placement = Placement(handle, target, resident, streamed, signature=handle.patch_signature())
+    placement = Placement(
+        handle,
+        target,
+        resident,
+        streamed,
+        signature=handle.patch_signature(),
+        cache=handle.merged_cache,
+        cache_room=cache_room,
+    )
     try:
         for unit in resident:
             _place_unit(placement, unit, to_device=True)

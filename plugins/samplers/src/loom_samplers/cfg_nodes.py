@@ -199,20 +199,33 @@ class ProjectedGuidance:
 @attrs.frozen
 class PerpNegCFG:
     """The deprecated PerpNeg node's CFG function: the empty prompt evaluated at each call
-    (resolved for the call's latent as a negative prompt) and combined with the positive and
-    negative x0 by :func:`loom_samplers.guiders.perp_neg`."""
+    (resolved for the call's latent as a negative prompt, once per latent shape and model,
+    as ComfyUI converts it once) and combined with the positive and negative x0 by
+    :func:`loom_samplers.guidance_steps.perp_neg`. The evaluation is the guider's
+    (``step.evaluate``: its hook groups and step cache), as ComfyUI's goes through
+    ``calc_cond_batch`` with the step's model options."""
 
     empty_conditioning: list
     neg_scale: float
+    _resolved: dict = attrs.field(factory=dict, eq=False, repr=False, init=False)
 
     def __call__(self, step: CFGStep) -> Tensor:
         from loom_samplers.conditioning_batches import calc_cond_batch, resolve_conditioning
-        from loom_samplers.guiders import perp_neg
+        from loom_samplers.guidance_steps import perp_neg
 
-        entries = resolve_conditioning(
-            self.empty_conditioning, step.model, step.x, prompt_type="negative"
-        )
-        (empty,) = calc_cond_batch(step.model, [entries], step.x, step.sigma)
+        memo = (id(step.model), tuple(step.x.shape), str(step.x.device))
+        found = self._resolved.get(memo)
+        if found is None or found[0] is not step.model:
+            entries = resolve_conditioning(
+                self.empty_conditioning, step.model, step.x, prompt_type="negative"
+            )
+            self._resolved.clear()  # one latent layout at a time
+            found = self._resolved[memo] = (step.model, entries)
+        entries = found[1]
+        if step.evaluate is not None:
+            (empty,) = step.evaluate(step.model, [entries])
+        else:
+            (empty,) = calc_cond_batch(step.model, [entries], step.x, step.sigma)
         return perp_neg(
             step.cond_denoised, step.uncond_denoised, empty, self.neg_scale, step.cond_scale
         )

@@ -49,6 +49,10 @@ class CondEntry:
     control_apply_to_uncond: bool = False
     hooks: Any = None  # a loom.hooks.HookGroup
     default: bool = False
+    #: which entry this is (ComfyUI's per-entry ``uuid``): a step cache keys its cached
+    #: output by it; copies made from the entry (an area's counterpart, a shared control)
+    #: keep it, as ComfyUI's dict copies keep the uuid
+    uid: object = attrs.field(factory=object, eq=False, repr=False)
 
 
 # --- preparing conditioning lists ------------------------------------------------------

@@ -69,7 +69,7 @@ class _Chunk:
     plain: bool = False  # full size, no mask, strength 1: its weights are all ones
     control: Any = None
     hooks: Any = None
-    key: tuple[int, int] = (0, 0)  # (group, entry): which conditioning entry this is
+    key: object = None  # the entry's ``uid``: which conditioning entry this is
 
 
 def _chunk(entry: CondEntry, x: Tensor, sigma: Tensor, group: int) -> _Chunk | None:
@@ -89,7 +89,9 @@ def _chunk(entry: CondEntry, x: Tensor, sigma: Tensor, group: int) -> _Chunk | N
     plain = entry.area is None and entry.mask is None and entry.strength == 1.0
     conds = {k: _process_cond(v, x, area, dims) for k, v in entry.model_conds.items()}
     if plain:
-        return _Chunk(input_x, None, conds, None, group, True, entry.control, entry.hooks)
+        return _Chunk(
+            input_x, None, conds, None, group, True, entry.control, entry.hooks, entry.uid
+        )
     if entry.mask is not None:
         mask = entry.mask[: input_x.shape[0]]
         if area is not None:
@@ -105,7 +107,9 @@ def _chunk(entry: CondEntry, x: Tensor, sigma: Tensor, group: int) -> _Chunk | N
     if entry.mask is None and area is not None:
         _feather(mult, area, x.shape, dims)
     area_out = tuple(area) if area is not None else None
-    return _Chunk(input_x, mult, conds, area_out, group, False, entry.control, entry.hooks)
+    return _Chunk(
+        input_x, mult, conds, area_out, group, False, entry.control, entry.hooks, entry.uid
+    )
 
 
 def _feather(mult: Tensor, area: list[int], shape: Any, dims: int, fuzz: int = 8) -> None:
@@ -214,13 +218,13 @@ def calc_cond_batch(
     to_run: list[_Chunk] = []
     defaults: dict[int, list[CondEntry]] = {}
     for g, entries in enumerate(groups):
-        for e, entry in enumerate(entries or ()):
+        for entry in entries or ():
             if entry.default:
                 defaults.setdefault(g, []).append(entry)
                 continue
             chunk = _chunk(entry, x, sigma, g)
             if chunk is not None:
-                to_run.append(attrs.evolve(chunk, key=(g, e)))
+                to_run.append(chunk)
     for g, entries in defaults.items():
         to_run += _default_chunks(entries, [c for c in to_run if c.group == g], x, sigma, g)
     if hooked is not None:
@@ -248,7 +252,7 @@ def calc_cond_batch(
         batched = {**batched, "cond_or_uncond": tuple(c.group for c in chunks)}
         call_model = model
         if hooked is not None:
-            call_model = hooked.model_for(first.hooks)
+            call_model = hooked.model_for(first.hooks, model)
             load_for_call(ctx, call_model, input_x)
         if first.control is not None:
             residuals = first.control.residuals(input_x, sigma_in, batched, call_model, len(chunks))

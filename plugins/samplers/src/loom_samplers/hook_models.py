@@ -3,9 +3,12 @@
 Conditioning entries carrying a :class:`loom.hooks.HookGroup` are batched per group; each
 batch runs on a clone of the sampled MODEL with the group's weight patches added at
 ``strength_model`` times the hook's current keyframe strength, and entries without hooks
-run on the MODEL itself. Clones are made once per (group, strengths) and kept for the run,
-so the memory manager re-merges weights only when the group or the keyframe strength of
-consecutive model calls changes. A group whose strengths are all 0 runs on the MODEL.
+run on the MODEL (a clone of it for the run). Clones are made once per (group, strengths)
+and kept for the run; they share one :class:`loom.memory.MergedWeightCache`, so switching
+between them (every step, when only some entries are hooked) merges each group's weights
+once per (group, strengths), as ComfyUI's hook mode MaxSpeed does, within the memory
+manager's budget (a weight that does not fit is merged again at its next load). A group
+whose strengths are all 0 runs on the MODEL.
 
 Keyframes advance as ComfyUI's do: once per distinct sigma, a hook's schedule moves to the
 last later keyframe whose start (as a sigma) is at or above the current sigma, once the
@@ -72,8 +75,17 @@ class HookedModels:
     def __init__(self, model: Any, max_sigma: float) -> None:
         self.model = model
         self.max_sigma = float(max_sigma)
+        #: the run's merged weights, shared by its clones (ComfyUI's hook mode MaxSpeed)
+        self.cache = _new_cache(model)
+        #: the MODEL's entries run on a clone sharing the cache (its own patches are
+        #: merged once too)
+        self.plain = model
+        if self.cache is not None:
+            self.plain = model.clone()
+            self.plain.merged_cache = self.cache
         self._cursors: dict[int, tuple[HookKeyframes, KeyframeCursor]] = {}
         self._clones: dict[tuple[int, tuple[float, ...]], tuple[HookGroup, Any]] = {}
+        self._foreign: tuple[Any, dict] | None = None
 
     def _cursor(self, hook: WeightHook) -> KeyframeCursor:
         found = self._cursors.get(id(hook.keyframes))
@@ -94,22 +106,55 @@ class HookedModels:
         """Each hook's model strength at its current keyframe."""
         return tuple(h.strength_model * self._cursor(h).strength for h in hooks.hooks)
 
-    def model_for(self, hooks: HookGroup | None) -> Any:
-        """The handle to run ``hooks``' entries on now (the MODEL for None)."""
+    def model_for(self, hooks: HookGroup | None, base: Any = None) -> Any:
+        """The handle to run ``hooks``' entries on now: ``base`` (default: the MODEL) with
+        the group's weight patches; ``base`` itself for None or all-zero strengths.
+
+        ``base`` is the MODEL or a clone of it (a post-CFG function's patched handle, as
+        PerturbedAttentionGuidance's): its hooked entries carry their hooks there too, as
+        ComfyUI patches the hook weights whatever the call's model options."""
+        base = self.plain if base is None or base is self.model else base
         if hooks is None:
-            return self.model
+            return base
         strengths = self.strengths(hooks)
         if all(s == 0 for s in strengths):
-            return self.model
+            return base
+        clones = self._clones if base is self.plain else self._foreign_clones(base)
         key = (id(hooks), strengths)
-        found = self._clones.get(key)
+        found = clones.get(key)
         if found is None:
-            clone = self.model.clone()
+            clone = base.clone()
+            if self.cache is not None:
+                clone.merged_cache = self.cache
             for hook, strength in zip(hooks.hooks, strengths, strict=True):
                 if strength != 0:
                     hook.weights.add_patches(clone, "model", strength)
-            found = self._clones[key] = (hooks, clone)
+            found = clones[key] = (hooks, clone)
         return found[1]
+
+    def _foreign_clones(self, base: Any) -> dict:
+        """Hook-group clones of ``base``, a handle other than the MODEL; only the latest such
+        base's are kept (post-CFG functions make a fresh one per step)."""
+        if self._foreign is None or self._foreign[0] is not base:
+            self._foreign = (base, {})
+        return self._foreign[1]
+
+    def release(self) -> None:
+        """Drop the run's clones and the merged weights they kept."""
+        self._clones.clear()
+        self._foreign = None
+        if self.cache is not None:
+            self.cache.clear()
+
+
+def _new_cache(model: Any) -> Any:
+    """A merged-weights cache for a run of ``model``; None for a handle that cannot use one
+    (not a :class:`loom.memory.ModelHandle`)."""
+    if not hasattr(model, "merged_cache"):
+        return None
+    from loom.memory import MergedWeightCache
+
+    return MergedWeightCache()
 
 
 def load_for_call(ctx: RunContext | None, handle: Any, x: Tensor) -> None:

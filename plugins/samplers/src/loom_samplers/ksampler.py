@@ -173,10 +173,20 @@ def sample(
     max_sigma, first = float(sampling.sigma_max), float(sigmas[0])
     max_denoise = math.isclose(max_sigma, first, rel_tol=1e-05) or first > max_sigma
     x = sampling.noise_scaling(sigmas[0], noise, latent, max_denoise)
-    with torch.inference_mode():
-        samples = sampler.registered.function(
-            denoiser, x, sigmas, noise=SeededNoise(seed), on_step=on_step, **dict(sampler.options)
-        )
+    try:
+        with torch.inference_mode():
+            samples = sampler.registered.function(
+                denoiser,
+                x,
+                sigmas,
+                noise=SeededNoise(seed),
+                on_step=on_step,
+                **dict(sampler.options),
+            )
+    finally:
+        finish = getattr(guider, "finish", None)
+        if callable(finish):
+            finish()
     samples = sampling.inverse_noise_scaling(sigmas[-1], samples)
     cache = getattr(guider, "cache_run", None)
     if cache is not None:

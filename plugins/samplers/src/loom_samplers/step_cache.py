@@ -13,8 +13,14 @@ to 0 and the model runs. From ``end_percent`` on, the model always runs.
 - LazyCache wraps the guider's whole prediction (in: the noisy latent, out: the guided x0).
 - EasyCache wraps each batched model call, in the network's own space (in: the scaled input
   ``calculate_input(sigma, x)``, out: the network output, recovered from x0 through the
-  model sampling's affine ``calculate_denoised``), one cached change per conditioning entry;
-  the first entry that runs decides for the whole evaluation.
+  model sampling's affine ``calculate_denoised``), one cached change per conditioning entry
+  (keyed by its ``CondEntry.uid``, ComfyUI's per-entry uuid). As ComfyUI's wraps the
+  diffusion model, it sees every call of the run: every guider's, and the re-evaluations
+  of CFG and post-CFG functions (PerpNeg's empty prompt, SAG, PAG, SkipLayerGuidance),
+  each of which updates its entries' cached change. The first entry of the run's first
+  call decides: when it skips, the rest of that evaluation (one ``Guider.evaluate``,
+  ComfyUI's ``calc_cond_batch``) reuses its cached changes; the decision starts afresh at
+  each evaluation.
 """
 
 from __future__ import annotations
