@@ -6,6 +6,8 @@ per level (base 0/2/10, refiner 0/4/4/0), 64 channels per attention head, linear
 ``proj_in``/``proj_out``, a 2048- (base) or 1280-wide (refiner) context, and the ADM class
 embedding ``label_emb`` (2816 inputs for base, 2560 for refiner) added to the timestep
 embedding. Module names match the checkpoint, so its state dict loads with no renaming.
+Its forward is loom-sd15's block loop (:func:`loom_sd15.unet.run_unet_blocks`) given the
+timestep embedding plus the class embedding; it takes no self-attention patch (GLIGEN).
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import attrs
 import torch
 from loom_sd15.unet import (
     AttentionInputPatches,
-    BlockSite,
     Downsample,
     InputBlockPatch,
     OutputBlockPatch,
@@ -29,10 +30,7 @@ from loom_sd15.unet import (
     UNetCall,
     UNetConfig,
     Upsample,
-    add_control,
-    block_attention,
-    patch_input_block,
-    patch_output_block,
+    run_unet_blocks,
     timestep_embedding,
 )
 from torch import nn
@@ -163,31 +161,20 @@ class SDXLUNetModel(nn.Module):
             raise ValueError("the SDXL UNet needs its ADM vector y (pooled text + sizes)")
         t_emb = timestep_embedding(timesteps, self.config.model_channels).to(x.dtype)
         emb = self.time_embed(t_emb) + self.label_emb(y.to(x.dtype))
-        call = attrs.evolve(call or UNetCall(), latent_shape=tuple(x.shape))
-        replaced = self_attention_replacements
-        tokens = self_attention_token_patches
-        inputs = attention_input_patches
-        skips = []
-        h = x
-        for i, block in enumerate(self.input_blocks):
-            attention = block_attention(call, ("input", i), replaced, tokens, inputs)
-            h = block(h, emb, context, None, None, attention)
-            h = add_control(h, control, "input", i)
-            site = BlockSite(call, ("input", i))
-            h = patch_input_block(input_block_patches, h, site)
-            skips.append(h)
-            h = patch_input_block(input_block_patches_after_skip, h, site)
-        attention = block_attention(call, ("middle", 0), replaced, tokens, inputs)
-        h = self.middle_block(h, emb, context, None, None, attention)
-        h = add_control(h, control, "middle", 0)
-        for index, block in enumerate(self.output_blocks):
-            skip = add_control(skips.pop(), control, "output", len(skips))
-            h, skip = patch_output_block(output_block_patches, h, skip)
-            h = torch.cat([h, skip], dim=1)
-            size = tuple(skips[-1].shape[-2:]) if skips else None
-            attention = block_attention(call, ("output", index), replaced, tokens, inputs)
-            h = block(h, emb, context, size, None, attention)
-        return self.out(h)
+        return run_unet_blocks(
+            self,
+            x,
+            emb,
+            context,
+            control=control,
+            output_block_patches=output_block_patches,
+            self_attention_replacements=self_attention_replacements,
+            attention_input_patches=attention_input_patches,
+            input_block_patches=input_block_patches,
+            input_block_patches_after_skip=input_block_patches_after_skip,
+            self_attention_token_patches=self_attention_token_patches,
+            call=call,
+        )
 
 
 def unet_flops(
