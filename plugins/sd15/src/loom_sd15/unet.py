@@ -20,7 +20,7 @@ UNet shares (SDXL's adds its class embedding to ``emb`` first).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -210,56 +210,92 @@ class TimestepBlock(nn.ModuleList):
         return x
 
 
+class UNetShape(Protocol):
+    """What :func:`build_unet_blocks` reads of a UNet's config (:class:`UNetConfig`, SDXL's)."""
+
+    in_channels: int
+    out_channels: int
+    model_channels: int
+    channel_mult: tuple[int, ...]
+    num_res_blocks: int
+    norm_groups: int
+
+    @property
+    def time_embed_dim(self) -> int: ...
+
+
+#: ``transformer_for(channels, level)``: the spatial transformer a block of ``level`` (None:
+#: the middle block) carries after its ResBlock, or None for none.
+TransformerFor = Callable[[int, "int | None"], "nn.Module | None"]
+
+
+def time_embed_layers(config: UNetShape) -> nn.Sequential:
+    """``time_embed``: the MLP over the sinusoidal timestep embedding."""
+    mc, emb_dim = config.model_channels, config.time_embed_dim
+    return nn.Sequential(ops.Linear(mc, emb_dim), nn.SiLU(), ops.Linear(emb_dim, emb_dim))
+
+
+def build_unet_blocks(unet: nn.Module, config: UNetShape, transformer_for: TransformerFor) -> None:
+    """Give ``unet`` the LDM layout's ``input_blocks``, ``middle_block``, ``output_blocks`` and
+    ``out`` (in that order): ResBlocks per level, each followed by the level's transformer,
+    down- and upsampling between levels, the decoder joining the encoder's skips."""
+    mc, emb_dim, groups = config.model_channels, config.time_embed_dim, config.norm_groups
+
+    def with_transformer(layers: list[nn.Module], channels: int, level: int | None) -> None:
+        transformer = transformer_for(channels, level)
+        if transformer is not None:
+            layers.append(transformer)
+
+    unet.input_blocks = nn.ModuleList(
+        [TimestepBlock([ops.Conv2d(config.in_channels, mc, 3, padding=1)])]
+    )
+    skip_channels = [mc]
+    ch = mc
+    last = len(config.channel_mult) - 1
+    for level, mult in enumerate(config.channel_mult):
+        for _ in range(config.num_res_blocks):
+            layers: list[nn.Module] = [ResBlock(ch, emb_dim, mult * mc, groups)]
+            ch = mult * mc
+            with_transformer(layers, ch, level)
+            unet.input_blocks.append(TimestepBlock(layers))
+            skip_channels.append(ch)
+        if level != last:
+            unet.input_blocks.append(TimestepBlock([Downsample(ch)]))
+            skip_channels.append(ch)
+    middle: list[nn.Module] = [ResBlock(ch, emb_dim, ch, groups)]
+    with_transformer(middle, ch, None)
+    middle.append(ResBlock(ch, emb_dim, ch, groups))
+    unet.middle_block = TimestepBlock(middle)
+    unet.output_blocks = nn.ModuleList()
+    for level, mult in reversed(list(enumerate(config.channel_mult))):
+        for i in range(config.num_res_blocks + 1):
+            layers = [ResBlock(ch + skip_channels.pop(), emb_dim, mc * mult, groups)]
+            ch = mc * mult
+            with_transformer(layers, ch, level)
+            if level and i == config.num_res_blocks:
+                layers.append(Upsample(ch))
+            unet.output_blocks.append(TimestepBlock(layers))
+    unet.out = nn.Sequential(
+        ops.GroupNorm(groups, ch), nn.SiLU(), ops.Conv2d(mc, config.out_channels, 3, padding=1)
+    )
+
+
 class UNetModel(nn.Module):
     """``forward(x, timesteps, context) -> eps`` (or ``v``), LDM checkpoint layout."""
 
     def __init__(self, config: UNetConfig = SD15_UNET) -> None:
         super().__init__()
         self.config = config
-        mc, emb_dim, groups = config.model_channels, config.time_embed_dim, config.norm_groups
-        self.time_embed = nn.Sequential(
-            ops.Linear(mc, emb_dim), nn.SiLU(), ops.Linear(emb_dim, emb_dim)
-        )
-        self.input_blocks = nn.ModuleList(
-            [TimestepBlock([ops.Conv2d(config.in_channels, mc, 3, padding=1)])]
-        )
-        skip_channels = [mc]
-        ch = mc
-        last = len(config.channel_mult) - 1
-        for level, mult in enumerate(config.channel_mult):
-            for _ in range(config.num_res_blocks):
-                layers: list[nn.Module] = [ResBlock(ch, emb_dim, mult * mc, groups)]
-                ch = mult * mc
-                if level in config.attention_levels:
-                    layers.append(SpatialTransformer(ch, config))
-                self.input_blocks.append(TimestepBlock(layers))
-                skip_channels.append(ch)
-            if level != last:
-                self.input_blocks.append(TimestepBlock([Downsample(ch)]))
-                skip_channels.append(ch)
-        self.middle_block = TimestepBlock(
-            [
-                ResBlock(ch, emb_dim, ch, groups),
-                SpatialTransformer(ch, config),
-                ResBlock(ch, emb_dim, ch, groups),
-            ]
-        )
-        self.output_blocks = nn.ModuleList()
-        for level, mult in reversed(list(enumerate(config.channel_mult))):
-            for i in range(config.num_res_blocks + 1):
-                layers = [ResBlock(ch + skip_channels.pop(), emb_dim, mc * mult, groups)]
-                ch = mc * mult
-                if level in config.attention_levels:
-                    layers.append(SpatialTransformer(ch, config))
-                if level and i == config.num_res_blocks:
-                    layers.append(Upsample(ch))
-                self.output_blocks.append(TimestepBlock(layers))
-        self.out = nn.Sequential(
-            ops.GroupNorm(groups, ch), nn.SiLU(), ops.Conv2d(mc, config.out_channels, 3, padding=1)
-        )
+        self.time_embed = time_embed_layers(config)
+        build_unet_blocks(self, config, self._transformer)
         transformers = [m for m in self.modules() if isinstance(m, SpatialTransformer)]
         for index, transformer in enumerate(transformers):
             transformer.transformer_index = index
+
+    def _transformer(self, channels: int, level: int | None) -> SpatialTransformer | None:
+        if level is None or level in self.config.attention_levels:
+            return SpatialTransformer(channels, self.config)
+        return None
 
     def forward(
         self,

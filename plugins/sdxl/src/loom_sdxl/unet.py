@@ -19,18 +19,16 @@ import attrs
 import torch
 from loom_sd15.unet import (
     AttentionInputPatches,
-    Downsample,
     InputBlockPatch,
     OutputBlockPatch,
-    ResBlock,
     SelfAttentionReplacements,
     SelfAttentionTokenPatch,
     SpatialTransformer,
-    TimestepBlock,
     UNetCall,
     UNetConfig,
-    Upsample,
+    build_unet_blocks,
     run_unet_blocks,
+    time_embed_layers,
     timestep_embedding,
 )
 from torch import nn
@@ -94,52 +92,19 @@ class SDXLUNetModel(nn.Module):
     def __init__(self, config: SDXLUNetConfig = SDXL_BASE_UNET) -> None:
         super().__init__()
         self.config = config
-        mc, emb_dim, groups = config.model_channels, config.time_embed_dim, config.norm_groups
-        self.time_embed = nn.Sequential(
-            ops.Linear(mc, emb_dim), nn.SiLU(), ops.Linear(emb_dim, emb_dim)
-        )
+        emb_dim = config.time_embed_dim
+        self.time_embed = time_embed_layers(config)
         self.label_emb = nn.Sequential(
             nn.Sequential(
                 ops.Linear(config.adm_in_channels, emb_dim), nn.SiLU(), ops.Linear(emb_dim, emb_dim)
             )
         )
-        self.input_blocks = nn.ModuleList(
-            [TimestepBlock([ops.Conv2d(config.in_channels, mc, 3, padding=1)])]
-        )
-        skip_channels = [mc]
-        ch = mc
-        last = len(config.channel_mult) - 1
-        for level, mult in enumerate(config.channel_mult):
-            depth = config.transformer_depths[level]
-            for _ in range(config.num_res_blocks):
-                layers: list[nn.Module] = [ResBlock(ch, emb_dim, mult * mc, groups)]
-                ch = mult * mc
-                if depth:
-                    layers.append(SpatialTransformer(ch, config.level_config(depth)))
-                self.input_blocks.append(TimestepBlock(layers))
-                skip_channels.append(ch)
-            if level != last:
-                self.input_blocks.append(TimestepBlock([Downsample(ch)]))
-                skip_channels.append(ch)
-        middle: list[nn.Module] = [ResBlock(ch, emb_dim, ch, groups)]
-        if config.middle_depth:
-            middle.append(SpatialTransformer(ch, config.level_config(config.middle_depth)))
-        middle.append(ResBlock(ch, emb_dim, ch, groups))
-        self.middle_block = TimestepBlock(middle)
-        self.output_blocks = nn.ModuleList()
-        for level, mult in reversed(list(enumerate(config.channel_mult))):
-            depth = config.transformer_depths[level]
-            for i in range(config.num_res_blocks + 1):
-                layers = [ResBlock(ch + skip_channels.pop(), emb_dim, mc * mult, groups)]
-                ch = mc * mult
-                if depth:
-                    layers.append(SpatialTransformer(ch, config.level_config(depth)))
-                if level and i == config.num_res_blocks:
-                    layers.append(Upsample(ch))
-                self.output_blocks.append(TimestepBlock(layers))
-        self.out = nn.Sequential(
-            ops.GroupNorm(groups, ch), nn.SiLU(), ops.Conv2d(mc, config.out_channels, 3, padding=1)
-        )
+        build_unet_blocks(self, config, self._transformer)
+
+    def _transformer(self, channels: int, level: int | None) -> SpatialTransformer | None:
+        config = self.config
+        depth = config.middle_depth if level is None else config.transformer_depths[level]
+        return SpatialTransformer(channels, config.level_config(depth)) if depth else None
 
     def forward(
         self,
