@@ -14,8 +14,8 @@ from __future__ import annotations
 from loom.cli.report import execution_error_report, output_paths, validation_report
 from loom.events import BROADCAST_TYPES, ExecutionEvent, Preview
 from loom.executor.context import current_context
+from loom.executor.dynamic_prompt import DynamicPrompt
 from loom.executor.executor import ExecutionResult, Executor
-from loom.executor.prompt_run import DynamicPrompt
 from loom.executor.queue import (
     HistoryEntry,
     InProcessQueue,

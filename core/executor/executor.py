@@ -124,7 +124,7 @@ class Executor:
             error: dict[str, Any] | None = None
             interrupted = False
             try:
-                run.sign(list(prompt))
+                run.nodes.sign(list(prompt))
                 self.cache.begin_prompt(run.signatures.values())
                 reporter.cached([n for n in prompt if run.signatures[n] in self.cache])
                 run.run()

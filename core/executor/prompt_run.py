@@ -14,48 +14,24 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from loom.errors import DependencyCycleError, ExecutionInterrupted, LoomError, NodeExecutionError
-from loom.executor.cache import CachedOutput, never_cached, node_signature
+from loom.errors import DependencyCycleError, ExecutionInterrupted, NodeExecutionError
+from loom.executor.cache import CachedOutput
 from loom.executor.context import ExecutionBlocker, RunContext, running
-from loom.executor.graph import Prompt, id_sort_key, is_link, link_source, topological_order
+from loom.executor.dynamic_prompt import DynamicPrompt
+from loom.executor.graph import Prompt, id_sort_key, is_link, link_source
+from loom.executor.node_calls import (
+    hidden_kinds,
+    merge_ui,
+    merge_values,
+    split_calls,
+)
 from loom.executor.reporting import ExecutionBlockedError, Reporter
-from loom.nodes.dynamic import finalize_inputs, has_dynamic, nest_values
-from loom.nodes.spec import InputTypes, NodeDef, NodeOutput
+from loom.executor.run_nodes import RunNodes
+from loom.nodes.dynamic import finalize_inputs, nest_values
+from loom.nodes.spec import NodeDef, NodeOutput
 
 if TYPE_CHECKING:
     from loom.executor.executor import Executor
-
-
-class DynamicPrompt:
-    """The live graph of a run (ComfyUI's ``DYNPROMPT`` hidden input)."""
-
-    def __init__(self, prompt: Prompt) -> None:
-        self.original = prompt
-        self.nodes: dict[str, dict[str, Any]] = dict(prompt)
-        self.parent: dict[str, str] = {}
-
-    def get_node(self, node_id: str) -> dict[str, Any]:
-        return self.nodes[node_id]
-
-    def has_node(self, node_id: str) -> bool:
-        return node_id in self.nodes
-
-    def all_node_ids(self) -> list[str]:
-        return list(self.nodes)
-
-    def get_original_prompt(self) -> Prompt:
-        return self.original
-
-    def get_parent_node_id(self, node_id: str) -> str | None:
-        return self.parent.get(node_id)
-
-    def get_real_node_id(self, node_id: str) -> str:
-        while node_id in self.parent:
-            node_id = self.parent[node_id]
-        return node_id
-
-    def get_display_node_id(self, node_id: str) -> str:
-        return self.get_real_node_id(node_id)
 
 
 class PromptRun:
@@ -71,14 +47,14 @@ class PromptRun:
         reporter: Reporter,
     ) -> None:
         self.executor = executor
-        self.registry = executor.registry
-        self.env = executor.environment
         self.prompt_id = prompt_id
         self.graph = DynamicPrompt(prompt)
         self.outputs = list(outputs)
         self.extra_data = extra_data
         self.reporter = reporter
-        self.signatures: dict[str, bytes] = {}
+        self.nodes = RunNodes(executor, self.graph)
+        #: node id -> cache signature, filled by :meth:`RunNodes.sign` (as the graph grows).
+        self.signatures = self.nodes.signatures
         self.results: dict[str, tuple[list[Any], ...]] = {}
         self.ui: dict[str, dict[str, Any]] = {}
         self.executed: dict[str, None] = {}  # ordered set: ids finished or reused
@@ -88,65 +64,6 @@ class PromptRun:
         self.ready: list[str] = []
         self.expansions: dict[str, list[NodeOutput]] = {}
         self.current: str | None = None
-        self._input_types: dict[str, InputTypes] = {}
-        self._dynamic: dict[str, bool] = {}
-
-    # -- signatures ---------------------------------------------------------------------
-
-    def input_types(self, definition: NodeDef) -> InputTypes:
-        found = self._input_types.get(definition.class_type)
-        if found is None:
-            found = self._input_types[definition.class_type] = definition.input_types(self.env)
-        return found
-
-    def _has_dynamic(self, definition: NodeDef) -> bool:
-        found = self._dynamic.get(definition.class_type)
-        if found is None:
-            found = self._dynamic[definition.class_type] = has_dynamic(self.input_types(definition))
-        return found
-
-    def sign(self, node_ids: list[str]) -> None:
-        """Compute signatures upstream-first for ``node_ids`` (whose upstream is signed or listed)."""
-        ordered, cyclic = topological_order(self.graph.nodes, node_ids)
-        for node_id in ordered + cyclic:
-            node = self.graph.nodes[node_id]
-            definition = self.definition(node_id)
-            fingerprint = None
-            if definition.has_fingerprint:
-                fingerprint = self._fingerprint(node_id, definition, node["inputs"])
-            hidden = [
-                kind[0] if isinstance(kind, (list, tuple)) else kind
-                for kind in (self.input_types(definition).get("hidden") or {}).values()
-            ]
-            keyed_by_id = definition.not_idempotent or "UNIQUE_ID" in hidden
-            self.signatures[node_id] = node_signature(
-                node["class_type"],
-                node["inputs"],
-                self.signatures,
-                fingerprint,
-                node_id if keyed_by_id else None,
-            )
-
-    def _fingerprint(self, node_id: str, definition: NodeDef, inputs: Mapping[str, Any]) -> Any:
-        constants = {k: v for k, v in inputs.items() if not is_link(v)}
-        if self._has_dynamic(definition):  # fingerprint sees the values grouped, as run does
-            finalized = finalize_inputs(self.input_types(definition), inputs)
-            constants = nest_values(constants, finalized)
-        try:
-            obj = self.executor.object_for(node_id, definition)
-            fingerprint = definition.impl.fingerprint(obj, constants, self.env)
-        except Exception:  # ComfyUI: a raising IS_CHANGED means "always re-run"
-            return never_cached()
-        if isinstance(fingerprint, float) and fingerprint != fingerprint:
-            return never_cached()  # NaN equals nothing, not even the last run's NaN
-        return fingerprint
-
-    def definition(self, node_id: str) -> NodeDef:
-        class_type = self.graph.nodes[node_id]["class_type"]
-        definition = self.registry.get_node(class_type)
-        if definition is None:
-            raise LoomError(f"node {node_id}: unknown node type {class_type!r}")
-        return definition
 
     # -- scheduling ---------------------------------------------------------------------
 
@@ -162,8 +79,8 @@ class PromptRun:
             if cached is not None:
                 self._use_cached(node_id, cached)
                 continue
-            definition = self.definition(node_id)
-            lazy = self._lazy_names(node_id, definition)
+            definition = self.nodes.definition(node_id)
+            lazy = self.nodes.lazy_names(node_id, definition)
             deps = {
                 link_source(value)[0]
                 for name, value in self.graph.nodes[node_id]["inputs"].items()
@@ -179,26 +96,9 @@ class PromptRun:
         if not deps:
             self.ready.append(node_id)
 
-    def _lazy_names(self, node_id: str, definition: NodeDef) -> set[str]:
-        if not definition.has_lazy_check:
-            return set()
-        spec = self.input_types(definition)
-        if self._has_dynamic(definition):  # lazy grown slots / option inputs, by dotted name
-            finalized = finalize_inputs(spec, self.graph.nodes[node_id]["inputs"])
-            spec = {"required": finalized.required, "optional": finalized.optional}
-        return {
-            name
-            for section in ("required", "optional")
-            for name, config in (spec.get(section) or {}).items()
-            if isinstance(config, (list, tuple))
-            and len(config) > 1
-            and isinstance(config[1], dict)
-            and config[1].get("lazy")
-        }
-
     def _use_cached(self, node_id: str, cached: CachedOutput) -> None:
         self.results[node_id] = cached.values
-        if cached.ui is not None and self.definition(node_id).output_node:
+        if cached.ui is not None and self.nodes.definition(node_id).output_node:
             self.ui[node_id] = dict(cached.ui)
             display = self.graph.get_display_node_id(node_id)
             self.reporter.executed(node_id, display, cached.ui)
@@ -266,9 +166,7 @@ class PromptRun:
                 inputs[name] = values
             else:
                 inputs[name] = [value]
-        hidden = self.input_types(definition).get("hidden") or {}
-        for name, kind in hidden.items():
-            kind = kind[0] if isinstance(kind, (list, tuple)) else kind
+        for name, kind in hidden_kinds(self.nodes.input_types(definition)).items():
             inputs[name] = [self._hidden_value(node_id, kind)]
         return inputs, blocker
 
@@ -282,25 +180,17 @@ class PromptRun:
             "API_KEY_COMFY_ORG": self.extra_data.get("api_key_comfy_org"),
         }.get(kind)
 
-    def _calls(self, definition: NodeDef, inputs: dict[str, list[Any]]) -> list[dict[str, Any]]:
-        """ComfyUI's list mapping: one call per element, shorter lists repeat their last."""
-        if definition.input_is_list:
-            return [inputs]
-        lengths = [len(v) for v in inputs.values() if v]
-        count = max(lengths) if lengths else 1
-        return [{k: v[min(i, len(v) - 1)] for k, v in inputs.items() if v} for i in range(count)]
-
     def _run_node(self, node_id: str) -> None:
-        definition = self.definition(node_id)
+        definition = self.nodes.definition(node_id)
         inputs, blocker = self._gather(node_id, definition)
         if blocker is not None:
             self._block(node_id, definition, blocker, inputs)
             return
         obj = self.executor.object_for(node_id, definition)
-        calls = self._calls(definition, inputs)
-        if self._has_dynamic(definition):  # hand Autogrow / DynamicCombo values grouped
+        calls = split_calls(definition, inputs)
+        if self.nodes.has_dynamic(definition):  # hand Autogrow / DynamicCombo values grouped
             finalized = finalize_inputs(
-                self.input_types(definition), self.graph.nodes[node_id]["inputs"]
+                self.nodes.input_types(definition), self.graph.nodes[node_id]["inputs"]
             )
             calls = [nest_values(call, finalized) for call in calls]
         try:
@@ -398,21 +288,8 @@ class PromptRun:
         produced: list[NodeOutput],
         inputs: Mapping[str, list[Any]],
     ) -> None:
-        values = self._merge_values(node_id, definition, [p.values for p in produced], inputs)
-        self._record(node_id, values, self._merge_ui(produced))
-
-    @staticmethod
-    def _merge_ui(produced: list[NodeOutput]) -> dict[str, Any] | None:
-        """UI dicts of several calls merged key-wise (lists concatenated)."""
-        ui: dict[str, Any] | None = None
-        for part in produced:
-            for key, value in (part.ui or {}).items():
-                ui = ui if ui is not None else {}
-                if isinstance(value, (list, tuple)):
-                    ui[key] = [*ui.get(key, []), *value]
-                else:
-                    ui[key] = value
-        return ui
+        values = merge_values(node_id, definition, [p.values for p in produced], inputs)
+        self._record(node_id, values, merge_ui(produced))
 
     def _record(
         self, node_id: str, values: tuple[list[Any], ...], ui: dict[str, Any] | None
@@ -428,28 +305,6 @@ class PromptRun:
         )
         self._finish(node_id)
 
-    def _merge_values(
-        self,
-        node_id: str,
-        definition: NodeDef,
-        calls: list[tuple[Any, ...]],
-        inputs: Mapping[str, list[Any]],
-    ) -> tuple[list[Any], ...]:
-        merged: list[list[Any]] = [[] for _ in definition.outputs]
-        for values in calls:
-            if len(values) < len(definition.outputs):
-                error = TypeError(
-                    f"returned {len(values)} values, but the node declares "
-                    f"{len(definition.outputs)} outputs"
-                )
-                raise NodeExecutionError(node_id, definition.class_type, error, inputs)
-            for slot, output in enumerate(definition.outputs):
-                if output.is_list:
-                    merged[slot].extend(values[slot])
-                else:
-                    merged[slot].append(values[slot])
-        return tuple(merged)
-
     # -- expansion ----------------------------------------------------------------------
 
     def _expand(self, node_id: str, produced: list[NodeOutput]) -> None:
@@ -460,14 +315,14 @@ class PromptRun:
                 if new_id in self.graph.nodes:
                     raise NodeExecutionError(
                         node_id,
-                        self.definition(node_id).class_type,
+                        self.nodes.definition(node_id).class_type,
                         ValueError(f"expansion reuses existing node id {new_id}"),
                         {},
                     )
                 self.graph.nodes[new_id] = {**new_node, "inputs": dict(new_node.get("inputs", {}))}
                 self.graph.parent[new_id] = node_id
                 added.append(new_id)
-        self.sign(added)
+        self.nodes.sign(added)
         self.expansions[node_id] = produced
         deps = {
             link_source(v)[0]
@@ -475,13 +330,13 @@ class PromptRun:
             for v in part.values
             if is_link(v) and link_source(v)[0] not in self.results
         }
-        extra_outputs = [n for n in added if self.definition(n).output_node]
+        extra_outputs = [n for n in added if self.nodes.definition(n).output_node]
         self._wait(node_id, deps)
         self.require(sorted(deps) + extra_outputs)
 
     def _resolve_expansion(self, node_id: str) -> None:
         """The parent's outputs are its expansion's results (links resolved)."""
-        definition = self.definition(node_id)
+        definition = self.nodes.definition(node_id)
         produced = self.expansions.pop(node_id)
         merged: list[list[Any]] = [[] for _ in definition.outputs]
         for part in produced:
@@ -493,5 +348,5 @@ class PromptRun:
                     merged[slot].extend(value)
                 else:
                     merged[slot].append(value)
-        ui = self._merge_ui(produced)
+        ui = merge_ui(produced)
         self._record(node_id, tuple(merged), ui)

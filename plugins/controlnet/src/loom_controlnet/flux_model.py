@@ -28,7 +28,7 @@ from typing import Any
 import attrs
 import torch
 import torch.nn.functional as F
-from loom_flux.convert import Source, key_plan
+from loom_flux.convert import Source, config_from_shapes, key_plan
 from loom_flux.dit import (
     PATCH,
     FluxConfig,
@@ -235,53 +235,17 @@ def is_flux_controlnet(shapes: Shapes) -> bool:
     return is_xlabs(shapes) or is_instantx(shapes) or is_mistoline(shapes)
 
 
-def _count(shapes: Shapes, stem: str, leaf: str) -> int:
-    n = 0
-    while f"{stem}{n}.{leaf}" in shapes:
-        n += 1
-    return n
-
-
 def flux_controlnet_config(shapes: Shapes) -> FluxControlNetConfig:
-    """The config of an InstantX or XLabs file, read off its shapes."""
+    """The config of an InstantX or XLabs file, read off its shapes (loom-flux's reader, with
+    no final layer: the trunk's output width is its input width)."""
     mistoline = is_mistoline(shapes)
-    if mistoline or is_xlabs(shapes):
-        img_in, txt_in = shapes["img_in.weight"], shapes["txt_in.weight"]
-        vec = shapes["vector_in.in_layer.weight"]
-        head = shapes["double_blocks.0.img_attn.norm.query_norm.scale"][0]
-        mlp = shapes["double_blocks.0.img_mlp.0.weight"][0]
-        depth = _count(shapes, "double_blocks.", "img_mod.lin.weight")
-        single = _count(shapes, "single_blocks.", "modulation.lin.weight")
-        guidance = "guidance_in.in_layer.weight" in shapes
-        qkv_bias = "double_blocks.0.img_attn.qkv.bias" in shapes
-        hint = shapes["pos_embed_input.weight"][1]
-    else:
-        img_in, txt_in = shapes["x_embedder.weight"], shapes["context_embedder.weight"]
-        vec = shapes["time_text_embed.text_embedder.linear_1.weight"]
-        head = shapes["transformer_blocks.0.attn.norm_q.weight"][0]
-        mlp = shapes["transformer_blocks.0.ff.net.0.proj.weight"][0]
-        depth = _count(shapes, "transformer_blocks.", "norm1.linear.weight")
-        single = _count(shapes, "single_transformer_blocks.", "norm.linear.weight")
-        guidance = "time_text_embed.guidance_embedder.linear_1.weight" in shapes
-        qkv_bias = "transformer_blocks.0.attn.to_q.bias" in shapes
-        hint = shapes["controlnet_x_embedder.weight"][1]
-    hidden = img_in[0]
-    dit = FluxConfig(
-        in_channels=img_in[1],
-        out_channels=img_in[1],
-        hidden_size=hidden,
-        num_heads=hidden // head,
-        context_dim=txt_in[1],
-        vec_dim=vec[1],
-        mlp_ratio=mlp / hidden,
-        depth=depth,
-        depth_single=single,
-        guidance_embed=guidance,
-        qkv_bias=qkv_bias,
-    )
-    modes = shapes.get("controlnet_mode_embedder.weight", (0,))[0]
     latent = not (mistoline or is_xlabs(shapes))
-    return FluxControlNetConfig(dit, hint, latent, union_modes=modes, mistoline=mistoline)
+    dit = config_from_shapes(shapes, diffusers=latent, final_layer=False)
+    hint_key = "controlnet_x_embedder.weight" if latent else "pos_embed_input.weight"
+    modes = shapes.get("controlnet_mode_embedder.weight", (0,))[0]
+    return FluxControlNetConfig(
+        dit, shapes[hint_key][1], latent, union_modes=modes, mistoline=mistoline
+    )
 
 
 def mistoline_file_key(key: str) -> str:

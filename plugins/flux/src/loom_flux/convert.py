@@ -18,6 +18,7 @@ import attrs
 import torch
 
 from loom.errors import ModelFileError
+from loom_flux.dit_config import FluxConfig
 
 #: Prefix of the DiT inside ComfyUI's all-in-one checkpoints.
 CHECKPOINT_PREFIX = "model.diffusion_model."
@@ -94,6 +95,54 @@ def diffusers_depths(keys: Any, prefix: str = "") -> tuple[int, int, bool]:
     single = _count(keys, f"{prefix}single_transformer_blocks.", "norm.linear.weight")
     guidance = f"{prefix}time_text_embed.guidance_embedder.linear_1.weight" in keys
     return depth, single, guidance
+
+
+def config_from_shapes(
+    shapes: Mapping[str, tuple[int, ...]],
+    prefix: str = "",
+    *,
+    diffusers: bool,
+    final_layer: bool = True,
+) -> FluxConfig:
+    """A DiT's :class:`FluxConfig` read off its tensor shapes, in ComfyUI's layout or (with
+    ``diffusers``) diffusers' one, under ``prefix``.
+
+    ``final_layer``: the file holds the DiT's final layer, whose width gives the output
+    channels; without one (a Flux ControlNet's trunk) they equal the input channels.
+    """
+    p = prefix
+    if diffusers:
+        img_in, txt_in = shapes[f"{p}x_embedder.weight"], shapes[f"{p}context_embedder.weight"]
+        vec = shapes[f"{p}time_text_embed.text_embedder.linear_1.weight"]
+        head = shapes[f"{p}transformer_blocks.0.attn.norm_q.weight"][0]
+        mlp = shapes[f"{p}transformer_blocks.0.ff.net.0.proj.weight"][0]
+        out_key = f"{p}proj_out.weight"
+        depth, single, guidance = diffusers_depths(shapes, p)
+        qkv_bias = f"{p}transformer_blocks.0.attn.to_q.bias" in shapes
+    else:
+        img_in, txt_in = shapes[f"{p}img_in.weight"], shapes[f"{p}txt_in.weight"]
+        vec = shapes[f"{p}vector_in.in_layer.weight"]
+        head = shapes[f"{p}double_blocks.0.img_attn.norm.query_norm.scale"][0]
+        mlp = shapes[f"{p}double_blocks.0.img_mlp.0.weight"][0]
+        out_key = f"{p}final_layer.linear.weight"
+        depth = _count(shapes, f"{p}double_blocks.", "img_mod.lin.weight")
+        single = _count(shapes, f"{p}single_blocks.", "modulation.lin.weight")
+        guidance = f"{p}guidance_in.in_layer.weight" in shapes
+        qkv_bias = f"{p}double_blocks.0.img_attn.qkv.bias" in shapes
+    hidden = img_in[0]
+    return FluxConfig(
+        in_channels=img_in[1],
+        out_channels=shapes[out_key][0] if final_layer else img_in[1],
+        hidden_size=hidden,
+        num_heads=hidden // head,
+        context_dim=txt_in[1],
+        vec_dim=vec[1],
+        mlp_ratio=mlp / hidden,
+        depth=depth,
+        depth_single=single,
+        guidance_embed=guidance,
+        qkv_bias=qkv_bias,
+    )
 
 
 def _count(keys: Any, stem: str, leaf: str) -> int:

@@ -58,47 +58,8 @@ def dit_layout(shapes: Shapes) -> DitLayout | None:
 
 
 def dit_config(shapes: Shapes, layout: DitLayout) -> FluxConfig:
-    """The DiT's config from ComfyUI-layout shapes (diffusers' are converted by name)."""
-    p = layout.prefix
-    if layout.diffusers:
-        img_in, txt_in = shapes[f"{p}x_embedder.weight"], shapes[f"{p}context_embedder.weight"]
-        vec = shapes[f"{p}time_text_embed.text_embedder.linear_1.weight"]
-        head = shapes[f"{p}transformer_blocks.0.attn.norm_q.weight"][0]
-        mlp = shapes[f"{p}transformer_blocks.0.ff.net.0.proj.weight"][0]
-        out = shapes[f"{p}proj_out.weight"][0]
-        depth, single, guidance = convert.diffusers_depths(shapes, p)
-        qkv_bias = f"{p}transformer_blocks.0.attn.to_q.bias" in shapes
-    else:
-        img_in, txt_in = shapes[f"{p}img_in.weight"], shapes[f"{p}txt_in.weight"]
-        vec = shapes[f"{p}vector_in.in_layer.weight"]
-        head = shapes[f"{p}double_blocks.0.img_attn.norm.query_norm.scale"][0]
-        mlp = shapes[f"{p}double_blocks.0.img_mlp.0.weight"][0]
-        out = shapes[f"{p}final_layer.linear.weight"][0]
-        depth = _count(shapes, f"{p}double_blocks.", "img_mod.lin.weight")
-        single = _count(shapes, f"{p}single_blocks.", "modulation.lin.weight")
-        guidance = f"{p}guidance_in.in_layer.weight" in shapes
-        qkv_bias = f"{p}double_blocks.0.img_attn.qkv.bias" in shapes
-    hidden = img_in[0]
-    return FluxConfig(
-        in_channels=img_in[1],
-        out_channels=out,
-        hidden_size=hidden,
-        num_heads=hidden // head,
-        context_dim=txt_in[1],
-        vec_dim=vec[1],
-        mlp_ratio=mlp / hidden,
-        depth=depth,
-        depth_single=single,
-        guidance_embed=guidance,
-        qkv_bias=qkv_bias,
-    )
-
-
-def _count(shapes: Shapes, stem: str, leaf: str) -> int:
-    n = 0
-    while f"{stem}{n}.{leaf}" in shapes:
-        n += 1
-    return n
+    """The DiT's config from its shapes, in the layout ``layout`` found."""
+    return convert.config_from_shapes(shapes, layout.prefix, diffusers=layout.diffusers)
 
 
 def clip_layout(shapes: Shapes) -> ClipLayout | None:

@@ -9,21 +9,12 @@ tiny models the tests use. Layers are built from :data:`loom.memory.ops`, so wei
 their stored dtype and are cast to the compute dtype on the fly; attention goes through
 ``torch.nn.functional.scaled_dot_product_attention``.
 
-One hook reaches inside the transformer blocks: a :class:`SelfAttentionPatch` given to
-:meth:`UNetModel.forward` runs on each block's tokens right after its self-attention
-(ComfyUI's ``middle_patch``; GLIGEN's gated layers use it, :mod:`loom_sd15.gligen`).
-Another sits between the decoder and its skip connections: the :class:`OutputBlockPatch`
-functions given to :meth:`UNetModel.forward` rewrite both before each output block joins them
-(ComfyUI's ``output_block_patch``; FreeU uses it, :mod:`loom_sd15.freeu`; SDXL's UNet too).
-A :class:`SelfAttentionReplacement` chosen per block (``("middle", 0)``, ``("input", 4)``...)
-or per transformer block (``("middle", 0, 0)``) computes the self-attention of that block's
-transformers in place of SDPA (ComfyUI's ``attn1`` patch replace; PerturbedAttentionGuidance
-and SelfAttentionGuidance use it, :mod:`loom_sd15.pag`, :mod:`loom_sd15.sag`).
-:class:`SelfAttentionTokenPatch` functions rewrite every self-attention's tokens before the
-projections and after ``to_out`` (``attn1_patch`` / ``attn1_output_patch``: HyperTile, ToMe),
-and :class:`InputBlockPatch` functions each input block's output before or after the skip
-connection keeps it (``input_block_patch`` / ``..._after_skip``: deep shrink). These typed
-contracts, and the :class:`UNetCall` they are given, live in :mod:`loom_sd15.unet_hooks`.
+The hooks its forward takes (self-attention patches and replacements, token patches,
+input- and output-block patches, control residuals) are applied by
+:mod:`loom_sd15.unet_patching`; their typed contracts, and the :class:`UNetCall` they are
+given, live in :mod:`loom_sd15.unet_hooks`. The spatial transformer's modules are in
+:mod:`loom_sd15.unet_transformer`. :func:`run_unet_blocks` is the block loop every LDM-layout
+UNet shares (SDXL's adds its class embedding to ``emb`` first).
 """
 
 from __future__ import annotations
@@ -52,19 +43,47 @@ from loom_sd15.unet_hooks import (
     SelfAttentionTokenPatch,
     UNetCall,
 )
+from loom_sd15.unet_patching import (
+    OutputBlockPatch,
+    SelfAttentionPatch,
+    add_control,
+    block_attention,
+    patch_input_block,
+    patch_output_block,
+)
+from loom_sd15.unet_transformer import (
+    GEGLU,
+    BasicTransformerBlock,
+    CrossAttention,
+    FeedForward,
+    SpatialTransformer,
+    attention,
+)
 
 __all__ = [
+    "GEGLU",
     "NO_INPUT_PATCHES",
     "AttentionInputPatch",
     "AttentionInputPatches",
     "AttentionSite",
+    "BasicTransformerBlock",
     "BlockAttention",
     "BlockSite",
+    "CrossAttention",
+    "FeedForward",
     "InputBlockPatch",
+    "OutputBlockPatch",
+    "SelfAttentionPatch",
     "SelfAttentionReplacement",
     "SelfAttentionReplacements",
     "SelfAttentionTokenPatch",
+    "SpatialTransformer",
     "UNetCall",
+    "add_control",
+    "attention",
+    "block_attention",
+    "patch_input_block",
+    "patch_output_block",
 ]
 
 
@@ -101,17 +120,6 @@ SD15_UNET = UNetConfig()
 SD2_UNET = UNetConfig(head_channels=64, context_dim=1024, use_linear_in_transformer=True)
 
 
-class SelfAttentionPatch(Protocol):
-    """Runs on a transformer block's tokens ``[B, H*W, C]`` right after its self-attention
-    (residual added) and before its cross-attention; returns the new tokens.
-
-    ``transformer_index`` numbers the UNet's spatial transformers in order (input blocks,
-    middle block, output blocks), as ComfyUI's ``transformer_index``.
-    """
-
-    def __call__(self, x: torch.Tensor, transformer_index: int) -> torch.Tensor: ...
-
-
 def timestep_embedding(
     timesteps: torch.Tensor, dim: int, max_period: float = 10000.0
 ) -> torch.Tensor:
@@ -126,166 +134,6 @@ def timestep_embedding(
     if dim % 2:
         embedding = torch.cat([embedding, torch.zeros_like(embedding[:, :1])], dim=-1)
     return embedding
-
-
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
-    """Multi-head attention of ``[B, N, heads*d]`` tensors through SDPA."""
-    b, n, inner = q.shape
-    d = inner // heads
-    q, k, v = (t.view(b, -1, heads, d).transpose(1, 2) for t in (q, k, v))
-    out = F.scaled_dot_product_attention(q, k, v)
-    return out.transpose(1, 2).reshape(b, n, inner)
-
-
-class CrossAttention(nn.Module):
-    def __init__(self, dim: int, context_dim: int | None, heads: int, head_dim: int) -> None:
-        super().__init__()
-        inner = heads * head_dim
-        context_dim = context_dim or dim
-        self.heads = heads
-        self.to_q = ops.Linear(dim, inner, bias=False)
-        self.to_k = ops.Linear(context_dim, inner, bias=False)
-        self.to_v = ops.Linear(context_dim, inner, bias=False)
-        self.to_out = nn.Sequential(ops.Linear(inner, dim), nn.Dropout(0.0))
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        context: torch.Tensor | None = None,
-        replacement: SelfAttentionReplacement | None = None,
-        site: AttentionSite | None = None,
-        input_patches: Sequence[AttentionInputPatch] = (),
-    ) -> torch.Tensor:
-        context = x if context is None else context
-        value = context
-        for patch in input_patches:
-            x, context, value = patch(x, context, value)
-        q, k, v = self.to_q(x), self.to_k(context), self.to_v(value)
-        if replacement is None or site is None:
-            out = attention(q, k, v, self.heads)
-        else:
-            out = replacement(q, k, v, self.heads, site)
-        return self.to_out(out)
-
-
-class GEGLU(nn.Module):
-    def __init__(self, dim: int, inner: int) -> None:
-        super().__init__()
-        self.proj = ops.Linear(dim, inner * 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x, gate = self.proj(x).chunk(2, dim=-1)
-        return x * F.gelu(gate)
-
-
-class FeedForward(nn.Module):
-    def __init__(self, dim: int, mult: int = 4) -> None:
-        super().__init__()
-        inner = dim * mult
-        self.net = nn.Sequential(GEGLU(dim, inner), nn.Dropout(0.0), ops.Linear(inner, dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-
-class BasicTransformerBlock(nn.Module):
-    def __init__(self, dim: int, heads: int, head_dim: int, context_dim: int) -> None:
-        super().__init__()
-        self.attn1 = CrossAttention(dim, None, heads, head_dim)
-        self.ff = FeedForward(dim)
-        self.attn2 = CrossAttention(dim, context_dim, heads, head_dim)
-        self.norm1 = ops.LayerNorm(dim)
-        self.norm2 = ops.LayerNorm(dim)
-        self.norm3 = ops.LayerNorm(dim)
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        context: torch.Tensor,
-        after_self_attention: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        attention: BlockAttention | None = None,
-        site: AttentionSite | None = None,
-    ) -> torch.Tensor:
-        x = self.self_attention(self.norm1(x), attention, site) + x
-        if after_self_attention is not None:
-            x = after_self_attention(x)
-        cross = () if attention is None else attention.input_patches.cross_attention
-        x = self.attn2(self.norm2(x), context, input_patches=cross) + x
-        return self.ff(self.norm3(x)) + x
-
-    def self_attention(
-        self, tokens: torch.Tensor, attention: BlockAttention | None, site: AttentionSite | None
-    ) -> torch.Tensor:
-        """``attn1`` on the normed tokens, through the block's token patches and replacement."""
-        if attention is None or site is None:
-            return self.attn1(tokens)
-        query, context = tokens, tokens
-        restores = []
-        for patch in attention.token_patches:
-            rewrite = patch(query, context, site)
-            query, context = rewrite.query, rewrite.context
-            restores.append(rewrite.restore)
-        replacement = attention.replacement(site.block_index)
-        out = self.attn1(query, context, replacement, site, attention.input_patches.self_attention)
-        for restore in restores:
-            out = restore(out)
-        return out
-
-
-class SpatialTransformer(nn.Module):
-    """Norm, project in, ``depth`` transformer blocks over the ``H*W`` tokens, project out."""
-
-    #: position among the UNet's spatial transformers (set by :class:`UNetModel`)
-    transformer_index: int = 0
-
-    def __init__(self, channels: int, config: UNetConfig) -> None:
-        super().__init__()
-        heads, head_dim = config.heads_for(channels)
-        inner = heads * head_dim
-        self.linear = config.use_linear_in_transformer
-        self.norm = ops.GroupNorm(config.norm_groups, channels, eps=1e-6)
-        if self.linear:
-            self.proj_in = ops.Linear(channels, inner)
-            self.proj_out = ops.Linear(inner, channels)
-        else:
-            self.proj_in = ops.Conv2d(channels, inner, 1)
-            self.proj_out = ops.Conv2d(inner, channels, 1)
-        self.transformer_blocks = nn.ModuleList(
-            BasicTransformerBlock(inner, heads, head_dim, config.context_dim)
-            for _ in range(config.transformer_depth)
-        )
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        context: torch.Tensor,
-        patch: SelfAttentionPatch | None = None,
-        attention: BlockAttention | None = None,
-    ) -> torch.Tensor:
-        b, _, h, w = x.shape
-        index = self.transformer_index
-        after = None if patch is None else (lambda tokens: patch(tokens, index))
-        residual = x
-        x = self.norm(x)
-        if not self.linear:
-            x = self.proj_in(x)
-        x = x.flatten(2).transpose(1, 2)
-        if self.linear:
-            x = self.proj_in(x)
-        for block_index, block in enumerate(self.transformer_blocks):
-            site = None
-            if attention is not None:
-                heads = block.attn1.heads
-                site = AttentionSite(attention.site, block_index, index, heads)
-            x = block(x, context, after, attention, site)
-        if self.linear:
-            x = self.proj_out(x)
-        # contiguous: the transposed view is channels-last strided, and a channels-last input
-        # makes every following convolution re-layout its weights (a copy per call).
-        x = x.transpose(1, 2).reshape(b, -1, h, w).contiguous()
-        if not self.linear:
-            x = self.proj_out(x)
-        return x + residual
 
 
 class ResBlock(nn.Module):
@@ -362,58 +210,74 @@ class TimestepBlock(nn.ModuleList):
         return x
 
 
-class OutputBlockPatch(Protocol):
-    """``patch(h, skip) -> (h, skip)``: the decoder features and the skip connection an
-    output block is about to concatenate, rewritten (after any control residual is added)."""
+class UNetShape(Protocol):
+    """What :func:`build_unet_blocks` reads of a UNet's config (:class:`UNetConfig`, SDXL's)."""
 
-    def __call__(
-        self, h: torch.Tensor, skip: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+    in_channels: int
+    out_channels: int
+    model_channels: int
+    channel_mult: tuple[int, ...]
+    num_res_blocks: int
+    norm_groups: int
 
-
-def patch_output_block(
-    patches: Sequence[OutputBlockPatch], h: torch.Tensor, skip: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(h, skip)`` through each patch in order."""
-    for patch in patches:
-        h, skip = patch(h, skip)
-    return h, skip
+    @property
+    def time_embed_dim(self) -> int: ...
 
 
-def patch_input_block(
-    patches: Sequence[InputBlockPatch], h: torch.Tensor, site: BlockSite
-) -> torch.Tensor:
-    """``h`` through each input-block patch in order."""
-    for patch in patches:
-        h = patch(h, site)
-    return h
+#: ``transformer_for(channels, level)``: the spatial transformer a block of ``level`` (None:
+#: the middle block) carries after its ResBlock, or None for none.
+TransformerFor = Callable[[int, "int | None"], "nn.Module | None"]
 
 
-def block_attention(
-    call: UNetCall,
-    block: tuple[str, int],
-    replacements: SelfAttentionReplacements | None,
-    token_patches: Sequence[SelfAttentionTokenPatch],
-    input_patches: AttentionInputPatches | None = None,
-) -> BlockAttention | None:
-    """What the transformers of ``block`` apply to their attentions (None: nothing)."""
-    inputs = input_patches or NO_INPUT_PATCHES
-    if not replacements and not token_patches and inputs == NO_INPUT_PATCHES:
-        return None
-    return BlockAttention(BlockSite(call, block), replacements or {}, tuple(token_patches), inputs)
+def time_embed_layers(config: UNetShape) -> nn.Sequential:
+    """``time_embed``: the MLP over the sinusoidal timestep embedding."""
+    mc, emb_dim = config.model_channels, config.time_embed_dim
+    return nn.Sequential(ops.Linear(mc, emb_dim), nn.SiLU(), ops.Linear(emb_dim, emb_dim))
 
 
-def add_control(
-    h: torch.Tensor, control: ControlResiduals | None, where: str, index: int
-) -> torch.Tensor:
-    """``h`` plus the control residual at ``where`` (``input`` / ``middle`` / ``output``)
-    ``index``, if the control signal has one there."""
-    if control is None:
-        return h
-    residuals = getattr(control, where)
-    if index >= len(residuals) or residuals[index] is None:
-        return h
-    return h + residuals[index].to(h.device, h.dtype)
+def build_unet_blocks(unet: nn.Module, config: UNetShape, transformer_for: TransformerFor) -> None:
+    """Give ``unet`` the LDM layout's ``input_blocks``, ``middle_block``, ``output_blocks`` and
+    ``out`` (in that order): ResBlocks per level, each followed by the level's transformer,
+    down- and upsampling between levels, the decoder joining the encoder's skips."""
+    mc, emb_dim, groups = config.model_channels, config.time_embed_dim, config.norm_groups
+
+    def with_transformer(layers: list[nn.Module], channels: int, level: int | None) -> None:
+        transformer = transformer_for(channels, level)
+        if transformer is not None:
+            layers.append(transformer)
+
+    unet.input_blocks = nn.ModuleList(
+        [TimestepBlock([ops.Conv2d(config.in_channels, mc, 3, padding=1)])]
+    )
+    skip_channels = [mc]
+    ch = mc
+    last = len(config.channel_mult) - 1
+    for level, mult in enumerate(config.channel_mult):
+        for _ in range(config.num_res_blocks):
+            layers: list[nn.Module] = [ResBlock(ch, emb_dim, mult * mc, groups)]
+            ch = mult * mc
+            with_transformer(layers, ch, level)
+            unet.input_blocks.append(TimestepBlock(layers))
+            skip_channels.append(ch)
+        if level != last:
+            unet.input_blocks.append(TimestepBlock([Downsample(ch)]))
+            skip_channels.append(ch)
+    middle: list[nn.Module] = [ResBlock(ch, emb_dim, ch, groups)]
+    with_transformer(middle, ch, None)
+    middle.append(ResBlock(ch, emb_dim, ch, groups))
+    unet.middle_block = TimestepBlock(middle)
+    unet.output_blocks = nn.ModuleList()
+    for level, mult in reversed(list(enumerate(config.channel_mult))):
+        for i in range(config.num_res_blocks + 1):
+            layers = [ResBlock(ch + skip_channels.pop(), emb_dim, mc * mult, groups)]
+            ch = mc * mult
+            with_transformer(layers, ch, level)
+            if level and i == config.num_res_blocks:
+                layers.append(Upsample(ch))
+            unet.output_blocks.append(TimestepBlock(layers))
+    unet.out = nn.Sequential(
+        ops.GroupNorm(groups, ch), nn.SiLU(), ops.Conv2d(mc, config.out_channels, 3, padding=1)
+    )
 
 
 class UNetModel(nn.Module):
@@ -422,50 +286,16 @@ class UNetModel(nn.Module):
     def __init__(self, config: UNetConfig = SD15_UNET) -> None:
         super().__init__()
         self.config = config
-        mc, emb_dim, groups = config.model_channels, config.time_embed_dim, config.norm_groups
-        self.time_embed = nn.Sequential(
-            ops.Linear(mc, emb_dim), nn.SiLU(), ops.Linear(emb_dim, emb_dim)
-        )
-        self.input_blocks = nn.ModuleList(
-            [TimestepBlock([ops.Conv2d(config.in_channels, mc, 3, padding=1)])]
-        )
-        skip_channels = [mc]
-        ch = mc
-        last = len(config.channel_mult) - 1
-        for level, mult in enumerate(config.channel_mult):
-            for _ in range(config.num_res_blocks):
-                layers: list[nn.Module] = [ResBlock(ch, emb_dim, mult * mc, groups)]
-                ch = mult * mc
-                if level in config.attention_levels:
-                    layers.append(SpatialTransformer(ch, config))
-                self.input_blocks.append(TimestepBlock(layers))
-                skip_channels.append(ch)
-            if level != last:
-                self.input_blocks.append(TimestepBlock([Downsample(ch)]))
-                skip_channels.append(ch)
-        self.middle_block = TimestepBlock(
-            [
-                ResBlock(ch, emb_dim, ch, groups),
-                SpatialTransformer(ch, config),
-                ResBlock(ch, emb_dim, ch, groups),
-            ]
-        )
-        self.output_blocks = nn.ModuleList()
-        for level, mult in reversed(list(enumerate(config.channel_mult))):
-            for i in range(config.num_res_blocks + 1):
-                layers = [ResBlock(ch + skip_channels.pop(), emb_dim, mc * mult, groups)]
-                ch = mc * mult
-                if level in config.attention_levels:
-                    layers.append(SpatialTransformer(ch, config))
-                if level and i == config.num_res_blocks:
-                    layers.append(Upsample(ch))
-                self.output_blocks.append(TimestepBlock(layers))
-        self.out = nn.Sequential(
-            ops.GroupNorm(groups, ch), nn.SiLU(), ops.Conv2d(mc, config.out_channels, 3, padding=1)
-        )
+        self.time_embed = time_embed_layers(config)
+        build_unet_blocks(self, config, self._transformer)
         transformers = [m for m in self.modules() if isinstance(m, SpatialTransformer)]
         for index, transformer in enumerate(transformers):
             transformer.transformer_index = index
+
+    def _transformer(self, channels: int, level: int | None) -> SpatialTransformer | None:
+        if level is None or level in self.config.attention_levels:
+            return SpatialTransformer(channels, self.config)
+        return None
 
     def forward(
         self,
@@ -485,32 +315,78 @@ class UNetModel(nn.Module):
     ) -> torch.Tensor:
         t_emb = timestep_embedding(timesteps, self.config.model_channels).to(x.dtype)
         emb = self.time_embed(t_emb)
-        call = attrs.evolve(call or UNetCall(), latent_shape=tuple(x.shape))
-        replaced = self_attention_replacements
-        tokens = self_attention_token_patches
-        inputs = attention_input_patches
-        skips = []
-        h = x
-        for i, block in enumerate(self.input_blocks):
-            attention = block_attention(call, ("input", i), replaced, tokens, inputs)
-            h = block(h, emb, context, None, self_attention_patch, attention)
-            h = add_control(h, control, "input", i)
-            site = BlockSite(call, ("input", i))
-            h = patch_input_block(input_block_patches, h, site)
-            skips.append(h)
-            h = patch_input_block(input_block_patches_after_skip, h, site)
-        attention = block_attention(call, ("middle", 0), replaced, tokens, inputs)
-        h = self.middle_block(h, emb, context, None, self_attention_patch, attention)
-        h = add_control(h, control, "middle", 0)
-        for index, block in enumerate(self.output_blocks):
-            skip = add_control(skips.pop(), control, "output", len(skips))
-            h, skip = patch_output_block(output_block_patches, h, skip)
-            h = torch.cat([h, skip], dim=1)
-            # Odd latent sizes: upsample to the size of the next skip, not blindly 2x.
-            size = tuple(skips[-1].shape[-2:]) if skips else None
-            attention = block_attention(call, ("output", index), replaced, tokens, inputs)
-            h = block(h, emb, context, size, self_attention_patch, attention)
-        return self.out(h)
+        return run_unet_blocks(
+            self,
+            x,
+            emb,
+            context,
+            self_attention_patch=self_attention_patch,
+            control=control,
+            output_block_patches=output_block_patches,
+            self_attention_replacements=self_attention_replacements,
+            attention_input_patches=attention_input_patches,
+            input_block_patches=input_block_patches,
+            input_block_patches_after_skip=input_block_patches_after_skip,
+            self_attention_token_patches=self_attention_token_patches,
+            call=call,
+        )
+
+
+class UNetBlocks(Protocol):
+    """The blocks of an LDM-layout UNet (:class:`UNetModel`, SDXL's) that
+    :func:`run_unet_blocks` runs."""
+
+    input_blocks: nn.ModuleList
+    middle_block: TimestepBlock
+    output_blocks: nn.ModuleList
+    out: nn.Sequential
+
+
+def run_unet_blocks(
+    unet: UNetBlocks,
+    x: torch.Tensor,
+    emb: torch.Tensor,
+    context: torch.Tensor,
+    *,
+    self_attention_patch: SelfAttentionPatch | None = None,
+    control: ControlResiduals | None = None,
+    output_block_patches: Sequence[OutputBlockPatch] = (),
+    self_attention_replacements: SelfAttentionReplacements | None = None,
+    attention_input_patches: AttentionInputPatches | None = None,
+    input_block_patches: Sequence[InputBlockPatch] = (),
+    input_block_patches_after_skip: Sequence[InputBlockPatch] = (),
+    self_attention_token_patches: Sequence[SelfAttentionTokenPatch] = (),
+    call: UNetCall | None = None,
+) -> torch.Tensor:
+    """The UNet's block loop on ``x`` given the embedding ``emb`` (timestep, plus a class
+    embedding where the model has one): input blocks keeping their skips, the middle block,
+    output blocks joining them, then ``out``; every patch applied where it belongs."""
+    call = attrs.evolve(call or UNetCall(), latent_shape=tuple(x.shape))
+    replaced = self_attention_replacements
+    tokens = self_attention_token_patches
+    inputs = attention_input_patches
+    skips = []
+    h = x
+    for i, block in enumerate(unet.input_blocks):
+        attention = block_attention(call, ("input", i), replaced, tokens, inputs)
+        h = block(h, emb, context, None, self_attention_patch, attention)
+        h = add_control(h, control, "input", i)
+        site = BlockSite(call, ("input", i))
+        h = patch_input_block(input_block_patches, h, site)
+        skips.append(h)
+        h = patch_input_block(input_block_patches_after_skip, h, site)
+    attention = block_attention(call, ("middle", 0), replaced, tokens, inputs)
+    h = unet.middle_block(h, emb, context, None, self_attention_patch, attention)
+    h = add_control(h, control, "middle", 0)
+    for index, block in enumerate(unet.output_blocks):
+        skip = add_control(skips.pop(), control, "output", len(skips))
+        h, skip = patch_output_block(output_block_patches, h, skip)
+        h = torch.cat([h, skip], dim=1)
+        # Odd latent sizes: upsample to the size of the next skip, not blindly 2x.
+        size = tuple(skips[-1].shape[-2:]) if skips else None
+        attention = block_attention(call, ("output", index), replaced, tokens, inputs)
+        h = block(h, emb, context, size, self_attention_patch, attention)
+    return unet.out(h)
 
 
 def unet_flops(config: UNetConfig, batch: int, height: int, width: int, tokens: int = 77) -> float:

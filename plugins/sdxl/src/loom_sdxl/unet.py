@@ -6,6 +6,8 @@ per level (base 0/2/10, refiner 0/4/4/0), 64 channels per attention head, linear
 ``proj_in``/``proj_out``, a 2048- (base) or 1280-wide (refiner) context, and the ADM class
 embedding ``label_emb`` (2816 inputs for base, 2560 for refiner) added to the timestep
 embedding. Module names match the checkpoint, so its state dict loads with no renaming.
+Its forward is loom-sd15's block loop (:func:`loom_sd15.unet.run_unet_blocks`) given the
+timestep embedding plus the class embedding; it takes no self-attention patch (GLIGEN).
 """
 
 from __future__ import annotations
@@ -17,22 +19,16 @@ import attrs
 import torch
 from loom_sd15.unet import (
     AttentionInputPatches,
-    BlockSite,
-    Downsample,
     InputBlockPatch,
     OutputBlockPatch,
-    ResBlock,
     SelfAttentionReplacements,
     SelfAttentionTokenPatch,
     SpatialTransformer,
-    TimestepBlock,
     UNetCall,
     UNetConfig,
-    Upsample,
-    add_control,
-    block_attention,
-    patch_input_block,
-    patch_output_block,
+    build_unet_blocks,
+    run_unet_blocks,
+    time_embed_layers,
     timestep_embedding,
 )
 from torch import nn
@@ -96,52 +92,19 @@ class SDXLUNetModel(nn.Module):
     def __init__(self, config: SDXLUNetConfig = SDXL_BASE_UNET) -> None:
         super().__init__()
         self.config = config
-        mc, emb_dim, groups = config.model_channels, config.time_embed_dim, config.norm_groups
-        self.time_embed = nn.Sequential(
-            ops.Linear(mc, emb_dim), nn.SiLU(), ops.Linear(emb_dim, emb_dim)
-        )
+        emb_dim = config.time_embed_dim
+        self.time_embed = time_embed_layers(config)
         self.label_emb = nn.Sequential(
             nn.Sequential(
                 ops.Linear(config.adm_in_channels, emb_dim), nn.SiLU(), ops.Linear(emb_dim, emb_dim)
             )
         )
-        self.input_blocks = nn.ModuleList(
-            [TimestepBlock([ops.Conv2d(config.in_channels, mc, 3, padding=1)])]
-        )
-        skip_channels = [mc]
-        ch = mc
-        last = len(config.channel_mult) - 1
-        for level, mult in enumerate(config.channel_mult):
-            depth = config.transformer_depths[level]
-            for _ in range(config.num_res_blocks):
-                layers: list[nn.Module] = [ResBlock(ch, emb_dim, mult * mc, groups)]
-                ch = mult * mc
-                if depth:
-                    layers.append(SpatialTransformer(ch, config.level_config(depth)))
-                self.input_blocks.append(TimestepBlock(layers))
-                skip_channels.append(ch)
-            if level != last:
-                self.input_blocks.append(TimestepBlock([Downsample(ch)]))
-                skip_channels.append(ch)
-        middle: list[nn.Module] = [ResBlock(ch, emb_dim, ch, groups)]
-        if config.middle_depth:
-            middle.append(SpatialTransformer(ch, config.level_config(config.middle_depth)))
-        middle.append(ResBlock(ch, emb_dim, ch, groups))
-        self.middle_block = TimestepBlock(middle)
-        self.output_blocks = nn.ModuleList()
-        for level, mult in reversed(list(enumerate(config.channel_mult))):
-            depth = config.transformer_depths[level]
-            for i in range(config.num_res_blocks + 1):
-                layers = [ResBlock(ch + skip_channels.pop(), emb_dim, mc * mult, groups)]
-                ch = mc * mult
-                if depth:
-                    layers.append(SpatialTransformer(ch, config.level_config(depth)))
-                if level and i == config.num_res_blocks:
-                    layers.append(Upsample(ch))
-                self.output_blocks.append(TimestepBlock(layers))
-        self.out = nn.Sequential(
-            ops.GroupNorm(groups, ch), nn.SiLU(), ops.Conv2d(mc, config.out_channels, 3, padding=1)
-        )
+        build_unet_blocks(self, config, self._transformer)
+
+    def _transformer(self, channels: int, level: int | None) -> SpatialTransformer | None:
+        config = self.config
+        depth = config.middle_depth if level is None else config.transformer_depths[level]
+        return SpatialTransformer(channels, config.level_config(depth)) if depth else None
 
     def forward(
         self,
@@ -163,31 +126,20 @@ class SDXLUNetModel(nn.Module):
             raise ValueError("the SDXL UNet needs its ADM vector y (pooled text + sizes)")
         t_emb = timestep_embedding(timesteps, self.config.model_channels).to(x.dtype)
         emb = self.time_embed(t_emb) + self.label_emb(y.to(x.dtype))
-        call = attrs.evolve(call or UNetCall(), latent_shape=tuple(x.shape))
-        replaced = self_attention_replacements
-        tokens = self_attention_token_patches
-        inputs = attention_input_patches
-        skips = []
-        h = x
-        for i, block in enumerate(self.input_blocks):
-            attention = block_attention(call, ("input", i), replaced, tokens, inputs)
-            h = block(h, emb, context, None, None, attention)
-            h = add_control(h, control, "input", i)
-            site = BlockSite(call, ("input", i))
-            h = patch_input_block(input_block_patches, h, site)
-            skips.append(h)
-            h = patch_input_block(input_block_patches_after_skip, h, site)
-        attention = block_attention(call, ("middle", 0), replaced, tokens, inputs)
-        h = self.middle_block(h, emb, context, None, None, attention)
-        h = add_control(h, control, "middle", 0)
-        for index, block in enumerate(self.output_blocks):
-            skip = add_control(skips.pop(), control, "output", len(skips))
-            h, skip = patch_output_block(output_block_patches, h, skip)
-            h = torch.cat([h, skip], dim=1)
-            size = tuple(skips[-1].shape[-2:]) if skips else None
-            attention = block_attention(call, ("output", index), replaced, tokens, inputs)
-            h = block(h, emb, context, size, None, attention)
-        return self.out(h)
+        return run_unet_blocks(
+            self,
+            x,
+            emb,
+            context,
+            control=control,
+            output_block_patches=output_block_patches,
+            self_attention_replacements=self_attention_replacements,
+            attention_input_patches=attention_input_patches,
+            input_block_patches=input_block_patches,
+            input_block_patches_after_skip=input_block_patches_after_skip,
+            self_attention_token_patches=self_attention_token_patches,
+            call=call,
+        )
 
 
 def unet_flops(
