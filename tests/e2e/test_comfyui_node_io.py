@@ -1,8 +1,11 @@
 """Every node interface recorded in bench/comfyui_0_8_io/*.json (ComfyUI 0.8's inputs, defaults,
-ranges and outputs, read from its source) is what Loom's /object_info serves for that node."""
+ranges and outputs, read from its source) is what Loom's /object_info serves for that node, and
+its display, input and output names are those of the English node locale of the frontend 0.8
+pins (bench/comfyui_0_8_io/frontend_1_35_9_names.json)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from importlib import metadata
 from pathlib import Path
@@ -13,12 +16,23 @@ import pytest
 from loom.nodes.spec import SECTIONS, NodeDef
 from loom.testing import make_registry
 
-REFERENCE_DIR = Path(__file__).parents[2] / "bench" / "comfyui_0_8_io"
+BENCH_DIR = Path(__file__).parents[2] / "bench"
+REFERENCE_DIR = BENCH_DIR / "comfyui_0_8_io"
+FRONTEND_NAMES = REFERENCE_DIR / "frontend_1_35_9_names.json"
+
+# Where ComfyUI 0.8's source is newer than the frontend's locale (which was generated from the
+# ComfyUI of its build): node -> the difference, which must still be there.
+NEWER_THAN_FRONTEND_LOCALE = {
+    # resolution_steps was added after the locale was built (recorded from 0.8-era source)
+    "ImageScaleToTotalPixels": "inputs",
+}
 
 
 def reference_entries() -> dict[str, dict[str, Any]]:
     entries: dict[str, dict[str, Any]] = {}
     for path in sorted(REFERENCE_DIR.glob("*.json")):
+        if path == FRONTEND_NAMES:
+            continue
         for node_id, entry in json.loads(path.read_text(encoding="utf-8")).items():
             assert node_id not in entries, f"{node_id} is recorded twice ({path.name})"
             entries[node_id] = entry
@@ -108,3 +122,87 @@ def test_a_changed_default_is_reported(registry):
     found = interface_differences(changed, registry.nodes["EmptyLatentImage"])
     assert any("width: default=1024" in d for d in found)
     assert any(d.startswith("outputs") for d in found)
+
+
+def frontend_locale() -> dict[str, dict[str, Any]]:
+    return json.loads(FRONTEND_NAMES.read_text(encoding="utf-8"))["nodes"]
+
+
+def name_differences(names: dict[str, Any], definition: NodeDef) -> dict[str, str]:
+    """What differs between the frontend locale's names for a node and Loom's node, by kind
+    (``display_name``, ``inputs``, ``outputs``). The locale names an output only where the
+    output's name is not its type."""
+    found: dict[str, str] = {}
+    served_display = definition.display_name or definition.class_type
+    if served_display != names["display_name"]:
+        found["display_name"] = f"{names['display_name']!r} != served {served_display!r}"
+    served = [name for _, name, _, _ in served_inputs(definition)]
+    if served != names["inputs"]:
+        found["inputs"] = f"{names['inputs']} != served {served}"
+    wanted = [names["outputs"].get(str(i), o.type) for i, o in enumerate(definition.outputs)]
+    served_outputs = [o.name for o in definition.outputs]
+    beyond = [int(i) for i in names["outputs"] if int(i) >= len(definition.outputs)]
+    if wanted != served_outputs or beyond:
+        found["outputs"] = f"{names['outputs']} != served {served_outputs}"
+    return found
+
+
+def test_loom_names_nodes_inputs_and_outputs_as_the_frontend_locale_does(registry):
+    """Display names, input names in order and output names match the English locale of
+    comfyui-frontend-package 1.35.9 (what an English user of ComfyUI 0.8 sees) for every
+    node Loom registers that the locale has."""
+    locale = frontend_locale()
+    assert {"KSampler", "CLIPTextEncodeSDXL", "GrowMask"} <= set(locale)
+    problems = []
+    for node_id, definition in sorted(registry.nodes.items()):
+        if node_id not in locale:
+            continue
+        found = name_differences(locale[node_id], definition)
+        expected = NEWER_THAN_FRONTEND_LOCALE.get(node_id)
+        if expected is not None:
+            assert expected in found, f"{node_id}: no longer differs from the locale's {expected}"
+            del found[expected]
+        problems += [f"{node_id}: {kind} {detail}" for kind, detail in found.items()]
+    assert not problems, "\n".join(problems)
+
+
+def test_a_renamed_input_or_output_is_reported(registry):
+    names = json.loads(json.dumps(frontend_locale()["SamplerCustomAdvanced"]))
+    assert names["outputs"] == {"0": "output", "1": "denoised_output"}
+    definition = registry.nodes["SamplerCustomAdvanced"]
+    assert name_differences(names, definition) == {}
+    names["inputs"][1:3] = reversed(names["inputs"][1:3])
+    names["outputs"]["1"] = "denoised"
+    names["display_name"] = "Sampler Custom Advanced"
+    assert set(name_differences(names, definition)) == {"display_name", "inputs", "outputs"}
+
+
+def load_extractor():
+    spec = importlib.util.spec_from_file_location(
+        "extract_frontend_names", BENCH_DIR / "extract_frontend_names.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_extractor_reads_the_minified_locale_form():
+    """The bundle form: one declaration per node, gathered by a shorthand ``enNodes`` object;
+    input keys normalized (``.`` -> ``_``) with the real name as label; frontend widgets."""
+    extractor = load_extractor()
+    bundle = (
+        'const a={x:1},Merge={display_name:"Merge \\"A\\"",inputs:{model1:{name:"model1"},'
+        'img_in_:{name:"img_in.",tooltip:"It\'s {a}"},control_after_generate:{name:"control '
+        'after generate"},"waiting for camera___":{}},outputs:{0:{tooltip:null},'
+        '1:{name:"denoised_output",tooltip:null}}},Other={display_name:"Other"},'
+        "enNodes={Merge,Other},b={}"
+    )
+    nodes = extractor.english_node_locale(bundle)
+    assert list(nodes) == ["Merge", "Other"]
+    assert extractor.names_only(nodes["Merge"]) == {
+        "display_name": 'Merge "A"',
+        "inputs": ["model1", "img_in."],
+        "frontend_widgets": ["control_after_generate", "waiting for camera___"],
+        "outputs": {"1": "denoised_output"},
+    }
+    assert extractor.names_only(nodes["Other"])["inputs"] == []

@@ -348,7 +348,7 @@ def preview_text(source: Any) -> str:
             return "source exists, but could not be serialized."
 
 
-@loom.node("PreviewAny", category="utils", display_name="Preview Any", output_node=True)
+@loom.node("PreviewAny", category="utils", display_name="Preview as Text", output_node=True)
 class PreviewAny:
     source: AnyValue = ui.input()
 

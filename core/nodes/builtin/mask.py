@@ -96,7 +96,7 @@ def grow(mask: Mask, expand: int, tapered_corners: bool) -> Mask:
     return out
 
 
-@loom.node("GrowMask", category="mask", v3=True)
+@loom.node("GrowMask", category="mask", display_name="Grow Mask", v3=True)
 class GrowMask:
     mask: Mask
     expand: int = ui.int(0, min=-MAX_RESOLUTION, max=MAX_RESOLUTION, step=1)
