@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from loom.errors import LoomError
 from loom.memory.compute import DtypeChoice
 from loom.plugins import PluginHost
 from loom.settings import Settings
@@ -276,6 +277,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
+    except (
+        LoomError
+    ) as exc:  # e.g. an unreadable extra_model_paths.yaml: a message, not a traceback
+        click.ClickException(str(exc)).show()
+        return 1
     except click.Abort as exc:
         if isinstance(exc.__cause__, KeyboardInterrupt):  # click turns Ctrl-C into Abort
             click.echo("interrupted", err=True)

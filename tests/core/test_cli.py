@@ -248,3 +248,23 @@ def test_building_a_runtime_leaves_malloc_alone(workdir, allocator_calls):
 def test_the_command_line_tunes_malloc_before_building_its_runtime(workdir, allocator_calls):
     assert main(["run", "wf.json", "-q"]) == 0
     assert len(allocator_calls) == 1
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "cannot read extra model paths config"),
+        ("a: [\n", "is not valid YAML: expected the node content"),
+        ("- a\n- b\n", "expected sections of folder_key: path entries"),
+    ],
+)
+def test_an_unreadable_extra_model_paths_file_is_a_message_not_a_traceback(
+    workdir, capsys, content, message
+):
+    config = workdir / "extra_model_paths.yaml"
+    if content is not None:
+        config.write_text(content)
+    assert main(["--extra-model-paths-config", str(config), "run", "wf.json", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert message in err and str(config) in err
+    assert "Traceback" not in err and "<unicode string>" not in err
