@@ -170,3 +170,29 @@ def test_real_server_token_from_environment(tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_a_port_in_use_is_a_message_not_a_traceback(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        finished = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                LAUNCH,
+                "--base-directory",
+                str(tmp_path),
+                "serve",
+                "--port",
+                str(port),
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "LOOM_PLUGINS": "http"},
+            timeout=60,
+        )
+    assert finished.returncode == 1
+    assert f"cannot listen on 127.0.0.1 port {port}: the port is in use" in finished.stderr
+    assert "--port" in finished.stderr and "Traceback" not in finished.stderr
