@@ -53,3 +53,16 @@ def test_loom_demo_prints_a_png_path(tmp_path):
 
     a, b = (Image.open(p.split()[-1]).tobytes() for p in (first.stdout, second.stdout))
     assert a == b  # same seed, same image
+
+
+@needs_samplers
+def test_demo_steps_out_of_range_name_the_problem(tmp_path, monkeypatch, capsys):
+    from loom.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--steps", "0"]) == 2
+    assert "Invalid value for '--steps': 0 is not in the range x>=1" in capsys.readouterr().err
+    assert main(["demo", "--steps", "100000"]) == 1
+    err = capsys.readouterr().err
+    assert "node 3 (KSampler): Value 100000 bigger than max of 10000: steps" in err
+    assert "Traceback" not in err

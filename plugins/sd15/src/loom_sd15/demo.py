@@ -157,8 +157,13 @@ def run_demo_workflow(
 ) -> list[Path]:
     """Run a demo's UI-format ``workflow`` on its tiny ``checkpoint`` (built by
     ``ensure_files(models_dir)`` if needed) at 256x256; return the written PNGs."""
-    from loom.errors import LoomError
-    from loom.frontend import convert_workflow, execution_error_report, output_paths
+    from loom.errors import LoomError, PromptValidationError
+    from loom.frontend import (
+        convert_workflow,
+        execution_error_report,
+        output_paths,
+        validation_report,
+    )
 
     registry = runtime.registry
     if "KSampler" not in registry.nodes:
@@ -174,7 +179,11 @@ def run_demo_workflow(
     if steps is not None:
         set_widget(workflow, "KSampler", 2, steps)
     prompt = convert_workflow(workflow, registry)
-    validated = runtime.executor.validate(prompt)
+    try:
+        validated = runtime.executor.validate(prompt)
+    except PromptValidationError as exc:
+        report = validation_report(exc.error, exc.node_errors, prompt)
+        raise LoomError("the demo workflow is invalid:\n" + report) from exc
     extra = {"extra_pnginfo": {"workflow": workflow}}
     result = runtime.executor.execute("demo", validated.prompt, validated.outputs, extra)
     if result.error is not None:
@@ -186,7 +195,10 @@ def run_demo_workflow(
 
 @click.command("demo")
 @click.option(
-    "--steps", type=int, default=None, help="Sampling steps (default: the workflow's 20)."
+    "--steps",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Sampling steps (default: the workflow's 20).",
 )
 @click.pass_obj
 def demo_command(factory: Any, steps: int | None) -> int:

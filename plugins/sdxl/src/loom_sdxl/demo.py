@@ -46,7 +46,10 @@ def run_demo(runtime: Any, steps: int | None = None) -> list[Path]:
 
 @click.command("demo")
 @click.option(
-    "--steps", type=int, default=None, help="Sampling steps (default: the workflow's 20)."
+    "--steps",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Sampling steps (default: the workflow's 20).",
 )
 @click.option(
     "--family",
