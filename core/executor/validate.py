@@ -17,6 +17,7 @@ each is checked like a plain input under its dotted name (``images.image1``).
 
 from __future__ import annotations
 
+import difflib
 import traceback
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -94,10 +95,26 @@ def unknown_node_types_error(
         message = f"Cannot execute because nodes {', '.join(types)} do not exist."
     details = ", ".join(f"Node ID '#{node_id}'" for node_id in unknown)
     extra: dict[str, Any] = {}
-    hint = provider_hint(types)
-    if hint is not None:
-        extra["hint"] = hint
+    hints = [h for h in (provider_hint(types), _spelling_hint(types, registry)) if h]
+    if hints:
+        extra["hint"] = "; ".join(hints)
     return PromptValidationError(error("invalid_prompt", message, details, **extra), {})
+
+
+def _spelling_hint(types: Iterable[str], registry: Registry) -> str | None:
+    """``did you mean`` for unknown types that differ from a registered one by a typo or case."""
+    from loom.node_catalogue import providers
+
+    by_folded = {name.casefold(): name for name in registry.nodes}
+    known = providers()
+    guesses = []
+    for class_type in types:
+        if class_type in known:  # a known plugin's node: provider_hint says what to do
+            continue
+        close = difflib.get_close_matches(class_type.casefold(), by_folded, n=1, cutoff=0.8)
+        if close:
+            guesses.append(f"{class_type}: did you mean {by_folded[close[0]]}?")
+    return "; ".join(guesses) or None
 
 
 class _Checker:
@@ -269,11 +286,18 @@ def _check_shape(prompt: Any, registry: Registry) -> Prompt:
         )
     for raw_id, node in prompt.items():
         if not isinstance(node, dict) or "class_type" not in node:
-            raise _reject(
+            rejection = _reject(
                 "invalid_prompt",
                 "Cannot execute because a node is missing the class_type property.",
                 f"Node ID '#{raw_id}'",
             )
+            if isinstance(prompt.get("nodes"), list) and "links" in prompt:
+                rejection.error["extra_info"]["hint"] = (
+                    "this is a UI-format workflow (it has 'nodes' and 'links'); a prompt is the "
+                    "API format: export it from ComfyUI with 'Export (API)', or convert it with "
+                    "`loom convert`"
+                )
+            raise rejection
     unknown = unknown_node_types_error(
         {str(node_id): node["class_type"] for node_id, node in prompt.items()}, registry
     )

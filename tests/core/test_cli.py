@@ -268,3 +268,17 @@ def test_an_unreadable_extra_model_paths_file_is_a_message_not_a_traceback(
     err = capsys.readouterr().err
     assert message in err and str(config) in err
     assert "Traceback" not in err and "<unicode string>" not in err
+
+
+@pytest.mark.parametrize("form", ["api", "ui"])
+def test_a_misspelt_node_type_gets_a_did_you_mean_hint(workdir, capsys, form):
+    types = ["EmptyImage", "Imageinvert", "NotANodeAtAll"]
+    if form == "api":
+        data = {str(i + 1): {"class_type": t, "inputs": {}} for i, t in enumerate(types)}
+    else:
+        data = _ui_workflow(types)
+    (workdir / "typo.json").write_text(json.dumps(data))
+    assert main(["validate", "typo.json"]) == 2
+    err = capsys.readouterr().err
+    assert "hint: Imageinvert: did you mean ImageInvert?" in err
+    assert "NotANodeAtAll: did you mean" not in err
