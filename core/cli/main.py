@@ -83,11 +83,13 @@ class LoomGroup(click.Group):
     "--output-directory",
     type=click.Path(file_okay=False, path_type=Path),
     envvar="LOOM_OUTPUT_DIRECTORY",
+    help="Where SaveImage and other output nodes write (default: BASE/output).",
 )
 @click.option(
     "--input-directory",
     type=click.Path(file_okay=False, path_type=Path),
     envvar="LOOM_INPUT_DIRECTORY",
+    help="Where LoadImage reads and uploads go (default: BASE/input).",
 )
 @click.option(
     "--temp-directory",
@@ -99,6 +101,7 @@ class LoomGroup(click.Group):
     "--user-directory",
     type=click.Path(file_okay=False, path_type=Path),
     envvar="LOOM_USER_DIRECTORY",
+    help="Per-user data: saved workflows and settings (default: BASE/user).",
 )
 @click.option(
     "--extra-model-paths-config",

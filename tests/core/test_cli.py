@@ -282,3 +282,26 @@ def test_a_misspelt_node_type_gets_a_did_you_mean_hint(workdir, capsys, form):
     err = capsys.readouterr().err
     assert "hint: Imageinvert: did you mean ImageInvert?" in err
     assert "NotANodeAtAll: did you mean" not in err
+
+
+def _options_without_help(command, path="loom"):
+    import click
+
+    missing = [
+        f"{path} {param.opts[0]}"
+        for param in command.params
+        if isinstance(param, click.Option) and not param.hidden and not param.help
+    ]
+    if not command.help:
+        missing.append(f"{path} (no description)")
+    for name, sub in getattr(command, "commands", {}).items():
+        missing += _options_without_help(sub, f"{path} {name}")
+    return missing
+
+
+def test_every_option_of_every_command_says_what_it_does(workdir, capsys):
+    from loom.cli.main import cli
+
+    assert main(["--help"]) == 0  # adds core's and every installed plugin's commands
+    assert "run" in cli.commands
+    assert _options_without_help(cli) == []

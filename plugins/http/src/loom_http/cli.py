@@ -25,7 +25,13 @@ log = logging.getLogger(__name__)
     metavar="ADDRESS",
     help="Address to bind; anything other than loopback exposes the server to the network.",
 )
-@click.option("--port", default=8188, show_default=True, type=int)
+@click.option(
+    "--port",
+    default=8188,
+    show_default=True,
+    type=int,
+    help="Port to listen on (ComfyUI's default).",
+)
 @click.option(
     "--enable-cors-header",
     "cors_origin",
