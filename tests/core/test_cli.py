@@ -218,7 +218,7 @@ def test_every_unknown_node_type_is_reported_at_once_in_both_formats(workdir, ca
         metadata.distribution("loom-lora")
         how = "which is installed but not loaded"
     except metadata.PackageNotFoundError:
-        how = "(pip install loom-lora)"
+        how = "(not on PyPI yet: pip install -e plugins/lora in a Loom checkout)"
     assert "LoraLoader: provided by loom-lora" in err and how in err
     assert main(["--disable-plugin", "lora", "run", "unknown.json"]) == 2
     assert "Traceback" not in capsys.readouterr().err
@@ -305,3 +305,22 @@ def test_every_option_of_every_command_says_what_it_does(workdir, capsys):
     assert main(["--help"]) == 0  # adds core's and every installed plugin's commands
     assert "run" in cli.commands
     assert _options_without_help(cli) == []
+
+
+def test_the_install_hint_for_a_missing_plugin_names_its_folder_in_this_checkout(monkeypatch):
+    import re
+    from pathlib import Path
+
+    from loom import node_catalogue
+
+    repo = Path(__file__).resolve().parents[2]
+    for dist in json.loads(node_catalogue.CATALOGUE_FILE.read_text(encoding="utf-8")):
+        folder = re.search(r"pip install -e (plugins/\S+) ", node_catalogue.install_command(dist))
+        pyproject = (repo / folder[1] / "pyproject.toml").read_text("utf-8")
+        assert f'name = "{dist}"' in pyproject
+    monkeypatch.setattr(node_catalogue, "_installed", lambda dist: False)
+    hint = node_catalogue.provider_hint(["LoraLoader"])
+    assert hint == (
+        "LoraLoader: provided by loom-lora "
+        "(not on PyPI yet: pip install -e plugins/lora in a Loom checkout)"
+    )
