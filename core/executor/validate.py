@@ -221,8 +221,8 @@ class _Checker:
             constants[name] = value
             if name not in skip:
                 problems = check_range(name, value, expected, options, config)
-                if problems and expected == []:
-                    self._name_searched_folders(definition, name, problems)
+                if problems and isinstance(expected, list):
+                    self._name_searched_folders(definition, name, problems, empty=not expected)
                 errors.extend(problems)
         if definition.has_validate and not errors:
             if finalized is not None:  # validate_inputs sees the values grouped, as run does
@@ -233,9 +233,10 @@ class _Checker:
         return errors
 
     def _name_searched_folders(
-        self, definition: NodeDef, name: str, problems: list[dict[str, Any]]
+        self, definition: NodeDef, name: str, problems: list[dict[str, Any]], *, empty: bool
     ) -> None:
-        """An empty model-file combo: say which directories held no file."""
+        """A model file not in its combo: ``extra_info.searched_folders`` lists the directories
+        read; an empty combo also says so in ``details`` (otherwise ComfyUI's wording stays)."""
         source_of = getattr(definition.impl, "combo_source", None)
         searched = getattr(source_of(name) if source_of else None, "searched", None)
         if searched is None:
@@ -243,8 +244,9 @@ class _Checker:
         folders = [str(path) for path in searched(self.env.folders)]
         for problem in problems:
             if problem["type"] == "value_not_in_list":
-                where = ", ".join(folders) or "no model folder is configured for it"
-                problem["details"] += f" (no model files found in: {where})"
+                if empty:
+                    where = ", ".join(folders) or "no model folder is configured for it"
+                    problem["details"] += f" (no model files found in: {where})"
                 problem["extra_info"]["searched_folders"] = folders
 
     def _plugin_problems(self, node_id: str) -> list[dict[str, Any]]:
