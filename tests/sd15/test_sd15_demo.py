@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +40,9 @@ def test_demo_tokenizer_is_deterministic_and_clip_shaped(tmp_path):
 def test_loom_demo_prints_a_png_path(tmp_path):
     first = _loom("demo", "--steps", "2", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
+    # not silent while it works: the model load and the sampler's steps, as `loom run` shows
+    assert "loaded checkpoint loom-demo-tiny.safetensors" in first.stderr
+    assert re.search(r"node 3 \(KSampler\): 100%.* 2/2 ", first.stderr)
     path = Path(first.stdout.split()[-1])
     assert path.suffix == ".png" and path.is_file()
     checkpoint = tmp_path / "models" / "checkpoints" / "loom-demo-tiny.safetensors"

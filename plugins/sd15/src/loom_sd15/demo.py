@@ -12,6 +12,7 @@ The image is noise-like: the weights are random. Real models: put a checkpoint i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections import Counter
@@ -140,10 +141,17 @@ def set_widget(workflow: dict[str, Any], node_type: str, index: int, value: Any)
             node["widgets_values"][index] = value
 
 
-def run_demo(runtime: Any, steps: int | None = None) -> list[Path]:
-    """Build the demo files if needed, run the bundled workflow, return the written PNGs."""
+def run_demo(runtime: Any, steps: int | None = None, *, progress: bool = False) -> list[Path]:
+    """Build the demo files if needed, run the bundled workflow, return the written PNGs
+    (``progress``: show model loads and sampling progress on stderr, as ``loom run`` does)."""
     return run_demo_workflow(
-        runtime, bundled_workflow(), ensure_demo_files, DEMO_CHECKPOINT, "loom_demo", steps
+        runtime,
+        bundled_workflow(),
+        ensure_demo_files,
+        DEMO_CHECKPOINT,
+        "loom_demo",
+        steps,
+        progress=progress,
     )
 
 
@@ -154,11 +162,16 @@ def run_demo_workflow(
     checkpoint: str,
     prefix: str,
     steps: int | None = None,
+    *,
+    progress: bool = False,
 ) -> list[Path]:
     """Run a demo's UI-format ``workflow`` on its tiny ``checkpoint`` (built by
-    ``ensure_files(models_dir)`` if needed) at 256x256; return the written PNGs."""
+    ``ensure_files(models_dir)`` if needed) at 256x256; return the written PNGs.
+    ``progress`` shows model loads and sampling progress on stderr."""
     from loom.errors import LoomError, PromptValidationError
     from loom.frontend import (
+        ModelLoadLines,
+        ProgressDisplay,
         convert_workflow,
         execution_error_report,
         output_paths,
@@ -169,7 +182,7 @@ def run_demo_workflow(
     if "KSampler" not in registry.nodes:
         raise LoomError(
             "loom demo needs the KSampler node, which loom-samplers provides",
-            hint="pip install loom-samplers (or -e plugins/samplers in a checkout)",
+            hint="not on PyPI yet: pip install -e plugins/samplers in a Loom checkout",
         )
     ensure_files(runtime.settings.models_dir)
     set_widget(workflow, "CheckpointLoaderSimple", 0, checkpoint)
@@ -185,7 +198,18 @@ def run_demo_workflow(
         report = validation_report(exc.error, exc.node_errors, prompt)
         raise LoomError("the demo workflow is invalid:\n" + report) from exc
     extra = {"extra_pnginfo": {"workflow": workflow}}
-    result = runtime.executor.execute("demo", validated.prompt, validated.outputs, extra)
+    display = None
+    if progress:
+        display = ProgressDisplay(
+            {
+                nid: (node.get("_meta") or {}).get("title") or node["class_type"]
+                for nid, node in validated.prompt.items()
+            }
+        )
+    with ModelLoadLines(display) if display else contextlib.nullcontext():
+        result = runtime.executor.execute(
+            "demo", validated.prompt, validated.outputs, extra, on_event=display
+        )
     if result.error is not None:
         raise LoomError("the demo workflow failed:\n" + execution_error_report(result.error))
     settings = runtime.settings
@@ -207,7 +231,7 @@ def demo_command(factory: Any, steps: int | None) -> int:
 
     runtime = factory.runtime()
     try:
-        paths = run_demo(runtime, steps)
+        paths = run_demo(runtime, steps, progress=True)
     except LoomError as exc:
         raise click.ClickException(
             f"{exc.message}" + (f"\nhint: {exc.hint}" if exc.hint else "")
