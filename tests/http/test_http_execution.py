@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from http_helpers import (
     UNTIL_INTERRUPTED,
@@ -70,6 +72,17 @@ async def test_prompt_validation_errors_are_comfyui_shaped(client):
         "/prompt", json={"prompt": {"1": {"class_type": "Missing", "inputs": {}}}}
     )
     assert (await unknown.json())["error"]["type"] == "invalid_prompt"
+
+
+async def test_the_server_log_names_the_node_and_input_of_an_invalid_prompt(client, caplog):
+    prompt = image_prompt()
+    prompt["1"]["inputs"]["width"] = 0
+    with caplog.at_level(logging.INFO, logger="loom_http.routes.execution"):
+        response = await client.post("/prompt", json={"prompt": prompt})
+    assert response.status == 400
+    [logged] = [r.getMessage() for r in caplog.records if "invalid prompt" in r.getMessage()]
+    assert logged.startswith("invalid prompt: Prompt outputs failed validation\n")
+    assert "node 1 (EmptyImage): Value 0 smaller than min of 1: width" in logged
 
 
 async def test_a_ui_workflow_posted_as_a_prompt_is_rejected_with_a_hint(client):
