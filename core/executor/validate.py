@@ -102,18 +102,27 @@ def unknown_node_types_error(
 
 
 def _spelling_hint(types: Iterable[str], registry: Registry) -> str | None:
-    """``did you mean`` for unknown types that differ from a registered one by a typo or case."""
+    """``did you mean`` for unknown types that differ from a registered one by a typo or case;
+    the others are likely a custom node pack's, which says where packs go."""
     from loom.node_catalogue import providers
 
     by_folded = {name.casefold(): name for name in registry.nodes}
     known = providers()
     guesses = []
+    strangers = []
     for class_type in types:
         if class_type in known:  # a known plugin's node: provider_hint says what to do
             continue
         close = difflib.get_close_matches(class_type.casefold(), by_folded, n=1, cutoff=0.8)
         if close:
             guesses.append(f"{class_type}: did you mean {by_folded[close[0]]}?")
+        else:
+            strangers.append(class_type)
+    if strangers:
+        guesses.append(
+            f"{', '.join(strangers)}: not a node of Loom's plugins; if a ComfyUI custom node "
+            "pack provides it, put the pack in custom_nodes/ (`loom plugins` lists the loaded ones)"
+        )
     return "; ".join(guesses) or None
 
 

@@ -280,8 +280,11 @@ def test_a_misspelt_node_type_gets_a_did_you_mean_hint(workdir, capsys, form):
     (workdir / "typo.json").write_text(json.dumps(data))
     assert main(["validate", "typo.json"]) == 2
     err = capsys.readouterr().err
-    assert "hint: Imageinvert: did you mean ImageInvert?" in err
+    assert "hint: Imageinvert: did you mean ImageInvert?; " in err
     assert "NotANodeAtAll: did you mean" not in err
+    # a type nothing resembles is most likely a custom node pack's
+    assert "NotANodeAtAll: not a node of Loom's plugins; if a ComfyUI custom node pack" in err
+    assert "put the pack in custom_nodes/" in err
 
 
 def _options_without_help(command, path="loom"):
