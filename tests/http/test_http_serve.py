@@ -196,3 +196,15 @@ def test_a_port_in_use_is_a_message_not_a_traceback(tmp_path):
     assert finished.returncode == 1
     assert f"cannot listen on 127.0.0.1 port {port}: the port is in use" in finished.stderr
     assert "--port" in finished.stderr and "Traceback" not in finished.stderr
+
+
+def test_bare_listen_binds_every_interface_as_in_comfyui():
+    from loom_http.cli import serve
+
+    def listen(*args: str) -> str:
+        return serve.make_context("serve", list(args)).params["listen"]
+
+    assert listen() == "127.0.0.1"
+    assert listen("--listen") == "0.0.0.0"
+    assert listen("--listen", "--port", "8190") == "0.0.0.0"  # not '--port' as the address
+    assert listen("--listen", "::1") == "::1"

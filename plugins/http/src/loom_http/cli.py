@@ -22,8 +22,11 @@ log = logging.getLogger(__name__)
     "--listen",
     default="127.0.0.1",
     show_default=True,
-    metavar="ADDRESS",
-    help="Address to bind; anything other than loopback exposes the server to the network.",
+    is_flag=False,
+    flag_value="0.0.0.0",
+    metavar="[ADDRESS]",
+    help="Address to bind (bare --listen: 0.0.0.0, every IPv4 interface, as in ComfyUI); "
+    "anything other than loopback exposes the server to the network.",
 )
 @click.option(
     "--port",
