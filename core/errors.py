@@ -37,17 +37,19 @@ class PluginLoadError(LoomError):
 
 
 def _origin(cause: BaseException) -> str:
-    """`` (at FILE line N)``: the plugin's own line that raised, skipping the import machinery
-    and Loom's loader; empty when there is none."""
+    """`` (at FILE line N)``: the plugin's own line that raised, skipping the import machinery,
+    pluggy and Loom's loader; empty when there is none."""
     import traceback
     from pathlib import Path
 
-    loom_dir = Path(__file__).resolve().parent
+    import pluggy
+
+    machinery = (Path(__file__).resolve().parent, Path(pluggy.__file__).resolve().parent)
     for frame in reversed(traceback.extract_tb(cause.__traceback__)):
         path = Path(frame.filename)
         if frame.filename.startswith("<") or "importlib" in path.parts:
             continue
-        if path.resolve().is_relative_to(loom_dir):
+        if any(path.resolve().is_relative_to(folder) for folder in machinery):
             continue
         return f" (at {frame.filename} line {frame.lineno})"
     return ""
