@@ -71,13 +71,17 @@ def _reject(
 
 
 def unknown_node_types_error(
-    class_types: Mapping[str, Any], registry: Registry
+    class_types: Mapping[str, Any],
+    registry: Registry,
+    packs: Mapping[str, str] | None = None,
 ) -> PromptValidationError | None:
     """Every node (id -> class_type) whose type no plugin registered, as one rejection.
 
     One unknown type gets ComfyUI's exact wording; several are listed together. Where one of
-    Loom's own plugins provides a type, ``extra_info.hint`` says which and how to get it.
-    Used for API prompts and for UI workflows before conversion, so both read the same.
+    Loom's own plugins provides a type, ``extra_info.hint`` says which and how to get it;
+    ``packs`` (class_type -> custom node pack, which a UI workflow records per node) names
+    the pack to install. Used for API prompts and for UI workflows before conversion, so
+    both read the same.
     """
     from loom.node_catalogue import provider_hint
 
@@ -95,15 +99,18 @@ def unknown_node_types_error(
         message = f"Cannot execute because nodes {', '.join(types)} do not exist."
     details = ", ".join(f"Node ID '#{node_id}'" for node_id in unknown)
     extra: dict[str, Any] = {}
-    hints = [h for h in (provider_hint(types), _spelling_hint(types, registry)) if h]
+    hints = [h for h in (provider_hint(types), _spelling_hint(types, registry, packs or {})) if h]
     if hints:
         extra["hint"] = "; ".join(hints)
     return PromptValidationError(error("invalid_prompt", message, details, **extra), {})
 
 
-def _spelling_hint(types: Iterable[str], registry: Registry) -> str | None:
-    """``did you mean`` for unknown types that differ from a registered one by a typo or case;
-    the others are likely a custom node pack's, which says where packs go."""
+def _spelling_hint(
+    types: Iterable[str], registry: Registry, packs: Mapping[str, str]
+) -> str | None:
+    """The pack a UI workflow says a type came from; else ``did you mean`` for a type that
+    differs from a registered one by a typo or case; the others are likely a custom node
+    pack's, which says where packs go."""
     from loom.node_catalogue import providers
 
     by_folded = {name.casefold(): name for name in registry.nodes}
@@ -112,6 +119,12 @@ def _spelling_hint(types: Iterable[str], registry: Registry) -> str | None:
     strangers = []
     for class_type in types:
         if class_type in known:  # a known plugin's node: provider_hint says what to do
+            continue
+        if class_type in packs:
+            guesses.append(
+                f"{class_type}: from the custom node pack {packs[class_type]}; "
+                "put it in custom_nodes/"
+            )
             continue
         close = difflib.get_close_matches(class_type.casefold(), by_folded, n=1, cutoff=0.8)
         if close:

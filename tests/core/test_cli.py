@@ -327,3 +327,16 @@ def test_the_install_hint_for_a_missing_plugin_names_its_folder_in_this_checkout
         "LoraLoader: provided by loom-lora "
         "(not on PyPI yet: pip install -e plugins/lora in a Loom checkout)"
     )
+
+
+def test_an_unknown_node_of_a_ui_workflow_names_the_pack_comfyui_recorded(workdir, capsys):
+    workflow = _ui_workflow(["EmptyImage", "GetImageSizeAndCount", "SomeGitHubNode"])
+    workflow["nodes"][0]["properties"] = {"cnr_id": "comfy-core", "ver": "0.8.0"}
+    workflow["nodes"][1]["properties"] = {"cnr_id": "comfyui-kjnodes", "ver": "1.1.2"}
+    workflow["nodes"][2]["properties"] = {"aux_id": "someone/ComfyUI-Some", "ver": "abc123"}
+    (workdir / "packs.json").write_text(json.dumps(workflow))
+    assert main(["validate", "packs.json"]) == 2
+    err = capsys.readouterr().err
+    assert "GetImageSizeAndCount: from the custom node pack comfyui-kjnodes; put it in" in err
+    assert "SomeGitHubNode: from the custom node pack someone/ComfyUI-Some; put it in" in err
+    assert "not a node of Loom's plugins" not in err
