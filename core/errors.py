@@ -28,10 +28,31 @@ class PluginLoadError(LoomError):
     """A plugin could not be imported or registered; it is skipped, the rest keep working."""
 
     def __init__(self, plugin: str, cause: BaseException) -> None:
-        super().__init__(f"plugin {plugin!r} failed to load: {type(cause).__name__}: {cause}")
+        super().__init__(
+            f"plugin {plugin!r} failed to load: {type(cause).__name__}: {cause}{_origin(cause)}"
+        )
         self.plugin = plugin
         self.cause = cause
         self.__cause__ = cause
+
+
+def _origin(cause: BaseException) -> str:
+    """`` (at FILE line N)``: the plugin's own line that raised, skipping the import machinery,
+    pluggy and Loom's loader; empty when there is none."""
+    import traceback
+    from pathlib import Path
+
+    import pluggy
+
+    machinery = (Path(__file__).resolve().parent, Path(pluggy.__file__).resolve().parent)
+    for frame in reversed(traceback.extract_tb(cause.__traceback__)):
+        path = Path(frame.filename)
+        if frame.filename.startswith("<") or "importlib" in path.parts:
+            continue
+        if any(path.resolve().is_relative_to(folder) for folder in machinery):
+            continue
+        return f" (at {frame.filename} line {frame.lineno})"
+    return ""
 
 
 class DuplicateRegistrationError(LoomError):

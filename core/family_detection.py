@@ -85,7 +85,10 @@ def _unknown(
     installed = ", ".join(families) if families else "none"
     hint = None
     if not families:
-        hint = "install a model family plugin, for example: pip install loom-sd15"
+        hint = (
+            "install a model family plugin, for example loom-sd15 "
+            "(not on PyPI yet: pip install -e plugins/sd15 in a Loom checkout)"
+        )
     return UnknownCheckpointError(
         f"no installed plugin recognises {files} as a {what}; installed model families: {installed}",
         hint=hint,

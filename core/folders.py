@@ -107,6 +107,13 @@ class ExtraPaths:
         return self.default.get("custom_nodes", []) + self.other.get("custom_nodes", [])
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's problem and where, without its excerpt of the parsed string."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    return f"{problem} at line {mark.line + 1} column {mark.column + 1}" if mark else problem
+
+
 def read_extra_model_paths(config: Path) -> ExtraPaths:
     """Parse ComfyUI's extra_model_paths.yaml layout.
 
@@ -115,9 +122,17 @@ def read_extra_model_paths(config: Path) -> ExtraPaths:
     ``folder_key: path`` entries whose value may hold several newline-separated paths.
     """
     try:
-        data = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ExtraPathsError(f"cannot read extra model paths config {config}: {exc}") from exc
+        text = config.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ExtraPathsError(
+            f"cannot read extra model paths config {config}: {exc.strerror or exc}"
+        ) from exc
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ExtraPathsError(
+            f"extra model paths config {config} is not valid YAML: {_yaml_problem(exc)}"
+        ) from exc
     if not isinstance(data, dict):
         raise ExtraPathsError(f"{config}: expected sections of folder_key: path entries")
     result = ExtraPaths({}, {})

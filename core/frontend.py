@@ -11,6 +11,7 @@ executor (no torch).
 
 from __future__ import annotations
 
+from loom.cli.progress import ModelLoadLines, ProgressDisplay
 from loom.cli.report import execution_error_report, output_paths, validation_report
 from loom.events import BROADCAST_TYPES, ExecutionEvent, Preview
 from loom.executor.context import current_context
@@ -45,9 +46,11 @@ __all__ = [
     "HistoryEntry",
     "InProcessQueue",
     "InputTypes",
+    "ModelLoadLines",
     "NodeDef",
     "PathOutsideError",
     "Preview",
+    "ProgressDisplay",
     "PromptQueue",
     "PromptService",
     "QueueItem",

@@ -41,8 +41,14 @@ def provider_hint(class_types: Iterable[str]) -> str | None:
                 "(disabled, not in LOOM_PLUGINS, or failed to load: see `loom plugins`)"
             )
         else:
-            parts.append(f"{', '.join(nodes)}: provided by {dist} (pip install {dist})")
+            parts.append(f"{', '.join(nodes)}: provided by {dist} ({install_command(dist)})")
     return "; ".join(parts)
+
+
+def install_command(dist: str) -> str:
+    """How to install one of Loom's own plugins: they are not on PyPI yet, so from a checkout."""
+    folder = dist.removeprefix("loom-")
+    return f"not on PyPI yet: pip install -e plugins/{folder} in a Loom checkout"
 
 
 def _installed(dist: str) -> bool:

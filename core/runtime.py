@@ -13,6 +13,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from loom.errors import LoomError
 from loom.folders import ExtraPaths, ModelFolders, read_extra_model_paths
 from loom.nodes.spec import NodeEnvironment
 from loom.plugins import PluginHost
@@ -90,6 +91,12 @@ class Runtime:
 
         _ = self.registry  # plugins must be loaded before the hook can answer
         queue = self.host.hook.make_prompt_queue(settings=self.settings)
+        if queue is None and self.settings.queue_url:
+            # running the prompts here instead would silently ignore what was asked for
+            raise LoomError(
+                f"no loaded plugin understands the queue URL {self.settings.queue_url!r}",
+                hint="redis://HOST:6379/0 needs loom-redis (see `loom plugins`)",
+            )
         return queue if queue is not None else InProcessQueue()
 
     def emit(self, event: ExecutionEvent) -> None:

@@ -194,7 +194,7 @@ def validate(factory: Any, workflow: Path) -> int:
 
 @click.command()
 @click.argument("workflow", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--indent", default=2, show_default=True)
+@click.option("--indent", default=2, show_default=True, help="JSON indentation; 0 prints one line.")
 @click.pass_obj
 def convert(factory: Any, workflow: Path, indent: int) -> None:
     """Print the API prompt a UI-format WORKFLOW converts to."""

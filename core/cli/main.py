@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from loom.errors import LoomError
 from loom.memory.compute import DtypeChoice
 from loom.plugins import PluginHost
 from loom.settings import Settings
@@ -82,11 +83,13 @@ class LoomGroup(click.Group):
     "--output-directory",
     type=click.Path(file_okay=False, path_type=Path),
     envvar="LOOM_OUTPUT_DIRECTORY",
+    help="Where SaveImage and other output nodes write (default: BASE/output).",
 )
 @click.option(
     "--input-directory",
     type=click.Path(file_okay=False, path_type=Path),
     envvar="LOOM_INPUT_DIRECTORY",
+    help="Where LoadImage reads and uploads go (default: BASE/input).",
 )
 @click.option(
     "--temp-directory",
@@ -98,6 +101,7 @@ class LoomGroup(click.Group):
     "--user-directory",
     type=click.Path(file_okay=False, path_type=Path),
     envvar="LOOM_USER_DIRECTORY",
+    help="Per-user data: saved workflows and settings (default: BASE/user).",
 )
 @click.option(
     "--extra-model-paths-config",
@@ -276,6 +280,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
+    except (
+        LoomError
+    ) as exc:  # e.g. an unreadable extra_model_paths.yaml: a message, not a traceback
+        click.ClickException(str(exc)).show()
+        return 1
     except click.Abort as exc:
         if isinstance(exc.__cause__, KeyboardInterrupt):  # click turns Ctrl-C into Abort
             click.echo("interrupted", err=True)

@@ -25,6 +25,9 @@ def validation_report(
         for err in entry.get("errors", []):
             details = f": {err['details']}" if err.get("details") else ""
             lines.append(f"  {label}: {err['message']}{details}")
+            searched = (err.get("extra_info") or {}).get("searched_folders")
+            if searched and "no model files found" not in details:
+                lines.append(f"    model files are read from: {', '.join(searched)}")
     return "\n".join(lines)
 
 

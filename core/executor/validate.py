@@ -17,6 +17,7 @@ each is checked like a plain input under its dotted name (``images.image1``).
 
 from __future__ import annotations
 
+import difflib
 import traceback
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -70,13 +71,17 @@ def _reject(
 
 
 def unknown_node_types_error(
-    class_types: Mapping[str, Any], registry: Registry
+    class_types: Mapping[str, Any],
+    registry: Registry,
+    packs: Mapping[str, str] | None = None,
 ) -> PromptValidationError | None:
     """Every node (id -> class_type) whose type no plugin registered, as one rejection.
 
     One unknown type gets ComfyUI's exact wording; several are listed together. Where one of
-    Loom's own plugins provides a type, ``extra_info.hint`` says which and how to get it.
-    Used for API prompts and for UI workflows before conversion, so both read the same.
+    Loom's own plugins provides a type, ``extra_info.hint`` says which and how to get it;
+    ``packs`` (class_type -> custom node pack, which a UI workflow records per node) names
+    the pack to install. Used for API prompts and for UI workflows before conversion, so
+    both read the same.
     """
     from loom.node_catalogue import provider_hint
 
@@ -94,10 +99,44 @@ def unknown_node_types_error(
         message = f"Cannot execute because nodes {', '.join(types)} do not exist."
     details = ", ".join(f"Node ID '#{node_id}'" for node_id in unknown)
     extra: dict[str, Any] = {}
-    hint = provider_hint(types)
-    if hint is not None:
-        extra["hint"] = hint
+    hints = [h for h in (provider_hint(types), _spelling_hint(types, registry, packs or {})) if h]
+    if hints:
+        extra["hint"] = "; ".join(hints)
     return PromptValidationError(error("invalid_prompt", message, details, **extra), {})
+
+
+def _spelling_hint(
+    types: Iterable[str], registry: Registry, packs: Mapping[str, str]
+) -> str | None:
+    """The pack a UI workflow says a type came from; else ``did you mean`` for a type that
+    differs from a registered one by a typo or case; the others are likely a custom node
+    pack's, which says where packs go."""
+    from loom.node_catalogue import providers
+
+    by_folded = {name.casefold(): name for name in registry.nodes}
+    known = providers()
+    guesses = []
+    strangers = []
+    for class_type in types:
+        if class_type in known:  # a known plugin's node: provider_hint says what to do
+            continue
+        if class_type in packs:
+            guesses.append(
+                f"{class_type}: from the custom node pack {packs[class_type]}; "
+                "put it in custom_nodes/"
+            )
+            continue
+        close = difflib.get_close_matches(class_type.casefold(), by_folded, n=1, cutoff=0.8)
+        if close:
+            guesses.append(f"{class_type}: did you mean {by_folded[close[0]]}?")
+        else:
+            strangers.append(class_type)
+    if strangers:
+        guesses.append(
+            f"{', '.join(strangers)}: not a node of Loom's plugins; if a ComfyUI custom node "
+            "pack provides it, put the pack in custom_nodes/ (`loom plugins` lists the loaded ones)"
+        )
+    return "; ".join(guesses) or None
 
 
 class _Checker:
@@ -206,8 +245,8 @@ class _Checker:
             constants[name] = value
             if name not in skip:
                 problems = check_range(name, value, expected, options, config)
-                if problems and expected == []:
-                    self._name_searched_folders(definition, name, problems)
+                if problems and isinstance(expected, list):
+                    self._name_searched_folders(definition, name, problems, empty=not expected)
                 errors.extend(problems)
         if definition.has_validate and not errors:
             if finalized is not None:  # validate_inputs sees the values grouped, as run does
@@ -218,9 +257,10 @@ class _Checker:
         return errors
 
     def _name_searched_folders(
-        self, definition: NodeDef, name: str, problems: list[dict[str, Any]]
+        self, definition: NodeDef, name: str, problems: list[dict[str, Any]], *, empty: bool
     ) -> None:
-        """An empty model-file combo: say which directories held no file."""
+        """A model file not in its combo: ``extra_info.searched_folders`` lists the directories
+        read; an empty combo also says so in ``details`` (otherwise ComfyUI's wording stays)."""
         source_of = getattr(definition.impl, "combo_source", None)
         searched = getattr(source_of(name) if source_of else None, "searched", None)
         if searched is None:
@@ -228,8 +268,9 @@ class _Checker:
         folders = [str(path) for path in searched(self.env.folders)]
         for problem in problems:
             if problem["type"] == "value_not_in_list":
-                where = ", ".join(folders) or "no model folder is configured for it"
-                problem["details"] += f" (no model files found in: {where})"
+                if empty:
+                    where = ", ".join(folders) or "no model folder is configured for it"
+                    problem["details"] += f" (no model files found in: {where})"
                 problem["extra_info"]["searched_folders"] = folders
 
     def _plugin_problems(self, node_id: str) -> list[dict[str, Any]]:
@@ -271,11 +312,18 @@ def _check_shape(prompt: Any, registry: Registry) -> Prompt:
         )
     for raw_id, node in prompt.items():
         if not isinstance(node, dict) or "class_type" not in node:
-            raise _reject(
+            rejection = _reject(
                 "invalid_prompt",
                 "Cannot execute because a node is missing the class_type property.",
                 f"Node ID '#{raw_id}'",
             )
+            if isinstance(prompt.get("nodes"), list) and "links" in prompt:
+                rejection.error["extra_info"]["hint"] = (
+                    "this is a UI-format workflow (it has 'nodes' and 'links'); a prompt is the "
+                    "API format: export it from ComfyUI with 'Export (API)', or convert it with "
+                    "`loom convert`"
+                )
+            raise rejection
     unknown = unknown_node_types_error(
         {str(node_id): node["class_type"] for node_id, node in prompt.items()}, registry
     )

@@ -37,6 +37,17 @@ def is_ui_workflow(data: object) -> bool:
     return isinstance(data, dict) and isinstance(data.get("nodes"), list) and "links" in data
 
 
+def _custom_node_packs(nodes: list[FlatNode]) -> dict[str, str]:
+    """class_type -> the custom node pack ComfyUI recorded for it (``cnr_id``, the registry id,
+    or ``aux_id``, the repository), for the hint on a type no plugin registered."""
+    packs = {}
+    for node in nodes:
+        pack = node.properties.get("cnr_id") or node.properties.get("aux_id")
+        if isinstance(pack, str) and pack and pack != "comfy-core":
+            packs[str(node.type)] = pack
+    return packs
+
+
 def convert_workflow(workflow: dict, registry: Registry) -> dict:
     """Convert a UI-format workflow into an API prompt.
 
@@ -57,13 +68,9 @@ def convert_workflow(workflow: dict, registry: Registry) -> dict:
     _apply_primitives(graph, overrides)
     instance_widgets = _InstanceWidgets(graph, overrides)
     resolver = Resolver(graph.nodes, instance_widgets.value)
+    running = [n for n in graph.nodes.values() if n.kind == REAL and n.mode == MODE_ALWAYS]
     unknown = unknown_node_types_error(
-        {
-            node.id: node.type
-            for node in graph.nodes.values()
-            if node.kind == REAL and node.mode == MODE_ALWAYS
-        },
-        registry,
+        {node.id: node.type for node in running}, registry, _custom_node_packs(running)
     )
     if unknown is not None:
         raise unknown

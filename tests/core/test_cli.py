@@ -218,7 +218,7 @@ def test_every_unknown_node_type_is_reported_at_once_in_both_formats(workdir, ca
         metadata.distribution("loom-lora")
         how = "which is installed but not loaded"
     except metadata.PackageNotFoundError:
-        how = "(pip install loom-lora)"
+        how = "(not on PyPI yet: pip install -e plugins/lora in a Loom checkout)"
     assert "LoraLoader: provided by loom-lora" in err and how in err
     assert main(["--disable-plugin", "lora", "run", "unknown.json"]) == 2
     assert "Traceback" not in capsys.readouterr().err
@@ -248,3 +248,95 @@ def test_building_a_runtime_leaves_malloc_alone(workdir, allocator_calls):
 def test_the_command_line_tunes_malloc_before_building_its_runtime(workdir, allocator_calls):
     assert main(["run", "wf.json", "-q"]) == 0
     assert len(allocator_calls) == 1
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "cannot read extra model paths config"),
+        ("a: [\n", "is not valid YAML: expected the node content"),
+        ("- a\n- b\n", "expected sections of folder_key: path entries"),
+    ],
+)
+def test_an_unreadable_extra_model_paths_file_is_a_message_not_a_traceback(
+    workdir, capsys, content, message
+):
+    config = workdir / "extra_model_paths.yaml"
+    if content is not None:
+        config.write_text(content)
+    assert main(["--extra-model-paths-config", str(config), "run", "wf.json", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert message in err and str(config) in err
+    assert "Traceback" not in err and "<unicode string>" not in err
+
+
+@pytest.mark.parametrize("form", ["api", "ui"])
+def test_a_misspelt_node_type_gets_a_did_you_mean_hint(workdir, capsys, form):
+    types = ["EmptyImage", "Imageinvert", "NotANodeAtAll"]
+    if form == "api":
+        data = {str(i + 1): {"class_type": t, "inputs": {}} for i, t in enumerate(types)}
+    else:
+        data = _ui_workflow(types)
+    (workdir / "typo.json").write_text(json.dumps(data))
+    assert main(["validate", "typo.json"]) == 2
+    err = capsys.readouterr().err
+    assert "hint: Imageinvert: did you mean ImageInvert?; " in err
+    assert "NotANodeAtAll: did you mean" not in err
+    # a type nothing resembles is most likely a custom node pack's
+    assert "NotANodeAtAll: not a node of Loom's plugins; if a ComfyUI custom node pack" in err
+    assert "put the pack in custom_nodes/" in err
+
+
+def _options_without_help(command, path="loom"):
+    import click
+
+    missing = [
+        f"{path} {param.opts[0]}"
+        for param in command.params
+        if isinstance(param, click.Option) and not param.hidden and not param.help
+    ]
+    if not command.help:
+        missing.append(f"{path} (no description)")
+    for name, sub in getattr(command, "commands", {}).items():
+        missing += _options_without_help(sub, f"{path} {name}")
+    return missing
+
+
+def test_every_option_of_every_command_says_what_it_does(workdir, capsys):
+    from loom.cli.main import cli
+
+    assert main(["--help"]) == 0  # adds core's and every installed plugin's commands
+    assert "run" in cli.commands
+    assert _options_without_help(cli) == []
+
+
+def test_the_install_hint_for_a_missing_plugin_names_its_folder_in_this_checkout(monkeypatch):
+    import re
+    from pathlib import Path
+
+    from loom import node_catalogue
+
+    repo = Path(__file__).resolve().parents[2]
+    for dist in json.loads(node_catalogue.CATALOGUE_FILE.read_text(encoding="utf-8")):
+        folder = re.search(r"pip install -e (plugins/\S+) ", node_catalogue.install_command(dist))
+        pyproject = (repo / folder[1] / "pyproject.toml").read_text("utf-8")
+        assert f'name = "{dist}"' in pyproject
+    monkeypatch.setattr(node_catalogue, "_installed", lambda dist: False)
+    hint = node_catalogue.provider_hint(["LoraLoader"])
+    assert hint == (
+        "LoraLoader: provided by loom-lora "
+        "(not on PyPI yet: pip install -e plugins/lora in a Loom checkout)"
+    )
+
+
+def test_an_unknown_node_of_a_ui_workflow_names_the_pack_comfyui_recorded(workdir, capsys):
+    workflow = _ui_workflow(["EmptyImage", "GetImageSizeAndCount", "SomeGitHubNode"])
+    workflow["nodes"][0]["properties"] = {"cnr_id": "comfy-core", "ver": "0.8.0"}
+    workflow["nodes"][1]["properties"] = {"cnr_id": "comfyui-kjnodes", "ver": "1.1.2"}
+    workflow["nodes"][2]["properties"] = {"aux_id": "someone/ComfyUI-Some", "ver": "abc123"}
+    (workdir / "packs.json").write_text(json.dumps(workflow))
+    assert main(["validate", "packs.json"]) == 2
+    err = capsys.readouterr().err
+    assert "GetImageSizeAndCount: from the custom node pack comfyui-kjnodes; put it in" in err
+    assert "SomeGitHubNode: from the custom node pack someone/ComfyUI-Some; put it in" in err
+    assert "not a node of Loom's plugins" not in err

@@ -147,6 +147,8 @@ def test_broken_package_is_reported_and_others_load(custom_nodes: Path) -> None:
     assert isinstance(failure, PluginLoadError)
     assert failure.plugin == "custom_nodes.broken_pack"
     assert "RuntimeError: broken on purpose" in str(failure)
+    # names the pack's own line, not the import machinery's or Loom's loader's
+    assert str(failure).endswith(f"(at {custom_nodes / 'broken_pack' / '__init__.py'} line 2)")
     assert "custom_nodes.broken_pack" not in sys.modules
     assert sorted(info.name for info in host.infos) == [
         "custom_nodes.good_pack",

@@ -52,3 +52,7 @@ def test_a_listed_folder_with_files_keeps_comfyuis_message(workdir: Path, capsys
     err = capsys.readouterr().err
     assert "ckpt_name: 'x.safetensors' not in ['real.safetensors']" in err
     assert "no model files found" not in err
+    # the next line says where Loom looked (a ComfyUI user's models may be elsewhere)
+    [line] = [x for x in err.splitlines() if x.startswith("    model files are read from: ")]
+    assert str(workdir / "models" / "checkpoints") in line
+    assert str(workdir / "shared" / "ckpts") in line

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from http_helpers import (
     UNTIL_INTERRUPTED,
@@ -70,6 +72,44 @@ async def test_prompt_validation_errors_are_comfyui_shaped(client):
         "/prompt", json={"prompt": {"1": {"class_type": "Missing", "inputs": {}}}}
     )
     assert (await unknown.json())["error"]["type"] == "invalid_prompt"
+
+
+async def test_the_server_log_names_the_node_and_input_of_an_invalid_prompt(client, caplog):
+    prompt = image_prompt()
+    prompt["1"]["inputs"]["width"] = 0
+    with caplog.at_level(logging.INFO, logger="loom_http.routes.execution"):
+        response = await client.post("/prompt", json={"prompt": prompt})
+    assert response.status == 400
+    [logged] = [r.getMessage() for r in caplog.records if "invalid prompt" in r.getMessage()]
+    assert logged.startswith("invalid prompt: Prompt outputs failed validation\n")
+    assert "node 1 (EmptyImage): Value 0 smaller than min of 1: width" in logged
+
+
+async def test_a_ui_workflow_posted_as_a_prompt_is_rejected_with_a_hint(client):
+    ui_workflow = {
+        "id": "0f6b3c1e",
+        "last_node_id": 1,
+        "nodes": [{"id": 1, "type": "EmptyImage", "inputs": [], "outputs": []}],
+        "links": [],
+        "version": 0.4,
+    }
+    response = await client.post("/prompt", json={"prompt": ui_workflow})
+    assert response.status == 400
+    error = (await response.json())["error"]
+    # ComfyUI's rejection, word for word, plus what to do about it
+    assert error["message"] == "Cannot execute because a node is missing the class_type property."
+    assert error["details"] == "Node ID '#id'"
+    assert "UI-format workflow" in error["extra_info"]["hint"]
+    assert "Export (API)" in error["extra_info"]["hint"]
+
+
+async def test_a_misspelt_node_type_gets_a_did_you_mean_hint(client):
+    prompt = image_prompt()
+    prompt["2"]["class_type"] = "imageinvert"
+    response = await client.post("/prompt", json={"prompt": prompt})
+    error = (await response.json())["error"]
+    assert error["message"] == "Cannot execute because node imageinvert does not exist."
+    assert error["extra_info"]["hint"] == "imageinvert: did you mean ImageInvert?"
 
 
 async def test_partial_valid_prompt_returns_200_with_node_errors(client):

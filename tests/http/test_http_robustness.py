@@ -4,6 +4,8 @@ the server serving the next prompt."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 
 import pytest
 from http_helpers import (
@@ -62,12 +64,17 @@ async def test_interrupt_during_run(client):
     await _next_prompt_works(client, 103)
 
 
-async def test_node_raising(client):
-    body = await post_prompt(client, raising_prompt())
-    entry = await wait_history(client, body["prompt_id"])
-    assert entry["status"]["status_str"] == "error"
-    assert entry["status"]["messages"][-1][0] == "execution_error"
-    await _next_prompt_works(client, 104)
+async def test_node_raising(client, caplog):
+    with caplog.at_level(logging.INFO, logger="loom_http.ws"):
+        body = await post_prompt(client, raising_prompt())
+        entry = await wait_history(client, body["prompt_id"])
+        assert entry["status"]["status_str"] == "error"
+        assert entry["status"]["messages"][-1][0] == "execution_error"
+        await _next_prompt_works(client, 104)
+    # the server console says which prompt failed where, and that the next one ran
+    logged = [r.getMessage() for r in caplog.records if r.name == "loom_http.ws"]
+    assert f"prompt {body['prompt_id']} failed: node 2 (HttpTestRaise) failed: " in logged[0]
+    assert re.fullmatch(r"prompt \S+ executed in \d+\.\d\d s", logged[-1])
 
 
 async def test_slow_websocket_reader_does_not_block_others(client):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 pytestmark = pytest.mark.asyncio
@@ -158,7 +160,10 @@ async def test_placeholder_page_without_frontend(make_client, monkeypatch):
     client = await make_client()
     response = await client.get("/")
     assert response.status == 200 and response.content_type == "text/html"
-    assert "loom-http[ui]" in await response.text()
+    page = await response.text()
+    # loom-http is not on PyPI: the command names the frontend package its [ui] extra pins
+    assert re.search(r"pip install comfyui-frontend-package==\d+\.\d+", page)
+    assert 'pip install -e "plugins/http[ui]"' in page
     assert response.headers["Cache-Control"] == "no-cache" and response.headers["Expires"] == "0"
 
 

@@ -170,3 +170,41 @@ def test_real_server_token_from_environment(tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_a_port_in_use_is_a_message_not_a_traceback(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        finished = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                LAUNCH,
+                "--base-directory",
+                str(tmp_path),
+                "serve",
+                "--port",
+                str(port),
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "LOOM_PLUGINS": "http"},
+            timeout=60,
+        )
+    assert finished.returncode == 1
+    assert f"cannot listen on 127.0.0.1 port {port}: the port is in use" in finished.stderr
+    assert "--port" in finished.stderr and "Traceback" not in finished.stderr
+
+
+def test_bare_listen_binds_every_interface_as_in_comfyui():
+    from loom_http.cli import serve
+
+    def listen(*args: str) -> str:
+        return serve.make_context("serve", list(args)).params["listen"]
+
+    assert listen() == "127.0.0.1"
+    assert listen("--listen") == "0.0.0.0"
+    assert listen("--listen", "--port", "8190") == "0.0.0.0"  # not '--port' as the address
+    assert listen("--listen", "::1") == "::1"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +40,9 @@ def test_demo_tokenizer_is_deterministic_and_clip_shaped(tmp_path):
 def test_loom_demo_prints_a_png_path(tmp_path):
     first = _loom("demo", "--steps", "2", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
+    # not silent while it works: the model load and the sampler's steps, as `loom run` shows
+    assert "loaded checkpoint loom-demo-tiny.safetensors" in first.stderr
+    assert re.search(r"node 3 \(KSampler\): 100%.* 2/2 ", first.stderr)
     path = Path(first.stdout.split()[-1])
     assert path.suffix == ".png" and path.is_file()
     checkpoint = tmp_path / "models" / "checkpoints" / "loom-demo-tiny.safetensors"
@@ -53,3 +57,16 @@ def test_loom_demo_prints_a_png_path(tmp_path):
 
     a, b = (Image.open(p.split()[-1]).tobytes() for p in (first.stdout, second.stdout))
     assert a == b  # same seed, same image
+
+
+@needs_samplers
+def test_demo_steps_out_of_range_name_the_problem(tmp_path, monkeypatch, capsys):
+    from loom.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--steps", "0"]) == 2
+    assert "Invalid value for '--steps': 0 is not in the range x>=1" in capsys.readouterr().err
+    assert main(["demo", "--steps", "100000"]) == 1
+    err = capsys.readouterr().err
+    assert "node 3 (KSampler): Value 100000 bigger than max of 10000: steps" in err
+    assert "Traceback" not in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,8 @@ def _loom(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_loom_demo_family_sdxl_prints_a_png_path(tmp_path):
     first = _loom("demo", "--family", "sdxl", "--steps", "2", cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
+    assert "loaded checkpoint loom-demo-sdxl-tiny.safetensors" in first.stderr
+    assert re.search(r"node 3 \(KSampler\): 100%.* 2/2 ", first.stderr)
     png = Path(first.stdout.strip().splitlines()[-1])
     assert png.suffix == ".png" and png.is_file() and "loom_demo_sdxl" in png.name
     assert (tmp_path / "models" / "checkpoints" / "loom-demo-sdxl-tiny.safetensors").is_file()

@@ -8,7 +8,7 @@ import pytest
 from executor_stub_nodes import StubNodes
 
 import loom
-from loom.errors import PromptValidationError
+from loom.errors import LoomError, PromptValidationError
 from loom.executor.queue import HistoryEntry, InProcessQueue, QueueItem
 from loom.executor.service import PromptService
 from loom.settings import Settings
@@ -82,6 +82,13 @@ def test_hook_make_prompt_queue_supplies_the_queue(loom_runtime):
 
     runtime = loom_runtime(builtins=False, backend=Backend())
     assert runtime.queue is custom
+
+
+def test_a_queue_url_no_plugin_understands_is_an_error_not_a_local_queue(loom_runtime):
+    runtime = loom_runtime(builtins=False, settings={"queue_url": "foo://elsewhere/0"})
+    with pytest.raises(LoomError, match="no loaded plugin understands the queue URL 'foo://"):
+        _ = runtime.queue
+    assert isinstance(loom_runtime(builtins=False).queue, InProcessQueue)  # none asked for
 
 
 def test_worker_runs_prompts_writes_history_and_reports_done(service):

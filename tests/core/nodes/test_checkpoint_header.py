@@ -197,7 +197,7 @@ def test_unknown_checkpoint_without_families_hints_at_a_plugin(tmp_path):
         UnknownCheckpointError, match="as a checkpoint; installed model families: none"
     ) as info:
         detect_family(registry, header, "checkpoint")
-    assert "pip install loom-sd15" in str(info.value)
+    assert "pip install -e plugins/sd15 in a Loom checkout" in str(info.value)
 
 
 def test_common_family_must_recognise_every_file(tmp_path):

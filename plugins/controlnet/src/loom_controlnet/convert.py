@@ -67,7 +67,7 @@ def _sdxl() -> Any:
     except ImportError as error:
         raise ModelFileError(
             "this is an SDXL ControlNet, which needs the loom-sdxl plugin",
-            hint="pip install loom-sdxl",
+            hint="not on PyPI yet: pip install -e plugins/sdxl in a Loom checkout",
         ) from error
     return detect, unet
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -20,10 +22,19 @@ log = logging.getLogger(__name__)
     "--listen",
     default="127.0.0.1",
     show_default=True,
-    metavar="ADDRESS",
-    help="Address to bind; anything other than loopback exposes the server to the network.",
+    is_flag=False,
+    flag_value="0.0.0.0",
+    metavar="[ADDRESS]",
+    help="Address to bind (bare --listen: 0.0.0.0, every IPv4 interface, as in ComfyUI); "
+    "anything other than loopback exposes the server to the network.",
 )
-@click.option("--port", default=8188, show_default=True, type=int)
+@click.option(
+    "--port",
+    default=8188,
+    show_default=True,
+    type=int,
+    help="Port to listen on (ComfyUI's default).",
+)
 @click.option(
     "--enable-cors-header",
     "cors_origin",
@@ -103,10 +114,31 @@ def serve(factory: Any, queue_url: str | None, **flags: Any) -> int:
         )
 
     # run_app calls ``print`` once every site listens: that is the readiness line.
-    web.run_app(
-        app, host=host, port=options.port, print=ready, access_log=None, shutdown_timeout=5.0
-    )
+    try:
+        web.run_app(
+            app, host=host, port=options.port, print=ready, access_log=None, shutdown_timeout=5.0
+        )
+    except OSError as exc:
+        if exc.errno not in _BIND_ERRORS and not isinstance(exc, socket.gaierror):
+            raise
+        raise click.ClickException(_bind_failure(host, options.port, exc)) from exc
     return 0
+
+
+_BIND_ERRORS = (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES)
+
+
+def _bind_failure(host: str, port: int, exc: OSError) -> str:
+    where = f"cannot listen on {host} port {port}"
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"{where}: the port is in use (another loom serve or ComfyUI?); "
+            "stop it or choose another with --port"
+        )
+    if exc.errno == errno.EACCES:
+        return f"{where}: permission denied (ports below 1024 need privileges); choose another with --port"
+    reason = os.strerror(exc.errno) if exc.errno in _BIND_ERRORS else exc.strerror or exc
+    return f"{where}: {reason}; check --listen"
 
 
 def _clear_temp(temp_dir: Path) -> None:

@@ -24,10 +24,26 @@ PLACEHOLDER = """<!doctype html>
 <p>The ComfyUI-compatible API is available here (<code>/prompt</code>, <code>/ws</code>,
 <code>/object_info</code>, ...), but no web frontend is installed.</p>
 <p>To use the ComfyUI web interface, install it and restart the server:</p>
-<pre>pip install "loom-http[ui]"</pre>
-<p>or point <code>loom serve --front-end-root DIR</code> at an unpacked frontend.</p>
+<pre>pip install {requirement}</pre>
+<p>(what <code>pip install -e "plugins/http[ui]"</code> installs from a Loom checkout), or point
+<code>loom serve --front-end-root DIR</code> at an unpacked frontend.</p>
 </body></html>
 """
+
+
+def frontend_requirement() -> str:
+    """The pinned frontend package of loom-http's ``ui`` extra (the name alone if unknown)."""
+    from importlib import metadata
+
+    try:
+        requires = metadata.requires("loom-http") or []
+    except metadata.PackageNotFoundError:
+        requires = []
+    for requirement in requires:
+        spec, _, marker = requirement.partition(";")
+        if spec.startswith("comfyui-frontend-package") and "ui" in marker:
+            return spec.strip()
+    return "comfyui-frontend-package"
 
 
 def frontend_root(options: ServerOptions) -> Path | None:
@@ -69,7 +85,8 @@ def register(app: web.Application, options: ServerOptions) -> None:
     if root is None:
 
         async def placeholder(request: web.Request) -> web.Response:
-            return web.Response(text=PLACEHOLDER, content_type="text/html", headers=NO_CACHE)
+            page = PLACEHOLDER.format(requirement=frontend_requirement())
+            return web.Response(text=page, content_type="text/html", headers=NO_CACHE)
 
         app.router.add_get("/", placeholder)
         return

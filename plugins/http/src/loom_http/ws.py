@@ -24,6 +24,7 @@ from aiohttp import WSMsgType, web
 
 import loom
 from loom.events import BROADCAST_TYPES, ExecutionEvent, Preview
+from loom.frontend import execution_error_report
 from loom_http.state import hub_of
 
 if TYPE_CHECKING:
@@ -105,10 +106,34 @@ class EventForwarder:
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
+        self._started: dict[str, int] = {}  # prompt id -> execution_start timestamp (ms)
 
     @loom.hookimpl
     def on_execution_event(self, event: ExecutionEvent) -> None:
+        self._log(event)
         self.hub.publish(event)
+
+    def _log(self, event: ExecutionEvent) -> None:
+        """The server console says how each prompt ended, as ComfyUI's does."""
+        data = event.data if isinstance(event.data, dict) else {}
+        prompt_id = str(data.get("prompt_id"))
+        if event.type == "execution_start":
+            self._started[prompt_id] = data.get("timestamp", 0)
+        elif event.type == "execution_success":
+            started = self._started.pop(prompt_id, None)
+            took = f" in {(data.get('timestamp', 0) - started) / 1000:.2f} s" if started else ""
+            log.info("prompt %s executed%s", prompt_id, took)
+        elif event.type == "execution_error":
+            self._started.pop(prompt_id, None)
+            log.error(
+                "prompt %s failed: %s",
+                prompt_id,
+                execution_error_report(data).removeprefix("error: "),
+            )
+            log.debug("traceback of prompt %s:\n%s", prompt_id, "".join(data.get("traceback", [])))
+        elif event.type == "execution_interrupted":
+            self._started.pop(prompt_id, None)
+            log.info("prompt %s interrupted", prompt_id)
 
 
 class Hub:

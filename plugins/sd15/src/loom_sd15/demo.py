@@ -12,6 +12,7 @@ The image is noise-like: the weights are random. Real models: put a checkpoint i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections import Counter
@@ -140,10 +141,17 @@ def set_widget(workflow: dict[str, Any], node_type: str, index: int, value: Any)
             node["widgets_values"][index] = value
 
 
-def run_demo(runtime: Any, steps: int | None = None) -> list[Path]:
-    """Build the demo files if needed, run the bundled workflow, return the written PNGs."""
+def run_demo(runtime: Any, steps: int | None = None, *, progress: bool = False) -> list[Path]:
+    """Build the demo files if needed, run the bundled workflow, return the written PNGs
+    (``progress``: show model loads and sampling progress on stderr, as ``loom run`` does)."""
     return run_demo_workflow(
-        runtime, bundled_workflow(), ensure_demo_files, DEMO_CHECKPOINT, "loom_demo", steps
+        runtime,
+        bundled_workflow(),
+        ensure_demo_files,
+        DEMO_CHECKPOINT,
+        "loom_demo",
+        steps,
+        progress=progress,
     )
 
 
@@ -154,17 +162,27 @@ def run_demo_workflow(
     checkpoint: str,
     prefix: str,
     steps: int | None = None,
+    *,
+    progress: bool = False,
 ) -> list[Path]:
     """Run a demo's UI-format ``workflow`` on its tiny ``checkpoint`` (built by
-    ``ensure_files(models_dir)`` if needed) at 256x256; return the written PNGs."""
-    from loom.errors import LoomError
-    from loom.frontend import convert_workflow, execution_error_report, output_paths
+    ``ensure_files(models_dir)`` if needed) at 256x256; return the written PNGs.
+    ``progress`` shows model loads and sampling progress on stderr."""
+    from loom.errors import LoomError, PromptValidationError
+    from loom.frontend import (
+        ModelLoadLines,
+        ProgressDisplay,
+        convert_workflow,
+        execution_error_report,
+        output_paths,
+        validation_report,
+    )
 
     registry = runtime.registry
     if "KSampler" not in registry.nodes:
         raise LoomError(
             "loom demo needs the KSampler node, which loom-samplers provides",
-            hint="pip install loom-samplers (or -e plugins/samplers in a checkout)",
+            hint="not on PyPI yet: pip install -e plugins/samplers in a Loom checkout",
         )
     ensure_files(runtime.settings.models_dir)
     set_widget(workflow, "CheckpointLoaderSimple", 0, checkpoint)
@@ -174,9 +192,24 @@ def run_demo_workflow(
     if steps is not None:
         set_widget(workflow, "KSampler", 2, steps)
     prompt = convert_workflow(workflow, registry)
-    validated = runtime.executor.validate(prompt)
+    try:
+        validated = runtime.executor.validate(prompt)
+    except PromptValidationError as exc:
+        report = validation_report(exc.error, exc.node_errors, prompt)
+        raise LoomError("the demo workflow is invalid:\n" + report) from exc
     extra = {"extra_pnginfo": {"workflow": workflow}}
-    result = runtime.executor.execute("demo", validated.prompt, validated.outputs, extra)
+    display = None
+    if progress:
+        display = ProgressDisplay(
+            {
+                nid: (node.get("_meta") or {}).get("title") or node["class_type"]
+                for nid, node in validated.prompt.items()
+            }
+        )
+    with ModelLoadLines(display) if display else contextlib.nullcontext():
+        result = runtime.executor.execute(
+            "demo", validated.prompt, validated.outputs, extra, on_event=display
+        )
     if result.error is not None:
         raise LoomError("the demo workflow failed:\n" + execution_error_report(result.error))
     settings = runtime.settings
@@ -186,7 +219,10 @@ def run_demo_workflow(
 
 @click.command("demo")
 @click.option(
-    "--steps", type=int, default=None, help="Sampling steps (default: the workflow's 20)."
+    "--steps",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Sampling steps (default: the workflow's 20).",
 )
 @click.pass_obj
 def demo_command(factory: Any, steps: int | None) -> int:
@@ -195,7 +231,7 @@ def demo_command(factory: Any, steps: int | None) -> int:
 
     runtime = factory.runtime()
     try:
-        paths = run_demo(runtime, steps)
+        paths = run_demo(runtime, steps, progress=True)
     except LoomError as exc:
         raise click.ClickException(
             f"{exc.message}" + (f"\nhint: {exc.hint}" if exc.hint else "")

@@ -35,18 +35,28 @@ def bundled_workflow() -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def run_demo(runtime: Any, steps: int | None = None) -> list[Path]:
-    """Build the demo files if needed, run the bundled workflow, return the written PNGs."""
+def run_demo(runtime: Any, steps: int | None = None, *, progress: bool = False) -> list[Path]:
+    """Build the demo files if needed, run the bundled workflow, return the written PNGs
+    (``progress``: show model loads and sampling progress on stderr)."""
     from loom_sd15.demo import run_demo_workflow
 
     return run_demo_workflow(
-        runtime, bundled_workflow(), ensure_demo_files, DEMO_CHECKPOINT, "loom_demo_sdxl", steps
+        runtime,
+        bundled_workflow(),
+        ensure_demo_files,
+        DEMO_CHECKPOINT,
+        "loom_demo_sdxl",
+        steps,
+        progress=progress,
     )
 
 
 @click.command("demo")
 @click.option(
-    "--steps", type=int, default=None, help="Sampling steps (default: the workflow's 20)."
+    "--steps",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Sampling steps (default: the workflow's 20).",
 )
 @click.option(
     "--family",
@@ -65,7 +75,7 @@ def demo_command(factory: Any, steps: int | None, family: str) -> int:
     runtime = factory.runtime()
     run = run_demo if family == "sdxl" else run_sd15_demo
     try:
-        paths = run(runtime, steps)
+        paths = run(runtime, steps, progress=True)
     except LoomError as exc:
         raise click.ClickException(
             f"{exc.message}" + (f"\nhint: {exc.hint}" if exc.hint else "")

@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from loom.errors import PromptValidationError
+from loom.frontend import validation_report
 from loom_http.extensions import apply_prompt_handlers
 from loom_http.routes import Routes, json_response, read_json
 from loom_http.state import OPTIONS, runtime_of, service_of
@@ -69,7 +70,9 @@ async def post_prompt(request: web.Request) -> web.Response:
     try:
         submitted = await asyncio.get_running_loop().run_in_executor(None, submit)
     except PromptValidationError as exc:
-        log.info("invalid prompt: %s", exc)
+        # the server console names each node and input, as ComfyUI's does
+        report = validation_report(exc.error, exc.node_errors, body["prompt"])
+        log.info("invalid prompt: %s", report.removeprefix("error: "))
         return json_response({"error": exc.error, "node_errors": exc.node_errors}, 400)
     return json_response(
         {
