@@ -148,13 +148,13 @@ def _expand_autogrow(
     given = False
     for index, name in enumerate(names):
         flat = ".".join([*prefix, name])
+        if flat not in live:  # ComfyUI 0.8 adds only the slots given: none is ever missing
+            continue
         section = "required" if index < minimum and required else "optional"
-        if flat in live or section == "required":
-            getattr(out, section)[flat] = slot_spec
-        if flat in live:
-            out.paths[flat] = flat
-            given = True
-    if not given:
+        getattr(out, section)[flat] = slot_spec
+        out.paths[flat] = flat
+        given = True
+    if not given:  # 0.8 hands nothing here (its execute then fails); {} as ComfyUI 0.10 does
         empty.append(".".join(prefix))
 
 
@@ -167,12 +167,14 @@ def _expand_combo(
     prefix: list[str],
 ) -> None:
     flat = ".".join(prefix)
+    if flat not in live:  # ComfyUI 0.8 adds the combo only when its key is given
+        return
     options = dict(_options(spec))
     choices = options.pop("options", None) or []
     keys = [choice.get("key") for choice in choices]
-    getattr(out, section)[flat] = [keys, options]  # validated as a plain combo of the keys
-    if flat not in live:
-        return
+    # Checked as a plain combo of the keys: an unknown key is value_not_in_list here, where
+    # 0.8 drops the entry unchecked and the node's execute then fails on the missing input.
+    getattr(out, section)[flat] = [keys, options]
     out.paths[flat] = f"{flat}.{prefix[-1]}"
     chosen = next((c for c in choices if c.get("key") == live[flat]), None)
     if chosen is not None:
