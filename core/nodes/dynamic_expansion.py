@@ -174,13 +174,9 @@ def _expand_combo(
     keys = [choice.get("key") for choice in choices]
     # Checked as a plain combo of the keys: an unknown key is value_not_in_list here, where
     # 0.8 drops the entry unchecked and the node's execute then fails on the missing input.
-    getattr(out, section)[flat] = [keys, options]
-    out.paths[flat] = f"{flat}.{prefix[-1]}"
     chosen = next((c for c in choices if c.get("key") == live[flat]), None)
-    if chosen is not None:
-        for inner_section, inputs in (chosen.get("inputs") or {}).items():
-            if inner_section in ("required", "optional"):
-                _parse(out, empty, live, inner_section, inputs or {}, prefix)
+    inner = (chosen.get("inputs") if chosen is not None else None) or {}
+    _expand_entry_and_inner(out, empty, live, section, [keys, options], inner, prefix)
 
 
 def _expand_slot(
@@ -199,7 +195,22 @@ def _expand_slot(
     slot_type = options.pop("slotType", "*")
     # Checked as a plain socket of its slot type (ComfyUI 0.7/0.8 keep the entry's own
     # COMFY_DYNAMICSLOT_V3 type here, which no link type can match).
-    getattr(out, section)[flat] = [slot_type, options]
+    _expand_entry_and_inner(out, empty, live, section, [slot_type, options], inner, prefix)
+
+
+def _expand_entry_and_inner(
+    out: FinalizedInputs,
+    empty: list[str],
+    live: Mapping[str, Any],
+    section: str,
+    entry_spec: Any,
+    inner: Mapping[str, Any],
+    prefix: list[str],
+) -> None:
+    """A given DynamicCombo / DynamicSlot: its own entry, checked as ``entry_spec`` and
+    handed over inside its group under its own name, then the inputs it brings."""
+    flat = ".".join(prefix)
+    getattr(out, section)[flat] = entry_spec
     out.paths[flat] = f"{flat}.{prefix[-1]}"
     for inner_section, inputs in inner.items():
         if inner_section in ("required", "optional"):

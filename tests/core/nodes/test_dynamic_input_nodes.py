@@ -314,15 +314,19 @@ def _errors(executor: Executor, prompt: dict) -> list[dict]:
     return _errors_of(executor, prompt, "10")
 
 
-def test_slots_below_min_are_not_required(tmp_path):
-    # ComfyUI 0.8 expands only the slots a prompt gives: one image for BatchImagesNode
-    # (min 2) validates and runs, a batch of one
-    executor = _runner(tmp_path)
-    one = {
+def _one_slot() -> dict:
+    return {
         "1": _empty(4, 0),
         "10": {"class_type": "BatchImagesNode", "inputs": {"images.image0": ["1", 0]}},
         "11": {"class_type": "PreviewImage", "inputs": {"images": ["10", 0]}},
     }
+
+
+def test_slots_below_min_are_not_required(tmp_path):
+    # ComfyUI 0.8 expands only the slots a prompt gives: one image for BatchImagesNode
+    # (min 2) validates and runs, a batch of one
+    executor = _runner(tmp_path)
+    one = _one_slot()
     result = executor.run_prompt(one, prompt_id="p")
     assert result.status_str == "success", result.messages
     ((batch,),) = result.values["10"]
@@ -338,13 +342,8 @@ def test_slots_below_min_are_not_required(tmp_path):
 
 def test_grown_slot_errors_name_node_and_input(tmp_path):
     executor = _runner(tmp_path)
-    missing = {
-        "1": _empty(4, 0),
-        "10": {"class_type": "BatchImagesNode", "inputs": {"images.image0": ["1", 0]}},
-        "11": {"class_type": "PreviewImage", "inputs": {"images": ["10", 0]}},
-    }
     wrong = {
-        **missing,
+        **_one_slot(),
         "2": {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": 4, "height": 4}},
         "10": {
             "class_type": "BatchImagesNode",
