@@ -47,7 +47,8 @@ _EXPORTS = {
         "open_safetensors",
         "split_state_dict_by_prefix",
     ),
-    "manager": ("Accounting", "Eviction", "MemoryManager", "ModelAccount"),
+    "books": ("Accounting", "Eviction", "ModelAccount"),
+    "manager": ("MemoryManager",),
     "merged_cache": ("MergedWeightCache",),
     "merge": (
         "MergePatch",
@@ -152,6 +153,7 @@ if TYPE_CHECKING:
         configure_host_allocator,
         trim_host_memory,
     )
+    from loom.memory.books import Accounting, Eviction, ModelAccount
     from loom.memory.cast import CastWeights, cast_to, ops, set_compute_dtype
     from loom.memory.compute import ComputeTarget, DtypeChoice, compute_dtype_for
     from loom.memory.devices import (
@@ -173,7 +175,7 @@ if TYPE_CHECKING:
         open_safetensors,
         split_state_dict_by_prefix,
     )
-    from loom.memory.manager import Accounting, Eviction, MemoryManager, ModelAccount
+    from loom.memory.manager import MemoryManager
     from loom.memory.merge import (
         MergePatch,
         block_ratio,

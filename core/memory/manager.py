@@ -6,7 +6,8 @@ many of its units as fit stay resident and the rest are streamed per forward (se
 :mod:`loom.memory.placement`). Room for one streamed unit and for ``extra_memory`` (the
 activations the caller's forward needs) is always kept, so the accounted bytes on the
 device never exceed the budget. :meth:`MemoryManager.accounting` shows what is resident,
-what was evicted and why; the same is logged at debug level.
+what was evicted and why (the records and their sums: :mod:`loom.memory.books`); the same
+is logged at debug level.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import attrs
 import torch
 
 from loom.errors import LoomError
+from loom.memory.books import Accounting, Eviction, MergedCacheBooks, ModelAccount
 from loom.memory.compute import ComputeTarget, DtypeChoice, compute_dtype_for
 from loom.memory.devices import (
     DeviceInfo,
@@ -31,7 +33,6 @@ from loom.memory.devices import (
     simulated_device,
 )
 from loom.memory.handle import ModelHandle, SharedModel
-from loom.memory.merged_cache import MergedWeightCache
 from loom.memory.placement import StreamMeter, place, units_of
 
 if TYPE_CHECKING:
@@ -40,43 +41,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 VRAM_MODES = ("low", "normal", "high")
-
-
-@attrs.frozen
-class Eviction:
-    """One model taken off the compute device, and why."""
-
-    name: str
-    freed_bytes: int
-    reason: str
-
-
-@attrs.frozen
-class ModelAccount:
-    """One loaded model as the accounting sees it."""
-
-    name: str
-    total_bytes: int
-    resident_bytes: int
-    streamed_bytes: int
-    patched_keys: int
-    last_used: int
-
-    @property
-    def partial(self) -> bool:
-        return self.streamed_bytes > 0
-
-
-@attrs.frozen
-class Accounting:
-    """A snapshot of the manager's books (bytes)."""
-
-    device: str
-    budget_bytes: int
-    used_bytes: int
-    peak_bytes: int
-    models: tuple[ModelAccount, ...]
-    evictions: tuple[Eviction, ...]
 
 
 @attrs.define(eq=False)
@@ -119,7 +83,7 @@ class MemoryManager:
         self.meter = StreamMeter()
         self.evictions: deque[Eviction] = deque(maxlen=256)
         self._loaded: dict[int, _Entry] = {}
-        self._caches: dict[int, MergedWeightCache] = {}
+        self._cache_books = MergedCacheBooks()
         self._clock = 0
         self._lock = threading.RLock()
 
@@ -155,14 +119,12 @@ class MemoryManager:
     def cached_bytes(self) -> int:
         """Bytes of merged weights kept by caches whose clones are not loaded now."""
         with self._lock:  # the books are read from other threads (system stats)
-            for key in [k for k, c in self._caches.items() if len(c) == 0]:
-                del self._caches[key]  # emptied (its run is over): forget it
-            return sum(cache.idle_bytes() for cache in self._caches.values())
+            return self._cache_books.idle_bytes()
 
     def drop_cached(self, reason: str = "free") -> int:
         """Let go of every merged weight kept for a clone not loaded now; returns the bytes."""
         with self._lock:
-            freed = sum(cache.drop_idle() for cache in list(self._caches.values()))
+            freed = self._cache_books.drop_idle()
         if freed:
             log.debug("dropped %d bytes of kept merged weights: %s", freed, reason)
         return freed
@@ -321,11 +283,11 @@ class MemoryManager:
         cache = handle.merged_cache
         room = 0
         if cache is not None:
-            self._caches[id(cache)] = cache
+            self._cache_books.track(cache)
         if cache is not None and limit >= size:  # a partial load keeps none: room is streaming's
-            # the copies it keeps must fit beside every resident model and the activations
-            others = self.used_bytes - cache.idle_bytes()
-            room = max(0, budget - others - size - extra_memory)
+            room = self._cache_books.room_for(
+                cache, used=self.used_bytes, budget=budget, size=size, extra=extra_memory
+            )
         placement = place(handle, self.target_for(handle), limit, self.meter, room)
         handle.shared.placement = placement
         self._loaded[id(handle.shared)] = _Entry(handle.shared, self._clock)

@@ -1,8 +1,10 @@
 """V3 dynamic inputs: ComfyUI 0.8's ``io.Autogrow``, ``io.DynamicCombo`` and ``io.DynamicSlot``.
 
 An **Autogrow** input is one template input repeated as the user connects more: its slots
-are named from a prefix (``image0``, ``image1``...) or from a list of names, the first
-``min`` are required, and a prompt sends them with dotted names (``"images.image0"``).
+are named from a prefix (``image0``, ``image1``...) or from a list of names, and a prompt
+sends them with dotted names (``"images.image0"``). As in ComfyUI 0.8 only the slots a prompt
+gives are expanded (required when below ``min``), so a slot left out is never reported
+missing, and a DynamicCombo left out is not checked (its node then fails when run).
 A **DynamicCombo** is a dropdown whose chosen option brings its own inputs
 (``"resize_type": "scale by multiplier"``, ``"resize_type.multiplier": 1.5``).
 A **DynamicSlot** is an optional socket that, once connected, brings its own inputs
@@ -119,8 +121,9 @@ def input_dict(slots: Sequence[Slot]) -> dict[str, dict[str, Any]]:
 class Autogrow:
     """A template input repeated as slots are connected (``io.Autogrow``).
 
-    Give ``prefix`` (slots ``<prefix>0`` .. ``<prefix><max-1>``) or ``names``; the first
-    ``min`` slots are required. The node receives ``{slot name: value}`` for the slots given.
+    Give ``prefix`` (slots ``<prefix>0`` .. ``<prefix><max-1>``) or ``names``; ``min`` is what
+    the UI shows, and validation checks a given slot below it as required (ComfyUI 0.8 never
+    reports a slot left out). The node receives ``{slot name: value}`` for the slots given.
     """
 
     template: Slot

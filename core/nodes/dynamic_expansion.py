@@ -148,13 +148,13 @@ def _expand_autogrow(
     given = False
     for index, name in enumerate(names):
         flat = ".".join([*prefix, name])
+        if flat not in live:  # ComfyUI 0.8 adds only the slots given: none is ever missing
+            continue
         section = "required" if index < minimum and required else "optional"
-        if flat in live or section == "required":
-            getattr(out, section)[flat] = slot_spec
-        if flat in live:
-            out.paths[flat] = flat
-            given = True
-    if not given:
+        getattr(out, section)[flat] = slot_spec
+        out.paths[flat] = flat
+        given = True
+    if not given:  # 0.8 hands nothing here (its execute then fails); {} as ComfyUI 0.10 does
         empty.append(".".join(prefix))
 
 
@@ -167,18 +167,16 @@ def _expand_combo(
     prefix: list[str],
 ) -> None:
     flat = ".".join(prefix)
+    if flat not in live:  # ComfyUI 0.8 adds the combo only when its key is given
+        return
     options = dict(_options(spec))
     choices = options.pop("options", None) or []
     keys = [choice.get("key") for choice in choices]
-    getattr(out, section)[flat] = [keys, options]  # validated as a plain combo of the keys
-    if flat not in live:
-        return
-    out.paths[flat] = f"{flat}.{prefix[-1]}"
+    # Checked as a plain combo of the keys: an unknown key is value_not_in_list here, where
+    # 0.8 drops the entry unchecked and the node's execute then fails on the missing input.
     chosen = next((c for c in choices if c.get("key") == live[flat]), None)
-    if chosen is not None:
-        for inner_section, inputs in (chosen.get("inputs") or {}).items():
-            if inner_section in ("required", "optional"):
-                _parse(out, empty, live, inner_section, inputs or {}, prefix)
+    inner = (chosen.get("inputs") if chosen is not None else None) or {}
+    _expand_entry_and_inner(out, empty, live, section, [keys, options], inner, prefix)
 
 
 def _expand_slot(
@@ -197,7 +195,22 @@ def _expand_slot(
     slot_type = options.pop("slotType", "*")
     # Checked as a plain socket of its slot type (ComfyUI 0.7/0.8 keep the entry's own
     # COMFY_DYNAMICSLOT_V3 type here, which no link type can match).
-    getattr(out, section)[flat] = [slot_type, options]
+    _expand_entry_and_inner(out, empty, live, section, [slot_type, options], inner, prefix)
+
+
+def _expand_entry_and_inner(
+    out: FinalizedInputs,
+    empty: list[str],
+    live: Mapping[str, Any],
+    section: str,
+    entry_spec: Any,
+    inner: Mapping[str, Any],
+    prefix: list[str],
+) -> None:
+    """A given DynamicCombo / DynamicSlot: its own entry, checked as ``entry_spec`` and
+    handed over inside its group under its own name, then the inputs it brings."""
+    flat = ".".join(prefix)
+    getattr(out, section)[flat] = entry_spec
     out.paths[flat] = f"{flat}.{prefix[-1]}"
     for inner_section, inputs in inner.items():
         if inner_section in ("required", "optional"):

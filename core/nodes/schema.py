@@ -28,7 +28,7 @@ import attrs
 
 from loom.errors import NodeDefinitionError
 from loom.nodes.compat import accepted_args, call_with_accepted
-from loom.nodes.dynamic import unevaluated_lazy
+from loom.nodes.dynamic import DynamicCombo, unevaluated_lazy
 from loom.nodes.fields import META, OUTPUTS_MARK, InputMeta, output, outputs, socket_type, ui
 from loom.nodes.spec import (
     ENVIRONMENT_NAMES,
@@ -227,6 +227,18 @@ class DeclarativeImpl:
         return list(method(self._instance(inputs)) or [])
 
     def _instance(self, inputs: dict[str, Any]) -> Any:
+        for f in self.fields:
+            # ComfyUI 0.8 validates a DynamicCombo only once its key is given: say which
+            # input a prompt left out instead of failing on a missing constructor argument
+            if (
+                isinstance(f.meta.dynamic, DynamicCombo)
+                and f.name not in inputs
+                and attrs.fields_dict(self.cls)[f.name].default is attrs.NOTHING
+            ):
+                raise ValueError(
+                    f"{self.cls.__name__}: input {f.name!r} was not given (a DynamicCombo "
+                    "needs one of its option keys)"
+                )
         return self.cls(**{name: value for name, value in inputs.items() if name in self._names})
 
     def execute(self, obj: Any, inputs: dict[str, Any], ctx: RunContext) -> NodeOutput:

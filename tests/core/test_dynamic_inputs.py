@@ -39,16 +39,11 @@ INPUTS = {
 }
 
 
-def test_grown_slots_below_min_are_required_the_rest_only_when_given():
+def test_only_given_slots_expand_required_below_min():
+    # ComfyUI 0.8: image1 (below min, not given) is not expanded, so never reported missing
     live = {"images.image0": ["1", 0], "images.image2": ["2", 0], "mode": "by", "plain": 3}
     finalized = finalize_inputs(INPUTS, live)
-    assert list(finalized.required) == [
-        "images.image0",
-        "images.image1",
-        "mode",
-        "mode.factor",
-        "plain",
-    ]
+    assert list(finalized.required) == ["images.image0", "mode", "mode.factor", "plain"]
     assert list(finalized.optional) == ["images.image2"]
     assert finalized.required["mode"] == [["by", "many"], {"tooltip": "t"}]
     values = {"images.image0": "a", "images.image2": "c", "mode": "by", "mode.factor": 2.0}
@@ -64,6 +59,13 @@ def test_unknown_option_keeps_only_the_combo_and_no_slot_gives_an_empty_dict():
     assert "mode.factor" not in finalized.required and "mode" in finalized.required
     assert finalized.empty == ("images",)
     assert nest_values({"mode": "nope"}, finalized)["images"] == {}
+
+
+def test_combo_not_given_is_not_expanded():
+    # ComfyUI 0.8 adds a DynamicCombo's own entry only when its key is given
+    finalized = finalize_inputs(INPUTS, {"plain": 3})
+    assert list(finalized.required) == ["plain"] and finalized.optional == {}
+    assert nest_values({"plain": 3}, finalized) == {"plain": 3, "images": {}}
 
 
 def test_nested_dynamic_inputs_use_dotted_paths():

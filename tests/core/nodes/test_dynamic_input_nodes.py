@@ -314,22 +314,36 @@ def _errors(executor: Executor, prompt: dict) -> list[dict]:
     return _errors_of(executor, prompt, "10")
 
 
-def test_grown_slot_errors_name_node_and_input(tmp_path):
-    executor = _runner(tmp_path)
-    missing = {
+def _one_slot() -> dict:
+    return {
         "1": _empty(4, 0),
         "10": {"class_type": "BatchImagesNode", "inputs": {"images.image0": ["1", 0]}},
         "11": {"class_type": "PreviewImage", "inputs": {"images": ["10", 0]}},
     }
-    (error,) = _errors(executor, missing)
-    assert error == {
-        "type": "required_input_missing",
-        "message": "Required input is missing",
-        "details": "image1",  # ComfyUI: a V3 node's missing input by its last part
-        "extra_info": {"input_name": "images.image1"},
-    }
+
+
+def test_slots_below_min_are_not_required(tmp_path):
+    # ComfyUI 0.8 expands only the slots a prompt gives: one image for BatchImagesNode
+    # (min 2) validates and runs, a batch of one
+    executor = _runner(tmp_path)
+    one = _one_slot()
+    result = executor.run_prompt(one, prompt_id="p")
+    assert result.status_str == "success", result.messages
+    ((batch,),) = result.values["10"]
+    assert batch.shape == (1, 4, 4, 3)
+    # none at all validates too; the node then says it was given no slot
+    none = {**one, "10": {"class_type": "BatchImagesNode", "inputs": {}}}
+    executor.validate(none)
+    result = executor.run_prompt(none, prompt_id="q")
+    error = dict(result.messages)["execution_error"]
+    assert (error["node_id"], error["exception_type"]) == ("10", "ValueError")
+    assert error["exception_message"] == "BatchImagesNode: input 'images' has no connected slot"
+
+
+def test_grown_slot_errors_name_node_and_input(tmp_path):
+    executor = _runner(tmp_path)
     wrong = {
-        **missing,
+        **_one_slot(),
         "2": {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": 4, "height": 4}},
         "10": {
             "class_type": "BatchImagesNode",
@@ -363,6 +377,16 @@ def test_dynamic_combo_errors_name_node_and_input(tmp_path):
         "resize_type",
     )
     assert error["details"].startswith("resize_type: 'squash' not in ['scale dimensions',")
+    # ComfyUI 0.8 adds the combo only when its key is given: a prompt without it validates
+    # and fails when run, the message naming the node and the input
+    executor.validate(_resize_prompt())
+    result = executor.run_prompt(_resize_prompt(), prompt_id="p")
+    error = dict(result.messages)["execution_error"]
+    assert (error["node_id"], error["node_type"]) == ("10", "ResizeImageMaskNode")
+    assert error["exception_message"] == (
+        "ResizeImageMaskNode: input 'resize_type' was not given (a DynamicCombo needs one of "
+        "its option keys)"
+    )
     (error,) = _errors(executor, _resize_prompt(resize_type="scale width"))
     assert (error["type"], error["details"]) == ("required_input_missing", "width")
     assert error["extra_info"]["input_name"] == "resize_type.width"
@@ -442,10 +466,6 @@ def test_ui_workflow_with_grown_slots_and_a_dynamic_combo(tmp_path, slots):
         "input": ["20", 0],
     }
     assert set(prompt["20"]["inputs"]) == {f"images.image{i}" for i in range(slots)}
-    if slots == 1:  # BatchImagesNode needs two: the second slot is reported missing
-        (error,) = _errors_of(executor, prompt, "20")
-        assert (error["type"], error["details"]) == ("required_input_missing", "image1")
-        return
     result = executor.run_prompt(prompt, prompt_id="p")
     assert result.status_str == "success", result.messages
     ((resized,),) = result.values["21"]

@@ -49,7 +49,7 @@ class Autogrow(ComfyTypeI):
             return {"input": input_dict([self.input])}
 
     class TemplatePrefix(_Template):
-        """Slots ``<prefix>0`` .. ``<prefix><max - 1>``; the first ``min`` are required."""
+        """Slots ``<prefix>0`` .. ``<prefix><max - 1>``; a given one below ``min`` is checked as required."""
 
         def __init__(self, input: Input, prefix: str, min: int = 1, max: int = 10) -> None:
             super().__init__(input)
@@ -62,7 +62,7 @@ class Autogrow(ComfyTypeI):
             return super().as_dict() | {"prefix": self.prefix, "min": self.min, "max": self.max}
 
     class TemplateNames(_Template):
-        """Slots with the given names; the first ``min`` are required."""
+        """Slots with the given names; a given one below ``min`` is checked as required."""
 
         def __init__(self, input: Input, names: list[str], min: int = 1) -> None:
             super().__init__(input)
