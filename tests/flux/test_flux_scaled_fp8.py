@@ -150,10 +150,12 @@ def test_lora_save_extracts_from_the_dequantised_difference(runtime, base_dir):
     scale_1 = first[f"{key}.scale_weight"].reshape(())
     scale_2 = second[f"{key}.scale_weight"].reshape(())
     # the difference ModelMergeSubtract computes with: both weights dequantised, subtracted,
-    # requantised with model1's scale (rounded as ComfyUI rounds a patched fp8 weight)
+    # requantised with a scale recalculated from the difference (ComfyUI 0.7+), rounded as
+    # ComfyUI rounds a patched fp8 weight
     merged = first[f"{key}.weight"].float() * scale_1 - second[f"{key}.weight"].float() * scale_2
-    stored = round_to(merged / scale_1, FP8, key_seed(f"diffusion_model.{key}.weight"))
-    diff = stored.float() * scale_1
+    new_scale = merged.abs().max() / 448.0
+    stored = round_to(merged * (1.0 / new_scale), FP8, key_seed(f"diffusion_model.{key}.weight"))
+    diff = stored.float() * new_scale
     matrix = diff.float()
     u, s, vh = torch.linalg.svd(matrix)
     up, down = u[:, :2] * s[:2], vh[:2]
