@@ -4,7 +4,9 @@ A weight patch never modifies a tensor in place. Applying one computes the patch
 in float32 from the original, casts it back to the original's dtype, and *replaces* the
 module's parameter; the original tensor object is kept aside and put back on revert. That
 makes revert bitwise exact by construction, however many load/patch/unload cycles run,
-and costs no backup copy of the base weights.
+and costs no backup copy of the base weights. A layer that stores its weight quantised
+(:class:`QuantizedWeights`, scaled fp8) gets the patch merged into its dequantised values and
+quantises the result itself, which may replace its quantisation data (scale) as well.
 """
 
 from __future__ import annotations

@@ -241,7 +241,7 @@ def _requantized(placement: Placement, unit: Unit, to_device: bool) -> dict[str,
         key = unit.key(name)
         entries = placement.handle.weight_patches.get(key)
         owner = quantized_owner(unit.module, name) if entries else None
-        if owner is None or not entries:
+        if owner is None:
             continue
         seed = key_seed(placement.handle.comfy_prefix + key)
         new = patched_quantized(original, entries, owner, placement.target.device, seed)
@@ -312,7 +312,8 @@ def place(
 
     Weight patches are computed in float32 on the target device and rounded to the compute
     dtype (cast layers' 16/32-bit tensors) or the stored dtype (fp8, other tensors) as
-    ComfyUI rounds its merges; object patches are set;
+    ComfyUI rounds its merges (a scaled-fp8 layer's weight is requantised with a new scale,
+    :meth:`loom.memory.ScaledLinear.requantize`); object patches are set;
     cast layers compute in ``target.dtype``. Merged weights come from and go to the handle's
     ``merged_cache`` (:mod:`loom.memory.merged_cache`), which may hold ``cache_room`` bytes.
     On failure everything done so far is reverted.
