@@ -16,7 +16,13 @@ import attrs
 import torch
 
 from loom.memory.handle import ModelHandle
-from loom.memory.patches import PatchEntries, QuantizedWeights, patched_weight
+from loom.memory.patches import (
+    PatchEntries,
+    QuantizedWeights,
+    patched_quantized,
+    patched_weight,
+    quantized_owner,
+)
 from loom.memory.rounding import key_seed
 from loom.memory.scaled import SCALE_TENSORS, ScaledLinear
 
@@ -75,17 +81,26 @@ def patched_tensors(handle: ModelHandle) -> dict[str, torch.Tensor]:
     CPU in their stored dtypes, by state-dict key: what saving the handle writes (ComfyUI
     saves a model with its patches applied)."""
     out = {}
+    requantized: dict[str, torch.Tensor] = {}
+    cpu = torch.device("cpu")
     for key, tensor in stored_tensors(handle).items():
         entries = handle.weight_patches.get(key)
         if entries:
             owner_path, _, name = key.rpartition(".")
             layer = handle.module.get_submodule(owner_path)
-            owner = (layer, name) if isinstance(layer, QuantizedWeights) else None
+            owner = quantized_owner(layer, name)
             # rounded as loading rounds it (fp8: seeded by ComfyUI's key), so a saved file
             # holds exactly the weights the handle computes with
             seed = key_seed(handle.comfy_prefix + key)
-            tensor = patched_weight(tensor, entries, torch.device("cpu"), tensor.dtype, owner, seed)
+            if owner is not None:
+                prefix = f"{owner_path}." if owner_path else ""
+                new = patched_quantized(tensor, entries, owner, cpu, seed)
+                requantized.update({prefix + k: v for k, v in new.items()})
+                continue
+            tensor = patched_weight(tensor, entries, cpu, tensor.dtype, seed)
         out[key] = tensor.to("cpu")
+    # a requantised layer's new scale replaces the stored one
+    out.update(requantized)
     return out
 
 
@@ -111,7 +126,7 @@ def merge_into(target: ModelHandle, source: ModelHandle, scales: MergeScales) ->
         layer = source.module.get_submodule(owner_path) if owner_path else source.module
         if isinstance(layer, ScaledLinear) and name in SCALE_TENSORS:
             continue
-        owner = (layer, name) if isinstance(layer, QuantizedWeights) else None
+        owner = quantized_owner(layer, name)
         entries: PatchEntries = tuple(source.weight_patches.get(key, ()))
         patch = MergePatch(other, tuple(entries), float(answer[0]), float(answer[1]), owner)
         merged.extend(target.add_patches({key: patch}, 1.0))

@@ -4,7 +4,9 @@ A weight patch never modifies a tensor in place. Applying one computes the patch
 in float32 from the original, casts it back to the original's dtype, and *replaces* the
 module's parameter; the original tensor object is kept aside and put back on revert. That
 makes revert bitwise exact by construction, however many load/patch/unload cycles run,
-and costs no backup copy of the base weights.
+and costs no backup copy of the base weights. A layer that stores its weight quantised
+(:class:`QuantizedWeights`, scaled fp8) gets the patch merged into its dequantised values and
+quantises the result itself, which may replace its quantisation data (scale) as well.
 """
 
 from __future__ import annotations
@@ -102,32 +104,38 @@ def set_tensor(owner: nn.Module, name: str, value: torch.Tensor) -> None:
 @runtime_checkable
 class QuantizedWeights(Protocol):
     """A layer whose stored tensors are not the values it computes with (scaled fp8): weight
-    patches are merged into the dequantised values and the result quantised back."""
+    patches are merged into the dequantised values and the layer quantises the result again,
+    which may change its quantisation data too (a new weight scale)."""
+
+    def quantizes(self, name: str) -> bool:
+        """Whether the layer stores its tensor ``name`` quantised."""
+        ...
 
     def dequantize(self, name: str, tensor: torch.Tensor) -> torch.Tensor: ...
 
-    def quantize(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
-        """``tensor`` (float32 values) in stored units, before rounding to the stored dtype."""
+    def requantize(self, name: str, merged: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
+        """The layer's new stored tensors, by local name (``{"weight": ..., "weight_scale":
+        ...}``), for ``merged`` (float32 values of tensor ``name``); fp8 rounding seeded by
+        ``seed``."""
         ...
 
 
-def patched_weight(
+def quantized_owner(layer: nn.Module, name: str) -> tuple[QuantizedWeights, str] | None:
+    """``(layer, name)`` when ``layer`` stores its tensor ``name`` quantised, else ``None``."""
+    if isinstance(layer, QuantizedWeights) and layer.quantizes(name):
+        return layer, name
+    return None
+
+
+def merged_values(
     original: torch.Tensor,
     entries: PatchEntries,
     device: torch.device | None = None,
-    dtype: torch.dtype | None = None,
     owner: tuple[QuantizedWeights, str] | None = None,
-    seed: int = 0,
 ) -> torch.Tensor:
-    """``original`` with ``entries`` applied in float32 on ``device``, rounded once to
-    ``dtype`` (default: the original's) after the last patch
-    (:func:`loom.memory.rounding.round_to`: stochastically, seeded by ``seed``, for fp8).
-
-    :param owner: ``(layer, tensor name)`` when the layer stores quantised values: the
-        patches apply to ``layer.dequantize`` of the weight, ``layer.quantize`` stores it.
-    """
+    """``original`` (dequantised by ``owner`` when given) with ``entries`` applied, in float32
+    on ``device``."""
     device = original.device if device is None else device
-    dtype = original.dtype if dtype is None else dtype
     weight = original.detach().to(device=device, dtype=torch.float32, copy=True)
     if owner is not None:
         weight = owner[0].dequantize(owner[1], weight)
@@ -135,9 +143,35 @@ def patched_weight(
         if strength == 0:  # no arithmetic at all: W + 0*d would turn -0.0 into +0.0
             continue
         weight = patch.apply(weight, float(strength))
-    if owner is not None:
-        weight = owner[0].quantize(owner[1], weight)
-    return round_to(weight, dtype, seed)
+    return weight
+
+
+def patched_weight(
+    original: torch.Tensor,
+    entries: PatchEntries,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    seed: int = 0,
+) -> torch.Tensor:
+    """``original`` with ``entries`` applied in float32 on ``device``, rounded once to
+    ``dtype`` (default: the original's) after the last patch
+    (:func:`loom.memory.rounding.round_to`: stochastically, seeded by ``seed``, for fp8)."""
+    dtype = original.dtype if dtype is None else dtype
+    return round_to(merged_values(original, entries, device), dtype, seed)
+
+
+def patched_quantized(
+    original: torch.Tensor,
+    entries: PatchEntries,
+    owner: tuple[QuantizedWeights, str],
+    device: torch.device | None = None,
+    seed: int = 0,
+) -> dict[str, torch.Tensor]:
+    """The new stored tensors of ``owner``'s layer (by local name) once ``entries`` patch its
+    tensor ``owner[1]`` (``original``): merged into the dequantised values in float32 on
+    ``device``, then quantised again by the layer (:meth:`QuantizedWeights.requantize`)."""
+    merged = merged_values(original, entries, device, owner)
+    return owner[0].requantize(owner[1], merged, seed)
 
 
 def patch_keys_present(module: nn.Module, keys: Iterable[str]) -> list[str]:

@@ -25,9 +25,10 @@ from loom.memory.handle import ModelHandle
 from loom.memory.merged_cache import MergedWeightCache
 from loom.memory.patches import (
     PatchEntries,
-    QuantizedWeights,
     apply_object_patches,
+    patched_quantized,
     patched_weight,
+    quantized_owner,
     revert_object_patches,
     set_tensor,
 )
@@ -209,13 +210,16 @@ def _merged_dtype(
 def _place_unit(placement: Placement, unit: Unit, to_device: bool) -> None:
     patches = placement.handle.weight_patches
     device, compute_dtype = placement.target.device, placement.target.dtype
+    requantized = _requantized(placement, unit, to_device)
     for name, original in unit.tensors():
         key = unit.key(name)
         entries = patches.get(key)
         dtype = (
             _resident_dtype(unit, name, original, compute_dtype) if to_device else original.dtype
         )
-        if entries:
+        if name in requantized:
+            new = requantized[name]
+        elif entries:
             new = _merged(placement, unit, key, name, original, entries, to_device)
         elif (to_device and original.device != device) or dtype != original.dtype:
             new = original.detach().to(device, dtype)
@@ -225,6 +229,24 @@ def _place_unit(placement: Placement, unit: Unit, to_device: bool) -> None:
         set_tensor(unit.module, name, new)
         if to_device:
             release_file_pages(original)
+
+
+def _requantized(placement: Placement, unit: Unit, to_device: bool) -> dict[str, torch.Tensor]:
+    """The new stored tensors of a quantised layer whose weights are patched (its weight and
+    the scale recalculated with it), by local name; empty for other units. Merged in float32
+    on the target device, kept where the unit lives; not kept in the merged-weight cache."""
+    out: dict[str, torch.Tensor] = {}
+    home = placement.target.device if to_device else None
+    for name, original in unit.tensors():
+        key = unit.key(name)
+        entries = placement.handle.weight_patches.get(key)
+        owner = quantized_owner(unit.module, name) if entries else None
+        if owner is None:
+            continue
+        seed = key_seed(placement.handle.comfy_prefix + key)
+        new = patched_quantized(original, entries, owner, placement.target.device, seed)
+        out.update({k: v.to(home or original.device) for k, v in new.items()})
+    return out
 
 
 def _merged(
@@ -250,9 +272,8 @@ def _merged(
         if kept is not None:
             placement.cached_keys.append(cache_key)
             return kept
-    owner = (unit.module, name) if isinstance(unit.module, QuantizedWeights) else None
     seed = key_seed(placement.handle.comfy_prefix + key)
-    new = patched_weight(original, entries, device, merged, owner, seed).to(home)
+    new = patched_weight(original, entries, device, merged, seed).to(home)
     if cache is not None and cache.put(cache_key, original, entries, new, placement.cache_room):
         placement.cached_keys.append(cache_key)
     return new
@@ -291,7 +312,8 @@ def place(
 
     Weight patches are computed in float32 on the target device and rounded to the compute
     dtype (cast layers' 16/32-bit tensors) or the stored dtype (fp8, other tensors) as
-    ComfyUI rounds its merges; object patches are set;
+    ComfyUI rounds its merges (a scaled-fp8 layer's weight is requantised with a new scale,
+    :meth:`loom.memory.ScaledLinear.requantize`); object patches are set;
     cast layers compute in ``target.dtype``. Merged weights come from and go to the handle's
     ``merged_cache`` (:mod:`loom.memory.merged_cache`), which may hold ``cache_room`` bytes.
     On failure everything done so far is reverted.

@@ -17,10 +17,11 @@ tensors (ComfyUI's new names); :func:`scale_layers` turns the cast linear layers
 scales into :class:`ScaledLinear` (on the meta device, before loading);
 :func:`quant_config_tensors` gives the ``comfy_quant`` tensors a saved file carries. The weight
 stays fp8; each forward casts it to the compute dtype and multiplies by the scale, ComfyUI's
-dequantisation. A weight patch (LoRA) is merged into the dequantised weight and the result
-quantised back with the same scale (:meth:`ScaledLinear.dequantize` /
-:meth:`ScaledLinear.quantize`), as ComfyUI's old ``scaled_fp8`` ops did; ComfyUI 0.7+
-recalculates the scale from the merged weight instead (not reproduced yet).
+dequantisation. A weight patch (LoRA) is merged into the dequantised weight in float32 and the result
+quantised again as ComfyUI 0.7+ does (:meth:`ScaledLinear.requantize`): a new weight scale
+``amax(|merged|) / fp8 max`` replaces the file's, and the merged values times its reciprocal
+are rounded to fp8 stochastically, seeded by the weight's ComfyUI key; unloading puts the
+file's weight and scale back.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import torch
 from torch import nn
 
 from loom.memory.cast import ops
+from loom.memory.rounding import round_to
 
 #: The marker key of an old-layout scaled-fp8 file.
 MARKER = "scaled_fp8"
@@ -86,17 +88,30 @@ class ScaledLinear(ops.Linear):
         scale = self.weight_scale.to(x.device, dtype)
         return nn.functional.linear(x, weight * scale, bias)
 
+    def quantizes(self, name: str) -> bool:
+        """Whether tensor ``name`` is stored quantised (the weight; the bias is not)."""
+        return name == "weight"
+
     def dequantize(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
         """``tensor`` (this layer's ``name``, in float32) as the values the layer computes with."""
         if name != "weight":
             return tensor
         return tensor * self.weight_scale.to(tensor.device, tensor.dtype)
 
-    def quantize(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
-        """The inverse of :meth:`dequantize` (still float32: the caller rounds)."""
+    def requantize(self, name: str, merged: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
+        """``merged`` (the weight's float values) stored as ComfyUI 0.7+ stores a patched
+        quantised weight: a new scale ``amax(|merged|) / fp8 max``, the values multiplied by
+        its reciprocal and rounded stochastically (seeded by ``seed``)."""
         if name != "weight":
-            return tensor
-        return tensor / self.weight_scale.to(tensor.device, tensor.dtype)
+            raise KeyError(name)
+        dtype = getattr(torch, self.quant_format)
+        scale = merged.abs().amax().to(torch.float32) / torch.finfo(dtype).max
+        if merged.dtype not in (torch.float32, torch.bfloat16):
+            # a half-precision merge (ComfyUI's fp16 LoRA compute) keeps 1/scale finite
+            limits = torch.finfo(merged.dtype)
+            scale = 1.0 / torch.clamp(1.0 / scale, min=limits.min, max=limits.max)
+        scaled = merged * (1.0 / scale).to(merged.dtype)
+        return {"weight": round_to(scaled, dtype, seed), "weight_scale": scale}
 
 
 def is_scaled_fp8(keys: Any, prefix: str = "") -> bool:

@@ -37,7 +37,7 @@ def _scaled_pair() -> nn.Module:
     return module
 
 
-def test_patched_tensors_requantise_a_scaled_weight_with_the_load_seed():
+def test_patched_tensors_requantise_a_scaled_weight_with_a_new_scale_and_the_load_seed():
     module = _scaled_pair()
     stored_b = module.b.weight.clone()
     handle = ModelHandle(module, name="pair")
@@ -45,12 +45,15 @@ def test_patched_tensors_requantise_a_scaled_weight_with_the_load_seed():
     diff = torch.randn(3, 4) * 0.1
     handle.add_patches({"a.weight": DiffPatch(diff), "b.weight": DiffPatch(torch.ones(2, 3))})
     tensors = patched_tensors(handle)
-    merged = (module.a.weight.float() * 0.05 + diff) / 0.05
-    expected = round_to(merged, FP8, key_seed("diffusion_model.a.weight"))
+    merged = module.a.weight.float() * 0.05 + diff
+    # ComfyUI 0.7+: the scale is recalculated from the merged weight
+    scale = merged.abs().max() / 448.0
+    expected = round_to(merged * (1.0 / scale), FP8, key_seed("diffusion_model.a.weight"))
     assert tensors["a.weight"].dtype == FP8
     assert torch.equal(tensors["a.weight"].view(torch.uint8), expected.view(torch.uint8))
     assert torch.equal(tensors["b.weight"], stored_b + 1)
-    assert torch.equal(tensors["a.weight_scale"], torch.tensor(0.05))
+    assert torch.equal(tensors["a.weight_scale"], scale)
+    assert torch.equal(module.a.weight_scale, torch.tensor(0.05))
     assert torch.equal(module.b.weight, stored_b)  # the module itself stays unpatched
 
 

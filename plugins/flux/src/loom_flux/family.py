@@ -21,6 +21,7 @@ from loom_sd15 import detect as sd15_detect
 from loom_sd15 import diffusers_layout
 from loom_sd15.convert import Conversion, vae_conversion
 from loom_sd15.family import SD15Family
+from loom_sd15.scaled_fp8 import scaled_view
 from loom_sd15.tokenizer import search_dirs
 from loom_sd15.vae import AutoencoderKL, SD15Vae
 
@@ -28,12 +29,10 @@ from loom.errors import ModelFileError
 from loom.memory import (
     LoadPolicy,
     ModelHandle,
-    ScaledView,
     build_on_meta,
     is_scaled_fp8,
     load_into_module,
     open_safetensors,
-    scale_layers,
 )
 from loom.types import CheckpointHeader, LoadedParts, LoadRequest, ModelPart
 from loom_flux import detect
@@ -138,7 +137,7 @@ class FluxFamily:
                     f"{file}: a scaled-fp8 Flux transformer in diffusers' layout is not supported",
                     hint="use the ComfyUI-layout file (double_blocks.*)",
                 )
-            view = _scaled(dit, view, file)
+            view = scaled_view(dit, view, file)
             dtype = None  # already fp8 with its scales: weight_dtype does not apply (ComfyUI)
         _assign(dit, view, file, "Flux diffusion model", dtype)
         dit.eval()
@@ -197,7 +196,7 @@ class FluxFamily:
         encoder = build_on_meta(build_t5, config)
         view: Mapping[str, Any] = T5View(state, prefix)
         if is_scaled_fp8(shapes, prefix):
-            view = _scaled(encoder, view, file)
+            view = scaled_view(encoder, view, file)
         _assign(encoder, view, file, "T5 text encoder")
         return ModelHandle(encoder, name=f"flux-t5:{file}")
 
@@ -234,23 +233,3 @@ class FluxFamily:
 
     def _tokenizer_dir(self, request: LoadRequest) -> Path:
         return find_tokenizer_dir(search_dirs(request.folders))
-
-
-def _scaled(module: torch.nn.Module, view: Mapping[str, Any], file: str) -> Mapping[str, Any]:
-    """Make the layers a scaled-fp8 file scales :class:`~loom.memory.ScaledLinear`; the view
-    of the file those layers load from."""
-    try:
-        scaled = ScaledView(view)
-    except ValueError as exc:
-        raise ModelFileError(
-            f"{file}: {exc}", hint="use a scaled-fp8 (float8_e4m3fn / float8_e5m2) file"
-        ) from exc
-    try:
-        count = scale_layers(module, scaled.layers)
-    except KeyError as exc:
-        raise ModelFileError(
-            f"{file}: scaled-fp8 scale {exc.args[0]} names no linear layer of the model",
-            hint="the file may be truncated, merged badly, or a variant this plugin does not support",
-        ) from exc
-    log.debug("%s: %d scaled-fp8 layers", file, count)
-    return scaled

@@ -17,7 +17,14 @@ from typing import Any
 import torch
 
 from loom.errors import ModelFileError
-from loom.memory import LoadPolicy, ModelHandle, build_on_meta, load_into_module, open_safetensors
+from loom.memory import (
+    LoadPolicy,
+    ModelHandle,
+    build_on_meta,
+    is_scaled_fp8,
+    load_into_module,
+    open_safetensors,
+)
 from loom.types import CheckpointHeader, LoadedParts, LoadRequest, ModelPart
 from loom_sd15 import detect, diffusers_layout
 from loom_sd15.clip import SD15Clip, build_text_encoder, materialize_buffers
@@ -29,6 +36,7 @@ from loom_sd15.convert import (
     vae_conversion,
 )
 from loom_sd15.model import SD15Model
+from loom_sd15.scaled_fp8 import scaled_source
 from loom_sd15.tokenizer import TOKENIZER_METADATA, TokenizerSource, search_dirs
 from loom_sd15.unet import UNetModel
 from loom_sd15.vae import VAE_DTYPES, AutoencoderKL, SD15Vae
@@ -122,7 +130,11 @@ class SD15Family:
         dtype = (
             getattr(torch, WEIGHT_DTYPES[weight_dtype]) if weight_dtype in WEIGHT_DTYPES else None
         )
-        _assign(unet, unet_conversion(prefix), state, file, dtype)
+        conversion = unet_conversion(prefix)
+        if is_scaled_fp8(state, prefix):
+            conversion, state = scaled_source(unet, conversion, state, file)
+            dtype = None  # already fp8 with its scales: weight_dtype does not apply (ComfyUI)
+        _assign(unet, conversion, state, file, dtype)
         unet.eval()
         return SD15Model(unet, name=f"sd15-unet:{file}")
 

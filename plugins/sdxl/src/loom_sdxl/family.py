@@ -26,11 +26,18 @@ from loom_sd15.convert import (
     vae_conversion,
 )
 from loom_sd15.family import TOKENIZER_METADATA, WEIGHT_DTYPES, _assign
+from loom_sd15.scaled_fp8 import scaled_source
 from loom_sd15.tokenizer import TokenizerSource, search_dirs
 from loom_sd15.vae import VAE_DTYPES, AutoencoderKL, SD15Vae
 
 from loom.errors import ModelFileError
-from loom.memory import MemoryManager, ModelHandle, build_on_meta, open_safetensors
+from loom.memory import (
+    MemoryManager,
+    ModelHandle,
+    build_on_meta,
+    is_scaled_fp8,
+    open_safetensors,
+)
 from loom.types import CheckpointHeader, LoadedParts, LoadRequest, ModelPart
 from loom_sdxl import detect
 from loom_sdxl.clip import DualTextEncoder, SDXLClip
@@ -112,7 +119,11 @@ class SDXLFamily:
         dtype = (
             getattr(torch, WEIGHT_DTYPES[weight_dtype]) if weight_dtype in WEIGHT_DTYPES else None
         )
-        _assign(unet, unet_conversion(prefix), state, file, dtype)
+        conversion = unet_conversion(prefix)
+        if is_scaled_fp8(state, prefix):
+            conversion, state = scaled_source(unet, conversion, state, file)
+            dtype = None  # already fp8 with its scales: weight_dtype does not apply (ComfyUI)
+        _assign(unet, conversion, state, file, dtype)
         unet.eval()
         return SDXLModel(unet, name=f"sdxl-{variant}:{file}", refiner=variant == "refiner")
 

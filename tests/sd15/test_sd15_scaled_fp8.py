@@ -1,0 +1,141 @@
+"""Scaled-fp8 SD1.x files load as ComfyUI loads them (any family: its ``scaled_fp8`` marker
+with ``scale_weight``, or the ``comfy_quant`` / ``weight_scale`` layout): the scaled linear
+layers keep their fp8 weights and compute with ``weight * scale``, equal to the same model
+dequantised by hand; a LoRA on such a layer recalculates its scale."""
+
+from __future__ import annotations
+
+import importlib.util
+import zlib
+
+import pytest
+import torch
+from loom_sd15.tiny import checkpoint_state, save_checkpoint, tiny_spec
+
+from loom.memory import ScaledLinear
+from loom.memory.rounding import round_to
+from loom.testing import make_context
+
+FP8 = torch.float8_e4m3fn
+PREFIX = "model.diffusion_model."
+ATTN = "input_blocks.3.1.transformer_blocks.0.attn2.to_k"
+CONFIG = torch.tensor(list(b'{"format": "float8_e4m3fn"}'), dtype=torch.uint8)
+
+
+def _quantize(unet: dict[str, torch.Tensor], old_layout: bool) -> tuple[dict, dict]:
+    """``(scaled-fp8 UNet tensors, the same dequantised by hand)``: every linear weight (2-D)
+    fp8 with a per-tensor scale, in ComfyUI's old or new layout."""
+    stored: dict[str, torch.Tensor] = (
+        {"scaled_fp8": torch.empty(0, dtype=FP8)} if old_layout else {}
+    )
+    dequantized: dict[str, torch.Tensor] = {}
+    for key, tensor in unet.items():
+        if tensor.ndim != 2 or not key.endswith(".weight"):
+            stored[key] = dequantized[key] = tensor
+            continue
+        layer = key.removesuffix(".weight")
+        scale = tensor.abs().max().float() / 448.0
+        stored[key] = (tensor / scale).to(FP8)
+        dequantized[key] = stored[key].float() * scale
+        if old_layout:
+            stored[f"{layer}.scale_weight"] = scale
+        else:
+            stored[f"{layer}.weight_scale"] = scale
+            stored[f"{layer}.comfy_quant"] = CONFIG.clone()
+    return stored, dequantized
+
+
+@pytest.fixture
+def files(base_dir):
+    state = checkpoint_state(tiny_spec(), seed=0)
+    unet = {k[len(PREFIX) :]: v for k, v in state.items() if k.startswith(PREFIX)}
+    rest = {k: v for k, v in state.items() if not k.startswith(PREFIX)}
+    models = base_dir / "models"
+    new, dequantized = _quantize(unet, old_layout=False)
+    save_checkpoint(models / "diffusion_models" / "unet-scaled.safetensors", new)
+    save_checkpoint(models / "diffusion_models" / "unet-dequantized.safetensors", dequantized)
+    old, _ = _quantize(unet, old_layout=True)
+    checkpoint = {**rest, **{PREFIX + k: v for k, v in old.items()}}
+    save_checkpoint(models / "checkpoints" / "sd15-fp8-scaled.safetensors", checkpoint)
+    return new
+
+
+def _unet(runtime, name: str, weight_dtype: str = "default"):
+    from loom.nodes.builtin.loaders import UNETLoader
+
+    return UNETLoader(unet_name=name, weight_dtype=weight_dtype).run(make_context(runtime))
+
+
+def _forward(runtime, model) -> torch.Tensor:
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(1, 4, 8, 8, generator=g)
+    context = torch.randn(1, 5, model.module.config.context_dim, generator=g)
+    runtime.memory.load([model])
+    out = model.apply_model(x, torch.tensor([2.0]), {"c_crossattn": context})
+    runtime.memory.unload_all()
+    return out
+
+
+def test_a_scaled_unet_keeps_fp8_and_equals_the_dequantized_one(runtime, files):
+    model = _unet(runtime, "unet-scaled.safetensors", weight_dtype="fp8_e5m2")
+    layer = model.module.get_submodule(ATTN)
+    assert isinstance(layer, ScaledLinear) and layer.weight.dtype == FP8
+    assert layer.weight_scale.dtype == torch.float32
+    assert model.module.input_blocks[0][0].weight.dtype == torch.float32  # a conv: not scaled
+    reference = _unet(runtime, "unet-dequantized.safetensors")
+    torch.testing.assert_close(
+        _forward(runtime, model), _forward(runtime, reference), rtol=0, atol=1e-6
+    )
+
+
+def test_an_old_layout_scaled_checkpoint_loads(runtime, files):
+    from loom.nodes.builtin.loaders import CheckpointLoaderSimple
+
+    loader = CheckpointLoaderSimple(ckpt_name="sd15-fp8-scaled.safetensors")
+    model = loader.run(make_context(runtime)).model
+    assert isinstance(model.module.get_submodule(ATTN), ScaledLinear)
+    reference = _unet(runtime, "unet-dequantized.safetensors")
+    torch.testing.assert_close(
+        _forward(runtime, model), _forward(runtime, reference), rtol=0, atol=1e-6
+    )
+
+
+def test_an_unsupported_quant_format_names_the_file(runtime, base_dir, files):
+    from loom.errors import LoomError
+
+    odd = dict(files)
+    odd[f"{ATTN}.comfy_quant"] = torch.tensor(list(b'{"format": "nvfp4"}'), dtype=torch.uint8)
+    save_checkpoint(base_dir / "models" / "diffusion_models" / "odd.safetensors", odd)
+    with pytest.raises(LoomError) as error:
+        _unet(runtime, "odd.safetensors")
+    assert "odd.safetensors" in str(error.value) and "nvfp4" in str(error.value)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("loom_lora") is None, reason="loom-lora missing")
+def test_a_lora_on_a_scaled_unet_layer_recalculates_its_scale(loom_runtime, base_dir, files):
+    from loom_lora.nodes import LoraLoaderModelOnly
+
+    g = torch.Generator().manual_seed(4)
+    q, scale = files[f"{ATTN}.weight"], files[f"{ATTN}.weight_scale"]
+    up = torch.randn(q.shape[0], 2, generator=g) * 0.1
+    down = torch.randn(2, q.shape[1], generator=g) * 0.1
+    name = "lora_unet_" + ATTN.replace(".", "_")
+    save_checkpoint(
+        base_dir / "models" / "loras" / "l.safetensors",
+        {f"{name}.lora_up.weight": up, f"{name}.lora_down.weight": down},
+    )
+    runtime = loom_runtime("sd15", "lora", settings={"cpu_only": True})
+    ctx = make_context(runtime)
+    model = _unet(runtime, "unet-scaled.safetensors")
+    patched = LoraLoaderModelOnly(model=model, lora_name="l.safetensors", strength_model=1.0)
+    patched = patched.run(ctx)
+    runtime.memory.load([patched])
+    layer = patched.module.get_submodule(ATTN)
+    merged = q.float() * scale + torch.mm(up, down)
+    new_scale = merged.abs().max() / 448.0
+    seed = zlib.crc32(f"diffusion_model.{ATTN}.weight".encode())
+    assert torch.equal(layer.weight_scale, new_scale)
+    expected = round_to(merged * (1.0 / new_scale), FP8, seed)
+    assert torch.equal(layer.weight.view(torch.uint8), expected.view(torch.uint8))
+    runtime.memory.unload_all()
+    assert torch.equal(layer.weight_scale, scale)

@@ -1,0 +1,60 @@
+"""A scaled-fp8 SDXL UNet (ComfyUI's ``comfy_quant`` / ``weight_scale`` layout) loads through
+UNETLoader as ComfyUI loads it: its linear layers keep fp8 weights and compute with
+``weight * scale``, equal to the same UNet dequantised by hand."""
+
+from __future__ import annotations
+
+import torch
+from loom_sd15.tiny import save_checkpoint
+from safetensors.torch import load_file
+
+from loom.memory import ScaledLinear
+from loom.testing import make_context
+
+FP8 = torch.float8_e4m3fn
+LAYER = "input_blocks.4.1.transformer_blocks.0.attn2.to_k"
+
+
+def _unet(runtime, name: str):
+    from loom.nodes.builtin.loaders import UNETLoader
+
+    return UNETLoader(unet_name=name, weight_dtype="default").run(make_context(runtime))
+
+
+def _forward(runtime, model) -> torch.Tensor:
+    g = torch.Generator().manual_seed(3)
+    unet = model.module
+    x = torch.randn(1, 4, 8, 8, generator=g)
+    cond = {
+        "c_crossattn": torch.randn(1, 5, unet.config.context_dim, generator=g),
+        "y": torch.randn(1, unet.config.adm_in_channels, generator=g),
+    }
+    runtime.memory.load([model])
+    out = model.apply_model(x, torch.tensor([2.0]), cond)
+    runtime.memory.unload_all()
+    return out
+
+
+def test_a_scaled_sdxl_unet_equals_the_dequantized_one(runtime, base_dir, tiny_files):
+    stored, dequantized = {}, {}
+    for key, tensor in load_file(str(tiny_files["unet"])).items():
+        if tensor.ndim != 2 or not key.endswith(".weight"):
+            stored[key] = dequantized[key] = tensor
+            continue
+        layer = key.removesuffix(".weight")
+        scale = tensor.abs().max().float() / 448.0
+        stored[key] = (tensor / scale).to(FP8)
+        dequantized[key] = stored[key].float() * scale
+        stored[f"{layer}.weight_scale"] = scale
+        config = b'{"format": "float8_e4m3fn"}'
+        stored[f"{layer}.comfy_quant"] = torch.tensor(list(config), dtype=torch.uint8)
+    folder = base_dir / "models" / "diffusion_models"
+    save_checkpoint(folder / "sdxl-scaled.safetensors", stored)
+    save_checkpoint(folder / "sdxl-dequantized.safetensors", dequantized)
+    model = _unet(runtime, "sdxl-scaled.safetensors")
+    layer = model.module.get_submodule(LAYER)
+    assert isinstance(layer, ScaledLinear) and layer.weight.dtype == FP8
+    reference = _unet(runtime, "sdxl-dequantized.safetensors")
+    torch.testing.assert_close(
+        _forward(runtime, model), _forward(runtime, reference), rtol=0, atol=1e-6
+    )
