@@ -37,6 +37,16 @@ VIRTUAL_TYPES = {
     "MarkdownNote": NOTE,
 }
 
+#: Node types the frontend renames when it loads a saved workflow (ComfyUI renamed or merged
+#: them; frontend 1.35.9, ComfyUI 0.8's pin), so old workflows keep running.
+RENAMED_TYPES = {
+    "T2IAdapterLoader": "ControlNetLoader",
+    "ConditioningAverage ": "ConditioningAverage",
+    "SDV_img2vid_Conditioning": "SVD_img2vid_Conditioning",
+    "Load3DAnimation": "Load3D",
+    "Preview3DAnimation": "Preview3D",
+}
+
 SUBGRAPH_INPUT_ID = -10
 SUBGRAPH_OUTPUT_ID = -20
 

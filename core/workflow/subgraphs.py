@@ -19,6 +19,7 @@ from loom.workflow.graph import (
     INSTANCE,
     MODE_ALWAYS,
     REAL,
+    RENAMED_TYPES,
     SUBGRAPH_IN,
     SUBGRAPH_INPUT_ID,
     SUBGRAPH_OUT,
@@ -140,6 +141,7 @@ def _add_node(
     prefix = scope.prefix
     exec_id = prefix + str(node.get("id"))
     type_ = str(node.get("type") or "")
+    type_ = RENAMED_TYPES.get(type_, type_)
     mode = as_mode(node.get("mode"))
     if scope.mode != MODE_ALWAYS:  # a muted/bypassed instance takes its contents with it
         mode = scope.mode

@@ -447,3 +447,15 @@ def test_input_types_failure_names_the_node(registry):
     g.node(5, "Broken")
     with pytest.raises(WorkflowConversionError, match=r"node 5 \(Broken\).*model folder vanished"):
         convert_workflow(g.to_json(), registry)
+
+
+def test_a_node_type_the_frontend_renames_on_load_converts_to_the_new_type():
+    """Old saves spell ConditioningAverage's display-name key with a trailing space; the
+    frontend renames such types when it loads the workflow, and so does the converter."""
+    from loom.testing import make_registry
+
+    graph = UIGraph()
+    graph.node(1, "ConditioningAverage ", inputs=[], widgets=[0.25])
+    prompt = convert_workflow(graph.to_json(), make_registry())
+    assert prompt["1"]["class_type"] == "ConditioningAverage"
+    assert prompt["1"]["inputs"]["conditioning_to_strength"] == 0.25
