@@ -265,8 +265,8 @@ def browser(session: nox.Session, frontend: str) -> None:
     session.log(f"screenshot: {screenshot}")
 
 
-#: The widget record tests/e2e/test_frontend_widgets.py checks the UI->API converter against.
-WIDGETS_FIXTURE = ROOT / "tests" / "e2e" / "data" / "frontend_1_35_9_widgets.json"
+#: Where the widget records tests/e2e/test_frontend_widgets.py checks the converter against live.
+WIDGETS_FIXTURES = ROOT / "tests" / "e2e" / "data"
 
 
 @nox.session
@@ -277,8 +277,7 @@ def widgets(session: nox.Session, frontend: str) -> None:
     With every plugin installed, `loom serve` (model folders seeded with placeholder names)
     and plugins/http/browser-tests/widgets.mjs create one node of each type in the frontend,
     set distinct widget values, and write the saved UI workflow and `graphToPrompt`'s API
-    prompt. For 1.35.9 this rewrites tests/e2e/data/frontend_1_35_9_widgets.json; other
-    versions go to browser-tests/artifacts/widgets-<version>.json. Not a default session.
+    prompt to tests/e2e/data/frontend_<version>_widgets.json. Not a default session.
     """
     chromium = _browser_tools(session)
     _install(session, *_plugin_paths(PLUGINS))
@@ -288,7 +287,7 @@ def widgets(session: nox.Session, frontend: str) -> None:
 
     artifacts = BROWSER_TESTS / "artifacts"
     artifacts.mkdir(exist_ok=True)
-    output = WIDGETS_FIXTURE if frontend == FRONTENDS[0] else artifacts / f"widgets-{frontend}.json"
+    output = WIDGETS_FIXTURES / f"frontend_{frontend.replace('.', '_')}_widgets.json"
     log = artifacts / f"serve-widgets-{frontend}.log"
     with tempfile.TemporaryDirectory(prefix="loom-widgets-") as base:
         session.run("python", "seed_base.py", base)

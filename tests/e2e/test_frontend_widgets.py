@@ -1,9 +1,9 @@
 """Loom's UI→API conversion against the real ComfyUI frontend, for every registered node.
 
-``data/frontend_1_35_9_widgets.json`` is what frontend 1.35.9 (ComfyUI 0.8's pin) saved and
-sent for a graph holding one node of every type Loom serves, each widget set to a distinct
-non-default value (``plugins/http/browser-tests/widgets.mjs``; regenerate with
-``nox -s widgets``). Which ``widgets_values`` position belongs to which input is the
+``data/frontend_<version>_widgets.json`` is what that frontend (1.35.9: ComfyUI 0.8's pin;
+1.58.1: the newest) saved and sent for a graph holding one node of every type Loom serves,
+each widget set to a distinct non-default value (``plugins/http/browser-tests/widgets.mjs``;
+regenerate with ``nox -s widgets``). Which ``widgets_values`` position belongs to which input is the
 frontend's decision, so its ``graphToPrompt`` output is the reference.
 """
 
@@ -21,7 +21,8 @@ import pytest
 from loom.testing import make_registry
 from loom.workflow import convert_workflow
 
-RECORD = Path(__file__).parent / "data" / "frontend_1_35_9_widgets.json"
+DATA = Path(__file__).parent / "data"
+FRONTENDS = ["1.35.9", "1.58.1"]
 
 #: Inputs the frontend's own extensions add as widgets and send, which no node declares
 #: (ComfyUI and Loom both ignore undeclared inputs): PreviewAny's preview text and mode
@@ -29,7 +30,7 @@ RECORD = Path(__file__).parent / "data" / "frontend_1_35_9_widgets.json"
 FRONTEND_ONLY = {
     "PreviewAny": {"preview", "previewMode"},
     "LoadImageOutput": {"refresh"},
-    "CustomCombo": {"option0"},
+    "CustomCombo": {"option0", "option1", "index"},
 }
 
 
@@ -39,9 +40,13 @@ def registry():
     return make_registry(*plugins)
 
 
-@pytest.fixture(scope="module")
-def record() -> dict[str, Any]:
-    return json.loads(RECORD.read_text())
+@pytest.fixture(scope="module", params=FRONTENDS)
+def record(request) -> dict[str, Any]:
+    recorded = json.loads(
+        (DATA / f"frontend_{request.param.replace('.', '_')}_widgets.json").read_text()
+    )
+    assert recorded["frontend"] == request.param
+    return recorded
 
 
 def widget_inputs(inputs: dict[str, Any]) -> dict[str, Any]:
@@ -88,14 +93,14 @@ def differences(record: dict[str, Any], registry) -> list[str]:
 def test_the_record_covers_every_node_loom_registers(record, registry):
     recorded = {node["type"] for node in record["workflow"]["nodes"]}
     skipped = {line.split(":", 1)[0] for line in record["not_recorded"]}
-    assert record["frontend"] == "1.35.9"
     assert sorted(set(registry.nodes) - recorded - skipped) == []
     assert skipped <= {"WebcamCapture"}
 
 
 def test_every_node_converts_to_the_frontend_s_widget_inputs(record, registry):
     found = differences(record, registry)
-    assert not found, f"{len(found)} differences from frontend 1.35.9:\n" + "\n".join(found)
+    frontend = record["frontend"]
+    assert not found, f"{len(found)} differences from frontend {frontend}:\n" + "\n".join(found)
 
 
 class _SwappedInputs:

@@ -6,8 +6,8 @@
 //
 //   node widgets.mjs http://127.0.0.1:PORT path/to/output.json
 //
-// `nox -s widgets` starts the server and runs this; tests/e2e/test_frontend_widgets.py
-// checks Loom's UI->API converter against the recorded file. Environment: LOOM_CHROMIUM
+// `nox -s widgets` starts the server and runs this (see ../README.md);
+// tests/e2e/test_frontend_widgets.py checks Loom's UI->API converter against the record. Environment: LOOM_CHROMIUM
 // (default /usr/bin/chromium), LOOM_BROWSER_TIMEOUT_S (default 60), LOOM_EXPECT_FRONTEND.
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
