@@ -137,7 +137,19 @@ async function recordInPage() {
       source(sourceType, sourceClass).connect(0, node, slot);
     }
   };
+  // Widgets fed by a link: the input's socket takes the link and the saved value stays in
+  // its widgets_values slot, which the converter must skip, not shift over.
+  const feed = (type, inputName, sourceType, sourceClass) => {
+    const node = nodes[type];
+    if (!node) return;
+    const slot = node.inputs.findIndex((inp) => inp.name === inputName);
+    if (slot < 0) { failures.push(`${type}: no ${inputName} input socket`); return; }
+    source(sourceType, sourceClass).connect(0, node, slot);
+  };
   try {
+    feed("KSampler", "steps", "INT", "PrimitiveInt");
+    feed("KSamplerAdvanced", "cfg", "FLOAT", "PrimitiveFloat");
+    feed("CLIPTextEncode", "text", "STRING", "PrimitiveStringMultiline");
     grow("BatchImagesNode", "images", "IMAGE", "EmptyImage", 2);
     grow("BatchMasksNode", "masks", "MASK", "SolidMask", 2);
     grow("BatchLatentsNode", "latents", "LATENT", "EmptyLatentImage", 2);
