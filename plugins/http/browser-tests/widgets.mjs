@@ -99,8 +99,14 @@ async function recordInPage() {
     widget.value = value;
     try { widget.callback?.(value, app.canvas, widget.node ?? undefined); } catch (e) { /* the value stands */ }
   };
-  const setAll = (node) => {
+  const setAll = (node, chosen = {}) => {
     const done = new Set();
+    for (const widget of node.widgets ?? []) {
+      if (!(widget.name in chosen)) continue;
+      widget.value = chosen[widget.name];
+      widget.callback?.(widget.value, app.canvas, node);
+      done.add(widget);
+    }
     for (let pass = 0; pass < 3; pass++) {
       for (const widget of [...(node.widgets ?? [])]) {
         if (done.has(widget)) continue;
@@ -124,6 +130,19 @@ async function recordInPage() {
       failures.push(`${type}: ${e.message ?? e}`);
     }
   }
+
+  // More DynamicCombo options than the last one each type got above.
+  const extra = (type, chosen) => {
+    try {
+      const node = LiteGraph.createNode(type);
+      app.graph.add(node);
+      setAll(node, chosen);
+    } catch (e) {
+      failures.push(`${type} with ${JSON.stringify(chosen)}: ${e.message ?? e}`);
+    }
+  };
+  extra("ResizeImageMaskNode", { resize_type: "scale dimensions" });
+  extra("ResizeImageMaskNode", { resize_type: "match size" });
 
   // Grown dynamic inputs: Autogrow sockets (two images into BatchImagesNode) get a new
   // slot when one is connected. (DynamicCombos such as ResizeImageMaskNode's resize_type
