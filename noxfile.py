@@ -11,6 +11,7 @@ third-party packages.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -19,6 +20,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import nox
@@ -185,35 +187,22 @@ def _wait_ready(session: nox.Session, server: subprocess.Popen, url: str, log: P
     )
 
 
-@nox.session
-@nox.parametrize("frontend", FRONTENDS)
-def browser(session: nox.Session, frontend: str) -> None:
-    """The ComfyUI web frontend in headless Chromium against a real `loom serve`.
-
-    Boots the frontend, queues a model-free prompt through it and checks the output image is
-    displayed (plugins/http/browser-tests/boot.mjs). Needs Debian's chromium and node/npm;
-    leaves a screenshot and the server log in plugins/http/browser-tests/artifacts/.
-    Not a default session.
-    """
+def _browser_tools(session: nox.Session) -> str:
+    """The Chromium binary to drive (the session is skipped without it or node/npm)."""
     chromium = os.environ.get("LOOM_CHROMIUM", "/usr/bin/chromium")
     if not os.access(chromium, os.X_OK):
         session.skip(f"{chromium} not found: `apt-get install chromium` (or set LOOM_CHROMIUM)")
     if not shutil.which("npm") or not shutil.which("node"):
         session.skip("node/npm not found: `apt-get install nodejs npm` (node >= 20)")
+    return chromium
 
-    session.install(TORCH)
-    session.install(*_editable(".", "plugins/http"), f"comfyui-frontend-package=={frontend}")
-    session.chdir(BROWSER_TESTS)
-    session.run("npm", "ci", "--no-audit", "--no-fund", "--loglevel=error", external=True)
 
-    artifacts = BROWSER_TESTS / "artifacts"
-    artifacts.mkdir(exist_ok=True)
-    screenshot = artifacts / f"frontend-{frontend}.png"
-    screenshot.unlink(missing_ok=True)
-    log = artifacts / f"serve-{frontend}.log"
+@contextlib.contextmanager
+def _loom_serve(session: nox.Session, base: str, log: Path) -> Iterator[str]:
+    """`loom serve` from the session's venv on a free port; yields its URL, stops it after."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryDirectory(prefix="loom-browser-") as base, log.open("w") as log_file:
+    with log.open("w") as log_file:
         server = subprocess.Popen(
             [
                 str(Path(session.bin) / "loom"),
@@ -230,14 +219,7 @@ def browser(session: nox.Session, frontend: str) -> None:
         try:
             _wait_ready(session, server, url, log)
             session.log(f"loom serve (pid {server.pid}) ready at {url}; log: {log}")
-            session.run(
-                "node",
-                "boot.mjs",
-                url,
-                str(screenshot),
-                external=True,
-                env={"LOOM_CHROMIUM": chromium, "LOOM_EXPECT_FRONTEND": frontend},
-            )
+            yield url
         finally:
             server.terminate()
             try:
@@ -245,4 +227,77 @@ def browser(session: nox.Session, frontend: str) -> None:
             except subprocess.TimeoutExpired:
                 server.kill()
                 server.wait()
+
+
+@nox.session
+@nox.parametrize("frontend", FRONTENDS)
+def browser(session: nox.Session, frontend: str) -> None:
+    """The ComfyUI web frontend in headless Chromium against a real `loom serve`.
+
+    Boots the frontend, queues a model-free prompt through it and checks the output image is
+    displayed (plugins/http/browser-tests/boot.mjs). Needs Debian's chromium and node/npm;
+    leaves a screenshot and the server log in plugins/http/browser-tests/artifacts/.
+    Not a default session.
+    """
+    chromium = _browser_tools(session)
+    session.install(TORCH)
+    session.install(*_editable(".", "plugins/http"), f"comfyui-frontend-package=={frontend}")
+    session.chdir(BROWSER_TESTS)
+    session.run("npm", "ci", "--no-audit", "--no-fund", "--loglevel=error", external=True)
+
+    artifacts = BROWSER_TESTS / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    screenshot = artifacts / f"frontend-{frontend}.png"
+    screenshot.unlink(missing_ok=True)
+    log = artifacts / f"serve-{frontend}.log"
+    with (
+        tempfile.TemporaryDirectory(prefix="loom-browser-") as base,
+        _loom_serve(session, base, log) as url,
+    ):
+        session.run(
+            "node",
+            "boot.mjs",
+            url,
+            str(screenshot),
+            external=True,
+            env={"LOOM_CHROMIUM": chromium, "LOOM_EXPECT_FRONTEND": frontend},
+        )
     session.log(f"screenshot: {screenshot}")
+
+
+#: Where the widget records tests/e2e/test_frontend_widgets.py checks the converter against live.
+WIDGETS_FIXTURES = ROOT / "tests" / "e2e" / "data"
+
+
+@nox.session
+@nox.parametrize("frontend", FRONTENDS)
+def widgets(session: nox.Session, frontend: str) -> None:
+    """Record every node's widgets as the real frontend saves and sends them.
+
+    With every plugin installed, `loom serve` (model folders seeded with placeholder names)
+    and plugins/http/browser-tests/widgets.mjs create one node of each type in the frontend,
+    set distinct widget values, and write the saved UI workflow and `graphToPrompt`'s API
+    prompt to tests/e2e/data/frontend_<version>_widgets.json. Not a default session.
+    """
+    chromium = _browser_tools(session)
+    _install(session, *(f"plugins/{plugin}" for plugin in PLUGINS))  # no test extras needed
+    session.install(f"comfyui-frontend-package=={frontend}")
+    session.chdir(BROWSER_TESTS)
+    session.run("npm", "ci", "--no-audit", "--no-fund", "--loglevel=error", external=True)
+
+    artifacts = BROWSER_TESTS / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    output = WIDGETS_FIXTURES / f"frontend_{frontend.replace('.', '_')}_widgets.json"
+    log = artifacts / f"serve-widgets-{frontend}.log"
+    with tempfile.TemporaryDirectory(prefix="loom-widgets-") as base:
+        session.run("python", "seed_base.py", base)
+        with _loom_serve(session, base, log) as url:
+            session.run(
+                "node",
+                "widgets.mjs",
+                url,
+                str(output),
+                external=True,
+                env={"LOOM_CHROMIUM": chromium, "LOOM_EXPECT_FRONTEND": frontend},
+            )
+    session.log(f"widget record: {output}")

@@ -9,7 +9,10 @@ that also take a slot in ``widgets_values`` but are never sent to the API:
   an explicit ``control_after_generate: False`` turns it off.
 * combos with ``control_after_generate`` get the control plus a ``control_filter_list``
   string (frontend ``addValueControlWidgets``).
-* upload buttons (``image_upload`` and friends) after the combo they fill.
+* one upload button (``image_upload`` and friends) after the last ``required`` input,
+  when a required combo has the option: the frontend's upload extensions add an
+  ``upload`` input at the end of ``required`` before the widgets are made (checked against
+  frontend 1.35.9: LoadImageMask saves ``[image, channel, upload]``).
 
 A V3 DynamicCombo's chosen option brings its own widgets, saved right after the combo's
 value (``["scale dimensions", 512, 512, "center", "area"]``), so where a later widget sits
@@ -207,14 +210,19 @@ def _input_slots(name: str, spec: Any) -> list[LayoutSlot]:
     if combo is not None:
         if control:
             slots += [None, None]  # control mode + control_filter_list
-        if any(options.get(key) for key in UPLOAD_OPTIONS):
-            slots.append(None)
     elif type_ == "INT":
         if control is None:
             control = name in SEED_NAMES
         if control:
             slots.append(None)
     return slots
+
+
+def _is_upload_combo(spec: Any) -> bool:
+    type_, options = _spec_parts(spec)
+    if _combo_options(type_, options) is None:
+        return False
+    return any(options.get(key) is True for key in UPLOAD_OPTIONS)
 
 
 def _combo_branch(name: str, options: Mapping[str, Any]) -> ComboBranch:
@@ -245,6 +253,8 @@ def layout_for(definition: NodeDef, registry: Registry) -> WidgetLayout:
         if isinstance(inputs, Mapping):
             for name, spec in inputs.items():
                 slots.extend(_input_slots(str(name), spec))
+            if section == "required" and any(map(_is_upload_combo, inputs.values())):
+                slots.append(None)  # the upload button
     return WidgetLayout(slots)
 
 

@@ -459,3 +459,35 @@ def test_a_node_type_the_frontend_renames_on_load_converts_to_the_new_type():
     prompt = convert_workflow(graph.to_json(), make_registry())
     assert prompt["1"]["class_type"] == "ConditioningAverage"
     assert prompt["1"]["inputs"]["conditioning_to_strength"] == 0.25
+
+
+class _Declared:
+    """Just enough of a NodeDef for ``layout_for``: its INPUT_TYPES."""
+
+    def __init__(self, input_types):
+        self._input_types = input_types
+
+    def input_types(self, env=None):
+        return self._input_types
+
+
+def test_upload_button_follows_the_last_required_input(registry):
+    # Frontend 1.35.9 adds the upload input at the end of ``required`` (LoadImageMask
+    # saves [image, channel, upload]), so optional widgets come after the button.
+    from loom.workflow.widgets import layout_for
+
+    declared = _Declared(
+        {
+            "required": {
+                "image": (["a.png", "b.png"], {"image_upload": True}),
+                "channel": (["alpha", "red"],),
+            },
+            "optional": {"strength": ("FLOAT", {"default": 1.0})},
+        }
+    )
+    layout = layout_for(declared, registry)
+    assert layout.values(["b.png", "red", "image", 0.5]) == {
+        "image": "b.png",
+        "channel": "red",
+        "strength": 0.5,
+    }
