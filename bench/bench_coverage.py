@@ -23,8 +23,14 @@ _differential_diffusion, _edit_model and _ip2p; none for PreviewAny or the
 nodes_model_advanced nodes, which stay classic. The ``v3`` flag of modules Loom has no node
 of, and entries for nodes Loom lacks, are an estimate. Not listed: API nodes (comfy_api_nodes),
 dev-only test nodes, the ids of nodes_dataset, nodes_lt_audio and nodes_nop, and any module
-0.8.0 added after 0.7.0. A real 0.8 ``/object_info`` dump replaces all of it: pass it as
-the argument.
+0.8.0 added after 0.7.0. Checked again node by node when every Loom node's interface was
+recorded (``bench/comfyui_0_8_io``): categories of AddNoise and SamplerEulerCFGpp
+(``_for_testing``) and ConditioningTimestepsRange, the ``Epsilon Scaling`` id, the module
+of ImageOnlyCheckpointSave (nodes_video_model) and the classic form of nodes_model_patch
+corrected from stored source; TemporalScoreRescaling (nodes_eps) added; ``SaveLoRA``'s id
+and the removal of Load3DAnimation / Preview3DAnimation (the frontend renames both on load)
+from the English node data of comfyui-frontend-package 1.35.9, ComfyUI 0.8's pin. A real
+0.8 ``/object_info`` dump replaces all of it: pass it as the argument.
 
 Prints: the headline over the categories the issue names, in-scope / all covered per
 category, the missing node types (in scope: not built yet) and the out-of-scope ones by
