@@ -208,3 +208,18 @@ def test_bare_listen_binds_every_interface_as_in_comfyui():
     assert listen("--listen") == "0.0.0.0"
     assert listen("--listen", "--port", "8190") == "0.0.0.0"  # not '--port' as the address
     assert listen("--listen", "::1") == "::1"
+
+
+def test_listen_takes_several_addresses_separated_by_commas_as_in_comfyui(tmp_path):
+    port = free_port()
+    process, _ = start_server(tmp_path, port, "--listen", "127.0.0.1,127.0.0.2")
+    try:
+        for host in ("127.0.0.1", "127.0.0.2"):  # Linux routes all of 127/8 to loopback
+            with urllib.request.urlopen(f"http://{host}:{port}/system_stats", timeout=5) as reply:
+                assert reply.status == 200
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    log = process.stdout.read().decode()
+    assert f"ready at http://127.0.0.1:{port}, http://127.0.0.2:{port}" in log
+    assert "reachable from the network" not in log  # both are loopback addresses

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import ipaddress
 import logging
 import os
 import shutil
@@ -25,8 +26,9 @@ log = logging.getLogger(__name__)
     is_flag=False,
     flag_value="0.0.0.0",
     metavar="[ADDRESS]",
-    help="Address to bind (bare --listen: 0.0.0.0, every IPv4 interface, as in ComfyUI); "
-    "anything other than loopback exposes the server to the network.",
+    help="Address to bind, or several separated by commas as in ComfyUI (e.g. 0.0.0.0,::); "
+    "bare --listen: 0.0.0.0, every IPv4 interface. Anything other than loopback exposes the "
+    "server to the network.",
 )
 @click.option(
     "--port",
@@ -98,31 +100,47 @@ def serve(factory: Any, queue_url: str | None, **flags: Any) -> int:
     runtime = factory.runtime()
     _clear_temp(runtime.settings.temp_dir)
     app = make_app(runtime, options)
-    host = options.listen
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    hosts = [part.strip() for part in options.listen.split(",") if part.strip()] or ["127.0.0.1"]
+    exposed = [host for host in hosts if not _is_loopback(host)]
+    if exposed:
         log.warning(
             "listening on %s: the server is reachable from the network%s",
-            host,
+            ", ".join(exposed),
             "" if options.auth_token else " and has no --auth-token",
         )
 
     def ready(_message: str) -> None:
-        shown = f"[{host}]" if ":" in host else host
-        click.echo(
-            f"loom serve: ready at http://{shown}:{options.port} ({time.perf_counter() - started:.2f} s)",
-            err=True,
-        )
+        urls = ", ".join(f"http://{_url_host(host)}:{options.port}" for host in hosts)
+        click.echo(f"loom serve: ready at {urls} ({time.perf_counter() - started:.2f} s)", err=True)
 
     # run_app calls ``print`` once every site listens: that is the readiness line.
     try:
         web.run_app(
-            app, host=host, port=options.port, print=ready, access_log=None, shutdown_timeout=5.0
+            app,
+            host=hosts if len(hosts) > 1 else hosts[0],
+            port=options.port,
+            print=ready,
+            access_log=None,
+            shutdown_timeout=5.0,
         )
     except OSError as exc:
         if exc.errno not in _BIND_ERRORS and not isinstance(exc, socket.gaierror):
             raise
-        raise click.ClickException(_bind_failure(host, options.port, exc)) from exc
+        raise click.ClickException(_bind_failure(", ".join(hosts), options.port, exc)) from exc
     return 0
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 _BIND_ERRORS = (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES)
