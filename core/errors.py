@@ -24,6 +24,13 @@ class LoomError(Exception):
         return self.message if not self.hint else f"{self.message}\nhint: {self.hint}"
 
 
+def install_command(dist: str) -> str:
+    """The hint for installing one of Loom's own plugins (``loom-sdxl``): they are not on PyPI
+    yet, so from a checkout."""
+    folder = dist.removeprefix("loom-")
+    return f"not on PyPI yet: pip install -e plugins/{folder} in a Loom checkout"
+
+
 class PluginLoadError(LoomError):
     """A plugin could not be imported or registered; it is skipped, the rest keep working."""
 

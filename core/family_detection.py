@@ -11,7 +11,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from loom.errors import UnknownCheckpointError
+from loom.errors import UnknownCheckpointError, install_command
 from loom.types import CheckpointHeader, ModelFamily, ModelPart
 
 if TYPE_CHECKING:
@@ -86,8 +86,7 @@ def _unknown(
     hint = None
     if not families:
         hint = (
-            "install a model family plugin, for example loom-sd15 "
-            "(not on PyPI yet: pip install -e plugins/sd15 in a Loom checkout)"
+            f"install a model family plugin, for example loom-sd15 ({install_command('loom-sd15')})"
         )
     return UnknownCheckpointError(
         f"no installed plugin recognises {files} as a {what}; installed model families: {installed}",

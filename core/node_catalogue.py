@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 
+from loom.errors import install_command
+
 CATALOGUE_FILE = Path(__file__).with_name("node_catalogue.json")
 
 
@@ -43,12 +45,6 @@ def provider_hint(class_types: Iterable[str]) -> str | None:
         else:
             parts.append(f"{', '.join(nodes)}: provided by {dist} ({install_command(dist)})")
     return "; ".join(parts)
-
-
-def install_command(dist: str) -> str:
-    """How to install one of Loom's own plugins: they are not on PyPI yet, so from a checkout."""
-    folder = dist.removeprefix("loom-")
-    return f"not on PyPI yet: pip install -e plugins/{folder} in a Loom checkout"
 
 
 def _installed(dist: str) -> bool:

@@ -63,6 +63,7 @@ _EXPORTS = {
     # torch-free: validation reads headers without importing torch
     "loom.safetensors_header": ("read_header",),
     "scaled": (
+        "SCALE_TENSORS",
         "ScaledLayer",
         "ScaledLinear",
         "ScaledView",
@@ -76,6 +77,7 @@ _EXPORTS = {
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __all__ = [
+    "SCALE_TENSORS",
     "Accounting",
     "AllocatorPolicy",
     "AllocatorResult",
@@ -187,6 +189,7 @@ if TYPE_CHECKING:
     from loom.memory.safetensors_file import SafetensorsFile, read_header
     from loom.memory.safetensors_writer import write_safetensors
     from loom.memory.scaled import (
+        SCALE_TENSORS,
         ScaledLayer,
         ScaledLinear,
         ScaledView,

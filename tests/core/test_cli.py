@@ -315,10 +315,11 @@ def test_the_install_hint_for_a_missing_plugin_names_its_folder_in_this_checkout
     from pathlib import Path
 
     from loom import node_catalogue
+    from loom.errors import install_command
 
     repo = Path(__file__).resolve().parents[2]
     for dist in json.loads(node_catalogue.CATALOGUE_FILE.read_text(encoding="utf-8")):
-        folder = re.search(r"pip install -e (plugins/\S+) ", node_catalogue.install_command(dist))
+        folder = re.search(r"pip install -e (plugins/\S+) ", install_command(dist))
         pyproject = (repo / folder[1] / "pyproject.toml").read_text("utf-8")
         assert f'name = "{dist}"' in pyproject
     monkeypatch.setattr(node_catalogue, "_installed", lambda dist: False)

@@ -23,7 +23,7 @@ from loom_sd15.adapter_keys import unet_diffusers_names
 from loom_sd15.detect import unet_config
 from loom_sd15.unet import UNetConfig
 
-from loom.errors import ModelFileError
+from loom.errors import ModelFileError, install_command
 from loom_controlnet.model import ControlNetConfig
 
 Shapes = Mapping[str, tuple[int, ...]]
@@ -67,7 +67,7 @@ def _sdxl() -> Any:
     except ImportError as error:
         raise ModelFileError(
             "this is an SDXL ControlNet, which needs the loom-sdxl plugin",
-            hint="not on PyPI yet: pip install -e plugins/sdxl in a Loom checkout",
+            hint=install_command("loom-sdxl"),
         ) from error
     return detect, unet
 

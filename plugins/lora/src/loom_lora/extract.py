@@ -66,13 +66,13 @@ def lora_tensors(
     """The LoRA file entries of the weight differences ``diffs`` (keyed as ComfyUI's state
     dict; a scaled-fp8 layer's weight dequantised by its ``weight_scale`` first), their layer
     names under ``prefix``."""
-    from loom.memory import dequantized_weights
+    from loom.memory import SCALE_TENSORS, dequantized_weights
 
     out: dict[str, Any] = {}
     for key, diff in dequantized_weights(diffs).items():
         if not diff.is_floating_point() or diff.numel() == 0:
             continue  # position ids, a quantisation config: no weights
-        if key.endswith((".weight_scale", ".input_scale")):
+        if key.rpartition(".")[2] in SCALE_TENSORS:
             continue
         if key.endswith(".weight"):
             layer = prefix + key[: -len(".weight")]

@@ -168,7 +168,7 @@ def run_demo_workflow(
     """Run a demo's UI-format ``workflow`` on its tiny ``checkpoint`` (built by
     ``ensure_files(models_dir)`` if needed) at 256x256; return the written PNGs.
     ``progress`` shows model loads and sampling progress on stderr."""
-    from loom.errors import LoomError, PromptValidationError
+    from loom.errors import LoomError, PromptValidationError, install_command
     from loom.frontend import (
         ModelLoadLines,
         ProgressDisplay,
@@ -182,7 +182,7 @@ def run_demo_workflow(
     if "KSampler" not in registry.nodes:
         raise LoomError(
             "loom demo needs the KSampler node, which loom-samplers provides",
-            hint="not on PyPI yet: pip install -e plugins/samplers in a Loom checkout",
+            hint=install_command("loom-samplers"),
         )
     ensure_files(runtime.settings.models_dir)
     set_widget(workflow, "CheckpointLoaderSimple", 0, checkpoint)
