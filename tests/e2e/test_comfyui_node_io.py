@@ -19,6 +19,7 @@ from loom.testing import make_registry
 BENCH_DIR = Path(__file__).parents[2] / "bench"
 REFERENCE_DIR = BENCH_DIR / "comfyui_0_8_io"
 FRONTEND_NAMES = REFERENCE_DIR / "frontend_1_35_9_names.json"
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"
 
 # Where ComfyUI 0.8's source is newer than the frontend's locale (which was generated from the
 # ComfyUI of its build): node -> the difference, which must still be there.
@@ -40,7 +41,9 @@ def reference_entries() -> dict[str, dict[str, Any]]:
 
 
 def served_inputs(definition: NodeDef) -> list[tuple[str, str, str, dict[str, Any]]]:
-    """The node's inputs as ``(section, name, type, options)``, combos as type COMBO."""
+    """The node's inputs as ``(section, name, type, options)``, combos as type COMBO; a
+    DynamicCombo's ``options`` are its choices' keys, in order (what a saved workflow's
+    widget value names and what a new node shows first)."""
     rows = []
     for section, inputs in definition.input_types(None).items():
         if section not in SECTIONS or section == "hidden":
@@ -50,6 +53,8 @@ def served_inputs(definition: NodeDef) -> list[tuple[str, str, str, dict[str, An
             if isinstance(kind, (list, tuple)):
                 options["options"] = list(kind)
                 kind = "COMBO"
+            elif kind == DYNAMIC_COMBO:
+                options["options"] = [choice["key"] for choice in options.get("options", [])]
             rows.append((section, name, kind, options))
     return rows
 
@@ -122,6 +127,16 @@ def test_a_changed_default_is_reported(registry):
     found = interface_differences(changed, registry.nodes["EmptyLatentImage"])
     assert any("width: default=1024" in d for d in found)
     assert any(d.startswith("outputs") for d in found)
+
+
+def test_a_reordered_dynamic_combo_is_reported(registry):
+    entry = json.loads(json.dumps(reference_entries()["ResizeImageMaskNode"]))
+    resize_type = next(row for row in entry["inputs"] if row[1] == "resize_type")
+    keys = resize_type[3]["options"]
+    assert keys[0] == "scale by multiplier" and len(keys) == 8  # ComfyUI 0.8's eight
+    resize_type[3]["options"] = [keys[1], keys[0], *keys[2:], "scale to multiple"]
+    found = interface_differences(entry, registry.nodes["ResizeImageMaskNode"])
+    assert any("resize_type: options=" in d for d in found)
 
 
 def frontend_locale() -> dict[str, dict[str, Any]]:

@@ -86,7 +86,7 @@ def _given(node: str, grown: Mapping[str, Any], field: str) -> list[Any]:
     return items
 
 
-@loom.node("BatchImagesNode", category="image/batch", display_name="Batch Images", v3=True)
+@loom.node("BatchImagesNode", category="image", display_name="Batch Images", v3=True)
 class BatchImagesNode:
     images: dict[str, Image] = _grown("IMAGE", "image")
 
@@ -94,7 +94,7 @@ class BatchImagesNode:
         return batch_images(_given("BatchImagesNode", self.images, "images"))
 
 
-@loom.node("BatchMasksNode", category="mask/batch", display_name="Batch Masks", v3=True)
+@loom.node("BatchMasksNode", category="mask", display_name="Batch Masks", v3=True)
 class BatchMasksNode:
     masks: dict[str, Mask] = _grown("MASK", "mask")
 
@@ -102,7 +102,7 @@ class BatchMasksNode:
         return batch_masks(_given("BatchMasksNode", self.masks, "masks"))
 
 
-@loom.node("BatchLatentsNode", category="latent/batch", display_name="Batch Latents", v3=True)
+@loom.node("BatchLatentsNode", category="latent", display_name="Batch Latents", v3=True)
 class BatchLatentsNode:
     latents: dict[str, Latent] = _grown("LATENT", "latent")
 

@@ -4,6 +4,11 @@ node that resizes an image or a mask, the way chosen in a DynamicCombo.
 The input is an IMAGE (``[B, H, W, C]``) or a MASK (``[B, H, W]``), told apart by rank as
 ComfyUI does; the output has the input's type. Sizes follow ComfyUI's formulas (Python's
 ``round``), and resampling goes through :func:`loom.resample.common_upscale`.
+
+The resize types are 0.8's eight, "scale by multiplier" first (the first is the default a
+new node shows). ComfyUI added a ninth, "scale to multiple" (PR #11838, 2026-01-13), and
+moved "scale dimensions" first (PR #12040, 2026-01-23), both after the 0.8 releases
+(bench/comfyui_0_8_io/image.json names the evidence).
 """
 
 from __future__ import annotations
@@ -38,14 +43,27 @@ def _crop() -> Slot:
     )
 
 
-def _size(name: str, tooltip: str, *, minimum: int = 0, default: int = 512) -> Slot:
-    return Slot.widget(
-        name, ui.int(default, min=minimum, max=MAX_RESOLUTION, step=1, tooltip=tooltip)
-    )
+def _size(name: str, tooltip: str) -> Slot:
+    return Slot.widget(name, ui.int(512, min=0, max=MAX_RESOLUTION, step=1, tooltip=tooltip))
 
 
 RESIZE_TYPES = DynamicCombo(
     [
+        DynamicOption(
+            "scale by multiplier",
+            [
+                Slot.widget(
+                    "multiplier",
+                    ui.float(
+                        1.0,
+                        min=0.01,
+                        max=8.0,
+                        step=0.01,
+                        tooltip="Scale factor (e.g., 2.0 doubles size, 0.5 halves size).",
+                    ),
+                )
+            ],
+        ),
         DynamicOption(
             "scale dimensions",
             [
@@ -60,21 +78,6 @@ RESIZE_TYPES = DynamicCombo(
                     "preserving aspect ratio.",
                 ),
                 _crop(),
-            ],
-        ),
-        DynamicOption(
-            "scale by multiplier",
-            [
-                Slot.widget(
-                    "multiplier",
-                    ui.float(
-                        1.0,
-                        min=0.01,
-                        max=8.0,
-                        step=0.01,
-                        tooltip="Scale factor (e.g., 2.0 doubles size, 0.5 halves size).",
-                    ),
-                )
             ],
         ),
         DynamicOption(
@@ -140,18 +143,6 @@ RESIZE_TYPES = DynamicCombo(
                 _crop(),
             ],
         ),
-        DynamicOption(
-            "scale to multiple",
-            [
-                _size(
-                    "multiple",
-                    "Resize so width and height are divisible by this number. Useful for "
-                    "latent alignment (e.g., 8 or 64).",
-                    minimum=1,
-                    default=8,
-                )
-            ],
-        ),
     ]
 )
 
@@ -191,21 +182,6 @@ def _total_pixels(input: Any, megapixels: float, method: str) -> Any:
     return _resized(input, round(width * scale), round(height * scale), method)
 
 
-def _to_multiple(input: Any, multiple: int, method: str) -> Any:
-    """Cover-scale then centre-crop so both sides are multiples of ``multiple``."""
-    height, width = input.shape[1], input.shape[2]
-    target_w, target_h = width // multiple * multiple, height // multiple * multiple
-    if multiple <= 1 or target_w == 0 or target_h == 0 or (target_w, target_h) == (width, height):
-        return input
-    if target_w / width >= target_h / height:
-        scaled_w, scaled_h = target_w, max(target_h, math.ceil(height * target_w / width))
-    else:
-        scaled_w, scaled_h = max(target_w, math.ceil(width * target_h / height)), target_h
-    scaled = _resized(input, scaled_w, scaled_h, method)
-    x0, y0 = (scaled_w - target_w) // 2, (scaled_h - target_h) // 2
-    return scaled[:, y0 : y0 + target_h, x0 : x0 + target_w]
-
-
 def resize(input: Any, choice: Mapping[str, Any], method: str) -> Any:
     """``input`` resized as the DynamicCombo ``choice`` says."""
     kind = choice["resize_type"]
@@ -229,8 +205,6 @@ def resize(input: Any, choice: Mapping[str, Any], method: str) -> Any:
     if kind == "match size":
         match = choice["match"]
         return _resized(input, match.shape[2], match.shape[1], method, choice["crop"])
-    if kind == "scale to multiple":
-        return _to_multiple(input, choice["multiple"], method)
     raise ValueError(f"ResizeImageMaskNode: unknown resize_type {kind!r}")
 
 

@@ -42,13 +42,18 @@ def _float(default: float, maximum: float, tooltip: str) -> list:
     ]
 
 
-# What ComfyUI 0.8's Schema.get_v1_info renders for ResizeImageMaskNode's resize_type.
+# What ComfyUI 0.8's Schema.get_v1_info renders for ResizeImageMaskNode's resize_type: eight
+# types, "scale by multiplier" first (bench/comfyui_0_8_io/image.json says why).
 RESIZE_TYPE = [
     "COMFY_DYNAMICCOMBO_V3",
     {
         "tooltip": "Select how to resize: by exact dimensions, scale factor, matching another "
         "image, etc.",
         "options": [
+            {
+                "key": "scale by multiplier",
+                "inputs": {"required": {"multiplier": _float(1.0, 8.0, "Scale factor (e.g., 2.0 doubles size, 0.5 halves size).")}},
+            },
             {
                 "key": "scale dimensions",
                 "inputs": {
@@ -58,10 +63,6 @@ RESIZE_TYPE = [
                         "crop": CROP,
                     }
                 },
-            },
-            {
-                "key": "scale by multiplier",
-                "inputs": {"required": {"multiplier": _float(1.0, 8.0, "Scale factor (e.g., 2.0 doubles size, 0.5 halves size).")}},
             },
             {
                 "key": "scale longer dimension",
@@ -92,10 +93,6 @@ RESIZE_TYPE = [
                     }
                 },
             },
-            {
-                "key": "scale to multiple",
-                "inputs": {"required": {"multiple": _int(8, 1, "Resize so width and height are divisible by this number. Useful for latent alignment (e.g., 8 or 64).")}},
-            },
         ],
     },
 ]  # fmt: skip
@@ -104,9 +101,9 @@ RESIZE_TYPE = [
 @pytest.mark.parametrize(
     ("class_type", "field", "slot", "wire", "category", "display"),
     [
-        ("BatchImagesNode", "images", "image", "IMAGE", "image/batch", "Batch Images"),
-        ("BatchMasksNode", "masks", "mask", "MASK", "mask/batch", "Batch Masks"),
-        ("BatchLatentsNode", "latents", "latent", "LATENT", "latent/batch", "Batch Latents"),
+        ("BatchImagesNode", "images", "image", "IMAGE", "image", "Batch Images"),
+        ("BatchMasksNode", "masks", "mask", "MASK", "mask", "Batch Masks"),
+        ("BatchLatentsNode", "latents", "latent", "LATENT", "latent", "Batch Latents"),
     ],
 )
 def test_batch_nodes_object_info_is_comfyuis(class_type, field, slot, wire, category, display):
@@ -258,20 +255,12 @@ def test_resize_modes_follow_comfyuis_size_rules(tmp_path, choice, size):
     torch.testing.assert_close(mask, _bilinear(image[..., :1], *size)[..., 0])
 
 
-def test_resize_match_size_and_scale_to_multiple(tmp_path):
+def test_resize_match_size(tmp_path):
     image = torch.rand(1, 10, 20, 3)
     matched = _resize(
         tmp_path, image, resize_type="match size", match=torch.zeros(1, 5, 5), crop="center"
     )
     torch.testing.assert_close(matched, _bilinear(image[:, :, 5:15], 5, 5))  # centre square
-    # 10x20 to multiples of 8: 8x16; cover scale max(16/20, 8/10) = 0.8 -> 8x16, no crop left
-    snapped = _resize(tmp_path, image, resize_type="scale to multiple", multiple=8)
-    torch.testing.assert_close(snapped, _bilinear(image, 8, 16))
-    # 10x21: targets 8x16; 16/21 < 8/10, so cover to 8 x ceil(21*0.8)=17, then crop cols 0..16
-    wide = torch.rand(1, 10, 21, 3)
-    snapped = _resize(tmp_path, wide, resize_type="scale to multiple", multiple=8)
-    torch.testing.assert_close(snapped, _bilinear(wide, 8, 17)[:, :, 0:16])
-    assert _resize(tmp_path, image, resize_type="scale to multiple", multiple=5) is image
 
 
 def _runner(tmp_path) -> Executor:
@@ -376,7 +365,17 @@ def test_dynamic_combo_errors_name_node_and_input(tmp_path):
         "value_not_in_list",
         "resize_type",
     )
-    assert error["details"].startswith("resize_type: 'squash' not in ['scale dimensions',")
+    assert error["details"] == (
+        "resize_type: 'squash' not in ['scale by multiplier', 'scale dimensions', "
+        "'scale longer dimension', 'scale shorter dimension', 'scale width', 'scale height', "
+        "'scale total pixels', 'match size']"
+    )
+    # a later ComfyUI's ninth type is not 0.8's: refused before anything runs, the same way
+    (error,) = _errors(executor, _resize_prompt(resize_type="scale to multiple"))
+    assert (error["type"], error["extra_info"]["input_name"]) == (
+        "value_not_in_list",
+        "resize_type",
+    )
     # ComfyUI 0.8 adds the combo only when its key is given: a prompt without it validates
     # and fails when run, the message naming the node and the input
     executor.validate(_resize_prompt())
