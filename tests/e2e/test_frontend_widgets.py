@@ -3,14 +3,16 @@
 ``data/frontend_<version>_widgets.json`` is what that frontend (1.35.9: ComfyUI 0.8's pin;
 1.58.1: the newest) saved and sent for a graph holding one node of every type Loom serves,
 each widget set to a distinct non-default value (``plugins/http/browser-tests/widgets.mjs``;
-regenerate with ``nox -s widgets``). Which ``widgets_values`` position belongs to which input is the
-frontend's decision, so its ``graphToPrompt`` output is the reference.
+regenerate with ``nox -s widgets``; Chromium's fake camera gives WebcamCapture a frame). Which
+``widgets_values`` position belongs to which input is the frontend's decision, so its
+``graphToPrompt`` output is the reference.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import re
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,12 @@ FRONTEND_ONLY = {
     "LoadImageOutput": {"refresh"},
     "CustomCombo": {"option0", "option1", "index"},
 }
+
+#: Inputs whose sent value is made when the prompt is queued, so no saved workflow holds it:
+#: WebcamCapture's image is the name of the frame the frontend captured and uploaded then
+#: (the record's browser had Chromium's fake camera). test_webcam_capture_... checks it.
+QUEUE_TIME_UPLOADS = {"WebcamCapture": {"image"}}
+WEBCAM_UPLOAD = re.compile(r"webcam/\d+\.png \[temp\]")
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +83,9 @@ def differences(record: dict[str, Any], registry) -> list[str]:
             continue
         got = widget_inputs(ours["inputs"])
         extra = FRONTEND_ONLY.get(expected["class_type"], set())
-        want = {k: v for k, v in expected["inputs"].items() if k not in extra}
+        uploaded = QUEUE_TIME_UPLOADS.get(expected["class_type"], set())
+        got = {k: v for k, v in got.items() if k not in uploaded}
+        want = {k: v for k, v in expected["inputs"].items() if k not in extra | uploaded}
         for name in sorted(set(got) | set(want)):
             if name not in want and got[name] is None:
                 # A combo with no options: its value was undefined, which graphToPrompt
@@ -92,9 +102,21 @@ def differences(record: dict[str, Any], registry) -> list[str]:
 
 def test_the_record_covers_every_node_loom_registers(record, registry):
     recorded = {node["type"] for node in record["workflow"]["nodes"]}
-    skipped = {line.split(":", 1)[0] for line in record["not_recorded"]}
-    assert sorted(set(registry.nodes) - recorded - skipped) == []
-    assert skipped <= {"WebcamCapture"}
+    assert sorted(set(registry.nodes) - recorded) == []
+    assert record["not_recorded"] == []
+
+
+def test_webcam_capture_sends_the_frame_it_uploaded_at_queue_time(record, registry):
+    (node,) = [n for n in record["workflow"]["nodes"] if n["type"] == "WebcamCapture"]
+    sent = record["api"][str(node["id"])]["inputs"]
+    # capture_on_queue was turned off and a frame captured: the frontend uploaded it to the
+    # input folder's temp/webcam and sends its annotated name; the saved workflow keeps the
+    # widget's own empty value in image's slot (the capture button's label trails it)
+    assert WEBCAM_UPLOAD.fullmatch(sent["image"]), sent
+    assert sent["capture_on_queue"] is False
+    assert node["widgets_values"][0] == ""
+    converted = convert_workflow(copy.deepcopy(record["workflow"]), registry)[str(node["id"])]
+    assert converted["inputs"] == {**sent, "image": ""}
 
 
 def test_every_node_converts_to_the_frontend_s_widget_inputs(record, registry):

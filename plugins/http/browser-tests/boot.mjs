@@ -6,13 +6,10 @@
 //   node boot.mjs http://127.0.0.1:PORT path/to/screenshot.png
 //
 // `nox -s browser` starts the server and runs this (see ../README.md). Works with frontend
-// 1.35.x (ComfyUI 0.8's pin) and 1.58.x. Environment: LOOM_CHROMIUM (default
-// /usr/bin/chromium), LOOM_BROWSER_TIMEOUT_S (per step, default 60), LOOM_EXPECT_FRONTEND
-// (fail unless the page reports this frontend version).
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { chromium } from "playwright-core";
+// 1.35.x (ComfyUI 0.8's pin) and 1.58.x. Environment: as browser.mjs says.
+import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+import * as browser from "./browser.mjs";
 
 const [serverArg, shotPath] = process.argv.slice(2);
 if (!serverArg || !shotPath) {
@@ -20,8 +17,6 @@ if (!serverArg || !shotPath) {
   process.exit(2);
 }
 const server = new URL(serverArg);
-const CHROMIUM = process.env.LOOM_CHROMIUM || "/usr/bin/chromium";
-const TIMEOUT = 1000 * Number(process.env.LOOM_BROWSER_TIMEOUT_S || 60);
 const started = Date.now();
 const log = (msg) => console.log(`[browser ${((Date.now() - started) / 1000).toFixed(1)}s] ${msg}`);
 
@@ -35,23 +30,6 @@ const PROMPT = {
 // Seen while the page runs; printed on failure.
 const seen = { pageErrors: [], consoleErrors: [], failedRequests: [], wsTypes: [], views: [] };
 let step = "start";
-
-async function seedSettings() {
-  // A fresh user dir makes the frontend treat this as a first run: it opens the templates
-  // dialog over the canvas (1.35.x and 1.58.x both skip it once Comfy.TutorialCompleted is
-  // true). The server's default graph would need the sampler plugin: don't warn about it.
-  const settings = {
-    "Comfy.TutorialCompleted": true,
-    "Comfy.Workflow.ShowMissingNodesWarning": false,
-    "Comfy.Workflow.ShowMissingModelsWarning": false,
-  };
-  const res = await fetch(new URL("/api/settings", server), {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify(settings),
-  }).catch((e) => { throw new Error(`cannot reach ${server.origin}: ${e.cause?.message ?? e.message}`); });
-  if (!res.ok) throw new Error(`POST /api/settings answered ${res.status}: ${await res.text()}`);
-}
 
 async function closeDialogs(page) {
   // Belt and braces: anything modal left open (release notes, missing-node warnings, a
@@ -80,39 +58,20 @@ function onWebSocket(ws, state) {
   });
 }
 
-async function waitFor(what, predicate, timeout = TIMEOUT) {
+// browser.waitFor, remembering what it waits for (the failure report names it).
+function waitFor(what, predicate, timeout) {
   step = what;
-  const until = Date.now() + timeout;
-  for (;;) {
-    const value = await predicate();
-    if (value) return value;
-    if (Date.now() > until) throw new Error(`timed out after ${timeout / 1000}s waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  return browser.waitFor(what, predicate, timeout);
 }
 
 async function main() {
   step = "seeding settings";
-  await seedSettings();
+  await browser.seedSettings(server);
 
-  const profile = mkdtempSync(join(tmpdir(), "loom-chromium-"));
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    viewport: { width: 1280, height: 800 },
-    args: [
-      "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-      // Hermetic: every host name fails to resolve except the server's own, so the
-      // frontend's calls to api.comfy.org, fonts, registries, ... fail fast and the same
-      // way on every machine. (IP literals such as 127.0.0.1 are never resolved.)
-      `--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE ${server.hostname}`,
-    ],
-  });
+  step = "starting Chromium";
+  const { page, close } = await browser.launchBrowser(server);
   const state = { executed: [], promptResponse: null };
-  let page;
   try {
-    page = context.pages()[0] ?? (await context.newPage());
     page.on("pageerror", (e) => seen.pageErrors.push(String(e)));
     page.on("console", (m) => { if (m.type() === "error") seen.consoleErrors.push(m.text()); });
     page.on("requestfailed", (r) => seen.failedRequests.push(`${r.method()} ${r.url()}: ${r.failure()?.errorText}`));
@@ -128,7 +87,7 @@ async function main() {
     });
 
     step = "loading the page";
-    await page.goto(server.href, { timeout: TIMEOUT });
+    await page.goto(server.href, { timeout: browser.TIMEOUT });
     await waitFor("the graph editor (app.graph, #graph-canvas, SaveImage registered)", () => page.evaluate(() => {
       const app = window.app;
       const canvas = document.querySelector("#graph-canvas");
@@ -136,10 +95,8 @@ async function main() {
                      && window.LiteGraph?.registered_node_types?.SaveImage);
     }));
     step = "checking the frontend version";
-    const frontend = await page.evaluate(() => window.__COMFYUI_FRONTEND_VERSION__ ?? null);
+    const frontend = await browser.frontendVersion(page);
     log(`graph editor ready (frontend ${frontend ?? "version unknown"})`);
-    const expected = process.env.LOOM_EXPECT_FRONTEND;
-    if (expected && frontend !== expected) throw new Error(`the server serves frontend ${frontend}, expected ${expected}`);
     await closeDialogs(page);
 
     step = "loading the API prompt and queueing it (app.loadApiJson + app.queuePrompt)";
@@ -194,14 +151,11 @@ async function main() {
     console.log(JSON.stringify({ ok: true, frontend, prompt_id: promptBody.prompt_id, image, displayed: shown,
                                  seconds: (Date.now() - started) / 1000 }));
   } catch (error) {
-    if (page) {
-      mkdirSync(dirname(shotPath), { recursive: true });
-      await page.screenshot({ path: shotPath }).catch(() => {});
-    }
+    mkdirSync(dirname(shotPath), { recursive: true });
+    await page.screenshot({ path: shotPath }).catch(() => {});
     throw error;
   } finally {
-    await context.close().catch(() => {});
-    rmSync(profile, { recursive: true, force: true });
+    await close();
   }
 }
 

@@ -7,12 +7,15 @@
 //   node widgets.mjs http://127.0.0.1:PORT path/to/output.json
 //
 // `nox -s widgets` starts the server and runs this (see ../README.md);
-// tests/e2e/test_frontend_widgets.py checks Loom's UI->API converter against the record. Environment: LOOM_CHROMIUM
-// (default /usr/bin/chromium), LOOM_BROWSER_TIMEOUT_S (default 60), LOOM_EXPECT_FRONTEND.
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { chromium } from "playwright-core";
+// tests/e2e/test_frontend_widgets.py checks Loom's UI->API converter against the record.
+// Chromium gets a fake camera, so WebcamCapture captures a frame (its widget refuses to
+// serialize without one) and uploads it as the frontend does. Environment: as browser.mjs says.
+import { mkdirSync, writeFileSync } from "node:fs";
+import { dirname } from "node:path";
+import * as browser from "./browser.mjs";
+
+// Chromium's built-in test camera, granted without a permission prompt.
+const FAKE_CAMERA = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"];
 
 const [serverArg, outPath] = process.argv.slice(2);
 if (!serverArg || !outPath) {
@@ -20,39 +23,11 @@ if (!serverArg || !outPath) {
   process.exit(2);
 }
 const server = new URL(serverArg);
-const CHROMIUM = process.env.LOOM_CHROMIUM || "/usr/bin/chromium";
-const TIMEOUT = 1000 * Number(process.env.LOOM_BROWSER_TIMEOUT_S || 60);
 const started = Date.now();
 const log = (msg) => console.log(`[widgets ${((Date.now() - started) / 1000).toFixed(1)}s] ${msg}`);
 
-async function seedSettings() {
-  const settings = {
-    "Comfy.TutorialCompleted": true,
-    "Comfy.Workflow.ShowMissingNodesWarning": false,
-    "Comfy.Workflow.ShowMissingModelsWarning": false,
-  };
-  const res = await fetch(new URL("/api/settings", server), {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify(settings),
-  });
-  if (!res.ok) throw new Error(`POST /api/settings answered ${res.status}: ${await res.text()}`);
-}
-
-async function waitFor(what, predicate) {
-  const until = Date.now() + TIMEOUT;
-  for (;;) {
-    const value = await predicate();
-    if (value) return value;
-    if (Date.now() > until) throw new Error(`timed out after ${TIMEOUT / 1000}s waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
 // Runs in the page: builds the graph and returns {workflow, prompt, failures}.
 async function recordInPage() {
-  // Types graphToPrompt cannot serialize in a headless page.
-  const SKIPPED = { WebcamCapture: "its webcam widget throws in graphToPrompt until a camera captured an image" };
   const { app, LiteGraph } = window;
   const info = await (await fetch("/api/object_info")).json();
   app.graph.clear();
@@ -119,7 +94,6 @@ async function recordInPage() {
 
   const nodes = {};
   for (const type of Object.keys(info).sort()) {
-    if (SKIPPED[type]) { failures.push(`${type}: ${SKIPPED[type]}`); continue; }
     try {
       const node = LiteGraph.createNode(type);
       if (!node) { failures.push(`${type}: createNode returned nothing`); continue; }
@@ -142,7 +116,22 @@ async function recordInPage() {
     }
   };
   extra("ResizeImageMaskNode", { resize_type: "scale dimensions" });
-  extra("ResizeImageMaskNode", { resize_type: "match size" });
+  extra("ResizeImageMaskNode", { resize_type: "scale by multiplier" });
+
+  // WebcamCapture: capture_on_queue was flipped off above, so its image widget serializes
+  // only after a capture. Wait for the (fake) camera to stream, then press capture.
+  const webcam = nodes.WebcamCapture;
+  if (webcam) {
+    const until = Date.now() + 30000;
+    const pause = () => new Promise((r) => setTimeout(r, 100));
+    const capture = () => (webcam.widgets ?? []).find((w) => w.type === "button" && w.name !== "image");
+    while (capture()?.disabled !== false && Date.now() < until) await pause();
+    if (capture()?.disabled === false) {
+      capture().callback?.();
+      while (!webcam.imgs?.length && Date.now() < until) await pause();
+    }
+    if (!webcam.imgs?.length) failures.push("WebcamCapture: the camera gave no frame to capture");
+  }
 
   // Grown dynamic inputs: Autogrow sockets (two images into BatchImagesNode) get a new
   // slot when one is connected. (DynamicCombos such as ResizeImageMaskNode's resize_type
@@ -200,29 +189,16 @@ function trim(workflow) {
 }
 
 async function main() {
-  await seedSettings();
-  const profile = mkdtempSync(join(tmpdir(), "loom-chromium-"));
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    viewport: { width: 1280, height: 800 },
-    args: [
-      "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-      `--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE ${server.hostname}`,
-    ],
-  });
+  await browser.seedSettings(server);
+  const { page, close } = await browser.launchBrowser(server, FAKE_CAMERA);
   try {
-    const page = context.pages()[0] ?? (await context.newPage());
     const pageErrors = [];
     page.on("pageerror", (e) => pageErrors.push(String(e)));
-    await page.goto(server.href, { timeout: TIMEOUT });
-    await waitFor("the graph editor", () => page.evaluate(() =>
+    await page.goto(server.href, { timeout: browser.TIMEOUT });
+    await browser.waitFor("the graph editor", () => page.evaluate(() =>
       Boolean(window.app?.graph && window.LiteGraph?.registered_node_types?.SaveImage)));
-    const frontend = await page.evaluate(() => window.__COMFYUI_FRONTEND_VERSION__ ?? null);
+    const frontend = await browser.frontendVersion(page);
     log(`graph editor ready (frontend ${frontend})`);
-    const expected = process.env.LOOM_EXPECT_FRONTEND;
-    if (expected && frontend !== expected) throw new Error(`the server serves frontend ${frontend}, expected ${expected}`);
     const { workflow, prompt, failures } = await page.evaluate(recordInPage);
     for (const f of failures) log(`not recorded: ${f}`);
     // Only the widget inputs of the API prompt: linked inputs are [node_id, slot] pairs.
@@ -241,8 +217,7 @@ async function main() {
     writeFileSync(outPath, JSON.stringify(record, null, 0) + "\n");
     log(`${workflow.nodes.length} nodes, ${Object.keys(api).length} in the API prompt -> ${outPath}`);
   } finally {
-    await context.close().catch(() => {});
-    rmSync(profile, { recursive: true, force: true });
+    await close();
   }
 }
 
