@@ -27,7 +27,9 @@ dev-only test nodes, the ids of nodes_dataset, nodes_lt_audio and nodes_nop, and
 recorded (``bench/comfyui_0_8_io``): categories of AddNoise and SamplerEulerCFGpp
 (``_for_testing``) and ConditioningTimestepsRange, the ``Epsilon Scaling`` id, the module
 of ImageOnlyCheckpointSave (nodes_video_model) and the classic form of nodes_model_patch
-corrected from stored source; TemporalScoreRescaling (nodes_eps) added; ``SaveLoRA``'s id
+corrected from stored source; BatchImagesNode / BatchMasksNode / BatchLatentsNode's
+categories (image, mask, latent; were image/batch, ...) corrected from stored source
+(bench/comfyui_0_8_io/image.json); TemporalScoreRescaling (nodes_eps) added; ``SaveLoRA``'s id
 and the removal of Load3DAnimation / Preview3DAnimation (the frontend renames both on load)
 from the English node data of comfyui-frontend-package 1.35.9, ComfyUI 0.8's pin. A real
 0.8 ``/object_info`` dump replaces all of it: pass it as the argument.
