@@ -28,8 +28,8 @@ def media_unsupported(what: str) -> LoomError:
         class_type = (ctx.prompt.get(ctx.node_id) or {}).get("class_type", "?")
         where = f"node {ctx.node_id} ({class_type})"
     return LoomError(
-        f"{where} needs {what}, which Loom cannot do: it has no audio/video codecs "
-        "(ComfyUI uses PyAV for them)",
+        f"{where}: {what} needs an audio/video codec, and Loom has none "
+        "(ComfyUI uses PyAV for this)",
         hint="nodes that encode or decode audio or video files do not run on Loom yet",
     )
 

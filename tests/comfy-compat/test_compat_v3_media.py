@@ -1,0 +1,246 @@
+"""A V3 pack handling video, audio and meshes through ``comfy_api.latest``'s ``Input`` /
+``InputImpl`` / ``Types`` and ``ui.PreviewVideo`` / ``PreviewAudio`` / ``PreviewUI3D``:
+it imports and registers; what needs no codec runs and shows ComfyUI's UI messages; what
+needs one (writing audio or a video file) fails when run, naming the node."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+from compat_helpers import empty_image
+from PIL import Image
+
+PACK = """
+from fractions import Fraction
+
+import torch
+
+from comfy_api.input import VideoInput  # the older import path
+from comfy_api.latest import ComfyExtension, Input, InputImpl, Types, io, ui
+
+
+class MakeVideo(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="MediaMakeVideo",
+            inputs=[io.Image.Input("images"), io.Float.Input("fps", default=8.0)],
+            outputs=[io.Video.Output()],
+        )
+
+    @classmethod
+    def execute(cls, images, fps):
+        parts = Types.VideoComponents(images=images, frame_rate=Fraction(fps))
+        return io.NodeOutput(InputImpl.VideoFromComponents(parts))
+
+
+class VideoInfo(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="MediaVideoInfo",
+            inputs=[io.Video.Input("video")],
+            outputs=[io.Int.Output("width"), io.Int.Output("height"), io.Float.Output("seconds")],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, video):
+        assert isinstance(video, Input.Video) and isinstance(video, VideoInput)
+        width, height = video.get_dimensions()
+        seconds = video.get_duration()
+        text = f"{width}x{height}, {video.get_frame_count()} frames, {seconds}s"
+        return io.NodeOutput(width, height, seconds, ui=ui.PreviewText(text))
+
+
+class SaveVideo(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="MediaSaveVideo",
+            inputs=[
+                io.Video.Input("video"),
+                io.Combo.Input("format", options=Types.VideoContainer.as_input()),
+                io.Combo.Input("codec", options=Types.VideoCodec.as_input()),
+            ],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, video, format, codec):
+        name = "clip." + Types.VideoContainer.get_extension(format)
+        video.save_to(name, format=Types.VideoContainer(format), codec=codec)
+        saved = ui.SavedResult(name, "", io.FolderType.output)
+        return io.NodeOutput(ui=ui.PreviewVideo([saved]))
+
+
+class ShowClip(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="MediaShowClip",
+            inputs=[io.String.Input("filename", default="clip.mp4")],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, filename):
+        return io.NodeOutput(ui=ui.PreviewVideo([ui.SavedResult(filename, "v", io.FolderType.output)]))
+
+
+class MakeAudio(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="MediaMakeAudio", outputs=[io.Audio.Output()])
+
+    @classmethod
+    def execute(cls):
+        return io.NodeOutput({"waveform": torch.zeros(1, 1, 800), "sample_rate": 8000})
+
+
+class PlayAudio(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="MediaPlayAudio", inputs=[io.Audio.Input("audio")], is_output_node=True
+        )
+
+    @classmethod
+    def execute(cls, audio):
+        return io.NodeOutput(ui=ui.PreviewAudio(audio, cls=cls))
+
+
+class ShowMesh(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="MediaShowMesh",
+            inputs=[io.Image.Input("background")],
+            outputs=[io.Mesh.Output()],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, background):
+        mesh = Types.MESH(vertices=torch.zeros(1, 3, 3), faces=torch.tensor([[[0, 1, 2]]]))
+        camera = {"position": [0, 0, 5], "target": [0, 0, 0], "zoom": 1}
+        shown = ui.PreviewUI3D("3d/model.glb", camera, bg_image=background)
+        return io.NodeOutput(mesh, ui=shown)
+
+
+class Ext(ComfyExtension):
+    async def get_node_list(self):
+        return [MakeVideo, VideoInfo, SaveVideo, ShowClip, MakeAudio, PlayAudio, ShowMesh]
+
+
+async def comfy_entrypoint():
+    return Ext()
+"""
+
+
+@pytest.fixture
+def runtime(write_pack, make_runtime):
+    write_pack("media_pack", {"__init__.py": PACK})
+    return make_runtime()
+
+
+def _video(**node) -> dict:
+    return {
+        "1": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": 12, "height": 6, "batch_size": 4, "color": 0},
+        },
+        "2": {"class_type": "MediaMakeVideo", "inputs": {"images": ["1", 0], "fps": 8.0}},
+        "3": node,
+    }
+
+
+def _shown(result, node: str) -> dict:
+    return json.loads(json.dumps(result.outputs[node]))
+
+
+def test_media_pack_registers_with_comfyuis_video_options(runtime):
+    from loom.nodes.object_info import object_info
+
+    assert not [f for f in runtime.registry.failures if "media" in str(f)]
+    info = object_info(runtime.registry)["MediaSaveVideo"]
+    assert info["input"]["required"]["format"][1]["options"] == ["auto", "mp4"]
+    assert info["input"]["required"]["codec"][1]["options"] == ["auto", "h264"]
+    assert object_info(runtime.registry)["MediaShowMesh"]["output"] == ["MESH"]
+
+
+def test_video_from_components_flows_and_reports_its_shape(runtime):
+    node = {"class_type": "MediaVideoInfo", "inputs": {"video": ["2", 0]}}
+    result = runtime.executor.run_prompt(_video(**node))
+    assert result.error is None, result.error
+    assert result.values["3"] == ([12], [6], [0.5])
+    assert _shown(result, "3") == {"text": ["12x6, 4 frames, 0.5s"]}
+
+
+def test_saving_a_video_file_fails_naming_the_node(runtime):
+    node = {
+        "class_type": "MediaSaveVideo",
+        "inputs": {"video": ["2", 0], "format": "mp4", "codec": "h264"},
+    }
+    result = runtime.executor.run_prompt(_video(**node))
+    assert result.error is not None
+    message = result.error["exception_message"]
+    assert "node 3 (MediaSaveVideo)" in message and "encoding a video file" in message
+    assert "Traceback" not in message
+
+
+def test_preview_video_shows_saved_files_as_comfyui_does(runtime):
+    prompt = {"1": {"class_type": "MediaShowClip", "inputs": {"filename": "clip.mp4"}}}
+    result = runtime.executor.run_prompt(prompt)
+    assert result.error is None, result.error
+    assert _shown(result, "1") == {
+        "images": [{"filename": "clip.mp4", "subfolder": "v", "type": "output"}],
+        "animated": [True],
+    }
+
+
+def test_preview_audio_fails_naming_the_node(runtime):
+    prompt = {
+        "1": {"class_type": "MediaMakeAudio", "inputs": {}},
+        "2": {"class_type": "MediaPlayAudio", "inputs": {"audio": ["1", 0]}},
+    }
+    result = runtime.executor.run_prompt(prompt)
+    assert result.error is not None
+    message = result.error["exception_message"]
+    assert "node 2 (MediaPlayAudio)" in message and "encoding audio as flac" in message
+
+
+def test_preview_ui3d_writes_the_background_and_shows_the_model(runtime):
+    prompt = {
+        "1": empty_image(8, 0x0000FF),
+        "2": {"class_type": "MediaShowMesh", "inputs": {"background": ["1", 0]}},
+    }
+    result = runtime.executor.run_prompt(prompt)
+    assert result.error is None, result.error
+    model, camera, background = _shown(result, "2")["result"]
+    assert (model, camera["position"]) == ("3d/model.glb", [0, 0, 5])
+    assert background.startswith("temp/bg_") and background.endswith(".png")
+    path = runtime.settings.directory("temp") / background.removeprefix("temp/")
+    with Image.open(path) as picture:
+        assert picture.size == (8, 8) and picture.getpixel((4, 4)) == (0, 0, 255)
+    ((mesh,),) = result.values["2"]
+    assert tuple(mesh.faces.shape) == (1, 1, 3)
+
+
+def test_value_types_import_without_torch_until_a_tensor_alias_is_read():
+    """A V3 pack that never touches tensors keeps ``loom nodes`` torch-free."""
+    import subprocess
+
+    probe = (
+        "import sys, loom_comfy_compat.plugin\n"
+        "from comfy_api.latest import Input, InputImpl, Types\n"
+        "from comfy_api.input import VideoInput\n"
+        "import comfy_api.util, comfy_api.input_impl\n"
+        "print('torch' in sys.modules)\n"
+        "from comfy_api.input import ImageInput\n"
+        "print(ImageInput is sys.modules['torch'].Tensor)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True"]
