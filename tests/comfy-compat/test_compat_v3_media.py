@@ -130,9 +130,34 @@ class ShowMesh(io.ComfyNode):
         return io.NodeOutput(mesh, ui=shown)
 
 
+class SaveAnimation(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="MediaSaveAnimation",
+            inputs=[io.Image.Input("images"), io.Combo.Input("format", options=["webp", "png"])],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, images, format):
+        if format == "webp":
+            shown = ui.ImageSaveHelper.get_save_animated_webp_ui(
+                images, "anim", cls=cls, fps=4.0, lossless=True, quality=80, method=4
+            )
+        else:
+            shown = ui.ImageSaveHelper.get_save_animated_png_ui(
+                images, "anim", cls=cls, fps=4.0, compress_level=4
+            )
+        return io.NodeOutput(ui=shown)
+
+
 class Ext(ComfyExtension):
     async def get_node_list(self):
-        return [MakeVideo, VideoInfo, SaveVideo, ShowClip, MakeAudio, PlayAudio, ShowMesh]
+        return [
+            MakeVideo, VideoInfo, SaveVideo, ShowClip, MakeAudio, PlayAudio, ShowMesh,
+            SaveAnimation,
+        ]  # fmt: skip
 
 
 async def comfy_entrypoint():
@@ -244,3 +269,27 @@ def test_value_types_import_without_torch_until_a_tensor_alias_is_read():
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "True"]
+
+
+@pytest.mark.parametrize("format", ["webp", "png"])
+def test_image_save_helper_writes_one_animated_file_with_the_prompt(runtime, format):
+    prompt = {  # two different frames (a codec merges identical ones)
+        "1": empty_image(8, 0x00FF00),
+        "3": empty_image(8, 0xFF0000),
+        "4": {"class_type": "ImageBatch", "inputs": {"image1": ["1", 0], "image2": ["3", 0]}},
+        "2": {"class_type": "MediaSaveAnimation", "inputs": {"images": ["4", 0], "format": format}},
+    }
+    result = runtime.executor.run_prompt(prompt)
+    assert result.error is None, result.error
+    entry = {"filename": f"anim_00001_.{format}", "subfolder": "", "type": "output"}
+    assert _shown(result, "2") == {"images": [entry], "animated": [True]}
+    path = runtime.settings.directory("output") / entry["filename"]
+    if format == "png":  # the prompt rides in a private chunk after the image data
+        assert b"comfprompt\x00" in path.read_bytes()
+    with Image.open(path) as picture:
+        assert picture.n_frames == 2 and picture.convert("RGB").getpixel((4, 4)) == (0, 255, 0)
+        if format == "webp":
+            model = picture.getexif()[0x0110]
+            assert (
+                json.loads(model.removeprefix("prompt:"))["2"]["class_type"] == "MediaSaveAnimation"
+            )
