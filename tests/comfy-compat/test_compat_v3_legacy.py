@@ -244,3 +244,28 @@ def test_an_inputs_own_validate_runs_at_registration(write_pack, make_runtime):
     assert "n: default must not be negative" in failure and "Bad" in failure
     with pytest.raises(ValueError, match="must not be negative"):
         __import__("custom_nodes.count_pack", fromlist=["Bad"]).Bad.GET_SCHEMA()
+
+
+def test_async_node_is_called_the_v1_way_and_a_clone_carries_hidden_values():
+    import asyncio
+
+    from comfy_api.latest import io
+
+    class Echo(io.ComfyNode):
+        @classmethod
+        def define_schema(cls):
+            return io.Schema(
+                node_id="Echo", inputs=[io.Int.Input("n")], outputs=[io.Int.Output()],
+                hidden=[io.Hidden.unique_id],
+            )  # fmt: skip
+
+        @classmethod
+        async def execute(cls, n):
+            return (n + 1,)  # a bare tuple, normalised to a NodeOutput
+
+    assert Echo.FUNCTION == "EXECUTE_NORMALIZED_ASYNC"
+    assert asyncio.run(getattr(Echo, Echo.FUNCTION)(n=1)).result == (2,)
+    clone = Echo.PREPARE_CLASS_CLONE({"hidden_inputs": {io.Hidden.unique_id: "7"}})
+    assert issubclass(clone, Echo) and clone.hidden.unique_id == "7"
+    assert Echo.hidden.unique_id is None  # the node class itself is untouched
+    assert Echo.INPUT_TYPES()["hidden"] == {"unique_id": ("UNIQUE_ID",)}
