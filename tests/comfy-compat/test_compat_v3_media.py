@@ -13,12 +13,16 @@ from compat_helpers import empty_image
 from PIL import Image
 
 PACK = """
+import os
 from fractions import Fraction
 
+import folder_paths
 import torch
 
-from comfy_api.input import VideoInput  # the older import path
+from comfy_api.input import VideoInput  # the older import paths
+from comfy_api.input_impl.video_types import VideoFromFile
 from comfy_api.latest import ComfyExtension, Input, InputImpl, Types, io, ui
+from comfy_api.util.video_types import VideoContainer
 
 
 class MakeVideo(io.ComfyNode):
@@ -49,6 +53,7 @@ class VideoInfo(io.ComfyNode):
     @classmethod
     def execute(cls, video):
         assert isinstance(video, Input.Video) and isinstance(video, VideoInput)
+        assert isinstance(video, io.Video.Type)
         width, height = video.get_dimensions()
         seconds = video.get_duration()
         text = f"{width}x{height}, {video.get_frame_count()} frames, {seconds}s"
@@ -70,10 +75,26 @@ class SaveVideo(io.ComfyNode):
 
     @classmethod
     def execute(cls, video, format, codec):
-        name = "clip." + Types.VideoContainer.get_extension(format)
-        video.save_to(name, format=Types.VideoContainer(format), codec=codec)
+        name = "clip." + VideoContainer.get_extension(format)
+        os.makedirs(folder_paths.get_output_directory(), exist_ok=True)
+        path = os.path.join(folder_paths.get_output_directory(), name)
+        video.save_to(path, format=Types.VideoContainer(format), codec=codec)
         saved = ui.SavedResult(name, "", io.FolderType.output)
         return io.NodeOutput(ui=ui.PreviewVideo([saved]))
+
+
+class LoadClip(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="MediaLoadClip",
+            inputs=[io.String.Input("file", default="in.mp4")],
+            outputs=[io.Video.Output()],
+        )
+
+    @classmethod
+    def execute(cls, file):
+        return io.NodeOutput(VideoFromFile(os.path.join(folder_paths.get_input_directory(), file)))
 
 
 class ShowClip(io.ComfyNode):
@@ -155,8 +176,8 @@ class SaveAnimation(io.ComfyNode):
 class Ext(ComfyExtension):
     async def get_node_list(self):
         return [
-            MakeVideo, VideoInfo, SaveVideo, ShowClip, MakeAudio, PlayAudio, ShowMesh,
-            SaveAnimation,
+            MakeVideo, VideoInfo, SaveVideo, LoadClip, ShowClip, MakeAudio, PlayAudio,
+            ShowMesh, SaveAnimation,
         ]  # fmt: skip
 
 
@@ -214,6 +235,28 @@ def test_saving_a_video_file_fails_naming_the_node(runtime):
     message = result.error["exception_message"]
     assert "node 3 (MediaSaveVideo)" in message and "encoding a video file" in message
     assert "Traceback" not in message
+
+
+def test_a_video_file_saved_unchanged_is_copied(runtime):
+    data = b"\x00\x00\x00\x18ftypmp42 not decoded by Loom"
+    folder = runtime.settings.directory("input")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "in.mp4").write_bytes(data)
+    prompt = {
+        "1": {"class_type": "MediaLoadClip", "inputs": {"file": "in.mp4"}},
+        "2": {
+            "class_type": "MediaSaveVideo",
+            "inputs": {"video": ["1", 0], "format": "auto", "codec": "auto"},
+        },
+    }
+    result = runtime.executor.run_prompt(prompt)
+    assert result.error is None, result.error
+    assert (runtime.settings.directory("output") / "clip.mp4").read_bytes() == data
+    entry = {"filename": "clip.mp4", "subfolder": "", "type": "output"}
+    assert _shown(result, "2") == {"images": [entry], "animated": [True]}
+    info = {"class_type": "MediaVideoInfo", "inputs": {"video": ["1", 0]}}
+    result = runtime.executor.run_prompt({"1": prompt["1"], "3": info})
+    assert "node 3 (MediaVideoInfo): decoding a video file" in result.error["exception_message"]
 
 
 def test_preview_video_shows_saved_files_as_comfyui_does(runtime):

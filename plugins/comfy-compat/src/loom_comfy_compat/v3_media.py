@@ -168,7 +168,9 @@ class VideoFromComponents(VideoInput):
 
 
 class VideoFromFile(VideoInput):
-    """A video file (a path or a binary stream); reading its frames needs a codec."""
+    """A video file (a path or a binary stream). Saving it unchanged (container ``auto``,
+    codec ``auto``, no metadata) copies its bytes; reading frames or rewriting it needs a
+    codec."""
 
     def __init__(self, file: str | IO[bytes]) -> None:
         self._file = file
@@ -189,7 +191,22 @@ class VideoFromFile(VideoInput):
         codec: VideoCodec = VideoCodec.AUTO,
         metadata: dict | None = None,
     ) -> None:
-        raise media_unsupported("re-encoding a video file")
+        if metadata or VideoContainer(format) != VideoContainer.AUTO:
+            raise media_unsupported("rewriting a video file (another container or metadata)")
+        if VideoCodec(codec) != VideoCodec.AUTO:
+            raise media_unsupported("re-encoding a video file")
+        source = self.get_stream_source()
+        data = source.getvalue() if isinstance(source, io.BytesIO) else _read(source)
+        if isinstance(path, str):
+            with open(path, "wb") as target:
+                target.write(data)
+        else:
+            path.write(data)
+
+
+def _read(name: str) -> bytes:
+    with open(name, "rb") as source:
+        return source.read()
 
 
 class _TensorAliases(type):
