@@ -44,9 +44,9 @@ class HiddenHolder:
     @classmethod
     def from_dict(cls, values: dict[Any, Any] | None) -> HiddenHolder:
         """From ``{Hidden.prompt: ..., "UNIQUE_ID": ...}`` (keyed by the hidden values)."""
-        by_value = {member.value: member.name for member in Hidden}
-        return cls({by_value[str(getattr(k, "value", k))]: v for k, v in (values or {}).items()
-                    if str(getattr(k, "value", k)) in by_value})  # fmt: skip
+        names = {member.value: member.name for member in Hidden}
+        known = {str(getattr(key, "value", key)): value for key, value in (values or {}).items()}
+        return cls({names[key]: value for key, value in known.items() if key in names})
 
     @classmethod
     def from_v3_data(cls, v3_data: V3Data | None) -> HiddenHolder:
