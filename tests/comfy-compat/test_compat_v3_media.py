@@ -80,6 +80,7 @@ class SaveVideo(io.ComfyNode):
         path = os.path.join(folder_paths.get_output_directory(), name)
         video.save_to(path, format=Types.VideoContainer(format), codec=codec)
         saved = ui.SavedResult(name, "", io.FolderType.output)
+        assert (saved.filename, saved.type) == (name, io.FolderType.output)
         return io.NodeOutput(ui=ui.PreviewVideo([saved]))
 
 

@@ -17,6 +17,7 @@ from loom.frontend import (
     save_animated_webp,
     save_images,
 )
+from loom_comfy_compat.v3_io import FolderType
 
 
 class _UIOutput:
@@ -31,6 +32,18 @@ class SavedResult(dict):
 
     def __init__(self, filename: str, subfolder: str, type: Any) -> None:
         super().__init__(filename=filename, subfolder=subfolder, type=getattr(type, "value", type))
+
+    @property
+    def filename(self) -> str:
+        return self["filename"]
+
+    @property
+    def subfolder(self) -> str:
+        return self["subfolder"]
+
+    @property
+    def type(self) -> FolderType:
+        return FolderType(self["type"])
 
 
 class SavedImages(_UIOutput):
