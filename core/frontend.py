@@ -26,6 +26,7 @@ from loom.executor.queue import (
     WorkerState,
 )
 from loom.executor.service import PromptService, Submitted
+from loom.nodes.builtin.animation import save_animated_png, save_animated_webp
 from loom.nodes.builtin.image_io import save_images, split_annotation
 from loom.nodes.builtin.save_paths import get_save_path
 from loom.nodes.compat import accepted_args, call_with_accepted
@@ -71,6 +72,8 @@ __all__ = [
     "node_info_json",
     "object_info",
     "output_paths",
+    "save_animated_png",
+    "save_animated_webp",
     "save_images",
     "split_annotation",
     "validation_report",

@@ -155,8 +155,10 @@ def compile_node(
 ) -> NodeDef | None:
     """Compile a node class written in a style core does not know into a :class:`NodeDef`.
 
-    :param node_class: what was passed to ``register``: neither an ``@loom.node`` class nor a
-        classic ComfyUI class (those core compiles itself).
+    :param node_class: what was passed to ``register``: not an ``@loom.node`` class. Asked
+        before core compiles a classic ComfyUI class, since a style of its own may also look
+        classic (ComfyUI's V3 nodes carry ``INPUT_TYPES`` / ``RETURN_TYPES`` views); return
+        None for classes of styles this plugin does not know.
     :param class_type: the id it was registered under, or None to take the class's own.
     :param display_name: a display name given at registration, or None.
     :param python_module: the ``python_module`` ``/object_info`` reports, or None.

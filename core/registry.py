@@ -78,15 +78,9 @@ class Registry:
                 import attrs
 
                 definition = attrs.evolve(definition, display_name=display_name)
-        elif is_classic(node_class):
-            if class_type is None:
-                raise NodeDefinitionError(
-                    f"classic node class {node_class.__name__} needs class_type="
-                )
-            definition = compile_classic(
-                node_class, class_type, display_name=display_name, python_module=python_module
-            )
         else:
+            # Plugins are asked first: a style may also look classic (ComfyUI's V3 nodes
+            # carry INPUT_TYPES / RETURN_TYPES views of their schema for V1 code).
             definition = None
             if self.compile_other is not None:
                 definition = self.compile_other(
@@ -94,6 +88,14 @@ class Registry:
                     class_type=class_type,
                     display_name=display_name,
                     python_module=python_module,
+                )
+            if definition is None and is_classic(node_class):
+                if class_type is None:
+                    raise NodeDefinitionError(
+                        f"classic node class {node_class.__name__} needs class_type="
+                    )
+                definition = compile_classic(
+                    node_class, class_type, display_name=display_name, python_module=python_module
                 )
             if definition is None:
                 raise NodeDefinitionError(

@@ -34,11 +34,13 @@ def _frames(images: Image) -> list[Any]:
     ]
 
 
-def _save_target(ctx: loom.RunContext, images: Image, prefix: str, extension: str) -> tuple:
-    directory = run_settings(ctx).directory("output")
+def _save_target(
+    ctx: loom.RunContext, images: Image, prefix: str, extension: str, kind: str
+) -> tuple:
+    directory = run_settings(ctx).directory(kind)
     target = get_save_path(prefix, directory, images.shape[2], images.shape[1])
     name = target.file_name(target.counter, extension)
-    return target.folder / name, {"filename": name, "subfolder": target.subfolder, "type": "output"}
+    return target.folder / name, {"filename": name, "subfolder": target.subfolder, "type": kind}
 
 
 def _ui(entry: dict[str, str], frame_count: int) -> dict[str, Any]:
@@ -75,6 +77,57 @@ def apng_metadata(ctx: loom.RunContext) -> Any:
     return info
 
 
+def save_animated_webp(
+    images: Image,
+    ctx: loom.RunContext,
+    filename_prefix: str,
+    *,
+    kind: str,
+    fps: float,
+    lossless: bool,
+    quality: int,
+    method: int,
+) -> dict[str, str]:
+    """Write the batch as one animated WEBP under the ``kind`` directory (``method`` is
+    libwebp's effort, 0..6); its UI entry."""
+    path, entry = _save_target(ctx, images, filename_prefix, "webp", kind)
+    frames = _frames(images)
+    frames[0].save(
+        path,
+        save_all=True,
+        duration=int(1000.0 / fps),
+        append_images=frames[1:],
+        exif=webp_exif(frames[0], ctx),
+        lossless=lossless,
+        quality=quality,
+        method=method,
+    )
+    return entry
+
+
+def save_animated_png(
+    images: Image,
+    ctx: loom.RunContext,
+    filename_prefix: str,
+    *,
+    kind: str,
+    fps: float,
+    compress_level: int,
+) -> dict[str, str]:
+    """Write the batch as one APNG under the ``kind`` directory; its UI entry."""
+    path, entry = _save_target(ctx, images, filename_prefix, "png", kind)
+    frames = _frames(images)
+    frames[0].save(
+        path,
+        pnginfo=apng_metadata(ctx),
+        compress_level=compress_level,
+        save_all=True,
+        duration=int(1000.0 / fps),
+        append_images=frames[1:],
+    )
+    return entry
+
+
 @loom.node(
     "SaveAnimatedWEBP", category="image/animation", output_node=True, hidden=_HIDDEN, v3=True
 )
@@ -87,19 +140,11 @@ class SaveAnimatedWEBP:
     method: str = ui.combo(list(WEBP_METHODS))
 
     def run(self, ctx: loom.RunContext) -> loom.NodeOutput:
-        path, entry = _save_target(ctx, self.images, self.filename_prefix, "webp")
-        frames = _frames(self.images)
-        frames[0].save(
-            path,
-            save_all=True,
-            duration=int(1000.0 / self.fps),
-            append_images=frames[1:],
-            exif=webp_exif(frames[0], ctx),
-            lossless=self.lossless,
-            quality=self.quality,
-            method=WEBP_METHODS[self.method],
-        )
-        return loom.NodeOutput(ui=_ui(entry, len(frames)))
+        entry = save_animated_webp(
+            self.images, ctx, self.filename_prefix, kind="output", fps=self.fps,
+            lossless=self.lossless, quality=self.quality, method=WEBP_METHODS[self.method],
+        )  # fmt: skip
+        return loom.NodeOutput(ui=_ui(entry, len(self.images)))
 
 
 @loom.node("SaveAnimatedPNG", category="image/animation", output_node=True, hidden=_HIDDEN, v3=True)
@@ -110,17 +155,11 @@ class SaveAnimatedPNG:
     compress_level: int = ui.int(4, min=0, max=9)
 
     def run(self, ctx: loom.RunContext) -> loom.NodeOutput:
-        path, entry = _save_target(ctx, self.images, self.filename_prefix, "png")
-        frames = _frames(self.images)
-        frames[0].save(
-            path,
-            pnginfo=apng_metadata(ctx),
+        entry = save_animated_png(
+            self.images, ctx, self.filename_prefix, kind="output", fps=self.fps,
             compress_level=self.compress_level,
-            save_all=True,
-            duration=int(1000.0 / self.fps),
-            append_images=frames[1:],
-        )
-        return loom.NodeOutput(ui=_ui(entry, len(frames)))
+        )  # fmt: skip
+        return loom.NodeOutput(ui=_ui(entry, len(self.images)))
 
 
 NODES: tuple[type, ...] = (SaveAnimatedWEBP, SaveAnimatedPNG)

@@ -22,23 +22,13 @@ from loom import ExecutionBlocker, NodeOutput, OutputDef
 from loom.errors import NodeDefinitionError
 from loom.frontend import InputTypes, NodeDef, accepted_args, call_with_accepted
 from loom_comfy_compat.v3_dynamic import nested_inputs
-from loom_comfy_compat.v3_node import ComfyNode, HiddenHolder, Schema
-from loom_comfy_compat.v3_node import NodeOutput as V3Output
+from loom_comfy_compat.v3_info import template_id
+from loom_comfy_compat.v3_node import ComfyNode, HiddenHolder, Schema, normalised, overrides
 from loom_comfy_compat.v3_ui import ui_dict
 
 
 def is_v3(node_class: Any) -> bool:
     return isinstance(node_class, type) and issubclass(node_class, ComfyNode)
-
-
-def overrides(cls: type, name: str) -> bool:
-    """Whether ``cls`` (or a pack's base class) defines ``name`` rather than ComfyNode."""
-    for klass in cls.__mro__:
-        if klass is ComfyNode:
-            return False
-        if name in vars(klass):
-            return True
-    return False
 
 
 def run_sync(coroutine: Coroutine[Any, Any, Any]) -> Any:
@@ -74,9 +64,11 @@ def _schema(cls: type, where: str) -> Schema:
     if not isinstance(schema, Schema):
         raise NodeDefinitionError(f"{where}: define_schema() must return io.Schema")
     schema.finalize()
-    problems = schema.problems()
-    if problems:
-        raise NodeDefinitionError(f"{where}: " + "; ".join(problems))
+    try:
+        schema.validate()
+    except Exception as exc:
+        problem = "; ".join(str(exc).splitlines()) or type(exc).__name__
+        raise NodeDefinitionError(f"{where}: {problem}") from exc
     return schema
 
 
@@ -142,30 +134,11 @@ class V3Impl:
         return {k: v for k, v in inputs.items() if k not in self.hidden_keys}
 
     def _normalise(self, result: Any) -> NodeOutput:
-        if result is None:
-            result = V3Output()
-        elif isinstance(result, tuple):
-            result = V3Output(*result)
-        elif isinstance(result, dict):
-            result = V3Output.from_dict(result)
-        elif isinstance(result, ExecutionBlocker):
-            result = V3Output(block_execution=result.message)
-        elif not isinstance(result, V3Output):
-            raise TypeError(f"{self.where}: execute() returned {type(result).__name__}")
-        if result.expand is not None and not self.enable_expand:
-            raise TypeError(
-                f"{self.where}: NodeOutput has expand= but the schema does not set enable_expand=True"
-            )
+        result = normalised(result, self.where, self.enable_expand)
         if result.block_execution is not None:
             blocker = ExecutionBlocker(result.block_execution)
             return NodeOutput(values=(blocker,) * self.output_count, ui=ui_dict(result.ui))
         return NodeOutput(values=tuple(result.args), ui=ui_dict(result.ui), expand=result.expand)
-
-
-def _template_id(output: Any) -> str | None:
-    """A MatchType output's template id (``output_matchtypes``), else None."""
-    template = getattr(output, "template", None)
-    return getattr(template, "template_id", None)
 
 
 def _hidden_keys(schema: Schema) -> dict[str, str]:
@@ -198,7 +171,7 @@ def compile_v3(
             name=output.display_name or output.get_io_type(),
             is_list=bool(output.is_output_list),
             tooltip=output.tooltip,
-            template_id=_template_id(output),
+            template_id=template_id(output),
         )
         for output in schema.outputs
     )

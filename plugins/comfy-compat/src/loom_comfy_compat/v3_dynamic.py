@@ -14,6 +14,7 @@ import copy
 from collections.abc import Sequence
 from typing import Any
 
+from loom_comfy_compat.v3_info import create_input_dict_v1
 from loom_comfy_compat.v3_io import ComfyTypeI, Input, WidgetInput, comfytype
 
 #: ComfyUI caps an Autogrow at 100 slot names.
@@ -22,11 +23,7 @@ MAX_NAMES = 100
 
 def input_dict(inputs: Sequence[Input]) -> dict[str, dict[str, Any]]:
     """Inputs as an ``INPUT_TYPES`` dict (``required`` always present), as nested inputs are."""
-    sections: dict[str, dict[str, Any]] = {"required": {}}
-    for item in inputs:
-        section = "optional" if item.optional else "required"
-        sections.setdefault(section, {})[item.id] = (item.get_io_type(), item.options())
-    return sections
+    return create_input_dict_v1(list(inputs))
 
 
 @comfytype("COMFY_AUTOGROW_V3")
@@ -146,6 +143,13 @@ class DynamicSlot(ComfyTypeI):
             self.force_input = True if isinstance(self.slot, WidgetInput) else None
             if self.force_input:
                 self.slot.force_input = True
+
+        def get_all(self) -> list[Input]:
+            return [self.slot, *self.inputs]
+
+        def validate(self) -> None:
+            for item in self.get_all():
+                item.validate()
 
         def options(self) -> dict[str, Any]:
             own = {"slotType": str(self.slot.get_io_type()), "inputs": input_dict(self.inputs)}

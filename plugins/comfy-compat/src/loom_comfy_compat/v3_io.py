@@ -107,6 +107,14 @@ class Input:
     def as_dict(self) -> dict[str, Any]:
         return self.options() | ({"optional": True} if self.optional else {})
 
+    def get_all(self) -> list[Input]:
+        """This input and any it carries inside (a DynamicSlot's own inputs)."""
+        return [self]
+
+    def validate(self) -> None:
+        """Raise if this input is malformed; ``Schema.validate`` calls it. Nothing to check
+        by default; packs override it for inputs of their own."""
+
 
 class WidgetInput(Input):
     """An input with a widget: a default, and optionally no socket or a forced socket."""
@@ -164,6 +172,19 @@ class Output:
 
     def get_io_type(self) -> str:
         return self.io_type
+
+    def as_dict(self) -> dict[str, Any]:
+        """The output as ``NodeInfoV3`` lists it."""
+        return _pruned(
+            {
+                "display_name": self.display_name,
+                "tooltip": self.tooltip,
+                "is_output_list": self.is_output_list,
+            }
+        )
+
+    def validate(self) -> None:
+        """Raise if this output is malformed; ``Schema.validate`` calls it."""
 
 
 class ComfyTypeI:

@@ -2,18 +2,22 @@
 ``ComfyNode`` and ``ComfyExtension``, written from ComfyUI's documented behaviour.
 
 ``define_schema()`` returns a :class:`Schema`; :meth:`Schema.v1_inputs` is the
-``INPUT_TYPES`` shape ``/object_info`` serves. The socket types live in :mod:`v3_io`.
+``INPUT_TYPES`` shape ``/object_info`` serves. The socket types live in :mod:`v3_io`, the
+node-info records in :mod:`v3_info`, the V1 attributes every node carries in :mod:`v3_legacy`.
 """
 
 from __future__ import annotations
 
 import enum
+import inspect
 from typing import Any
 
 import attrs
 
 from loom import ExecutionBlocker
+from loom_comfy_compat.v3_info import NodeInfoV1, NodeInfoV3, V3Data, v1_info, v3_info
 from loom_comfy_compat.v3_io import Input, Output
+from loom_comfy_compat.v3_legacy import V1View, classproperty
 
 
 class Hidden(str, enum.Enum):
@@ -36,6 +40,17 @@ class HiddenHolder:
 
     def __getattr__(self, name: str) -> Any:
         return None
+
+    @classmethod
+    def from_dict(cls, values: dict[Any, Any] | None) -> HiddenHolder:
+        """From ``{Hidden.prompt: ..., "UNIQUE_ID": ...}`` (keyed by the hidden values)."""
+        names = {member.value: member.name for member in Hidden}
+        known = {str(getattr(key, "value", key)): value for key, value in (values or {}).items()}
+        return cls({names[key]: value for key, value in known.items() if key in names})
+
+    @classmethod
+    def from_v3_data(cls, v3_data: V3Data | None) -> HiddenHolder:
+        return cls.from_dict((v3_data or {}).get("hidden_inputs"))
 
 
 @attrs.define
@@ -83,15 +98,26 @@ class Schema:
                 issues.append(f"{label} ids must be unique, but {repeated} repeat")
         return issues
 
+    def validate(self) -> None:
+        """Raise ValueError listing every problem (:meth:`problems`), then let each input
+        and output check itself (``Input.validate``), as ComfyUI does."""
+        issues = self.problems()
+        if issues:
+            raise ValueError("\n".join(issues))
+        for item in [*self.inputs, *self.outputs]:
+            item.validate()
+
+    def get_v1_info(self, cls: Any = None) -> NodeInfoV1:
+        """The node in V1 form (finalize first)."""
+        return v1_info(self, cls)
+
+    def get_v3_info(self, cls: Any = None) -> NodeInfoV3:
+        """The node's inputs and outputs by id (finalize first)."""
+        return v3_info(self, cls)
+
     def v1_inputs(self) -> dict[str, dict[str, Any]]:
         """ComfyUI's INPUT_TYPES shape, as ``/object_info`` serves it for V3 nodes."""
-        sections: dict[str, dict[str, Any]] = {"required": {}}
-        for item in self.inputs:
-            section = "optional" if item.optional else "required"
-            sections.setdefault(section, {})[item.id] = (item.get_io_type(), item.options())
-        for hidden in self.hidden:
-            sections.setdefault("hidden", {})[hidden.name] = (hidden.value,)
-        return sections
+        return v1_info(self, None).input or {}
 
 
 class NodeOutput:
@@ -125,12 +151,88 @@ class NodeOutput:
         return self.args[index]
 
 
-class ComfyNode:
-    """Base class of V3 nodes: override ``define_schema`` and ``execute`` (classmethods)."""
+def normalised(result: Any, where: str, enable_expand: bool) -> NodeOutput:
+    """What ``execute`` returned (None, a tuple, a dict, an ExecutionBlocker or a
+    NodeOutput) as a NodeOutput; ``expand`` needs the schema's ``enable_expand``."""
+    if result is None:
+        result = NodeOutput()
+    elif isinstance(result, tuple):
+        result = NodeOutput(*result)
+    elif isinstance(result, dict):
+        result = NodeOutput.from_dict(result)
+    elif isinstance(result, ExecutionBlocker):
+        result = NodeOutput(block_execution=result.message)
+    elif not isinstance(result, NodeOutput):
+        raise TypeError(f"{where}: execute() returned {type(result).__name__}")
+    if result.expand is not None and not enable_expand:
+        raise TypeError(
+            f"{where}: NodeOutput has expand= but the schema does not set enable_expand=True"
+        )
+    return result
+
+
+def overrides(cls: type, name: str) -> bool:
+    """Whether ``cls`` (or a pack's base class) defines ``name`` rather than ComfyNode."""
+    for klass in cls.__mro__:
+        if klass is ComfyNode:
+            return False
+        if name in vars(klass):
+            return True
+    return False
+
+
+class ComfyNode(V1View):
+    """Base class of V3 nodes: override ``define_schema`` and ``execute`` (classmethods).
+
+    The class is never instantiated to run; the V1 attributes (``INPUT_TYPES()``,
+    ``RETURN_TYPES``, ``FUNCTION``...) come from :class:`~loom_comfy_compat.v3_legacy.V1View`.
+    """
 
     #: Set for the duration of each ``execute`` call (on a per-call subclass).
     hidden: HiddenHolder = HiddenHolder()
     RELATIVE_PYTHON_MODULE: str | None = None
+
+    def __init__(self) -> None:
+        type(self).VALIDATE_CLASS()
+
+    @classmethod
+    def GET_BASE_CLASS(cls) -> type:
+        return ComfyNode
+
+    @classmethod
+    def VALIDATE_CLASS(cls) -> None:
+        """Raise if the class lacks its own ``define_schema`` or ``execute``."""
+        for name in ("define_schema", "execute"):
+            if not overrides(cls, name):
+                raise TypeError(f"V3 node class {cls.__name__} defines no {name}()")
+
+    @classmethod
+    def PREPARE_CLASS_CLONE(cls, v3_data: V3Data | None = None) -> type:
+        """A subclass carrying ``hidden`` for one call, as the executor makes."""
+        holder = HiddenHolder.from_v3_data(v3_data)
+        return type(cls.__name__, (cls,), {"hidden": holder})
+
+    @classproperty
+    def FUNCTION(cls) -> str:
+        """The method V1 code calls: ``EXECUTE_NORMALIZED`` (``_ASYNC`` for async execute)."""
+        if inspect.iscoroutinefunction(cls.execute):
+            return "EXECUTE_NORMALIZED_ASYNC"
+        return "EXECUTE_NORMALIZED"
+
+    @classmethod
+    def EXECUTE_NORMALIZED(cls, *args: Any, **kwargs: Any) -> NodeOutput:
+        """``execute``, its result as a NodeOutput."""
+        return cls._normalised(cls.execute(*args, **kwargs))
+
+    @classmethod
+    async def EXECUTE_NORMALIZED_ASYNC(cls, *args: Any, **kwargs: Any) -> NodeOutput:
+        """``await execute``, its result as a NodeOutput."""
+        return cls._normalised(await cls.execute(*args, **kwargs))
+
+    @classmethod
+    def _normalised(cls, result: Any) -> NodeOutput:
+        schema = cls.SCHEMA if cls.SCHEMA is not None else cls.GET_SCHEMA()
+        return normalised(result, f"V3 node {cls.__name__}", schema.enable_expand)
 
     @classmethod
     def define_schema(cls) -> Schema:
@@ -169,6 +271,9 @@ __all__ = [
     "ComfyNode",
     "Hidden",
     "HiddenHolder",
+    "NodeInfoV1",
+    "NodeInfoV3",
     "NodeOutput",
     "Schema",
+    "V3Data",
 ]

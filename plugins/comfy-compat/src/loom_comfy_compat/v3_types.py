@@ -22,6 +22,7 @@ from loom_comfy_compat.v3_io import (
     WidgetInput,
     comfytype,
 )
+from loom_comfy_compat.v3_media import MESH, VOXEL, AudioInput, LatentInput, VideoInput
 
 #: Socket types that are plain values passed between nodes (no widget): name -> io_type.
 PLAIN_TYPES = {
@@ -71,8 +72,17 @@ PLAIN_TYPES = {
     "WanCameraEmbedding": "WAN_CAMERA_EMBEDDING",
     "AnyType": "*",
 }
+#: The value classes of the socket types whose values are ``comfy_api.latest`` types.
+VALUE_TYPES = {
+    "Audio": AudioInput,
+    "Latent": LatentInput,
+    "Video": VideoInput,
+    "Mesh": MESH,
+    "Voxel": VOXEL,
+}
 for _name, _io_type in PLAIN_TYPES.items():
-    globals()[_name] = comfytype(_io_type)(type(_name, (ComfyTypeIO,), {}))
+    _attrs = {"Type": VALUE_TYPES[_name]} if _name in VALUE_TYPES else {}
+    globals()[_name] = comfytype(_io_type)(type(_name, (ComfyTypeIO,), _attrs))
 Image: type[ComfyTypeIO]
 Latent: type[ComfyTypeIO]
 Mask: type[ComfyTypeIO]

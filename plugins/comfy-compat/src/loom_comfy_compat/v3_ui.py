@@ -11,7 +11,13 @@ import random
 import string
 from typing import Any
 
-from loom.frontend import current_context, save_images
+from loom.frontend import (
+    current_context,
+    save_animated_png,
+    save_animated_webp,
+    save_images,
+)
+from loom_comfy_compat.v3_io import FolderType
 
 
 class _UIOutput:
@@ -26,6 +32,18 @@ class SavedResult(dict):
 
     def __init__(self, filename: str, subfolder: str, type: Any) -> None:
         super().__init__(filename=filename, subfolder=subfolder, type=getattr(type, "value", type))
+
+    @property
+    def filename(self) -> str:
+        return self["filename"]
+
+    @property
+    def subfolder(self) -> str:
+        return self["subfolder"]
+
+    @property
+    def type(self) -> FolderType:
+        return FolderType(self["type"])
 
 
 class SavedImages(_UIOutput):
@@ -63,8 +81,9 @@ class ImageSaveHelper:
     ) -> list[SavedResult]:
         """Write each image of the batch as a PNG under ``folder_type``'s directory."""
         ctx = _running("ui.ImageSaveHelper.save_images")
-        kind = getattr(folder_type, "value", folder_type)
-        saved = save_images(images, ctx, filename_prefix, kind=kind, compress_level=compress_level)
+        saved = save_images(
+            images, ctx, filename_prefix, kind=_kind(folder_type), compress_level=compress_level
+        )
         return [SavedResult(r["filename"], r["subfolder"], r["type"]) for r in saved]
 
     @staticmethod
@@ -75,6 +94,57 @@ class ImageSaveHelper:
         return SavedImages(
             ImageSaveHelper.save_images(images, filename_prefix, "output", cls, compress_level)
         )
+
+    @staticmethod
+    def save_animated_png(
+        images: Any, filename_prefix: str, folder_type: Any, cls: Any, fps: float,
+        compress_level: int,
+    ) -> SavedResult:  # fmt: skip
+        """Write the batch as one animated PNG (the prompt in ``comf`` chunks)."""
+        ctx = _running("ui.ImageSaveHelper.save_animated_png")
+        entry = save_animated_png(
+            images, ctx, filename_prefix, kind=_kind(folder_type), fps=fps,
+            compress_level=compress_level,
+        )  # fmt: skip
+        return SavedResult(entry["filename"], entry["subfolder"], entry["type"])
+
+    @staticmethod
+    def get_save_animated_png_ui(
+        images: Any, filename_prefix: str, cls: Any, fps: float, compress_level: int
+    ) -> SavedImages:
+        """Save an APNG to the output directory, wrapped for ``NodeOutput(ui=...)``."""
+        saved = ImageSaveHelper.save_animated_png(
+            images, filename_prefix, "output", cls, fps, compress_level
+        )
+        return SavedImages([saved], is_animated=len(images) > 1)
+
+    @staticmethod
+    def save_animated_webp(
+        images: Any, filename_prefix: str, folder_type: Any, cls: Any, fps: float,
+        lossless: bool, quality: int, method: int,
+    ) -> SavedResult:  # fmt: skip
+        """Write the batch as one animated WEBP (the prompt in its EXIF)."""
+        ctx = _running("ui.ImageSaveHelper.save_animated_webp")
+        entry = save_animated_webp(
+            images, ctx, filename_prefix, kind=_kind(folder_type), fps=fps,
+            lossless=lossless, quality=quality, method=method,
+        )  # fmt: skip
+        return SavedResult(entry["filename"], entry["subfolder"], entry["type"])
+
+    @staticmethod
+    def get_save_animated_webp_ui(
+        images: Any, filename_prefix: str, cls: Any, fps: float, lossless: bool,
+        quality: int, method: int,
+    ) -> SavedImages:  # fmt: skip
+        """Save an animated WEBP to the output directory, wrapped for ``NodeOutput(ui=...)``."""
+        saved = ImageSaveHelper.save_animated_webp(
+            images, filename_prefix, "output", cls, fps, lossless, quality, method
+        )
+        return SavedImages([saved], is_animated=len(images) > 1)
+
+
+def _kind(folder_type: Any) -> str:
+    return str(getattr(folder_type, "value", folder_type))
 
 
 class PreviewImage(_UIOutput):

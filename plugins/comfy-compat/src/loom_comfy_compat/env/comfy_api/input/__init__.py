@@ -1,0 +1,8 @@
+"""``comfy_api.input``: the older import path of ``comfy_api.latest._input`` (loom-comfy-compat)."""
+
+# ImageInput / MaskInput come through __getattr__, so torch is imported only when asked for.
+from comfy_api.latest._input import AudioInput as AudioInput
+from comfy_api.latest._input import LatentInput as LatentInput
+from comfy_api.latest._input import VideoInput as VideoInput
+from comfy_api.latest._input import __all__ as __all__
+from comfy_api.latest._input import __getattr__ as __getattr__

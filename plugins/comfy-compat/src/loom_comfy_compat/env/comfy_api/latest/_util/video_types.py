@@ -1,0 +1,5 @@
+"""``comfy_api.latest._util.video_types``: the same names as ``comfy_api.latest._util`` (loom-comfy-compat)."""
+
+from comfy_api.latest._util import *  # noqa: F403
+from comfy_api.latest._util import __all__ as __all__
+from comfy_api.latest._util import __getattr__ as __getattr__
