@@ -27,7 +27,7 @@ _EXPORTS = {
         "trim_host_memory",
     ),
     "cast": ("CastWeights", "cast_to", "ops", "set_compute_dtype"),
-    "compute": ("ComputeTarget", "DtypeChoice", "compute_dtype_for"),
+    "compute": ("ComputeTarget", "DtypeChoice", "compute_dtype_for", "merge_dtype_for"),
     "devices": (
         "DeviceInfo",
         "MemoryView",
@@ -117,6 +117,7 @@ __all__ = [
     "is_scaled_fp8",
     "load_into_module",
     "load_module",
+    "merge_dtype_for",
     "merge_into",
     "open_safetensors",
     "ops",
@@ -157,7 +158,7 @@ if TYPE_CHECKING:
     )
     from loom.memory.books import Accounting, Eviction, ModelAccount
     from loom.memory.cast import CastWeights, cast_to, ops, set_compute_dtype
-    from loom.memory.compute import ComputeTarget, DtypeChoice, compute_dtype_for
+    from loom.memory.compute import ComputeTarget, DtypeChoice, compute_dtype_for, merge_dtype_for
     from loom.memory.devices import (
         DeviceInfo,
         MemoryView,
