@@ -73,6 +73,7 @@ _EXPORTS = {
         "scale_layers",
     ),
     "safetensors_writer": ("write_safetensors",),
+    "quant_metadata": ("with_quant_metadata",),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
@@ -131,6 +132,7 @@ __all__ = [
     "split_state_dict_by_prefix",
     "stored_tensors",
     "trim_host_memory",
+    "with_quant_metadata",
     "write_safetensors",
 ]
 
@@ -187,6 +189,7 @@ if TYPE_CHECKING:
         stored_tensors,
     )
     from loom.memory.patches import DiffPatch, ReplacePatch, ScalePatch, WeightPatch
+    from loom.memory.quant_metadata import with_quant_metadata
     from loom.memory.safetensors_file import SafetensorsFile, read_header
     from loom.memory.safetensors_writer import write_safetensors
     from loom.memory.scaled import (
