@@ -52,7 +52,7 @@ def runtime(tmp_path, loom_runtime):
 
 def _comfyui_merge(base, up, down, merge, device="cpu"):
     """ComfyUI's patch_weight_to_device + LoRAAdapter.calculate_weight, step by step."""
-    weight = base.to(device, merge)  # cast_to_device(weight, device, lora_compute_dtype)
+    weight = base.to(device, merge, copy=True)  # cast_to_device(..., lora_compute_dtype)
     diff = torch.mm(up.to(device).float().flatten(1), down.to(device).float().flatten(1))
     diff = diff.reshape(base.shape)  # intermediate dtype float32
     weight += ((STRENGTH * (ALPHA / RANK)) * diff).type(weight.dtype)

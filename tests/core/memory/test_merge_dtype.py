@@ -237,7 +237,7 @@ def test_on_cuda_the_merge_follows_the_gpus_own_answer():
     handle.add_patches({key: DiffPatch(diff)}, 0.9)
     mm = MemoryManager(device)
     mm.load([handle])
-    w = stored.cuda().to(merge)
+    w = stored.to("cuda", merge, copy=True)
     w += 0.9 * diff.cuda().to(merge)
     assert torch.equal(bits(net.get_parameter(key)).cpu(), bits(w.half()).cpu())
     mm.unload_all()
