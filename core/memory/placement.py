@@ -270,7 +270,7 @@ def _merged(
     cache = placement.cache if to_device else None
     cache_key = None
     if cache is not None:
-        cache_key = cache.key(key, original, entries, home, merged)
+        cache_key = cache.key(key, original, entries, home, merged, placement.target.merge_dtype)
         kept = cache.get(cache_key)
         if kept is not None:
             placement.cached_keys.append(cache_key)
