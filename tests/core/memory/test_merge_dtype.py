@@ -25,7 +25,7 @@ from loom.memory import (
     simulated_device,
 )
 from loom.memory.devices import cuda_prefers_fp16
-from loom.memory.merge import MergePatch
+from loom.memory.merge import MergePatch, patched_tensors
 from loom.memory.patches import patched_quantized, patched_weight, quantized_owner
 from loom.memory.rounding import round_to
 
@@ -215,6 +215,8 @@ def test_the_manager_merges_in_its_devices_merge_dtype():
     expected = stored.clone()
     expected += 0.9 * diff.to(torch.float16)
     assert torch.equal(bits(net.get_parameter(key)), bits(expected))
+    # saving merges as loading does (ComfyUI patches on its load device before saving)
+    assert torch.equal(bits(patched_tensors(handle)[key]), bits(expected))
     mm.unload_all()
     assert torch.equal(bits(net.get_parameter(key)), bits(stored))
 
