@@ -195,11 +195,11 @@ class FluxFamily:
 
     def load_t5(self, header: CheckpointHeader, shapes: detect.Shapes, prefix: str) -> ModelHandle:
         file = header.path.name
-        state = open_safetensors(header.path)
+        state = with_quant_metadata(open_safetensors(header.path), header.metadata, file)
         config = t5_config(shapes, prefix)
         encoder = build_on_meta(build_t5, config)
         view: Mapping[str, Any] = T5View(state, prefix)
-        if is_scaled_fp8(shapes, prefix):
+        if is_scaled_fp8(state, prefix):
             view = scaled_view(encoder, view, file)
         _assign(encoder, view, file, "T5 text encoder")
         return ModelHandle(encoder, name=f"flux-t5:{file}")
