@@ -243,3 +243,39 @@ def test_on_cuda_the_merge_follows_the_gpus_own_answer():
     w += 0.9 * diff.cuda().to(merge)
     assert torch.equal(bits(net.get_parameter(key)).cpu(), bits(w.half()).cpu())
     mm.unload_all()
+
+
+#: A layer whose ComfyUI key ``diffusion_model.<name>.weight`` has CRC-32 0 (found by solving
+#: the CRC's linear equations over the low bits of the name's letters).
+CRC_ZERO_LAYER = "layer_moljlmnklmhh"
+
+
+def test_a_scaled_layer_whose_key_seeds_zero_is_requantised_to_nearest_on_load():
+    from loom.memory.rounding import key_seed
+
+    assert key_seed(f"diffusion_model.{CRC_ZERO_LAYER}.weight") == 0
+    weight, diff = _weights(seed=7)
+    stored = (weight.float() * 4000).to(FP8)
+    holder = nn.Module()
+    holder.add_module(CRC_ZERO_LAYER, _scaled_layer(stored, 2.5e-4))
+    handle = ModelHandle(holder).clone()
+    handle.comfy_prefix = "diffusion_model."
+    handle.add_patches({f"{CRC_ZERO_LAYER}.weight": DiffPatch(diff)}, 1.0)
+    mm = MemoryManager(simulated_device(2**22), budget_bytes=2**22)
+    mm.load([handle])
+    layer = holder.get_submodule(CRC_ZERO_LAYER)
+    expected, scale = _requantized_by_hand(stored, 2.5e-4, diff, torch.float32, FP8, 0)
+    assert torch.equal(bits(layer.weight), bits(expected))
+    assert torch.equal(layer.weight_scale, scale)
+    mm.unload_all()
+    assert torch.equal(bits(layer.weight), bits(stored))
+
+
+def test_a_plain_fp8_weight_rounds_stochastically_even_with_seed_zero():
+    # ComfyUI's stochastic_rounding has no seed-0 case: only quantised layers round to nearest
+    weight, diff = _weights(seed=8)
+    stored = (weight.float() * 20).to(FP8)
+    merged = patched_weight(stored, [(DiffPatch(diff * 20), 1.0)], seed=0)
+    exact = stored.float() + diff * 20
+    assert torch.equal(bits(merged), bits(round_to(exact, FP8, 0)))
+    assert not torch.equal(bits(merged), bits(exact.to(FP8)))
