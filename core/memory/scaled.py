@@ -17,11 +17,14 @@ tensors (ComfyUI's new names); :func:`scale_layers` turns the cast linear layers
 scales into :class:`ScaledLinear` (on the meta device, before loading);
 :func:`quant_config_tensors` gives the ``comfy_quant`` tensors a saved file carries. The weight
 stays fp8; each forward casts it to the compute dtype and multiplies by the scale, ComfyUI's
-dequantisation. A weight patch (LoRA) is merged into the dequantised weight in float32 and the result
-quantised again as ComfyUI 0.7+ does (:meth:`ScaledLinear.requantize`): a new weight scale
-``amax(|merged|) / fp8 max`` replaces the file's, and the merged values times its reciprocal
-are rounded to fp8 stochastically, seeded by the weight's ComfyUI key; unloading puts the
-file's weight and scale back.
+dequantisation. A weight patch (LoRA) is merged into the dequantised weight in the merge dtype
+(:func:`loom.memory.compute.merge_dtype_for`) and the result quantised again as ComfyUI 0.7+
+does (:meth:`ScaledLinear.requantize`): a new weight scale ``amax(|merged|) / fp8 max`` (the
+layer's own format: 448 for e4m3fn, 57344 for e5m2) replaces the file's, and the merged values
+times its reciprocal are rounded to fp8 stochastically, seeded by the weight's ComfyUI key (a
+key whose CRC-32 is 0 rounds to nearest); unloading puts the file's weight and scale back.
+A weight stored in another fp8 dtype than its layer's format declares (an old-layout file of
+e5m2 weights: ComfyUI declares every old-layout layer e4m3fn) is cast to it at load.
 """
 
 from __future__ import annotations
