@@ -27,7 +27,7 @@ _EXPORTS = {
         "trim_host_memory",
     ),
     "cast": ("CastWeights", "cast_to", "ops", "set_compute_dtype"),
-    "compute": ("ComputeTarget", "DtypeChoice", "compute_dtype_for"),
+    "compute": ("ComputeTarget", "DtypeChoice", "compute_dtype_for", "merge_dtype_for"),
     "devices": (
         "DeviceInfo",
         "MemoryView",
@@ -73,6 +73,7 @@ _EXPORTS = {
         "scale_layers",
     ),
     "safetensors_writer": ("write_safetensors",),
+    "quant_metadata": ("with_quant_metadata",),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
@@ -117,6 +118,7 @@ __all__ = [
     "is_scaled_fp8",
     "load_into_module",
     "load_module",
+    "merge_dtype_for",
     "merge_into",
     "open_safetensors",
     "ops",
@@ -130,6 +132,7 @@ __all__ = [
     "split_state_dict_by_prefix",
     "stored_tensors",
     "trim_host_memory",
+    "with_quant_metadata",
     "write_safetensors",
 ]
 
@@ -157,7 +160,7 @@ if TYPE_CHECKING:
     )
     from loom.memory.books import Accounting, Eviction, ModelAccount
     from loom.memory.cast import CastWeights, cast_to, ops, set_compute_dtype
-    from loom.memory.compute import ComputeTarget, DtypeChoice, compute_dtype_for
+    from loom.memory.compute import ComputeTarget, DtypeChoice, compute_dtype_for, merge_dtype_for
     from loom.memory.devices import (
         DeviceInfo,
         MemoryView,
@@ -186,6 +189,7 @@ if TYPE_CHECKING:
         stored_tensors,
     )
     from loom.memory.patches import DiffPatch, ReplacePatch, ScalePatch, WeightPatch
+    from loom.memory.quant_metadata import with_quant_metadata
     from loom.memory.safetensors_file import SafetensorsFile, read_header
     from loom.memory.safetensors_writer import write_safetensors
     from loom.memory.scaled import (

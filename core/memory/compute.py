@@ -88,6 +88,37 @@ class ComputeTarget:
 
     device: torch.device
     dtype: torch.dtype
+    #: the dtype weight patches (LoRA, merges) are merged in here (:func:`merge_dtype_for`)
+    merge_dtype: torch.dtype = attrs.field(factory=lambda: _float32())
+
+
+def _float32() -> torch.dtype:
+    import torch
+
+    return torch.float32
+
+
+def merge_dtype_for(
+    device: DeviceInfo, requested: DtypeChoice | torch.dtype | None = None
+) -> torch.dtype:
+    """The dtype weight patches are merged in on ``device``: ComfyUI's LoRA compute dtype.
+
+    ComfyUI casts a weight to this dtype on its load device before adding patches
+    (``lora_compute_dtype``): float16 where it would compute a model in fp16
+    (``should_use_fp16``, read once per device into :attr:`DeviceInfo.prefers_fp16`),
+    float32 elsewhere, and always float32 on the CPU (simulated devices compute there).
+    Asking for fp16 or fp32 compute (``--compute-dtype``, ComfyUI's ``--force-fp16`` /
+    ``--force-fp32``) forces that merge dtype on accelerators.
+    """
+    import torch
+
+    if device.simulated or device.type == "cpu":
+        return torch.float32
+    if requested in (DtypeChoice.FP16, torch.float16):
+        return torch.float16
+    if requested in (DtypeChoice.FP32, torch.float32):
+        return torch.float32
+    return torch.float16 if device.prefers_fp16 else torch.float32
 
 
 def compute_dtype_for(

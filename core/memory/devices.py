@@ -9,6 +9,7 @@ is how tests (and ``--vram-budget``) drive eviction and partial loading without 
 from __future__ import annotations
 
 import logging
+import sys
 
 import attrs
 import psutil
@@ -35,6 +36,9 @@ class DeviceInfo:
     supports_bf16: bool = False
     supports_fp16: bool = True
     simulated: bool = False
+    #: ComfyUI would compute a model in fp16 here (its ``should_use_fp16``), so it merges
+    #: weight patches in fp16 (:func:`loom.memory.compute.merge_dtype_for`)
+    prefers_fp16: bool = False
 
     @property
     def torch_device(self) -> torch.device:
@@ -94,8 +98,37 @@ def simulated_device(capacity_bytes: int, name: str = "sim") -> DeviceInfo:
     )
 
 
+#: GPUs ComfyUI computes in fp32 on Linux (fp16 runs slower there), in fp16 on Windows
+_PASCAL_NAMES = (
+    "1080", "1070", "titan x", "p3000", "p3200", "p4000", "p4200", "p5000", "p5200", "p6000",
+    "1060", "1050", "p40", "p100", "p6", "p4",
+)  # fmt: skip
+#: GPUs whose fp16 ComfyUI treats as broken (matched case-sensitively, as ComfyUI does)
+_BROKEN_FP16_NAMES = (
+    "1660", "1650", "1630", "T500", "T550", "T600", "MX550", "MX450", "CMP 30HX", "T2000",
+    "T1000", "T1200",
+)  # fmt: skip
+
+
+def cuda_prefers_fp16(major: int, name: str, *, hip: bool = False, windows: bool = False) -> bool:
+    """ComfyUI's ``should_use_fp16`` for a CUDA/ROCm GPU of compute capability ``major``
+    named ``name``: always on ROCm; compute capability 8+ yes, below 6 no; Pascal cards
+    only on Windows; below 7 no; the GTX 16 / T-series cards with broken fp16 no."""
+    if hip or major >= 8:
+        return True
+    if major < 6:
+        return False
+    if any(part in name.lower() for part in _PASCAL_NAMES):
+        return windows
+    if major < 7:
+        return False
+    return not any(part in name for part in _BROKEN_FP16_NAMES)
+
+
 def _cuda_devices() -> list[DeviceInfo]:
     found = []
+    hip = torch.version.hip is not None
+    windows = sys.platform == "win32"
     for index in range(torch.cuda.device_count()):
         props = torch.cuda.get_device_properties(index)
         found.append(
@@ -105,6 +138,7 @@ def _cuda_devices() -> list[DeviceInfo]:
                 name=props.name,
                 total_bytes=props.total_memory,
                 supports_bf16=torch.cuda.is_bf16_supported() if index == 0 else props.major >= 8,
+                prefers_fp16=cuda_prefers_fp16(props.major, props.name, hip=hip, windows=windows),
             )
         )
     return found
@@ -124,6 +158,7 @@ def _xpu_devices() -> list[DeviceInfo]:
                 name=props.name,
                 total_bytes=props.total_memory,
                 supports_bf16=True,
+                prefers_fp16=bool(getattr(props, "has_fp16", True)),
             )
         )
     return found
@@ -138,7 +173,16 @@ def _mps_devices() -> list[DeviceInfo]:
         total = int(torch.mps.recommended_max_memory())
     except (AttributeError, RuntimeError) as exc:
         log.debug("mps recommended_max_memory unavailable: %s", exc)
-    return [DeviceInfo(type="mps", index=0, name="mps", total_bytes=total, supports_bf16=False)]
+    return [
+        DeviceInfo(
+            type="mps",
+            index=0,
+            name="mps",
+            total_bytes=total,
+            supports_bf16=False,
+            prefers_fp16=True,
+        )
+    ]
 
 
 def discover_devices() -> list[DeviceInfo]:

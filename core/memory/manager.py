@@ -23,7 +23,7 @@ import torch
 
 from loom.errors import LoomError
 from loom.memory.books import Accounting, Eviction, MergedCacheBooks, ModelAccount
-from loom.memory.compute import ComputeTarget, DtypeChoice, compute_dtype_for
+from loom.memory.compute import ComputeTarget, DtypeChoice, compute_dtype_for, merge_dtype_for
 from loom.memory.devices import (
     DeviceInfo,
     MemoryView,
@@ -80,6 +80,8 @@ class MemoryManager:
         self.reserved_bytes = int(reserved_bytes)
         self.vram_mode = vram_mode
         self.compute_dtype = compute_dtype_for(self.device, compute_dtype)
+        #: the dtype weight patches are merged in here (ComfyUI's LoRA compute dtype)
+        self.merge_dtype = merge_dtype_for(self.device, compute_dtype)
         self.meter = StreamMeter()
         self.evictions: deque[Eviction] = deque(maxlen=256)
         self._loaded: dict[int, _Entry] = {}
@@ -194,7 +196,7 @@ class MemoryManager:
         dtype = handle.compute_dtype or self.compute_dtype
         if handle.compute_dtype is None and handle.supported_dtypes:
             dtype = dtype if dtype in handle.supported_dtypes else torch.float32
-        return ComputeTarget(self.device.torch_device, dtype)
+        return ComputeTarget(self.device.torch_device, dtype, self.merge_dtype)
 
     # --- loading -----------------------------------------------------------------------
 

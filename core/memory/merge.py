@@ -54,11 +54,13 @@ class MergePatch:
         scale = strength * self.other_scale
         if scale == 0:  # ComfyUI adds nothing then (not even 0 * W2, which could hold inf/nan)
             return weight
+        # the other model's weight with its own patches, in float32 (ComfyUI's intermediate
+        # dtype), then cast to the merge dtype and scaled there, as ComfyUI adds a diff
         other = self.other.to(device=weight.device, dtype=torch.float32)
         if self.other_owner is not None:
             other = self.other_owner[0].dequantize(self.other_owner[1], other)
         other = patched_weight(other, self.other_entries, dtype=torch.float32)
-        return weight + scale * other
+        return weight + scale * other.to(weight.dtype)
 
 
 def stored_tensors(handle: ModelHandle) -> dict[str, torch.Tensor]:
@@ -79,10 +81,12 @@ def stored_tensors(handle: ModelHandle) -> dict[str, torch.Tensor]:
 def patched_tensors(handle: ModelHandle) -> dict[str, torch.Tensor]:
     """The module's tensors with ``handle``'s weight patches applied (LoRA, merges), on the
     CPU in their stored dtypes, by state-dict key: what saving the handle writes (ComfyUI
-    saves a model with its patches applied)."""
+    saves a model with its patches applied, merged on its load device: here in the merge
+    dtype of the handle's compute target, float32 when it is not loaded)."""
     out = {}
     requantized: dict[str, torch.Tensor] = {}
     cpu = torch.device("cpu")
+    merge_dtype = handle.compute_target.merge_dtype
     for key, tensor in stored_tensors(handle).items():
         entries = handle.weight_patches.get(key)
         if entries:
@@ -94,10 +98,10 @@ def patched_tensors(handle: ModelHandle) -> dict[str, torch.Tensor]:
             seed = key_seed(handle.comfy_prefix + key)
             if owner is not None:
                 prefix = f"{owner_path}." if owner_path else ""
-                new = patched_quantized(tensor, entries, owner, cpu, seed)
+                new = patched_quantized(tensor, entries, owner, cpu, seed, merge_dtype)
                 requantized.update({prefix + k: v for k, v in new.items()})
                 continue
-            tensor = patched_weight(tensor, entries, cpu, tensor.dtype, seed)
+            tensor = patched_weight(tensor, entries, cpu, tensor.dtype, seed, merge_dtype)
         out[key] = tensor.to("cpu")
     # a requantised layer's new scale replaces the stored one
     out.update(requantized)

@@ -62,10 +62,12 @@ class MergedWeightCache:
         entries: PatchEntries,
         device: torch.device,
         dtype: torch.dtype,
+        merge_dtype: torch.dtype | None = None,
     ) -> Hashable:
         """What makes a merged weight: the stored tensor (by identity), its patches and
-        strengths, and the device and dtype it is made for."""
-        return (tensor_key, id(original), entries_key(entries), str(device), str(dtype))
+        strengths, the device and dtype it is made for, and the dtype it was merged in."""
+        merged_in = str(merge_dtype) if merge_dtype is not None else "torch.float32"
+        return (tensor_key, id(original), entries_key(entries), str(device), str(dtype), merged_in)
 
     def get(self, key: Hashable) -> torch.Tensor | None:
         """The kept tensor for ``key``, marked applied; None when there is none."""

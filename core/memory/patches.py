@@ -1,8 +1,9 @@
 """Reversible weight patches: the protocol adapters implement, and how they are applied.
 
 A weight patch never modifies a tensor in place. Applying one computes the patched weight
-in float32 from the original, casts it back to the original's dtype, and *replaces* the
-module's parameter; the original tensor object is kept aside and put back on revert. That
+from the original in the *merge dtype* of the device it is merged on (ComfyUI's LoRA compute
+dtype, :func:`loom.memory.compute.merge_dtype_for`: float32 on the CPU, float16 on most
+GPUs), rounds it to the original's dtype, and *replaces* the module's parameter; the original tensor object is kept aside and put back on revert. That
 makes revert bitwise exact by construction, however many load/patch/unload cycles run,
 and costs no backup copy of the base weights. A layer that stores its weight quantised
 (:class:`QuantizedWeights`, scaled fp8) gets the patch merged into its dequantised values and
@@ -28,8 +29,13 @@ log = logging.getLogger(__name__)
 class WeightPatch(Protocol):
     """A change to one weight, provided by a weight adapter (LoRA, LoHa, diff, ...).
 
-    ``apply`` receives the current weight in float32 on the compute device and returns the
-    patched weight (float32, same shape). It must not modify ``weight`` in place.
+    ``apply`` receives the current weight in the merge dtype (float32, or float16 where
+    ComfyUI merges in fp16) on the compute device and returns the patched weight in that
+    dtype and shape, computed as ComfyUI does: the patch's own difference in float32
+    (a LoRA's ``up @ down`` and its scaling), cast to the weight's dtype, then added in that
+    dtype (``weight + d.to(weight.dtype)``); a stored tensor (a diff, another model's
+    weight) is cast to the weight's dtype first and multiplied by the strength there. With
+    a float32 weight every cast is a no-op. It must not modify ``weight`` in place.
     """
 
     def apply(self, weight: torch.Tensor, strength: float) -> torch.Tensor: ...
@@ -42,7 +48,7 @@ class DiffPatch:
     diff: torch.Tensor
 
     def apply(self, weight: torch.Tensor, strength: float) -> torch.Tensor:
-        diff = self.diff.to(weight.device, torch.float32)
+        diff = self.diff.to(weight.device, weight.dtype)
         return weight + strength * diff.reshape(weight.shape)
 
 
@@ -53,7 +59,7 @@ class ReplacePatch:
     value: torch.Tensor
 
     def apply(self, weight: torch.Tensor, strength: float) -> torch.Tensor:
-        value = self.value.to(weight.device, torch.float32).reshape(weight.shape)
+        value = self.value.to(weight.device, weight.dtype).reshape(weight.shape)
         return torch.lerp(weight, value, strength)
 
 
@@ -115,8 +121,8 @@ class QuantizedWeights(Protocol):
 
     def requantize(self, name: str, merged: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
         """The layer's new stored tensors, by local name (``{"weight": ..., "weight_scale":
-        ...}``), for ``merged`` (float32 values of tensor ``name``); fp8 rounding seeded by
-        ``seed``."""
+        ...}``), for ``merged`` (the values of tensor ``name`` in the merge dtype); fp8
+        rounding seeded by ``seed`` (a seed of 0 rounds to nearest, as ComfyUI's does)."""
         ...
 
 
@@ -132,11 +138,12 @@ def merged_values(
     entries: PatchEntries,
     device: torch.device | None = None,
     owner: tuple[QuantizedWeights, str] | None = None,
+    merge_dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """``original`` (dequantised by ``owner`` when given) with ``entries`` applied, in float32
-    on ``device``."""
+    """``original`` (dequantised by ``owner`` when given) with ``entries`` applied, in
+    ``merge_dtype`` on ``device`` (ComfyUI casts the weight there first, then dequantises)."""
     device = original.device if device is None else device
-    weight = original.detach().to(device=device, dtype=torch.float32, copy=True)
+    weight = original.detach().to(device=device, dtype=merge_dtype, copy=True)
     if owner is not None:
         weight = owner[0].dequantize(owner[1], weight)
     for patch, strength in entries:
@@ -152,12 +159,14 @@ def patched_weight(
     device: torch.device | None = None,
     dtype: torch.dtype | None = None,
     seed: int = 0,
+    merge_dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """``original`` with ``entries`` applied in float32 on ``device``, rounded once to
-    ``dtype`` (default: the original's) after the last patch
+    """``original`` with ``entries`` applied in ``merge_dtype`` on ``device``, rounded once
+    to ``dtype`` (default: the original's) after the last patch
     (:func:`loom.memory.rounding.round_to`: stochastically, seeded by ``seed``, for fp8)."""
     dtype = original.dtype if dtype is None else dtype
-    return round_to(merged_values(original, entries, device), dtype, seed)
+    merged = merged_values(original, entries, device, merge_dtype=merge_dtype)
+    return round_to(merged, dtype, seed)
 
 
 def patched_quantized(
@@ -166,11 +175,12 @@ def patched_quantized(
     owner: tuple[QuantizedWeights, str],
     device: torch.device | None = None,
     seed: int = 0,
+    merge_dtype: torch.dtype = torch.float32,
 ) -> dict[str, torch.Tensor]:
     """The new stored tensors of ``owner``'s layer (by local name) once ``entries`` patch its
-    tensor ``owner[1]`` (``original``): merged into the dequantised values in float32 on
-    ``device``, then quantised again by the layer (:meth:`QuantizedWeights.requantize`)."""
-    merged = merged_values(original, entries, device, owner)
+    tensor ``owner[1]`` (``original``): merged into the dequantised values in ``merge_dtype``
+    on ``device``, then quantised again by the layer (:meth:`QuantizedWeights.requantize`)."""
+    merged = merged_values(original, entries, device, owner, merge_dtype)
     return owner[0].requantize(owner[1], merged, seed)
 
 

@@ -188,7 +188,8 @@ def _resident_dtype(
 def _merged_dtype(
     unit: Unit, name: str, tensor: torch.Tensor, compute_dtype: torch.dtype | None
 ) -> torch.dtype:
-    """The dtype a patched tensor is rounded to once its patches are merged (in float32).
+    """The dtype a patched tensor is rounded to once its patches are merged (in the merge
+    dtype).
 
     ComfyUI's rule: the merge is rounded to the dtype the model holds its weights in, which
     for 16- and 32-bit files is the dtype it computes in (it converts them at load; on a CPU
@@ -234,7 +235,8 @@ def _place_unit(placement: Placement, unit: Unit, to_device: bool) -> None:
 def _requantized(placement: Placement, unit: Unit, to_device: bool) -> dict[str, torch.Tensor]:
     """The new stored tensors of a quantised layer whose weights are patched (its weight and
     the scale recalculated with it), by local name; empty for other units. Merged in float32
-    on the target device, kept where the unit lives; not kept in the merged-weight cache."""
+    on the target device (in its merge dtype), kept where the unit lives; not kept in the
+    merged-weight cache."""
     out: dict[str, torch.Tensor] = {}
     home = placement.target.device if to_device else None
     for name, original in unit.tensors():
@@ -244,7 +246,8 @@ def _requantized(placement: Placement, unit: Unit, to_device: bool) -> dict[str,
         if owner is None:
             continue
         seed = key_seed(placement.handle.comfy_prefix + key)
-        new = patched_quantized(original, entries, owner, placement.target.device, seed)
+        target = placement.target
+        new = patched_quantized(original, entries, owner, target.device, seed, target.merge_dtype)
         out.update({k: v.to(home or original.device) for k, v in new.items()})
     return out
 
@@ -267,13 +270,14 @@ def _merged(
     cache = placement.cache if to_device else None
     cache_key = None
     if cache is not None:
-        cache_key = cache.key(key, original, entries, home, merged)
+        cache_key = cache.key(key, original, entries, home, merged, placement.target.merge_dtype)
         kept = cache.get(cache_key)
         if kept is not None:
             placement.cached_keys.append(cache_key)
             return kept
     seed = key_seed(placement.handle.comfy_prefix + key)
-    new = patched_weight(original, entries, device, merged, seed).to(home)
+    merge_dtype = placement.target.merge_dtype
+    new = patched_weight(original, entries, device, merged, seed, merge_dtype).to(home)
     if cache is not None and cache.put(cache_key, original, entries, new, placement.cache_room):
         placement.cached_keys.append(cache_key)
     return new
@@ -310,7 +314,7 @@ def place(
     """Put ``handle`` on ``target.device``: units fitting ``resident_limit_bytes`` move, the
     rest stream.
 
-    Weight patches are computed in float32 on the target device and rounded to the compute
+    Weight patches are computed in the target's merge dtype on its device and rounded to the compute
     dtype (cast layers' 16/32-bit tensors) or the stored dtype (fp8, other tensors) as
     ComfyUI rounds its merges (a scaled-fp8 layer's weight is requantised with a new scale,
     :meth:`loom.memory.ScaledLinear.requantize`); object patches are set;

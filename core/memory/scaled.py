@@ -17,11 +17,14 @@ tensors (ComfyUI's new names); :func:`scale_layers` turns the cast linear layers
 scales into :class:`ScaledLinear` (on the meta device, before loading);
 :func:`quant_config_tensors` gives the ``comfy_quant`` tensors a saved file carries. The weight
 stays fp8; each forward casts it to the compute dtype and multiplies by the scale, ComfyUI's
-dequantisation. A weight patch (LoRA) is merged into the dequantised weight in float32 and the result
-quantised again as ComfyUI 0.7+ does (:meth:`ScaledLinear.requantize`): a new weight scale
-``amax(|merged|) / fp8 max`` replaces the file's, and the merged values times its reciprocal
-are rounded to fp8 stochastically, seeded by the weight's ComfyUI key; unloading puts the
-file's weight and scale back.
+dequantisation. A weight patch (LoRA) is merged into the dequantised weight in the merge dtype
+(:func:`loom.memory.compute.merge_dtype_for`) and the result quantised again as ComfyUI 0.7+
+does (:meth:`ScaledLinear.requantize`): a new weight scale ``amax(|merged|) / fp8 max`` (the
+layer's own format: 448 for e4m3fn, 57344 for e5m2) replaces the file's, and the merged values
+times its reciprocal are rounded to fp8 stochastically, seeded by the weight's ComfyUI key (a
+key whose CRC-32 is 0 rounds to nearest); unloading puts the file's weight and scale back.
+A weight stored in another fp8 dtype than its layer's format declares (an old-layout file of
+e5m2 weights: ComfyUI declares every old-layout layer e4m3fn) is cast to it at load.
 """
 
 from __future__ import annotations
@@ -105,12 +108,17 @@ class ScaledLinear(ops.Linear):
         if name != "weight":
             raise KeyError(name)
         dtype = getattr(torch, self.quant_format)
-        scale = merged.abs().amax().to(torch.float32) / torch.finfo(dtype).max
+        limit = torch.finfo(dtype).max  # e5m2 keeps its own range (57344), as ComfyUI's layout
+        scale = merged.abs().amax().to(torch.float32) / limit
         if merged.dtype not in (torch.float32, torch.bfloat16):
             # a half-precision merge (ComfyUI's fp16 LoRA compute) keeps 1/scale finite
             limits = torch.finfo(merged.dtype)
             scale = 1.0 / torch.clamp(1.0 / scale, min=limits.min, max=limits.max)
         scaled = merged * (1.0 / scale).to(merged.dtype)
+        if seed == 0:
+            # ComfyUI quantises a layer whose seed is 0 (falsy) without stochastic rounding:
+            # clamped to the format's range and cast to nearest
+            return {"weight": scaled.clamp(-limit, limit).to(dtype), "weight_scale": scale}
         return {"weight": round_to(scaled, dtype, seed), "weight_scale": scale}
 
 
@@ -240,6 +248,11 @@ class ScaledView(Mapping[str, Any]):
                     )
                 )
         kept_inputs = {layer.name for layer in self.layers if layer.has_input_scale}
+        #: each scaled weight's storage dtype: ComfyUI casts a weight stored otherwise (an
+        #: old-layout file of e5m2 weights, whose layers it declares e4m3fn) at load
+        self._storage = {
+            layer.name + ".weight": getattr(torch, layer.quant_format) for layer in self.layers
+        }
         for key in keys:
             if key == MARKER or key.endswith(QUANT_CONFIG):
                 continue
@@ -258,7 +271,11 @@ class ScaledView(Mapping[str, Any]):
         return key in present and float(self.source[key].float().flatten()[0]) != 1.0
 
     def __getitem__(self, key: str) -> Any:
-        return self.source[self._names[key]]
+        tensor = self.source[self._names[key]]
+        storage = self._storage.get(key)
+        if storage is not None and tensor.dtype != storage:
+            return tensor.to(storage)
+        return tensor
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._names)

@@ -131,3 +131,41 @@ def test_latent_format_is_comfyuis_flux():
 
     assert (FLUX_LATENT_FORMAT.scale_factor, FLUX_LATENT_FORMAT.shift_factor) == (0.3611, 0.1159)
     assert FLUX_LATENT_FORMAT.channels == 16 and len(FLUX_LATENT_FORMAT.rgb_factors) == 16
+
+
+def test_a_t5_file_described_by_quantization_metadata_loads_as_its_comfy_quant_twin(tmp_path):
+    import json
+
+    from loom_flux.family import FluxFamily
+
+    from loom.memory import read_header, write_safetensors
+
+    state = t5_state(CONFIG, seed=3)
+    tensors, layers = {}, {}
+    for key, tensor in state.items():
+        tensors[key] = tensor
+        if _is_linear(key):
+            scale = tensor.abs().max() / 448.0
+            tensors[key] = (tensor / scale).to(FP8)
+            layer = key.removesuffix(".weight")
+            tensors[f"{layer}.weight_scale"] = scale
+            layers[layer] = {"format": "float8_e4m3fn"}
+    twin = dict(tensors)
+    for layer, config in layers.items():
+        twin[f"{layer}.comfy_quant"] = torch.tensor(
+            list(json.dumps(config).encode()), dtype=torch.uint8
+        )
+    metadata = {"_quantization_metadata": json.dumps({"format_version": "1.0", "layers": layers})}
+    write_safetensors(tmp_path / "t5-metadata.safetensors", tensors, metadata)
+    write_safetensors(tmp_path / "t5-comfy-quant.safetensors", twin)
+    loaded = []
+    for name in ("t5-metadata.safetensors", "t5-comfy-quant.safetensors"):
+        header = read_header(tmp_path / name)
+        shapes = {k: tuple(v.shape) for k, v in header.tensors.items()}
+        loaded.append(FluxFamily().load_t5(header, shapes, "").module)
+    q = loaded[0].encoder.block[0].layer[0].SelfAttention.q
+    assert q.weight.dtype == FP8 and hasattr(q, "weight_scale")
+    ids = torch.randint(0, 128, (1, 9), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        a, b = (m(input_ids=ids).last_hidden_state for m in loaded)
+    assert torch.equal(a, b)

@@ -5,6 +5,7 @@ dequantised by scale at compute time; equal to the same model dequantised by han
 from __future__ import annotations
 
 import importlib.util
+import json
 
 import pytest
 import torch
@@ -179,3 +180,62 @@ def test_an_unsupported_quantisation_format_is_a_clear_error(runtime, base_dir, 
         _unet(runtime, "nvfp4.safetensors")
     assert "nvfp4.safetensors" in str(error.value)
     assert f"{layer}.comfy_quant" in str(error.value) and "'nvfp4'" in str(error.value)
+
+
+def _metadata_and_comfy_quant(stored: dict, prefix: str = "") -> tuple[dict, dict, dict]:
+    """An old-layout file ``stored`` in ComfyUI's new layout twice: ``(tensors, header
+    metadata)`` describing the layers in ``_quantization_metadata``, and the same with
+    ``comfy_quant`` tensors instead."""
+    tensors, layers = {}, {}
+    for key, value in stored.items():
+        if key == f"{prefix}scaled_fp8" or key.endswith(".scale_input"):
+            continue  # the marker, and input scales of 1.0 ComfyUI drops
+        if key.endswith(".scale_weight"):
+            layer = key.removesuffix(".scale_weight")
+            tensors[f"{layer}.weight_scale"] = value
+            layers[layer] = {"format": "float8_e4m3fn"}
+        else:
+            tensors[key] = value
+    twin = dict(tensors)
+    for layer, config in layers.items():
+        twin[f"{layer}.comfy_quant"] = torch.tensor(
+            list(json.dumps(config).encode()), dtype=torch.uint8
+        )
+    metadata = {"_quantization_metadata": json.dumps({"format_version": "1.0", "layers": layers})}
+    return tensors, metadata, twin
+
+
+def test_a_dit_described_by_quantization_metadata_equals_its_comfy_quant_twin(
+    runtime, base_dir, scaled_files
+):
+    from loom.memory import write_safetensors
+
+    tensors, metadata, twin = _metadata_and_comfy_quant(scaled_files[0])
+    folder = base_dir / "models" / "diffusion_models"
+    write_safetensors(folder / "flux-metadata.safetensors", tensors, metadata)
+    save(twin, folder / "flux-comfy-quant.safetensors")
+    model = _unet(runtime, "flux-metadata.safetensors")
+    qkv = model.module.double_blocks[0].img_attn.qkv
+    assert isinstance(qkv, ScaledLinear) and qkv.weight.dtype == FP8
+    reference = _unet(runtime, "flux-comfy-quant.safetensors")
+    assert torch.equal(_forward(runtime, model), _forward(runtime, reference))
+
+
+def test_an_all_in_one_checkpoint_names_its_layers_with_the_prefix(runtime, base_dir):
+    from loom.memory import write_safetensors
+    from loom.nodes.builtin.loaders import CheckpointLoaderSimple
+
+    prefix = "model.diffusion_model."
+    stored, _ = _quantize(checkpoint_state(tiny_spec(), seed=11), prefix)
+    tensors, metadata, twin = _metadata_and_comfy_quant(stored, prefix)
+    assert all(
+        name.startswith(prefix) for name in json.loads(metadata["_quantization_metadata"])["layers"]
+    )
+    folder = base_dir / "models" / "checkpoints"
+    write_safetensors(folder / "aio-metadata.safetensors", tensors, metadata)
+    save(twin, folder / "aio-comfy-quant.safetensors")
+    ctx = make_context(runtime)
+    model = CheckpointLoaderSimple(ckpt_name="aio-metadata.safetensors").run(ctx).model
+    assert isinstance(model.module.single_blocks[1].linear1, ScaledLinear)
+    reference = CheckpointLoaderSimple(ckpt_name="aio-comfy-quant.safetensors").run(ctx).model
+    assert torch.equal(_forward(runtime, model), _forward(runtime, reference))

@@ -56,8 +56,11 @@ def test_lora_file_on_device_matches_cpu(lora_runtime, toy, device):
     assert set(model.weight_patches) == {"fc.weight", "conv.weight"}
 
     results = {}
+    tolerance = 1e-5
     for where in dict.fromkeys(("cpu", device)):
         mm = memory_manager(where)
+        if mm.merge_dtype == torch.float16:  # merged in fp16 there, as ComfyUI does on GPUs
+            tolerance = 1e-2
         mm.load([model])
         assert toy.fc.weight.device.type == where and model.compute_target.device.type == where
         results[where] = _outputs(toy, where)
@@ -67,20 +70,24 @@ def test_lora_file_on_device_matches_cpu(lora_runtime, toy, device):
     for patched, plain in zip(results["cpu"], base, strict=True):
         assert (patched - plain).abs().max() > 0.1  # the LoRA took effect
     for got, expected in zip(results[device], results["cpu"], strict=True):
-        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(got, expected, atol=tolerance, rtol=tolerance)
 
 
 @pytest.mark.parametrize(
     ("key", "patch"), ALL_PATCHES, ids=["lora", "locon-mid", "loha", "lokr", "dora"]
 )
 def test_adapter_merged_on_device_matches_cpu(toy, device, key, patch):
-    """The merge runs where the model is loaded (float32 there), then stays on the device."""
+    """The merge runs where the model is loaded (in that device's merge dtype: float32 on
+    the CPU, float16 on most GPUs, as ComfyUI merges), then stays on the device."""
     original = toy.get_parameter(key)
     merged = {}
+    tolerance = 1e-5
     for where in dict.fromkeys(("cpu", device)):
         handle = ModelHandle(toy)
         assert handle.add_patches({key: patch}, 0.7) == [key]
         mm = memory_manager(where)
+        if mm.merge_dtype == torch.float16:
+            tolerance = 2e-3
         mm.load([handle])
         weight = toy.get_parameter(key)
         assert weight.device.type == where and weight.dtype == torch.float32
@@ -88,4 +95,4 @@ def test_adapter_merged_on_device_matches_cpu(toy, device, key, patch):
         mm.unload_all()
         assert toy.get_parameter(key) is original
     assert not torch.allclose(merged["cpu"], original)
-    torch.testing.assert_close(merged[device], merged["cpu"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(merged[device], merged["cpu"], atol=tolerance, rtol=tolerance)

@@ -183,13 +183,16 @@ def test_a_groups_clone_is_patched_where_the_model_computes_and_the_model_comes_
     base = layer.weight.detach().clone()
     diff = torch.randn(4, 4)
     handle = ModelHandle(layer)
-    ctx = SimpleNamespace(runtime=SimpleNamespace(memory=memory_manager(device)))
+    memory = memory_manager(device)
+    ctx = SimpleNamespace(runtime=SimpleNamespace(memory=memory))
     group = HookGroup((WeightHook(DiffWeights(diff), strength_model=0.5),))
     hooked = HookedModels(handle, max_sigma=10.0)
     x = torch.zeros(1, 4)
     clone = hooked.model_for(group)
     load_for_call(ctx, clone, x)
     assert layer.weight.device.type == device
-    torch.testing.assert_close(layer.weight.cpu(), base + 0.5 * diff, atol=1e-6, rtol=0)
+    merged = base.to(device, memory.merge_dtype, copy=True)  # added in the merge dtype
+    merged += 0.5 * diff.to(device, memory.merge_dtype)
+    torch.testing.assert_close(layer.weight.cpu(), merged.float().cpu(), atol=1e-6, rtol=0)
     load_for_call(ctx, hooked.model_for(None), x)
     assert torch.equal(layer.weight.cpu(), base)

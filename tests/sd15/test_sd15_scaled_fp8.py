@@ -6,6 +6,7 @@ dequantised by hand; a LoRA on such a layer recalculates its scale."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import zlib
 
 import pytest
@@ -139,3 +140,49 @@ def test_a_lora_on_a_scaled_unet_layer_recalculates_its_scale(loom_runtime, base
     assert torch.equal(layer.weight.view(torch.uint8), expected.view(torch.uint8))
     runtime.memory.unload_all()
     assert torch.equal(layer.weight_scale, scale)
+
+
+def _metadata_layout(tensors: dict[str, torch.Tensor]) -> tuple[dict, dict[str, str]]:
+    """The ``comfy_quant`` file ``tensors`` re-laid as newer ComfyUI files are: no config
+    tensors, the layers described in the header's ``_quantization_metadata`` instead."""
+    layers = {
+        key.removesuffix(".comfy_quant"): json.loads(bytes(value.tolist()))
+        for key, value in tensors.items()
+        if key.endswith(".comfy_quant")
+    }
+    rest = {k: v for k, v in tensors.items() if not k.endswith(".comfy_quant")}
+    return rest, {"_quantization_metadata": json.dumps({"format_version": "1.0", "layers": layers})}
+
+
+def test_a_file_described_by_quantization_metadata_loads_as_its_comfy_quant_twin(
+    runtime, base_dir, files
+):
+    tensors, metadata = _metadata_layout(files)
+    folder = base_dir / "models" / "diffusion_models"
+    save_checkpoint(folder / "unet-metadata.safetensors", tensors, metadata)
+    model = _unet(runtime, "unet-metadata.safetensors")
+    layer = model.module.get_submodule(ATTN)
+    assert isinstance(layer, ScaledLinear) and layer.weight.dtype == FP8
+    twin = _unet(runtime, "unet-scaled.safetensors")
+    assert torch.equal(_forward(runtime, model), _forward(runtime, twin))
+
+
+def test_an_unsupported_format_in_quantization_metadata_names_file_and_format(
+    runtime, base_dir, files
+):
+    from loom.errors import LoomError
+
+    tensors, metadata = _metadata_layout(files)
+    layers = json.loads(metadata["_quantization_metadata"])["layers"]
+    layers[ATTN] = {"format": "mxfp8"}
+    metadata = {"_quantization_metadata": json.dumps({"layers": layers})}
+    folder = base_dir / "models" / "diffusion_models"
+    save_checkpoint(folder / "odd-metadata.safetensors", tensors, metadata)
+    with pytest.raises(LoomError) as error:
+        _unet(runtime, "odd-metadata.safetensors")
+    assert "odd-metadata.safetensors" in str(error.value) and "mxfp8" in str(error.value)
+    save_checkpoint(
+        folder / "bad-metadata.safetensors", tensors, {"_quantization_metadata": "{not json"}
+    )
+    with pytest.raises(LoomError, match=r"bad-metadata\.safetensors.*_quantization_metadata"):
+        _unet(runtime, "bad-metadata.safetensors")

@@ -4,6 +4,8 @@ UNETLoader as ComfyUI loads it: its linear layers keep fp8 weights and compute w
 
 from __future__ import annotations
 
+import json
+
 import torch
 from loom_sd15.tiny import save_checkpoint
 from safetensors.torch import load_file
@@ -58,3 +60,30 @@ def test_a_scaled_sdxl_unet_equals_the_dequantized_one(runtime, base_dir, tiny_f
     torch.testing.assert_close(
         _forward(runtime, model), _forward(runtime, reference), rtol=0, atol=1e-6
     )
+
+
+def test_a_scaled_sdxl_unet_described_by_quantization_metadata(runtime, base_dir, tiny_files):
+    tensors, layers = {}, {}
+    for key, tensor in load_file(str(tiny_files["unet"])).items():
+        if tensor.ndim != 2 or not key.endswith(".weight"):
+            tensors[key] = tensor
+            continue
+        layer = key.removesuffix(".weight")
+        scale = tensor.abs().max().float() / 448.0
+        tensors[key] = (tensor / scale).to(FP8)
+        tensors[f"{layer}.weight_scale"] = scale
+        layers[layer] = {"format": "float8_e4m3fn"}
+    folder = base_dir / "models" / "diffusion_models"
+    twin = dict(tensors)
+    for layer, config in layers.items():
+        twin[f"{layer}.comfy_quant"] = torch.tensor(
+            list(json.dumps(config).encode()), dtype=torch.uint8
+        )
+    save_checkpoint(folder / "sdxl-comfy-quant.safetensors", twin)
+    metadata = {"_quantization_metadata": json.dumps({"format_version": "1.0", "layers": layers})}
+    save_checkpoint(folder / "sdxl-metadata.safetensors", tensors, metadata)
+    model = _unet(runtime, "sdxl-metadata.safetensors")
+    layer = model.module.get_submodule(LAYER)
+    assert isinstance(layer, ScaledLinear) and layer.weight.dtype == FP8
+    reference = _unet(runtime, "sdxl-comfy-quant.safetensors")
+    assert torch.equal(_forward(runtime, model), _forward(runtime, reference))

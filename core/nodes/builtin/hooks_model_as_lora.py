@@ -38,9 +38,10 @@ class ModelAsLoraPatch:
     def apply(self, weight: Any, strength: float) -> Any:
         import torch
 
+        # the difference in float32 (ComfyUI's intermediate dtype), added in the merge dtype
         other = self.other.to(weight.device, torch.float32)
         base = self.base.to(weight.device, torch.float32)
-        return weight + strength * (other - base)
+        return weight + strength * (other - base).to(weight.dtype)
 
 
 @attrs.frozen(eq=False)

@@ -55,10 +55,12 @@ def test_patches_and_bitwise_restore_over_cycles(device, dtype):
         mm.load([clone])
         for key, diff in diffs.items():
             weight = net.get_parameter(key)
-            # cast layers' merges are rounded to the compute dtype (ComfyUI's rule)
+            # cast layers' merges are rounded to the compute dtype (ComfyUI's rule), after
+            # adding in the device's merge dtype (float16 on most GPUs, as ComfyUI does)
             assert weight.device.type == device and weight.dtype == torch.float32
-            expected = originals[key].float() + strength * diff
-            torch.testing.assert_close(weight.cpu(), expected, atol=0, rtol=0)
+            merged = originals[key].to(device, mm.merge_dtype, copy=True)
+            merged += strength * diff.to(device, mm.merge_dtype)
+            torch.testing.assert_close(weight.cpu(), merged.float().cpu(), atol=0, rtol=0)
         patched = net(x.to(device)).cpu()
         mm.load([handle])  # the bare handle: patches reverted, still on the device
         assert _devices(net) == {device}

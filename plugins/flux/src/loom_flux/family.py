@@ -33,6 +33,7 @@ from loom.memory import (
     is_scaled_fp8,
     load_into_module,
     open_safetensors,
+    with_quant_metadata,
 )
 from loom.types import CheckpointHeader, LoadedParts, LoadRequest, ModelPart
 from loom_flux import detect
@@ -99,7 +100,10 @@ class FluxFamily:
         self, header: CheckpointHeader, part: ModelPart, request: LoadRequest = LoadRequest()
     ) -> LoadedParts:
         shapes = detect.shapes_of(header)
-        state = diffusers_layout.ldm_state(header, open_safetensors(header.path))
+        tensors = with_quant_metadata(
+            open_safetensors(header.path), header.metadata, header.path.name
+        )
+        state = diffusers_layout.ldm_state(header, tensors)
         file = header.path.name
         memory = request.memory
         model = clip = vae = None
@@ -131,7 +135,7 @@ class FluxFamily:
         dtype = (
             getattr(torch, WEIGHT_DTYPES[weight_dtype]) if weight_dtype in WEIGHT_DTYPES else None
         )
-        if is_scaled_fp8(shapes, layout.prefix):
+        if is_scaled_fp8(state, layout.prefix):
             if layout.diffusers:
                 raise ModelFileError(
                     f"{file}: a scaled-fp8 Flux transformer in diffusers' layout is not supported",
@@ -191,11 +195,11 @@ class FluxFamily:
 
     def load_t5(self, header: CheckpointHeader, shapes: detect.Shapes, prefix: str) -> ModelHandle:
         file = header.path.name
-        state = open_safetensors(header.path)
+        state = with_quant_metadata(open_safetensors(header.path), header.metadata, file)
         config = t5_config(shapes, prefix)
         encoder = build_on_meta(build_t5, config)
         view: Mapping[str, Any] = T5View(state, prefix)
-        if is_scaled_fp8(shapes, prefix):
+        if is_scaled_fp8(state, prefix):
             view = scaled_view(encoder, view, file)
         _assign(encoder, view, file, "T5 text encoder")
         return ModelHandle(encoder, name=f"flux-t5:{file}")

@@ -24,6 +24,7 @@ from loom.memory import (
     is_scaled_fp8,
     load_into_module,
     open_safetensors,
+    with_quant_metadata,
 )
 from loom.types import CheckpointHeader, LoadedParts, LoadRequest, ModelPart
 from loom_sd15 import detect, diffusers_layout
@@ -83,7 +84,10 @@ class SD15Family:
         self, header: CheckpointHeader, part: ModelPart, request: LoadRequest = LoadRequest()
     ) -> LoadedParts:
         shapes = detect.shapes_of(header)
-        state = diffusers_layout.ldm_state(header, open_safetensors(header.path))
+        tensors = with_quant_metadata(
+            open_safetensors(header.path), header.metadata, header.path.name
+        )
+        state = diffusers_layout.ldm_state(header, tensors)
         file = header.path.name
         memory = request.memory
         conversions: list[Conversion] = []

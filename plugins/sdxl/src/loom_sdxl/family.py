@@ -37,6 +37,7 @@ from loom.memory import (
     build_on_meta,
     is_scaled_fp8,
     open_safetensors,
+    with_quant_metadata,
 )
 from loom.types import CheckpointHeader, LoadedParts, LoadRequest, ModelPart
 from loom_sdxl import detect
@@ -60,7 +61,10 @@ class SDXLFamily:
         self, header: CheckpointHeader, part: ModelPart, request: LoadRequest = LoadRequest()
     ) -> LoadedParts:
         shapes = detect.shapes_of(header)
-        state = diffusers_layout.ldm_state(header, open_safetensors(header.path))
+        tensors = with_quant_metadata(
+            open_safetensors(header.path), header.metadata, header.path.name
+        )
+        state = diffusers_layout.ldm_state(header, tensors)
         file = header.path.name
         memory = request.memory
         if part == "text_encoder":

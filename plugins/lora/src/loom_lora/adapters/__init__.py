@@ -1,7 +1,8 @@
 """The weight-adapter formats this plugin registers, one small module per format.
 
-Each module holds a patch class (the math, in float32) and an adapter object implementing
-:class:`loom.types.WeightAdapter` (which key suffixes it reads, how they become patches).
+Each module holds a patch class (the difference in float32, added in the merge dtype) and an
+adapter object implementing :class:`loom.types.WeightAdapter` (which key suffixes it reads,
+how they become patches).
 DoRA (``.dora_scale``) is not a format of its own: it wraps the LoRA, LoHa and LoKr patches.
 """
 

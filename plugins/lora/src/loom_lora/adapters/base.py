@@ -2,7 +2,8 @@
 
 A :class:`DeltaPatch` computes its unscaled difference ``delta`` (float32, the weight's
 shape) and its ``scale`` (``alpha / rank``, or 1 without alpha), as ComfyUI does, so the
-merge is ``weight + (strength * scale) * delta``. Strength 0 returns the weight untouched,
+merge is ``weight + ((strength * scale) * delta).to(weight.dtype)``: the difference in
+float32, added in the merge dtype (float16 where ComfyUI merges in fp16). Strength 0 returns the weight untouched,
 which keeps a zero-strength LoRA bitwise identical to none.
 """
 
@@ -54,4 +55,5 @@ class DeltaPatch:
     def apply(self, weight: torch.Tensor, strength: float) -> torch.Tensor:
         if strength == 0.0:
             return weight
-        return weight + (strength * self.scale) * self.delta(weight)
+        # scaled in float32, then cast to the weight's (merge) dtype and added there
+        return weight + ((strength * self.scale) * self.delta(weight)).to(weight.dtype)

@@ -10,7 +10,8 @@ ComfyUI's ``weight_decompose`` does:
   times ``dora_scale / (norm of each output row of W + eps)`` -- the rows of the *unpatched*
   weight, ComfyUI's rule, kept for equal images.
 
-``eps`` is float32's machine epsilon (the merge runs in float32). Strength blends linearly
+``eps`` is the machine epsilon of the merge dtype (float32, or float16 where ComfyUI
+merges in fp16); the scaled difference is computed in float32 and added in the merge dtype. Strength blends linearly
 between ``W`` and the renormalised weight: ``W + s * (W'' - W)``.
 """
 
@@ -52,13 +53,15 @@ class DoraPatch:
 
         if strength == 0.0:
             return weight
-        merged = weight + self.inner.scale * self.inner.delta(weight)
+        # the difference in float32, added in the weight's (merge) dtype, renormalised there
+        merged = weight + (self.inner.scale * self.inner.delta(weight)).to(weight.dtype)
         magnitude = f32(self.dora_scale, weight)
         if magnitude.shape[0] == weight.shape[0]:  # on the output axis: the base's row norms
             norm = row_norm(weight)
         else:
             norm = column_norm(merged)
-        merged = merged * (magnitude / (norm + torch.finfo(torch.float32).eps))
+        norm = norm + torch.finfo(weight.dtype).eps
+        merged = merged * (magnitude / norm).to(weight.dtype)
         if strength == 1.0:
             return merged
         return weight + strength * (merged - weight)
