@@ -24,6 +24,19 @@ diffusers and the CLIP-L tokenizer files (LOOM_TOKENIZERS_PATH, default
 process computing in DTYPE (``bf16``: the fp16 file's weights are held in bf16, the same
 bytes; ``fp16``: kept as stored) — load, encode, sample ``--steps``, decode — and its peak RSS
 against the file's size (target <= 1.3x).
+
+``--step-ratio DTYPE`` measures only issue 13's "engine step <= 1.05x the bare forward", in
+ONE process with the checkpoint loaded once, computing in DTYPE: a KSampler run (through the
+executor; dpmpp_2m/karras, CFG 7, batch 1, so the UNet sees batch 2) of ``--pairs`` + 1
+steps, and at each step's progress event a bare forward of the same UNet module on the
+tensors the engine's UNet call just received; so steps and forwards alternate (forward, step,
+forward, step, ...) under the same load and thread count. A step is timed from the end of
+one progress handler to the next progress event: the whole step (sampler update, guider
+batching, UNet, CFG, progress report) and nothing else. Prints the median of the per-pair
+ratios with their min and max, each median time, and every pair:
+
+    python bench/bench_sdxl.py --size tiny --step-ratio fp32            # seconds
+    python bench/bench_sdxl.py --size full --step-ratio bf16 --pairs 8  # ~7 GB RAM, quiet host
 """
 
 from __future__ import annotations
@@ -174,6 +187,113 @@ def engine_child(checkpoint: Path, pixels: int, steps: int, compute_dtype: str |
         "bare_forward_s": bare,
         "peak_rss_gb": peak_rss_bytes() / 2**30,
     }
+
+
+def step_ratio_child(checkpoint: Path, pixels: int, pairs: int, compute_dtype: str) -> dict:
+    """Engine step vs bare forward, interleaved in one process with the model loaded once.
+
+    One txt2img warms everything up (load, oneDNN primitives). A second runs ``pairs + 1``
+    sampling steps; at each step's progress event (the sampler's ``on_step``, reported
+    synchronously through the executor) a bare forward of the same UNet module runs on the
+    very tensors the engine's last UNet call received (captured by a forward pre-hook: batch
+    2 = cond + uncond, the engine's dtype and device), and the clock restarts when it ends.
+    So each pair is (bare forward, the next engine step), and a step is the time from the end
+    of one progress handler to the next progress event: the sampler's update, the guider's
+    batching, the UNet call, CFG and the progress report, each once, and nothing else.
+    """
+    import statistics
+
+    from loom.runtime import Runtime
+    from loom.settings import Settings
+
+    os.environ.setdefault("LOOM_TOKENIZERS_PATH", str(TOKENIZERS))
+    runtime = Runtime(
+        Settings(
+            base_directory=checkpoint.parent.parent.parent,
+            load_custom_nodes=False,
+            compute_dtype=compute_dtype,
+        )
+    )
+    _, warm = node_seconds(runtime, txt2img(checkpoint.name, pixels, 2, seed=1))
+    module = warm.values["4"][0][0].module
+    captured: list[tuple] = []
+    hook = module.register_forward_pre_hook(
+        lambda m, args: captured.__setitem__(slice(None), [args[:4]])
+    )
+    steps: list[float] = []
+    forwards: list[float] = []
+    clock = {"restart": None}
+
+    def on_event(event) -> None:
+        if event.type != "progress":
+            return
+        now = time.perf_counter()
+        if clock["restart"] is not None:
+            steps.append(now - clock["restart"])
+        if event.data["value"] >= event.data["max"]:
+            return
+        inputs = captured[0]
+        with torch.inference_mode():
+            start = time.perf_counter()
+            module(*inputs)
+            forwards.append(time.perf_counter() - start)
+        clock["restart"] = time.perf_counter()
+
+    prompt = txt2img(checkpoint.name, pixels, pairs + 1, seed=2)
+    validated = runtime.executor.validate(prompt)
+    result = runtime.executor.execute(
+        "bench", validated.prompt, validated.outputs, {}, on_event=on_event
+    )
+    hook.remove()
+    assert result.error is None, result.error
+    ratios = [s / f for s, f in zip(steps, forwards, strict=True)]
+    x, t, c, y = captured[0]
+    return {
+        "pairs": len(ratios),
+        "step_s": steps,
+        "forward_s": forwards,
+        "ratios": ratios,
+        "median_ratio": statistics.median(ratios),
+        "median_step_s": statistics.median(steps),
+        "median_forward_s": statistics.median(forwards),
+        "threads": torch.get_num_threads(),
+        "unet_inputs": f"x {tuple(x.shape)} {x.dtype}, t {tuple(t.shape)}, "
+        f"context {tuple(c.shape)} {c.dtype}, y {tuple(y.shape)} {y.dtype}",
+        "peak_rss_gb": peak_rss_bytes() / 2**30,
+    }
+
+
+def step_ratio(args: argparse.Namespace, pixels: int) -> None:
+    """Write the checkpoint, run :func:`step_ratio_child` in a fresh process, print the table."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = Path(tmp) / "models" / "checkpoints" / f"sdxl-{args.size}-fp16.safetensors"
+        in_child("--write", str(ckpt), "--size", args.size)
+        common = ["--size", args.size, "--pixels", str(pixels), "--pairs", str(args.pairs)]
+        result = in_child("--child", str(ckpt), "--step-ratio", args.step_ratio, *common)
+    print(f"\nSDXL engine step vs bare forward, size {args.size}, {pixels}², compute "
+          f"{args.step_ratio} ({torch.__version__})\n")  # fmt: skip
+    print("| measure | value |\n|---|---|")
+    if not result:
+        print(f"| step ratio {args.step_ratio} | failed (see stderr) |")
+        return
+    ratios = sorted(result["ratios"])
+    print(
+        f"| engine step / bare forward, median of {result['pairs']} interleaved pairs "
+        f"| {result['median_ratio']:.3f} (min {ratios[0]:.3f}, max {ratios[-1]:.3f}) |"
+    )
+    print(
+        f"| engine step (KSampler dpmpp_2m/karras, CFG 7), median | {result['median_step_s']:.4f} s |"
+    )
+    print(
+        f"| bare UNet forward, same module and inputs, median | {result['median_forward_s']:.4f} s |"
+    )
+    print(f"| UNet inputs (captured from the engine's call) | {result['unet_inputs']} |")
+    print(f"| torch threads (both) | {result['threads']} |")
+    print(f"| process peak RSS | {result['peak_rss_gb']:.2f} GiB |")
+    print("| per pair: step s / forward s = ratio | " + "; ".join(
+        f"{s:.4f}/{f:.4f}={s / f:.3f}"
+        for s, f in zip(result["step_s"], result["forward_s"], strict=True)
+    ) + " |")  # fmt: skip
 
 
 def whole_run_child(checkpoint: Path, pixels: int, steps: int, compute_dtype: str) -> dict:
@@ -375,6 +495,12 @@ def main() -> None:
         choices=("bf16", "fp16", "fp32"),
         help="only the whole-run peak RSS, computing in this dtype",
     )
+    parser.add_argument(
+        "--step-ratio",
+        choices=("fp32", "bf16"),
+        help="only engine step / bare forward, interleaved in one process, computing in this dtype",
+    )
+    parser.add_argument("--pairs", type=int, default=8, help="step/forward pairs (--step-ratio)")
     args = parser.parse_args()
     pixels = args.pixels or (256 if args.size == "full" else 64)
     if args.write:
@@ -389,8 +515,15 @@ def main() -> None:
         result = whole_run_child(args.child, pixels, args.steps, args.whole_run)
         report_child(args.child, f"whole-{args.whole_run}", result)
         return
+    if args.child and args.step_ratio:
+        result = step_ratio_child(args.child, pixels, args.pairs, args.step_ratio)
+        report_child(args.child, f"step-ratio-{args.step_ratio}", result)
+        return
     if args.whole_run:
         whole_run(args, pixels)
+        return
+    if args.step_ratio:
+        step_ratio(args, pixels)
         return
     if args.child:
         engine = engine_child(args.child, pixels, args.steps, args.compute_dtype)
