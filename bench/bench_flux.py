@@ -7,13 +7,30 @@ DiT and for diffusers' ``FluxTransformer2DModel`` holding the same weights, each
 child process (Loom's first; the file stays in the page cache). Diffusers in bf16 would need
 ~24 GB for Flux.1-dev, so its weights stay stored in the file's fp8 (copied into its process,
 since the casting hook re-creates each fp8 weight after its layer runs) and are cast to bf16
-layer by layer as each runs (``enable_layerwise_casting(storage_dtype=float8_e4m3fn,
-compute_dtype=bfloat16)``; the layers diffusers leaves out of that, norms and embeddings, are
-cast to bf16 once); Loom likewise keeps the fp8 weights and computes in bf16.
+layer by layer as each runs (layerwise casting, storage float8_e4m3fn, compute bfloat16; the
+few weights outside any hooked Linear, norm scales and the final projection, are cast to bf16
+once); Loom likewise keeps the fp8 weights and computes in bf16.
 Both outputs are compared (max abs difference). The file is streamed to disk one tensor at a
 time, so writing never holds the whole model. Temp files go under ``$TMPDIR``.
 
+Memory: diffusers stores every Linear in fp8 like Loom (``--diffusers-fp8 all-linears``, through
+``diffusers.hooks.apply_layerwise_casting``); ``enable_layerwise_casting`` alone would leave the
+AdaLN modulation linears (Flux skips modules named "norm": 3.2 of 11.9 B parameters) in bf16,
++3 GiB at full size (``--diffusers-fp8 diffusers-default`` measures that). Both step children
+run with ``MALLOC_MMAP_THRESHOLD_=131072`` (``--mmap-threshold``, 0 = glibc's dynamic default),
+so weight copies made and freed per layer go back to the OS instead of growing the heap. A
+memory guard kills a step child past ``--max-child-rss-gib`` (default 15) and says so in the
+table. Each step child's RSS before its first forward and after each one is in the table
+(and on stderr as it goes).
+
+How to run: ``--size tiny`` proves the bench works in seconds; ``--blocks D,S`` keeps full
+width (hidden 3072, 24 heads, mlp 4x, 512 T5 tokens, 256x256) with D double and S single
+blocks, to study memory at reduced scale (2,4: a 1.2 GiB file, children under 2 GiB);
+``--size full`` is Flux.1-dev (an 11.1 GiB fp8 file, each child ~12 GiB, over an hour on 2
+cores):
+
     python bench/bench_flux.py --size tiny          # seconds; proves the bench works
+    python bench/bench_flux.py --size full --blocks 2,4 --repeats 3 --warmup 0 --max-child-rss-gib 4
     python bench/bench_flux.py --size full          # Flux.1-dev: 11.1 GiB fp8 file
     python bench/bench_flux.py --size full --repeats 1 --warmup 0   # one step each on a slow CPU
 """
@@ -115,13 +132,17 @@ print(json.dumps({{"seconds": seconds, "peak_rss": peak_rss_bytes()}}))
 
 
 def step_inputs(config, batch: int = 1, tokens: int = 512):
+    """Seeded inputs of one step. Guidance 4.0, not Flux's usual 3.5: diffusers casts guidance
+    to the compute dtype before scaling it by 1000, and 3500 is not a bf16 number (3504 is),
+    so at 3.5 its sinusoidal guidance embedding differs from Loom's fp32 one (as ComfyUI
+    computes it) and the outputs differ by ~1.7 at full width; 4000 is exact in bf16."""
     g = torch.Generator().manual_seed(1)
     return (
         torch.randn(batch, config.latent_channels, 32, 32, generator=g),
         torch.tensor([0.8] * batch),
         torch.randn(batch, tokens, config.context_dim, generator=g),
         torch.randn(batch, config.vec_dim, generator=g),
-        torch.tensor([3.5] * batch) if config.guidance_embed else None,
+        torch.tensor([4.0] * batch) if config.guidance_embed else None,
     )
 
 
