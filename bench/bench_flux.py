@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import struct
 import subprocess
 import sys
@@ -48,7 +47,8 @@ import time
 from pathlib import Path
 
 import torch
-from machine import peak_rss_bytes
+from guarded_child import run_guarded
+from machine import peak_rss_bytes, rss_bytes
 
 SIZES = ("tiny", "full")
 #: what diffusers' fp8 casting leaves in bf16 with ``--diffusers-fp8 all-linears``: its default
@@ -72,18 +72,6 @@ def config_for(size: str, blocks: tuple[int, int] | None = None):
     if blocks is not None:
         config = attrs.evolve(config, depth=blocks[0], depth_single=blocks[1])
     return config
-
-
-def rss_bytes() -> int:
-    """This process's resident memory now (``VmRSS``), 0 where /proc is absent."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 def write_random_dit(path: Path, config, dtype: torch.dtype, seed: int = 0) -> int:
@@ -117,7 +105,8 @@ def load_in_child(path: Path) -> dict:
     code = f"""
 import json, sys, time
 sys.path.insert(0, {str(Path(__file__).parent)!r})
-from machine import peak_rss_bytes
+from guarded_child import run_guarded
+from machine import peak_rss_bytes, rss_bytes
 from loom.safetensors_header import read_header
 from loom.types import ModelPart
 from loom_flux.family import FluxFamily
@@ -272,50 +261,20 @@ def diffusers_step(
     }
 
 
-def child_rss_bytes(pid: int) -> int:
-    """Resident memory of process ``pid`` now (``VmRSS``), 0 once it is gone."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
 def in_child(*args: str, max_rss_gib: float, env: dict[str, str]) -> dict:
-    """Run this script with ``args`` in a fresh process; its last stdout line, parsed.
-
-    A memory guard polls the child's RSS and kills it past ``max_rss_gib`` (the shared host's
-    budget), so a runaway child becomes a table line instead of an OOM of the machine."""
-    child = subprocess.Popen(
-        [sys.executable, __file__, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **env},
-    )
-    killed_at = 0
-    while True:
-        try:
-            stdout, stderr = child.communicate(timeout=0.5)
-            break
-        except subprocess.TimeoutExpired:
-            rss = child_rss_bytes(child.pid)
-            if rss > max_rss_gib * 2**30 and not killed_at:
-                killed_at = rss
-                child.kill()
-    if killed_at:
-        print(stderr[-3000:], file=sys.stderr)
+    """Run this script with ``args`` in a fresh process under the memory guard; its last
+    stdout line, parsed, or ``{"failed": why}``."""
+    run = run_guarded([sys.executable, __file__, *args], max_rss_gib, env)
+    if run.killed_at_bytes:
+        print(run.stderr[-3000:], file=sys.stderr)
         return {
-            "failed": f"killed by the memory guard at {killed_at / 2**30:.2f} GiB RSS "
+            "failed": f"killed by the memory guard at {run.killed_at_bytes / 2**30:.2f} GiB RSS "
             f"(limit {max_rss_gib:g} GiB, --max-child-rss-gib)"
         }
-    if child.returncode != 0:
-        print(stderr[-3000:], file=sys.stderr)
-        return {"failed": (stderr.strip().splitlines() or ["no output"])[-1]}
-    return json.loads(stdout.strip().splitlines()[-1])
+    if run.returncode != 0:
+        print(run.stderr[-3000:], file=sys.stderr)
+        return {"failed": (run.stderr.strip().splitlines() or ["no output"])[-1]}
+    return json.loads(run.stdout.strip().splitlines()[-1])
 
 
 def gib_list(values: list[int]) -> str:

@@ -190,18 +190,10 @@ def engine_child(checkpoint: Path, pixels: int, steps: int, compute_dtype: str |
 
 
 def step_ratio_child(checkpoint: Path, pixels: int, pairs: int, compute_dtype: str) -> dict:
-    """Engine step vs bare forward, interleaved in one process with the model loaded once.
-
-    One txt2img warms everything up (load, oneDNN primitives). A second runs ``pairs + 1``
-    sampling steps; at each step's progress event (the sampler's ``on_step``, reported
-    synchronously through the executor) a bare forward of the same UNet module runs on the
-    very tensors the engine's last UNet call received (captured by a forward pre-hook: batch
-    2 = cond + uncond, the engine's dtype and device), and the clock restarts when it ends.
-    So each pair is (bare forward, the next engine step), and a step is the time from the end
-    of one progress handler to the next progress event: the sampler's update, the guider's
-    batching, the UNet call, CFG and the progress report, each once, and nothing else.
-    """
-    import statistics
+    """Engine step vs bare forward of the same UNet, interleaved in one process with the
+    checkpoint loaded once (:func:`step_ratio.interleaved_step_ratio`); one 2-step txt2img
+    first warms everything up (load, oneDNN primitives)."""
+    from step_ratio import interleaved_step_ratio
 
     from loom.runtime import Runtime
     from loom.settings import Settings
@@ -216,84 +208,25 @@ def step_ratio_child(checkpoint: Path, pixels: int, pairs: int, compute_dtype: s
     )
     _, warm = node_seconds(runtime, txt2img(checkpoint.name, pixels, 2, seed=1))
     module = warm.values["4"][0][0].module
-    captured: list[tuple] = []
-    hook = module.register_forward_pre_hook(
-        lambda m, args: captured.__setitem__(slice(None), [args[:4]])
-    )
-    steps: list[float] = []
-    forwards: list[float] = []
-    clock = {"restart": None}
-
-    def on_event(event) -> None:
-        if event.type != "progress":
-            return
-        now = time.perf_counter()
-        if clock["restart"] is not None:
-            steps.append(now - clock["restart"])
-        if event.data["value"] >= event.data["max"]:
-            return
-        inputs = captured[0]
-        with torch.inference_mode():
-            start = time.perf_counter()
-            module(*inputs)
-            forwards.append(time.perf_counter() - start)
-        clock["restart"] = time.perf_counter()
-
     prompt = txt2img(checkpoint.name, pixels, pairs + 1, seed=2)
-    validated = runtime.executor.validate(prompt)
-    result = runtime.executor.execute(
-        "bench", validated.prompt, validated.outputs, {}, on_event=on_event
-    )
-    hook.remove()
-    assert result.error is None, result.error
-    ratios = [s / f for s, f in zip(steps, forwards, strict=True)]
-    x, t, c, y = captured[0]
-    return {
-        "pairs": len(ratios),
-        "step_s": steps,
-        "forward_s": forwards,
-        "ratios": ratios,
-        "median_ratio": statistics.median(ratios),
-        "median_step_s": statistics.median(steps),
-        "median_forward_s": statistics.median(forwards),
-        "threads": torch.get_num_threads(),
-        "unet_inputs": f"x {tuple(x.shape)} {x.dtype}, t {tuple(t.shape)}, "
-        f"context {tuple(c.shape)} {c.dtype}, y {tuple(y.shape)} {y.dtype}",
-        "peak_rss_gb": peak_rss_bytes() / 2**30,
-    }
+    result = interleaved_step_ratio(runtime, module, prompt)
+    return {**result, "peak_rss_gb": peak_rss_bytes() / 2**30}
 
 
 def step_ratio(args: argparse.Namespace, pixels: int) -> None:
     """Write the checkpoint, run :func:`step_ratio_child` in a fresh process, print the table."""
+    from step_ratio import print_step_ratio
+
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(tmp) / "models" / "checkpoints" / f"sdxl-{args.size}-fp16.safetensors"
         in_child("--write", str(ckpt), "--size", args.size)
         common = ["--size", args.size, "--pixels", str(pixels), "--pairs", str(args.pairs)]
         result = in_child("--child", str(ckpt), "--step-ratio", args.step_ratio, *common)
-    print(f"\nSDXL engine step vs bare forward, size {args.size}, {pixels}², compute "
-          f"{args.step_ratio} ({torch.__version__})\n")  # fmt: skip
-    print("| measure | value |\n|---|---|")
-    if not result:
-        print(f"| step ratio {args.step_ratio} | failed (see stderr) |")
-        return
-    ratios = sorted(result["ratios"])
-    print(
-        f"| engine step / bare forward, median of {result['pairs']} interleaved pairs "
-        f"| {result['median_ratio']:.3f} (min {ratios[0]:.3f}, max {ratios[-1]:.3f}) |"
+    title = (
+        f"SDXL engine step vs bare UNet forward, size {args.size}, {pixels}², "
+        f"compute {args.step_ratio} ({torch.__version__})"
     )
-    print(
-        f"| engine step (KSampler dpmpp_2m/karras, CFG 7), median | {result['median_step_s']:.4f} s |"
-    )
-    print(
-        f"| bare UNet forward, same module and inputs, median | {result['median_forward_s']:.4f} s |"
-    )
-    print(f"| UNet inputs (captured from the engine's call) | {result['unet_inputs']} |")
-    print(f"| torch threads (both) | {result['threads']} |")
-    print(f"| process peak RSS | {result['peak_rss_gb']:.2f} GiB |")
-    print("| per pair: step s / forward s = ratio | " + "; ".join(
-        f"{s:.4f}/{f:.4f}={s / f:.3f}"
-        for s, f in zip(result["step_s"], result["forward_s"], strict=True)
-    ) + " |")  # fmt: skip
+    print_step_ratio(result, title, "KSampler dpmpp_2m/karras, CFG 7, batch 1")
 
 
 def whole_run_child(checkpoint: Path, pixels: int, steps: int, compute_dtype: str) -> dict:
