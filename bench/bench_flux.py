@@ -192,10 +192,11 @@ def loom_step(path: Path, config, repeats: int, warmup: int, out_path: Path) -> 
 def diffusers_step(
     path: Path, config, repeats: int, warmup: int, loom_out: Path, fp8_scope: str = "all-linears"
 ) -> dict[str, float]:
-    """diffusers' FluxTransformer2DModel on the same file: weights stored fp8 (the file's
-    tensors, memory-mapped, split into diffusers' layout without copies), each layer cast to
-    bf16 as it runs (``enable_layerwise_casting``); layers diffusers skips (norms, embeddings)
-    are cast to bf16 once. Runs in its own process, after Loom's, to fit in RAM."""
+    """diffusers' FluxTransformer2DModel on the same file: weights stored fp8 (own copies of
+    the file's tensors in diffusers' layout), each Linear cast to bf16 as it runs (layerwise
+    casting; ``fp8_scope="diffusers-default"`` leaves what ``enable_layerwise_casting`` skips,
+    Flux's AdaLN linears among them, in bf16); the rest (norm scales, the final projection)
+    is cast to bf16 once. Runs in its own process, after Loom's, to fit in RAM."""
     import diffusers
     from diffusers.hooks import apply_layerwise_casting
     from loom_flux.convert import to_diffusers
