@@ -7,13 +7,30 @@ DiT and for diffusers' ``FluxTransformer2DModel`` holding the same weights, each
 child process (Loom's first; the file stays in the page cache). Diffusers in bf16 would need
 ~24 GB for Flux.1-dev, so its weights stay stored in the file's fp8 (copied into its process,
 since the casting hook re-creates each fp8 weight after its layer runs) and are cast to bf16
-layer by layer as each runs (``enable_layerwise_casting(storage_dtype=float8_e4m3fn,
-compute_dtype=bfloat16)``; the layers diffusers leaves out of that, norms and embeddings, are
-cast to bf16 once); Loom likewise keeps the fp8 weights and computes in bf16.
+layer by layer as each runs (layerwise casting, storage float8_e4m3fn, compute bfloat16; the
+few weights outside any hooked Linear, norm scales and the final projection, are cast to bf16
+once); Loom likewise keeps the fp8 weights and computes in bf16.
 Both outputs are compared (max abs difference). The file is streamed to disk one tensor at a
 time, so writing never holds the whole model. Temp files go under ``$TMPDIR``.
 
+Memory: diffusers stores every Linear in fp8 like Loom (``--diffusers-fp8 all-linears``, through
+``diffusers.hooks.apply_layerwise_casting``); ``enable_layerwise_casting`` alone would leave the
+AdaLN modulation linears (Flux skips modules named "norm": 3.2 of 11.9 B parameters) in bf16,
++3 GiB at full size (``--diffusers-fp8 diffusers-default`` measures that). Both step children
+run with ``MALLOC_MMAP_THRESHOLD_=131072`` (``--mmap-threshold``, 0 = glibc's dynamic default),
+so weight copies made and freed per layer go back to the OS instead of growing the heap. A
+memory guard kills a step child past ``--max-child-rss-gib`` (default 15) and says so in the
+table. Each step child's RSS before its first forward and after each one is in the table
+(and on stderr as it goes).
+
+How to run: ``--size tiny`` proves the bench works in seconds; ``--blocks D,S`` keeps full
+width (hidden 3072, 24 heads, mlp 4x, 512 T5 tokens, 256x256) with D double and S single
+blocks, to study memory at reduced scale (2,4: a 1.2 GiB file, children under 2 GiB);
+``--size full`` is Flux.1-dev (an 11.1 GiB fp8 file, each child ~12 GiB, over an hour on 2
+cores):
+
     python bench/bench_flux.py --size tiny          # seconds; proves the bench works
+    python bench/bench_flux.py --size full --blocks 2,4 --repeats 3 --warmup 0 --max-child-rss-gib 4
     python bench/bench_flux.py --size full          # Flux.1-dev: 11.1 GiB fp8 file
     python bench/bench_flux.py --size full --repeats 1 --warmup 0   # one step each on a slow CPU
 """
@@ -30,17 +47,31 @@ import time
 from pathlib import Path
 
 import torch
-from machine import peak_rss_bytes
+from guarded_child import run_guarded
+from machine import peak_rss_bytes, rss_bytes
 
 SIZES = ("tiny", "full")
+#: what diffusers' fp8 casting leaves in bf16 with ``--diffusers-fp8 all-linears``: its default
+#: patterns without "norm" (only the positional embedding and the 3072x64 final projection)
+LINEARS_KEPT_BF16 = ("pos_embed", "patch_embed", "^proj_in$", "^proj_out$")
+#: MALLOC_MMAP_THRESHOLD_ for both step children: glibc's starting value, fixed. By default glibc
+#: raises the threshold as large blocks are freed, so the per-layer bf16/fp8 weight copies
+#: then come from the heap, which keeps what they free (RSS creeps up layer by layer)
+MMAP_THRESHOLD = 131072
 SAFETENSORS_DTYPES = {torch.float8_e4m3fn: "F8_E4M3", torch.bfloat16: "BF16", torch.float32: "F32"}
 
 
-def config_for(size: str):
+def config_for(size: str, blocks: tuple[int, int] | None = None):
+    """Flux.1-dev (``full``) or the test-size DiT; ``blocks`` = (double, single) keeps the
+    width (hidden 3072, 24 heads, mlp 4x at full size) and changes only the depth."""
+    import attrs
     from loom_flux.dit import FLUX_DEV
     from loom_flux.tiny import tiny_spec
 
-    return FLUX_DEV if size == "full" else tiny_spec().dit
+    config = FLUX_DEV if size == "full" else tiny_spec().dit
+    if blocks is not None:
+        config = attrs.evolve(config, depth=blocks[0], depth_single=blocks[1])
+    return config
 
 
 def write_random_dit(path: Path, config, dtype: torch.dtype, seed: int = 0) -> int:
@@ -74,7 +105,8 @@ def load_in_child(path: Path) -> dict:
     code = f"""
 import json, sys, time
 sys.path.insert(0, {str(Path(__file__).parent)!r})
-from machine import peak_rss_bytes
+from guarded_child import run_guarded
+from machine import peak_rss_bytes, rss_bytes
 from loom.safetensors_header import read_header
 from loom.types import ModelPart
 from loom_flux.family import FluxFamily
@@ -89,25 +121,45 @@ print(json.dumps({{"seconds": seconds, "peak_rss": peak_rss_bytes()}}))
 
 
 def step_inputs(config, batch: int = 1, tokens: int = 512):
+    """Seeded inputs of one step. Guidance 4.0, not Flux's usual 3.5: diffusers casts guidance
+    to the compute dtype before scaling it by 1000, and 3500 is not a bf16 number (3504 is),
+    so at 3.5 its sinusoidal guidance embedding differs from Loom's fp32 one (as ComfyUI
+    computes it) and the outputs differ by ~1.7 at full width; 4000 is exact in bf16."""
     g = torch.Generator().manual_seed(1)
     return (
         torch.randn(batch, config.latent_channels, 32, 32, generator=g),
         torch.tensor([0.8] * batch),
         torch.randn(batch, tokens, config.context_dim, generator=g),
         torch.randn(batch, config.vec_dim, generator=g),
-        torch.tensor([3.5] * batch) if config.guidance_embed else None,
+        torch.tensor([4.0] * batch) if config.guidance_embed else None,
     )
 
 
-def timed(fn, repeats: int, warmup: int) -> tuple[float, object]:
-    """Best of ``repeats`` calls after ``warmup`` untimed ones; returns (seconds, last output)."""
-    for _ in range(warmup):
+def log_rss(what: str) -> None:
+    """RSS now and the peak so far (``VmHWM``) to stderr: a trace that survives a kill."""
+    now, peak = rss_bytes() / 2**30, peak_rss_bytes() / 2**30
+    print(f"RSS {what}: {now:.3f} GiB (peak {peak:.3f})", file=sys.stderr, flush=True)
+
+
+def timed(fn, repeats: int, warmup: int, rss: list[int]) -> tuple[float, object]:
+    """Best of ``repeats`` calls after ``warmup`` untimed ones; returns (seconds, last output).
+    ``rss`` receives the process's RSS before the first call and after every call (also
+    written to stderr as it goes, so a child the memory guard kills still shows its trace)."""
+
+    def mark(what: str) -> None:
+        rss.append(rss_bytes())
+        log_rss(what)
+
+    mark("before the first forward")
+    for i in range(warmup):
         fn()
+        mark(f"after warm-up forward {i + 1}")
     best, out = float("inf"), None
-    for _ in range(repeats):
+    for i in range(repeats):
         start = time.perf_counter()
         out = fn()
         best = min(best, time.perf_counter() - start)
+        mark(f"after timed forward {i + 1} ({time.perf_counter() - start:.1f} s)")
     return best, out
 
 
@@ -125,24 +177,28 @@ def loom_step(path: Path, config, repeats: int, warmup: int, out_path: Path) -> 
     set_compute_dtype(module, torch.bfloat16)
     x, sigma, context, pooled, guidance = step_inputs(config)
     bf = torch.bfloat16
+    rss: list[int] = []
     with torch.inference_mode():
         seconds, out = timed(
             lambda: module(x.to(bf), sigma, context.to(bf), pooled.to(bf), guidance),
             repeats,
             warmup,
+            rss,
         )
     save_file({"out": patchify(out).float().contiguous()}, str(out_path))
-    return {"loom_step_s": seconds}
+    return {"loom_step_s": seconds, "rss_per_forward": rss}
 
 
 def diffusers_step(
-    path: Path, config, repeats: int, warmup: int, loom_out: Path
+    path: Path, config, repeats: int, warmup: int, loom_out: Path, fp8_scope: str = "all-linears"
 ) -> dict[str, float]:
-    """diffusers' FluxTransformer2DModel on the same file: weights stored fp8 (the file's
-    tensors, memory-mapped, split into diffusers' layout without copies), each layer cast to
-    bf16 as it runs (``enable_layerwise_casting``); layers diffusers skips (norms, embeddings)
-    are cast to bf16 once. Runs in its own process, after Loom's, to fit in RAM."""
+    """diffusers' FluxTransformer2DModel on the same file: weights stored fp8 (own copies of
+    the file's tensors in diffusers' layout), each Linear cast to bf16 as it runs (layerwise
+    casting; ``fp8_scope="diffusers-default"`` leaves what ``enable_layerwise_casting`` skips,
+    Flux's AdaLN linears among them, in bf16); the rest (norm scales, the final projection)
+    is cast to bf16 once. Runs in its own process, after Loom's, to fit in RAM."""
     import diffusers
+    from diffusers.hooks import apply_layerwise_casting
     from loom_flux.convert import to_diffusers
     from loom_flux.dit import image_ids, patchify
     from safetensors.torch import load_file
@@ -156,6 +212,7 @@ def diffusers_step(
         # layer runs, so views into the map would leave file pages and copies both resident
         state[key] = view.clone()
         release_file_pages(view)
+    log_rss("fp8 weights copied in")
     with torch.device("meta"):
         reference = diffusers.FluxTransformer2DModel(
             in_channels=config.in_channels, num_layers=config.depth, num_single_layers=config.depth_single,
@@ -166,8 +223,16 @@ def diffusers_step(
     reference.load_state_dict(state, assign=True, strict=True)
     state = None
     reference.eval()
-    if any(p.dtype == fp8 for p in reference.parameters()):
+    log_rss("model built")
+    if any(p.dtype == fp8 for p in reference.parameters()) and fp8_scope == "all-linears":
+        # every Linear stored fp8, as in Loom: diffusers' default leaves out the AdaLN
+        # modulation linears (Flux skips "norm": 3.2 of 11.9 B parameters, +3 GiB in bf16)
+        apply_layerwise_casting(
+            reference, storage_dtype=fp8, compute_dtype=bf, skip_modules_pattern=LINEARS_KEPT_BF16
+        )
+    elif any(p.dtype == fp8 for p in reference.parameters()):
         reference.enable_layerwise_casting(storage_dtype=fp8, compute_dtype=bf)
+    log_rss("layerwise casting enabled")
     for module in reference.modules():  # what no casting hook covers computes from bf16
         registry = getattr(module, "_diffusers_hook", None)
         if registry is not None and registry.get_hook("layerwise_casting") is not None:
@@ -175,6 +240,7 @@ def diffusers_step(
         for name, param in list(module.named_parameters(recurse=False)):
             if param.dtype != bf:
                 setattr(module, name, torch.nn.Parameter(param.to(bf), requires_grad=False))
+    log_rss("unhooked layers cast to bf16")
     x, sigma, context, pooled, guidance = step_inputs(config)
     ids = image_ids(1, x.shape[2] // 2, x.shape[3] // 2, x.device)[0]
     txt_ids = torch.zeros(context.shape[1], 3)
@@ -184,19 +250,36 @@ def diffusers_step(
                          pooled_projections=pooled.to(bf), timestep=sigma.to(bf), img_ids=ids,
                          txt_ids=txt_ids, guidance=guidance, return_dict=False)[0]  # fmt: skip
 
+    rss: list[int] = []
     with torch.inference_mode():
-        seconds, out = timed(step, repeats, warmup)
+        seconds, out = timed(step, repeats, warmup, rss)
     ours = load_file(str(loom_out))["out"]
-    return {"diffusers_step_s": seconds, "max_abs_diff": (out.float() - ours).abs().max().item()}
+    return {
+        "diffusers_step_s": seconds,
+        "max_abs_diff": (out.float() - ours).abs().max().item(),
+        "max_abs_out": ours.abs().max().item(),
+        "rss_per_forward": rss,
+    }
 
 
-def in_child(*args: str) -> dict:
-    """Run this script with ``args`` in a fresh process; its last stdout line, parsed."""
-    child = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
-    if child.returncode != 0:
-        print(child.stderr[-3000:], file=sys.stderr)
-        return {"failed": child.stderr.strip().splitlines()[-1:] or ["no output"]}
-    return json.loads(child.stdout.strip().splitlines()[-1])
+def in_child(*args: str, max_rss_gib: float, env: dict[str, str]) -> dict:
+    """Run this script with ``args`` in a fresh process under the memory guard; its last
+    stdout line, parsed, or ``{"failed": why}``."""
+    run = run_guarded([sys.executable, __file__, *args], max_rss_gib, env)
+    if run.killed_at_bytes:
+        print(run.stderr[-3000:], file=sys.stderr)
+        return {
+            "failed": f"killed by the memory guard at {run.killed_at_bytes / 2**30:.2f} GiB RSS "
+            f"(limit {max_rss_gib:g} GiB, --max-child-rss-gib)"
+        }
+    if run.returncode != 0:
+        print(run.stderr[-3000:], file=sys.stderr)
+        return {"failed": (run.stderr.strip().splitlines() or ["no output"])[-1]}
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def gib_list(values: list[int]) -> str:
+    return ", ".join(f"{v / 2**30:.2f}" for v in values)
 
 
 def main() -> None:
@@ -206,27 +289,62 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before the timed ones")
     parser.add_argument("--skip-diffusers", action="store_true")
+    parser.add_argument(
+        "--blocks",
+        type=lambda v: tuple(int(n) for n in v.split(",")),
+        help="DOUBLE,SINGLE: the size's width with only this many blocks (e.g. 2,4)",
+    )
+    parser.add_argument(
+        "--max-child-rss-gib",
+        type=float,
+        default=15.0,
+        help="the memory guard kills a step child whose RSS passes this (GiB)",
+    )
+    parser.add_argument(
+        "--mmap-threshold",
+        type=int,
+        default=MMAP_THRESHOLD,
+        help="MALLOC_MMAP_THRESHOLD_ (bytes) for both step children; 0 = glibc's dynamic default",
+    )
+    parser.add_argument(
+        "--diffusers-fp8",
+        choices=("all-linears", "diffusers-default"),
+        default="all-linears",
+        help="which diffusers layers store fp8: every Linear as Loom does (default), or "
+        "enable_layerwise_casting's own choice (Flux's AdaLN linears stay bf16: +3 GiB)",
+    )
     parser.add_argument("--child", choices=("loom", "diffusers"), help=argparse.SUPPRESS)
     parser.add_argument("--file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    config = config_for(args.size)
+    config = config_for(args.size, args.blocks)
     if args.child:
-        step = loom_step if args.child == "loom" else diffusers_step
         out_path = args.file.with_suffix(".loom-out.safetensors")
-        result = step(args.file, config, args.repeats, args.warmup, out_path)
+        timing = (args.file, config, args.repeats, args.warmup, out_path)
+        if args.child == "loom":
+            result = loom_step(*timing)
+        else:
+            result = diffusers_step(*timing, fp8_scope=args.diffusers_fp8)
         print(json.dumps({**result, "peak_rss": peak_rss_bytes()}))
         return
     dtype = torch.float8_e4m3fn if args.dtype == "fp8" else torch.bfloat16
     timing = ["--size", args.size, "--repeats", str(args.repeats), "--warmup", str(args.warmup)]
+    if args.blocks:
+        timing += ["--blocks", ",".join(map(str, args.blocks))]
+    env = {"MALLOC_MMAP_THRESHOLD_": str(args.mmap_threshold)} if args.mmap_threshold else {}
+    guard = {"max_rss_gib": args.max_child_rss_gib, "env": env}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"flux-{args.size}-{args.dtype}.safetensors"
         file_bytes = write_random_dit(path, config, dtype)
         cold, warm = load_in_child(path), load_in_child(path)
-        steps = {"Loom": in_child("--child", "loom", "--file", str(path), *timing)}
+        steps = {"Loom": in_child("--child", "loom", "--file", str(path), *timing, **guard)}
         if not args.skip_diffusers:
-            steps["diffusers"] = in_child("--child", "diffusers", "--file", str(path), *timing)
+            scope = ["--diffusers-fp8", args.diffusers_fp8]
+            steps["diffusers"] = in_child(
+                "--child", "diffusers", "--file", str(path), *scope, *timing, **guard
+            )
     gib = 2**30
-    print(f"| Flux DiT ({args.size}, {args.dtype} file) | value |\n|---|---|")
+    depth = f", {config.depth}+{config.depth_single} blocks" if args.blocks else ""
+    print(f"| Flux DiT ({args.size}{depth}, {args.dtype} file) | value |\n|---|---|")
     print(f"| file | {file_bytes / gib:.3f} GiB |")
     print(
         f"| load to ready-to-sample, first / warm page cache | {cold['seconds']:.2f} s / {warm['seconds']:.2f} s |"
@@ -234,6 +352,9 @@ def main() -> None:
     print(
         f"| load peak RSS (warm) / file | {warm['peak_rss'] / gib:.3f} GiB / {warm['peak_rss'] / file_bytes:.2f}x |"
     )
+    malloc = f"MALLOC_MMAP_THRESHOLD_={args.mmap_threshold}" if env else "glibc default"
+    print(f"| step children's malloc | {malloc}; memory guard {args.max_child_rss_gib:g} GiB |")
+    print(f"| diffusers layers stored fp8 | {args.diffusers_fp8} |")
     for name, step in steps.items():
         if "failed" in step:
             print(f"| {name} step | failed: {step['failed']} |")
@@ -244,8 +365,17 @@ def main() -> None:
         print(
             f"| {name} step process peak RSS / file | {step['peak_rss'] / gib:.2f} GiB / {step['peak_rss'] / file_bytes:.2f}x |"
         )
-        if "max_abs_diff" in step:
-            print(f"| max abs diff, diffusers vs Loom output | {step['max_abs_diff']:.3g} |")
+        print(
+            f"| {name} RSS before the first forward, then after each (GiB) | {gib_list(step['rss_per_forward'])} |"
+        )
+    loom, ref = steps["Loom"], steps.get("diffusers", {})
+    if "loom_step_s" in loom and "diffusers_step_s" in ref:
+        ratio = loom["loom_step_s"] / ref["diffusers_step_s"]
+        print(f"| Loom / diffusers step time | {ratio:.2f} |")
+        print(
+            f"| max abs diff, diffusers vs Loom output | {ref['max_abs_diff']:.3g} "
+            f"(largest |Loom output| {ref['max_abs_out']:.3g}) |"
+        )
     print(f"| bench parent process peak RSS (writes the file) | {peak_rss_bytes() / gib:.2f} GiB |")
 
 

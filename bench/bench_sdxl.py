@@ -24,6 +24,19 @@ diffusers and the CLIP-L tokenizer files (LOOM_TOKENIZERS_PATH, default
 process computing in DTYPE (``bf16``: the fp16 file's weights are held in bf16, the same
 bytes; ``fp16``: kept as stored) — load, encode, sample ``--steps``, decode — and its peak RSS
 against the file's size (target <= 1.3x).
+
+``--step-ratio DTYPE`` measures only issue 13's "engine step <= 1.05x the bare forward", in
+ONE process with the checkpoint loaded once, computing in DTYPE: a KSampler run (through the
+executor; dpmpp_2m/karras, CFG 7, batch 1, so the UNet sees batch 2) of ``--pairs`` + 1
+steps, and at each step's progress event a bare forward of the same UNet module on the
+tensors the engine's UNet call just received; so steps and forwards alternate (forward, step,
+forward, step, ...) under the same load and thread count. A step is timed from the end of
+one progress handler to the next progress event: the whole step (sampler update, guider
+batching, UNet, CFG, progress report) and nothing else. Prints the median of the per-pair
+ratios with their min and max, each median time, and every pair:
+
+    python bench/bench_sdxl.py --size tiny --step-ratio fp32            # seconds
+    python bench/bench_sdxl.py --size full --step-ratio bf16 --pairs 8  # ~7 GB RAM, quiet host
 """
 
 from __future__ import annotations
@@ -174,6 +187,46 @@ def engine_child(checkpoint: Path, pixels: int, steps: int, compute_dtype: str |
         "bare_forward_s": bare,
         "peak_rss_gb": peak_rss_bytes() / 2**30,
     }
+
+
+def step_ratio_child(checkpoint: Path, pixels: int, pairs: int, compute_dtype: str) -> dict:
+    """Engine step vs bare forward of the same UNet, interleaved in one process with the
+    checkpoint loaded once (:func:`step_ratio.interleaved_step_ratio`); one 2-step txt2img
+    first warms everything up (load, oneDNN primitives)."""
+    from step_ratio import interleaved_step_ratio
+
+    from loom.runtime import Runtime
+    from loom.settings import Settings
+
+    os.environ.setdefault("LOOM_TOKENIZERS_PATH", str(TOKENIZERS))
+    runtime = Runtime(
+        Settings(
+            base_directory=checkpoint.parent.parent.parent,
+            load_custom_nodes=False,
+            compute_dtype=compute_dtype,
+        )
+    )
+    _, warm = node_seconds(runtime, txt2img(checkpoint.name, pixels, 2, seed=1))
+    module = warm.values["4"][0][0].module
+    prompt = txt2img(checkpoint.name, pixels, pairs + 1, seed=2)
+    result = interleaved_step_ratio(runtime, module, prompt)
+    return {**result, "peak_rss_gb": peak_rss_bytes() / 2**30}
+
+
+def step_ratio(args: argparse.Namespace, pixels: int) -> None:
+    """Write the checkpoint, run :func:`step_ratio_child` in a fresh process, print the table."""
+    from step_ratio import print_step_ratio
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = Path(tmp) / "models" / "checkpoints" / f"sdxl-{args.size}-fp16.safetensors"
+        in_child("--write", str(ckpt), "--size", args.size)
+        common = ["--size", args.size, "--pixels", str(pixels), "--pairs", str(args.pairs)]
+        result = in_child("--child", str(ckpt), "--step-ratio", args.step_ratio, *common)
+    title = (
+        f"SDXL engine step vs bare UNet forward, size {args.size}, {pixels}², "
+        f"compute {args.step_ratio} ({torch.__version__})"
+    )
+    print_step_ratio(result, title, "KSampler dpmpp_2m/karras, CFG 7, batch 1")
 
 
 def whole_run_child(checkpoint: Path, pixels: int, steps: int, compute_dtype: str) -> dict:
@@ -375,6 +428,12 @@ def main() -> None:
         choices=("bf16", "fp16", "fp32"),
         help="only the whole-run peak RSS, computing in this dtype",
     )
+    parser.add_argument(
+        "--step-ratio",
+        choices=("fp32", "bf16"),
+        help="only engine step / bare forward, interleaved in one process, computing in this dtype",
+    )
+    parser.add_argument("--pairs", type=int, default=8, help="step/forward pairs (--step-ratio)")
     args = parser.parse_args()
     pixels = args.pixels or (256 if args.size == "full" else 64)
     if args.write:
@@ -389,8 +448,15 @@ def main() -> None:
         result = whole_run_child(args.child, pixels, args.steps, args.whole_run)
         report_child(args.child, f"whole-{args.whole_run}", result)
         return
+    if args.child and args.step_ratio:
+        result = step_ratio_child(args.child, pixels, args.pairs, args.step_ratio)
+        report_child(args.child, f"step-ratio-{args.step_ratio}", result)
+        return
     if args.whole_run:
         whole_run(args, pixels)
+        return
+    if args.step_ratio:
+        step_ratio(args, pixels)
         return
     if args.child:
         engine = engine_child(args.child, pixels, args.steps, args.compute_dtype)

@@ -38,6 +38,19 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
+def rss_bytes(pid: int | str = "self") -> int:
+    """Resident memory of process ``pid`` (default: this one) now, ``VmRSS``; 0 once it is
+    gone or where /proc is absent."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def _busy_and_total_jiffies() -> tuple[int, int]:
     """Machine-wide (busy, total) CPU time in clock ticks, from ``/proc/stat``."""
     fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
