@@ -135,27 +135,14 @@ def loom_step(path: Path, config, repeats: int, warmup: int, out_path: Path) -> 
     return {"loom_step_s": seconds}
 
 
-def diffusers_step(
-    path: Path, config, repeats: int, warmup: int, loom_out: Path
-) -> dict[str, float]:
-    """diffusers' FluxTransformer2DModel on the same file: weights stored fp8 (the file's
-    tensors, memory-mapped, split into diffusers' layout without copies), each layer cast to
-    bf16 as it runs (``enable_layerwise_casting``); layers diffusers skips (norms, embeddings)
-    are cast to bf16 once. Runs in its own process, after Loom's, to fit in RAM."""
+def diffusers_flux(config, state: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """diffusers' FluxTransformer2DModel holding ``state`` (diffusers' layout, on any device):
+    fp8 weights stay fp8 and are cast to bf16 layer by layer as each runs
+    (``enable_layerwise_casting``); what no casting hook covers (norms, embeddings) is cast to
+    bf16 once."""
     import diffusers
-    from loom_flux.convert import to_diffusers
-    from loom_flux.dit import image_ids, patchify
-    from safetensors.torch import load_file
-
-    from loom.memory.safetensors_file import SafetensorsFile, release_file_pages
 
     bf, fp8 = torch.bfloat16, torch.float8_e4m3fn
-    state = {}
-    for key, view in to_diffusers(SafetensorsFile(path, prefetch=False)).items():
-        # own copies: the casting hook replaces each weight by a new fp8 tensor after its
-        # layer runs, so views into the map would leave file pages and copies both resident
-        state[key] = view.clone()
-        release_file_pages(view)
     with torch.device("meta"):
         reference = diffusers.FluxTransformer2DModel(
             in_channels=config.in_channels, num_layers=config.depth, num_single_layers=config.depth_single,
@@ -164,7 +151,6 @@ def diffusers_step(
             guidance_embeds=config.guidance_embed, axes_dims_rope=config.axes_dim,
         )  # fmt: skip
     reference.load_state_dict(state, assign=True, strict=True)
-    state = None
     reference.eval()
     if any(p.dtype == fp8 for p in reference.parameters()):
         reference.enable_layerwise_casting(storage_dtype=fp8, compute_dtype=bf)
@@ -175,6 +161,31 @@ def diffusers_step(
         for name, param in list(module.named_parameters(recurse=False)):
             if param.dtype != bf:
                 setattr(module, name, torch.nn.Parameter(param.to(bf), requires_grad=False))
+    return reference
+
+
+def diffusers_step(
+    path: Path, config, repeats: int, warmup: int, loom_out: Path
+) -> dict[str, float]:
+    """diffusers' FluxTransformer2DModel on the same file: weights stored fp8 (the file's
+    tensors, memory-mapped, split into diffusers' layout without copies), each layer cast to
+    bf16 as it runs (``enable_layerwise_casting``); layers diffusers skips (norms, embeddings)
+    are cast to bf16 once. Runs in its own process, after Loom's, to fit in RAM."""
+    from loom_flux.convert import to_diffusers
+    from loom_flux.dit import image_ids, patchify
+    from safetensors.torch import load_file
+
+    from loom.memory.safetensors_file import SafetensorsFile, release_file_pages
+
+    bf = torch.bfloat16
+    state = {}
+    for key, view in to_diffusers(SafetensorsFile(path, prefetch=False)).items():
+        # own copies: the casting hook replaces each weight by a new fp8 tensor after its
+        # layer runs, so views into the map would leave file pages and copies both resident
+        state[key] = view.clone()
+        release_file_pages(view)
+    reference = diffusers_flux(config, state)
+    state = None
     x, sigma, context, pooled, guidance = step_inputs(config)
     ids = image_ids(1, x.shape[2] // 2, x.shape[3] // 2, x.device)[0]
     txt_ids = torch.zeros(context.shape[1], 3)
