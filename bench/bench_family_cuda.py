@@ -22,6 +22,7 @@ Exits with status 77 (``run_all.py`` keeps the last recorded section) when ``--d
 finds no CUDA device. ``--size tiny --device cpu`` runs the whole logic on toy widths in
 seconds, to prove the script before a GPU is lent.
 
+    python bench/bench_family_cuda.py                             # both families (run_all.py)
     python bench/bench_family_cuda.py --family sdxl               # H200: 1024², fp16 file
     python bench/bench_family_cuda.py --family flux --dtype fp8   # H200: flux1-dev-fp8 layout
     python bench/bench_family_cuda.py --family flux --size tiny --device cpu --pixels 64
@@ -496,7 +497,7 @@ def rows(family, args, engine: dict, budget: dict, budget_bytes: int, forward: d
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--family", choices=tuple(FAMILIES), required=True)
+    parser.add_argument("--family", choices=tuple(FAMILIES), help="default: each in turn")
     parser.add_argument("--size", choices=("tiny", "full"), default="full")
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     parser.add_argument("--dtype", choices=("fp8", "bf16"), default="fp8", help="Flux DiT file")
@@ -515,8 +516,16 @@ def main() -> int:
         print(json.dumps(child(args)))
         return 0
 
-    family = FAMILIES[args.family](args.size, args.dtype)
-    common = ["--family", args.family, "--size", args.size, "--device", args.device]
+    status = 0
+    for name in [args.family] if args.family else list(FAMILIES):
+        status |= measure(name, args)
+    return status
+
+
+def measure(name: str, args: argparse.Namespace) -> int:
+    """Write one family's files, run the three children, print the table; 0 when all passed."""
+    family = FAMILIES[name](args.size, args.dtype)
+    common = ["--family", name, "--size", args.size, "--device", args.device]
     common += ["--dtype", args.dtype, "--pixels", str(args.pixels), "--steps", str(args.steps)]
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "models"

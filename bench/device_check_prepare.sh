@@ -23,7 +23,10 @@ mkdir -p "$out"
 # Loom: core and the plugins the GPU tests and benches load.
 loom_packages=(. plugins/sd15 plugins/sdxl plugins/flux plugins/samplers plugins/lora
                plugins/controlnet plugins/clip-vision)
+# setuptools keeps build/lib between builds, and a module deleted since would ride along
+for package in "${loom_packages[@]}"; do rm -rf "$package/build"; done
 "$py" -m pip wheel -q --no-deps --no-build-isolation -w "$out" "${loom_packages[@]}"
+for package in "${loom_packages[@]}"; do rm -rf "$package/build"; done
 
 # Missing on the device image (KINDS.md's package list), pure Python, one version each.
 #   diffusers: parity reference (needs huggingface-hub>=1.32, safetensors>=0.8: the image has
