@@ -31,9 +31,10 @@ for package in "${loom_packages[@]}"; do rm -rf "$package/build"; done
 # Missing on the device image (KINDS.md's package list), pure Python, one version each.
 #   diffusers: parity reference (needs huggingface-hub>=1.32, safetensors>=0.8: the image has
 #              1.33 / 0.8.0); importlib_metadata 8.x needs only zipp (10.x pulls lazy-importer)
-#   cattrs: loom-core; torchsde + trampoline: the Brownian-tree reference; k-diffusion: the
+#   cattrs (+ the attrs>=25.4 it needs; the image's attrs version is unread): loom-core;
+#   torchsde + trampoline: the Brownian-tree reference; k-diffusion: the
 #   sampler references (tests read its sampling.py alone, so none of its deps come along)
-third_party=(diffusers==0.42.1 importlib_metadata==8.7.0 cattrs==26.2.1 torchsde==0.2.6
+third_party=(diffusers==0.42.1 importlib_metadata==8.7.0 cattrs==26.2.1 attrs==26.1.0 torchsde==0.2.6
              trampoline==0.1.2 k-diffusion==0.1.1.post1)
 "$py" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
