@@ -5,13 +5,14 @@
 # the exact call. Needs no network: installs the carried wheels into /tmp/site.
 #
 # Each stage has its own timeout so one hang cannot eat the call; the stages together stay
-# under ~9 minutes (STAGE_SCALE=0.5 halves every limit for a shorter call). Writes under $OUT
+# under ~9 minutes (STAGE_SCALE=0.5 halves every limit for a shorter call; STAGES="flux sd15"
+# runs only the stages named: sdxl flux flux-bf16 pytest-gpu sd15). Writes under $OUT
 # (at most 8 files come back): summary.md (every table, each stage's exit status), env.txt,
 # and one log per stage. Exit status: 0 when every stage passed.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo="$PWD"
-out="${OUT:-$repo/device-out}"
+out="${OUT:-/tmp/loom-device-check}"
 mkdir -p "$out"
 scale="${STAGE_SCALE:-1}"
 summary="$out/summary.md"
@@ -36,6 +37,7 @@ status=0
 stage() {
     local name=$1 seconds=$2
     shift 2
+    if [[ -n "${STAGES:-}" && " $STAGES " != *" $name "* ]]; then return; fi
     seconds=$(python3 -c "print(max(10, int($seconds * $scale)))")
     echo "== $name (limit ${seconds}s, $(($(date +%s) - started))s into the call)"
     local begin=$(date +%s)
