@@ -112,6 +112,7 @@ class SDXL:
 
     name = "SDXL"
     cfg = 7.0
+    forward_input = "batch 2 (one CFG step)"
 
     def __init__(self, size: str, dtype: str) -> None:
         from loom_sdxl.tiny import full_spec, tiny_spec
@@ -189,6 +190,7 @@ class Flux:
 
     name = "Flux.1-dev"
     cfg = 1.0
+    forward_input = "batch 1, 512 T5 tokens"
 
     def __init__(self, size: str, dtype: str) -> None:
         import attrs
@@ -458,7 +460,7 @@ def rows(family, args, engine: dict, budget: dict, budget_bytes: int, forward: d
     else:
         f = forward["flops"]
         yield (
-            f"{family.name} forward {forward['dtype']}, {px}",
+            f"{family.name} forward {forward['dtype']}, {px} {family.forward_input}",
             f"{forward['ours_s'] * 1e3:.1f} ms ({f / forward['ours_s'] / 1e12:.0f} TFLOP/s)",
             f"{forward['theirs_s'] * 1e3:.1f} ms ({f / forward['theirs_s'] / 1e12:.0f} TFLOP/s)",
             f"ratio {forward['ours_s'] / forward['theirs_s']:.2f}; max abs diff "
