@@ -189,30 +189,18 @@ def loom_step(path: Path, config, repeats: int, warmup: int, out_path: Path) -> 
     return {"loom_step_s": seconds, "rss_per_forward": rss}
 
 
-def diffusers_step(
-    path: Path, config, repeats: int, warmup: int, loom_out: Path, fp8_scope: str = "all-linears"
-) -> dict[str, float]:
-    """diffusers' FluxTransformer2DModel on the same file: weights stored fp8 (own copies of
-    the file's tensors in diffusers' layout), each Linear cast to bf16 as it runs (layerwise
-    casting; ``fp8_scope="diffusers-default"`` leaves what ``enable_layerwise_casting`` skips,
-    Flux's AdaLN linears among them, in bf16); the rest (norm scales, the final projection)
-    is cast to bf16 once. Runs in its own process, after Loom's, to fit in RAM."""
+def diffusers_flux(
+    config, state: dict[str, torch.Tensor], fp8_scope: str = "all-linears"
+) -> torch.nn.Module:
+    """diffusers' FluxTransformer2DModel holding ``state`` (diffusers' layout, on any device):
+    fp8 weights stay fp8 and are cast to bf16 layer by layer as each runs (layerwise casting;
+    ``fp8_scope="diffusers-default"`` leaves what ``enable_layerwise_casting`` skips, Flux's
+    AdaLN linears among them, in bf16); what no casting hook covers (norm scales, the final
+    projection) is cast to bf16 once."""
     import diffusers
     from diffusers.hooks import apply_layerwise_casting
-    from loom_flux.convert import to_diffusers
-    from loom_flux.dit import image_ids, patchify
-    from safetensors.torch import load_file
-
-    from loom.memory.safetensors_file import SafetensorsFile, release_file_pages
 
     bf, fp8 = torch.bfloat16, torch.float8_e4m3fn
-    state = {}
-    for key, view in to_diffusers(SafetensorsFile(path, prefetch=False)).items():
-        # own copies: the casting hook replaces each weight by a new fp8 tensor after its
-        # layer runs, so views into the map would leave file pages and copies both resident
-        state[key] = view.clone()
-        release_file_pages(view)
-    log_rss("fp8 weights copied in")
     with torch.device("meta"):
         reference = diffusers.FluxTransformer2DModel(
             in_channels=config.in_channels, num_layers=config.depth, num_single_layers=config.depth_single,
@@ -221,7 +209,6 @@ def diffusers_step(
             guidance_embeds=config.guidance_embed, axes_dims_rope=config.axes_dim,
         )  # fmt: skip
     reference.load_state_dict(state, assign=True, strict=True)
-    state = None
     reference.eval()
     log_rss("model built")
     if any(p.dtype == fp8 for p in reference.parameters()) and fp8_scope == "all-linears":
@@ -241,6 +228,31 @@ def diffusers_step(
             if param.dtype != bf:
                 setattr(module, name, torch.nn.Parameter(param.to(bf), requires_grad=False))
     log_rss("unhooked layers cast to bf16")
+    return reference
+
+
+def diffusers_step(
+    path: Path, config, repeats: int, warmup: int, loom_out: Path, fp8_scope: str = "all-linears"
+) -> dict[str, float]:
+    """diffusers' FluxTransformer2DModel on the same file (:func:`diffusers_flux`), with its own
+    copies of the file's tensors in diffusers' layout. Runs in its own process, after Loom's,
+    to fit in RAM."""
+    from loom_flux.convert import to_diffusers
+    from loom_flux.dit import image_ids, patchify
+    from safetensors.torch import load_file
+
+    from loom.memory.safetensors_file import SafetensorsFile, release_file_pages
+
+    bf = torch.bfloat16
+    state = {}
+    for key, view in to_diffusers(SafetensorsFile(path, prefetch=False)).items():
+        # own copies: the casting hook replaces each weight by a new fp8 tensor after its
+        # layer runs, so views into the map would leave file pages and copies both resident
+        state[key] = view.clone()
+        release_file_pages(view)
+    log_rss("fp8 weights copied in")
+    reference = diffusers_flux(config, state, fp8_scope)
+    state = None
     x, sigma, context, pooled, guidance = step_inputs(config)
     ids = image_ids(1, x.shape[2] // 2, x.shape[3] // 2, x.device)[0]
     txt_ids = torch.zeros(context.shape[1], 3)

@@ -34,6 +34,12 @@ from bench_sd15 import (
 SKIP = 77
 
 
+def sync() -> None:
+    """Wait for queued CUDA work (nothing to wait for on the CPU)."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def ab(fn_a, fn_b, repeats: int) -> tuple[float, float]:
     """Interleaved medians of two functions on the GPU (drift in clocks or host load hits both)."""
     for _ in range(3):
@@ -42,10 +48,10 @@ def ab(fn_a, fn_b, repeats: int) -> tuple[float, float]:
     b: list[float] = []
     for _ in range(repeats):
         for fn, out in ((fn_a, a), (fn_b, b)):
-            torch.cuda.synchronize()
+            sync()
             start = time.perf_counter()
             fn()
-            torch.cuda.synchronize()
+            sync()
             out.append(time.perf_counter() - start)
     return statistics.median(a), statistics.median(b)
 
