@@ -1,0 +1,71 @@
+"""Checks a node runs on its inputs before its maths, so that input it cannot work with is
+reported as a :class:`~loom.errors.NodeInputError` naming the node and the inputs, not as
+the tensor library's error from deep inside (``The size of tensor a (2) must match ...``).
+
+Each check says what ComfyUI's node would have needed; none changes a value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from typing import Any
+
+from loom.errors import NodeInputError
+
+__all__ = ["check_batches", "check_padding", "check_positive", "check_resized"]
+
+
+def check_batches(
+    node: str, tensors: Mapping[str, Any], *, broadcast: Collection[str] = ()
+) -> None:
+    """The tensors' batch sizes (dim 0) are equal, except that the inputs named in
+    ``broadcast`` may have a batch of 1 (the node repeats it)."""
+    sizes = {name: int(tensor.shape[0]) for name, tensor in tensors.items()}
+    fixed = {name: size for name, size in sizes.items() if not (name in broadcast and size == 1)}
+    if len(set(fixed.values())) <= 1:
+        return
+    listed = ", ".join(f"{name} has {size}" for name, size in sizes.items())
+    ones = [name for name in sizes if name in broadcast]
+    may = f" (or 1 for {' or '.join(ones)})" if ones else ""
+    raise NodeInputError(
+        node,
+        tuple(sizes),
+        f"inputs {' and '.join(sizes)} must have the same batch size{may}, but {listed}",
+        hint="repeat or pick items so that the batches match (Repeat*Batch, *FromBatch nodes)",
+    )
+
+
+def check_padding(
+    node: str, image_name: str, height: int, width: int, radius_name: str, radius: int
+) -> None:
+    """A filter of ``radius`` mirrors the image at its edges, which needs the image to be
+    larger than the radius on both sides."""
+    if radius < height and radius < width:
+        return
+    raise NodeInputError(
+        node,
+        (image_name, radius_name),
+        f"{radius_name} {radius} needs an {image_name} larger than {radius} pixels on each "
+        f"side, but it is {width}x{height}",
+        hint=(
+            f"lower {radius_name} to at most {min(height, width) - 1}"
+            if min(height, width) > 1
+            else f"use an {image_name} larger than {radius} pixels on each side"
+        ),
+    )
+
+
+def check_resized(node: str, input_name: str, width: int, height: int, cause: str) -> None:
+    """A resize whose target size, from ``cause``, has no pixels."""
+    if width >= 1 and height >= 1:
+        return
+    raise NodeInputError(
+        node, input_name, f"{cause} gives a {width}x{height} result, which has no pixels"
+    )
+
+
+def check_positive(node: str, values: Mapping[str, float], why: str) -> None:
+    """Each of these inputs is greater than 0 (``why`` says what needs it)."""
+    for name, value in values.items():
+        if not value > 0:
+            raise NodeInputError(node, name, f"{name} must be greater than 0 ({why}), got {value}")

@@ -1,0 +1,205 @@
+"""The execution sweep: every node whose inputs can be made synthetically runs through the
+real executor with the edge cases users hit, and each run's outcome is recorded.
+
+Tensors reach the swept node through test source nodes (``SweepSourceIMAGE`` ...) that
+return a value stored under their ``key`` widget; NOISE comes from the real ``RandomNoise``
+node. An outcome is ``ok``, ``rejected`` (validation answered with ``node_errors``),
+``loom`` (a :class:`~loom.errors.LoomError` reported as the node's execution error) or
+``crash`` (any other exception: a finding).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import attrs
+import torch
+from sweep_inputs import NUMBER_TYPES, SINK, SINK_INPUT, InputFact, input_facts
+
+import loom
+from loom.errors import LoomError, PromptValidationError
+
+#: Tensor-valued inputs the sweep makes; every other non-widget input excludes the node.
+TENSOR_TYPES = ("IMAGE", "MASK", "LATENT", "SIGMAS")
+SYNTHETIC_TYPES = (*TENSOR_TYPES, "NOISE")
+#: Numbers not taken to their declared max: a batch of 4096 512x512 images is 12 GiB.
+COUNT_NAMES = frozenset({"batch_size", "amount", "length", "multiplier", "frames", "largest_size"})
+TARGET = "10"
+VALUES: dict[str, Any] = {}
+
+
+def _source(type_name: str) -> type:
+    def produce(self, key: str) -> tuple[Any]:
+        return (VALUES[key],)
+
+    return type(
+        f"SweepSource{type_name}",
+        (),
+        {
+            "INPUT_TYPES": classmethod(lambda cls: {"required": {"key": ("STRING", {})}}),
+            "RETURN_TYPES": (type_name,),
+            "FUNCTION": "produce",
+            "CATEGORY": "testing",
+            "produce": produce,
+        },
+    )
+
+
+class SweepSources:
+    """Test plugin: one source node per tensor type, returning ``VALUES[key]``."""
+
+    @loom.hookimpl
+    def register_nodes(self, register):
+        for type_name in TENSOR_TYPES:
+            register(_source(type_name), class_type=f"SweepSource{type_name}")
+
+
+@attrs.frozen
+class Shape:
+    """The sizes one case gives the tensor inputs: the first tensor input gets ``batch``,
+    the others ``other_batch``; MASKs get ``mask_hw`` when set."""
+
+    batch: int = 1
+    other_batch: int = 1
+    hw: tuple[int, int] = (9, 7)
+    mask_hw: tuple[int, int] | None = None
+    channels: int = 3
+
+
+def make_tensor(type_name: str, shape: Shape, batch: int, seed: int) -> Any:
+    generator = torch.Generator().manual_seed(seed)
+    h, w = shape.hw
+    if type_name == "IMAGE":
+        return torch.rand(batch, h, w, shape.channels, generator=generator)
+    if type_name == "MASK":
+        mh, mw = shape.mask_hw or shape.hw
+        return torch.rand(batch, mh, mw, generator=generator)
+    if type_name == "LATENT":
+        return {"samples": torch.randn(batch, 4, h, w, generator=generator)}
+    return torch.tensor([14.6146, 7.0, 3.0, 1.0, 0.0])
+
+
+@attrs.frozen
+class Case:
+    """One run of a node: widget overrides and the tensor shapes."""
+
+    label: str
+    widgets: dict[str, Any] = attrs.field(factory=dict)
+    shape: Shape = Shape()
+    with_optional: bool = False
+
+
+@attrs.frozen
+class Outcome:
+    class_type: str
+    case: str
+    kind: str
+    detail: str = ""
+
+
+def sweepable(facts: list[InputFact]) -> bool:
+    return all(
+        fact.is_widget or fact.type in SYNTHETIC_TYPES for fact in facts if fact.required
+    ) and not any(fact.is_dynamic for fact in facts if fact.required)
+
+
+def cases(facts: list[InputFact]) -> Iterator[Case]:
+    yield Case("defaults")
+    for fact in facts:
+        if fact.type not in NUMBER_TYPES or not fact.required:
+            continue
+        low, high = fact.options.get("min"), fact.options.get("max")
+        if isinstance(low, (int, float)):
+            yield Case(f"{fact.name}=min({low})", {fact.name: low})
+        if isinstance(high, (int, float)) and fact.name not in COUNT_NAMES:
+            yield Case(f"{fact.name}=max({high})", {fact.name: high})
+    tensors = [f for f in facts if f.type in TENSOR_TYPES and f.type != "SIGMAS"]
+    if tensors:
+        yield Case("1x1", shape=Shape(hw=(1, 1)), with_optional=True)
+        yield Case("odd 9x7 with optional inputs", with_optional=True)
+    if any(f.type == "IMAGE" for f in tensors):
+        yield Case("RGBA", shape=Shape(channels=4), with_optional=True)
+    if any(f.type == "MASK" for f in tensors) and len(tensors) > 1:
+        yield Case("mask 5x11 vs 9x7", shape=Shape(mask_hw=(5, 11)), with_optional=True)
+    if len(tensors) > 1:
+        yield Case("batch 2 vs 3", shape=Shape(batch=2, other_batch=3), with_optional=True)
+    strings = {f.name: "" for f in facts if f.type == "STRING" and f.required}
+    if strings:
+        yield Case("empty strings", strings)
+
+
+def build_prompt(class_type: str, definition, facts: list[InputFact], case: Case) -> dict:
+    prompt: dict[str, Any] = {}
+    inputs: dict[str, Any] = {}
+    first_tensor = True
+    for index, fact in enumerate(facts):
+        if fact.is_dynamic or (not fact.required and not case.with_optional):
+            continue
+        if fact.is_widget:
+            if fact.required:
+                inputs[fact.name] = case.widgets.get(fact.name, fact.default())
+            continue
+        source = f"s{index}"
+        if fact.type == "NOISE":
+            prompt[source] = {"class_type": "RandomNoise", "inputs": {"noise_seed": 0}}
+        elif fact.type in TENSOR_TYPES:
+            batch = case.shape.batch if first_tensor else case.shape.other_batch
+            first_tensor = first_tensor and fact.type == "SIGMAS"
+            key = f"{class_type}/{case.label}/{fact.name}"
+            VALUES[key] = make_tensor(fact.type, case.shape, batch, seed=index)
+            prompt[source] = {"class_type": f"SweepSource{fact.type}", "inputs": {"key": key}}
+        else:
+            continue
+        inputs[fact.name] = [source, 0]
+    prompt[TARGET] = {"class_type": class_type, "inputs": inputs}
+    if not definition.output_node:
+        prompt["99"] = {"class_type": SINK, "inputs": {SINK_INPUT: [TARGET, 0]}}
+    return prompt
+
+
+def exception_class(qualified: str) -> type | None:
+    module, _, name = qualified.rpartition(".")
+    try:
+        found = importlib.import_module(module or "builtins") if module not in sys.modules else None
+        found = found or sys.modules[module or "builtins"]
+        for part in name.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError, KeyError):
+        return None
+    return found if isinstance(found, type) else None
+
+
+def run_case(runtime, class_type: str, definition, facts, case: Case) -> Outcome:
+    from loom.testing import run_prompt
+
+    prompt = build_prompt(class_type, definition, facts, case)
+    try:
+        record = run_prompt(runtime, prompt, prompt_id=f"{class_type}/{case.label}")
+    except PromptValidationError as rejected:
+        return Outcome(class_type, case.label, "rejected", str(rejected))
+    finally:
+        VALUES.clear()
+    if record.ok:
+        return Outcome(class_type, case.label, "ok")
+    error = record.error or {}
+    qualified = error.get("exception_type", "")
+    cls = exception_class(qualified)
+    detail = f"{qualified}: {error.get('exception_message', '')}"
+    if qualified == "ExecutionBlocked" or (cls is not None and issubclass(cls, LoomError)):
+        return Outcome(class_type, case.label, "loom", detail)
+    return Outcome(class_type, case.label, "crash", detail)
+
+
+def sweep(runtime) -> Iterator[Outcome]:
+    env = runtime.executor.environment
+    for class_type, definition in sorted(runtime.registry.nodes.items()):
+        if class_type.startswith("SweepSource"):
+            continue
+        facts = input_facts(definition, env)
+        if not (definition.outputs or definition.output_node) or not sweepable(facts):
+            continue
+        for case in cases(facts):
+            yield run_case(runtime, class_type, definition, facts, case)
