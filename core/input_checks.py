@@ -12,7 +12,13 @@ from typing import Any
 
 from loom.errors import NodeInputError
 
-__all__ = ["check_batches", "check_padding", "check_positive", "check_resized"]
+__all__ = [
+    "check_batches",
+    "check_matching",
+    "check_padding",
+    "check_positive",
+    "check_resized",
+]
 
 
 def check_batches(
@@ -20,7 +26,28 @@ def check_batches(
 ) -> None:
     """The tensors' batch sizes (dim 0) are equal, except that the inputs named in
     ``broadcast`` may have a batch of 1 (the node repeats it)."""
-    sizes = {name: int(tensor.shape[0]) for name, tensor in tensors.items()}
+    check_matching(
+        node,
+        tensors,
+        dim=0,
+        what="batch size",
+        broadcast=broadcast,
+        hint="repeat or pick items so that the batches match (Repeat*Batch, *FromBatch nodes)",
+    )
+
+
+def check_matching(
+    node: str,
+    tensors: Mapping[str, Any],
+    *,
+    dim: int,
+    what: str,
+    broadcast: Collection[str] = (),
+    hint: str | None = None,
+) -> None:
+    """The tensors' sizes along ``dim`` (called ``what`` in the message) are equal, except
+    that the inputs named in ``broadcast`` may have size 1 there."""
+    sizes = {name: int(tensor.shape[dim]) for name, tensor in tensors.items()}
     fixed = {name: size for name, size in sizes.items() if not (name in broadcast and size == 1)}
     if len(set(fixed.values())) <= 1:
         return
@@ -30,8 +57,8 @@ def check_batches(
     raise NodeInputError(
         node,
         tuple(sizes),
-        f"inputs {' and '.join(sizes)} must have the same batch size{may}, but {listed}",
-        hint="repeat or pick items so that the batches match (Repeat*Batch, *FromBatch nodes)",
+        f"inputs {' and '.join(sizes)} must have the same {what}{may}, but {listed}",
+        hint=hint,
     )
 
 
@@ -45,8 +72,8 @@ def check_padding(
     raise NodeInputError(
         node,
         (image_name, radius_name),
-        f"{radius_name} {radius} needs an {image_name} larger than {radius} pixels on each "
-        f"side, but it is {width}x{height}",
+        f"{radius_name} {radius} needs the {image_name} to be larger than {radius} pixels on "
+        f"each side, but it is {width}x{height}",
         hint=(
             f"lower {radius_name} to at most {min(height, width) - 1}"
             if min(height, width) > 1

@@ -2,8 +2,8 @@
 real executor with the edge cases users hit, and each run's outcome is recorded.
 
 Tensors reach the swept node through test source nodes (``SweepSourceIMAGE`` ...) that
-return a value stored under their ``key`` widget; NOISE comes from the real ``RandomNoise``
-node. An outcome is ``ok``, ``rejected`` (validation answered with ``node_errors``),
+return a value stored under their ``key`` widget; a value of another type (NOISE, SAMPLER,
+LATENT_OPERATION...) comes from a real node that makes it from widgets alone. An outcome is ``ok``, ``rejected`` (validation answered with ``node_errors``),
 ``loom`` (a :class:`~loom.errors.LoomError` reported as the node's execution error) or
 ``crash`` (any other exception: a finding).
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -23,8 +23,9 @@ import loom
 from loom.errors import LoomError, PromptValidationError
 
 #: Tensor-valued inputs the sweep makes; every other non-widget input excludes the node.
-TENSOR_TYPES = ("IMAGE", "MASK", "LATENT", "SIGMAS")
-SYNTHETIC_TYPES = (*TENSOR_TYPES, "NOISE")
+TENSOR_TYPES = ("IMAGE", "MASK", "LATENT", "SIGMAS", "CONDITIONING")
+#: Which widget-only node makes a type, where the first by name is not the usual one.
+PREFERRED_PRODUCERS = {"NOISE": "RandomNoise"}
 #: Numbers not taken to their declared max: a batch of 4096 512x512 images is 12 GiB.
 COUNT_NAMES = frozenset({"batch_size", "amount", "length", "multiplier", "frames", "largest_size"})
 TARGET = "10"
@@ -67,10 +68,14 @@ class Shape:
     hw: tuple[int, int] = (9, 7)
     mask_hw: tuple[int, int] | None = None
     channels: int = 3
+    #: CONDITIONING tokens and width, of the first and of the other conditioning inputs.
+    tokens: tuple[int, int] = (77, 77)
+    widths: tuple[int, int] = (768, 768)
 
 
-def make_tensor(type_name: str, shape: Shape, batch: int, seed: int) -> Any:
+def make_tensor(type_name: str, shape: Shape, first: bool, seed: int) -> Any:
     generator = torch.Generator().manual_seed(seed)
+    batch = shape.batch if first else shape.other_batch
     h, w = shape.hw
     if type_name == "IMAGE":
         return torch.rand(batch, h, w, shape.channels, generator=generator)
@@ -79,6 +84,12 @@ def make_tensor(type_name: str, shape: Shape, batch: int, seed: int) -> Any:
         return torch.rand(batch, mh, mw, generator=generator)
     if type_name == "LATENT":
         return {"samples": torch.randn(batch, 4, h, w, generator=generator)}
+    if type_name == "CONDITIONING":
+        tokens, width = (
+            (shape.tokens[0], shape.widths[0]) if first else (shape.tokens[1], shape.widths[1])
+        )
+        cond = torch.randn(batch, tokens, width, generator=generator)
+        return [[cond, {"pooled_output": torch.randn(batch, 1280, generator=generator)}]]
     return torch.tensor([14.6146, 7.0, 3.0, 1.0, 0.0])
 
 
@@ -100,10 +111,45 @@ class Outcome:
     detail: str = ""
 
 
-def sweepable(facts: list[InputFact]) -> bool:
+def sweepable(facts: list[InputFact], made: Mapping[str, Producer]) -> bool:
     return all(
-        fact.is_widget or fact.type in SYNTHETIC_TYPES for fact in facts if fact.required
+        fact.is_widget or fact.type in TENSOR_TYPES or fact.type in made
+        for fact in facts
+        if fact.required
     ) and not any(fact.is_dynamic for fact in facts if fact.required)
+
+
+#: A producing node: its class and its (default) widget values.
+Producer = tuple[str, dict[str, Any]]
+
+
+def widget_producers(runtime) -> dict[str, Producer]:
+    """For each type some node makes from widgets alone, their defaults valid: that node."""
+    env = runtime.executor.environment
+    found: dict[str, Producer] = {}
+    for class_type, definition in sorted(runtime.registry.nodes.items()):
+        if definition.output_node or len(definition.outputs) != 1:
+            continue
+        made = definition.outputs[0].type
+        if made in TENSOR_TYPES or made in found or not isinstance(made, str):
+            continue
+        preferred = PREFERRED_PRODUCERS.get(made)
+        if preferred is not None and preferred != class_type:
+            continue
+        facts = input_facts(definition, env)
+        if not all(fact.is_widget for fact in facts if fact.required):
+            continue
+        inputs = {fact.name: fact.default() for fact in facts if fact.required}
+        prompt = {
+            "1": {"class_type": class_type, "inputs": inputs},
+            "2": {"class_type": SINK, "inputs": {SINK_INPUT: ["1", 0]}},
+        }
+        try:
+            runtime.executor.validate(prompt)
+        except PromptValidationError:
+            continue
+        found[made] = (class_type, inputs)
+    return found
 
 
 def cases(facts: list[InputFact]) -> Iterator[Case]:
@@ -117,6 +163,10 @@ def cases(facts: list[InputFact]) -> Iterator[Case]:
         if isinstance(high, (int, float)) and fact.name not in COUNT_NAMES:
             yield Case(f"{fact.name}=max({high})", {fact.name: high})
     tensors = [f for f in facts if f.type in TENSOR_TYPES and f.type != "SIGMAS"]
+    conds = [f for f in tensors if f.type == "CONDITIONING"]
+    if len(conds) > 1:
+        yield Case("cond 77 vs 154 tokens", shape=Shape(tokens=(77, 154)), with_optional=True)
+        yield Case("cond 768 vs 2048 wide", shape=Shape(widths=(768, 2048)), with_optional=True)
     if tensors:
         yield Case("1x1", shape=Shape(hw=(1, 1)), with_optional=True)
         yield Case("odd 9x7 with optional inputs", with_optional=True)
@@ -131,7 +181,13 @@ def cases(facts: list[InputFact]) -> Iterator[Case]:
         yield Case("empty strings", strings)
 
 
-def build_prompt(class_type: str, definition, facts: list[InputFact], case: Case) -> dict:
+def build_prompt(
+    class_type: str,
+    definition,
+    facts: list[InputFact],
+    case: Case,
+    made: Mapping[str, Producer],
+) -> dict:
     prompt: dict[str, Any] = {}
     inputs: dict[str, Any] = {}
     first_tensor = True
@@ -143,14 +199,14 @@ def build_prompt(class_type: str, definition, facts: list[InputFact], case: Case
                 inputs[fact.name] = case.widgets.get(fact.name, fact.default())
             continue
         source = f"s{index}"
-        if fact.type == "NOISE":
-            prompt[source] = {"class_type": "RandomNoise", "inputs": {"noise_seed": 0}}
-        elif fact.type in TENSOR_TYPES:
-            batch = case.shape.batch if first_tensor else case.shape.other_batch
-            first_tensor = first_tensor and fact.type == "SIGMAS"
+        if fact.type in TENSOR_TYPES:
             key = f"{class_type}/{case.label}/{fact.name}"
-            VALUES[key] = make_tensor(fact.type, case.shape, batch, seed=index)
+            VALUES[key] = make_tensor(fact.type, case.shape, first_tensor, seed=index)
+            first_tensor = first_tensor and fact.type == "SIGMAS"
             prompt[source] = {"class_type": f"SweepSource{fact.type}", "inputs": {"key": key}}
+        elif fact.type in made:
+            producer, widgets = made[fact.type]
+            prompt[source] = {"class_type": producer, "inputs": dict(widgets)}
         else:
             continue
         inputs[fact.name] = [source, 0]
@@ -172,10 +228,10 @@ def exception_class(qualified: str) -> type | None:
     return found if isinstance(found, type) else None
 
 
-def run_case(runtime, class_type: str, definition, facts, case: Case) -> Outcome:
+def run_case(runtime, class_type: str, definition, facts, case: Case, made) -> Outcome:
     from loom.testing import run_prompt
 
-    prompt = build_prompt(class_type, definition, facts, case)
+    prompt = build_prompt(class_type, definition, facts, case, made)
     try:
         record = run_prompt(runtime, prompt, prompt_id=f"{class_type}/{case.label}")
     except PromptValidationError as rejected:
@@ -195,11 +251,12 @@ def run_case(runtime, class_type: str, definition, facts, case: Case) -> Outcome
 
 def sweep(runtime) -> Iterator[Outcome]:
     env = runtime.executor.environment
+    made = widget_producers(runtime)
     for class_type, definition in sorted(runtime.registry.nodes.items()):
         if class_type.startswith("SweepSource"):
             continue
         facts = input_facts(definition, env)
-        if not (definition.outputs or definition.output_node) or not sweepable(facts):
+        if not (definition.outputs or definition.output_node) or not sweepable(facts, made):
             continue
         for case in cases(facts):
-            yield run_case(runtime, class_type, definition, facts, case)
+            yield run_case(runtime, class_type, definition, facts, case, made)

@@ -102,7 +102,7 @@ def test_a_filter_wider_than_the_image_names_radius_and_size(ctx, class_type, ra
     with pytest.raises(NodeInputError) as info:
         run_one(class_type, ctx, image=torch.rand(1, 9, 7, 3), **{radius_name: 7}, **extra)
     assert str(info.value) == (
-        f"{class_type}: {radius_name} 7 needs an image larger than 7 pixels on each side, "
+        f"{class_type}: {radius_name} 7 needs the image to be larger than 7 pixels on each side, "
         f"but it is 7x9\nhint: lower {radius_name} to at most 6"
     )
     out = run_one(class_type, ctx, image=torch.rand(1, 9, 7, 3), **{radius_name: 6}, **extra)
@@ -148,3 +148,58 @@ def test_grow_mask_by_the_declared_maximum_ends_at_its_fixed_point(ctx):
     assert few.sum() == 5  # a plus sign: one step still grows by one pixel
     shrunk = run_one("GrowMask", ctx, mask=mask, expand=-16384, tapered_corners=False)
     assert torch.equal(shrunk, torch.zeros(1, 9, 7))
+
+
+def cond(batch: int, tokens: int, width: int) -> list:
+    return [[torch.rand(batch, tokens, width), {}]]
+
+
+@pytest.mark.parametrize("class_type", ["ConditioningAverage", "ConditioningConcat"])
+def test_conditioning_of_another_text_encoder_names_both_inputs(ctx, class_type):
+    widgets = {"conditioning_to_strength": 0.5} if class_type == "ConditioningAverage" else {}
+    with pytest.raises(NodeInputError) as info:
+        run_one(
+            class_type,
+            ctx,
+            conditioning_to=cond(1, 77, 768),
+            conditioning_from=cond(1, 77, 2048),
+            **widgets,
+        )
+    assert str(info.value).startswith(
+        f"{class_type}: inputs conditioning_to and conditioning_from must have the same width, "
+        "but conditioning_to has 768, conditioning_from has 2048"
+    )
+    with pytest.raises(NodeInputError, match="same batch size"):
+        run_one(
+            class_type,
+            ctx,
+            conditioning_to=cond(2, 77, 8),
+            conditioning_from=cond(3, 77, 8),
+            **widgets,
+        )
+    with pytest.raises(NodeInputError, match="conditioning_from holds no conditioning"):
+        run_one(class_type, ctx, conditioning_to=cond(1, 77, 8), conditioning_from=[], **widgets)
+
+
+def test_conditioning_average_still_broadcasts_a_batch_of_one(ctx):
+    ((mixed, _),) = run_one(
+        "ConditioningAverage",
+        ctx,
+        conditioning_to=cond(1, 77, 8),
+        conditioning_from=cond(3, 77, 8),
+        conditioning_to_strength=0.5,
+    )
+    assert mixed.shape == (3, 77, 8)
+
+
+def test_latent_sharpen_wider_than_the_latent_names_its_radius(ctx):
+    operation = run_one("LatentOperationSharpen", ctx, sharpen_radius=9, sigma=1.0, alpha=0.1)
+    with pytest.raises(
+        NodeInputError, match="LatentOperationSharpen: sharpen_radius 9 needs the latent"
+    ):
+        run_one(
+            "LatentApplyOperation",
+            ctx,
+            samples={"samples": torch.rand(1, 4, 9, 7)},
+            operation=operation,
+        )
