@@ -77,7 +77,7 @@ def check_padding(
         hint=(
             f"lower {radius_name} to at most {min(height, width) - 1}"
             if min(height, width) > 1
-            else f"use an {image_name} larger than {radius} pixels on each side"
+            else f"use a larger {image_name} (more than {radius} pixels on each side)"
         ),
     )
 
