@@ -15,9 +15,11 @@ from loom.errors import NodeInputError
 __all__ = [
     "check_batches",
     "check_matching",
+    "check_min_size",
     "check_padding",
     "check_positive",
     "check_resized",
+    "check_vae_pixels",
 ]
 
 
@@ -80,6 +82,28 @@ def check_padding(
             else f"use a larger {image_name} (more than {radius} pixels on each side)"
         ),
     )
+
+
+def check_min_size(
+    node: str, input_name: str, height: int, width: int, minimum: int, why: str
+) -> None:
+    """An image at least ``minimum`` pixels on each side (``why`` says what needs it)."""
+    if height >= minimum and width >= minimum:
+        return
+    raise NodeInputError(
+        node,
+        input_name,
+        f"{input_name} must be at least {minimum}x{minimum} pixels ({why}), "
+        f"but it is {width}x{height}",
+    )
+
+
+def check_vae_pixels(node: str, pixels: Any, vae: Any, input_name: str = "pixels") -> None:
+    """A VAE crops an IMAGE ``[B, H, W, C]`` to whole blocks of its downscale ratio, so the
+    image needs at least one block (ComfyUI's VAEEncode fails on an empty crop)."""
+    ratio = getattr(vae, "downscale_ratio", 8)
+    why = f"the VAE encodes {ratio}x{ratio} blocks"
+    check_min_size(node, input_name, pixels.shape[1], pixels.shape[2], ratio, why)
 
 
 def check_resized(node: str, input_name: str, width: int, height: int, cause: str) -> None:

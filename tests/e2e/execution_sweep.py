@@ -27,7 +27,13 @@ TENSOR_TYPES = ("IMAGE", "MASK", "LATENT", "SIGMAS", "CONDITIONING")
 #: Which widget-only node makes a type, where the first by name is not the usual one.
 PREFERRED_PRODUCERS = {"NOISE": "RandomNoise"}
 #: Numbers not taken to their declared max: a batch of 4096 512x512 images is 12 GiB.
-COUNT_NAMES = frozenset({"batch_size", "amount", "length", "multiplier", "frames", "largest_size"})
+COUNT_NAMES = frozenset(
+    {"batch_size", "amount", "length", "multiplier", "frames", "largest_size", "steps"}
+)
+#: Inputs that need a model file: nodes taking one are swept with the tiny SD1.5 checkpoint.
+MODEL_TYPES = frozenset({"MODEL", "CLIP", "VAE", "CLIP_VISION"})
+#: Synthetic conditioning is as wide as the tiny SD1.5 model's text encoder (its context).
+COND_WIDTH = 32
 TARGET = "10"
 VALUES: dict[str, Any] = {}
 
@@ -65,12 +71,12 @@ class Shape:
 
     batch: int = 1
     other_batch: int = 1
-    hw: tuple[int, int] = (9, 7)
+    hw: tuple[int, int] = (13, 11)
     mask_hw: tuple[int, int] | None = None
     channels: int = 3
     #: CONDITIONING tokens and width, of the first and of the other conditioning inputs.
     tokens: tuple[int, int] = (77, 77)
-    widths: tuple[int, int] = (768, 768)
+    widths: tuple[int, int] = (COND_WIDTH, COND_WIDTH)
 
 
 def make_tensor(type_name: str, shape: Shape, first: bool, seed: int) -> Any:
@@ -119,8 +125,8 @@ def sweepable(facts: list[InputFact], made: Mapping[str, Producer]) -> bool:
     ) and not any(fact.is_dynamic for fact in facts if fact.required)
 
 
-#: A producing node: its class and its (default) widget values.
-Producer = tuple[str, dict[str, Any]]
+#: A producing node: its class, its (default) widget values and the output slot.
+Producer = tuple[str, dict[str, Any], int]
 
 
 def widget_producers(runtime) -> dict[str, Producer]:
@@ -128,33 +134,35 @@ def widget_producers(runtime) -> dict[str, Producer]:
     env = runtime.executor.environment
     found: dict[str, Producer] = {}
     for class_type, definition in sorted(runtime.registry.nodes.items()):
-        if definition.output_node or len(definition.outputs) != 1:
-            continue
-        made = definition.outputs[0].type
-        if made in TENSOR_TYPES or made in found or not isinstance(made, str):
-            continue
-        preferred = PREFERRED_PRODUCERS.get(made)
-        if preferred is not None and preferred != class_type:
+        if definition.output_node:
             continue
         facts = input_facts(definition, env)
         if not all(fact.is_widget for fact in facts if fact.required):
             continue
         inputs = {fact.name: fact.default() for fact in facts if fact.required}
-        prompt = {
-            "1": {"class_type": class_type, "inputs": inputs},
-            "2": {"class_type": SINK, "inputs": {SINK_INPUT: ["1", 0]}},
-        }
-        try:
-            runtime.executor.validate(prompt)
-        except PromptValidationError:
-            continue
-        found[made] = (class_type, inputs)
+        for slot, output in enumerate(definition.outputs):
+            made = output.type
+            if made in TENSOR_TYPES or made in found or not isinstance(made, str):
+                continue
+            preferred = PREFERRED_PRODUCERS.get(made)
+            if preferred is not None and preferred != class_type:
+                continue
+            prompt = {
+                "1": {"class_type": class_type, "inputs": inputs},
+                "2": {"class_type": SINK, "inputs": {SINK_INPUT: ["1", slot]}},
+            }
+            try:
+                runtime.executor.validate(prompt)
+            except PromptValidationError:
+                continue
+            found[made] = (class_type, inputs, slot)
     return found
 
 
-def cases(facts: list[InputFact]) -> Iterator[Case]:
+def cases(facts: list[InputFact], limits: bool = True) -> Iterator[Case]:
+    """The edge cases of one node; ``limits``: each number at its min and at its max."""
     yield Case("defaults")
-    for fact in facts:
+    for fact in facts if limits else ():
         if fact.type not in NUMBER_TYPES or not fact.required:
             continue
         low, high = fact.options.get("min"), fact.options.get("max")
@@ -166,14 +174,17 @@ def cases(facts: list[InputFact]) -> Iterator[Case]:
     conds = [f for f in tensors if f.type == "CONDITIONING"]
     if len(conds) > 1:
         yield Case("cond 77 vs 154 tokens", shape=Shape(tokens=(77, 154)), with_optional=True)
-        yield Case("cond 768 vs 2048 wide", shape=Shape(widths=(768, 2048)), with_optional=True)
+        wide = (COND_WIDTH, 2 * COND_WIDTH)
+        yield Case(
+            f"cond {wide[0]} vs {wide[1]} wide", shape=Shape(widths=wide), with_optional=True
+        )
     if tensors:
         yield Case("1x1", shape=Shape(hw=(1, 1)), with_optional=True)
-        yield Case("odd 9x7 with optional inputs", with_optional=True)
+        yield Case("odd 13x11 with optional inputs", with_optional=True)
     if any(f.type == "IMAGE" for f in tensors):
         yield Case("RGBA", shape=Shape(channels=4), with_optional=True)
     if any(f.type == "MASK" for f in tensors) and len(tensors) > 1:
-        yield Case("mask 5x11 vs 9x7", shape=Shape(mask_hw=(5, 11)), with_optional=True)
+        yield Case("mask 5x17 vs 13x11", shape=Shape(mask_hw=(5, 17)), with_optional=True)
     if len(tensors) > 1:
         yield Case("batch 2 vs 3", shape=Shape(batch=2, other_batch=3), with_optional=True)
     strings = {f.name: "" for f in facts if f.type == "STRING" and f.required}
@@ -204,12 +215,11 @@ def build_prompt(
             VALUES[key] = make_tensor(fact.type, case.shape, first_tensor, seed=index)
             first_tensor = first_tensor and fact.type == "SIGMAS"
             prompt[source] = {"class_type": f"SweepSource{fact.type}", "inputs": {"key": key}}
+            inputs[fact.name] = [source, 0]
         elif fact.type in made:
-            producer, widgets = made[fact.type]
+            producer, widgets, slot = made[fact.type]
             prompt[source] = {"class_type": producer, "inputs": dict(widgets)}
-        else:
-            continue
-        inputs[fact.name] = [source, 0]
+            inputs[fact.name] = [source, slot]
     prompt[TARGET] = {"class_type": class_type, "inputs": inputs}
     if not definition.output_node:
         prompt["99"] = {"class_type": SINK, "inputs": {SINK_INPUT: [TARGET, 0]}}
@@ -249,7 +259,16 @@ def run_case(runtime, class_type: str, definition, facts, case: Case, made) -> O
     return Outcome(class_type, case.label, "crash", detail)
 
 
-def sweep(runtime) -> Iterator[Outcome]:
+def takes_a_model(facts: list[InputFact]) -> bool:
+    return any(fact.required and fact.type in MODEL_TYPES for fact in facts if not fact.is_combo)
+
+
+def sweep(
+    runtime, *, models: bool = False, widgets: Mapping[str, Any] | None = None
+) -> Iterator[Outcome]:
+    """Run the edge cases of every sweepable node: those taking no model file, or with
+    ``models`` only those taking one (defaults and shapes only, each number at its default
+    or at ``widgets``' value, since every run loads or samples a model)."""
     env = runtime.executor.environment
     made = widget_producers(runtime)
     for class_type, definition in sorted(runtime.registry.nodes.items()):
@@ -258,5 +277,10 @@ def sweep(runtime) -> Iterator[Outcome]:
         facts = input_facts(definition, env)
         if not (definition.outputs or definition.output_node) or not sweepable(facts, made):
             continue
-        for case in cases(facts):
+        if takes_a_model(facts) != models:
+            continue
+        for case in cases(facts, limits=not models):
+            if widgets:
+                chosen = {f.name: widgets[f.name] for f in facts if f.name in widgets}
+                case = attrs.evolve(case, widgets={**chosen, **case.widgets})
             yield run_case(runtime, class_type, definition, facts, case, made)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import loom
-from loom.errors import NodeInputError
+from loom.input_checks import check_min_size
 from loom.types import Image
 
 ui = loom.ui
@@ -131,13 +131,14 @@ class Canny:
 
     def run(self, ctx: loom.RunContext) -> Image:
         _, height, width, _ = self.image.shape
-        if min(height, width) < MIN_SIDE:
-            raise NodeInputError(
-                "Canny",
-                "image",
-                f"image must be at least {MIN_SIDE}x{MIN_SIDE} pixels (its 5x5 blur mirrors 2 "
-                f"pixels at each border), but it is {width}x{height}",
-            )
+        check_min_size(
+            "Canny",
+            "image",
+            height,
+            width,
+            MIN_SIDE,
+            "its 5x5 blur mirrors 2 pixels at each border",
+        )
         edges = canny_edges(self.image, self.low_threshold, self.high_threshold)
         return edges.repeat(1, 3, 1, 1).movedim(1, -1).to(self.image.dtype)
 

@@ -104,6 +104,11 @@ class BetaSamplingScheduler:
     def run(self, ctx: loom.RunContext) -> Sigmas:
         from loom_samplers.schedulers import beta
 
+        check_positive(
+            "BetaSamplingScheduler",
+            {"alpha": self.alpha, "beta": self.beta},
+            "the beta distribution needs both",
+        )
         return beta(self.model.model_sampling, self.steps, alpha=self.alpha, beta=self.beta)
 
 
