@@ -41,3 +41,10 @@ def test_karras_needs_a_positive_rho(registry):
     with pytest.raises(NodeInputError, match=r"KarrasScheduler: rho must be greater than 0"):
         run(registry, "KarrasScheduler", **inputs, rho=0.0)
     assert run(registry, "KarrasScheduler", **inputs, rho=7.0)[-2] == 0.0  # sigma_min 0 is fine
+
+
+@pytest.mark.parametrize("name", ["alpha", "beta"])
+def test_beta_schedule_needs_positive_alpha_and_beta(registry, name):
+    inputs = {"model": None, "steps": 4, "alpha": 0.6, "beta": 0.6}
+    with pytest.raises(NodeInputError, match=rf"BetaSamplingScheduler: {name} must be greater"):
+        run(registry, "BetaSamplingScheduler", **{**inputs, name: 0.0})

@@ -203,3 +203,49 @@ def test_latent_sharpen_wider_than_the_latent_names_its_radius(ctx):
             samples={"samples": torch.rand(1, 4, 9, 7)},
             operation=operation,
         )
+
+
+class BlockVae:
+    """Stands in for a VAE: 8-pixel blocks; encoding returns zeros of the latent's shape."""
+
+    downscale_ratio = 8
+
+    def encode(self, pixels):
+        return torch.zeros(pixels.shape[0], 4, pixels.shape[1] // 8, pixels.shape[2] // 8)
+
+
+@pytest.mark.parametrize(
+    ("class_type", "extra"),
+    [
+        ("VAEEncode", {}),
+        ("InstructPixToPixConditioning", {"positive": [], "negative": []}),
+        (
+            "InpaintModelConditioning",
+            {"positive": [], "negative": [], "mask": torch.zeros(1, 7, 9), "noise_mask": True},
+        ),
+    ],
+)
+def test_an_image_under_one_vae_block_names_pixels(ctx, class_type, extra):
+    with pytest.raises(NodeInputError) as info:
+        run_one(class_type, ctx, pixels=torch.rand(1, 7, 9, 3), vae=BlockVae(), **extra)
+    assert str(info.value) == (
+        f"{class_type}: pixels must be at least 8x8 pixels (the VAE encodes 8x8 blocks), "
+        "but it is 9x7"
+    )
+
+
+def test_vae_encode_of_one_block_still_encodes(ctx):
+    latent = run_one("VAEEncode", ctx, pixels=torch.rand(1, 9, 8, 3), vae=BlockVae())
+    assert latent["samples"].shape == (1, 4, 1, 1)
+
+
+def test_continuous_v_sampling_needs_positive_sigmas(ctx):
+    with pytest.raises(NodeInputError, match="ModelSamplingContinuousV: sigma_min must be"):
+        run_one(
+            "ModelSamplingContinuousV",
+            ctx,
+            model=None,
+            sampling="v_prediction",
+            sigma_max=500.0,
+            sigma_min=0.0,
+        )
