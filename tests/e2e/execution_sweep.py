@@ -11,7 +11,6 @@ LATENT_OPERATION...) comes from a real node that makes it from widgets alone. An
 from __future__ import annotations
 
 import importlib
-import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -227,13 +226,13 @@ def build_prompt(
 
 
 def exception_class(qualified: str) -> type | None:
+    """The class ``reporting.type_name`` named (``loom.errors.NodeInputError``, ``KeyError``)."""
     module, _, name = qualified.rpartition(".")
     try:
-        found = importlib.import_module(module or "builtins") if module not in sys.modules else None
-        found = found or sys.modules[module or "builtins"]
+        found: Any = importlib.import_module(module or "builtins")
         for part in name.split("."):
             found = getattr(found, part)
-    except (ImportError, AttributeError, KeyError):
+    except (ImportError, AttributeError):
         return None
     return found if isinstance(found, type) else None
 

@@ -9,6 +9,7 @@ linked inputs fed by some node producing their type, and exactly one thing wrong
 
 from __future__ import annotations
 
+import collections
 import copy
 from collections.abc import Iterator
 from typing import Any
@@ -110,6 +111,7 @@ def test_every_node_answers_bad_input_with_comfyui_node_errors(runtime):
     executor = runtime.executor
     producing = producers(runtime.registry)
     swept = cases = 0
+    kinds: collections.Counter[str] = collections.Counter()
     failures: list[str] = []
     for class_type, definition in sorted(runtime.registry.nodes.items()):
         if not definition.outputs and not definition.output_node:
@@ -119,6 +121,7 @@ def test_every_node_answers_bad_input_with_comfyui_node_errors(runtime):
         swept += 1
         for case in bad_cases(facts, definition, producing):
             cases += 1
+            kinds[case.expected] += 1
             prompt = copy.deepcopy(base)
             inputs = prompt[TARGET]["inputs"]
             if case.missing:
@@ -147,6 +150,16 @@ def test_every_node_answers_bad_input_with_comfyui_node_errors(runtime):
                 validated.node_errors
             ):
                 failures.append(f"{label}: the valid chain was changed or blamed")
-    print(f"validation sweep: {swept} nodes, {cases} cases")
+    print(f"validation sweep: {swept} nodes, {cases} cases, {dict(kinds)}")
+    assert set(kinds) == {
+        "required_input_missing",
+        "invalid_input_type",
+        "bad_linked_input",
+        "value_smaller_than_min",
+        "value_bigger_than_max",
+        "value_not_in_list",
+        "return_type_mismatch",
+        "exception_during_inner_validation",
+    }, kinds
     assert swept > 250 and cases > 1500, (swept, cases)
     assert not failures, f"{len(failures)} of {cases} cases:\n" + "\n".join(failures[:40])
