@@ -95,7 +95,7 @@ def make_tensor(type_name: str, shape: Shape, first: bool, seed: int) -> Any:
         )
         cond = torch.randn(batch, tokens, width, generator=generator)
         return [[cond, {"pooled_output": torch.randn(batch, 1280, generator=generator)}]]
-    return torch.tensor([14.6146, 7.0, 3.0, 1.0, 0.0])
+    return torch.tensor([14.6146, 1.0, 0.0])  # two steps: samplers stay cheap
 
 
 @attrs.frozen
