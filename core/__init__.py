@@ -26,6 +26,7 @@ from loom.errors import (
     ModelFileError,
     NodeDefinitionError,
     NodeExecutionError,
+    NodeInputError,
     PluginLoadError,
     UnknownCheckpointError,
 )
@@ -76,6 +77,7 @@ PUBLIC_MODULES: tuple[str, ...] = (
     "loom.hooks",
     "loom.frontend",
     "loom.nodes.dynamic",
+    "loom.input_checks",
 )
 
 __all__ = [
@@ -97,6 +99,7 @@ __all__ = [
     "NodeDefinitionError",
     "NodeEnvironment",
     "NodeExecutionError",
+    "NodeInputError",
     "NodeOutput",
     "OutputDef",
     "PluginLoadError",

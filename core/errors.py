@@ -81,6 +81,21 @@ class PromptValidationError(LoomError):
         self.node_errors = node_errors
 
 
+class NodeInputError(LoomError, ValueError):
+    """A node was given input it cannot work with (sizes that do not fit together, a value
+    its maths cannot take); the message names the node and the inputs at fault.
+
+    Also a :class:`ValueError`, so callers that caught the plain error still do.
+    """
+
+    def __init__(
+        self, node: str, inputs: str | Sequence[str], problem: str, *, hint: str | None = None
+    ) -> None:
+        super().__init__(f"{node}: {problem}", hint=hint)
+        self.node = node
+        self.inputs: tuple[str, ...] = (inputs,) if isinstance(inputs, str) else tuple(inputs)
+
+
 class NodeExecutionError(LoomError):
     """A node raised while running; the executor wraps the original exception.
 

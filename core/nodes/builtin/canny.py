@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import loom
+from loom.input_checks import check_min_size
 from loom.types import Image
 
 ui = loom.ui
@@ -118,6 +119,10 @@ def canny_edges(image: Image, low: float, high: float) -> Any:
     return hysteresis(weak, strong)
 
 
+#: The smallest side the default 5x5 blur's reflect padding (2 pixels) works on.
+MIN_SIDE = 3
+
+
 @loom.node("Canny", category="image/preprocessors", v3=True)
 class Canny:
     image: Image
@@ -125,6 +130,15 @@ class Canny:
     high_threshold: float = ui.float(0.8, min=0.01, max=0.99, step=0.01)
 
     def run(self, ctx: loom.RunContext) -> Image:
+        _, height, width, _ = self.image.shape
+        check_min_size(
+            "Canny",
+            "image",
+            height,
+            width,
+            MIN_SIDE,
+            "its 5x5 blur mirrors 2 pixels at each border",
+        )
         edges = canny_edges(self.image, self.low_threshold, self.high_threshold)
         return edges.repeat(1, 3, 1, 1).movedim(1, -1).to(self.image.dtype)
 

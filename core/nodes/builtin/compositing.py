@@ -12,6 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 import loom
+from loom.errors import NodeInputError
+from loom.input_checks import check_batches
 from loom.nodes.builtin.image import MAX_RESOLUTION
 from loom.nodes.builtin.image_io import preview_prefix, save_images
 from loom.nodes.builtin.mask import batched_mask
@@ -38,9 +40,11 @@ def repeat_to_batch(tensor: Any, batch: int) -> Any:
 def check_channels(node: str, first: Any, second: Any, names: tuple[str, str]) -> None:
     """Latents of different channel counts (another model family) cannot be mixed: say so."""
     if first.shape[1] != second.shape[1]:
-        raise ValueError(
-            f"{node}: {names[0]} has {first.shape[1]} latent channels but {names[1]} has "
-            f"{second.shape[1]}; both must come from the same model family"
+        raise NodeInputError(
+            node,
+            names,
+            f"{names[0]} has {first.shape[1]} latent channels but {names[1]} has "
+            f"{second.shape[1]}; both must come from the same model family",
         )
 
 
@@ -164,6 +168,9 @@ class MaskComposite:
 
         out = batched_mask(self.destination).clone()
         source = batched_mask(self.source)
+        check_batches(
+            "MaskComposite", {"destination": out, "source": source}, broadcast=("source",)
+        )
         # An offset past the edge pastes nothing (ComfyUI fails there on wide sources).
         left, top = min(self.x, out.shape[-1]), min(self.y, out.shape[-2])
         right = min(left + source.shape[-1], out.shape[-1])

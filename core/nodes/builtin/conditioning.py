@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import loom
+from loom.errors import NodeInputError
+from loom.input_checks import check_batches, check_matching
 from loom.types import Conditioning, Mask
 
 log = logging.getLogger(__name__)
@@ -27,6 +29,8 @@ def set_values(conditioning: Conditioning, values: Mapping[str, Any]) -> Conditi
 
 
 def _first_of(conditioning: Conditioning, node: str) -> Any:
+    if not conditioning:
+        raise NodeInputError(node, "conditioning_from", "conditioning_from holds no conditioning")
     if len(conditioning) > 1:
         log.warning(
             "%s: conditioning_from contains more than 1 cond, only the first one will "
@@ -34,6 +38,20 @@ def _first_of(conditioning: Conditioning, node: str) -> Any:
             node,
         )
     return conditioning[0]
+
+
+def _check_fits(node: str, to: Any, source: Any, *, broadcast: bool) -> None:
+    """Conditioning mixed token by token needs the same width (the same text encoder) and
+    batch (or, where it broadcasts, a batch of 1)."""
+    tensors = {"conditioning_to": to, "conditioning_from": source}
+    check_matching(
+        node,
+        tensors,
+        dim=2,
+        what="width",
+        hint="both must come from the same kind of text encoder (model family)",
+    )
+    check_batches(node, tensors, broadcast=tuple(tensors) if broadcast else ())
 
 
 @loom.node("ConditioningCombine", category="conditioning", display_name="Conditioning (Combine)")
@@ -61,6 +79,7 @@ class ConditioningAverage:
         pooled_from = options_from.get("pooled_output")
         out = []
         for t1, options_to in self.conditioning_to:
+            _check_fits("ConditioningAverage", t1, cond_from, broadcast=True)
             pooled_to = options_to.get("pooled_output", pooled_from)
             t0 = cond_from[:, : t1.shape[1]]
             if t0.shape[1] < t1.shape[1]:  # pad the shorter "from" tokens with zeros
@@ -89,6 +108,8 @@ class ConditioningConcat:
         import torch
 
         cond_from, _ = _first_of(self.conditioning_from, "ConditioningConcat")
+        for t1, _ in self.conditioning_to:
+            _check_fits("ConditioningConcat", t1, cond_from, broadcast=False)
         return [
             [torch.cat((t1, cond_from), 1), dict(options)] for t1, options in self.conditioning_to
         ]

@@ -10,6 +10,7 @@ import math
 from collections.abc import Callable
 
 import loom
+from loom.input_checks import check_resized
 from loom.resample import CROP_METHODS, IMAGE_METHODS, common_upscale
 from loom.types import Image, Mask
 
@@ -51,6 +52,13 @@ class ImageScaleBy:
     def run(self, ctx: loom.RunContext) -> Image:
         width = round(self.image.shape[2] * self.scale_by)
         height = round(self.image.shape[1] * self.scale_by)
+        check_resized(
+            "ImageScaleBy",
+            "scale_by",
+            width,
+            height,
+            f"scale_by {self.scale_by} on a {self.image.shape[2]}x{self.image.shape[1]} image",
+        )
         return _resize(self.image, width, height, self.upscale_method, "disabled")
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import loom
+from loom.input_checks import check_batches, check_padding
 from loom.nodes.builtin.compositing import match_alpha
 from loom.nodes.builtin.image import MAX_RESOLUTION
 from loom.resample import common_upscale
@@ -89,6 +90,11 @@ class ImageBlend:
     def run(self, ctx: loom.RunContext) -> Image:
         import torch
 
+        check_batches(
+            "ImageBlend",
+            {"image1": self.image1, "image2": self.image2},
+            broadcast=("image1", "image2"),
+        )
         image1, image2 = match_alpha(self.image1, self.image2)
         if image1.shape != image2.shape:
             image2 = common_upscale(
@@ -107,6 +113,8 @@ class ImageBlur:
     sigma: float = ui.float(1.0, min=0.1, max=10.0, step=0.1)
 
     def run(self, ctx: loom.RunContext) -> Image:
+        _, height, width, _ = self.image.shape
+        check_padding("ImageBlur", "image", height, width, "blur_radius", self.blur_radius)
         size = self.blur_radius * 2 + 1
         kernel = gaussian_kernel(size, self.sigma, self.image.device)
         return filter_image(self.image, kernel, self.blur_radius)
@@ -122,6 +130,8 @@ class ImageSharpen:
     def run(self, ctx: loom.RunContext) -> Image:
         import torch
 
+        _, height, width, _ = self.image.shape
+        check_padding("ImageSharpen", "image", height, width, "sharpen_radius", self.sharpen_radius)
         kernel = sharpen_kernel(self.sharpen_radius, self.sigma, self.alpha, self.image.device)
         return torch.clamp(filter_image(self.image, kernel, self.sharpen_radius), 0, 1)
 

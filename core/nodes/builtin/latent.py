@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import loom
+from loom.input_checks import check_batches, check_resized
 from loom.nodes.builtin.image import MAX_RESOLUTION
 from loom.resample import CROP_METHODS, LATENT_METHODS, common_upscale
 from loom.types import Latent, Mask
@@ -87,6 +88,13 @@ class LatentUpscaleBy:
         latent = self.samples["samples"]
         width = round(latent.shape[-1] * self.scale_by)
         height = round(latent.shape[-2] * self.scale_by)
+        check_resized(
+            "LatentUpscaleBy",
+            "scale_by",
+            width,
+            height,
+            f"scale_by {self.scale_by} on a {latent.shape[-1]}x{latent.shape[-2]} latent",
+        )
         resized = common_upscale(latent, width, height, self.upscale_method, "disabled")
         return {**self.samples, "samples": resized}
 
@@ -104,6 +112,11 @@ class LatentComposite:
 
         x, y, feather = self.x // 8, self.y // 8, self.feather // 8
         target = self.samples_to["samples"]
+        check_batches(
+            "LatentComposite",
+            {"samples_to": target, "samples_from": self.samples_from["samples"]},
+            broadcast=("samples_from",),
+        )
         out = target.clone()
         source = self.samples_from["samples"][:, :, : target.shape[2] - y, : target.shape[3] - x]
         region = (

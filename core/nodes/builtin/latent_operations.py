@@ -14,6 +14,7 @@ from typing import Any
 import attrs
 
 import loom
+from loom.input_checks import check_padding
 from loom.nodes.builtin.image_ops import filter_image, sharpen_kernel
 from loom.samplers import PreCFGStep, guidance_hooks_of
 from loom.types import Latent, LatentOperation, LatentOperationFunction, Model
@@ -53,6 +54,10 @@ class Sharpen:
     def __call__(self, latent: Any) -> Any:
         import torch
 
+        height, width = latent.shape[-2:]
+        check_padding(
+            "LatentOperationSharpen", "latent", height, width, "sharpen_radius", self.radius
+        )
         luminance = (torch.linalg.vector_norm(latent, dim=1) + 1e-6)[:, None]
         kernel = sharpen_kernel(self.radius, self.sigma, self.alpha, latent.device)
         sharpened = filter_image((latent / luminance).movedim(1, -1), kernel, self.radius)

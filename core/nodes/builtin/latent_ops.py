@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import loom
+from loom.input_checks import check_batches
 from loom.nodes.builtin.compositing import check_channels, repeat_to_batch
 from loom.nodes.builtin.image import MAX_RESOLUTION
 from loom.nodes.builtin.image_ops import FLIP_METHODS, ROTATIONS, quarter_turns
@@ -118,6 +119,9 @@ class LatentBlend:
         s1 = self.samples1["samples"]
         s2 = self.samples2["samples"]
         check_channels("LatentBlend", s1, s2, ("samples1", "samples2"))
+        check_batches(
+            "LatentBlend", {"samples1": s1, "samples2": s2}, broadcast=("samples1", "samples2")
+        )
         if s1.shape != s2.shape:
             s2 = common_upscale(s2, s1.shape[3], s1.shape[2], "bicubic", "center")
         blended = s1 * self.blend_factor + s2 * (1 - self.blend_factor)

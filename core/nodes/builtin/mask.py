@@ -92,7 +92,10 @@ def grow(mask: Mask, expand: int, tapered_corners: bool) -> Mask:
         shifted = [
             padded[:, 1 + dy : 1 + dy + height, 1 + dx : 1 + dx + width] for dy, dx in footprint
         ]
-        out = reduce(torch.stack(shifted), dim=0)
+        grown = reduce(torch.stack(shifted), dim=0)
+        if torch.equal(grown, out):  # a fixed point: further steps change nothing
+            break
+        out = grown
     return out
 
 

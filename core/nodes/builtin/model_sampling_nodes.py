@@ -14,6 +14,7 @@ from typing import Any
 import loom
 from loom import ui
 from loom.errors import LoomError
+from loom.input_checks import check_positive
 from loom.types import Model
 
 COMFY_MODULE = "comfy_extras.nodes_model_advanced"
@@ -77,6 +78,11 @@ class ModelSamplingContinuousV:
     def run(self, ctx: loom.RunContext) -> Model:
         from loom.model_sampling import ContinuousV
 
+        check_positive(
+            "ModelSamplingContinuousV",
+            {"sigma_max": self.sigma_max, "sigma_min": self.sigma_min},
+            "the sampling works in log(sigma)",
+        )
         model = _clone("ModelSamplingContinuousV", self.model)
         model.model_sampling = ContinuousV(self.sigma_min, self.sigma_max)
         return model

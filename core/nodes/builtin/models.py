@@ -13,6 +13,7 @@ from typing import Any
 import loom
 from loom.errors import LoomError
 from loom.executor.context import RunContext
+from loom.input_checks import check_vae_pixels
 from loom.nodes.spec import OutputDef
 from loom.types import Clip, Conditioning, Image, Latent, Mask, Vae
 
@@ -123,6 +124,7 @@ class VAEEncode:
 
     def run(self, ctx: loom.RunContext) -> Latent:
         vae = _require(self.vae, ctx, "vae", VAE_MISSING)
+        check_vae_pixels("VAEEncode", self.pixels, vae)
         return {"samples": vae.encode(self.pixels[:, :, :, :3])}
 
 
@@ -172,6 +174,7 @@ class VAEEncodeTiled:
 
     def run(self, ctx: loom.RunContext) -> Latent:
         vae = _require(self.vae, ctx, "vae", VAE_MISSING)
+        check_vae_pixels("VAEEncodeTiled", self.pixels, vae)
         return {"samples": vae.encode_tiled(self.pixels[:, :, :, :3], self.tile_size, self.overlap)}
 
 
@@ -215,6 +218,7 @@ class InpaintModelConditioning:
         import torch.nn.functional as F
 
         vae = _require(self.vae, ctx, "vae", VAE_MISSING)
+        check_vae_pixels("InpaintModelConditioning", self.pixels, vae)
         pixels = self.pixels[..., :3]
         mask = self.mask.reshape((-1, 1, self.mask.shape[-2], self.mask.shape[-1]))
         mask = F.interpolate(mask, size=(pixels.shape[1], pixels.shape[2]), mode="bilinear")
@@ -246,6 +250,7 @@ class InstructPixToPixConditioning:
         import torch
 
         vae = _require(self.vae, ctx, "vae", VAE_MISSING)
+        check_vae_pixels("InstructPixToPixConditioning", self.pixels, vae)
         cropped, _, _ = _crop_to(self.pixels[..., :3], 8)
         concat = vae.encode(cropped)
         values = {"concat_latent_image": concat}

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import loom
+from loom.errors import NodeInputError
 from loom.types import Image
 
 ui = loom.ui
@@ -120,9 +121,11 @@ class ImageYUVToRGB:
         planes = [plane.mean(dim=-1) for plane in (self.Y, self.U, self.V)]
         shapes = {tuple(p.shape) for p in planes}
         if len(shapes) != 1:
-            raise ValueError(
-                f"ImageYUVToRGB: inputs Y, U and V must have the same batch and size, got "
-                f"{', '.join(str(tuple(p.shape)) for p in planes)}"
+            raise NodeInputError(
+                "ImageYUVToRGB",
+                ("Y", "U", "V"),
+                "inputs Y, U and V must have the same batch and size, got "
+                f"{', '.join(str(tuple(p.shape)) for p in planes)}",
             )
         return ycbcr_to_rgb(torch.stack(planes, dim=-1))
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import loom
-from loom.errors import ModelFileError
+from loom.errors import ModelFileError, NodeInputError
 from loom.folders import ModelFileChoices
 from loom.types import Clip, Conditioning, Image, Model, Socket, Vae
 
@@ -64,6 +64,14 @@ class CLIPVisionEncode:
     crop: str = loom.ui.combo(["center", "none"])
 
     def run(self, ctx: loom.RunContext) -> ClipVisionOutputRef:
+        if self.clip_vision is None:
+            raise NodeInputError(
+                "CLIPVisionEncode",
+                "clip_vision",
+                "input clip_vision is empty: the node that made it found no CLIP vision model "
+                "(unCLIPCheckpointLoader on a checkpoint without one)",
+                hint="load one with CLIPVisionLoader",
+            )
         return self.clip_vision.encode_image(self.image, crop=self.crop == "center")
 
 

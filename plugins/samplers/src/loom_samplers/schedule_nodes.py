@@ -4,6 +4,7 @@ BasicScheduler and the other SIGMAS sources, SplitSigmas, SplitSigmasDenoise, Fl
 from __future__ import annotations
 
 import loom
+from loom.input_checks import check_positive
 from loom.samplers import find_scheduler
 from loom.types import Model, Sigmas
 from loom_samplers import ksampler
@@ -42,6 +43,7 @@ class KarrasScheduler:
     def run(self, ctx: loom.RunContext) -> Sigmas:
         from loom_samplers.schedulers import karras_sigmas
 
+        check_positive("KarrasScheduler", {"rho": self.rho}, "the schedule takes the 1/rho power")
         return karras_sigmas(self.steps, self.sigma_min, self.sigma_max, self.rho)
 
 
@@ -54,6 +56,11 @@ class ExponentialScheduler:
     def run(self, ctx: loom.RunContext) -> Sigmas:
         from loom_samplers.schedulers import exponential_sigmas
 
+        check_positive(
+            "ExponentialScheduler",
+            {"sigma_max": self.sigma_max, "sigma_min": self.sigma_min},
+            "the schedule is spaced by log(sigma)",
+        )
         return exponential_sigmas(self.steps, self.sigma_min, self.sigma_max)
 
 
@@ -67,6 +74,11 @@ class PolyexponentialScheduler:
     def run(self, ctx: loom.RunContext) -> Sigmas:
         from loom_samplers.schedulers import polyexponential_sigmas
 
+        check_positive(
+            "PolyexponentialScheduler",
+            {"sigma_max": self.sigma_max, "sigma_min": self.sigma_min},
+            "the schedule is spaced by log(sigma)",
+        )
         return polyexponential_sigmas(self.steps, self.sigma_min, self.sigma_max, self.rho)
 
 
@@ -92,6 +104,11 @@ class BetaSamplingScheduler:
     def run(self, ctx: loom.RunContext) -> Sigmas:
         from loom_samplers.schedulers import beta
 
+        check_positive(
+            "BetaSamplingScheduler",
+            {"alpha": self.alpha, "beta": self.beta},
+            "the beta distribution needs both",
+        )
         return beta(self.model.model_sampling, self.steps, alpha=self.alpha, beta=self.beta)
 
 

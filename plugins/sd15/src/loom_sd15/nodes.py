@@ -6,6 +6,7 @@ import math
 
 import loom
 from loom.errors import LoomError
+from loom.input_checks import check_batches, check_vae_pixels
 from loom.types import Image, Latent, Mask, Vae
 
 
@@ -24,6 +25,7 @@ class VAEEncodeForInpaint:
 
         if self.vae is None:
             raise LoomError("ERROR: VAE is invalid: None")
+        check_vae_pixels("VAEEncodeForInpaint", self.pixels, self.vae)
         pixels, mask, r = self.pixels, self.mask, getattr(self.vae, "downscale_ratio", 8)
         h, w = (pixels.shape[1] // r) * r, (pixels.shape[2] // r) * r
         mask = F.interpolate(
@@ -31,6 +33,7 @@ class VAEEncodeForInpaint:
             size=(pixels.shape[1], pixels.shape[2]),
             mode="bilinear",
         )
+        check_batches("VAEEncodeForInpaint", {"pixels": pixels, "mask": mask}, broadcast=("mask",))
         pixels = pixels.clone()
         if pixels.shape[1] != h or pixels.shape[2] != w:
             dy, dx = (pixels.shape[1] % r) // 2, (pixels.shape[2] % r) // 2
