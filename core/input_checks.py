@@ -11,6 +11,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from loom.errors import NodeInputError
+from loom.types.handles import TextContextModel
 
 __all__ = [
     "check_batches",
@@ -19,6 +20,7 @@ __all__ = [
     "check_padding",
     "check_positive",
     "check_resized",
+    "check_text_context",
     "check_vae_pixels",
 ]
 
@@ -120,3 +122,25 @@ def check_positive(node: str, values: Mapping[str, float], why: str) -> None:
     for name, value in values.items():
         if not value > 0:
             raise NodeInputError(node, name, f"{name} must be greater than 0 ({why}), got {value}")
+
+
+def check_text_context(node: str, model: Any, conditionings: Mapping[str, Any]) -> None:
+    """Each CONDITIONING (by input name) is as wide as the text context ``model`` attends to
+    (:class:`~loom.types.TextContextModel`; a model that does not say is not checked).
+    ComfyUI fails inside the model's attention here ("mat1 and mat2 shapes cannot be
+    multiplied") when a prompt was encoded by another model's text encoder."""
+    if not isinstance(model, TextContextModel):
+        return
+    width = int(model.context_width)
+    for name, conditioning in conditionings.items():
+        for item in conditioning or ():
+            got = int(item[0].shape[-1])
+            if got != width:
+                raise NodeInputError(
+                    node,
+                    name,
+                    f"input {name} holds conditioning {got} wide, but the model reads text context "
+                    f"{width} wide: it was encoded by another model's text encoder",
+                    hint="encode the prompt with the CLIP loaded with this model (the same "
+                    "checkpoint, or the text encoders of its family)",
+                )

@@ -38,6 +38,18 @@ class ModelLike(Protocol):
         ...
 
 
+@runtime_checkable
+class TextContextModel(Protocol):
+    """A MODEL handle whose denoiser attends to text conditioning of one width
+    (``context_width``: the last dimension of the CONDITIONING tensors it can take, e.g. the
+    width of the text encoder its checkpoint ships with). Samplers check conditioning
+    against it, so a prompt encoded by another family's text encoder is reported by name
+    instead of failing inside the model's attention."""
+
+    @property
+    def context_width(self) -> int: ...
+
+
 class LatentOperationFunction(Protocol):
     """A LATENT_OPERATION value: a rewrite of ``[B, C, H, W]`` latent samples (or of a
     guidance direction, under ``LatentApplyOperationCFG``) into a tensor of the same shape."""

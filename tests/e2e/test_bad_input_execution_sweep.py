@@ -18,15 +18,7 @@ from sweep_inputs import every_plugin, sweep_runtime
 
 #: ``(class_type, case label) -> why`` for findings not fixed yet; each must still crash
 #: (a fixed one is taken off the list).
-ALLOWED_CRASHES: dict[tuple[str, str], str] = {
-    # Conditioning from another text encoder than the model's (SDXL's into an SD1.5 model)
-    # fails inside the UNet's cross-attention ("mat1 and mat2 shapes cannot be multiplied"),
-    # as in ComfyUI. A clear error needs a fact MODEL handles do not offer yet (the width of
-    # the context they take): a new core protocol that every family implements.
-    ("KSampler", "cond 32 vs 64 wide"): "needs a context-width fact on MODEL handles",
-    ("KSamplerAdvanced", "cond 32 vs 64 wide"): "needs a context-width fact on MODEL handles",
-    ("SamplerCustom", "cond 32 vs 64 wide"): "needs a context-width fact on MODEL handles",
-}
+ALLOWED_CRASHES: dict[tuple[str, str], str] = {}
 
 
 def check(outcomes: list[Outcome], registry, *, min_nodes: int, min_cases: int) -> None:

@@ -87,6 +87,12 @@ class FluxModel(ModelHandle):
         return self.module.config
 
     @property
+    def context_width(self) -> int:
+        """The width of the text (T5) context ``txt_in`` takes
+        (:class:`loom.types.TextContextModel`)."""
+        return self.config.context_dim
+
+    @property
     def load_device(self) -> torch.device:
         """Where the DiT runs (the sampler puts the latent there)."""
         return self.compute_target.device

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import loom
+from loom.input_checks import check_text_context
 from loom.samplers import PostCFGStep, PreCFGStep, guidance_hooks_of
 from loom.types import Conditioning, Guider, Model
 from loom_samplers.cfg_functions import (
@@ -227,6 +228,12 @@ class PerpNegGuider:
     def run(self, ctx: loom.RunContext) -> Guider:
         from loom_samplers.guiders import PerpNegGuider as _PerpNeg
 
+        inputs = {
+            "positive": self.positive,
+            "negative": self.negative,
+            "empty_conditioning": self.empty_conditioning,
+        }
+        check_text_context("PerpNegGuider", self.model, inputs)
         conds = {
             "positive": self.positive,
             "empty_negative_prompt": self.empty_conditioning,

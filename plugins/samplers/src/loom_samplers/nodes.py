@@ -12,6 +12,7 @@ from typing import Any
 
 import loom
 from loom import RunContext
+from loom.input_checks import check_text_context
 from loom.samplers import find_sampler, find_scheduler
 from loom.types import Conditioning, Guider, Latent, Model, Noise, SamplerRef, Sigmas
 from loom_samplers import ksampler
@@ -68,6 +69,7 @@ def _common_ksampler(
     negative: list,
     latent: dict,
     *,
+    node: str,
     denoise: float = 1.0,
     disable_noise: bool = False,
     start_step: int | None = None,
@@ -76,6 +78,8 @@ def _common_ksampler(
 ) -> dict:
     """ComfyUI's ``common_ksampler``: noise, sigmas, CFG guider, one sampling run."""
     import torch
+
+    check_text_context(node, model, {"positive": positive, "negative": negative})
 
     latent_image = fix_empty_latent_channels(model, latent["samples"])
     if disable_noise:
@@ -177,6 +181,7 @@ class KSampler:
             self.positive,
             self.negative,
             self.latent_image,
+            node="KSampler",
             denoise=self.denoise,
         )
 
@@ -209,6 +214,7 @@ class KSamplerAdvanced:
             self.positive,
             self.negative,
             self.latent_image,
+            node="KSamplerAdvanced",
             denoise=1.0,
             disable_noise=self.add_noise == "disable",
             start_step=self.start_at_step,
@@ -228,7 +234,9 @@ class CFGGuider:
     cfg: float = ui.float(8.0, min=0.0, max=100.0, step=0.1, round=0.01)
 
     def run(self, ctx: loom.RunContext) -> Guider:
-        return _Guider(self.model, {"positive": self.positive, "negative": self.negative}, self.cfg)
+        conds = {"positive": self.positive, "negative": self.negative}
+        check_text_context("CFGGuider", self.model, conds)
+        return _Guider(self.model, conds, self.cfg)
 
 
 @loom.node("BasicGuider", category="sampling/custom_sampling/guiders", v3=True)
@@ -237,6 +245,7 @@ class BasicGuider:
     conditioning: Conditioning
 
     def run(self, ctx: loom.RunContext) -> Guider:
+        check_text_context("BasicGuider", self.model, {"conditioning": self.conditioning})
         return _Guider(self.model, {"positive": self.conditioning}, 1.0)
 
 
@@ -251,6 +260,8 @@ class DualCFGGuider:
     style: str = ui.combo(["regular", "nested"])
 
     def run(self, ctx: loom.RunContext) -> Guider:
+        inputs = {"cond1": self.cond1, "cond2": self.cond2, "negative": self.negative}
+        check_text_context("DualCFGGuider", self.model, inputs)
         conds = {"positive": self.cond1, "middle": self.cond2, "negative": self.negative}
         return _DualCFG(
             self.model,
@@ -325,9 +336,9 @@ class SamplerCustom:
     latent_image: Latent
 
     def run(self, ctx: loom.RunContext) -> SampledLatents:
-        guider = _Guider(
-            self.model, {"positive": self.positive, "negative": self.negative}, self.cfg
-        )
+        conds = {"positive": self.positive, "negative": self.negative}
+        check_text_context("SamplerCustom", self.model, conds)
+        guider = _Guider(self.model, conds, self.cfg)
         noise = (
             RandomNoiseGen(self.noise_seed) if self.add_noise else EmptyNoiseGen(self.noise_seed)
         )

@@ -89,6 +89,12 @@ class SD15Model(ModelHandle):
         return self.module.config
 
     @property
+    def context_width(self) -> int:
+        """The width of the text context the UNet's cross-attention reads
+        (:class:`loom.types.TextContextModel`)."""
+        return self.config.context_dim
+
+    @property
     def load_device(self) -> torch.device:
         """Where the UNet runs (the sampler puts the latent there)."""
         return self.compute_target.device
