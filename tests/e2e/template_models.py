@@ -66,8 +66,16 @@ def _flux_checkpoint(path: Path, name: str) -> None:
     from loom_flux.tiny import checkpoint_state, save, scaled_fp8_state
 
     state = checkpoint_state(_flux_spec(name), seed=0)
-    if "fp8" in name:
-        state = scaled_fp8_state(state, prefix="model.diffusion_model.")[0]
+    prefix = "model.diffusion_model."
+    if "fp8_scaled" in name:
+        state = scaled_fp8_state(state, prefix=prefix)[0]
+    elif "fp8" in name:  # flux1-dev-fp8 / flux1-schnell-fp8: the DiT's weights stored fp8
+        state = {
+            key: value.to(torch.float8_e4m3fn)
+            if key.startswith(prefix) and value.ndim == 2
+            else value
+            for key, value in state.items()
+        }
     save(state, path)
 
 
