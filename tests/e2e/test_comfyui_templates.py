@@ -26,9 +26,15 @@ import attrs
 import pytest
 import torch
 
-for plugin in ("loom_sd15", "loom_sdxl", "loom_flux", "loom_samplers", "loom_clip_vision"):
+for plugin in (
+    "loom_sd15",
+    "loom_sdxl",
+    "loom_flux",
+    "loom_samplers",
+    "loom_clip_vision",
+    "loom_lora",
+):
     pytest.importorskip(plugin)
-pytest.importorskip("loom_lora")
 
 from template_models import (  # noqa: E402
     TEMPLATES,
