@@ -200,6 +200,8 @@ def _apply_promoted_widgets(graph: FlatGraph, overrides: Overrides) -> None:
                 value = saved[index]
             else:
                 continue
+            if value is None:  # nothing saved (a promoted text box): the inner value stands
+                continue
             if inner_id == "-1":  # a widget of the instance's own subgraph input
                 overrides.setdefault(instance.id, {}).setdefault(name, value)
             else:

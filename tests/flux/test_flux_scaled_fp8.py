@@ -9,42 +9,19 @@ import json
 
 import pytest
 import torch
-from loom_flux.tiny import checkpoint_state, dit_state, save, tiny_spec
+from loom_flux.tiny import checkpoint_state, dit_state, save, scaled_fp8_state, tiny_spec
 
 from loom.memory import ScaledLinear
 from loom.memory.rounding import key_seed, round_to
 from loom.testing import make_context
 
 FP8 = torch.float8_e4m3fn
-#: Layers the tiny file leaves unscaled (bf16, no scale), as real scaled files do for some.
-UNSCALED = ("img_in.", "final_layer.")
-
-
-def _quantize(state: dict[str, torch.Tensor], prefix: str = "") -> tuple[dict, dict]:
-    """``(scaled-fp8 file, the same weights dequantised by hand in float32)``."""
-    stored: dict[str, torch.Tensor] = {f"{prefix}scaled_fp8": torch.empty(0, dtype=FP8)}
-    dequantized: dict[str, torch.Tensor] = {}
-    for key, tensor in state.items():
-        name = key[len(prefix) :]
-        if not key.startswith(prefix) or tensor.ndim != 2 or name.startswith(UNSCALED):
-            stored[key] = tensor.to(torch.bfloat16) if name.startswith(UNSCALED) else tensor
-            dequantized[key] = stored[key].float() if name.startswith(UNSCALED) else tensor
-            continue
-        scale = tensor.abs().max().float() / 448.0
-        q = (tensor / scale).to(FP8)
-        layer = key.removesuffix(".weight")
-        # both shapes ComfyUI's files use for the scale, and an input scale only fp8 kernels read
-        stored[f"{layer}.scale_weight"] = scale.reshape(1) if "double" in key else scale
-        stored[f"{layer}.scale_input"] = torch.ones(())
-        stored[key] = q
-        dequantized[key] = q.float() * scale
-    return stored, dequantized
 
 
 @pytest.fixture
 def scaled_files(base_dir):
     spec = tiny_spec()
-    stored, dequantized = _quantize(dit_state(spec.dit, seed=11))
+    stored, dequantized = scaled_fp8_state(dit_state(spec.dit, seed=11))
     folder = base_dir / "models" / "diffusion_models"
     save(stored, folder / "tiny-flux-fp8-scaled.safetensors")
     save(dequantized, folder / "tiny-flux-dequantized.safetensors")
@@ -101,7 +78,7 @@ def test_checkpoint_loader_reads_a_scaled_fp8_all_in_one_file(runtime, base_dir,
 
     prefix = "model.diffusion_model."
     state = checkpoint_state(tiny_spec(), seed=11)
-    stored, _ = _quantize(state, prefix)
+    stored, _ = scaled_fp8_state(state, prefix)
     save(stored, base_dir / "models" / "checkpoints" / "tiny-flux-aio-fp8-scaled.safetensors")
     loader = CheckpointLoaderSimple(ckpt_name="tiny-flux-aio-fp8-scaled.safetensors")
     model = loader.run(make_context(runtime)).model
@@ -133,8 +110,8 @@ def test_lora_save_extracts_from_the_dequantised_difference(runtime, base_dir):
     from loom.nodes.builtin.model_merging import ModelMergeSubtract
 
     spec = tiny_spec()
-    first, _ = _quantize(dit_state(spec.dit, seed=11))
-    second, _ = _quantize(dit_state(spec.dit, seed=12))
+    first, _ = scaled_fp8_state(dit_state(spec.dit, seed=11))
+    second, _ = scaled_fp8_state(dit_state(spec.dit, seed=12))
     folder = base_dir / "models" / "diffusion_models"
     save(first, folder / "first.safetensors")
     save(second, folder / "second.safetensors")

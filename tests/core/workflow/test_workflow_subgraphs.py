@@ -190,6 +190,29 @@ def test_proxy_widgets_override_inner_values(registry):
     assert prompt["41:3"]["inputs"] == {"filename_prefix": "inner", "images": ["1", 0]}
 
 
+def test_null_proxy_widget_value_keeps_the_inner_value(registry):
+    # ComfyUI's Flux Fill templates save a promoted prompt box as null beside a real seed:
+    # the frontend queues the inner node's own text, so the null must not replace it
+    inner = UIGraph()
+    save(inner, 3, "inner")
+    io_link(inner, -10, 0, 3, 0, "IMAGE")
+    g = UIGraph()
+    g.definitions.append(definition("sg-save", inner, [("images", "IMAGE")], []))
+    empty_image(g, 1)
+    instance(
+        g,
+        40,
+        "sg-save",
+        [socket("images", "IMAGE")],
+        [],
+        widgets=[None],
+        properties={"proxyWidgets": [["3", "filename_prefix"]]},
+    )
+    g.link(1, 0, 40, 0, "IMAGE")
+    prompt = convert_workflow(g.to_json(), registry)
+    assert prompt["40:3"]["inputs"] == {"filename_prefix": "inner", "images": ["1", 0]}
+
+
 @pytest.mark.parametrize(("mode", "expected"), [(2, {}), (4, {"images": ["1", 0]})])
 def test_muted_or_bypassed_instance(registry, mode, expected):
     g = UIGraph()

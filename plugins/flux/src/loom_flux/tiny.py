@@ -9,7 +9,7 @@ writes full-size random files (the benchmark does).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import attrs
@@ -109,6 +109,65 @@ def save(state: Mapping[str, torch.Tensor], path: Path, dtype: torch.dtype | Non
     if dtype is not None:
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     return write_safetensors(path, state)
+
+
+#: DiT layers :func:`scaled_fp8_state` leaves unscaled (bf16), as real scaled files do.
+UNSCALED_LAYERS = ("img_in.", "final_layer.")
+#: T5's linear weights: what ComfyUI's scaled-fp8 T5 files quantise.
+T5_LINEARS = (
+    "q.weight",
+    "k.weight",
+    "v.weight",
+    "o.weight",
+    "wi_0.weight",
+    "wi_1.weight",
+    "wo.weight",
+)
+
+
+def _unscaled_dit_layer(name: str) -> bool:
+    return name.startswith(UNSCALED_LAYERS)
+
+
+def _unscaled_t5_weight(name: str) -> bool:
+    return not name.endswith(T5_LINEARS)
+
+
+def scaled_fp8_state(
+    state: Mapping[str, torch.Tensor],
+    prefix: str = "",
+    unscaled: Callable[[str], bool] = _unscaled_dit_layer,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """``state`` in ComfyUI's scaled-fp8 layout (``scaled_fp8`` marker, fp8 weights, per-layer
+    ``scale_weight`` and ``scale_input``), and the same weights dequantised in float32.
+
+    Only 2-D weights under ``prefix`` are quantised; those whose name (``prefix`` removed)
+    ``unscaled`` picks are stored bf16 instead (by default the DiT's :data:`UNSCALED_LAYERS`).
+    """
+    fp8 = torch.float8_e4m3fn
+    stored: dict[str, torch.Tensor] = {f"{prefix}scaled_fp8": torch.empty(0, dtype=fp8)}
+    dequantized: dict[str, torch.Tensor] = {}
+    for key, tensor in state.items():
+        name = key[len(prefix) :]
+        if not key.startswith(prefix) or tensor.ndim != 2 or unscaled(name):
+            kept = key.startswith(prefix) and tensor.ndim == 2
+            stored[key] = tensor.to(torch.bfloat16) if kept else tensor
+            dequantized[key] = stored[key].float() if kept else tensor
+            continue
+        scale = tensor.abs().max().float() / 448.0
+        quantized = (tensor / scale).to(fp8)
+        layer = key.removesuffix(".weight")
+        # both shapes ComfyUI's files use for the scale, and an input scale only fp8 kernels read
+        stored[f"{layer}.scale_weight"] = scale.reshape(1) if "double" in key else scale
+        stored[f"{layer}.scale_input"] = torch.ones(())
+        stored[key] = quantized
+        dequantized[key] = quantized.float() * scale
+    return stored, dequantized
+
+
+def scaled_fp8_t5_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A T5 state as ``t5xxl_fp8_e4m3fn_scaled.safetensors`` stores it: linears fp8, scaled."""
+    return scaled_fp8_state(state, unscaled=_unscaled_t5_weight)[0]
 
 
 def write_tiny_files(folder: Path, seed: int = 0, guidance: bool = True) -> dict[str, Path]:
