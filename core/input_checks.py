@@ -139,8 +139,9 @@ def check_text_context(node: str, model: Any, conditionings: Mapping[str, Any]) 
                 raise NodeInputError(
                     node,
                     name,
-                    f"input {name} holds conditioning {got} wide, but the model reads text context "
-                    f"{width} wide: it was encoded by another model's text encoder",
+                    f"input {name} holds conditioning {got} wide, but the model "
+                    f"({model.name}) reads text context {width} wide: it was encoded by "
+                    "another model's text encoder",
                     hint="encode the prompt with the CLIP loaded with this model (the same "
                     "checkpoint, or the text encoders of its family)",
                 )

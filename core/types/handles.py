@@ -44,7 +44,10 @@ class TextContextModel(Protocol):
     (``context_width``: the last dimension of the CONDITIONING tensors it can take, e.g. the
     width of the text encoder its checkpoint ships with). Samplers check conditioning
     against it, so a prompt encoded by another family's text encoder is reported by name
-    instead of failing inside the model's attention."""
+    instead of failing inside the model's attention. ``name`` is what messages call the
+    model (its file)."""
+
+    name: str
 
     @property
     def context_width(self) -> int: ...

@@ -203,7 +203,7 @@ def test_an_all_in_one_checkpoint_names_its_layers_with_the_prefix(runtime, base
     from loom.nodes.builtin.loaders import CheckpointLoaderSimple
 
     prefix = "model.diffusion_model."
-    stored, _ = _quantize(checkpoint_state(tiny_spec(), seed=11), prefix)
+    stored, _ = scaled_fp8_state(checkpoint_state(tiny_spec(), seed=11), prefix)
     tensors, metadata, twin = _metadata_and_comfy_quant(stored, prefix)
     assert all(
         name.startswith(prefix) for name in json.loads(metadata["_quantization_metadata"])["layers"]

@@ -190,7 +190,8 @@ def test_refiner_conditioning_on_the_base_model_is_a_clear_error(runtime):
     prompt = _refiner_stage(base_prompt(sdxl_encode=True))
     prompt["11"]["inputs"]["model"] = ["4", 0]  # refiner prompts into the base UNet
     message = run_error(runtime, prompt)
-    assert "SDXL base model" in message and "sdxl.safetensors" in message
+    assert message.startswith("KSamplerAdvanced: input positive holds conditioning")
+    assert "sdxl.safetensors" in message and "text encoder" in message
 
 
 def test_clip_text_encode_sdxl_on_a_refiner_clip_is_a_clear_error(runtime):
