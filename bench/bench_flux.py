@@ -26,8 +26,8 @@ table. Each step child's RSS before its first forward and after each one is in t
 How to run: ``--size tiny`` proves the bench works in seconds; ``--blocks D,S`` keeps full
 width (hidden 3072, 24 heads, mlp 4x, 512 T5 tokens, 256x256) with D double and S single
 blocks, to study memory at reduced scale (2,4: a 1.2 GiB file, children under 2 GiB);
-``--size full`` is Flux.1-dev (an 11.1 GiB fp8 file, each child ~12 GiB, over an hour on 2
-cores):
+``--size full`` is Flux.1-dev (an 11.1 GiB fp8 file, each child ~12 GiB; with one step each,
+about 13 minutes on this 2-core host):
 
     python bench/bench_flux.py --size tiny          # seconds; proves the bench works
     python bench/bench_flux.py --size full --blocks 2,4 --repeats 3 --warmup 0 --max-child-rss-gib 4
