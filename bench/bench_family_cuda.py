@@ -34,7 +34,6 @@ import argparse
 import hashlib
 import json
 import os
-import struct
 import subprocess
 import sys
 import tempfile
@@ -46,13 +45,8 @@ import torch
 from bench_sd15 import TOKENIZERS, node_seconds
 from bench_sd15_cuda import SKIP, ab, sync
 from machine import peak_rss_bytes
+from random_files import stream_safetensors
 
-SAFETENSORS_DTYPES = {
-    torch.float8_e4m3fn: "F8_E4M3",
-    torch.bfloat16: "BF16",
-    torch.float16: "F16",
-    torch.float32: "F32",
-}
 DTYPES = {"fp8": torch.float8_e4m3fn, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 # --- random files in the real layouts -------------------------------------------------------
@@ -74,25 +68,13 @@ def stream_file(
     path: Path, shapes: dict[str, tuple[int, ...]], dtype: torch.dtype, device, std: float
 ) -> int:
     """Write random ``shapes`` in ``dtype`` to ``path``, one tensor at a time; the file's bytes."""
-    header, offset = {}, 0
-    for key, shape in shapes.items():
-        size = torch.Size(shape).numel() * dtype.itemsize
-        header[key] = {
-            "dtype": SAFETENSORS_DTYPES[dtype],
-            "shape": list(shape),
-            "data_offsets": [offset, offset + size],
-        }
-        offset += size
-    raw = json.dumps(header).encode()
-    raw += b" " * (-len(raw) % 8)
     generator = torch.Generator(device=device).manual_seed(0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("wb") as out:
-        out.write(struct.pack("<Q", len(raw)) + raw)
-        for key, shape in shapes.items():
-            tensor = random_tensor(key, shape, device, generator, std).to(dtype)
-            out.write(tensor.view(torch.uint8).cpu().numpy().data)
-    return path.stat().st_size
+    return stream_safetensors(
+        path,
+        shapes,
+        dtype,
+        lambda key, shape: random_tensor(key, shape, device, generator, std),
+    )
 
 
 def meta_shapes(

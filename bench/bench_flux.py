@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import struct
 import subprocess
 import sys
 import tempfile
@@ -49,6 +48,7 @@ from pathlib import Path
 import torch
 from guarded_child import run_guarded
 from machine import peak_rss_bytes, rss_bytes
+from random_files import stream_safetensors
 
 SIZES = ("tiny", "full")
 #: what diffusers' fp8 casting leaves in bf16 with ``--diffusers-fp8 all-linears``: its default
@@ -58,7 +58,6 @@ LINEARS_KEPT_BF16 = ("pos_embed", "patch_embed", "^proj_in$", "^proj_out$")
 #: raises the threshold as large blocks are freed, so the per-layer bf16/fp8 weight copies
 #: then come from the heap, which keeps what they free (RSS creeps up layer by layer)
 MMAP_THRESHOLD = 131072
-SAFETENSORS_DTYPES = {torch.float8_e4m3fn: "F8_E4M3", torch.bfloat16: "BF16", torch.float32: "F32"}
 
 
 def config_for(size: str, blocks: tuple[int, int] | None = None):
@@ -80,24 +79,10 @@ def write_random_dit(path: Path, config, dtype: torch.dtype, seed: int = 0) -> i
 
     with torch.device("meta"):
         shapes = {k: tuple(v.shape) for k, v in FluxTransformer(config).state_dict().items()}
-    header, offset = {}, 0
-    for key, shape in shapes.items():
-        size = torch.Size(shape).numel() * dtype.itemsize
-        header[key] = {
-            "dtype": SAFETENSORS_DTYPES[dtype],
-            "shape": list(shape),
-            "data_offsets": [offset, offset + size],
-        }
-        offset += size
-    raw = json.dumps(header).encode()
-    raw += b" " * (-len(raw) % 8)
     generator = torch.Generator().manual_seed(seed)
-    with path.open("wb") as out:
-        out.write(struct.pack("<Q", len(raw)) + raw)
-        for shape in shapes.values():
-            tensor = (torch.randn(shape, generator=generator) * 0.02).to(dtype)
-            out.write(tensor.contiguous().view(torch.uint8).numpy().tobytes())
-    return path.stat().st_size
+    return stream_safetensors(
+        path, shapes, dtype, lambda key, shape: torch.randn(shape, generator=generator) * 0.02
+    )
 
 
 def load_in_child(path: Path) -> dict:
