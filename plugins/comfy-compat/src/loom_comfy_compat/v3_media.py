@@ -49,28 +49,27 @@ class LatentInput(TypedDict, total=False):
     batch_index: list[int]
 
 
-class VideoCodec(str, enum.Enum):
+class _ComboEnum(str, enum.Enum):
+    """String choices a combo input offers (``as_input`` lists them)."""
+
+    @classmethod
+    def as_input(cls) -> list[str]:
+        """The values, for a combo input."""
+        return [member.value for member in cls]
+
+
+class VideoCodec(_ComboEnum):
     """Codecs a video may be saved with."""
 
     AUTO = "auto"
     H264 = "h264"
 
-    @classmethod
-    def as_input(cls) -> list[str]:
-        """The values, for a combo input."""
-        return [member.value for member in cls]
 
-
-class VideoContainer(str, enum.Enum):
+class VideoContainer(_ComboEnum):
     """Containers a video may be saved in."""
 
     AUTO = "auto"
     MP4 = "mp4"
-
-    @classmethod
-    def as_input(cls) -> list[str]:
-        """The values, for a combo input."""
-        return [member.value for member in cls]
 
     @classmethod
     def get_extension(cls, value: str | VideoContainer) -> str:
