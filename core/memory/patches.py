@@ -3,9 +3,10 @@
 A weight patch never modifies a tensor in place. Applying one computes the patched weight
 from the original in the *merge dtype* of the device it is merged on (ComfyUI's LoRA compute
 dtype, :func:`loom.memory.compute.merge_dtype_for`: float32 on the CPU, float16 on most
-GPUs), rounds it to the original's dtype, and *replaces* the module's parameter; the original tensor object is kept aside and put back on revert. That
-makes revert bitwise exact by construction, however many load/patch/unload cycles run,
-and costs no backup copy of the base weights. A layer that stores its weight quantised
+GPUs), rounds it to the original's dtype, and *replaces* the module's parameter; the
+original tensor object is kept aside and put back on revert. That makes revert bitwise
+exact by construction, however many load/patch/unload cycles run, and costs no backup copy
+of the base weights. A layer that stores its weight quantised
 (:class:`QuantizedWeights`, scaled fp8) gets the patch merged into its dequantised values and
 quantises the result itself, which may replace its quantisation data (scale) as well.
 """
