@@ -141,6 +141,17 @@ def e2e(session: nox.Session) -> None:
 
 
 @nox.session
+def templates(session: nox.Session) -> None:
+    """Every vendored ComfyUI template on tiny models, the large ones too (about half an
+    hour on a 2-core CPU; the default suite runs the small ones)."""
+    _install(session, *_plugin_paths(PLUGINS))
+    session.run(
+        "python", "-m", "pytest", "tests/e2e/test_comfyui_templates.py", *session.posargs,
+        env={"LOOM_TEST_ALL_TEMPLATES": "1"},
+    )  # fmt: skip
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """Run every bench/bench_*.py and write their results to bench/README.md (bench/run_all.py)."""
     scripts = sorted((ROOT / "bench").glob("bench_*.py"))
