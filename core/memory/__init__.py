@@ -73,7 +73,7 @@ _EXPORTS = {
         "scale_layers",
     ),
     "safetensors_writer": ("write_safetensors",),
-    "quant_metadata": ("with_quant_metadata",),
+    "quant_metadata": ("open_checkpoint_tensors", "with_quant_metadata"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
@@ -120,6 +120,7 @@ __all__ = [
     "load_module",
     "merge_dtype_for",
     "merge_into",
+    "open_checkpoint_tensors",
     "open_safetensors",
     "ops",
     "patched_tensors",
@@ -189,7 +190,7 @@ if TYPE_CHECKING:
         stored_tensors,
     )
     from loom.memory.patches import DiffPatch, ReplacePatch, ScalePatch, WeightPatch
-    from loom.memory.quant_metadata import with_quant_metadata
+    from loom.memory.quant_metadata import open_checkpoint_tensors, with_quant_metadata
     from loom.memory.safetensors_file import SafetensorsFile, read_header
     from loom.memory.safetensors_writer import write_safetensors
     from loom.memory.scaled import (

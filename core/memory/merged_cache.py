@@ -62,12 +62,18 @@ class MergedWeightCache:
         entries: PatchEntries,
         device: torch.device,
         dtype: torch.dtype,
-        merge_dtype: torch.dtype | None = None,
+        merge_dtype: torch.dtype,
     ) -> Hashable:
         """What makes a merged weight: the stored tensor (by identity), its patches and
         strengths, the device and dtype it is made for, and the dtype it was merged in."""
-        merged_in = str(merge_dtype) if merge_dtype is not None else "torch.float32"
-        return (tensor_key, id(original), entries_key(entries), str(device), str(dtype), merged_in)
+        return (
+            tensor_key,
+            id(original),
+            entries_key(entries),
+            str(device),
+            str(dtype),
+            str(merge_dtype),
+        )
 
     def get(self, key: Hashable) -> torch.Tensor | None:
         """The kept tensor for ``key``, marked applied; None when there is none."""

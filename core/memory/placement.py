@@ -234,8 +234,8 @@ def _place_unit(placement: Placement, unit: Unit, to_device: bool) -> None:
 
 def _requantized(placement: Placement, unit: Unit, to_device: bool) -> dict[str, torch.Tensor]:
     """The new stored tensors of a quantised layer whose weights are patched (its weight and
-    the scale recalculated with it), by local name; empty for other units. Merged in float32
-    on the target device (in its merge dtype), kept where the unit lives; not kept in the
+    the scale recalculated with it), by local name; empty for other units. Merged in the
+    target's merge dtype on its device, kept where the unit lives; not kept in the
     merged-weight cache."""
     out: dict[str, torch.Tensor] = {}
     home = placement.target.device if to_device else None
@@ -314,8 +314,8 @@ def place(
     """Put ``handle`` on ``target.device``: units fitting ``resident_limit_bytes`` move, the
     rest stream.
 
-    Weight patches are computed in the target's merge dtype on its device and rounded to the compute
-    dtype (cast layers' 16/32-bit tensors) or the stored dtype (fp8, other tensors) as
+    Weight patches are computed in the target's merge dtype on its device and rounded to the
+    compute dtype (cast layers' 16/32-bit tensors) or the stored dtype (fp8, other tensors) as
     ComfyUI rounds its merges (a scaled-fp8 layer's weight is requantised with a new scale,
     :meth:`loom.memory.ScaledLinear.requantize`); object patches are set;
     cast layers compute in ``target.dtype``. Merged weights come from and go to the handle's

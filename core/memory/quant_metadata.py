@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loom.errors import ModelFileError
 from loom.memory.scaled import QUANT_CONFIG, config_tensor
+
+if TYPE_CHECKING:
+    from loom.types import CheckpointHeader
 
 #: The header metadata key.
 QUANT_METADATA = "_quantization_metadata"
@@ -78,9 +81,18 @@ def with_quant_metadata(
     return QuantMetadataView(source, configs) if configs else source
 
 
+def open_checkpoint_tensors(header: CheckpointHeader) -> Mapping[str, Any]:
+    """The tensors of the file ``header`` describes, memory-mapped, as ComfyUI's loaders see
+    them: its ``_quantization_metadata`` applied (:func:`with_quant_metadata`)."""
+    from loom.memory.loading import open_safetensors
+
+    return with_quant_metadata(open_safetensors(header.path), header.metadata, header.path.name)
+
+
 __all__ = [
     "QUANT_METADATA",
     "QuantMetadataView",
     "layer_configs",
+    "open_checkpoint_tensors",
     "with_quant_metadata",
 ]

@@ -32,8 +32,8 @@ from loom.memory import (
     build_on_meta,
     is_scaled_fp8,
     load_into_module,
+    open_checkpoint_tensors,
     open_safetensors,
-    with_quant_metadata,
 )
 from loom.types import CheckpointHeader, LoadedParts, LoadRequest, ModelPart
 from loom_flux import detect
@@ -100,10 +100,7 @@ class FluxFamily:
         self, header: CheckpointHeader, part: ModelPart, request: LoadRequest = LoadRequest()
     ) -> LoadedParts:
         shapes = detect.shapes_of(header)
-        tensors = with_quant_metadata(
-            open_safetensors(header.path), header.metadata, header.path.name
-        )
-        state = diffusers_layout.ldm_state(header, tensors)
+        state = diffusers_layout.ldm_state(header, open_checkpoint_tensors(header))
         file = header.path.name
         memory = request.memory
         model = clip = vae = None
@@ -195,7 +192,7 @@ class FluxFamily:
 
     def load_t5(self, header: CheckpointHeader, shapes: detect.Shapes, prefix: str) -> ModelHandle:
         file = header.path.name
-        state = with_quant_metadata(open_safetensors(header.path), header.metadata, file)
+        state = open_checkpoint_tensors(header)
         config = t5_config(shapes, prefix)
         encoder = build_on_meta(build_t5, config)
         view: Mapping[str, Any] = T5View(state, prefix)

@@ -23,8 +23,7 @@ from loom.memory import (
     build_on_meta,
     is_scaled_fp8,
     load_into_module,
-    open_safetensors,
-    with_quant_metadata,
+    open_checkpoint_tensors,
 )
 from loom.types import CheckpointHeader, LoadedParts, LoadRequest, ModelPart
 from loom_sd15 import detect, diffusers_layout
@@ -84,10 +83,7 @@ class SD15Family:
         self, header: CheckpointHeader, part: ModelPart, request: LoadRequest = LoadRequest()
     ) -> LoadedParts:
         shapes = detect.shapes_of(header)
-        tensors = with_quant_metadata(
-            open_safetensors(header.path), header.metadata, header.path.name
-        )
-        state = diffusers_layout.ldm_state(header, tensors)
+        state = diffusers_layout.ldm_state(header, open_checkpoint_tensors(header))
         file = header.path.name
         memory = request.memory
         conversions: list[Conversion] = []

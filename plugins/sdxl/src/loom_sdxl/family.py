@@ -36,8 +36,8 @@ from loom.memory import (
     ModelHandle,
     build_on_meta,
     is_scaled_fp8,
+    open_checkpoint_tensors,
     open_safetensors,
-    with_quant_metadata,
 )
 from loom.types import CheckpointHeader, LoadedParts, LoadRequest, ModelPart
 from loom_sdxl import detect
@@ -61,10 +61,7 @@ class SDXLFamily:
         self, header: CheckpointHeader, part: ModelPart, request: LoadRequest = LoadRequest()
     ) -> LoadedParts:
         shapes = detect.shapes_of(header)
-        tensors = with_quant_metadata(
-            open_safetensors(header.path), header.metadata, header.path.name
-        )
-        state = diffusers_layout.ldm_state(header, tensors)
+        state = diffusers_layout.ldm_state(header, open_checkpoint_tensors(header))
         file = header.path.name
         memory = request.memory
         if part == "text_encoder":

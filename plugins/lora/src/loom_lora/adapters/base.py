@@ -3,8 +3,8 @@
 A :class:`DeltaPatch` computes its unscaled difference ``delta`` (float32, the weight's
 shape) and its ``scale`` (``alpha / rank``, or 1 without alpha), as ComfyUI does, so the
 merge is ``weight + ((strength * scale) * delta).to(weight.dtype)``: the difference in
-float32, added in the merge dtype (float16 where ComfyUI merges in fp16). Strength 0 returns the weight untouched,
-which keeps a zero-strength LoRA bitwise identical to none.
+float32, added in the merge dtype (float16 where ComfyUI merges in fp16). Strength 0 returns
+the weight untouched, which keeps a zero-strength LoRA bitwise identical to none.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ ComfyUI's ``weight_decompose`` does:
   weight, ComfyUI's rule, kept for equal images.
 
 ``eps`` is the machine epsilon of the merge dtype (float32, or float16 where ComfyUI
-merges in fp16); the scaled difference is computed in float32 and added in the merge dtype. Strength blends linearly
-between ``W`` and the renormalised weight: ``W + s * (W'' - W)``.
+merges in fp16); the scaled difference is computed in float32 and added in the merge dtype.
+Strength blends linearly between ``W`` and the renormalised weight: ``W + s * (W'' - W)``.
 """
 
 from __future__ import annotations
