@@ -82,9 +82,11 @@ def report_markdown(report: CoverageReport, reference: dict[str, Any], v3_flags:
             f"| {entry.present} / {entry.total} |"
         )
     lines += ["", "Missing, in scope (not built yet):", ""]
-    for entry in report.categories:
-        if entry.scope_missing:
-            lines.append(f"- {entry.category}: " + ", ".join(f"`{n}`" for n in entry.scope_missing))
+    missing = [entry for entry in report.categories if entry.scope_missing]
+    for entry in missing:
+        lines.append(f"- {entry.category}: " + ", ".join(f"`{n}`" for n in entry.scope_missing))
+    if not missing:
+        lines.append("- none")
     by_reason: dict[str, list[str]] = {}
     for class_type, reason in sorted(report.reasons.items()):
         by_reason.setdefault(reason, []).append(class_type)

@@ -1,6 +1,7 @@
 """Schedulers that stretch a published table of noise levels to any step count:
-AlignYourStepsScheduler (NVIDIA's Align Your Steps, Sabour et al. 2024) and
-OptimalStepsScheduler (Optimal Stepsize for Diffusion Sampling, Pei et al. 2025)."""
+AlignYourStepsScheduler (NVIDIA's Align Your Steps, Sabour et al. 2024),
+OptimalStepsScheduler (Optimal Stepsize for Diffusion Sampling, Pei et al. 2025) and
+GITSScheduler (Chen et al. 2024's schedules, :mod:`loom_samplers.gits_schedules`)."""
 
 from __future__ import annotations
 
@@ -94,4 +95,33 @@ class OptimalStepsScheduler:
         return table_sigmas(OPTIMAL_STEPS[self.model_type], self.steps, self.denoise)
 
 
-NODES = [AlignYourStepsScheduler, OptimalStepsScheduler]
+def gits_levels(coeff: float, steps: int) -> list[float]:
+    """The GITS schedule for ``coeff`` with ``steps`` steps (``steps + 1`` levels); past 20 steps
+    the 20-step schedule, which :func:`table_sigmas` stretches."""
+    from loom_samplers.gits_schedules import GRID_SIGMAS, SCHEDULES
+
+    positions = SCHEDULES[round(coeff, 2)][min(steps, 20) - 2]
+    return [GRID_SIGMAS[k] for k in positions]
+
+
+@loom.node("GITSScheduler", category="sampling/custom_sampling/schedulers", v3=True)
+class GITSScheduler:
+    # No docstring: ComfyUI's node has no description.
+    coeff: float = ui.float(1.20, min=0.80, max=1.50, step=0.05)
+    steps: int = ui.int(10, min=2, max=1000)
+    denoise: float = ui.float(1.0, min=0.0, max=1.0, step=0.01)
+
+    def run(self, ctx: loom.RunContext) -> Sigmas:
+        from loom_samplers.gits_schedules import SCHEDULES
+
+        if round(self.coeff, 2) not in SCHEDULES:
+            tabulated = ", ".join(f"{c:.2f}" for c in SCHEDULES)
+            raise loom.NodeInputError(
+                "GITSScheduler",
+                "coeff",
+                f"coeff {self.coeff} has no GITS schedule; the tabulated ones are {tabulated}",
+            )
+        return table_sigmas(gits_levels(self.coeff, self.steps), self.steps, self.denoise)
+
+
+NODES = [AlignYourStepsScheduler, OptimalStepsScheduler, GITSScheduler]
