@@ -52,8 +52,10 @@ _EXPORTS = {
     "merged_cache": ("MergedWeightCache",),
     "merge": (
         "MergePatch",
+        "MergeSite",
         "block_ratio",
         "merge_into",
+        "merging_at",
         "patched_tensors",
         "ratio_scales",
         "stored_tensors",
@@ -94,6 +96,7 @@ __all__ = [
     "MemoryManager",
     "MemoryView",
     "MergePatch",
+    "MergeSite",
     "MergedWeightCache",
     "ModelAccount",
     "ModelHandle",
@@ -120,6 +123,7 @@ __all__ = [
     "load_module",
     "merge_dtype_for",
     "merge_into",
+    "merging_at",
     "open_checkpoint_tensors",
     "open_safetensors",
     "ops",
@@ -184,8 +188,10 @@ if TYPE_CHECKING:
     from loom.memory.manager import MemoryManager
     from loom.memory.merge import (
         MergePatch,
+        MergeSite,
         block_ratio,
         merge_into,
+        merging_at,
         ratio_scales,
         stored_tensors,
     )

@@ -16,6 +16,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
 import attrs
@@ -197,6 +198,15 @@ class MemoryManager:
         if handle.compute_dtype is None and handle.supported_dtypes:
             dtype = dtype if dtype in handle.supported_dtypes else torch.float32
         return ComputeTarget(self.device.torch_device, dtype, self.merge_dtype)
+
+    def merging_for_save(self) -> AbstractContextManager[None]:
+        """A context in which saving a handle (:func:`loom.memory.patched_tensors`) merges its
+        patches on this manager's device in its merge dtype, as loading it would, whether or
+        not it is loaded: ComfyUI loads a model onto its device before saving it, so the
+        saved bytes follow that device's LoRA compute dtype."""
+        from loom.memory.merge import MergeSite, merging_at
+
+        return merging_at(MergeSite(self.device.torch_device, self.merge_dtype))
 
     # --- loading -----------------------------------------------------------------------
 

@@ -10,7 +10,9 @@ merged handle is loaded, and the second model's weights stay shared, not copied.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import attrs
 import torch
@@ -30,6 +32,31 @@ log = logging.getLogger(__name__)
 
 #: ``(model_scale, other_scale)`` for a weight, from its ComfyUI key; ``None`` leaves it alone.
 MergeScales = Callable[[str], "tuple[float, float] | None"]
+
+
+@attrs.frozen
+class MergeSite:
+    """Where and in which dtype :func:`patched_tensors` merges a handle's patches: the
+    compute device and its merge dtype (:func:`loom.memory.merge_dtype_for`)."""
+
+    device: torch.device
+    merge_dtype: torch.dtype
+
+
+_SAVE_SITE: ContextVar[MergeSite | None] = ContextVar("loom_save_merge_site", default=None)
+
+
+@contextmanager
+def merging_at(site: MergeSite) -> Iterator[None]:
+    """Within it, :func:`patched_tensors` merges at ``site`` whether or not the handle is
+    loaded: the saving nodes' way to merge as loading the handle on the configured device
+    would (ComfyUI loads a model onto its device, merging its patches there, before saving
+    it). :meth:`loom.memory.MemoryManager.merging_for_save` gives the manager's site."""
+    token = _SAVE_SITE.set(site)
+    try:
+        yield
+    finally:
+        _SAVE_SITE.reset(token)
 
 
 @attrs.frozen(eq=False)
@@ -80,13 +107,19 @@ def stored_tensors(handle: ModelHandle) -> dict[str, torch.Tensor]:
 
 def patched_tensors(handle: ModelHandle) -> dict[str, torch.Tensor]:
     """The module's tensors with ``handle``'s weight patches applied (LoRA, merges), on the
-    CPU in their stored dtypes, by state-dict key: what saving the handle writes (ComfyUI
-    saves a model with its patches applied, merged on its load device: here in the merge
-    dtype of the handle's compute target, float32 when it is not loaded)."""
+    CPU in their stored dtypes, by state-dict key: what saving the handle writes.
+
+    ComfyUI saves a model with its patches applied, merged on its load device in that
+    device's LoRA compute dtype. Here they are merged at the site :func:`merging_at` sets
+    (the save nodes set the memory manager's), else on the CPU in the merge dtype of the
+    handle's compute target (float32 when no manager has loaded it).
+    """
     out = {}
     requantized: dict[str, torch.Tensor] = {}
-    cpu = torch.device("cpu")
-    merge_dtype = handle.compute_target.merge_dtype
+    site = _SAVE_SITE.get()
+    if site is None:
+        site = MergeSite(torch.device("cpu"), handle.compute_target.merge_dtype)
+    device, merge_dtype = site.device, site.merge_dtype
     for key, tensor in stored_tensors(handle).items():
         entries = handle.weight_patches.get(key)
         if entries:
@@ -98,10 +131,10 @@ def patched_tensors(handle: ModelHandle) -> dict[str, torch.Tensor]:
             seed = key_seed(handle.comfy_prefix + key)
             if owner is not None:
                 prefix = f"{owner_path}." if owner_path else ""
-                new = patched_quantized(tensor, entries, owner, cpu, seed, merge_dtype)
-                requantized.update({prefix + k: v for k, v in new.items()})
+                new = patched_quantized(tensor, entries, owner, device, seed, merge_dtype)
+                requantized.update({prefix + k: v.to("cpu") for k, v in new.items()})
                 continue
-            tensor = patched_weight(tensor, entries, cpu, tensor.dtype, seed, merge_dtype)
+            tensor = patched_weight(tensor, entries, device, tensor.dtype, seed, merge_dtype)
         out[key] = tensor.to("cpu")
     # a requantised layer's new scale replaces the stored one
     out.update(requantized)

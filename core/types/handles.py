@@ -119,9 +119,10 @@ class CheckpointPart(Protocol):
     ModelSave, VAESave, ImageOnlyCheckpointSave).
 
     ``checkpoint_state()`` gives the weights with the handle's patches applied (LoRA,
-    merges), keyed as in the family's original single-file checkpoint; every key starts
-    with ``checkpoint_prefix`` (``first_stage_model.``), which a file holding the part
-    alone (VAESave) leaves out.
+    merges; merged where :func:`loom.memory.merging_at` says, which the save nodes set to the
+    runtime's device and merge dtype), keyed as in the family's original single-file
+    checkpoint; every key starts with ``checkpoint_prefix`` (``first_stage_model.``), which a
+    file holding the part alone (VAESave) leaves out.
     """
 
     checkpoint_prefix: str

@@ -216,3 +216,56 @@ def test_an_all_in_one_checkpoint_names_its_layers_with_the_prefix(runtime, base
     assert isinstance(model.module.single_blocks[1].linear1, ScaledLinear)
     reference = CheckpointLoaderSimple(ckpt_name="aio-comfy-quant.safetensors").run(ctx).model
     assert torch.equal(_forward(runtime, model), _forward(runtime, reference))
+
+
+T5_PREFIX = "text_encoders.t5xxl.transformer."
+
+
+def _t5_layer(name: str) -> bool:
+    return not name.endswith(
+        ("q.weight", "k.weight", "v.weight", "o.weight", "wi_0.weight", "wi_1.weight", "wo.weight")
+    )
+
+
+def test_a_checkpoints_t5_described_by_quantization_metadata_equals_its_comfy_quant_twin(
+    runtime, base_dir
+):
+    """ComfyUI applies the header's layers to the whole file and builds T5's quantised layers
+    from the configs under ``text_encoders.t5xxl.transformer.`` (``t5_xxl_detect``)."""
+    from loom.memory import write_safetensors
+    from loom.nodes.builtin.loaders import CheckpointLoaderSimple
+
+    stored, _ = scaled_fp8_state(checkpoint_state(tiny_spec(), seed=11), T5_PREFIX, _t5_layer)
+    tensors, metadata, twin = _metadata_and_comfy_quant(stored, T5_PREFIX)
+    layers = json.loads(metadata["_quantization_metadata"])["layers"]
+    assert layers and all(name.startswith(T5_PREFIX + "encoder.block.") for name in layers)
+    folder = base_dir / "models" / "checkpoints"
+    write_safetensors(folder / "t5-metadata.safetensors", tensors, metadata)
+    save(twin, folder / "t5-comfy-quant.safetensors")
+    ctx = make_context(runtime)
+    encoders = []
+    for name in ("t5-metadata.safetensors", "t5-comfy-quant.safetensors"):
+        t5 = CheckpointLoaderSimple(ckpt_name=name).run(ctx).clip.t5.module
+        q = t5.encoder.block[0].layer[0].SelfAttention.q
+        assert isinstance(q, ScaledLinear) and q.weight.dtype == FP8
+        encoders.append(t5)
+    ids = torch.randint(0, 64, (1, 9), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        a, b = (t5(input_ids=ids).last_hidden_state for t5 in encoders)
+    assert torch.equal(a, b)
+
+
+def test_a_checkpoints_clip_l_described_by_quantization_metadata_is_refused(runtime, base_dir):
+    """ComfyUI builds Flux's CLIP-L with plain layers: the scales would be dropped."""
+    from loom.errors import LoomError
+    from loom.memory import write_safetensors
+    from loom.nodes.builtin.loaders import CheckpointLoaderSimple
+
+    prefix = "text_encoders.clip_l.transformer."
+    stored, _ = scaled_fp8_state(checkpoint_state(tiny_spec(), seed=11), prefix, lambda n: False)
+    tensors, metadata, _ = _metadata_and_comfy_quant(stored, prefix)
+    folder = base_dir / "models" / "checkpoints"
+    write_safetensors(folder / "clip-l-metadata.safetensors", tensors, metadata)
+    with pytest.raises(LoomError, match=r"clip-l-metadata\.safetensors.*scaled fp8") as error:
+        CheckpointLoaderSimple(ckpt_name="clip-l-metadata.safetensors").run(make_context(runtime))
+    assert f"layer {prefix}" in str(error.value)

@@ -317,3 +317,41 @@ def test_a_scaled_fp8_difference_is_dequantised_before_the_svd():
     torch.testing.assert_close(written, (up @ down).half().float(), rtol=0, atol=2e-3)
     full = lora_tensors(diffs, "diffusion_model.", 3, "full_diff", bias_diff=False)
     assert torch.equal(full["diffusion_model.layer.diff"], (stored.float() * scale).half())
+
+
+@needs_sd15
+def test_the_difference_is_merged_in_the_devices_merge_dtype(sd15_runtime):
+    """ComfyUI loads the difference model onto its device, patches forced, before reading it:
+    on a device that merges in fp16 the extracted difference is the fp16-merged one."""
+    from loom_lora.extract import LoraSave
+    from loom_lora.nodes import LoraLoader
+
+    from loom.nodes.builtin.loaders import CheckpointLoaderSimple
+    from loom.nodes.builtin.model_merging import ModelMergeSubtract
+    from loom.testing import make_context
+
+    ctx = make_context(sd15_runtime)
+    parts = CheckpointLoaderSimple(ckpt_name="tiny.safetensors").run(ctx)
+    tuned = LoraLoader(
+        model=parts.model,
+        clip=parts.clip,
+        lora_name="tune.safetensors",
+        strength_model=1.0,
+        strength_clip=1.0,
+    ).run(ctx)
+    diff = ModelMergeSubtract(model1=tuned.model, model2=parts.model, multiplier=1.0).run(ctx)
+    key = f"{UNET_LAYERS[0]}.weight"
+    saved = {}
+    for merge_dtype in (torch.float16, torch.float32):
+        sd15_runtime.memory.merge_dtype = merge_dtype  # fp16: what a GPU preferring it decides
+        LoraSave(
+            filename_prefix=f"loras/{merge_dtype}", lora_type="full_diff", model_diff=diff
+        ).run(ctx)
+        folder = sd15_runtime.settings.base_directory / "output" / "loras"
+        lora = load_file(str(folder / f"{merge_dtype}_00001_.safetensors"))
+        saved[merge_dtype] = lora[f"diffusion_model.{UNET_LAYERS[0]}.diff"]
+        sd15_runtime.memory.load([diff])
+        loaded = diff.module.state_dict()[key].detach().clone()
+        sd15_runtime.memory.unload(diff)
+        assert torch.equal(saved[merge_dtype], loaded.half())  # what sampling would merge
+    assert not torch.equal(saved[torch.float16], saved[torch.float32])

@@ -140,3 +140,39 @@ def test_clip_save_writes_clip_l_in_its_own_layout(base_dir, ctx, runtime, tiny_
     for name, tensor in expected.items():
         assert torch.equal(got[name], tensor), name
     assert torch.allclose(got[key], state[key] + diff, atol=1e-6)
+
+
+def test_saving_merges_in_the_devices_merge_dtype_as_loading_does(base_dir, ctx, runtime):
+    """ComfyUI loads a model onto its device before saving it, merging its patches there in
+    the device's LoRA compute dtype (fp16 on most GPUs): the saved weights are those loading
+    on the configured device computes with, even for a handle no one loaded."""
+    parts = CheckpointLoaderSimple(ckpt_name="tiny.safetensors").run(ctx)
+    model, clip = parts.model.clone(), parts.clip.clone()
+    stored = parts.model.module.state_dict()[UNET_KEY].detach().clone()
+    unet_diff = torch.randn(stored.shape, generator=torch.Generator().manual_seed(4)) * 1e-3
+    model.add_patches({UNET_KEY: DiffPatch(unet_diff)}, 0.7)
+    clip_state = clip.handle.module.state_dict()
+    (clip_key,) = (key for key in clip_state if key.endswith(CLIP_WEIGHT))
+    clip_diff = torch.randn(clip_state[clip_key].shape) * 1e-3
+    clip.handle.add_patches({clip_key: DiffPatch(clip_diff)}, 1.0)
+    runtime.memory.merge_dtype = torch.float16  # what a GPU that prefers fp16 decides
+    assert stored.dtype == torch.float32
+
+    ModelSave(model=model).run(ctx)
+    CLIPSave(clip=clip).run(ctx)
+    unet = load_file(str(base_dir / "output" / "diffusion_models" / "ComfyUI_00001_.safetensors"))
+    text = load_file(str(base_dir / "output" / "clip" / "ComfyUI_clip_l_00001_.safetensors"))
+    saved = unet["model.diffusion_model." + UNET_KEY]
+    # by hand, ComfyUI's order: cast to fp16, add the scaled difference in fp16, back to fp32
+    expected = (stored.half() + 0.7 * unet_diff.half()).float()
+    assert torch.equal(saved, expected)
+    assert torch.equal(saved, loaded(runtime, model)[UNET_KEY])
+    assert not torch.equal(saved, stored + 0.7 * unet_diff)  # what a float32 merge gives
+    (text_key,) = (key for key in text if key.endswith(CLIP_WEIGHT))
+    assert torch.equal(text[text_key], loaded(runtime, clip.handle)[clip_key])
+    assert torch.equal(text[text_key], (clip_state[clip_key].half() + clip_diff.half()).float())
+
+    runtime.memory.merge_dtype = torch.float32  # the CPU's own answer: a float32 merge
+    ModelSave(model=model).run(ctx)
+    unet = load_file(str(base_dir / "output" / "diffusion_models" / "ComfyUI_00002_.safetensors"))
+    assert torch.equal(unet["model.diffusion_model." + UNET_KEY], stored + 0.7 * unet_diff)

@@ -11,10 +11,17 @@ VAESave writes the VAE alone, without its checkpoint prefix; CLIPSave one file p
 encoder (:class:`loom.types.SavableTextEncoders`), the encoder's name after the prefix. The metadata is ComfyUI's: the
 model's ``modelspec`` keys (always), then the prompt and workflow JSON unless metadata is
 disabled.
+
+The patches are merged as ComfyUI merges them before saving (it loads the model onto its
+device first): on the runtime's compute device in its merge dtype
+(:meth:`loom.memory.MemoryManager.merging_for_save`), so on a GPU whose LoRA compute dtype
+is fp16 the saved weights are those sampling would use there.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import loom
@@ -82,6 +89,17 @@ def save_parts(
     return loom.NodeOutput()
 
 
+@contextmanager
+def merging_for_save(ctx: loom.RunContext) -> Iterator[None]:
+    """Within it, parts give their weights merged on the runtime's device in its merge dtype
+    (unchanged without a runtime: on the CPU, as loaded)."""
+    if ctx.runtime is None:
+        yield
+        return
+    with ctx.runtime.memory.merging_for_save():
+        yield
+
+
 def _model_parts(node: str, model: Any) -> tuple[dict[str, Any], dict[str, str]]:
     part = _part(node, "model", model, CheckpointModel)
     return part.checkpoint_state(), dict(part.checkpoint_metadata())
@@ -104,9 +122,10 @@ class CheckpointSave:
     filename_prefix: str = ui.string("checkpoints/ComfyUI")
 
     def run(self, ctx: loom.RunContext) -> loom.NodeOutput:
-        tensors, metadata = _model_parts("CheckpointSave", self.model)
-        tensors.update(_part("CheckpointSave", "clip", self.clip).checkpoint_state())
-        tensors.update(_part("CheckpointSave", "vae", self.vae).checkpoint_state())
+        with merging_for_save(ctx):
+            tensors, metadata = _model_parts("CheckpointSave", self.model)
+            tensors.update(_part("CheckpointSave", "clip", self.clip).checkpoint_state())
+            tensors.update(_part("CheckpointSave", "vae", self.vae).checkpoint_state())
         return save_parts(ctx, self.filename_prefix, tensors, metadata)
 
 
@@ -124,9 +143,10 @@ class ImageOnlyCheckpointSave:
 
     def run(self, ctx: loom.RunContext) -> loom.NodeOutput:
         node = "ImageOnlyCheckpointSave"
-        tensors, metadata = _model_parts(node, self.model)
-        tensors.update(_part(node, "clip_vision", self.clip_vision).checkpoint_state())
-        tensors.update(_part(node, "vae", self.vae).checkpoint_state())
+        with merging_for_save(ctx):
+            tensors, metadata = _model_parts(node, self.model)
+            tensors.update(_part(node, "clip_vision", self.clip_vision).checkpoint_state())
+            tensors.update(_part(node, "vae", self.vae).checkpoint_state())
         return save_parts(ctx, self.filename_prefix, tensors, metadata)
 
 
@@ -138,7 +158,8 @@ class ModelSave:
     filename_prefix: str = ui.string("diffusion_models/ComfyUI")
 
     def run(self, ctx: loom.RunContext) -> loom.NodeOutput:
-        tensors, metadata = _model_parts("ModelSave", self.model)
+        with merging_for_save(ctx):
+            tensors, metadata = _model_parts("ModelSave", self.model)
         return save_parts(ctx, self.filename_prefix, tensors, metadata)
 
 
@@ -154,7 +175,9 @@ class CLIPSave:
         part = _part("CLIPSave", "clip", self.clip, SavableTextEncoders)
         # ComfyUI's CLIPSave marks its files "pt" unless metadata is disabled
         metadata = {} if latent_metadata(ctx) is None else {"format": "pt"}
-        for name, tensors in part.text_encoder_files().items():
+        with merging_for_save(ctx):
+            files = part.text_encoder_files()
+        for name, tensors in files.items():
             prefix = f"{self.filename_prefix}_{name}" if name else self.filename_prefix
             save_parts(ctx, prefix, tensors, metadata)
         return loom.NodeOutput()
@@ -170,7 +193,9 @@ class VAESave:
     def run(self, ctx: loom.RunContext) -> loom.NodeOutput:
         part = _part("VAESave", "vae", self.vae)
         start = len(part.checkpoint_prefix)
-        tensors = {key[start:]: value for key, value in part.checkpoint_state().items()}
+        with merging_for_save(ctx):
+            state = part.checkpoint_state()
+        tensors = {key[start:]: value for key, value in state.items()}
         return save_parts(ctx, self.filename_prefix, tensors, {})
 
 

@@ -33,7 +33,6 @@ from loom.memory import (
     is_scaled_fp8,
     load_into_module,
     open_checkpoint_tensors,
-    open_safetensors,
 )
 from loom.types import CheckpointHeader, LoadedParts, LoadRequest, ModelPart
 from loom_flux import detect
@@ -205,7 +204,7 @@ class FluxFamily:
         self, header: CheckpointHeader, shapes: detect.Shapes, request: LoadRequest
     ) -> Any:
         layout = detect.clip_layout(shapes)
-        state = open_safetensors(header.path)
+        state = open_checkpoint_tensors(header)
         clip, _ = SD15Family().load_clip(state, layout, header, request)
         return clip
 

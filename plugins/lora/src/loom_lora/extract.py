@@ -141,14 +141,19 @@ class LoraSave:
 
         if self.model_diff is None and self.text_encoder_diff is None:
             return loom.NodeOutput()
-        settings = ctx.require_runtime("the output folder").settings
-        target = get_save_path(self.filename_prefix, settings.output_dir)
+        runtime = ctx.require_runtime("the output folder")
+        target = get_save_path(self.filename_prefix, runtime.settings.output_dir)
         tensors: dict[str, Any] = {}
         options = (self.rank, self.lora_type, self.bias_diff)
+        # the differences merged as loading would merge them on the runtime's device (ComfyUI
+        # loads the model there, patches forced, before reading them)
         if self.model_diff is not None:
-            tensors |= lora_tensors(_model_diffs(self.model_diff), MODEL_PREFIX, *options)
+            with runtime.memory.merging_for_save():
+                diffs = _model_diffs(self.model_diff)
+            tensors |= lora_tensors(diffs, MODEL_PREFIX, *options)
         if self.text_encoder_diff is not None:
-            diffs = _text_encoder_diffs(self.text_encoder_diff)
+            with runtime.memory.merging_for_save():
+                diffs = _text_encoder_diffs(self.text_encoder_diff)
             tensors |= lora_tensors(diffs, TEXT_ENCODERS_PREFIX, *options)
         write_safetensors(target.folder / target.file_name(target.counter, "safetensors"), tensors)
         return loom.NodeOutput()

@@ -36,7 +36,7 @@ from loom_sd15.convert import (
     vae_conversion,
 )
 from loom_sd15.model import SD15Model
-from loom_sd15.scaled_fp8 import scaled_source
+from loom_sd15.scaled_fp8 import refuse_scaled_clip, scaled_source
 from loom_sd15.tokenizer import TOKENIZER_METADATA, TokenizerSource, search_dirs
 from loom_sd15.unet import UNetModel
 from loom_sd15.vae import VAE_DTYPES, AutoencoderKL, SD15Vae
@@ -146,6 +146,7 @@ class SD15Family:
         request: LoadRequest,
     ) -> tuple[SD15Clip, Conversion]:
         file = header.path.name
+        refuse_scaled_clip(state, layout.prefix, file, "CLIP")
         encoder = build_on_meta(build_text_encoder, layout.config)
         conversion = clip_conversion(
             layout.prefix, hasattr(encoder, "text_model"), layout.has_text_model

@@ -26,7 +26,7 @@ from loom_sd15.convert import (
     vae_conversion,
 )
 from loom_sd15.family import TOKENIZER_METADATA, WEIGHT_DTYPES, _assign
-from loom_sd15.scaled_fp8 import scaled_source
+from loom_sd15.scaled_fp8 import refuse_scaled_clip, scaled_source
 from loom_sd15.tokenizer import TokenizerSource, search_dirs
 from loom_sd15.vae import VAE_DTYPES, AutoencoderKL, SD15Vae
 
@@ -37,7 +37,6 @@ from loom.memory import (
     build_on_meta,
     is_scaled_fp8,
     open_checkpoint_tensors,
-    open_safetensors,
 )
 from loom.types import CheckpointHeader, LoadedParts, LoadRequest, ModelPart
 from loom_sdxl import detect
@@ -169,18 +168,18 @@ class SDXLFamily:
                 hint="give DualCLIPLoader type=sdxl a clip_l and a clip_g file",
             )
         g_header, g_layout = found["clip_g"]
-        g = self._encoder(open_safetensors(g_header.path), g_layout, g_header.path.name)[0]
+        g = self._encoder(open_checkpoint_tensors(g_header), g_layout, g_header.path.name)[0]
         l_module = l_layout = None
         if "clip_l" in found:
             l_header, l_layout = found["clip_l"]
-            l_module = self._encoder(open_safetensors(l_header.path), l_layout, l_header.path.name)[
-                0
-            ]
+            l_state = open_checkpoint_tensors(l_header)
+            l_module = self._encoder(l_state, l_layout, l_header.path.name)[0]
         return self._clip(DualTextEncoder(g, l_module), g_layout, l_layout, g_header, request)
 
     def _encoder(
         self, state: Mapping[str, Any], layout: detect.EncoderLayout, file: str
     ) -> tuple[torch.nn.Module, Any]:
+        refuse_scaled_clip(state, layout.prefix, file, _ROLE_NAMES[layout.role])
         module = build_on_meta(build_text_encoder, layout.config)
         if layout.openclip:
             conversion: Any = OpenClipConversion(f"{layout.role} text encoder", layout.prefix)
@@ -252,6 +251,10 @@ class SDXLFamily:
             list(embedding_dirs or ()),
             request.memory,
         )
+
+
+#: the encoders' names in messages
+_ROLE_NAMES = {"clip_l": "CLIP-L", "clip_g": "CLIP-G"}
 
 
 def _named(conversion: Any, name: str) -> Any:
