@@ -79,6 +79,27 @@ def test_sdxl_conditioning_into_an_sd15_ksampler_names_the_node_input_and_widths
     assert run_prompt(runtime, txt2img("1", KSAMPLER), prompt_id="own-clip").ok
 
 
+def test_sd15_conditioning_into_an_sdxl_ksampler_is_named_by_the_node(runtime):
+    """SDXL's model checks only its pooled (ADM) width itself: a prompt of another text
+    width is the sampler node's report, as for every family."""
+    from loom_sd15.tiny import tiny_spec as sd15_spec
+    from loom_sdxl.tiny import tiny_spec as sdxl_spec
+
+    prompt = txt2img("1", KSAMPLER)
+    prompt["6"] = {**KSAMPLER, "inputs": {**KSAMPLER["inputs"], "model": ["2", 0]}}
+    record = run_prompt(runtime, prompt)
+    assert not record.ok
+    error = record.error
+    assert (error["node_id"], error["node_type"]) == ("6", "KSampler")
+    assert error["exception_type"].endswith("NodeInputError")
+    sd15_width = sd15_spec().unet.context_dim
+    sdxl_width = sdxl_spec().unet.context_dim
+    assert error["exception_message"].startswith(
+        f"KSampler: input positive holds conditioning {sd15_width} wide, but the model "
+    )
+    assert f"sdxl.safetensors) reads text context {sdxl_width} wide" in error["exception_message"]
+
+
 def test_a_guider_node_checks_its_conditioning_too(runtime):
     prompt = txt2img("2", KSAMPLER)
     prompt["6"] = BASIC_GUIDER

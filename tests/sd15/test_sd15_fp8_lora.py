@@ -8,22 +8,12 @@ import importlib.util
 
 import pytest
 import torch
-from loom_sd15.tiny import checkpoint_state, save_checkpoint, tiny_spec
+from sd15_lora_files import LAYERS, LORA_FILE, UNET_FILE, write_lora, write_tiny_unet
 
 from loom.memory.rounding import key_seed, round_to
 from loom.testing import make_context
 
 FP8 = torch.float8_e4m3fn
-UNET_PREFIX = "model.diffusion_model."
-#: (the LoRA's kohya name, the UNet weight it patches): a linear layer and a 3x3 convolution
-LAYERS = (
-    (
-        "lora_unet_input_blocks_3_1_transformer_blocks_0_attn2_to_k",
-        "input_blocks.3.1.transformer_blocks.0.attn2.to_k.weight",
-    ),
-    ("lora_unet_input_blocks_1_0_in_layers_2", "input_blocks.1.0.in_layers.2.weight"),
-)
-RANK = 2
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("loom_lora") is None, reason="loom-lora missing"
@@ -33,17 +23,8 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture
 def runtime(tmp_path, loom_runtime):
     """A diffusion-model-only tiny SD1.5 file and a LoRA for two of its layers."""
-    state = checkpoint_state(tiny_spec(), seed=0)
-    unet = {k[len(UNET_PREFIX) :]: v for k, v in state.items() if k.startswith(UNET_PREFIX)}
-    save_checkpoint(tmp_path / "models" / "diffusion_models" / "tiny-unet.safetensors", unet)
-    g = torch.Generator().manual_seed(7)
-    lora = {}
-    for name, key in LAYERS:
-        shape = unet[key].shape
-        kernel = [1, 1] if len(shape) == 4 else []
-        lora[f"{name}.lora_up.weight"] = torch.randn(shape[0], RANK, *kernel, generator=g) * 0.1
-        lora[f"{name}.lora_down.weight"] = torch.randn(RANK, *shape[1:], generator=g) * 0.1
-    save_checkpoint(tmp_path / "models" / "loras" / "l.safetensors", lora)
+    unet = write_tiny_unet(tmp_path, torch.float32)
+    write_lora(tmp_path, unet, torch.float32, scale=0.1)
     return loom_runtime("sd15", "lora", settings={"cpu_only": True})
 
 
@@ -54,11 +35,9 @@ def test_a_lora_on_an_fp8_unet_rounds_with_comfyuis_seeds(runtime):
     from loom.nodes.builtin.loaders import UNETLoader
 
     ctx = make_context(runtime)
-    model = UNETLoader(unet_name="tiny-unet.safetensors", weight_dtype="fp8_e4m3fn").run(ctx)
-    patched = LoraLoaderModelOnly(model=model, lora_name="l.safetensors", strength_model=1.0).run(
-        ctx
-    )
-    lora = open_safetensors(runtime.settings.base_directory / "models/loras/l.safetensors")
+    model = UNETLoader(unet_name=UNET_FILE, weight_dtype="fp8_e4m3fn").run(ctx)
+    patched = LoraLoaderModelOnly(model=model, lora_name=LORA_FILE, strength_model=1.0).run(ctx)
+    lora = open_safetensors(runtime.settings.base_directory / "models" / "loras" / LORA_FILE)
     stored = {key: model.module.get_parameter(key).detach().clone() for _, key in LAYERS}
     runtime.memory.load([patched])
     for name, key in LAYERS:

@@ -10,20 +10,11 @@ import importlib.util
 
 import pytest
 import torch
-from loom_sd15.tiny import checkpoint_state, save_checkpoint, tiny_spec
+from sd15_lora_files import LAYERS, LORA_FILE, RANK, UNET_FILE, write_lora, write_tiny_unet
 
 from loom.memory.rounding import key_seed, round_to
 from loom.testing import make_context
 
-UNET_PREFIX = "model.diffusion_model."
-LAYERS = (
-    (
-        "lora_unet_input_blocks_3_1_transformer_blocks_0_attn2_to_k",
-        "input_blocks.3.1.transformer_blocks.0.attn2.to_k.weight",
-    ),
-    ("lora_unet_input_blocks_1_0_in_layers_2", "input_blocks.1.0.in_layers.2.weight"),
-)
-RANK = 2
 ALPHA = 1.0
 STRENGTH = 0.8
 
@@ -35,18 +26,8 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture
 def runtime(tmp_path, loom_runtime):
     """A diffusion-model-only tiny SD1.5 file in fp16 and a LoRA for two of its layers."""
-    state = checkpoint_state(tiny_spec(), seed=0)
-    unet = {k[len(UNET_PREFIX) :]: v.half() for k, v in state.items() if k.startswith(UNET_PREFIX)}
-    save_checkpoint(tmp_path / "models" / "diffusion_models" / "tiny-unet.safetensors", unet)
-    g = torch.Generator().manual_seed(7)
-    lora = {}
-    for name, key in LAYERS:
-        shape = unet[key].shape
-        kernel = [1, 1] if len(shape) == 4 else []
-        lora[f"{name}.lora_up.weight"] = (torch.randn(shape[0], RANK, *kernel, generator=g)).half()
-        lora[f"{name}.lora_down.weight"] = (torch.randn(RANK, *shape[1:], generator=g)).half()
-        lora[f"{name}.alpha"] = torch.tensor(ALPHA)
-    save_checkpoint(tmp_path / "models" / "loras" / "l.safetensors", lora)
+    unet = write_tiny_unet(tmp_path, torch.float16)
+    write_lora(tmp_path, unet, torch.float16, alpha=ALPHA)
     return loom_runtime("sd15", "lora", settings={"cpu_only": True})
 
 
@@ -65,10 +46,10 @@ def _load(runtime, weight_dtype, merge):
     from loom.nodes.builtin.loaders import UNETLoader
 
     ctx = make_context(runtime)
-    model = UNETLoader(unet_name="tiny-unet.safetensors", weight_dtype=weight_dtype).run(ctx)
-    patched = LoraLoaderModelOnly(
-        model=model, lora_name="l.safetensors", strength_model=STRENGTH
-    ).run(ctx)
+    model = UNETLoader(unet_name=UNET_FILE, weight_dtype=weight_dtype).run(ctx)
+    patched = LoraLoaderModelOnly(model=model, lora_name=LORA_FILE, strength_model=STRENGTH).run(
+        ctx
+    )
     stored = {key: model.module.get_parameter(key).detach().clone() for _, key in LAYERS}
     runtime.memory.compute_dtype = torch.float16  # what ComfyUI keeps an fp16 SD1.5 in on a GPU
     runtime.memory.merge_dtype = merge
@@ -79,7 +60,7 @@ def _load(runtime, weight_dtype, merge):
 def _lora(runtime):
     from loom.memory import open_safetensors
 
-    return open_safetensors(runtime.settings.base_directory / "models/loras/l.safetensors")
+    return open_safetensors(runtime.settings.base_directory / "models" / "loras" / LORA_FILE)
 
 
 def test_an_fp16_unet_merges_in_fp16_bit_for_bit(runtime):
@@ -122,26 +103,19 @@ def test_on_cuda_an_fp16_unet_merges_as_comfyui_does_there(tmp_path, loom_runtim
     from loom.memory import merge_dtype_for
     from loom.nodes.builtin.loaders import UNETLoader
 
-    state = checkpoint_state(tiny_spec(), seed=0)
-    unet = {k[len(UNET_PREFIX) :]: v.half() for k, v in state.items() if k.startswith(UNET_PREFIX)}
-    save_checkpoint(tmp_path / "models" / "diffusion_models" / "tiny-unet.safetensors", unet)
+    unet = write_tiny_unet(tmp_path, torch.float16)
     name, key = LAYERS[0]
-    g = torch.Generator().manual_seed(7)
-    shape = unet[key].shape
-    up = torch.randn(shape[0], RANK, generator=g).half()
-    down = torch.randn(RANK, *shape[1:], generator=g).half()
-    lora = {f"{name}.lora_up.weight": up, f"{name}.lora_down.weight": down}
-    lora[f"{name}.alpha"] = torch.tensor(ALPHA)
-    save_checkpoint(tmp_path / "models" / "loras" / "l.safetensors", lora)
+    lora = write_lora(tmp_path, unet, torch.float16, alpha=ALPHA, layers=LAYERS[:1])
+    up, down = lora[f"{name}.lora_up.weight"], lora[f"{name}.lora_down.weight"]
     rt = loom_runtime("sd15", "lora", settings={"compute_dtype": "fp16"})
     assert rt.memory.device.type == "cuda"
     merge = merge_dtype_for(rt.memory.device)
     assert rt.memory.merge_dtype == merge
     ctx = make_context(rt)
-    model = UNETLoader(unet_name="tiny-unet.safetensors", weight_dtype="default").run(ctx)
-    patched = LoraLoaderModelOnly(
-        model=model, lora_name="l.safetensors", strength_model=STRENGTH
-    ).run(ctx)
+    model = UNETLoader(unet_name=UNET_FILE, weight_dtype="default").run(ctx)
+    patched = LoraLoaderModelOnly(model=model, lora_name=LORA_FILE, strength_model=STRENGTH).run(
+        ctx
+    )
     rt.memory.load([patched])
     expected = _comfyui_merge(unet[key], up, down, merge, "cuda").half()
     weight = patched.module.get_parameter(key)

@@ -177,7 +177,7 @@ def test_text_encode_sdxl_pads_the_shorter_prompt_with_empty_chunks(runtime):
 
 
 def test_adm_vector_is_pooled_then_height_first_size_embeddings():
-    from loom_sd15.unet import timestep_embedding
+    from loom_sd15.unet_blocks import timestep_embedding
     from loom_sdxl.model import adm_vector
 
     pooled = torch.randn(1, 64)
@@ -188,6 +188,29 @@ def test_adm_vector_is_pooled_then_height_first_size_embeddings():
     neg = adm_vector(pooled, {"width": 1024, "height": 1024}, refiner=True, negative=True)
     values = torch.tensor([1024.0, 1024, 0, 0, 2.5])
     assert torch.equal(neg, torch.cat([pooled, timestep_embedding(values, 256).reshape(1, -1)], 1))
+
+
+@pytest.mark.parametrize("kind", ["base", "refiner"])
+def test_a_pooled_vector_of_another_width_is_refused_naming_the_model(tiny_files, kind):
+    """The ADM vector's width is SDXL's own contract (the text context's width is checked by
+    the sampler nodes): a pooled vector of another width is named, not a matmul error."""
+    from loom_sdxl.model import BASE_SIZE_FIELDS, REFINER_SIZE_FIELDS, SIZE_EMBED_DIM
+
+    model = SDXLFamily().load(read_header(tiny_files[kind]), "checkpoint", LoadRequest()).model
+    fields = REFINER_SIZE_FIELDS if kind == "refiner" else BASE_SIZE_FIELDS
+    pooled_width = model.config.adm_in_channels - fields * SIZE_EMBED_DIM
+    noise = torch.zeros(1, 4, 8, 8)
+    cross_attn = torch.zeros(1, 77, model.context_width)
+    options = {"cross_attn": cross_attn, "pooled_output": torch.zeros(1, pooled_width)}
+    y = model.extra_conds(options, noise=noise)["y"]
+    assert y.shape == (1, model.config.adm_in_channels)
+    options["pooled_output"] = torch.zeros(1, pooled_width // 2)
+    with pytest.raises(LoomError) as error:
+        model.extra_conds(options, noise=noise)
+    message = str(error.value)
+    assert f"the SDXL {kind} model ({model.name})" in message
+    assert f"{model.config.adm_in_channels}-wide ADM vector from a {pooled_width}-wide" in message
+    assert f"has a {pooled_width // 2}-wide pooled vector" in message
 
 
 def test_missing_text_encoder_keys_are_an_error_naming_the_file(tiny_files, tmp_path):

@@ -27,6 +27,11 @@ def model_files(prompt: dict[str, Any]) -> list[str]:
     return sorted(names)
 
 
+def as_text(value: Any) -> str:
+    """A Redis reply field (bytes, or already str) as text."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def encode_item(item: QueueItem) -> str:
     return json.dumps(attrs.asdict(item), default=str)
 

@@ -6,7 +6,8 @@ a worker takes one with the ``TAKE`` script, which moves it into the stream and 
 to the worker's consumer in one step, so from then on the consumer group's pending-entries
 list is its lease (see :mod:`loom_redis.scripts`). History is a hash of entries plus a
 sorted set giving their order. Workers renew their lease while running (:mod:`lease`),
-take over expired ones with ``XAUTOCLAIM``, and dead-letter a prompt delivered too often.
+take over expired ones with ``XAUTOCLAIM``, and dead-letter a prompt delivered too often
+(the worker side, :mod:`loom_redis.claims`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -24,18 +24,16 @@ from typing import Any
 import attrs
 import redis
 
-from loom.events import ExecutionEvent, now_ms
+from loom.events import ExecutionEvent
 from loom.frontend import HistoryEntry, QueueItem, QueueMetrics
 from loom_redis import scripts
 from loom_redis.bus import Bus, Channels
-from loom_redis.codec import decode_entry, decode_item, encode_entry, encode_item, model_files
-from loom_redis.durable import sync_outputs
-from loom_redis.lease import Lease, LeaseKeeper, Placement
+from loom_redis.claims import Claims
+from loom_redis.codec import as_text, decode_entry, decode_item, encode_item
+from loom_redis.lease import LeaseKeeper
 from loom_redis.options import GROUP, RedisQueueOptions, split_url
 
 log = logging.getLogger(__name__)
-
-PARKING = "handed-back"  # the consumer released leases wait under
 
 
 @attrs.frozen
@@ -86,7 +84,7 @@ class RedisQueue:
             for name in ("PUT", "TAKE", "HEARTBEAT", "FINISH", "RELEASE", "DELETE", "CLEAR")
         }
         self._group_ready = False
-        self._next_claim_check = 0.0
+        self.claims = Claims(self)
 
     @classmethod
     def from_url(cls, url: str, *, output_dir: Path | None = None) -> RedisQueue:
@@ -165,10 +163,10 @@ class RedisQueue:
             leases.append(
                 {
                     "prompt_id": found[0][1][b"pid"].decode(),
-                    "consumer": _text(row["consumer"]),
+                    "consumer": as_text(row["consumer"]),
                     "idle_ms": row["time_since_delivered"],
                     "deliveries": row["times_delivered"],
-                    "entry_id": _text(row["message_id"]),
+                    "entry_id": as_text(row["message_id"]),
                 }
             )
         return leases
@@ -239,159 +237,16 @@ class RedisQueue:
     def on_remote_event(self, callback: Callable[[ExecutionEvent], None]) -> None:
         self.bus.listen("events", callback)
 
-    # -- worker side ---------------------------------------------------------------------------
+    # -- worker side (see :mod:`loom_redis.claims`) ------------------------------------------
 
     def get(self, timeout: float | None = None) -> QueueItem | None:
         """Lease the next prompt: an expired lease first, else the best pending one."""
         self._ensure_group()
-        self.keeper.start()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            lease = None
-            if time.monotonic() >= self._next_claim_check:
-                # Expired leases are looked for at most every heartbeat (they expire after
-                # three), so a busy worker does not pay for XAUTOCLAIM on every prompt.
-                self._next_claim_check = time.monotonic() + self.options.heartbeat_s
-                lease = self._claim_expired()
-            lease = lease or self._take()
-            if lease is not None:
-                self.keeper.hold(lease)
-                self.bus.publish_changed()
-                return lease.item
-            left = 1.0 if deadline is None else deadline - time.monotonic()
-            if left <= 0:
-                return None
-            wait = min(left, 1.0, self.options.prefer_loaded_s)
-            self.client.blpop([self.keys.wake], timeout=max(wait, 0.01))
-
-    def _claim_expired(self) -> Lease | None:
-        lease_ms = int(self.options.lease_s * 1000)
-        _, claimed, _ = self.client.xautoclaim(
-            self.keys.stream, GROUP, self.consumer, lease_ms, "0-0", count=1
-        )
-        for entry_id, fields in claimed:
-            if not fields:
-                continue
-            rows = self.client.xpending_range(self.keys.stream, GROUP, entry_id, entry_id, 1)
-            if not rows or _text(rows[0]["consumer"]) != self.consumer:
-                continue
-            deliveries = rows[0]["times_delivered"]
-            prompt_id = fields[b"pid"].decode()
-            text = self.client.hget(self.keys.items, prompt_id)
-            if text is None:  # its item vanished: nothing can run it
-                self.client.xack(self.keys.stream, GROUP, entry_id)
-                self.client.xdel(self.keys.stream, entry_id)
-                continue
-            lease = Lease(decode_item(text), _text(entry_id), deliveries)
-            if deliveries > self.options.max_deliveries:
-                self._dead_letter(lease)
-                continue
-            log.info("took over prompt %s (delivery %d)", prompt_id, deliveries)
-            return lease
-        return None
-
-    def _take(self) -> Lease | None:
-        candidates = self.client.zrange(self.keys.pending, 0, 15)
-        if not candidates:
-            return None
-        placement = Placement.read(self)
-        if placement.others_idle:
-            ids = [member.decode().split(":", 1)[1] for member in candidates]
-            candidates = placement.order(candidates, self.client.hmget(self.keys.items, ids))
-        for member in candidates:
-            prompt_id = member.decode().split(":", 1)[1]
-            taken = self._script(
-                "TAKE",
-                [self.keys.stream, self.keys.pending, self.keys.members, self.keys.items],
-                [GROUP, self.consumer, member, prompt_id],
-            )
-            if taken and taken[1] is not None:
-                return Lease(decode_item(taken[1]), _text(taken[0]), 1)
-        return None
+        return self.claims.next(timeout)
 
     def task_done(self, item: QueueItem, entry: HistoryEntry) -> None:
         """Store the result durably (outputs synced, history written), then acknowledge."""
-        lease = self.keeper.release(item.prompt_id)
-        if lease is None:
-            log.warning("prompt %s finished without a lease; result dropped", item.prompt_id)
-            return
-        self.keeper.remember_models(model_files(item.prompt))
-        if lease.handed_back:
-            self._store(
-                lease, "RELEASE", [self.consumer, lease.entry_id, lease.deliveries, PARKING]
-            )
-            return
-        if self.output_dir is not None:
-            sync_outputs(entry.outputs, self.output_dir)
-        self._finish(lease, entry, reason="")
-
-    def _dead_letter(self, lease: Lease) -> None:
-        reason = (
-            f"delivered {lease.deliveries} times (limit {self.options.max_deliveries}); "
-            "the worker running it stopped each time, so it is not run again"
-        )
-        log.warning("prompt %s dead-lettered: %s", lease.item.prompt_id, reason)
-        message = {
-            "prompt_id": lease.item.prompt_id,
-            "exception_message": reason,
-            "exception_type": "loom_redis.DeadLetter",
-            "node_id": None,
-            "node_type": None,
-            "traceback": [],
-            "timestamp": now_ms(),
-        }
-        status = {
-            "status_str": "error",
-            "completed": False,
-            "messages": [["execution_error", message]],
-        }
-        entry = HistoryEntry(lease.item, {}, status, {}, None, now_ms(), message)
-        self._finish(lease, entry, reason=reason)
-
-    def _finish(self, lease: Lease, entry: HistoryEntry, reason: str) -> None:
-        args = [
-            self.consumer,
-            lease.entry_id,
-            lease.deliveries,
-            lease.item.prompt_id,
-            encode_entry(entry),
-            self.options.max_history,
-            reason,
-            self.options.dead_letter_max,
-        ]
-        self._store(lease, "FINISH", args)
-
-    def _store(self, lease: Lease, script: str, args: list[Any]) -> None:
-        keys = [
-            self.keys.stream,
-            self.keys.history,
-            self.keys.entries,
-            self.keys.items,
-            self.keys.dead,
-            self.keys.history_counter,
-        ]
-        give_up = time.monotonic() + self.options.store_retry_s
-        while True:
-            try:
-                done = self._script(
-                    script, keys if script == "FINISH" else keys[:1], [GROUP, *args]
-                )
-                break
-            except redis.ConnectionError as exc:
-                if time.monotonic() > give_up:
-                    log.error("prompt %s: Redis unreachable, result dropped", lease.item.prompt_id)
-                    return
-                log.warning(
-                    "prompt %s: Redis unreachable (%s); retrying", lease.item.prompt_id, exc
-                )
-                time.sleep(0.5)
-        if not done:
-            log.warning(
-                "prompt %s: lease was taken over (delivery %d); this result is dropped",
-                lease.item.prompt_id,
-                lease.deliveries,
-            )
-        self.bus.publish_changed()
+        self.claims.done(item, entry)
 
     def hand_back(self, prompt_id: str) -> bool:
         """Mark a running prompt to be handed back unfinished at its ``task_done``."""
@@ -401,7 +256,3 @@ class RedisQueue:
         """Stop the background threads; a worker also withdraws its advertisement."""
         self.keeper.stop()
         self.bus.close()
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

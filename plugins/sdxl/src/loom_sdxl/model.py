@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 from loom_sd15.model import SD15Model
-from loom_sd15.unet import timestep_embedding
+from loom_sd15.unet_blocks import timestep_embedding
 
 from loom.errors import LoomError
 from loom.model_sampling import ModelSampling
@@ -160,7 +160,7 @@ class SDXLModel(SD15Model):
                 hint="encode the prompt with an SDXL CLIP (CheckpointLoaderSimple's CLIP output "
                 "of an SDXL checkpoint, or DualCLIPLoader type=sdxl)",
             )
-        self._check_text_width(options.get("cross_attn"), pooled)
+        self._check_pooled_width(pooled)
         out: dict[str, Any] = {
             "y": adm_vector(pooled, sizes, refiner=self.refiner, negative=prompt_type == "negative")
         }
@@ -168,18 +168,19 @@ class SDXLModel(SD15Model):
             out["c_concat"] = self._inpaint_concat(options, noise, latent_image, denoise_mask)
         return out
 
-    def _check_text_width(self, cross_attn: Any, pooled: torch.Tensor) -> None:
+    def _check_pooled_width(self, pooled: torch.Tensor) -> None:
+        """``y`` is the pooled text vector and the size embeddings: a pooled vector of another
+        width would fail inside ``label_emb``. (The text context's width is checked by the
+        sampler nodes, :func:`loom.input_checks.check_text_context`.)"""
         expected_y = self.config.adm_in_channels
-        got_y = pooled.shape[-1] + SIZE_EMBED_DIM * self.size_fields
-        context = self.config.context_dim
-        width = None if cross_attn is None else cross_attn.shape[-1]
-        if got_y == expected_y and width in (None, context):
+        sizes = SIZE_EMBED_DIM * self.size_fields
+        if pooled.shape[-1] + sizes == expected_y:
             return
         kind = "refiner" if self.refiner else "base"
         raise LoomError(
-            f"the SDXL {kind} model ({self.name}) takes {context}-wide text embeddings and a "
-            f"{expected_y}-wide ADM vector, but this conditioning has {width}-wide embeddings "
-            f"and a {pooled.shape[-1]}-wide pooled vector",
+            f"the SDXL {kind} model ({self.name}) builds its {expected_y}-wide ADM vector from "
+            f"a {expected_y - sizes}-wide pooled text vector and {self.size_fields} size "
+            f"embeddings, but this conditioning has a {pooled.shape[-1]}-wide pooled vector",
             hint="SDXL base and refiner need the CLIP of their own checkpoint: a refiner takes "
             "CLIPTextEncodeSDXLRefiner on the refiner's CLIP, the base CLIPTextEncodeSDXL or "
             "CLIPTextEncode on the base's",

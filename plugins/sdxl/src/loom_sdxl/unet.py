@@ -1,13 +1,13 @@
 """The SDXL UNet in the original single-file layout (``model.diffusion_model.*``).
 
-Built from :mod:`loom_sd15.unet`'s blocks (``ResBlock``, ``SpatialTransformer``,
-``Downsample``, ``Upsample``, ``TimestepBlock``) with what SDXL changes: a transformer depth
-per level (base 0/2/10, refiner 0/4/4/0), 64 channels per attention head, linear
+Built from loom-sd15's blocks (``ResBlock``, ``Downsample``, ``Upsample``, ``TimestepBlock``
+of :mod:`loom_sd15.unet_blocks`, ``SpatialTransformer``) with what SDXL changes: a transformer
+depth per level (base 0/2/10, refiner 0/4/4/0), 64 channels per attention head, linear
 ``proj_in``/``proj_out``, a 2048- (base) or 1280-wide (refiner) context, and the ADM class
 embedding ``label_emb`` (2816 inputs for base, 2560 for refiner) added to the timestep
 embedding. Module names match the checkpoint, so its state dict loads with no renaming.
-Its forward is loom-sd15's block loop (:func:`loom_sd15.unet.run_unet_blocks`) given the
-timestep embedding plus the class embedding; it takes no self-attention patch (GLIGEN).
+Its forward is loom-sd15's block loop (:func:`loom_sd15.unet_blocks.run_unet_blocks`) given
+the timestep embedding plus the class embedding; it takes no self-attention patch (GLIGEN).
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from loom_sd15.unet import (
     SpatialTransformer,
     UNetCall,
     UNetConfig,
+)
+from loom_sd15.unet_blocks import (
     build_unet_blocks,
     run_unet_blocks,
     time_embed_layers,

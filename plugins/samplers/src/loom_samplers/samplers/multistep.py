@@ -1,17 +1,14 @@
-"""Multistep and one-shot samplers: iPNDM, DEIS, RES multistep, gradient estimation, ER-SDE,
-DDPM and LCM.
+"""Exponential-integrator and extrapolating multistep samplers: RES multistep, gradient
+estimation and ER-SDE. Each step reuses the previous step's x0 estimate or derivative.
 
-* iPNDM / iPNDM-v: Zhang & Chen (2023), "Fast Sampling of Diffusion Models with Exponential
-  Integrator", arXiv:2204.13902, as in zju-pi/diff-sampler (Apache-2.0).
-* DEIS: same paper, the "tab" coefficients (:mod:`.deis`).
 * RES multistep: Zhang et al. (2023), "Improved Order Analysis and Design of Exponential
   Integrator for Diffusion Models Sampling", arXiv:2308.02157.
 * Gradient estimation: Permenter & Yuan (2024), "Interpreting and Improving Diffusion Models
   from an Optimization Perspective", ICML (openreview o2ND9v0CeK).
 * ER-SDE: Cui et al. (2023), "Elucidating the Solution Space of Extended Reverse-Time SDE for
   Diffusion Models", arXiv:2309.06169 (VP ER-SDE-Solver-3).
-* DDPM: Ho, Jain, Abbeel (2020), arXiv:2006.11239 (ancestral posterior step).
-* LCM: Luo et al. (2023), "Latent Consistency Models", arXiv:2310.04378.
+
+iPNDM and DEIS are in :mod:`.adams_bashforth`, DDPM and LCM in :mod:`.one_shot`.
 """
 
 from __future__ import annotations
@@ -23,7 +20,6 @@ from loom_samplers.samplers.base import (
     half_log_snr,
     is_flow,
     is_zero,
-    model_sampling_of,
     noise_scale,
     offset_first_sigma,
     ones_batch,
@@ -44,148 +40,6 @@ def _torch() -> Any:
     import torch
 
     return torch
-
-
-def _push(buffer: list[Tensor], value: Tensor, max_order: int) -> None:
-    buffer.append(value)
-    if len(buffer) > max_order - 1:
-        buffer.pop(0)
-
-
-def ipndm(
-    denoiser: Denoiser,
-    x: Tensor,
-    sigmas: Tensor,
-    *,
-    noise: NoiseSource,
-    on_step: StepCallback | None = None,
-    max_order: int = 4,
-) -> Tensor:
-    """Improved PNDM: Adams–Bashforth with fixed coefficients (orders 1–4) in σ."""
-    s_in = ones_batch(x)
-    buffer: list[Tensor] = []
-    for i in range(len(sigmas) - 1):
-        t_cur, t_next = sigmas[i], sigmas[i + 1]
-        denoised = denoiser(x, t_cur * s_in)
-        report(on_step, i, x, t_cur, denoised)
-        d_cur = (x - denoised) / t_cur
-        order = min(max_order, i + 1)
-        x_cur = x
-        if is_zero(t_next):
-            x = denoised
-        elif order == 1:
-            x = x_cur + (t_next - t_cur) * d_cur
-        elif order == 2:
-            x = x_cur + (t_next - t_cur) * (3 * d_cur - buffer[-1]) / 2
-        elif order == 3:
-            x = x_cur + (t_next - t_cur) * (23 * d_cur - 16 * buffer[-1] + 5 * buffer[-2]) / 12
-        else:
-            x = (
-                x_cur
-                + (t_next - t_cur)
-                * (55 * d_cur - 59 * buffer[-1] + 37 * buffer[-2] - 9 * buffer[-3])
-                / 24
-            )
-        _push(buffer, d_cur, max_order)
-    return x
-
-
-def _ipndm_v_coefficients(order: int, sigmas: Tensor, i: int) -> list[Any]:
-    """Variable-step iPNDM coefficients for the current and previous derivatives."""
-    h_n = sigmas[i + 1] - sigmas[i]
-    h_n_1 = sigmas[i] - sigmas[i - 1]
-    if order == 2:
-        return [(2 + h_n / h_n_1) / 2, -(h_n / h_n_1) / 2]
-    h_n_2 = sigmas[i - 1] - sigmas[i - 2]
-    temp1 = (1 - h_n / (3 * (h_n + h_n_1)) * (h_n * (h_n + h_n_1)) / (h_n_1 * (h_n_1 + h_n_2))) / 2
-    if order == 3:
-        return [
-            (2 + h_n / h_n_1) / 2 + temp1,
-            -(h_n / h_n_1) / 2 - (1 + h_n_1 / h_n_2) * temp1,
-            temp1 * h_n_1 / h_n_2,
-        ]
-    h_n_3 = sigmas[i - 2] - sigmas[i - 3]
-    temp2 = (
-        (
-            (1 - h_n / (3 * (h_n + h_n_1))) / 2
-            + (1 - h_n / (2 * (h_n + h_n_1))) * h_n / (6 * (h_n + h_n_1 + h_n_2))
-        )
-        * (h_n * (h_n + h_n_1) * (h_n + h_n_1 + h_n_2))
-        / (h_n_1 * (h_n_1 + h_n_2) * (h_n_1 + h_n_2 + h_n_3))
-    )
-    ratio = h_n_1 * (h_n_1 + h_n_2) / (h_n_2 * (h_n_2 + h_n_3))
-    return [
-        (2 + h_n / h_n_1) / 2 + temp1 + temp2,
-        -(h_n / h_n_1) / 2 - (1 + h_n_1 / h_n_2) * temp1 - (1 + h_n_1 / h_n_2 + ratio) * temp2,
-        temp1 * h_n_1 / h_n_2 + (h_n_1 / h_n_2 + ratio * (1 + h_n_2 / h_n_3)) * temp2,
-        -temp2 * ratio * h_n_1 / h_n_2,
-    ]
-
-
-def ipndm_v(
-    denoiser: Denoiser,
-    x: Tensor,
-    sigmas: Tensor,
-    *,
-    noise: NoiseSource,
-    on_step: StepCallback | None = None,
-    max_order: int = 4,
-) -> Tensor:
-    """iPNDM with variable-step coefficients (orders 1–4) in σ."""
-    s_in = ones_batch(x)
-    buffer: list[Tensor] = []
-    for i in range(len(sigmas) - 1):
-        t_cur, t_next = sigmas[i], sigmas[i + 1]
-        denoised = denoiser(x, t_cur * s_in)
-        report(on_step, i, x, t_cur, denoised)
-        d_cur = (x - denoised) / t_cur
-        order = min(max_order, i + 1)
-        if is_zero(t_next):
-            x = denoised
-        elif order == 1:
-            x = x + (t_next - t_cur) * d_cur
-        else:
-            coeffs = _ipndm_v_coefficients(order, sigmas, i)
-            total = coeffs[0] * d_cur
-            for k, c in enumerate(coeffs[1:], start=1):
-                total = total + c * buffer[-k]
-            x = x + (t_next - t_cur) * total
-        _push(buffer, d_cur, max_order)
-    return x
-
-
-def deis(
-    denoiser: Denoiser,
-    x: Tensor,
-    sigmas: Tensor,
-    *,
-    noise: NoiseSource,
-    on_step: StepCallback | None = None,
-    max_order: int = 3,
-    deis_mode: str = "tab",
-) -> Tensor:
-    """DEIS multistep (orders 1–4) with integrated Lagrange coefficients."""
-    from loom_samplers.samplers.deis import deis_coefficients
-
-    s_in = ones_batch(x)
-    coeff_list = deis_coefficients(sigmas, max_order, deis_mode=deis_mode)
-    buffer: list[Tensor] = []
-    for i in range(len(sigmas) - 1):
-        t_cur, t_next = sigmas[i], sigmas[i + 1]
-        denoised = denoiser(x, t_cur * s_in)
-        report(on_step, i, x, t_cur, denoised)
-        d_cur = (x - denoised) / t_cur
-        order = 1 if float(t_next) <= 0 else min(max_order, i + 1)
-        if order == 1:
-            x = x + (t_next - t_cur) * d_cur
-        else:
-            coeffs = coeff_list[i]
-            total = x + coeffs[0] * d_cur
-            for k, c in enumerate(coeffs[1:], start=1):
-                total = total + c * buffer[-k]
-            x = total
-        _push(buffer, d_cur, max_order)
-    return x
 
 
 def res_multistep(
@@ -337,72 +191,4 @@ def er_sde(
                 spread = (lam_t**2 - lam_s**2 * r**2).sqrt().nan_to_num(nan=0.0)
                 x = x + alpha_t * draw(sigmas[i], sigmas[i + 1]) * s_noise * spread
         old_denoised = denoised
-    return x
-
-
-def ddpm(
-    denoiser: Denoiser,
-    x: Tensor,
-    sigmas: Tensor,
-    *,
-    noise: NoiseSource,
-    on_step: StepCallback | None = None,
-) -> Tensor:
-    """DDPM ancestral steps (Algorithm 2 of Ho et al. 2020) on the VP-scaled latent."""
-    draw = noise.sampler(x)
-    s_in = ones_batch(x)
-    for i in range(len(sigmas) - 1):
-        sigma, sigma_prev = sigmas[i], sigmas[i + 1]
-        denoised = denoiser(x, sigma * s_in)
-        report(on_step, i, x, sigma, denoised)
-        eps = (x - denoised) / sigma
-        x_vp = x / (1.0 + sigma**2.0).sqrt()
-        alpha_cumprod = 1 / (sigma * sigma + 1)
-        alpha_cumprod_prev = 1 / (sigma_prev * sigma_prev + 1)
-        alpha = alpha_cumprod / alpha_cumprod_prev
-        mu = (1.0 / alpha).sqrt() * (x_vp - (1 - alpha) * eps / (1 - alpha_cumprod).sqrt())
-        if sigma_prev > 0:
-            mu = mu + (
-                (1 - alpha) * (1.0 - alpha_cumprod_prev) / (1.0 - alpha_cumprod)
-            ).sqrt() * draw(sigma, sigma_prev)
-        x = mu
-        if not is_zero(sigma_prev):
-            x = x * (1.0 + sigma_prev**2.0).sqrt()
-    return x
-
-
-def lcm(
-    denoiser: Denoiser,
-    x: Tensor,
-    sigmas: Tensor,
-    *,
-    noise: NoiseSource,
-    on_step: StepCallback | None = None,
-    s_noise: float = 1.0,
-    s_noise_end: float | None = None,
-    noise_clip_std: float = 0.0,
-) -> Tensor:
-    """Latent consistency sampling: jump to x0, then re-noise to the next sigma."""
-    from loom.model_sampling import DiscreteEps
-
-    draw = noise.sampler(x)
-    sampling = model_sampling_of(denoiser) or DiscreteEps()
-    s_in = ones_batch(x)
-    n_steps = max(1, len(sigmas) - 1)
-    s_start = float(s_noise)
-    s_end = s_start if s_noise_end is None else float(s_noise_end)
-    for i in range(n_steps):
-        denoised = denoiser(x, sigmas[i] * s_in)
-        report(on_step, i, x, sigmas[i], denoised)
-        x = denoised
-        if sigmas[i + 1] > 0:
-            fresh = draw(sigmas[i], sigmas[i + 1])
-            if noise_clip_std > 0:
-                clip = noise_clip_std * fresh.std()
-                fresh = fresh.clamp(min=-clip, max=clip)
-            t = (i / (n_steps - 1)) if n_steps > 1 else 0.0
-            scale = s_start + (s_end - s_start) * t
-            if scale != 1.0:
-                fresh = fresh * scale
-            x = sampling.noise_scaling(sigmas[i + 1], fresh, x)
     return x
