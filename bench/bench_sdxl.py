@@ -28,15 +28,24 @@ against the file's size (target <= 1.3x).
 ``--step-ratio DTYPE`` measures only issue 13's "engine step <= 1.05x the bare forward", in
 ONE process with the checkpoint loaded once, computing in DTYPE: a KSampler run (through the
 executor; dpmpp_2m/karras, CFG 7, batch 1, so the UNet sees batch 2) of ``--pairs`` + 1
-steps, and at each step's progress event a bare forward of the same UNet module on the
-tensors the engine's UNet call just received; so steps and forwards alternate (forward, step,
-forward, step, ...) under the same load and thread count. A step is timed from the end of
-one progress handler to the next progress event: the whole step (sampler update, guider
-batching, UNet, CFG, progress report) and nothing else. Prints the median of the per-pair
-ratios with their min and max, each median time, and every pair:
+steps. Each step is timed from the end of one progress handler to the next progress event (the
+whole step: sampler update, guider batching, UNet, CFG, progress report) and, inside it, the
+UNet call the engine makes (forward hooks on the module the model handle calls), the model
+handle's ``apply_model`` and the guided denoiser; the headline is the median of step / UNet
+call inside the same step, which host load cannot split (both clocks run over the same
+seconds). At each step's progress event a bare forward of the same UNet module also runs on
+the tensors the engine's UNet call just received, so steps and bare forwards alternate
+(forward, step, forward, step, ...); their per-pair ratio is printed too, with the per-step
+milliseconds of each part (:mod:`step_ratio`). ``--threads N`` sets torch's thread count
+(default: torch's own); on a host shared with other work 1 thread avoids OpenMP stalls that
+make small models' times jump by 100x. ``--size mid`` is SDXL base's real widths (320/640/1280
+channels, context 2048, ADM 2816, real VAE) with transformer depths 0/1/1 and 2-layer text
+encoders: a ~1.4 GB file, the same latent and conditioning shapes as full size, so the same
+engine work around a smaller UNet:
 
-    python bench/bench_sdxl.py --size tiny --step-ratio fp32            # seconds
-    python bench/bench_sdxl.py --size full --step-ratio bf16 --pairs 8  # ~7 GB RAM, quiet host
+    python bench/bench_sdxl.py --size tiny --step-ratio fp32 --threads 1          # seconds
+    python bench/bench_sdxl.py --size mid --step-ratio fp32 --pairs 6 --threads 1 # < 3 GiB
+    python bench/bench_sdxl.py --size full --step-ratio fp32 --pairs 8  # ~7 GB RAM, quiet host
 """
 
 from __future__ import annotations
@@ -62,7 +71,24 @@ TOKENIZERS = Path(os.environ.get("LOOM_TOKENIZERS_PATH", ROOT.parent / "shared/d
 def spec_for(size: str):
     from loom_sdxl.tiny import full_spec, tiny_spec
 
-    return full_spec() if size == "full" else tiny_spec()
+    return {"full": full_spec, "mid": mid_spec}.get(size, tiny_spec)()
+
+
+def mid_spec():
+    """SDXL base's widths (UNet 320/640/1280, context 2048, ADM 2816, the real VAE, CLIP-G
+    1280 and CLIP-L 768 wide) with fewer layers: UNet transformer depths 0/1/1 (middle 1),
+    2-layer text encoders. The engine's work around the UNet (latent 4 channels, 77x2048
+    context, 2816-wide ``y``) is full size; the file is ~1.4 GB fp16."""
+    import attrs
+    from loom_sdxl.tiny import full_spec
+
+    full = full_spec()
+    return attrs.evolve(
+        full,
+        unet=attrs.evolve(full.unet, transformer_depths=(0, 1, 1), middle_depth=1),
+        clip_g=attrs.evolve(full.clip_g, num_layers=2),
+        clip_l=attrs.evolve(full.clip_l, num_layers=2),
+    )
 
 
 def write_checkpoint(path: Path, size: str) -> None:
@@ -189,15 +215,19 @@ def engine_child(checkpoint: Path, pixels: int, steps: int, compute_dtype: str |
     }
 
 
-def step_ratio_child(checkpoint: Path, pixels: int, pairs: int, compute_dtype: str) -> dict:
-    """Engine step vs bare forward of the same UNet, interleaved in one process with the
-    checkpoint loaded once (:func:`step_ratio.interleaved_step_ratio`); one 2-step txt2img
-    first warms everything up (load, oneDNN primitives)."""
+def step_ratio_child(
+    checkpoint: Path, pixels: int, pairs: int, compute_dtype: str, threads: int | None
+) -> dict:
+    """Engine step vs the UNet call inside it and vs a bare forward of the same UNet, in one
+    process with the checkpoint loaded once (:func:`step_ratio.interleaved_step_ratio`); one
+    2-step txt2img first warms everything up (load, oneDNN primitives)."""
     from step_ratio import interleaved_step_ratio
 
     from loom.runtime import Runtime
     from loom.settings import Settings
 
+    if threads is not None:
+        torch.set_num_threads(threads)
     os.environ.setdefault("LOOM_TOKENIZERS_PATH", str(TOKENIZERS))
     runtime = Runtime(
         Settings(
@@ -207,9 +237,9 @@ def step_ratio_child(checkpoint: Path, pixels: int, pairs: int, compute_dtype: s
         )
     )
     _, warm = node_seconds(runtime, txt2img(checkpoint.name, pixels, 2, seed=1))
-    module = warm.values["4"][0][0].module
+    handle = warm.values["4"][0][0]
     prompt = txt2img(checkpoint.name, pixels, pairs + 1, seed=2)
-    result = interleaved_step_ratio(runtime, module, prompt)
+    result = interleaved_step_ratio(runtime, handle, prompt, threads=threads)
     return {**result, "peak_rss_gb": peak_rss_bytes() / 2**30}
 
 
@@ -221,10 +251,12 @@ def step_ratio(args: argparse.Namespace, pixels: int) -> None:
         ckpt = Path(tmp) / "models" / "checkpoints" / f"sdxl-{args.size}-fp16.safetensors"
         in_child("--write", str(ckpt), "--size", args.size)
         common = ["--size", args.size, "--pixels", str(pixels), "--pairs", str(args.pairs)]
+        if args.threads is not None:
+            common += ["--threads", str(args.threads)]
         result = in_child("--child", str(ckpt), "--step-ratio", args.step_ratio, *common)
     title = (
-        f"SDXL engine step vs bare UNet forward, size {args.size}, {pixels}², "
-        f"compute {args.step_ratio} ({torch.__version__})"
+        f"SDXL engine step vs the UNet call inside it and vs a bare UNet forward, size "
+        f"{args.size}, {pixels}², compute {args.step_ratio} ({torch.__version__})"
     )
     print_step_ratio(result, title, "KSampler dpmpp_2m/karras, CFG 7, batch 1")
 
@@ -415,7 +447,7 @@ def report_child(ckpt: Path, name: str, result: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--size", choices=("tiny", "full"), default="tiny")
+    parser.add_argument("--size", choices=("tiny", "mid", "full"), default="tiny")
     parser.add_argument("--pixels", type=int, default=None, help="image side (tiny 64, full 256)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=2)
@@ -434,8 +466,9 @@ def main() -> None:
         help="only engine step / bare forward, interleaved in one process, computing in this dtype",
     )
     parser.add_argument("--pairs", type=int, default=8, help="step/forward pairs (--step-ratio)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (--step-ratio)")
     args = parser.parse_args()
-    pixels = args.pixels or (256 if args.size == "full" else 64)
+    pixels = args.pixels or (64 if args.size == "tiny" else 256)
     if args.write:
         write_checkpoint(args.write, args.size)
         print("{}")
@@ -449,7 +482,7 @@ def main() -> None:
         report_child(args.child, f"whole-{args.whole_run}", result)
         return
     if args.child and args.step_ratio:
-        result = step_ratio_child(args.child, pixels, args.pairs, args.step_ratio)
+        result = step_ratio_child(args.child, pixels, args.pairs, args.step_ratio, args.threads)
         report_child(args.child, f"step-ratio-{args.step_ratio}", result)
         return
     if args.whole_run:
@@ -463,10 +496,9 @@ def main() -> None:
         report_child(args.child, f"engine-{args.compute_dtype}", engine)
         return
 
-    from loom_sdxl.tiny import full_spec, tiny_spec
     from loom_sdxl.unet import unet_flops
 
-    config = (full_spec() if args.size == "full" else tiny_spec()).unet
+    config = spec_for(args.size).unet
     rows: list[tuple[str, str, str, str]] = []
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(tmp) / "models" / "checkpoints" / f"sdxl-{args.size}-fp16.safetensors"

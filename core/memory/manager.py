@@ -135,9 +135,15 @@ class MemoryManager:
     def budget_bytes(self) -> int:
         """Bytes models plus activations may occupy on the compute device now."""
         if self.explicit_budget_bytes is not None:
-            total = self.explicit_budget_bytes
-        else:
-            total = free_bytes(self.device) + self.used_bytes
+            return self._budget(0, 0)
+        return self._budget(free_bytes(self.device), self.used_bytes)
+
+    def _budget(self, free: int, used: int) -> int:
+        """:meth:`budget_bytes` from the device's free bytes and the models' used bytes
+        (read by the caller, once)."""
+        total = self.explicit_budget_bytes
+        if total is None:
+            total = free + used
         return max(0, total - self.reserved_bytes)
 
     def accounting(self) -> Accounting:
@@ -172,13 +178,15 @@ class MemoryManager:
         self.meter.observe()
 
     def memory_view(self) -> MemoryView:
-        """Total, free and model-held bytes of the compute device."""
+        """Total, free and model-held bytes of the compute device, and the budget they give.
+
+        The device's free memory and the models' bytes are read once each: samplers ask for
+        a view before every model call (``batch_fits``), and each read is a driver query (or
+        ``/proc/meminfo``) and a walk over every loaded unit.
+        """
+        free, used = free_bytes(self.device), self.used_bytes
         return MemoryView(
-            str(self.device),
-            self.device.total_bytes,
-            free_bytes(self.device),
-            self.used_bytes,
-            self.budget_bytes(),
+            str(self.device), self.device.total_bytes, free, used, self._budget(free, used)
         )
 
     def loaded_handles(self) -> list[ModelHandle]:

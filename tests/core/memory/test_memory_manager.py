@@ -159,6 +159,29 @@ def test_memory_view_and_from_settings(tmp_path):
     assert plain.device.type == "cpu" and plain.compute_dtype == torch.float32
 
 
+def test_memory_view_reads_the_device_once_and_its_budget_agrees(monkeypatch):
+    """Samplers read a view before every model call: one free-memory query (a driver call
+    on accelerators) per view, and the budget computed from the same free and used bytes."""
+    import loom.memory.manager as manager_module
+
+    handle = ModelHandle(make_net(0), name="A")
+    mm = MemoryManager(simulated_device(10 * handle.size_bytes()), reserved_bytes=100)
+    mm.load([handle])
+    readings = iter(range(50_000, 0, -7_000))  # free memory moving while sampling runs
+    calls = []
+
+    def moving_free_bytes(device):
+        calls.append(device)
+        return next(readings)
+
+    monkeypatch.setattr(manager_module, "free_bytes", moving_free_bytes)
+    view = mm.memory_view()
+    assert len(calls) == 1
+    assert view.used_by_models_bytes == handle.size_bytes()
+    assert view.budget_bytes == view.free_bytes + view.used_by_models_bytes - 100
+    assert mm.budget_bytes() == 43_000 + handle.size_bytes() - 100  # a fresh reading
+
+
 @settings(max_examples=25, deadline=None)
 @given(
     ops=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3000)), min_size=1, max_size=8),
