@@ -64,6 +64,8 @@ _EXPORTS = {
     "loom.safetensors_header": ("read_header",),
     "scaled": (
         "SCALE_TENSORS",
+        "NvFp4Linear",
+        "QuantLayoutError",
         "ScaledLayer",
         "ScaledLinear",
         "ScaledView",
@@ -97,7 +99,9 @@ __all__ = [
     "MergedWeightCache",
     "ModelAccount",
     "ModelHandle",
+    "NvFp4Linear",
     "PrefixView",
+    "QuantLayoutError",
     "ReplacePatch",
     "SafetensorsFile",
     "ScalePatch",
@@ -195,6 +199,8 @@ if TYPE_CHECKING:
     from loom.memory.safetensors_writer import write_safetensors
     from loom.memory.scaled import (
         SCALE_TENSORS,
+        NvFp4Linear,
+        QuantLayoutError,
         ScaledLayer,
         ScaledLinear,
         ScaledView,

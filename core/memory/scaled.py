@@ -25,11 +25,18 @@ times its reciprocal are rounded to fp8 stochastically, seeded by the weight's C
 key whose CRC-32 is 0 rounds to nearest); unloading puts the file's weight and scale back.
 A weight stored in another fp8 dtype than its layer's format declares (an old-layout file of
 e5m2 weights: ComfyUI declares every old-layout layer e4m3fn) is cast to it at load.
+
+A layer whose ``comfy_quant`` format is ``nvfp4`` (:mod:`loom.memory.nvfp4`) becomes an
+:class:`NvFp4Linear`: its ``weight`` stays packed (uint8, two 4-bit values a byte) next to its
+float8 block scales (``weight_scale``) and per-tensor scale (``weight_scale_2``), and each
+forward dequantises it to the compute dtype; a LoRA merges into the dequantised values and
+the layer quantises the result to NVFP4 again (a new per-tensor scale, rounded to nearest).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -37,6 +44,7 @@ import attrs
 import torch
 from torch import nn
 
+from loom.memory import nvfp4
 from loom.memory.cast import ops
 from loom.memory.rounding import round_to
 
@@ -49,10 +57,14 @@ SCALE_INPUT = ".scale_input"
 WEIGHT_SCALE = ".weight_scale"
 INPUT_SCALE = ".input_scale"
 QUANT_CONFIG = ".comfy_quant"
+#: An NVFP4 layer's per-tensor scale (its ``weight_scale`` holds the block scales).
+TENSOR_SCALE = ".weight_scale_2"
 #: A :class:`ScaledLinear`'s scale buffers (quantisation data, not weights to patch or merge).
-SCALE_TENSORS = ("weight_scale", "input_scale")
-#: Per-tensor-scaled fp8 formats of ComfyUI's layout (others, e.g. nvfp4, are not supported).
+SCALE_TENSORS = ("weight_scale", "input_scale", "weight_scale_2")
+#: Per-tensor-scaled fp8 formats of ComfyUI's layout.
 FP8_FORMATS = ("float8_e4m3fn", "float8_e5m2")
+#: Every ``comfy_quant`` format Loom loads.
+FORMATS = (*FP8_FORMATS, nvfp4.NVFP4)
 #: The format ComfyUI gives every layer of an old-layout file.
 OLD_LAYOUT_FORMAT = "float8_e4m3fn"
 
@@ -61,7 +73,8 @@ OLD_LAYOUT_FORMAT = "float8_e4m3fn"
 class ScaledLayer:
     """One scaled layer of a file: its module path, the shape its weight scale is stored in,
     whether it keeps an input scale, its ComfyUI quantisation config, and the file's key that
-    declares it (for messages)."""
+    declares it (for messages); for NVFP4 also the shapes its packed weight and per-tensor
+    scale are stored in."""
 
     name: str
     scale_shape: tuple[int, ...] = ()
@@ -69,6 +82,8 @@ class ScaledLayer:
     quant_format: str = OLD_LAYOUT_FORMAT
     full_precision_matrix_mult: bool = False
     key: str = ""
+    weight_shape: tuple[int, ...] = ()
+    tensor_scale_shape: tuple[int, ...] = ()
 
     def config(self) -> dict[str, Any]:
         """The layer's ``comfy_quant`` config as ComfyUI writes it."""
@@ -122,6 +137,85 @@ class ScaledLinear(ops.Linear):
         return {"weight": round_to(scaled, dtype, seed), "weight_scale": scale}
 
 
+class NvFp4Linear(ScaledLinear):
+    """A cast linear layer whose weight is stored NVFP4 (:mod:`loom.memory.nvfp4`): packed
+    ``weight``, blocked float8 ``weight_scale``, float32 ``weight_scale_2``; each forward
+    dequantises it to the compute dtype on the input's device, as ComfyUI does off Blackwell
+    GPUs (an ``input_scale`` only feeds the fp4 matmul there, and is kept for saving)."""
+
+    weight_scale_2: torch.Tensor
+    quant_format: str = nvfp4.NVFP4
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = self._target_dtype(x)
+        weight = self.dequantized(x.device, dtype)
+        bias = self.bias
+        if bias is not None and (bias.dtype != dtype or bias.device != x.device):
+            bias = bias.to(x.device, dtype)
+        if x.is_floating_point() and x.dtype != dtype:
+            x = x.to(dtype)
+        return nn.functional.linear(x, weight, bias)
+
+    def dequantized(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """The weight's values in ``dtype`` on ``device``."""
+        packed = self.weight.to(device, non_blocking=device.type != "cpu")
+        return nvfp4.dequantize(
+            packed,
+            self.weight_scale_2,
+            self.weight_scale,
+            (self.out_features, self.in_features),
+            dtype,
+        )
+
+    def dequantize(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` (this layer's packed ``name``, cast to the dtype to dequantise in, which
+        keeps its bytes exact) as the values the layer computes with, in that dtype."""
+        if name != "weight":
+            return tensor
+        shape = (self.out_features, self.in_features)
+        return nvfp4.dequantize(tensor, self.weight_scale_2, self.weight_scale, shape, tensor.dtype)
+
+    def requantize(self, name: str, merged: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
+        """``merged`` (the weight's values) quantised to NVFP4 again as ComfyUI does: a new
+        per-tensor scale and block scales, values rounded to nearest (ComfyUI's NVFP4
+        quantiser ignores the stochastic-rounding ``seed``)."""
+        if name != "weight":
+            raise KeyError(name)
+        quantized = nvfp4.quantize(merged)
+        return {
+            "weight": quantized.packed,
+            "weight_scale": quantized.block_scales,
+            "weight_scale_2": quantized.tensor_scale.reshape(self.weight_scale_2.shape),
+        }
+
+
+class QuantLayoutError(ValueError):
+    """A quantised layer's tensors do not have the shapes its format and layer need."""
+
+
+def _check_nvfp4(spec: ScaledLayer, layer: nn.Linear) -> tuple[int, int]:
+    """The packed weight shape of NVFP4 layer ``spec``; raises :class:`QuantLayoutError`
+    naming the tensor whose shape does not fit ``layer``."""
+    shape = (layer.out_features, layer.in_features)
+    packed = nvfp4.packed_shape(shape)
+    expected = {
+        ".weight": (spec.weight_shape, packed),
+        WEIGHT_SCALE: (spec.scale_shape, nvfp4.block_scale_shape(packed)),
+    }
+    for suffix, (found, wanted) in expected.items():
+        if tuple(found) != wanted:
+            raise QuantLayoutError(
+                f"{spec.name}{suffix} has shape {list(found)}; an nvfp4 layer of "
+                f"{shape[1]} inputs and {shape[0]} outputs stores it as {list(wanted)}"
+            )
+    if math.prod(spec.tensor_scale_shape) != 1:
+        raise QuantLayoutError(
+            f"{spec.name}{TENSOR_SCALE} has shape {list(spec.tensor_scale_shape)}; "
+            "an nvfp4 per-tensor scale is one value"
+        )
+    return packed
+
+
 def is_scaled_fp8(keys: Any, prefix: str = "") -> bool:
     """Whether the keys (of a file, under ``prefix``) are a scaled-fp8 model, in either layout."""
     return f"{prefix}{MARKER}" in keys or any(
@@ -134,8 +228,12 @@ def scale_layers(module: nn.Module, layers: Iterable[str | ScaledLayer]) -> int:
     ``weight_scale`` and, where the layer has one, ``input_scale`` buffers; returns how many.
     Call before loading the weights.
 
+    An ``nvfp4`` layer becomes an :class:`NvFp4Linear` with a (meta) packed uint8 ``weight``
+    and ``weight_scale`` / ``weight_scale_2`` buffers.
+
     :raises KeyError: a named layer is missing or not a cast linear layer (the file does not
         fit the architecture).
+    :raises QuantLayoutError: an nvfp4 layer's tensors have shapes the layer cannot hold.
     """
     count = 0
     for spec in layers:
@@ -147,9 +245,19 @@ def scale_layers(module: nn.Module, layers: Iterable[str | ScaledLayer]) -> int:
             raise KeyError(key) from exc
         if not isinstance(layer, ops.Linear):
             raise KeyError(key)
-        if not isinstance(layer, ScaledLinear):
-            layer.__class__ = ScaledLinear
-        layer.register_buffer("weight_scale", torch.empty(spec.scale_shape, device="meta"))
+        if spec.quant_format == nvfp4.NVFP4:
+            packed = _check_nvfp4(spec, layer)
+            layer.__class__ = NvFp4Linear
+            meta = torch.empty(packed, dtype=torch.uint8, device="meta")
+            layer.weight = nn.Parameter(meta, requires_grad=False)
+            scales = torch.empty(spec.scale_shape, dtype=torch.float8_e4m3fn, device="meta")
+            layer.register_buffer("weight_scale", scales)
+            tensor_scale = torch.empty(spec.tensor_scale_shape, device="meta")
+            layer.register_buffer("weight_scale_2", tensor_scale)
+        else:
+            if not isinstance(layer, ScaledLinear):
+                layer.__class__ = ScaledLinear
+            layer.register_buffer("weight_scale", torch.empty(spec.scale_shape, device="meta"))
         if spec.has_input_scale:
             layer.register_buffer("input_scale", torch.empty((), device="meta"))
         layer.quant_format = spec.quant_format
@@ -177,12 +285,21 @@ def quant_config_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
 def dequantized_weights(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """``tensors`` (a saved state, e.g. ``checkpoint_state()``) with each scaled layer's
     ``<layer>.weight`` replaced by the values it computes with, ``weight * weight_scale`` in
-    float32 (the scale and config entries stay)."""
+    float32 (the scale and config entries stay); an nvfp4 layer's (``weight_scale_2`` beside
+    it) decoded at its stored, 16-padded shape."""
     out = dict(tensors)
     for key, scale in tensors.items():
         if key.endswith(WEIGHT_SCALE):
-            weight = key[: -len(WEIGHT_SCALE)] + ".weight"
-            if weight in out:
+            name = key[: -len(WEIGHT_SCALE)]
+            weight = name + ".weight"
+            if weight not in out:
+                continue
+            tensor_scale = tensors.get(name + TENSOR_SCALE)
+            if tensor_scale is not None:
+                packed = out[weight]
+                shape = (packed.shape[0], packed.shape[1] * 2)
+                out[weight] = nvfp4.dequantize(packed, tensor_scale, scale, shape, torch.float32)
+            else:
                 out[weight] = out[weight].float() * scale.float()
     return out
 
@@ -231,11 +348,14 @@ class ScaledView(Mapping[str, Any]):
                 name = key[: -len(QUANT_CONFIG)]
                 config = read_config(source[key])
                 fmt = config.get("format")
-                if fmt not in FP8_FORMATS:
+                if fmt not in FORMATS:
                     raise ValueError(
                         f"{key}: quantisation format {fmt!r} is not supported "
-                        f"(supported: {', '.join(FP8_FORMATS)})"
+                        f"(supported: {', '.join(FORMATS)})"
                     )
+                if fmt == nvfp4.NVFP4:
+                    self.layers.append(self._nvfp4_layer(name, config, key, present))
+                    continue
                 scale = name + WEIGHT_SCALE
                 self.layers.append(
                     ScaledLayer(
@@ -250,9 +370,16 @@ class ScaledView(Mapping[str, Any]):
         kept_inputs = {layer.name for layer in self.layers if layer.has_input_scale}
         #: each scaled weight's storage dtype: ComfyUI casts a weight stored otherwise (an
         #: old-layout file of e5m2 weights, whose layers it declares e4m3fn) at load
-        self._storage = {
-            layer.name + ".weight": getattr(torch, layer.quant_format) for layer in self.layers
-        }
+        self._storage: dict[str, torch.dtype] = {}
+        #: an nvfp4 layer's block scales: ComfyUI reads their bytes as float8_e4m3fn
+        self._viewed: dict[str, torch.dtype] = {}
+        for layer in self.layers:
+            if layer.quant_format == nvfp4.NVFP4:
+                self._storage[layer.name + ".weight"] = torch.uint8
+                self._storage[layer.name + TENSOR_SCALE] = torch.float32
+                self._viewed[layer.name + WEIGHT_SCALE] = torch.float8_e4m3fn
+            else:
+                self._storage[layer.name + ".weight"] = getattr(torch, layer.quant_format)
         for key in keys:
             if key == MARKER or key.endswith(QUANT_CONFIG):
                 continue
@@ -265,6 +392,25 @@ class ScaledView(Mapping[str, Any]):
             else:
                 self._names[key] = key
 
+    def _nvfp4_layer(
+        self, name: str, config: Mapping[str, Any], key: str, present: set[str]
+    ) -> ScaledLayer:
+        needed = [name + ".weight", name + WEIGHT_SCALE, name + TENSOR_SCALE]
+        missing = [k for k in needed if k not in present]
+        if missing:
+            raise ValueError(f"{key}: an nvfp4 layer without {', '.join(missing)}")
+        weight, scales, tensor_scale = (self.source[k] for k in needed)
+        return ScaledLayer(
+            name,
+            tuple(scales.shape),
+            name + INPUT_SCALE in present,
+            nvfp4.NVFP4,
+            bool(config.get("full_precision_matrix_mult", False)),
+            key,
+            weight_shape=tuple(weight.shape),
+            tensor_scale_shape=tuple(tensor_scale.shape),
+        )
+
     def _kept_old_input_scale(self, name: str, present: set[str]) -> bool:
         # ComfyUI drops an old-layout input scale of exactly 1.0 when converting
         key = name + SCALE_INPUT
@@ -275,6 +421,9 @@ class ScaledView(Mapping[str, Any]):
         storage = self._storage.get(key)
         if storage is not None and tensor.dtype != storage:
             return tensor.to(storage)
+        viewed = self._viewed.get(key)
+        if viewed is not None and tensor.dtype != viewed and tensor.element_size() == 1:
+            return tensor.view(viewed)
         return tensor
 
     def __iter__(self) -> Iterator[str]:
