@@ -58,7 +58,7 @@ _EXPORTS = {
         "ratio_scales",
         "stored_tensors",
     ),
-    "patches": ("DiffPatch", "ReplacePatch", "ScalePatch", "WeightPatch"),
+    "patches": ("DiffPatch", "ReplacePatch", "ScalePatch", "WeightPatch", "value_shapes"),
     "safetensors_file": ("SafetensorsFile",),
     # torch-free: validation reads headers without importing torch
     "loom.safetensors_header": ("read_header",),
@@ -137,6 +137,7 @@ __all__ = [
     "split_state_dict_by_prefix",
     "stored_tensors",
     "trim_host_memory",
+    "value_shapes",
     "with_quant_metadata",
     "write_safetensors",
 ]
@@ -193,7 +194,13 @@ if TYPE_CHECKING:
         ratio_scales,
         stored_tensors,
     )
-    from loom.memory.patches import DiffPatch, ReplacePatch, ScalePatch, WeightPatch
+    from loom.memory.patches import (
+        DiffPatch,
+        ReplacePatch,
+        ScalePatch,
+        WeightPatch,
+        value_shapes,
+    )
     from loom.memory.quant_metadata import open_checkpoint_tensors, with_quant_metadata
     from loom.memory.safetensors_file import SafetensorsFile, read_header
     from loom.memory.safetensors_writer import write_safetensors

@@ -110,6 +110,10 @@ class ScaledLinear(ops.Linear):
         """Whether tensor ``name`` is stored quantised (the weight; the bias is not)."""
         return name == "weight"
 
+    def value_shape(self, name: str) -> tuple[int, ...]:
+        """The shape of tensor ``name``'s values (as stored: fp8 is not packed)."""
+        return tuple(getattr(self, name).shape)
+
     def dequantize(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
         """``tensor`` (this layer's ``name``, in float32) as the values the layer computes with."""
         if name != "weight":
@@ -155,6 +159,12 @@ class NvFp4Linear(ScaledLinear):
         if x.is_floating_point() and x.dtype != dtype:
             x = x.to(dtype)
         return nn.functional.linear(x, weight, bias)
+
+    def value_shape(self, name: str) -> tuple[int, ...]:
+        """The weight's ``[out, in]`` (its stored shape is packed and padded)."""
+        if name == "weight":
+            return (self.out_features, self.in_features)
+        return tuple(getattr(self, name).shape)
 
     def dequantized(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """The weight's values in ``dtype`` on ``device``."""
