@@ -148,3 +148,28 @@ def test_a_lora_on_an_nvfp4_layer_is_merged_and_requantised(loom_runtime, base_d
     runtime.memory.unload_all()
     assert torch.equal(layer.weight, files[f"{ATTN}.weight"])
     assert torch.equal(layer.weight_scale_2, files[f"{ATTN}.weight_scale_2"])
+
+
+def test_merging_an_nvfp4_unet_with_a_float_one_merges_the_dequantised_weights(
+    runtime, base_dir, files
+):
+    from comfy_kitchen.tensor.nvfp4 import TensorCoreNVFP4Layout
+
+    from loom.nodes.builtin.model_merging import ModelMergeSimple
+
+    state = checkpoint_state(tiny_spec(), seed=5)
+    unet = {k[len(PREFIX) :]: v for k, v in state.items() if k.startswith(PREFIX)}
+    save_checkpoint(base_dir / "models" / "diffusion_models" / "other.safetensors", unet)
+    first = _unet(runtime, "unet-nvfp4.safetensors")
+    second = _unet(runtime, "other.safetensors")
+    values = first.module.get_submodule(ATTN).dequantized(torch.device("cpu"), torch.float32)
+    other = second.module.get_submodule(ATTN).weight.detach().float()
+    ctx = make_context(runtime)
+    merged = ModelMergeSimple(model1=first, model2=second, ratio=0.3).run(ctx)
+    runtime.memory.load([merged])
+    layer = merged.module.get_submodule(ATTN)
+    # ComfyUI: model1's weight dequantised, scaled by the ratio, model2's added, requantised
+    packed, params = TensorCoreNVFP4Layout.quantize(values * 0.3 + 0.7 * other)
+    assert torch.equal(layer.weight, packed)
+    assert torch.equal(layer.weight_scale_2, params.scale)
+    runtime.memory.unload_all()
