@@ -68,12 +68,12 @@ _EXPORTS = {
         "QuantLayoutError",
         "ScaledLayer",
         "ScaledLinear",
-        "ScaledView",
         "dequantized_weights",
         "is_scaled_fp8",
         "quant_config_tensors",
         "scale_layers",
     ),
+    "scaled_view": ("ScaledView",),
     "safetensors_writer": ("write_safetensors",),
     "quant_metadata": ("open_checkpoint_tensors", "with_quant_metadata"),
 }
@@ -210,9 +210,9 @@ if TYPE_CHECKING:
         QuantLayoutError,
         ScaledLayer,
         ScaledLinear,
-        ScaledView,
         dequantized_weights,
         is_scaled_fp8,
         quant_config_tensors,
         scale_layers,
     )
+    from loom.memory.scaled_view import ScaledView
