@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from device_params import DEVICES
 from torch import nn
 
 from loom.memory import (
@@ -171,3 +172,19 @@ def test_an_nvfp4_layer_without_its_tensor_scale_is_named():
     del file["proj.weight_scale_2"]
     with pytest.raises(ValueError, match=r"proj\.comfy_quant.*proj\.weight_scale_2"):
         ScaledView(file)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_dequantize_on_each_device_equals_comfy_kitchen_there(device, dtype):
+    # ComfyUI off Blackwell dequantises on the compute device with whichever comfy-kitchen
+    # backend serves it there (its CUDA kernels on a GPU; the eager one on the CPU and MPS,
+    # where the eager result is taken on the CPU: MPS has no float8)
+    shape = (200, 72)
+    g = torch.Generator().manual_seed(9)
+    packed, blocks, scale = _reference(torch.randn(shape, generator=g) * 0.03)
+    there = device if device == "cuda" else "cpu"
+    expected = ck.dequantize_nvfp4(packed.to(there), scale.to(there), blocks.to(there), dtype)
+    got = nvfp4.dequantize(packed.to(device), scale, blocks, shape, dtype)
+    assert got.device.type == device
+    assert torch.equal(_bits(got.cpu()), _bits(expected[: shape[0], : shape[1]].cpu()))
