@@ -4,8 +4,8 @@ A weight ``[out, in]`` is cut into blocks of 16 inputs. Each value is a 4-bit E2
 (±0, 0.5, 1, 1.5, 2, 3, 4, 6), two to a byte, the *first* of each pair in the high nibble:
 ``weight`` is uint8 ``[rows, cols / 2]`` with ``rows``/``cols`` the shape rounded up to 16
 (zero padding). Each block has a float8_e4m3fn scale, stored in cuBLAS's blocked layout
-(tiles of 128 rows x 4 blocks, padded to ``[roundup(rows, 128), roundup(cols / 16, 4)]``,
-each tile's 32-row groups interleaved); a float32 per-tensor scale multiplies them all. The
+(:mod:`loom.memory.block_scales`: ``[roundup(rows, 128), roundup(cols / 16, 4)]``); a
+float32 per-tensor scale multiplies them all. The
 real weight is ``e2m1 * (tensor_scale * block_scale)``.
 
 Off Blackwell GPUs ComfyUI computes with the dequantised weight in the layer's compute dtype:
@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import attrs
 import torch
+
+from loom.memory.block_scales import block, blocked_shape, roundup, unblock
 
 #: ComfyUI's name of the format.
 NVFP4 = "nvfp4"
@@ -37,11 +39,6 @@ _TIES_DOWN = (0.25, 1.25, 2.5, 5.0)
 _TIES_UP = (0.75, 1.75, 3.5)
 
 
-def roundup(value: int, multiple: int) -> int:
-    """``value`` rounded up to a multiple of ``multiple``."""
-    return -(-value // multiple) * multiple
-
-
 def packed_shape(shape: tuple[int, int]) -> tuple[int, int]:
     """The uint8 storage shape of an ``[out, in]`` weight (both padded to 16, two per byte)."""
     rows, cols = shape
@@ -51,25 +48,7 @@ def packed_shape(shape: tuple[int, int]) -> tuple[int, int]:
 def block_scale_shape(packed: tuple[int, int]) -> tuple[int, int]:
     """The blocked-layout shape of the block scales of a weight stored as ``packed``."""
     rows, half_cols = packed
-    return roundup(rows, 128), roundup(half_cols * 2 // BLOCK, 4)
-
-
-def unblock(blocked: torch.Tensor, rows: int, blocks: int) -> torch.Tensor:
-    """The ``[rows, blocks]`` scales held in cuBLAS's blocked layout ``blocked``."""
-    row_tiles, col_tiles = -(-rows // 128), -(-blocks // 4)
-    # a tile is [32 rows, 4 row groups, 4 blocks]: row = group * 32 + row-in-group
-    tiles = blocked.reshape(row_tiles, col_tiles, 32, 4, 4).permute(0, 3, 2, 1, 4)
-    return tiles.reshape(row_tiles * 128, col_tiles * 4)[:rows, :blocks]
-
-
-def block(scales: torch.Tensor) -> torch.Tensor:
-    """``[rows, blocks]`` scales in cuBLAS's blocked layout (zero padded)."""
-    rows, blocks = scales.shape
-    row_tiles, col_tiles = -(-rows // 128), -(-blocks // 4)
-    padded = scales.new_zeros((row_tiles * 128, col_tiles * 4))
-    padded[:rows, :blocks] = scales
-    tiles = padded.reshape(row_tiles, 4, 32, col_tiles, 4).permute(0, 3, 2, 1, 4)
-    return tiles.reshape(row_tiles * 128, col_tiles * 4)
+    return blocked_shape(rows, half_cols * 2 // BLOCK)
 
 
 _TABLES: dict[tuple[str, torch.device, torch.dtype], torch.Tensor] = {}
@@ -172,10 +151,9 @@ def quantize(weight: torch.Tensor) -> NvFp4Weight:
 __all__ = [
     "NVFP4",
     "NvFp4Weight",
-    "block",
     "block_scale_shape",
     "dequantize",
+    "encode_e2m1",
     "packed_shape",
     "quantize",
-    "unblock",
 ]
