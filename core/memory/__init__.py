@@ -62,16 +62,15 @@ _EXPORTS = {
     "safetensors_file": ("SafetensorsFile",),
     # torch-free: validation reads headers without importing torch
     "loom.safetensors_header": ("read_header",),
+    "block_layers": ("MxFp8Linear", "NvFp4Linear"),
+    "quant_layers": ("QuantLayoutError", "scale_layers"),
     "scaled": (
         "SCALE_TENSORS",
-        "NvFp4Linear",
-        "QuantLayoutError",
         "ScaledLayer",
         "ScaledLinear",
         "dequantized_weights",
         "is_scaled_fp8",
         "quant_config_tensors",
-        "scale_layers",
     ),
     "scaled_view": ("ScaledView",),
     "safetensors_writer": ("write_safetensors",),
@@ -99,6 +98,7 @@ __all__ = [
     "MergedWeightCache",
     "ModelAccount",
     "ModelHandle",
+    "MxFp8Linear",
     "NvFp4Linear",
     "PrefixView",
     "QuantLayoutError",
@@ -164,6 +164,7 @@ if TYPE_CHECKING:
         configure_host_allocator,
         trim_host_memory,
     )
+    from loom.memory.block_layers import MxFp8Linear, NvFp4Linear
     from loom.memory.books import Accounting, Eviction, ModelAccount
     from loom.memory.cast import CastWeights, cast_to, ops, set_compute_dtype
     from loom.memory.compute import ComputeTarget, DtypeChoice, compute_dtype_for, merge_dtype_for
@@ -201,18 +202,16 @@ if TYPE_CHECKING:
         WeightPatch,
         value_shapes,
     )
+    from loom.memory.quant_layers import QuantLayoutError, scale_layers
     from loom.memory.quant_metadata import open_checkpoint_tensors, with_quant_metadata
     from loom.memory.safetensors_file import SafetensorsFile, read_header
     from loom.memory.safetensors_writer import write_safetensors
     from loom.memory.scaled import (
         SCALE_TENSORS,
-        NvFp4Linear,
-        QuantLayoutError,
         ScaledLayer,
         ScaledLinear,
         dequantized_weights,
         is_scaled_fp8,
         quant_config_tensors,
-        scale_layers,
     )
     from loom.memory.scaled_view import ScaledView

@@ -27,25 +27,24 @@ key whose CRC-32 is 0 rounds to nearest); unloading puts the file's weight and s
 A weight stored in another fp8 dtype than its layer's format declares (an old-layout file of
 e5m2 weights: ComfyUI declares every old-layout layer e4m3fn) is cast to it at load.
 
-A layer whose ``comfy_quant`` format is ``nvfp4`` (:mod:`loom.memory.nvfp4`) becomes an
-:class:`NvFp4Linear`: its ``weight`` stays packed (uint8, two 4-bit values a byte) next to its
-float8 block scales (``weight_scale``) and per-tensor scale (``weight_scale_2``), and each
-forward dequantises it to the compute dtype; a LoRA merges into the dequantised values and
-the layer quantises the result to NVFP4 again (a new per-tensor scale, rounded to nearest).
+A layer whose ``comfy_quant`` format is ``nvfp4`` or ``mxfp8`` (:mod:`loom.memory.nvfp4`,
+:mod:`loom.memory.mxfp8`) becomes a block-quantised layer (:mod:`loom.memory.block_layers`):
+its weight stays as stored next to its block scales (and NVFP4's per-tensor
+``weight_scale_2``), dequantised per forward; :mod:`loom.memory.quant_layers` converts the
+layers before loading.
 """
 
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
 import torch
 from torch import nn
 
-from loom.memory import nvfp4
+from loom.memory import mxfp8, nvfp4
 from loom.memory.cast import ops
 from loom.memory.rounding import round_to
 
@@ -65,7 +64,7 @@ SCALE_TENSORS = ("weight_scale", "input_scale", "weight_scale_2")
 #: Per-tensor-scaled fp8 formats of ComfyUI's layout.
 FP8_FORMATS = ("float8_e4m3fn", "float8_e5m2")
 #: Every ``comfy_quant`` format Loom loads.
-FORMATS = (*FP8_FORMATS, nvfp4.NVFP4)
+FORMATS = (*FP8_FORMATS, nvfp4.NVFP4, mxfp8.MXFP8)
 #: The format ComfyUI gives every layer of an old-layout file.
 OLD_LAYOUT_FORMAT = "float8_e4m3fn"
 
@@ -142,139 +141,11 @@ class ScaledLinear(ops.Linear):
         return {"weight": round_to(scaled, dtype, seed), "weight_scale": scale}
 
 
-class NvFp4Linear(ScaledLinear):
-    """A cast linear layer whose weight is stored NVFP4 (:mod:`loom.memory.nvfp4`): packed
-    ``weight``, blocked float8 ``weight_scale``, float32 ``weight_scale_2``; each forward
-    dequantises it to the compute dtype on the input's device, as ComfyUI does off Blackwell
-    GPUs (an ``input_scale`` only feeds the fp4 matmul there, and is kept for saving)."""
-
-    weight_scale_2: torch.Tensor
-    quant_format: str = nvfp4.NVFP4
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = self._target_dtype(x)
-        weight = self.dequantized(x.device, dtype)
-        bias = self.bias
-        if bias is not None and (bias.dtype != dtype or bias.device != x.device):
-            bias = bias.to(x.device, dtype)
-        if x.is_floating_point() and x.dtype != dtype:
-            x = x.to(dtype)
-        return nn.functional.linear(x, weight, bias)
-
-    def value_shape(self, name: str) -> tuple[int, ...]:
-        """The weight's ``[out, in]`` (its stored shape is packed and padded)."""
-        if name == "weight":
-            return (self.out_features, self.in_features)
-        return tuple(getattr(self, name).shape)
-
-    def dequantized(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        """The weight's values in ``dtype`` on ``device``."""
-        packed = self.weight.to(device, non_blocking=device.type != "cpu")
-        return nvfp4.dequantize(
-            packed,
-            self.weight_scale_2,
-            self.weight_scale,
-            (self.out_features, self.in_features),
-            dtype,
-        )
-
-    def dequantize(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
-        """``tensor`` (this layer's packed ``name``, cast to the dtype to dequantise in, which
-        keeps its bytes exact) as the values the layer computes with, in that dtype."""
-        if name != "weight":
-            return tensor
-        shape = (self.out_features, self.in_features)
-        return nvfp4.dequantize(tensor, self.weight_scale_2, self.weight_scale, shape, tensor.dtype)
-
-    def requantize(self, name: str, merged: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
-        """``merged`` (the weight's values) quantised to NVFP4 again as ComfyUI does: a new
-        per-tensor scale and block scales, values rounded to nearest (ComfyUI's NVFP4
-        quantiser ignores the stochastic-rounding ``seed``)."""
-        if name != "weight":
-            raise KeyError(name)
-        quantized = nvfp4.quantize(merged)
-        return {
-            "weight": quantized.packed,
-            "weight_scale": quantized.block_scales,
-            "weight_scale_2": quantized.tensor_scale.reshape(self.weight_scale_2.shape),
-        }
-
-
-class QuantLayoutError(ValueError):
-    """A quantised layer's tensors do not have the shapes its format and layer need."""
-
-
-def _check_nvfp4(spec: ScaledLayer, layer: nn.Linear) -> tuple[int, int]:
-    """The packed weight shape of NVFP4 layer ``spec``; raises :class:`QuantLayoutError`
-    naming the tensor whose shape does not fit ``layer``."""
-    shape = (layer.out_features, layer.in_features)
-    packed = nvfp4.packed_shape(shape)
-    expected = {
-        ".weight": (spec.weight_shape, packed),
-        WEIGHT_SCALE: (spec.scale_shape, nvfp4.block_scale_shape(packed)),
-    }
-    for suffix, (found, wanted) in expected.items():
-        if tuple(found) != wanted:
-            raise QuantLayoutError(
-                f"{spec.name}{suffix} has shape {list(found)}; an nvfp4 layer of "
-                f"{shape[1]} inputs and {shape[0]} outputs stores it as {list(wanted)}"
-            )
-    if math.prod(spec.tensor_scale_shape) != 1:
-        raise QuantLayoutError(
-            f"{spec.name}{TENSOR_SCALE} has shape {list(spec.tensor_scale_shape)}; "
-            "an nvfp4 per-tensor scale is one value"
-        )
-    return packed
-
-
 def is_scaled_fp8(keys: Any, prefix: str = "") -> bool:
     """Whether the keys (of a file, under ``prefix``) are a scaled-fp8 model, in either layout."""
     return f"{prefix}{MARKER}" in keys or any(
         k.startswith(prefix) and k.endswith((SCALE_WEIGHT, QUANT_CONFIG)) for k in keys
     )
-
-
-def scale_layers(module: nn.Module, layers: Iterable[str | ScaledLayer]) -> int:
-    """Make each named cast ``ops.Linear`` of ``module`` a :class:`ScaledLinear` with (meta)
-    ``weight_scale`` and, where the layer has one, ``input_scale`` buffers; returns how many.
-    Call before loading the weights.
-
-    An ``nvfp4`` layer becomes an :class:`NvFp4Linear` with a (meta) packed uint8 ``weight``
-    and ``weight_scale`` / ``weight_scale_2`` buffers.
-
-    :raises KeyError: a named layer is missing or not a cast linear layer (the file does not
-        fit the architecture).
-    :raises QuantLayoutError: an nvfp4 layer's tensors have shapes the layer cannot hold.
-    """
-    count = 0
-    for spec in layers:
-        spec = spec if isinstance(spec, ScaledLayer) else ScaledLayer(spec)
-        key = spec.key or spec.name + WEIGHT_SCALE
-        try:
-            layer = module.get_submodule(spec.name)
-        except AttributeError as exc:
-            raise KeyError(key) from exc
-        if not isinstance(layer, ops.Linear):
-            raise KeyError(key)
-        if spec.quant_format == nvfp4.NVFP4:
-            packed = _check_nvfp4(spec, layer)
-            layer.__class__ = NvFp4Linear
-            meta = torch.empty(packed, dtype=torch.uint8, device="meta")
-            layer.weight = nn.Parameter(meta, requires_grad=False)
-            scales = torch.empty(spec.scale_shape, dtype=torch.float8_e4m3fn, device="meta")
-            layer.register_buffer("weight_scale", scales)
-            tensor_scale = torch.empty(spec.tensor_scale_shape, device="meta")
-            layer.register_buffer("weight_scale_2", tensor_scale)
-        else:
-            if not isinstance(layer, ScaledLinear):
-                layer.__class__ = ScaledLinear
-            layer.register_buffer("weight_scale", torch.empty(spec.scale_shape, device="meta"))
-        if spec.has_input_scale:
-            layer.register_buffer("input_scale", torch.empty((), device="meta"))
-        layer.quant_format = spec.quant_format
-        layer.full_precision_matrix_mult = spec.full_precision_matrix_mult
-        count += 1
-    return count
 
 
 def quant_config_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -297,7 +168,7 @@ def dequantized_weights(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.
     """``tensors`` (a saved state, e.g. ``checkpoint_state()``) with each scaled layer's
     ``<layer>.weight`` replaced by the values it computes with, ``weight * weight_scale`` in
     float32 (the scale and config entries stay); an nvfp4 layer's (``weight_scale_2`` beside
-    it) decoded at its stored, 16-padded shape."""
+    it) and an mxfp8 one's (E8M0 scales) decoded at their stored, padded shape."""
     out = dict(tensors)
     for key, scale in tensors.items():
         if key.endswith(WEIGHT_SCALE):
@@ -306,10 +177,13 @@ def dequantized_weights(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.
             if weight not in out:
                 continue
             tensor_scale = tensors.get(name + TENSOR_SCALE)
+            stored = out[weight]
             if tensor_scale is not None:
-                packed = out[weight]
-                shape = (packed.shape[0], packed.shape[1] * 2)
-                out[weight] = nvfp4.dequantize(packed, tensor_scale, scale, shape, torch.float32)
+                shape = (stored.shape[0], stored.shape[1] * 2)
+                out[weight] = nvfp4.dequantize(stored, tensor_scale, scale, shape, torch.float32)
+            elif scale.dtype == torch.float8_e8m0fnu:
+                shape = tuple(stored.shape)
+                out[weight] = mxfp8.dequantize(stored, scale, shape, torch.float32)
             else:
                 out[weight] = out[weight].float() * scale.float()
     return out

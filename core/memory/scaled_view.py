@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from loom.memory import nvfp4
+from loom.memory import mxfp8, nvfp4
 from loom.memory.scaled import (
     FORMATS,
     INPUT_SCALE,
@@ -64,8 +64,8 @@ class ScaledView(Mapping[str, Any]):
                         f"{key}: quantisation format {fmt!r} is not supported "
                         f"(supported: {', '.join(FORMATS)})"
                     )
-                if fmt == nvfp4.NVFP4:
-                    self.layers.append(self._nvfp4_layer(name, config, key, present))
+                if fmt in (nvfp4.NVFP4, mxfp8.MXFP8):
+                    self.layers.append(self._block_layer(name, fmt, config, key, present))
                     continue
                 scale = name + WEIGHT_SCALE
                 self.layers.append(
@@ -89,6 +89,9 @@ class ScaledView(Mapping[str, Any]):
                 self._storage[layer.name + ".weight"] = torch.uint8
                 self._storage[layer.name + TENSOR_SCALE] = torch.float32
                 self._viewed[layer.name + WEIGHT_SCALE] = torch.float8_e4m3fn
+            elif layer.quant_format == mxfp8.MXFP8:
+                self._storage[layer.name + ".weight"] = torch.float8_e4m3fn
+                self._viewed[layer.name + WEIGHT_SCALE] = torch.float8_e8m0fnu
             else:
                 self._storage[layer.name + ".weight"] = getattr(torch, layer.quant_format)
         for key in keys:
@@ -103,23 +106,26 @@ class ScaledView(Mapping[str, Any]):
             else:
                 self._names[key] = key
 
-    def _nvfp4_layer(
-        self, name: str, config: Mapping[str, Any], key: str, present: set[str]
+    def _block_layer(
+        self, name: str, fmt: str, config: Mapping[str, Any], key: str, present: set[str]
     ) -> ScaledLayer:
-        needed = [name + ".weight", name + WEIGHT_SCALE, name + TENSOR_SCALE]
+        needed = [name + ".weight", name + WEIGHT_SCALE]
+        if fmt == nvfp4.NVFP4:
+            needed.append(name + TENSOR_SCALE)
         missing = [k for k in needed if k not in present]
         if missing:
-            raise ValueError(f"{key}: an nvfp4 layer without {', '.join(missing)}")
-        weight, scales, tensor_scale = (self.source[k] for k in needed)
+            raise ValueError(f"{key}: an {fmt} layer without {', '.join(missing)}")
+        weight, scales = self.source[needed[0]], self.source[needed[1]]
+        tensor_scale = self.source[needed[2]] if len(needed) == 3 else None
         return ScaledLayer(
             name,
             tuple(scales.shape),
             name + INPUT_SCALE in present,
-            nvfp4.NVFP4,
+            fmt,
             bool(config.get("full_precision_matrix_mult", False)),
             key,
             weight_shape=tuple(weight.shape),
-            tensor_scale_shape=tuple(tensor_scale.shape),
+            tensor_scale_shape=() if tensor_scale is None else tuple(tensor_scale.shape),
         )
 
     def _kept_old_input_scale(self, name: str, present: set[str]) -> bool:

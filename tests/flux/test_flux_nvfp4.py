@@ -16,7 +16,7 @@ from loom.memory import DiffPatch, NvFp4Linear, write_safetensors
 from loom.nodes.builtin.loaders import CheckpointLoaderSimple, UNETLoader
 from loom.nodes.builtin.model_save import ModelSave
 from loom.testing import make_context
-from loom.testing.nvfp4_files import as_quantization_metadata, nvfp4_state
+from loom.testing.quantized_files import as_quantization_metadata, nvfp4_state
 
 pytest.importorskip("comfy_kitchen")
 

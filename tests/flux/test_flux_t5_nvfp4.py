@@ -17,7 +17,7 @@ from loom.memory import (
     load_into_module,
     scale_layers,
 )
-from loom.testing.nvfp4_files import nvfp4_state
+from loom.testing.quantized_files import nvfp4_state
 
 pytest.importorskip("comfy_kitchen")
 

@@ -13,7 +13,7 @@ from loom_sd15.tiny import checkpoint_state, save_checkpoint, tiny_spec
 
 from loom.memory import NvFp4Linear
 from loom.testing import make_context
-from loom.testing.nvfp4_files import as_quantization_metadata, nvfp4_state
+from loom.testing.quantized_files import as_quantization_metadata, nvfp4_state
 
 pytest.importorskip("comfy_kitchen")
 

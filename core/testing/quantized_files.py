@@ -1,5 +1,5 @@
-"""NVFP4 test files as ComfyUI writes them, quantised by comfy-kitchen (a test-only
-dependency: imported when a helper is called)."""
+"""NVFP4 and MXFP8 test files as ComfyUI writes them, quantised by comfy-kitchen (a
+test-only dependency: imported when a helper is called)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from collections.abc import Callable, Mapping
 
 import torch
 
-#: ``{"format": "nvfp4"}`` as a ``comfy_quant`` tensor.
-NVFP4_CONFIG = json.dumps({"format": "nvfp4"})
+
+def _config(fmt: str) -> torch.Tensor:
+    return torch.tensor(list(json.dumps({"format": fmt}).encode()), dtype=torch.uint8)
 
 
 def nvfp4_state(
@@ -22,7 +23,7 @@ def nvfp4_state(
     import comfy_kitchen as ck
     from comfy_kitchen.tensor.nvfp4 import TensorCoreNVFP4Layout
 
-    config = torch.tensor(list(NVFP4_CONFIG.encode()), dtype=torch.uint8)
+    config = _config("nvfp4")
     stored: dict[str, torch.Tensor] = {}
     dequantized: dict[str, torch.Tensor] = {}
     for key, tensor in state.items():
@@ -38,6 +39,32 @@ def nvfp4_state(
         rows, cols = tensor.shape
         values = ck.dequantize_nvfp4(packed, params.scale, params.block_scale, torch.float32)
         dequantized[key] = values[:rows, :cols].contiguous()
+    return stored, dequantized
+
+
+def mxfp8_state(
+    state: Mapping[str, torch.Tensor], quantized: Callable[[str], bool]
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """``(stored, dequantized)`` as :func:`nvfp4_state`, in comfy-kitchen's MXFP8 layout
+    (float8 ``weight`` padded to 32, E8M0 ``weight_scale``, ``comfy_quant``)."""
+    import comfy_kitchen as ck
+    from comfy_kitchen.tensor.mxfp8 import TensorCoreMXFP8Layout
+
+    config = _config("mxfp8")
+    stored: dict[str, torch.Tensor] = {}
+    dequantized: dict[str, torch.Tensor] = {}
+    for key, tensor in state.items():
+        if tensor.ndim != 2 or not key.endswith(".weight") or not quantized(key):
+            stored[key] = dequantized[key] = tensor
+            continue
+        layer = key.removesuffix(".weight")
+        values, params = TensorCoreMXFP8Layout.quantize(tensor)
+        stored[key] = values
+        stored[f"{layer}.weight_scale"] = params.scale
+        stored[f"{layer}.comfy_quant"] = config.clone()
+        rows, cols = tensor.shape
+        full = ck.dequantize_mxfp8(values, params.scale, torch.float32)
+        dequantized[key] = full[:rows, :cols].contiguous()
     return stored, dequantized
 
 
