@@ -1,6 +1,6 @@
 """Scaled-fp8 and NVFP4 diffusion models (ComfyUI's ``scaled_fp8`` / ``comfy_quant`` layouts)
 for the families built on these loaders (SD1.x/2.x, SDXL, Flux): the layers the file scales
-become :class:`~loom.memory.ScaledLinear` (:class:`~loom.memory.NvFp4Linear` for nvfp4) and
+become :class:`~loom.memory.ScaledLinear` (NvFp4Linear / MxFp8Linear for nvfp4 / mxfp8) and
 load from a :class:`~loom.memory.ScaledView` of the file, as ComfyUI loads any such model
 whatever its family."""
 
@@ -32,7 +32,7 @@ def scaled_view(module: torch.nn.Module, view: Mapping[str, Any], file: str) -> 
     except ValueError as exc:
         raise ModelFileError(
             f"{file}: {exc}",
-            hint="use a scaled-fp8 (float8_e4m3fn / float8_e5m2) or nvfp4 file",
+            hint="use a scaled-fp8 (float8_e4m3fn / float8_e5m2), nvfp4 or mxfp8 file",
         ) from exc
     try:
         count = scale_layers(module, scaled.layers)
