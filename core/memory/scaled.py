@@ -14,8 +14,8 @@ fp8-capable GPUs; elsewhere it dequantises the weight and ignores the input scal
 
 :class:`~loom.memory.ScaledView` (:mod:`loom.memory.scaled_view`) shows a file in either
 layout as :class:`ScaledLinear` modules name their tensors (ComfyUI's new names);
-:func:`scale_layers` turns the cast linear layers the file scales into :class:`ScaledLinear`
-(on the meta device, before loading);
+:func:`~loom.memory.scale_layers` (:mod:`loom.memory.quant_layers`) turns the cast linear
+layers the file scales into :class:`ScaledLinear` (on the meta device, before loading);
 :func:`quant_config_tensors` gives the ``comfy_quant`` tensors a saved file carries. The weight
 stays fp8; each forward casts it to the compute dtype and multiplies by the scale, ComfyUI's
 dequantisation. A weight patch (LoRA) is merged into the dequantised weight in the merge dtype

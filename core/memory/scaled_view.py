@@ -1,5 +1,5 @@
 """A quantised file (ComfyUI's scaled-fp8 layouts, old and new, and NVFP4) seen as
-:class:`loom.memory.ScaledLinear` / :class:`loom.memory.NvFp4Linear` modules name their
+:class:`loom.memory.ScaledLinear` / ``NvFp4Linear`` / ``MxFp8Linear`` modules name their
 tensors, each quantised tensor in the dtype ComfyUI loads it as (:mod:`loom.memory.scaled`
 describes the layouts)."""
 
