@@ -1,4 +1,4 @@
-"""A quantised file (ComfyUI's scaled-fp8 layouts, old and new, and NVFP4) seen as
+"""A quantised file (ComfyUI's scaled-fp8 layouts, old and new; NVFP4; MXFP8) seen as
 :class:`loom.memory.ScaledLinear` / ``NvFp4Linear`` / ``MxFp8Linear`` modules name their
 tensors, each quantised tensor in the dtype ComfyUI loads it as (:mod:`loom.memory.scaled`
 describes the layouts)."""
