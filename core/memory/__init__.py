@@ -60,20 +60,21 @@ _EXPORTS = {
         "ratio_scales",
         "stored_tensors",
     ),
-    "patches": ("DiffPatch", "ReplacePatch", "ScalePatch", "WeightPatch"),
+    "patches": ("DiffPatch", "ReplacePatch", "ScalePatch", "WeightPatch", "value_shapes"),
     "safetensors_file": ("SafetensorsFile",),
     # torch-free: validation reads headers without importing torch
     "loom.safetensors_header": ("read_header",),
+    "block_layers": ("MxFp8Linear", "NvFp4Linear"),
+    "quant_layers": ("QuantLayoutError", "scale_layers"),
     "scaled": (
         "SCALE_TENSORS",
         "ScaledLayer",
         "ScaledLinear",
-        "ScaledView",
         "dequantized_weights",
         "is_scaled_fp8",
         "quant_config_tensors",
-        "scale_layers",
     ),
+    "scaled_view": ("ScaledView",),
     "safetensors_writer": ("write_safetensors",),
     "quant_metadata": ("open_checkpoint_tensors", "with_quant_metadata"),
 }
@@ -100,7 +101,10 @@ __all__ = [
     "MergedWeightCache",
     "ModelAccount",
     "ModelHandle",
+    "MxFp8Linear",
+    "NvFp4Linear",
     "PrefixView",
+    "QuantLayoutError",
     "ReplacePatch",
     "SafetensorsFile",
     "ScalePatch",
@@ -137,6 +141,7 @@ __all__ = [
     "split_state_dict_by_prefix",
     "stored_tensors",
     "trim_host_memory",
+    "value_shapes",
     "with_quant_metadata",
     "write_safetensors",
 ]
@@ -163,6 +168,7 @@ if TYPE_CHECKING:
         configure_host_allocator,
         trim_host_memory,
     )
+    from loom.memory.block_layers import MxFp8Linear, NvFp4Linear
     from loom.memory.books import Accounting, Eviction, ModelAccount
     from loom.memory.cast import CastWeights, cast_to, ops, set_compute_dtype
     from loom.memory.compute import ComputeTarget, DtypeChoice, compute_dtype_for, merge_dtype_for
@@ -195,7 +201,14 @@ if TYPE_CHECKING:
         ratio_scales,
         stored_tensors,
     )
-    from loom.memory.patches import DiffPatch, ReplacePatch, ScalePatch, WeightPatch
+    from loom.memory.patches import (
+        DiffPatch,
+        ReplacePatch,
+        ScalePatch,
+        WeightPatch,
+        value_shapes,
+    )
+    from loom.memory.quant_layers import QuantLayoutError, scale_layers
     from loom.memory.quant_metadata import open_checkpoint_tensors, with_quant_metadata
     from loom.memory.safetensors_file import SafetensorsFile, read_header
     from loom.memory.safetensors_writer import write_safetensors
@@ -203,9 +216,8 @@ if TYPE_CHECKING:
         SCALE_TENSORS,
         ScaledLayer,
         ScaledLinear,
-        ScaledView,
         dequantized_weights,
         is_scaled_fp8,
         quant_config_tensors,
-        scale_layers,
     )
+    from loom.memory.scaled_view import ScaledView

@@ -24,6 +24,7 @@ from loom.memory.patches import (
     patched_quantized,
     patched_weight,
     quantized_owner,
+    value_shapes,
 )
 from loom.memory.rounding import key_seed
 from loom.memory.scaled import SCALE_TENSORS, ScaledLinear
@@ -149,14 +150,17 @@ def merge_into(target: ModelHandle, source: ModelHandle, scales: MergeScales) ->
     unmerged, as ComfyUI does; weights only one model has are ignored; a scaled-fp8 layer's
     scales are not weights (its weight merges dequantised). Returns the merged module keys.
     """
-    own = dict(target.module.state_dict(keep_vars=True))
+    # compared as the layers compute (an NVFP4 weight is stored packed), as ComfyUI compares
+    # the dequantised weights
+    own = value_shapes(target.module)
+    other_shapes = value_shapes(source.module)
     merged: list[str] = []
     skipped: list[str] = []
     for key, other in stored_tensors(source).items():
         answer = scales(source.comfy_prefix + key)
         if answer is None or key not in own:
             continue
-        if tuple(own[key].shape) != tuple(other.shape):
+        if own[key] != other_shapes.get(key, tuple(other.shape)):
             skipped.append(key)
             continue
         owner_path, _, name = key.rpartition(".")

@@ -120,11 +120,29 @@ class QuantizedWeights(Protocol):
 
     def dequantize(self, name: str, tensor: torch.Tensor) -> torch.Tensor: ...
 
+    def value_shape(self, name: str) -> tuple[int, ...]:
+        """The shape of tensor ``name``'s values (an NVFP4 weight is stored packed)."""
+        ...
+
     def requantize(self, name: str, merged: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
         """The layer's new stored tensors, by local name (``{"weight": ..., "weight_scale":
         ...}``), for ``merged`` (the values of tensor ``name`` in the merge dtype); fp8
         rounding seeded by ``seed`` (a seed of 0 rounds to nearest, as ComfyUI's does)."""
         ...
+
+
+def value_shapes(module: nn.Module) -> dict[str, tuple[int, ...]]:
+    """Each state-dict tensor's shape as the module computes with it: a quantised layer's
+    weight by the shape of its values, whatever shape it is stored in (what a patch of that
+    weight must produce)."""
+    shapes = {k: tuple(v.shape) for k, v in module.state_dict(keep_vars=True).items()}
+    for path, layer in module.named_modules():
+        if isinstance(layer, QuantizedWeights):
+            prefix = f"{path}." if path else ""
+            for name in (*layer._parameters, *layer._buffers):
+                if prefix + name in shapes and layer.quantizes(name):
+                    shapes[prefix + name] = layer.value_shape(name)
+    return shapes
 
 
 def quantized_owner(layer: nn.Module, name: str) -> tuple[QuantizedWeights, str] | None:

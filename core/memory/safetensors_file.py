@@ -80,6 +80,7 @@ def safetensors_dtypes() -> dict[str, torch.dtype]:
         "BOOL": "bool",
         "F8_E4M3": "float8_e4m3fn",
         "F8_E5M2": "float8_e5m2",
+        "F8_E8M0": "float8_e8m0fnu",  # MXFP8 block scales
     }
     return {st: getattr(torch, name) for st, name in names.items() if hasattr(torch, name)}
 

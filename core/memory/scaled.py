@@ -12,9 +12,10 @@ marker had two elements); the ``scaled_fp8`` marker is gone. The real weight is
 ``weight * weight_scale``; the input scale only feeds fp8 matmul kernels (ComfyUI uses them on
 fp8-capable GPUs; elsewhere it dequantises the weight and ignores the input scale, as here).
 
-:class:`ScaledView` shows a file in either layout as :class:`ScaledLinear` modules name their
-tensors (ComfyUI's new names); :func:`scale_layers` turns the cast linear layers the file
-scales into :class:`ScaledLinear` (on the meta device, before loading);
+:class:`~loom.memory.ScaledView` (:mod:`loom.memory.scaled_view`) shows a file in either
+layout as :class:`ScaledLinear` modules name their tensors (ComfyUI's new names);
+:func:`~loom.memory.scale_layers` (:mod:`loom.memory.quant_layers`) turns the cast linear
+layers the file scales into :class:`ScaledLinear` (on the meta device, before loading);
 :func:`quant_config_tensors` gives the ``comfy_quant`` tensors a saved file carries. The weight
 stays fp8; each forward casts it to the compute dtype and multiplies by the scale, ComfyUI's
 dequantisation. A weight patch (LoRA) is merged into the dequantised weight in the merge dtype
@@ -25,18 +26,25 @@ times its reciprocal are rounded to fp8 stochastically, seeded by the weight's C
 key whose CRC-32 is 0 rounds to nearest); unloading puts the file's weight and scale back.
 A weight stored in another fp8 dtype than its layer's format declares (an old-layout file of
 e5m2 weights: ComfyUI declares every old-layout layer e4m3fn) is cast to it at load.
+
+A layer whose ``comfy_quant`` format is ``nvfp4`` or ``mxfp8`` (:mod:`loom.memory.nvfp4`,
+:mod:`loom.memory.mxfp8`) becomes a block-quantised layer (:mod:`loom.memory.block_layers`):
+its weight stays as stored next to its block scales (and NVFP4's per-tensor
+``weight_scale_2``), dequantised per forward; :mod:`loom.memory.quant_layers` converts the
+layers before loading.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
 import torch
 from torch import nn
 
+from loom.memory import mxfp8, nvfp4
 from loom.memory.cast import ops
 from loom.memory.rounding import round_to
 
@@ -49,10 +57,14 @@ SCALE_INPUT = ".scale_input"
 WEIGHT_SCALE = ".weight_scale"
 INPUT_SCALE = ".input_scale"
 QUANT_CONFIG = ".comfy_quant"
+#: An NVFP4 layer's per-tensor scale (its ``weight_scale`` holds the block scales).
+TENSOR_SCALE = ".weight_scale_2"
 #: A :class:`ScaledLinear`'s scale buffers (quantisation data, not weights to patch or merge).
-SCALE_TENSORS = ("weight_scale", "input_scale")
-#: Per-tensor-scaled fp8 formats of ComfyUI's layout (others, e.g. nvfp4, are not supported).
+SCALE_TENSORS = ("weight_scale", "input_scale", "weight_scale_2")
+#: Per-tensor-scaled fp8 formats of ComfyUI's layout.
 FP8_FORMATS = ("float8_e4m3fn", "float8_e5m2")
+#: Every ``comfy_quant`` format Loom loads.
+FORMATS = (*FP8_FORMATS, nvfp4.NVFP4, mxfp8.MXFP8)
 #: The format ComfyUI gives every layer of an old-layout file.
 OLD_LAYOUT_FORMAT = "float8_e4m3fn"
 
@@ -61,7 +73,8 @@ OLD_LAYOUT_FORMAT = "float8_e4m3fn"
 class ScaledLayer:
     """One scaled layer of a file: its module path, the shape its weight scale is stored in,
     whether it keeps an input scale, its ComfyUI quantisation config, and the file's key that
-    declares it (for messages)."""
+    declares it (for messages); for NVFP4 also the shapes its packed weight and per-tensor
+    scale are stored in."""
 
     name: str
     scale_shape: tuple[int, ...] = ()
@@ -69,6 +82,8 @@ class ScaledLayer:
     quant_format: str = OLD_LAYOUT_FORMAT
     full_precision_matrix_mult: bool = False
     key: str = ""
+    weight_shape: tuple[int, ...] = ()
+    tensor_scale_shape: tuple[int, ...] = ()
 
     def config(self) -> dict[str, Any]:
         """The layer's ``comfy_quant`` config as ComfyUI writes it."""
@@ -94,6 +109,10 @@ class ScaledLinear(ops.Linear):
     def quantizes(self, name: str) -> bool:
         """Whether tensor ``name`` is stored quantised (the weight; the bias is not)."""
         return name == "weight"
+
+    def value_shape(self, name: str) -> tuple[int, ...]:
+        """The shape of tensor ``name``'s values (as stored: fp8 is not packed)."""
+        return tuple(getattr(self, name).shape)
 
     def dequantize(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
         """``tensor`` (this layer's ``name``, in float32) as the values the layer computes with."""
@@ -129,35 +148,6 @@ def is_scaled_fp8(keys: Any, prefix: str = "") -> bool:
     )
 
 
-def scale_layers(module: nn.Module, layers: Iterable[str | ScaledLayer]) -> int:
-    """Make each named cast ``ops.Linear`` of ``module`` a :class:`ScaledLinear` with (meta)
-    ``weight_scale`` and, where the layer has one, ``input_scale`` buffers; returns how many.
-    Call before loading the weights.
-
-    :raises KeyError: a named layer is missing or not a cast linear layer (the file does not
-        fit the architecture).
-    """
-    count = 0
-    for spec in layers:
-        spec = spec if isinstance(spec, ScaledLayer) else ScaledLayer(spec)
-        key = spec.key or spec.name + WEIGHT_SCALE
-        try:
-            layer = module.get_submodule(spec.name)
-        except AttributeError as exc:
-            raise KeyError(key) from exc
-        if not isinstance(layer, ops.Linear):
-            raise KeyError(key)
-        if not isinstance(layer, ScaledLinear):
-            layer.__class__ = ScaledLinear
-        layer.register_buffer("weight_scale", torch.empty(spec.scale_shape, device="meta"))
-        if spec.has_input_scale:
-            layer.register_buffer("input_scale", torch.empty((), device="meta"))
-        layer.quant_format = spec.quant_format
-        layer.full_precision_matrix_mult = spec.full_precision_matrix_mult
-        count += 1
-    return count
-
-
 def quant_config_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
     """``{"<layer>.comfy_quant": <uint8 JSON config>}`` for each :class:`ScaledLinear` of
     ``module``: what ComfyUI writes next to a quantised layer's weight and scales when saving
@@ -177,12 +167,24 @@ def quant_config_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
 def dequantized_weights(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """``tensors`` (a saved state, e.g. ``checkpoint_state()``) with each scaled layer's
     ``<layer>.weight`` replaced by the values it computes with, ``weight * weight_scale`` in
-    float32 (the scale and config entries stay)."""
+    float32 (the scale and config entries stay); an nvfp4 layer's (``weight_scale_2`` beside
+    it) and an mxfp8 one's (E8M0 scales) decoded at their stored, padded shape."""
     out = dict(tensors)
     for key, scale in tensors.items():
         if key.endswith(WEIGHT_SCALE):
-            weight = key[: -len(WEIGHT_SCALE)] + ".weight"
-            if weight in out:
+            name = key[: -len(WEIGHT_SCALE)]
+            weight = name + ".weight"
+            if weight not in out:
+                continue
+            tensor_scale = tensors.get(name + TENSOR_SCALE)
+            stored = out[weight]
+            if tensor_scale is not None:
+                shape = (stored.shape[0], stored.shape[1] * 2)
+                out[weight] = nvfp4.dequantize(stored, tensor_scale, scale, shape, torch.float32)
+            elif scale.dtype == torch.float8_e8m0fnu:
+                shape = tuple(stored.shape)
+                out[weight] = mxfp8.dequantize(stored, scale, shape, torch.float32)
+            else:
                 out[weight] = out[weight].float() * scale.float()
     return out
 
@@ -195,90 +197,3 @@ def config_tensor(config: Mapping[str, Any]) -> torch.Tensor:
 def read_config(tensor: torch.Tensor) -> dict[str, Any]:
     """A ``comfy_quant`` tensor's config."""
     return json.loads(bytes(tensor.to(torch.uint8).flatten().tolist()).decode("utf-8"))
-
-
-class ScaledView(Mapping[str, Any]):
-    """A scaled-fp8 state dict (either layout) as :class:`ScaledLinear` modules name it:
-    scales under ComfyUI's new names, the marker, the configs and an old file's input scales of
-    1.0 dropped. :attr:`layers` describes each scaled layer.
-
-    :raises ValueError: a layer's ``comfy_quant`` names a format other than per-tensor fp8.
-    """
-
-    def __init__(self, source: Mapping[str, Any]) -> None:
-        self.source = source
-        keys = list(source)
-        present = set(keys)
-        marker = source[MARKER] if MARKER in present else None
-        full_precision = marker is not None and marker.numel() == 2
-        #: module key -> source key
-        self._names: dict[str, str] = {}
-        self.layers: list[ScaledLayer] = []
-        for key in keys:
-            if key.endswith(SCALE_WEIGHT):
-                name = key[: -len(SCALE_WEIGHT)]
-                scale_input = self._kept_old_input_scale(name, present)
-                self.layers.append(
-                    ScaledLayer(
-                        name,
-                        tuple(source[key].shape),
-                        scale_input,
-                        full_precision_matrix_mult=full_precision,
-                        key=key,
-                    )
-                )
-            elif key.endswith(QUANT_CONFIG):
-                name = key[: -len(QUANT_CONFIG)]
-                config = read_config(source[key])
-                fmt = config.get("format")
-                if fmt not in FP8_FORMATS:
-                    raise ValueError(
-                        f"{key}: quantisation format {fmt!r} is not supported "
-                        f"(supported: {', '.join(FP8_FORMATS)})"
-                    )
-                scale = name + WEIGHT_SCALE
-                self.layers.append(
-                    ScaledLayer(
-                        name,
-                        tuple(source[scale].shape) if scale in present else (),
-                        name + INPUT_SCALE in present,
-                        fmt,
-                        bool(config.get("full_precision_matrix_mult", False)),
-                        key,
-                    )
-                )
-        kept_inputs = {layer.name for layer in self.layers if layer.has_input_scale}
-        #: each scaled weight's storage dtype: ComfyUI casts a weight stored otherwise (an
-        #: old-layout file of e5m2 weights, whose layers it declares e4m3fn) at load
-        self._storage = {
-            layer.name + ".weight": getattr(torch, layer.quant_format) for layer in self.layers
-        }
-        for key in keys:
-            if key == MARKER or key.endswith(QUANT_CONFIG):
-                continue
-            if key.endswith(SCALE_WEIGHT):
-                self._names[key[: -len(SCALE_WEIGHT)] + WEIGHT_SCALE] = key
-            elif key.endswith(SCALE_INPUT):
-                name = key[: -len(SCALE_INPUT)]
-                if name in kept_inputs:
-                    self._names[name + INPUT_SCALE] = key
-            else:
-                self._names[key] = key
-
-    def _kept_old_input_scale(self, name: str, present: set[str]) -> bool:
-        # ComfyUI drops an old-layout input scale of exactly 1.0 when converting
-        key = name + SCALE_INPUT
-        return key in present and float(self.source[key].float().flatten()[0]) != 1.0
-
-    def __getitem__(self, key: str) -> Any:
-        tensor = self.source[self._names[key]]
-        storage = self._storage.get(key)
-        if storage is not None and tensor.dtype != storage:
-            return tensor.to(storage)
-        return tensor
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._names)
-
-    def __len__(self) -> int:
-        return len(self._names)

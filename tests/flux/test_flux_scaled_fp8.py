@@ -150,13 +150,13 @@ def test_an_unsupported_quantisation_format_is_a_clear_error(runtime, base_dir, 
 
     stored, _ = scaled_files
     layer = "double_blocks.0.img_attn.proj"
-    config = torch.tensor(list(b'{"format": "nvfp4"}'), dtype=torch.uint8)
+    config = torch.tensor(list(b'{"format": "int4_awq"}'), dtype=torch.uint8)
     odd = {k: v for k, v in stored.items() if k != "scaled_fp8"} | {f"{layer}.comfy_quant": config}
-    save(odd, base_dir / "models" / "diffusion_models" / "nvfp4.safetensors")
+    save(odd, base_dir / "models" / "diffusion_models" / "int4.safetensors")
     with pytest.raises(LoomError) as error:
-        _unet(runtime, "nvfp4.safetensors")
-    assert "nvfp4.safetensors" in str(error.value)
-    assert f"{layer}.comfy_quant" in str(error.value) and "'nvfp4'" in str(error.value)
+        _unet(runtime, "int4.safetensors")
+    assert "int4.safetensors" in str(error.value)
+    assert f"{layer}.comfy_quant" in str(error.value) and "'int4_awq'" in str(error.value)
 
 
 def _metadata_and_comfy_quant(stored: dict, prefix: str = "") -> tuple[dict, dict, dict]:

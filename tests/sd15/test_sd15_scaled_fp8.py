@@ -105,11 +105,11 @@ def test_an_unsupported_quant_format_names_the_file(runtime, base_dir, files):
     from loom.errors import LoomError
 
     odd = dict(files)
-    odd[f"{ATTN}.comfy_quant"] = torch.tensor(list(b'{"format": "nvfp4"}'), dtype=torch.uint8)
+    odd[f"{ATTN}.comfy_quant"] = torch.tensor(list(b'{"format": "int4_awq"}'), dtype=torch.uint8)
     save_checkpoint(base_dir / "models" / "diffusion_models" / "odd.safetensors", odd)
     with pytest.raises(LoomError) as error:
         _unet(runtime, "odd.safetensors")
-    assert "odd.safetensors" in str(error.value) and "nvfp4" in str(error.value)
+    assert "odd.safetensors" in str(error.value) and "int4_awq" in str(error.value)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("loom_lora") is None, reason="loom-lora missing")

@@ -70,8 +70,8 @@ def test_a_new_layout_file_passes_through():
 
 
 def test_an_unsupported_quantisation_format_is_named():
-    source = {"a.weight": torch.ones(3, 4), "a.comfy_quant": _config('{"format": "nvfp4"}')}
-    with pytest.raises(ValueError, match=r"a\.comfy_quant.*'nvfp4'"):
+    source = {"a.weight": torch.ones(3, 4), "a.comfy_quant": _config('{"format": "int4_awq"}')}
+    with pytest.raises(ValueError, match=r"a\.comfy_quant.*'int4_awq'.*nvfp4"):
         ScaledView(source)
 
 

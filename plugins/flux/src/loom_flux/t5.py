@@ -85,9 +85,10 @@ def t5_config(shapes: Mapping[str, tuple[int, ...]], prefix: str = "") -> T5Conf
     while f"{prefix}encoder.block.{layers}.layer.0.SelfAttention.q.weight" in shapes:
         layers += 1
     heads = bias[1]
+    shared = shapes[f"{prefix}shared.weight"]
     return T5Config(
-        vocab_size=shapes[f"{prefix}shared.weight"][0],
-        d_model=q[1],
+        vocab_size=shared[0],
+        d_model=shared[1],  # not q's input width: an NVFP4 file stores q packed, 2 a byte
         d_kv=q[0] // heads,
         d_ff=wi[0],
         num_layers=layers,

@@ -104,7 +104,9 @@ def _shapes(handle: Any) -> dict[str, tuple[int, ...]]:
     module = getattr(handle, "module", None)
     if module is None:
         return {}
-    return {k: tuple(v.shape) for k, v in module.state_dict(keep_vars=True).items()}
+    from loom.memory import value_shapes
+
+    return value_shapes(module)  # an NVFP4 weight by its [out, in], not its packed shape
 
 
 def _fits(patch: Any, shape: tuple[int, ...] | None) -> bool:

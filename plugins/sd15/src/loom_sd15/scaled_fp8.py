@@ -1,7 +1,8 @@
-"""Scaled-fp8 diffusion models (ComfyUI's ``scaled_fp8`` / ``comfy_quant`` layouts) for the
-families built on these loaders (SD1.x/2.x, SDXL, Flux): the layers the file scales become
-:class:`~loom.memory.ScaledLinear` and load from a :class:`~loom.memory.ScaledView` of the
-file, as ComfyUI loads any such model whatever its family.
+"""Scaled-fp8 and NVFP4 / MXFP8 diffusion models (ComfyUI's ``scaled_fp8`` / ``comfy_quant``
+layouts) for the families built on these loaders (SD1.x/2.x, SDXL, Flux): the layers the file
+scales become :class:`~loom.memory.ScaledLinear` (NvFp4Linear / MxFp8Linear for nvfp4 / mxfp8)
+and load from a :class:`~loom.memory.ScaledView` of the file, as ComfyUI loads any such model
+whatever its family.
 
 CLIP text encoders are the exception (:func:`refuse_scaled_clip`): ComfyUI 0.8 builds them
 with plain cast layers whatever the file says. Its loader does turn a file's
@@ -22,7 +23,7 @@ import attrs
 import torch
 
 from loom.errors import ModelFileError
-from loom.memory import ScaledView, is_scaled_fp8, scale_layers
+from loom.memory import QuantLayoutError, ScaledView, is_scaled_fp8, scale_layers
 from loom_sd15.convert import Conversion
 
 log = logging.getLogger(__name__)
@@ -32,17 +33,23 @@ def scaled_view(module: torch.nn.Module, view: Mapping[str, Any], file: str) -> 
     """Make the layers of ``module`` that ``view`` (module-keyed) scales ScaledLinear; the
     view those layers load from.
 
-    :raises ModelFileError: an unsupported quantisation format, or a scale naming no linear
-        layer of the model.
+    :raises ModelFileError: an unsupported quantisation format, a scale naming no linear
+        layer of the model, or an nvfp4 layer whose tensors do not fit its layer.
     """
     try:
         scaled = ScaledView(view)
     except ValueError as exc:
         raise ModelFileError(
-            f"{file}: {exc}", hint="use a scaled-fp8 (float8_e4m3fn / float8_e5m2) file"
+            f"{file}: {exc}",
+            hint="use a scaled-fp8 (float8_e4m3fn / float8_e5m2), nvfp4 or mxfp8 file",
         ) from exc
     try:
         count = scale_layers(module, scaled.layers)
+    except QuantLayoutError as exc:
+        raise ModelFileError(
+            f"{file}: {exc}",
+            hint="the file may be damaged, or quantised for another model of this family",
+        ) from exc
     except KeyError as exc:
         raise ModelFileError(
             f"{file}: scaled-fp8 scale {exc.args[0]} names no linear layer of the model",

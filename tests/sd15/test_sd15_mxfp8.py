@@ -1,0 +1,94 @@
+"""MXFP8 SD1.x files (ComfyUI's ``comfy_quant`` format ``mxfp8``, quantised by comfy-kitchen)
+load through UNETLoader with their float8 weights and E8M0 block scales kept, compute with
+exactly the weights ComfyUI dequantises, and take a LoRA as ComfyUI does."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+from loom_sd15.tiny import checkpoint_state, save_checkpoint, tiny_spec
+
+from loom.memory import MxFp8Linear
+from loom.testing import make_context
+from loom.testing.quantized_files import as_quantization_metadata, mxfp8_state
+
+pytest.importorskip("comfy_kitchen")
+
+PREFIX = "model.diffusion_model."
+ATTN = "input_blocks.3.1.transformer_blocks.0.attn1.to_q"
+
+
+@pytest.fixture
+def files(base_dir):
+    state = checkpoint_state(tiny_spec(), seed=0)
+    unet = {k[len(PREFIX) :]: v for k, v in state.items() if k.startswith(PREFIX)}
+    # attn2.to_k's input width is how the family (and ComfyUI) reads the context size
+    stored, dequantized = mxfp8_state(unet, lambda key: "attn2.to_k" not in key)
+    folder = base_dir / "models" / "diffusion_models"
+    save_checkpoint(folder / "unet-mxfp8.safetensors", stored)
+    save_checkpoint(folder / "unet-dequantized.safetensors", dequantized)
+    tensors, metadata = as_quantization_metadata(stored)
+    save_checkpoint(folder / "unet-mxfp8-metadata.safetensors", tensors, metadata)
+    return stored
+
+
+def _unet(runtime, name: str):
+    from loom.nodes.builtin.loaders import UNETLoader
+
+    return UNETLoader(unet_name=name, weight_dtype="default").run(make_context(runtime))
+
+
+def _forward(runtime, model) -> torch.Tensor:
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(1, 4, 8, 8, generator=g)
+    context = torch.randn(1, 5, model.module.config.context_dim, generator=g)
+    runtime.memory.load([model])
+    out = model.apply_model(x, torch.tensor([2.0]), {"c_crossattn": context})
+    runtime.memory.unload_all()
+    return out
+
+
+@pytest.mark.parametrize("name", ["unet-mxfp8.safetensors", "unet-mxfp8-metadata.safetensors"])
+def test_an_mxfp8_unet_equals_the_dequantized_one(runtime, files, name):
+    model = _unet(runtime, name)
+    reference = _unet(runtime, "unet-dequantized.safetensors")
+    layers = [(n, m) for n, m in model.module.named_modules() if isinstance(m, MxFp8Linear)]
+    assert len(layers) > 10
+    for key, layer in layers:
+        assert layer.weight.dtype == torch.float8_e4m3fn
+        assert layer.weight_scale.dtype == torch.float8_e8m0fnu  # the file's F8_E8M0 read
+        values = layer.dequantized(torch.device("cpu"), torch.float32)
+        assert torch.equal(values, reference.module.get_submodule(key).weight), key
+    # equal weights; a CPU GEMM's last bits can depend on where its operands lie in memory
+    torch.testing.assert_close(
+        _forward(runtime, model), _forward(runtime, reference), rtol=0, atol=1e-5
+    )
+
+
+@pytest.mark.skipif(importlib.util.find_spec("loom_lora") is None, reason="loom-lora missing")
+def test_a_lora_on_an_mxfp8_layer_is_merged_and_requantised(loom_runtime, base_dir, files):
+    from comfy_kitchen.tensor.mxfp8 import TensorCoreMXFP8Layout
+    from loom_lora.nodes import LoraLoaderModelOnly
+
+    runtime = loom_runtime("sd15", "lora", settings={"cpu_only": True})
+    model = _unet(runtime, "unet-mxfp8.safetensors")
+    values = model.module.get_submodule(ATTN).dequantized(torch.device("cpu"), torch.float32)
+    g = torch.Generator().manual_seed(4)
+    up = torch.randn(values.shape[0], 2, generator=g) * 0.1
+    down = torch.randn(2, values.shape[1], generator=g) * 0.1
+    name = "lora_unet_" + ATTN.replace(".", "_")
+    save_checkpoint(
+        base_dir / "models" / "loras" / "l.safetensors",
+        {f"{name}.lora_up.weight": up, f"{name}.lora_down.weight": down},
+    )
+    patched = LoraLoaderModelOnly(model=model, lora_name="l.safetensors", strength_model=1.0)
+    patched = patched.run(make_context(runtime))
+    runtime.memory.load([patched])
+    layer = patched.module.get_submodule(ATTN)
+    expected, params = TensorCoreMXFP8Layout.quantize(values + torch.mm(up, down))
+    assert torch.equal(layer.weight.view(torch.uint8), expected.view(torch.uint8))
+    assert torch.equal(layer.weight_scale.view(torch.uint8), params.scale.view(torch.uint8))
+    runtime.memory.unload_all()
+    assert torch.equal(layer.weight.view(torch.uint8), files[f"{ATTN}.weight"].view(torch.uint8))
