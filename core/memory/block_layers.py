@@ -14,7 +14,33 @@ from loom.memory import mxfp8, nvfp4
 from loom.memory.scaled import ScaledLinear
 
 
-class NvFp4Linear(ScaledLinear):
+class BlockQuantizedLinear(ScaledLinear):
+    """A cast linear layer whose weight is stored block-quantised and padded: it computes with
+    the weight :meth:`dequantized` to the compute dtype on the input's device, and reports the
+    weight's ``[out, in]`` as its value shape."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = self._target_dtype(x)
+        weight = self.dequantized(x.device, dtype)
+        bias = self.bias
+        if bias is not None and (bias.dtype != dtype or bias.device != x.device):
+            bias = bias.to(x.device, dtype)
+        if x.is_floating_point() and x.dtype != dtype:
+            x = x.to(dtype)
+        return nn.functional.linear(x, weight, bias)
+
+    def value_shape(self, name: str) -> tuple[int, ...]:
+        """The weight's ``[out, in]`` (its stored shape is packed or padded)."""
+        if name == "weight":
+            return (self.out_features, self.in_features)
+        return tuple(getattr(self, name).shape)
+
+    def dequantized(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """The weight's values in ``dtype`` on ``device``."""
+        raise NotImplementedError
+
+
+class NvFp4Linear(BlockQuantizedLinear):
     """A cast linear layer whose weight is stored NVFP4 (:mod:`loom.memory.nvfp4`): packed
     ``weight``, blocked float8 ``weight_scale``, float32 ``weight_scale_2``; each forward
     dequantises it to the compute dtype on the input's device, as ComfyUI does off Blackwell
@@ -22,15 +48,6 @@ class NvFp4Linear(ScaledLinear):
 
     weight_scale_2: torch.Tensor
     quant_format: str = nvfp4.NVFP4
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _linear(self, x)
-
-    def value_shape(self, name: str) -> tuple[int, ...]:
-        """The weight's ``[out, in]`` (its stored shape is packed and padded)."""
-        if name == "weight":
-            return (self.out_features, self.in_features)
-        return tuple(getattr(self, name).shape)
 
     def dequantized(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """The weight's values in ``dtype`` on ``device``."""
@@ -65,21 +82,12 @@ class NvFp4Linear(ScaledLinear):
         }
 
 
-class MxFp8Linear(ScaledLinear):
+class MxFp8Linear(BlockQuantizedLinear):
     """A cast linear layer whose weight is stored MXFP8 (:mod:`loom.memory.mxfp8`): float8
     ``weight`` padded to 32, blocked E8M0 ``weight_scale``; each forward dequantises it to the
     compute dtype on the input's device, as ComfyUI does off Blackwell GPUs."""
 
     quant_format: str = mxfp8.MXFP8
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _linear(self, x)
-
-    def value_shape(self, name: str) -> tuple[int, ...]:
-        """The weight's ``[out, in]`` (its stored shape is padded to 32)."""
-        if name == "weight":
-            return (self.out_features, self.in_features)
-        return tuple(getattr(self, name).shape)
 
     def dequantized(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """The weight's values in ``dtype`` on ``device``."""
@@ -103,15 +111,3 @@ class MxFp8Linear(ScaledLinear):
             raise KeyError(name)
         quantized = mxfp8.quantize(merged)
         return {"weight": quantized.values, "weight_scale": quantized.block_scales}
-
-
-def _linear(layer: NvFp4Linear | MxFp8Linear, x: torch.Tensor) -> torch.Tensor:
-    """``layer``'s linear map of ``x`` with its dequantised weight, in the compute dtype."""
-    dtype = layer._target_dtype(x)
-    weight = layer.dequantized(x.device, dtype)
-    bias = layer.bias
-    if bias is not None and (bias.dtype != dtype or bias.device != x.device):
-        bias = bias.to(x.device, dtype)
-    if x.is_floating_point() and x.dtype != dtype:
-        x = x.to(dtype)
-    return nn.functional.linear(x, weight, bias)
