@@ -55,16 +55,19 @@ _TABLES: dict[tuple[str, torch.device, torch.dtype], torch.Tensor] = {}
 
 
 def _table(kind: str, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """A lookup table (``e2m1``: 16 codes; ``e4m3``: 256 bytes) of values in ``dtype``.
+    """A lookup table of values in ``dtype``: ``e2m1``, a packed byte's two E2M1 values
+    (``[256, 2]``, high nibble first); ``e4m3``, a float8_e4m3fn byte's value (``[256]``).
     Every value is exact in float16/bfloat16/float32, and decoding bytes through a table
     needs no float8 support on the device (MPS has none)."""
     key = (kind, device, dtype)
     table = _TABLES.get(key)
     if table is None:
+        byte = torch.arange(256)
         if kind == "e2m1":
-            values = torch.tensor(E2M1_VALUES, dtype=torch.float32)
+            e2m1 = torch.tensor(E2M1_VALUES, dtype=torch.float32)
+            values = torch.stack((e2m1[byte >> 4], e2m1[byte & 0x0F]), dim=-1)
         else:
-            values = torch.arange(256, dtype=torch.uint8).view(torch.float8_e4m3fn).float()
+            values = byte.to(torch.uint8).view(torch.float8_e4m3fn).float()
         table = _TABLES[key] = values.to(device=device, dtype=dtype)
     return table
 
@@ -92,8 +95,8 @@ def dequantize(
     packed = _as_bytes(packed)
     device = packed.device
     rows, half_cols = packed.shape
-    codes = torch.stack((packed >> 4, packed & 0x0F), dim=-1).reshape(rows, half_cols * 2)
-    values = _table("e2m1", device, dtype)[codes.long()]
+    # one lookup per byte gives both of its values (int32 indices: half the memory of int64)
+    values = torch.nn.functional.embedding(packed.int(), _table("e2m1", device, dtype))
     blocks = half_cols * 2 // BLOCK
     scale_bytes = unblock(_as_bytes(block_scales).to(device), rows, blocks)
     scales = _table("e4m3", device, dtype)[scale_bytes.long()]
