@@ -106,6 +106,6 @@ def test_gits_grid_sigmas_are_sd1s_sigmas_at_timesteps_9_99_k():
 
 
 def test_gits_coefficient_without_a_table_names_the_input(samplers_registry):
-    with pytest.raises(loom.NodeInputError, match="coeff 0.83 has no GITS schedule") as caught:
+    with pytest.raises(loom.NodeInputError, match=r"coeff 0\.83 has no GITS schedule") as caught:
         _gits(samplers_registry, coeff=0.83)
     assert caught.value.inputs == ("coeff",) and "0.80, 0.85" in str(caught.value)
