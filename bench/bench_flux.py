@@ -73,16 +73,63 @@ def config_for(size: str, blocks: tuple[int, int] | None = None):
     return config
 
 
-def write_random_dit(path: Path, config, dtype: torch.dtype, seed: int = 0) -> int:
-    """Stream a random DiT in ComfyUI's layout to ``path``; returns the file size in bytes."""
+def write_random_dit(path: Path, config, dtype: torch.dtype | str, seed: int = 0) -> int:
+    """Stream a random DiT in ComfyUI's layout to ``path``; returns the file size in bytes.
+    ``dtype`` ``"nvfp4"``: every Linear weight of the blocks stored NVFP4 as ComfyUI's files
+    store them (:func:`nvfp4_layers`), the rest bf16."""
     from loom_flux.dit import FluxTransformer
 
     with torch.device("meta"):
         shapes = {k: tuple(v.shape) for k, v in FluxTransformer(config).state_dict().items()}
     generator = torch.Generator().manual_seed(seed)
-    return stream_safetensors(
-        path, shapes, dtype, lambda key, shape: torch.randn(shape, generator=generator) * 0.02
-    )
+
+    def randn(key: str, shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.randn(shape, generator=generator) * 0.02
+
+    if dtype != "nvfp4":
+        return stream_safetensors(path, shapes, dtype, randn)
+    shapes, dtypes, tensor_for = nvfp4_layers(shapes, generator, randn)
+    return stream_safetensors(path, shapes, torch.bfloat16, tensor_for, dtypes)
+
+
+def nvfp4_layers(shapes: dict, generator: torch.Generator, otherwise):
+    """``(shapes, dtypes, tensor_for)`` for a file whose double/single-block Linear weights are
+    stored NVFP4 in ComfyUI's layout (packed uint8 ``weight``, blocked float8 ``weight_scale``,
+    float32 ``weight_scale_2``, ``comfy_quant``), with random codes and scales of the size
+    ~0.02-weights get; other tensors from ``otherwise``."""
+    import json
+
+    from loom.memory import nvfp4
+
+    config = torch.tensor(list(json.dumps({"format": "nvfp4"}).encode()), dtype=torch.uint8)
+    out_shapes: dict[str, tuple[int, ...]] = {}
+    dtypes: dict[str, torch.dtype] = {}
+    for key, shape in shapes.items():
+        if not (key.endswith(".weight") and len(shape) == 2 and "_blocks." in key):
+            out_shapes[key] = shape
+            continue
+        layer = key.removesuffix(".weight")
+        packed = nvfp4.packed_shape(shape)
+        out_shapes[key], dtypes[key] = packed, torch.uint8
+        scales = f"{layer}.weight_scale"
+        out_shapes[scales] = nvfp4.block_scale_shape(packed)
+        dtypes[scales] = torch.float8_e4m3fn
+        out_shapes[f"{layer}.weight_scale_2"], dtypes[f"{layer}.weight_scale_2"] = (), torch.float32
+        out_shapes[f"{layer}.comfy_quant"] = tuple(config.shape)
+        dtypes[f"{layer}.comfy_quant"] = torch.uint8
+
+    def tensor_for(key: str, shape: tuple[int, ...]) -> torch.Tensor:
+        if key.endswith(".comfy_quant"):
+            return config
+        if key.endswith(".weight_scale_2"):
+            return torch.tensor(2e-4)
+        if key.endswith(".weight_scale"):
+            return torch.rand(shape, generator=generator) * 16 + 8
+        if dtypes.get(key) == torch.uint8:
+            return torch.randint(0, 256, shape, generator=generator, dtype=torch.uint8)
+        return otherwise(key, shape)
+
+    return out_shapes, dtypes, tensor_for
 
 
 def load_in_child(path: Path) -> dict:
@@ -282,7 +329,12 @@ def gib_list(values: list[int]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", choices=SIZES, default="tiny")
-    parser.add_argument("--dtype", choices=("fp8", "bf16"), default="fp8")
+    parser.add_argument(
+        "--dtype",
+        choices=("fp8", "bf16", "nvfp4"),
+        default="fp8",
+        help="the file's weights (nvfp4: Loom only, diffusers cannot load ComfyUI's NVFP4)",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before the timed ones")
     parser.add_argument("--skip-diffusers", action="store_true")
@@ -323,7 +375,7 @@ def main() -> None:
             result = diffusers_step(*timing, fp8_scope=args.diffusers_fp8)
         print(json.dumps({**result, "peak_rss": peak_rss_bytes()}))
         return
-    dtype = torch.float8_e4m3fn if args.dtype == "fp8" else torch.bfloat16
+    dtype = {"fp8": torch.float8_e4m3fn, "bf16": torch.bfloat16}.get(args.dtype, args.dtype)
     timing = ["--size", args.size, "--repeats", str(args.repeats), "--warmup", str(args.warmup)]
     if args.blocks:
         timing += ["--blocks", ",".join(map(str, args.blocks))]
@@ -334,7 +386,7 @@ def main() -> None:
         file_bytes = write_random_dit(path, config, dtype)
         cold, warm = load_in_child(path), load_in_child(path)
         steps = {"Loom": in_child("--child", "loom", "--file", str(path), *timing, **guard)}
-        if not args.skip_diffusers:
+        if not args.skip_diffusers and args.dtype != "nvfp4":
             scope = ["--diffusers-fp8", args.diffusers_fp8]
             steps["diffusers"] = in_child(
                 "--child", "diffusers", "--file", str(path), *scope, *timing, **guard

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 SAFETENSORS_DTYPES = {
+    torch.uint8: "U8",
     torch.float8_e4m3fn: "F8_E4M3",
     torch.bfloat16: "BF16",
     torch.float16: "F16",
@@ -23,14 +24,19 @@ def stream_safetensors(
     shapes: Mapping[str, tuple[int, ...]],
     dtype: torch.dtype,
     tensor_for: Callable[[str, tuple[int, ...]], torch.Tensor],
+    dtypes: Mapping[str, torch.dtype] | None = None,
 ) -> int:
-    """Write ``tensor_for(key, shape)`` (on any device) cast to ``dtype`` for every key of
-    ``shapes``, in order, to ``path``; returns the file's size in bytes."""
+    """Write ``tensor_for(key, shape)`` (on any device) cast to ``dtype`` (or to
+    ``dtypes[key]`` where given) for every key of ``shapes``, in order, to ``path``; returns
+    the file's size in bytes."""
+    dtypes = dict(dtypes or {})
+    for key in shapes:
+        dtypes.setdefault(key, dtype)
     header, offset = {}, 0
     for key, shape in shapes.items():
-        size = torch.Size(shape).numel() * dtype.itemsize
+        size = torch.Size(shape).numel() * dtypes[key].itemsize
         header[key] = {
-            "dtype": SAFETENSORS_DTYPES[dtype],
+            "dtype": SAFETENSORS_DTYPES[dtypes[key]],
             "shape": list(shape),
             "data_offsets": [offset, offset + size],
         }
@@ -41,6 +47,6 @@ def stream_safetensors(
     with path.open("wb") as out:
         out.write(struct.pack("<Q", len(raw)) + raw)
         for key, shape in shapes.items():
-            tensor = tensor_for(key, shape).to(dtype).contiguous()
-            out.write(tensor.view(torch.uint8).cpu().numpy().data)
+            tensor = tensor_for(key, shape).to(dtypes[key]).contiguous()
+            out.write(tensor.reshape(-1).view(torch.uint8).cpu().numpy().data)
     return path.stat().st_size
