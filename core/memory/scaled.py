@@ -114,11 +114,24 @@ class ScaledLinear(ops.Linear):
         """The shape of tensor ``name``'s values (as stored: fp8 is not packed)."""
         return tuple(getattr(self, name).shape)
 
-    def dequantize(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
-        """``tensor`` (this layer's ``name``, in float32) as the values the layer computes with."""
+    def dequantize(
+        self, name: str, tensor: torch.Tensor, scales: Mapping[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """``tensor`` (this layer's ``name``, in the merge dtype) as the values the layer
+        computes with, scaled by ``scales["weight_scale"]`` when given, else by its own."""
         if name != "weight":
             return tensor
-        return tensor * self.weight_scale.to(tensor.device, tensor.dtype)
+        return tensor * self.stored_scale("weight_scale", scales).to(tensor.device, tensor.dtype)
+
+    def stored_scale(
+        self, name: str, scales: Mapping[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Quantisation tensor ``name`` as stored: from ``scales`` (by local name) when it
+        holds it, else the layer's own (while a patched clone is loaded: its requantised
+        one)."""
+        if scales is not None and name in scales:
+            return scales[name]
+        return getattr(self, name)
 
     def requantize(self, name: str, merged: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
         """``merged`` (the weight's float values) stored as ComfyUI 0.7+ stores a patched
