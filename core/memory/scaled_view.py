@@ -26,11 +26,14 @@ from loom.memory.scaled import (
 
 
 class ScaledView(Mapping[str, Any]):
-    """A scaled-fp8 state dict (either layout) as :class:`ScaledLinear` modules name it:
-    scales under ComfyUI's new names, the marker, the configs and an old file's input scales of
-    1.0 dropped. :attr:`layers` describes each scaled layer.
+    """A quantised state dict (scaled fp8 in either layout, NVFP4, MXFP8) as
+    :class:`ScaledLinear` modules name it: scales under ComfyUI's new names, the marker, the
+    configs and an old file's input scales of 1.0 dropped. :attr:`layers` describes each
+    quantised layer.
 
-    :raises ValueError: a layer's ``comfy_quant`` names a format other than per-tensor fp8.
+    :raises ValueError: a layer's ``comfy_quant`` names a format Loom does not load (not one
+        of :data:`loom.memory.scaled.FORMATS`), or an nvfp4 / mxfp8 layer lacks a tensor its
+        format needs.
     """
 
     def __init__(self, source: Mapping[str, Any]) -> None:
