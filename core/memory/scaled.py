@@ -208,5 +208,11 @@ def config_tensor(config: Mapping[str, Any]) -> torch.Tensor:
 
 
 def read_config(tensor: torch.Tensor) -> dict[str, Any]:
-    """A ``comfy_quant`` tensor's config."""
-    return json.loads(bytes(tensor.to(torch.uint8).flatten().tolist()).decode("utf-8"))
+    """A ``comfy_quant`` tensor's config.
+
+    :raises ValueError: the bytes are not UTF-8 JSON of an object.
+    """
+    config = json.loads(bytes(tensor.to(torch.uint8).flatten().tolist()).decode("utf-8"))
+    if not isinstance(config, dict):
+        raise ValueError(f"a JSON {type(config).__name__}, not an object")
+    return config

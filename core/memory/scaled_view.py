@@ -60,7 +60,10 @@ class ScaledView(Mapping[str, Any]):
                 )
             elif key.endswith(QUANT_CONFIG):
                 name = key[: -len(QUANT_CONFIG)]
-                config = read_config(source[key])
+                try:
+                    config = read_config(source[key])
+                except ValueError as exc:
+                    raise ValueError(f"{key}: not a quantisation config ({exc})") from exc
                 fmt = config.get("format")
                 if fmt not in FORMATS:
                     raise ValueError(

@@ -75,6 +75,14 @@ def test_an_unsupported_quantisation_format_is_named():
         ScaledView(source)
 
 
+@pytest.mark.parametrize("text", ['["nvfp4"]', '{"format": ', "\xff"])
+def test_a_quantisation_config_that_is_not_a_json_object_is_named(text):
+    config = torch.tensor(list(text.encode("latin-1")), dtype=torch.uint8)
+    source = {"a.weight": torch.ones(3, 4), "a.comfy_quant": config}
+    with pytest.raises(ValueError, match=r"a\.comfy_quant: not a quantisation config"):
+        ScaledView(source)
+
+
 class Pair(nn.Module):
     def __init__(self) -> None:
         super().__init__()
