@@ -194,7 +194,7 @@ def dequantized_weights(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.
             if tensor_scale is not None:
                 shape = (stored.shape[0], stored.shape[1] * 2)
                 out[weight] = nvfp4.dequantize(stored, tensor_scale, scale, shape, torch.float32)
-            elif scale.dtype == torch.float8_e8m0fnu:
+            elif scale.dtype == mxfp8.e8m0_dtype():  # (torch < 2.7 has no E8M0: never)
                 shape = tuple(stored.shape)
                 out[weight] = mxfp8.dequantize(stored, scale, shape, torch.float32)
             else:

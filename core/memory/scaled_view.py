@@ -70,6 +70,11 @@ class ScaledView(Mapping[str, Any]):
                         f"{key}: quantisation format {fmt!r} is not supported "
                         f"(supported: {', '.join(FORMATS)})"
                     )
+                if fmt == mxfp8.MXFP8 and mxfp8.e8m0_dtype() is None:
+                    raise ValueError(
+                        f"{key}: an mxfp8 layer needs torch 2.7 or later (float8_e8m0fnu); "
+                        f"this is torch {torch.__version__}"
+                    )
                 if fmt in (nvfp4.NVFP4, mxfp8.MXFP8):
                     self.layers.append(self._block_layer(name, fmt, config, key, present))
                     continue
