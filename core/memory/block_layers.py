@@ -7,6 +7,8 @@ stochastic rounding). Unloading puts the file's tensors back."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
@@ -60,13 +62,18 @@ class NvFp4Linear(BlockQuantizedLinear):
             dtype,
         )
 
-    def dequantize(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
+    def dequantize(
+        self, name: str, tensor: torch.Tensor, scales: Mapping[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """``tensor`` (this layer's packed ``name``, cast to the dtype to dequantise in, which
-        keeps its bytes exact) as the values the layer computes with, in that dtype."""
+        keeps its bytes exact) as the values the layer computes with, in that dtype, with the
+        stored ``scales`` (by local name) when given, else the layer's own."""
         if name != "weight":
             return tensor
         shape = (self.out_features, self.in_features)
-        return nvfp4.dequantize(tensor, self.weight_scale_2, self.weight_scale, shape, tensor.dtype)
+        tensor_scale = self.stored_scale("weight_scale_2", scales)
+        block_scales = self.stored_scale("weight_scale", scales)
+        return nvfp4.dequantize(tensor, tensor_scale, block_scales, shape, tensor.dtype)
 
     def requantize(self, name: str, merged: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
         """``merged`` (the weight's values) quantised to NVFP4 again as ComfyUI does: a new
@@ -96,13 +103,17 @@ class MxFp8Linear(BlockQuantizedLinear):
             weight, self.weight_scale, (self.out_features, self.in_features), dtype
         )
 
-    def dequantize(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
+    def dequantize(
+        self, name: str, tensor: torch.Tensor, scales: Mapping[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """``tensor`` (this layer's stored ``name``, cast to the dtype to dequantise in, which
-        holds every float8 value exactly) as the values the layer computes with."""
+        holds every float8 value exactly) as the values the layer computes with, with the
+        stored ``scales`` (by local name) when given, else the layer's own."""
         if name != "weight":
             return tensor
         shape = (self.out_features, self.in_features)
-        return mxfp8.dequantize(tensor, self.weight_scale, shape, tensor.dtype)
+        block_scales = self.stored_scale("weight_scale", scales)
+        return mxfp8.dequantize(tensor, block_scales, shape, tensor.dtype)
 
     def requantize(self, name: str, merged: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
         """``merged`` (the weight's values) quantised to MXFP8 again as ComfyUI does: new

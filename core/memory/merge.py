@@ -10,7 +10,7 @@ merged handle is loaded, and the second model's weights stay shared, not copied.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 
@@ -67,7 +67,9 @@ class MergePatch:
     ``other`` is the second model's stored weight and ``other_entries`` the patches that
     model carried when merged (applied to ``other`` first, as its own load would);
     ``other_owner`` the second model's layer and tensor name when that layer stores quantised
-    values (scaled fp8): ``other`` is dequantised first, as ComfyUI's ``convert_func`` does.
+    values (scaled fp8, NVFP4, MXFP8): ``other`` is dequantised first, as ComfyUI's
+    ``convert_func`` does, with ``other_scales``, the layer's stored scales (not the ones it
+    holds while a patched clone of the second model is loaded).
     """
 
     other: torch.Tensor
@@ -75,6 +77,7 @@ class MergePatch:
     model_scale: float
     other_scale: float
     other_owner: tuple[QuantizedWeights, str] | None = None
+    other_scales: Mapping[str, torch.Tensor] | None = None
 
     def apply(self, weight: torch.Tensor, strength: float) -> torch.Tensor:
         if self.model_scale != 1.0:
@@ -86,7 +89,7 @@ class MergePatch:
         # dtype), then cast to the merge dtype and scaled there, as ComfyUI adds a diff
         other = self.other.to(device=weight.device, dtype=torch.float32)
         if self.other_owner is not None:
-            other = self.other_owner[0].dequantize(self.other_owner[1], other)
+            other = self.other_owner[0].dequantize(self.other_owner[1], other, self.other_scales)
         other = patched_weight(other, self.other_entries, dtype=torch.float32)
         return weight + scale * other.to(weight.dtype)
 
@@ -121,7 +124,8 @@ def patched_tensors(handle: ModelHandle) -> dict[str, torch.Tensor]:
     if site is None:
         site = MergeSite(torch.device("cpu"), handle.compute_target.merge_dtype)
     device, merge_dtype = site.device, site.merge_dtype
-    for key, tensor in stored_tensors(handle).items():
+    stored = stored_tensors(handle)
+    for key, tensor in stored.items():
         entries = handle.weight_patches.get(key)
         if entries:
             owner_path, _, name = key.rpartition(".")
@@ -132,7 +136,8 @@ def patched_tensors(handle: ModelHandle) -> dict[str, torch.Tensor]:
             seed = key_seed(handle.comfy_prefix + key)
             if owner is not None:
                 prefix = f"{owner_path}." if owner_path else ""
-                new = patched_quantized(tensor, entries, owner, device, seed, merge_dtype)
+                scales = _stored_scales(stored, owner_path)
+                new = patched_quantized(tensor, entries, owner, device, seed, merge_dtype, scales)
                 requantized.update({prefix + k: v.to("cpu") for k, v in new.items()})
                 continue
             tensor = patched_weight(tensor, entries, device, tensor.dtype, seed, merge_dtype)
@@ -140,6 +145,13 @@ def patched_tensors(handle: ModelHandle) -> dict[str, torch.Tensor]:
     # a requantised layer's new scale replaces the stored one
     out.update(requantized)
     return out
+
+
+def _stored_scales(stored: Mapping[str, torch.Tensor], layer: str) -> dict[str, torch.Tensor]:
+    """Layer ``layer``'s quantisation tensors (:data:`SCALE_TENSORS`) among ``stored``
+    (:func:`stored_tensors`), by local name."""
+    prefix = f"{layer}." if layer else ""
+    return {name: stored[prefix + name] for name in SCALE_TENSORS if prefix + name in stored}
 
 
 def merge_into(target: ModelHandle, source: ModelHandle, scales: MergeScales) -> list[str]:
@@ -156,7 +168,8 @@ def merge_into(target: ModelHandle, source: ModelHandle, scales: MergeScales) ->
     other_shapes = value_shapes(source.module)
     merged: list[str] = []
     skipped: list[str] = []
-    for key, other in stored_tensors(source).items():
+    stored = stored_tensors(source)
+    for key, other in stored.items():
         answer = scales(source.comfy_prefix + key)
         if answer is None or key not in own:
             continue
@@ -169,7 +182,10 @@ def merge_into(target: ModelHandle, source: ModelHandle, scales: MergeScales) ->
             continue
         owner = quantized_owner(layer, name)
         entries: PatchEntries = tuple(source.weight_patches.get(key, ()))
-        patch = MergePatch(other, tuple(entries), float(answer[0]), float(answer[1]), owner)
+        other_scales = None if owner is None else _stored_scales(stored, owner_path)
+        patch = MergePatch(
+            other, tuple(entries), float(answer[0]), float(answer[1]), owner, other_scales
+        )
         merged.extend(target.add_patches({key: patch}, 1.0))
     if skipped:
         log.warning(

@@ -25,6 +25,11 @@ E4M3_MAX = 448.0
 _BIAS = 127
 
 
+def e8m0_dtype() -> torch.dtype | None:
+    """torch's E8M0 dtype (``float8_e8m0fnu``, torch 2.7 on); ``None`` where torch lacks it."""
+    return getattr(torch, "float8_e8m0fnu", None)
+
+
 def stored_shape(shape: tuple[int, int]) -> tuple[int, int]:
     """The float8 storage shape of an ``[out, in]`` weight (both padded to 32)."""
     return roundup(shape[0], BLOCK), roundup(shape[1], BLOCK)
@@ -93,4 +98,12 @@ def quantize(weight: torch.Tensor) -> MxFp8Weight:
     return MxFp8Weight(values.to(torch.float8_e4m3fn), blocked)
 
 
-__all__ = ["MXFP8", "MxFp8Weight", "block_scale_shape", "dequantize", "quantize", "stored_shape"]
+__all__ = [
+    "MXFP8",
+    "MxFp8Weight",
+    "block_scale_shape",
+    "dequantize",
+    "e8m0_dtype",
+    "quantize",
+    "stored_shape",
+]

@@ -118,7 +118,14 @@ class QuantizedWeights(Protocol):
         """Whether the layer stores its tensor ``name`` quantised."""
         ...
 
-    def dequantize(self, name: str, tensor: torch.Tensor) -> torch.Tensor: ...
+    def dequantize(
+        self, name: str, tensor: torch.Tensor, scales: Mapping[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """``tensor`` (the layer's stored ``name``, cast to the dtype to dequantise in) as the
+        values the layer computes with. ``scales``: the layer's stored quantisation tensors
+        by local name (``weight_scale``, ...) to use instead of the ones it holds now, which
+        while a patched clone of the model is loaded are that clone's requantised ones."""
+        ...
 
     def value_shape(self, name: str) -> tuple[int, ...]:
         """The shape of tensor ``name``'s values (an NVFP4 weight is stored packed)."""
@@ -158,13 +165,15 @@ def merged_values(
     device: torch.device | None = None,
     owner: tuple[QuantizedWeights, str] | None = None,
     merge_dtype: torch.dtype = torch.float32,
+    scales: Mapping[str, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """``original`` (dequantised by ``owner`` when given) with ``entries`` applied, in
-    ``merge_dtype`` on ``device`` (ComfyUI casts the weight there first, then dequantises)."""
+    """``original`` (dequantised by ``owner`` when given, with its stored ``scales``:
+    :meth:`QuantizedWeights.dequantize`) with ``entries`` applied, in ``merge_dtype`` on
+    ``device`` (ComfyUI casts the weight there first, then dequantises)."""
     device = original.device if device is None else device
     weight = original.detach().to(device=device, dtype=merge_dtype, copy=True)
     if owner is not None:
-        weight = owner[0].dequantize(owner[1], weight)
+        weight = owner[0].dequantize(owner[1], weight, scales)
     for patch, strength in entries:
         if strength == 0:  # no arithmetic at all: W + 0*d would turn -0.0 into +0.0
             continue
@@ -195,11 +204,13 @@ def patched_quantized(
     device: torch.device | None = None,
     seed: int = 0,
     merge_dtype: torch.dtype = torch.float32,
+    scales: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """The new stored tensors of ``owner``'s layer (by local name) once ``entries`` patch its
-    tensor ``owner[1]`` (``original``): merged into the dequantised values in ``merge_dtype``
-    on ``device``, then quantised again by the layer (:meth:`QuantizedWeights.requantize`)."""
-    merged = merged_values(original, entries, device, owner, merge_dtype)
+    tensor ``owner[1]`` (``original``, stored with ``scales``, default the layer's own):
+    merged into the dequantised values in ``merge_dtype`` on ``device``, then quantised
+    again by the layer (:meth:`QuantizedWeights.requantize`)."""
+    merged = merged_values(original, entries, device, owner, merge_dtype, scales)
     return owner[0].requantize(owner[1], merged, seed)
 
 

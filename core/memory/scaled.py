@@ -114,11 +114,24 @@ class ScaledLinear(ops.Linear):
         """The shape of tensor ``name``'s values (as stored: fp8 is not packed)."""
         return tuple(getattr(self, name).shape)
 
-    def dequantize(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
-        """``tensor`` (this layer's ``name``, in float32) as the values the layer computes with."""
+    def dequantize(
+        self, name: str, tensor: torch.Tensor, scales: Mapping[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """``tensor`` (this layer's ``name``, in the merge dtype) as the values the layer
+        computes with, scaled by ``scales["weight_scale"]`` when given, else by its own."""
         if name != "weight":
             return tensor
-        return tensor * self.weight_scale.to(tensor.device, tensor.dtype)
+        return tensor * self.stored_scale("weight_scale", scales).to(tensor.device, tensor.dtype)
+
+    def stored_scale(
+        self, name: str, scales: Mapping[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Quantisation tensor ``name`` as stored: from ``scales`` (by local name) when it
+        holds it, else the layer's own (while a patched clone is loaded: its requantised
+        one)."""
+        if scales is not None and name in scales:
+            return scales[name]
+        return getattr(self, name)
 
     def requantize(self, name: str, merged: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
         """``merged`` (the weight's float values) stored as ComfyUI 0.7+ stores a patched
@@ -181,7 +194,7 @@ def dequantized_weights(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.
             if tensor_scale is not None:
                 shape = (stored.shape[0], stored.shape[1] * 2)
                 out[weight] = nvfp4.dequantize(stored, tensor_scale, scale, shape, torch.float32)
-            elif scale.dtype == torch.float8_e8m0fnu:
+            elif scale.dtype == mxfp8.e8m0_dtype():  # (torch < 2.7 has no E8M0: never)
                 shape = tuple(stored.shape)
                 out[weight] = mxfp8.dequantize(stored, scale, shape, torch.float32)
             else:
@@ -195,5 +208,11 @@ def config_tensor(config: Mapping[str, Any]) -> torch.Tensor:
 
 
 def read_config(tensor: torch.Tensor) -> dict[str, Any]:
-    """A ``comfy_quant`` tensor's config."""
-    return json.loads(bytes(tensor.to(torch.uint8).flatten().tolist()).decode("utf-8"))
+    """A ``comfy_quant`` tensor's config.
+
+    :raises ValueError: the bytes are not UTF-8 JSON of an object.
+    """
+    config = json.loads(bytes(tensor.to(torch.uint8).flatten().tolist()).decode("utf-8"))
+    if not isinstance(config, dict):
+        raise ValueError(f"a JSON {type(config).__name__}, not an object")
+    return config

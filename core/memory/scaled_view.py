@@ -26,11 +26,14 @@ from loom.memory.scaled import (
 
 
 class ScaledView(Mapping[str, Any]):
-    """A scaled-fp8 state dict (either layout) as :class:`ScaledLinear` modules name it:
-    scales under ComfyUI's new names, the marker, the configs and an old file's input scales of
-    1.0 dropped. :attr:`layers` describes each scaled layer.
+    """A quantised state dict (scaled fp8 in either layout, NVFP4, MXFP8) as
+    :class:`ScaledLinear` modules name it: scales under ComfyUI's new names, the marker, the
+    configs and an old file's input scales of 1.0 dropped. :attr:`layers` describes each
+    quantised layer.
 
-    :raises ValueError: a layer's ``comfy_quant`` names a format other than per-tensor fp8.
+    :raises ValueError: a layer's ``comfy_quant`` names a format Loom does not load (not one
+        of :data:`loom.memory.scaled.FORMATS`), or an nvfp4 / mxfp8 layer lacks a tensor its
+        format needs.
     """
 
     def __init__(self, source: Mapping[str, Any]) -> None:
@@ -57,12 +60,20 @@ class ScaledView(Mapping[str, Any]):
                 )
             elif key.endswith(QUANT_CONFIG):
                 name = key[: -len(QUANT_CONFIG)]
-                config = read_config(source[key])
+                try:
+                    config = read_config(source[key])
+                except ValueError as exc:
+                    raise ValueError(f"{key}: not a quantisation config ({exc})") from exc
                 fmt = config.get("format")
                 if fmt not in FORMATS:
                     raise ValueError(
                         f"{key}: quantisation format {fmt!r} is not supported "
                         f"(supported: {', '.join(FORMATS)})"
+                    )
+                if fmt == mxfp8.MXFP8 and mxfp8.e8m0_dtype() is None:
+                    raise ValueError(
+                        f"{key}: an mxfp8 layer needs torch 2.7 or later (float8_e8m0fnu); "
+                        f"this is torch {torch.__version__}"
                     )
                 if fmt in (nvfp4.NVFP4, mxfp8.MXFP8):
                     self.layers.append(self._block_layer(name, fmt, config, key, present))

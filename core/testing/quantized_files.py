@@ -13,6 +13,35 @@ def _config(fmt: str) -> torch.Tensor:
     return torch.tensor(list(json.dumps({"format": fmt}).encode()), dtype=torch.uint8)
 
 
+#: A layer quantiser: ``weight`` -> (its stored tensors by suffix, its float32 dequantisation
+#: at the stored, padded shape).
+LayerQuantizer = Callable[[torch.Tensor], tuple[dict[str, torch.Tensor], torch.Tensor]]
+
+
+def _quantized_state(
+    state: Mapping[str, torch.Tensor],
+    quantized: Callable[[str], bool],
+    fmt: str,
+    quantize: LayerQuantizer,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """``(stored, dequantized)`` with each 2-D ``<layer>.weight`` that ``quantized(key)`` picks
+    stored by ``quantize`` under ``<layer>`` plus a ``comfy_quant`` config of ``fmt``."""
+    config = _config(fmt)
+    stored: dict[str, torch.Tensor] = {}
+    dequantized: dict[str, torch.Tensor] = {}
+    for key, tensor in state.items():
+        if tensor.ndim != 2 or not key.endswith(".weight") or not quantized(key):
+            stored[key] = dequantized[key] = tensor
+            continue
+        layer = key.removesuffix(".weight")
+        tensors, values = quantize(tensor)
+        stored.update({layer + suffix: value for suffix, value in tensors.items()})
+        stored[f"{layer}.comfy_quant"] = config.clone()
+        rows, cols = tensor.shape
+        dequantized[key] = values[:rows, :cols].contiguous()
+    return stored, dequantized
+
+
 def nvfp4_state(
     state: Mapping[str, torch.Tensor], quantized: Callable[[str], bool]
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -23,23 +52,17 @@ def nvfp4_state(
     import comfy_kitchen as ck
     from comfy_kitchen.tensor.nvfp4 import TensorCoreNVFP4Layout
 
-    config = _config("nvfp4")
-    stored: dict[str, torch.Tensor] = {}
-    dequantized: dict[str, torch.Tensor] = {}
-    for key, tensor in state.items():
-        if tensor.ndim != 2 or not key.endswith(".weight") or not quantized(key):
-            stored[key] = dequantized[key] = tensor
-            continue
-        layer = key.removesuffix(".weight")
-        packed, params = TensorCoreNVFP4Layout.quantize(tensor)
-        stored[key] = packed
-        stored[f"{layer}.weight_scale"] = params.block_scale
-        stored[f"{layer}.weight_scale_2"] = params.scale
-        stored[f"{layer}.comfy_quant"] = config.clone()
-        rows, cols = tensor.shape
+    def quantize(weight: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        packed, params = TensorCoreNVFP4Layout.quantize(weight)
+        tensors = {
+            ".weight": packed,
+            ".weight_scale": params.block_scale,
+            ".weight_scale_2": params.scale,
+        }
         values = ck.dequantize_nvfp4(packed, params.scale, params.block_scale, torch.float32)
-        dequantized[key] = values[:rows, :cols].contiguous()
-    return stored, dequantized
+        return tensors, values
+
+    return _quantized_state(state, quantized, "nvfp4", quantize)
 
 
 def mxfp8_state(
@@ -50,22 +73,12 @@ def mxfp8_state(
     import comfy_kitchen as ck
     from comfy_kitchen.tensor.mxfp8 import TensorCoreMXFP8Layout
 
-    config = _config("mxfp8")
-    stored: dict[str, torch.Tensor] = {}
-    dequantized: dict[str, torch.Tensor] = {}
-    for key, tensor in state.items():
-        if tensor.ndim != 2 or not key.endswith(".weight") or not quantized(key):
-            stored[key] = dequantized[key] = tensor
-            continue
-        layer = key.removesuffix(".weight")
-        values, params = TensorCoreMXFP8Layout.quantize(tensor)
-        stored[key] = values
-        stored[f"{layer}.weight_scale"] = params.scale
-        stored[f"{layer}.comfy_quant"] = config.clone()
-        rows, cols = tensor.shape
-        full = ck.dequantize_mxfp8(values, params.scale, torch.float32)
-        dequantized[key] = full[:rows, :cols].contiguous()
-    return stored, dequantized
+    def quantize(weight: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        values, params = TensorCoreMXFP8Layout.quantize(weight)
+        tensors = {".weight": values, ".weight_scale": params.scale}
+        return tensors, ck.dequantize_mxfp8(values, params.scale, torch.float32)
+
+    return _quantized_state(state, quantized, "mxfp8", quantize)
 
 
 def as_quantization_metadata(

@@ -173,3 +173,68 @@ def test_merging_an_nvfp4_unet_with_a_float_one_merges_the_dequantised_weights(
     assert torch.equal(layer.weight, packed)
     assert torch.equal(layer.weight_scale_2, params.scale)
     runtime.memory.unload_all()
+
+
+def _with_lora(runtime, base_dir, model):
+    from loom_lora.nodes import LoraLoaderModelOnly
+
+    layer = model.module.get_submodule(ATTN)
+    g = torch.Generator().manual_seed(4)
+    up = torch.randn(layer.out_features, 2, generator=g) * 0.1
+    down = torch.randn(2, layer.in_features, generator=g) * 0.1
+    name = "lora_unet_" + ATTN.replace(".", "_")
+    save_checkpoint(
+        base_dir / "models" / "loras" / "l.safetensors",
+        {f"{name}.lora_up.weight": up, f"{name}.lora_down.weight": down},
+    )
+    patched = LoraLoaderModelOnly(model=model, lora_name="l.safetensors", strength_model=1.0)
+    return patched.run(make_context(runtime))
+
+
+def _layer_bytes(tensors: dict) -> dict:
+    keys = [f"{ATTN}.{name}" for name in ("weight", "weight_scale", "weight_scale_2")]
+    return {k: tensors[k].reshape(-1).contiguous().view(torch.uint8) for k in keys}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("loom_lora") is None, reason="loom-lora missing")
+def test_saving_a_loaded_lora_patched_nvfp4_model_writes_what_saving_it_unloaded_does(
+    loom_runtime, base_dir, files
+):
+    from loom.memory import patched_tensors
+
+    runtime = loom_runtime("sd15", "lora", settings={"cpu_only": True})
+    patched = _with_lora(runtime, base_dir, _unet(runtime, "unet-nvfp4.safetensors"))
+    unloaded = _layer_bytes(patched_tensors(patched))
+    # loaded, the layer holds the requantised weight and scales: the stored weight must still
+    # be dequantised with the file's scales
+    runtime.memory.load([patched])
+    loaded = _layer_bytes(patched_tensors(patched))
+    runtime.memory.unload_all()
+    assert all(torch.equal(unloaded[k], loaded[k]) for k in unloaded)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("loom_lora") is None, reason="loom-lora missing")
+def test_merging_with_a_loaded_lora_patched_nvfp4_model_uses_its_stored_scales(
+    loom_runtime, base_dir, files
+):
+    from loom.nodes.builtin.model_merging import ModelMergeSimple
+
+    runtime = loom_runtime("sd15", "lora", settings={"cpu_only": True})
+    state = checkpoint_state(tiny_spec(), seed=5)
+    unet = {k[len(PREFIX) :]: v for k, v in state.items() if k.startswith(PREFIX)}
+    save_checkpoint(base_dir / "models" / "diffusion_models" / "other.safetensors", unet)
+    second = _with_lora(runtime, base_dir, _unet(runtime, "unet-nvfp4.safetensors"))
+    first = _unet(runtime, "other.safetensors")
+    ctx = make_context(runtime)
+    merged = ModelMergeSimple(model1=first, model2=second, ratio=0.3).run(ctx)
+    runtime.memory.load([merged])
+    expected = merged.module.get_submodule(ATTN).weight.detach().clone()
+    runtime.memory.unload_all()
+    # the second model loaded (its layer holding the LoRA's requantised scales) while the
+    # merge is computed
+    runtime.memory.load([second])
+    runtime.memory.load([merged])
+    assert second.shared.placement is not None
+    got = merged.module.get_submodule(ATTN).weight.detach().clone()
+    runtime.memory.unload_all()
+    assert torch.equal(got, expected)

@@ -142,6 +142,37 @@ def test_a_lora_on_a_scaled_unet_layer_recalculates_its_scale(loom_runtime, base
     assert torch.equal(layer.weight_scale, scale)
 
 
+@pytest.mark.skipif(importlib.util.find_spec("loom_lora") is None, reason="loom-lora missing")
+def test_saving_a_loaded_lora_patched_scaled_model_writes_what_saving_it_unloaded_does(
+    loom_runtime, base_dir, files
+):
+    from loom_lora.nodes import LoraLoaderModelOnly
+
+    from loom.memory import patched_tensors
+
+    g = torch.Generator().manual_seed(4)
+    q = files[f"{ATTN}.weight"]
+    name = "lora_unet_" + ATTN.replace(".", "_")
+    lora = {
+        f"{name}.lora_up.weight": torch.randn(q.shape[0], 2, generator=g) * 0.1,
+        f"{name}.lora_down.weight": torch.randn(2, q.shape[1], generator=g) * 0.1,
+    }
+    save_checkpoint(base_dir / "models" / "loras" / "l.safetensors", lora)
+    runtime = loom_runtime("sd15", "lora", settings={"cpu_only": True})
+    model = _unet(runtime, "unet-scaled.safetensors")
+    patched = LoraLoaderModelOnly(model=model, lora_name="l.safetensors", strength_model=1.0)
+    patched = patched.run(make_context(runtime))
+    keys = (f"{ATTN}.weight", f"{ATTN}.weight_scale")
+    unloaded = patched_tensors(patched)
+    # loaded, the layer holds the requantised weight and scale: the stored weight must still
+    # be dequantised with the file's scale
+    runtime.memory.load([patched])
+    loaded = patched_tensors(patched)
+    runtime.memory.unload_all()
+    assert torch.equal(loaded[keys[1]], unloaded[keys[1]])
+    assert torch.equal(loaded[keys[0]].view(torch.uint8), unloaded[keys[0]].view(torch.uint8))
+
+
 def _metadata_layout(tensors: dict[str, torch.Tensor]) -> tuple[dict, dict[str, str]]:
     """The ``comfy_quant`` file ``tensors`` re-laid as newer ComfyUI files are: no config
     tensors, the layers described in the header's ``_quantization_metadata`` instead."""

@@ -75,6 +75,14 @@ def test_an_unsupported_quantisation_format_is_named():
         ScaledView(source)
 
 
+@pytest.mark.parametrize("text", ['["nvfp4"]', '{"format": ', "\xff"])
+def test_a_quantisation_config_that_is_not_a_json_object_is_named(text):
+    config = torch.tensor(list(text.encode("latin-1")), dtype=torch.uint8)
+    source = {"a.weight": torch.ones(3, 4), "a.comfy_quant": config}
+    with pytest.raises(ValueError, match=r"a\.comfy_quant: not a quantisation config"):
+        ScaledView(source)
+
+
 class Pair(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -95,3 +103,23 @@ def test_scaled_layers_load_and_save_back_comfyuis_tensors():
     x = torch.randn(1, 4)
     want = nn.functional.linear(x, torch.ones(3, 4) * 0.5)
     torch.testing.assert_close(module.a(x), want, rtol=0, atol=0)
+
+
+def test_without_torchs_e8m0_dtype_fp8_weights_still_dequantise(monkeypatch):
+    # torch before 2.7 has no float8_e8m0fnu (MXFP8's scale dtype); Loom supports torch 2.1 on
+    from loom.memory import dequantized_weights
+
+    monkeypatch.delattr(torch, "float8_e8m0fnu")
+    state = {"a.weight": torch.ones(3, 4).to(FP8), "a.weight_scale": torch.tensor(0.5)}
+    assert torch.equal(dequantized_weights(state)["a.weight"], torch.full((3, 4), 0.5))
+
+
+def test_without_torchs_e8m0_dtype_an_mxfp8_file_is_refused_by_name(monkeypatch):
+    monkeypatch.delattr(torch, "float8_e8m0fnu")
+    source = {
+        "a.weight": torch.ones(32, 32).to(FP8),
+        "a.weight_scale": torch.zeros(128, 4, dtype=torch.uint8),
+        "a.comfy_quant": _config('{"format": "mxfp8"}'),
+    }
+    with pytest.raises(ValueError, match=r"a\.comfy_quant: an mxfp8 layer needs torch 2\.7"):
+        ScaledView(source)

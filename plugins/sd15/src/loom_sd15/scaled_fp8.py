@@ -30,11 +30,11 @@ log = logging.getLogger(__name__)
 
 
 def scaled_view(module: torch.nn.Module, view: Mapping[str, Any], file: str) -> Mapping[str, Any]:
-    """Make the layers of ``module`` that ``view`` (module-keyed) scales ScaledLinear; the
-    view those layers load from.
+    """Make the layers of ``module`` that ``view`` (module-keyed) quantises ScaledLinear
+    (NvFp4Linear / MxFp8Linear for nvfp4 / mxfp8 layers); the view those layers load from.
 
     :raises ModelFileError: an unsupported quantisation format, a scale naming no linear
-        layer of the model, or an nvfp4 layer whose tensors do not fit its layer.
+        layer of the model, or an nvfp4 / mxfp8 layer whose tensors do not fit its layer.
     """
     try:
         scaled = ScaledView(view)
