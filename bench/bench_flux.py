@@ -33,6 +33,10 @@ about 13 minutes on this 2-core host):
     python bench/bench_flux.py --size full --blocks 2,4 --repeats 3 --warmup 0 --max-child-rss-gib 4
     python bench/bench_flux.py --size full          # Flux.1-dev: 11.1 GiB fp8 file
     python bench/bench_flux.py --size full --repeats 1 --warmup 0   # one step each on a slow CPU
+    python bench/bench_flux.py --size full --dtype nvfp4 --repeats 1 --warmup 0   # Loom only
+
+``--dtype nvfp4`` stores the blocks' Linear weights as ComfyUI's NVFP4 files do (6.3 GiB at
+full size); diffusers cannot load that layout, so only Loom's step runs.
 """
 
 from __future__ import annotations
