@@ -9,6 +9,7 @@ import importlib.util
 import pytest
 import torch
 from loom_sd15.tiny import checkpoint_state, save_checkpoint, tiny_spec
+from sd15_unet_runs import load_unet, unet_forward
 
 from loom.memory import MxFp8Linear
 from loom.testing import make_context
@@ -34,26 +35,10 @@ def files(base_dir):
     return stored
 
 
-def _unet(runtime, name: str):
-    from loom.nodes.builtin.loaders import UNETLoader
-
-    return UNETLoader(unet_name=name, weight_dtype="default").run(make_context(runtime))
-
-
-def _forward(runtime, model) -> torch.Tensor:
-    g = torch.Generator().manual_seed(3)
-    x = torch.randn(1, 4, 8, 8, generator=g)
-    context = torch.randn(1, 5, model.module.config.context_dim, generator=g)
-    runtime.memory.load([model])
-    out = model.apply_model(x, torch.tensor([2.0]), {"c_crossattn": context})
-    runtime.memory.unload_all()
-    return out
-
-
 @pytest.mark.parametrize("name", ["unet-mxfp8.safetensors", "unet-mxfp8-metadata.safetensors"])
 def test_an_mxfp8_unet_equals_the_dequantized_one(runtime, files, name):
-    model = _unet(runtime, name)
-    reference = _unet(runtime, "unet-dequantized.safetensors")
+    model = load_unet(runtime, name)
+    reference = load_unet(runtime, "unet-dequantized.safetensors")
     layers = [(n, m) for n, m in model.module.named_modules() if isinstance(m, MxFp8Linear)]
     assert len(layers) > 10
     for key, layer in layers:
@@ -63,7 +48,7 @@ def test_an_mxfp8_unet_equals_the_dequantized_one(runtime, files, name):
         assert torch.equal(values, reference.module.get_submodule(key).weight), key
     # equal weights; a CPU GEMM's last bits can depend on where its operands lie in memory
     torch.testing.assert_close(
-        _forward(runtime, model), _forward(runtime, reference), rtol=0, atol=1e-5
+        unet_forward(runtime, model), unet_forward(runtime, reference), rtol=0, atol=1e-5
     )
 
 
@@ -73,7 +58,7 @@ def test_a_lora_on_an_mxfp8_layer_is_merged_and_requantised(loom_runtime, base_d
     from loom_lora.nodes import LoraLoaderModelOnly
 
     runtime = loom_runtime("sd15", "lora", settings={"cpu_only": True})
-    model = _unet(runtime, "unet-mxfp8.safetensors")
+    model = load_unet(runtime, "unet-mxfp8.safetensors")
     values = model.module.get_submodule(ATTN).dequantized(torch.device("cpu"), torch.float32)
     g = torch.Generator().manual_seed(4)
     up = torch.randn(values.shape[0], 2, generator=g) * 0.1

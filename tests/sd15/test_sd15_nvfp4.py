@@ -10,6 +10,7 @@ import importlib.util
 import pytest
 import torch
 from loom_sd15.tiny import checkpoint_state, save_checkpoint, tiny_spec
+from sd15_unet_runs import load_unet, unet_forward
 
 from loom.memory import NvFp4Linear
 from loom.testing import make_context
@@ -41,31 +42,15 @@ def files(base_dir):
     return stored
 
 
-def _unet(runtime, name: str):
-    from loom.nodes.builtin.loaders import UNETLoader
-
-    return UNETLoader(unet_name=name, weight_dtype="default").run(make_context(runtime))
-
-
-def _forward(runtime, model) -> torch.Tensor:
-    g = torch.Generator().manual_seed(3)
-    x = torch.randn(1, 4, 8, 8, generator=g)
-    context = torch.randn(1, 5, model.module.config.context_dim, generator=g)
-    runtime.memory.load([model])
-    out = model.apply_model(x, torch.tensor([2.0]), {"c_crossattn": context})
-    runtime.memory.unload_all()
-    return out
-
-
 def test_an_nvfp4_unet_stays_packed_and_equals_the_dequantized_one(runtime, files):
-    model = _unet(runtime, "unet-nvfp4.safetensors")
+    model = load_unet(runtime, "unet-nvfp4.safetensors")
     layer = model.module.get_submodule(ATTN)
     assert isinstance(layer, NvFp4Linear) and layer.weight.dtype == torch.uint8
     assert torch.equal(layer.weight, files[f"{ATTN}.weight"])
     assert not isinstance(model.module.get_submodule(f"{BLOCK}.attn2.to_k"), NvFp4Linear)
-    reference = _unet(runtime, "unet-dequantized.safetensors")
+    reference = load_unet(runtime, "unet-dequantized.safetensors")
     _assert_same_weights(model, reference)
-    _assert_same_output(_forward(runtime, model), _forward(runtime, reference))
+    _assert_same_output(unet_forward(runtime, model), unet_forward(runtime, reference))
 
 
 def _assert_same_weights(model, reference) -> None:
@@ -89,19 +74,19 @@ def test_an_nvfp4_checkpoint_loads(runtime, files):
     loader = CheckpointLoaderSimple(ckpt_name="sd15-nvfp4.safetensors")
     model = loader.run(make_context(runtime)).model
     assert isinstance(model.module.get_submodule(ATTN), NvFp4Linear)
-    reference = _unet(runtime, "unet-dequantized.safetensors")
+    reference = load_unet(runtime, "unet-dequantized.safetensors")
     _assert_same_weights(model, reference)
-    _assert_same_output(_forward(runtime, model), _forward(runtime, reference))
+    _assert_same_output(unet_forward(runtime, model), unet_forward(runtime, reference))
 
 
 def test_quantization_metadata_equals_comfy_quant(runtime, base_dir, files):
     tensors, metadata = as_quantization_metadata(files)
     folder = base_dir / "models" / "diffusion_models"
     save_checkpoint(folder / "unet-nvfp4-metadata.safetensors", tensors, metadata)
-    model = _unet(runtime, "unet-nvfp4-metadata.safetensors")
+    model = load_unet(runtime, "unet-nvfp4-metadata.safetensors")
     assert isinstance(model.module.get_submodule(ATTN), NvFp4Linear)
-    twin = _unet(runtime, "unet-nvfp4.safetensors")
-    assert torch.equal(_forward(runtime, model), _forward(runtime, twin))
+    twin = load_unet(runtime, "unet-nvfp4.safetensors")
+    assert torch.equal(unet_forward(runtime, model), unet_forward(runtime, twin))
 
 
 def test_a_block_scale_of_the_wrong_shape_names_file_and_layer(runtime, base_dir, files):
@@ -111,7 +96,7 @@ def test_a_block_scale_of_the_wrong_shape_names_file_and_layer(runtime, base_dir
     odd[f"{ATTN}.weight_scale"] = odd[f"{ATTN}.weight_scale"][:, :2].contiguous()
     save_checkpoint(base_dir / "models" / "diffusion_models" / "odd.safetensors", odd)
     with pytest.raises(LoomError) as error:
-        _unet(runtime, "odd.safetensors")
+        load_unet(runtime, "odd.safetensors")
     message = str(error.value)
     assert "odd.safetensors" in message and f"{ATTN}.weight_scale" in message
     assert "nvfp4" in message
@@ -122,7 +107,7 @@ def test_a_lora_on_an_nvfp4_layer_is_merged_and_requantised(loom_runtime, base_d
     from comfy_kitchen.tensor.nvfp4 import TensorCoreNVFP4Layout
     from loom_lora.nodes import LoraLoaderModelOnly
 
-    layer_model = _unet(loom_runtime("sd15"), "unet-nvfp4.safetensors")
+    layer_model = load_unet(loom_runtime("sd15"), "unet-nvfp4.safetensors")
     stored = layer_model.module.get_submodule(ATTN)
     values = stored.dequantized(torch.device("cpu"), torch.float32)
     g = torch.Generator().manual_seed(4)
@@ -134,7 +119,7 @@ def test_a_lora_on_an_nvfp4_layer_is_merged_and_requantised(loom_runtime, base_d
         {f"{name}.lora_up.weight": up, f"{name}.lora_down.weight": down},
     )
     runtime = loom_runtime("sd15", "lora", settings={"cpu_only": True})
-    model = _unet(runtime, "unet-nvfp4.safetensors")
+    model = load_unet(runtime, "unet-nvfp4.safetensors")
     patched = LoraLoaderModelOnly(model=model, lora_name="l.safetensors", strength_model=1.0)
     patched = patched.run(make_context(runtime))
     runtime.memory.load([patched])
@@ -160,8 +145,8 @@ def test_merging_an_nvfp4_unet_with_a_float_one_merges_the_dequantised_weights(
     state = checkpoint_state(tiny_spec(), seed=5)
     unet = {k[len(PREFIX) :]: v for k, v in state.items() if k.startswith(PREFIX)}
     save_checkpoint(base_dir / "models" / "diffusion_models" / "other.safetensors", unet)
-    first = _unet(runtime, "unet-nvfp4.safetensors")
-    second = _unet(runtime, "other.safetensors")
+    first = load_unet(runtime, "unet-nvfp4.safetensors")
+    second = load_unet(runtime, "other.safetensors")
     values = first.module.get_submodule(ATTN).dequantized(torch.device("cpu"), torch.float32)
     other = second.module.get_submodule(ATTN).weight.detach().float()
     ctx = make_context(runtime)
@@ -203,7 +188,7 @@ def test_saving_a_loaded_lora_patched_nvfp4_model_writes_what_saving_it_unloaded
     from loom.memory import patched_tensors
 
     runtime = loom_runtime("sd15", "lora", settings={"cpu_only": True})
-    patched = _with_lora(runtime, base_dir, _unet(runtime, "unet-nvfp4.safetensors"))
+    patched = _with_lora(runtime, base_dir, load_unet(runtime, "unet-nvfp4.safetensors"))
     unloaded = _layer_bytes(patched_tensors(patched))
     # loaded, the layer holds the requantised weight and scales: the stored weight must still
     # be dequantised with the file's scales
@@ -223,8 +208,8 @@ def test_merging_with_a_loaded_lora_patched_nvfp4_model_uses_its_stored_scales(
     state = checkpoint_state(tiny_spec(), seed=5)
     unet = {k[len(PREFIX) :]: v for k, v in state.items() if k.startswith(PREFIX)}
     save_checkpoint(base_dir / "models" / "diffusion_models" / "other.safetensors", unet)
-    second = _with_lora(runtime, base_dir, _unet(runtime, "unet-nvfp4.safetensors"))
-    first = _unet(runtime, "other.safetensors")
+    second = _with_lora(runtime, base_dir, load_unet(runtime, "unet-nvfp4.safetensors"))
+    first = load_unet(runtime, "other.safetensors")
     ctx = make_context(runtime)
     merged = ModelMergeSimple(model1=first, model2=second, ratio=0.3).run(ctx)
     runtime.memory.load([merged])

@@ -12,6 +12,7 @@ import zlib
 import pytest
 import torch
 from loom_sd15.tiny import checkpoint_state, save_checkpoint, tiny_spec
+from sd15_unet_runs import load_unet, unet_forward
 
 from loom.memory import ScaledLinear
 from loom.memory.rounding import round_to
@@ -61,31 +62,15 @@ def files(base_dir):
     return new
 
 
-def _unet(runtime, name: str, weight_dtype: str = "default"):
-    from loom.nodes.builtin.loaders import UNETLoader
-
-    return UNETLoader(unet_name=name, weight_dtype=weight_dtype).run(make_context(runtime))
-
-
-def _forward(runtime, model) -> torch.Tensor:
-    g = torch.Generator().manual_seed(3)
-    x = torch.randn(1, 4, 8, 8, generator=g)
-    context = torch.randn(1, 5, model.module.config.context_dim, generator=g)
-    runtime.memory.load([model])
-    out = model.apply_model(x, torch.tensor([2.0]), {"c_crossattn": context})
-    runtime.memory.unload_all()
-    return out
-
-
 def test_a_scaled_unet_keeps_fp8_and_equals_the_dequantized_one(runtime, files):
-    model = _unet(runtime, "unet-scaled.safetensors", weight_dtype="fp8_e5m2")
+    model = load_unet(runtime, "unet-scaled.safetensors", weight_dtype="fp8_e5m2")
     layer = model.module.get_submodule(ATTN)
     assert isinstance(layer, ScaledLinear) and layer.weight.dtype == FP8
     assert layer.weight_scale.dtype == torch.float32
     assert model.module.input_blocks[0][0].weight.dtype == torch.float32  # a conv: not scaled
-    reference = _unet(runtime, "unet-dequantized.safetensors")
+    reference = load_unet(runtime, "unet-dequantized.safetensors")
     torch.testing.assert_close(
-        _forward(runtime, model), _forward(runtime, reference), rtol=0, atol=1e-6
+        unet_forward(runtime, model), unet_forward(runtime, reference), rtol=0, atol=1e-6
     )
 
 
@@ -95,9 +80,9 @@ def test_an_old_layout_scaled_checkpoint_loads(runtime, files):
     loader = CheckpointLoaderSimple(ckpt_name="sd15-fp8-scaled.safetensors")
     model = loader.run(make_context(runtime)).model
     assert isinstance(model.module.get_submodule(ATTN), ScaledLinear)
-    reference = _unet(runtime, "unet-dequantized.safetensors")
+    reference = load_unet(runtime, "unet-dequantized.safetensors")
     torch.testing.assert_close(
-        _forward(runtime, model), _forward(runtime, reference), rtol=0, atol=1e-6
+        unet_forward(runtime, model), unet_forward(runtime, reference), rtol=0, atol=1e-6
     )
 
 
@@ -108,7 +93,7 @@ def test_an_unsupported_quant_format_names_the_file(runtime, base_dir, files):
     odd[f"{ATTN}.comfy_quant"] = torch.tensor(list(b'{"format": "int4_awq"}'), dtype=torch.uint8)
     save_checkpoint(base_dir / "models" / "diffusion_models" / "odd.safetensors", odd)
     with pytest.raises(LoomError) as error:
-        _unet(runtime, "odd.safetensors")
+        load_unet(runtime, "odd.safetensors")
     assert "odd.safetensors" in str(error.value) and "int4_awq" in str(error.value)
 
 
@@ -127,7 +112,7 @@ def test_a_lora_on_a_scaled_unet_layer_recalculates_its_scale(loom_runtime, base
     )
     runtime = loom_runtime("sd15", "lora", settings={"cpu_only": True})
     ctx = make_context(runtime)
-    model = _unet(runtime, "unet-scaled.safetensors")
+    model = load_unet(runtime, "unet-scaled.safetensors")
     patched = LoraLoaderModelOnly(model=model, lora_name="l.safetensors", strength_model=1.0)
     patched = patched.run(ctx)
     runtime.memory.load([patched])
@@ -159,7 +144,7 @@ def test_saving_a_loaded_lora_patched_scaled_model_writes_what_saving_it_unloade
     }
     save_checkpoint(base_dir / "models" / "loras" / "l.safetensors", lora)
     runtime = loom_runtime("sd15", "lora", settings={"cpu_only": True})
-    model = _unet(runtime, "unet-scaled.safetensors")
+    model = load_unet(runtime, "unet-scaled.safetensors")
     patched = LoraLoaderModelOnly(model=model, lora_name="l.safetensors", strength_model=1.0)
     patched = patched.run(make_context(runtime))
     keys = (f"{ATTN}.weight", f"{ATTN}.weight_scale")
@@ -191,11 +176,11 @@ def test_a_file_described_by_quantization_metadata_loads_as_its_comfy_quant_twin
     tensors, metadata = _metadata_layout(files)
     folder = base_dir / "models" / "diffusion_models"
     save_checkpoint(folder / "unet-metadata.safetensors", tensors, metadata)
-    model = _unet(runtime, "unet-metadata.safetensors")
+    model = load_unet(runtime, "unet-metadata.safetensors")
     layer = model.module.get_submodule(ATTN)
     assert isinstance(layer, ScaledLinear) and layer.weight.dtype == FP8
-    twin = _unet(runtime, "unet-scaled.safetensors")
-    assert torch.equal(_forward(runtime, model), _forward(runtime, twin))
+    twin = load_unet(runtime, "unet-scaled.safetensors")
+    assert torch.equal(unet_forward(runtime, model), unet_forward(runtime, twin))
 
 
 def test_an_unsupported_format_in_quantization_metadata_names_file_and_format(
@@ -210,10 +195,10 @@ def test_an_unsupported_format_in_quantization_metadata_names_file_and_format(
     folder = base_dir / "models" / "diffusion_models"
     save_checkpoint(folder / "odd-metadata.safetensors", tensors, metadata)
     with pytest.raises(LoomError) as error:
-        _unet(runtime, "odd-metadata.safetensors")
+        load_unet(runtime, "odd-metadata.safetensors")
     assert "odd-metadata.safetensors" in str(error.value) and "mxfp8" in str(error.value)
     save_checkpoint(
         folder / "bad-metadata.safetensors", tensors, {"_quantization_metadata": "{not json"}
     )
     with pytest.raises(LoomError, match=r"bad-metadata\.safetensors.*_quantization_metadata"):
-        _unet(runtime, "bad-metadata.safetensors")
+        load_unet(runtime, "bad-metadata.safetensors")
