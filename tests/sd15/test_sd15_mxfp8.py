@@ -9,10 +9,9 @@ import importlib.util
 import pytest
 import torch
 from loom_sd15.tiny import checkpoint_state, save_checkpoint, tiny_spec
-from sd15_unet_runs import load_unet, unet_forward
+from sd15_unet_runs import load_unet, unet_forward, with_lora, write_layer_lora
 
 from loom.memory import MxFp8Linear
-from loom.testing import make_context
 from loom.testing.quantized_files import as_quantization_metadata, mxfp8_state
 
 pytest.importorskip("comfy_kitchen")
@@ -55,21 +54,12 @@ def test_an_mxfp8_unet_equals_the_dequantized_one(runtime, files, name):
 @pytest.mark.skipif(importlib.util.find_spec("loom_lora") is None, reason="loom-lora missing")
 def test_a_lora_on_an_mxfp8_layer_is_merged_and_requantised(loom_runtime, base_dir, files):
     from comfy_kitchen.tensor.mxfp8 import TensorCoreMXFP8Layout
-    from loom_lora.nodes import LoraLoaderModelOnly
 
     runtime = loom_runtime("sd15", "lora", settings={"cpu_only": True})
     model = load_unet(runtime, "unet-mxfp8.safetensors")
     values = model.module.get_submodule(ATTN).dequantized(torch.device("cpu"), torch.float32)
-    g = torch.Generator().manual_seed(4)
-    up = torch.randn(values.shape[0], 2, generator=g) * 0.1
-    down = torch.randn(2, values.shape[1], generator=g) * 0.1
-    name = "lora_unet_" + ATTN.replace(".", "_")
-    save_checkpoint(
-        base_dir / "models" / "loras" / "l.safetensors",
-        {f"{name}.lora_up.weight": up, f"{name}.lora_down.weight": down},
-    )
-    patched = LoraLoaderModelOnly(model=model, lora_name="l.safetensors", strength_model=1.0)
-    patched = patched.run(make_context(runtime))
+    up, down = write_layer_lora(base_dir, ATTN, *values.shape)
+    patched = with_lora(runtime, model)
     runtime.memory.load([patched])
     layer = patched.module.get_submodule(ATTN)
     expected, params = TensorCoreMXFP8Layout.quantize(values + torch.mm(up, down))

@@ -10,7 +10,7 @@ import importlib.util
 import pytest
 import torch
 from loom_sd15.tiny import checkpoint_state, save_checkpoint, tiny_spec
-from sd15_unet_runs import load_unet, unet_forward
+from sd15_unet_runs import load_unet, unet_forward, with_lora, write_layer_lora
 
 from loom.memory import NvFp4Linear
 from loom.testing import make_context
@@ -105,23 +105,14 @@ def test_a_block_scale_of_the_wrong_shape_names_file_and_layer(runtime, base_dir
 @pytest.mark.skipif(importlib.util.find_spec("loom_lora") is None, reason="loom-lora missing")
 def test_a_lora_on_an_nvfp4_layer_is_merged_and_requantised(loom_runtime, base_dir, files):
     from comfy_kitchen.tensor.nvfp4 import TensorCoreNVFP4Layout
-    from loom_lora.nodes import LoraLoaderModelOnly
 
     layer_model = load_unet(loom_runtime("sd15"), "unet-nvfp4.safetensors")
     stored = layer_model.module.get_submodule(ATTN)
     values = stored.dequantized(torch.device("cpu"), torch.float32)
-    g = torch.Generator().manual_seed(4)
-    up = torch.randn(values.shape[0], 2, generator=g) * 0.1
-    down = torch.randn(2, values.shape[1], generator=g) * 0.1
-    name = "lora_unet_" + ATTN.replace(".", "_")
-    save_checkpoint(
-        base_dir / "models" / "loras" / "l.safetensors",
-        {f"{name}.lora_up.weight": up, f"{name}.lora_down.weight": down},
-    )
+    up, down = write_layer_lora(base_dir, ATTN, *values.shape)
     runtime = loom_runtime("sd15", "lora", settings={"cpu_only": True})
     model = load_unet(runtime, "unet-nvfp4.safetensors")
-    patched = LoraLoaderModelOnly(model=model, lora_name="l.safetensors", strength_model=1.0)
-    patched = patched.run(make_context(runtime))
+    patched = with_lora(runtime, model)
     runtime.memory.load([patched])
     layer = patched.module.get_submodule(ATTN)
     # ComfyUI: dequantised in the merge dtype (float32 on a CPU), the LoRA added, quantised
@@ -161,19 +152,9 @@ def test_merging_an_nvfp4_unet_with_a_float_one_merges_the_dequantised_weights(
 
 
 def _with_lora(runtime, base_dir, model):
-    from loom_lora.nodes import LoraLoaderModelOnly
-
     layer = model.module.get_submodule(ATTN)
-    g = torch.Generator().manual_seed(4)
-    up = torch.randn(layer.out_features, 2, generator=g) * 0.1
-    down = torch.randn(2, layer.in_features, generator=g) * 0.1
-    name = "lora_unet_" + ATTN.replace(".", "_")
-    save_checkpoint(
-        base_dir / "models" / "loras" / "l.safetensors",
-        {f"{name}.lora_up.weight": up, f"{name}.lora_down.weight": down},
-    )
-    patched = LoraLoaderModelOnly(model=model, lora_name="l.safetensors", strength_model=1.0)
-    return patched.run(make_context(runtime))
+    write_layer_lora(base_dir, ATTN, layer.out_features, layer.in_features)
+    return with_lora(runtime, model)
 
 
 def _layer_bytes(tensors: dict) -> dict:

@@ -12,7 +12,7 @@ import zlib
 import pytest
 import torch
 from loom_sd15.tiny import checkpoint_state, save_checkpoint, tiny_spec
-from sd15_unet_runs import load_unet, unet_forward
+from sd15_unet_runs import load_unet, unet_forward, with_lora, write_layer_lora
 
 from loom.memory import ScaledLinear
 from loom.memory.rounding import round_to
@@ -99,22 +99,11 @@ def test_an_unsupported_quant_format_names_the_file(runtime, base_dir, files):
 
 @pytest.mark.skipif(importlib.util.find_spec("loom_lora") is None, reason="loom-lora missing")
 def test_a_lora_on_a_scaled_unet_layer_recalculates_its_scale(loom_runtime, base_dir, files):
-    from loom_lora.nodes import LoraLoaderModelOnly
-
-    g = torch.Generator().manual_seed(4)
     q, scale = files[f"{ATTN}.weight"], files[f"{ATTN}.weight_scale"]
-    up = torch.randn(q.shape[0], 2, generator=g) * 0.1
-    down = torch.randn(2, q.shape[1], generator=g) * 0.1
-    name = "lora_unet_" + ATTN.replace(".", "_")
-    save_checkpoint(
-        base_dir / "models" / "loras" / "l.safetensors",
-        {f"{name}.lora_up.weight": up, f"{name}.lora_down.weight": down},
-    )
+    up, down = write_layer_lora(base_dir, ATTN, *q.shape)
     runtime = loom_runtime("sd15", "lora", settings={"cpu_only": True})
-    ctx = make_context(runtime)
     model = load_unet(runtime, "unet-scaled.safetensors")
-    patched = LoraLoaderModelOnly(model=model, lora_name="l.safetensors", strength_model=1.0)
-    patched = patched.run(ctx)
+    patched = with_lora(runtime, model)
     runtime.memory.load([patched])
     layer = patched.module.get_submodule(ATTN)
     merged = q.float() * scale + torch.mm(up, down)
@@ -131,22 +120,12 @@ def test_a_lora_on_a_scaled_unet_layer_recalculates_its_scale(loom_runtime, base
 def test_saving_a_loaded_lora_patched_scaled_model_writes_what_saving_it_unloaded_does(
     loom_runtime, base_dir, files
 ):
-    from loom_lora.nodes import LoraLoaderModelOnly
-
     from loom.memory import patched_tensors
 
-    g = torch.Generator().manual_seed(4)
-    q = files[f"{ATTN}.weight"]
-    name = "lora_unet_" + ATTN.replace(".", "_")
-    lora = {
-        f"{name}.lora_up.weight": torch.randn(q.shape[0], 2, generator=g) * 0.1,
-        f"{name}.lora_down.weight": torch.randn(2, q.shape[1], generator=g) * 0.1,
-    }
-    save_checkpoint(base_dir / "models" / "loras" / "l.safetensors", lora)
+    write_layer_lora(base_dir, ATTN, *files[f"{ATTN}.weight"].shape)
     runtime = loom_runtime("sd15", "lora", settings={"cpu_only": True})
     model = load_unet(runtime, "unet-scaled.safetensors")
-    patched = LoraLoaderModelOnly(model=model, lora_name="l.safetensors", strength_model=1.0)
-    patched = patched.run(make_context(runtime))
+    patched = with_lora(runtime, model)
     keys = (f"{ATTN}.weight", f"{ATTN}.weight_scale")
     unloaded = patched_tensors(patched)
     # loaded, the layer holds the requantised weight and scale: the stored weight must still
